@@ -1,5 +1,5 @@
 // The one structured logger; components take child loggers with a `subsys` field.
-import { pino, type Logger } from 'pino';
+import { pino, destination, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -9,7 +9,7 @@ let root: Logger | undefined;
 export function rootLogger(opts: { file?: string; level?: string } = {}): Logger {
   if (root) return root;
   const level = opts.level ?? process.env['TENDRIL_LOG_LEVEL'] ?? 'info';
-  const dest = opts.file ? pino.destination({ dest: opts.file, sync: true, mkdir: true }) : pino.destination(2);
+  const dest = opts.file ? destination({ dest: opts.file, sync: true, mkdir: true }) : destination(2);
   root = pino({ level, base: { pid: process.pid } }, dest);
   return root;
 }

@@ -1,0 +1,71 @@
+// Agent configuration: flags with the defaults of a real node; the lab passes per-node paths.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
+import { AgentError } from './errors.js';
+
+export interface AgentConfig {
+  nodeName: string;
+  podCidr: string;
+  nodeIP: string | undefined;
+  /** Directory for the agent's persistent state (IPAM, endpoints). */
+  stateDir: string;
+  /** REST API socket (root-only). */
+  socket: string;
+  /** bpffs directory for pinned maps and links. */
+  bpfRoot: string;
+  /** Where 05-tendril.conflist is written when the agent is ready. */
+  cniConfDir: string;
+  /** Named netns of the health endpoint. */
+  healthNetns: string;
+  mtu: number;
+  logFile: string | undefined;
+  objDir: string;
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export const DEFAULT_SOCKET = '/var/run/tendril/tendril.sock';
+
+export function agentConfig(o: {
+  nodeName?: string | undefined;
+  podCidr?: string | undefined;
+  nodeIp?: string | undefined;
+  stateDir?: string | undefined;
+  socket?: string | undefined;
+  bpfRoot?: string | undefined;
+  cniConfDir?: string | undefined;
+  healthNetns?: string | undefined;
+  mtu?: string | number | undefined;
+  logFile?: string | undefined;
+}): AgentConfig {
+  if (!o.podCidr) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr: the node needs a pod CIDR to allocate from');
+  let podCidr: string;
+  try {
+    podCidr = formatCidr(parseCidr(o.podCidr));
+  } catch (err) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --pod-cidr: ${(err as Error).message}`);
+  }
+  if (o.nodeIp !== undefined && !isIPv4(o.nodeIp)) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --node-ip "${o.nodeIp}": not an IPv4 address`);
+  }
+  const mtu = Number(o.mtu ?? 1500);
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --mtu "${String(o.mtu)}": expected an integer 576-65535`);
+  }
+  const nodeName = o.nodeName ?? 'node';
+  const stateDir = o.stateDir ?? '/var/lib/tendril';
+  return {
+    nodeName,
+    podCidr,
+    nodeIP: o.nodeIp,
+    stateDir,
+    socket: o.socket ?? DEFAULT_SOCKET,
+    bpfRoot: o.bpfRoot ?? `/sys/fs/bpf/tendril/${nodeName}`,
+    cniConfDir: o.cniConfDir ?? '/etc/cni/net.d',
+    healthNetns: o.healthNetns ?? 'tendril-health',
+    mtu,
+    logFile: o.logFile,
+    objDir: path.join(repoRoot, 'build/bpf'),
+  };
+}

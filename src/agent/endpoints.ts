@@ -1,0 +1,147 @@
+// Endpoint manager: the endpoints of this node, persisted, wired into the datapath, re-adopted after a restart.
+import { AgentError } from './errors.js';
+import { readJsonFile, writeJsonFile } from './state-file.js';
+import type { NodeDatapath } from '../datapath/index.js';
+import type { Logger } from '../util/log.js';
+
+export type EndpointState = 'ready' | 'restoring' | 'disconnecting';
+
+export interface Endpoint {
+  id: number;
+  /** 'pod' for CNI-created endpoints, 'health' for the node's health endpoint. */
+  kind: 'pod' | 'health';
+  containerId: string;
+  /** Interface name inside the container (CNI_IFNAME). */
+  ifname: string;
+  hostIfName: string;
+  hostIfindex: number;
+  hostMac: string;
+  podMac: string;
+  ip: string;
+  netnsPath: string;
+  namespace: string;
+  podName: string;
+  /** Pod labels (k8s source), stored now for the identity issue. */
+  labels: Record<string, string>;
+  /** Security labels the identity is derived from. */
+  securityLabels: string[];
+  identity: number;
+  state: EndpointState;
+  created: string;
+}
+
+export type EndpointRequest = Omit<Endpoint, 'id' | 'state' | 'created'> & { id?: number };
+
+const MAX_ID = 4095;
+
+export class EndpointManager {
+  private readonly eps = new Map<number, Endpoint>();
+  private readonly file: string;
+  private readonly dp: NodeDatapath;
+  private readonly log: Logger;
+
+  constructor(dp: NodeDatapath, file: string, log: Logger) {
+    this.dp = dp;
+    this.file = file;
+    this.log = log;
+  }
+
+  /**
+   * Re-adopts the endpoints of an earlier run: those whose host-side interface still exists are re-wired
+   * (maps re-written, pinned links switched to the new program); the rest are dropped and returned.
+   */
+  restore(ifindexOf: (name: string) => number | undefined): Endpoint[] {
+    const saved = readJsonFile<Endpoint[]>(this.file) ?? [];
+    const gone: Endpoint[] = [];
+    for (const ep of saved) {
+      const ifindex = ifindexOf(ep.hostIfName);
+      if (ifindex === undefined || ifindex !== ep.hostIfindex) {
+        this.log.info({ endpoint: ep.id, interface: ep.hostIfName }, 'endpoint interface gone while the agent was down; removing it');
+        this.dp.removeEndpoint(ep);
+        gone.push(ep);
+        continue;
+      }
+      this.dp.restoreEndpoint(ep);
+      this.eps.set(ep.id, { ...ep, state: 'ready' });
+    }
+    this.save();
+    this.log.info({ restored: this.eps.size, removed: gone.length }, 'endpoints restored');
+    return gone;
+  }
+
+  private save(): void {
+    writeJsonFile(this.file, [...this.eps.values()].sort((a, b) => a.id - b.id));
+  }
+
+  private nextId(): number {
+    for (let id = 1; id <= MAX_ID; id++) if (!this.eps.has(id)) return id;
+    throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint: all ${MAX_ID} endpoint IDs are in use`);
+  }
+
+  create(req: EndpointRequest): Endpoint {
+    if (req.id !== undefined && this.eps.has(req.id)) {
+      throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint ${req.id}: the ID is in use`);
+    }
+    for (const ep of this.eps.values()) {
+      if (ep.ip === req.ip) {
+        throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint for ${req.ip}: endpoint ${ep.id} has that address`);
+      }
+      if (ep.containerId === req.containerId && ep.ifname === req.ifname) {
+        throw new AgentError(
+          'TENDRIL_ERR_ENDPOINT_CONFLICT',
+          `Cannot create endpoint for container ${req.containerId.slice(0, 12)} interface "${req.ifname}": endpoint ${ep.id} exists`,
+        );
+      }
+    }
+    const ep: Endpoint = { ...req, id: req.id ?? this.nextId(), state: 'ready', created: new Date().toISOString() };
+    this.dp.addEndpoint(ep);
+    this.eps.set(ep.id, ep);
+    try {
+      this.save();
+    } catch (err) {
+      this.eps.delete(ep.id);
+      this.dp.removeEndpoint(ep);
+      throw err;
+    }
+    this.log.info({ endpoint: ep.id, ip: ep.ip, interface: ep.hostIfName, pod: `${ep.namespace}/${ep.podName}` }, 'endpoint created');
+    return ep;
+  }
+
+  delete(id: number): Endpoint {
+    const ep = this.eps.get(id);
+    if (!ep) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint ${id} not found`);
+    this.dp.removeEndpoint(ep);
+    this.eps.delete(id);
+    this.save();
+    this.log.info({ endpoint: id, ip: ep.ip }, 'endpoint deleted');
+    return ep;
+  }
+
+  get(id: number): Endpoint | undefined {
+    return this.eps.get(id);
+  }
+
+  /** Resolves Cilium-style references: `42`, `container-id:ID`, `ipv4:IP`, `pod-name:NS/NAME`. */
+  resolve(ref: string): Endpoint | undefined {
+    if (/^\d+$/.test(ref)) return this.eps.get(Number(ref));
+    const i = ref.indexOf(':');
+    if (i < 0) return undefined;
+    const kind = ref.slice(0, i);
+    const val = ref.slice(i + 1);
+    for (const ep of this.eps.values()) {
+      if (kind === 'container-id' && ep.containerId === val) return ep;
+      if (kind === 'ipv4' && ep.ip === val) return ep;
+      if (kind === 'pod-name' && `${ep.namespace}/${ep.podName}` === val) return ep;
+    }
+    return undefined;
+  }
+
+  findByContainer(containerId: string, ifname: string): Endpoint | undefined {
+    for (const ep of this.eps.values()) if (ep.containerId === containerId && ep.ifname === ifname) return ep;
+    return undefined;
+  }
+
+  list(): Endpoint[] {
+    return [...this.eps.values()].sort((a, b) => a.id - b.id);
+  }
+}

@@ -1,0 +1,70 @@
+// Unit tests of node-local IPAM (no privileges).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { NodeIpam } from './ipam.js';
+import { AgentError } from './errors.js';
+
+function tmpFile(): string {
+  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tdl-ipam-')), 'ipam.json');
+}
+
+test('allocateNext() hands out router and health first, in order', () => {
+  const ipam = new NodeIpam('172.20.0.0/24');
+  assert.equal(ipam.allocateNext('router'), '172.20.0.1');
+  assert.equal(ipam.allocateNext('health'), '172.20.0.2');
+  assert.equal(ipam.allocateNext('default/a'), '172.20.0.3');
+});
+
+test('allocateNext() never returns an address twice and skips network/broadcast', () => {
+  const ipam = new NodeIpam('10.1.2.0/28');
+  const seen = new Set<string>();
+  for (let i = 0; i < 14; i++) {
+    const ip = ipam.allocateNext(`o${i}`);
+    assert.ok(!seen.has(ip), `duplicate ${ip}`);
+    assert.notEqual(ip, '10.1.2.0');
+    assert.notEqual(ip, '10.1.2.15');
+    seen.add(ip);
+  }
+  assert.throws(() => ipam.allocateNext('x'), (e: unknown) => e instanceof AgentError && e.code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && /exhausted \(14\/14/.test(e.message));
+});
+
+test('release() frees an address but it is not reused until the range wraps', () => {
+  const ipam = new NodeIpam('10.1.2.0/29');
+  const a = ipam.allocateNext('a');
+  ipam.allocateNext('b');
+  assert.equal(ipam.release(a), true);
+  assert.equal(ipam.release(a), false);
+  assert.notEqual(ipam.allocateNext('c'), a);
+});
+
+test('allocations persist: a restarted IPAM never hands out an address twice', () => {
+  const file = tmpFile();
+  const first = new NodeIpam('172.20.1.0/24', file);
+  const router = first.allocateNext('router');
+  const pod = first.allocateNext('default/curl-pod');
+  const second = new NodeIpam('172.20.1.0/24', file);
+  assert.deepEqual(second.list(), [
+    { ip: router, owner: 'router' },
+    { ip: pod, owner: 'default/curl-pod' },
+  ]);
+  const next = second.allocateNext('default/web');
+  assert.ok(next !== router && next !== pod);
+});
+
+test('allocate() restores a specific address and rejects conflicts and foreign addresses', () => {
+  const ipam = new NodeIpam('172.20.0.0/24');
+  assert.equal(ipam.allocate('172.20.0.9', 'router'), '172.20.0.9');
+  assert.equal(ipam.allocate('172.20.0.9', 'router'), '172.20.0.9');
+  assert.throws(() => ipam.allocate('172.20.0.9', 'x'), /already owned by "router"/);
+  assert.throws(() => ipam.allocate('172.20.1.9', 'x'), /not a usable address of pod CIDR 172.20.0.0\/24/);
+  assert.throws(() => ipam.allocate('172.20.0.255', 'x'), /not a usable address/);
+});
+
+test('a state file of another CIDR is refused with a clear message', () => {
+  const file = tmpFile();
+  new NodeIpam('172.20.1.0/24', file).allocateNext('router');
+  assert.throws(() => new NodeIpam('172.20.2.0/24', file), /is for pod CIDR 172.20.1.0\/24/);
+});

@@ -1,0 +1,34 @@
+// `tendril agent`: starts the agent and stops it cleanly on SIGTERM/SIGINT.
+import { Agent } from '../agent/agent.js';
+import { agentConfig } from '../agent/config.js';
+import { rootLogger } from '../util/log.js';
+
+export async function runAgent(opts: Record<string, string | undefined>): Promise<void> {
+  const cfg = agentConfig({
+    nodeName: opts['nodeName'],
+    podCidr: opts['podCidr'],
+    nodeIp: opts['nodeIp'],
+    stateDir: opts['stateDir'],
+    socket: opts['socket'],
+    bpfRoot: opts['bpfRoot'],
+    cniConfDir: opts['cniConfDir'],
+    healthNetns: opts['healthNetns'],
+    mtu: opts['mtu'],
+    logFile: opts['logFile'],
+  });
+  const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
+  const agent = new Agent(cfg, log);
+  try {
+    await agent.start();
+  } catch (err) {
+    log.fatal({ err }, 'agent failed to start');
+    await agent.stop().catch(() => {});
+    throw err;
+  }
+  const stop = (sig: string) => {
+    log.info({ signal: sig }, 'stopping agent (datapath stays pinned and keeps forwarding)');
+    void agent.stop().finally(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}

@@ -1,0 +1,42 @@
+// The `tendril` command: agent, lab, and the cilium-dbg-like views of a node.
+import { Command, Option } from 'commander';
+import { runAgent } from './agent-cmd.js';
+import { registerLab } from './lab-cmd.js';
+import { registerNodeViews } from './node-cmd.js';
+
+const program = new Command();
+program
+  .name('tendril')
+  .description('eBPF networking for container clusters (a Cilium-family CNI)')
+  .option('--lab <name>', 'lab whose node to talk to (default: the running lab "tendril")')
+  .option('--node <node>', 'node of the lab to talk to (default: ctr)')
+  .addOption(new Option('--socket <path>', 'agent API socket (overrides --lab/--node)').env('TENDRIL_SOCK'))
+  .enablePositionalOptions()
+  .showHelpAfterError()
+  .configureHelp({ sortSubcommands: false });
+
+program
+  .command('agent')
+  .description('run the per-node agent (datapath, IPAM, endpoints, CNI, REST API)')
+  .option('--node-name <name>', 'this node\'s name', 'node')
+  .requiredOption('--pod-cidr <cidr>', 'pod CIDR of this node, e.g. 172.20.0.0/24')
+  .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
+  .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
+  .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
+  .option('--bpf-root <dir>', 'bpffs directory for pinned maps and links')
+  .option('--cni-conf-dir <dir>', 'where 05-tendril.conflist is written', '/etc/cni/net.d')
+  .option('--health-netns <name>', 'named netns of the health endpoint', 'tendril-health')
+  .option('--mtu <n>', 'device MTU', '1500')
+  .option('--log-file <file>', 'log to this file instead of stderr')
+  .action(async (opts: Record<string, string | undefined>) => {
+    await runAgent(opts);
+  });
+
+registerNodeViews(program);
+registerLab(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  process.stderr.write(`Error: ${e.message ?? String(err)}${e.code ? ` [${e.code}]` : ''}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,149 @@
+// Views of one node through its agent API: status, endpoint list/get, bpf map dumps (cilium-dbg style).
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { AgentClient } from './client.js';
+import { keyValues, table } from './table.js';
+import { DEFAULT_SOCKET } from '../agent/config.js';
+import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
+
+interface GlobalOpts {
+  lab?: string;
+  node?: string;
+  socket?: string;
+}
+
+/** Which agent to talk to: --socket, else the lab node (--lab/--node, or the one running lab), else the default. */
+export function resolveSocket(g: GlobalOpts): string {
+  if (g.socket) return g.socket;
+  if (g.lab || g.node) {
+    const st = loadLab(g.lab ?? DEFAULT_LAB);
+    return findNode(st, g.node ?? st.nodes[0]!.name).socket;
+  }
+  if (fs.existsSync(DEFAULT_SOCKET)) return DEFAULT_SOCKET;
+  const labs = labExists(DEFAULT_LAB) ? [DEFAULT_LAB] : listLabs();
+  if (labs.length === 1) return loadLab(labs[0]).nodes[0]!.socket;
+  return DEFAULT_SOCKET;
+}
+
+function client(cmd: Command): AgentClient {
+  return new AgentClient(resolveSocket(cmd.optsWithGlobals<GlobalOpts>()));
+}
+
+function out(text: string): void {
+  process.stdout.write(text);
+}
+
+function json(v: unknown): void {
+  out(JSON.stringify(v, null, 2) + '\n');
+}
+
+interface StatusView {
+  tendril: { state: string; version: string; node: string; 'uptime-seconds': number };
+  'cni-config': string | null;
+  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> };
+  'attach-mode': string;
+  'device-mode': string;
+  routing: string;
+  endpoints: number;
+  health: { ip: string; endpoint: number | null };
+}
+
+export interface EndpointView {
+  id: number;
+  status: {
+    state: string;
+    identity: { id: number; labels: string[] };
+    labels: { 'security-relevant': string[] };
+    networking: { addressing: Array<{ ipv4: string }>; 'interface-name': string; 'interface-index': number; mac: string; 'host-mac': string };
+    'external-identifiers': { 'pod-name': string };
+  };
+}
+
+export function formatStatus(s: StatusView, verbose: boolean): string {
+  const pairs: Array<[string, string]> = [
+    ['KVStore', 'Disabled'],
+    ['Kubernetes', 'Disabled'],
+    ['CNI Config file', s['cni-config'] ? `successfully wrote CNI configuration file to ${s['cni-config']}` : 'not written yet'],
+    ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s`],
+    ['Cilium health daemon', s.health.endpoint !== null ? `Ok   (endpoint ${s.health.endpoint}, ${s.health.ip})` : 'Not ready'],
+    ['IPAM', `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},`],
+  ];
+  let text = keyValues(pairs);
+  if (verbose) {
+    text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
+  }
+  text += keyValues([
+    ['Routing', 'Network: Local (same node)   Host: BPF'],
+    ['Attach Mode', s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
+    ['Device Mode', s['device-mode']],
+    ['Endpoints', `${s.endpoints} (incl. health)`],
+  ]);
+  return text;
+}
+
+export function formatEndpointList(eps: EndpointView[]): string {
+  const rows = eps.map((e) => [
+    String(e.id),
+    'Disabled',
+    'Disabled',
+    String(e.status.identity.id),
+    e.status.identity.labels.length ? e.status.identity.labels : ['(none)'],
+    e.status.networking.addressing[0]?.ipv4 ?? '',
+    e.status.state,
+  ]);
+  return table(
+    [
+      ['ENDPOINT', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS (source:key[=value])', 'IPv4', 'STATUS'],
+      ['', 'ENFORCEMENT', 'ENFORCEMENT', '', '', '', ''],
+    ],
+    rows,
+  );
+}
+
+export function registerNodeViews(program: Command): void {
+  program
+    .command('status')
+    .description('node status like `cilium-dbg status`')
+    .option('--verbose', 'also list allocated addresses')
+    .option('-o, --output <fmt>', 'json for machine-readable output')
+    .action(async (o: { verbose?: boolean; output?: string }, cmd: Command) => {
+      const s = await client(cmd).get<StatusView>('/v1/healthz');
+      if (o.output === 'json') json(s);
+      else out(formatStatus(s, o.verbose === true));
+    });
+
+  const ep = program.command('endpoint').description('endpoints of the node');
+  ep.command('list')
+    .description('list endpoints')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const eps = await client(cmd).get<EndpointView[]>('/v1/endpoint');
+      if (o.output === 'json') json(eps);
+      else out(formatEndpointList(eps));
+    });
+  ep.command('get')
+    .description('endpoint details as JSON (ID, or container-id:…, ipv4:…, pod-name:NS/NAME)')
+    .argument('<id>')
+    .option('-o, --output <fmt>', 'json (the default)')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const e = await client(cmd).get(`/v1/endpoint/${encodeURIComponent(id)}`);
+      json([e]);
+    });
+
+  const bpf = program.command('bpf').description('BPF maps as the kernel holds them');
+  const bpfEp = bpf.command('endpoint').description('the endpoint map (tendril_lxc)');
+  bpfEp
+    .command('list')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const rows = await client(cmd).get<Array<{ ip4: string; ifindex: number; lxcId: number; flags: number; mac: string; nodeMac: string; secId: number }>>('/v1/map/tendril_lxc');
+      rows.sort((a, b) => a.lxcId - b.lxcId);
+      if (o.output === 'json') return json(rows);
+      out(
+        table(
+          ['IP ADDRESS', 'LOCAL ENDPOINT INFO'],
+          rows.map((r) => [`${r.ip4}:0`, `id=${r.lxcId} sec_id=${r.secId} flags=0x${r.flags.toString(16).padStart(4, '0')} ifindex=${r.ifindex} mac=${r.mac.toUpperCase()} nodemac=${r.nodeMac.toUpperCase()}`]),
+        ),
+      );
+    });
+}

@@ -1,0 +1,19 @@
+// Coded errors of the lab.
+export type LabErrorCode =
+  | 'TENDRIL_ERR_LAB_EXISTS'
+  | 'TENDRIL_ERR_LAB_NOT_FOUND'
+  | 'TENDRIL_ERR_LAB_INVALID'
+  | 'TENDRIL_ERR_LAB_NODE_NOT_FOUND'
+  | 'TENDRIL_ERR_LAB_POD_EXISTS'
+  | 'TENDRIL_ERR_LAB_POD_NOT_FOUND'
+  | 'TENDRIL_ERR_LAB_AGENT'
+  | 'TENDRIL_ERR_LAB_CNI';
+
+export class LabError extends Error {
+  readonly code: LabErrorCode;
+  constructor(code: LabErrorCode, message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'LabError';
+    this.code = code;
+  }
+}

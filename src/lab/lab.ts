@@ -1,0 +1,436 @@
+// The lab: a whole cluster on one Linux machine. Nodes and pods are network namespaces on an underlay bridge that
+// lives in its own namespace (no uplink); one agent process per node runs inside the node's namespace; pods are
+// created by executing the CNI plugin exactly as a container runtime does.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Netns } from '../kernel/netns/index.js';
+import { Netlink } from '../kernel/netlink/index.js';
+import { removePinned } from '../kernel/bpf/index.js';
+import { AgentClient } from '../cli/client.js';
+import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
+import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
+import { LabError } from './errors.js';
+import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
+import { alive, findProcesses, sleep, spawnInNetns, stopProcesses } from './procs.js';
+
+export const DEFAULT_LAB = 'tendril';
+
+export interface LabNode {
+  name: string;
+  ip: string;
+  podCidr: string;
+  netns: string;
+  socket: string;
+  pid: number;
+}
+
+export interface LabPod {
+  name: string;
+  namespace: string;
+  node: string;
+  netns: string;
+  containerId: string;
+  ip: string;
+  labels: Record<string, string>;
+  serve?: { port: number; pid: number };
+}
+
+export interface LabState {
+  name: string;
+  podCidr: string;
+  underlayCidr: string;
+  created: string;
+  nodes: LabNode[];
+  pods: LabPod[];
+}
+
+export interface UpOptions {
+  name?: string;
+  nodes?: number;
+  podCidr?: string;
+  underlayCidr?: string;
+  mtu?: number;
+  /** Called with progress lines. */
+  progress?: (line: string) => void;
+}
+
+const UNDERLAY_BRIDGE = 'br0';
+
+export function loadLab(name = DEFAULT_LAB): LabState {
+  const st = readJsonFile<LabState>(labPaths(name).stateFile);
+  if (!st) throw new LabError('TENDRIL_ERR_LAB_NOT_FOUND', `Lab "${name}" is not up (run: tendril lab up --name ${name})`);
+  return st;
+}
+
+export function labExists(name = DEFAULT_LAB): boolean {
+  return fs.existsSync(labPaths(name).stateFile);
+}
+
+export function listLabs(): string[] {
+  try {
+    return fs.readdirSync(path.dirname(labPaths('x').dir)).filter((n) => labExists(n));
+  } catch {
+    return [];
+  }
+}
+
+function save(st: LabState): void {
+  writeJsonFile(labPaths(st.name).stateFile, st);
+}
+
+export function findNode(st: LabState, name: string): LabNode {
+  const n = st.nodes.find((x) => x.name === name);
+  if (!n) {
+    throw new LabError('TENDRIL_ERR_LAB_NODE_NOT_FOUND', `Node "${name}" is not in lab "${st.name}" (nodes: ${st.nodes.map((x) => x.name).join(', ')})`);
+  }
+  return n;
+}
+
+export function findPod(st: LabState, ref: string): LabPod {
+  const [ns, name] = ref.includes('/') ? (ref.split('/', 2) as [string, string]) : [undefined, ref];
+  const hits = st.pods.filter((p) => p.name === name && (ns === undefined || p.namespace === ns));
+  if (hits.length === 0) throw new LabError('TENDRIL_ERR_LAB_POD_NOT_FOUND', `Pod "${ref}" not found in lab "${st.name}"`);
+  if (hits.length > 1) throw new LabError('TENDRIL_ERR_LAB_POD_NOT_FOUND', `Pod name "${ref}" is ambiguous: use NAMESPACE/NAME`);
+  return hits[0]!;
+}
+
+/** Brings a lab up; on any failure everything made so far is removed again. */
+export async function labUp(o: UpOptions = {}): Promise<LabState> {
+  const name = o.name ?? DEFAULT_LAB;
+  if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}": use 1-20 of a-z, 0-9, "-"`);
+  const count = o.nodes ?? 1;
+  if (!Number.isInteger(count) || count < 1 || count > 32) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --nodes ${String(o.nodes)}: expected 1-32`);
+  const pool = parseLabCidr(o.podCidr ?? '172.20.0.0/16', '--pod-cidr');
+  if (pool.bits > 24 - Math.ceil(Math.log2(count))) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `--pod-cidr ${formatCidr(pool)} has fewer than ${count} /24 subnets`);
+  }
+  const underlay = parseLabCidr(o.underlayCidr ?? '192.168.10.0/24', '--underlay-cidr');
+  if (underlay.bits > 24) throw new LabError('TENDRIL_ERR_LAB_INVALID', `--underlay-cidr must be a /24 or larger`);
+  if (labExists(name)) throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Lab "${name}" is already up (tendril lab down --name ${name} removes it)`);
+  const p = labPaths(name);
+  if (findProcesses(p.dir + '/').length > 0 || Netns.exists(p.underlayNetns, NETNS_DIR)) {
+    throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
+  }
+  const say = o.progress ?? (() => {});
+  const st: LabState = {
+    name,
+    podCidr: formatCidr(pool),
+    underlayCidr: formatCidr(underlay),
+    created: new Date().toISOString(),
+    nodes: [],
+    pods: [],
+  };
+  fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+  save(st);
+  try {
+    const u = Netns.create(p.underlayNetns, NETNS_DIR);
+    const unl = Netlink.openIn(u);
+    try {
+      unl.setLink('lo', { up: true });
+      unl.createBridge({ name: UNDERLAY_BRIDGE });
+      unl.setLink(UNDERLAY_BRIDGE, { up: true });
+      const br = unl.getLink(UNDERLAY_BRIDGE)!;
+      say(`underlay ${formatCidr(underlay)} on bridge ${UNDERLAY_BRIDGE} in netns ${p.underlayNetns}`);
+      const names = nodeNames(count);
+      for (let i = 0; i < names.length; i++) {
+        const node = names[i]!;
+        const np = p.node(node);
+        const ip = formatIPv4(underlay.base + 100 + i);
+        const podCidr = formatCidr(subnet(pool, 24, i));
+        const ns = Netns.create(np.netns, NETNS_DIR);
+        try {
+          unl.createVeth({ name: np.underlayIf, peerName: 'eth0', peerNetns: ns });
+          unl.setLink(np.underlayIf, { masterIndex: br.index, up: true });
+          const nnl = Netlink.openIn(ns);
+          try {
+            nnl.setLink('lo', { up: true });
+            const eth = nnl.getLink('eth0')!;
+            nnl.addAddress(eth.index, `${ip}/${underlay.bits}`);
+            nnl.setLink(eth.index, { up: true });
+          } finally {
+            nnl.close();
+          }
+        } finally {
+          ns.close();
+        }
+        const pid = startAgent(name, node, ip, podCidr, o.mtu);
+        st.nodes.push({ name: node, ip, podCidr, netns: np.netns, socket: np.socket, pid });
+        save(st);
+      }
+    } finally {
+      unl.close();
+      u.close();
+    }
+    for (const n of st.nodes) {
+      await waitForAgent(name, n);
+      say(`node ${n.name.padEnd(4)} ${n.ip.padEnd(15)} pods ${n.podCidr.padEnd(16)} agent pid ${n.pid} ready`);
+    }
+    return st;
+  } catch (err) {
+    await labDown(name).catch(() => {});
+    throw err;
+  }
+}
+
+function parseLabCidr(text: string, flag: string) {
+  try {
+    return parseCidr(text);
+  } catch (err) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid ${flag}: ${(err as Error).message}`);
+  }
+}
+
+function startAgent(lab: string, node: string, ip: string, podCidr: string, mtu?: number): number {
+  const np = labPaths(lab).node(node);
+  const args = [
+    process.execPath,
+    CLI_JS,
+    'agent',
+    '--node-name', node,
+    '--node-ip', ip,
+    '--pod-cidr', podCidr,
+    '--state-dir', np.stateDir,
+    '--socket', np.socket,
+    '--bpf-root', np.bpfRoot,
+    '--cni-conf-dir', np.cniConfDir,
+    '--health-netns', np.healthNetns,
+    ...(mtu ? ['--mtu', String(mtu)] : []),
+  ];
+  return spawnInNetns(np.netns, args, np.logFile);
+}
+
+/** Restarts one node's agent (pinned programs and maps keep forwarding meanwhile). */
+export async function restartAgent(lab: string, node: string): Promise<LabNode> {
+  const st = loadLab(lab);
+  const n = findNode(st, node);
+  await stopProcesses([n.pid]);
+  const np = labPaths(lab).node(node);
+  const pid = startAgent(lab, node, n.ip, n.podCidr);
+  n.pid = pid;
+  save(st);
+  await waitForAgent(lab, n);
+  return n;
+}
+
+async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promise<void> {
+  const client = new AgentClient(n.socket);
+  const deadline = Date.now() + timeoutMs;
+  const logFile = labPaths(lab).node(n.name).logFile;
+  while (Date.now() < deadline) {
+    if (!alive(n.pid)) {
+      throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} exited during start-up:\n${tail(logFile, 15)}`);
+    }
+    try {
+      await client.get('/v1/healthz');
+      return;
+    } catch {
+      await sleep(100);
+    }
+  }
+  throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} not ready after ${timeoutMs / 1000} s:\n${tail(logFile, 15)}`);
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Removes every namespace, process, pinned object and file of the lab. Safe to run twice. */
+export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }> {
+  if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}"`);
+  const p = labPaths(name);
+  const removed: string[] = [];
+  const pids = findProcesses(p.dir + '/');
+  await stopProcesses(pids);
+  if (pids.length) removed.push(`${pids.length} process(es)`);
+  let nsList: string[] = [];
+  try {
+    nsList = fs.readdirSync(NETNS_DIR).filter((n) => n.startsWith(p.netnsPrefix));
+  } catch {
+    // no netns dir
+  }
+  // Pods first, then nodes, the underlay last: deleting a namespace removes its veth ends.
+  const order = (n: string) => (n.includes('-pod-') ? 0 : n === p.underlayNetns ? 2 : 1);
+  for (const ns of nsList.sort((a, b) => order(a) - order(b))) {
+    Netns.delete(ns, NETNS_DIR);
+    removed.push(`netns ${ns}`);
+  }
+  if (fs.existsSync(p.bpfDir)) {
+    removePinned(p.bpfDir);
+    removed.push(`bpf pins ${p.bpfDir}`);
+  }
+  try {
+    fs.rmdirSync(path.dirname(p.bpfDir));
+  } catch {
+    // other labs or agents still pin there
+  }
+  if (fs.existsSync(p.dir)) {
+    fs.rmSync(p.dir, { recursive: true, force: true });
+    removed.push(`dir ${p.dir}`);
+  }
+  return { removed };
+}
+
+export interface PodAddOptions {
+  node: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  serve?: number;
+}
+
+/** Creates a pod: its namespace, then CNI ADD executed as a runtime does it. */
+export async function podAdd(lab: string, name: string, o: PodAddOptions): Promise<LabPod> {
+  const st = loadLab(lab);
+  const node = findNode(st, o.node);
+  const namespace = o.namespace ?? 'default';
+  if (!/^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$/.test(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid pod name "${name}": use a-z, 0-9, "-" (DNS label)`);
+  if (!/^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$/.test(namespace)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid namespace "${namespace}"`);
+  if (st.pods.some((x) => x.name === name && x.namespace === namespace)) {
+    throw new LabError('TENDRIL_ERR_LAB_POD_EXISTS', `Pod ${namespace}/${name} already exists in lab "${lab}"`);
+  }
+  if (o.serve !== undefined && (!Number.isInteger(o.serve) || o.serve < 1 || o.serve > 65535)) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --serve port ${String(o.serve)}`);
+  }
+  const pp = labPaths(lab).pod(namespace, name);
+  Netns.create(pp.netns, NETNS_DIR).close();
+  const pod: LabPod = {
+    name,
+    namespace,
+    node: node.name,
+    netns: pp.netns,
+    containerId: randomBytes(32).toString('hex'),
+    ip: '',
+    labels: o.labels ?? {},
+  };
+  try {
+    const res = runCni(lab, 'ADD', pod);
+    const result = JSON.parse(res) as { ips?: Array<{ address: string }> };
+    const addr = result.ips?.[0]?.address;
+    if (!addr) throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ADD returned no IP: ${res}`);
+    pod.ip = addr.split('/')[0]!;
+    if (o.serve !== undefined) {
+      const pid = spawnInNetns(pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', String(o.serve), '--lab-dir', labPaths(lab).dir + '/'], pp.logFile);
+      pod.serve = { port: o.serve, pid };
+      await waitForLog(pp.logFile, 'listening', pid);
+    }
+  } catch (err) {
+    if (pod.serve) await stopProcesses([pod.serve.pid]);
+    if (pod.ip) {
+      try {
+        runCni(lab, 'DEL', pod);
+      } catch {
+        // best effort; the namespace goes below
+      }
+    }
+    Netns.delete(pp.netns, NETNS_DIR);
+    throw err;
+  }
+  const fresh = loadLab(lab);
+  fresh.pods.push(pod);
+  save(fresh);
+  return pod;
+}
+
+async function waitForLog(file: string, word: string, pid: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (tail(file, 5).includes(word)) return;
+    if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Pod server exited:\n${tail(file, 10)}`);
+    await sleep(50);
+  }
+  throw new LabError('TENDRIL_ERR_LAB_INVALID', `Pod server did not start within ${timeoutMs} ms:\n${tail(file, 10)}`);
+}
+
+export async function podDel(lab: string, ref: string): Promise<LabPod> {
+  const st = loadLab(lab);
+  const pod = findPod(st, ref);
+  if (pod.serve) await stopProcesses([pod.serve.pid]);
+  runCni(lab, 'DEL', pod);
+  Netns.delete(pod.netns, NETNS_DIR);
+  const fresh = loadLab(lab);
+  fresh.pods = fresh.pods.filter((x) => !(x.name === pod.name && x.namespace === pod.namespace));
+  save(fresh);
+  return pod;
+}
+
+/** The network config a runtime hands the plugin: the conflist's plugin entry plus name, cniVersion, runtime args. */
+export function pluginConfig(lab: string, pod: LabPod): string {
+  const np = labPaths(lab).node(pod.node);
+  const file = path.join(np.cniConfDir, '05-tendril.conflist');
+  const list = readJsonFile<{ cniVersion: string; name: string; plugins: Array<Record<string, unknown>> }>(file);
+  if (!list || !list.plugins[0]) throw new LabError('TENDRIL_ERR_LAB_CNI', `Node ${pod.node} has no CNI config at ${file}: is its agent ready?`);
+  return JSON.stringify({
+    cniVersion: list.cniVersion,
+    name: list.name,
+    ...list.plugins[0],
+    args: { cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) } },
+  });
+}
+
+/** Executes bin/tendril-cni the way a container runtime does: CNI_* environment, network config on stdin. */
+export function runCni(lab: string, command: 'ADD' | 'DEL' | 'CHECK', pod: LabPod): string {
+  const env = {
+    PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: pod.containerId,
+    CNI_NETNS: netnsPath(pod.netns),
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: CNI_BIN_DIR,
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
+  };
+  const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], { env, input: pluginConfig(lab, pod), encoding: 'utf8', timeout: 120_000 });
+  if (r.error) throw new LabError('TENDRIL_ERR_LAB_CNI', `Cannot execute tendril-cni: ${r.error.message}`);
+  if (r.status !== 0) {
+    let msg = r.stdout.trim();
+    try {
+      const e = JSON.parse(r.stdout) as { code?: number; msg?: string; details?: string };
+      msg = `code ${e.code}: ${e.msg}${e.details ? ` (${e.details})` : ''}`;
+    } catch {
+      // not JSON: show raw
+    }
+    throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ${command} for pod ${pod.namespace}/${pod.name} failed: ${msg}`);
+  }
+  return r.stdout;
+}
+
+/** Runs a command inside a namespace with the terminal attached; returns its exit code. */
+export function execIn(ns: string, argv: string[]): number {
+  if (argv.length === 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', 'Nothing to execute: give a command after "--"');
+  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { stdio: 'inherit' });
+  if (r.error) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Cannot execute ${argv[0]}: ${r.error.message}`);
+  return r.status ?? 1;
+}
+
+/** Runs a command inside a namespace and captures its output (tests, demo). */
+export function execCapture(ns: string, argv: string[], timeoutMs = 30_000): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs });
+  return { status: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? (r.error?.message ?? '') };
+}
+
+export interface NodeHealth {
+  node: LabNode;
+  running: boolean;
+  healthy: boolean;
+  pods: number;
+}
+
+export async function labStatus(lab: string): Promise<{ st: LabState; nodes: NodeHealth[] }> {
+  const st = loadLab(lab);
+  const nodes: NodeHealth[] = [];
+  for (const n of st.nodes) {
+    let healthy = false;
+    try {
+      await new AgentClient(n.socket).get('/v1/healthz');
+      healthy = true;
+    } catch {
+      healthy = false;
+    }
+    nodes.push({ node: n, running: alive(n.pid), healthy, pods: st.pods.filter((p) => p.node === n.name).length });
+  }
+  return { st, nodes };
+}
