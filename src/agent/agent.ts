@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
 import { ensureNamedNetns, interfaceIndex } from '../datapath/index.js';
-import { CniHandler, parseCniCall, type CniBackend } from '../cni/index.js';
+import { CniHandler, type CniBackend } from '../cni/index.js';
 import { createPodInterface, removePodInterface } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from './api.js';
 import type { AgentConfig } from './config.js';
@@ -76,8 +76,8 @@ export class Agent {
     if (existing) return;
     const netnsPath = ensureNamedNetns(this.cfg.healthNetns);
     // A health interface left by a crashed run without an endpoint record: start clean.
-    removePodInterface(netnsPath, 'eth0', HEALTH_IF);
-    const wired = createPodInterface({
+    await removePodInterface(netnsPath, 'eth0', HEALTH_IF);
+    const wired = await createPodInterface({
       netnsPath,
       hostIfName: HEALTH_IF,
       podIfName: 'eth0',
@@ -181,7 +181,7 @@ export class Agent {
     });
     api.route('GET', '/v1/map/tendril_lxc', () => this.dp.dumpEndpoints());
     api.route('POST', '/v1/cni', async (req) => {
-      const out = await cni.handle(parseCniCallSafe(req.headers, req.body));
+      const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
     });
   }
@@ -322,10 +322,10 @@ export class Agent {
   }
 }
 
-function parseCniCallSafe(headers: Record<string, string | string[] | undefined>, body: string): ReturnType<typeof parseCniCall> {
+function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {
   const flat: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(headers)) flat[k] = Array.isArray(v) ? v.join(',') : v;
-  return parseCniCall(flat, body);
+  return flat;
 }
 
 export { HOST_DEV };

@@ -60,7 +60,7 @@ export interface EndpointView {
 }
 
 export function formatStatus(s: StatusView, verbose: boolean): string {
-  const pairs: Array<[string, string]> = [
+  const before: Array<[string, string]> = [
     ['KVStore', 'Disabled'],
     ['Kubernetes', 'Disabled'],
     ['CNI Config file', s['cni-config'] ? `successfully wrote CNI configuration file to ${s['cni-config']}` : 'not written yet'],
@@ -68,17 +68,16 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Cilium health daemon', s.health.endpoint !== null ? `Ok   (endpoint ${s.health.endpoint}, ${s.health.ip})` : 'Not ready'],
     ['IPAM', `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},`],
   ];
-  let text = keyValues(pairs);
-  if (verbose) {
-    text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
-  }
-  text += keyValues([
+  const after: Array<[string, string]> = [
     ['Routing', 'Network: Local (same node)   Host: BPF'],
     ['Attach Mode', s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
     ['Device Mode', s['device-mode']],
     ['Endpoints', `${s.endpoints} (incl. health)`],
-  ]);
-  return text;
+  ];
+  const width = Math.max(...[...before, ...after].map(([k]) => k.length));
+  let text = keyValues(before, width);
+  if (verbose) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
+  return text + keyValues(after, width);
 }
 
 export function formatEndpointList(eps: EndpointView[]): string {

@@ -25,7 +25,7 @@ export function table(header: string[][] | string[], rows: Array<Array<string | 
 }
 
 /** Aligned "Key:   value" lines like `cilium-dbg status`. */
-export function keyValues(pairs: Array<[string, string]>): string {
-  const w = Math.max(...pairs.map(([k]) => k.length)) + 2;
+export function keyValues(pairs: Array<[string, string]>, keyWidth = 0): string {
+  const w = Math.max(keyWidth, ...pairs.map(([k]) => k.length)) + 2;
   return pairs.map(([k, v]) => `${(k + ':').padEnd(w)}${v}`).join('\n') + '\n';
 }

@@ -399,7 +399,8 @@ export function runCni(lab: string, command: 'ADD' | 'DEL' | 'CHECK', pod: LabPo
 }
 
 /** Runs a command inside a namespace with the terminal attached; returns its exit code. */
-export function execIn(ns: string, argv: string[]): number {
+export function execIn(ns: string, argvIn: string[]): number {
+  const argv = argvIn[0] === '--' ? argvIn.slice(1) : argvIn;
   if (argv.length === 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', 'Nothing to execute: give a command after "--"');
   const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { stdio: 'inherit' });
   if (r.error) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Cannot execute ${argv[0]}: ${r.error.message}`);

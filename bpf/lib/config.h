@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-node load-time constants: set in .rodata by the loader before load. */
+#ifndef __TENDRIL_CONFIG_H_
+#define __TENDRIL_CONFIG_H_
+
+#include "common.h"
+
+/*
+ * Objects are compiled once and configured at load (DESIGN.md "Compile once,
+ * configure at load"). `volatile` keeps clang from folding the zero default
+ * into the code; the loader rewrites .rodata and the verifier then sees the
+ * real value as a constant. Names are the loader's contract: do not rename.
+ */
+
+/* Router IP held by tendril_host (the pods' default gateway), network order. */
+volatile const __be32 CONFIG_ROUTER_IP4 = 0;
+/* ifindex of tendril_host. */
+volatile const __u32 CONFIG_HOST_IFINDEX = 0;
+/* The node's own IPv4 address, network order (not used yet). */
+volatile const __be32 CONFIG_NODE_IP4 = 0;
+
+#endif /* __TENDRIL_CONFIG_H_ */

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Map layouts shared with the agent (src/datapath/maps.ts must match). */
+#ifndef __TENDRIL_MAPS_H_
+#define __TENDRIL_MAPS_H_
+
+#include "common.h"
+
+#define ENDPOINTS_MAP_SIZE	65535
+
+/* Key of tendril_lxc. */
+struct endpoint_key {
+	__be32 ip4;
+};
+
+#define ENDPOINT_F_HOST		1	/* a local host address: deliver to the stack */
+
+/*
+ * Value of tendril_lxc and tendril_lxc_if. 28 bytes with no implicit padding:
+ * the agent writes it byte for byte and a test compares the layout from BTF.
+ */
+struct endpoint_info {
+	__u32	ifindex;	/* host-side veth (lxc...) ifindex */
+	__u16	lxc_id;		/* endpoint ID */
+	__u16	flags;		/* ENDPOINT_F_* */
+	__u8	mac[6];		/* pod-side MAC (eth0 inside the pod) */
+	__u8	node_mac[6];	/* host-side veth MAC (the pod's gateway MAC) */
+	__u32	sec_id;		/* security identity */
+	__be32	ip4;		/* the endpoint's IPv4 address */
+};
+
+_Static_assert(sizeof(struct endpoint_info) == 28, "endpoint_info must be 28 bytes");
+
+/*
+ * Pinned by name so both objects share one instance and the agent finds the
+ * same maps again after a restart.
+ */
+
+/* Destination lookup: endpoint IPv4 -> endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_lxc SEC(".maps");
+
+/* Source lookup in from_container: host-side veth ifindex -> endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_lxc_if SEC(".maps");
+
+#endif /* __TENDRIL_MAPS_H_ */

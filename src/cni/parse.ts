@@ -1,0 +1,299 @@
+// Turns one forwarded CNI invocation (X-Cni-* headers + stdin config) into a validated CniCall.
+import {
+  CniCode,
+  CniError,
+  compareVersions,
+  isSupportedVersion,
+  SUPPORTED_VERSIONS,
+  type CniVersion,
+} from './errors.js';
+
+export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC', 'VERSION'] as const;
+export type CniCommand = (typeof CNI_COMMANDS)[number];
+
+/** Key of the GC verb's list of attachments that must be kept (CNI 1.1). */
+export const VALID_ATTACHMENTS_KEY = 'cni.dev/valid-attachments';
+
+export interface Attachment {
+  containerID: string;
+  ifname: string;
+}
+
+/** The network configuration a runtime passes on stdin (after conflist expansion). */
+export interface NetConf {
+  cniVersion: CniVersion;
+  name: string;
+  type: string;
+  /** Where the shim finds the agent; the agent writes it into its conflist. */
+  'agent-socket'?: string;
+  mtu?: number;
+  args?: Record<string, unknown>;
+  runtimeConfig?: Record<string, unknown>;
+  prevResult?: Record<string, unknown>;
+  [VALID_ATTACHMENTS_KEY]?: Attachment[];
+  [key: string]: unknown;
+}
+
+export interface CniCall {
+  command: CniCommand;
+  /** '' when the verb does not take one (STATUS, GC, VERSION). */
+  containerId: string;
+  /** '' when not given (allowed for DEL, STATUS, GC, VERSION). */
+  netns: string;
+  /** '' when the verb does not take one. */
+  ifname: string;
+  /** CNI_ARGS "K=V;K2=V2" as a map. */
+  args: Record<string, string>;
+  /** CNI_PATH split on ':'. */
+  path: string[];
+  config: NetConf;
+  /** Pod labels from the config's args.tendril.labels (CNI "args" convention). */
+  labels: Record<string, string>;
+}
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+/** Linux IFNAMSIZ is 16 including the terminating NUL. */
+const IFNAME_MAX = 15;
+
+/** Header values arrive percent-encoded where they held '%', control or non-ASCII bytes (see the shim). */
+function header(headers: Record<string, string | undefined>, name: string): string | undefined {
+  const want = name.toLowerCase();
+  for (const [k, v] of Object.entries(headers)) {
+    if (k.toLowerCase() !== want || v === undefined) continue;
+    try {
+      return decodeURIComponent(v);
+    } catch {
+      throw new CniError(CniCode.INVALID_ENV, `invalid environment: ${envName(name)} is not valid UTF-8`, {
+        details: `header ${name}: ${JSON.stringify(v)}`,
+      });
+    }
+  }
+  return undefined;
+}
+
+function envName(headerName: string): string {
+  return 'CNI_' + headerName.slice('X-Cni-'.length).toUpperCase();
+}
+
+function invalidEnv(msg: string): CniError {
+  return new CniError(CniCode.INVALID_ENV, `invalid environment: ${msg}`);
+}
+
+function invalidConfig(msg: string): CniError {
+  return new CniError(CniCode.INVALID_CONFIG, `invalid network config: ${msg}`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** CNI_ARGS: "K=V;K2=V2"; an empty string is no arguments. */
+export function parseCniArgs(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (text === '') return out;
+  for (const pair of text.split(';')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalidEnv(`CNI_ARGS entry "${pair}" is not KEY=VALUE`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+/** The spec's container ID rule: alphanumeric first, then alphanumerics, '_', '.', '-'. */
+export function validateContainerId(id: string): void {
+  if (id === '') throw invalidEnv('CNI_CONTAINERID is empty');
+  if (!NAME_RE.test(id)) {
+    throw invalidEnv(`CNI_CONTAINERID "${id}" must start with a letter or digit and contain only letters, digits, "_", "." and "-"`);
+  }
+}
+
+/** Interface names the kernel accepts: 1-15 bytes, not "." or "..", no '/', ':' or whitespace. */
+export function validateIfname(name: string): void {
+  if (name === '') throw invalidEnv('CNI_IFNAME is empty');
+  if (Buffer.byteLength(name) > IFNAME_MAX) {
+    throw invalidEnv(`CNI_IFNAME "${name}" is longer than ${IFNAME_MAX} bytes`);
+  }
+  if (name === '.' || name === '..') throw invalidEnv(`CNI_IFNAME "${name}" is not a valid interface name`);
+  if (/[/:\s]/.test(name)) throw invalidEnv(`CNI_IFNAME "${name}" must not contain "/", ":" or whitespace`);
+}
+
+/** Extracts the config's cniVersion without validating anything else (for error replies). */
+export function peekCniVersion(body: string): string | undefined {
+  try {
+    const v: unknown = JSON.parse(body);
+    if (isObject(v) && typeof v['cniVersion'] === 'string') return v['cniVersion'];
+  } catch {
+    /* not JSON: the caller answers in the latest version */
+  }
+  return undefined;
+}
+
+/** Which environment variables a verb needs (spec: "Required environment parameters"). */
+const REQUIRED_ENV: Record<CniCommand, ('containerId' | 'netns' | 'ifname')[]> = {
+  ADD: ['containerId', 'netns', 'ifname'],
+  CHECK: ['containerId', 'netns', 'ifname'],
+  DEL: ['containerId', 'ifname'],
+  STATUS: [],
+  GC: [],
+  VERSION: [],
+};
+const ENV_OF = { containerId: 'CNI_CONTAINERID', netns: 'CNI_NETNS', ifname: 'CNI_IFNAME' } as const;
+
+/** Oldest spec version that defines each verb. */
+const SINCE: Partial<Record<CniCommand, CniVersion>> = { CHECK: '0.4.0', STATUS: '1.1.0', GC: '1.1.0' };
+
+export function parseCniCall(headers: Record<string, string | undefined>, body: string): CniCall {
+  const command = header(headers, 'X-Cni-Command');
+  if (command === undefined || command === '') throw invalidEnv('CNI_COMMAND is not set');
+  if (!(CNI_COMMANDS as readonly string[]).includes(command)) {
+    throw invalidEnv(`unknown CNI_COMMAND "${command}" (expected one of ${CNI_COMMANDS.join(', ')})`);
+  }
+  const cmd = command as CniCommand;
+
+  const env = {
+    containerId: header(headers, 'X-Cni-Containerid') ?? '',
+    netns: header(headers, 'X-Cni-Netns') ?? '',
+    ifname: header(headers, 'X-Cni-Ifname') ?? '',
+  };
+  for (const key of REQUIRED_ENV[cmd]) {
+    if (env[key] === '') throw invalidEnv(`${ENV_OF[key]} is not set (required for ${cmd})`);
+  }
+  if (env.containerId !== '') validateContainerId(env.containerId);
+  if (env.ifname !== '') validateIfname(env.ifname);
+  if (env.netns !== '' && !env.netns.startsWith('/')) {
+    throw new CniError(CniCode.INVALID_NETNS, `invalid network namespace "${env.netns}": not an absolute path`);
+  }
+  const args = parseCniArgs(header(headers, 'X-Cni-Args') ?? '');
+  const cniPath = header(headers, 'X-Cni-Path') ?? '';
+  const path = cniPath === '' ? [] : cniPath.split(':').filter((p) => p !== '');
+
+  const config = parseNetConf(body, cmd);
+  const labels = parseLabels(config);
+  return { command: cmd, ...env, args, path, config, labels };
+}
+
+function parseNetConf(body: string, cmd: CniCommand): NetConf {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new CniError(CniCode.DECODE_FAILURE, `decoding failure: network config on stdin is not JSON: ${why}`, {
+      cause: err,
+    });
+  }
+  if (!isObject(raw)) {
+    throw new CniError(CniCode.DECODE_FAILURE, 'decoding failure: network config on stdin is not a JSON object');
+  }
+
+  const version = raw['cniVersion'];
+  if (version === undefined) throw invalidConfig('"cniVersion" is missing');
+  if (typeof version !== 'string') throw invalidConfig('"cniVersion" must be a string');
+  if (!isSupportedVersion(version)) {
+    throw new CniError(
+      CniCode.INCOMPATIBLE_VERSION,
+      `incompatible CNI version: "${version}" is not supported (supported: ${SUPPORTED_VERSIONS.join(', ')})`,
+    );
+  }
+  const since = SINCE[cmd];
+  if (since !== undefined && compareVersions(version, since) < 0) {
+    throw new CniError(
+      CniCode.INCOMPATIBLE_VERSION,
+      `incompatible CNI version: ${cmd} needs cniVersion ${since} or later, the config says "${version}"`,
+    );
+  }
+  // VERSION only needs the version; the other verbs need a complete config.
+  if (cmd === 'VERSION') return { ...raw, cniVersion: version, name: str(raw, 'name') ?? '', type: str(raw, 'type') ?? '' };
+
+  const name = requireString(raw, 'name');
+  if (!NAME_RE.test(name)) {
+    throw invalidConfig(`"name" "${name}" must start with a letter or digit and contain only letters, digits, "_", "." and "-"`);
+  }
+  const type = requireString(raw, 'type');
+  const conf: NetConf = { ...raw, cniVersion: version, name, type };
+
+  const socket = raw['agent-socket'];
+  if (socket !== undefined && (typeof socket !== 'string' || socket === '')) {
+    throw invalidConfig('"agent-socket" must be a non-empty string');
+  }
+  const mtu = raw['mtu'];
+  if (mtu !== undefined && (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535)) {
+    throw invalidConfig(`"mtu" must be an integer from 68 to 65535, got ${JSON.stringify(mtu)}`);
+  }
+  for (const key of ['args', 'runtimeConfig', 'prevResult'] as const) {
+    if (raw[key] !== undefined && !isObject(raw[key])) throw invalidConfig(`"${key}" must be an object`);
+  }
+  if (cmd === 'ADD' && raw['prevResult'] !== undefined) {
+    // Tendril creates the pod's interface, so it must be first in a chain; a prevResult means it is not.
+    throw new CniError(
+      CniCode.UNSUPPORTED_FIELD,
+      'unsupported field in network config: "prevResult" (tendril must be the first plugin of the list)',
+    );
+  }
+  if (cmd === 'CHECK' && raw['prevResult'] === undefined) throw invalidConfig('"prevResult" is required for CHECK');
+  if (cmd === 'GC') {
+    // libcni writes the list under both names (the spec once misnamed it, containernetworking/cni#1101).
+    const list = raw[VALID_ATTACHMENTS_KEY] ?? raw['cni.dev/attachments'];
+    conf[VALID_ATTACHMENTS_KEY] = parseAttachments(list);
+  }
+  return conf;
+}
+
+function str(raw: Record<string, unknown>, key: string): string | undefined {
+  const v = raw[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function requireString(raw: Record<string, unknown>, key: string): string {
+  const v = raw[key];
+  if (v === undefined) throw invalidConfig(`"${key}" is missing`);
+  if (typeof v !== 'string') throw invalidConfig(`"${key}" must be a string`);
+  if (v === '') throw invalidConfig(`"${key}" is empty`);
+  return v;
+}
+
+function parseAttachments(v: unknown): Attachment[] {
+  // libcni sends null for an empty Go slice: no attachment is valid any more.
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw invalidConfig(`"${VALID_ATTACHMENTS_KEY}" must be an array`);
+  return v.map((a: unknown, i) => {
+    if (!isObject(a) || typeof a['containerID'] !== 'string' || typeof a['ifname'] !== 'string') {
+      throw invalidConfig(`"${VALID_ATTACHMENTS_KEY}"[${i}] must be {"containerID": string, "ifname": string}`);
+    }
+    return { containerID: a['containerID'], ifname: a['ifname'] };
+  });
+}
+
+/**
+ * Pod labels, from the CNI "args" conventions: `args.cni.labels` ([{"key": "app", "value": "curl"}], what runtimes
+ * send) and `args.tendril.labels` ({"app": "curl"}); the latter wins on a clash.
+ */
+function parseLabels(conf: NetConf): Record<string, string> {
+  const out: Record<string, string> = {};
+  const cni = conf.args?.['cni'];
+  if (cni !== undefined) {
+    if (!isObject(cni)) throw invalidConfig('"args.cni" must be an object');
+    const list = cni['labels'];
+    if (list !== undefined) {
+      if (!Array.isArray(list)) throw invalidConfig('"args.cni.labels" must be an array of {"key", "value"}');
+      list.forEach((l: unknown, i) => {
+        if (!isObject(l) || typeof l['key'] !== 'string' || typeof l['value'] !== 'string') {
+          throw invalidConfig(`"args.cni.labels"[${i}] must be {"key": string, "value": string}`);
+        }
+        out[l['key']] = l['value'];
+      });
+    }
+  }
+  const tendril = conf.args?.['tendril'];
+  if (tendril === undefined) return out;
+  if (!isObject(tendril)) throw invalidConfig('"args.tendril" must be an object');
+  const labels = tendril['labels'];
+  if (labels === undefined) return out;
+  if (!isObject(labels)) throw invalidConfig('"args.tendril.labels" must be an object of strings');
+  for (const [k, v] of Object.entries(labels)) {
+    if (typeof v !== 'string') throw invalidConfig(`"args.tendril.labels.${k}" must be a string`);
+    out[k] = v;
+  }
+  return out;
+}

@@ -1,0 +1,237 @@
+// Unit tests of CniHandler's dispatch, undo list and DEL/GC idempotence over an in-memory CniBackend.
+// No privileges: every netns path here does not exist, so no interface is ever created.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CniHandler, type CniBackend, type EndpointRef, type EndpointRequest } from './plugin.js';
+
+/** The seam the agent implements, in memory; records calls so tests can see what was acquired. */
+class MemoryBackend implements CniBackend {
+  ready = true;
+  readonly ips = new Map<string, string>(); // ip -> owner
+  readonly endpoints = new Map<number, EndpointRequest & { id: number }>();
+  readonly calls: string[] = [];
+  failAllocate = false;
+  private nextIp = 2;
+  private nextId = 100;
+
+  status(): { ready: boolean; reason?: string } {
+    return this.ready ? { ready: true } : { ready: false, reason: 'IPAM not initialised' };
+  }
+  netConfig(): { routerIP: string; mtu: number } {
+    return { routerIP: '10.9.0.1', mtu: 1500 };
+  }
+  async allocateIP(owner: string): Promise<string> {
+    this.calls.push(`allocateIP ${owner}`);
+    if (this.failAllocate) throw new Error('pool 10.9.0.0/24 is exhausted');
+    const ip = `10.9.0.${this.nextIp++}`;
+    this.ips.set(ip, owner);
+    return ip;
+  }
+  async releaseIP(ip: string): Promise<void> {
+    this.calls.push(`releaseIP ${ip}`);
+    this.ips.delete(ip);
+  }
+  async createEndpoint(r: EndpointRequest): Promise<{ id: number }> {
+    const id = this.nextId++;
+    this.endpoints.set(id, { ...r, id });
+    return { id };
+  }
+  findEndpoint(containerId: string, ifname: string): EndpointRef | undefined {
+    for (const e of this.endpoints.values()) {
+      if (e.containerId === containerId && e.ifname === ifname) {
+        return { id: e.id, ip: e.ip, hostIfName: e.hostIfName, netnsPath: e.netnsPath };
+      }
+    }
+    return undefined;
+  }
+  async deleteEndpoint(id: number): Promise<void> {
+    this.calls.push(`deleteEndpoint ${id}`);
+    this.endpoints.delete(id);
+  }
+  listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[] {
+    return [...this.endpoints.values()].map((e) => ({ id: e.id, containerId: e.containerId, ifname: e.ifname, ip: e.ip }));
+  }
+
+  /** An endpoint as a previous ADD would have left it, in a netns that has disappeared since. */
+  seed(containerId: string, ifname = 'eth0'): number {
+    const ip = `10.9.0.${this.nextIp++}`;
+    this.ips.set(ip, containerId);
+    const id = this.nextId++;
+    this.endpoints.set(id, {
+      id,
+      containerId,
+      ifname,
+      podIfName: ifname,
+      hostIfName: `lxc-${containerId}`.slice(0, 15),
+      hostIfindex: 0,
+      hostMac: '02:00:00:00:00:01',
+      podMac: '02:00:00:00:00:02',
+      ip,
+      netnsPath: `${GONE_NETNS}-${containerId}`,
+    });
+    return id;
+  }
+}
+
+const GONE_NETNS = `/var/run/netns/tdlt-${process.pid}-does-not-exist`;
+const CONF = { cniVersion: '1.1.0', name: 'tendril', type: 'tendril-cni' };
+
+function hdr(command: string, over: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return { 'x-cni-command': command, 'x-cni-containerid': 'c1', 'x-cni-netns': GONE_NETNS, 'x-cni-ifname': 'eth0', ...over };
+}
+
+function parsed(stdout: string): Record<string, unknown> {
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+test('CniHandler VERSION lists the supported versions', async () => {
+  const r = await new CniHandler(new MemoryBackend()).handleRaw({ 'x-cni-command': 'VERSION' }, '{"cniVersion":"1.0.0"}');
+  assert.equal(r.exitCode, 0);
+  assert.deepEqual(parsed(r.stdout), { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+});
+
+test('CniHandler STATUS is silent success when ready and code 50 when not', async () => {
+  const b = new MemoryBackend();
+  const h = new CniHandler(b);
+  assert.deepEqual(await h.handleRaw({ 'x-cni-command': 'STATUS' }, JSON.stringify(CONF)), { exitCode: 0, stdout: '' });
+  b.ready = false;
+  const r = await h.handleRaw({ 'x-cni-command': 'STATUS' }, JSON.stringify(CONF));
+  assert.equal(r.exitCode, 1);
+  assert.deepEqual(parsed(r.stdout), { cniVersion: '1.1.0', code: 50, msg: 'Tendril agent is not ready', details: 'IPAM not initialised' });
+});
+
+test('CniHandler ADD when the agent is not ready: code 11 and nothing allocated', async () => {
+  const b = new MemoryBackend();
+  b.ready = false;
+  const r = await new CniHandler(b).handleRaw(hdr('ADD'), JSON.stringify(CONF));
+  assert.equal(parsed(r.stdout)['code'], 11);
+  assert.deepEqual(b.calls, []);
+});
+
+test('CniHandler ADD with a netns that does not exist: code 8 naming the path, no IP allocated', async () => {
+  const b = new MemoryBackend();
+  const r = await new CniHandler(b).handleRaw(hdr('ADD'), JSON.stringify(CONF));
+  assert.equal(r.exitCode, 1);
+  const err = parsed(r.stdout);
+  assert.equal(err['code'], 8);
+  assert.match(String(err['msg']), new RegExp(`Cannot open network namespace "${GONE_NETNS}": No such file or directory \\(ENOENT\\)`));
+  assert.deepEqual(b.calls, []);
+  assert.equal(b.ips.size, 0);
+});
+
+test('CniHandler ADD of an attachment that exists already is refused before anything is acquired', async () => {
+  const b = new MemoryBackend();
+  b.seed('c1');
+  const r = await new CniHandler(b).handleRaw(hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net' }), JSON.stringify(CONF));
+  assert.equal(r.exitCode, 1);
+  assert.match(String(parsed(r.stdout)['msg']), /Cannot add "eth0" to container "c1": it is already attached/);
+  assert.deepEqual(b.calls, []);
+});
+
+test('CniHandler turns a plain Error of the backend into code 999 with its message', async () => {
+  const b = new MemoryBackend();
+  b.failAllocate = true;
+  // /proc/self/ns/net opens without privileges; allocation fails before any interface is made.
+  const r = await new CniHandler(b).handleRaw(hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net' }), JSON.stringify(CONF));
+  assert.equal(r.exitCode, 1);
+  assert.deepEqual(parsed(r.stdout), { cniVersion: '1.1.0', code: 999, msg: 'pool 10.9.0.0/24 is exhausted' });
+  assert.deepEqual(b.calls, ['allocateIP c1']);
+});
+
+test('CniHandler ADD uses "namespace/pod" from CNI_ARGS as the IPAM owner', async () => {
+  const b = new MemoryBackend();
+  b.failAllocate = true;
+  await new CniHandler(b).handleRaw(
+    hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net', 'x-cni-args': 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=curl' }),
+    JSON.stringify(CONF),
+  );
+  assert.deepEqual(b.calls, ['allocateIP default/curl']);
+});
+
+test('CniHandler DEL removes endpoint and IP of an attachment whose netns is gone; DEL again succeeds', async () => {
+  const b = new MemoryBackend();
+  const id = b.seed('c1');
+  const ip = b.findEndpoint('c1', 'eth0')!.ip;
+  const h = new CniHandler(b);
+  const r1 = await h.handleRaw(hdr('DEL'), JSON.stringify(CONF));
+  assert.deepEqual(r1, { exitCode: 0, stdout: '' });
+  assert.deepEqual(b.calls, [`deleteEndpoint ${id}`, `releaseIP ${ip}`]);
+  assert.equal(b.endpoints.size, 0);
+  assert.equal(b.ips.size, 0);
+  const r2 = await h.handleRaw(hdr('DEL'), JSON.stringify(CONF));
+  assert.deepEqual(r2, { exitCode: 0, stdout: '' });
+  assert.deepEqual(b.calls, [`deleteEndpoint ${id}`, `releaseIP ${ip}`]);
+});
+
+test('CniHandler DEL keeps the IP when the endpoint cannot be deleted, so a retry finishes the job', async () => {
+  const b = new MemoryBackend();
+  b.seed('c1');
+  const ip = b.findEndpoint('c1', 'eth0')!.ip;
+  const realDelete = b.deleteEndpoint.bind(b);
+  b.deleteEndpoint = async () => {
+    throw new Error('store unavailable');
+  };
+  const h = new CniHandler(b);
+  const r1 = await h.handleRaw(hdr('DEL'), JSON.stringify(CONF));
+  assert.equal(r1.exitCode, 1);
+  assert.match(String(parsed(r1.stdout)['msg']), /Cannot remove "eth0" of container "c1": endpoint \d+: store unavailable/);
+  assert.ok(b.ips.has(ip), 'IP must stay allocated while the endpoint exists');
+  b.deleteEndpoint = realDelete;
+  assert.equal((await h.handleRaw(hdr('DEL'), JSON.stringify(CONF))).exitCode, 0);
+  assert.equal(b.ips.size, 0);
+  assert.equal(b.endpoints.size, 0);
+});
+
+test('CniHandler DEL runs after a pending call of the same attachment, not alongside it', async () => {
+  const b = new MemoryBackend();
+  b.seed('c1');
+  let inside = 0;
+  let overlap = false;
+  const realDelete = b.deleteEndpoint.bind(b);
+  b.deleteEndpoint = async (id: number) => {
+    inside++;
+    if (inside > 1) overlap = true;
+    await new Promise((r) => setTimeout(r, 20));
+    await realDelete(id);
+    inside--;
+  };
+  const h = new CniHandler(b);
+  const rs = await Promise.all([h.handleRaw(hdr('DEL'), JSON.stringify(CONF)), h.handleRaw(hdr('DEL'), JSON.stringify(CONF))]);
+  assert.deepEqual(rs.map((r) => r.exitCode), [0, 0]);
+  assert.equal(overlap, false);
+});
+
+test('CniHandler CHECK of an unknown attachment is code 3; a prevResult without its IP fails', async () => {
+  const b = new MemoryBackend();
+  const h = new CniHandler(b);
+  const prev = { ...CONF, prevResult: { cniVersion: '1.1.0', ips: [{ address: '10.9.0.77/32' }] } };
+  const r1 = await h.handleRaw(hdr('CHECK'), JSON.stringify(prev));
+  assert.equal(parsed(r1.stdout)['code'], 3);
+  assert.match(String(parsed(r1.stdout)['msg']), /container "c1" has no Tendril interface "eth0"/);
+  b.seed('c1');
+  const r2 = await h.handleRaw(hdr('CHECK'), JSON.stringify(prev));
+  assert.match(String(parsed(r2.stdout)['msg']), /prevResult does not hold 10\.9\.0\.\d+\/32/);
+});
+
+test('CniHandler GC removes the endpoints not listed as valid and keeps the listed ones', async () => {
+  const b = new MemoryBackend();
+  b.seed('keep');
+  b.seed('stale');
+  b.seed('keep', 'net1');
+  const keepIps = [b.findEndpoint('keep', 'eth0')!.ip, b.findEndpoint('keep', 'net1')!.ip];
+  const conf = { ...CONF, 'cni.dev/valid-attachments': [{ containerID: 'keep', ifname: 'eth0' }, { containerID: 'keep', ifname: 'net1' }] };
+  const r = await new CniHandler(b).handleRaw({ 'x-cni-command': 'GC' }, JSON.stringify(conf));
+  assert.deepEqual(r, { exitCode: 0, stdout: '' });
+  assert.deepEqual(b.listEndpoints().map((e) => `${e.containerId}/${e.ifname}`).sort(), ['keep/eth0', 'keep/net1']);
+  assert.deepEqual([...b.ips.keys()].sort(), keepIps.sort());
+});
+
+test('CniHandler.handleRaw() answers decode (6) and config (7) errors in the best known version', async () => {
+  const h = new CniHandler(new MemoryBackend());
+  const r6 = await h.handleRaw(hdr('ADD'), '{"cniVersion": "0.4.0", ');
+  assert.equal(r6.exitCode, 1);
+  assert.equal(r6.cniCode, 6);
+  assert.equal(parsed(r6.stdout)['cniVersion'], '1.1.0');
+  const r7 = await h.handleRaw(hdr('ADD'), JSON.stringify({ cniVersion: '0.4.0', type: 'tendril-cni' }));
+  assert.deepEqual(parsed(r7.stdout), { cniVersion: '0.4.0', code: 7, msg: 'invalid network config: "name" is missing' });
+});

@@ -1,0 +1,322 @@
+// The CNI verbs as the agent runs them: one dispatch over ADD, DEL, CHECK, STATUS, GC and VERSION.
+import type { Logger } from '../util/log.js';
+import { asCniError, CniCode, CniError, LATEST_VERSION, SUPPORTED_VERSIONS, type CniVersion } from './errors.js';
+import { hostIfName } from './names.js';
+import { parseCniCall, peekCniVersion, VALID_ATTACHMENTS_KEY, type CniCall } from './parse.js';
+import { formatResult, parseResult, podResult } from './result.js';
+import { UndoList, type UndoFailure } from './undo.js';
+import { checkPodInterface, createPodInterface, openPodNetns, removePodInterface } from './wire.js';
+
+/** What the agent provides to the CNI verbs: readiness, IPAM and the endpoint registry. */
+export interface CniBackend {
+  status(): { ready: boolean; reason?: string };
+  /** router = the pod's gateway (tendril_host's IP). */
+  netConfig(): { routerIP: string; mtu: number };
+  /** owner is "namespace/pod" when CNI_ARGS names the pod, else the container ID. */
+  allocateIP(owner: string): Promise<string>;
+  /** No error when `ip` is not allocated. */
+  releaseIP(ip: string): Promise<void>;
+  createEndpoint(r: EndpointRequest): Promise<{ id: number }>;
+  findEndpoint(containerId: string, ifname: string): EndpointRef | undefined;
+  /** No error when the endpoint is already gone. */
+  deleteEndpoint(id: number): Promise<void>;
+  listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[];
+}
+
+export interface EndpointRequest {
+  containerId: string;
+  ifname: string;
+  podIfName: string;
+  hostIfName: string;
+  hostIfindex: number;
+  hostMac: string;
+  podMac: string;
+  ip: string;
+  netnsPath: string;
+  namespace?: string;
+  podName?: string;
+  labels?: Record<string, string>;
+}
+
+export interface EndpointRef {
+  id: number;
+  ip: string;
+  hostIfName: string;
+  netnsPath: string;
+}
+
+/** What the shim prints and how it exits. */
+export interface CniResponse {
+  exitCode: number;
+  stdout: string;
+  /** CNI error code when exitCode != 0 (lets the HTTP layer pick a status). */
+  cniCode?: number;
+}
+
+export class CniHandler {
+  private readonly backend: CniBackend;
+  private readonly log: Logger | undefined;
+  /** Calls for one (container, ifname) run one after another: a DEL must not overtake its ADD. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(backend: CniBackend, log?: Logger) {
+    this.backend = backend;
+    this.log = log;
+  }
+
+  /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. */
+  async handleRaw(headers: Record<string, string | undefined>, body: string): Promise<CniResponse> {
+    let call: CniCall;
+    try {
+      call = parseCniCall(headers, body);
+    } catch (err) {
+      const e = asCniError(err);
+      this.log?.warn({ code: e.code, err: e.message }, 'CNI call rejected');
+      return errorResponse(e, peekCniVersion(body));
+    }
+    return this.handle(call);
+  }
+
+  async handle(call: CniCall): Promise<CniResponse> {
+    const started = performance.now();
+    try {
+      const out = await this.dispatch(call);
+      this.log?.info(
+        { cmd: call.command, containerId: call.containerId, ifname: call.ifname, ms: elapsed(started) },
+        `CNI ${call.command} done`,
+      );
+      return out;
+    } catch (err) {
+      const e = asCniError(err);
+      this.log?.warn(
+        { cmd: call.command, containerId: call.containerId, code: e.code, err: e.message, details: e.details, ms: elapsed(started) },
+        `CNI ${call.command} failed`,
+      );
+      return errorResponse(e, call.config.cniVersion);
+    }
+  }
+
+  private dispatch(call: CniCall): Promise<CniResponse> {
+    switch (call.command) {
+      case 'ADD':
+        return this.serialize(call, () => this.add(call));
+      case 'DEL':
+        return this.serialize(call, () => this.del(call));
+      case 'CHECK':
+        return this.serialize(call, () => this.check(call));
+      case 'STATUS':
+        return Promise.resolve(this.status());
+      case 'GC':
+        return this.gc(call);
+      case 'VERSION':
+        return Promise.resolve(ok(JSON.stringify({ cniVersion: LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS })));
+    }
+  }
+
+  private async add(call: CniCall): Promise<CniResponse> {
+    const { containerId, ifname } = call;
+    const st = this.backend.status();
+    if (!st.ready) throw notReady(CniCode.TRY_AGAIN_LATER, st.reason);
+    if (this.backend.findEndpoint(containerId, ifname)) {
+      throw new CniError(CniCode.INTERNAL, `Cannot add "${ifname}" to container "${containerId}": it is already attached`, {
+        details: 'the runtime must DEL an attachment before adding it again',
+      });
+    }
+    const net = this.backend.netConfig();
+    const mtu = call.config.mtu ?? net.mtu;
+    const hostName = hostIfName(containerId, ifname);
+    const pod = podIdentity(call);
+
+    const undo = new UndoList();
+    // Opened before anything is allocated so that a bad netns costs nothing to undo.
+    const ns = openPodNetns(call.netns);
+    try {
+      const ip = await this.backend.allocateIP(pod.owner);
+      undo.push(`IP ${ip}`, () => this.backend.releaseIP(ip));
+
+      const link = await createPodInterface({
+        netns: ns,
+        netnsPath: call.netns,
+        hostIfName: hostName,
+        podIfName: ifname,
+        ip,
+        routerIP: net.routerIP,
+        mtu,
+      });
+      undo.push(`veth "${hostName}"`, () => removePodInterface(call.netns, ifname, hostName));
+
+      const req: EndpointRequest = {
+        containerId,
+        ifname,
+        podIfName: ifname,
+        hostIfName: hostName,
+        hostIfindex: link.hostIfindex,
+        hostMac: link.hostMac,
+        podMac: link.podMac,
+        ip,
+        netnsPath: call.netns,
+        labels: call.labels,
+      };
+      if (pod.namespace !== undefined) req.namespace = pod.namespace;
+      if (pod.podName !== undefined) req.podName = pod.podName;
+      const ep = await this.backend.createEndpoint(req);
+      undo.push(`endpoint ${ep.id}`, () => this.backend.deleteEndpoint(ep.id));
+
+      const result = podResult({
+        hostIfName: hostName,
+        hostMac: link.hostMac,
+        podIfName: ifname,
+        podMac: link.podMac,
+        netnsPath: call.netns,
+        ip,
+        routerIP: net.routerIP,
+        mtu,
+      });
+      const stdout = JSON.stringify(formatResult(result, call.config.cniVersion));
+      undo.commit();
+      return ok(stdout);
+    } catch (err) {
+      throw withUndoFailures(asCniError(err), await undo.unwind());
+    } finally {
+      ns.close();
+    }
+  }
+
+  /** Removes whatever of the attachment still exists; what is already gone is success. */
+  private async del(call: CniCall): Promise<CniResponse> {
+    await this.remove(call.containerId, call.ifname, call.netns);
+    return ok('');
+  }
+
+  private async remove(containerId: string, ifname: string, netnsPath: string): Promise<void> {
+    const ep = this.backend.findEndpoint(containerId, ifname);
+    const failures: UndoFailure[] = [];
+    const attempt = async (what: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (error) {
+        failures.push({ what, error });
+      }
+    };
+    // Interface, endpoint, IP: each step only after the previous one succeeded, so that a failed DEL leaves
+    // the endpoint record in place and the runtime's retry finds everything it still has to remove. The IP
+    // goes last, never to another pod while this one may still hold it.
+    const hostName = ep?.hostIfName ?? hostIfName(containerId, ifname);
+    await attempt(`veth "${hostName}"`, () => removePodInterface(netnsPath || ep?.netnsPath || '', ifname, hostName));
+    if (ep && failures.length === 0) await attempt(`endpoint ${ep.id}`, () => this.backend.deleteEndpoint(ep.id));
+    if (ep && failures.length === 0) await attempt(`IP ${ep.ip}`, () => this.backend.releaseIP(ep.ip));
+    const first = failures[0];
+    if (first) {
+      const e = asCniError(first.error);
+      throw new CniError(e.code, `Cannot remove "${ifname}" of container "${containerId}": ${describe(failures)}`, {
+        cause: first.error,
+      });
+    }
+  }
+
+  private async check(call: CniCall): Promise<CniResponse> {
+    const { containerId, ifname } = call;
+    const ep = this.backend.findEndpoint(containerId, ifname);
+    if (!ep) {
+      throw new CniError(CniCode.UNKNOWN_CONTAINER, `container "${containerId}" has no Tendril interface "${ifname}"`);
+    }
+    const prev = parseResult(call.config.prevResult ?? {});
+    const want = `${ep.ip}/32`;
+    if (!prev.ips.some((ip) => ip.address === want)) {
+      throw new CniError(CniCode.INTERNAL, `CHECK failed for container "${containerId}": prevResult does not hold ${want}`, {
+        details: `prevResult ips: ${JSON.stringify(prev.ips.map((ip) => ip.address))}`,
+      });
+    }
+    const net = this.backend.netConfig();
+    await checkPodInterface({
+      netnsPath: call.netns,
+      podIfName: ifname,
+      hostIfName: ep.hostIfName,
+      ip: ep.ip,
+      routerIP: net.routerIP,
+    });
+    return ok('');
+  }
+
+  private status(): CniResponse {
+    const st = this.backend.status();
+    if (!st.ready) throw notReady(CniCode.NOT_AVAILABLE, st.reason);
+    return ok('');
+  }
+
+  /** Removes every endpoint the runtime no longer lists as a valid attachment. */
+  private async gc(call: CniCall): Promise<CniResponse> {
+    const valid = new Set((call.config[VALID_ATTACHMENTS_KEY] ?? []).map((a) => attachmentKey(a.containerID, a.ifname)));
+    const failures: UndoFailure[] = [];
+    for (const ep of this.backend.listEndpoints()) {
+      if (valid.has(attachmentKey(ep.containerId, ep.ifname))) continue;
+      const target = { ...call, containerId: ep.containerId, ifname: ep.ifname };
+      try {
+        await this.serialize(target, () => this.remove(ep.containerId, ep.ifname, ''));
+        this.log?.info({ containerId: ep.containerId, ifname: ep.ifname, ip: ep.ip }, 'GC removed stale attachment');
+      } catch (error) {
+        failures.push({ what: `attachment ${ep.containerId}/${ep.ifname}`, error });
+      }
+    }
+    if (failures.length > 0) {
+      throw new CniError(asCniError(failures[0]!.error).code, `GC could not remove ${failures.length} stale attachment(s)`, {
+        details: describe(failures),
+      });
+    }
+    return ok('');
+  }
+
+  private async serialize<T>(call: Pick<CniCall, 'containerId' | 'ifname'>, fn: () => Promise<T>): Promise<T> {
+    const key = attachmentKey(call.containerId, call.ifname);
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    }
+  }
+}
+
+function attachmentKey(containerId: string, ifname: string): string {
+  return `${containerId}\u0000${ifname}`;
+}
+
+/** Pod name and IPAM owner from CNI_ARGS (set by Kubernetes runtimes), else the container ID. */
+function podIdentity(call: CniCall): { owner: string; namespace?: string; podName?: string } {
+  const namespace = call.args['K8S_POD_NAMESPACE'];
+  const podName = call.args['K8S_POD_NAME'];
+  if (namespace && podName) return { owner: `${namespace}/${podName}`, namespace, podName };
+  return { owner: call.containerId };
+}
+
+function ok(stdout: string): CniResponse {
+  return { exitCode: 0, stdout };
+}
+
+function errorResponse(e: CniError, cniVersion: string | undefined): CniResponse {
+  return { exitCode: 1, stdout: JSON.stringify(e.toJSON(cniVersion as CniVersion | undefined)), cniCode: e.code };
+}
+
+function notReady(code: typeof CniCode.TRY_AGAIN_LATER | typeof CniCode.NOT_AVAILABLE, reason?: string): CniError {
+  return new CniError(code, 'Tendril agent is not ready', reason === undefined ? {} : { details: reason });
+}
+
+function describe(failures: UndoFailure[]): string {
+  return failures
+    .map((f) => `${f.what}: ${f.error instanceof Error ? f.error.message : String(f.error)}`)
+    .join('; ');
+}
+
+/** The original error, with what could not be undone appended (so the operator knows what leaked). */
+function withUndoFailures(e: CniError, failures: UndoFailure[]): CniError {
+  if (failures.length === 0) return e;
+  const undo = `undo failed: ${describe(failures)}`;
+  return new CniError(e.code, e.message, { details: e.details ? `${e.details}; ${undo}` : undo, cause: e });
+}
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
+}

@@ -1,0 +1,105 @@
+// Unit tests of the endpoint map codecs, including the C/TS layout agreement read from the objects' BTF.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Btf } from '../kernel/bpf/index.js';
+import * as maps from './maps.js';
+import {
+  ENDPOINT_INFO_C_NAMES,
+  dropReasonText,
+  endpointInfoCodec,
+  endpointKeyCodec,
+  ifindexKeyCodec,
+  type EndpointInfo,
+} from './maps.js';
+
+// Compiled to dist/src/datapath/: the repository root is three levels up.
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const objects = ['build/bpf/lxc.o', 'build/bpf/host.o'];
+
+const sample: EndpointInfo = {
+  ifindex: 0x01020304,
+  lxcId: 4242,
+  flags: maps.ENDPOINT_F_HOST,
+  mac: '02:aa:bb:cc:dd:01',
+  nodeMac: '02:aa:bb:cc:dd:02',
+  secId: 0x00abcdef,
+  ip4: '10.200.3.7',
+};
+
+test('endpointInfoCodec round-trips every field', () => {
+  const buf = endpointInfoCodec.encode(sample);
+  assert.equal(buf.length, 28);
+  assert.deepEqual(endpointInfoCodec.decode(buf), sample);
+});
+
+test('endpointInfoCodec puts host-order integers, raw MACs and a network-order IPv4 at the C offsets', () => {
+  const buf = endpointInfoCodec.encode(sample);
+  assert.equal(buf.readUInt32LE(0), sample.ifindex);
+  assert.equal(buf.readUInt16LE(4), sample.lxcId);
+  assert.equal(buf.readUInt16LE(6), sample.flags);
+  assert.equal(buf.subarray(8, 14).toString('hex'), '02aabbccdd01');
+  assert.equal(buf.subarray(14, 20).toString('hex'), '02aabbccdd02');
+  assert.equal(buf.readUInt32LE(20), sample.secId);
+  assert.deepEqual([...buf.subarray(24, 28)], [10, 200, 3, 7]);
+});
+
+test('endpointKeyCodec encodes the IPv4 address in network order', () => {
+  const buf = endpointKeyCodec.encode({ ip4: '10.1.2.3' });
+  assert.deepEqual([...buf], [10, 1, 2, 3]);
+  assert.deepEqual(endpointKeyCodec.decode(buf), { ip4: '10.1.2.3' });
+});
+
+test('ifindexKeyCodec is a host-order u32', () => {
+  const buf = ifindexKeyCodec.encode(77);
+  assert.equal(buf.length, 4);
+  assert.equal(buf.readUInt32LE(0), 77);
+  assert.equal(ifindexKeyCodec.decode(buf), 77);
+});
+
+test('endpointInfoCodec refuses values that do not fit the C fields', () => {
+  assert.throws(() => endpointInfoCodec.encode({ ...sample, lxcId: 65536 }), RangeError);
+  assert.throws(() => endpointInfoCodec.encode({ ...sample, ifindex: -1 }), RangeError);
+  assert.throws(() => endpointInfoCodec.encode({ ...sample, mac: '02:aa:bb' }), TypeError);
+  assert.throws(() => endpointInfoCodec.encode({ ...sample, ip4: '10.0.0.256' }), TypeError);
+});
+
+for (const obj of objects) {
+  test(`struct endpoint_info in ${obj} has the codec's size and member offsets (BTF)`, () => {
+    const layout = Btf.fromFile(root + obj).struct('endpoint_info');
+    assert.equal(layout.size, endpointInfoCodec.size);
+    const fromCodec = endpointInfoCodec.layout
+      .map((f) => ({ name: ENDPOINT_INFO_C_NAMES[f.name as keyof EndpointInfo], offset: f.offset, size: f.size }))
+      .sort((a, b) => a.offset - b.offset);
+    const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
+    assert.deepEqual(fromBtf, fromCodec);
+  });
+
+  test(`struct endpoint_key in ${obj} has the codec's size and member offsets (BTF)`, () => {
+    const layout = Btf.fromFile(root + obj).struct('endpoint_key');
+    assert.equal(layout.size, endpointKeyCodec.size);
+    assert.deepEqual(
+      layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size })),
+      endpointKeyCodec.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
+    );
+  });
+}
+
+test('every DROP_* code of bpf/lib/drop.h is exported with the same value and a Cilium reason text', () => {
+  const header = readFileSync(root + 'bpf/lib/drop.h', 'utf8');
+  const defs = [...header.matchAll(/^#define\s+(DROP_\w+)\s+(-\d+)\s*\/\*\s*(.*?)\s*\*\//gm)];
+  assert.ok(defs.length >= 5, `expected DROP_* defines in drop.h, found ${defs.length}`);
+  const exported = maps as unknown as Record<string, unknown>;
+  for (const [, name, code, text] of defs) {
+    assert.equal(exported[name!], Number(code), `${name} in maps.ts`);
+    assert.equal(dropReasonText(Number(code)), text, `reason text of ${name}`);
+  }
+});
+
+test('dropReasonText() accepts negative and positive codes', () => {
+  assert.equal(dropReasonText(-132), 'Invalid source ip');
+  assert.equal(dropReasonText(139), 'Unsupported L3 protocol');
+  assert.equal(dropReasonText(-1), 'Unknown drop reason 1');
+});

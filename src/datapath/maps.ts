@@ -1,0 +1,184 @@
+// Byte layouts of the endpoint maps (mirror of bpf/lib/maps.h), datapath names and drop reasons.
+import { structCodec, u16, u32, type Codec, type StructCodec } from '../kernel/bpf/index.js';
+import { formatIPv4, formatMac, parseIPv4, parseMac } from '../util/ip.js';
+
+/** Map names as pinned by the objects (LIBBPF_PIN_BY_NAME). */
+export const LXC_MAP = 'tendril_lxc';
+export const LXC_IF_MAP = 'tendril_lxc_if';
+/** max_entries of both endpoint maps. */
+export const ENDPOINTS_MAP_SIZE = 65535;
+
+/** Program (function) names in the objects. */
+export const PROG_FROM_CONTAINER = 'cil_from_container';
+export const PROG_TO_CONTAINER = 'cil_to_container';
+export const PROG_FROM_HOST = 'cil_from_host';
+
+/** Names of the `volatile const` load-time constants (.rodata) of lxc.o and host.o. */
+export const CONFIG_ROUTER_IP4 = 'CONFIG_ROUTER_IP4';
+export const CONFIG_HOST_IFINDEX = 'CONFIG_HOST_IFINDEX';
+export const CONFIG_NODE_IP4 = 'CONFIG_NODE_IP4';
+
+/** endpoint_info.flags: a local host address; the datapath leaves it to the stack. */
+export const ENDPOINT_F_HOST = 1;
+
+/** Key of tendril_lxc (struct endpoint_key). */
+export interface EndpointKey {
+  ip4: string;
+}
+
+/** Value of tendril_lxc and tendril_lxc_if (struct endpoint_info). */
+export interface EndpointInfo {
+  /** Host-side veth (lxc...) ifindex. */
+  ifindex: number;
+  /** Endpoint ID (u16). */
+  lxcId: number;
+  /** ENDPOINT_F_* bits (u16). */
+  flags: number;
+  /** Pod-side MAC (eth0 inside the pod). */
+  mac: string;
+  /** Host-side veth MAC: what the pod sees as its gateway's MAC. */
+  nodeMac: string;
+  /** Security identity. */
+  secId: number;
+  /** The endpoint's IPv4 address. */
+  ip4: string;
+}
+
+/** An IPv4 address as __be32 (network byte order, whatever the host's order). */
+export const ipv4Codec: Codec<string> = {
+  size: 4,
+  encode(value) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(parseIPv4(value));
+    return b;
+  },
+  decode(buf) {
+    if (buf.length < 4) throw new RangeError(`Cannot decode IPv4 address: need 4 bytes, got ${buf.length}`);
+    return formatIPv4(buf.readUInt32BE(0));
+  },
+};
+
+/** A MAC address as __u8[6]. */
+export const macCodec: Codec<string> = {
+  size: 6,
+  encode: (value) => parseMac(value),
+  decode(buf) {
+    if (buf.length < 6) throw new RangeError(`Cannot decode MAC address: need 6 bytes, got ${buf.length}`);
+    return formatMac(buf);
+  },
+};
+
+export const endpointKeyCodec: StructCodec<EndpointKey> = structCodec<EndpointKey>(4, {
+  ip4: [0, ipv4Codec],
+});
+
+export const endpointInfoCodec: StructCodec<EndpointInfo> = structCodec<EndpointInfo>(28, {
+  ifindex: [0, u32],
+  lxcId: [4, u16],
+  flags: [6, u16],
+  mac: [8, macCodec],
+  nodeMac: [14, macCodec],
+  secId: [20, u32],
+  ip4: [24, ipv4Codec],
+});
+
+/** Key of tendril_lxc_if: the host-side veth ifindex (__u32). */
+export const ifindexKeyCodec: Codec<number> = u32;
+
+/** C member name of each codec field (the layout test matches them against BTF). */
+export const ENDPOINT_INFO_C_NAMES: Readonly<Record<keyof EndpointInfo, string>> = {
+  ifindex: 'ifindex',
+  lxcId: 'lxc_id',
+  flags: 'flags',
+  mac: 'mac',
+  nodeMac: 'node_mac',
+  secId: 'sec_id',
+  ip4: 'ip4',
+};
+
+/** Drop codes the datapath returns today (negative, as in bpf/lib/drop.h). */
+export const DROP_INVALID_SIP = -132;
+export const DROP_POLICY = -133;
+export const DROP_INVALID = -134;
+export const DROP_UNKNOWN_L3 = -139;
+export const DROP_WRITE_ERROR = -141;
+export const DROP_UNKNOWN_L4 = -142;
+export const DROP_UNKNOWN_TARGET = -150;
+export const DROP_CSUM_L3 = -153;
+export const DROP_UNSUPPORTED_L2 = -166;
+export const DROP_TTL_EXCEEDED = -196;
+export const DROP_EP_NOT_READY = -203;
+
+/** Drop reason texts by positive code, as Cilium prints them (pkg/monitor/api/drop.go). */
+export const DROP_REASONS: ReadonlyMap<number, string> = new Map([
+  [130, 'Invalid source mac'],
+  [131, 'Invalid destination mac'],
+  [132, 'Invalid source ip'],
+  [133, 'Policy denied'],
+  [134, 'Invalid packet'],
+  [135, 'CT: Truncated or invalid header'],
+  [136, 'Fragmentation needed'],
+  [137, 'CT: Unknown L4 protocol'],
+  [139, 'Unsupported L3 protocol'],
+  [140, 'Missed tail call'],
+  [141, 'Error writing to packet'],
+  [142, 'Unknown L4 protocol'],
+  [143, 'Unknown ICMPv4 code'],
+  [144, 'Unknown ICMPv4 type'],
+  [145, 'Unknown ICMPv6 code'],
+  [146, 'Unknown ICMPv6 type'],
+  [147, 'Error retrieving tunnel key'],
+  [150, 'Unknown L3 target address'],
+  [151, 'Stale or unroutable IP'],
+  [153, 'Error while correcting L3 checksum'],
+  [154, 'Error while correcting L4 checksum'],
+  [155, 'CT: Map insertion failed'],
+  [156, 'Invalid IPv6 extension header'],
+  [157, 'IP fragmentation not supported'],
+  [158, 'Service backend not found'],
+  [160, 'No tunnel/encapsulation endpoint (datapath BUG!)'],
+  [161, 'NAT 46/64 not enabled'],
+  [162, 'Reached EDT rate-limiting drop horizon'],
+  [163, 'Unknown connection tracking state'],
+  [164, 'Local host is unreachable'],
+  [166, 'Unsupported L2 protocol'],
+  [167, 'No mapping for NAT masquerade'],
+  [168, 'Unsupported protocol for NAT masquerade'],
+  [169, 'FIB lookup failed'],
+  [170, 'Encapsulation traffic is prohibited'],
+  [171, 'Invalid identity'],
+  [172, 'Unknown sender'],
+  [173, 'NAT not needed'],
+  [174, 'Is a ClusterIP'],
+  [175, 'First logical datagram fragment not found'],
+  [176, 'Forbidden ICMPv6 message'],
+  [177, 'Denied by LB src range check'],
+  [178, 'Socket lookup failed'],
+  [179, 'Socket assign failed'],
+  [180, 'Proxy redirection not supported for protocol'],
+  [181, 'Policy denied by denylist'],
+  [182, 'VLAN traffic disallowed by VLAN filter'],
+  [183, 'Incorrect VNI from VTEP'],
+  [184, 'Failed to update or lookup TC buffer'],
+  [185, 'No SID was found for the IP address'],
+  [187, 'NAT46 translation failed'],
+  [188, 'NAT64 translation failed'],
+  [189, 'Authentication required'],
+  [190, 'No conntrack map found'],
+  [191, 'No nat map found'],
+  [192, 'Invalid ClusterID'],
+  [194, 'No egress gateway found'],
+  [195, 'Traffic is unencrypted'],
+  [196, 'TTL exceeded'],
+  [197, 'No node ID found'],
+  [198, 'Rate limited'],
+  [202, 'Host datapath not ready'],
+  [203, 'Endpoint policy program not available'],
+  [204, 'No Egress IP configured'],
+  [205, 'Punt to proxy'],
+]);
+
+/** Text of a drop code; accepts the datapath's negative form (-132) or the event's positive one (132). */
+export function dropReasonText(code: number): string {
+  return DROP_REASONS.get(Math.abs(code)) ?? `Unknown drop reason ${Math.abs(code)}`;
+}

@@ -1,0 +1,443 @@
+// Datapath tests: lxc.o and host.o run on crafted packets through BPF_PROG_TEST_RUN (root; nothing is attached).
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import {
+  ENDPOINT_F_HOST,
+  LXC_IF_MAP,
+  LXC_MAP,
+  endpointInfoCodec,
+  endpointKeyCodec,
+  ifindexKeyCodec,
+  type EndpointInfo,
+  type EndpointKey,
+} from '../src/datapath/maps.js';
+import { parseIPv4, parseMac } from '../src/util/ip.js';
+
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+
+const ETH_P_IP = 0x0800;
+const ETH_P_ARP = 0x0806;
+const ETH_P_IPV6 = 0x86dd;
+const ETH_P_LLDP = 0x88cc;
+
+// Compiled to dist/test/: the repository root is two levels up.
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+/*
+ * Source pod A sits on ifindex 1: BPF_PROG_TEST_RUN resolves the ctx ifindex in the caller's namespace, and lo
+ * is the one device that exists everywhere. It is only the skb's ifindex of a test run; nothing is attached.
+ */
+const LO = 1;
+const podA: EndpointInfo = {
+  ifindex: LO,
+  lxcId: 101,
+  flags: 0,
+  mac: '02:00:0a:c8:00:0a',
+  nodeMac: '02:00:0a:c8:01:0a',
+  secId: 1001,
+  ip4: '10.200.0.10',
+};
+/* Destination pod B: its ifindex is only a redirect target, which a test run does not resolve. */
+const podB: EndpointInfo = {
+  ifindex: 4242,
+  lxcId: 102,
+  flags: 0,
+  mac: '02:00:0a:c8:00:14',
+  nodeMac: '02:00:0a:c8:01:14',
+  secId: 1002,
+  ip4: '10.200.0.20',
+};
+const ROUTER_IP = '10.200.0.1';
+/* The router address as a host endpoint: in tendril_lxc but delivered by the stack. */
+const hostEp: EndpointInfo = {
+  ifindex: 0,
+  lxcId: 0,
+  flags: ENDPOINT_F_HOST,
+  mac: '00:00:00:00:00:00',
+  nodeMac: '00:00:00:00:00:00',
+  secId: 1,
+  ip4: ROUTER_IP,
+};
+const BCAST = 'ff:ff:ff:ff:ff:ff';
+
+// ---- packet builder -------------------------------------------------------------------------------------
+
+function csum(buf: Buffer, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
+  if (buf.length % 2) sum += buf[buf.length - 1]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+function ethernet(dst: string, src: string, type: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(14);
+  parseMac(dst).copy(h, 0);
+  parseMac(src).copy(h, 6);
+  h.writeUInt16BE(type, 12);
+  return Buffer.concat([h, payload]);
+}
+
+function arp(op: 1 | 2, sha: string, spa: string, tha: string, tpa: string): Buffer {
+  const b = Buffer.alloc(28);
+  b.writeUInt16BE(1, 0); // Ethernet
+  b.writeUInt16BE(ETH_P_IP, 2);
+  b[4] = 6;
+  b[5] = 4;
+  b.writeUInt16BE(op, 6);
+  parseMac(sha).copy(b, 8);
+  b.writeUInt32BE(parseIPv4(spa), 14);
+  parseMac(tha).copy(b, 18);
+  b.writeUInt32BE(parseIPv4(tpa), 24);
+  return b;
+}
+
+interface Ip4Opts {
+  src: string;
+  dst: string;
+  proto: number;
+  ttl?: number;
+  id?: number;
+  tos?: number;
+}
+
+function ipv4(o: Ip4Opts, payload: Buffer): Buffer {
+  const h = Buffer.alloc(20);
+  h[0] = 0x45;
+  h[1] = o.tos ?? 0;
+  h.writeUInt16BE(20 + payload.length, 2);
+  h.writeUInt16BE(o.id ?? 0x1234, 4);
+  h.writeUInt16BE(0x4000, 6); // DF
+  h[8] = o.ttl ?? 64;
+  h[9] = o.proto;
+  h.writeUInt32BE(parseIPv4(o.src), 12);
+  h.writeUInt32BE(parseIPv4(o.dst), 16);
+  h.writeUInt16BE(csum(h), 10);
+  return Buffer.concat([h, payload]);
+}
+
+function icmpEcho(id: number, seq: number, data: Buffer): Buffer {
+  const b = Buffer.alloc(8);
+  b[0] = 8;
+  b.writeUInt16BE(id, 4);
+  b.writeUInt16BE(seq, 6);
+  const msg = Buffer.concat([b, data]);
+  msg.writeUInt16BE(csum(msg), 2);
+  return msg;
+}
+
+function tcp(src: string, dst: string, sport: number, dport: number, flags: number, data: Buffer): Buffer {
+  const h = Buffer.alloc(20);
+  h.writeUInt16BE(sport, 0);
+  h.writeUInt16BE(dport, 2);
+  h.writeUInt32BE(1000, 4);
+  h[12] = 5 << 4;
+  h[13] = flags;
+  h.writeUInt16BE(65535, 14);
+  const seg = Buffer.concat([h, data]);
+  const pseudo = Buffer.alloc(12);
+  pseudo.writeUInt32BE(parseIPv4(src), 0);
+  pseudo.writeUInt32BE(parseIPv4(dst), 4);
+  pseudo[9] = 6;
+  pseudo.writeUInt16BE(seg.length, 10);
+  seg.writeUInt16BE(csum(Buffer.concat([pseudo, seg])), 16);
+  return seg;
+}
+
+function ipv6Udp(): Buffer {
+  const h = Buffer.alloc(40 + 8);
+  h[0] = 0x60;
+  h.writeUInt16BE(8, 4);
+  h[6] = 17;
+  h[7] = 64;
+  h[8] = 0xfe;
+  h[9] = 0x80;
+  h[23] = 1;
+  h[24] = 0xfe;
+  h[25] = 0x80;
+  h[39] = 2;
+  h.writeUInt16BE(8, 44);
+  return h;
+}
+
+function pingAtoB(o: Partial<Ip4Opts> = {}): Buffer {
+  const ip = ipv4({ src: podA.ip4, dst: podB.ip4, proto: 1, ...o }, icmpEcho(7, 1, Buffer.from('tendril ping')));
+  return ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ip);
+}
+
+function macAt(pkt: Buffer, off: number): string {
+  return [...pkt.subarray(off, off + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+function ipAt(pkt: Buffer, off: number): string {
+  return [...pkt.subarray(off, off + 4)].join('.');
+}
+
+// ---- fixture -------------------------------------------------------------------------------------------
+
+const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-${Date.now().toString(36)}`;
+let lxc: Collection | undefined;
+let host: Collection | undefined;
+let fromContainer: BpfProgram;
+let toContainer: BpfProgram;
+let fromHost: BpfProgram;
+let lxcMap: TypedMap<EndpointKey, EndpointInfo>;
+let lxcIfMap: TypedMap<number, EndpointInfo>;
+
+function be32(ip: string): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(parseIPv4(ip));
+  return b;
+}
+
+before(() => {
+  // Fail, never skip: the datapath is untested otherwise.
+  assert.equal(process.getuid?.(), 0, 'test/datapath.test.ts needs root (BPF_PROG_LOAD, bpffs)');
+  mkdirSync(pinRoot, { recursive: true });
+  const constants = { CONFIG_ROUTER_IP4: be32(ROUTER_IP), CONFIG_HOST_IFINDEX: 0, CONFIG_NODE_IP4: be32('192.0.2.1') };
+  lxc = Collection.load(root + 'build/bpf/lxc.o', { constants, pinRoot });
+  // host.o pins the same map names in the same directory: it must reuse lxc.o's maps.
+  host = Collection.load(root + 'build/bpf/host.o', { constants, pinRoot });
+  fromContainer = lxc.program('cil_from_container');
+  toContainer = lxc.program('cil_to_container');
+  fromHost = host.program('cil_from_host');
+  lxcMap = lxc.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec);
+  lxcIfMap = lxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec);
+  for (const ep of [podA, podB, hostEp]) lxcMap.put({ ip4: ep.ip4 }, ep);
+  lxcIfMap.put(podA.ifindex, podA);
+  lxcIfMap.put(podB.ifindex, podB);
+});
+
+after(() => {
+  lxc?.close();
+  host?.close();
+  rmSync(pinRoot, { recursive: true, force: true });
+});
+
+function run(prog: BpfProgram, data: Buffer, ifindex = LO): { retval: number; data: Buffer } {
+  const r = prog.run({ data, ctx: skbCtx({ ifindex }) });
+  return { retval: r.retval, data: r.data };
+}
+
+// ---- cil_from_container: ARP ----------------------------------------------------------------------------
+
+test('cil_from_container answers an ARP request for the gateway with the host-side MAC', () => {
+  const req = ethernet(BCAST, podA.mac, ETH_P_ARP, arp(1, podA.mac, podA.ip4, '00:00:00:00:00:00', ROUTER_IP));
+  const r = run(fromContainer, req);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.data.length, req.length);
+  const p = r.data;
+  assert.equal(macAt(p, 0), podA.mac, 'eth dst = requester');
+  assert.equal(macAt(p, 6), podA.nodeMac, 'eth src = host-side veth');
+  assert.equal(p.readUInt16BE(12), ETH_P_ARP);
+  assert.deepEqual([...p.subarray(14, 20)], [0, 1, 8, 0, 6, 4], 'htype/ptype/hlen/plen kept');
+  assert.equal(p.readUInt16BE(20), 2, 'op = reply');
+  assert.equal(macAt(p, 22), podA.nodeMac, 'sha');
+  assert.equal(ipAt(p, 28), ROUTER_IP, 'spa = the asked address');
+  assert.equal(macAt(p, 32), podA.mac, 'tha');
+  assert.equal(ipAt(p, 38), podA.ip4, 'tpa');
+});
+
+test('cil_from_container answers ARP for any address other than the pod own, also unicast to the gateway MAC', () => {
+  const req = ethernet(podA.nodeMac, podA.mac, ETH_P_ARP, arp(1, podA.mac, podA.ip4, podA.nodeMac, '10.200.0.99'));
+  const r = run(fromContainer, req);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.data.readUInt16BE(20), 2);
+  assert.equal(ipAt(r.data, 28), '10.200.0.99');
+  assert.equal(macAt(r.data, 22), podA.nodeMac);
+});
+
+test('cil_from_container passes ARP for the pod own address (DAD) unchanged', () => {
+  const req = ethernet(BCAST, podA.mac, ETH_P_ARP, arp(1, podA.mac, '0.0.0.0', '00:00:00:00:00:00', podA.ip4));
+  const r = run(fromContainer, req);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, req);
+});
+
+test('cil_from_container passes ARP replies and requests to other MACs unchanged', () => {
+  const reply = ethernet(podA.nodeMac, podA.mac, ETH_P_ARP, arp(2, podA.mac, podA.ip4, podA.nodeMac, ROUTER_IP));
+  const r1 = run(fromContainer, reply);
+  assert.equal(r1.retval, TC_ACT_OK);
+  assert.deepEqual(r1.data, reply);
+  const other = ethernet('02:11:22:33:44:55', podA.mac, ETH_P_ARP, arp(1, podA.mac, podA.ip4, BCAST, ROUTER_IP));
+  const r2 = run(fromContainer, other);
+  assert.equal(r2.retval, TC_ACT_OK);
+  assert.deepEqual(r2.data, other);
+});
+
+// ---- cil_from_container: IPv4 ---------------------------------------------------------------------------
+
+function assertForwardedToB(input: Buffer, out: { retval: number; data: Buffer }): void {
+  assert.equal(out.retval, TC_ACT_REDIRECT);
+  const p = out.data;
+  assert.equal(p.length, input.length);
+  assert.equal(macAt(p, 0), podB.mac, 'eth dst = destination pod');
+  assert.equal(macAt(p, 6), podB.nodeMac, 'eth src = destination host-side veth');
+  assert.equal(p[22], input[22]! - 1, 'TTL - 1');
+  assert.equal(csum(p.subarray(14, 34)), 0, 'IPv4 header checksum still valid');
+  // Apart from MACs, TTL and header checksum, nothing changed.
+  const masked = (b: Buffer): Buffer => {
+    const c = Buffer.from(b.subarray(12));
+    c[22 - 12] = 0;
+    c.writeUInt16BE(0, 24 - 12);
+    return c;
+  };
+  assert.deepEqual(masked(p), masked(input));
+}
+
+test('cil_from_container redirects ICMP to a local pod with MACs rewritten, TTL - 1 and a valid checksum', () => {
+  const pkt = pingAtoB();
+  assertForwardedToB(pkt, run(fromContainer, pkt));
+});
+
+test('cil_from_container redirects TCP to a local pod and keeps the L4 checksum valid', () => {
+  const seg = tcp(podA.ip4, podB.ip4, 40000, 80, 0x02, Buffer.alloc(0));
+  const pkt = ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ipv4({ src: podA.ip4, dst: podB.ip4, proto: 6 }, seg));
+  const r = run(fromContainer, pkt);
+  assertForwardedToB(pkt, r);
+  const pseudo = Buffer.alloc(12);
+  pseudo.writeUInt32BE(parseIPv4(podA.ip4), 0);
+  pseudo.writeUInt32BE(parseIPv4(podB.ip4), 4);
+  pseudo[9] = 6;
+  pseudo.writeUInt16BE(seg.length, 10);
+  assert.equal(csum(Buffer.concat([pseudo, r.data.subarray(34)])), 0);
+});
+
+test('cil_from_container fixes the header checksum for any TTL and header contents', () => {
+  // Incremental checksum updates go wrong at carries and at 0x0000/0xffff: cover many header values.
+  let seed = 12345;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let i = 0; i < 300; i++) {
+    const pkt = pingAtoB({ ttl: 2 + rnd(254), id: rnd(65536), tos: rnd(256) });
+    assertForwardedToB(pkt, run(fromContainer, pkt));
+  }
+});
+
+test('cil_from_container drops a packet to a local pod whose TTL would expire', () => {
+  for (const ttl of [0, 1]) {
+    assert.equal(run(fromContainer, pingAtoB({ ttl })).retval, TC_ACT_SHOT, `ttl ${ttl}`);
+  }
+});
+
+test('cil_from_container hands IPv4 to a non-local address to the stack unchanged', () => {
+  const pkt = ethernet(
+    podA.nodeMac,
+    podA.mac,
+    ETH_P_IP,
+    ipv4({ src: podA.ip4, dst: '192.0.2.50', proto: 1 }, icmpEcho(1, 1, Buffer.alloc(8))),
+  );
+  const r = run(fromContainer, pkt);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, pkt);
+});
+
+test('cil_from_container hands IPv4 to a host endpoint (router IP) to the stack unchanged', () => {
+  const pkt = ethernet(
+    podA.nodeMac,
+    podA.mac,
+    ETH_P_IP,
+    ipv4({ src: podA.ip4, dst: ROUTER_IP, proto: 1 }, icmpEcho(1, 1, Buffer.alloc(8))),
+  );
+  const r = run(fromContainer, pkt);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, pkt);
+});
+
+test('cil_from_container drops a spoofed source address (local and remote destinations)', () => {
+  for (const dst of [podB.ip4, '192.0.2.50']) {
+    const pkt = ethernet(
+      podA.nodeMac,
+      podA.mac,
+      ETH_P_IP,
+      ipv4({ src: '10.200.0.99', dst, proto: 1 }, icmpEcho(1, 1, Buffer.alloc(8))),
+    );
+    assert.equal(run(fromContainer, pkt).retval, TC_ACT_SHOT, `to ${dst}`);
+  }
+});
+
+test('cil_from_container drops IPv6 and other ethertypes', () => {
+  assert.equal(run(fromContainer, ethernet(podA.nodeMac, podA.mac, ETH_P_IPV6, ipv6Udp())).retval, TC_ACT_SHOT);
+  assert.equal(
+    run(fromContainer, ethernet('01:80:c2:00:00:0e', podA.mac, ETH_P_LLDP, Buffer.alloc(46))).retval,
+    TC_ACT_SHOT,
+  );
+});
+
+// A truncated header cannot be fed in: this kernel's test run refuses packets under 34 bytes (EINVAL).
+test('cil_from_container drops a malformed IPv4 header', () => {
+  const pkt = pingAtoB();
+  const shortIhl = Buffer.from(pkt);
+  shortIhl[14] = 0x44; // IHL 4 < 5
+  assert.equal(run(fromContainer, shortIhl).retval, TC_ACT_SHOT, 'ihl');
+  const wrongVersion = Buffer.from(pkt);
+  wrongVersion[14] = 0x65; // version 6 under an IPv4 ethertype
+  assert.equal(run(fromContainer, wrongVersion).retval, TC_ACT_SHOT, 'version');
+});
+
+test('cil_from_container drops everything from an interface that is no known endpoint', () => {
+  assert.ok(lxcIfMap.delete(LO));
+  try {
+    const req = ethernet(BCAST, podA.mac, ETH_P_ARP, arp(1, podA.mac, podA.ip4, '00:00:00:00:00:00', ROUTER_IP));
+    assert.equal(run(fromContainer, req).retval, TC_ACT_SHOT, 'arp');
+    assert.equal(run(fromContainer, pingAtoB()).retval, TC_ACT_SHOT, 'ipv4');
+  } finally {
+    lxcIfMap.put(LO, podA);
+  }
+  assert.equal(run(fromContainer, pingAtoB()).retval, TC_ACT_REDIRECT, 'back after re-adding');
+});
+
+test('cil_from_container follows map updates: a removed destination goes to the stack', () => {
+  assert.ok(lxcMap.delete({ ip4: podB.ip4 }));
+  try {
+    const pkt = pingAtoB();
+    const r = run(fromContainer, pkt);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, pkt);
+  } finally {
+    lxcMap.put({ ip4: podB.ip4 }, podB);
+  }
+});
+
+// ---- cil_to_container, cil_from_host ----------------------------------------------------------------------
+
+test('cil_to_container passes everything (no ingress policy yet)', () => {
+  const pkt = pingAtoB();
+  const r = run(toContainer, pkt);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, pkt);
+});
+
+test('cil_from_host redirects to a local pod with MACs rewritten and TTL untouched (shared pinned maps)', () => {
+  const ip = ipv4({ src: ROUTER_IP, dst: podB.ip4, proto: 1, ttl: 64 }, icmpEcho(3, 9, Buffer.alloc(16)));
+  const pkt = ethernet('02:00:00:00:99:99', '02:00:00:00:99:98', ETH_P_IP, ip);
+  const r = run(fromHost, pkt);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(macAt(r.data, 0), podB.mac);
+  assert.equal(macAt(r.data, 6), podB.nodeMac);
+  assert.deepEqual(r.data.subarray(12), pkt.subarray(12), 'L3 and above unchanged');
+});
+
+test('cil_from_host passes traffic to other addresses, host endpoints, ARP and IPv6 unchanged', () => {
+  const hostMac = '02:00:00:00:99:98';
+  const udp = Buffer.alloc(8);
+  const cases = [
+    ethernet(BCAST, hostMac, ETH_P_IP, ipv4({ src: ROUTER_IP, dst: '192.0.2.50', proto: 17 }, udp)),
+    ethernet(BCAST, hostMac, ETH_P_IP, ipv4({ src: podA.ip4, dst: ROUTER_IP, proto: 17 }, udp)),
+    ethernet(BCAST, hostMac, ETH_P_ARP, arp(1, hostMac, ROUTER_IP, BCAST, podB.ip4)),
+    ethernet(BCAST, hostMac, ETH_P_IPV6, ipv6Udp()),
+  ];
+  for (const pkt of cases) {
+    const r = run(fromHost, pkt);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, pkt);
+  }
+});
