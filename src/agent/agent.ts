@@ -180,6 +180,7 @@ export class Agent {
       return { deleted: ep.id };
     });
     api.route('GET', '/v1/map/tendril_lxc', () => this.dp.dumpEndpoints());
+    api.route('GET', '/v1/datapath/attachments', () => this.dp.attachments());
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };

@@ -130,6 +130,16 @@ export function registerNodeViews(program: Command): void {
     });
 
   const bpf = program.command('bpf').description('BPF maps as the kernel holds them');
+  bpf
+    .command('net')
+    .description('BPF programs attached to the node\'s interfaces (like `bpftool net show`, with tcx)')
+    .command('show')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const rows = await client(cmd).get<Array<{ ifname: string; ifindex: number; direction: string; progName: string; progId: number; linkId: number }>>('/v1/datapath/attachments');
+      if (o.output === 'json') return json(rows);
+      out('tc:\n' + rows.map((r) => `${r.ifname}(${r.ifindex}) tcx/${r.direction} ${r.progName} prog_id ${r.progId} link_id ${r.linkId}\n`).join(''));
+    });
   const bpfEp = bpf.command('endpoint').description('the endpoint map (tendril_lxc)');
   bpfEp
     .command('list')

@@ -2,7 +2,7 @@
 // One loaded instance of each object serves every endpoint; adding an endpoint is map updates + two tcx attaches.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Collection, Link, type BpfProgram, type TypedMap, ensureBpffs } from '../kernel/bpf/index.js';
+import { Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
 import { parseIPv4 } from '../util/ip.js';
@@ -49,6 +49,15 @@ export interface HostDevice {
 }
 
 type Direction = 'ingress' | 'egress';
+
+export interface Attachment {
+  ifname: string;
+  ifindex: number;
+  direction: Direction;
+  progName: string;
+  progId: number;
+  linkId: number;
+}
 
 export class NodeDatapath {
   private readonly cfg: NodeDatapathConfig;
@@ -186,8 +195,29 @@ export class NodeDatapath {
       } finally {
         link.close();
       }
-      fs.unlinkSync(pin);
+      fs.rmSync(pin, { force: true });
     }
+  }
+
+  /** Every tcx attachment of this node's interfaces, as `bpftool net show` lists them on newer bpftool. */
+  attachments(): Attachment[] {
+    const nl = Netlink.open();
+    let links;
+    try {
+      links = nl.listLinks();
+    } finally {
+      nl.close();
+    }
+    // The kernel keeps 15 characters of a program name; ours are known in full by ID.
+    const names = new Map<number, string>();
+    for (const c of [this.lxc, this.host]) for (const p of c?.programs.values() ?? []) names.set(p.id, p.name);
+    const out: Attachment[] = [];
+    for (const l of links.sort((a, b) => a.index - b.index)) {
+      for (const dir of ['ingress', 'egress'] as const) {
+        for (const a of queryTcx(l.index, dir)) out.push({ ifname: l.name, ifindex: l.index, ...a, progName: names.get(a.progId) ?? a.progName });
+      }
+    }
+    return out;
   }
 
   /** The endpoint map as the kernel holds it. */

@@ -35,6 +35,8 @@ export interface LabPod {
   ip: string;
   labels: Record<string, string>;
   serve?: { port: number; pid: number };
+  /** The ADD result, handed back as prevResult on CHECK and DEL as a runtime does. */
+  result?: unknown;
 }
 
 export interface LabState {
@@ -310,6 +312,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
   try {
     const res = runCni(lab, 'ADD', pod);
     const result = JSON.parse(res) as { ips?: Array<{ address: string }> };
+    pod.result = result;
     const addr = result.ips?.[0]?.address;
     if (!addr) throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ADD returned no IP: ${res}`);
     pod.ip = addr.split('/')[0]!;
@@ -359,7 +362,7 @@ export async function podDel(lab: string, ref: string): Promise<LabPod> {
 }
 
 /** The network config a runtime hands the plugin: the conflist's plugin entry plus name, cniVersion, runtime args. */
-export function pluginConfig(lab: string, pod: LabPod): string {
+export function pluginConfig(lab: string, pod: LabPod, prevResult?: unknown): string {
   const np = labPaths(lab).node(pod.node);
   const file = path.join(np.cniConfDir, '05-tendril.conflist');
   const list = readJsonFile<{ cniVersion: string; name: string; plugins: Array<Record<string, unknown>> }>(file);
@@ -369,6 +372,7 @@ export function pluginConfig(lab: string, pod: LabPod): string {
     name: list.name,
     ...list.plugins[0],
     args: { cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) } },
+    ...(prevResult !== undefined ? { prevResult } : {}),
   });
 }
 
@@ -383,7 +387,7 @@ export function runCni(lab: string, command: 'ADD' | 'DEL' | 'CHECK', pod: LabPo
     CNI_PATH: CNI_BIN_DIR,
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
   };
-  const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], { env, input: pluginConfig(lab, pod), encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], { env, input: pluginConfig(lab, pod, command === 'ADD' ? undefined : pod.result), encoding: 'utf8', timeout: 120_000 });
   if (r.error) throw new LabError('TENDRIL_ERR_LAB_CNI', `Cannot execute tendril-cni: ${r.error.message}`);
   if (r.status !== 0) {
     let msg = r.stdout.trim();

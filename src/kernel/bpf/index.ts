@@ -15,3 +15,5 @@ export { Link, haveTcx } from './link.js';
 export type { AttachMode, AttachOptions, Direction, LinkInfo } from './link.js';
 export { BPF_FS_MAGIC, DEFAULT_BPFFS, ensureBpffs, isBpffs, removePinned } from './fs.js';
 export { BPF_LINK_TYPE_TCX, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from './syscall.js';
+export { queryTcx } from './query.js';
+export type { TcxAttachment } from './query.js';

@@ -18,6 +18,7 @@ export const BPF_LINK_CREATE = 28;
 export const BPF_LINK_UPDATE = 29;
 export const BPF_LINK_GET_FD_BY_ID = 30;
 export const BPF_LINK_DETACH = 34;
+export const BPF_PROG_QUERY = 16;
 
 // enum bpf_attach_type (tcx values are newer than Debian's uapi headers)
 export const BPF_TCX_INGRESS = 46;
