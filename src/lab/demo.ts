@@ -9,8 +9,8 @@ const keep = process.argv.includes('--keep');
 const bin = path.join(REPO_ROOT, 'bin/tendril');
 
 function run(args: string[], opts: { show?: string; allowFail?: boolean; filter?: (s: string) => string } = {}): string {
-  process.stdout.write(`\n$ ${opts.show ?? `tendril ${args.join(' ')}`}\n`);
-  const r = spawnSync(bin, args, { encoding: 'utf8' });
+  process.stdout.write(`\n$ ${opts.show ?? `tendril --lab ${LAB} ${args.join(' ')}`}\n`);
+  const r = spawnSync(bin, ['--lab', LAB, ...args], { encoding: 'utf8' });
   const text = (r.stdout ?? '') + (r.stderr ?? '');
   process.stdout.write(opts.filter ? opts.filter(text) : text);
   if (r.status !== 0 && !opts.allowFail) throw new Error(`"tendril ${args.join(' ')}" failed with exit ${r.status}`);
@@ -22,28 +22,28 @@ function section(title: string): void {
 }
 
 async function main(): Promise<void> {
-  run(['lab', 'down', '--name', LAB]);
+  run(['lab', 'down']);
   try {
     section('A three-node lab: nodes are network namespaces on an underlay bridge, one agent each');
-    run(['lab', 'up', '--name', LAB, '--nodes', '3']);
+    run(['lab', 'up', '--nodes', '3']);
     section('Pods, created by executing the CNI plugin exactly as a container runtime does');
-    run(['lab', 'pod', 'add', 'curl-pod', '--node', 'ctr', '--label', 'app=curl', '--name', LAB]);
-    run(['lab', 'pod', 'add', 'webpod-1', '--node', 'ctr', '--label', 'app=webpod', '--serve', '80', '--name', LAB]);
-    run(['lab', 'pod', 'add', 'webpod-2', '--node', 'w1', '--label', 'app=webpod', '--serve', '80', '--name', LAB]);
-    run(['lab', 'pod', 'add', 'netshoot-pod', '--node', 'w1', '--label', 'app=netshoot', '--name', LAB]);
-    run(['lab', 'pod', 'list', '--name', LAB]);
-    run(['lab', 'status', '--name', LAB]);
+    run(['lab', 'pod', 'add', 'curl-pod', '--node', 'ctr', '--label', 'app=curl']);
+    run(['lab', 'pod', 'add', 'webpod-1', '--node', 'ctr', '--label', 'app=webpod', '--serve', '80']);
+    run(['lab', 'pod', 'add', 'webpod-2', '--node', 'w1', '--label', 'app=webpod', '--serve', '80']);
+    run(['lab', 'pod', 'add', 'netshoot-pod', '--node', 'w1', '--label', 'app=netshoot']);
+    run(['lab', 'pod', 'list']);
+    run(['lab', 'status']);
 
     section('The seed\'s section 2.2 walk on node ctr');
-    run(['--lab', LAB, '--node', 'ctr', 'status', '--verbose']);
-    run(['--lab', LAB, 'endpoint', 'list']);
-    const eps = JSON.parse(run(['--lab', LAB, 'endpoint', 'list', '-o', 'json'], { filter: () => '(json)\n' })) as Array<{
+    run(['--node', 'ctr', 'status', '--verbose']);
+    run(['endpoint', 'list']);
+    const eps = JSON.parse(run(['endpoint', 'list', '-o', 'json'], { filter: () => '(json)\n' })) as Array<{
       id: number;
       status: { networking: { addressing: Array<{ ipv4: string }>; 'interface-name': string }; 'external-identifiers': { 'pod-name': string } };
     }>;
     const curl = eps.find((e) => e.status['external-identifiers']['pod-name'] === 'default/curl-pod');
     if (!curl) throw new Error('curl-pod endpoint not found');
-    run(['--lab', LAB, 'endpoint', 'get', String(curl.id)], {
+    run(['endpoint', 'get', String(curl.id)], {
       filter: (s) => {
         const lines = s.split('\n');
         const i = lines.findIndex((l) => l.includes('"networking"'));
@@ -51,23 +51,24 @@ async function main(): Promise<void> {
       },
     });
     const ifname = curl.status.networking['interface-name'];
-    run(['lab', 'node', 'exec', 'ctr', '--name', LAB, '--', 'ip', '-br', 'addr', 'show'], { show: 'tendril lab node exec ctr -- ip -br addr show' });
-    run(['lab', 'node', 'exec', 'ctr', '--name', LAB, '--', 'bpftool', 'net', 'show'], { show: 'tendril lab node exec ctr -- bpftool net show' });
-    run(['--lab', LAB, 'bpf', 'endpoint', 'list']);
+    run(['lab', 'node', 'exec', 'ctr', '--', 'ip', '-br', 'addr', 'show'], { show: `tendril --lab ${LAB} lab node exec ctr -- ip -br addr show` });
+    // Debian 12's bpftool (7.1) predates tcx, so its `net show` lists nothing; this is the same view from the kernel.
+    run(['--node', 'ctr', 'bpf', 'net', 'show']);
+    run(['bpf', 'endpoint', 'list']);
     process.stdout.write(`\n(curl-pod's host-side interface is ${ifname}: cil_from_container on tcx ingress, cil_to_container on tcx egress)\n`);
 
     section('Traffic between pods on the same node: eBPF redirect straight into the peer namespace');
-    const pods = JSON.parse(run(['lab', 'pod', 'list', '-o', 'json', '--name', LAB], { filter: () => '(json)\n' })) as Array<{ name: string; ip: string }>;
+    const pods = JSON.parse(run(['lab', 'pod', 'list', '-o', 'json'], { filter: () => '(json)\n' })) as Array<{ name: string; ip: string }>;
     const ipOf = (n: string) => pods.find((p) => p.name === n)!.ip;
-    run(['lab', 'exec', 'curl-pod', '--name', LAB, '--', 'ping', '-c', '3', ipOf('webpod-1')], { show: `tendril lab exec curl-pod -- ping -c 3 ${ipOf('webpod-1')}` });
-    run(['lab', 'exec', 'curl-pod', '--name', LAB, '--', 'curl', '-s', `http://${ipOf('webpod-1')}/`], { show: `tendril lab exec curl-pod -- curl -s http://${ipOf('webpod-1')}/` });
-    run(['lab', 'exec', 'netshoot-pod', '--name', LAB, '--', 'curl', '-s', `http://${ipOf('webpod-2')}/`], { show: `tendril lab exec netshoot-pod -- curl -s http://${ipOf('webpod-2')}/` });
-    run(['lab', 'exec', 'curl-pod', '--name', LAB, '--', 'ip', 'route'], { show: 'tendril lab exec curl-pod -- ip route' });
+    run(['lab', 'exec', 'curl-pod', '--', 'ping', '-c', '3', ipOf('webpod-1')], { show: `tendril --lab ${LAB} lab exec curl-pod -- ping -c 3 ${ipOf('webpod-1')}` });
+    run(['lab', 'exec', 'curl-pod', '--', 'curl', '-s', `http://${ipOf('webpod-1')}/`], { show: `tendril --lab ${LAB} lab exec curl-pod -- curl -s http://${ipOf('webpod-1')}/` });
+    run(['lab', 'exec', 'netshoot-pod', '--', 'curl', '-s', `http://${ipOf('webpod-2')}/`], { show: `tendril --lab ${LAB} lab exec netshoot-pod -- curl -s http://${ipOf('webpod-2')}/` });
+    run(['lab', 'exec', 'curl-pod', '--', 'ip', 'route'], { show: `tendril --lab ${LAB} lab exec curl-pod -- ip route` });
     process.stdout.write('\nCross-node traffic (tunnel/native routing) and flows (tendril observe) come with the next issues.\n');
   } finally {
     if (!keep) {
       section('Removing the lab');
-      run(['lab', 'down', '--name', LAB]);
+      run(['lab', 'down']);
     } else {
       process.stdout.write(`\nLab "${LAB}" left up: tendril --lab ${LAB} status; remove with: tendril lab down --name ${LAB}\n`);
     }
