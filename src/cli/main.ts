@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { runAgent } from './agent-cmd.js';
 import { registerLab } from './lab-cmd.js';
 import { registerNodeViews } from './node-cmd.js';
+import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
 program
@@ -19,7 +20,10 @@ program
   .command('agent')
   .description('run the per-node agent (datapath, IPAM, endpoints, CNI, REST API)')
   .option('--node-name <name>', 'this node\'s name', 'node')
-  .requiredOption('--pod-cidr <cidr>', 'pod CIDR of this node, e.g. 172.20.0.0/24')
+  .option('--pod-cidr <cidr>', 'pod CIDR of this node (default: assigned by the operator through --store)')
+  .option('--store <url>', 'cluster store: local+unix:///path.sock, local://HOST:PORT or etcd://HOST:PORT')
+  .option('--routing <mode>', 'tunnel (VXLAN) or native', 'tunnel')
+  .option('--native-dev <dev>', 'underlay device (tunnel endpoint, native routing)', 'eth0')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -32,6 +36,7 @@ program
     await runAgent(opts);
   });
 
+registerOperator(program);
 registerNodeViews(program);
 registerLab(program);
 

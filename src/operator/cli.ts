@@ -1,0 +1,27 @@
+// `tendril operator`: registers the command on the CLI program; runs until SIGTERM/SIGINT.
+import type { Command } from 'commander';
+import { DEFAULT_CLUSTER_POOL_CIDR, DEFAULT_CLUSTER_POOL_MASK_SIZE } from './cluster-pool.js';
+import { DEFAULT_OPERATOR_API_SOCKET, DEFAULT_STORE_DATA, type OperatorFlags } from './config.js';
+import { runOperator } from './main.js';
+
+export function registerOperator(program: Command): Command {
+  return program
+    .command('operator')
+    .description('run the cluster operator (cluster-pool IPAM: a pod CIDR per node), optionally hosting the local store')
+    .option('--cluster-pool-cidr <cidr>', 'cluster pool the node CIDRs are carved from', DEFAULT_CLUSTER_POOL_CIDR)
+    .option('--cluster-pool-mask-size <bits>', 'prefix length of each node CIDR', String(DEFAULT_CLUSTER_POOL_MASK_SIZE))
+    .option('--store <url>', 'cluster store to use: etcd://HOST:PORT, local+unix:///path.sock or local://HOST:PORT')
+    .option('--store-listen <address>', 'host the local store on unix:///path.sock or HOST:PORT (instead of --store)')
+    .option('--store-data <dir>', `data directory of the hosted local store (default: ${DEFAULT_STORE_DATA})`)
+    .option('--node-cidr-grace <duration>', "how long a departed node's CIDR is held for it (e.g. 30s, 500ms)", '30s')
+    .option('--api-socket <path>', 'status API unix socket (GET /v1/status)', DEFAULT_OPERATOR_API_SOCKET)
+    .option('--log-file <file>', 'log to this file instead of stderr')
+    .action(async (opts: OperatorFlags) => {
+      const running = await runOperator(opts);
+      const stop = (): void => {
+        void running.stop().finally(() => process.exit(0));
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+}

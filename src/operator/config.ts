@@ -1,0 +1,108 @@
+// Flags of `tendril operator` -> a validated OperatorConfig (pure): pool, store backend, grace, sockets, log file.
+import { parseStoreUrl, type ListenAddress } from '../store/index.js';
+import { validatePoolConfig, type ClusterPoolConfig } from './cluster-pool.js';
+import { OperatorError } from './errors.js';
+import { DEFAULT_NODE_CIDR_GRACE_MS } from './operator.js';
+
+export const DEFAULT_OPERATOR_API_SOCKET = '/var/run/tendril/operator.sock';
+export const DEFAULT_STORE_DATA = '/var/lib/tendril/store';
+
+/** Raw flag values as commander hands them over (camelCase keys). */
+export interface OperatorFlags {
+  clusterPoolCidr?: string | undefined;
+  clusterPoolMaskSize?: string | number | undefined;
+  store?: string | undefined;
+  storeListen?: string | undefined;
+  storeData?: string | undefined;
+  nodeCidrGrace?: string | number | undefined;
+  apiSocket?: string | undefined;
+  logFile?: string | undefined;
+}
+
+export type StoreChoice =
+  /** Use a store someone else runs (etcd://…, local+unix://…, local://…). */
+  | { mode: 'connect'; url: string }
+  /** Host the local store in this process, persisted in dataDir. */
+  | { mode: 'host'; listen: ListenAddress; dataDir: string };
+
+export interface OperatorConfig {
+  pool: ClusterPoolConfig;
+  store: StoreChoice;
+  graceMs: number;
+  apiSocket: string;
+  logFile?: string;
+}
+
+export function operatorConfig(flags: OperatorFlags): OperatorConfig {
+  const pool = validatePoolConfig({ cidr: flags.clusterPoolCidr, maskSize: flags.clusterPoolMaskSize });
+  const graceMs =
+    flags.nodeCidrGrace === undefined ? DEFAULT_NODE_CIDR_GRACE_MS : parseDuration('--node-cidr-grace', flags.nodeCidrGrace);
+
+  let store: StoreChoice;
+  if (flags.store !== undefined && flags.storeListen !== undefined) {
+    throw invalid(`Cannot use both --store ${flags.store} and --store-listen ${flags.storeListen}: pick one (connect to a store, or host one)`);
+  } else if (flags.store !== undefined) {
+    if (flags.storeData !== undefined) throw invalid('--store-data only applies with --store-listen (the hosted local store keeps its data there)');
+    try {
+      parseStoreUrl(flags.store);
+    } catch (err) {
+      const why = (err as Error).message.replace(/^Invalid store URL "[^"]*": /, '');
+      throw invalid(`Invalid --store "${flags.store}": ${why}`);
+    }
+    store = { mode: 'connect', url: flags.store };
+  } else if (flags.storeListen !== undefined) {
+    store = { mode: 'host', listen: parseListen(flags.storeListen), dataDir: nonEmpty('--store-data', flags.storeData ?? DEFAULT_STORE_DATA) };
+  } else {
+    throw invalid('Missing store: give --store URL (etcd://HOST:PORT, local+unix:///path.sock) or --store-listen ADDRESS to host the local store');
+  }
+
+  const cfg: OperatorConfig = { pool, store, graceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
+  if (flags.logFile !== undefined) cfg.logFile = nonEmpty('--log-file', flags.logFile);
+  return cfg;
+}
+
+/** `unix:///abs/path.sock`, `HOST:PORT` or `[v6]:PORT` (the address the hosted local store listens on). */
+export function parseListen(text: string): ListenAddress {
+  const fail = (why: string): never => {
+    throw invalid(`Invalid --store-listen "${text}": ${why}; expected unix:///path/to.sock or HOST:PORT`);
+  };
+  if (text.startsWith('unix://')) {
+    const socket = text.slice('unix://'.length);
+    if (!socket.startsWith('/')) return fail('the socket path must be absolute');
+    return { socket };
+  }
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  if (!m) return fail('not an address');
+  const port = Number(m[2]);
+  if (port > 65535) return fail(`port ${port} is above 65535`);
+  const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
+  return { host, port };
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Go-style durations: "30s", "300ms", "1m30s", "0". A bare number is refused (seconds or milliseconds?). */
+export function parseDuration(flag: string, value: string | number): number {
+  const text = String(value).trim();
+  if (text === '0') return 0;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let end = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    total += Number(m[1]) * UNIT_MS[m[2]!]!;
+    end = re.lastIndex;
+  }
+  if (text.length === 0 || end !== text.length) {
+    throw invalid(`Invalid ${flag} "${String(value)}": expected a duration such as 30s, 500ms or 1m30s`);
+  }
+  return Math.round(total);
+}
+
+function nonEmpty(flag: string, v: string): string {
+  if (v.trim() === '') throw invalid(`Invalid ${flag} "": expected a path`);
+  return v;
+}
+
+function invalid(message: string): OperatorError {
+  return new OperatorError('TENDRIL_ERR_INVALID_CONFIG', message);
+}

@@ -1,0 +1,169 @@
+// Composition root of `tendril operator`: store (hosted or remote), the Operator, and its status API socket.
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { LocalStoreServer, openStore, type Store } from '../store/index.js';
+import { rootLogger, type Logger } from '../util/log.js';
+import { operatorConfig, type OperatorConfig, type OperatorFlags } from './config.js';
+import { OperatorError } from './errors.js';
+import { Operator, type OperatorStatus } from './operator.js';
+
+export interface RunOperatorOptions extends OperatorFlags {
+  /** Logger to use instead of the root logger (tests). */
+  log?: Logger;
+}
+
+/** Body of GET /v1/status. */
+export interface OperatorStatusResponse extends OperatorStatus {
+  store: OperatorStatus['store'] & {
+    /** Present when this process hosts the local store. */
+    hosted?: { url: string; dataDir: string; revision: number };
+    ping: { ok: boolean; revision?: number; error?: string };
+  };
+}
+
+export interface RunningOperator {
+  readonly config: OperatorConfig;
+  readonly operator: Operator;
+  readonly store: Store;
+  /** The hosted local store, with --store-listen. */
+  readonly storeServer: LocalStoreServer | undefined;
+  /** The URL agents pass as --store (the hosted store's, or the one given). */
+  readonly storeUrl: string;
+  statusResponse(): Promise<OperatorStatusResponse>;
+  /** Stops the API, the operator, the store client and the hosted store, in that order. */
+  stop(): Promise<void>;
+}
+
+/** Starts everything; on any failure undoes what was started and rethrows. */
+export async function runOperator(opts: RunOperatorOptions): Promise<RunningOperator> {
+  const cfg = operatorConfig(opts);
+  const log = opts.log ?? rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'operator' });
+  // Undo list: each started piece pushes its own stop, unwound in reverse on failure and on stop().
+  const undo: Array<() => Promise<void>> = [];
+  const unwind = async (): Promise<void> => {
+    while (undo.length > 0) {
+      const step = undo.pop()!;
+      await step().catch((err: unknown) => log.warn({ err }, 'error while stopping'));
+    }
+  };
+
+  try {
+    let storeServer: LocalStoreServer | undefined;
+    let storeUrl: string;
+    if (cfg.store.mode === 'host') {
+      fs.mkdirSync(cfg.store.dataDir, { recursive: true, mode: 0o700 });
+      const server = new LocalStoreServer({ dataDir: cfg.store.dataDir });
+      await server.listen(cfg.store.listen);
+      undo.push(() => server.close());
+      storeServer = server;
+      storeUrl = server.url;
+      log.info({ url: storeUrl, dataDir: cfg.store.dataDir }, 'hosting the local store');
+    } else {
+      storeUrl = cfg.store.url;
+    }
+    const store = openStore(storeUrl);
+    undo.push(() => store.close());
+
+    const operator = new Operator({ store, pool: cfg.pool, graceMs: cfg.graceMs, log });
+    await operator.start();
+    undo.push(() => operator.stop());
+
+    const statusResponse = async (): Promise<OperatorStatusResponse> => {
+      const st = operator.status();
+      const ping = await store.ping().catch((err: unknown) => ({ ok: false, error: (err as Error).message }));
+      const hosted = storeServer
+        ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
+        : {};
+      return { ...st, store: { ...st.store, ...hosted, ping } };
+    };
+
+    const api = await serveStatus(cfg.apiSocket, statusResponse, log);
+    undo.push(() => api.close());
+    log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
+
+    let stopping: Promise<void> | undefined;
+    return {
+      config: cfg,
+      operator,
+      store,
+      storeServer,
+      storeUrl,
+      statusResponse,
+      stop: () => (stopping ??= unwind()),
+    };
+  } catch (err) {
+    log.fatal({ err }, 'operator failed to start');
+    await unwind();
+    throw err;
+  }
+}
+
+interface StatusServer {
+  close(): Promise<void>;
+}
+
+/** GET /v1/status as JSON on a root-only unix socket (the agent API's conventions). */
+async function serveStatus(socket: string, status: () => Promise<unknown>, log: Logger): Promise<StatusServer> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+  // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
+  if (await socketAlive(socket)) {
+    throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": another process is serving there`);
+  }
+  fs.rmSync(socket, { force: true });
+  const server = http.createServer((req, res) => {
+    const send = (code: number, body: unknown): void => {
+      const text = JSON.stringify(body, null, 2) + '\n';
+      res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    const url = new URL(req.url ?? '/', 'http://operator');
+    if (url.pathname !== '/v1/status') {
+      send(404, { error: { code: 'TENDRIL_ERR_NOT_FOUND', message: `No route for ${req.method ?? 'GET'} ${url.pathname}` } });
+    } else if (req.method !== 'GET') {
+      res.setHeader('allow', 'GET');
+      send(405, { error: { code: 'TENDRIL_ERR_METHOD', message: `Method ${req.method ?? ''} not allowed on /v1/status: use GET` } });
+    } else {
+      status().then(
+        (body) => send(200, body),
+        (err: unknown) => {
+          log.error({ err }, 'status request failed');
+          send(500, { error: { code: 'TENDRIL_ERR_INTERNAL', message: (err as Error).message } });
+        },
+      );
+    }
+  });
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socket, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  fs.chmodSync(socket, 0o600);
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => {
+          fs.rmSync(socket, { force: true });
+          resolve();
+        });
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function socketAlive(socket: string): Promise<boolean> {
+  if (!fs.existsSync(socket)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const c = net.connect(socket);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,308 @@
+// The etcd backend, spoken through etcd's v3 JSON gateway (plain HTTP/1.1, no gRPC stack): keys
+// /tendril/<Kind>/<name>, JSON values, revision = mod_revision, conditional writes as Txn on mod/create revision.
+import { StoreError, describeCause } from './errors.js';
+import { HttpJsonClient, openNdjsonStream, resolveRetry, describeTarget, type HttpTarget, type RetryOptions, type ResolvedRetry } from './http.js';
+import { conflictError } from './local-state.js';
+import { checkKind, checkName, checkRevision, encodeValue } from './validate.js';
+import { ResumableWatch, type StreamSink } from './watch.js';
+import type { DeleteOptions, Kind, PutOptions, Resource, Store, WatchEvent, WatchHandle, WatchOptions } from './types.js';
+
+export interface EtcdStoreOptions extends RetryOptions {
+  /** Key prefix; several clusters may share one etcd under different prefixes. Default "/tendril/". */
+  prefix?: string;
+  /** A watch quiet this long checks that etcd still answers, and reconnects if not. Default 15000 ms. */
+  livenessMs?: number;
+}
+
+/** etcd's mvccpb.KeyValue as the gateway renders it (int64 as strings, bytes as base64, zero fields omitted). */
+interface GwKeyValue {
+  key?: string;
+  value?: string;
+  create_revision?: string;
+  mod_revision?: string;
+}
+interface GwHeader {
+  cluster_id?: string;
+  revision?: string;
+}
+interface GwRange {
+  header?: GwHeader;
+  kvs?: GwKeyValue[];
+}
+interface GwTxn {
+  header?: GwHeader;
+  succeeded?: boolean;
+  responses?: { response_range?: GwRange; response_delete_range?: { deleted?: string } }[];
+}
+interface GwWatchResult {
+  header?: GwHeader;
+  created?: boolean;
+  canceled?: boolean;
+  compact_revision?: string;
+  cancel_reason?: string;
+  events?: { type?: 'PUT' | 'DELETE'; kv?: GwKeyValue }[];
+}
+
+const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+const unb64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
+
+/** etcd range end that covers every key starting with `prefix` (prefix with its last byte + 1). */
+function prefixEnd(prefix: string): string {
+  const buf = Buffer.from(prefix, 'utf8');
+  for (let i = buf.length - 1; i >= 0; i--) {
+    const byte = buf[i] ?? 0;
+    if (byte < 0xff) {
+      const end = Buffer.from(buf.subarray(0, i + 1));
+      end[i] = byte + 1;
+      return end.toString('base64');
+    }
+  }
+  return Buffer.from([0]).toString('base64');
+}
+
+function num(s: string | undefined): number {
+  const n = s === undefined ? 0 : Number(s);
+  if (!Number.isSafeInteger(n)) throw new StoreError('TENDRIL_ERR_STORE_INTERNAL', `etcd answered a revision out of range: ${JSON.stringify(s)}`);
+  return n;
+}
+
+export class EtcdStore implements Store {
+  readonly description: string;
+  private readonly target: HttpTarget;
+  private readonly retry: ResolvedRetry;
+  private readonly http: HttpJsonClient;
+  private readonly prefix: string;
+  private readonly livenessMs: number;
+  private readonly watches = new Set<ResumableWatch>();
+  private closed = false;
+
+  constructor(endpoint: { host: string; port: number }, opts: EtcdStoreOptions = {}) {
+    this.target = { host: endpoint.host, port: endpoint.port };
+    this.retry = resolveRetry(opts);
+    this.http = new HttpJsonClient(this.target, this.retry, 'etcd');
+    this.prefix = opts.prefix ?? '/tendril/';
+    if (!this.prefix.startsWith('/') || !this.prefix.endsWith('/')) {
+      throw new StoreError('TENDRIL_ERR_STORE_INVALID', `Invalid etcd key prefix ${JSON.stringify(this.prefix)}: must start and end with "/"`);
+    }
+    this.livenessMs = opts.livenessMs ?? 15_000;
+    this.description = `etcd (${describeTarget(this.target)})`;
+  }
+
+  async get<T>(kind: Kind, name: string): Promise<Resource<T> | undefined> {
+    const key = this.key(kind, name);
+    const r = (await this.call('/v3/kv/range', { key: b64(key) }, `get ${kind} "${name}"`)) as GwRange;
+    const kv = r.kvs?.[0];
+    return kv ? (this.decode(kind, name, kv) as Resource<T>) : undefined;
+  }
+
+  async list<T>(kind: Kind): Promise<{ items: Resource<T>[]; revision: number }> {
+    checkKind(kind);
+    const p = `${this.prefix}${kind}/`;
+    // One range read: the items and header.revision come from the same consistent snapshot.
+    const r = (await this.call('/v3/kv/range', { key: b64(p), range_end: prefixEnd(p) }, `list ${kind}`)) as GwRange;
+    const items: Resource<T>[] = [];
+    for (const kv of r.kvs ?? []) {
+      const name = unb64(kv.key).slice(p.length);
+      items.push(this.decode(kind, name, kv) as Resource<T>);
+    }
+    return { items, revision: num(r.header?.revision) };
+  }
+
+  async put<T>(kind: Kind, name: string, value: T, opts: PutOptions = {}): Promise<Resource<T>> {
+    const key = b64(this.key(kind, name));
+    const text = encodeValue(kind, name, value);
+    const stored = JSON.parse(text) as T;
+    const req = { key, value: b64(text) };
+    if (opts.expectedRevision === undefined) {
+      const r = (await this.call('/v3/kv/put', req, `put ${kind} "${name}"`)) as { header?: GwHeader };
+      return { kind, name, revision: num(r.header?.revision), value: stored };
+    }
+    const expected = checkRevision('expectedRevision', opts.expectedRevision);
+    // 0 = "must not exist": create_revision is 0 only for a key that does not exist.
+    const compare = expected === 0
+      ? { key, target: 'CREATE', result: 'EQUAL', create_revision: '0' }
+      : { key, target: 'MOD', result: 'EQUAL', mod_revision: String(expected) };
+    const r = (await this.call('/v3/kv/txn', {
+      compare: [compare],
+      success: [{ request_put: req }],
+      failure: [{ request_range: { key } }],
+    }, `put ${kind} "${name}"`)) as GwTxn;
+    if (r.succeeded === true) return { kind, name, revision: num(r.header?.revision), value: stored };
+    const cur = r.responses?.[0]?.response_range?.kvs?.[0];
+    throw conflictError('put', kind, name, expected, num(cur?.mod_revision));
+  }
+
+  async delete(kind: Kind, name: string, opts: DeleteOptions = {}): Promise<boolean> {
+    const key = b64(this.key(kind, name));
+    if (opts.expectedRevision === undefined) {
+      const r = (await this.call('/v3/kv/deleterange', { key }, `delete ${kind} "${name}"`)) as { deleted?: string };
+      return num(r.deleted) > 0;
+    }
+    const expected = checkRevision('expectedRevision', opts.expectedRevision);
+    const r = (await this.call('/v3/kv/txn', {
+      compare: [{ key, target: 'MOD', result: 'EQUAL', mod_revision: String(expected) }],
+      success: [{ request_delete_range: { key } }],
+      failure: [{ request_range: { key } }],
+    }, `delete ${kind} "${name}"`)) as GwTxn;
+    if (r.succeeded === true) return num(r.responses?.[0]?.response_delete_range?.deleted) > 0;
+    const cur = r.responses?.[0]?.response_range?.kvs?.[0];
+    // Already gone is not a conflict (same rule as the local store).
+    if (!cur) return false;
+    throw conflictError('delete', kind, name, expected, num(cur.mod_revision));
+  }
+
+  watch(kind: Kind, opts: WatchOptions): WatchHandle {
+    checkKind(kind);
+    checkRevision('fromRevision', opts.fromRevision);
+    if (this.closed) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot watch ${kind}: store client is closed`);
+    const p = `${this.prefix}${kind}/`;
+    let clusterId: string | undefined;
+    const open = (from: number, sink: StreamSink): (() => void) => {
+      let quietSince = Date.now();
+      let cancelled = false;
+      const body = { create_request: { key: b64(p), range_end: prefixEnd(p), start_revision: String(from + 1), progress_notify: true } };
+      const cancelStream = openNdjsonStream(this.target, 'POST', '/v3/watch', body, {
+        onResponse: (status) => {
+          if (status !== 200) sink.closed(new Error(`etcd watch answered HTTP ${status}`));
+        },
+        onLine: (msg) => {
+          quietSince = Date.now();
+          const m = msg as { result?: GwWatchResult; error?: unknown };
+          const res = m.result;
+          if (!res) {
+            sink.closed(new Error(`etcd watch failed: ${JSON.stringify(m.error ?? msg).slice(0, 200)}`));
+            return;
+          }
+          this.onWatchResult(kind, p, from, res, sink, {
+            get: () => clusterId,
+            set: (id) => { clusterId = id; },
+          });
+        },
+        onEnd: (err) => sink.closed(err),
+      });
+      // etcd's own progress notifications come every 10 minutes; in between, a quiet watch asks etcd whether
+      // it is still there, because a host that vanished does not close the TCP connection.
+      const timer = setInterval(() => {
+        if (cancelled || Date.now() - quietSince < this.livenessMs) return;
+        void this.ping().then((p2) => {
+          if (cancelled) return;
+          if (p2.ok) quietSince = Date.now();
+          else {
+            cancelled = true;
+            clearInterval(timer);
+            cancelStream();
+            sink.closed(new Error(p2.error ?? 'etcd unreachable'));
+          }
+        });
+      }, Math.max(1000, Math.floor(this.livenessMs / 3)));
+      timer.unref();
+      return () => {
+        cancelled = true;
+        clearInterval(timer);
+        cancelStream();
+      };
+    };
+    const w = new ResumableWatch(opts, open, this.retry.maxBackoffMs, this.retry.requestTimeoutMs, (x) => this.watches.delete(x));
+    this.watches.add(w);
+    return w;
+  }
+
+  async ping(): Promise<{ ok: boolean; revision?: number; error?: string }> {
+    try {
+      const r = (await this.call('/v3/maintenance/status', {}, 'ping')) as { header?: GwHeader };
+      return { ok: true, revision: num(r.header?.revision) };
+    } catch (err) {
+      return { ok: false, error: describeCause(err) };
+    }
+  }
+
+  /** Discards etcd's history up to `revision` (maintenance; watches older than that then resync). */
+  async compact(revision: number): Promise<void> {
+    checkRevision('revision', revision);
+    await this.call('/v3/kv/compaction', { revision: String(revision), physical: true }, `compact to revision ${revision}`);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of [...this.watches]) w.close();
+    this.http.close();
+  }
+
+  private onWatchResult(
+    kind: Kind, p: string, from: number, res: GwWatchResult, sink: StreamSink,
+    cluster: { get(): string | undefined; set(id: string): void },
+  ): void {
+    if (res.compact_revision !== undefined && num(res.compact_revision) > 0) {
+      sink.resync(`etcd history before revision ${num(res.compact_revision)} was compacted (watch asked for revisions after ${from})`);
+      return;
+    }
+    if (res.canceled === true) {
+      sink.closed(new Error(`etcd cancelled the watch: ${res.cancel_reason ?? 'no reason given'}`));
+      return;
+    }
+    const headerRev = num(res.header?.revision);
+    if (res.created === true) {
+      const id = res.header?.cluster_id;
+      const known = cluster.get();
+      // Another cluster (or a wiped one) numbers its revisions independently: nothing can be resumed.
+      if (id !== undefined && known !== undefined && id !== known) {
+        sink.resync(`etcd cluster changed (id ${known} is now ${id})`);
+        return;
+      }
+      if (headerRev < from) {
+        sink.resync(`etcd revision ${headerRev} is behind the watch's revision ${from} (etcd data was lost or replaced)`);
+        return;
+      }
+      if (id !== undefined) cluster.set(id);
+      sink.opened();
+      return;
+    }
+    const events = res.events ?? [];
+    for (const e of events) {
+      const ev = this.decodeEvent(kind, p, e);
+      if (ev) sink.event(ev);
+    }
+    // An empty, non-created response is a progress notification: everything up to header.revision was sent.
+    if (events.length === 0 && headerRev > 0) sink.progress(headerRev);
+  }
+
+  private decodeEvent(kind: Kind, p: string, e: { type?: 'PUT' | 'DELETE'; kv?: GwKeyValue }): WatchEvent<unknown> | undefined {
+    const kv = e.kv;
+    if (!kv) return undefined;
+    const name = unb64(kv.key).slice(p.length);
+    const revision = num(kv.mod_revision);
+    if (e.type === 'DELETE') return { type: 'delete', kind, name, revision };
+    try {
+      return { type: 'put', resource: this.decode(kind, name, kv) };
+    } catch {
+      // Not ours (a foreign writer under our prefix): skipping it keeps the watch alive for our own keys.
+      return undefined;
+    }
+  }
+
+  private decode(kind: Kind, name: string, kv: GwKeyValue): Resource<unknown> {
+    let value: unknown;
+    try {
+      value = JSON.parse(unb64(kv.value));
+    } catch (err) {
+      throw new StoreError('TENDRIL_ERR_STORE_CORRUPT', `Cannot read ${kind} "${name}" from etcd: value is not JSON`, { cause: err });
+    }
+    return { kind, name, revision: num(kv.mod_revision), value };
+  }
+
+  private key(kind: Kind, name: string): string {
+    return `${this.prefix}${kind}/${checkName(checkKind(kind), name)}`;
+  }
+
+  private async call(path: string, body: unknown, what: string): Promise<unknown> {
+    if (this.closed) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: store client is closed`);
+    const res = await this.http.request('POST', path, body);
+    if (res.status === 200) return res.body;
+    const e = res.body as { message?: unknown; error?: unknown; code?: unknown } | undefined;
+    const msg = typeof e?.message === 'string' ? e.message : typeof e?.error === 'string' ? e.error : `HTTP ${res.status}`;
+    // gRPC codes as the gateway forwards them: 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, 3 INVALID_ARGUMENT.
+    const code = e?.code === 14 || e?.code === 4 || res.status === 503 ? 'TENDRIL_ERR_STORE_UNAVAILABLE'
+      : e?.code === 3 ? 'TENDRIL_ERR_STORE_INVALID' : 'TENDRIL_ERR_STORE_INTERNAL';
+    throw new StoreError(code, `Cannot ${what} in etcd at ${describeTarget(this.target)}: ${msg}`);
+  }
+}

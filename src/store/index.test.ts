@@ -1,0 +1,53 @@
+// Unit tests of the store's public entry: --store URL parsing and the backend openStore() picks.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EtcdStore, LocalStoreClient, StoreError, isKind, openStore, parseStoreUrl } from './index.js';
+
+test('parseStoreUrl() accepts the three forms', () => {
+  assert.deepEqual(parseStoreUrl('local+unix:///run/tendril/store.sock'), { backend: 'local', socket: '/run/tendril/store.sock' });
+  assert.deepEqual(parseStoreUrl('local://127.0.0.1:4240'), { backend: 'local', host: '127.0.0.1', port: 4240 });
+  assert.deepEqual(parseStoreUrl('etcd://etcd-0.example:2379'), { backend: 'etcd', host: 'etcd-0.example', port: 2379 });
+  assert.deepEqual(parseStoreUrl('etcd://[::1]:2379'), { backend: 'etcd', host: '::1', port: 2379 });
+});
+
+test('parseStoreUrl() refuses anything else with TENDRIL_ERR_STORE_INVALID and says what is expected', () => {
+  for (const bad of ['', '/run/x.sock', 'http://h:1', 'etcd://h', 'etcd://h:0', 'etcd://h:70000', 'local+unix://relative.sock', 'etcd://h:1/x', 'etcd://a b:1']) {
+    assert.throws(() => parseStoreUrl(bad), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.equal(err.code, 'TENDRIL_ERR_STORE_INVALID');
+      assert.match(err.message, /^Invalid store URL ".*": .*; expected "local\+unix:/);
+      return true;
+    }, bad);
+  }
+});
+
+test('openStore() picks the backend from the scheme and connects lazily', async () => {
+  const a = openStore('local+unix:///nonexistent/store.sock');
+  const b = openStore('local://127.0.0.1:1');
+  const c = openStore('etcd://127.0.0.1:1');
+  assert.ok(a instanceof LocalStoreClient && b instanceof LocalStoreClient && c instanceof EtcdStore);
+  assert.equal(a.description, 'local (unix:/nonexistent/store.sock)');
+  assert.equal(c.description, 'etcd (127.0.0.1:1)');
+  await Promise.all([a.close(), b.close(), c.close()]);
+});
+
+test('an unreachable store fails operations with TENDRIL_ERR_STORE_UNAVAILABLE after connectTimeoutMs', async () => {
+  const s = openStore('local+unix:///nonexistent/store.sock', { connectTimeoutMs: 100 });
+  const t0 = Date.now();
+  await assert.rejects(s.get('Node', 'a'), (err: unknown) => {
+    assert.ok(err instanceof StoreError);
+    assert.equal(err.code, 'TENDRIL_ERR_STORE_UNAVAILABLE');
+    assert.match(err.message, /^Cannot reach local store at unix:\/nonexistent\/store.sock: .*ENOENT/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 2000);
+  assert.deepEqual(Object.keys(await s.ping()).sort(), ['error', 'ok']);
+  await s.close();
+});
+
+test('isKind() knows exactly the declared kinds', () => {
+  assert.equal(isKind('Node'), true);
+  assert.equal(isKind('IPAMState'), true);
+  assert.equal(isKind('node'), false);
+  assert.equal(isKind('Pod'), false);
+});

@@ -1,0 +1,83 @@
+// The cluster state store: typed resources with revisions and watches, behind one interface (local or etcd).
+
+/** Resource kinds the cluster keeps (the list is what backends validate against: add new kinds here). */
+export const KINDS = ['Node', 'IPAMState'] as const;
+export type Kind = (typeof KINDS)[number];
+
+/** A stored resource. `revision` is the store-wide revision at which it was last written (etcd's mod_revision). */
+export interface Resource<T> {
+  kind: Kind;
+  name: string;
+  revision: number;
+  value: T;
+}
+
+export type WatchEvent<T> =
+  | { type: 'put'; resource: Resource<T> }
+  | { type: 'delete'; kind: Kind; name: string; revision: number };
+
+export interface PutOptions {
+  /**
+   * Optimistic concurrency: the put succeeds only if the resource's current revision equals this value.
+   * 0 means "must not exist yet". Omitted: unconditional. A mismatch throws StoreError TENDRIL_ERR_STORE_CONFLICT.
+   */
+  expectedRevision?: number;
+}
+
+export interface DeleteOptions {
+  expectedRevision?: number;
+}
+
+export interface WatchHandle {
+  close(): void;
+}
+
+export interface WatchOptions {
+  /** Deliver every change with a revision > fromRevision (so list().revision is the natural start). */
+  fromRevision: number;
+  onEvent: (ev: WatchEvent<unknown>) => void;
+  /**
+   * Called when the watch cannot continue from where it was (history compacted, server state lost): the caller
+   * must list() again and re-watch from the new revision. The handle is closed when this fires.
+   */
+  onResync?: (reason: string) => void;
+  /** Called on connection state changes (the client reconnects by itself and resumes from the last revision). */
+  onConnection?: (connected: boolean) => void;
+}
+
+export interface Store {
+  /** Human description, e.g. "local (unix:/run/x.sock)" or "etcd (127.0.0.1:2379)". */
+  readonly description: string;
+  get<T>(kind: Kind, name: string): Promise<Resource<T> | undefined>;
+  /** All resources of a kind, and the store revision the listing is consistent with. */
+  list<T>(kind: Kind): Promise<{ items: Resource<T>[]; revision: number }>;
+  put<T>(kind: Kind, name: string, value: T, opts?: PutOptions): Promise<Resource<T>>;
+  /** false when it did not exist. */
+  delete(kind: Kind, name: string, opts?: DeleteOptions): Promise<boolean>;
+  watch(kind: Kind, opts: WatchOptions): WatchHandle;
+  /** Reachability probe (for status). */
+  ping(): Promise<{ ok: boolean; revision?: number; error?: string }>;
+  close(): Promise<void>;
+}
+
+/** Node resource: written by the agent (addresses) and the operator (pod CIDRs). */
+export interface NodeSpec {
+  name: string;
+  /** Underlay (InternalIP) addresses. */
+  addresses: string[];
+  /** Pod CIDRs assigned by the operator (cluster-pool); empty until assigned. */
+  podCIDRs: string[];
+  /** Router IP (tendril_host) and health IP, published by the agent once it has a CIDR. */
+  routerIP?: string;
+  healthIP?: string;
+}
+
+/** Cluster-pool allocator state (one resource named "cluster-pool"), written only by the operator. */
+export interface ClusterPoolState {
+  cidr: string;
+  maskSize: number;
+  /** node name -> CIDR currently assigned. */
+  assigned: Record<string, string>;
+  /** CIDR -> ISO time after which it may be handed to another node (freed by a node that left). */
+  releasing: Record<string, { node: string; until: string }>;
+}
