@@ -9,6 +9,10 @@
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/arp.h"
+#include "lib/identity.h"
+#include "lib/ipcache.h"
+#include "lib/encap.h"
+#include "lib/fib.h"
 #include "lib/local_delivery.h"
 
 /*
@@ -17,7 +21,9 @@
 static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 						const struct endpoint_info *src)
 {
+	const struct remote_endpoint_info *info;
 	const struct endpoint_info *dst;
+	__be32 tunnel_endpoint;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	int ret;
@@ -31,10 +37,27 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		return DROP_INVALID_SIP;
 
 	dst = lookup_ip4_endpoint(ip->daddr);
-	if (dst && !ep_is_host(dst))
+	if (dst) {
+		if (ep_is_host(dst))
+			return TC_ACT_OK;
 		return ipv4_local_delivery(eth, ip, dst);
+	}
 
-	/* Host addresses and everything off-node: the node's stack routes it. */
+	/*
+	 * Off-node: the ipcache knows pods and nodes of the cluster. A miss is
+	 * the world, and the node's stack routes it (masquerade comes later).
+	 */
+	info = ipcache_lookup4(ip->daddr);
+	if (!info || info->sec_identity == IDENTITY_HOST)
+		return TC_ACT_OK;
+
+	tunnel_endpoint = ipcache_tunnel_endpoint(info);
+	if (tunnel_endpoint)
+		return encap_and_redirect(skb, tunnel_endpoint, src->sec_id);
+	if (!tunnel_mode())
+		return fib_redirect4(skb, eth, ip);
+
+	/* Tunnel mode without a tunnel endpoint (e.g. a node's underlay IP): the stack routes it. */
 	return TC_ACT_OK;
 }
 
@@ -43,8 +66,7 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
  * source endpoint is found by the veth's ifindex, so one program instance
  * serves every pod.
  */
-SEC("tc")
-int cil_from_container(struct __sk_buff *skb)
+static __always_inline int from_container(struct __sk_buff *skb)
 {
 	const struct endpoint_info *src;
 	int ret;
@@ -53,6 +75,7 @@ int cil_from_container(struct __sk_buff *skb)
 	/* Attached before the agent filled the maps, or a stale attachment. */
 	if (!src)
 		return send_drop_notify(skb, DROP_EP_NOT_READY);
+	set_src_identity(skb, src->sec_id);
 
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_IP):
@@ -70,6 +93,12 @@ int cil_from_container(struct __sk_buff *skb)
 	if (IS_ERR(ret))
 		return send_drop_notify(skb, ret);
 	return ret;
+}
+
+SEC("tc")
+int cil_from_container(struct __sk_buff *skb)
+{
+	return from_container(skb);
 }
 
 /*

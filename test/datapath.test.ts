@@ -1,19 +1,32 @@
-// Datapath tests: lxc.o and host.o run on crafted packets through BPF_PROG_TEST_RUN (root; nothing is attached).
-import { mkdirSync, rmSync } from 'node:fs';
+// Datapath tests: lxc.o, host.o, overlay.o (and their test harnesses) run on crafted packets through
+// BPF_PROG_TEST_RUN (root; nothing is attached). Native-routing cases run inside a namespace of their own whose
+// routes and neighbours feed bpf_fib_lookup.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { Collection, decodeSkbCtx, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { Netlink } from '../src/kernel/netlink/index.js';
+import { Netns } from '../src/kernel/netns/index.js';
 import {
   ENDPOINT_F_HOST,
+  IPCACHE_F_HAS_TUNNEL_EP,
+  IPCACHE_F_SKIP_TUNNEL,
+  IPCACHE_MAP,
   LXC_IF_MAP,
   LXC_MAP,
+  ROUTING_MODE_NATIVE,
+  ROUTING_MODE_TUNNEL,
   endpointInfoCodec,
   endpointKeyCodec,
   ifindexKeyCodec,
+  ipcacheKeyCodec,
+  ipcacheValueCodec,
   type EndpointInfo,
   type EndpointKey,
+  type IpcacheKey,
+  type IpcacheValue,
 } from '../src/datapath/maps.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
 
@@ -189,6 +202,26 @@ let toContainer: BpfProgram;
 let fromHost: BpfProgram;
 let lxcMap: TypedMap<EndpointKey, EndpointInfo>;
 let lxcIfMap: TypedMap<number, EndpointInfo>;
+let ipcache: TypedMap<IpcacheKey, IpcacheValue>;
+/* Tunnel-mode and native-mode instances of the objects, sharing the pinned maps above. */
+const loaded: Collection[] = [];
+const tun = {} as {
+  fromContainer: BpfProgram;
+  keyFromContainer: BpfProgram;
+  keyFromHost: BpfProgram;
+  fromOverlay: BpfProgram;
+  keyFromOverlay: BpfProgram;
+  toOverlay: BpfProgram;
+};
+const nat = {} as { fromContainer: BpfProgram; fromNetdev: BpfProgram; toNetdev: BpfProgram };
+
+/* Cross-node addresses: node 2 hosts 10.201.1.0/24 behind underlay 192.168.50.102. */
+const REMOTE_NODE_IP = '192.168.50.102';
+const REMOTE_POD = '10.201.1.20';
+const TUNNEL_IFINDEX = 77;
+const HOST_IFINDEX = 55;
+const HOST_MAC = '02:00:00:00:99:98';
+const IDENTITY_REMOTE_NODE = 6;
 
 function be32(ip: string): Buffer {
   const b = Buffer.alloc(4);
@@ -212,17 +245,66 @@ before(() => {
   for (const ep of [podA, podB, hostEp]) lxcMap.put({ ip4: ep.ip4 }, ep);
   lxcIfMap.put(podA.ifindex, podA);
   lxcIfMap.put(podB.ifindex, podB);
+  ipcache = lxc.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
+
+  const modeConstants = (mode: number): Record<string, number | Buffer> => ({
+    ...constants,
+    CONFIG_ROUTING_MODE: mode,
+    CONFIG_TUNNEL_IFINDEX: mode === ROUTING_MODE_TUNNEL ? TUNNEL_IFINDEX : 0,
+    CONFIG_HOST_IFINDEX: HOST_IFINDEX,
+    CONFIG_HOST_MAC: parseMac(HOST_MAC),
+  });
+  const load = (obj: string, mode: number): Collection => {
+    const c = Collection.load(root + obj, { constants: modeConstants(mode), pinRoot });
+    loaded.push(c);
+    return c;
+  };
+  const tLxc = load('build/bpf/tests/lxc_harness.o', ROUTING_MODE_TUNNEL);
+  const tHost = load('build/bpf/tests/host_harness.o', ROUTING_MODE_TUNNEL);
+  const tOverlay = load('build/bpf/tests/overlay_harness.o', ROUTING_MODE_TUNNEL);
+  tun.fromContainer = tLxc.program('cil_from_container');
+  tun.keyFromContainer = tLxc.program('test_from_container');
+  tun.keyFromHost = tHost.program('test_from_host');
+  tun.fromOverlay = tOverlay.program('cil_from_overlay');
+  tun.keyFromOverlay = tOverlay.program('test_from_overlay');
+  tun.toOverlay = tOverlay.program('cil_to_overlay');
+  const nLxc = load('build/bpf/lxc.o', ROUTING_MODE_NATIVE);
+  const nHost = load('build/bpf/host.o', ROUTING_MODE_NATIVE);
+  nat.fromContainer = nLxc.program('cil_from_container');
+  nat.fromNetdev = nHost.program('cil_from_netdev');
+  nat.toNetdev = nHost.program('cil_to_netdev');
+  // Every object must have found the one pinned ipcache, not made its own.
+  for (const c of loaded) assert.equal(c.map(IPCACHE_MAP).id, ipcache.map.id);
+
+  const tunnelTo = (identity: number, ep: string, flags = IPCACHE_F_HAS_TUNNEL_EP): IpcacheValue => ({ identity, tunnelEndpoint: ep, nodeId: 0, flags, key: 0 });
+  ipcache.put({ prefix: '10.201.1.0/24' }, tunnelTo(2, REMOTE_NODE_IP));
+  ipcache.put({ prefix: '10.201.1.1' }, tunnelTo(IDENTITY_REMOTE_NODE, REMOTE_NODE_IP));
+  /* A pod whose IP is known individually, on a node other than the CIDR's: the longer prefix must win. */
+  ipcache.put({ prefix: '10.201.1.99' }, tunnelTo(3000, '192.168.50.103'));
+  ipcache.put({ prefix: REMOTE_NODE_IP }, tunnelTo(IDENTITY_REMOTE_NODE, '0.0.0.0', 0));
+  ipcache.put({ prefix: '10.202.0.0/16' }, tunnelTo(2, REMOTE_NODE_IP, IPCACHE_F_HAS_TUNNEL_EP | IPCACHE_F_SKIP_TUNNEL));
+  ipcache.put({ prefix: ROUTER_IP }, tunnelTo(1, '0.0.0.0', 0));
+  ipcache.put({ prefix: podA.ip4 }, tunnelTo(podA.secId, '0.0.0.0', 0));
+  ipcache.put({ prefix: podB.ip4 }, tunnelTo(podB.secId, '0.0.0.0', 0));
 });
 
 after(() => {
   lxc?.close();
   host?.close();
+  for (const c of loaded) c.close();
   rmSync(pinRoot, { recursive: true, force: true });
 });
 
 function run(prog: BpfProgram, data: Buffer, ifindex = LO): { retval: number; data: Buffer } {
   const r = prog.run({ data, ctx: skbCtx({ ifindex }) });
   return { retval: r.retval, data: r.data };
+}
+
+/* A run that also returns skb->cb: cb[0] source identity, cb[1..4] the harness's tunnel key read-back. */
+function runCb(prog: BpfProgram, data: Buffer, cb: number[] = [], ifindex = LO): { retval: number; data: Buffer; cb: number[] } {
+  const r = prog.run({ data, ctx: skbCtx({ ifindex, cb }) });
+  assert.ok(r.ctx, 'test run returned no ctx');
+  return { retval: r.retval, data: r.data, cb: decodeSkbCtx(r.ctx).cb };
 }
 
 // ---- cil_from_container: ARP ----------------------------------------------------------------------------
@@ -440,4 +522,268 @@ test('cil_from_host passes traffic to other addresses, host endpoints, ARP and I
     assert.equal(r.retval, TC_ACT_OK);
     assert.deepEqual(r.data, pkt);
   }
+});
+
+// ---- tunnel mode: cil_from_container, cil_from_host ------------------------------------------------------
+
+const HARNESS_NO_KEY = 0xffffffff;
+const TUNNEL_CSUM = 0x0001;
+const TUNNEL_KEY = 0x0004;
+
+function pingAto(dst: string, o: Partial<Ip4Opts> = {}): Buffer {
+  const ip = ipv4({ src: podA.ip4, dst, proto: 1, ...o }, icmpEcho(7, 1, Buffer.from('tendril ping')));
+  return ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ip);
+}
+
+test('cil_from_container (tunnel) encapsulates to a remote pod: VNI = source identity, remote = node IP, TTL 64, no UDP checksum', () => {
+  const pkt = pingAto(REMOTE_POD);
+  assert.equal(run(tun.fromContainer, pkt).retval, TC_ACT_REDIRECT);
+  const r = runCb(tun.keyFromContainer, pkt);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.deepEqual(r.data, pkt, 'the inner packet is sent as the pod sent it');
+  const [srcIdentity, vni, remote, ttl, flags] = r.cb;
+  assert.equal(srcIdentity, podA.secId, 'cb source identity');
+  assert.equal(vni, podA.secId, 'VNI');
+  assert.equal(remote, parseIPv4(REMOTE_NODE_IP), 'tunnel remote');
+  assert.equal(ttl, 64, 'outer TTL');
+  assert.equal(flags! & TUNNEL_KEY, TUNNEL_KEY, 'keyed tunnel');
+  assert.equal(flags! & TUNNEL_CSUM, 0, 'outer UDP checksum off');
+});
+
+test('cil_from_container (tunnel) takes the longest ipcache prefix: a known pod IP beats its CIDR', () => {
+  const r = runCb(tun.keyFromContainer, pingAto('10.201.1.99'));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.cb[2], parseIPv4('192.168.50.103'));
+  const router = runCb(tun.keyFromContainer, pingAto('10.201.1.1'));
+  assert.equal(router.retval, TC_ACT_REDIRECT, 'remote router IP');
+  assert.equal(router.cb[2], parseIPv4(REMOTE_NODE_IP));
+});
+
+test('cil_from_container (tunnel) leaves unknown, skip-tunnel and underlay destinations to the stack unencapsulated', () => {
+  for (const dst of ['192.0.2.50', '10.202.3.4', REMOTE_NODE_IP, ROUTER_IP]) {
+    const pkt = pingAto(dst);
+    const r = runCb(tun.keyFromContainer, pkt);
+    assert.equal(r.retval, TC_ACT_OK, dst);
+    assert.deepEqual(r.data, pkt, dst);
+    assert.equal(r.cb[1], HARNESS_NO_KEY, `${dst}: no tunnel key`);
+  }
+});
+
+test('cil_from_container (tunnel) still delivers to local pods directly and still drops spoofed sources to remote pods', () => {
+  const pkt = pingAtoB();
+  assertForwardedToB(pkt, run(tun.fromContainer, pkt));
+  const spoofed = ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ipv4({ src: '10.200.0.99', dst: REMOTE_POD, proto: 1 }, icmpEcho(1, 1, Buffer.alloc(8))));
+  assert.equal(run(tun.fromContainer, spoofed).retval, TC_ACT_SHOT);
+});
+
+test('cil_from_container (tunnel) follows ipcache updates: a removed CIDR goes to the stack, a re-added one is tunnelled', () => {
+  const v = ipcache.lookup({ prefix: '10.201.1.0/24' });
+  assert.ok(v);
+  assert.ok(ipcache.delete({ prefix: '10.201.1.0/24' }));
+  try {
+    assert.equal(run(tun.fromContainer, pingAto(REMOTE_POD)).retval, TC_ACT_OK);
+  } finally {
+    ipcache.put({ prefix: '10.201.1.0/24' }, v);
+  }
+  assert.equal(run(tun.fromContainer, pingAto(REMOTE_POD)).retval, TC_ACT_REDIRECT);
+});
+
+test('cil_from_host (tunnel) encapsulates node traffic to a remote pod with the remote-node identity as VNI', () => {
+  const ip = ipv4({ src: ROUTER_IP, dst: REMOTE_POD, proto: 1 }, icmpEcho(3, 9, Buffer.alloc(16)));
+  const pkt = ethernet('02:00:00:00:99:99', HOST_MAC, ETH_P_IP, ip);
+  const r = runCb(tun.keyFromHost, pkt);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.deepEqual(r.data, pkt);
+  assert.equal(r.cb[1], IDENTITY_REMOTE_NODE, 'VNI');
+  assert.equal(r.cb[2], parseIPv4(REMOTE_NODE_IP));
+  assert.equal(r.cb[4]! & TUNNEL_CSUM, 0);
+});
+
+test('cil_from_host (tunnel) keeps local pods local and leaves the rest unencapsulated', () => {
+  const toB = ethernet('02:00:00:00:99:99', HOST_MAC, ETH_P_IP, ipv4({ src: ROUTER_IP, dst: podB.ip4, proto: 1 }, icmpEcho(3, 9, Buffer.alloc(16))));
+  const r = runCb(tun.keyFromHost, toB);
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(macAt(r.data, 0), podB.mac);
+  assert.equal(r.cb[1], HARNESS_NO_KEY);
+  for (const dst of ['192.0.2.50', REMOTE_NODE_IP]) {
+    const pkt = ethernet(BCAST, HOST_MAC, ETH_P_IP, ipv4({ src: ROUTER_IP, dst, proto: 17 }, Buffer.alloc(8)));
+    const o = runCb(tun.keyFromHost, pkt);
+    assert.equal(o.retval, TC_ACT_OK, dst);
+    assert.deepEqual(o.data, pkt, dst);
+    assert.equal(o.cb[1], HARNESS_NO_KEY, dst);
+  }
+});
+
+// ---- tunnel mode: cil_from_overlay, cil_to_overlay --------------------------------------------------------
+
+/* What arrives out of tendril_vxlan: the sender's inner frame (its pod's MACs) for one of our addresses. */
+function fromTunnel(dst: string, o: Partial<Ip4Opts> = {}): Buffer {
+  const ip = ipv4({ src: REMOTE_POD, dst, proto: 1, ...o }, icmpEcho(9, 4, Buffer.from('over the tunnel')));
+  return ethernet('02:00:0a:c9:01:aa', '02:00:0a:c9:01:bb', ETH_P_IP, ip);
+}
+const REMOTE_POD_IDENTITY = 4321;
+
+test('cil_from_overlay delivers to a local pod with MACs rewritten, TTL - 1, and the VNI as source identity', () => {
+  const pkt = fromTunnel(podB.ip4);
+  const r = runCb(tun.keyFromOverlay, pkt, [0, REMOTE_POD_IDENTITY, parseIPv4(REMOTE_NODE_IP)]);
+  assertForwardedToB(pkt, r);
+  assert.equal(r.cb[0], REMOTE_POD_IDENTITY, 'source identity in cb');
+});
+
+test('cil_from_overlay hands traffic for the node to tendril_host ingress addressed to its MAC', () => {
+  for (const dst of [ROUTER_IP, '10.200.0.77']) {
+    const pkt = fromTunnel(dst);
+    const r = runCb(tun.keyFromOverlay, pkt, [0, IDENTITY_REMOTE_NODE, parseIPv4(REMOTE_NODE_IP)]);
+    assert.equal(r.retval, TC_ACT_REDIRECT, dst);
+    assert.equal(macAt(r.data, 0), HOST_MAC, `${dst}: eth dst = tendril_host`);
+    assert.deepEqual(r.data.subarray(6), pkt.subarray(6), `${dst}: nothing else changed (no TTL hop: the stack routes it)`);
+  }
+});
+
+test('cil_from_overlay drops packets without a tunnel key and with the host or unknown identity on the wire', () => {
+  assert.equal(run(tun.fromOverlay, fromTunnel(podB.ip4)).retval, TC_ACT_SHOT, 'no key');
+  for (const vni of [0, 1]) {
+    const r = runCb(tun.keyFromOverlay, fromTunnel(podB.ip4), [0, vni, parseIPv4(REMOTE_NODE_IP)]);
+    assert.equal(r.retval, TC_ACT_SHOT, `VNI ${vni}`);
+  }
+});
+
+test('cil_from_overlay drops a local delivery whose TTL would expire; non-IPv4 goes to the stack', () => {
+  const r = runCb(tun.keyFromOverlay, fromTunnel(podB.ip4, { ttl: 1 }), [0, REMOTE_POD_IDENTITY, parseIPv4(REMOTE_NODE_IP)]);
+  assert.equal(r.retval, TC_ACT_SHOT);
+  const arpPkt = ethernet(BCAST, '02:00:0a:c9:01:bb', ETH_P_ARP, arp(1, '02:00:0a:c9:01:bb', REMOTE_POD, '00:00:00:00:00:00', podB.ip4));
+  const a = runCb(tun.keyFromOverlay, arpPkt, [0, REMOTE_POD_IDENTITY, parseIPv4(REMOTE_NODE_IP)]);
+  assert.equal(a.retval, TC_ACT_OK);
+  assert.deepEqual(a.data, arpPkt);
+});
+
+test('cil_to_overlay passes everything', () => {
+  const pkt = pingAto(REMOTE_POD);
+  const r = run(tun.toOverlay, pkt);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, pkt);
+});
+
+// ---- native mode: FIB forwarding in a namespace of our own -------------------------------------------------
+
+/*
+ * Namespace with lo (ifindex 1, pod A's stand-in) and a veth whose end "tdlt0" holds 192.168.60.1/24. Routes:
+ * 10.201.1.0/24 via .2 (a permanent neighbour: bpf_fib_lookup succeeds with MACs), 10.201.2.0/24 via .3 (no
+ * neighbour: bpf_redirect_neigh resolves it). 10.203.0.0/24 is in the ipcache but has no route.
+ */
+const NATIVE_NS = `tdlt-${process.pid}-dp`;
+const GW_MAC = '02:00:c0:a8:3c:02';
+let nativeNs: Netns | undefined;
+let underlayMac = '';
+
+function inNative<T>(fn: () => T): T {
+  assert.ok(nativeNs, 'native test namespace missing');
+  return nativeNs.run(fn);
+}
+
+before(() => {
+  nativeNs = Netns.create(NATIVE_NS);
+  const nl = Netlink.openIn(nativeNs);
+  try {
+    nl.setLink('lo', { up: true });
+    nl.createVeth({ name: 'tdlt0', peerName: 'tdlt1' });
+    nl.setLink('tdlt1', { up: true });
+    nl.setLink('tdlt0', { up: true });
+    const dev = nl.getLink('tdlt0')!;
+    underlayMac = dev.mac;
+    nl.addAddress(dev.index, '192.168.60.1/24');
+    nl.addNeighbor({ ifindex: dev.index, ip: '192.168.60.2', mac: GW_MAC, permanent: true });
+    nl.addRoute({ dst: '10.201.1.0/24', gateway: '192.168.60.2', ifindex: dev.index });
+    nl.addRoute({ dst: '10.201.2.0/24', gateway: '192.168.60.3', ifindex: dev.index });
+  } finally {
+    nl.close();
+  }
+  // bpf_fib_lookup answers "forwarding disabled" unless the input device forwards.
+  inNative(() => writeFileSync('/proc/sys/net/ipv4/ip_forward', '1'));
+  const value = (identity: number): IpcacheValue => ({ identity, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
+  ipcache.put({ prefix: '10.201.2.0/24' }, value(2));
+  ipcache.put({ prefix: '10.203.0.0/24' }, value(2));
+});
+
+after(() => {
+  nativeNs?.close();
+  Netns.delete(NATIVE_NS);
+});
+
+function assertRouted(input: Buffer, out: { retval: number; data: Buffer }, macs?: { src: string; dst: string }): void {
+  assert.equal(out.retval, TC_ACT_REDIRECT);
+  const p = out.data;
+  assert.equal(p.length, input.length);
+  if (macs) {
+    assert.equal(macAt(p, 0), macs.dst, 'eth dst = next hop');
+    assert.equal(macAt(p, 6), macs.src, 'eth src = egress device');
+  } else {
+    assert.deepEqual(p.subarray(0, 12), input.subarray(0, 12), 'MACs left to bpf_redirect_neigh');
+  }
+  assert.equal(p[22], input[22]! - 1, 'TTL - 1');
+  assert.equal(csum(p.subarray(14, 34)), 0, 'IPv4 header checksum still valid');
+  assert.deepEqual(p.subarray(26), input.subarray(26), 'addresses and payload unchanged');
+}
+
+test('cil_from_container (native) forwards to a remote pod with the FIB: next-hop MACs, TTL - 1', () => {
+  const pkt = pingAto(REMOTE_POD);
+  inNative(() => assertRouted(pkt, run(nat.fromContainer, pkt), { src: underlayMac, dst: GW_MAC }));
+});
+
+test('cil_from_container (native) lets bpf_redirect_neigh resolve a next hop without a neighbour entry', () => {
+  const pkt = pingAto('10.201.2.20');
+  inNative(() => assertRouted(pkt, run(nat.fromContainer, pkt)));
+});
+
+test('cil_from_container (native) routes with the FIB even for an entry that has a tunnel endpoint', () => {
+  // 10.201.1.99 has a tunnel endpoint in the ipcache; native mode routes it with the FIB all the same.
+  const pkt = pingAto('10.201.1.99');
+  inNative(() => assertRouted(pkt, run(nat.fromContainer, pkt), { src: underlayMac, dst: GW_MAC }));
+});
+
+test('cil_from_container (native) hands unknown, unroutable and host destinations to the stack unchanged', () => {
+  for (const dst of ['192.0.2.50', '10.203.0.5', ROUTER_IP]) {
+    const pkt = pingAto(dst);
+    const r = inNative(() => run(nat.fromContainer, pkt));
+    assert.equal(r.retval, TC_ACT_OK, dst);
+    assert.deepEqual(r.data, pkt, dst);
+  }
+});
+
+test('cil_from_container (native) drops a routed packet whose TTL would expire and still delivers locally', () => {
+  for (const ttl of [0, 1]) assert.equal(inNative(() => run(nat.fromContainer, pingAto(REMOTE_POD, { ttl }))).retval, TC_ACT_SHOT);
+  const pkt = pingAtoB();
+  assertForwardedToB(pkt, inNative(() => run(nat.fromContainer, pkt)));
+});
+
+test('cil_from_netdev delivers to a local pod with MACs rewritten, TTL - 1, and the ipcache identity of the source', () => {
+  const ip = ipv4({ src: '10.201.1.99', dst: podB.ip4, proto: 1 }, icmpEcho(5, 5, Buffer.alloc(24)));
+  const pkt = ethernet(underlayMac || '02:00:00:00:00:01', GW_MAC, ETH_P_IP, ip);
+  const r = runCb(nat.fromNetdev, pkt);
+  assertForwardedToB(pkt, r);
+  assert.equal(r.cb[0], 3000, 'source identity from the ipcache');
+  const world = runCb(nat.fromNetdev, ethernet(GW_MAC, GW_MAC, ETH_P_IP, ipv4({ src: '198.51.100.1', dst: podB.ip4, proto: 1 }, icmpEcho(5, 5, Buffer.alloc(8)))));
+  assert.equal(world.retval, TC_ACT_REDIRECT);
+  assert.equal(world.cb[0], 2, 'unknown source = world');
+});
+
+test('cil_from_netdev passes traffic for the node and for unknown addresses, ARP and IPv6 unchanged', () => {
+  const cases = [
+    ethernet(GW_MAC, GW_MAC, ETH_P_IP, ipv4({ src: REMOTE_NODE_IP, dst: ROUTER_IP, proto: 17 }, Buffer.alloc(8))),
+    ethernet(GW_MAC, GW_MAC, ETH_P_IP, ipv4({ src: REMOTE_NODE_IP, dst: '192.168.60.1', proto: 17 }, Buffer.alloc(8))),
+    ethernet(BCAST, GW_MAC, ETH_P_ARP, arp(1, GW_MAC, REMOTE_NODE_IP, '00:00:00:00:00:00', '192.168.60.1')),
+    ethernet(BCAST, GW_MAC, ETH_P_IPV6, ipv6Udp()),
+  ];
+  for (const pkt of cases) {
+    const r = run(nat.fromNetdev, pkt);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, pkt);
+  }
+});
+
+test('cil_to_netdev passes everything', () => {
+  const pkt = pingAto(REMOTE_POD);
+  const r = run(nat.toNetdev, pkt);
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.deepEqual(r.data, pkt);
 });

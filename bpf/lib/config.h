@@ -16,7 +16,23 @@
 volatile const __be32 CONFIG_ROUTER_IP4 = 0;
 /* ifindex of tendril_host. */
 volatile const __u32 CONFIG_HOST_IFINDEX = 0;
-/* The node's own IPv4 address, network order (not used yet). */
+/* The node's own (underlay) IPv4 address, network order. */
 volatile const __be32 CONFIG_NODE_IP4 = 0;
+/* MAC of tendril_host: traffic handed to the node's stack is addressed to it. */
+volatile const __u8 CONFIG_HOST_MAC[6] = {};
+
+#define ROUTING_MODE_TUNNEL	0
+#define ROUTING_MODE_NATIVE	1
+/* How traffic reaches pods of other nodes: ROUTING_MODE_*. */
+volatile const __u32 CONFIG_ROUTING_MODE = ROUTING_MODE_TUNNEL;
+/* ifindex of tendril_vxlan (tunnel mode), 0 otherwise. */
+volatile const __u32 CONFIG_TUNNEL_IFINDEX = 0;
+/* ifindex of the native (underlay) device. */
+volatile const __u32 CONFIG_NATIVE_IFINDEX = 0;
+
+static __always_inline bool tunnel_mode(void)
+{
+	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;
+}
 
 #endif /* __TENDRIL_CONFIG_H_ */

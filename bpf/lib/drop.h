@@ -16,9 +16,11 @@
 #define DROP_UNKNOWN_L3		-139	/* Unsupported L3 protocol */
 #define DROP_WRITE_ERROR	-141	/* Error writing to packet */
 #define DROP_UNKNOWN_L4		-142	/* Unknown L4 protocol */
+#define DROP_NO_TUNNEL_KEY	-147	/* Error retrieving tunnel key */
 #define DROP_UNKNOWN_TARGET	-150	/* Unknown L3 target address */
 #define DROP_CSUM_L3		-153	/* Error while correcting L3 checksum */
 #define DROP_UNSUPPORTED_L2	-166	/* Unsupported L2 protocol */
+#define DROP_INVALID_IDENTITY	-171	/* Invalid identity */
 #define DROP_TTL_EXCEEDED	-196	/* TTL exceeded */
 #define DROP_EP_NOT_READY	-203	/* Endpoint policy program not available */
 

@@ -4,18 +4,20 @@
 #define __TENDRIL_LOCAL_DELIVERY_H_
 
 #include "common.h"
+#include "config.h"
 #include "drop.h"
 #include "eth.h"
 #include "ipv4.h"
 #include "maps.h"
 
 /*
- * Pod-to-pod on the same node, from the ingress of the source's veth: act as
- * the router the pod believes it talks to (L2 rewrite, TTL - 1) and hand the
- * packet straight to the destination pod's eth0 with bpf_redirect_peer, which
- * skips the host-side veth and the backlog queue. Only valid on an ingress
- * hook. The destination's ingress policy goes here, before the redirect, once
- * policy exists.
+ * Delivery to a pod of this node, from an ingress hook (the source pod's
+ * veth, the tunnel device or the native device): act as the router the pod
+ * believes it talks to (L2 rewrite, TTL - 1) and hand the packet straight to
+ * the destination pod's eth0 with bpf_redirect_peer, which skips the
+ * host-side veth and the backlog queue. Only valid on an ingress hook. The
+ * destination's ingress policy goes here, before the redirect, once policy
+ * exists.
  */
 static __always_inline int ipv4_local_delivery(struct ethhdr *eth, struct iphdr *ip,
 					       const struct endpoint_info *dst)
@@ -26,6 +28,25 @@ static __always_inline int ipv4_local_delivery(struct ethhdr *eth, struct iphdr 
 	eth_rewrite(eth, dst->node_mac, dst->mac);
 	ipv4_dec_ttl(ip);
 	return bpf_redirect_peer(dst->ifindex, 0);
+}
+
+/*
+ * Hand a packet that arrived through the tunnel to the node's own stack
+ * through the ingress of tendril_host. A decapsulated packet still
+ * carries the sender's inner MACs; the stack would see a frame for another
+ * host and drop it, so it is re-addressed to tendril_host, whose receive path
+ * classifies it again. The routing hop is the stack's, so TTL is untouched.
+ */
+static __always_inline int ipv4_host_delivery(struct ethhdr *eth)
+{
+	/* Element-wise volatile reads: a plain copy could be folded to the zero default. */
+	eth->h_dest[0] = CONFIG_HOST_MAC[0];
+	eth->h_dest[1] = CONFIG_HOST_MAC[1];
+	eth->h_dest[2] = CONFIG_HOST_MAC[2];
+	eth->h_dest[3] = CONFIG_HOST_MAC[3];
+	eth->h_dest[4] = CONFIG_HOST_MAC[4];
+	eth->h_dest[5] = CONFIG_HOST_MAC[5];
+	return bpf_redirect(CONFIG_HOST_IFINDEX, BPF_F_INGRESS);
 }
 
 #endif /* __TENDRIL_LOCAL_DELIVERY_H_ */

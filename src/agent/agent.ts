@@ -3,14 +3,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
 import { ensureNamedNetns, interfaceIndex } from '../datapath/index.js';
-import { CniHandler, type CniBackend } from '../cni/index.js';
+import { CniCode, CniError, CniHandler, type CniBackend } from '../cni/index.js';
 import { createPodInterface, removePodInterface } from '../cni/index.js';
-import { ApiServer, HttpError, withStatus } from './api.js';
+import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { IDENTITY_HEALTH, placeholderIdentity, securityLabels } from './identity.js';
 import { NodeIpam } from './ipam.js';
+import { NodeManager } from './nodes.js';
+import { openStore } from '../store/index.js';
+import type { NodeSpec, Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
@@ -21,8 +24,14 @@ export class Agent {
   readonly cfg: AgentConfig;
   private readonly log: Logger;
   private ipam!: NodeIpam;
-  private dp!: NodeDatapath;
-  private endpoints!: EndpointManager;
+  private dp: NodeDatapath | undefined;
+  private endpoints: EndpointManager | undefined;
+  private store: Store | undefined;
+  private nodes: NodeManager | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private ready = false;
+  private stopping = false;
+  private podCidr = '';
   private api: ApiServer | undefined;
   private routerIP = '';
   private healthIP = '';
@@ -37,42 +46,139 @@ export class Agent {
   async start(): Promise<void> {
     const { cfg } = this;
     fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
-    this.ipam = new NodeIpam(cfg.podCidr, path.join(cfg.stateDir, 'ipam.json'));
-    this.routerIP = this.ipam.findByOwner('router') ?? this.ipam.allocateNext('router');
-    this.healthIP = this.ipam.findByOwner('health') ?? this.ipam.allocateNext('health');
-
-    this.dp = new NodeDatapath({
-      podCidr: cfg.podCidr,
-      routerIP: this.routerIP,
-      bpfRoot: cfg.bpfRoot,
-      objDir: cfg.objDir,
-      mtu: cfg.mtu,
-      ...(cfg.nodeIP ? { nodeIP: cfg.nodeIP } : {}),
-    });
-    this.dp.start();
-    this.log.info({ router: this.routerIP, attach: this.dp.mode, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
-
-    this.endpoints = new EndpointManager(this.dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
-    for (const ep of this.endpoints.restore(interfaceIndex)) {
-      if (this.ipam.ownerOf(ep.ip) !== undefined && ep.kind === 'pod') this.ipam.release(ep.ip);
-    }
-    await this.ensureHealthEndpoint();
-
     const api = new ApiServer(this.log.child({ subsys: 'api' }));
     this.routes(api, new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' })));
     await api.listen(cfg.socket);
     this.api = api;
+    // The plugin can reach us from now on; until the pod CIDR is known, ADD answers "try again later" (11).
     this.writeCniConfig();
-    this.log.info({ socket: cfg.socket, node: cfg.nodeName }, 'agent ready');
+    if (cfg.podCidr) await this.bringUp(cfg.podCidr);
+    if (cfg.store) {
+      this.store = openStore(cfg.store);
+      this.nodes = new NodeManager(this.store, { name: cfg.nodeName, addresses: cfg.nodeIP ? [cfg.nodeIP] : [] }, this.log.child({ subsys: 'nodes' }));
+      this.startNodeManager();
+    }
+    this.log.info({ socket: cfg.socket, node: cfg.nodeName, store: cfg.store ?? null }, 'agent API up');
+  }
+
+  /** Connects to the cluster store in the background, retrying until it answers. */
+  private startNodeManager(): void {
+    const nodes = this.nodes!;
+    nodes
+      .start({
+        self: (n) => this.serial(() => this.onSelf(n)),
+        upsert: (n) => this.serial(async () => this.upsertRemote(n)),
+        remove: (name) => this.serial(async () => this.removeRemote(name)),
+        resync: (all) => this.serial(async () => this.resyncRemotes(all)),
+      })
+      .catch((err: unknown) => {
+        if (this.stopping) return;
+        this.log.warn({ err: (err as Error).message }, 'cluster store not reachable yet; retrying');
+        setTimeout(() => this.startNodeManager(), 1000);
+      });
+  }
+
+  /** Node events are applied one at a time, in order. */
+  private serial(fn: () => Promise<void>): void {
+    this.queue = this.queue.then(fn).catch((err: unknown) => this.log.error({ err }, 'applying a node change failed'));
+  }
+
+  private async onSelf(n: NodeSpec): Promise<void> {
+    const cidr = n.podCIDRs[0];
+    if (!cidr) return;
+    if (this.dp) {
+      if (cidr !== this.podCidr) this.log.error({ assigned: cidr, inUse: this.podCidr }, 'the operator assigned another pod CIDR; keeping the one in use');
+      return;
+    }
+    await this.bringUp(cidr);
+  }
+
+  /** Brings the datapath up once the node's pod CIDR is known (flag or operator). */
+  private async bringUp(podCidr: string): Promise<void> {
+    const { cfg } = this;
+    this.podCidr = podCidr;
+    this.ipam = new NodeIpam(podCidr, path.join(cfg.stateDir, 'ipam.json'));
+    this.routerIP = this.ipam.findByOwner('router') ?? this.ipam.allocateNext('router');
+    this.healthIP = this.ipam.findByOwner('health') ?? this.ipam.allocateNext('health');
+    const dp = new NodeDatapath({
+      podCidr,
+      routerIP: this.routerIP,
+      bpfRoot: cfg.bpfRoot,
+      objDir: cfg.objDir,
+      mtu: cfg.mtu,
+      routing: cfg.routing,
+      nativeDev: cfg.nativeDev,
+      nodeIP: cfg.nodeIP ?? this.routerIP,
+      stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
+    });
+    dp.start();
+    this.dp = dp;
+    this.log.info({ podCidr, router: this.routerIP, attach: dp.mode, routing: cfg.routing, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
+
+    this.endpoints = new EndpointManager(dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
+    for (const ep of this.endpoints.restore(interfaceIndex)) {
+      if (this.ipam.ownerOf(ep.ip) !== undefined && ep.kind === 'pod') this.ipam.release(ep.ip);
+    }
+    await this.ensureHealthEndpoint();
+    this.ready = true;
+    if (this.nodes) {
+      await this.nodes.update((cur) => ({
+        name: cfg.nodeName,
+        addresses: cur?.addresses ?? (cfg.nodeIP ? [cfg.nodeIP] : []),
+        podCIDRs: cur?.podCIDRs ?? [podCidr],
+        routerIP: this.routerIP,
+        healthIP: this.healthIP,
+      }));
+      this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
+    }
+    this.log.info({ node: cfg.nodeName, podCidr }, 'agent ready');
+  }
+
+  private upsertRemote(n: NodeSpec): void {
+    if (!this.dp) return;
+    const nodeIP = n.addresses[0];
+    if (!nodeIP || n.podCIDRs.length === 0) return;
+    this.dp.upsertRemoteNode({
+      name: n.name,
+      nodeIP,
+      podCIDRs: n.podCIDRs,
+      ...(n.routerIP ? { routerIP: n.routerIP } : {}),
+      ...(n.healthIP ? { healthIP: n.healthIP } : {}),
+    });
+    this.log.info({ node: n.name, nodeIP, podCIDRs: n.podCIDRs }, 'remote node up to date');
+  }
+
+  private removeRemote(name: string): void {
+    if (!this.dp) return;
+    this.dp.removeRemoteNode(name);
+    this.log.info({ node: name }, 'remote node removed');
+  }
+
+  private resyncRemotes(all: NodeSpec[]): void {
+    if (!this.dp) return;
+    this.dp.pruneRemoteNodes(all.map((n) => n.name));
+    for (const n of all) this.upsertRemote(n);
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.nodes?.stop();
     await this.api?.close();
+    await this.queue;
+    await this.store?.close().catch(() => {});
     this.dp?.stop();
   }
 
+  /** The parts that exist once the node has its pod CIDR; a clear "not ready" otherwise. */
+  private live(): { ipam: NodeIpam; dp: NodeDatapath; endpoints: EndpointManager } {
+    if (!this.dp || !this.endpoints) {
+      throw new AgentError('TENDRIL_ERR_NOT_READY', `Node ${this.cfg.nodeName} has no pod CIDR yet: waiting for the operator to assign one`);
+    }
+    return { ipam: this.ipam, dp: this.dp, endpoints: this.endpoints };
+  }
+
   private async ensureHealthEndpoint(): Promise<void> {
-    const existing = this.endpoints.list().find((e) => e.kind === 'health');
+    const existing = this.live().endpoints.list().find((e) => e.kind === 'health');
     if (existing) return;
     const netnsPath = ensureNamedNetns(this.cfg.healthNetns);
     // A health interface left by a crashed run without an endpoint record: start clean.
@@ -85,7 +191,7 @@ export class Agent {
       routerIP: this.routerIP,
       mtu: this.cfg.mtu,
     });
-    this.endpoints.create({
+    this.live().endpoints.create({
       kind: 'health',
       containerId: `health:${this.cfg.nodeName}`,
       ifname: 'eth0',
@@ -105,17 +211,22 @@ export class Agent {
 
   private cniBackend(): CniBackend {
     return {
-      status: () => ({ ready: this.api !== undefined }),
-      netConfig: () => ({ routerIP: this.routerIP, mtu: this.cfg.mtu }),
-      allocateIP: async (owner) => this.ipam.allocateNext(owner),
+      status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet` }),
+      netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
+      allocateIP: async (owner) => {
+        if (!this.ready) {
+          throw new CniError(CniCode.TRY_AGAIN_LATER, `Node ${this.cfg.nodeName} has no pod CIDR yet`, { details: 'waiting for the operator to assign one (cluster-pool IPAM)' });
+        }
+        return this.live().ipam.allocateNext(owner);
+      },
       releaseIP: async (ip) => {
-        this.ipam.release(ip);
+        this.live().ipam.release(ip);
       },
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
         const sec = securityLabels(namespace, labels);
-        const ep = this.endpoints.create({
+        const ep = this.live().endpoints.create({
           kind: 'pod',
           containerId: r.containerId,
           ifname: r.ifname,
@@ -133,11 +244,11 @@ export class Agent {
         });
         return { id: ep.id };
       },
-      findEndpoint: (containerId, ifname) => this.endpoints.findByContainer(containerId, ifname),
+      findEndpoint: (containerId, ifname) => this.live().endpoints.findByContainer(containerId, ifname),
       deleteEndpoint: async (id) => {
-        if (this.endpoints.get(id)) this.endpoints.delete(id);
+        if (this.live().endpoints.get(id)) this.live().endpoints.delete(id);
       },
-      listEndpoints: () => this.endpoints.list().filter((e) => e.kind === 'pod'),
+      listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
     };
   }
 
@@ -147,40 +258,42 @@ export class Agent {
     api.route('POST', '/v1/ipam', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner" (e.g. ?owner=default/curl-pod)', 'TENDRIL_ERR_INVALID_REQUEST');
-      const ip = this.ipam.allocateNext(owner);
+      const ip = this.live().ipam.allocateNext(owner);
       return withStatus(201, { ipv4: { ip, cidrs: [this.cfg.podCidr], gateway: this.routerIP }, 'host-addressing': this.hostAddressing() });
     });
     api.route('POST', '/v1/ipam/{ip}', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner"', 'TENDRIL_ERR_INVALID_REQUEST');
-      this.ipam.allocate(req.params['ip']!, owner);
+      this.live().ipam.allocate(req.params['ip']!, owner);
       return withStatus(201, { ipv4: { ip: req.params['ip'], cidrs: [this.cfg.podCidr], gateway: this.routerIP } });
     });
     api.route('DELETE', '/v1/ipam/{ip}', (req) => {
       const ip = req.params['ip']!;
-      const owner = this.ipam.ownerOf(ip);
+      const owner = this.live().ipam.ownerOf(ip);
       if (owner === undefined) throw new HttpError(404, `IP ${ip} is not allocated`, 'TENDRIL_ERR_IPAM_NOT_FOUND');
       if (owner === 'router' || owner === 'health') throw new HttpError(409, `IP ${ip} belongs to the node (${owner}) and cannot be released`, 'TENDRIL_ERR_IPAM_CONFLICT');
-      if (this.endpoints.resolve(`ipv4:${ip}`)) throw new HttpError(409, `IP ${ip} is in use by an endpoint; delete the endpoint first`, 'TENDRIL_ERR_IPAM_CONFLICT');
-      this.ipam.release(ip);
+      if (this.live().endpoints.resolve(`ipv4:${ip}`)) throw new HttpError(409, `IP ${ip} is in use by an endpoint; delete the endpoint first`, 'TENDRIL_ERR_IPAM_CONFLICT');
+      this.live().ipam.release(ip);
       return { released: ip };
     });
-    api.route('GET', '/v1/endpoint', () => this.endpoints.list().map((e) => this.endpointView(e)));
+    api.route('GET', '/v1/endpoint', () => this.live().endpoints.list().map((e) => this.endpointView(e)));
     api.route('GET', '/v1/endpoint/{id}', (req) => this.endpointView(this.mustResolve(req.params['id']!)));
     api.route('PUT', '/v1/endpoint/{id}', (req) => {
       const id = Number(req.params['id']);
       if (!Number.isInteger(id) || id < 1 || id > 4095) throw new HttpError(400, `Invalid endpoint ID "${req.params['id']}": expected 1-4095`, 'TENDRIL_ERR_INVALID_REQUEST');
-      const ep = this.endpoints.create({ ...this.endpointFromChangeRequest(req.json()), id });
+      const ep = this.live().endpoints.create({ ...this.endpointFromChangeRequest(req.json()), id });
       return withStatus(201, this.endpointView(ep));
     });
     api.route('DELETE', '/v1/endpoint/{id}', (req) => {
       const ep = this.mustResolve(req.params['id']!);
       if (ep.kind === 'health') throw new HttpError(409, `Endpoint ${ep.id} is the node's health endpoint and cannot be deleted`, 'TENDRIL_ERR_ENDPOINT_CONFLICT');
-      this.endpoints.delete(ep.id);
+      this.live().endpoints.delete(ep.id);
       return { deleted: ep.id };
     });
-    api.route('GET', '/v1/map/tendril_lxc', () => this.dp.dumpEndpoints());
-    api.route('GET', '/v1/datapath/attachments', () => this.dp.attachments());
+    api.route('GET', '/v1/map/tendril_lxc', () => this.live().dp.dumpEndpoints());
+    api.route('GET', '/v1/datapath/attachments', () => this.live().dp.attachments());
+    api.route('GET', '/v1/map/tendril_ipcache', () => this.live().dp.dumpIpcache());
+    api.route('GET', '/v1/cluster/nodes', () => this.nodeList());
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
@@ -188,7 +301,7 @@ export class Agent {
   }
 
   private mustResolve(ref: string): Endpoint {
-    const ep = this.endpoints.resolve(ref);
+    const ep = this.live().endpoints.resolve(ref);
     if (!ep) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint "${ref}" not found`);
     return ep;
   }
@@ -206,7 +319,7 @@ export class Agent {
     const addressing = b['addressing'] as { ipv4?: unknown } | undefined;
     const ip = typeof addressing?.ipv4 === 'string' ? addressing.ipv4 : '';
     if (!ip) throw new HttpError(400, 'Invalid endpoint request: "addressing.ipv4" is required', 'TENDRIL_ERR_INVALID_REQUEST');
-    if (this.ipam.ownerOf(ip) === undefined) throw new HttpError(400, `Invalid endpoint request: ${ip} is not allocated by this node's IPAM (POST /v1/ipam first)`, 'TENDRIL_ERR_INVALID_REQUEST');
+    if (this.live().ipam.ownerOf(ip) === undefined) throw new HttpError(400, `Invalid endpoint request: ${ip} is not allocated by this node's IPAM (POST /v1/ipam first)`, 'TENDRIL_ERR_INVALID_REQUEST');
     const hostIfName = str('interface-name');
     const hostIfindex = interfaceIndex(hostIfName);
     if (hostIfindex === undefined) throw new HttpError(400, `Invalid endpoint request: interface "${hostIfName}" does not exist on this node`, 'TENDRIL_ERR_INVALID_REQUEST');
@@ -244,40 +357,66 @@ export class Agent {
   }
 
   private configView(): unknown {
+    const dp = this.dp;
     return {
       'node-name': this.cfg.nodeName,
-      'pod-cidr': this.cfg.podCidr,
-      'router-ip': this.routerIP,
-      'health-ip': this.healthIP,
+      ready: this.ready,
+      'pod-cidr': this.podCidr || null,
+      'router-ip': this.routerIP || null,
+      'health-ip': this.healthIP || null,
       'node-ip': this.cfg.nodeIP ?? null,
       mtu: this.cfg.mtu,
+      'pod-mtu': dp?.podMtu ?? null,
       'device-mode': 'veth',
-      'attach-mode': this.dp.mode,
-      routing: { mode: 'local', note: 'same-node forwarding only; cross-node routing arrives with the multi-node issue' },
-      'host-device': this.dp.hostDevice,
+      'attach-mode': dp?.mode ?? null,
+      routing: { mode: this.cfg.routing, 'native-device': this.cfg.nativeDev, tunnel: this.cfg.routing === 'tunnel' ? { protocol: 'vxlan', port: 8472 } : null },
+      'host-device': dp?.hostDevice ?? null,
+      store: this.store?.description ?? null,
       'bpf-root': this.cfg.bpfRoot,
       'cni-config': this.cniConfPath ?? null,
       'state-dir': this.cfg.stateDir,
     };
   }
 
-  private status(): unknown {
-    const owners = new Map(this.endpoints.list().map((e) => [e.ip, e]));
+  private async status(): Promise<unknown> {
+    const live = this.dp && this.endpoints ? this.live() : undefined;
+    const eps = live?.endpoints.list() ?? [];
+    const owners = new Map(eps.map((e) => [e.ip, e]));
+    const store = this.store ? await this.store.ping() : undefined;
     return {
-      tendril: { state: 'Ok', version: VERSION, node: this.cfg.nodeName, 'uptime-seconds': Math.round((Date.now() - this.startedAt) / 1000) },
-      'cni-config': this.cniConfPath ?? null,
-      ipam: {
-        'pod-cidr': this.cfg.podCidr,
-        used: this.ipam.used,
-        capacity: this.ipam.capacity,
-        allocations: this.ipam.list().map((a) => ({ ...a, endpoint: owners.get(a.ip)?.id ?? null })),
+      tendril: {
+        state: this.ready ? 'Ok' : 'Waiting',
+        message: this.ready ? '' : `node ${this.cfg.nodeName} has no pod CIDR yet (waiting for the operator)`,
+        version: VERSION,
+        node: this.cfg.nodeName,
+        'uptime-seconds': Math.round((Date.now() - this.startedAt) / 1000),
       },
-      'attach-mode': this.dp.mode,
+      ready: this.ready,
+      'cni-config': this.cniConfPath ?? null,
+      store: this.store ? { description: this.store.description, ok: store?.ok ?? false, error: store?.error ?? null } : null,
+      ipam: live
+        ? {
+            'pod-cidr': this.podCidr,
+            used: live.ipam.used,
+            capacity: live.ipam.capacity,
+            allocations: live.ipam.list().map((a) => ({ ...a, endpoint: owners.get(a.ip)?.id ?? null })),
+          }
+        : null,
+      'attach-mode': live?.dp.mode ?? null,
       'device-mode': 'veth',
-      routing: 'local',
-      endpoints: this.endpoints.list().length,
-      health: { ip: this.healthIP, endpoint: this.endpoints.list().find((e) => e.kind === 'health')?.id ?? null },
+      routing: { mode: this.cfg.routing, 'native-device': this.cfg.nativeDev },
+      nodes: this.nodes ? this.nodes.list().length : 1,
+      endpoints: eps.length,
+      health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };
+  }
+
+  private nodeList(): unknown {
+    const own = this.cfg.nodeName;
+    const list = this.nodes
+      ? this.nodes.list()
+      : [{ name: own, addresses: this.cfg.nodeIP ? [this.cfg.nodeIP] : [], podCIDRs: this.podCidr ? [this.podCidr] : [] }];
+    return list.map((n) => ({ ...n, source: n.name === own ? 'local' : this.cfg.store?.startsWith('etcd') ? 'kvstore' : 'cluster-store' }));
   }
 
   private endpointView(ep: Endpoint): unknown {

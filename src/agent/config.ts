@@ -4,9 +4,17 @@ import { fileURLToPath } from 'node:url';
 import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
 import { AgentError } from './errors.js';
 
+export type RoutingMode = 'tunnel' | 'native';
+
 export interface AgentConfig {
   nodeName: string;
-  podCidr: string;
+  /** Pod CIDR given by flag; undefined = assigned by the operator through the cluster store. */
+  podCidr: string | undefined;
+  /** Cluster store URL (local+unix:///…, local://HOST:PORT, etcd://HOST:PORT). */
+  store: string | undefined;
+  routing: RoutingMode;
+  /** The node's underlay device (tunnel endpoint / native routing device). */
+  nativeDev: string;
   nodeIP: string | undefined;
   /** Directory for the agent's persistent state (IPAM, endpoints). */
   stateDir: string;
@@ -38,13 +46,24 @@ export function agentConfig(o: {
   healthNetns?: string | undefined;
   mtu?: string | number | undefined;
   logFile?: string | undefined;
+  store?: string | undefined;
+  routing?: string | undefined;
+  nativeDev?: string | undefined;
 }): AgentConfig {
-  if (!o.podCidr) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr: the node needs a pod CIDR to allocate from');
-  let podCidr: string;
-  try {
-    podCidr = formatCidr(parseCidr(o.podCidr));
-  } catch (err) {
-    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --pod-cidr: ${(err as Error).message}`);
+  if (!o.podCidr && !o.store) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr or --store: the node needs a pod CIDR, given or assigned by the operator');
+  }
+  let podCidr: string | undefined;
+  if (o.podCidr) {
+    try {
+      podCidr = formatCidr(parseCidr(o.podCidr));
+    } catch (err) {
+      throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --pod-cidr: ${(err as Error).message}`);
+    }
+  }
+  const routing = o.routing ?? 'tunnel';
+  if (routing !== 'tunnel' && routing !== 'native') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --routing "${routing}": expected tunnel or native`);
   }
   if (o.nodeIp !== undefined && !isIPv4(o.nodeIp)) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --node-ip "${o.nodeIp}": not an IPv4 address`);
@@ -58,6 +77,9 @@ export function agentConfig(o: {
   return {
     nodeName,
     podCidr,
+    store: o.store,
+    routing,
+    nativeDev: o.nativeDev ?? 'eth0',
     nodeIP: o.nodeIp,
     stateDir,
     socket: o.socket ?? DEFAULT_SOCKET,

@@ -15,6 +15,9 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     healthNetns: opts['healthNetns'],
     mtu: opts['mtu'],
     logFile: opts['logFile'],
+    store: opts['store'],
+    routing: opts['routing'],
+    nativeDev: opts['nativeDev'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -1,7 +1,7 @@
 // `tendril lab …`: the embedded cluster on this machine.
 import type { Command } from 'commander';
 import { table } from './table.js';
-import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
+import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
 import { LabError } from '../lab/errors.js';
 
 function labName(cmd: Command): string {
@@ -36,12 +36,22 @@ export function registerLab(program: Command): void {
     .option('--nodes <k>', 'number of nodes (ctr, w1, w2, …)', '1')
     .option('--pod-cidr <cidr>', 'cluster pod CIDR, one /24 per node', '172.20.0.0/16')
     .option('--underlay-cidr <cidr>', 'node network (nodes get .100, .101, …)', '192.168.10.0/24')
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string }, cmd: Command) => {
+    .option('--routing <mode>', 'tunnel (VXLAN, VNI = source identity) or native', 'tunnel')
+    .option('--store <kind>', 'cluster store: local (hosted by the operator) or etcd', 'local')
+    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string }, cmd: Command) => {
       const name = labName(cmd);
       const nodes = Number(o.nodes);
       process.stdout.write(`Creating lab "${name}" with ${nodes} node(s)\n`);
       const t0 = Date.now();
-      await labUp({ name, nodes, podCidr: o.podCidr, underlayCidr: o.underlayCidr, progress: (l) => process.stdout.write(`  ${l}\n`) });
+      await labUp({
+        name,
+        nodes,
+        podCidr: o.podCidr,
+        underlayCidr: o.underlayCidr,
+        routing: o.routing as 'tunnel',
+        store: o.store as 'local',
+        progress: (l) => process.stdout.write(`  ${l}\n`),
+      });
       process.stdout.write(`Lab "${name}" is up in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     });
 
@@ -63,7 +73,7 @@ export function registerLab(program: Command): void {
     .action(async (o: { output?: string }, cmd: Command) => {
       const { st, nodes } = await labStatus(labName(cmd));
       if (o.output === 'json') return void process.stdout.write(JSON.stringify({ ...st, health: nodes.map((n) => ({ node: n.node.name, running: n.running, healthy: n.healthy })) }, null, 2) + '\n');
-      process.stdout.write(`Lab ${st.name}: pod CIDR ${st.podCidr}, underlay ${st.underlayCidr}\n`);
+      process.stdout.write(`Lab ${st.name}: pod CIDR ${st.podCidr}, underlay ${st.underlayCidr}, routing ${st.routing}, store ${st.store} (${st.storeUrl})\n`);
       process.stdout.write(
         table(
           ['NODE', 'IPv4', 'POD CIDR', 'AGENT', 'PODS'],
@@ -128,6 +138,23 @@ export function registerLab(program: Command): void {
     });
 
   const node = lab.command('node').description('nodes of the lab');
+  node
+    .command('add')
+    .description('add a worker node (next wN) with its own agent')
+    .option('--name <lab>', 'lab name')
+    .action(async (_o: unknown, cmd: Command) => {
+      const n = await labNodeAdd(labName(cmd));
+      process.stdout.write(`node ${n.name} ${n.ip}: pods ${n.podCidr}, agent pid ${n.pid} ready\n`);
+    });
+  node
+    .command('del')
+    .description('remove a node as if it left: agent, pods and namespaces go, its Node is deleted from the store')
+    .argument('<node>')
+    .option('--name <lab>', 'lab name')
+    .action(async (nodeName: string, _o: unknown, cmd: Command) => {
+      const n = await labNodeDel(labName(cmd), nodeName);
+      process.stdout.write(`node ${n.name} removed\n`);
+    });
   node
     .command('exec')
     .description('run a command inside a node: tendril lab node exec NODE -- CMD…')

@@ -38,14 +38,17 @@ function json(v: unknown): void {
 }
 
 interface StatusView {
-  tendril: { state: string; version: string; node: string; 'uptime-seconds': number };
+  tendril: { state: string; message: string; version: string; node: string; 'uptime-seconds': number };
+  ready: boolean;
   'cni-config': string | null;
-  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> };
-  'attach-mode': string;
+  store: { description: string; ok: boolean; error: string | null } | null;
+  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
+  'attach-mode': string | null;
   'device-mode': string;
-  routing: string;
+  routing: { mode: string; 'native-device': string };
+  nodes: number;
   endpoints: number;
-  health: { ip: string; endpoint: number | null };
+  health: { ip: string | null; endpoint: number | null };
 }
 
 export interface EndpointView {
@@ -60,23 +63,26 @@ export interface EndpointView {
 }
 
 export function formatStatus(s: StatusView, verbose: boolean): string {
+  const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
-    ['KVStore', 'Disabled'],
+    ['KVStore', store],
     ['Kubernetes', 'Disabled'],
     ['CNI Config file', s['cni-config'] ? `successfully wrote CNI configuration file to ${s['cni-config']}` : 'not written yet'],
-    ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s`],
+    ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s${s.tendril.message ? `   (${s.tendril.message})` : ''}`],
     ['Cilium health daemon', s.health.endpoint !== null ? `Ok   (endpoint ${s.health.endpoint}, ${s.health.ip})` : 'Not ready'],
-    ['IPAM', `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},`],
+    ['IPAM', s.ipam ? `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},` : 'IPv4: waiting for a pod CIDR'],
   ];
+  const routing = s.routing.mode === 'tunnel' ? 'Network: Tunnel [vxlan]   Host: BPF' : `Network: Native   Host: BPF   (device ${s.routing['native-device']})`;
   const after: Array<[string, string]> = [
-    ['Routing', 'Network: Local (same node)   Host: BPF'],
-    ['Attach Mode', s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
+    ['Routing', routing],
+    ['Attach Mode', s['attach-mode'] === null ? '-' : s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
     ['Device Mode', s['device-mode']],
+    ['Cluster', `${s.nodes} node(s)`],
     ['Endpoints', `${s.endpoints} (incl. health)`],
   ];
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
-  if (verbose) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
+  if (verbose && s.ipam) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
   return text + keyValues(after, width);
 }
 
@@ -129,7 +135,45 @@ export function registerNodeViews(program: Command): void {
       json([e]);
     });
 
+  const node = program.command('node').description('nodes of the cluster');
+  node
+    .command('list')
+    .description('nodes as this agent knows them from the cluster store')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const nodes = await client(cmd).get<Array<{ name: string; addresses: string[]; podCIDRs: string[]; source: string }>>('/v1/cluster/nodes');
+      if (o.output === 'json') return json(nodes);
+      out(table(['Name', 'IPv4 Address', 'Endpoint CIDR', 'Source'], nodes.map((n) => [n.name, n.addresses[0] ?? '', n.podCIDRs.join(',') || '<none>', n.source])));
+    });
+
   const bpf = program.command('bpf').description('BPF maps as the kernel holds them');
+  interface IpcacheRow { prefix: string; identity: number; tunnelEndpoint?: string; flags: number | string[] }
+  const ipcache = (cmd: Command) => client(cmd).get<IpcacheRow[]>('/v1/map/tendril_ipcache');
+  bpf
+    .command('ipcache')
+    .description('the ipcache map (prefix -> identity, tunnel endpoint)')
+    .command('list')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const rows = await ipcache(cmd);
+      if (o.output === 'json') return json(rows);
+      out(
+        table(
+          ['IP PREFIX/ADDRESS', 'IDENTITY'],
+          rows.map((r) => [r.prefix, `identity=${r.identity} encryptkey=0 tunnelendpoint=${r.tunnelEndpoint ?? '0.0.0.0'} flags=${Array.isArray(r.flags) ? r.flags.join(',') || '<none>' : r.flags}`]),
+        ),
+      );
+    });
+  bpf
+    .command('tunnel')
+    .description('tunnel endpoints per prefix (from the ipcache)')
+    .command('list')
+    .option('-o, --output <fmt>', 'json')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const rows = (await ipcache(cmd)).filter((r) => r.tunnelEndpoint && r.tunnelEndpoint !== '0.0.0.0');
+      if (o.output === 'json') return json(rows.map((r) => ({ prefix: r.prefix, tunnelEndpoint: r.tunnelEndpoint })));
+      out(table(['TUNNEL', 'VALUE'], rows.map((r) => [r.prefix, `${r.tunnelEndpoint}:0`])));
+    });
   bpf
     .command('net')
     .description('BPF programs attached to the node\'s interfaces (like `bpftool net show`, with tcx)')

@@ -1,5 +1,9 @@
 // Public surface of the node datapath.
-export { NodeDatapath, HOST_DEV, NET_DEV } from './node.js';
-export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice } from './node.js';
+export { NodeDatapath, HOST_DEV, NET_DEV, VXLAN_DEV, VXLAN_PORT, TUNNEL_OVERHEAD } from './node.js';
+export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice, IpcacheEntry } from './node.js';
+export type { RemoteNode, RoutingMode } from './remote-nodes.js';
 export type { EndpointInfo } from './maps.js';
-export { ensureNamedNetns, interfaceIndex } from "./host.js";
+export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, dropReasonText } from './maps.js';
+export { DatapathError } from './errors.js';
+export type { DatapathErrorCode } from './errors.js';
+export { ensureNamedNetns, interfaceIndex } from './host.js';

@@ -1,4 +1,4 @@
-// Unit tests of the endpoint map codecs, including the C/TS layout agreement read from the objects' BTF.
+// Unit tests of the endpoint and ipcache map codecs, including the C/TS layout agreement read from the objects' BTF.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
@@ -8,16 +8,21 @@ import { Btf } from '../kernel/bpf/index.js';
 import * as maps from './maps.js';
 import {
   ENDPOINT_INFO_C_NAMES,
+  IPCACHE_KEY_C_NAMES,
+  IPCACHE_VALUE_C_NAMES,
   dropReasonText,
   endpointInfoCodec,
   endpointKeyCodec,
   ifindexKeyCodec,
+  ipcacheKeyCodec,
+  ipcacheValueCodec,
   type EndpointInfo,
+  type IpcacheValue,
 } from './maps.js';
 
 // Compiled to dist/src/datapath/: the repository root is three levels up.
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const objects = ['build/bpf/lxc.o', 'build/bpf/host.o'];
+const objects = ['build/bpf/lxc.o', 'build/bpf/host.o', 'build/bpf/overlay.o'];
 
 const sample: EndpointInfo = {
   ifindex: 0x01020304,
@@ -66,7 +71,65 @@ test('endpointInfoCodec refuses values that do not fit the C fields', () => {
   assert.throws(() => endpointInfoCodec.encode({ ...sample, ip4: '10.0.0.256' }), TypeError);
 });
 
+test('ipcacheKeyCodec encodes prefixlen = 32 + mask bits, family IPv4 and the network address in network order', () => {
+  const buf = ipcacheKeyCodec.encode({ prefix: '10.201.1.0/24' });
+  assert.equal(buf.length, 12);
+  assert.equal(buf.readUInt32LE(0), 32 + 24);
+  assert.equal(buf.readUInt16LE(4), 0, 'cluster_id');
+  assert.equal(buf[6], 0, 'pad');
+  assert.equal(buf[7], maps.IPCACHE_FAMILY_IPV4);
+  assert.deepEqual([...buf.subarray(8, 12)], [10, 201, 1, 0]);
+  assert.deepEqual(ipcacheKeyCodec.decode(buf), { prefix: '10.201.1.0/24' });
+});
+
+test('ipcacheKeyCodec treats a bare address as /32 and clears host bits of a CIDR', () => {
+  assert.deepEqual(ipcacheKeyCodec.decode(ipcacheKeyCodec.encode({ prefix: '192.0.2.7' })), { prefix: '192.0.2.7/32' });
+  assert.deepEqual(ipcacheKeyCodec.encode({ prefix: '10.1.2.3/16' }), ipcacheKeyCodec.encode({ prefix: '10.1.0.0/16' }));
+  assert.deepEqual(ipcacheKeyCodec.decode(ipcacheKeyCodec.encode({ prefix: '0.0.0.0/0' })), { prefix: '0.0.0.0/0' });
+  const withCluster = ipcacheKeyCodec.encode({ prefix: '10.0.0.0/8', clusterId: 3 });
+  assert.equal(withCluster.readUInt16LE(4), 3);
+  assert.deepEqual(ipcacheKeyCodec.decode(withCluster), { prefix: '10.0.0.0/8', clusterId: 3 });
+});
+
+test('ipcacheKeyCodec refuses invalid prefixes and undecodable keys', () => {
+  assert.throws(() => ipcacheKeyCodec.encode({ prefix: '10.0.0.0/33' }), TypeError);
+  assert.throws(() => ipcacheKeyCodec.encode({ prefix: 'fd00::/64' }), TypeError);
+  const v6 = ipcacheKeyCodec.encode({ prefix: '10.0.0.0/8' });
+  v6[7] = 2;
+  assert.throws(() => ipcacheKeyCodec.decode(v6), RangeError);
+  const tooLong = ipcacheKeyCodec.encode({ prefix: '10.0.0.0/8' });
+  tooLong.writeUInt32LE(32 + 33, 0);
+  assert.throws(() => ipcacheKeyCodec.decode(tooLong), RangeError);
+});
+
+test('ipcacheValueCodec round-trips and puts each field at its C offset', () => {
+  const v: IpcacheValue = { identity: 0x00123456, tunnelEndpoint: '192.168.50.101', nodeId: 513, flags: maps.IPCACHE_F_HAS_TUNNEL_EP, key: 7 };
+  const buf = ipcacheValueCodec.encode(v);
+  assert.equal(buf.length, 12);
+  assert.equal(buf.readUInt32LE(0), 0x00123456);
+  assert.deepEqual([...buf.subarray(4, 8)], [192, 168, 50, 101]);
+  assert.equal(buf.readUInt16LE(8), 513);
+  assert.equal(buf[10], 1);
+  assert.equal(buf[11], 7);
+  assert.deepEqual(ipcacheValueCodec.decode(buf), v);
+});
+
 for (const obj of objects) {
+  test(`struct ipcache_key and remote_endpoint_info in ${obj} match the codecs (BTF)`, () => {
+    const btf = Btf.fromFile(root + obj);
+    const cases = [
+      { struct: 'ipcache_key', codec: ipcacheKeyCodec, names: IPCACHE_KEY_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'remote_endpoint_info', codec: ipcacheValueCodec, names: IPCACHE_VALUE_C_NAMES as Readonly<Record<string, string>> },
+    ];
+    for (const { struct, codec, names } of cases) {
+      const layout = btf.struct(struct);
+      assert.equal(layout.size, codec.size, `sizeof(struct ${struct})`);
+      const fromCodec = codec.layout.map((f) => ({ name: names[f.name], offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
+      const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
+      assert.deepEqual(fromBtf, fromCodec, `members of struct ${struct}`);
+    }
+  });
+
   test(`struct endpoint_info in ${obj} has the codec's size and member offsets (BTF)`, () => {
     const layout = Btf.fromFile(root + obj).struct('endpoint_info');
     assert.equal(layout.size, endpointInfoCodec.size);

@@ -1,22 +1,43 @@
-// Byte layouts of the endpoint maps (mirror of bpf/lib/maps.h), datapath names and drop reasons.
-import { structCodec, u16, u32, type Codec, type StructCodec } from '../kernel/bpf/index.js';
-import { formatIPv4, formatMac, parseIPv4, parseMac } from '../util/ip.js';
+// Byte layouts of the endpoint and ipcache maps (mirror of bpf/lib/maps.h), datapath names and drop reasons.
+import { structCodec, u16, u32, u8, type Codec, type StructCodec } from '../kernel/bpf/index.js';
+import { formatCidr, formatIPv4, formatMac, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 
 /** Map names as pinned by the objects (LIBBPF_PIN_BY_NAME). */
 export const LXC_MAP = 'tendril_lxc';
 export const LXC_IF_MAP = 'tendril_lxc_if';
 /** max_entries of both endpoint maps. */
 export const ENDPOINTS_MAP_SIZE = 65535;
+export const IPCACHE_MAP = 'tendril_ipcache';
+/** max_entries of tendril_ipcache. */
+export const IPCACHE_MAP_SIZE = 512000;
 
 /** Program (function) names in the objects. */
 export const PROG_FROM_CONTAINER = 'cil_from_container';
 export const PROG_TO_CONTAINER = 'cil_to_container';
 export const PROG_FROM_HOST = 'cil_from_host';
+export const PROG_FROM_NETDEV = 'cil_from_netdev';
+export const PROG_TO_NETDEV = 'cil_to_netdev';
+export const PROG_FROM_OVERLAY = 'cil_from_overlay';
+export const PROG_TO_OVERLAY = 'cil_to_overlay';
 
 /** Names of the `volatile const` load-time constants (.rodata) of lxc.o and host.o. */
 export const CONFIG_ROUTER_IP4 = 'CONFIG_ROUTER_IP4';
 export const CONFIG_HOST_IFINDEX = 'CONFIG_HOST_IFINDEX';
 export const CONFIG_NODE_IP4 = 'CONFIG_NODE_IP4';
+export const CONFIG_HOST_MAC = 'CONFIG_HOST_MAC';
+export const CONFIG_ROUTING_MODE = 'CONFIG_ROUTING_MODE';
+export const CONFIG_TUNNEL_IFINDEX = 'CONFIG_TUNNEL_IFINDEX';
+export const CONFIG_NATIVE_IFINDEX = 'CONFIG_NATIVE_IFINDEX';
+
+/** Values of CONFIG_ROUTING_MODE. */
+export const ROUTING_MODE_TUNNEL = 0;
+export const ROUTING_MODE_NATIVE = 1;
+
+/** Reserved security identities (Cilium's numbering, bpf/lib/identity.h). */
+export const IDENTITY_HOST = 1;
+export const IDENTITY_WORLD = 2;
+export const IDENTITY_HEALTH = 4;
+export const IDENTITY_REMOTE_NODE = 6;
 
 /** endpoint_info.flags: a local host address; the datapath leaves it to the stack. */
 export const ENDPOINT_F_HOST = 1;
@@ -96,6 +117,103 @@ export const ENDPOINT_INFO_C_NAMES: Readonly<Record<keyof EndpointInfo, string>>
   ip4: 'ip4',
 };
 
+/** ipcache_key.family of an IPv4 prefix (Cilium's ENDPOINT_KEY_IPV4). */
+export const IPCACHE_FAMILY_IPV4 = 1;
+/** Bits of ipcache_key before the address (cluster_id, pad, family): always part of the match. */
+export const IPCACHE_STATIC_PREFIX_BITS = 32;
+/** remote_endpoint_info.flags: tunnelEndpoint is set, encapsulate to it. */
+export const IPCACHE_F_HAS_TUNNEL_EP = 1;
+/** remote_endpoint_info.flags: never encapsulate, even in tunnel mode. */
+export const IPCACHE_F_SKIP_TUNNEL = 2;
+
+/** Key of tendril_ipcache (struct ipcache_key) as a CIDR; an address without /bits is a /32. */
+export interface IpcacheKey {
+  prefix: string;
+  clusterId?: number;
+}
+
+/** Value of tendril_ipcache (struct remote_endpoint_info). */
+export interface IpcacheValue {
+  /** Security identity of every address of the prefix. */
+  identity: number;
+  /** Underlay IPv4 of the node hosting the prefix; '0.0.0.0' when none. */
+  tunnelEndpoint: string;
+  nodeId: number;
+  /** IPCACHE_F_* bits. */
+  flags: number;
+  /** Encryption key index (unused). */
+  key: number;
+}
+
+/** The raw C struct ipcache_key, field by field. */
+interface IpcacheKeyRaw {
+  prefixlen: number;
+  clusterId: number;
+  pad: number;
+  family: number;
+  ip4: string;
+}
+
+const ipcacheKeyRawCodec: StructCodec<IpcacheKeyRaw> = structCodec<IpcacheKeyRaw>(12, {
+  prefixlen: [0, u32],
+  clusterId: [4, u16],
+  pad: [6, u8],
+  family: [7, u8],
+  ip4: [8, ipv4Codec],
+});
+
+/**
+ * tendril_ipcache key: CIDR text <-> { prefixlen = 32 + mask bits, family IPv4, network address }. Host bits of
+ * the CIDR are cleared on encode (the trie ignores them, and equal prefixes must be equal keys).
+ */
+export const ipcacheKeyCodec: StructCodec<IpcacheKey> = {
+  size: ipcacheKeyRawCodec.size,
+  layout: ipcacheKeyRawCodec.layout,
+  encode(value) {
+    const c = parseCidr(value.prefix.includes('/') ? value.prefix : `${value.prefix}/32`);
+    return ipcacheKeyRawCodec.encode({
+      prefixlen: IPCACHE_STATIC_PREFIX_BITS + c.bits,
+      clusterId: value.clusterId ?? 0,
+      pad: 0,
+      family: IPCACHE_FAMILY_IPV4,
+      ip4: formatIPv4(c.base),
+    });
+  },
+  decode(buf) {
+    const raw = ipcacheKeyRawCodec.decode(buf);
+    const bits = raw.prefixlen - IPCACHE_STATIC_PREFIX_BITS;
+    if (raw.family !== IPCACHE_FAMILY_IPV4 || bits < 0 || bits > 32) {
+      throw new RangeError(`Cannot decode ipcache key: family ${raw.family}, prefixlen ${raw.prefixlen} is no IPv4 prefix`);
+    }
+    const prefix = formatCidr(parseCidr(`${raw.ip4}/${bits}`));
+    return raw.clusterId === 0 ? { prefix } : { prefix, clusterId: raw.clusterId };
+  },
+};
+
+export const ipcacheValueCodec: StructCodec<IpcacheValue> = structCodec<IpcacheValue>(12, {
+  identity: [0, u32],
+  tunnelEndpoint: [4, ipv4Codec],
+  nodeId: [8, u16],
+  flags: [10, u8],
+  key: [11, u8],
+});
+
+/** C member names of the ipcache structs (the layout test matches them against BTF). */
+export const IPCACHE_KEY_C_NAMES: Readonly<Record<keyof IpcacheKeyRaw, string>> = {
+  prefixlen: 'prefixlen',
+  clusterId: 'cluster_id',
+  pad: 'pad',
+  family: 'family',
+  ip4: 'ip4',
+};
+export const IPCACHE_VALUE_C_NAMES: Readonly<Record<keyof IpcacheValue, string>> = {
+  identity: 'sec_identity',
+  tunnelEndpoint: 'tunnel_endpoint',
+  nodeId: 'node_id',
+  flags: 'flags',
+  key: 'key',
+};
+
 /** Drop codes the datapath returns today (negative, as in bpf/lib/drop.h). */
 export const DROP_INVALID_SIP = -132;
 export const DROP_POLICY = -133;
@@ -103,9 +221,11 @@ export const DROP_INVALID = -134;
 export const DROP_UNKNOWN_L3 = -139;
 export const DROP_WRITE_ERROR = -141;
 export const DROP_UNKNOWN_L4 = -142;
+export const DROP_NO_TUNNEL_KEY = -147;
 export const DROP_UNKNOWN_TARGET = -150;
 export const DROP_CSUM_L3 = -153;
 export const DROP_UNSUPPORTED_L2 = -166;
+export const DROP_INVALID_IDENTITY = -171;
 export const DROP_TTL_EXCEEDED = -196;
 export const DROP_EP_NOT_READY = -203;
 

@@ -1,34 +1,77 @@
-// The node's datapath: host devices, the loaded BPF objects, and how an endpoint is wired into them.
-// One loaded instance of each object serves every endpoint; adding an endpoint is map updates + two tcx attaches.
+// The node's datapath: host and tunnel devices, the loaded BPF objects, how an endpoint is wired into them, and the
+// ipcache entries and routes that reach other nodes. One loaded instance of each object serves every endpoint;
+// adding an endpoint is map updates + two tcx attaches.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
-import { Netlink } from '../kernel/netlink/index.js';
+import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
-import { parseIPv4 } from '../util/ip.js';
+import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
+import { DatapathError } from './errors.js';
 import {
+  ENDPOINT_F_HOST,
+  IDENTITY_HOST,
+  IPCACHE_F_HAS_TUNNEL_EP,
+  IPCACHE_MAP,
+  LXC_IF_MAP,
+  LXC_MAP,
+  ROUTING_MODE_NATIVE,
+  ROUTING_MODE_TUNNEL,
   type EndpointInfo,
   type EndpointKey,
+  type IpcacheKey,
+  type IpcacheValue,
   endpointInfoCodec,
   endpointKeyCodec,
   ifindexKeyCodec,
+  ipcacheKeyCodec,
+  ipcacheValueCodec,
 } from './maps.js';
+import {
+  type DatapathState,
+  type PlanContext,
+  type PlannedRoute,
+  type RemoteNode,
+  type RoutingMode,
+  emptyState,
+  mergeRoutes,
+  normalizeRemoteNode,
+  planRemoteNode,
+  readState,
+  writeState,
+} from './remote-nodes.js';
 
 export const HOST_DEV = 'tendril_host';
 export const NET_DEV = 'tendril_net';
+export const VXLAN_DEV = 'tendril_vxlan';
+/** UDP port of the tunnel (Cilium's, the Linux VXLAN default before IANA's 4789). */
+export const VXLAN_PORT = 8472;
+/** Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 bytes: what tunnel mode takes off the pods' MTU. */
+export const TUNNEL_OVERHEAD = 50;
 
 export interface NodeDatapathConfig {
   /** Pod CIDR of this node, e.g. 172.20.0.0/24: routed to tendril_host. */
   podCidr: string;
   /** Router IP (pod gateway), held by tendril_host as /32. */
   routerIP: string;
-  /** The node's own (underlay) IP, if known. */
-  nodeIP?: string;
+  /** The node's own underlay IP: the tunnel endpoint other nodes send to, the next hop in native mode. */
+  nodeIP: string;
+  /** How pods of other nodes are reached (default 'tunnel'). */
+  routing?: RoutingMode;
+  /** The underlay device (eth0 in the lab): native-mode programs attach here, its MTU sizes the pods'. */
+  nativeDev: string;
   /** bpffs directory for this node's pinned maps and links. */
   bpfRoot: string;
-  /** Directory with the compiled objects (lxc.o, host.o). */
+  /** Directory with the compiled objects (lxc.o, host.o, overlay.o). */
   objDir: string;
-  mtu: number;
+  /** Underlay MTU; default: the native device's. Pods get it minus 50 in tunnel mode (see podMtu). */
+  mtu?: number;
+  /**
+   * JSON file recording this node's own addresses and every remote node installed (ipcache prefixes and routes),
+   * so that entries of nodes that vanished while the agent was down can be pruned after a restart. Without it the
+   * record lives in memory only and pruneRemoteNodes() knows just the nodes of this run.
+   */
+  stateFile?: string;
 }
 
 /** What the datapath needs to know of an endpoint. */
@@ -48,6 +91,17 @@ export interface HostDevice {
   mac: string;
 }
 
+/** One tendril_ipcache entry as dumpIpcache() reports it. */
+export interface IpcacheEntry {
+  /** CIDR, /32 for a single address. */
+  prefix: string;
+  identity: number;
+  /** Underlay IP of the node hosting the prefix, when traffic to it is tunnelled. */
+  tunnelEndpoint?: string;
+  /** IPCACHE_F_* bits. */
+  flags: number;
+}
+
 type Direction = 'ingress' | 'egress';
 
 export interface Attachment {
@@ -59,77 +113,232 @@ export interface Attachment {
   linkId: number;
 }
 
+interface Started {
+  lxc: Collection;
+  host: Collection;
+  overlay: Collection | undefined;
+  lxcMap: TypedMap<EndpointKey, EndpointInfo>;
+  lxcIfMap: TypedMap<number, EndpointInfo>;
+  ipcache: TypedMap<IpcacheKey, IpcacheValue>;
+  hostDev: HostDevice;
+  nativeDev: LinkInfo;
+  podMtu: number;
+}
+
+const NO_TUNNEL = '0.0.0.0';
+
 export class NodeDatapath {
   private readonly cfg: NodeDatapathConfig;
-  private lxc: Collection | undefined;
-  private host: Collection | undefined;
-  private lxcMap: TypedMap<EndpointKey, EndpointInfo> | undefined;
-  private lxcIfMap: TypedMap<number, EndpointInfo> | undefined;
-  private hostDev: HostDevice | undefined;
+  private readonly routing: RoutingMode;
+  private s: Started | undefined;
   private attachMode: 'tcx' | 'tc' = 'tcx';
+  private state: DatapathState = emptyState();
 
+  /** Validates the configuration; nothing touches the kernel before start(). */
   constructor(cfg: NodeDatapathConfig) {
+    const bad = (what: string): never => {
+      throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Invalid datapath configuration: ${what}`);
+    };
+    for (const [field, value] of [
+      ['routerIP', cfg.routerIP],
+      ['nodeIP', cfg.nodeIP],
+    ] as const) {
+      try {
+        parseIPv4(value);
+      } catch {
+        bad(`${field} "${String(value)}" is no IPv4 address`);
+      }
+    }
+    try {
+      parseCidr(cfg.podCidr);
+    } catch {
+      bad(`podCidr "${cfg.podCidr}" is no IPv4 CIDR`);
+    }
+    const routing = cfg.routing ?? 'tunnel';
+    if (routing !== 'tunnel' && routing !== 'native') bad(`routing "${String(routing)}" is neither "tunnel" nor "native"`);
+    if (typeof cfg.nativeDev !== 'string' || cfg.nativeDev === '') bad('nativeDev is empty');
+    if (cfg.mtu !== undefined && (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 + TUNNEL_OVERHEAD || cfg.mtu > 65535)) {
+      bad(`mtu ${cfg.mtu} is not an integer in [${576 + TUNNEL_OVERHEAD}, 65535]`);
+    }
     this.cfg = cfg;
+    this.routing = routing;
   }
 
-  /** Creates host devices and routes, loads the objects (re-using pinned maps) and attaches the host program. */
+  /**
+   * Creates the host devices (and tendril_vxlan in tunnel mode) with their routes, loads the objects (re-using
+   * pinned maps), attaches the host and tunnel or native-device programs, and writes this node's own ipcache
+   * entries. Runs in the calling thread's network namespace.
+   */
   start(): void {
+    const { cfg } = this;
+    const tunnel = this.routing === 'tunnel';
     ensureBpffs();
-    fs.mkdirSync(path.join(this.cfg.bpfRoot, 'links'), { recursive: true });
-    this.hostDev = this.setupHostDevices();
+    fs.mkdirSync(path.join(cfg.bpfRoot, 'links'), { recursive: true });
+    if (cfg.stateFile !== undefined) this.state = readState(cfg.stateFile);
+
+    const nl = Netlink.open();
+    let hostDev: HostDevice;
+    let nativeDev: LinkInfo;
+    let vxlan: LinkInfo | undefined;
+    let podMtu: number;
+    try {
+      const native = nl.getLink(cfg.nativeDev);
+      if (!native) {
+        throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot start datapath: native device "${cfg.nativeDev}" not found`);
+      }
+      nativeDev = native;
+      const underlayMtu = cfg.mtu ?? native.mtu;
+      podMtu = tunnel ? underlayMtu - TUNNEL_OVERHEAD : underlayMtu;
+      hostDev = this.setupHostDevices(nl, podMtu);
+      if (tunnel) vxlan = this.setupVxlan(nl, podMtu);
+      else if (nl.getLink(VXLAN_DEV)) {
+        // Switched from tunnel mode: the device and its attachments go.
+        this.detachPinned(VXLAN_DEV);
+        nl.deleteLink(VXLAN_DEV);
+      }
+      writeSysctl('net/ipv4/ip_forward', '1');
+      // The cross-node paths are asymmetric (e.g. a pod's packet to a remote node's IP returns through the
+      // tunnel); strict reverse-path filtering on our devices would drop their halves.
+      for (const d of [HOST_DEV, NET_DEV, ...(tunnel ? [VXLAN_DEV] : [])]) writeSysctl(`net/ipv4/conf/${d}/rp_filter`, '0');
+      if (readSysctl(`net/ipv4/conf/${cfg.nativeDev}/rp_filter`) === '1') writeSysctl(`net/ipv4/conf/${cfg.nativeDev}/rp_filter`, '2');
+    } finally {
+      nl.close();
+    }
+
     const constants = {
-      CONFIG_ROUTER_IP4: be32(this.cfg.routerIP),
-      CONFIG_HOST_IFINDEX: this.hostDev.ifindex,
-      CONFIG_NODE_IP4: this.cfg.nodeIP ? be32(this.cfg.nodeIP) : 0,
+      CONFIG_ROUTER_IP4: be32(cfg.routerIP),
+      CONFIG_HOST_IFINDEX: hostDev.ifindex,
+      CONFIG_HOST_MAC: parseMac(hostDev.mac),
+      CONFIG_NODE_IP4: be32(cfg.nodeIP),
+      CONFIG_ROUTING_MODE: tunnel ? ROUTING_MODE_TUNNEL : ROUTING_MODE_NATIVE,
+      CONFIG_TUNNEL_IFINDEX: vxlan?.index ?? 0,
+      CONFIG_NATIVE_IFINDEX: nativeDev.index,
     };
-    this.lxc = Collection.load(path.join(this.cfg.objDir, 'lxc.o'), { constants, pinRoot: this.cfg.bpfRoot });
-    this.host = Collection.load(path.join(this.cfg.objDir, 'host.o'), { constants, pinRoot: this.cfg.bpfRoot });
-    this.lxcMap = this.lxc.map('tendril_lxc').typed(endpointKeyCodec, endpointInfoCodec);
-    this.lxcIfMap = this.lxc.map('tendril_lxc_if').typed(ifindexKeyCodec, endpointInfoCodec);
-    const link = this.attachPinned(this.host.program('cil_from_host'), this.hostDev.ifindex, HOST_DEV, 'egress');
+    const load = (obj: string): Collection => Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
+    const loaded: Collection[] = [];
+    try {
+      const lxc = load('lxc.o');
+      loaded.push(lxc);
+      const host = load('host.o');
+      loaded.push(host);
+      const overlay = tunnel ? load('overlay.o') : undefined;
+      if (overlay) loaded.push(overlay);
+      this.s = {
+        lxc,
+        host,
+        overlay,
+        lxcMap: lxc.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec),
+        lxcIfMap: lxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec),
+        ipcache: lxc.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec),
+        hostDev,
+        nativeDev,
+        podMtu,
+      };
+    } catch (err) {
+      for (const c of loaded) c.close();
+      throw err;
+    }
+    const s = this.s;
+
+    const link = this.attachPinned(s.host.program('cil_from_host'), hostDev.ifindex, HOST_DEV, 'egress');
     this.attachMode = link.kind;
     link.close();
+    if (s.overlay && vxlan) {
+      this.attachPinned(s.overlay.program('cil_from_overlay'), vxlan.index, VXLAN_DEV, 'ingress').close();
+      this.attachPinned(s.overlay.program('cil_to_overlay'), vxlan.index, VXLAN_DEV, 'egress').close();
+      // Switched from native mode: the underlay device no longer needs our programs.
+      this.detachPinned(cfg.nativeDev);
+    } else {
+      this.attachPinned(s.host.program('cil_from_netdev'), nativeDev.index, cfg.nativeDev, 'ingress').close();
+      this.attachPinned(s.host.program('cil_to_netdev'), nativeDev.index, cfg.nativeDev, 'egress').close();
+    }
+    this.writeLocalEntries();
   }
 
   /** Closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
   stop(): void {
-    this.lxc?.close();
-    this.host?.close();
-    this.lxc = undefined;
-    this.host = undefined;
+    this.s?.lxc.close();
+    this.s?.host.close();
+    this.s?.overlay?.close();
+    this.s = undefined;
   }
 
   get hostDevice(): HostDevice {
-    if (!this.hostDev) throw new KernelError('TENDRIL_ERR_BPF', 'Datapath is not started');
-    return this.hostDev;
+    return this.started().hostDev;
   }
 
   get mode(): 'tcx' | 'tc' {
     return this.attachMode;
   }
 
-  private setupHostDevices(): HostDevice {
-    const nl = Netlink.open();
-    try {
-      if (!nl.getLink(HOST_DEV)) {
-        nl.createVeth({ name: HOST_DEV, peerName: NET_DEV, mtu: this.cfg.mtu });
-      }
-      // NOARP: the stack sends pod-bound packets out of tendril_host without resolving pod addresses; the
-      // BPF program on its egress writes the real MACs.
-      nl.setLink(NET_DEV, { up: true, mtu: this.cfg.mtu, noarp: true });
-      nl.setLink(HOST_DEV, { up: true, mtu: this.cfg.mtu, noarp: true });
-      const dev = nl.getLink(HOST_DEV);
-      if (!dev) throw new KernelError('TENDRIL_ERR_NETLINK', `Cannot find "${HOST_DEV}" after creating it`);
-      const want = `${this.cfg.routerIP}/32`;
-      const have = nl.listAddresses(dev.index).some((a) => `${a.address}/${a.prefixLen}` === want);
-      if (!have) nl.addAddress(dev.index, want);
-      nl.addRoute({ dst: this.cfg.podCidr, ifindex: dev.index, scope: 'link', src: this.cfg.routerIP, replace: true });
-      writeSysctl('net/ipv4/ip_forward', '1');
-      for (const d of [HOST_DEV, NET_DEV]) writeSysctl(`net/ipv4/conf/${d}/rp_filter`, '0');
-      return { name: HOST_DEV, ifindex: dev.index, mac: dev.mac };
-    } finally {
-      nl.close();
+  get routingMode(): RoutingMode {
+    return this.routing;
+  }
+
+  /** MTU for pod interfaces: the underlay's, minus the VXLAN overhead in tunnel mode. */
+  get podMtu(): number {
+    return this.started().podMtu;
+  }
+
+  private started(): Started {
+    if (!this.s) throw new DatapathError('TENDRIL_ERR_DATAPATH_NOT_STARTED', 'Datapath is not started');
+    return this.s;
+  }
+
+  private setupHostDevices(nl: Netlink, mtu: number): HostDevice {
+    if (!nl.getLink(HOST_DEV)) {
+      nl.createVeth({ name: HOST_DEV, peerName: NET_DEV, mtu });
     }
+    // NOARP: the stack sends pod-bound packets out of tendril_host without resolving pod addresses; the
+    // BPF program on its egress writes the real MACs.
+    nl.setLink(NET_DEV, { up: true, mtu, noarp: true });
+    nl.setLink(HOST_DEV, { up: true, mtu, noarp: true });
+    const dev = nl.getLink(HOST_DEV);
+    if (!dev) throw new KernelError('TENDRIL_ERR_NETLINK', `Cannot find "${HOST_DEV}" after creating it`);
+    const want = `${this.cfg.routerIP}/32`;
+    const have = nl.listAddresses(dev.index).some((a) => `${a.address}/${a.prefixLen}` === want);
+    if (!have) nl.addAddress(dev.index, want);
+    nl.addRoute({ dst: this.cfg.podCidr, ifindex: dev.index, scope: 'link', src: this.cfg.routerIP, replace: true });
+    return { name: HOST_DEV, ifindex: dev.index, mac: dev.mac };
+  }
+
+  /** The collect-metadata VXLAN device: BPF picks remote and VNI per packet. Re-used when it exists. */
+  private setupVxlan(nl: Netlink, mtu: number): LinkInfo {
+    const cur = nl.getLink(VXLAN_DEV);
+    if (cur && cur.kind !== 'vxlan') {
+      this.detachPinned(VXLAN_DEV);
+      nl.deleteLink(VXLAN_DEV);
+    }
+    if (!cur || cur.kind !== 'vxlan') nl.createVxlan({ name: VXLAN_DEV, port: VXLAN_PORT, external: true, learning: false, mtu });
+    nl.setLink(VXLAN_DEV, { up: true, mtu });
+    // Nothing is routed to it but the kernel would still try IPv6 neighbour discovery out of it.
+    const v6 = `/proc/sys/net/ipv6/conf/${VXLAN_DEV}/disable_ipv6`;
+    if (fs.existsSync(v6)) fs.writeFileSync(v6, '1');
+    const dev = nl.getLink(VXLAN_DEV);
+    if (!dev) throw new KernelError('TENDRIL_ERR_NETLINK', `Cannot find "${VXLAN_DEV}" after creating it`);
+    return dev;
+  }
+
+  /**
+   * The node's own addresses: ipcache identity host, and host entries in tendril_lxc so every program sees
+   * "deliver to the stack" with one lookup. Entries of an earlier run's addresses are removed.
+   */
+  private writeLocalEntries(): void {
+    const s = this.started();
+    const { nodeIP, routerIP } = this.cfg;
+    const old = this.state.local;
+    for (const ip of old ? [old.nodeIP, old.routerIP] : []) {
+      if (ip === nodeIP || ip === routerIP) continue;
+      s.ipcache.delete({ prefix: ip });
+      const cur = s.lxcMap.lookup({ ip4: ip });
+      if (cur && cur.flags & ENDPOINT_F_HOST) s.lxcMap.delete({ ip4: ip });
+    }
+    for (const ip of [nodeIP, routerIP]) {
+      s.ipcache.put({ prefix: ip }, localValue(IDENTITY_HOST));
+      s.lxcMap.put({ ip4: ip }, { ifindex: 0, lxcId: 0, flags: ENDPOINT_F_HOST, mac: '00:00:00:00:00:00', nodeMac: '00:00:00:00:00:00', secId: IDENTITY_HOST, ip4: ip });
+    }
+    this.state.local = { nodeIP, routerIP };
+    this.saveState();
   }
 
   /**
@@ -154,38 +363,10 @@ export class NodeDatapath {
     return link;
   }
 
-  private linkPin(ifname: string, dir: Direction): string {
-    return path.join(this.cfg.bpfRoot, 'links', `${ifname}-${dir}`);
-  }
-
-  private maps(): { lxc: TypedMap<EndpointKey, EndpointInfo>; lxcIf: TypedMap<number, EndpointInfo> } {
-    if (!this.lxcMap || !this.lxcIfMap || !this.lxc) throw new KernelError('TENDRIL_ERR_BPF', 'Datapath is not started');
-    return { lxc: this.lxcMap, lxcIf: this.lxcIfMap };
-  }
-
-  /** Wires an endpoint: endpoint map entries, then cil_from_container / cil_to_container on its host-side veth. */
-  addEndpoint(ep: DatapathEndpoint): void {
-    const { lxc, lxcIf } = this.maps();
-    const info = toInfo(ep);
-    lxcIf.update(ep.hostIfindex, info);
-    lxc.update({ ip4: ep.ip }, info);
-    this.attachPinned(this.lxc!.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
-    this.attachPinned(this.lxc!.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress').close();
-  }
-
-  /** Re-adopts an endpoint after an agent restart: same as add (attaches are switched in place). */
-  restoreEndpoint(ep: DatapathEndpoint): void {
-    this.addEndpoint(ep);
-  }
-
-  /** Unwires an endpoint; tolerant of parts already gone. */
-  removeEndpoint(ep: Pick<DatapathEndpoint, 'ip' | 'hostIfName' | 'hostIfindex'>): void {
-    const { lxc, lxcIf } = this.maps();
-    const cur = lxc.lookup({ ip4: ep.ip });
-    if (cur && cur.ifindex === ep.hostIfindex) lxc.delete({ ip4: ep.ip });
-    lxcIf.delete(ep.hostIfindex);
+  /** Detaches and unpins our links of an interface, both directions; parts already gone are fine. */
+  private detachPinned(ifname: string): void {
     for (const dir of ['ingress', 'egress'] as const) {
-      const pin = this.linkPin(ep.hostIfName, dir);
+      const pin = this.linkPin(ifname, dir);
       if (!fs.existsSync(pin)) continue;
       const link = Link.openPinned(pin);
       try {
@@ -199,6 +380,208 @@ export class NodeDatapath {
     }
   }
 
+  private linkPin(ifname: string, dir: Direction): string {
+    return path.join(this.cfg.bpfRoot, 'links', `${ifname}-${dir}`);
+  }
+
+  /** Wires an endpoint: endpoint map and ipcache entries, then cil_from_container / cil_to_container on its veth. */
+  addEndpoint(ep: DatapathEndpoint): void {
+    const s = this.started();
+    const info = toInfo(ep);
+    s.lxcIfMap.update(ep.hostIfindex, info);
+    s.lxcMap.update({ ip4: ep.ip }, info);
+    s.ipcache.update({ prefix: ep.ip }, localValue(ep.identity));
+    this.attachPinned(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
+    this.attachPinned(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress').close();
+  }
+
+  /** Re-adopts an endpoint after an agent restart: same as add (attaches are switched in place). */
+  restoreEndpoint(ep: DatapathEndpoint): void {
+    this.addEndpoint(ep);
+  }
+
+  /** Unwires an endpoint; tolerant of parts already gone. */
+  removeEndpoint(ep: Pick<DatapathEndpoint, 'ip' | 'hostIfName' | 'hostIfindex'>): void {
+    const s = this.started();
+    const cur = s.lxcMap.lookup({ ip4: ep.ip });
+    // An address already handed to a newer endpoint keeps that endpoint's entries.
+    if (cur === undefined || cur.ifindex === ep.hostIfindex) {
+      if (cur !== undefined) s.lxcMap.delete({ ip4: ep.ip });
+      const ipc = s.ipcache.lookup({ prefix: ep.ip });
+      if (ipc && !(ipc.flags & IPCACHE_F_HAS_TUNNEL_EP) && ipc.identity !== IDENTITY_HOST) s.ipcache.delete({ prefix: ep.ip });
+    }
+    s.lxcIfMap.delete(ep.hostIfindex);
+    this.detachPinned(ep.hostIfName);
+  }
+
+  // ---- remote nodes ----
+
+  /**
+   * Installs or updates another node: its ipcache entries (pod CIDRs, node, router and health IPs) and routes to
+   * its pod CIDRs. Idempotent, and safe on entries left by an earlier run; whatever the previous version of this
+   * node installed that the new one does not (a changed CIDR, a new router IP) is removed. Runs in the calling
+   * thread's network namespace.
+   */
+  upsertRemoteNode(input: RemoteNode): void {
+    const s = this.started();
+    const node = normalizeRemoteNode(input);
+    if (node.nodeIP === this.cfg.nodeIP) {
+      throw new DatapathError(
+        'TENDRIL_ERR_DATAPATH_CONFIG',
+        `Invalid remote node "${node.name}": nodeIP ${node.nodeIP} is this node's own address`,
+      );
+    }
+    const plan = planRemoteNode(node, this.planContext());
+    const prefixes = [...plan.entries.keys()];
+    const old = this.state.nodes[node.name];
+    // Write-ahead: record everything this node may have installed (old and new) before touching the kernel, so a
+    // failure or crash half-way leaves nothing that a later remove or prune would not find.
+    this.state.nodes[node.name] = {
+      node,
+      prefixes: [...new Set([...(old?.prefixes ?? []), ...prefixes])],
+      routes: mergeRoutes(old?.routes ?? [], plan.routes),
+    };
+    this.saveState();
+
+    // ipcache first: pods reach the node through it; the routes serve the node's own traffic.
+    for (const [prefix, value] of plan.entries) s.ipcache.update({ prefix }, value);
+    const nl = Netlink.open();
+    try {
+      // A node (re)appearing under an address may be another machine than the one last seen there.
+      if (old?.node.nodeIP !== node.nodeIP) {
+        this.forgetNeighbor(nl, node.nodeIP);
+        if (old) this.forgetNeighbor(nl, old.node.nodeIP);
+      }
+      for (const r of plan.routes) this.installRoute(nl, r);
+      this.state.nodes[node.name] = { node, prefixes, routes: plan.routes };
+      for (const p of old?.prefixes ?? []) if (!plan.entries.has(p)) this.releasePrefix(p);
+      for (const r of old?.routes ?? []) if (!plan.routes.some((n) => n.dst === r.dst)) this.releaseRoute(nl, r);
+    } finally {
+      nl.close();
+    }
+    this.saveState();
+  }
+
+  /** Removes a node's ipcache entries, routes and cached underlay neighbour; false when the node was not installed. */
+  removeRemoteNode(name: string): boolean {
+    this.started();
+    const rec = this.state.nodes[name];
+    if (!rec) return false;
+    delete this.state.nodes[name];
+    const nl = Netlink.open();
+    try {
+      for (const p of rec.prefixes) this.releasePrefix(p);
+      for (const r of rec.routes) this.releaseRoute(nl, r);
+      this.forgetNeighbor(nl, rec.node.nodeIP);
+    } finally {
+      nl.close();
+    }
+    this.saveState();
+    return true;
+  }
+
+  /**
+   * After a restart and a round of upserts: removes every recorded node not in `keepNames` (nodes that left the
+   * cluster while the agent was down). Returns the names removed. Knows the nodes of earlier runs only through
+   * config.stateFile.
+   */
+  pruneRemoteNodes(keepNames: readonly string[]): string[] {
+    this.started();
+    const keep = new Set(keepNames);
+    const gone = Object.keys(this.state.nodes).filter((n) => !keep.has(n));
+    for (const name of gone) this.removeRemoteNode(name);
+    return gone;
+  }
+
+  /** The remote nodes installed (as recorded, including those of earlier runs not yet upserted again). */
+  remoteNodes(): RemoteNode[] {
+    return Object.values(this.state.nodes)
+      .map((r) => r.node)
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** tendril_ipcache as the kernel holds it, sorted by address then prefix length. */
+  dumpIpcache(): IpcacheEntry[] {
+    const s = this.started();
+    const out: IpcacheEntry[] = [];
+    for (const [k, v] of s.ipcache.entries()) {
+      const e: IpcacheEntry = { prefix: k.prefix, identity: v.identity, flags: v.flags };
+      if (v.flags & IPCACHE_F_HAS_TUNNEL_EP) e.tunnelEndpoint = v.tunnelEndpoint;
+      out.push(e);
+    }
+    const order = (p: string): [number, number] => {
+      const c = parseCidr(p);
+      return [c.base, c.bits];
+    };
+    return out.sort((a, b) => {
+      const [ab, al] = order(a.prefix);
+      const [bb, bl] = order(b.prefix);
+      return ab - bb || al - bl;
+    });
+  }
+
+  private planContext(): PlanContext {
+    return { mode: this.routing, hostDev: HOST_DEV, nativeDev: this.cfg.nativeDev, routerIP: this.cfg.routerIP };
+  }
+
+  /** A prefix no longer claimed by the node that had it: another node's claim takes over, else it goes. */
+  private releasePrefix(prefix: string): void {
+    const s = this.started();
+    for (const rec of Object.values(this.state.nodes)) {
+      if (!rec.prefixes.includes(prefix)) continue;
+      const value = planRemoteNode(rec.node, this.planContext()).entries.get(prefix);
+      if (value) {
+        s.ipcache.update({ prefix }, value);
+        return;
+      }
+    }
+    s.ipcache.delete({ prefix });
+  }
+
+  /** Like releasePrefix() for a route: another node's route to the same destination is put back, else it goes. */
+  private releaseRoute(nl: Netlink, r: PlannedRoute): void {
+    for (const rec of Object.values(this.state.nodes)) {
+      const other = rec.routes.find((o) => o.dst === r.dst);
+      if (other) {
+        this.installRoute(nl, other);
+        return;
+      }
+    }
+    const dev = nl.getLink(r.dev);
+    // The device is gone, and its routes with it.
+    if (!dev) return;
+    nl.deleteRoute({ dst: r.dst, ifindex: dev.index, ...(r.gateway !== undefined ? { gateway: r.gateway } : {}) });
+  }
+
+  /**
+   * Drops the underlay neighbour entry of a node address that appears or goes. A node deleted and re-created
+   * under the same IP has a new MAC; the cached one would stay "reachable" for up to ~45 s and black-hole the
+   * tunnel (or the native next hop) meanwhile, as Linux announces nothing when an address comes up. Dropping an
+   * entry still in use costs one ARP exchange.
+   */
+  private forgetNeighbor(nl: Netlink, ip: string): void {
+    nl.deleteNeighbor({ ifindex: this.started().nativeDev.index, ip });
+  }
+
+  private installRoute(nl: Netlink, r: PlannedRoute): void {
+    const dev = nl.getLink(r.dev);
+    if (!dev) throw new KernelError('TENDRIL_ERR_NETLINK', `Cannot add route to ${r.dst}: device "${r.dev}" not found`);
+    nl.addRoute({
+      dst: r.dst,
+      ifindex: dev.index,
+      scope: r.scope,
+      replace: true,
+      ...(r.gateway !== undefined ? { gateway: r.gateway } : {}),
+      ...(r.src !== undefined ? { src: r.src } : {}),
+    });
+  }
+
+  private saveState(): void {
+    if (this.cfg.stateFile !== undefined) writeState(this.cfg.stateFile, this.state);
+  }
+
+  // ---- introspection ----
+
   /** Every tcx attachment of this node's interfaces, as `bpftool net show` lists them on newer bpftool. */
   attachments(): Attachment[] {
     const nl = Netlink.open();
@@ -210,7 +593,7 @@ export class NodeDatapath {
     }
     // The kernel keeps 15 characters of a program name; ours are known in full by ID.
     const names = new Map<number, string>();
-    for (const c of [this.lxc, this.host]) for (const p of c?.programs.values() ?? []) names.set(p.id, p.name);
+    for (const c of [this.s?.lxc, this.s?.host, this.s?.overlay]) for (const p of c?.programs.values() ?? []) names.set(p.id, p.name);
     const out: Attachment[] = [];
     for (const l of links.sort((a, b) => a.index - b.index)) {
       for (const dir of ['ingress', 'egress'] as const) {
@@ -222,8 +605,8 @@ export class NodeDatapath {
 
   /** The endpoint map as the kernel holds it. */
   dumpEndpoints(): Array<EndpointInfo> {
-    const { lxc } = this.maps();
-    return [...lxc.entries()].map(([, v]) => v);
+    const s = this.started();
+    return [...s.lxcMap.entries()].map(([, v]) => v);
   }
 }
 
@@ -239,6 +622,11 @@ function toInfo(ep: DatapathEndpoint): EndpointInfo {
   };
 }
 
+/** An ipcache value of this node: an identity, no tunnel. */
+function localValue(identity: number): IpcacheValue {
+  return { identity, tunnelEndpoint: NO_TUNNEL, nodeId: 0, flags: 0, key: 0 };
+}
+
 /** IPv4 text -> the u32 whose little-endian bytes are the address in network order (a __be32 in C). */
 function be32(ip: string): number {
   const b = Buffer.alloc(4);
@@ -248,4 +636,12 @@ function be32(ip: string): number {
 
 function writeSysctl(key: string, value: string): void {
   fs.writeFileSync(path.join('/proc/sys', key), value);
+}
+
+function readSysctl(key: string): string | undefined {
+  try {
+    return fs.readFileSync(path.join('/proc/sys', key), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 }

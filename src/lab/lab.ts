@@ -39,10 +39,21 @@ export interface LabPod {
   result?: unknown;
 }
 
+export type StoreKind = 'local' | 'etcd';
+export type RoutingMode = 'tunnel' | 'native';
+
 export interface LabState {
   name: string;
   podCidr: string;
   underlayCidr: string;
+  routing: RoutingMode;
+  store: StoreKind;
+  /** URL the agents use to reach the cluster store. */
+  storeUrl: string;
+  /** Control-plane address on the underlay bridge (operator, etcd). */
+  controlIP: string;
+  operatorPid: number;
+  etcdPid?: number;
   created: string;
   nodes: LabNode[];
   pods: LabPod[];
@@ -54,6 +65,8 @@ export interface UpOptions {
   podCidr?: string;
   underlayCidr?: string;
   mtu?: number;
+  routing?: RoutingMode;
+  store?: StoreKind;
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -115,11 +128,21 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (findProcesses(p.dir + '/').length > 0 || Netns.exists(p.underlayNetns, NETNS_DIR)) {
     throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
   }
+  const routing = o.routing ?? 'tunnel';
+  if (routing !== 'tunnel' && routing !== 'native') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --routing "${String(routing)}": expected tunnel or native`);
+  const storeKind = o.store ?? 'local';
+  if (storeKind !== 'local' && storeKind !== 'etcd') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --store "${String(storeKind)}": expected local or etcd`);
   const say = o.progress ?? (() => {});
+  const controlIP = formatIPv4(underlay.base + 1);
   const st: LabState = {
     name,
     podCidr: formatCidr(pool),
     underlayCidr: formatCidr(underlay),
+    routing,
+    store: storeKind,
+    storeUrl: storeKind === 'etcd' ? `etcd://${controlIP}:2379` : `local+unix://${p.storeSocket}`,
+    controlIP,
+    operatorPid: 0,
     created: new Date().toISOString(),
     nodes: [],
     pods: [],
@@ -134,46 +157,123 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       unl.createBridge({ name: UNDERLAY_BRIDGE });
       unl.setLink(UNDERLAY_BRIDGE, { up: true });
       const br = unl.getLink(UNDERLAY_BRIDGE)!;
-      say(`underlay ${formatCidr(underlay)} on bridge ${UNDERLAY_BRIDGE} in netns ${p.underlayNetns}`);
+      unl.addAddress(br.index, `${controlIP}/${underlay.bits}`);
+      say(`underlay ${formatCidr(underlay)} on bridge ${UNDERLAY_BRIDGE} in netns ${p.underlayNetns}, control plane ${controlIP}`);
       const names = nodeNames(count);
       for (let i = 0; i < names.length; i++) {
         const node = names[i]!;
-        const np = p.node(node);
         const ip = formatIPv4(underlay.base + 100 + i);
-        const podCidr = formatCidr(subnet(pool, 24, i));
-        const ns = Netns.create(np.netns, NETNS_DIR);
-        try {
-          unl.createVeth({ name: np.underlayIf, peerName: 'eth0', peerNetns: ns });
-          unl.setLink(np.underlayIf, { masterIndex: br.index, up: true });
-          const nnl = Netlink.openIn(ns);
-          try {
-            nnl.setLink('lo', { up: true });
-            const eth = nnl.getLink('eth0')!;
-            nnl.addAddress(eth.index, `${ip}/${underlay.bits}`);
-            nnl.setLink(eth.index, { up: true });
-          } finally {
-            nnl.close();
-          }
-        } finally {
-          ns.close();
-        }
-        const pid = startAgent(name, node, ip, podCidr, o.mtu);
-        st.nodes.push({ name: node, ip, podCidr, netns: np.netns, socket: np.socket, pid });
-        save(st);
+        wireNode(name, unl, br.index, node, `${ip}/${underlay.bits}`);
+        st.nodes.push({ name: node, ip, podCidr: '', netns: p.node(node).netns, socket: p.node(node).socket, pid: 0 });
       }
     } finally {
       unl.close();
       u.close();
     }
+    if (storeKind === 'etcd') {
+      st.etcdPid = await startEtcd(name, controlIP);
+      say(`etcd ${controlIP}:2379 (pid ${st.etcdPid})`);
+    }
+    st.operatorPid = await startOperator(st);
+    save(st);
+    say(`operator pid ${st.operatorPid}: cluster-pool ${st.podCidr} /24 per node, store ${storeKind} (${st.storeUrl})`);
+    // One node after the other, so CIDRs are handed out in node order (ctr gets the first).
     for (const n of st.nodes) {
-      await waitForAgent(name, n);
-      say(`node ${n.name.padEnd(4)} ${n.ip.padEnd(15)} pods ${n.podCidr.padEnd(16)} agent pid ${n.pid} ready`);
+      n.pid = startAgent(st, n);
+      save(st);
+      n.podCidr = await waitForAgent(name, n);
+      save(st);
+      say(`node ${n.name.padEnd(4)} ${n.ip.padEnd(15)} pods ${n.podCidr.padEnd(16)} agent pid ${n.pid} ready (${routing})`);
     }
     return st;
   } catch (err) {
     await labDown(name).catch(() => {});
     throw err;
   }
+}
+
+/** A node: its namespace, plugged into the underlay bridge with `addr` on its eth0. */
+function wireNode(lab: string, unl: Netlink, bridgeIndex: number, node: string, addr: string): void {
+  const np = labPaths(lab).node(node);
+  const ns = Netns.create(np.netns, NETNS_DIR);
+  try {
+    unl.createVeth({ name: np.underlayIf, peerName: 'eth0', peerNetns: ns });
+    unl.setLink(np.underlayIf, { masterIndex: bridgeIndex, up: true });
+    const nnl = Netlink.openIn(ns);
+    try {
+      nnl.setLink('lo', { up: true });
+      const eth = nnl.getLink('eth0')!;
+      nnl.addAddress(eth.index, addr);
+      nnl.setLink(eth.index, { up: true });
+    } finally {
+      nnl.close();
+    }
+  } finally {
+    ns.close();
+  }
+}
+
+/** Adds a worker node to a running lab (next free wN name and address). */
+export async function labNodeAdd(lab: string): Promise<LabNode> {
+  const st = loadLab(lab);
+  const p = labPaths(lab);
+  const underlay = parseCidr(st.underlayCidr);
+  let i = 1;
+  while (st.nodes.some((n) => n.name === `w${i}`)) i++;
+  const name = `w${i}`;
+  let offset = 0;
+  while (st.nodes.some((n) => n.ip === formatIPv4(underlay.base + 100 + offset))) offset++;
+  const ip = formatIPv4(underlay.base + 100 + offset);
+  const u = Netns.open(netnsPath(p.underlayNetns));
+  const unl = Netlink.openIn(u);
+  try {
+    wireNode(lab, unl, unl.getLink(UNDERLAY_BRIDGE)!.index, name, `${ip}/${underlay.bits}`);
+  } finally {
+    unl.close();
+    u.close();
+  }
+  const n: LabNode = { name, ip, podCidr: '', netns: p.node(name).netns, socket: p.node(name).socket, pid: 0 };
+  st.nodes.push(n);
+  n.pid = startAgent(st, n);
+  save(st);
+  n.podCidr = await waitForAgent(lab, n);
+  save(st);
+  return n;
+}
+
+/**
+ * Removes a node as if the machine left the cluster: its agent and pods stop, its namespaces go, and its Node is
+ * deleted from the cluster store (the operator frees its CIDR after the grace period; other nodes drop its routes).
+ */
+export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
+  const st = loadLab(lab);
+  const n = findNode(st, name);
+  if (st.nodes.length === 1) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Node ${name} is the lab's only node: use tendril lab down`);
+  const p = labPaths(lab);
+  const pods = st.pods.filter((x) => x.node === name);
+  await stopProcesses([n.pid, ...pods.flatMap((x) => (x.serve ? [x.serve.pid] : []))]);
+  for (const pod of pods) Netns.delete(pod.netns, NETNS_DIR);
+  // Delete the underlay veth now: a namespace's devices go only when the kernel gets to destroying it, later.
+  const u = Netns.open(netnsPath(p.underlayNetns));
+  const unl = Netlink.openIn(u);
+  try {
+    unl.deleteLink(p.node(name).underlayIf);
+  } finally {
+    unl.close();
+    u.close();
+  }
+  Netns.delete(p.node(name).netns, NETNS_DIR);
+  Netns.delete(p.node(name).healthNetns, NETNS_DIR);
+  if (fs.existsSync(p.node(name).bpfRoot)) removePinned(p.node(name).bpfRoot);
+  fs.rmSync(p.node(name).dir, { recursive: true, force: true });
+  await new AgentClient(p.operatorSocket).request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
+    if ((err as { status?: number }).status !== 404) throw err;
+  });
+  const fresh = loadLab(lab);
+  fresh.nodes = fresh.nodes.filter((x) => x.name !== name);
+  fresh.pods = fresh.pods.filter((x) => x.node !== name);
+  save(fresh);
+  return n;
 }
 
 function parseLabCidr(text: string, flag: string) {
@@ -184,15 +284,17 @@ function parseLabCidr(text: string, flag: string) {
   }
 }
 
-function startAgent(lab: string, node: string, ip: string, podCidr: string, mtu?: number): number {
-  const np = labPaths(lab).node(node);
+function startAgent(st: LabState, n: LabNode, mtu?: number): number {
+  const np = labPaths(st.name).node(n.name);
   const args = [
     process.execPath,
     CLI_JS,
     'agent',
-    '--node-name', node,
-    '--node-ip', ip,
-    '--pod-cidr', podCidr,
+    '--node-name', n.name,
+    '--node-ip', n.ip,
+    '--store', st.storeUrl,
+    '--routing', st.routing,
+    '--native-dev', 'eth0',
     '--state-dir', np.stateDir,
     '--socket', np.socket,
     '--bpf-root', np.bpfRoot,
@@ -203,35 +305,94 @@ function startAgent(lab: string, node: string, ip: string, podCidr: string, mtu?
   return spawnInNetns(np.netns, args, np.logFile);
 }
 
+async function startEtcd(lab: string, ip: string): Promise<number> {
+  const p = labPaths(lab);
+  const url = `http://${ip}:2379`;
+  const peer = `http://${ip}:2380`;
+  const pid = spawnInNetns(
+    p.underlayNetns,
+    ['etcd', '--name', 'lab', '--data-dir', path.join(p.dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--log-level', 'warn'],
+    path.join(p.dir, 'etcd.log'),
+  );
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd exited during start-up:\n${tail(path.join(p.dir, 'etcd.log'), 15)}`);
+    if (execCapture(p.underlayNetns, ['curl', '-s', '--max-time', '1', `${url}/health`], 3000).stdout.includes('true')) return pid;
+    await sleep(100);
+  }
+  throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd not healthy after 20 s:\n${tail(path.join(p.dir, 'etcd.log'), 15)}`);
+}
+
+async function startOperator(st: LabState): Promise<number> {
+  const p = labPaths(st.name);
+  const storeArgs = st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
+  const pid = spawnInNetns(
+    p.underlayNetns,
+    [process.execPath, CLI_JS, 'operator', '--cluster-pool-cidr', st.podCidr, '--cluster-pool-mask-size', '24', ...storeArgs,
+      '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
+    p.operatorLog,
+  );
+  const client = new AgentClient(p.operatorSocket);
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator exited during start-up:\n${tail(p.operatorLog, 15)}`);
+    try {
+      await client.get('/v1/status');
+      return pid;
+    } catch {
+      await sleep(100);
+    }
+  }
+  throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator not ready after 20 s:\n${tail(p.operatorLog, 15)}`);
+}
+
 /** Restarts one node's agent (pinned programs and maps keep forwarding meanwhile). */
 export async function restartAgent(lab: string, node: string): Promise<LabNode> {
   const st = loadLab(lab);
   const n = findNode(st, node);
   await stopProcesses([n.pid]);
-  const np = labPaths(lab).node(node);
-  const pid = startAgent(lab, node, n.ip, n.podCidr);
-  n.pid = pid;
+  n.pid = startAgent(st, n);
   save(st);
   await waitForAgent(lab, n);
   return n;
 }
 
-async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promise<void> {
+/** Restarts the cluster store (etcd, or the operator hosting the local store); agents must ride it out. */
+export async function restartStore(lab: string, downMs = 500): Promise<void> {
+  const st = loadLab(lab);
+  if (st.store === 'etcd' && st.etcdPid) {
+    await stopProcesses([st.etcdPid]);
+    await sleep(downMs);
+    st.etcdPid = await startEtcd(lab, st.controlIP);
+  } else {
+    await stopProcesses([st.operatorPid]);
+    await sleep(downMs);
+    st.operatorPid = await startOperator(st);
+  }
+  save(st);
+}
+
+/** Waits until the agent has its pod CIDR and datapath; returns the CIDR. */
+async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promise<string> {
   const client = new AgentClient(n.socket);
   const deadline = Date.now() + timeoutMs;
   const logFile = labPaths(lab).node(n.name).logFile;
+  let last = 'no answer';
   while (Date.now() < deadline) {
     if (!alive(n.pid)) {
       throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} exited during start-up:\n${tail(logFile, 15)}`);
     }
     try {
-      await client.get('/v1/healthz');
-      return;
-    } catch {
-      await sleep(100);
+      const cfg = await client.get<{ ready: boolean; 'pod-cidr': string | null }>('/v1/config');
+      if (cfg.ready && cfg['pod-cidr']) return cfg['pod-cidr'];
+      last = 'no pod CIDR yet';
+    } catch (err) {
+      last = (err as Error).message;
     }
+    await sleep(100);
   }
-  throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} not ready after ${timeoutMs / 1000} s:\n${tail(logFile, 15)}`);
+  throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} not ready after ${timeoutMs / 1000} s (${last}):\n${tail(logFile, 15)}`);
 }
 
 function tail(file: string, lines: number): string {
@@ -412,8 +573,8 @@ export function execIn(ns: string, argvIn: string[]): number {
 }
 
 /** Runs a command inside a namespace and captures its output (tests, demo). */
-export function execCapture(ns: string, argv: string[], timeoutMs = 30_000): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs });
+export function execCapture(ns: string, argv: string[], timeoutMs = 30_000, input?: string): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
   return { status: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? (r.error?.message ?? '') };
 }
 

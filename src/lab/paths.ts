@@ -24,6 +24,9 @@ export function labPaths(lab: string) {
     lockFile: path.join(dir, 'lock'),
     netnsPrefix: prefix,
     underlayNetns: `${prefix}underlay`,
+    storeSocket: path.join(dir, 'store.sock'),
+    operatorSocket: path.join(dir, 'operator.sock'),
+    operatorLog: path.join(dir, 'operator.log'),
     bpfDir: path.join(BPF_LAB_ROOT, `lab-${lab}`),
     node(name: string) {
       const nodeDir = path.join(dir, 'nodes', name);

@@ -1,4 +1,5 @@
 // The lab's small web pod (like the seed's webpod): answers HTTP with the pod's name and addresses.
+import dgram from 'node:dgram';
 import http from 'node:http';
 import os from 'node:os';
 
@@ -27,7 +28,15 @@ const server = http.createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'text/plain' });
   res.end(body);
 });
-server.listen(port, '0.0.0.0', () => {
-  process.stdout.write(`webpod ${name} listening on :${port}\n`);
+// UDP on the same port answers each datagram with the pod's name, so UDP paths can be tested too.
+const udp = dgram.createSocket('udp4');
+udp.on('message', (msg, rinfo) => udp.send(`${name}: ${msg.toString().trim()}\n`, rinfo.port, rinfo.address));
+udp.bind(port, '0.0.0.0', () => {
+  server.listen(port, '0.0.0.0', () => {
+    process.stdout.write(`webpod ${name} listening on :${port} (tcp, udp)\n`);
+  });
 });
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+process.on('SIGTERM', () => {
+  udp.close();
+  server.close(() => process.exit(0));
+});

@@ -1,9 +1,9 @@
 // Composition root of `tendril operator`: store (hosted or remote), the Operator, and its status API socket.
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import { LocalStoreServer, openStore, type Store } from '../store/index.js';
+import type { NodeSpec } from '../store/types.js';
+import { ApiServer, HttpError } from '../util/api.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { operatorConfig, type OperatorConfig, type OperatorFlags } from './config.js';
 import { OperatorError } from './errors.js';
@@ -79,7 +79,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       return { ...st, store: { ...st.store, ...hosted, ping } };
     };
 
-    const api = await serveStatus(cfg.apiSocket, statusResponse, log);
+    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log);
     undo.push(() => api.close());
     log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
 
@@ -104,56 +104,22 @@ interface StatusServer {
   close(): Promise<void>;
 }
 
-/** GET /v1/status as JSON on a root-only unix socket (the agent API's conventions). */
-async function serveStatus(socket: string, status: () => Promise<unknown>, log: Logger): Promise<StatusServer> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+/** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
+async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger): Promise<StatusServer> {
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   if (await socketAlive(socket)) {
     throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": another process is serving there`);
   }
-  fs.rmSync(socket, { force: true });
-  const server = http.createServer((req, res) => {
-    const send = (code: number, body: unknown): void => {
-      const text = JSON.stringify(body, null, 2) + '\n';
-      res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-      res.end(text);
-    };
-    const url = new URL(req.url ?? '/', 'http://operator');
-    if (url.pathname !== '/v1/status') {
-      send(404, { error: { code: 'TENDRIL_ERR_NOT_FOUND', message: `No route for ${req.method ?? 'GET'} ${url.pathname}` } });
-    } else if (req.method !== 'GET') {
-      res.setHeader('allow', 'GET');
-      send(405, { error: { code: 'TENDRIL_ERR_METHOD', message: `Method ${req.method ?? ''} not allowed on /v1/status: use GET` } });
-    } else {
-      status().then(
-        (body) => send(200, body),
-        (err: unknown) => {
-          log.error({ err }, 'status request failed');
-          send(500, { error: { code: 'TENDRIL_ERR_INTERNAL', message: (err as Error).message } });
-        },
-      );
-    }
+  const api = new ApiServer(log);
+  api.route('GET', '/v1/status', () => status());
+  api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
+  api.route('DELETE', '/v1/nodes/{name}', async (req) => {
+    const name = req.params['name']!;
+    if (!(await store.delete('Node', name))) throw new HttpError(404, `Node "${name}" not found`, 'TENDRIL_ERR_NOT_FOUND');
+    return { deleted: name };
   });
-  const oldMask = process.umask(0o177);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socket, () => resolve());
-    });
-  } finally {
-    process.umask(oldMask);
-  }
-  fs.chmodSync(socket, 0o600);
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => {
-          fs.rmSync(socket, { force: true });
-          resolve();
-        });
-        server.closeAllConnections();
-      }),
-  };
+  await api.listen(socket);
+  return { close: () => api.close() };
 }
 
 function socketAlive(socket: string): Promise<boolean> {

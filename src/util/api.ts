@@ -1,9 +1,8 @@
-// REST API of the agent: JSON under /v1 over a root-only unix socket (the shape of Cilium's agent API).
+// JSON-over-HTTP API on a root-only unix socket (agent and operator): routes under /v1, coded errors.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { AgentError } from './errors.js';
-import type { Logger } from '../util/log.js';
+import type { Logger } from './log.js';
 
 export type Params = Record<string, string>;
 export interface ApiRequest {
@@ -11,7 +10,7 @@ export interface ApiRequest {
   query: URLSearchParams;
   headers: http.IncomingHttpHeaders;
   body: string;
-  /** Body parsed as JSON; throws a 400 AgentError naming the problem. */
+  /** Body parsed as JSON; throws a 400 naming the problem. */
   json(): unknown;
 }
 /** A handler returns a JSON value (200), `{ status, body }`, or a raw response. */
@@ -181,8 +180,9 @@ function parseJsonBody(body: string): unknown {
 
 function toHttp(err: unknown): { status: number; code: string; message: string } {
   if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
-  if (err instanceof AgentError) return { status: err.httpStatus, code: err.code, message: err.message };
-  const e = err as { code?: unknown; message?: unknown };
+  const e = err as { code?: unknown; message?: unknown; httpStatus?: unknown };
+  // Coded component errors (AgentError, StoreError, …) carry their own status.
+  if (typeof e.httpStatus === 'number' && typeof e.code === 'string') return { status: e.httpStatus, code: e.code, message: String(e.message) };
   return {
     status: 500,
     code: typeof e.code === 'string' ? e.code : 'TENDRIL_ERR_INTERNAL',

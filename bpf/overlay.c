@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* tendril_vxlan programs: traffic of other nodes' pods arriving through the tunnel. */
+
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/drop.h"
+#include "lib/maps.h"
+#include "lib/endpoint.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/identity.h"
+#include "lib/local_delivery.h"
+
+/*
+ * Ingress of tendril_vxlan, i.e. after the kernel decapsulated a packet. The
+ * VNI is the sender's source identity. A packet for a local pod goes straight
+ * into it; anything else arriving through the tunnel is for this node (its
+ * router IP answering, replies to the node) and goes to its stack.
+ */
+static __always_inline int from_overlay(struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep;
+	struct bpf_tunnel_key key = {};
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return DROP_NO_TUNNEL_KEY;
+	/* Only our own datapath may claim to be the host; from the wire it is forged (as Cilium). */
+	if (key.tunnel_id == IDENTITY_HOST || key.tunnel_id == IDENTITY_UNKNOWN)
+		return DROP_INVALID_IDENTITY;
+	set_src_identity(skb, key.tunnel_id);
+
+	/* IPv6 and anything else: not supported yet; the stack drops what it cannot use. */
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+
+	ret = ipv4_load(skb, &eth, &ip);
+	if (IS_ERR(ret))
+		return ret;
+
+	ep = lookup_ip4_endpoint(ip->daddr);
+	if (ep && !ep_is_host(ep))
+		return ipv4_local_delivery(eth, ip, ep);
+	return ipv4_host_delivery(eth);
+}
+
+SEC("tc")
+int cil_from_overlay(struct __sk_buff *skb)
+{
+	int ret = from_overlay(skb);
+
+	if (IS_ERR(ret))
+		return send_drop_notify(skb, ret);
+	return ret;
+}
+
+/* Egress of tendril_vxlan: a hook for later (encryption, trace); the tunnel key is already set. */
+SEC("tc")
+int cil_to_overlay(struct __sk_buff *skb)
+{
+	(void)skb;
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
