@@ -157,3 +157,33 @@ function suite(routing: RoutingMode, store: StoreKind): void {
 
 suite('tunnel', 'local');
 suite('native', 'etcd');
+
+describe('cluster pool exhausted', { timeout: 120_000 }, () => {
+  const LAB = `x${process.pid % 100000}`;
+  before(async () => {
+    await labDown(LAB);
+    await labUp({ name: LAB, nodes: 2, podCidr: '10.77.0.0/23' });
+  });
+  after(async () => {
+    await labDown(LAB);
+  });
+
+  test('a node without a CIDR answers CNI ADD with "try again later" (11) and the operator says why', async () => {
+    const n = await labNodeAdd(LAB, { wait: false });
+    const client = new AgentClient(n.socket);
+    await until('the new agent answers', async () => {
+      try {
+        await client.get('/v1/healthz');
+        return true;
+      } catch {
+        return false;
+      }
+    }, 20_000);
+    await assert.rejects(podAdd(LAB, 'stuck', { node: n.name }), /code 11: .*node w2 has no pod CIDR yet/);
+    const st = await new AgentClient(labPaths(LAB).operatorSocket).get<Record<string, unknown>>('/v1/status');
+    assert.match(JSON.stringify(st), /cluster pool 10\.77\.0\.0\/23 with mask \/24 is exhausted: 2\/2 CIDRs assigned \(ctr, w1\)/);
+    const health = await client.get<{ ready: boolean; tendril: { message: string } }>('/v1/healthz');
+    assert.equal(health.ready, false);
+    assert.match(health.tendril.message, /no pod CIDR yet/);
+  });
+});

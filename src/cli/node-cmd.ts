@@ -105,6 +105,16 @@ export function formatEndpointList(eps: EndpointView[]): string {
   );
 }
 
+/** ipcache flag bits as Cilium prints them. */
+export function ipcacheFlags(flags: number | string[]): string {
+  if (Array.isArray(flags)) return flags.join(',') || '<none>';
+  const names = [
+    [1, 'hastunnel'],
+    [2, 'skiptunnel'],
+  ] as const;
+  return names.filter(([bit]) => (flags & bit) !== 0).map(([, n]) => n).join(',') || '<none>';
+}
+
 export function registerNodeViews(program: Command): void {
   program
     .command('status')
@@ -160,7 +170,7 @@ export function registerNodeViews(program: Command): void {
       out(
         table(
           ['IP PREFIX/ADDRESS', 'IDENTITY'],
-          rows.map((r) => [r.prefix, `identity=${r.identity} encryptkey=0 tunnelendpoint=${r.tunnelEndpoint ?? '0.0.0.0'} flags=${Array.isArray(r.flags) ? r.flags.join(',') || '<none>' : r.flags}`]),
+          rows.map((r) => [r.prefix, `identity=${r.identity} encryptkey=0 tunnelendpoint=${r.tunnelEndpoint ?? '0.0.0.0'} flags=${ipcacheFlags(r.flags)}`]),
         ),
       );
     });

@@ -214,7 +214,7 @@ function wireNode(lab: string, unl: Netlink, bridgeIndex: number, node: string, 
 }
 
 /** Adds a worker node to a running lab (next free wN name and address). */
-export async function labNodeAdd(lab: string): Promise<LabNode> {
+export async function labNodeAdd(lab: string, o: { wait?: boolean } = {}): Promise<LabNode> {
   const st = loadLab(lab);
   const p = labPaths(lab);
   const underlay = parseCidr(st.underlayCidr);
@@ -236,6 +236,7 @@ export async function labNodeAdd(lab: string): Promise<LabNode> {
   st.nodes.push(n);
   n.pid = startAgent(st, n);
   save(st);
+  if (o.wait === false) return n;
   n.podCidr = await waitForAgent(lab, n);
   save(st);
   return n;
