@@ -1,46 +1,79 @@
 // `npm run demo`: the lab walk of the seed, run for real: three nodes, pods, traffic between them, the views.
-// Every step is the `tendril` command a user would type; the lab is removed at the end (--keep leaves it up).
-import { spawnSync } from 'node:child_process';
+// Every step is the `tendril` command a user would type; the labs are removed at the end (--keep leaves them up).
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { REPO_ROOT } from './paths.js';
+import { REPO_ROOT, labPaths, netnsPath } from './paths.js';
 
 const LAB = 'demo';
+const LAB_NATIVE = 'demo-native';
 const keep = process.argv.includes('--keep');
 const bin = path.join(REPO_ROOT, 'bin/tendril');
 
-function run(args: string[], opts: { show?: string; allowFail?: boolean; filter?: (s: string) => string } = {}): string {
-  process.stdout.write(`\n$ ${opts.show ?? `tendril --lab ${LAB} ${args.join(' ')}`}\n`);
-  const r = spawnSync(bin, ['--lab', LAB, ...args], { encoding: 'utf8' });
+interface RunOpts {
+  lab?: string;
+  show?: string;
+  filter?: (s: string) => string;
+}
+
+function run(args: string[], opts: RunOpts = {}): string {
+  const lab = opts.lab ?? LAB;
+  process.stdout.write(`\n$ ${opts.show ?? `tendril --lab ${lab} ${args.join(' ')}`}\n`);
+  const r = spawnSync(bin, ['--lab', lab, ...args], { encoding: 'utf8' });
   const text = (r.stdout ?? '') + (r.stderr ?? '');
   process.stdout.write(opts.filter ? opts.filter(text) : text);
-  if (r.status !== 0 && !opts.allowFail) throw new Error(`"tendril ${args.join(' ')}" failed with exit ${r.status}`);
+  if (r.status !== 0) throw new Error(`"tendril --lab ${lab} ${args.join(' ')}" failed with exit ${r.status}`);
   return r.stdout ?? '';
+}
+
+/** `tendril lab exec POD -- CMD…`, printed as the user types it. */
+function exec(pod: string, cmd: string[], lab = LAB): string {
+  return run(['lab', 'exec', pod, '--', ...cmd], { lab, show: `tendril --lab ${lab} lab exec ${pod} -- ${cmd.join(' ')}` });
 }
 
 function section(title: string): void {
   process.stdout.write(`\n## ${title}\n`);
 }
 
+function json<T>(args: string[], lab = LAB): T {
+  const r = spawnSync(bin, ['--lab', lab, ...args, '-o', 'json'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`"tendril ${args.join(' ')} -o json" failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** Shows two VXLAN packets on w1's underlay port while `traffic` runs (tcpdump inside the lab's underlay netns). */
+async function captureVxlan(traffic: () => void): Promise<void> {
+  const port = labPaths(LAB).node('w1').underlayIf;
+  const argv = ['tcpdump', '-i', port, '--immediate-mode', '-nn', '-l', '-c', '2', '-T', 'vxlan', 'udp port 8472'];
+  process.stdout.write(`\n$ nsenter --net=${netnsPath(labPaths(LAB).underlayNetns)} ${argv.join(' ')}\n`);
+  const child = spawn('nsenter', [`--net=${netnsPath(labPaths(LAB).underlayNetns)}`, '--', ...argv], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const done = new Promise<void>((r) => child.on('exit', () => r()));
+  await new Promise((r) => setTimeout(r, 500));
+  traffic();
+  await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+  child.kill();
+  process.stdout.write(out);
+}
+
 async function main(): Promise<void> {
   run(['lab', 'down']);
+  run(['lab', 'down'], { lab: LAB_NATIVE });
   try {
-    section('A three-node lab: nodes are network namespaces on an underlay bridge, one agent each');
+    section('A three-node lab: nodes are network namespaces on an underlay bridge; an operator, one agent per node');
     run(['lab', 'up', '--nodes', '3']);
     section('Pods, created by executing the CNI plugin exactly as a container runtime does');
     run(['lab', 'pod', 'add', 'curl-pod', '--node', 'ctr', '--label', 'app=curl']);
-    run(['lab', 'pod', 'add', 'webpod-1', '--node', 'ctr', '--label', 'app=webpod', '--serve', '80']);
-    run(['lab', 'pod', 'add', 'webpod-2', '--node', 'w1', '--label', 'app=webpod', '--serve', '80']);
-    run(['lab', 'pod', 'add', 'netshoot-pod', '--node', 'w1', '--label', 'app=netshoot']);
+    run(['lab', 'pod', 'add', 'webpod-1', '--node', 'w1', '--label', 'app=webpod', '--serve', '80']);
+    run(['lab', 'pod', 'add', 'webpod-2', '--node', 'w2', '--label', 'app=webpod', '--serve', '80']);
+    run(['lab', 'pod', 'add', 'netshoot-pod', '--node', 'ctr', '--label', 'app=netshoot', '--serve', '8080']);
     run(['lab', 'pod', 'list']);
-    run(['lab', 'status']);
 
     section('The seed\'s section 2.2 walk on node ctr');
     run(['--node', 'ctr', 'status', '--verbose']);
+    run(['node', 'list']);
     run(['endpoint', 'list']);
-    const eps = JSON.parse(run(['endpoint', 'list', '-o', 'json'], { filter: () => '(json)\n' })) as Array<{
-      id: number;
-      status: { networking: { addressing: Array<{ ipv4: string }>; 'interface-name': string }; 'external-identifiers': { 'pod-name': string } };
-    }>;
+    const eps = json<Array<{ id: number; status: { 'external-identifiers': { 'pod-name': string }; networking: { 'interface-name': string } } }>>(['endpoint', 'list']);
     const curl = eps.find((e) => e.status['external-identifiers']['pod-name'] === 'default/curl-pod');
     if (!curl) throw new Error('curl-pod endpoint not found');
     run(['endpoint', 'get', String(curl.id)], {
@@ -50,27 +83,44 @@ async function main(): Promise<void> {
         return lines.slice(i, i + 13).join('\n') + '\n';
       },
     });
-    const ifname = curl.status.networking['interface-name'];
     run(['lab', 'node', 'exec', 'ctr', '--', 'ip', '-br', 'addr', 'show'], { show: `tendril --lab ${LAB} lab node exec ctr -- ip -br addr show` });
     // Debian 12's bpftool (7.1) predates tcx, so its `net show` lists nothing; this is the same view from the kernel.
-    run(['--node', 'ctr', 'bpf', 'net', 'show']);
+    run(['bpf', 'net', 'show']);
     run(['bpf', 'endpoint', 'list']);
-    process.stdout.write(`\n(curl-pod's host-side interface is ${ifname}: cil_from_container on tcx ingress, cil_to_container on tcx egress)\n`);
+    run(['bpf', 'ipcache', 'list']);
+    run(['bpf', 'tunnel', 'list']);
+    process.stdout.write(`\n(curl-pod's host-side interface is ${curl.status.networking['interface-name']}: one loaded cil_from_container serves every pod)\n`);
 
-    section('Traffic between pods on the same node: eBPF redirect straight into the peer namespace');
-    const pods = JSON.parse(run(['lab', 'pod', 'list', '-o', 'json'], { filter: () => '(json)\n' })) as Array<{ name: string; ip: string }>;
+    section('Traffic: same node (bpf_redirect_peer) and across nodes (VXLAN, VNI = source identity)');
+    const pods = json<Array<{ name: string; ip: string }>>(['lab', 'pod', 'list']);
     const ipOf = (n: string) => pods.find((p) => p.name === n)!.ip;
-    run(['lab', 'exec', 'curl-pod', '--', 'ping', '-c', '3', ipOf('webpod-1')], { show: `tendril --lab ${LAB} lab exec curl-pod -- ping -c 3 ${ipOf('webpod-1')}` });
-    run(['lab', 'exec', 'curl-pod', '--', 'curl', '-s', `http://${ipOf('webpod-1')}/`], { show: `tendril --lab ${LAB} lab exec curl-pod -- curl -s http://${ipOf('webpod-1')}/` });
-    run(['lab', 'exec', 'netshoot-pod', '--', 'curl', '-s', `http://${ipOf('webpod-2')}/`], { show: `tendril --lab ${LAB} lab exec netshoot-pod -- curl -s http://${ipOf('webpod-2')}/` });
-    run(['lab', 'exec', 'curl-pod', '--', 'ip', 'route'], { show: `tendril --lab ${LAB} lab exec curl-pod -- ip route` });
-    process.stdout.write('\nCross-node traffic (tunnel/native routing) and flows (tendril observe) come with the next issues.\n');
+    exec('curl-pod', ['ping', '-c', '2', ipOf('netshoot-pod')]);
+    exec('curl-pod', ['ping', '-c', '2', ipOf('webpod-1')]);
+    exec('curl-pod', ['curl', '-s', `http://${ipOf('webpod-1')}/`]);
+    exec('curl-pod', ['curl', '-s', `http://${ipOf('webpod-2')}/`]);
+    exec('webpod-2', ['curl', '-s', `http://${ipOf('netshoot-pod')}:8080/`]);
+    exec('curl-pod', ['ip', 'route']);
+    process.stdout.write(`\ncurl-pod's identity is ${json<Array<{ id: number; status: { identity: { id: number } } }>>(['endpoint', 'list']).find((e) => e.id === curl.id)!.status.identity.id}; on the underlay its packets carry it as the VNI:\n`);
+    await captureVxlan(() => {
+      spawnSync(bin, ['--lab', LAB, 'lab', 'exec', 'curl-pod', '--', 'ping', '-c', '1', ipOf('webpod-1')]);
+    });
+
+    section('Native routing with etcd as the cluster store');
+    run(['lab', 'up', '--nodes', '2', '--routing', 'native', '--store', 'etcd', '--pod-cidr', '10.244.0.0/16'], { lab: LAB_NATIVE });
+    run(['lab', 'pod', 'add', 'client', '--node', 'ctr'], { lab: LAB_NATIVE });
+    run(['lab', 'pod', 'add', 'server', '--node', 'w1', '--serve', '80'], { lab: LAB_NATIVE });
+    const npods = json<Array<{ name: string; ip: string }>>(['lab', 'pod', 'list'], LAB_NATIVE);
+    exec('client', ['curl', '-s', `http://${npods.find((p) => p.name === 'server')!.ip}/`], LAB_NATIVE);
+    run(['status'], { lab: LAB_NATIVE, filter: (s) => s.split('\n').filter((l) => /^(KVStore|Routing|Cluster)/.test(l)).join('\n') + '\n' });
+    run(['lab', 'node', 'exec', 'ctr', '--', 'ip', 'route'], { lab: LAB_NATIVE, show: `tendril --lab ${LAB_NATIVE} lab node exec ctr -- ip route` });
+    process.stdout.write('\nFlows (tendril observe) and policy come with the next issues.\n');
   } finally {
     if (!keep) {
-      section('Removing the lab');
+      section('Removing the labs');
       run(['lab', 'down']);
+      run(['lab', 'down'], { lab: LAB_NATIVE });
     } else {
-      process.stdout.write(`\nLab "${LAB}" left up: tendril --lab ${LAB} status; remove with: tendril lab down --name ${LAB}\n`);
+      process.stdout.write(`\nLabs "${LAB}" and "${LAB_NATIVE}" left up: tendril --lab ${LAB} status; remove with: tendril --lab ${LAB} lab down\n`);
     }
   }
 }
