@@ -205,7 +205,12 @@ export function registerNodeViews(program: Command): void {
       out(
         table(
           ['IP ADDRESS', 'LOCAL ENDPOINT INFO'],
-          rows.map((r) => [`${r.ip4}:0`, `id=${r.lxcId} sec_id=${r.secId} flags=0x${r.flags.toString(16).padStart(4, '0')} ifindex=${r.ifindex} mac=${r.mac.toUpperCase()} nodemac=${r.nodeMac.toUpperCase()}`]),
+          rows.map((r) => [
+            `${r.ip4}:0`,
+            (r.flags & 1) !== 0
+              ? '(localhost)'
+              : `id=${r.lxcId} sec_id=${r.secId} flags=0x${r.flags.toString(16).padStart(4, '0')} ifindex=${r.ifindex} mac=${r.mac.toUpperCase()} nodemac=${r.nodeMac.toUpperCase()}`,
+          ]),
         ),
       );
     });
