@@ -191,7 +191,7 @@ export class Agent {
       routerIP: this.routerIP,
       mtu: this.cfg.mtu,
     });
-    this.live().endpoints.create({
+    await this.live().endpoints.create({
       kind: 'health',
       containerId: `health:${this.cfg.nodeName}`,
       ifname: 'eth0',
@@ -226,7 +226,7 @@ export class Agent {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
         const sec = securityLabels(namespace, labels);
-        const ep = this.live().endpoints.create({
+        const ep = await this.live().endpoints.create({
           kind: 'pod',
           containerId: r.containerId,
           ifname: r.ifname,
@@ -278,10 +278,10 @@ export class Agent {
     });
     api.route('GET', '/v1/endpoint', () => this.live().endpoints.list().map((e) => this.endpointView(e)));
     api.route('GET', '/v1/endpoint/{id}', (req) => this.endpointView(this.mustResolve(req.params['id']!)));
-    api.route('PUT', '/v1/endpoint/{id}', (req) => {
+    api.route('PUT', '/v1/endpoint/{id}', async (req) => {
       const id = Number(req.params['id']);
       if (!Number.isInteger(id) || id < 1 || id > 4095) throw new HttpError(400, `Invalid endpoint ID "${req.params['id']}": expected 1-4095`, 'TENDRIL_ERR_INVALID_REQUEST');
-      const ep = this.live().endpoints.create({ ...this.endpointFromChangeRequest(req.json()), id });
+      const ep = await this.live().endpoints.create({ ...this.endpointFromChangeRequest(req.json()), id });
       return withStatus(201, this.endpointView(ep));
     });
     api.route('DELETE', '/v1/endpoint/{id}', (req) => {

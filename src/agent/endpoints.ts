@@ -78,7 +78,7 @@ export class EndpointManager {
     throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint: all ${MAX_ID} endpoint IDs are in use`);
   }
 
-  create(req: EndpointRequest): Endpoint {
+  async create(req: EndpointRequest): Promise<Endpoint> {
     if (req.id !== undefined && this.eps.has(req.id)) {
       throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint ${req.id}: the ID is in use`);
     }
@@ -94,9 +94,10 @@ export class EndpointManager {
       }
     }
     const ep: Endpoint = { ...req, id: req.id ?? this.nextId(), state: 'ready', created: new Date().toISOString() };
-    this.dp.addEndpoint(ep);
+    // Claimed before the attach so a concurrent create sees the ID, address and container taken.
     this.eps.set(ep.id, ep);
     try {
+      await this.dp.addEndpointAsync(ep);
       this.save();
     } catch (err) {
       this.eps.delete(ep.id);

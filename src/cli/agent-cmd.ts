@@ -4,6 +4,9 @@ import { agentConfig } from '../agent/config.js';
 import { rootLogger } from '../util/log.js';
 
 export async function runAgent(opts: Record<string, string | undefined>): Promise<void> {
+  // tcx attaches and veth deletions wait on the kernel on libuv worker threads; with 8 pods at once that is 16
+  // calls. libuv reads this when it first starts its pool, which has not happened yet.
+  process.env['UV_THREADPOOL_SIZE'] ??= '16';
   const cfg = agentConfig({
     nodeName: opts['nodeName'],
     podCidr: opts['podCidr'],

@@ -62,7 +62,8 @@ export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInt
     }
     // The name derives from (container, ifname) and the caller found no endpoint for it, so a link of
     // this name is the remains of an interrupted ADD of this very attachment.
-    if (host.getLink(hostIfName)) host.deleteLink(hostIfName);
+    // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
+    if (host.getLink(hostIfName)) await host.deleteLinkAsync(hostIfName);
 
     host.createVeth({ name: hostIfName, peerName: podIfName, peerNetns: ns, mtu, mac: randomMac(), peerMac: randomMac() });
     undo.push(`veth "${hostIfName}"`, () => void nl.deleteLink(hostIfName));
@@ -115,7 +116,8 @@ export async function removePodInterface(netnsPath: string, podIfName: string, h
   // Look before deleting: a lookup needs no privilege, so a DEL of something long gone changes nothing.
   const host = Netlink.open();
   try {
-    if (host.getLink(hostIfName)) host.deleteLink(hostIfName);
+    // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
+    if (host.getLink(hostIfName)) await host.deleteLinkAsync(hostIfName);
   } finally {
     host.close();
   }
@@ -130,7 +132,7 @@ export async function removePodInterface(netnsPath: string, podIfName: string, h
   try {
     const pod = Netlink.openIn(ns);
     try {
-      if (pod.getLink(podIfName)) pod.deleteLink(podIfName);
+      if (pod.getLink(podIfName)) await pod.deleteLinkAsync(podIfName);
     } finally {
       pod.close();
     }

@@ -346,20 +346,31 @@ export class NodeDatapath {
    * freshly loaded program in place (BPF_LINK_UPDATE), so traffic never sees a gap.
    */
   private attachPinned(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Link {
+    return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(prog.attach({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
+  }
+
+  /** attachPinned() with a new attach done off the event loop (see BpfProgram.attachAsync). */
+  private async attachPinnedAsync(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Promise<Link> {
+    return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(await prog.attachAsync({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
+  }
+
+  /** The pinned link of an earlier run switched to `prog`, or undefined when there is none (or it is dead). */
+  private reusePinned(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Link | undefined {
     const pin = this.linkPin(ifname, dir);
-    if (fs.existsSync(pin)) {
-      const old = Link.openPinned(pin);
-      const info = Link.info(old.fd);
-      if (info.ifindex === ifindex) {
-        old.update(prog);
-        return old;
-      }
-      // The interface was re-created since the pin was made: the old link is dead.
-      old.close();
-      fs.unlinkSync(pin);
+    if (!fs.existsSync(pin)) return undefined;
+    const old = Link.openPinned(pin);
+    if (Link.info(old.fd).ifindex === ifindex) {
+      old.update(prog);
+      return old;
     }
-    const link = prog.attach({ ifindex, direction: dir, mode: 'auto' });
-    link.pin(pin);
+    // The interface was re-created since the pin was made: the old link is dead.
+    old.close();
+    fs.unlinkSync(pin);
+    return undefined;
+  }
+
+  private pinNew(link: Link, ifname: string, dir: Direction): Link {
+    link.pin(this.linkPin(ifname, dir));
     return link;
   }
 
@@ -386,13 +397,34 @@ export class NodeDatapath {
 
   /** Wires an endpoint: endpoint map and ipcache entries, then cil_from_container / cil_to_container on its veth. */
   addEndpoint(ep: DatapathEndpoint): void {
+    const s = this.writeEndpoint(ep);
+    this.attachPinned(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
+    this.attachPinned(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress').close();
+  }
+
+  /**
+   * addEndpoint() for the agent's CNI path: each tcx attach waits out an RCU grace period in the kernel, so the
+   * two run at once on worker threads (one grace period instead of two) and the event loop serves other pods
+   * meanwhile. Worker threads live in the process's namespace: not for use inside Netns.run().
+   */
+  async addEndpointAsync(ep: DatapathEndpoint): Promise<void> {
+    const s = this.writeEndpoint(ep);
+    const links = await Promise.allSettled([
+      this.attachPinnedAsync(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress'),
+      this.attachPinnedAsync(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress'),
+    ]);
+    for (const l of links) if (l.status === 'fulfilled') l.value.close();
+    const failed = links.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  private writeEndpoint(ep: DatapathEndpoint): ReturnType<NodeDatapath['started']> {
     const s = this.started();
     const info = toInfo(ep);
     s.lxcIfMap.update(ep.hostIfindex, info);
     s.lxcMap.update({ ip4: ep.ip }, info);
     s.ipcache.update({ prefix: ep.ip }, localValue(ep.identity));
-    this.attachPinned(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
-    this.attachPinned(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress').close();
+    return s;
   }
 
   /** Re-adopts an endpoint after an agent restart: same as add (attaches are switched in place). */

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import { KernelError, errnoText } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
+import { linkCreateAsync } from '../native/libbpf.js';
 import type { BpfProgram } from './program.js';
 import {
   BPF_LINK_CREATE,
@@ -202,6 +203,12 @@ export class Link {
     return r.ok ? new Link('tcx', r.value) : { errno: r.errno };
   }
 
+  /** @internal Used by BpfProgram.attachAsync(): the same as attachTcx, on a worker thread. */
+  static async attachTcxAsync(prog: BpfProgram, ifindex: number, direction: Direction): Promise<Link | { errno: number }> {
+    const r = await linkCreateAsync(prog.fd, ifindex, direction === 'ingress' ? BPF_TCX_INGRESS : BPF_TCX_EGRESS);
+    return 'fd' in r ? new Link('tcx', r.fd) : r;
+  }
+
   /** @internal Used by BpfProgram.attach(). */
   static attachTc(prog: BpfProgram, o: AttachOptions): Link {
     const netlink = Netlink.open();
@@ -225,16 +232,25 @@ export class Link {
 }
 
 export function attachProgram(prog: BpfProgram, o: AttachOptions): Link {
-  const mode = o.mode ?? 'auto';
-  const where = `Cannot attach program "${prog.name}" to ${o.direction} of ifindex ${o.ifindex}`;
-  if (mode === 'tc') return Link.attachTc(prog, o);
-
+  if ((o.mode ?? 'auto') === 'tc') return Link.attachTc(prog, o);
   const r = simulateNoTcx ? { errno: EINVAL } : Link.attachTcx(prog, o.ifindex, o.direction);
-  if (r instanceof Link) return r;
-  const looksUnsupported = r.errno === EINVAL || r.errno === EOPNOTSUPP || r.errno === ENOTSUPP;
-  if (!looksUnsupported || haveTcx()) throw bpfError(`${where} with tcx`, r.errno);
-  if (mode === 'tcx') {
-    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where}: tcx not supported (needs Linux 6.6)`, { errno: r.errno });
+  return r instanceof Link ? r : fallback(prog, o, r.errno);
+}
+
+/** attachProgram() with the tcx attach (the slow part: an RCU grace period) off the event loop. */
+export async function attachProgramAsync(prog: BpfProgram, o: AttachOptions): Promise<Link> {
+  if ((o.mode ?? 'auto') === 'tc') return Link.attachTc(prog, o);
+  const r = simulateNoTcx ? { errno: EINVAL } : await Link.attachTcxAsync(prog, o.ifindex, o.direction);
+  return r instanceof Link ? r : fallback(prog, o, r.errno);
+}
+
+/** After a failed tcx attach: a real error, or (kernel < 6.6) clsact + cls_bpf when the mode allows it. */
+function fallback(prog: BpfProgram, o: AttachOptions, errno: number): Link {
+  const where = `Cannot attach program "${prog.name}" to ${o.direction} of ifindex ${o.ifindex}`;
+  const looksUnsupported = errno === EINVAL || errno === EOPNOTSUPP || errno === ENOTSUPP;
+  if (!looksUnsupported || haveTcx()) throw bpfError(`${where} with tcx`, errno);
+  if (o.mode === 'tcx') {
+    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where}: tcx not supported (needs Linux 6.6)`, { errno });
   }
   try {
     return Link.attachTc(prog, o);

@@ -1,6 +1,6 @@
 // A live BPF program (an fd we own): test runs (BPF_PROG_TEST_RUN), tc attach, pinning.
 import { KernelError } from '../errors.js';
-import { Link, attachProgram, type AttachOptions } from './link.js';
+import { Link, attachProgram, attachProgramAsync, type AttachOptions } from './link.js';
 import {
   BPF_PROG_GET_FD_BY_ID,
   BPF_PROG_TEST_RUN,
@@ -144,6 +144,15 @@ export class BpfProgram {
    */
   attach(o: AttachOptions): Link {
     return attachProgram(this, o);
+  }
+
+  /**
+   * attach() with the tcx attach on a libuv worker thread, so the event loop keeps running while the kernel waits
+   * out its RCU grace period. The ifindex is resolved in the netns of the worker threads, i.e. the PROCESS's
+   * namespace: not for use inside Netns.run().
+   */
+  attachAsync(o: AttachOptions): Promise<Link> {
+    return attachProgramAsync(this, o);
   }
 
   pin(path: string): void {

@@ -47,6 +47,8 @@ const c = {
   programSectionName: lib.func('const char *bpf_program__section_name(const bpf_program *prog)'),
   programFd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
   programSetAutoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)'),
+  // libbpf >= 1.0 returns -errno itself, which koffi's async calls need (errno is not carried back from a worker).
+  linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   vsnprintf: libc.func('int vsnprintf(void *buf, size_t size, const char *fmt, void *args)'),
 };
 
@@ -190,4 +192,18 @@ export function encodeOpenOpts(o: {
   b.writeBigUInt64LE(BigInt(o.kernelLogSize ?? 0), 64);
   b.writeUInt32LE(o.kernelLogLevel ?? 0, 72);
   return b;
+}
+
+/**
+ * BPF_LINK_CREATE on a libuv worker thread: resolves the link fd, or rejects with the errno. Attaching with tcx
+ * waits out an RCU grace period in the kernel (10-30 ms here); off the event loop, concurrent attaches share it.
+ * opts stays NULL, so libbpf 1.1 passes the (newer) tcx attach types straight through.
+ */
+export function linkCreateAsync(progFd: number, targetIfindex: number, attachType: number): Promise<{ fd: number } | { errno: number }> {
+  return new Promise((resolve, reject) => {
+    c.linkCreate.async(progFd, targetIfindex, attachType, null, (err: unknown, ret: number) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(ret >= 0 ? { fd: ret } : { errno: -ret });
+    });
+  });
 }

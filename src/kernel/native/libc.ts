@@ -102,6 +102,24 @@ export function sendto(fd: number, buf: Buffer, len: number, flags: number, addr
 }
 
 /** Blocking receive into `buf`; with MSG_TRUNC returns the real datagram length even when larger than `len`. */
+/**
+ * sendto(2) on a libuv worker thread. rtnetlink does a request's work inside sendmsg, and some requests wait on
+ * the kernel (deleting a veth waits out RCU grace periods): this keeps the event loop running meanwhile. The
+ * socket is bound to its namespace at creation, so the calling thread's namespace does not matter.
+ */
+export function sendtoAsync(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer | null): Promise<number> {
+  return new Promise((resolve, reject) => {
+    c.sendto.async(fd, buf, len, flags, addr, addr ? addr.length : 0, (err: unknown, ret: number | bigint) => {
+      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+      const n = Number(ret);
+      // errno stays on the worker thread: repeat the call here to learn it (netlink sends fail only on resource
+      // shortage, where a second try is harmless).
+      if (n < 0) return resolve(sendto(fd, buf, len, flags, addr));
+      resolve(n);
+    });
+  });
+}
+
 export function recv(fd: number, buf: Buffer, len: number, flags: number): number {
   return check(c.recv(fd, buf, len, flags), 'recv()');
 }

@@ -84,6 +84,20 @@ export class Netlink {
     return this.call(`Cannot delete link ${quote(nameOrIndex)}`, R.linkDeleteRequest(nameOrIndex), ['ENODEV']) !== undefined;
   }
 
+  /**
+   * deleteLink() without blocking the event loop: deleting a veth waits out RCU grace periods (tens of ms).
+   * Do not use this socket for anything else until it settles.
+   */
+  async deleteLinkAsync(nameOrIndex: string | number): Promise<boolean> {
+    try {
+      await this.sock.requestAsync(R.linkDeleteRequest(nameOrIndex));
+      return true;
+    } catch (err) {
+      if (err instanceof NetlinkRequestError && err.is('ENODEV')) return false;
+      throw describe(`Cannot delete link ${quote(nameOrIndex)}`, err);
+    }
+  }
+
   // ---- addresses ----
 
   addAddress(ifindex: number, cidr: string, o: { scope?: Scope; noprefixroute?: boolean } = {}): void {

@@ -84,7 +84,20 @@ export class NetlinkSocket {
    * RTM_GETLINK). Throws NetlinkRequestError when the kernel refuses.
    */
   request(req: Request): Message[] {
-    const seq = this.send({ ...req, flags: req.flags | NLM_F_ACK });
+    return this.collect(this.send({ ...req, flags: req.flags | NLM_F_ACK }));
+  }
+
+  /** request() with the send (where the kernel does the work) on a worker thread. One at a time per socket. */
+  async requestAsync(req: Request): Promise<Message[]> {
+    this.assertOpen();
+    this.seq = (this.seq + 1) >>> 0;
+    const seq = this.seq;
+    const buf = encodeMessage({ ...req, flags: req.flags | NLM_F_ACK }, seq);
+    await libc.sendtoAsync(this.fd, buf, buf.length, 0, sockaddrNl(0));
+    return this.collect(seq);
+  }
+
+  private collect(seq: number): Message[] {
     const out: Message[] = [];
     for (;;) {
       for (const msg of this.receive()) {

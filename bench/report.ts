@@ -1,0 +1,196 @@
+// The bench's tables and target verdicts (pure: samples in, markdown out).
+import { median, summarize } from './stats.js';
+
+/** One measurement of one scenario in one round: the quietest of its attempts. */
+export interface Measured<T> {
+  value: T;
+  /** % of all CPUs used by other processes on the box during the test (see load.ts foreignMeter). */
+  foreignPct: number;
+  attempts: number;
+}
+
+export interface DpSample {
+  round: number;
+  scenario: string;
+  /** iperf3, client CPU0 / server CPU1. */
+  gbps: Measured<number>;
+  /** rr, client CPU0 / server CPU1 (the reference method). */
+  rr: Measured<RR>;
+  /** rr, client and server on CPU0. */
+  rr1: Measured<RR>;
+}
+
+export interface RR {
+  tps: number;
+  p50us: number;
+  p99us: number;
+}
+
+export interface DpRow {
+  scenario: string;
+  n: number;
+  gbps: number;
+  rr: RR;
+  rr1: RR;
+}
+
+/** Medians over rounds per scenario, in the given scenario order. */
+export function dpRows(samples: readonly DpSample[], order: readonly string[]): DpRow[] {
+  const rrMedian = (xs: RR[]): RR => ({ tps: median(xs.map((x) => x.tps)), p50us: median(xs.map((x) => x.p50us)), p99us: median(xs.map((x) => x.p99us)) });
+  return order
+    .map((scenario) => {
+      const s = samples.filter((x) => x.scenario === scenario);
+      return { scenario, n: s.length, gbps: median(s.map((x) => x.gbps.value)), rr: rrMedian(s.map((x) => x.rr.value)), rr1: rrMedian(s.map((x) => x.rr1.value)) };
+    })
+    .filter((r) => r.n > 0);
+}
+
+function fix(x: number, digits: number): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : 'n/a';
+}
+
+function ratio(a: number, b: number | undefined): string {
+  return b === undefined ? 'n/a' : fix(a / b, 2);
+}
+
+/** The issue's table: stream and request/response with the reference pinning, ratios to raw veth and ptp. */
+export function dpTable(rows: readonly DpRow[]): string {
+  const veth = rows.find((r) => r.scenario === 'veth');
+  const ptp = rows.find((r) => r.scenario === 'ptp');
+  const lines = [
+    '| scenario | Gbit/s | RR trans/s | RR p50/p99 µs | ratio vs veth (stream / RR) | ratio vs ptp (stream / RR) |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${r.scenario} | ${fix(r.gbps, 2)} | ${fix(r.rr.tps, 0)} | ${fix(r.rr.p50us, 1)} / ${fix(r.rr.p99us, 1)} | ` +
+        `${ratio(r.gbps, veth?.gbps)} / ${ratio(r.rr.tps, veth?.rr.tps)} | ${ratio(r.gbps, ptp?.gbps)} / ${ratio(r.rr.tps, ptp?.rr.tps)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Request/response with client and server on one CPU: no cross-CPU wake-up, so the datapath's cost shows. */
+export function dpOneCpuTable(rows: readonly DpRow[]): string {
+  const veth = rows.find((r) => r.scenario === 'veth');
+  const ptp = rows.find((r) => r.scenario === 'ptp');
+  const lines = ['| scenario | RR trans/s (1 CPU) | RR p50/p99 µs | ratio vs veth | ratio vs ptp |', '|---|---|---|---|---|'];
+  for (const r of rows) {
+    lines.push(`| ${r.scenario} | ${fix(r.rr1.tps, 0)} | ${fix(r.rr1.p50us, 1)} / ${fix(r.rr1.p99us, 1)} | ${ratio(r.rr1.tps, veth?.rr1.tps)} | ${ratio(r.rr1.tps, ptp?.rr1.tps)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Spread behind the medians: min..max per scenario, and how many tests ran next to foreign load. */
+export function dpSpreadTable(rows: readonly DpRow[], samples: readonly DpSample[], noisyPct: number): string {
+  const lines = [
+    `| scenario | rounds | Gbit/s min..max | RR trans/s min..max | RR 1-CPU trans/s min..max | tests with foreign load > ${noisyPct} % | retries |`,
+    '|---|---|---|---|---|---|---|',
+  ];
+  const range = (xs: number[], d: number) => `${fix(Math.min(...xs), d)}..${fix(Math.max(...xs), d)}`;
+  for (const r of rows) {
+    const s = samples.filter((x) => x.scenario === r.scenario);
+    const all = s.flatMap((x) => [x.gbps, x.rr, x.rr1]);
+    const noisy = all.filter((m) => m.foreignPct > noisyPct).length;
+    const retries = all.reduce((a, m) => a + m.attempts - 1, 0);
+    lines.push(
+      `| ${r.scenario} | ${r.n} | ${range(s.map((x) => x.gbps.value), 2)} | ${range(s.map((x) => x.rr.value.tps), 0)} | ${range(s.map((x) => x.rr1.value.tps), 0)} | ${noisy} of ${all.length} | ${retries} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function dpSamplesTable(samples: readonly DpSample[]): string {
+  const lines = [
+    '| round | scenario | Gbit/s | RR trans/s | RR p50 / p99 µs | RR 1-CPU trans/s | RR 1-CPU p50 / p99 µs | foreign % stream / RR / RR 1-CPU | attempts |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const s of samples) {
+    lines.push(
+      `| ${s.round} | ${s.scenario} | ${fix(s.gbps.value, 2)} | ${fix(s.rr.value.tps, 0)} | ${fix(s.rr.value.p50us, 1)} / ${fix(s.rr.value.p99us, 1)} | ` +
+        `${fix(s.rr1.value.tps, 0)} | ${fix(s.rr1.value.p50us, 1)} / ${fix(s.rr1.value.p99us, 1)} | ` +
+        `${fix(s.gbps.foreignPct, 0)} / ${fix(s.rr.foreignPct, 0)} / ${fix(s.rr1.foreignPct, 0)} | ${s.gbps.attempts} / ${s.rr.attempts} / ${s.rr1.attempts} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export interface CniRow {
+  plugin: string;
+  pods: number;
+  conc: number;
+  op: string;
+  ms: readonly number[];
+  failures: number;
+  wallMs: number;
+}
+
+export function cniTable(rows: readonly CniRow[]): string {
+  const lines = ['| plugin | pods | conc | op | p50 | p95 | p99 | mean (ms) | max | failed | ops/s |', '|---|---|---|---|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const s = summarize(r.ms);
+    lines.push(
+      `| ${r.plugin} | ${r.pods} | ${r.conc} | ${r.op} | ${fix(s.p50, 2)} | ${fix(s.p95, 2)} | ${fix(s.p99, 2)} | ${fix(s.mean, 2)} | ${fix(s.max, 2)} | ${r.failures} | ${fix((1000 * r.pods) / r.wallMs, 1)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export interface Verdict {
+  what: string;
+  ratio: number;
+  target: number;
+  dir: '>=' | '<=';
+  met: boolean;
+  text: string;
+}
+
+/** Compares ours/base against a target ratio; a miss says by how much, in ratio, % of target and units. */
+export function verdict(what: string, ours: number, base: number, unit: string, dir: '>=' | '<=', target: number): Verdict {
+  const ratio = ours / base;
+  const numbers = `${fmtUnit(ours, unit)} vs ${fmtUnit(base, unit)} = ${fix(ratio, 2)}x (target ${dir} ${target.toFixed(2)}x)`;
+  if (!Number.isFinite(ratio)) return { what, ratio, target, dir, met: false, text: `- NOT EVALUATED: ${what}: ${numbers}` };
+  const met = dir === '>=' ? ratio >= target : ratio <= target;
+  if (met) return { what, ratio, target, dir, met, text: `- MET: ${what}: ${numbers}` };
+  const need = target * base;
+  const gap = Math.abs(ratio - target);
+  const pct = (100 * gap) / target;
+  const how =
+    dir === '>='
+      ? `short by ${fix(gap, 2)}x (${fix(pct, 1)} % below target; needs ${fmtUnit(need - ours, unit)} more)`
+      : `over by ${fix(gap, 2)}x (${fix(pct, 1)} % above target; ${fmtUnit(ours - need, unit)} too slow)`;
+  return { what, ratio, target, dir, met, text: `- NOT MET: ${what}: ${numbers}: ${how}` };
+}
+
+function fmtUnit(x: number, unit: string): string {
+  const digits = unit === 'trans/s' ? 0 : 2;
+  return `${fix(x, digits)} ${unit}`;
+}
+
+/** The issue's targets: datapath vs raw veth and ptp, CNI ADD vs ptp. Missing inputs give NOT EVALUATED. */
+export function targetVerdicts(rows: readonly DpRow[], cni: readonly CniRow[], seqPods: number, concPods: number, conc: number): Verdict[] {
+  const out: Verdict[] = [];
+  const row = (s: string) => rows.find((r) => r.scenario === s);
+  const t = row('tendril');
+  const veth = row('veth');
+  const ptp = row('ptp');
+  if (t || veth || ptp) {
+    const g = (r: DpRow | undefined) => r?.gbps ?? NaN;
+    const x = (r: DpRow | undefined) => r?.rr.tps ?? NaN;
+    const x1 = (r: DpRow | undefined) => r?.rr1.tps ?? NaN;
+    out.push(verdict('TCP throughput vs raw veth', g(t), g(veth), 'Gbit/s', '>=', 0.95));
+    out.push(verdict('TCP throughput vs ptp', g(t), g(ptp), 'Gbit/s', '>=', 1.0));
+    out.push(verdict('request/response rate vs raw veth', x(t), x(veth), 'trans/s', '>=', 0.95));
+    out.push(verdict('request/response rate vs ptp', x(t), x(ptp), 'trans/s', '>=', 1.0));
+    out.push(verdict('request/response rate on one CPU vs raw veth', x1(t), x1(veth), 'trans/s', '>=', 0.95));
+    out.push(verdict('request/response rate on one CPU vs ptp', x1(t), x1(ptp), 'trans/s', '>=', 1.0));
+  }
+  if (cni.length) {
+    const find = (plugin: string, pods: number, c: number) => cni.find((r) => r.plugin === plugin && r.op === 'ADD' && r.pods === pods && r.conc === c);
+    const p50 = (r: CniRow | undefined) => (r ? summarize(r.ms).p50 : NaN);
+    const p99 = (r: CniRow | undefined) => (r ? summarize(r.ms).p99 : NaN);
+    out.push(verdict(`CNI ADD p50 vs ptp (${seqPods} pods, sequential)`, p50(find('tendril', seqPods, 1)), p50(find('ptp', seqPods, 1)), 'ms', '<=', 0.5));
+    out.push(verdict(`CNI ADD p99 vs ptp (${concPods} pods, concurrency ${conc})`, p99(find('tendril', concPods, conc)), p99(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
+  }
+  return out;
+}
