@@ -8,7 +8,7 @@ import type { BenchNetns } from './netns.js';
 import { BenchError, inNs, runAsync } from './proc.js';
 import { REF_CNI_DIR, refPluginConfig } from './scenarios.js';
 
-export type CniPlugin = 'tendril' | 'ptp';
+export type CniPlugin = 'tendril' | 'tendril-tc' | 'ptp';
 
 export interface CniOp {
   plugin: CniPlugin;
@@ -34,9 +34,9 @@ export interface CniTarget {
 }
 
 /** Tendril's shim against the lab node's agent; configs come from the conflist the agent wrote. */
-export function tendrilTarget(lab: string): CniTarget {
+export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTarget {
   return {
-    plugin: 'tendril',
+    plugin,
     nodeNs: labPaths(lab).node('ctr').netns,
     exe: path.join(CNI_BIN_DIR, 'tendril-cni'),
     cniPath: CNI_BIN_DIR,

@@ -189,8 +189,11 @@ export function targetVerdicts(rows: readonly DpRow[], cni: readonly CniRow[], s
     const find = (plugin: string, pods: number, c: number) => cni.find((r) => r.plugin === plugin && r.op === 'ADD' && r.pods === pods && r.conc === c);
     const p50 = (r: CniRow | undefined) => (r ? summarize(r.ms).p50 : NaN);
     const p99 = (r: CniRow | undefined) => (r ? summarize(r.ms).p99 : NaN);
-    out.push(verdict(`CNI ADD p50 vs ptp (${seqPods} pods, sequential)`, p50(find('tendril', seqPods, 1)), p50(find('ptp', seqPods, 1)), 'ms', '<=', 0.5));
-    out.push(verdict(`CNI ADD p99 vs ptp (${concPods} pods, concurrency ${conc})`, p99(find('tendril', concPods, conc)), p99(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
+    // tendril = the default tcx attach; tendril-tc = the same agent with --attach-mode tc.
+    for (const t of ['tendril', 'tendril-tc'].filter((x) => find(x, seqPods, 1))) {
+      out.push(verdict(`${t} CNI ADD p50 vs ptp (${seqPods} pods, sequential)`, p50(find(t, seqPods, 1)), p50(find('ptp', seqPods, 1)), 'ms', '<=', 0.5));
+      out.push(verdict(`${t} CNI ADD p99 vs ptp (${concPods} pods, concurrency ${conc})`, p99(find(t, concPods, conc)), p99(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
+    }
   }
   return out;
 }

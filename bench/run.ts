@@ -117,10 +117,12 @@ let cleaning: Promise<void> | undefined;
 function cleanup(st: RunState): Promise<void> {
   cleaning ??= (async () => {
     killAll();
-    try {
-      await labDown(st.lab);
-    } catch (err) {
-      say(`cleanup: lab down ${st.lab} failed: ${(err as Error).message}`);
+    for (const lab of [st.lab, `${st.lab}t`]) {
+      try {
+        await labDown(lab);
+      } catch (err) {
+        say(`cleanup: lab down ${lab} failed: ${(err as Error).message}`);
+      }
     }
     const gone = st.nets.delAll();
     const left = st.nets.list();
@@ -208,12 +210,16 @@ async function cniPhase(st: RunState, o: Options, labReady: boolean): Promise<Cn
   const cnirun = path.join(BENCH_TOOLS, 'cnirun');
   const ptp = ptpTarget(st.nets, st.tmpDir);
   const tendril = tendrilTarget(st.lab);
+  // The same agent attaching with tc instead of tcx: tcx holds RTNL across an RCU grace period per attach.
+  say(`cni: bringing up lab ${st.lab}t (--attach-mode tc)`);
+  await setupTendril(`${st.lab}t`, 'tc');
+  const tendrilTc = tendrilTarget(`${st.lab}t`, 'tendril-tc');
   const out: CniOp[] = [];
   for (const [pods, conc] of [
     [o.pods, 1],
     [2 * o.pods, o.conc],
   ] as const) {
-    for (const t of [ptp, tendril]) {
+    for (const t of [ptp, tendril, tendrilTc]) {
       await waitQuiet(QUIET_BUSY_PCT, o.quick ? 3_000 : 10_000);
       const [add, del] = await cniLatency(cnirun, st.nets, t, pods, conc, st.tmpDir);
       out.push(add, del);
@@ -288,7 +294,7 @@ async function main(): Promise<number> {
         '',
         cniTable(cni),
         '',
-        '- ptp: reference ptp + host-local; tendril: bin/tendril-cni -> agent. Pod netns created before, untimed; DEL gets the ADD result as prevResult.',
+        '- ptp: reference ptp + host-local; tendril: bin/tendril-cni -> agent (tcx attach, the default); tendril-tc: the same with `--attach-mode tc`. Pod netns created before, untimed; DEL gets the ADD result as prevResult.',
         '',
       ]);
       const bad = cni.filter((c) => c.failures > 0);

@@ -78,9 +78,9 @@ export function setupRefPair(nets: BenchNetns, type: 'bridge' | 'ptp', tmpDir: s
 }
 
 /** Tendril: a one-node lab with two pods added through the CNI plugin (the agent's eBPF datapath between them). */
-export async function setupTendril(lab: string): Promise<Pair> {
+export async function setupTendril(lab: string, attachMode: 'tcx' | 'tc' = 'tcx'): Promise<Pair> {
   await labDown(lab);
-  await labUp({ name: lab, nodes: 1 });
+  await labUp({ name: lab, nodes: 1, attachMode });
   const a = await podAdd(lab, 'a', { node: 'ctr', labels: { app: 'bench-a' } });
   const b = await podAdd(lab, 'b', { node: 'ctr', labels: { app: 'bench-b' } });
   return { name: 'tendril', desc: 'Tendril lab node: tcx eBPF on the pod veths, same-node redirect into the peer pod', client: a.netns, server: b.netns, serverIp: b.ip };

@@ -110,6 +110,7 @@ export class Agent {
       nativeDev: cfg.nativeDev,
       nodeIP: cfg.nodeIP ?? this.routerIP,
       stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
+      attachMode: cfg.attachMode,
     });
     dp.start();
     this.dp = dp;

@@ -15,6 +15,8 @@ export interface AgentConfig {
   routing: RoutingMode;
   /** The node's underlay device (tunnel endpoint / native routing device). */
   nativeDev: string;
+  /** tcx (default) or tc (clsact + cls_bpf): see NodeDatapathConfig.attachMode. */
+  attachMode: 'tcx' | 'tc';
   nodeIP: string | undefined;
   /** Directory for the agent's persistent state (IPAM, endpoints). */
   stateDir: string;
@@ -49,7 +51,12 @@ export function agentConfig(o: {
   store?: string | undefined;
   routing?: string | undefined;
   nativeDev?: string | undefined;
+  attachMode?: string | undefined;
 }): AgentConfig {
+  const attachMode = o.attachMode ?? 'tcx';
+  if (attachMode !== 'tcx' && attachMode !== 'tc') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --attach-mode "${attachMode}": expected tcx or tc`);
+  }
   if (!o.podCidr && !o.store) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr or --store: the node needs a pod CIDR, given or assigned by the operator');
   }
@@ -80,6 +87,7 @@ export function agentConfig(o: {
     store: o.store,
     routing,
     nativeDev: o.nativeDev ?? 'eth0',
+    attachMode,
     nodeIP: o.nodeIp,
     stateDir,
     socket: o.socket ?? DEFAULT_SOCKET,

@@ -21,6 +21,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     store: opts['store'],
     routing: opts['routing'],
     nativeDev: opts['nativeDev'],
+    attachMode: opts['attachMode'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -38,7 +38,9 @@ export function registerLab(program: Command): void {
     .option('--underlay-cidr <cidr>', 'node network (nodes get .100, .101, …)', '192.168.10.0/24')
     .option('--routing <mode>', 'tunnel (VXLAN, VNI = source identity) or native', 'tunnel')
     .option('--store <kind>', 'cluster store: local (hosted by the operator) or etcd', 'local')
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string }, cmd: Command) => {
+    .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf)', 'tcx')
+    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; attachMode: string }, cmd: Command) => {
+      if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
       const name = labName(cmd);
       const nodes = Number(o.nodes);
       process.stdout.write(`Creating lab "${name}" with ${nodes} node(s)\n`);
@@ -50,6 +52,7 @@ export function registerLab(program: Command): void {
         underlayCidr: o.underlayCidr,
         routing: o.routing as 'tunnel',
         store: o.store as 'local',
+        attachMode: o.attachMode,
         progress: (l) => process.stdout.write(`  ${l}\n`),
       });
       process.stdout.write(`Lab "${name}" is up in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);

@@ -24,6 +24,7 @@ program
   .option('--store <url>', 'cluster store: local+unix:///path.sock, local://HOST:PORT or etcd://HOST:PORT')
   .option('--routing <mode>', 'tunnel (VXLAN) or native', 'tunnel')
   .option('--native-dev <dev>', 'underlay device (tunnel endpoint, native routing)', 'eth0')
+  .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf: pods are added faster)', 'tcx')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')

@@ -190,9 +190,18 @@ export function registerNodeViews(program: Command): void {
     .command('show')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<Array<{ ifname: string; ifindex: number; direction: string; progName: string; progId: number; linkId: number }>>('/v1/datapath/attachments');
+      const rows = await client(cmd).get<Array<{ ifname: string; ifindex: number; attach: string; direction: string; progName: string; progId: number; linkId: number }>>('/v1/datapath/attachments');
       if (o.output === 'json') return json(rows);
-      out('tc:\n' + rows.map((r) => `${r.ifname}(${r.ifindex}) tcx/${r.direction} ${r.progName} prog_id ${r.progId} link_id ${r.linkId}\n`).join(''));
+      out(
+        'tc:\n' +
+          rows
+            .map((r) =>
+              r.attach === 'tcx'
+                ? `${r.ifname}(${r.ifindex}) tcx/${r.direction} ${r.progName} prog_id ${r.progId} link_id ${r.linkId}\n`
+                : `${r.ifname}(${r.ifindex}) clsact/${r.direction} ${r.progName} prog_id ${r.progId}\n`,
+            )
+            .join(''),
+      );
     });
   const bpfEp = bpf.command('endpoint').description('the endpoint map (tendril_lxc)');
   bpfEp

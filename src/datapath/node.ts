@@ -72,6 +72,12 @@ export interface NodeDatapathConfig {
    * record lives in memory only and pruneRemoteNodes() knows just the nodes of this run.
    */
   stateFile?: string;
+  /**
+   * How programs are attached (default 'tcx'). A tcx attach holds the RTNL lock across an RCU grace period
+   * (10-30 ms here), which bounds how fast pods can be added; 'tc' (clsact + cls_bpf) attaches in about a
+   * millisecond. Same programs, same maps either way.
+   */
+  attachMode?: 'tcx' | 'tc';
 }
 
 /** What the datapath needs to know of an endpoint. */
@@ -107,9 +113,12 @@ type Direction = 'ingress' | 'egress';
 export interface Attachment {
   ifname: string;
   ifindex: number;
+  /** tcx link, or a cls_bpf filter on clsact. */
+  attach: 'tcx' | 'tc';
   direction: Direction;
   progName: string;
   progId: number;
+  /** 0 for tc filters (no BPF link). */
   linkId: number;
 }
 
@@ -193,7 +202,7 @@ export class NodeDatapath {
       if (tunnel) vxlan = this.setupVxlan(nl, podMtu);
       else if (nl.getLink(VXLAN_DEV)) {
         // Switched from tunnel mode: the device and its attachments go.
-        this.detachPinned(VXLAN_DEV);
+        this.detachPinned(VXLAN_DEV, nl.getLink(VXLAN_DEV)!.index);
         nl.deleteLink(VXLAN_DEV);
       }
       writeSysctl('net/ipv4/ip_forward', '1');
@@ -247,7 +256,7 @@ export class NodeDatapath {
       this.attachPinned(s.overlay.program('cil_from_overlay'), vxlan.index, VXLAN_DEV, 'ingress').close();
       this.attachPinned(s.overlay.program('cil_to_overlay'), vxlan.index, VXLAN_DEV, 'egress').close();
       // Switched from native mode: the underlay device no longer needs our programs.
-      this.detachPinned(cfg.nativeDev);
+      this.detachPinned(cfg.nativeDev, nativeDev.index);
     } else {
       this.attachPinned(s.host.program('cil_from_netdev'), nativeDev.index, cfg.nativeDev, 'ingress').close();
       this.attachPinned(s.host.program('cil_to_netdev'), nativeDev.index, cfg.nativeDev, 'egress').close();
@@ -306,7 +315,7 @@ export class NodeDatapath {
   private setupVxlan(nl: Netlink, mtu: number): LinkInfo {
     const cur = nl.getLink(VXLAN_DEV);
     if (cur && cur.kind !== 'vxlan') {
-      this.detachPinned(VXLAN_DEV);
+      this.detachPinned(VXLAN_DEV, cur.index);
       nl.deleteLink(VXLAN_DEV);
     }
     if (!cur || cur.kind !== 'vxlan') nl.createVxlan({ name: VXLAN_DEV, port: VXLAN_PORT, external: true, learning: false, mtu });
@@ -346,11 +355,14 @@ export class NodeDatapath {
    * freshly loaded program in place (BPF_LINK_UPDATE), so traffic never sees a gap.
    */
   private attachPinned(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Link {
+    // A cls_bpf filter attach replaces one with the same prio/handle: that is its re-adoption, and it needs no pin.
+    if (this.cfg.attachMode === 'tc') return prog.attach({ ifindex, direction: dir, mode: 'tc' });
     return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(prog.attach({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
   }
 
-  /** attachPinned() with a new attach done off the event loop (see BpfProgram.attachAsync). */
+  /** attachPinned() with a new tcx attach done off the event loop (see BpfProgram.attachAsync). */
   private async attachPinnedAsync(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Promise<Link> {
+    if (this.cfg.attachMode === 'tc') return prog.attach({ ifindex, direction: dir, mode: 'tc' });
     return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(await prog.attachAsync({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
   }
 
@@ -370,12 +382,22 @@ export class NodeDatapath {
   }
 
   private pinNew(link: Link, ifname: string, dir: Direction): Link {
-    link.pin(this.linkPin(ifname, dir));
+    // On a kernel without tcx, 'auto' fell back to a tc filter, which persists without a pin.
+    if (link.kind === 'tcx') link.pin(this.linkPin(ifname, dir));
     return link;
   }
 
   /** Detaches and unpins our links of an interface, both directions; parts already gone are fine. */
-  private detachPinned(ifname: string): void {
+  private detachPinned(ifname: string, ifindex: number): void {
+    const nl = Netlink.open();
+    try {
+      // tc filters (attach mode tc, or the fallback): gone with the interface, else removed here.
+      for (const dir of ['ingress', 'egress'] as const) nl.detachBpfFilter({ ifindex, direction: dir });
+    } catch {
+      // The interface is already gone.
+    } finally {
+      nl.close();
+    }
     for (const dir of ['ingress', 'egress'] as const) {
       const pin = this.linkPin(ifname, dir);
       if (!fs.existsSync(pin)) continue;
@@ -443,7 +465,7 @@ export class NodeDatapath {
       if (ipc && !(ipc.flags & IPCACHE_F_HAS_TUNNEL_EP) && ipc.identity !== IDENTITY_HOST) s.ipcache.delete({ prefix: ep.ip });
     }
     s.lxcIfMap.delete(ep.hostIfindex);
-    this.detachPinned(ep.hostIfName);
+    this.detachPinned(ep.hostIfName, ep.hostIfindex);
   }
 
   // ---- remote nodes ----
@@ -627,10 +649,21 @@ export class NodeDatapath {
     const names = new Map<number, string>();
     for (const c of [this.s?.lxc, this.s?.host, this.s?.overlay]) for (const p of c?.programs.values() ?? []) names.set(p.id, p.name);
     const out: Attachment[] = [];
-    for (const l of links.sort((a, b) => a.index - b.index)) {
-      for (const dir of ['ingress', 'egress'] as const) {
-        for (const a of queryTcx(l.index, dir)) out.push({ ifname: l.name, ifindex: l.index, ...a, progName: names.get(a.progId) ?? a.progName });
+    const nl2 = Netlink.open();
+    try {
+      for (const l of links.sort((a, b) => a.index - b.index)) {
+        for (const dir of ['ingress', 'egress'] as const) {
+          for (const a of queryTcx(l.index, dir)) {
+            out.push({ ifname: l.name, ifindex: l.index, attach: 'tcx', ...a, progName: names.get(a.progId) ?? a.progName });
+          }
+          for (const f of nl2.listBpfFilters(l.index, dir)) {
+            const progId = f.progId ?? 0;
+            out.push({ ifname: l.name, ifindex: l.index, attach: 'tc', direction: dir, progId, progName: names.get(progId) ?? f.name ?? '', linkId: 0 });
+          }
+        }
       }
+    } finally {
+      nl2.close();
     }
     return out;
   }

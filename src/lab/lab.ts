@@ -54,6 +54,7 @@ export interface LabState {
   controlIP: string;
   operatorPid: number;
   etcdPid?: number;
+  attachMode?: 'tcx' | 'tc';
   created: string;
   nodes: LabNode[];
   pods: LabPod[];
@@ -67,6 +68,7 @@ export interface UpOptions {
   mtu?: number;
   routing?: RoutingMode;
   store?: StoreKind;
+  attachMode?: 'tcx' | 'tc';
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -143,6 +145,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     storeUrl: storeKind === 'etcd' ? `etcd://${controlIP}:2379` : `local+unix://${p.storeSocket}`,
     controlIP,
     operatorPid: 0,
+    ...(o.attachMode ? { attachMode: o.attachMode } : {}),
     created: new Date().toISOString(),
     nodes: [],
     pods: [],
@@ -296,6 +299,7 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     '--store', st.storeUrl,
     '--routing', st.routing,
     '--native-dev', 'eth0',
+    '--attach-mode', st.attachMode ?? 'tcx',
     '--state-dir', np.stateDir,
     '--socket', np.socket,
     '--bpf-root', np.bpfRoot,
