@@ -119,17 +119,7 @@ export class Netlink {
   // ---- routes ----
 
   /** A route without gateway defaults to scope link, as with `ip route add`. */
-  addRoute(r: {
-    dst: string;
-    gateway?: string;
-    ifindex?: number;
-    scope?: Scope;
-    src?: string;
-    mtu?: number;
-    table?: number;
-    replace?: boolean;
-    onlink?: boolean;
-  }): void {
+  addRoute(r: R.RouteRequestOptions): void {
     this.call(`Cannot add route ${routeText(r)}`, R.routeAddRequest(r));
   }
 
