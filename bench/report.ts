@@ -100,6 +100,33 @@ export function dpSpreadTable(rows: readonly DpRow[], samples: readonly DpSample
   return lines.join('\n');
 }
 
+/** The plain-kernel baseline each Tendril routing mode is held against (the ratio isolates the eBPF datapath). */
+export const XNODE_BASELINE: Readonly<Record<string, string>> = { 'tendril-tunnel': 'xvxlan', 'tendril-native': 'xroute' };
+
+/** Cross-node table and measuring order: each baseline next to the Tendril mode it is the yardstick for. */
+export const XNODE_ORDER = ['xvxlan', 'tendril-tunnel', 'xroute', 'tendril-native'] as const;
+
+/** Cross-node pod-to-pod: stream, RR with the reference pinning, RR on one CPU, ratios to the matching baseline. */
+export function xnodeTable(rows: readonly DpRow[]): string {
+  const lines = [
+    '| scenario | Gbit/s | RR trans/s | RR p50/p99 µs | RR 1-CPU trans/s | RR 1-CPU p50/p99 µs | ratio vs matching baseline (stream / RR / RR 1-CPU) |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const baseName = XNODE_BASELINE[r.scenario];
+    const base = baseName === undefined ? undefined : rows.find((x) => x.scenario === baseName);
+    const ratios =
+      baseName === undefined
+        ? 'baseline'
+        : `${ratio(r.gbps, base?.gbps)} / ${ratio(r.rr.tps, base?.rr.tps)} / ${ratio(r.rr1.tps, base?.rr1.tps)} vs ${baseName}`;
+    lines.push(
+      `| ${r.scenario} | ${fix(r.gbps, 2)} | ${fix(r.rr.tps, 0)} | ${fix(r.rr.p50us, 1)} / ${fix(r.rr.p99us, 1)} | ` +
+        `${fix(r.rr1.tps, 0)} | ${fix(r.rr1.p50us, 1)} / ${fix(r.rr1.p99us, 1)} | ${ratios} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
 export function dpSamplesTable(samples: readonly DpSample[]): string {
   const lines = [
     '| round | scenario | Gbit/s | RR trans/s | RR p50 / p99 µs | RR 1-CPU trans/s | RR 1-CPU p50 / p99 µs | foreign % stream / RR / RR 1-CPU | attempts |',
@@ -194,6 +221,22 @@ export function targetVerdicts(rows: readonly DpRow[], cni: readonly CniRow[], s
       out.push(verdict(`${t} CNI ADD p50 vs ptp (${seqPods} pods, sequential)`, p50(find(t, seqPods, 1)), p50(find('ptp', seqPods, 1)), 'ms', '<=', 0.5));
       out.push(verdict(`${t} CNI ADD p99 vs ptp (${concPods} pods, concurrency ${conc})`, p99(find(t, concPods, conc)), p99(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
     }
+  }
+  return out;
+}
+
+/** The issue's cross-node target: each Tendril mode >= 0.95x its plain-kernel baseline, stream and both RRs. */
+export function xnodeVerdicts(rows: readonly DpRow[]): Verdict[] {
+  const out: Verdict[] = [];
+  const row = (s: string) => rows.find((r) => r.scenario === s);
+  for (const [mode, baseName] of Object.entries(XNODE_BASELINE)) {
+    const t = row(mode);
+    const base = row(baseName);
+    if (!t && !base) continue;
+    const what = (m: string) => `cross-node ${mode} ${m} vs ${baseName}`;
+    out.push(verdict(what('TCP throughput'), t?.gbps ?? NaN, base?.gbps ?? NaN, 'Gbit/s', '>=', 0.95));
+    out.push(verdict(what('request/response rate'), t?.rr.tps ?? NaN, base?.rr.tps ?? NaN, 'trans/s', '>=', 0.95));
+    out.push(verdict(what('request/response rate on one CPU'), t?.rr1.tps ?? NaN, base?.rr1.tps ?? NaN, 'trans/s', '>=', 0.95));
   }
   return out;
 }

@@ -1,4 +1,4 @@
-// Same-node pod pairs to measure: a raw veth pair, the reference bridge and ptp plugins, and Tendril's lab node.
+// Same-node pod pairs to measure: a raw veth pair, the reference bridge and ptp plugins, Tendril's lab node (cross-node: xnode.ts).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,7 +9,7 @@ import { BenchError, inNs, run } from './proc.js';
 
 export const REF_CNI_DIR = '/usr/lib/cni';
 
-export type ScenarioName = 'veth' | 'bridge' | 'ptp' | 'tendril';
+export type ScenarioName = 'veth' | 'bridge' | 'ptp' | 'tendril' | 'xroute' | 'xvxlan' | 'tendril-tunnel' | 'tendril-native';
 
 export interface Pair {
   name: ScenarioName;

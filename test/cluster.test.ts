@@ -3,10 +3,13 @@
 // Root; every namespace is the test's own and removed in after().
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Netns } from '../src/kernel/netns/index.js';
 import { AgentClient } from '../src/cli/client.js';
 import { execCapture, labDown, labNodeAdd, labNodeDel, labUp, loadLab, podAdd, restartAgent, restartStore, type LabPod, type RoutingMode, type StoreKind } from '../src/lab/lab.js';
-import { labPaths, netnsPath } from '../src/lab/paths.js';
+import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
 
 interface IpcacheRow { prefix: string; identity: number; tunnelEndpoint?: string }
 
@@ -179,7 +182,19 @@ describe('cluster pool exhausted', { timeout: 120_000 }, () => {
         return false;
       }
     }, 20_000);
-    await assert.rejects(podAdd(LAB, 'stuck', { node: n.name }), /code 11: .*node w2 has no pod CIDR yet/);
+    // No CNI config yet (it is written when the node is ready); a runtime holding the network config calls anyway.
+    assert.equal(fs.existsSync(path.join(labPaths(LAB).node(n.name).cniConfDir, '05-tendril.conflist')), false);
+    const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'tendril', type: 'tendril-cni', 'agent-socket': n.socket });
+    Netns.create(`${labPaths(LAB).netnsPrefix}pod-stuck`).close();
+    const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], {
+      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stuck', CNI_NETNS: netnsPath(`${labPaths(LAB).netnsPrefix}pod-stuck`), CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN_DIR },
+      input: conf,
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1);
+    const err = JSON.parse(r.stdout) as { code: number; msg: string };
+    assert.equal(err.code, 11);
+    assert.match(`${err.msg} ${(err as { details?: string }).details ?? ''}`, /node w2 has no pod CIDR yet/);
     const st = await new AgentClient(labPaths(LAB).operatorSocket).get<Record<string, unknown>>('/v1/status');
     assert.match(JSON.stringify(st), /cluster pool 10\.77\.0\.0\/23 with mask \/24 is exhausted: 2\/2 CIDRs assigned \(ctr, w1\)/);
     const health = await client.get<{ ready: boolean; tendril: { message: string } }>('/v1/healthz');

@@ -50,8 +50,6 @@ export class Agent {
     this.routes(api, new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' })));
     await api.listen(cfg.socket);
     this.api = api;
-    // The plugin can reach us from now on; until the pod CIDR is known, ADD answers "try again later" (11).
-    this.writeCniConfig();
     if (cfg.podCidr) await this.bringUp(cfg.podCidr);
     if (cfg.store) {
       this.store = openStore(cfg.store);
@@ -122,6 +120,9 @@ export class Agent {
     }
     await this.ensureHealthEndpoint();
     this.ready = true;
+    // Written when ready, as Cilium does: a runtime that finds it may start pods here. A plugin call that comes
+    // earlier anyway (a stale config) is answered "try again later" (11).
+    this.writeCniConfig();
     if (this.nodes) {
       await this.nodes.update((cur) => ({
         name: cfg.nodeName,
