@@ -1,7 +1,7 @@
 // Unit tests of the bench's tables and target verdicts (no privileges).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cniTable, dpRows, dpTable, targetVerdicts, verdict, type CniRow, type DpSample } from './report.js';
+import { XNODE_ORDER, cniTable, dpRows, dpTable, targetVerdicts, verdict, xnodeTable, xnodeVerdicts, type CniRow, type DpSample } from './report.js';
 
 function sample(round: number, scenario: string, gbps: number, tps: number, tps1 = tps * 5): DpSample {
   const m = <T>(value: T) => ({ value, foreignPct: 0, attempts: 1 });
@@ -58,4 +58,37 @@ test('targetVerdicts() checks ADD p50 sequential and ADD p99 at concurrency agai
   assert.deepEqual(v.map((x) => x.met), [true, false]);
   assert.match(v[1]!.text, /ADD p99 vs ptp \(200 pods, concurrency 8\): 120\.00 ms vs 90\.00 ms = 1\.33x/);
   assert.match(cniTable(cni), /\| tendril \| 200 \| 8 \| ADD \| 120\.00 \| 120\.00 \| 120\.00 \| 120\.00 \| 120\.00 \| 0 \| 66\.7 \|/);
+});
+
+test('xnodeTable() holds each Tendril mode against its matching baseline: tunnel vs xvxlan, native vs xroute', () => {
+  const rows = dpRows(
+    [sample(1, 'tendril-native', 9, 900, 4000), sample(1, 'xroute', 10, 1000, 5000), sample(1, 'tendril-tunnel', 8, 1100, 3000), sample(1, 'xvxlan', 4, 1000, 3000)],
+    XNODE_ORDER,
+  );
+  const t = xnodeTable(rows).split('\n');
+  assert.equal(t[0], '| scenario | Gbit/s | RR trans/s | RR p50/p99 µs | RR 1-CPU trans/s | RR 1-CPU p50/p99 µs | ratio vs matching baseline (stream / RR / RR 1-CPU) |');
+  assert.deepEqual(t.slice(2).map((l) => l.split(' | ')[0]), ['| xvxlan', '| tendril-tunnel', '| xroute', '| tendril-native']);
+  assert.equal(t[2], '| xvxlan | 4.00 | 1000 | 1000.0 / 2000.0 | 3000 | 333.3 / 666.7 | baseline |');
+  assert.equal(t[3], '| tendril-tunnel | 8.00 | 1100 | 909.1 / 1818.2 | 3000 | 333.3 / 666.7 | 2.00 / 1.10 / 1.00 vs xvxlan |');
+  assert.equal(t[5], '| tendril-native | 9.00 | 900 | 1111.1 / 2222.2 | 4000 | 250.0 / 500.0 | 0.90 / 0.90 / 0.80 vs xroute |');
+});
+
+test('xnodeVerdicts() checks stream, RR and RR 1-CPU >= 0.95x per mode; a missing side is NOT EVALUATED', () => {
+  const rows = dpRows([sample(1, 'tendril-native', 9.6, 900, 4000), sample(1, 'xroute', 10, 1000, 5000), sample(1, 'xvxlan', 4, 1000)], XNODE_ORDER);
+  const v = xnodeVerdicts(rows);
+  assert.deepEqual(
+    v.map((x) => [x.what, x.met]),
+    [
+      ['cross-node tendril-tunnel TCP throughput vs xvxlan', false],
+      ['cross-node tendril-tunnel request/response rate vs xvxlan', false],
+      ['cross-node tendril-tunnel request/response rate on one CPU vs xvxlan', false],
+      ['cross-node tendril-native TCP throughput vs xroute', true],
+      ['cross-node tendril-native request/response rate vs xroute', false],
+      ['cross-node tendril-native request/response rate on one CPU vs xroute', false],
+    ],
+  );
+  assert.match(v[0]!.text, /^- NOT EVALUATED: cross-node tendril-tunnel TCP throughput vs xvxlan: n\/a Gbit\/s vs 4\.00 Gbit\/s/);
+  assert.match(v[3]!.text, /^- MET: .* 9\.60 Gbit\/s vs 10\.00 Gbit\/s = 0\.96x \(target >= 0\.95x\)/);
+  assert.match(v[5]!.text, /NOT MET: .* 4000 trans\/s vs 5000 trans\/s = 0\.80x .* short by 0\.15x/);
+  assert.deepEqual(xnodeVerdicts([]), []);
 });

@@ -1,4 +1,4 @@
-// `npm run bench`: same-node datapath and CNI latency of Tendril against raw veth, bridge and ptp, all in one run.
+// `npm run bench`: Tendril's same-node and cross-node datapath and CNI latency against plain-kernel baselines, in one run.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,12 +9,30 @@ import { cniLatency, ptpTarget, tendrilTarget, type CniOp } from './cni.js';
 import { checkConnectivity, foreignMeter, iperf, rr, waitQuiet, type RRResult } from './load.js';
 import { BenchNetns } from './netns.js';
 import { BenchError, killAll, run } from './proc.js';
-import { cniTable, dpOneCpuTable, dpRows, dpSamplesTable, dpSpreadTable, dpTable, targetVerdicts, type DpSample, type Measured, type RR } from './report.js';
+import {
+  XNODE_ORDER,
+  cniTable,
+  dpOneCpuTable,
+  dpRows,
+  dpSamplesTable,
+  dpSpreadTable,
+  dpTable,
+  targetVerdicts,
+  xnodeTable,
+  xnodeVerdicts,
+  type DpRow,
+  type DpSample,
+  type Measured,
+  type RR,
+} from './report.js';
 import { REF_CNI_DIR, setupRefPair, setupTendril, setupVeth, type Pair } from './scenarios.js';
+import { setupTendrilXnode, setupXBaseline, xBaselineNetns, xBaselinePlan } from './xnode.js';
 
-const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--no-datapath] [--no-cni]
-  default: 10 s tests, 3 interleaved rounds; CNI latency for 100 pods sequentially and 200 pods at concurrency 8
-  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8 (smoke run, ~2 min)`;
+const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--no-datapath] [--no-xnode] [--no-cni]
+  default: 10 s tests, 3 interleaved rounds; same-node and cross-node (tunnel, native) datapath;
+  CNI latency for 100 pods sequentially and 200 pods at concurrency 8
+  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8 (smoke run, ~3 min)
+  --no-datapath skips the same-node datapath, --no-xnode the cross-node one, --no-cni the CNI latency`;
 
 /** Before a test, wait (within the budget) until the whole box is at most this busy. */
 const QUIET_BUSY_PCT = 15;
@@ -31,6 +49,7 @@ interface Options {
   pods: number;
   conc: number;
   datapath: boolean;
+  xnode: boolean;
   cni: boolean;
   quick: boolean;
 }
@@ -44,6 +63,7 @@ function options(): Options {
       pods: { type: 'string' },
       conc: { type: 'string' },
       'no-datapath': { type: 'boolean', default: false },
+      'no-xnode': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -66,6 +86,7 @@ function options(): Options {
     pods: int(values.pods, q ? 20 : 100, 'pods', 1),
     conc: int(values.conc, 8, 'conc', 1),
     datapath: !values['no-datapath'],
+    xnode: !values['no-xnode'],
     cni: !values['no-cni'],
   };
 }
@@ -78,7 +99,7 @@ function say(line: string): void {
 function checkPrerequisites(): void {
   if (process.getuid?.() !== 0) throw new BenchError('The bench needs root (network namespaces, BPF): run it with sudo');
   const missing: string[] = [];
-  for (const cmd of ['ip', 'ss', 'nsenter', 'taskset', 'nice', 'ping', 'iperf3', 'make', 'gcc']) {
+  for (const cmd of ['ip', 'ss', 'nsenter', 'sysctl', 'taskset', 'nice', 'ping', 'iperf3', 'make', 'gcc']) {
     if (run(['sh', '-c', `command -v ${cmd}`], { allowFail: true }).status !== 0) missing.push(cmd);
   }
   for (const f of [path.join(REF_CNI_DIR, 'bridge'), path.join(REF_CNI_DIR, 'ptp'), path.join(REF_CNI_DIR, 'host-local'), path.join(CNI_BIN_DIR, 'tendril-cni'), CLI_JS]) {
@@ -96,9 +117,10 @@ function header(o: Options): string[] {
     '',
     `- host: Linux ${os.release()}, ${os.cpus().length} CPU (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; tendril ${rev}${dirty}; node ${process.version}`,
     `- params: ${o.secs} s per test, ${o.rounds} interleaved round(s) (odd rounds forward, even reversed), iperf3/rr client pinned to CPU0 and server to CPU1 at nice -19; ` +
+      `cross-node: ${o.xnode ? 'two-node labs (tunnel, native) against plain kernel VXLAN and routing' : 'skipped'}; ` +
       `CNI: ${o.pods} pods sequential, ${2 * o.pods} pods at concurrency ${o.conc}`,
     `- noise: before each test wait until the box is <= ${QUIET_BUSY_PCT} % busy (<= ${o.quick ? 3 : 10} s); a test during which other processes used > ${NOISY_PCT} % of all CPUs ` +
-      `is repeated up to ${o.quick ? 0 : 2} times within a ${o.quick ? 15 : 300} s budget and the quietest attempt is kept`,
+      `is repeated up to ${o.quick ? 0 : 2} times within a ${o.quick ? 15 : 300} s budget per datapath phase and the quietest attempt is kept`,
     `- tools: ${ver(['iperf3', '--version'])}; rr (bench/tools/rr.c, 1-byte TCP request/response); CNI plugins ${ver(['dpkg-query', '-W', '-f', '${Version}', 'containernetworking-plugins'])}`,
     '',
   ];
@@ -114,10 +136,16 @@ interface RunState {
 
 let cleaning: Promise<void> | undefined;
 
+/** Every lab a run may bring up: same-node + CNI (tcx), CNI with tc, cross-node tunnel and native. */
+function runLabs(st: RunState): { same: string; tc: string; tunnel: string; native: string } {
+  return { same: st.lab, tc: `${st.lab}t`, tunnel: `${st.lab}u`, native: `${st.lab}n` };
+}
+
 function cleanup(st: RunState): Promise<void> {
   cleaning ??= (async () => {
     killAll();
-    for (const lab of [st.lab, `${st.lab}t`]) {
+    const labs = Object.values(runLabs(st));
+    for (const lab of labs) {
       try {
         await labDown(lab);
       } catch (err) {
@@ -127,7 +155,7 @@ function cleanup(st: RunState): Promise<void> {
     const gone = st.nets.delAll();
     const left = st.nets.list();
     if (left.length) say(`cleanup: could not delete netns ${left.join(', ')}`);
-    else if (gone.length) say(`cleanup: deleted ${gone.length} netns ${st.nets.prefix}*, lab ${st.lab}`);
+    else if (gone.length) say(`cleanup: deleted ${gone.length} netns ${st.nets.prefix}*, labs ${labs.join(', ')}`);
     fs.rmSync(st.tmpDir, { recursive: true, force: true });
   })();
   return cleaning;
@@ -171,17 +199,16 @@ function rrOf(r: RRResult): RR {
   return { tps: r.tps, p50us: r.p50_us, p99us: r.p99_us };
 }
 
-async function datapath(st: RunState, o: Options): Promise<{ samples: DpSample[]; pairs: Pair[] }> {
-  say('datapath: setting up veth, bridge, ptp, tendril');
-  const pairs: Pair[] = [setupVeth(st.nets), setupRefPair(st.nets, 'bridge', st.tmpDir), setupRefPair(st.nets, 'ptp', st.tmpDir), await setupTendril(st.lab)];
-  for (const p of pairs) checkConnectivity(p.client, p.serverIp, p.name);
+/** Measures every pair in interleaved rounds: every scenario once per round, the order reversed every other round. */
+async function rounds(pairs: readonly Pair[], o: Options): Promise<DpSample[]> {
   const rrBin = path.join(BENCH_TOOLS, 'rr');
   const budget = new NoiseBudget(o.quick ? 15_000 : 300_000);
   const maxRetries = o.quick ? 0 : 2;
   const quietWaitMs = o.quick ? 3_000 : 10_000;
+  const pad = Math.max(...pairs.map((p) => p.name.length));
   const samples: DpSample[] = [];
   for (let round = 1; round <= o.rounds; round++) {
-    // Interleaved: every scenario once per round, the order reversed every other round, so drifts hit all alike.
+    // Interleaved so that drifts hit all scenarios alike.
     const order = round % 2 ? pairs : [...pairs].reverse();
     for (const p of order) {
       const m = <T>(fn: () => Promise<T>) => measure(budget, maxRetries, quietWaitMs, fn);
@@ -191,14 +218,38 @@ async function datapath(st: RunState, o: Options): Promise<{ samples: DpSample[]
       samples.push({ round, scenario: p.name, gbps, rr: rrX, rr1 });
       const f = (x: Measured<unknown>) => `${x.foreignPct.toFixed(0)}%${x.attempts > 1 ? ` x${x.attempts}` : ''}`;
       say(
-        `round ${round} ${p.name.padEnd(7)} ${gbps.value.toFixed(2)} Gbit/s (${f(gbps)})  ` +
+        `round ${round} ${p.name.padEnd(pad)} ${gbps.value.toFixed(2)} Gbit/s (${f(gbps)})  ` +
           `rr ${rrX.value.tps.toFixed(0)}/s ${rrX.value.p50us}/${rrX.value.p99us} µs (${f(rrX)})  ` +
           `rr 1-CPU ${rr1.value.tps.toFixed(0)}/s ${rr1.value.p50us}/${rr1.value.p99us} µs (${f(rr1)})  [foreign load %, attempts]`,
       );
     }
   }
+  return samples;
+}
+
+async function datapath(st: RunState, o: Options): Promise<{ samples: DpSample[]; pairs: Pair[] }> {
+  say('datapath: setting up veth, bridge, ptp, tendril');
+  const pairs: Pair[] = [setupVeth(st.nets), setupRefPair(st.nets, 'bridge', st.tmpDir), setupRefPair(st.nets, 'ptp', st.tmpDir), await setupTendril(st.lab)];
+  for (const p of pairs) checkConnectivity(p.client, p.serverIp, p.name);
+  const samples = await rounds(pairs, o);
   // The reference pairs are done; the lab stays for the CNI phase.
   st.nets.delMany(pairs.filter((p) => p.name !== 'tendril').flatMap((p) => [p.client, p.server, st.nets.name(`${p.name}-node`)]));
+  return { samples, pairs };
+}
+
+/** Cross-node: two-node Tendril labs (tunnel, native) next to plain kernel VXLAN and routing of the same shape. */
+async function xnode(st: RunState, o: Options): Promise<{ samples: DpSample[]; pairs: Pair[] }> {
+  const labs = runLabs(st);
+  say(`xnode: setting up xvxlan, xroute, labs ${labs.tunnel} (tunnel) and ${labs.native} (native), 2 nodes each`);
+  const made: Pair[] = [setupXBaseline(st.nets, 'xvxlan'), setupXBaseline(st.nets, 'xroute')];
+  made.push(await setupTendrilXnode(labs.tunnel, 'tunnel'), await setupTendrilXnode(labs.native, 'native'));
+  const pairs = XNODE_ORDER.map((n) => made.find((p) => p.name === n)!);
+  for (const p of pairs) checkConnectivity(p.client, p.serverIp, p.name);
+  const samples = await rounds(pairs, o);
+  // Torn down now so that two idle labs of agents do not sit next to the CNI phase.
+  st.nets.delMany([...xBaselineNetns(xBaselinePlan(st.nets, 'xvxlan')), ...xBaselineNetns(xBaselinePlan(st.nets, 'xroute'))]);
+  await labDown(labs.tunnel);
+  await labDown(labs.native);
   return { samples, pairs };
 }
 
@@ -286,6 +337,25 @@ async function main(): Promise<number> {
         '',
       ]);
     }
+    let xsamples: DpSample[] = [];
+    let xrows: DpRow[] = [];
+    if (o.xnode) {
+      const x = await xnode(st, o);
+      xsamples = x.samples;
+      xrows = dpRows(xsamples, XNODE_ORDER);
+      emit([
+        `## Cross-node pod-to-pod (medians of ${o.rounds} round(s); iperf3 1 stream ${o.secs} s, rr 1-byte TCP_RR ${o.secs} s; client CPU0, server CPU1; RR 1-CPU: both on CPU0)`,
+        '',
+        xnodeTable(xrows),
+        '',
+        '### Spread and noise',
+        '',
+        dpSpreadTable(xrows, xsamples, NOISY_PCT),
+        '',
+        ...x.pairs.map((p) => `- ${p.name}: ${p.desc}`),
+        '',
+      ]);
+    }
     let cni: CniOp[] = [];
     if (o.cni) {
       cni = await cniPhase(st, o, o.datapath);
@@ -303,12 +373,13 @@ async function main(): Promise<number> {
         emit(['**CNI failures:**', ...bad.map((c) => `- ${c.plugin} ${c.op} ${c.pods} pods conc ${c.conc}: ${c.failures} failed; first: ${c.firstError ?? '?'}`), '']);
       }
     }
-    const verdicts = targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc);
+    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...xnodeVerdicts(xrows)];
     emit(['## Targets', '', ...verdicts.map((v) => v.text), '', `_bench took ${((Date.now() - started) / 60_000).toFixed(1)} min_`]);
     const dir = path.join(REPO_ROOT, 'bench/results');
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}${o.quick ? '-quick' : ''}.md`);
-    const raw = samples.length ? ['', '## Per-round samples', '', dpSamplesTable(samples)] : [];
+    const all = [...samples, ...xsamples];
+    const raw = all.length ? ['', '## Per-round samples', '', dpSamplesTable(all)] : [];
     fs.writeFileSync(file, [...head, ...body, ...raw, ''].join('\n'));
     say(`results written to ${path.relative(process.cwd(), file) || file}`);
   } finally {
