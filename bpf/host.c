@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* tendril_host and native-device programs: the node's stack and the underlay handing traffic to pods. */
 
+#define EVENT_FILE	EVENT_FILE_HOST
+
 #include "lib/common.h"
 #include "lib/config.h"
+#include "lib/events.h"
 #include "lib/drop.h"
+#include "lib/trace.h"
 #include "lib/maps.h"
 #include "lib/endpoint.h"
 #include "lib/eth.h"
@@ -21,15 +25,23 @@
  * MACs; a remote one gets it through the tunnel, sent as remote-node
  * identity as Cilium does for host traffic. Everything else, including ARP,
  * continues normally.
+ *
+ * Traces from-host, then to-endpoint or to-overlay, for the packets it
+ * forwards. The source identity (an ipcache lookup) is only looked up for a
+ * packet that is reported.
  */
 static __always_inline int from_host(struct __sk_buff *skb)
 {
+	const struct remote_endpoint_info *info;
 	const struct endpoint_info *ep;
 	__be32 tunnel_endpoint;
+	struct trace_ctx trace;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__u32 src_label = IDENTITY_UNKNOWN;
 	int ret;
 
+	set_src_identity(skb, IDENTITY_UNKNOWN);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
@@ -41,15 +53,26 @@ static __always_inline int from_host(struct __sk_buff *skb)
 	if (ep) {
 		if (ep_is_host(ep))
 			return TC_ACT_OK;
+		trace_start(skb, ip, TRACE_HOOK_FROM_HOST, &trace);
+		if (trace.report)
+			src_label = ipcache_identity4(ip->saddr);
+		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, ep->sec_id, ep->lxc_id);
 		eth_rewrite(eth, ep->node_mac, ep->mac);
+		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
 		return bpf_redirect(ep->ifindex, 0);
 	}
 
-	tunnel_endpoint = ipcache_tunnel_endpoint(ipcache_lookup4(ip->daddr));
-	if (tunnel_endpoint) {
+	info = ipcache_lookup4(ip->daddr);
+	tunnel_endpoint = ipcache_tunnel_endpoint(info);
+	if (tunnel_endpoint && info) {
+		trace_start(skb, ip, TRACE_HOOK_FROM_HOST, &trace);
+		if (trace.report)
+			src_label = ipcache_identity4(ip->saddr);
+		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, info->sec_identity, 0);
 		ret = encap_and_redirect(skb, tunnel_endpoint, IDENTITY_REMOTE_NODE);
 		if (IS_ERR(ret))
 			return send_drop_notify(skb, ret);
+		trace_point(skb, &trace, TRACE_TO_OVERLAY, 0, src_label, info->sec_identity, 0);
 		return ret;
 	}
 	return TC_ACT_OK;
@@ -67,14 +90,21 @@ int cil_from_host(struct __sk_buff *skb)
  * routes. Packets for a local pod go straight into it; the source identity
  * comes from the ipcache, as nothing on the wire carries it. Everything else
  * is the node's own traffic and goes to its stack.
+ *
+ * Every IPv4 packet is traced as from-network (as Cilium does; aggregation
+ * keeps the node's own traffic to a few events per connection), a delivered
+ * one also as to-endpoint.
  */
 static __always_inline int from_netdev(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
+	struct trace_ctx trace;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__u32 src_label;
 	int ret;
 
+	set_src_identity(skb, IDENTITY_UNKNOWN);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
@@ -82,14 +112,23 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	if (IS_ERR(ret))
 		return send_drop_notify(skb, ret);
 
+	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
 	ep = lookup_ip4_endpoint(ip->daddr);
-	if (!ep || ep_is_host(ep))
+	if (!ep || ep_is_host(ep)) {
+		if (trace.report)
+			trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, ipcache_identity4(ip->saddr),
+				    ep ? ep->sec_id : IDENTITY_WORLD, 0);
 		return TC_ACT_OK;
+	}
 
-	set_src_identity(skb, ipcache_identity4(ip->saddr));
+	src_label = ipcache_identity4(ip->saddr);
+	set_src_identity(skb, src_label);
+	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
 	ret = ipv4_local_delivery(eth, ip, ep);
 	if (IS_ERR(ret))
 		return send_drop_notify(skb, ret);
+	if (ret == TC_ACT_REDIRECT)
+		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
 	return ret;
 }
 

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Endpoint programs: one loaded instance serves every pod of the node. */
 
+#define EVENT_FILE	EVENT_FILE_LXC
+
 #include "lib/common.h"
 #include "lib/config.h"
+#include "lib/events.h"
 #include "lib/drop.h"
+#include "lib/trace.h"
 #include "lib/maps.h"
 #include "lib/endpoint.h"
 #include "lib/eth.h"
@@ -16,7 +20,9 @@
 #include "lib/local_delivery.h"
 
 /*
- * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code.
+ * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
+ * from-endpoint, then where the packet goes (to-endpoint, to-overlay,
+ * to-network or to-stack).
  */
 static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 						const struct endpoint_info *src)
@@ -24,8 +30,10 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	const struct remote_endpoint_info *info;
 	const struct endpoint_info *dst;
 	__be32 tunnel_endpoint;
+	struct trace_ctx trace;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__u32 dst_label;
 	int ret;
 
 	ret = ipv4_load(skb, &eth, &ip);
@@ -36,11 +44,19 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	if (ip->saddr != src->ip4)
 		return DROP_INVALID_SIP;
 
+	trace_start(skb, ip, TRACE_HOOK_FROM_CONTAINER, &trace);
 	dst = lookup_ip4_endpoint(ip->daddr);
 	if (dst) {
-		if (ep_is_host(dst))
+		if (ep_is_host(dst)) {
+			trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst->sec_id, 0);
+			trace_point(skb, &trace, TRACE_TO_STACK, src->lxc_id, src->sec_id, dst->sec_id, 0);
 			return TC_ACT_OK;
-		return ipv4_local_delivery(eth, ip, dst);
+		}
+		trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst->sec_id, dst->lxc_id);
+		ret = ipv4_local_delivery(eth, ip, dst);
+		if (ret == TC_ACT_REDIRECT)
+			trace_point(skb, &trace, TRACE_TO_ENDPOINT, dst->lxc_id, src->sec_id, dst->sec_id, dst->lxc_id);
+		return ret;
 	}
 
 	/*
@@ -48,16 +64,32 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	 * the world, and the node's stack routes it (masquerade comes later).
 	 */
 	info = ipcache_lookup4(ip->daddr);
+	dst_label = info ? info->sec_identity : IDENTITY_WORLD;
+	trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst_label, 0);
 	if (!info || info->sec_identity == IDENTITY_HOST)
-		return TC_ACT_OK;
+		goto to_stack;
 
 	tunnel_endpoint = ipcache_tunnel_endpoint(info);
-	if (tunnel_endpoint)
-		return encap_and_redirect(skb, tunnel_endpoint, src->sec_id);
-	if (!tunnel_mode())
-		return fib_redirect4(skb, eth, ip);
+	if (tunnel_endpoint) {
+		ret = encap_and_redirect(skb, tunnel_endpoint, src->sec_id);
+		if (ret == TC_ACT_REDIRECT)
+			trace_point(skb, &trace, TRACE_TO_OVERLAY, src->lxc_id, src->sec_id, dst_label, 0);
+		return ret;
+	}
+	if (!tunnel_mode()) {
+		ret = fib_redirect4(skb, eth, ip);
+		if (ret == TC_ACT_REDIRECT)
+			trace_point(skb, &trace, TRACE_TO_NETWORK, src->lxc_id, src->sec_id, dst_label, 0);
+		if (ret != TC_ACT_OK)
+			return ret;
+	}
 
-	/* Tunnel mode without a tunnel endpoint (e.g. a node's underlay IP): the stack routes it. */
+	/*
+	 * The stack routes the rest: the world, this node's addresses, and in
+	 * tunnel mode what has no tunnel endpoint (e.g. a node's underlay IP).
+	 */
+to_stack:
+	trace_point(skb, &trace, TRACE_TO_STACK, src->lxc_id, src->sec_id, dst_label, 0);
 	return TC_ACT_OK;
 }
 
@@ -71,6 +103,8 @@ static __always_inline int from_container(struct __sk_buff *skb)
 	const struct endpoint_info *src;
 	int ret;
 
+	/* cb is scratch space left by whoever had the skb before: no identity known yet. */
+	set_src_identity(skb, IDENTITY_UNKNOWN);
 	src = lookup_ep_by_ifindex(skb->ifindex);
 	/* Attached before the agent filled the maps, or a stale attachment. */
 	if (!src)
@@ -91,7 +125,7 @@ static __always_inline int from_container(struct __sk_buff *skb)
 	}
 
 	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
+		return send_drop_notify_ep(skb, ret, src->lxc_id);
 	return ret;
 }
 

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* tendril_vxlan programs: traffic of other nodes' pods arriving through the tunnel. */
 
+#define EVENT_FILE	EVENT_FILE_OVERLAY
+
 #include "lib/common.h"
 #include "lib/config.h"
+#include "lib/events.h"
 #include "lib/drop.h"
+#include "lib/trace.h"
 #include "lib/maps.h"
 #include "lib/endpoint.h"
 #include "lib/eth.h"
@@ -16,15 +20,20 @@
  * VNI is the sender's source identity. A packet for a local pod goes straight
  * into it; anything else arriving through the tunnel is for this node (its
  * router IP answering, replies to the node) and goes to its stack.
+ *
+ * Traces from-overlay, then to-endpoint or to-stack.
  */
 static __always_inline int from_overlay(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	struct bpf_tunnel_key key = {};
+	struct trace_ctx trace;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__u32 dst_label;
 	int ret;
 
+	set_src_identity(skb, IDENTITY_UNKNOWN);
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return DROP_NO_TUNNEL_KEY;
 	/* Only our own datapath may claim to be the host; from the wire it is forged (as Cilium). */
@@ -40,10 +49,20 @@ static __always_inline int from_overlay(struct __sk_buff *skb)
 	if (IS_ERR(ret))
 		return ret;
 
+	trace_start(skb, ip, TRACE_HOOK_FROM_OVERLAY, &trace);
 	ep = lookup_ip4_endpoint(ip->daddr);
-	if (ep && !ep_is_host(ep))
-		return ipv4_local_delivery(eth, ip, ep);
-	return ipv4_host_delivery(eth);
+	if (ep && !ep_is_host(ep)) {
+		trace_point(skb, &trace, TRACE_FROM_OVERLAY, 0, key.tunnel_id, ep->sec_id, ep->lxc_id);
+		ret = ipv4_local_delivery(eth, ip, ep);
+		if (ret == TC_ACT_REDIRECT)
+			trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, key.tunnel_id, ep->sec_id, ep->lxc_id);
+		return ret;
+	}
+	dst_label = ep ? ep->sec_id : IDENTITY_WORLD;
+	trace_point(skb, &trace, TRACE_FROM_OVERLAY, 0, key.tunnel_id, dst_label, 0);
+	ret = ipv4_host_delivery(eth);
+	trace_point(skb, &trace, TRACE_TO_STACK, 0, key.tunnel_id, dst_label, 0);
+	return ret;
 }
 
 SEC("tc")

@@ -29,6 +29,22 @@ import {
   type IpcacheValue,
 } from '../src/datapath/maps.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
+import { RingBuffer } from '../src/kernel/bpf/index.js';
+import {
+  EVENTS_LOST_DROP_RATE,
+  EVENTS_LOST_MAP,
+  EVENTS_LOST_RING_FULL,
+  EVENTS_MAP,
+  TRACE_AGG_MAP,
+  TRACE_HOOK_FROM_CONTAINER,
+  decodeEvent,
+  traceKeyCodec,
+  traceStateCodec,
+  type TraceKey,
+  type TraceState,
+} from '../src/datapath/events.js';
+import { sumPerCpu, watchEvents } from '../src/datapath/event-reader.js';
+import { type DatapathEvent, type DropEvent, type ObsPoint, type TraceEvent } from '../src/observe/types.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -786,4 +802,384 @@ test('cil_to_netdev passes everything', () => {
   const r = run(nat.toNetdev, pkt);
   assert.equal(r.retval, TC_ACT_OK);
   assert.deepEqual(r.data, pkt);
+});
+
+// ---- events: the ring buffer after a test run ---------------------------------------------------------------
+
+/*
+ * Every object loaded above shares one pinned tendril_events ring (and tendril_trace_agg). Each case drains the
+ * ring first and uses flows of its own (distinct ports or ICMP ids), because the aggregation remembers every flow
+ * the earlier cases sent.
+ */
+let ring: RingBuffer | undefined;
+let traceAgg: TypedMap<TraceKey, TraceState>;
+const pending: DatapathEvent[] = [];
+
+before(() => {
+  assert.ok(lxc, 'lxc.o not loaded');
+  ring = RingBuffer.open(lxc.map(EVENTS_MAP), (rec) => {
+    const e = decodeEvent(rec);
+    assert.ok(e, `undecodable record ${rec.subarray(0, 16).toString('hex')}`);
+    pending.push(e);
+  });
+  traceAgg = lxc.map(TRACE_AGG_MAP).typed(traceKeyCodec, traceStateCodec);
+});
+
+after(() => ring?.close());
+
+/** Events written since the last call. */
+function takeEvents(): DatapathEvent[] {
+  ring!.consume();
+  return pending.splice(0);
+}
+
+function traces(events: DatapathEvent[]): TraceEvent[] {
+  return events.filter((e): e is TraceEvent => e.type === 'trace');
+}
+
+function drops(events: DatapathEvent[]): DropEvent[] {
+  return events.filter((e): e is DropEvent => e.type === 'drop');
+}
+
+/** [point, reason] of each trace, in order. */
+function pointsOf(events: DatapathEvent[]): string[] {
+  return traces(events).map((e) => `${e.obsPoint} ${e.reason}`);
+}
+
+const TCP_SYN = 0x02;
+const TCP_ACK = 0x10;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+
+function tcpPkt(src: EndpointInfo | string, dst: string, sport: number, dport: number, flags: number, payload = Buffer.alloc(0)): Buffer {
+  const saddr = typeof src === 'string' ? src : src.ip4;
+  const macs = typeof src === 'string' ? [BCAST, '02:00:00:00:00:01'] : [src.nodeMac, src.mac];
+  const ip = ipv4({ src: saddr, dst, proto: 6 }, tcp(saddr, dst, sport, dport, flags, payload));
+  return ethernet(macs[0]!, macs[1]!, ETH_P_IP, ip);
+}
+
+/** Runs `fn` with pod B's endpoint on ifindex 1 (lo), i.e. as if cil_from_container ran on B's veth. */
+function asPodB<T>(fn: () => T): T {
+  lxcIfMap.put(LO, podB);
+  try {
+    return fn();
+  } finally {
+    lxcIfMap.put(LO, podA);
+  }
+}
+
+let nextPort = 50000;
+const freshPort = (): number => nextPort++;
+
+test('events: the layout anchor section makes no map, and every object shares the one ring', () => {
+  assert.ok(![...lxc!.maps.keys()].some((n) => n.includes('layout')), JSON.stringify([...lxc!.maps.keys()]));
+  for (const c of [host!, ...loaded]) assert.equal(c.map(EVENTS_MAP).id, lxc!.map(EVENTS_MAP).id);
+  takeEvents();
+});
+
+test('events: cil_from_container local delivery writes from-endpoint and to-endpoint with endpoints and identities', () => {
+  takeEvents();
+  const sport = freshPort();
+  const pkt = tcpPkt(podA, podB.ip4, sport, 80, TCP_SYN);
+  const out = run(fromContainer, pkt);
+  assert.equal(out.retval, TC_ACT_REDIRECT);
+  const ev = traces(takeEvents());
+  assert.deepEqual(ev.map((e) => e.obsPoint), ['from-endpoint', 'to-endpoint']);
+  const [from, to] = ev as [TraceEvent, TraceEvent];
+  assert.deepEqual(
+    { source: from.source, src: from.srcIdentity, dst: from.dstIdentity, dstId: from.dstId, reason: from.reason, ifindex: from.ifindex },
+    { source: podA.lxcId, src: podA.secId, dst: podB.secId, dstId: podB.lxcId, reason: 'new', ifindex: LO },
+  );
+  assert.deepEqual(
+    { source: to.source, src: to.srcIdentity, dst: to.dstIdentity, dstId: to.dstId, reason: to.reason },
+    { source: podB.lxcId, src: podA.secId, dst: podB.secId, dstId: podB.lxcId, reason: 'new' },
+  );
+  assert.equal(from.origLen, pkt.length);
+  assert.deepEqual(from.data, pkt, 'from-endpoint captures the packet as the pod sent it');
+  assert.deepEqual(to.data, out.data, 'to-endpoint captures the packet as delivered (MACs, TTL)');
+  assert.notEqual(from.hash, 0);
+  assert.equal(from.hash, to.hash, 'one flow, one hash at every point');
+  const now = process.hrtime.bigint();
+  assert.ok(from.ktimeNs <= now && now - from.ktimeNs < 5_000_000_000n, 'ktime is CLOCK_MONOTONIC');
+});
+
+test('events: a packet longer than 128 bytes is captured by its first 128 bytes, with its full length', () => {
+  takeEvents();
+  const pkt = tcpPkt(podA, podB.ip4, freshPort(), 80, TCP_SYN, Buffer.alloc(400, 0xab));
+  run(fromContainer, pkt);
+  const [from] = traces(takeEvents());
+  assert.ok(from);
+  assert.equal(from.origLen, pkt.length);
+  assert.equal(from.capLen, 128);
+  assert.deepEqual(from.data, pkt.subarray(0, 128));
+});
+
+test('events: traffic to a host address or the world is traced from-endpoint then to-stack', () => {
+  takeEvents();
+  assert.equal(run(fromContainer, tcpPkt(podA, ROUTER_IP, freshPort(), 22, TCP_SYN)).retval, TC_ACT_OK);
+  const toHost = traces(takeEvents());
+  assert.deepEqual(toHost.map((e) => `${e.obsPoint} ${e.dstIdentity} ${e.dstId}`), ['from-endpoint 1 0', 'to-stack 1 0']);
+  assert.equal(run(fromContainer, tcpPkt(podA, '192.0.2.50', freshPort(), 443, TCP_SYN)).retval, TC_ACT_OK);
+  const toWorld = traces(takeEvents());
+  assert.deepEqual(toWorld.map((e) => `${e.obsPoint} ${e.dstIdentity} ${e.source}`), [`from-endpoint 2 ${podA.lxcId}`, `to-stack 2 ${podA.lxcId}`]);
+});
+
+test('events: (tunnel) a remote pod is traced to-overlay with its ipcache identity', () => {
+  takeEvents();
+  assert.equal(run(tun.fromContainer, tcpPkt(podA, '10.201.1.99', freshPort(), 80, TCP_SYN)).retval, TC_ACT_REDIRECT);
+  const ev = traces(takeEvents());
+  assert.deepEqual(ev.map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity}`), ['from-endpoint 1001->3000', 'to-overlay 1001->3000']);
+  assert.equal(ev[1]!.source, podA.lxcId);
+});
+
+test('events: (native) a FIB-forwarded packet is traced to-network', () => {
+  takeEvents();
+  const r = inNative(() => run(nat.fromContainer, tcpPkt(podA, REMOTE_POD, freshPort(), 80, TCP_SYN)));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-network new']);
+});
+
+test('events: cil_from_overlay traces from-overlay with the VNI as source identity, then to-endpoint or to-stack', () => {
+  takeEvents();
+  const sport = freshPort();
+  const toPod = ethernet('02:00:0a:c9:01:aa', '02:00:0a:c9:01:bb', ETH_P_IP, ipv4({ src: REMOTE_POD, dst: podB.ip4, proto: 6 }, tcp(REMOTE_POD, podB.ip4, sport, 80, TCP_SYN, Buffer.alloc(0))));
+  assert.equal(runCb(tun.keyFromOverlay, toPod, [0, REMOTE_POD_IDENTITY, parseIPv4(REMOTE_NODE_IP)]).retval, TC_ACT_REDIRECT);
+  const ev = traces(takeEvents());
+  assert.deepEqual(ev.map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity} src=${e.source} dstId=${e.dstId}`), [
+    `from-overlay ${REMOTE_POD_IDENTITY}->${podB.secId} src=0 dstId=${podB.lxcId}`,
+    `to-endpoint ${REMOTE_POD_IDENTITY}->${podB.secId} src=${podB.lxcId} dstId=${podB.lxcId}`,
+  ]);
+  const toNode = ethernet('02:00:0a:c9:01:aa', '02:00:0a:c9:01:bb', ETH_P_IP, ipv4({ src: REMOTE_POD, dst: ROUTER_IP, proto: 6 }, tcp(REMOTE_POD, ROUTER_IP, sport, 22, TCP_SYN, Buffer.alloc(0))));
+  runCb(tun.keyFromOverlay, toNode, [0, IDENTITY_REMOTE_NODE, parseIPv4(REMOTE_NODE_IP)]);
+  assert.deepEqual(traces(takeEvents()).map((e) => `${e.obsPoint} ${e.dstIdentity}`), ['from-overlay 1', 'to-stack 1']);
+});
+
+test('events: cil_from_netdev traces from-network (ipcache source identity) and to-endpoint', () => {
+  takeEvents();
+  const pkt = tcpPkt('10.201.1.99', podB.ip4, freshPort(), 80, TCP_SYN);
+  assert.equal(run(nat.fromNetdev, pkt).retval, TC_ACT_REDIRECT);
+  assert.deepEqual(traces(takeEvents()).map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity} ${e.source}`), [
+    `from-network 3000->${podB.secId} 0`,
+    `to-endpoint 3000->${podB.secId} ${podB.lxcId}`,
+  ]);
+  // The node's own traffic: from-network only, to the host identity.
+  run(nat.fromNetdev, tcpPkt(REMOTE_NODE_IP, ROUTER_IP, freshPort(), 22, TCP_SYN));
+  assert.deepEqual(traces(takeEvents()).map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity}`), ['from-network 6->1']);
+});
+
+test('events: cil_from_host traces from-host then to-endpoint, or to-overlay (tunnel)', () => {
+  takeEvents();
+  const toB = ethernet('02:00:00:00:99:99', HOST_MAC, ETH_P_IP, ipv4({ src: ROUTER_IP, dst: podB.ip4, proto: 6 }, tcp(ROUTER_IP, podB.ip4, freshPort(), 80, TCP_SYN, Buffer.alloc(0))));
+  assert.equal(run(fromHost, toB).retval, TC_ACT_REDIRECT);
+  assert.deepEqual(traces(takeEvents()).map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity} ${e.source}/${e.dstId}`), [
+    `from-host 1->${podB.secId} 0/${podB.lxcId}`,
+    `to-endpoint 1->${podB.secId} ${podB.lxcId}/${podB.lxcId}`,
+  ]);
+  const toRemote = ethernet('02:00:00:00:99:99', HOST_MAC, ETH_P_IP, ipv4({ src: ROUTER_IP, dst: '10.201.1.99', proto: 6 }, tcp(ROUTER_IP, '10.201.1.99', freshPort(), 80, TCP_SYN, Buffer.alloc(0))));
+  assert.equal(runCb(tun.keyFromHost, toRemote).retval, TC_ACT_REDIRECT);
+  assert.deepEqual(traces(takeEvents()).map((e) => `${e.obsPoint} ${e.srcIdentity}->${e.dstIdentity}`), ['from-host 1->3000', 'to-overlay 1->3000']);
+});
+
+test('events: a spoofed source is a drop event with reason 132, the endpoint, the object and line, and no trace', () => {
+  takeEvents();
+  const pkt = ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ipv4({ src: '10.200.0.99', dst: podB.ip4, proto: 6 }, tcp('10.200.0.99', podB.ip4, freshPort(), 80, TCP_SYN, Buffer.alloc(0))));
+  assert.equal(run(fromContainer, pkt).retval, TC_ACT_SHOT);
+  const ev = takeEvents();
+  assert.equal(traces(ev).length, 0);
+  const [d] = drops(ev);
+  assert.ok(d && drops(ev).length === 1, JSON.stringify(ev.map((e) => e.type)));
+  assert.deepEqual({ reason: d.reason, file: d.file, source: d.source, src: d.srcIdentity, ifindex: d.ifindex }, { reason: 132, file: 'lxc', source: podA.lxcId, src: podA.secId, ifindex: LO });
+  assert.ok(d.line > 0, 'source line');
+  assert.notEqual(d.hash, 0);
+  assert.deepEqual(d.data, pkt);
+});
+
+test('events: IPv6 from a pod is a drop event with reason 139; an unknown interface 203; a missing tunnel key 147', () => {
+  takeEvents();
+  run(fromContainer, ethernet(podA.nodeMac, podA.mac, ETH_P_IPV6, ipv6Udp()));
+  const [v6] = drops(takeEvents());
+  assert.deepEqual(v6 && [v6.reason, v6.file, v6.source, v6.hash], [139, 'lxc', podA.lxcId, 0]);
+  assert.ok(lxcIfMap.delete(LO));
+  try {
+    run(fromContainer, pingAtoB());
+  } finally {
+    lxcIfMap.put(LO, podA);
+  }
+  const [unknown] = drops(takeEvents());
+  assert.deepEqual(unknown && [unknown.reason, unknown.source, unknown.srcIdentity], [203, 0, 0]);
+  run(tun.fromOverlay, fromTunnel(podB.ip4));
+  const [noKey] = drops(takeEvents());
+  assert.deepEqual(noKey && [noKey.reason, noKey.file], [147, 'overlay']);
+});
+
+test('events: aggregation — the same packet twice is traced once; a new TCP flag reports again', () => {
+  takeEvents();
+  const sport = freshPort();
+  for (let i = 0; i < 3; i++) run(fromContainer, tcpPkt(podA, podB.ip4, sport, 80, TCP_SYN));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-endpoint new']);
+  run(fromContainer, tcpPkt(podA, podB.ip4, sport, 80, TCP_ACK));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint established', 'to-endpoint established'], 'ACK is new');
+  run(fromContainer, tcpPkt(podA, podB.ip4, sport, 80, TCP_ACK | TCP_PSH, Buffer.from('data')));
+  assert.deepEqual(pointsOf(takeEvents()), [], 'PSH is not a reported flag, ACK was seen');
+  run(fromContainer, tcpPkt(podA, podB.ip4, sport, 80, TCP_FIN | TCP_ACK));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint established', 'to-endpoint established'], 'FIN is new');
+});
+
+test('events: aggregation — the reverse tuple is reported as reply, at every point and on later reports', () => {
+  takeEvents();
+  const sport = freshPort();
+  run(fromContainer, tcpPkt(podA, podB.ip4, sport, 80, TCP_SYN));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-endpoint new']);
+  const synAck = tcpPkt(podB, podA.ip4, 80, sport, TCP_SYN | TCP_ACK);
+  assert.equal(asPodB(() => run(fromContainer, synAck)).retval, TC_ACT_REDIRECT);
+  const reply = traces(takeEvents());
+  assert.deepEqual(reply.map((e) => `${e.obsPoint} ${e.reason} ${e.source}`), [`from-endpoint reply ${podB.lxcId}`, `to-endpoint reply ${podA.lxcId}`]);
+  assert.notEqual(reply[0]!.hash, 0);
+  asPodB(() => run(fromContainer, tcpPkt(podB, podA.ip4, 80, sport, TCP_FIN | TCP_ACK)));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint reply', 'to-endpoint reply'], 'a later report of the reply direction');
+  // ICMP: the echo reply answers the request with the same identifier.
+  const id = freshPort();
+  run(fromContainer, ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ipv4({ src: podA.ip4, dst: podB.ip4, proto: 1 }, icmpEcho(id, 1, Buffer.alloc(8)))));
+  const echoReply = icmpEcho(id, 1, Buffer.alloc(8));
+  echoReply[0] = 0;
+  echoReply.writeUInt16BE(0, 2);
+  echoReply.writeUInt16BE(csum(echoReply), 2);
+  asPodB(() => run(fromContainer, ethernet(podB.nodeMac, podB.mac, ETH_P_IP, ipv4({ src: podB.ip4, dst: podA.ip4, proto: 1 }, echoReply))));
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-endpoint new', 'from-endpoint reply', 'to-endpoint reply']);
+});
+
+test('events: aggregation — a reply arriving through the tunnel is matched to the request that left through it', () => {
+  takeEvents();
+  const sport = freshPort();
+  const peer = '10.201.1.99';
+  assert.equal(run(tun.fromContainer, tcpPkt(podA, peer, sport, 443, TCP_SYN)).retval, TC_ACT_REDIRECT);
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-overlay new']);
+  const synAck = ethernet('02:00:0a:c9:01:aa', '02:00:0a:c9:01:bb', ETH_P_IP, ipv4({ src: peer, dst: podA.ip4, proto: 6 }, tcp(peer, podA.ip4, 443, sport, TCP_SYN | TCP_ACK, Buffer.alloc(0))));
+  assert.equal(runCb(tun.keyFromOverlay, synAck, [0, 3000, parseIPv4(REMOTE_NODE_IP)]).retval, TC_ACT_REDIRECT);
+  const reply = traces(takeEvents());
+  assert.deepEqual(reply.map((e) => `${e.obsPoint} ${e.reason} ${e.srcIdentity}->${e.dstIdentity} ${e.source}`), [
+    `from-overlay reply 3000->${podA.secId} 0`,
+    `to-endpoint reply 3000->${podA.secId} ${podA.lxcId}`,
+  ]);
+});
+
+test('events: aggregation — an established flow is reported again once 5 s passed since its last report', () => {
+  takeEvents();
+  const sport = freshPort();
+  const pkt = tcpPkt(podA, podB.ip4, sport, 80, TCP_ACK);
+  run(fromContainer, pkt);
+  assert.equal(traces(takeEvents()).length, 2);
+  run(fromContainer, pkt);
+  assert.equal(traces(takeEvents()).length, 0);
+  // Age the flow's entry of cil_from_container by 6 s instead of waiting.
+  const key: TraceKey = { saddr: podA.ip4, daddr: podB.ip4, sport, dport: 80, proto: 6, hook: TRACE_HOOK_FROM_CONTAINER, pad: 0 };
+  const st = traceAgg.lookup(key);
+  assert.ok(st, 'cil_from_container entry in tendril_trace_agg');
+  assert.equal(st.tcpFlags, TCP_ACK);
+  traceAgg.update(key, { ...st, lastReport: st.lastReport - 6_000_000_000n }, 'exist');
+  run(fromContainer, pkt);
+  assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint established', 'to-endpoint established']);
+});
+
+test('events: drop events are rate-limited per CPU (1000/s), the rest counted in tendril_events_lost', () => {
+  takeEvents();
+  const lostMap = lxc!.map(EVENTS_LOST_MAP);
+  const limitedBefore = sumPerCpu(lostMap, EVENTS_LOST_DROP_RATE);
+  const fullBefore = sumPerCpu(lostMap, EVENTS_LOST_RING_FULL);
+  const spoofed = ethernet(podA.nodeMac, podA.mac, ETH_P_IP, ipv4({ src: '10.200.0.99', dst: podB.ip4, proto: 1 }, icmpEcho(1, 1, Buffer.alloc(8))));
+  const n = 3000;
+  const r = fromContainer.run({ data: spoofed, ctx: skbCtx({ ifindex: LO }), repeat: n });
+  assert.equal(r.retval, TC_ACT_SHOT);
+  const written = drops(takeEvents()).length;
+  const limited = sumPerCpu(lostMap, EVENTS_LOST_DROP_RATE) - limitedBefore;
+  assert.equal(sumPerCpu(lostMap, EVENTS_LOST_RING_FULL) - fullBefore, 0, 'ring never full');
+  assert.equal(written + limited, n, `${written} written + ${limited} rate-limited`);
+  assert.ok(written <= 1000 + 20 && written > 0, `${written} drop events written`);
+});
+
+test('events: CONFIG_EVENTS=0 writes nothing and leaves the aggregation map alone', (t) => {
+  const off = Collection.load(root + 'build/bpf/lxc.o', {
+    constants: { CONFIG_ROUTER_IP4: be32(ROUTER_IP), CONFIG_HOST_IFINDEX: 0, CONFIG_NODE_IP4: be32('192.0.2.1'), CONFIG_EVENTS: 0 },
+    pinRoot,
+  });
+  try {
+    takeEvents();
+    const prog = off.program('cil_from_container');
+    const sport = freshPort();
+    assert.equal(run(prog, tcpPkt(podA, podB.ip4, sport, 80, TCP_SYN)).retval, TC_ACT_REDIRECT);
+    assert.equal(run(prog, tcpPkt(podA, '10.201.1.99', sport, 80, TCP_SYN)).retval, TC_ACT_REDIRECT, 'tunnelled');
+    assert.equal(run(prog, ethernet(podA.nodeMac, podA.mac, ETH_P_IPV6, ipv6Udp())).retval, TC_ACT_SHOT);
+    assert.deepEqual(takeEvents(), []);
+    assert.equal(traceAgg.lookup({ saddr: podA.ip4, daddr: podB.ip4, sport, dport: 80, proto: 6, hook: TRACE_HOOK_FROM_CONTAINER, pad: 0 }), undefined);
+
+    // What events cost per packet of a known flow (one aggregation lookup, no event written): the same packet to
+    // the world (left unchanged, so it can be repeated) through both programs, best of 20 x 20000 runs.
+    const known = tcpPkt(podA, '192.0.2.77', freshPort(), 80, TCP_ACK);
+    run(fromContainer, known);
+    assert.deepEqual(pointsOf(takeEvents()), ['from-endpoint new', 'to-stack new']);
+    const best = (p: BpfProgram): number => {
+      let min = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < 20; i++) min = Math.min(min, p.run({ data: known, ctx: skbCtx({ ifindex: LO }), repeat: 20_000 }).durationNs);
+      return min;
+    };
+    const [on, none] = [best(fromContainer), best(prog)];
+    t.diagnostic(`cil_from_container, known flow to the world (from-endpoint + to-stack): ${on} ns with events, ${none} ns with CONFIG_EVENTS=0`);
+    assert.equal(takeEvents().length, 0, 'a known flow writes no event');
+  } finally {
+    off.close();
+  }
+});
+
+test('events: a full ring counts lost events, and the reader reports them (one-page ring); policy verdicts decode', () => {
+  const smallRoot = `${pinRoot}-small`;
+  const small = Collection.load(root + 'build/bpf/tests/events_harness.o', {
+    constants: { CONFIG_ROUTER_IP4: be32(ROUTER_IP), CONFIG_HOST_IFINDEX: 0, CONFIG_NODE_IP4: be32('192.0.2.1') },
+    pinRoot: smallRoot,
+  });
+  try {
+    small.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: podB.ip4 }, podB);
+    small.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec).put(LO, podA);
+    const got: DatapathEvent[] = [];
+    const watch = watchEvents(small.map(EVENTS_MAP), small.map(EVENTS_LOST_MAP), (e) => got.push(e), { intervalMs: 60_000 });
+    const flows = 40;
+    const prog = small.program('cil_from_container');
+    for (let i = 0; i < flows; i++) assert.equal(run(prog, tcpPkt(podA, podB.ip4, 20000 + i, 80, TCP_SYN)).retval, TC_ACT_REDIRECT);
+    watch.stop();
+    const st = watch.stats();
+    // 4096 bytes hold 22 records of 176 + 8 bytes; 40 flows wrote 80 traces.
+    assert.equal(st.read, got.length);
+    assert.equal(st.read + st.lost, 2 * flows, JSON.stringify(st));
+    assert.ok(st.read >= 20 && st.read <= 22, `read ${st.read}`);
+    assert.deepEqual(
+      got.slice(0, 2).map((e) => (e.type === 'trace' ? e.obsPoint : e.type)),
+      ['from-endpoint', 'to-endpoint'] satisfies ObsPoint[],
+    );
+
+    // The policy-verdict helper (no caller in the datapath yet) writes what the decoder reads.
+    const verdicts: DatapathEvent[] = [];
+    const ringOfSmall = RingBuffer.open(small.map(EVENTS_MAP), (rec) => verdicts.push(decodeEvent(rec)!));
+    try {
+      ringOfSmall.consume();
+      verdicts.length = 0;
+      const pkt = tcpPkt(podA, podB.ip4, 20999, 8080, TCP_SYN);
+      // cb: source 101, remote identity 2, ingress (1) / TCP (6) / L3-L4 (2), deny (2), port 8080.
+      const r = small.program('test_policy_verdict').run({ data: pkt, ctx: skbCtx({ ifindex: LO, cb: [101, 2, (1 << 16) | (6 << 8) | 2, 2, 8080] }) });
+      assert.equal(r.retval, TC_ACT_OK);
+      ringOfSmall.consume();
+    } finally {
+      ringOfSmall.close();
+    }
+    assert.equal(verdicts.length, 1);
+    const v = verdicts[0]!;
+    assert.equal(v.type, 'policy-verdict');
+    if (v.type === 'policy-verdict') {
+      assert.deepEqual(
+        { dir: v.direction, action: v.action, match: v.match, proto: v.proto, dport: v.dport, source: v.source, src: v.srcIdentity, capLen: v.capLen },
+        { dir: 'ingress', action: 'deny', match: 'L3-L4', proto: 6, dport: 8080, source: 101, src: 2, capLen: 54 },
+      );
+    }
+  } finally {
+    small.close();
+    rmSync(smallRoot, { recursive: true, force: true });
+  }
 });

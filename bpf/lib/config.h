@@ -30,6 +30,12 @@ volatile const __u32 CONFIG_TUNNEL_IFINDEX = 0;
 /* ifindex of the native (underlay) device. */
 volatile const __u32 CONFIG_NATIVE_IFINDEX = 0;
 
+/*
+ * Datapath events (trace, drop, policy verdict) on (1, the default) or off
+ * (0): off, the verifier removes every event path from the programs.
+ */
+volatile const __u32 CONFIG_EVENTS = 1;
+
 static __always_inline bool tunnel_mode(void)
 {
 	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;

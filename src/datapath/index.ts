@@ -5,5 +5,7 @@ export type { RemoteNode, RoutingMode } from './remote-nodes.js';
 export type { EndpointInfo } from './maps.js';
 export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, dropReasonText } from './maps.js';
 export { DatapathError } from './errors.js';
+export { decodeEvent, ktimeToDate, EVENT_FILES, POLICY_MATCH_TYPES } from './events.js';
+export type { EventReaderOptions, EventStats, EventWatch } from './event-reader.js';
 export type { DatapathErrorCode } from './errors.js';
 export { ensureNamedNetns, interfaceIndex } from './host.js';

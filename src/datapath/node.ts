@@ -6,8 +6,11 @@ import path from 'node:path';
 import { Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
+import type { DatapathEvent } from '../observe/types.js';
 import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
+import { watchEvents, type EventReaderOptions, type EventWatch } from './event-reader.js';
+import { EVENTS_LOST_MAP, EVENTS_MAP } from './events.js';
 import {
   ENDPOINT_F_HOST,
   IDENTITY_HOST,
@@ -78,6 +81,11 @@ export interface NodeDatapathConfig {
    * millisecond. Same programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
+  /**
+   * Datapath events (traces, drops, policy verdicts) written to the node's ring buffer (default true). Off, the
+   * programs are loaded without any event code (CONFIG_EVENTS = 0). Takes effect at start().
+   */
+  events?: boolean;
 }
 
 /** What the datapath needs to know of an endpoint. */
@@ -142,6 +150,7 @@ export class NodeDatapath {
   private s: Started | undefined;
   private attachMode: 'tcx' | 'tc' = 'tcx';
   private state: DatapathState = emptyState();
+  private readonly watches = new Set<EventWatch>();
 
   /** Validates the configuration; nothing touches the kernel before start(). */
   constructor(cfg: NodeDatapathConfig) {
@@ -222,6 +231,7 @@ export class NodeDatapath {
       CONFIG_ROUTING_MODE: tunnel ? ROUTING_MODE_TUNNEL : ROUTING_MODE_NATIVE,
       CONFIG_TUNNEL_IFINDEX: vxlan?.index ?? 0,
       CONFIG_NATIVE_IFINDEX: nativeDev.index,
+      CONFIG_EVENTS: cfg.events === false ? 0 : 1,
     };
     const load = (obj: string): Collection => Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
     const loaded: Collection[] = [];
@@ -264,8 +274,9 @@ export class NodeDatapath {
     this.writeLocalEntries();
   }
 
-  /** Closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
+  /** Stops event readers and closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
   stop(): void {
+    for (const w of [...this.watches]) w.stop();
     this.s?.lxc.close();
     this.s?.host.close();
     this.s?.overlay?.close();
@@ -287,6 +298,26 @@ export class NodeDatapath {
   /** MTU for pod interfaces: the underlay's, minus the VXLAN overhead in tunnel mode. */
   get podMtu(): number {
     return this.started().podMtu;
+  }
+
+  /**
+   * Reads the node's events ring: every `intervalMs` (default 20 ms) the events written since are decoded and handed
+   * to onEvent, on the event loop, a bounded batch at a time. stats() counts what was read and what the datapath
+   * lost (ring full) or held back (drop-event rate limit) since this call. stop() (or the datapath's stop())
+   * delivers what the ring holds and ends the reading. Several readers would split the events between them.
+   */
+  startEvents(onEvent: (e: DatapathEvent) => void, o: EventReaderOptions = {}): EventWatch {
+    const s = this.started();
+    const inner = watchEvents(s.lxc.map(EVENTS_MAP), s.lxc.map(EVENTS_LOST_MAP), onEvent, o);
+    const watch: EventWatch = {
+      stop: () => {
+        this.watches.delete(watch);
+        inner.stop();
+      },
+      stats: () => inner.stats(),
+    };
+    this.watches.add(watch);
+    return watch;
   }
 
   private started(): Started {

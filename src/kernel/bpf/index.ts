@@ -1,4 +1,4 @@
-// Public surface of src/kernel/bpf: object specs and loading, maps, programs, tcx/tc links, codecs, ELF/BTF.
+// Public surface of src/kernel/bpf: object specs and loading, maps, programs, tcx/tc links, ring buffers, codecs, ELF/BTF.
 export { array, be16, be32, bytes, i32, structCodec, u16, u32, u64, u8 } from './codec.js';
 export type { Codec, FieldLayout, StructCodec, StructFields } from './codec.js';
 export { ElfFile } from './elf.js';
@@ -9,6 +9,7 @@ export { Collection, CollectionSpec } from './collection.js';
 export type { ConstantValue, LoadOptions, MapSpec, ProgramSpec } from './collection.js';
 export { BpfMap, TypedMap, possibleCpus } from './map.js';
 export type { UpdateFlags } from './map.js';
+export { BPF_MAP_TYPE_RINGBUF, RingBuffer } from './ringbuf.js';
 export { BpfProgram, SKB_CTX_SIZE, decodeSkbCtx, skbCtx } from './program.js';
 export type { RunOptions, RunResult } from './program.js';
 export { Link, haveTcx } from './link.js';
