@@ -1,5 +1,6 @@
 // The agent: composition root of one node. Wires IPAM, datapath, endpoints, the CNI handler and the API by hand.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
 import { ensureNamedNetns, interfaceIndex } from '../datapath/index.js';
@@ -12,11 +13,24 @@ import { AgentError } from './errors.js';
 import { IDENTITY_HEALTH, placeholderIdentity, securityLabels } from './identity.js';
 import { NodeIpam } from './ipam.js';
 import { NodeManager } from './nodes.js';
+import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
+import type { EventWatch } from '../datapath/index.js';
+import { interfaceName } from '../datapath/index.js';
 import { openStore } from '../store/index.js';
 import type { NodeSpec, Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
+
+/** Labels of the reserved identities, as Cilium names them. */
+const RESERVED_LABELS: Record<number, string[]> = {
+  1: ['reserved:host'],
+  2: ['reserved:world'],
+  3: ['reserved:unmanaged'],
+  4: ['reserved:health'],
+  5: ['reserved:init'],
+  6: ['reserved:remote-node'],
+};
 export const CNI_CONF_NAME = '05-tendril.conflist';
 const HEALTH_IF = 'lxc_health';
 
@@ -31,6 +45,8 @@ export class Agent {
   private queue: Promise<void> = Promise.resolve();
   private ready = false;
   private stopping = false;
+  private observer: ObserverServer | undefined;
+  private events: EventWatch | undefined;
   private podCidr = '';
   private api: ApiServer | undefined;
   private routerIP = '';
@@ -119,6 +135,7 @@ export class Agent {
       if (this.ipam.ownerOf(ep.ip) !== undefined && ep.kind === 'pod') this.ipam.release(ep.ip);
     }
     await this.ensureHealthEndpoint();
+    await this.startObserver(dp);
     this.ready = true;
     // Written when ready, as Cilium does: a runtime that finds it may start pods here. A plugin call that comes
     // earlier anyway (a stale config) is answered "try again later" (11).
@@ -130,6 +147,7 @@ export class Agent {
         podCIDRs: cur?.podCIDRs ?? [podCidr],
         routerIP: this.routerIP,
         healthIP: this.healthIP,
+        observer: `unix://${observerSocketFor(cfg.socket)}`,
       }));
       this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
     }
@@ -165,10 +183,61 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     this.nodes?.stop();
+    this.events?.stop();
+    await this.observer?.stop();
     await this.api?.close();
     await this.queue;
     await this.store?.close().catch(() => {});
     this.dp?.stop();
+  }
+
+  /** The flow server (Hubble's Observer API) fed from the datapath's event ring. */
+  private async startObserver(dp: NodeDatapath): Promise<void> {
+    const observer = new ObserverServer({
+      nodeName: this.cfg.nodeName,
+      socketPath: observerSocketFor(this.cfg.socket),
+      context: this.flowContext(),
+      numCpus: os.cpus().length,
+      ringBytes: 1 << 20,
+    });
+    await observer.start();
+    this.observer = observer;
+    this.events = dp.startEvents((ev) => observer.ingest(ev), {
+      onError: (err) => this.log.warn({ err }, 'turning a datapath event into a flow failed'),
+    });
+  }
+
+  /** What turns datapath events into flows: this node's endpoints by ID and IP, identities, interface names. */
+  private flowContext(): FlowContext {
+    const view = (e: Endpoint): FlowEndpointInfo => ({
+      id: e.id,
+      identity: e.identity,
+      namespace: e.namespace,
+      podName: e.podName,
+      labels: e.securityLabels,
+    });
+    const ifnames = new Map<number, string>();
+    return {
+      nodeName: this.cfg.nodeName,
+      ...monotonicClock(),
+      endpointById: (id) => {
+        const e = this.endpoints?.get(id);
+        return e ? view(e) : undefined;
+      },
+      endpointByIp: (ip) => {
+        const e = this.endpoints?.resolve(`ipv4:${ip}`);
+        return e ? view(e) : undefined;
+      },
+      identityLabels: (id) => RESERVED_LABELS[id] ?? this.endpoints?.list().find((e) => e.identity === id)?.securityLabels,
+      interfaceName: (ifindex) => {
+        let name = ifnames.get(ifindex);
+        if (name === undefined) {
+          name = interfaceName(ifindex);
+          if (name !== undefined) ifnames.set(ifindex, name);
+        }
+        return name;
+      },
+    };
   }
 
   /** The parts that exist once the node has its pod CIDR; a clear "not ready" otherwise. */
@@ -408,6 +477,8 @@ export class Agent {
       'device-mode': 'veth',
       routing: { mode: this.cfg.routing, 'native-device': this.cfg.nativeDev },
       nodes: this.nodes ? this.nodes.list().length : 1,
+      monitor: this.events ? { cpus: os.cpus().length, ...this.events.stats() } : null,
+      hubble: this.observer ? hubbleStatus(this.observer) : null,
       endpoints: eps.length,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };
@@ -471,3 +542,8 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
 }
 
 export { HOST_DEV };
+
+function hubbleStatus(o: ObserverServer): unknown {
+  const st = o.status();
+  return { flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
+}

@@ -50,11 +50,10 @@ export class NodeManager {
   /** Registers this node, keeping what the operator already assigned (a restart keeps its CIDR). */
   private async register(): Promise<void> {
     await this.update((cur) => ({
+      ...cur,
       name: this.selfName,
       addresses: this.addresses,
       podCIDRs: cur?.podCIDRs ?? [],
-      ...(cur?.routerIP ? { routerIP: cur.routerIP } : {}),
-      ...(cur?.healthIP ? { healthIP: cur.healthIP } : {}),
     }));
   }
 

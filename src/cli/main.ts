@@ -3,6 +3,8 @@ import { Command, Option } from 'commander';
 import { runAgent } from './agent-cmd.js';
 import { registerLab } from './lab-cmd.js';
 import { registerNodeViews } from './node-cmd.js';
+import { registerObserve } from './observe-cmd.js';
+import { registerMonitor } from './monitor-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -39,6 +41,8 @@ program
 
 registerOperator(program);
 registerNodeViews(program);
+registerObserve(program);
+registerMonitor(program);
 registerLab(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -47,6 +47,8 @@ interface StatusView {
   'device-mode': string;
   routing: { mode: string; 'native-device': string };
   nodes: number;
+  monitor: { cpus: number; read: number; lost: number } | null;
+  hubble: { flows: number; 'max-flows': number; 'seen-flows': number; 'flows-rate': number; socket: string } | null;
   endpoints: number;
   health: { ip: string | null; endpoint: number | null };
 }
@@ -69,6 +71,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Kubernetes', 'Disabled'],
     ['CNI Config file', s['cni-config'] ? `successfully wrote CNI configuration file to ${s['cni-config']}` : 'not written yet'],
     ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s${s.tendril.message ? `   (${s.tendril.message})` : ''}`],
+    ['NodeMonitor', s.monitor ? `Listening for events on ${s.monitor.cpus} CPUs with a 1 MiB ring buffer (${s.monitor.read} read, ${s.monitor.lost} lost)` : 'Disabled'],
     ['Cilium health daemon', s.health.endpoint !== null ? `Ok   (endpoint ${s.health.endpoint}, ${s.health.ip})` : 'Not ready'],
     ['IPAM', s.ipam ? `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},` : 'IPv4: waiting for a pod CIDR'],
   ];
@@ -78,6 +81,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Attach Mode', s['attach-mode'] === null ? '-' : s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
     ['Device Mode', s['device-mode']],
     ['Cluster', `${s.nodes} node(s)`],
+    ['Hubble', s.hubble ? `Ok   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
   ];
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));

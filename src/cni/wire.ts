@@ -1,4 +1,5 @@
 // Pod interface plumbing: the veth pair, the pod's /32 address and its routes via the node's router.
+import fs from 'node:fs';
 import { KernelError } from '../kernel/errors.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { Netns } from '../kernel/netns/index.js';
@@ -69,6 +70,10 @@ export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInt
     undo.push(`veth "${hostIfName}"`, () => void nl.deleteLink(hostIfName));
 
     const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
+    // The cluster is IPv4-only: without this the pod's kernel sends IPv6 (router/neighbour solicitations) that
+    // the datapath can only drop as "Unsupported L3 protocol". Done before the links go up.
+    ns.run(() => disableIPv6(podIfName));
+    disableIPv6(hostIfName);
     pod.setLink('lo', { up: true });
     pod.addAddress(podLink.index, `${ip}/32`);
     // Routes need the link up (ENETDOWN otherwise).
@@ -91,6 +96,15 @@ export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInt
     pod?.close();
     host?.close();
     if (!spec.netns) ns.close();
+  }
+}
+
+/** disable_ipv6 on an interface of the calling thread's namespace; a kernel without IPv6 has nothing to disable. */
+function disableIPv6(ifname: string): void {
+  try {
+    fs.writeFileSync(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, '1');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }
 

@@ -19,3 +19,13 @@ export function interfaceIndex(name: string): number | undefined {
     nl.close();
   }
 }
+
+/** Name of an interface of this namespace by ifindex, or undefined. */
+export function interfaceName(ifindex: number): string | undefined {
+  const nl = Netlink.open();
+  try {
+    return nl.getLink(ifindex)?.name;
+  } finally {
+    nl.close();
+  }
+}

@@ -8,4 +8,4 @@ export { DatapathError } from './errors.js';
 export { decodeEvent, ktimeToDate, EVENT_FILES, POLICY_MATCH_TYPES } from './events.js';
 export type { EventReaderOptions, EventStats, EventWatch } from './event-reader.js';
 export type { DatapathErrorCode } from './errors.js';
-export { ensureNamedNetns, interfaceIndex } from './host.js';
+export { ensureNamedNetns, interfaceIndex, interfaceName } from './host.js';

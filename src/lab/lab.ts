@@ -14,6 +14,7 @@ import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, findProcesses, sleep, spawnInNetns, stopProcesses } from './procs.js';
+import { relaySocketIn } from '../observe/index.js';
 
 export const DEFAULT_LAB = 'tendril';
 
@@ -53,6 +54,8 @@ export interface LabState {
   /** Control-plane address on the underlay bridge (operator, etcd). */
   controlIP: string;
   operatorPid: number;
+  /** hubble-relay's role: merges every node's flows (tendril observe talks to it). */
+  relayPid?: number;
   etcdPid?: number;
   attachMode?: 'tcx' | 'tc';
   created: string;
@@ -180,6 +183,9 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     st.operatorPid = await startOperator(st);
     save(st);
     say(`operator pid ${st.operatorPid}: cluster-pool ${st.podCidr} /24 per node, store ${storeKind} (${st.storeUrl})`);
+    st.relayPid = await startRelay(st);
+    save(st);
+    say(`relay pid ${st.relayPid}: flows of every node on ${relaySocketIn(p.dir)}`);
     // One node after the other, so CIDRs are handed out in node order (ctr gets the first).
     for (const n of st.nodes) {
       n.pid = startAgent(st, n);
@@ -350,6 +356,21 @@ async function startOperator(st: LabState): Promise<number> {
     }
   }
   throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator not ready after 20 s:\n${tail(p.operatorLog, 15)}`);
+}
+
+/** The flow relay of the lab, next to the operator; it re-reads the lab's nodes as they come and go. */
+async function startRelay(st: LabState): Promise<number> {
+  const p = labPaths(st.name);
+  const socket = relaySocketIn(p.dir);
+  const log = path.join(p.dir, 'relay.log');
+  const pid = spawnInNetns(p.underlayNetns, [process.execPath, CLI_JS, '--lab', st.name, 'observe', 'relay', '--listen', socket], log);
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Relay exited during start-up:\n${tail(log, 15)}`);
+    if (fs.existsSync(socket)) return pid;
+    await sleep(50);
+  }
+  throw new LabError('TENDRIL_ERR_LAB_AGENT', `Relay not listening after 20 s:\n${tail(log, 15)}`);
 }
 
 /** Restarts one node's agent (pinned programs and maps keep forwarding meanwhile). */

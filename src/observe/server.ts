@@ -1,0 +1,412 @@
+// A node's flow server: keeps the last N flows and serves Hubble's Observer API (GetFlows, ServerStatus, GetNodes,
+// GetNamespaces) plus Tendril's Monitor service (raw events for `tendril monitor`) over gRPC on a unix socket and
+// optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up loses flows and is told how many.
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import {
+  monitorService,
+  nodeToProto,
+  nsToTimestamp,
+  observerService,
+  queryFromProto,
+  responseToProto,
+  statusToProto,
+  type FlowsQuery,
+  type FlowsResponse,
+  type NodeInfo,
+  type ServerStatus,
+} from './codec.js';
+import { ObserveError } from './errors.js';
+import { compileFilters, type FlowPredicate } from './filter.js';
+import { toFlow, type FlowContext } from './flow.js';
+import { timeToNs, type Flow } from './model.js';
+import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
+import { DEFAULT_MAX_FLOWS, FlowRing } from './ring.js';
+import type { DatapathEvent } from './types.js';
+import { TENDRIL_VERSION } from './version.js';
+
+export interface ObserverServerOptions {
+  nodeName: string;
+  /** Unix socket to listen on (created with mode 0600; a stale file is replaced). */
+  socketPath: string;
+  /** Also listen on 127.0.0.1:tcpPort; 0 picks a free port (see tcpAddress). */
+  tcpPort?: number;
+  /** Ring size (default 4095, as Hubble). */
+  maxFlows?: number;
+  version?: string;
+  /** Lookups that turn datapath events into flows; needed by ingest(). */
+  context?: FlowContext;
+  /** For the monitor header: CPUs and event ring size of the datapath. */
+  numCpus?: number;
+  ringBytes?: number;
+  /** Responses queued per follower before its flows are dropped (default 1024). */
+  followerQueue?: number;
+}
+
+interface Entry {
+  flow: Flow;
+  ns: bigint;
+}
+
+/** One streaming client and its backpressure state. */
+type Stream = grpc.ServerWritableStream<Record<string, unknown>, Record<string, unknown>>;
+
+class Follower {
+  lost = 0;
+  private blocked = false;
+  private pending = 0;
+  constructor(
+    readonly call: Stream,
+    private readonly limit: number,
+    private readonly lostMessage: (lost: number) => Record<string, unknown>,
+  ) {
+    call.on('drain', () => {
+      this.blocked = false;
+      this.pending = 0;
+      if (this.lost > 0) {
+        const n = this.lost;
+        this.lost = 0;
+        this.write(this.lostMessage(n));
+      }
+    });
+  }
+
+  /** Writes unless the client is too far behind, in which case the message is counted as lost. */
+  offer(msg: () => Record<string, unknown>): void {
+    if (this.blocked && this.pending >= this.limit) {
+      this.lost++;
+      return;
+    }
+    this.write(msg());
+  }
+
+  write(msg: Record<string, unknown>): void {
+    if (!this.call.write(msg)) {
+      this.blocked = true;
+      this.pending++;
+    }
+  }
+
+  get closed(): boolean {
+    return this.call.cancelled || this.call.destroyed || this.call.writableEnded;
+  }
+}
+
+interface FlowFollower {
+  f: Follower;
+  match: FlowPredicate;
+  until: bigint | undefined;
+}
+
+interface EventFollower {
+  f: Follower;
+  filter: MonitorFilter;
+}
+
+/** gRPC status error for a handler callback or a stream. */
+function statusError(code: grpc.status, details: string): Partial<grpc.StatusObject> & Error {
+  return Object.assign(new Error(details), { code, details });
+}
+
+export class ObserverServer {
+  private readonly ring: FlowRing<Entry>;
+  private readonly server = new grpc.Server();
+  private readonly flowFollowers = new Set<FlowFollower>();
+  private readonly eventFollowers = new Set<EventFollower>();
+  private readonly startedAt = process.hrtime.bigint();
+  private readonly version: string;
+  private readonly queue: number;
+  private started = false;
+  private boundTcp: string | undefined;
+
+  constructor(private readonly opts: ObserverServerOptions) {
+    this.ring = new FlowRing<Entry>(opts.maxFlows ?? DEFAULT_MAX_FLOWS);
+    this.version = opts.version ?? TENDRIL_VERSION;
+    this.queue = opts.followerQueue ?? 1024;
+    this.server.addService(observerService(), {
+      GetFlows: (call: Stream) => this.getFlows(call),
+      ServerStatus: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<Record<string, unknown>>) => cb(null, statusToProto(this.status())),
+      GetNodes: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<Record<string, unknown>>) => cb(null, { nodes: [nodeToProto(this.node())] }),
+      GetNamespaces: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<Record<string, unknown>>) =>
+        cb(null, { namespaces: this.namespaces().map((namespace) => ({ namespace })) }),
+    });
+    this.server.addService(monitorService(), {
+      Info: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<Record<string, unknown>>) =>
+        cb(null, { node_name: opts.nodeName, num_cpus: opts.numCpus ?? os.cpus().length, ring_bytes: String(opts.ringBytes ?? 0), version: this.version }),
+      Events: (call: Stream) => this.events(call),
+    });
+  }
+
+  /** Listens on the unix socket (and 127.0.0.1 if asked). */
+  async start(): Promise<void> {
+    if (this.started) return;
+    await removeStaleSocket(this.opts.socketPath);
+    fs.mkdirSync(path.dirname(this.opts.socketPath), { recursive: true });
+    await bind(this.server, `unix://${this.opts.socketPath}`);
+    fs.chmodSync(this.opts.socketPath, 0o600);
+    if (this.opts.tcpPort !== undefined) {
+      const port = await bind(this.server, `127.0.0.1:${this.opts.tcpPort}`);
+      this.boundTcp = `127.0.0.1:${port}`;
+    }
+    this.started = true;
+  }
+
+  /** "127.0.0.1:PORT" once started with tcpPort. */
+  get tcpAddress(): string | undefined {
+    return this.boundTcp;
+  }
+
+  get socketPath(): string {
+    return this.opts.socketPath;
+  }
+
+  /** Converts a datapath event (needs options.context), stores and streams the flow, and streams the raw event. */
+  ingest(ev: DatapathEvent): Flow {
+    const ctx = this.opts.context;
+    if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest datapath events: the observer server has no flow context');
+    const flow = toFlow(ev, ctx);
+    this.publish(flow);
+    this.publishEvent(ev, ctx.interfaceName?.(ev.ifindex));
+    return flow;
+  }
+
+  /** Stores a flow in the ring and sends it to every follower whose filters match. */
+  publish(flow: Flow): void {
+    const ns = timeToNs(flow.time) ?? 0n;
+    this.ring.push({ flow, ns });
+    for (const fol of this.flowFollowers) {
+      if (fol.f.closed) {
+        this.flowFollowers.delete(fol);
+        continue;
+      }
+      if (fol.until !== undefined && ns > fol.until) {
+        this.flowFollowers.delete(fol);
+        fol.f.call.end();
+        continue;
+      }
+      if (fol.match(flow)) fol.f.offer(() => responseToProto(this.flowResponse(flow)));
+    }
+  }
+
+  /** Sends a raw event to `monitor` clients (nothing is stored). */
+  publishEvent(ev: DatapathEvent, ifname?: string): void {
+    if (this.eventFollowers.size === 0) return;
+    let json: string | undefined;
+    for (const fol of this.eventFollowers) {
+      if (fol.f.closed) {
+        this.eventFollowers.delete(fol);
+        continue;
+      }
+      if (!monitorMatches(ev, fol.filter)) continue;
+      fol.f.offer(() => {
+        json ??= JSON.stringify(toMonitorEvent(ev, { ifname, node: this.opts.nodeName }));
+        return { json };
+      });
+    }
+  }
+
+  status(): ServerStatus {
+    return {
+      num_flows: this.ring.size,
+      max_flows: this.ring.capacity,
+      seen_flows: this.ring.seen,
+      uptime_ns: process.hrtime.bigint() - this.startedAt,
+      version: this.version,
+      flows_rate: this.flowsRate(),
+    };
+  }
+
+  node(): NodeInfo {
+    const s = this.status();
+    return {
+      name: this.opts.nodeName,
+      version: s.version,
+      address: this.boundTcp ?? `unix://${this.opts.socketPath}`,
+      state: 'NODE_CONNECTED',
+      uptime_ns: s.uptime_ns,
+      num_flows: s.num_flows,
+      max_flows: s.max_flows,
+      seen_flows: s.seen_flows,
+    };
+  }
+
+  /** Number of clients following flows or events (for tests and status). */
+  get followers(): number {
+    return this.flowFollowers.size + this.eventFollowers.size;
+  }
+
+  /** Ends every stream, stops listening and removes the socket file. */
+  async stop(): Promise<void> {
+    for (const fol of this.flowFollowers) fol.f.call.end();
+    for (const fol of this.eventFollowers) fol.f.call.end();
+    this.flowFollowers.clear();
+    this.eventFollowers.clear();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (this.started) fs.rmSync(this.opts.socketPath, { force: true });
+    this.started = false;
+  }
+
+  private flowResponse(flow: Flow): FlowsResponse {
+    return { kind: 'flow', flow, node_name: flow.node_name ?? this.opts.nodeName, time: flow.time };
+  }
+
+  private getFlows(call: Stream): void {
+    let q: FlowsQuery;
+    let match: FlowPredicate;
+    try {
+      q = queryFromProto(call.request);
+      if (q.first && q.follow) throw new ObserveError('TENDRIL_ERR_OBSERVE_INVALID', '"first" cannot be combined with "follow"');
+      match = compileFilters(q.whitelist, q.blacklist);
+    } catch (err) {
+      call.emit('error', statusError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
+      return;
+    }
+    for (const e of selectHistory(this.ring, q, match)) call.write(responseToProto(this.flowResponse(e.flow)));
+    if (!q.follow) {
+      call.end();
+      return;
+    }
+    // Marks the end of the history part, so a relay can merge histories before it interleaves live flows.
+    // Hubble clients show NODE_CONNECTED events only in debug mode.
+    call.write(
+      responseToProto({
+        kind: 'node_status',
+        node_status: { state_change: 'NODE_CONNECTED', node_names: [this.opts.nodeName], message: 'history complete' },
+        node_name: this.opts.nodeName,
+      }),
+    );
+    const fol: FlowFollower = {
+      f: new Follower(call, this.queue, (n) => this.lostMessage(n)),
+      match,
+      until: q.until,
+    };
+    this.flowFollowers.add(fol);
+    const drop = (): void => {
+      this.flowFollowers.delete(fol);
+    };
+    call.on('cancelled', drop);
+    call.on('close', drop);
+    call.on('error', drop);
+  }
+
+  private lostMessage(n: number): Record<string, unknown> {
+    return {
+      lost_events: { source: 'OBSERVER_EVENTS_QUEUE', num_events_lost: String(n) },
+      node_name: this.opts.nodeName,
+      time: nsToTimestamp(BigInt(Date.now()) * 1_000_000n),
+    };
+  }
+
+  private events(call: Stream): void {
+    const r = call.request;
+    const nums = (k: string): number[] => ((r[k] as number[] | undefined) ?? []).map(Number);
+    const filter: MonitorFilter = { types: (r['types'] as string[] | undefined) ?? [], relatedTo: nums('related_to'), from: nums('from'), to: nums('to') };
+    try {
+      validateMonitorFilter(filter);
+    } catch (err) {
+      call.emit('error', statusError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
+      return;
+    }
+    const fol: EventFollower = {
+      f: new Follower(call, this.queue, (n) => ({ json: '', lost: String(n) })),
+      filter,
+    };
+    this.eventFollowers.add(fol);
+    const drop = (): void => {
+      this.eventFollowers.delete(fol);
+    };
+    call.on('cancelled', drop);
+    call.on('close', drop);
+    call.on('error', drop);
+    // Headers go out now, so a client knows it is subscribed before the first event.
+    call.sendMetadata(new grpc.Metadata());
+  }
+
+  /** Flows per second over the last minute. */
+  private flowsRate(): number {
+    const since = BigInt(Date.now() - 60_000) * 1_000_000n;
+    let n = 0;
+    for (const e of this.ring.reversed()) {
+      if (e.ns < since) break;
+      n++;
+    }
+    return n / 60;
+  }
+
+  /** Namespaces seen in flows of the last hour (what `hubble list namespaces` shows). */
+  private namespaces(): string[] {
+    const since = BigInt(Date.now() - 3_600_000) * 1_000_000n;
+    const set = new Set<string>();
+    for (const e of this.ring.reversed()) {
+      if (e.ns < since) break;
+      for (const ep of [e.flow.source, e.flow.destination]) if (ep?.namespace) set.add(ep.namespace);
+    }
+    return [...set].sort();
+  }
+}
+
+/** The flows a GetFlows request gets before following: last (or first) `number` matching flows within since/until. */
+export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowPredicate): Entry[] {
+  const number = q.number ?? 0;
+  // Following without a count or a start time means "only new flows", as Hubble.
+  if (q.follow && number === 0 && q.since === undefined) return [];
+  const inWindow = (e: Entry): boolean => (q.since === undefined || e.ns >= q.since) && (q.until === undefined || e.ns <= q.until);
+  const out: Entry[] = [];
+  if (q.first) {
+    for (const e of ring.values()) {
+      if (!inWindow(e) || !match(e.flow)) continue;
+      out.push(e);
+      if (number > 0 && out.length >= number) break;
+    }
+    return out;
+  }
+  for (const e of ring.reversed()) {
+    if (q.since !== undefined && e.ns < q.since) break;
+    if (!inWindow(e) || !match(e.flow)) continue;
+    out.push(e);
+    if (number > 0 && out.length >= number) break;
+  }
+  return out.reverse();
+}
+
+function bind(server: grpc.Server, address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err) reject(new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `Cannot listen on ${address}: ${err.message}`, { cause: err }));
+      else resolve(port);
+    });
+  });
+}
+
+/** Removes a socket file nobody listens on (left by a crashed agent); refuses to take over a live one. */
+async function removeStaleSocket(file: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(file);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `Cannot listen on "${file}": the path exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const s = net.connect(file);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (live) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `Cannot listen on "${file}": another server is listening there`);
+  fs.rmSync(file, { force: true });
+}
