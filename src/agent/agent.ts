@@ -147,7 +147,6 @@ export class Agent {
         podCIDRs: cur?.podCIDRs ?? [podCidr],
         routerIP: this.routerIP,
         healthIP: this.healthIP,
-        observer: `unix://${observerSocketFor(cfg.socket)}`,
       }));
       this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
     }

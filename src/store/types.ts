@@ -70,8 +70,6 @@ export interface NodeSpec {
   /** Router IP (tendril_host) and health IP, published by the agent once it has a CIDR. */
   routerIP?: string;
   healthIP?: string;
-  /** The node's flow server (Hubble Observer API), e.g. "unix:///…/observer.sock", for the relay. */
-  observer?: string;
 }
 
 /** Cluster-pool allocator state (one resource named "cluster-pool"), written only by the operator. */
