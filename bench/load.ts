@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { BenchError, inNs, kill, run, runAsync, sleep, start, type Started } from './proc.js';
+import type { RR } from './report.js';
 
 /** Client on CPU0, server on CPU1 (as the reference harness): the two ends never fight for one core. */
 const CLIENT_CPU = '0';
@@ -78,6 +79,17 @@ function cpuSnapshot(): CpuSnapshot {
     if (ppid === process.pid || Number(f[6]) & PF_KTHREAD) ours.set(Number(e), Number(f[11]) + Number(f[12]));
   }
   return { busy, self, ours, children };
+}
+
+/** CPU time all CPUs have been busy since boot (seconds, summed over CPUs; as cpuTimes()). */
+export function boxBusySeconds(): number {
+  return cpuTimes().busy / TICKS_PER_S;
+}
+
+/** CPU time (user + system, seconds) a live process has used; undefined once it is gone. */
+export function processCpuSeconds(pid: number): number | undefined {
+  const f = statFields(String(pid));
+  return f ? (Number(f[11]) + Number(f[12])) / TICKS_PER_S : undefined;
 }
 
 /**
@@ -178,8 +190,54 @@ export async function rr(rrBin: string, srv: string, cli: string, ip: string, se
   }
 }
 
+/** The figures of an rr run that the tables show. */
+export function rrSummary(r: RRResult): RR {
+  return { tps: r.tps, p50us: r.p50_us, p99us: r.p99_us };
+}
+
 /** Fails unless `cli` reaches `ip` (ping); the bench never measures a broken pair. */
 export function checkConnectivity(cli: string, ip: string, what: string): void {
   const r = run(inNs(cli, ['ping', '-c', '2', '-i', '0.2', '-W', '1', ip]), { allowFail: true });
   if (r.status !== 0) throw new BenchError(`No connectivity in scenario ${what}: ${cli} cannot ping ${ip}: ${(r.stdout + r.stderr).trim().split('\n').slice(-2).join(' ')}`);
+}
+
+// ---------------------------------------------------------------- many short connections (event rate)
+
+export interface CrrResult {
+  /** Connections completed (connect, 1 byte there and back, close), summed over the clients. */
+  transactions: number;
+  /** Connections per second, summed over the clients. */
+  tps: number;
+  /** Slowest client's p99 of one connection's life (µs). */
+  p99us: number;
+}
+
+/**
+ * Opens connections from `cli` to `ip`:`port` for `secs` seconds with `clients` rr clients in parallel (-C: one
+ * connection per transaction), together at most `rate` per second (0 = as fast as they can). Neither end is
+ * pinned nor reniced: the agent reading the events competes for the CPUs as it would on a busy node.
+ */
+export async function crr(rrBin: string, srv: string, cli: string, ip: string, port: number, secs: number, rate: number, clients: number): Promise<CrrResult> {
+  // The client closes first, so its ports sit in TIME_WAIT for 60 s: thousands of connections per second need
+  // the whole port range and reuse of TIME_WAIT ports (both per namespace: the bench's own pod only).
+  run(inNs(cli, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535', 'net.ipv4.tcp_tw_reuse=1']));
+  const server = start(inNs(srv, [rrBin, '-s', '-w', String(clients), '-p', String(port), '-T', String(secs + 30)]));
+  try {
+    const perClient = rate > 0 ? ['-r', String(rate / clients)] : [];
+    const runs = await Promise.all(
+      Array.from({ length: clients }, () =>
+        runAsync(inNs(cli, [rrBin, '-c', ip, '-p', String(port), '-t', String(secs), '-C', ...perClient]), { timeoutMs: (secs + 30) * 1000 }),
+      ),
+    );
+    const rs = runs.map((r) => JSON.parse(r.stdout) as RRResult);
+    return {
+      transactions: rs.reduce((a, r) => a + r.transactions, 0),
+      tps: rs.reduce((a, r) => a + r.tps, 0),
+      p99us: Math.max(...rs.map((r) => r.p99_us)),
+    };
+  } finally {
+    // Its workers die with it (PR_SET_PDEATHSIG).
+    kill(server.pid);
+    await server.exited;
+  }
 }

@@ -52,8 +52,11 @@ export interface Started {
   exited: Promise<Done>;
 }
 
-/** Starts a long-running command without blocking the event loop (signals stay deliverable meanwhile). */
-export function start(argv: string[], o: { env?: NodeJS.ProcessEnv } = {}): Started {
+/**
+ * Starts a long-running command without blocking the event loop (signals stay deliverable meanwhile).
+ * `onStdout`: stdout goes there chunk by chunk instead of being kept (a follower prints more than memory holds).
+ */
+export function start(argv: string[], o: { env?: NodeJS.ProcessEnv; onStdout?: (chunk: Buffer) => void } = {}): Started {
   const [cmd, ...args] = argv;
   if (!cmd) throw new BenchError('Nothing to start');
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(o.env !== undefined ? { env: o.env } : {}) });
@@ -62,7 +65,9 @@ export function start(argv: string[], o: { env?: NodeJS.ProcessEnv } = {}): Star
   live.set(pid, describe(argv));
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const onStdout = o.onStdout;
+  if (onStdout) child.stdout.on('data', (d: Buffer) => onStdout(d));
+  else child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<Done>((resolve) => {
     child.on('error', (err) => {
@@ -89,9 +94,9 @@ export async function runAsync(argv: string[], o: { env?: NodeJS.ProcessEnv; tim
   return done;
 }
 
-export function kill(pid: number): void {
+export function kill(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, signal);
   } catch {
     // already gone
   }

@@ -240,3 +240,158 @@ export function xnodeVerdicts(rows: readonly DpRow[]): Verdict[] {
   }
   return out;
 }
+
+// ---------------------------------------------------------------- observe: watched vs idle, event rate
+
+/** Scenario names of the observe phase's samples (one lab, the same two pods). */
+export const OBSERVE_IDLE = 'tendril-idle';
+export const OBSERVE_WATCHED = 'tendril-observed';
+export const OBSERVE_ORDER = [OBSERVE_IDLE, OBSERVE_WATCHED] as const;
+
+/** What the follower got during one observed test (flows it printed, flows the server dropped for it). */
+export interface FollowCount {
+  round: number;
+  test: 'stream' | 'rr' | 'rr1';
+  flows: number;
+  lost: number;
+}
+
+/** Throughput with `observe -f` running vs idle: medians, ratio observed/idle, flows the follower got per test. */
+export function observeTable(rows: readonly DpRow[], follows: readonly FollowCount[]): string {
+  const idle = rows.find((r) => r.scenario === OBSERVE_IDLE);
+  const lines = [
+    '| scenario | Gbit/s | RR trans/s | RR p50/p99 µs | RR 1-CPU trans/s | RR 1-CPU p50/p99 µs | ratio vs idle (stream / RR / RR 1-CPU) | flows to follower per test, median (stream / RR / RR 1-CPU) | dropped for follower |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const watched = r.scenario === OBSERVE_WATCHED;
+    const ratios = watched ? `${ratio(r.gbps, idle?.gbps)} / ${ratio(r.rr.tps, idle?.rr.tps)} / ${ratio(r.rr1.tps, idle?.rr1.tps)}` : 'baseline';
+    const med = (t: FollowCount['test']) => fix(median(follows.filter((f) => f.test === t).map((f) => f.flows)), 0);
+    const flows = watched ? `${med('stream')} / ${med('rr')} / ${med('rr1')}` : '-';
+    const lost = watched ? String(follows.reduce((a, f) => a + f.lost, 0)) : '-';
+    lines.push(
+      `| ${r.scenario} | ${fix(r.gbps, 2)} | ${fix(r.rr.tps, 0)} | ${fix(r.rr.p50us, 1)} / ${fix(r.rr.p99us, 1)} | ` +
+        `${fix(r.rr1.tps, 0)} | ${fix(r.rr1.p50us, 1)} / ${fix(r.rr1.p99us, 1)} | ${ratios} | ${flows} | ${lost} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** The issue's target: forwarding with a follower attached >= 0.95x idle (stream, and both RRs alike). */
+export function observeVerdicts(rows: readonly DpRow[]): Verdict[] {
+  const idle = rows.find((r) => r.scenario === OBSERVE_IDLE);
+  const obs = rows.find((r) => r.scenario === OBSERVE_WATCHED);
+  if (!idle && !obs) return [];
+  const what = (m: string) => `same-node ${m} with \`tendril observe -f\` running vs idle`;
+  return [
+    verdict(what('TCP throughput'), obs?.gbps ?? NaN, idle?.gbps ?? NaN, 'Gbit/s', '>=', 0.95),
+    verdict(what('request/response rate'), obs?.rr.tps ?? NaN, idle?.rr.tps ?? NaN, 'trans/s', '>=', 0.95),
+    verdict(what('request/response rate on one CPU'), obs?.rr1.tps ?? NaN, idle?.rr1.tps ?? NaN, 'trans/s', '>=', 0.95),
+  ];
+}
+
+/** One offered rate of short connections while `observe -f` follows: what the agent decoded and served. */
+export interface RateLevel {
+  /** Connections per second asked of the generator; 0 = as fast as it can. */
+  offered: number;
+  clients: number;
+  secs: number;
+  /** Connections completed, and per second. */
+  conns: number;
+  connRate: number;
+  /** Deltas of the agent's monitor counters: events decoded, lost because the ring was full, rate-limited drops, undecodable. */
+  read: number;
+  lost: number;
+  rateLimited: number;
+  skipped: number;
+  /** Delta of the agent's hubble seen-flows (flows made from events). */
+  seen: number;
+  /** Flows the follower printed; flows the server dropped for it (lost_events). */
+  flows: number;
+  dropped: number;
+  /** Seconds from the generator's end to the follower's last flow (how far behind it was). */
+  lagS: number;
+  /** CPU used while the generator ran, % of one CPU: the agent, the lab's relay, the `observe -f` process. */
+  agentCpuPct: number;
+  relayCpuPct: number;
+  observeCpuPct: number;
+  /** All CPUs of the box busy while the generator ran, % (100 = every CPU). */
+  boxBusyPct: number;
+  foreignPct: number;
+}
+
+/** Flows the agent made that the follower neither got nor was told it lost. */
+export function undelivered(l: RateLevel): number {
+  return Math.max(0, l.seen - l.flows - l.dropped);
+}
+
+/** Events the datapath produced: the agent decoded them or the ring was full. */
+export function made(l: RateLevel): number {
+  return l.read + l.lost;
+}
+
+/** The generator fell short of the offered rate: the box, not the observer, was the limit. */
+export function generatorSaturated(l: RateLevel): boolean {
+  return l.offered === 0 || l.connRate < 0.9 * l.offered;
+}
+
+function levelState(l: RateLevel): string {
+  const loss: string[] = [];
+  if (l.lost) loss.push('ring full');
+  if (l.rateLimited) loss.push('rate-limited');
+  if (l.dropped) loss.push('dropped for follower');
+  if (undelivered(l)) loss.push('not delivered');
+  const sat = generatorSaturated(l) ? (l.offered === 0 ? 'generator at its maximum' : 'generator saturated') : '';
+  return [loss.length ? `LOSS (${loss.join(', ')})` : 'no loss', sat].filter(Boolean).join('; ');
+}
+
+export function rateTable(levels: readonly RateLevel[]): string {
+  const lines = [
+    '| offered conn/s | achieved conn/s | events/s made (decoded + lost) | events/conn | agent events decoded/s | lost: ring full / rate-limited | flows to follower/s | dropped for follower | not delivered | follower lag s | CPU % agent / relay / observe | box busy % | foreign % | result |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const l of levels) {
+    lines.push(
+      `| ${l.offered === 0 ? 'max' : String(l.offered)} | ${fix(l.connRate, 0)} | ${fix(made(l) / l.secs, 0)} | ${fix(l.conns ? made(l) / l.conns : NaN, 1)} | ${fix(l.read / l.secs, 0)} | ` +
+        `${l.lost} / ${l.rateLimited} | ${fix(l.flows / l.secs, 0)} | ${l.dropped} | ${undelivered(l)} | ${fix(l.lagS, 2)} | ` +
+        `${fix(l.agentCpuPct, 0)} / ${fix(l.relayCpuPct, 0)} / ${fix(l.observeCpuPct, 0)} | ${fix(l.boxBusyPct, 0)} | ${fix(l.foreignPct, 0)} | ${levelState(l)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * What the event-rate ladder shows, as two limits: events the agent decodes without losing any (ring full), and
+ * flows it serves through the relay to `observe -f` without dropping any; each with where loss began, if it did.
+ */
+export function rateSummary(levels: readonly RateLevel[]): string[] {
+  if (levels.length === 0) return [];
+  const evS = (l: RateLevel) => l.read / l.secs;
+  const best = (ok: (l: RateLevel) => boolean) => levels.filter(ok).reduce<RateLevel | undefined>((b, l) => (!b || evS(l) > evS(b) ? l : b), undefined);
+  const conn = (l: RateLevel) => `${fix(l.connRate, 0)} conn/s`;
+  const top = levels[levels.length - 1]!;
+  const out: string[] = [];
+
+  const agentOk = (l: RateLevel) => l.lost === 0 && l.rateLimited === 0;
+  const a = best(agentOk);
+  const aLoss = levels.find((l) => !agentOk(l));
+  let line = a ? `- MEASURED: agent decodes without loss at least ${fix(evS(a), 0)} events/s (${conn(a)})` : '- MEASURED: agent: no rate was free of ring-full loss';
+  if (aLoss) line += `; ring full at ${fix(made(aLoss) / aLoss.secs, 0)} events/s made: ${fix(evS(aLoss), 0)}/s decoded, ${aLoss.lost} lost in ${aLoss.secs} s (${conn(aLoss)})`;
+  else if (generatorSaturated(top)) line += `; no loss up to the generator's maximum on this box (${conn(top)})`;
+  out.push(line);
+
+  const followOk = (l: RateLevel) => l.dropped === 0 && undelivered(l) === 0;
+  const f = best((l) => agentOk(l) && followOk(l));
+  const fLoss = levels.find((l) => !followOk(l));
+  line = f ? `- MEASURED: served to \`observe -f\` through the relay without drops at least ${fix(f.flows / f.secs, 0)} flows/s (${conn(f)})` : '- MEASURED: `observe -f` through the relay: no rate was free of drops';
+  if (fLoss) line += `; drops from ${fix(evS(fLoss), 0)} events/s: ${fix(fLoss.flows / fLoss.secs, 0)} flows/s delivered, ${fLoss.dropped} dropped, ${undelivered(fLoss)} not delivered (${conn(fLoss)})`;
+  out.push(line);
+  return out;
+}
+
+/** What the follower got in every observed test (results file). */
+export function followSamplesTable(follows: readonly FollowCount[]): string {
+  const lines = ['| round | test | flows to follower | dropped for follower |', '|---|---|---|---|'];
+  for (const f of follows) lines.push(`| ${f.round} | ${f.test} | ${f.flows} | ${f.lost} |`);
+  return lines.join('\n');
+}

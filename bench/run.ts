@@ -1,4 +1,4 @@
-// `npm run bench`: Tendril's same-node and cross-node datapath and CNI latency against plain-kernel baselines, in one run.
+// `npm run bench`: Tendril's same-node and cross-node datapath, forwarding while flows are observed, and CNI latency against plain-kernel baselines, in one run.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,10 +6,13 @@ import { parseArgs } from 'node:util';
 import { labDown } from '../src/lab/lab.js';
 import { CLI_JS, CNI_BIN_DIR, REPO_ROOT } from '../src/lab/paths.js';
 import { cniLatency, ptpTarget, tendrilTarget, type CniOp } from './cni.js';
-import { checkConnectivity, foreignMeter, iperf, rr, waitQuiet, type RRResult } from './load.js';
+import { checkConnectivity, iperf, rr, rrSummary, waitQuiet } from './load.js';
+import { NOISY_PCT, QUIET_BUSY_PCT, measure, noisePolicy } from './measure.js';
 import { BenchNetns } from './netns.js';
+import { DEFAULT_RATES, observePhase, parseRates } from './observe.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
+  OBSERVE_ORDER,
   XNODE_ORDER,
   cniTable,
   dpOneCpuTable,
@@ -17,30 +20,32 @@ import {
   dpSamplesTable,
   dpSpreadTable,
   dpTable,
+  followSamplesTable,
+  observeTable,
+  observeVerdicts,
+  rateSummary,
+  rateTable,
   targetVerdicts,
   xnodeTable,
   xnodeVerdicts,
   type DpRow,
   type DpSample,
+  type FollowCount,
   type Measured,
-  type RR,
+  type RateLevel,
 } from './report.js';
 import { REF_CNI_DIR, setupRefPair, setupTendril, setupVeth, type Pair } from './scenarios.js';
 import { setupTendrilXnode, setupXBaseline, xBaselineNetns, xBaselinePlan } from './xnode.js';
 
-const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--no-datapath] [--no-xnode] [--no-cni]
-  default: 10 s tests, 3 interleaved rounds; same-node and cross-node (tunnel, native) datapath;
+const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
+                                  [--no-datapath] [--no-observe] [--no-xnode] [--no-cni]
+  default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
+  the event rate the agent decodes and serves; cross-node (tunnel, native) datapath;
   CNI latency for 100 pods sequentially and 200 pods at concurrency 8
-  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8 (smoke run, ~3 min)
-  --no-datapath skips the same-node datapath, --no-xnode the cross-node one, --no-cni the CNI latency`;
+  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8 (smoke run, ~4 min)
+  --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
+  --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-xnode the cross-node one, --no-cni the CNI latency`;
 
-/** Before a test, wait (within the budget) until the whole box is at most this busy. */
-const QUIET_BUSY_PCT = 15;
-/**
- * A test during which other processes used more than this % of all CPUs ran next to foreign load: it is
- * repeated (at most maxRetries times, within the budget) and the quietest attempt is kept, whatever its result.
- */
-const NOISY_PCT = 10;
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
 interface Options {
@@ -51,6 +56,8 @@ interface Options {
   datapath: boolean;
   xnode: boolean;
   cni: boolean;
+  observe: boolean;
+  rates: number[];
   quick: boolean;
 }
 
@@ -65,6 +72,8 @@ function options(): Options {
       'no-datapath': { type: 'boolean', default: false },
       'no-xnode': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
+      'no-observe': { type: 'boolean', default: false },
+      'observe-rates': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -88,6 +97,8 @@ function options(): Options {
     datapath: !values['no-datapath'],
     xnode: !values['no-xnode'],
     cni: !values['no-cni'],
+    observe: !values['no-observe'],
+    rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
   };
 }
 
@@ -117,6 +128,7 @@ function header(o: Options): string[] {
     '',
     `- host: Linux ${os.release()}, ${os.cpus().length} CPU (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; tendril ${rev}${dirty}; node ${process.version}`,
     `- params: ${o.secs} s per test, ${o.rounds} interleaved round(s) (odd rounds forward, even reversed), iperf3/rr client pinned to CPU0 and server to CPU1 at nice -19; ` +
+      `observe: ${o.observe ? `same-node idle vs \`tendril observe -f -o json\` through the lab relay; event rate at ${o.rates.map((r) => r || 'max').join(', ')} conn/s, ${o.secs} s each` : 'skipped'}; ` +
       `cross-node: ${o.xnode ? 'two-node labs (tunnel, native) against plain kernel VXLAN and routing' : 'skipped'}; ` +
       `CNI: ${o.pods} pods sequential, ${2 * o.pods} pods at concurrency ${o.conc}`,
     `- noise: before each test wait until the box is <= ${QUIET_BUSY_PCT} % busy (<= ${o.quick ? 3 : 10} s); a test during which other processes used > ${NOISY_PCT} % of all CPUs ` +
@@ -163,58 +175,20 @@ function cleanup(st: RunState): Promise<void> {
 
 // ---------------------------------------------------------------- phases
 
-/** Time the run may spend waiting for quiet and repeating noisy tests, so the whole bench keeps its duration. */
-class NoiseBudget {
-  private leftMs: number;
-  constructor(ms: number) {
-    this.leftMs = ms;
-  }
-  left(): number {
-    return Math.max(0, this.leftMs);
-  }
-  spend(ms: number): void {
-    this.leftMs -= ms;
-  }
-}
-
-async function measure<T>(budget: NoiseBudget, maxRetries: number, quietWaitMs: number, fn: () => Promise<T>): Promise<Measured<T>> {
-  let best: Measured<T> | undefined;
-  let attempts = 0;
-  for (;;) {
-    attempts++;
-    const w0 = performance.now();
-    await waitQuiet(QUIET_BUSY_PCT, Math.min(quietWaitMs, budget.left()));
-    budget.spend(performance.now() - w0);
-    const t0 = performance.now();
-    const meter = foreignMeter();
-    const value = await fn();
-    const foreignPct = meter();
-    if (!best || foreignPct < best.foreignPct) best = { value, foreignPct, attempts };
-    if (foreignPct <= NOISY_PCT || attempts > maxRetries || budget.left() <= 0) return { ...best, attempts };
-    budget.spend(performance.now() - t0); // the repeat costs the budget, the first attempt does not
-  }
-}
-
-function rrOf(r: RRResult): RR {
-  return { tps: r.tps, p50us: r.p50_us, p99us: r.p99_us };
-}
-
 /** Measures every pair in interleaved rounds: every scenario once per round, the order reversed every other round. */
 async function rounds(pairs: readonly Pair[], o: Options): Promise<DpSample[]> {
   const rrBin = path.join(BENCH_TOOLS, 'rr');
-  const budget = new NoiseBudget(o.quick ? 15_000 : 300_000);
-  const maxRetries = o.quick ? 0 : 2;
-  const quietWaitMs = o.quick ? 3_000 : 10_000;
+  const noise = noisePolicy(o.quick);
   const pad = Math.max(...pairs.map((p) => p.name.length));
   const samples: DpSample[] = [];
   for (let round = 1; round <= o.rounds; round++) {
     // Interleaved so that drifts hit all scenarios alike.
     const order = round % 2 ? pairs : [...pairs].reverse();
     for (const p of order) {
-      const m = <T>(fn: () => Promise<T>) => measure(budget, maxRetries, quietWaitMs, fn);
+      const m = <T>(fn: () => Promise<T>) => measure(noise, fn);
       const gbps = await m(() => iperf(p.server, p.client, p.serverIp, o.secs));
-      const rrX = await m(async () => rrOf(await rr(rrBin, p.server, p.client, p.serverIp, o.secs)));
-      const rr1 = await m(async () => rrOf(await rr(rrBin, p.server, p.client, p.serverIp, o.secs, true)));
+      const rrX = await m(async () => rrSummary(await rr(rrBin, p.server, p.client, p.serverIp, o.secs)));
+      const rr1 = await m(async () => rrSummary(await rr(rrBin, p.server, p.client, p.serverIp, o.secs, true)));
       samples.push({ round, scenario: p.name, gbps, rr: rrX, rr1 });
       const f = (x: Measured<unknown>) => `${x.foreignPct.toFixed(0)}%${x.attempts > 1 ? ` x${x.attempts}` : ''}`;
       say(
@@ -232,9 +206,22 @@ async function datapath(st: RunState, o: Options): Promise<{ samples: DpSample[]
   const pairs: Pair[] = [setupVeth(st.nets), setupRefPair(st.nets, 'bridge', st.tmpDir), setupRefPair(st.nets, 'ptp', st.tmpDir), await setupTendril(st.lab)];
   for (const p of pairs) checkConnectivity(p.client, p.serverIp, p.name);
   const samples = await rounds(pairs, o);
-  // The reference pairs are done; the lab stays for the CNI phase.
+  // The reference pairs are done; the lab stays for the observe and CNI phases.
   st.nets.delMany(pairs.filter((p) => p.name !== 'tendril').flatMap((p) => [p.client, p.server, st.nets.name(`${p.name}-node`)]));
   return { samples, pairs };
+}
+
+/** Flows: the same-node lab (the datapath phase's, or brought up here) idle vs followed, then the event-rate ladder. */
+async function observe(st: RunState, o: Options, labPair: Pair | undefined): Promise<{ samples: DpSample[]; follows: FollowCount[]; levels: RateLevel[]; pair: Pair }> {
+  let pair = labPair;
+  if (!pair) {
+    say(`observe: bringing up lab ${st.lab}`);
+    pair = await setupTendril(st.lab);
+    checkConnectivity(pair.client, pair.serverIp, pair.name);
+  }
+  say(`observe: lab ${st.lab}, idle vs \`tendril observe -f\` through its relay, then ${o.rates.length} event rates`);
+  const r = await observePhase(st.lab, pair, BENCH_TOOLS, { secs: o.secs, rounds: o.rounds, rates: o.rates, noise: noisePolicy(o.quick), say });
+  return { ...r, pair };
 }
 
 /** Cross-node: two-node Tendril labs (tunnel, native) next to plain kernel VXLAN and routing of the same shape. */
@@ -337,6 +324,38 @@ async function main(): Promise<number> {
         '',
       ]);
     }
+    let osamples: DpSample[] = [];
+    let orows: DpRow[] = [];
+    let levels: RateLevel[] = [];
+    let follows: FollowCount[] = [];
+    if (o.observe) {
+      const ob = await observe(st, o, pairs.find((p) => p.name === 'tendril'));
+      osamples = ob.samples;
+      levels = ob.levels;
+      follows = ob.follows;
+      orows = dpRows(osamples, OBSERVE_ORDER);
+      emit([
+        `## Flows: same-node pod-to-pod with \`tendril observe -f\` running vs idle (medians of ${o.rounds} round(s); iperf3 1 stream ${o.secs} s, rr 1-byte TCP_RR ${o.secs} s; client CPU0, server CPU1; RR 1-CPU: both on CPU0)`,
+        '',
+        observeTable(orows, ob.follows),
+        '',
+        '### Spread and noise',
+        '',
+        dpSpreadTable(orows, osamples, NOISY_PCT),
+        '',
+        `- ${OBSERVE_ORDER[0]}: the lab node (agent, its event reader and flow server, the lab relay all running), nobody following flows`,
+        `- ${OBSERVE_ORDER[1]}: the same, with \`tendril --lab ${st.lab} observe -f -o json\` (through the relay) started before each test and stopped after it; the bench reads and counts its output`,
+        '',
+        `## Flows: event rate (short connections pod a -> pod b, ${o.secs} s per rate, while \`observe -f -o json\` follows through the relay)`,
+        '',
+        rateTable(levels),
+        '',
+        `- a connection = connect, 1 byte there and back, close (rr -C, ${levels[0]?.clients ?? 2} clients, unpinned); the datapath reports ~10 events for it (SYN, SYN-ACK, ACK, FIN, FIN of the reply, each leaving one pod and entering the other)`,
+        '- events/s made = decoded by the agent + lost because the ring was full (the datapath\'s own counter); dropped for follower = the node\'s flow server dropped them for a follower too far behind (lost_events it was sent); not delivered = seen by the flow server but neither received nor reported lost',
+        '- the ladder stops after the first rate where the agent lost events or the generator fell short of the offered rate',
+        '',
+      ]);
+    }
     let xsamples: DpSample[] = [];
     let xrows: DpRow[] = [];
     if (o.xnode) {
@@ -358,7 +377,7 @@ async function main(): Promise<number> {
     }
     let cni: CniOp[] = [];
     if (o.cni) {
-      cni = await cniPhase(st, o, o.datapath);
+      cni = await cniPhase(st, o, o.datapath || o.observe);
       emit([
         `## CNI ADD/DEL latency (exec of the plugin until exit, from the node netns, ms)`,
         '',
@@ -373,13 +392,14 @@ async function main(): Promise<number> {
         emit(['**CNI failures:**', ...bad.map((c) => `- ${c.plugin} ${c.op} ${c.pods} pods conc ${c.conc}: ${c.failures} failed; first: ${c.firstError ?? '?'}`), '']);
       }
     }
-    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...xnodeVerdicts(xrows)];
-    emit(['## Targets', '', ...verdicts.map((v) => v.text), '', `_bench took ${((Date.now() - started) / 60_000).toFixed(1)} min_`]);
+    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...observeVerdicts(orows), ...xnodeVerdicts(xrows)];
+    emit(['## Targets', '', ...verdicts.map((v) => v.text), ...rateSummary(levels), '', `_bench took ${((Date.now() - started) / 60_000).toFixed(1)} min_`]);
     const dir = path.join(REPO_ROOT, 'bench/results');
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}${o.quick ? '-quick' : ''}.md`);
-    const all = [...samples, ...xsamples];
+    const all = [...samples, ...osamples, ...xsamples];
     const raw = all.length ? ['', '## Per-round samples', '', dpSamplesTable(all)] : [];
+    if (follows.length) raw.push('', '### Flows the follower got per observed test', '', followSamplesTable(follows));
     fs.writeFileSync(file, [...head, ...body, ...raw, ''].join('\n'));
     say(`results written to ${path.relative(process.cwd(), file) || file}`);
   } finally {

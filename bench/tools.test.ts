@@ -76,3 +76,25 @@ test('rr client fails clearly when nothing listens', () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /cannot connect to 127\.0\.0\.1:5598: Connection refused/);
 });
+
+test('rr -C opens one connection per transaction, -r paces them, -w serves several clients at once', () => {
+  // A client holding one connection and a paced connect-per-transaction client against a 2-worker server (one
+  // worker would serve only the first), then the client side's TIME_WAIT sockets: one per -C connection.
+  const script =
+    `set -e; ip link set lo up; sysctl -qw net.ipv4.tcp_tw_reuse=1; ${TOOLS}/rr -s -w 2 -p 5597 -T 20 & S=$!; ` +
+    `${TOOLS}/rr -c 127.0.0.1 -p 5597 -t 1 > a.json & A=$!; ${TOOLS}/rr -c 127.0.0.1 -p 5597 -t 1 -C -r 200 > b.json; wait $A; ` +
+    `cat a.json b.json; ss -Htan state time-wait | wc -l; ${TOOLS}/rr -c 127.0.0.1 -p 5597 -t 1 -C; kill $S`;
+  const r = spawnSync('unshare', ['-rn', 'sh', '-c', script], { encoding: 'utf8', timeout: 30_000, cwd: dir });
+  assert.equal(r.status, 0, r.stderr);
+  const [a, b, tw, free] = r.stdout.trim().split('\n').map((l) => (l.startsWith('{') ? (JSON.parse(l) as Record<string, number>) : Number(l)));
+  assert.ok(typeof a === 'object' && a['transactions']! > 100, `persistent client alongside: ${JSON.stringify(a)}`);
+  // 200/s for 1 s on a fixed schedule: 200 starts, none after the end.
+  assert.ok(typeof b === 'object' && b['transactions']! >= 190 && b['transactions']! <= 200, `paced: ${JSON.stringify(b)}`);
+  assert.ok(typeof tw === 'number' && tw >= b['transactions']!, `TIME_WAIT sockets ${tw}: every transaction had its own connection`);
+  assert.ok(typeof free === 'object' && free['tps']! > 1000, `unpaced connect-per-transaction: ${JSON.stringify(free)}`);
+});
+
+test('rr rejects -w with -1 and a negative rate', () => {
+  assert.equal(spawnSync(path.join(TOOLS, 'rr'), ['-s', '-1', '-w', '2'], { encoding: 'utf8' }).status, 2);
+  assert.equal(spawnSync(path.join(TOOLS, 'rr'), ['-c', '127.0.0.1', '-r', '-5'], { encoding: 'utf8' }).status, 2);
+});
