@@ -462,6 +462,14 @@ export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }
     fs.rmSync(p.dir, { recursive: true, force: true });
     removed.push(`dir ${p.dir}`);
   }
+  // The parents go too once no other lab (or agent) uses them.
+  for (const dir of [path.dirname(p.dir), path.dirname(path.dirname(p.dir))]) {
+    try {
+      fs.rmdirSync(dir);
+    } catch {
+      break;
+    }
+  }
   return { removed };
 }
 
