@@ -4,7 +4,7 @@
 // directory and process is the test's own and removed in after(), also on failure.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,59 +21,6 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const PREFIX = `tdlt-${process.pid}-ev`;
 const NODE_NS = `${PREFIX}-n`;
 const BPF_ROOT = `/sys/fs/bpf/tendril-test-${process.pid}-events`;
-
-// ---- processes ------------------------------------------------------------------------------------------
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function exec(argv: string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-const inNs = (ns: string, argv: string[]): string[] => ['ip', 'netns', 'exec', ns, ...argv];
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const children = new Set<ChildProcess>();
-
-function startProcess(argv: string[], ready: RegExp): Promise<ChildProcess> {
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  proc.on('exit', () => children.delete(proc));
-  let text = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 10 s: ${text}`)), 10_000);
-    const onData = (d: Buffer): void => {
-      text += d.toString();
-      if (ready.test(text)) {
-        clearTimeout(timer);
-        resolve(proc);
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${argv.join(' ')} exited with ${String(code)} before it was ready: ${text}`));
-    });
-  });
-}
-
-function stopProcess(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    proc.once('exit', () => resolve());
-    proc.kill('SIGINT');
-    setTimeout(() => proc.kill('SIGKILL'), 2000).unref();
-  });
-}
 
 // ---- topology: one node, two pods -----------------------------------------------------------------------
 
@@ -260,7 +207,7 @@ test('startEvents() delivers a drop event (139) for IPv6 a pod sends; stats() co
 });
 
 test('iperf3 pod -> pod: throughput with events on (read / unread) and off (CONFIG_EVENTS=0)', { timeout: 180_000 }, async (t) => {
-  const server = await startProcess(inNs(p2.ns, ['iperf3', '-s', '-p', '5201', '--forceflush']), /Server listening/);
+  const { proc: server } = await startProcess(inNs(p2.ns, ['iperf3', '-s', '-p', '5201', '--forceflush']), /Server listening/);
   const results: Record<'on, read' | 'on, unread' | 'off', number[]> = { 'on, read': [], 'on, unread': [], off: [] };
   try {
     for (let round = 0; round < 3; round++) {

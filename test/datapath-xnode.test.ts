@@ -3,7 +3,7 @@
 // Root; every namespace, bpffs directory and process is the test's own and removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,63 +27,6 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const OBJ_DIR = path.join(root, 'build/bpf');
 const PREFIX = `tdlt-${process.pid}`;
 
-// ---- processes ------------------------------------------------------------------------------------------
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function exec(argv: string[], timeoutMs = 15_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-function inNs(ns: string, argv: string[]): string[] {
-  return ['ip', 'netns', 'exec', ns, ...argv];
-}
-
-const children = new Set<ChildProcess>();
-
-/** Starts a long-running process and resolves once `ready` matches its stdout or stderr. */
-function startProcess(argv: string[], ready: RegExp): Promise<{ proc: ChildProcess; out: () => string }> {
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  proc.on('exit', () => children.delete(proc));
-  let text = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 10 s: ${text}`)), 10_000);
-    const onData = (d: Buffer): void => {
-      text += d.toString();
-      if (ready.test(text)) {
-        clearTimeout(timer);
-        resolve({ proc, out: () => text });
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${argv.join(' ')} exited with ${String(code)} before it was ready: ${text}`));
-    });
-  });
-}
-
-function stopProcess(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    proc.once('exit', () => resolve());
-    proc.kill('SIGINT');
-    setTimeout(() => proc.kill('SIGKILL'), 2000).unref();
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ---- pcap -----------------------------------------------------------------------------------------------
 
