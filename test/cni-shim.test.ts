@@ -12,7 +12,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CniHandler, serveCni, hostIfName, type CniBackend, type EndpointRef, type EndpointRequest } from '../src/cni/index.js';
+import { CniHandler, serveCni, hostIfName } from '../src/cni/index.js';
+import { MemoryBackend } from '../src/cni/testing.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
@@ -25,54 +26,9 @@ const MTU = 1400;
 // ---------------------------------------------------------------------------------------------------------
 
 /** The seam the agent implements, in memory, with a switch to make the next createEndpoint fail. */
-class MemoryBackend implements CniBackend {
-  readonly ips = new Map<string, string>();
-  readonly endpoints = new Map<number, EndpointRequest & { id: number }>();
-  failNextEndpoint = false;
-  private nextIp = 10;
-  private nextId = 1;
-
-  status(): { ready: boolean; reason?: string } {
-    return { ready: true };
-  }
-  netConfig(): { routerIP: string; mtu: number } {
-    return { routerIP: ROUTER, mtu: MTU };
-  }
-  async allocateIP(owner: string): Promise<string> {
-    const ip = `10.77.0.${this.nextIp++}`;
-    this.ips.set(ip, owner);
-    return ip;
-  }
-  async releaseIP(ip: string): Promise<void> {
-    this.ips.delete(ip);
-  }
-  async createEndpoint(r: EndpointRequest): Promise<{ id: number }> {
-    if (this.failNextEndpoint) {
-      this.failNextEndpoint = false;
-      throw new Error('endpoint store refused the endpoint (injected)');
-    }
-    const id = this.nextId++;
-    this.endpoints.set(id, { ...r, id });
-    return { id };
-  }
-  findEndpoint(containerId: string, ifname: string): EndpointRef | undefined {
-    for (const e of this.endpoints.values()) {
-      if (e.containerId === containerId && e.ifname === ifname) {
-        return { id: e.id, ip: e.ip, hostIfName: e.hostIfName, netnsPath: e.netnsPath };
-      }
-    }
-    return undefined;
-  }
-  async deleteEndpoint(id: number): Promise<void> {
-    this.endpoints.delete(id);
-  }
-  listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[] {
-    return [...this.endpoints.values()].map((e) => ({ id: e.id, containerId: e.containerId, ifname: e.ifname, ip: e.ip }));
-  }
-}
 
 function serve(socketPath: string): void {
-  const backend = new MemoryBackend();
+  const backend = new MemoryBackend({ subnet: '10.77.0', mtu: MTU });
   const handler = new CniHandler(backend);
   const server = http.createServer((req, res) => {
     if (req.method === 'POST' && req.url === '/v1/cni') {

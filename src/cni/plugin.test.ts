@@ -2,78 +2,12 @@
 // No privileges: every netns path here does not exist, so no interface is ever created.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CniHandler, type CniBackend, type EndpointRef, type EndpointRequest } from './plugin.js';
+import { CniHandler } from './plugin.js';
+import { MemoryBackend } from './testing.js';
 
-/** The seam the agent implements, in memory; records calls so tests can see what was acquired. */
-class MemoryBackend implements CniBackend {
-  ready = true;
-  readonly ips = new Map<string, string>(); // ip -> owner
-  readonly endpoints = new Map<number, EndpointRequest & { id: number }>();
-  readonly calls: string[] = [];
-  failAllocate = false;
-  private nextIp = 2;
-  private nextId = 100;
-
-  status(): { ready: boolean; reason?: string } {
-    return this.ready ? { ready: true } : { ready: false, reason: 'IPAM not initialised' };
-  }
-  netConfig(): { routerIP: string; mtu: number } {
-    return { routerIP: '10.9.0.1', mtu: 1500 };
-  }
-  async allocateIP(owner: string): Promise<string> {
-    this.calls.push(`allocateIP ${owner}`);
-    if (this.failAllocate) throw new Error('pool 10.9.0.0/24 is exhausted');
-    const ip = `10.9.0.${this.nextIp++}`;
-    this.ips.set(ip, owner);
-    return ip;
-  }
-  async releaseIP(ip: string): Promise<void> {
-    this.calls.push(`releaseIP ${ip}`);
-    this.ips.delete(ip);
-  }
-  async createEndpoint(r: EndpointRequest): Promise<{ id: number }> {
-    const id = this.nextId++;
-    this.endpoints.set(id, { ...r, id });
-    return { id };
-  }
-  findEndpoint(containerId: string, ifname: string): EndpointRef | undefined {
-    for (const e of this.endpoints.values()) {
-      if (e.containerId === containerId && e.ifname === ifname) {
-        return { id: e.id, ip: e.ip, hostIfName: e.hostIfName, netnsPath: e.netnsPath };
-      }
-    }
-    return undefined;
-  }
-  async deleteEndpoint(id: number): Promise<void> {
-    this.calls.push(`deleteEndpoint ${id}`);
-    this.endpoints.delete(id);
-  }
-  listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[] {
-    return [...this.endpoints.values()].map((e) => ({ id: e.id, containerId: e.containerId, ifname: e.ifname, ip: e.ip }));
-  }
-
-  /** An endpoint as a previous ADD would have left it, in a netns that has disappeared since. */
-  seed(containerId: string, ifname = 'eth0'): number {
-    const ip = `10.9.0.${this.nextIp++}`;
-    this.ips.set(ip, containerId);
-    const id = this.nextId++;
-    this.endpoints.set(id, {
-      id,
-      containerId,
-      ifname,
-      podIfName: ifname,
-      hostIfName: `lxc-${containerId}`.slice(0, 15),
-      hostIfindex: 0,
-      hostMac: '02:00:00:00:00:01',
-      podMac: '02:00:00:00:00:02',
-      ip,
-      netnsPath: `${GONE_NETNS}-${containerId}`,
-    });
-    return id;
-  }
-}
 
 const GONE_NETNS = `/var/run/netns/tdlt-${process.pid}-does-not-exist`;
+const backend = (): MemoryBackend => new MemoryBackend({ goneNetns: GONE_NETNS });
 const CONF = { cniVersion: '1.1.0', name: 'tendril', type: 'tendril-cni' };
 
 function hdr(command: string, over: Record<string, string | undefined> = {}): Record<string, string | undefined> {
@@ -85,13 +19,13 @@ function parsed(stdout: string): Record<string, unknown> {
 }
 
 test('CniHandler VERSION lists the supported versions', async () => {
-  const r = await new CniHandler(new MemoryBackend()).handleRaw({ 'x-cni-command': 'VERSION' }, '{"cniVersion":"1.0.0"}');
+  const r = await new CniHandler(backend()).handleRaw({ 'x-cni-command': 'VERSION' }, '{"cniVersion":"1.0.0"}');
   assert.equal(r.exitCode, 0);
   assert.deepEqual(parsed(r.stdout), { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 });
 
 test('CniHandler STATUS is silent success when ready and code 50 when not', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   const h = new CniHandler(b);
   assert.deepEqual(await h.handleRaw({ 'x-cni-command': 'STATUS' }, JSON.stringify(CONF)), { exitCode: 0, stdout: '' });
   b.ready = false;
@@ -101,7 +35,7 @@ test('CniHandler STATUS is silent success when ready and code 50 when not', asyn
 });
 
 test('CniHandler ADD when the agent is not ready: code 11 and nothing allocated', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.ready = false;
   const r = await new CniHandler(b).handleRaw(hdr('ADD'), JSON.stringify(CONF));
   assert.equal(parsed(r.stdout)['code'], 11);
@@ -109,7 +43,7 @@ test('CniHandler ADD when the agent is not ready: code 11 and nothing allocated'
 });
 
 test('CniHandler ADD with a netns that does not exist: code 8 naming the path, no IP allocated', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   const r = await new CniHandler(b).handleRaw(hdr('ADD'), JSON.stringify(CONF));
   assert.equal(r.exitCode, 1);
   const err = parsed(r.stdout);
@@ -120,7 +54,7 @@ test('CniHandler ADD with a netns that does not exist: code 8 naming the path, n
 });
 
 test('CniHandler ADD of an attachment that exists already is refused before anything is acquired', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.seed('c1');
   const r = await new CniHandler(b).handleRaw(hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net' }), JSON.stringify(CONF));
   assert.equal(r.exitCode, 1);
@@ -129,7 +63,7 @@ test('CniHandler ADD of an attachment that exists already is refused before anyt
 });
 
 test('CniHandler turns a plain Error of the backend into code 999 with its message', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.failAllocate = true;
   // /proc/self/ns/net opens without privileges; allocation fails before any interface is made.
   const r = await new CniHandler(b).handleRaw(hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net' }), JSON.stringify(CONF));
@@ -139,7 +73,7 @@ test('CniHandler turns a plain Error of the backend into code 999 with its messa
 });
 
 test('CniHandler ADD uses "namespace/pod" from CNI_ARGS as the IPAM owner', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.failAllocate = true;
   await new CniHandler(b).handleRaw(
     hdr('ADD', { 'x-cni-netns': '/proc/self/ns/net', 'x-cni-args': 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=curl' }),
@@ -149,7 +83,7 @@ test('CniHandler ADD uses "namespace/pod" from CNI_ARGS as the IPAM owner', asyn
 });
 
 test('CniHandler DEL removes endpoint and IP of an attachment whose netns is gone; DEL again succeeds', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   const id = b.seed('c1');
   const ip = b.findEndpoint('c1', 'eth0')!.ip;
   const h = new CniHandler(b);
@@ -164,7 +98,7 @@ test('CniHandler DEL removes endpoint and IP of an attachment whose netns is gon
 });
 
 test('CniHandler DEL keeps the IP when the endpoint cannot be deleted, so a retry finishes the job', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.seed('c1');
   const ip = b.findEndpoint('c1', 'eth0')!.ip;
   const realDelete = b.deleteEndpoint.bind(b);
@@ -183,7 +117,7 @@ test('CniHandler DEL keeps the IP when the endpoint cannot be deleted, so a retr
 });
 
 test('CniHandler DEL runs after a pending call of the same attachment, not alongside it', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.seed('c1');
   let inside = 0;
   let overlap = false;
@@ -202,7 +136,7 @@ test('CniHandler DEL runs after a pending call of the same attachment, not along
 });
 
 test('CniHandler CHECK of an unknown attachment is code 3; a prevResult without its IP fails', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   const h = new CniHandler(b);
   const prev = { ...CONF, prevResult: { cniVersion: '1.1.0', ips: [{ address: '10.9.0.77/32' }] } };
   const r1 = await h.handleRaw(hdr('CHECK'), JSON.stringify(prev));
@@ -214,7 +148,7 @@ test('CniHandler CHECK of an unknown attachment is code 3; a prevResult without 
 });
 
 test('CniHandler GC removes the endpoints not listed as valid and keeps the listed ones', async () => {
-  const b = new MemoryBackend();
+  const b = backend();
   b.seed('keep');
   b.seed('stale');
   b.seed('keep', 'net1');
@@ -227,7 +161,7 @@ test('CniHandler GC removes the endpoints not listed as valid and keeps the list
 });
 
 test('CniHandler.handleRaw() answers decode (6) and config (7) errors in the best known version', async () => {
-  const h = new CniHandler(new MemoryBackend());
+  const h = new CniHandler(backend());
   const r6 = await h.handleRaw(hdr('ADD'), '{"cniVersion": "0.4.0", ');
   assert.equal(r6.exitCode, 1);
   assert.equal(r6.cniCode, 6);
