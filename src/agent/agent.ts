@@ -224,10 +224,10 @@ export class Agent {
         return e ? view(e) : undefined;
       },
       endpointByIp: (ip) => {
-        const e = this.endpoints?.resolve(`ipv4:${ip}`);
+        const e = this.endpoints?.findByIp(ip);
         return e ? view(e) : undefined;
       },
-      identityLabels: (id) => RESERVED_LABELS[id] ?? this.endpoints?.list().find((e) => e.identity === id)?.securityLabels,
+      identityLabels: (id) => RESERVED_LABELS[id] ?? this.endpoints?.labelsOfIdentity(id),
       interfaceName: (ifindex) => {
         let name = ifnames.get(ifindex);
         if (name === undefined) {

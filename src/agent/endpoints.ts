@@ -36,6 +36,8 @@ const MAX_ID = 4095;
 
 export class EndpointManager {
   private readonly eps = new Map<number, Endpoint>();
+  /** By IPv4 address: the flow server looks endpoints up per datapath event. */
+  private readonly byIp = new Map<string, Endpoint>();
   private readonly file: string;
   private readonly dp: NodeDatapath;
   private readonly log: Logger;
@@ -62,11 +64,31 @@ export class EndpointManager {
         continue;
       }
       this.dp.restoreEndpoint(ep);
-      this.eps.set(ep.id, { ...ep, state: 'ready' });
+      this.put({ ...ep, state: 'ready' });
     }
     this.save();
     this.log.info({ restored: this.eps.size, removed: gone.length }, 'endpoints restored');
     return gone;
+  }
+
+  private put(ep: Endpoint): void {
+    this.eps.set(ep.id, ep);
+    this.byIp.set(ep.ip, ep);
+  }
+
+  private drop(ep: Endpoint): void {
+    this.eps.delete(ep.id);
+    if (this.byIp.get(ep.ip) === ep) this.byIp.delete(ep.ip);
+  }
+
+  findByIp(ip: string): Endpoint | undefined {
+    return this.byIp.get(ip);
+  }
+
+  /** Security labels of an identity some local endpoint has. */
+  labelsOfIdentity(identity: number): string[] | undefined {
+    for (const ep of this.eps.values()) if (ep.identity === identity) return ep.securityLabels;
+    return undefined;
   }
 
   private save(): void {
@@ -95,12 +117,12 @@ export class EndpointManager {
     }
     const ep: Endpoint = { ...req, id: req.id ?? this.nextId(), state: 'ready', created: new Date().toISOString() };
     // Claimed before the attach so a concurrent create sees the ID, address and container taken.
-    this.eps.set(ep.id, ep);
+    this.put(ep);
     try {
       await this.dp.addEndpointAsync(ep);
       this.save();
     } catch (err) {
-      this.eps.delete(ep.id);
+      this.drop(ep);
       this.dp.removeEndpoint(ep);
       throw err;
     }
@@ -112,7 +134,7 @@ export class EndpointManager {
     const ep = this.eps.get(id);
     if (!ep) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint ${id} not found`);
     this.dp.removeEndpoint(ep);
-    this.eps.delete(id);
+    this.drop(ep);
     this.save();
     this.log.info({ endpoint: id, ip: ep.ip }, 'endpoint deleted');
     return ep;
