@@ -267,11 +267,12 @@ export class Relay {
         if (live) return;
         live = true;
         clearTimeout(historyTimer);
-        this.nodeStatus(call, 'NODE_CONNECTED', peers.map((p) => p.info.name).filter((n) => open.has(n)));
         const n = q.number ?? 0;
         buffer.sort(byTime);
         if (n > 0 && buffer.length > n) buffer.splice(0, buffer.length - n);
         flush(true);
+        // After the history, as a node's own server does: a client that waits for this has the whole history.
+        this.nodeStatus(call, 'NODE_CONNECTED', peers.map((p) => p.info.name).filter((n) => open.has(n)));
         ticker = setInterval(() => flush(false), Math.max(10, Math.floor(this.window / 2)));
       };
 
