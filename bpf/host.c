@@ -16,13 +16,16 @@
 #include "lib/ipcache.h"
 #include "lib/encap.h"
 #include "lib/local_delivery.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
  * mode, every remote pod CIDR `dev tendril_host`, so pod-bound traffic of the
  * node (and forwarded by it) leaves here. The stack has already done the
  * routing hop (TTL). A local pod gets the packet out of its veth with its
- * MACs; a remote one gets it through the tunnel, sent as remote-node
+ * MACs (after its ingress policy, the source identity from the ipcache: the
+ * node's own addresses are host); a remote one gets it through the tunnel, sent as remote-node
  * identity as Cilium does for host traffic. Everything else, including ARP,
  * continues normally.
  *
@@ -36,6 +39,7 @@ static __always_inline int from_host(struct __sk_buff *skb)
 	const struct endpoint_info *ep;
 	__be32 tunnel_endpoint;
 	struct trace_ctx trace;
+	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 src_label = IDENTITY_UNKNOWN;
@@ -53,10 +57,17 @@ static __always_inline int from_host(struct __sk_buff *skb)
 	if (ep) {
 		if (ep_is_host(ep))
 			return TC_ACT_OK;
+		ret = ct_extract4(skb, ip, &pkt);
+		if (IS_ERR(ret))
+			return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
+		/* The node's own addresses are identity host in the ipcache, anything unknown the world. */
+		src_label = ipcache_identity4(ip->saddr);
+		set_src_identity(skb, src_label);
 		trace_start(skb, ip, TRACE_HOOK_FROM_HOST, &trace);
-		if (trace.report)
-			src_label = ipcache_identity4(ip->saddr);
 		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, ep->sec_id, ep->lxc_id);
+		ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, src_label, src_label, ct_now());
+		if (ret)
+			return ret;
 		eth_rewrite(eth, ep->node_mac, ep->mac);
 		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
 		return bpf_redirect(ep->ifindex, 0);
@@ -87,8 +98,9 @@ int cil_from_host(struct __sk_buff *skb)
 /*
  * Ingress of the native device (native routing mode): pod traffic of other
  * nodes arrives unencapsulated, routed here by their `podCIDR via nodeIP`
- * routes. Packets for a local pod go straight into it; the source identity
- * comes from the ipcache, as nothing on the wire carries it. Everything else
+ * routes. Packets for a local pod go straight into it once its ingress
+ * policy allows; the source identity comes from the ipcache, as nothing on
+ * the wire carries it. Everything else
  * is the node's own traffic and goes to its stack.
  *
  * Every IPv4 packet is traced as from-network (as Cilium does; aggregation
@@ -99,6 +111,7 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	struct trace_ctx trace;
+	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 src_label;
@@ -124,9 +137,15 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	src_label = ipcache_identity4(ip->saddr);
 	set_src_identity(skb, src_label);
 	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
+	ret = ct_extract4(skb, ip, &pkt);
+	if (IS_ERR(ret))
+		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
+	ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, src_label, src_label, ct_now());
+	if (ret)
+		return ret;
 	ret = ipv4_local_delivery(eth, ip, ep);
 	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
+		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
 	if (ret == TC_ACT_REDIRECT)
 		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
 	return ret;

@@ -18,22 +18,27 @@
 #include "lib/encap.h"
 #include "lib/fib.h"
 #include "lib/local_delivery.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
 
 /*
  * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
  * from-endpoint, then where the packet goes (to-endpoint, to-overlay,
- * to-network or to-stack).
+ * to-network or to-stack). Conntrack and egress policy of @src run for
+ * every destination; a pod of this node also gets its ingress policy here,
+ * before the packet is redirected into it.
  */
 static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 						const struct endpoint_info *src)
 {
-	const struct remote_endpoint_info *info;
+	const struct remote_endpoint_info *info = NULL;
 	const struct endpoint_info *dst;
 	__be32 tunnel_endpoint;
 	struct trace_ctx trace;
+	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 dst_label;
+	__u32 dst_label, now;
 	int ret;
 
 	ret = ipv4_load(skb, &eth, &ip);
@@ -44,28 +49,43 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	if (ip->saddr != src->ip4)
 		return DROP_INVALID_SIP;
 
+	ret = ct_extract4(skb, ip, &pkt);
+	if (IS_ERR(ret))
+		return ret;
+
 	trace_start(skb, ip, TRACE_HOOK_FROM_CONTAINER, &trace);
 	dst = lookup_ip4_endpoint(ip->daddr);
 	if (dst) {
-		if (ep_is_host(dst)) {
-			trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst->sec_id, 0);
-			trace_point(skb, &trace, TRACE_TO_STACK, src->lxc_id, src->sec_id, dst->sec_id, 0);
-			return TC_ACT_OK;
-		}
-		trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst->sec_id, dst->lxc_id);
+		dst_label = dst->sec_id;
+		trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst_label,
+			    ep_is_host(dst) ? 0 : dst->lxc_id);
+	} else {
+		/*
+		 * Off-node: the ipcache knows pods and nodes of the cluster. A
+		 * miss is the world, and the node's stack routes it.
+		 */
+		info = ipcache_lookup4(ip->daddr);
+		dst_label = info ? info->sec_identity : IDENTITY_WORLD;
+		trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst_label, 0);
+	}
+
+	now = ct_now();
+	ret = ct_policy4(skb, &pkt, src, CT_EGRESS, dst_label, src->sec_id, now);
+	if (ret)
+		return ret;
+
+	if (dst) {
+		if (ep_is_host(dst))
+			goto to_stack;
+		ret = ct_policy4(skb, &pkt, dst, CT_INGRESS, src->sec_id, src->sec_id, now);
+		if (ret)
+			return ret;
 		ret = ipv4_local_delivery(eth, ip, dst);
 		if (ret == TC_ACT_REDIRECT)
-			trace_point(skb, &trace, TRACE_TO_ENDPOINT, dst->lxc_id, src->sec_id, dst->sec_id, dst->lxc_id);
+			trace_point(skb, &trace, TRACE_TO_ENDPOINT, dst->lxc_id, src->sec_id, dst_label, dst->lxc_id);
 		return ret;
 	}
 
-	/*
-	 * Off-node: the ipcache knows pods and nodes of the cluster. A miss is
-	 * the world, and the node's stack routes it (masquerade comes later).
-	 */
-	info = ipcache_lookup4(ip->daddr);
-	dst_label = info ? info->sec_identity : IDENTITY_WORLD;
-	trace_point(skb, &trace, TRACE_FROM_ENDPOINT, src->lxc_id, src->sec_id, dst_label, 0);
 	if (!info || info->sec_identity == IDENTITY_HOST)
 		goto to_stack;
 
@@ -125,7 +145,7 @@ static __always_inline int from_container(struct __sk_buff *skb)
 	}
 
 	if (IS_ERR(ret))
-		return send_drop_notify_ep(skb, ret, src->lxc_id);
+		return send_drop_notify_ep_dir(skb, ret, src->lxc_id, METRIC_DIR_EGRESS);
 	return ret;
 }
 
@@ -136,9 +156,10 @@ int cil_from_container(struct __sk_buff *skb)
 }
 
 /*
- * Egress of the pod's host-side veth: packets the node's stack sends to the
- * pod. The pod's ingress policy will be enforced here; until policy exists
- * everything passes.
+ * Egress of the pod's host-side veth. The pod's ingress policy is enforced
+ * by whichever program delivers into it (from_container, from_host,
+ * from_overlay, from_netdev), right before the redirect; nothing routes pod
+ * traffic out of this veth past them, so everything here passes.
  */
 SEC("tc")
 int cil_to_container(struct __sk_buff *skb)

@@ -14,11 +14,13 @@
 #include "lib/ipv4.h"
 #include "lib/identity.h"
 #include "lib/local_delivery.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
 
 /*
  * Ingress of tendril_vxlan, i.e. after the kernel decapsulated a packet. The
  * VNI is the sender's source identity. A packet for a local pod goes straight
- * into it; anything else arriving through the tunnel is for this node (its
+ * into it once the pod's ingress policy allows it; anything else arriving through the tunnel is for this node (its
  * router IP answering, replies to the node) and goes to its stack.
  *
  * Traces from-overlay, then to-endpoint or to-stack.
@@ -28,6 +30,7 @@ static __always_inline int from_overlay(struct __sk_buff *skb)
 	const struct endpoint_info *ep;
 	struct bpf_tunnel_key key = {};
 	struct trace_ctx trace;
+	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 dst_label;
@@ -53,6 +56,12 @@ static __always_inline int from_overlay(struct __sk_buff *skb)
 	ep = lookup_ip4_endpoint(ip->daddr);
 	if (ep && !ep_is_host(ep)) {
 		trace_point(skb, &trace, TRACE_FROM_OVERLAY, 0, key.tunnel_id, ep->sec_id, ep->lxc_id);
+		ret = ct_extract4(skb, ip, &pkt);
+		if (IS_ERR(ret))
+			return ret;
+		ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, key.tunnel_id, key.tunnel_id, ct_now());
+		if (ret)
+			return ret;
 		ret = ipv4_local_delivery(eth, ip, ep);
 		if (ret == TC_ACT_REDIRECT)
 			trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, key.tunnel_id, ep->sec_id, ep->lxc_id);
@@ -71,7 +80,7 @@ int cil_from_overlay(struct __sk_buff *skb)
 	int ret = from_overlay(skb);
 
 	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
+		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
 	return ret;
 }
 

@@ -15,6 +15,7 @@ import {
   VXLAN_PORT,
   type DatapathEndpoint,
   type NodeDatapathConfig,
+  type PolicyMapEntry,
   type RemoteNode,
   type RoutingMode,
 } from '../src/datapath/index.js';
@@ -379,6 +380,33 @@ function suite(mode: RoutingMode): void {
       assert.ok(await ping(n1.pod.ns, n2.ip, 2), 'pod -> remote node IP');
       assert.ok(await ping(n1.nsName, n2.pod.ip, 2), 'node -> remote pod');
       assert.ok(await ping(n1.pod.ns, n2.routerIP, 2), 'pod -> remote router IP');
+    });
+
+    test('ingress policy across nodes: the source identity comes from the VNI (tunnel) or the ipcache (native); allow, deny', async () => {
+      const src = n1.pod;
+      const dst = n2.pod;
+      const icmpFrom = (identity: number, deny = false): PolicyMapEntry => ({ direction: 'ingress', identity, protocol: 1, port: 0, portPrefixLen: 0, deny });
+      const set = (entries: PolicyMapEntry[], ingressEnforced = true): void => {
+        n2.dp.setEndpointPolicy(dst.endpoint, { ingressEnforced, egressEnforced: false, entries });
+      };
+      // Nothing on the wire names the source in native mode: the receiving node's ipcache must know the pod.
+      if (mode === 'native') n2.dp.ipcacheUpsert(src.ip, { identity: src.identity });
+      try {
+        set([]);
+        assert.ok(!(await ping(src.ns, dst.ip)), 'enforced, nothing allowed');
+        set([icmpFrom(src.identity)]);
+        assert.ok(await ping(src.ns, dst.ip), `allowed for identity ${src.identity}`);
+        const denied = (): number => n2.dp.metrics().find((m) => m.reason === 181 && m.direction === 'ingress')?.packets ?? 0;
+        const before = denied();
+        set([icmpFrom(0), icmpFrom(src.identity, true)]);
+        assert.ok(!(await ping(src.ns, dst.ip)), `denied for identity ${src.identity}`);
+        assert.ok(denied() > before, 'drop 181 counted on the receiving node');
+        assert.ok(await ping(n1.nsName, dst.ip), 'the wildcard still allows the remote node');
+      } finally {
+        set([], false);
+        if (mode === 'native') n2.dp.ipcacheDelete(src.ip);
+      }
+      assert.ok(await ping(src.ns, dst.ip), 'open again');
     });
 
     if (mode === 'tunnel') {

@@ -36,6 +36,16 @@ volatile const __u32 CONFIG_NATIVE_IFINDEX = 0;
  */
 volatile const __u32 CONFIG_EVENTS = 1;
 
+/*
+ * Conntrack timeouts in seconds (Cilium's defaults): established TCP, TCP
+ * before a non-SYN packet was seen, TCP closing (FIN both ways or RST), and
+ * everything that is not TCP.
+ */
+volatile const __u32 CONFIG_CT_TIMEOUT_TCP = 8000;
+volatile const __u32 CONFIG_CT_TIMEOUT_TCP_SYN = 60;
+volatile const __u32 CONFIG_CT_TIMEOUT_TCP_FIN = 10;
+volatile const __u32 CONFIG_CT_TIMEOUT_ANY = 60;
+
 static __always_inline bool tunnel_mode(void)
 {
 	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;

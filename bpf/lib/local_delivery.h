@@ -15,9 +15,9 @@
  * veth, the tunnel device or the native device): act as the router the pod
  * believes it talks to (L2 rewrite, TTL - 1) and hand the packet straight to
  * the destination pod's eth0 with bpf_redirect_peer, which skips the
- * host-side veth and the backlog queue. Only valid on an ingress hook. The
- * destination's ingress policy goes here, before the redirect, once policy
- * exists.
+ * host-side veth and the backlog queue. Only valid on an ingress hook.
+ * Callers run the destination's conntrack and ingress policy (ct_policy4)
+ * first.
  */
 static __always_inline int ipv4_local_delivery(struct ethhdr *eth, struct iphdr *ip,
 					       const struct endpoint_info *dst)

@@ -13,6 +13,8 @@ struct endpoint_key {
 };
 
 #define ENDPOINT_F_HOST		1	/* a local host address: deliver to the stack */
+#define ENDPOINT_F_INGRESS_ENFORCED	2	/* ingress policy enforced: no allow entry = drop */
+#define ENDPOINT_F_EGRESS_ENFORCED	4	/* egress policy enforced */
 
 /*
  * Value of tendril_lxc and tendril_lxc_if. 28 bytes with no implicit padding:

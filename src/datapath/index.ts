@@ -1,9 +1,11 @@
 // Public surface of the node datapath.
 export { NodeDatapath, HOST_DEV, NET_DEV, VXLAN_DEV, VXLAN_PORT, TUNNEL_OVERHEAD } from './node.js';
-export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice, IpcacheEntry } from './node.js';
+export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice, IpcacheEntry, DropMetric } from './node.js';
+export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
+export type { CtEntry } from './ct.js';
 export type { RemoteNode, RoutingMode } from './remote-nodes.js';
 export type { EndpointInfo } from './maps.js';
-export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, dropReasonText } from './maps.js';
+export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, CT_TIMEOUTS_DEFAULT, dropReasonText } from './maps.js';
 export { DatapathError } from './errors.js';
 export { decodeEvent, ktimeToDate, EVENT_FILES, POLICY_MATCH_TYPES } from './events.js';
 export type { EventReaderOptions, EventStats, EventWatch } from './event-reader.js';

@@ -7,7 +7,19 @@ import assert from 'node:assert/strict';
 import { Btf } from '../kernel/bpf/index.js';
 import * as maps from './maps.js';
 import {
+  CT_KEY_C_NAMES,
+  CT_VALUE_C_NAMES,
   ENDPOINT_INFO_C_NAMES,
+  METRICS_KEY_C_NAMES,
+  METRICS_VALUE_C_NAMES,
+  POLICY_KEY_C_NAMES,
+  POLICY_VALUE_C_NAMES,
+  ctKeyCodec,
+  ctValueCodec,
+  metricsKeyCodec,
+  metricsValueCodec,
+  policyKeyCodec,
+  policyValueCodec,
   IPCACHE_KEY_C_NAMES,
   IPCACHE_VALUE_C_NAMES,
   dropReasonText,
@@ -149,6 +161,59 @@ for (const obj of objects) {
     );
   });
 }
+
+for (const obj of objects) {
+  test(`policy, conntrack and metrics structs in ${obj} match the codecs (BTF)`, () => {
+    const btf = Btf.fromFile(root + obj);
+    const cases = [
+      { struct: 'policy_key', codec: policyKeyCodec, names: POLICY_KEY_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'policy_entry', codec: policyValueCodec, names: POLICY_VALUE_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'ct_tuple4', codec: ctKeyCodec, names: CT_KEY_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'ct_entry', codec: ctValueCodec, names: CT_VALUE_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'metrics_key', codec: metricsKeyCodec, names: METRICS_KEY_C_NAMES as Readonly<Record<string, string>> },
+      { struct: 'metrics_value', codec: metricsValueCodec, names: METRICS_VALUE_C_NAMES as Readonly<Record<string, string>> },
+    ];
+    for (const { struct, codec, names } of cases) {
+      const layout = btf.struct(struct);
+      assert.equal(layout.size, codec.size, `sizeof(struct ${struct})`);
+      const fromCodec = codec.layout.map((f) => ({ name: names[f.name], offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
+      const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
+      assert.deepEqual(fromBtf, fromCodec, `members of struct ${struct}`);
+    }
+  });
+}
+
+test('policyKeyCodec puts the port in network order after the static 56 bits; ENDPOINT_F_* match maps.h', () => {
+  const buf = policyKeyCodec.encode({ prefixlen: 56 + 8 + 13, secLabel: 0x00123456, epId: 513, egress: 1, protocol: 6, dport: 8080, pad: 0 });
+  assert.equal(buf.length, 16);
+  assert.equal(buf.readUInt32LE(0), 77);
+  assert.equal(buf.readUInt32LE(4), 0x00123456);
+  assert.equal(buf.readUInt16LE(8), 513);
+  assert.deepEqual([buf[10], buf[11]], [1, 6]);
+  assert.deepEqual([...buf.subarray(12, 14)], [0x1f, 0x90]);
+  const header = readFileSync(root + 'bpf/lib/maps.h', 'utf8');
+  for (const [name, value] of [['ENDPOINT_F_HOST', maps.ENDPOINT_F_HOST], ['ENDPOINT_F_INGRESS_ENFORCED', maps.ENDPOINT_F_INGRESS_ENFORCED], ['ENDPOINT_F_EGRESS_ENFORCED', maps.ENDPOINT_F_EGRESS_ENFORCED]] as const) {
+    assert.match(header, new RegExp(`#define\\s+${name}\\s+${value}\\b`), name);
+  }
+});
+
+test('map sizes and names of policy.h, conntrack.h and drop.h are the ones maps.ts states', () => {
+  const text = ['bpf/lib/policy.h', 'bpf/lib/conntrack.h', 'bpf/lib/drop.h'].map((f) => readFileSync(root + f, 'utf8')).join('\n');
+  const define = (name: string): number => Number(new RegExp(`#define\\s+${name}\\s+(\\d+)`).exec(text)?.[1]);
+  assert.equal(define('POLICY_MAP_SIZE'), maps.POLICY_MAP_SIZE);
+  assert.equal(define('POLICY_STATIC_PREFIX_BITS'), maps.POLICY_STATIC_PREFIX_BITS);
+  assert.equal(define('CT_MAP_SIZE_TCP'), maps.CT_MAP_SIZE_TCP);
+  assert.equal(define('CT_MAP_SIZE_ANY'), maps.CT_MAP_SIZE_ANY);
+  assert.equal(define('CT_INGRESS'), maps.CT_INGRESS);
+  assert.equal(define('CT_F_SEEN_NON_SYN'), maps.CT_F_SEEN_NON_SYN);
+  assert.equal(define('METRIC_DIR_EGRESS'), maps.METRIC_DIR_EGRESS);
+  for (const name of [maps.POLICY_MAP, maps.CT_MAP_TCP, maps.CT_MAP_ANY, maps.METRICS_MAP]) assert.match(text, new RegExp(`\\} ${name} SEC`), name);
+  const config = readFileSync(root + 'bpf/lib/config.h', 'utf8');
+  for (const [name, value] of [['CONFIG_CT_TIMEOUT_TCP', 8000], ['CONFIG_CT_TIMEOUT_TCP_SYN', 60], ['CONFIG_CT_TIMEOUT_TCP_FIN', 10], ['CONFIG_CT_TIMEOUT_ANY', 60]] as const) {
+    assert.match(config, new RegExp(`${name} = ${value};`), name);
+  }
+  assert.deepEqual(maps.CT_TIMEOUTS_DEFAULT, { tcp: 8000, tcpSyn: 60, tcpFin: 10, any: 60 });
+});
 
 test('every DROP_* code of bpf/lib/drop.h is exported with the same value and a Cilium reason text', () => {
   const header = readFileSync(root + 'bpf/lib/drop.h', 'utf8');

@@ -1,5 +1,6 @@
-// Byte layouts of the endpoint and ipcache maps (mirror of bpf/lib/maps.h), datapath names and drop reasons.
-import { structCodec, u16, u32, u8, type Codec, type StructCodec } from '../kernel/bpf/index.js';
+// Byte layouts of the endpoint, ipcache, policy, conntrack and metrics maps (mirror of bpf/lib/*.h), datapath names
+// and drop reasons.
+import { be16, structCodec, u16, u32, u64, u8, type Codec, type StructCodec } from '../kernel/bpf/index.js';
 import { formatCidr, formatIPv4, formatMac, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 
 /** Map names as pinned by the objects (LIBBPF_PIN_BY_NAME). */
@@ -41,6 +42,10 @@ export const IDENTITY_REMOTE_NODE = 6;
 
 /** endpoint_info.flags: a local host address; the datapath leaves it to the stack. */
 export const ENDPOINT_F_HOST = 1;
+/** endpoint_info.flags: the endpoint's ingress policy is enforced (no allow entry = drop). */
+export const ENDPOINT_F_INGRESS_ENFORCED = 2;
+/** endpoint_info.flags: the endpoint's egress policy is enforced. */
+export const ENDPOINT_F_EGRESS_ENFORCED = 4;
 
 /** Key of tendril_lxc (struct endpoint_key). */
 export interface EndpointKey {
@@ -214,10 +219,210 @@ export const IPCACHE_VALUE_C_NAMES: Readonly<Record<keyof IpcacheValue, string>>
   key: 'key',
 };
 
+// ---- policy (bpf/lib/policy.h) ----
+
+export const POLICY_MAP = 'tendril_policy';
+/** max_entries of tendril_policy (one trie for every endpoint of the node; no prealloc, memory per entry in use). */
+export const POLICY_MAP_SIZE = 131072;
+/** Bits of policy_key always matched: sec_label (32), ep_id (16), egress (8). */
+export const POLICY_STATIC_PREFIX_BITS = 56;
+/** Bits of the protocol, matched after the static ones when the entry names a protocol. */
+export const POLICY_PROTO_BITS = 8;
+
+/** struct policy_key, field by field. */
+export interface PolicyKeyRaw {
+  prefixlen: number;
+  /** Remote security identity, 0 = any. */
+  secLabel: number;
+  epId: number;
+  /** 1 = egress, 0 = ingress. */
+  egress: number;
+  /** IP protocol, 0 = any. */
+  protocol: number;
+  /** Destination port (host order here, network order in the map). */
+  dport: number;
+  pad: number;
+}
+
+export const policyKeyCodec: StructCodec<PolicyKeyRaw> = structCodec<PolicyKeyRaw>(16, {
+  prefixlen: [0, u32],
+  secLabel: [4, u32],
+  epId: [8, u16],
+  egress: [10, u8],
+  protocol: [11, u8],
+  dport: [12, be16],
+  pad: [14, u16],
+});
+
+/** struct policy_entry. */
+export interface PolicyValueRaw {
+  deny: number;
+  /** 0 (any protocol), 8 (protocol, any port) or 8 + port bits: reported as the verdict's match type. */
+  l4PrefixLen: number;
+  pad1: number;
+  pad2: number;
+  /** Packets and bytes the entry decided (atomic adds in the datapath). */
+  packets: bigint;
+  bytes: bigint;
+}
+
+export const policyValueCodec: StructCodec<PolicyValueRaw> = structCodec<PolicyValueRaw>(24, {
+  deny: [0, u8],
+  l4PrefixLen: [1, u8],
+  pad1: [2, u16],
+  pad2: [4, u32],
+  packets: [8, u64],
+  bytes: [16, u64],
+});
+
+export const POLICY_KEY_C_NAMES: Readonly<Record<keyof PolicyKeyRaw, string>> = {
+  prefixlen: 'prefixlen',
+  secLabel: 'sec_label',
+  epId: 'ep_id',
+  egress: 'egress',
+  protocol: 'protocol',
+  dport: 'dport',
+  pad: 'pad',
+};
+export const POLICY_VALUE_C_NAMES: Readonly<Record<keyof PolicyValueRaw, string>> = {
+  deny: 'deny',
+  l4PrefixLen: 'l4_prefix_len',
+  pad1: 'pad1',
+  pad2: 'pad2',
+  packets: 'packets',
+  bytes: 'bytes',
+};
+
+// ---- conntrack (bpf/lib/conntrack.h) ----
+
+export const CT_MAP_TCP = 'tendril_ct4';
+export const CT_MAP_ANY = 'tendril_ct_any4';
+export const CT_MAP_SIZE_TCP = 131072;
+export const CT_MAP_SIZE_ANY = 65536;
+/** ct_tuple4.dir: the packet left an endpoint / enters an endpoint. */
+export const CT_EGRESS = 0;
+export const CT_INGRESS = 1;
+/** ct_entry.flags bits. */
+export const CT_F_RX_CLOSING = 1;
+export const CT_F_TX_CLOSING = 2;
+export const CT_F_SEEN_NON_SYN = 4;
+/** Names of the load-time constants with the conntrack timeouts (seconds). */
+export const CONFIG_CT_TIMEOUT_TCP = 'CONFIG_CT_TIMEOUT_TCP';
+export const CONFIG_CT_TIMEOUT_TCP_SYN = 'CONFIG_CT_TIMEOUT_TCP_SYN';
+export const CONFIG_CT_TIMEOUT_TCP_FIN = 'CONFIG_CT_TIMEOUT_TCP_FIN';
+export const CONFIG_CT_TIMEOUT_ANY = 'CONFIG_CT_TIMEOUT_ANY';
+/** Cilium's defaults (seconds). */
+export const CT_TIMEOUTS_DEFAULT = { tcp: 8000, tcpSyn: 60, tcpFin: 10, any: 60 } as const;
+
+/** struct ct_tuple4: the 5-tuple as seen at the policy point, plus the direction. */
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  nexthdr: number;
+  dir: number;
+  pad: number;
+}
+
+export const ctKeyCodec: StructCodec<CtKey> = structCodec<CtKey>(16, {
+  saddr: [0, ipv4Codec],
+  daddr: [4, ipv4Codec],
+  sport: [8, be16],
+  dport: [10, be16],
+  nexthdr: [12, u8],
+  dir: [13, u8],
+  pad: [14, u16],
+});
+
+/** struct ct_entry. */
+export interface CtValue {
+  /** Both directions. */
+  packets: bigint;
+  bytes: bigint;
+  /** Seconds of CLOCK_MONOTONIC after which the entry is expired. */
+  lifetime: number;
+  /** Source identity of the packet that created the entry. */
+  srcSecId: number;
+  /** CT_F_* bits. */
+  flags: number;
+  txFlagsSeen: number;
+  rxFlagsSeen: number;
+  /** Seconds of CLOCK_MONOTONIC when the entry was created. */
+  created: number;
+}
+
+export const ctValueCodec: StructCodec<CtValue> = structCodec<CtValue>(32, {
+  packets: [0, u64],
+  bytes: [8, u64],
+  lifetime: [16, u32],
+  srcSecId: [20, u32],
+  flags: [24, u16],
+  txFlagsSeen: [26, u8],
+  rxFlagsSeen: [27, u8],
+  created: [28, u32],
+});
+
+export const CT_KEY_C_NAMES: Readonly<Record<keyof CtKey, string>> = {
+  saddr: 'saddr',
+  daddr: 'daddr',
+  sport: 'sport',
+  dport: 'dport',
+  nexthdr: 'nexthdr',
+  dir: 'dir',
+  pad: 'pad',
+};
+export const CT_VALUE_C_NAMES: Readonly<Record<keyof CtValue, string>> = {
+  packets: 'packets',
+  bytes: 'bytes',
+  lifetime: 'lifetime',
+  srcSecId: 'src_sec_id',
+  flags: 'flags',
+  txFlagsSeen: 'tx_flags_seen',
+  rxFlagsSeen: 'rx_flags_seen',
+  created: 'created',
+};
+
+// ---- drop metrics (bpf/lib/drop.h) ----
+
+export const METRICS_MAP = 'tendril_metrics';
+/** metrics_key.dir. */
+export const METRIC_DIR_UNKNOWN = 0;
+export const METRIC_DIR_INGRESS = 1;
+export const METRIC_DIR_EGRESS = 2;
+
+export interface MetricsKey {
+  /** Positive drop code. */
+  reason: number;
+  dir: number;
+  pad: number;
+}
+
+export const metricsKeyCodec: StructCodec<MetricsKey> = structCodec<MetricsKey>(4, {
+  reason: [0, u8],
+  dir: [1, u8],
+  pad: [2, u16],
+});
+
+export interface MetricsValue {
+  packets: bigint;
+  bytes: bigint;
+}
+
+/** One CPU's slot of a tendril_metrics value. */
+export const metricsValueCodec: StructCodec<MetricsValue> = structCodec<MetricsValue>(16, {
+  packets: [0, u64],
+  bytes: [8, u64],
+});
+
+export const METRICS_KEY_C_NAMES: Readonly<Record<keyof MetricsKey, string>> = { reason: 'reason', dir: 'dir', pad: 'pad' };
+export const METRICS_VALUE_C_NAMES: Readonly<Record<keyof MetricsValue, string>> = { packets: 'packets', bytes: 'bytes' };
+
 /** Drop codes the datapath returns today (negative, as in bpf/lib/drop.h). */
 export const DROP_INVALID_SIP = -132;
 export const DROP_POLICY = -133;
 export const DROP_INVALID = -134;
+export const DROP_CT_INVALID_HDR = -135;
 export const DROP_UNKNOWN_L3 = -139;
 export const DROP_WRITE_ERROR = -141;
 export const DROP_UNKNOWN_L4 = -142;
@@ -226,6 +431,7 @@ export const DROP_UNKNOWN_TARGET = -150;
 export const DROP_CSUM_L3 = -153;
 export const DROP_UNSUPPORTED_L2 = -166;
 export const DROP_INVALID_IDENTITY = -171;
+export const DROP_POLICY_DENY = -181;
 export const DROP_TTL_EXCEEDED = -196;
 export const DROP_EP_NOT_READY = -203;
 

@@ -3,17 +3,48 @@
 // adding an endpoint is map updates + two tcx attaches.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
+import { BpfMap, Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
 import type { DatapathEvent } from '../observe/types.js';
 import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
+import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
+import {
+  diffPolicy,
+  entryFromMap,
+  entryKeyId,
+  policyKey,
+  policyValue,
+  type EndpointPolicyState,
+  type PolicyMapEntry,
+  type PolicyMapEntryStats,
+} from './policy.js';
 import { watchEvents, type EventReaderOptions, type EventWatch } from './event-reader.js';
 import { EVENTS_LOST_MAP, EVENTS_MAP } from './events.js';
 import {
+  CT_MAP_ANY,
+  CT_MAP_TCP,
+  CT_TIMEOUTS_DEFAULT,
+  ENDPOINT_F_EGRESS_ENFORCED,
   ENDPOINT_F_HOST,
+  ENDPOINT_F_INGRESS_ENFORCED,
   IDENTITY_HOST,
+  METRICS_MAP,
+  METRIC_DIR_EGRESS,
+  METRIC_DIR_INGRESS,
+  POLICY_MAP,
+  dropReasonText,
+  ctKeyCodec,
+  ctValueCodec,
+  metricsKeyCodec,
+  metricsValueCodec,
+  policyKeyCodec,
+  policyValueCodec,
+  type CtKey,
+  type CtValue,
+  type PolicyKeyRaw,
+  type PolicyValueRaw,
   IPCACHE_F_HAS_TUNNEL_EP,
   IPCACHE_MAP,
   LXC_IF_MAP,
@@ -86,6 +117,24 @@ export interface NodeDatapathConfig {
    * programs are loaded without any event code (CONFIG_EVENTS = 0). Takes effect at start().
    */
   events?: boolean;
+  /**
+   * Conntrack timeouts in seconds (defaults: Cilium's, tcp 8000, tcpSyn 60, tcpFin 10, any 60). Load-time constants:
+   * take effect at start().
+   */
+  ctTimeouts?: { tcp?: number; tcpSyn?: number; tcpFin?: number; any?: number };
+}
+
+export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
+export type { CtEntry } from './ct.js';
+
+/** One tendril_metrics entry summed over CPUs. */
+export interface DropMetric {
+  /** Positive drop code. */
+  reason: number;
+  description: string;
+  direction: 'ingress' | 'egress' | 'unknown';
+  packets: number;
+  bytes: number;
 }
 
 /** What the datapath needs to know of an endpoint. */
@@ -137,6 +186,9 @@ interface Started {
   lxcMap: TypedMap<EndpointKey, EndpointInfo>;
   lxcIfMap: TypedMap<number, EndpointInfo>;
   ipcache: TypedMap<IpcacheKey, IpcacheValue>;
+  policy: TypedMap<PolicyKeyRaw, PolicyValueRaw>;
+  ct: Array<TypedMap<CtKey, CtValue>>;
+  metrics: BpfMap;
   hostDev: HostDevice;
   nativeDev: LinkInfo;
   podMtu: number;
@@ -151,6 +203,11 @@ export class NodeDatapath {
   private attachMode: 'tcx' | 'tc' = 'tcx';
   private state: DatapathState = emptyState();
   private readonly watches = new Set<EventWatch>();
+  /**
+   * What tendril_policy holds, per endpoint ID: read from the map once (it may hold entries of an earlier agent
+   * run), then kept in step with every write, so each setEndpointPolicy() is a diff.
+   */
+  private policyShadow: Map<number, Map<string, PolicyMapEntry>> | undefined;
 
   /** Validates the configuration; nothing touches the kernel before start(). */
   constructor(cfg: NodeDatapathConfig) {
@@ -177,6 +234,9 @@ export class NodeDatapath {
     if (typeof cfg.nativeDev !== 'string' || cfg.nativeDev === '') bad('nativeDev is empty');
     if (cfg.mtu !== undefined && (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 + TUNNEL_OVERHEAD || cfg.mtu > 65535)) {
       bad(`mtu ${cfg.mtu} is not an integer in [${576 + TUNNEL_OVERHEAD}, 65535]`);
+    }
+    for (const [k, v] of Object.entries(cfg.ctTimeouts ?? {})) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 0xffffffff)) bad(`ctTimeouts.${k} ${String(v)} is not a positive integer (seconds)`);
     }
     this.cfg = cfg;
     this.routing = routing;
@@ -232,6 +292,10 @@ export class NodeDatapath {
       CONFIG_TUNNEL_IFINDEX: vxlan?.index ?? 0,
       CONFIG_NATIVE_IFINDEX: nativeDev.index,
       CONFIG_EVENTS: cfg.events === false ? 0 : 1,
+      CONFIG_CT_TIMEOUT_TCP: cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp,
+      CONFIG_CT_TIMEOUT_TCP_SYN: cfg.ctTimeouts?.tcpSyn ?? CT_TIMEOUTS_DEFAULT.tcpSyn,
+      CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
+      CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
     };
     const load = (obj: string): Collection => Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
     const loaded: Collection[] = [];
@@ -249,6 +313,9 @@ export class NodeDatapath {
         lxcMap: lxc.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec),
         lxcIfMap: lxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec),
         ipcache: lxc.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec),
+        policy: lxc.map(POLICY_MAP).typed(policyKeyCodec, policyValueCodec),
+        ct: [lxc.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec), lxc.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec)],
+        metrics: lxc.map(METRICS_MAP),
         hostDev,
         nativeDev,
         podMtu,
@@ -281,6 +348,7 @@ export class NodeDatapath {
     this.s?.host.close();
     this.s?.overlay?.close();
     this.s = undefined;
+    this.policyShadow = undefined;
   }
 
   get hostDevice(): HostDevice {
@@ -471,23 +539,59 @@ export class NodeDatapath {
     if (failed) throw failed.reason;
   }
 
+  /**
+   * Writes the endpoint's map entries. The same endpoint wired again (restore after a restart, a repeated add)
+   * keeps its enforcement flags and policy entries; an endpoint new to this veth starts unenforced, and entries an
+   * earlier endpoint of the same ID left in tendril_policy go.
+   */
   private writeEndpoint(ep: DatapathEndpoint): ReturnType<NodeDatapath['started']> {
     const s = this.started();
-    const info = toInfo(ep);
+    const cur = s.lxcIfMap.lookup(ep.hostIfindex);
+    const same = cur !== undefined && cur.lxcId === ep.id;
+    if (!same) this.removePolicyEntries(ep.id);
+    const info = toInfo(ep, same ? cur.flags & ENFORCED_FLAGS : 0);
     s.lxcIfMap.update(ep.hostIfindex, info);
     s.lxcMap.update({ ip4: ep.ip }, info);
     s.ipcache.update({ prefix: ep.ip }, localValue(ep.identity));
     return s;
   }
 
-  /** Re-adopts an endpoint after an agent restart: same as add (attaches are switched in place). */
+  /**
+   * Re-adopts an endpoint after an agent restart: same as add (attaches are switched in place); its enforcement
+   * flags and policy entries stay as the earlier run left them, and the next setEndpointPolicy() diffs against them.
+   */
   restoreEndpoint(ep: DatapathEndpoint): void {
     this.addEndpoint(ep);
   }
 
-  /** Unwires an endpoint; tolerant of parts already gone. */
-  removeEndpoint(ep: Pick<DatapathEndpoint, 'ip' | 'hostIfName' | 'hostIfindex'>): void {
+  /** Rewrites an existing endpoint's map entries (e.g. its identity changed), keeping its enforcement flags; no re-attach. */
+  updateEndpoint(ep: DatapathEndpoint): void {
     const s = this.started();
+    const cur = s.lxcIfMap.lookup(ep.hostIfindex);
+    if (!cur || cur.lxcId !== ep.id) {
+      throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot update endpoint ${ep.id} on "${ep.hostIfName}": it is not wired`);
+    }
+    const info = toInfo(ep, cur.flags & ENFORCED_FLAGS);
+    s.lxcIfMap.update(ep.hostIfindex, info);
+    s.lxcMap.update({ ip4: ep.ip }, info);
+    s.ipcache.update({ prefix: ep.ip }, localValue(ep.identity));
+    // A changed address: the old one no longer leads here.
+    if (cur.ip4 !== ep.ip) {
+      const old = s.lxcMap.lookup({ ip4: cur.ip4 });
+      if (old && old.ifindex === ep.hostIfindex) s.lxcMap.delete({ ip4: cur.ip4 });
+      const ipc = s.ipcache.lookup({ prefix: cur.ip4 });
+      if (ipc && !(ipc.flags & IPCACHE_F_HAS_TUNNEL_EP) && ipc.identity !== IDENTITY_HOST) s.ipcache.delete({ prefix: cur.ip4 });
+    }
+  }
+
+  /**
+   * Unwires an endpoint: map entries, policy entries, conntrack entries of its address, attachments. Tolerant of
+   * parts already gone. The endpoint ID comes from `ep.id` or, without it, from the endpoint map.
+   */
+  removeEndpoint(ep: Pick<DatapathEndpoint, 'ip' | 'hostIfName' | 'hostIfindex'> & { id?: number }): void {
+    const s = this.started();
+    const byIf = s.lxcIfMap.lookup(ep.hostIfindex);
+    const epId = ep.id ?? byIf?.lxcId;
     const cur = s.lxcMap.lookup({ ip4: ep.ip });
     // An address already handed to a newer endpoint keeps that endpoint's entries.
     if (cur === undefined || cur.ifindex === ep.hostIfindex) {
@@ -497,6 +601,171 @@ export class NodeDatapath {
     }
     s.lxcIfMap.delete(ep.hostIfindex);
     this.detachPinned(ep.hostIfName, ep.hostIfindex);
+    if (epId !== undefined) this.removePolicyEntries(epId);
+    // Only when the address is not already another endpoint's.
+    if (cur === undefined || cur.ifindex === ep.hostIfindex) this.ctFlush({ ip: ep.ip });
+  }
+
+  // ---- policy ----
+
+  /**
+   * Diff-applies the endpoint's entries in place (no reload) and sets its enforcement flags in tendril_lxc and
+   * tendril_lxc_if. Order: new/changed entries, then flags on / off, then stale entries removed, so a change never
+   * passes through "enforced with nothing allowed" or "not enforced" transiently. Returns counts.
+   */
+  setEndpointPolicy(ep: DatapathEndpoint, p: EndpointPolicyState): { added: number; removed: number; changed: number } {
+    const s = this.started();
+    const byIf = s.lxcIfMap.lookup(ep.hostIfindex);
+    if (!byIf || byIf.lxcId !== ep.id) {
+      throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot set policy of endpoint ${ep.id} on "${ep.hostIfName}": it is not wired`);
+    }
+    const shadow = this.shadow();
+    const current = shadow.get(ep.id) ?? new Map<string, PolicyMapEntry>();
+    const d = diffPolicy(ep.id, current, p.entries);
+    shadow.set(ep.id, current);
+    for (const e of [...d.add, ...d.change]) {
+      s.policy.update(policyKey(ep.id, e), policyValue(e));
+      current.set(entryKeyId(e), e);
+    }
+    const flags = (p.ingressEnforced ? ENDPOINT_F_INGRESS_ENFORCED : 0) | (p.egressEnforced ? ENDPOINT_F_EGRESS_ENFORCED : 0);
+    if ((byIf.flags & ENFORCED_FLAGS) !== flags) {
+      const next = (byIf.flags & ~ENFORCED_FLAGS) | flags;
+      // tendril_lxc_if first: egress is decided there, and a pod's own traffic is what a policy change is usually for.
+      s.lxcIfMap.update(ep.hostIfindex, { ...byIf, flags: next });
+      const byIp = s.lxcMap.lookup({ ip4: byIf.ip4 });
+      if (byIp && byIp.ifindex === ep.hostIfindex) s.lxcMap.update({ ip4: byIf.ip4 }, { ...byIp, flags: (byIp.flags & ~ENFORCED_FLAGS) | flags });
+    }
+    for (const e of d.remove) {
+      s.policy.delete(policyKey(ep.id, e));
+      current.delete(entryKeyId(e));
+    }
+    if (current.size === 0) shadow.delete(ep.id);
+    return { added: d.add.length, removed: d.remove.length, changed: d.change.length };
+  }
+
+  /**
+   * The endpoint's entries as tendril_policy holds them, with the packets and bytes each one decided. Read by exact
+   * key (a trie lookup with the entry's own prefix length finds that entry): a walk of the whole trie costs ~70 µs
+   * per entry of every endpoint.
+   */
+  endpointPolicy(epId: number): PolicyMapEntryStats[] {
+    const s = this.started();
+    const out: PolicyMapEntryStats[] = [];
+    for (const e of this.shadow().get(epId)?.values() ?? []) {
+      const v = s.policy.lookup(policyKey(epId, e));
+      // A shorter prefix of the same identity answers when the entry itself is gone: its L4 length tells.
+      if (v && v.l4PrefixLen === policyValue(e).l4PrefixLen) out.push({ ...entryFromMap(policyKey(epId, e), v), packets: Number(v.packets), bytes: Number(v.bytes) });
+    }
+    return out.sort(
+      (a, b) =>
+        (a.direction === b.direction ? 0 : a.direction === 'ingress' ? -1 : 1) ||
+        a.identity - b.identity ||
+        a.protocol - b.protocol ||
+        a.port - b.port ||
+        a.portPrefixLen - b.portPrefixLen,
+    );
+  }
+
+  /** Removes every tendril_policy entry of an endpoint ID. */
+  private removePolicyEntries(epId: number): void {
+    const s = this.started();
+    const shadow = this.shadow();
+    const cur = shadow.get(epId);
+    if (!cur) return;
+    for (const e of cur.values()) s.policy.delete(policyKey(epId, e));
+    shadow.delete(epId);
+  }
+
+  private shadow(): Map<number, Map<string, PolicyMapEntry>> {
+    if (this.policyShadow) return this.policyShadow;
+    const s = this.started();
+    const shadow = new Map<number, Map<string, PolicyMapEntry>>();
+    for (const [k, v] of s.policy.entries()) {
+      const e = entryFromMap(k, v);
+      let m = shadow.get(k.epId);
+      if (!m) shadow.set(k.epId, (m = new Map()));
+      m.set(entryKeyId(e), e);
+    }
+    this.policyShadow = shadow;
+    return shadow;
+  }
+
+  // ---- ipcache ----
+
+  /** Writes one ipcache entry (a remote endpoint's identity, a CIDR identity); with tunnelEndpoint it is tunnelled to. */
+  ipcacheUpsert(prefix: string, v: { identity: number; tunnelEndpoint?: string }): void {
+    const s = this.started();
+    const value: IpcacheValue =
+      v.tunnelEndpoint !== undefined
+        ? { identity: v.identity, tunnelEndpoint: v.tunnelEndpoint, nodeId: 0, flags: IPCACHE_F_HAS_TUNNEL_EP, key: 0 }
+        : localValue(v.identity);
+    s.ipcache.update({ prefix }, value);
+  }
+
+  /** Removes one ipcache entry; false when it was not there. */
+  ipcacheDelete(prefix: string): boolean {
+    return this.started().ipcache.delete({ prefix });
+  }
+
+  // ---- conntrack ----
+
+  /** Every conntrack entry (TCP and other), unsorted. */
+  ctList(): CtEntry[] {
+    const s = this.started();
+    const now = monotonicSeconds();
+    const out: CtEntry[] = [];
+    for (const m of s.ct) for (const [k, v] of m.entries()) out.push(toCtEntry(k, v, now));
+    return out;
+  }
+
+  /** Deletes every conntrack entry, or those with `ip` as source or destination. Returns how many. */
+  ctFlush(match: { ip?: string } = {}): number {
+    const s = this.started();
+    let n = 0;
+    for (const m of s.ct) {
+      const doomed: CtKey[] = [];
+      for (const k of m.keys()) if (match.ip === undefined || k.saddr === match.ip || k.daddr === match.ip) doomed.push(k);
+      for (const k of doomed) if (m.delete(k)) n++;
+    }
+    return n;
+  }
+
+  /** Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure. */
+  ctGc(): { deleted: number; alive: number } {
+    const s = this.started();
+    const now = monotonicSeconds();
+    let deleted = 0;
+    let alive = 0;
+    for (const m of s.ct) {
+      const doomed: CtKey[] = [];
+      for (const [k, v] of m.entries()) {
+        if (v.lifetime < now) doomed.push(k);
+        else alive++;
+      }
+      for (const k of doomed) if (m.delete(k)) deleted++;
+    }
+    return { deleted, alive };
+  }
+
+  // ---- metrics ----
+
+  /** Drops counted by the datapath (tendril_metrics), summed over CPUs, by reason and direction. */
+  metrics(): DropMetric[] {
+    const s = this.started();
+    const out: DropMetric[] = [];
+    for (const raw of s.metrics.keys()) {
+      const k = metricsKeyCodec.decode(raw);
+      let packets = 0n;
+      let bytes = 0n;
+      for (const v of s.metrics.lookupPerCpu(raw) ?? []) {
+        const c = metricsValueCodec.decode(v);
+        packets += c.packets;
+        bytes += c.bytes;
+      }
+      const direction = k.dir === METRIC_DIR_INGRESS ? 'ingress' : k.dir === METRIC_DIR_EGRESS ? 'egress' : 'unknown';
+      out.push({ reason: k.reason, description: dropReasonText(k.reason), direction, packets: Number(packets), bytes: Number(bytes) });
+    }
+    return out.sort((a, b) => a.reason - b.reason || a.direction.localeCompare(b.direction));
   }
 
   // ---- remote nodes ----
@@ -706,11 +975,14 @@ export class NodeDatapath {
   }
 }
 
-function toInfo(ep: DatapathEndpoint): EndpointInfo {
+/** The endpoint_info.flags bits setEndpointPolicy() owns. */
+const ENFORCED_FLAGS = ENDPOINT_F_INGRESS_ENFORCED | ENDPOINT_F_EGRESS_ENFORCED;
+
+function toInfo(ep: DatapathEndpoint, flags: number): EndpointInfo {
   return {
     ifindex: ep.hostIfindex,
     lxcId: ep.id,
-    flags: 0,
+    flags,
     mac: ep.podMac,
     nodeMac: ep.hostMac,
     secId: ep.identity,
