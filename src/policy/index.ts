@@ -1,0 +1,31 @@
+// Public surface of the policy language: parse/validate NetworkPolicy and TendrilNetworkPolicy, compile to map entries.
+export { PolicyError, type PolicyErrorCode } from './errors.js';
+export {
+  IDENTITY_ANY,
+  IDENTITY_HOST,
+  IDENTITY_WORLD,
+  IDENTITY_UNMANAGED,
+  IDENTITY_HEALTH,
+  IDENTITY_INIT,
+  IDENTITY_REMOTE_NODE,
+  IDENTITY_MIN_CLUSTER,
+  LABEL_POD_NAMESPACE,
+  LABEL_NAMESPACE_LABELS_PREFIX,
+  reservedIdentities,
+  reservedIdentityName,
+  parseLabel,
+} from './identity.js';
+export { API_VERSION, ENTITIES, parsePolicies, parsePolicyObject, policyKey } from './parse.js';
+export {
+  PROTO_ANY,
+  PROTO_TCP,
+  PROTO_UDP,
+  PROTO_SCTP,
+  describeEntry,
+  portRangeBlocks,
+  protocolName,
+  type EntryDescription,
+  type PortBlock,
+} from './ports.js';
+export { PolicyCompiler, DERIVED_ALLOW_LOCALHOST, compareEntries } from './compiler.js';
+export type * from './types.js';
