@@ -1,5 +1,6 @@
 // The agent: composition root of one node. Wires IPAM, datapath, endpoints, the CNI handler and the API by hand.
 import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
@@ -10,7 +11,8 @@ import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
-import { IDENTITY_HEALTH, placeholderIdentity, securityLabels } from './identity.js';
+import { IDENTITY_HEALTH } from './identity.js';
+import { SecurityManager } from './security.js';
 import { NodeIpam } from './ipam.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -22,15 +24,6 @@ import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
 
-/** Labels of the reserved identities, as Cilium names them. */
-const RESERVED_LABELS: Record<number, string[]> = {
-  1: ['reserved:host'],
-  2: ['reserved:world'],
-  3: ['reserved:unmanaged'],
-  4: ['reserved:health'],
-  5: ['reserved:init'],
-  6: ['reserved:remote-node'],
-};
 export const CNI_CONF_NAME = '05-tendril.conflist';
 const HEALTH_IF = 'lxc_health';
 
@@ -42,6 +35,9 @@ export class Agent {
   private endpoints: EndpointManager | undefined;
   private store: Store | undefined;
   private nodes: NodeManager | undefined;
+  private security!: SecurityManager;
+  private ctGcTimer: NodeJS.Timeout | undefined;
+  private ctGcLast: { at: string; deleted: number; alive: number; ms: number } | undefined;
   private queue: Promise<void> = Promise.resolve();
   private ready = false;
   private stopping = false;
@@ -64,11 +60,20 @@ export class Agent {
     fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
     const api = new ApiServer(this.log.child({ subsys: 'api' }));
     this.routes(api, new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' })));
+    if (cfg.store) this.store = openStore(cfg.store);
+    this.security = new SecurityManager({
+      nodeName: cfg.nodeName,
+      nodeIP: cfg.nodeIP ?? '',
+      store: this.store,
+      stateDir: cfg.stateDir,
+      mode: cfg.enablePolicy,
+      log: this.log.child({ subsys: 'policy' }),
+    });
     await api.listen(cfg.socket);
     this.api = api;
+    this.security.start();
     if (cfg.podCidr) await this.bringUp(cfg.podCidr);
-    if (cfg.store) {
-      this.store = openStore(cfg.store);
+    if (this.store) {
       this.nodes = new NodeManager(this.store, { name: cfg.nodeName, addresses: cfg.nodeIP ? [cfg.nodeIP] : [] }, this.log.child({ subsys: 'nodes' }));
       this.startNodeManager();
     }
@@ -135,6 +140,8 @@ export class Agent {
       if (this.ipam.ownerOf(ep.ip) !== undefined && ep.kind === 'pod') this.ipam.release(ep.ip);
     }
     await this.ensureHealthEndpoint();
+    this.security.attach(dp, this.endpoints);
+    this.startCtGc();
     await this.startObserver(dp);
     this.ready = true;
     // Written when ready, as Cilium does: a runtime that finds it may start pods here. A plugin call that comes
@@ -181,6 +188,8 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.ctGcTimer);
+    this.security?.stop();
     this.nodes?.stop();
     this.events?.stop();
     await this.observer?.stop();
@@ -225,9 +234,12 @@ export class Agent {
       },
       endpointByIp: (ip) => {
         const e = this.endpoints?.findByIp(ip);
-        return e ? view(e) : undefined;
+        if (e) return view(e);
+        // A pod of another node: what its agent published (endpoint IDs are per node, so none is given).
+        const r = this.security.remoteEndpoint(ip);
+        return r ? { id: 0, identity: r.identity, namespace: r.namespace, podName: r.pod, labels: this.security.identities.labels(r.identity) ?? [] } : undefined;
       },
-      identityLabels: (id) => RESERVED_LABELS[id] ?? this.endpoints?.labelsOfIdentity(id),
+      identityLabels: (id) => this.security.identities.labels(id) ?? this.cidrLabels(id),
       interfaceName: (ifindex) => {
         let name = ifnames.get(ifindex);
         if (name === undefined) {
@@ -274,6 +286,7 @@ export class Agent {
       namespace: '',
       podName: '',
       labels: {},
+      namedPorts: [],
       securityLabels: ['reserved:health'],
       identity: IDENTITY_HEALTH,
     });
@@ -295,7 +308,7 @@ export class Agent {
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
-        const sec = securityLabels(namespace, labels);
+        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels);
         const ep = await this.live().endpoints.create({
           kind: 'pod',
           containerId: r.containerId,
@@ -309,14 +322,16 @@ export class Agent {
           namespace,
           podName: r.podName ?? r.containerId.slice(0, 12),
           labels,
+          namedPorts: r.namedPorts ?? [],
           securityLabels: sec,
-          identity: placeholderIdentity(sec),
+          identity,
         });
+        this.security.endpointCreated(ep);
         return { id: ep.id };
       },
       findEndpoint: (containerId, ifname) => this.live().endpoints.findByContainer(containerId, ifname),
       deleteEndpoint: async (id) => {
-        if (this.live().endpoints.get(id)) this.live().endpoints.delete(id);
+        if (this.live().endpoints.get(id)) this.deleteEndpoint(id);
       },
       listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
     };
@@ -351,23 +366,124 @@ export class Agent {
     api.route('PUT', '/v1/endpoint/{id}', async (req) => {
       const id = Number(req.params['id']);
       if (!Number.isInteger(id) || id < 1 || id > 4095) throw new HttpError(400, `Invalid endpoint ID "${req.params['id']}": expected 1-4095`, 'TENDRIL_ERR_INVALID_REQUEST');
-      const ep = await this.live().endpoints.create({ ...this.endpointFromChangeRequest(req.json()), id });
+      const ep = await this.live().endpoints.create({ ...(await this.endpointFromChangeRequest(req.json())), id });
+      this.security.endpointCreated(ep);
       return withStatus(201, this.endpointView(ep));
     });
     api.route('DELETE', '/v1/endpoint/{id}', (req) => {
       const ep = this.mustResolve(req.params['id']!);
       if (ep.kind === 'health') throw new HttpError(409, `Endpoint ${ep.id} is the node's health endpoint and cannot be deleted`, 'TENDRIL_ERR_ENDPOINT_CONFLICT');
-      this.live().endpoints.delete(ep.id);
+      this.deleteEndpoint(ep.id);
       return { deleted: ep.id };
     });
     api.route('GET', '/v1/map/tendril_lxc', () => this.live().dp.dumpEndpoints());
     api.route('GET', '/v1/datapath/attachments', () => this.live().dp.attachments());
     api.route('GET', '/v1/map/tendril_ipcache', () => this.live().dp.dumpIpcache());
     api.route('GET', '/v1/cluster/nodes', () => this.nodeList());
+    api.route('GET', '/v1/identity', () => this.identityList());
+    api.route('GET', '/v1/identity/{id}', (req) => {
+      const id = Number(req.params['id']);
+      const found = this.identityList().find((i) => i.id === id);
+      if (!found) throw new HttpError(404, `Identity ${req.params['id']} not found`, 'TENDRIL_ERR_IDENTITY_NOT_FOUND');
+      return found;
+    });
+    api.route('GET', '/v1/ip', () =>
+      this.live().dp.dumpIpcache().map((e) => ({ ...e, source: this.security.ipSource(e.prefix, e.identity) })),
+    );
+    api.route('GET', '/v1/policy', () => ({
+      mode: this.security.mode,
+      policies: this.security.listPolicies(),
+      'last-regeneration': this.security.lastRegeneration,
+    }));
+    api.route('PUT', '/v1/policy', (req) => {
+      // {"text": "...", "origin": "file.yaml"} from the CLI, or the documents themselves (JSON or YAML) as the body.
+      let text = req.body;
+      let origin = req.query.get('origin') ?? 'request body';
+      try {
+        const b = JSON.parse(req.body) as { text?: unknown; origin?: unknown };
+        if (typeof b === 'object' && b !== null && typeof b.text === 'string') {
+          text = b.text;
+          if (typeof b.origin === 'string') origin = b.origin;
+        }
+      } catch {
+        // YAML body
+      }
+      return this.security.importPolicies(text, origin);
+    });
+    api.route('DELETE', '/v1/policy/{name}', (req) => this.security.deletePolicy(req.params['name']!));
+    api.route('GET', '/v1/endpoint/{id}/policy', (req) => this.endpointPolicyView(this.mustResolve(req.params['id']!)));
+    api.route('PATCH', '/v1/endpoint/{id}/labels', async (req) => {
+      const ep = this.mustResolve(req.params['id']!);
+      if (ep.kind !== 'pod') throw new HttpError(409, `Endpoint ${ep.id} is the node's health endpoint; its labels are reserved`, 'TENDRIL_ERR_ENDPOINT_CONFLICT');
+      const labels = applyLabelChange(ep.labels, req.json());
+      return this.endpointView(await this.security.relabel(ep, labels));
+    });
+    api.route('GET', '/v1/map/ct', () => this.live().dp.ctList());
+    api.route('DELETE', '/v1/map/ct', () => ({ deleted: this.live().dp.ctFlush() }));
+    api.route('GET', '/v1/map/metrics', () => this.live().dp.metrics());
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
     });
+  }
+
+  private deleteEndpoint(id: number): void {
+    const ep = this.live().endpoints.delete(id);
+    this.security.endpointDeleted(ep);
+  }
+
+  /** Labels of a node-local CIDR identity. */
+  private cidrLabels(id: number): string[] | undefined {
+    const c = this.security.cidrIdentities().find((x) => x.id === id);
+    return c ? ['reserved:world', `cidr:${c.cidr}`] : undefined;
+  }
+
+  private identityList(): Array<{ id: number; labels: string[]; scope: 'reserved' | 'cluster' | 'local' }> {
+    return this.security.identityInfos().map((i) => ({
+      id: i.id,
+      labels: i.labels,
+      scope: i.id < 256 ? 'reserved' : i.cidr !== undefined ? 'local' : 'cluster',
+    }));
+  }
+
+  /** `bpf policy get`: the endpoint's map entries with counters, the identities' labels and where each came from. */
+  private endpointPolicyView(ep: Endpoint): unknown {
+    const compiled = this.security.endpointPolicy(ep.id);
+    const derived = new Map<string, string[]>();
+    for (const e of compiled?.entries ?? []) derived.set(`${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`, e.derivedFrom);
+    const labelsOf = (id: number): string[] => (id === 0 ? ['(any)'] : (this.security.identities.labels(id) ?? this.cidrLabels(id) ?? []));
+    return {
+      endpoint: ep.id,
+      identity: ep.identity,
+      'policy-enabled': enforcementText(compiled),
+      ingress: compiled?.ingress.enforced ?? false,
+      egress: compiled?.egress.enforced ?? false,
+      entries: this.live().dp.endpointPolicy(ep.id).map((e) => ({
+        ...e,
+        packets: Number(e.packets),
+        bytes: Number(e.bytes),
+        labels: labelsOf(e.identity),
+        derivedFrom: derived.get(`${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`) ?? [],
+      })),
+    };
+  }
+
+  /** Conntrack garbage collection: expired entries are deleted periodically (BPF never deletes them). */
+  private startCtGc(): void {
+    const run = (): void => {
+      this.ctGcTimer = setTimeout(run, this.cfg.ctGcIntervalMs);
+      if (!this.dp) return;
+      const t0 = performance.now();
+      try {
+        const r = this.dp.ctGc();
+        this.ctGcLast = { at: new Date().toISOString(), ...r, ms: Math.round((performance.now() - t0) * 100) / 100 };
+        if (r.deleted > 0) this.log.debug(this.ctGcLast, 'conntrack garbage collected');
+      } catch (err) {
+        this.log.warn({ err }, 'conntrack garbage collection failed');
+      }
+    };
+    clearTimeout(this.ctGcTimer);
+    this.ctGcTimer = setTimeout(run, this.cfg.ctGcIntervalMs);
   }
 
   private mustResolve(ref: string): Endpoint {
@@ -377,7 +493,7 @@ export class Agent {
   }
 
   /** Validates a Cilium-style EndpointChangeRequest for PUT /v1/endpoint/{id}. */
-  private endpointFromChangeRequest(body: unknown): Omit<Endpoint, 'id' | 'state' | 'created'> {
+  private async endpointFromChangeRequest(body: unknown): Promise<Omit<Endpoint, 'id' | 'state' | 'created'>> {
     if (typeof body !== 'object' || body === null) throw new HttpError(400, 'Endpoint request must be a JSON object', 'TENDRIL_ERR_INVALID_REQUEST');
     const b = body as Record<string, unknown>;
     const str = (k: string, required = true): string => {
@@ -403,7 +519,7 @@ export class Agent {
       }
     }
     const namespace = str('k8s-namespace', false) || 'default';
-    const sec = securityLabels(namespace, labels);
+    const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels);
     return {
       kind: 'pod',
       containerId: str('container-id'),
@@ -417,8 +533,9 @@ export class Agent {
       namespace,
       podName: str('k8s-pod-name', false),
       labels,
+      namedPorts: [],
       securityLabels: sec,
-      identity: placeholderIdentity(sec),
+      identity,
     };
   }
 
@@ -479,6 +596,9 @@ export class Agent {
       monitor: this.events ? { cpus: os.cpus().length, ...this.events.stats() } : null,
       hubble: this.observer ? hubbleStatus(this.observer) : null,
       endpoints: eps.length,
+      policy: { mode: this.cfg.enablePolicy, policies: this.security.listPolicies().length, 'last-regeneration': this.security.lastRegeneration },
+      conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
+      identities: this.security.identities.list().length,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };
   }
@@ -502,7 +622,7 @@ export class Agent {
           'k8s-pod-name': ep.podName,
           'pod-name': ep.podName ? `${ep.namespace}/${ep.podName}` : '',
         },
-        identity: { id: ep.identity, labels: ep.securityLabels, note: ep.kind === 'health' ? 'reserved' : 'placeholder until cluster-wide identities (#4)' },
+        identity: { id: ep.identity, labels: ep.securityLabels },
         labels: { 'security-relevant': ep.securityLabels },
         networking: {
           addressing: [{ ipv4: ep.ip, 'ipv4-pool-name': 'default' }],
@@ -513,7 +633,12 @@ export class Agent {
           'interface-name': ep.hostIfName,
           mac: ep.podMac,
         },
-        policy: { 'policy-enabled': 'none' },
+        policy: {
+          'policy-enabled': enforcementText(this.security.endpointPolicy(ep.id)),
+          ingress: this.security.endpointPolicy(ep.id)?.ingress.enforced ?? false,
+          egress: this.security.endpointPolicy(ep.id)?.egress.enforced ?? false,
+        },
+        'named-ports': ep.namedPorts,
         created: ep.created,
       },
     };
@@ -545,4 +670,29 @@ export { HOST_DEV };
 function hubbleStatus(o: ObserverServer): unknown {
   const st = o.status();
   return { flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
+}
+
+/** Cilium's policy-enabled values: none, ingress, egress, both. */
+function enforcementText(p: { ingress: { enforced: boolean }; egress: { enforced: boolean } } | undefined): string {
+  const i = p?.ingress.enforced ?? false;
+  const e = p?.egress.enforced ?? false;
+  return i && e ? 'both' : i ? 'ingress' : e ? 'egress' : 'none';
+}
+
+/** PATCH body {"labels": {"k": "v", "gone": null}}: sets and removes labels (the `k=v` / `k-` of the CLI). */
+function applyLabelChange(cur: Record<string, string>, body: unknown): Record<string, string> {
+  const b = body as { labels?: unknown } | null;
+  if (typeof b !== 'object' || b === null || typeof b.labels !== 'object' || b.labels === null || Array.isArray(b.labels)) {
+    throw new HttpError(400, 'Label change must be {"labels": {"key": "value" | null}}', 'TENDRIL_ERR_INVALID_REQUEST');
+  }
+  const next = { ...cur };
+  for (const [k, v] of Object.entries(b.labels as Record<string, unknown>)) {
+    if (!/^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(k)) {
+      throw new HttpError(400, `Invalid label key "${k}": expected [prefix/]name, name 1-63 characters of letters, digits, "-", "_", "."`, 'TENDRIL_ERR_INVALID_REQUEST');
+    }
+    if (v === null) delete next[k];
+    else if (typeof v === 'string' && /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/.test(v)) next[k] = v;
+    else throw new HttpError(400, `Invalid value for label "${k}": expected up to 63 letters, digits, "-", "_", "." (or null to remove it)`, 'TENDRIL_ERR_INVALID_REQUEST');
+  }
+  return next;
 }

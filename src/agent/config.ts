@@ -31,6 +31,10 @@ export interface AgentConfig {
   mtu: number;
   logFile: string | undefined;
   objDir: string;
+  /** Policy enforcement mode (Cilium's --enable-policy): default, always or never. */
+  enablePolicy: 'default' | 'always' | 'never';
+  /** Period of the conntrack garbage collection, ms. */
+  ctGcIntervalMs: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -52,7 +56,14 @@ export function agentConfig(o: {
   routing?: string | undefined;
   nativeDev?: string | undefined;
   attachMode?: string | undefined;
+  enablePolicy?: string | undefined;
+  conntrackGcInterval?: string | undefined;
 }): AgentConfig {
+  const enablePolicy = o.enablePolicy ?? 'default';
+  if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
+  }
+  const ctGcIntervalMs = parseDuration(o.conntrackGcInterval ?? '30s', '--conntrack-gc-interval');
   const attachMode = o.attachMode ?? 'tcx';
   if (attachMode !== 'tcx' && attachMode !== 'tc') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --attach-mode "${attachMode}": expected tcx or tc`);
@@ -97,5 +108,16 @@ export function agentConfig(o: {
     mtu,
     logFile: o.logFile,
     objDir: path.join(repoRoot, 'build/bpf'),
+    enablePolicy,
+    ctGcIntervalMs,
   };
+}
+
+/** "30s", "500ms", "2m" or a number of seconds -> ms (> 0). */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+  const ms = m ? Number(m[1]) * unit[(m[2] ?? 's') as keyof typeof unit] : NaN;
+  if (!Number.isFinite(ms) || ms <= 0) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid ${flag} "${text}": expected a duration like 30s, 500ms or 2m`);
+  return ms;
 }

@@ -2,6 +2,7 @@
 import { AgentError } from './errors.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import type { NodeDatapath } from '../datapath/index.js';
+import type { NamedPort } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
 export type EndpointState = 'ready' | 'restoring' | 'disconnecting';
@@ -21,8 +22,10 @@ export interface Endpoint {
   netnsPath: string;
   namespace: string;
   podName: string;
-  /** Pod labels (k8s source), stored now for the identity issue. */
+  /** Pod labels (k8s source). */
   labels: Record<string, string>;
+  /** Declared container ports (what named ports in policies resolve against). */
+  namedPorts: NamedPort[];
   /** Security labels the identity is derived from. */
   securityLabels: string[];
   identity: number;
@@ -55,7 +58,9 @@ export class EndpointManager {
   restore(ifindexOf: (name: string) => number | undefined): Endpoint[] {
     const saved = readJsonFile<Endpoint[]>(this.file) ?? [];
     const gone: Endpoint[] = [];
-    for (const ep of saved) {
+    for (const saved1 of saved) {
+      // Records of an older agent lack fields added since.
+      const ep: Endpoint = { ...saved1, namedPorts: saved1.namedPorts ?? [] };
       const ifindex = ifindexOf(ep.hostIfName);
       if (ifindex === undefined || ifindex !== ep.hostIfindex) {
         this.log.info({ endpoint: ep.id, interface: ep.hostIfName }, 'endpoint interface gone while the agent was down; removing it');
@@ -83,12 +88,6 @@ export class EndpointManager {
 
   findByIp(ip: string): Endpoint | undefined {
     return this.byIp.get(ip);
-  }
-
-  /** Security labels of an identity some local endpoint has. */
-  labelsOfIdentity(identity: number): string[] | undefined {
-    for (const ep of this.eps.values()) if (ep.identity === identity) return ep.securityLabels;
-    return undefined;
   }
 
   private save(): void {
@@ -138,6 +137,16 @@ export class EndpointManager {
     this.save();
     this.log.info({ endpoint: id, ip: ep.ip }, 'endpoint deleted');
     return ep;
+  }
+
+  /** Changes an endpoint's labels and identity (the caller rewrites the datapath's copy). */
+  update(id: number, change: Pick<Endpoint, 'labels' | 'securityLabels' | 'identity'>): Endpoint {
+    const cur = this.eps.get(id);
+    if (!cur) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint ${id} not found`);
+    const next: Endpoint = { ...cur, ...change };
+    this.put(next);
+    this.save();
+    return next;
   }
 
   get(id: number): Endpoint | undefined {

@@ -1,7 +1,10 @@
-// PLACEHOLDER identities until the identity issue (#4) allocates them cluster-wide through the store.
-// Reserved numbers are Cilium's; a pod's number is a deterministic hash of its security labels, so the same
-// label set gets the same number on every node, but two label sets may collide. Do not build policy on it.
+// Security identities: a pod's security labels -> a number that is the same on every node, allocated through the
+// cluster store (Identity resources, 256..65535, Cilium's cluster-scoped range); the reserved ones as Cilium's.
 import { createHash } from 'node:crypto';
+import { KindCache } from '../store/cache.js';
+import type { IdentitySpec, Store } from '../store/types.js';
+import type { Logger } from '../util/log.js';
+import { AgentError } from './errors.js';
 
 export const IDENTITY_HOST = 1;
 export const IDENTITY_WORLD = 2;
@@ -10,15 +13,200 @@ export const IDENTITY_HEALTH = 4;
 export const IDENTITY_INIT = 5;
 export const IDENTITY_REMOTE_NODE = 6;
 
-/** Security labels of a pod, Cilium style: `k8s:app=curl`, `k8s:io.kubernetes.pod.namespace=default`. */
-export function securityLabels(namespace: string, labels: Record<string, string>): string[] {
+/** Cluster-scoped identities (cluster ID 0). */
+export const IDENTITY_MIN = 256;
+export const IDENTITY_MAX = 65535;
+/** Node-local CIDR identities (Cilium's local scope 0x01 in the top byte): never leave the node. */
+export const IDENTITY_LOCAL_MIN = 0x01000001;
+
+/** Labels of the reserved identities, as Cilium names them. */
+export const RESERVED_LABELS: Record<number, string[]> = {
+  [IDENTITY_HOST]: ['reserved:host'],
+  [IDENTITY_WORLD]: ['reserved:world'],
+  [IDENTITY_UNMANAGED]: ['reserved:unmanaged'],
+  [IDENTITY_HEALTH]: ['reserved:health'],
+  [IDENTITY_INIT]: ['reserved:init'],
+  [IDENTITY_REMOTE_NODE]: ['reserved:remote-node'],
+};
+
+export const NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
+/** Namespace labels become pod security labels under this prefix (Cilium's), so namespaceSelector is a label match. */
+export const NAMESPACE_LABELS_PREFIX = 'io.cilium.k8s.namespace.labels.';
+
+/**
+ * Security labels of a pod, Cilium style and sorted: its labels (`k8s:app=curl`), its namespace
+ * (`k8s:io.kubernetes.pod.namespace=default`) and its namespace's labels (`k8s:io.cilium.k8s.namespace.labels.team=a`).
+ */
+export function securityLabels(namespace: string, labels: Record<string, string>, nsLabels: Record<string, string> = {}): string[] {
   const out = Object.entries(labels).map(([k, v]) => `k8s:${k}=${v}`);
-  out.push(`k8s:io.kubernetes.pod.namespace=${namespace}`);
-  return out.sort();
+  for (const [k, v] of Object.entries(nsLabels)) out.push(`k8s:${NAMESPACE_LABELS_PREFIX}${k}=${v}`);
+  out.push(`k8s:${NAMESPACE_LABEL}=${namespace}`);
+  return [...new Set(out)].sort();
 }
 
-/** PLACEHOLDER: hash of the sorted label set into the global identity range 256..65535. */
-export function placeholderIdentity(labels: string[]): number {
-  const h = createHash('sha256').update([...labels].sort().join(',')).digest();
-  return 256 + (h.readUInt32BE(0) % (65536 - 256));
+function labelsKey(labels: readonly string[]): string {
+  return [...labels].sort().join(',');
+}
+
+/** Where the search for a free number starts: a hash, so that the same labels usually get the same number. */
+function firstCandidate(key: string): number {
+  const h = createHash('sha256').update(key).digest();
+  return IDENTITY_MIN + (h.readUInt32BE(0) % (IDENTITY_MAX - IDENTITY_MIN + 1));
+}
+
+function isConflict(err: unknown): boolean {
+  return (err as { code?: string }).code === 'TENDRIL_ERR_STORE_CONFLICT';
+}
+
+export interface IdentityEvents {
+  /** An identity appeared, changed or vanished (labels undefined). */
+  change(id: number, labels: string[] | undefined): void;
+  /** After a (re-)list of the store. */
+  resync(): void;
+}
+
+/**
+ * Allocates identities through the store: the number for a label set is found in the watched cache, or claimed
+ * by a create-if-absent write starting at the label set's hash and probing upwards. Two agents racing for the same
+ * new label set probe the same sequence, so the loser of the write finds the winner's resource and uses it. Without
+ * a store (a single node started with --pod-cidr) numbers are allocated in memory.
+ */
+export class IdentityAllocator {
+  private readonly store: Store | undefined;
+  private readonly log: Logger;
+  private readonly cache: KindCache<IdentitySpec> | undefined;
+  /** Without a store: the node's own table. */
+  private readonly local = new Map<number, string[]>();
+  private readonly byLabels = new Map<string, number>();
+
+  constructor(store: Store | undefined, log: Logger) {
+    this.store = store;
+    this.log = log;
+    if (store) this.cache = new KindCache<IdentitySpec>(store, 'Identity', log);
+  }
+
+  async start(events: IdentityEvents): Promise<void> {
+    if (!this.cache) return;
+    await this.cache.start({
+      change: (name, v) => {
+        const id = Number(name);
+        if (v) this.byLabels.set(labelsKey(v.labels), id);
+        else this.forget(id);
+        events.change(id, v?.labels);
+      },
+      resync: (all) => {
+        this.byLabels.clear();
+        for (const [name, v] of all) this.byLabels.set(labelsKey(v.labels), Number(name));
+        events.resync();
+      },
+    });
+  }
+
+  stop(): void {
+    this.cache?.stop();
+  }
+
+  get ready(): boolean {
+    return !this.cache || this.cache.ready;
+  }
+
+  private forget(id: number): void {
+    for (const [k, v] of this.byLabels) if (v === id) this.byLabels.delete(k);
+  }
+
+  /** Labels of any identity this node knows: reserved, cluster-wide, or local. */
+  labels(id: number): string[] | undefined {
+    return RESERVED_LABELS[id] ?? this.cache?.get(String(id))?.labels ?? this.local.get(id);
+  }
+
+  /** Every cluster identity known (reserved ones not included). */
+  list(): Array<{ id: number; labels: string[] }> {
+    const out = this.cache
+      ? this.cache.entries().map(([name, v]) => ({ id: Number(name), labels: v.labels }))
+      : [...this.local].map(([id, labels]) => ({ id, labels }));
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  /** The identity of a label set, allocating it cluster-wide when it does not exist yet. */
+  async allocate(labels: string[]): Promise<number> {
+    const sorted = [...labels].sort();
+    const key = labelsKey(sorted);
+    const known = this.byLabels.get(key);
+    if (known !== undefined && (!this.cache || this.cache.get(String(known)))) return known;
+    if (!this.store || !this.cache) return this.allocateLocal(key, sorted);
+
+    const range = IDENTITY_MAX - IDENTITY_MIN + 1;
+    const start = firstCandidate(key);
+    for (let i = 0; i < range; i++) {
+      const id = IDENTITY_MIN + ((start - IDENTITY_MIN + i) % range);
+      const cached = this.cache.get(String(id));
+      if (cached) {
+        if (labelsKey(cached.labels) === key) return id;
+        continue;
+      }
+      try {
+        await this.store.put<IdentitySpec>('Identity', String(id), { labels: sorted }, { expectedRevision: 0 });
+        this.byLabels.set(key, id);
+        this.log.info({ identity: id, labels: sorted }, 'identity allocated');
+        return id;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        const cur = await this.store.get<IdentitySpec>('Identity', String(id));
+        if (cur && labelsKey(cur.value.labels) === key) {
+          this.byLabels.set(key, id);
+          return id;
+        }
+      }
+    }
+    throw new AgentError('TENDRIL_ERR_STATE', `Cannot allocate an identity for [${sorted.join(' ')}]: all ${range} cluster identities are in use`);
+  }
+
+  /**
+   * Makes sure identity @id exists with @labels (an endpoint restored after a restart, or one whose identity the
+   * operator collected while it was being used): re-created if absent. False when the number now belongs to other
+   * labels (the caller allocates again).
+   */
+  async ensure(id: number, labels: string[]): Promise<boolean> {
+    const sorted = [...labels].sort();
+    const key = labelsKey(sorted);
+    if (!this.store || !this.cache) {
+      const cur = this.local.get(id);
+      if (cur && labelsKey(cur) !== key) return false;
+      this.local.set(id, sorted);
+      this.byLabels.set(key, id);
+      return true;
+    }
+    const cur = await this.store.get<IdentitySpec>('Identity', String(id));
+    if (cur) return labelsKey(cur.value.labels) === key;
+    try {
+      await this.store.put<IdentitySpec>('Identity', String(id), { labels: sorted }, { expectedRevision: 0 });
+      this.byLabels.set(key, id);
+      return true;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      const again = await this.store.get<IdentitySpec>('Identity', String(id));
+      return again !== undefined && labelsKey(again.value.labels) === key;
+    }
+  }
+
+  private allocateLocal(key: string, sorted: string[]): number {
+    for (let id = IDENTITY_MIN; id <= IDENTITY_MAX; id++) {
+      if (this.local.has(id)) continue;
+      this.local.set(id, sorted);
+      this.byLabels.set(key, id);
+      return id;
+    }
+    throw new AgentError('TENDRIL_ERR_STATE', `Cannot allocate an identity for [${sorted.join(' ')}]: all identities are in use`);
+  }
+
+  /** Without a store, a label set no endpoint uses any more is forgotten (with a store the operator collects it). */
+  releaseLocal(inUse: Set<number>): void {
+    if (this.cache) return;
+    for (const id of [...this.local.keys()]) {
+      if (inUse.has(id)) continue;
+      const labels = this.local.get(id)!;
+      this.local.delete(id);
+      this.byLabels.delete(labelsKey(labels));
+    }
+  }
 }

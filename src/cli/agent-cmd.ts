@@ -22,6 +22,8 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     routing: opts['routing'],
     nativeDev: opts['nativeDev'],
     attachMode: opts['attachMode'],
+    enablePolicy: opts['enablePolicy'],
+    conntrackGcInterval: opts['conntrackGcInterval'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { table } from './table.js';
 import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
 import { LabError } from '../lab/errors.js';
+import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
+import type { NamedPort } from '../store/types.js';
 
 function labName(cmd: Command): string {
   const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
@@ -24,6 +26,22 @@ export function parseLabels(list: string[]): Record<string, string> {
     out[k] = i < 0 ? '' : item.slice(i + 1);
   }
   return out;
+}
+
+/** `--port NAME=PORT[/PROTO]` (protocol TCP by default), Kubernetes' named container port. */
+export function parseNamedPorts(list: string[]): NamedPort[] {
+  return list.map((item) => {
+    const m = /^([a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?)=(\d{1,5})(?:\/(TCP|UDP|SCTP))?$/i.exec(item);
+    const port = m ? Number(m[3]) : NaN;
+    if (!m || port < 1 || port > 65535 || !/[a-z]/i.test(m[1]!)) {
+      throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --port "${item}": expected NAME=PORT[/TCP|UDP|SCTP], NAME up to 15 of a-z, 0-9, "-" (e.g. http=80/TCP)`);
+    }
+    return { name: m[1]!.toLowerCase(), port, protocol: (m[4]?.toUpperCase() ?? 'TCP') as NamedPort['protocol'] };
+  });
+}
+
+function formatLabels(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>';
 }
 
 export function registerLab(program: Command): void {
@@ -93,16 +111,28 @@ export function registerLab(program: Command): void {
     .requiredOption('--node <node>', 'node to run on')
     .option('--namespace <ns>', 'Kubernetes-style namespace', 'default')
     .option('--label <k=v>', 'pod label (repeatable)', collect, [])
-    .option('--serve <port>', 'run a small HTTP server in the pod answering with its name and IP')
+    .option('--serve <ports>', 'run a small server in the pod answering with its name: HTTP on TCP and echo on UDP, on each port (e.g. 80,81)')
+    .option('--port <name=port/proto>', 'declare a named container port, e.g. http=80/TCP (repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
-    .action(async (name: string, o: { node: string; namespace: string; label: string[]; serve?: string }, cmd: Command) => {
+    .action(async (name: string, o: { node: string; namespace: string; label: string[]; serve?: string; port: string[] }, cmd: Command) => {
       const p = await podAdd(labName(cmd), name, {
         node: o.node,
         namespace: o.namespace,
         labels: parseLabels(o.label),
-        ...(o.serve !== undefined ? { serve: Number(o.serve) } : {}),
+        ports: parseNamedPorts(o.port),
+        ...(o.serve !== undefined ? { serve: o.serve.split(',').map(Number) } : {}),
       });
-      process.stdout.write(`pod ${p.namespace}/${p.name} on ${p.node}: ${p.ip}${p.serve ? `, serving HTTP on :${p.serve.port}` : ''}\n`);
+      process.stdout.write(`pod ${p.namespace}/${p.name} on ${p.node}: ${p.ip}${p.serve ? `, serving on :${(p.serve.ports ?? [p.serve.port]).join(',')}` : ''}\n`);
+    });
+  pod
+    .command('label')
+    .description('change a running pod\'s labels (KEY=VALUE sets, KEY- removes); its identity and policies follow')
+    .argument('<pod>', 'NAME or NAMESPACE/NAME')
+    .argument('<changes...>')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, changes: string[], _o: unknown, cmd: Command) => {
+      const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes));
+      process.stdout.write(`pod ${p.namespace}/${p.name} labels: ${Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>'}\n`);
     });
   pod
     .command('list')
@@ -138,6 +168,50 @@ export function registerLab(program: Command): void {
     .action((podRef: string, argv: string[], _o: unknown, cmd: Command) => {
       const p = findPod(loadLab(labName(cmd)), podRef);
       process.exitCode = execIn(p.netns, argv);
+    });
+
+  const ns = lab.command('namespace').description('namespaces of the lab and their labels (what namespaceSelector matches)');
+  ns.command('add')
+    .argument('<namespace>')
+    .option('--label <k=v>', 'namespace label (repeatable)', collect, [])
+    .option('--name <lab>', 'lab name')
+    .action(async (name: string, o: { label: string[] }, cmd: Command) => {
+      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add');
+      process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
+    });
+  ns.command('label')
+    .description('KEY=VALUE sets, KEY- removes; pods of the namespace get new identities')
+    .argument('<namespace>')
+    .argument('<changes...>')
+    .option('--name <lab>', 'lab name')
+    .action(async (name: string, changes: string[], _o: unknown, cmd: Command) => {
+      const r = await labNamespaceSet(labName(cmd), name, parseLabelChanges(changes), 'label');
+      process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
+    });
+  ns.command('list')
+    .option('--name <lab>', 'lab name')
+    .action(async (_o: unknown, cmd: Command) => {
+      const rows = await labNamespaceList(labName(cmd));
+      process.stdout.write(table(['NAME', 'LABELS'], rows.map((r) => [r.name, formatLabels(r.labels)])));
+    });
+
+  const pol = lab.command('policy').description('cluster-wide network policies (every node enforces them)');
+  pol
+    .command('apply')
+    .description('apply NetworkPolicy / TendrilNetworkPolicy documents from YAML or JSON files (all or nothing)')
+    .argument('<files...>')
+    .option('--name <lab>', 'lab name')
+    .action(async (files: string[], _o: unknown, cmd: Command) => {
+      const applied = await labPolicyApply(labName(cmd), files);
+      for (const a of applied) process.stdout.write(`policy ${a.key} applied (revision ${a.revision}); enforced on every node\n`);
+    });
+  pol
+    .command('delete')
+    .argument('<policy>', 'NAME, NAMESPACE/NAME or KIND.NAMESPACE.NAME')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, _o: unknown, cmd: Command) => {
+      const deleted = await labPolicyDelete(labName(cmd), ref);
+      process.stdout.write(`policy ${deleted} deleted; no node enforces it any more\n`);
     });
 
   const node = lab.command('node').description('nodes of the lab');

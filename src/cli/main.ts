@@ -5,6 +5,7 @@ import { registerLab } from './lab-cmd.js';
 import { registerNodeViews } from './node-cmd.js';
 import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
+import { registerPolicyViews } from './policy-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -27,6 +28,8 @@ program
   .option('--routing <mode>', 'tunnel (VXLAN) or native', 'tunnel')
   .option('--native-dev <dev>', 'underlay device (tunnel endpoint, native routing)', 'eth0')
   .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf: pods are added faster)', 'tcx')
+  .option('--enable-policy <mode>', 'policy enforcement: default (once a policy selects an endpoint), always or never', 'default')
+  .option('--conntrack-gc-interval <duration>', 'how often expired conntrack entries are removed', '30s')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -41,6 +44,7 @@ program
 
 registerOperator(program);
 registerNodeViews(program);
+registerPolicyViews(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

@@ -58,6 +58,7 @@ export interface EndpointView {
   status: {
     state: string;
     identity: { id: number; labels: string[] };
+    policy?: { ingress: boolean; egress: boolean };
     labels: { 'security-relevant': string[] };
     networking: { addressing: Array<{ ipv4: string }>; 'interface-name': string; 'interface-index': number; mac: string; 'host-mac': string };
     'external-identifiers': { 'pod-name': string };
@@ -93,8 +94,8 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
 export function formatEndpointList(eps: EndpointView[]): string {
   const rows = eps.map((e) => [
     String(e.id),
-    'Disabled',
-    'Disabled',
+    e.status.policy?.ingress ? 'Enabled' : 'Disabled',
+    e.status.policy?.egress ? 'Enabled' : 'Disabled',
     String(e.status.identity.id),
     e.status.identity.labels.length ? e.status.identity.labels : ['(none)'],
     e.status.networking.addressing[0]?.ipv4 ?? '',

@@ -162,3 +162,21 @@ test('parseCniArgs() splits K=V pairs, keeps "=" inside values, ignores empty pa
   assert.deepEqual(parseCniArgs(''), {});
   assert.deepEqual(parseCniArgs('A=1;;B=x=y;'), { A: '1', B: 'x=y' });
 });
+
+test('parseCniCall() reads named container ports from args.tendril.ports, and rejects malformed ones (code 7)', () => {
+  const call = parseCniCall(
+    headers(),
+    JSON.stringify({ ...CONF, args: { tendril: { ports: [{ name: 'http', containerPort: 80 }, { name: 'dns', containerPort: 53, protocol: 'UDP' }, { containerPort: 9 }] } } }),
+  );
+  assert.deepEqual(call.namedPorts, [
+    { name: 'http', port: 80, protocol: 'TCP' },
+    { name: 'dns', port: 53, protocol: 'UDP' },
+  ]);
+  const bad = (ports: unknown, msg: RegExp): void => rejects(headers(), JSON.stringify({ ...CONF, args: { tendril: { ports } } }), 7, msg);
+  bad({}, /must be an array/);
+  bad([{ name: 'http', containerPort: 0 }], /\[0\]\.containerPort must be an integer 1-65535/);
+  bad([{ name: 'http', containerPort: 80, protocol: 'ICMP' }], /protocol must be TCP, UDP or SCTP/);
+  bad([{ name: 'HTTP_1', containerPort: 80 }], /not a valid port name/);
+  bad([{ name: '8080', containerPort: 80 }], /not a valid port name/);
+  bad([{ name: 'a', containerPort: 1 }, { name: 'a', containerPort: 2 }], /declared twice/);
+});

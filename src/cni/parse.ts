@@ -1,4 +1,5 @@
 // Turns one forwarded CNI invocation (X-Cni-* headers + stdin config) into a validated CniCall.
+import type { NamedPort } from '../store/types.js';
 import {
   CniCode,
   CniError,
@@ -49,6 +50,8 @@ export interface CniCall {
   config: NetConf;
   /** Pod labels from the config's args.tendril.labels (CNI "args" convention). */
   labels: Record<string, string>;
+  /** Named container ports from args.tendril.ports ([{"name", "containerPort", "protocol"}], Kubernetes' shape). */
+  namedPorts: NamedPort[];
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -170,7 +173,8 @@ export function parseCniCall(headers: Record<string, string | undefined>, body: 
 
   const config = parseNetConf(body, cmd);
   const labels = parseLabels(config);
-  return { command: cmd, ...env, args, path, config, labels };
+  const namedPorts = parsePorts(config);
+  return { command: cmd, ...env, args, path, config, labels, namedPorts };
 }
 
 function parseNetConf(body: string, cmd: CniCommand): NetConf {
@@ -263,6 +267,36 @@ function parseAttachments(v: unknown): Attachment[] {
     }
     return { containerID: a['containerID'], ifname: a['ifname'] };
   });
+}
+
+const PORT_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+
+/**
+ * Named container ports, `args.tendril.ports`: [{"name": "http", "containerPort": 80, "protocol": "TCP"}] — what a
+ * pod spec declares and named ports in policies resolve against. Unnamed entries are allowed and ignored.
+ */
+function parsePorts(conf: NetConf): NamedPort[] {
+  const tendril = conf.args?.['tendril'];
+  if (!isObject(tendril) || tendril['ports'] === undefined) return [];
+  const list = tendril['ports'];
+  if (!Array.isArray(list)) throw invalidConfig('"args.tendril.ports" must be an array of {"name", "containerPort", "protocol"}');
+  const out: NamedPort[] = [];
+  list.forEach((p: unknown, i) => {
+    const where = `"args.tendril.ports"[${i}]`;
+    if (!isObject(p)) throw invalidConfig(`${where} must be an object`);
+    const port = p['containerPort'];
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw invalidConfig(`${where}.containerPort must be an integer 1-65535`);
+    const protocol = p['protocol'] ?? 'TCP';
+    if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') throw invalidConfig(`${where}.protocol must be TCP, UDP or SCTP`);
+    const name = p['name'];
+    if (name === undefined) return;
+    if (typeof name !== 'string' || !PORT_NAME_RE.test(name) || !/[a-z]/.test(name)) {
+      throw invalidConfig(`${where}.name ${JSON.stringify(name)} is not a valid port name (1-15 lowercase letters, digits and "-", with a letter)`);
+    }
+    if (out.some((o) => o.name === name)) throw invalidConfig(`${where}.name "${name}" is declared twice`);
+    out.push({ name, port, protocol });
+  });
+  return out;
 }
 
 /**

@@ -1,4 +1,5 @@
 // The CNI verbs as the agent runs them: one dispatch over ADD, DEL, CHECK, STATUS, GC and VERSION.
+import type { NamedPort } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 import { asCniError, CniCode, CniError, LATEST_VERSION, SUPPORTED_VERSIONS, type CniVersion } from './errors.js';
 import { hostIfName } from './names.js';
@@ -36,6 +37,7 @@ export interface EndpointRequest {
   namespace?: string;
   podName?: string;
   labels?: Record<string, string>;
+  namedPorts?: NamedPort[];
 }
 
 export interface EndpointRef {
@@ -156,6 +158,7 @@ export class CniHandler {
         ip,
         netnsPath: call.netns,
         labels: call.labels,
+        namedPorts: call.namedPorts,
       };
       if (pod.namespace !== undefined) req.namespace = pod.namespace;
       if (pod.podName !== undefined) req.podName = pod.podName;

@@ -1,6 +1,7 @@
 // `npm run demo`: the lab walk of the seed, run for real: three nodes, pods, traffic between them, the views.
 // Every step is the `tendril` command a user would type; the labs are removed at the end (--keep leaves them up).
 import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT, labPaths, netnsPath } from './paths.js';
 
@@ -29,6 +30,54 @@ function run(args: string[], opts: RunOpts = {}): string {
 function exec(pod: string, cmd: string[], lab = LAB): string {
   return run(['lab', 'exec', pod, '--', ...cmd], { lab, show: `tendril --lab ${lab} lab exec ${pod} -- ${cmd.join(' ')}` });
 }
+
+/** Like exec(), for a command expected to fail (a connection the policy drops): prints its exit status. */
+function execDenied(pod: string, cmd: string[], lab = LAB): void {
+  process.stdout.write(`\n$ tendril --lab ${lab} lab exec ${pod} -- ${cmd.join(' ')}\n`);
+  const r = spawnSync(bin, ['--lab', lab, 'lab', 'exec', pod, '--', ...cmd], { encoding: 'utf8' });
+  process.stdout.write((r.stdout ?? '') + (r.stderr ?? ''));
+  if (r.status === 0) throw new Error(`"${cmd.join(' ')}" in ${pod} succeeded, but the policy should drop it`);
+  process.stdout.write(`(exit ${r.status}: no answer — dropped by policy)\n`);
+}
+
+const WEBPOD_POLICY = `apiVersion: tendril.io/v2
+kind: TendrilNetworkPolicy
+metadata:
+  name: webpod-from-curl
+  namespace: default
+spec:
+  description: "webpods answer HTTP to curl pods only"
+  endpointSelector:
+    matchLabels:
+      app: webpod
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: curl
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+`;
+
+const SERVER_POLICY = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: server-from-client
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          app: client
+    ports:
+    - protocol: TCP
+      port: 80
+`;
 
 function section(title: string): void {
   process.stdout.write(`\n## ${title}\n`);
@@ -129,15 +178,46 @@ async function main(): Promise<void> {
       spawnSync(bin, ['--lab', LAB, 'lab', 'exec', 'curl-pod', '--', 'ping', '-c', '1', ipOf('webpod-1')]);
     });
 
+    section('Identities and network policy: labels -> identities cluster-wide, policy compiled into BPF maps');
+    run(['identity', 'list'], { filter: (s) => s.split('\n').filter((l) => !l.includes('namespace.labels.kubernetes.io')).join('\n') });
+    run(['ip', 'list']);
+    const policyFile = path.join(labPaths(LAB).dir, 'webpod-from-curl.yaml');
+    fs.writeFileSync(policyFile, WEBPOD_POLICY);
+    process.stdout.write(`\n$ cat ${policyFile}\n${WEBPOD_POLICY}`);
+    run(['lab', 'policy', 'apply', policyFile]);
+    run(['--node', 'w1', 'endpoint', 'list']);
+    exec('curl-pod', ['curl', '-s', '-m', '2', `http://${ipOf('webpod-1')}/`]);
+    execDenied('netshoot-pod', ['curl', '-s', '-m', '2', `http://${ipOf('webpod-1')}/`]);
+    const w1eps = json<Array<{ id: number; status: { 'external-identifiers': { 'pod-name': string } } }>>(['--node', 'w1', 'endpoint', 'list']);
+    const web1 = w1eps.find((e) => e.status['external-identifiers']['pod-name'] === 'default/webpod-1')!;
+    run(['--node', 'w1', 'bpf', 'policy', 'get', String(web1.id)]);
+    run(['observe', '--verdict', 'DROPPED', '--last', '2']);
+    run(['--node', 'w1', 'bpf', 'metrics', 'list']);
+    run(['--node', 'ctr', 'bpf', 'ct', 'list', 'global'], { filter: (s) => s.split('\n').filter((l) => l.includes(`${ipOf('webpod-1')}:80`)).slice(0, 4).join('\n') + '\n' });
+    process.stdout.write('\nA pod that gets the label app=curl gets curl\'s identity, and the policy lets it in:\n');
+    run(['lab', 'pod', 'label', 'netshoot-pod', 'app=curl']);
+    exec('netshoot-pod', ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}\\n', `http://${ipOf('webpod-1')}/`]);
+    run(['lab', 'pod', 'label', 'netshoot-pod', 'app=netshoot']);
+    run(['lab', 'policy', 'delete', 'webpod-from-curl']);
+    exec('netshoot-pod', ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}\\n', `http://${ipOf('webpod-1')}/`]);
+
     section('Native routing with etcd as the cluster store');
     run(['lab', 'up', '--nodes', '2', '--routing', 'native', '--store', 'etcd', '--pod-cidr', '10.244.0.0/16'], { lab: LAB_NATIVE });
-    run(['lab', 'pod', 'add', 'client', '--node', 'ctr'], { lab: LAB_NATIVE });
-    run(['lab', 'pod', 'add', 'server', '--node', 'w1', '--serve', '80'], { lab: LAB_NATIVE });
+    run(['lab', 'pod', 'add', 'client', '--node', 'ctr', '--label', 'app=client'], { lab: LAB_NATIVE });
+    run(['lab', 'pod', 'add', 'other', '--node', 'ctr', '--label', 'app=other'], { lab: LAB_NATIVE });
+    run(['lab', 'pod', 'add', 'server', '--node', 'w1', '--label', 'app=server', '--serve', '80'], { lab: LAB_NATIVE });
     const npods = json<Array<{ name: string; ip: string }>>(['lab', 'pod', 'list'], LAB_NATIVE);
-    exec('client', ['curl', '-s', `http://${npods.find((p) => p.name === 'server')!.ip}/`], LAB_NATIVE);
+    const serverIp = npods.find((p) => p.name === 'server')!.ip;
+    exec('client', ['curl', '-s', `http://${serverIp}/`], LAB_NATIVE);
+    process.stdout.write('\nA Kubernetes NetworkPolicy; without a tunnel, the receiving node takes the source identity from its ipcache:\n');
+    const npFile = path.join(labPaths(LAB_NATIVE).dir, 'server-from-client.yaml');
+    fs.writeFileSync(npFile, SERVER_POLICY);
+    process.stdout.write(`\n$ cat ${npFile}\n${SERVER_POLICY}`);
+    run(['lab', 'policy', 'apply', npFile], { lab: LAB_NATIVE });
+    exec('client', ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}\\n', `http://${serverIp}/`], LAB_NATIVE);
+    execDenied('other', ['curl', '-s', '-m', '2', `http://${serverIp}/`], LAB_NATIVE);
     run(['status'], { lab: LAB_NATIVE, filter: (s) => s.split('\n').filter((l) => /^(KVStore|Routing|Cluster)/.test(l)).join('\n') + '\n' });
     run(['lab', 'node', 'exec', 'ctr', '--', 'ip', 'route'], { lab: LAB_NATIVE, show: `tendril --lab ${LAB_NATIVE} lab node exec ctr -- ip route` });
-    process.stdout.write('\nIdentities allocated cluster-wide, conntrack and policy come with the next issue.\n');
   } finally {
     if (!keep) {
       section('Removing the labs');

@@ -12,6 +12,7 @@ import { AgentClient } from '../cli/client.js';
 import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
+import type { NamedPort } from '../store/types.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, findProcesses, sleep, spawnInNetns, stopProcesses } from './procs.js';
 import { relaySocketIn } from '../observe/index.js';
@@ -35,7 +36,10 @@ export interface LabPod {
   containerId: string;
   ip: string;
   labels: Record<string, string>;
-  serve?: { port: number; pid: number };
+  /** The web pod server: its first port, every port (TCP and UDP each), its pid. */
+  serve?: { port: number; ports?: number[]; pid: number };
+  /** Declared container ports (named ports for policies). */
+  ports?: NamedPort[];
   /** The ADD result, handed back as prevResult on CHECK and DEL as a runtime does. */
   result?: unknown;
 }
@@ -94,6 +98,10 @@ export function listLabs(): string[] {
   } catch {
     return [];
   }
+}
+
+export function saveLab(st: LabState): void {
+  save(st);
 }
 
 function save(st: LabState): void {
@@ -477,7 +485,10 @@ export interface PodAddOptions {
   node: string;
   namespace?: string;
   labels?: Record<string, string>;
-  serve?: number;
+  /** Ports the pod's web server listens on (TCP and UDP each). */
+  serve?: number | number[];
+  /** Declared container ports, e.g. {name: "http", port: 80, protocol: "TCP"}. */
+  ports?: NamedPort[];
 }
 
 /** Creates a pod: its namespace, then CNI ADD executed as a runtime does it. */
@@ -490,8 +501,9 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
   if (st.pods.some((x) => x.name === name && x.namespace === namespace)) {
     throw new LabError('TENDRIL_ERR_LAB_POD_EXISTS', `Pod ${namespace}/${name} already exists in lab "${lab}"`);
   }
-  if (o.serve !== undefined && (!Number.isInteger(o.serve) || o.serve < 1 || o.serve > 65535)) {
-    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --serve port ${String(o.serve)}`);
+  const serve = o.serve === undefined ? [] : Array.isArray(o.serve) ? o.serve : [o.serve];
+  for (const port of serve) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --serve port ${String(port)}`);
   }
   const pp = labPaths(lab).pod(namespace, name);
   Netns.create(pp.netns, NETNS_DIR).close();
@@ -503,6 +515,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     containerId: randomBytes(32).toString('hex'),
     ip: '',
     labels: o.labels ?? {},
+    ...(o.ports && o.ports.length ? { ports: o.ports } : {}),
   };
   try {
     const res = runCni(lab, 'ADD', pod);
@@ -511,9 +524,9 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     const addr = result.ips?.[0]?.address;
     if (!addr) throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ADD returned no IP: ${res}`);
     pod.ip = addr.split('/')[0]!;
-    if (o.serve !== undefined) {
-      const pid = spawnInNetns(pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', String(o.serve), '--lab-dir', labPaths(lab).dir + '/'], pp.logFile);
-      pod.serve = { port: o.serve, pid };
+    if (serve.length > 0) {
+      const pid = spawnInNetns(pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', serve.join(','), '--lab-dir', labPaths(lab).dir + '/'], pp.logFile);
+      pod.serve = { port: serve[0]!, ports: serve, pid };
       await waitForLog(pp.logFile, 'listening', pid);
     }
   } catch (err) {
@@ -566,7 +579,10 @@ export function pluginConfig(lab: string, pod: LabPod, prevResult?: unknown): st
     cniVersion: list.cniVersion,
     name: list.name,
     ...list.plugins[0],
-    args: { cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) } },
+    args: {
+      cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) },
+      ...(pod.ports ? { tendril: { ports: pod.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })) } } : {}),
+    },
     ...(prevResult !== undefined ? { prevResult } : {}),
   });
 }

@@ -9,9 +9,9 @@ const opt = (k: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const name = opt('--name') ?? os.hostname();
-const port = Number(opt('--port') ?? '80');
+const ports = (opt('--port') ?? '80').split(',').map(Number);
 
-const server = http.createServer((req, res) => {
+function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
   const ips = Object.values(os.networkInterfaces())
     .flat()
     .filter((a) => a && a.family === 'IPv4')
@@ -27,16 +27,26 @@ const server = http.createServer((req, res) => {
   ].join('\n');
   res.writeHead(200, { 'content-type': 'text/plain' });
   res.end(body);
-});
-// UDP on the same port answers each datagram with the pod's name, so UDP paths can be tested too.
-const udp = dgram.createSocket('udp4');
-udp.on('message', (msg, rinfo) => udp.send(`${name}: ${msg.toString().trim()}\n`, rinfo.port, rinfo.address));
-udp.bind(port, '0.0.0.0', () => {
-  server.listen(port, '0.0.0.0', () => {
-    process.stdout.write(`webpod ${name} listening on :${port} (tcp, udp)\n`);
+}
+
+// Every port answers HTTP on TCP and, on UDP, each datagram with the pod's name, so UDP paths can be tested too.
+const closers: Array<() => void> = [];
+let pending = ports.length;
+for (const port of ports) {
+  const server = http.createServer(handler);
+  const udp = dgram.createSocket('udp4');
+  udp.on('message', (msg, rinfo) => udp.send(`${name}: ${msg.toString().trim()}\n`, rinfo.port, rinfo.address));
+  closers.push(() => {
+    udp.close();
+    server.close();
   });
-});
+  udp.bind(port, '0.0.0.0', () => {
+    server.listen(port, '0.0.0.0', () => {
+      if (--pending === 0) process.stdout.write(`webpod ${name} listening on :${ports.join(',')} (tcp, udp)\n`);
+    });
+  });
+}
 process.on('SIGTERM', () => {
-  udp.close();
-  server.close(() => process.exit(0));
+  for (const c of closers) c();
+  process.exit(0);
 });

@@ -14,6 +14,8 @@ export function registerOperator(program: Command): Command {
     .option('--store-listen <address>', 'host the local store on unix:///path.sock or HOST:PORT (instead of --store)')
     .option('--store-data <dir>', `data directory of the hosted local store (default: ${DEFAULT_STORE_DATA})`)
     .option('--node-cidr-grace <duration>', "how long a departed node's CIDR is held for it (e.g. 30s, 500ms)", '30s')
+    .option('--identity-gc-interval <duration>', 'how often unused identities are looked for', '10s')
+    .option('--identity-gc-grace <duration>', 'how long an identity stays unused before it is deleted', '60s')
     .option('--api-socket <path>', 'status API unix socket (GET /v1/status)', DEFAULT_OPERATOR_API_SOCKET)
     .option('--log-file <file>', 'log to this file instead of stderr')
     .action(async (opts: OperatorFlags) => {

@@ -20,6 +20,8 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     pool: { cidr: '10.0.0.0/8', maskSize: 24 },
     store: { mode: 'host', listen: { socket: '/run/t/store.sock' }, dataDir: '/tmp/d' },
     graceMs: 30_000,
+    identityGcIntervalMs: 10_000,
+    identityGcGraceMs: 60_000,
     apiSocket: '/var/run/tendril/operator.sock',
   });
   const cfg = operatorConfig({
@@ -27,6 +29,8 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     clusterPoolCidr: '172.20.0.0/16',
     clusterPoolMaskSize: '26',
     nodeCidrGrace: '300ms',
+    identityGcInterval: '2s',
+    identityGcGrace: '500ms',
     apiSocket: '/tmp/op.sock',
     logFile: '/tmp/op.log',
   });
@@ -34,6 +38,8 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     pool: { cidr: '172.20.0.0/16', maskSize: 26 },
     store: { mode: 'connect', url: 'etcd://127.0.0.1:2379' },
     graceMs: 300,
+    identityGcIntervalMs: 2000,
+    identityGcGraceMs: 500,
     apiSocket: '/tmp/op.sock',
     logFile: '/tmp/op.log',
   });

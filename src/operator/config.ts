@@ -1,4 +1,5 @@
 // Flags of `tendril operator` -> a validated OperatorConfig (pure): pool, store backend, grace, sockets, log file.
+import { DEFAULT_IDENTITY_GC_GRACE_MS, DEFAULT_IDENTITY_GC_INTERVAL_MS } from './identity-gc.js';
 import { parseStoreUrl, type ListenAddress } from '../store/index.js';
 import { validatePoolConfig, type ClusterPoolConfig } from './cluster-pool.js';
 import { OperatorError } from './errors.js';
@@ -15,6 +16,8 @@ export interface OperatorFlags {
   storeListen?: string | undefined;
   storeData?: string | undefined;
   nodeCidrGrace?: string | number | undefined;
+  identityGcInterval?: string | number | undefined;
+  identityGcGrace?: string | number | undefined;
   apiSocket?: string | undefined;
   logFile?: string | undefined;
 }
@@ -29,6 +32,8 @@ export interface OperatorConfig {
   pool: ClusterPoolConfig;
   store: StoreChoice;
   graceMs: number;
+  identityGcIntervalMs: number;
+  identityGcGraceMs: number;
   apiSocket: string;
   logFile?: string;
 }
@@ -56,7 +61,9 @@ export function operatorConfig(flags: OperatorFlags): OperatorConfig {
     throw invalid('Missing store: give --store URL (etcd://HOST:PORT, local+unix:///path.sock) or --store-listen ADDRESS to host the local store');
   }
 
-  const cfg: OperatorConfig = { pool, store, graceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
+  const identityGcIntervalMs = flags.identityGcInterval === undefined ? DEFAULT_IDENTITY_GC_INTERVAL_MS : parseDuration('--identity-gc-interval', flags.identityGcInterval);
+  const identityGcGraceMs = flags.identityGcGrace === undefined ? DEFAULT_IDENTITY_GC_GRACE_MS : parseDuration('--identity-gc-grace', flags.identityGcGrace);
+  const cfg: OperatorConfig = { pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
   if (flags.logFile !== undefined) cfg.logFile = nonEmpty('--log-file', flags.logFile);
   return cfg;
 }

@@ -8,6 +8,8 @@ import { rootLogger, type Logger } from '../util/log.js';
 import { operatorConfig, type OperatorConfig, type OperatorFlags } from './config.js';
 import { OperatorError } from './errors.js';
 import { Operator, type OperatorStatus } from './operator.js';
+import { registerResourceRoutes } from './resources.js';
+import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
   /** Logger to use instead of the root logger (tests). */
@@ -16,6 +18,7 @@ export interface RunOperatorOptions extends OperatorFlags {
 
 /** Body of GET /v1/status. */
 export interface OperatorStatusResponse extends OperatorStatus {
+  identityGc: IdentityGcStatus;
   store: OperatorStatus['store'] & {
     /** Present when this process hosts the local store. */
     hosted?: { url: string; dataDir: string; revision: number };
@@ -70,13 +73,17 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     await operator.start();
     undo.push(() => operator.stop());
 
+    const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
+    await identityGc.start();
+    undo.push(() => identityGc.stop());
+
     const statusResponse = async (): Promise<OperatorStatusResponse> => {
       const st = operator.status();
       const ping = await store.ping().catch((err: unknown) => ({ ok: false, error: (err as Error).message }));
       const hosted = storeServer
         ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
         : {};
-      return { ...st, store: { ...st.store, ...hosted, ping } };
+      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status() };
     };
 
     const api = await serveStatus(cfg.apiSocket, statusResponse, store, log);
@@ -118,6 +125,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
     if (!(await store.delete('Node', name))) throw new HttpError(404, `Node "${name}" not found`, 'TENDRIL_ERR_NOT_FOUND');
     return { deleted: name };
   });
+  registerResourceRoutes(api, store);
   await api.listen(socket);
   return { close: () => api.close() };
 }

@@ -48,6 +48,8 @@ test('an unreachable store fails operations with TENDRIL_ERR_STORE_UNAVAILABLE a
 test('isKind() knows exactly the declared kinds', () => {
   assert.equal(isKind('Node'), true);
   assert.equal(isKind('IPAMState'), true);
+  assert.equal(isKind('Identity'), true);
+  assert.equal(isKind('Policy'), true);
   assert.equal(isKind('node'), false);
   assert.equal(isKind('Pod'), false);
 });

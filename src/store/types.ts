@@ -1,7 +1,7 @@
 // The cluster state store: typed resources with revisions and watches, behind one interface (local or etcd).
 
 /** Resource kinds the cluster keeps (the list is what backends validate against: add new kinds here). */
-export const KINDS = ['Node', 'IPAMState'] as const;
+export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** A stored resource. `revision` is the store-wide revision at which it was last written (etcd's mod_revision). */
@@ -80,4 +80,43 @@ export interface ClusterPoolState {
   assigned: Record<string, string>;
   /** CIDR -> ISO time after which it may be handed to another node (freed by a node that left). */
   releasing: Record<string, { node: string; until: string }>;
+}
+
+/**
+ * Identity resource, named by its number ("256"): a security label set and the number every node uses for it.
+ * Agents create them (create-if-absent); the operator deletes those no Endpoint has used for a grace period.
+ */
+export interface IdentitySpec {
+  /** Sorted security labels, "source:key=value". */
+  labels: string[];
+}
+
+/** Endpoint resource, named "<node>:<endpoint id>": what other nodes need to know of a pod. Written by its agent. */
+export interface EndpointSpec {
+  node: string;
+  id: number;
+  namespace: string;
+  pod: string;
+  ip: string;
+  /** Underlay IP of the hosting node (the tunnel endpoint other nodes send to). */
+  nodeIP: string;
+  identity: number;
+  /** Declared container ports, what named ports in policies resolve against. */
+  namedPorts: NamedPort[];
+}
+
+export interface NamedPort {
+  name: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+}
+
+/** Namespace resource, named by the namespace: its labels (kubernetes.io/metadata.name=<name> included). */
+export interface NamespaceSpec {
+  labels: Record<string, string>;
+}
+
+/** Policy resource, named "<kind>.<namespace>.<name>" ("NetworkPolicy.x.deny-all"): the document as applied. */
+export interface PolicySpec {
+  document: unknown;
 }

@@ -1,0 +1,637 @@
+// The node's security state: identities of its endpoints, the cluster's endpoints and namespaces as the ipcache and
+// the policy compiler need them, the policy repository (cluster-wide from the store, node-local from the API), and
+// the per-endpoint policy map entries compiled from it — recomputed for the endpoints a change affects and applied
+// to the maps in place.
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  PolicyCompiler,
+  PolicyError,
+  parsePolicies,
+  parsePolicyObject,
+  policyKey,
+  type ClusterView,
+  type EndpointPolicy,
+  type EnforcementMode,
+  type EndpointView,
+  type IdentityInfo,
+  type Policy,
+} from '../policy/index.js';
+import { KindCache } from '../store/cache.js';
+import type { EndpointSpec, NamedPort, NamespaceSpec, PolicySpec, Store } from '../store/types.js';
+import type { NodeDatapath } from '../datapath/index.js';
+import type { Logger } from '../util/log.js';
+import type { Endpoint, EndpointManager } from './endpoints.js';
+import { AgentError } from './errors.js';
+import { IDENTITY_LOCAL_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
+import { readJsonFile, writeJsonFile } from './state-file.js';
+
+export interface SecurityOptions {
+  nodeName: string;
+  /** Underlay IP of this node, published with its endpoints (the tunnel endpoint for them). */
+  nodeIP: string;
+  store: Store | undefined;
+  stateDir: string;
+  mode: EnforcementMode;
+  log: Logger;
+}
+
+/** Store name of an Endpoint resource. */
+export function endpointResourceName(node: string, id: number): string {
+  return `${node}:${id}`;
+}
+
+export interface PolicyView {
+  key: string;
+  kind: string;
+  namespace: string;
+  name: string;
+  /** 'cluster' (the store, e.g. `tendril lab policy apply`) or 'local' (`tendril policy import` on this node). */
+  source: 'cluster' | 'local';
+  /** Store revision of a cluster policy. */
+  revision?: number;
+  document: unknown;
+}
+
+const KUBE_NS_NAME_LABEL = 'kubernetes.io/metadata.name';
+const PUBLISH_RETRY_MS = 1000;
+
+export class SecurityManager {
+  readonly identities: IdentityAllocator;
+  private readonly opts: SecurityOptions;
+  private readonly log: Logger;
+  private dp: NodeDatapath | undefined;
+  private endpoints: EndpointManager | undefined;
+  private readonly namespaces: KindCache<NamespaceSpec> | undefined;
+  private readonly clusterEndpoints: KindCache<EndpointSpec> | undefined;
+  private readonly clusterPolicies: KindCache<PolicySpec> | undefined;
+  /** Parsed cluster policies by resource name. */
+  private readonly parsedCluster = new Map<string, Policy>();
+  private readonly localPolicies = new Map<string, Policy>();
+  private readonly localFile: string;
+  private readonly compiler: PolicyCompiler;
+  private clusterDirty = true;
+  /** CIDR named in a policy -> its node-local identity. */
+  private readonly cidrIds = new Map<string, number>();
+  private nextCidrId = IDENTITY_LOCAL_MIN;
+  /** CIDR prefixes already written to the ipcache (or left to the cluster entry that owns the prefix). */
+  private readonly cidrInstalled = new Set<string>();
+  private readonly compiled = new Map<number, EndpointPolicy>();
+  private readonly pending = new Set<number>();
+  private pendingAll = false;
+  private scheduled: NodeJS.Immediate | undefined;
+  private stopped = false;
+  private readonly unpublished = new Set<number>();
+  private publishTimer: NodeJS.Timeout | undefined;
+  /** Last regeneration: how many endpoints and how long. */
+  lastRegeneration = { endpoints: 0, ms: 0, at: '' };
+
+  constructor(opts: SecurityOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.compiler = new PolicyCompiler({ mode: opts.mode });
+    this.identities = new IdentityAllocator(opts.store, opts.log.child({ subsys: 'identity' }));
+    if (opts.store) {
+      this.namespaces = new KindCache<NamespaceSpec>(opts.store, 'Namespace', opts.log);
+      this.clusterEndpoints = new KindCache<EndpointSpec>(opts.store, 'Endpoint', opts.log);
+      this.clusterPolicies = new KindCache<PolicySpec>(opts.store, 'Policy', opts.log);
+    }
+    this.localFile = path.join(opts.stateDir, 'policies.json');
+    for (const doc of readJsonFile<unknown[]>(this.localFile) ?? []) {
+      try {
+        const p = parsePolicyObject(doc, this.localFile);
+        this.localPolicies.set(policyKey(p), p);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'ignoring an invalid saved policy');
+      }
+    }
+  }
+
+  /**
+   * Whether the cluster's identities, namespaces, endpoints and policies have been listed. Until then nothing is
+   * compiled: after a restart the pinned maps keep enforcing what the last run computed, and an empty policy
+   * repository must not replace that.
+   */
+  get synced(): boolean {
+    if (!this.opts.store) return true;
+    return this.identities.ready && !!this.namespaces?.ready && !!this.clusterEndpoints?.ready && !!this.clusterPolicies?.ready;
+  }
+
+  private async whenSynced(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!this.synced) {
+      if (Date.now() > deadline) throw new AgentError('TENDRIL_ERR_NOT_READY', `Cluster state not loaded after ${ms} ms: is the cluster store reachable?`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  get mode(): EnforcementMode {
+    return this.opts.mode;
+  }
+
+  /** Connects the datapath and endpoints once the node has them; compiles every endpoint. */
+  attach(dp: NodeDatapath, endpoints: EndpointManager): void {
+    this.dp = dp;
+    this.endpoints = endpoints;
+    for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
+    this.syncCidrIdentities();
+    this.scheduleAll();
+    this.schedulePublish();
+  }
+
+  /** Starts watching the store (identities, namespaces, endpoints, policies); retries until it answers. */
+  start(): void {
+    if (!this.opts.store) return;
+    const retry = (what: string, fn: () => Promise<void>): void => {
+      fn().catch((err: unknown) => {
+        if (this.stopped) return;
+        this.log.warn({ err: (err as Error).message, what }, 'cluster store not reachable yet; retrying');
+        setTimeout(() => retry(what, fn), 1000);
+      });
+    };
+    retry('identities', () =>
+      this.identities.start({
+        change: (id, labels) => this.identityChanged(id, labels),
+        resync: () => this.clusterChanged(),
+      }),
+    );
+    retry('namespaces', () =>
+      this.namespaces!.start({
+        change: (name) => this.namespaceChanged(name),
+        resync: (all) => {
+          for (const name of all.keys()) this.namespaceChanged(name);
+          this.clusterChanged();
+        },
+      }),
+    );
+    retry('endpoints', () =>
+      this.clusterEndpoints!.start({
+        change: (name, v) => this.remoteEndpointChanged(name, v),
+        resync: (all) => this.remoteEndpointsResynced(all),
+      }),
+    );
+    retry('policies', () =>
+      this.clusterPolicies!.start({
+        change: (name, v) => this.clusterPolicyChanged(name, v),
+        resync: (all) => {
+          for (const name of [...this.parsedCluster.keys()]) if (!all.has(name)) this.clusterPolicyChanged(name, undefined);
+          for (const [name, v] of all) this.clusterPolicyChanged(name, v);
+          this.clusterChanged();
+        },
+      }),
+    );
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.identities.stop();
+    this.namespaces?.stop();
+    this.clusterEndpoints?.stop();
+    this.clusterPolicies?.stop();
+    if (this.scheduled) clearImmediate(this.scheduled);
+    clearTimeout(this.publishTimer);
+  }
+
+  // ---- identities of local endpoints ------------------------------------------------------------------------
+
+  /** Labels of namespace @ns; a namespace nobody declared has just its name label, as Kubernetes sets it. */
+  namespaceLabels(ns: string): Record<string, string> {
+    return { ...(this.namespaces?.get(ns)?.labels ?? {}), [KUBE_NS_NAME_LABEL]: ns };
+  }
+
+  /** Security labels and identity of a pod: allocated cluster-wide (bounded wait: the CNI caller retries). */
+  async podIdentity(namespace: string, labels: Record<string, string>): Promise<{ securityLabels: string[]; identity: number }> {
+    await this.whenSynced(10_000);
+    const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace));
+    const identity = await withTimeout(this.identities.allocate(sec), 10_000, `allocating an identity for ${namespace} pod labels`);
+    return { securityLabels: sec, identity };
+  }
+
+  /** An endpoint was created (or restored): its policy now, its record to the cluster soon. */
+  endpointCreated(ep: Endpoint): void {
+    this.regenerate([ep.id]);
+    this.unpublished.add(ep.id);
+    this.schedulePublish();
+  }
+
+  endpointDeleted(ep: Endpoint): void {
+    this.compiled.delete(ep.id);
+    this.unpublished.delete(ep.id);
+    const store = this.opts.store;
+    if (store) {
+      store.delete('Endpoint', endpointResourceName(this.opts.nodeName, ep.id)).catch((err: unknown) => {
+        this.log.warn({ err: (err as Error).message, endpoint: ep.id }, 'cannot remove the endpoint from the cluster store; the operator will');
+      });
+    }
+    this.identities.releaseLocal(new Set(this.endpoints?.list().map((e) => e.identity)));
+  }
+
+  /** Re-labels a running pod: new identity, maps updated in place, policies recomputed. */
+  async relabel(ep: Endpoint, labels: Record<string, string>): Promise<Endpoint> {
+    const { securityLabels: sec, identity } = await this.podIdentity(ep.namespace, labels);
+    return this.applyIdentity(ep, labels, sec, identity);
+  }
+
+  private applyIdentity(ep: Endpoint, labels: Record<string, string>, sec: string[], identity: number): Endpoint {
+    const endpoints = this.live().endpoints;
+    const changed = identity !== ep.identity;
+    const next = endpoints.update(ep.id, { labels, securityLabels: sec, identity });
+    if (changed) {
+      this.live().dp.updateEndpoint(next);
+      this.log.info({ endpoint: ep.id, from: ep.identity, to: identity, labels: sec }, 'endpoint identity changed');
+    }
+    // Its own policy (selectors match its labels) and everyone whose peers may select it.
+    this.clusterDirty = true;
+    this.scheduleAll();
+    this.unpublished.add(ep.id);
+    this.schedulePublish();
+    this.identities.releaseLocal(new Set(endpoints.list().map((e) => e.identity)));
+    return next;
+  }
+
+  private namespaceChanged(ns: string): void {
+    const endpoints = this.endpoints;
+    if (!endpoints) return;
+    for (const ep of endpoints.list()) {
+      if (ep.kind !== 'pod' || ep.namespace !== ns) continue;
+      const sec = securityLabels(ns, ep.labels, this.namespaceLabels(ns));
+      if (sec.join(',') === ep.securityLabels.join(',')) continue;
+      this.identities
+        .allocate(sec)
+        .then((identity) => {
+          const cur = this.endpoints?.get(ep.id);
+          if (cur) this.applyIdentity(cur, cur.labels, sec, identity);
+        })
+        .catch((err: unknown) => this.log.error({ err, endpoint: ep.id }, 'cannot re-identify an endpoint after a namespace change'));
+    }
+  }
+
+  private identityChanged(id: number, labels: string[] | undefined): void {
+    this.clusterChanged();
+    if (labels !== undefined || !this.endpoints) return;
+    // Collected by the operator while a local endpoint still has it (a race with its grace period): re-create it.
+    const user = this.endpoints.list().find((e) => e.identity === id && e.kind === 'pod');
+    if (!user) return;
+    this.identities
+      .ensure(id, user.securityLabels)
+      .then((ok) => {
+        if (!ok) return this.relabel(user, user.labels).then(() => undefined);
+        this.log.warn({ identity: id }, 'identity in use was deleted from the cluster store; re-created');
+        return undefined;
+      })
+      .catch((err: unknown) => this.log.error({ err, identity: id }, 'cannot re-create an identity in use'));
+  }
+
+  private clusterChanged(): void {
+    this.clusterDirty = true;
+    this.scheduleAll();
+  }
+
+  // ---- the cluster's endpoints: ipcache and named ports -----------------------------------------------------
+
+  private isOwn(name: string): boolean {
+    return name.startsWith(`${this.opts.nodeName}:`);
+  }
+
+  /** Remote endpoint IPs currently in the ipcache (resource name -> ip), to undo them on change. */
+  private readonly remoteIps = new Map<string, string>();
+  /** Remote endpoints by IP: flows name the pods of other nodes too. */
+  private readonly remoteByIp = new Map<string, EndpointSpec>();
+
+  remoteEndpoint(ip: string): EndpointSpec | undefined {
+    return this.remoteByIp.get(ip);
+  }
+
+  private remoteEndpointChanged(name: string, v: EndpointSpec | undefined): void {
+    if (this.isOwn(name)) return;
+    const dp = this.dp;
+    const old = this.remoteIps.get(name);
+    if (old !== undefined && old !== v?.ip && dp && !this.endpoints?.findByIp(old)) dp.ipcacheDelete(`${old}/32`);
+    if (old !== undefined) this.remoteByIp.delete(old);
+    if (v) {
+      this.remoteIps.set(name, v.ip);
+      this.remoteByIp.set(v.ip, v);
+      // A local endpoint owns its address (a stale record of a pod that moved here must not shadow it).
+      if (dp && !this.endpoints?.findByIp(v.ip)) dp.ipcacheUpsert(`${v.ip}/32`, { identity: v.identity, tunnelEndpoint: v.nodeIP });
+    } else {
+      this.remoteIps.delete(name);
+    }
+    if (v?.namedPorts.length || old !== undefined) this.clusterDirty = true;
+    if (v?.namedPorts.length) this.scheduleAll();
+  }
+
+  private remoteEndpointsResynced(all: Map<string, EndpointSpec>): void {
+    for (const name of [...this.remoteIps.keys()]) if (!all.has(name)) this.remoteEndpointChanged(name, undefined);
+    for (const [name, v] of all) this.remoteEndpointChanged(name, v);
+    // Our own records: re-publish what exists, remove what does not (an endpoint deleted while the store was away).
+    for (const name of all.keys()) {
+      if (!this.isOwn(name)) continue;
+      const id = Number(name.slice(this.opts.nodeName.length + 1));
+      if (this.endpoints && !this.endpoints.get(id)) {
+        this.opts.store?.delete('Endpoint', name).catch(() => {});
+      }
+    }
+    for (const ep of this.endpoints?.list() ?? []) if (ep.kind === 'pod') this.unpublished.add(ep.id);
+    this.clusterChanged();
+    this.schedulePublish();
+  }
+
+  private endpointSpec(ep: Endpoint): EndpointSpec {
+    return {
+      node: this.opts.nodeName,
+      id: ep.id,
+      namespace: ep.namespace,
+      pod: ep.podName,
+      ip: ep.ip,
+      nodeIP: this.opts.nodeIP,
+      identity: ep.identity,
+      namedPorts: ep.namedPorts,
+    };
+  }
+
+  /** Publishes local endpoints to the store, retrying while it is unreachable. */
+  private schedulePublish(): void {
+    if (!this.opts.store || this.publishTimer || this.unpublished.size === 0 || !this.endpoints) return;
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = undefined;
+      void this.publish();
+    }, 0);
+  }
+
+  private async publish(): Promise<void> {
+    const store = this.opts.store;
+    if (!store || !this.endpoints) return;
+    for (const id of [...this.unpublished]) {
+      const ep = this.endpoints.get(id);
+      this.unpublished.delete(id);
+      if (!ep || ep.kind !== 'pod') continue;
+      try {
+        await this.identities.ensure(ep.identity, ep.securityLabels);
+        await store.put<EndpointSpec>('Endpoint', endpointResourceName(this.opts.nodeName, id), this.endpointSpec(ep));
+      } catch (err) {
+        this.unpublished.add(id);
+        if (this.stopped) return;
+        this.log.warn({ err: (err as Error).message, endpoint: id }, 'cannot publish the endpoint; retrying');
+        this.publishTimer = setTimeout(() => {
+          this.publishTimer = undefined;
+          void this.publish();
+        }, PUBLISH_RETRY_MS);
+        return;
+      }
+    }
+  }
+
+  // ---- policies ---------------------------------------------------------------------------------------------
+
+  private clusterPolicyChanged(name: string, v: PolicySpec | undefined): void {
+    const old = this.parsedCluster.get(name);
+    let next: Policy | undefined;
+    if (v) {
+      try {
+        next = parsePolicyObject(v.document, `Policy ${name}`);
+      } catch (err) {
+        // The writer validated it; a newer Tendril's syntax, say. Keep what is in force.
+        this.log.error({ policy: name, err: (err as Error).message }, 'ignoring an invalid cluster policy');
+        return;
+      }
+      this.parsedCluster.set(name, next);
+    } else {
+      this.parsedCluster.delete(name);
+    }
+    this.policiesChanged([old, next]);
+  }
+
+  allPolicies(): Policy[] {
+    return [...this.parsedCluster.values(), ...this.localPolicies.values()];
+  }
+
+  listPolicies(): PolicyView[] {
+    const out: PolicyView[] = [];
+    for (const [name, p] of this.parsedCluster) {
+      const rev = this.clusterPolicies?.revisionOf(name);
+      out.push({ key: policyKey(p), kind: p.kind, namespace: p.namespace, name: p.name, source: 'cluster', ...(rev !== undefined ? { revision: rev } : {}), document: p.source });
+    }
+    for (const p of this.localPolicies.values()) {
+      out.push({ key: policyKey(p), kind: p.kind, namespace: p.namespace, name: p.name, source: 'local', document: p.source });
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key) || a.source.localeCompare(b.source));
+  }
+
+  /**
+   * `policy import`: parses every document first (all or nothing), then replaces same-named local policies and
+   * enforces the result before returning.
+   */
+  importPolicies(text: string, origin: string): { imported: string[]; regeneration: { endpoints: number; ms: number } } {
+    let parsed: Policy[];
+    try {
+      parsed = parsePolicies(text, origin);
+    } catch (err) {
+      if (err instanceof PolicyError) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', err.message);
+      throw err;
+    }
+    if (parsed.length === 0) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', `No policy in ${origin}: expected a NetworkPolicy or TendrilNetworkPolicy document`);
+    const touched: Array<Policy | undefined> = [];
+    for (const p of parsed) {
+      touched.push(this.localPolicies.get(policyKey(p)), p);
+      this.localPolicies.set(policyKey(p), p);
+    }
+    this.saveLocal();
+    const regen = this.policiesChanged(touched, true);
+    return { imported: parsed.map((p) => policyKey(p)), regeneration: regen };
+  }
+
+  /** `policy delete NAME`: NAME is "namespace/name" or a name unique among local policies. */
+  deletePolicy(ref: string): { deleted: string[] } {
+    const matches = [...this.localPolicies.values()].filter((p) => refersTo(p, ref));
+    if (matches.length === 0) {
+      const cluster = [...this.parsedCluster.values()].find((p) => refersTo(p, ref));
+      if (cluster) {
+        throw new AgentError('TENDRIL_ERR_POLICY_NOT_FOUND', `Policy "${ref}" is cluster-wide (from the cluster store), not imported on this node: delete it where it was applied (tendril lab policy delete ${cluster.name})`);
+      }
+      throw new AgentError('TENDRIL_ERR_POLICY_NOT_FOUND', `Policy "${ref}" not found among this node's imported policies (tendril policy get lists them)`);
+    }
+    if (matches.length > 1) {
+      throw new AgentError('TENDRIL_ERR_POLICY_NOT_FOUND', `Policy name "${ref}" is ambiguous: ${matches.map((p) => policyKey(p)).join(', ')}; use NAMESPACE/NAME`);
+    }
+    for (const p of matches) this.localPolicies.delete(policyKey(p));
+    this.saveLocal();
+    this.policiesChanged(matches, true);
+    return { deleted: matches.map((p) => policyKey(p)) };
+  }
+
+  private saveLocal(): void {
+    writeJsonFile(this.localFile, [...this.localPolicies.values()].map((p) => p.source));
+  }
+
+  /**
+   * Policies were added, changed or removed (old and new versions in @touched): the endpoints either version selects
+   * are recompiled — now when @now (the API waits for enforcement), else on the next turn of the event loop.
+   */
+  private policiesChanged(touched: Array<Policy | undefined>, now = false): { endpoints: number; ms: number } {
+    if (this.syncCidrIdentities()) this.clusterDirty = true;
+    const endpoints = this.endpoints;
+    if (!endpoints) return { endpoints: 0, ms: 0 };
+    const ps = touched.filter((p): p is Policy => p !== undefined);
+    const affected: number[] = [];
+    this.refreshCluster();
+    for (const ep of endpoints.list()) {
+      if (ep.kind !== 'pod') continue;
+      const view = this.view(ep);
+      if (this.opts.mode === 'always' || ps.some((p) => this.compiler.selects(p, view))) affected.push(ep.id);
+    }
+    if (now) return this.regenerate(affected);
+    for (const id of affected) this.pending.add(id);
+    this.kick();
+    return { endpoints: affected.length, ms: 0 };
+  }
+
+  /**
+   * Every CIDR the policies name gets a node-local identity and an ipcache prefix; unused ones go. True if the set
+   * changed. The ipcache is only read (a full dump) when a prefix is added or removed, not on every policy change.
+   */
+  private syncCidrIdentities(): boolean {
+    const want = new Set(PolicyCompiler.cidrsOf(this.allPolicies()));
+    const dp = this.dp;
+    const gone = [...this.cidrIds.keys()].filter((c) => !want.has(c));
+    const added = [...want].filter((c) => !this.cidrIds.has(c));
+    for (const cidr of added) this.cidrIds.set(cidr, this.nextCidrId++);
+    if (!dp) {
+      for (const cidr of gone) this.cidrIds.delete(cidr);
+      return gone.length + added.length > 0;
+    }
+    const pending = [...gone, ...[...this.cidrIds.keys()].filter((c) => !this.cidrInstalled.has(c))];
+    if (pending.length === 0) return false;
+    const existing = new Map(dp.dumpIpcache().map((e) => [e.prefix, e]));
+    for (const cidr of gone) {
+      const cur = existing.get(cidr);
+      if (cur && cur.identity === this.cidrIds.get(cidr)) dp.ipcacheDelete(cidr);
+      this.cidrIds.delete(cidr);
+      this.cidrInstalled.delete(cidr);
+    }
+    for (const [cidr, id] of this.cidrIds) {
+      if (this.cidrInstalled.has(cidr)) continue;
+      const cur = existing.get(cidr);
+      // A prefix the cluster already owns (a node's pod CIDR, a node or pod address) keeps its identity.
+      if (!cur || cur.identity >= IDENTITY_LOCAL_MIN) dp.ipcacheUpsert(cidr, { identity: id });
+      this.cidrInstalled.add(cidr);
+    }
+    return gone.length + added.length > 0;
+  }
+
+  cidrIdentities(): Array<{ id: number; cidr: string }> {
+    return [...this.cidrIds].map(([cidr, id]) => ({ id, cidr }));
+  }
+
+  // ---- compilation ------------------------------------------------------------------------------------------
+
+  private view(ep: Endpoint): EndpointView {
+    return { id: ep.id, namespace: ep.namespace, identity: ep.identity, labels: ep.securityLabels, namedPorts: ep.namedPorts };
+  }
+
+  /** Every identity known: reserved, cluster-wide, node-local CIDR ones. */
+  identityInfos(): IdentityInfo[] {
+    const out: IdentityInfo[] = Object.entries(RESERVED_LABELS).map(([id, labels]) => ({ id: Number(id), labels }));
+    for (const { id, labels } of this.identities.list()) out.push({ id, labels });
+    for (const [cidr, id] of this.cidrIds) out.push({ id, labels: ['reserved:world', `cidr:${cidr}`], cidr });
+    return out;
+  }
+
+  private refreshCluster(): void {
+    if (!this.clusterDirty) return;
+    const eps: Array<{ identity: number; namedPorts: NamedPort[] }> = [];
+    for (const [name, v] of this.clusterEndpoints?.entries() ?? []) if (!this.isOwn(name)) eps.push(v);
+    for (const ep of this.endpoints?.list() ?? []) if (ep.kind === 'pod') eps.push(ep);
+    const view: ClusterView = { identities: this.identityInfos(), endpoints: eps };
+    this.compiler.setCluster(view);
+    this.clusterDirty = false;
+  }
+
+  private scheduleAll(): void {
+    this.pendingAll = true;
+    this.kick();
+  }
+
+  private kick(): void {
+    // Not yet synced: the resync of each cache schedules everything again.
+    if (this.scheduled || this.stopped || !this.synced) return;
+    this.scheduled = setImmediate(() => {
+      this.scheduled = undefined;
+      const ids = this.pendingAll ? (this.endpoints?.list().map((e) => e.id) ?? []) : [...this.pending];
+      this.pendingAll = false;
+      this.pending.clear();
+      this.regenerate(ids);
+    });
+  }
+
+  /** Compiles the given endpoints and applies the difference to their map entries. */
+  regenerate(ids: Iterable<number>): { endpoints: number; ms: number } {
+    const dp = this.dp;
+    const endpoints = this.endpoints;
+    if (!dp || !endpoints || !this.synced) return { endpoints: 0, ms: 0 };
+    const t0 = performance.now();
+    this.refreshCluster();
+    const policies = this.allPolicies();
+    let n = 0;
+    for (const id of ids) {
+      const ep = endpoints.get(id);
+      if (!ep) continue;
+      let result: EndpointPolicy;
+      if (ep.kind === 'health') {
+        // The health endpoint answers every node's probes: never subject to policy (as Cilium's).
+        result = { ingress: { enforced: false, defaultDeny: false }, egress: { enforced: false, defaultDeny: false }, entries: [] };
+      } else {
+        try {
+          result = this.compiler.compile(this.view(ep), policies);
+        } catch (err) {
+          this.log.error({ err, endpoint: id }, 'policy compilation failed; keeping the entries in force');
+          continue;
+        }
+      }
+      dp.setEndpointPolicy(ep, { ingressEnforced: result.ingress.enforced, egressEnforced: result.egress.enforced, entries: result.entries });
+      this.compiled.set(id, result);
+      n++;
+    }
+    const ms = performance.now() - t0;
+    if (n > 0) this.lastRegeneration = { endpoints: n, ms: Math.round(ms * 100) / 100, at: new Date().toISOString() };
+    return { endpoints: n, ms };
+  }
+
+  /** The last compiled policy of an endpoint (enforcement and entries with the policies they came from). */
+  endpointPolicy(id: number): EndpointPolicy | undefined {
+    return this.compiled.get(id);
+  }
+
+  private live(): { dp: NodeDatapath; endpoints: EndpointManager } {
+    if (!this.dp || !this.endpoints) throw new AgentError('TENDRIL_ERR_NOT_READY', `Node ${this.opts.nodeName} has no datapath yet`);
+    return { dp: this.dp, endpoints: this.endpoints };
+  }
+
+  /** Source of an ipcache prefix, for `tendril ip list`. */
+  ipSource(prefix: string, identity: number): string {
+    const ip = prefix.endsWith('/32') ? prefix.slice(0, -3) : undefined;
+    if (ip && this.endpoints?.findByIp(ip)) return 'local-endpoint';
+    if (identity >= IDENTITY_LOCAL_MIN) return 'policy-cidr';
+    if (ip && [...this.remoteIps.values()].includes(ip)) return 'cluster-endpoint';
+    if (identity === 1) return 'local-node';
+    return 'cluster-node';
+  }
+}
+
+/** A policy named by its key ("Kind/ns/name"), "ns/name", or its bare name. */
+function refersTo(p: Policy, ref: string): boolean {
+  return policyKey(p) === ref || `${p.namespace}/${p.name}` === ref || (!ref.includes('/') && p.name === ref);
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new AgentError('TENDRIL_ERR_NOT_READY', `Timed out after ${ms} ms ${what}: is the cluster store reachable?`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

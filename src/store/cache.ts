@@ -1,0 +1,101 @@
+// A watched, in-memory copy of one resource kind: list, then watch from the listing's revision, re-list when the
+// watch loses its place. Callers get per-resource changes and a full resync after every (re-)list.
+import type { Kind, Resource, Store, WatchEvent, WatchHandle } from './types.js';
+import type { Logger } from '../util/log.js';
+
+export interface KindCacheEvents<T> {
+  /** A resource appeared or changed (value), or was deleted (undefined). */
+  change(name: string, value: T | undefined): void;
+  /** After a (re-)list: the complete set; anything the caller knew that is not in it is gone. */
+  resync?(all: Map<string, T>): void;
+}
+
+export class KindCache<T> {
+  private readonly store: Store;
+  private readonly kind: Kind;
+  private readonly log: Logger;
+  private readonly items = new Map<string, Resource<T>>();
+  private watch: WatchHandle | undefined;
+  private events: KindCacheEvents<T> | undefined;
+  private stopped = false;
+  private synced = false;
+
+  constructor(store: Store, kind: Kind, log: Logger) {
+    this.store = store;
+    this.kind = kind;
+    this.log = log;
+  }
+
+  /** Lists and starts watching; rejects when the store cannot be listed (the caller retries). */
+  async start(events: KindCacheEvents<T>): Promise<void> {
+    this.events = events;
+    await this.relist();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.watch?.close();
+    this.watch = undefined;
+  }
+
+  /** Whether a listing has been loaded. */
+  get ready(): boolean {
+    return this.synced;
+  }
+
+  get(name: string): T | undefined {
+    return this.items.get(name)?.value;
+  }
+
+  revisionOf(name: string): number | undefined {
+    return this.items.get(name)?.revision;
+  }
+
+  values(): T[] {
+    return [...this.items.values()].map((r) => r.value);
+  }
+
+  entries(): Array<[string, T]> {
+    return [...this.items].map(([k, r]) => [k, r.value]);
+  }
+
+  private async relist(): Promise<void> {
+    this.watch?.close();
+    const { items, revision } = await this.store.list<T>(this.kind);
+    this.items.clear();
+    for (const r of items) this.items.set(r.name, r);
+    this.synced = true;
+    this.events?.resync?.(new Map(items.map((r) => [r.name, r.value])));
+    if (this.stopped) return;
+    this.watch = this.store.watch(this.kind, {
+      fromRevision: revision,
+      onEvent: (ev) => this.onEvent(ev as WatchEvent<T>),
+      onResync: (reason) => {
+        this.log.warn({ kind: this.kind, reason }, 'watch lost its place; re-listing');
+        this.retryRelist();
+      },
+    });
+  }
+
+  private retryRelist(): void {
+    if (this.stopped) return;
+    this.relist().catch((err: unknown) => {
+      this.log.warn({ kind: this.kind, err: (err as Error).message }, 're-list failed; retrying');
+      setTimeout(() => this.retryRelist(), 500);
+    });
+  }
+
+  private onEvent(ev: WatchEvent<T>): void {
+    if (ev.type === 'put') {
+      const r = ev.resource;
+      const old = this.items.get(r.name);
+      if (old && old.revision >= r.revision) return;
+      this.items.set(r.name, r);
+      if (old && JSON.stringify(old.value) === JSON.stringify(r.value)) return;
+      this.events?.change(r.name, r.value);
+    } else {
+      if (!this.items.delete(ev.name)) return;
+      this.events?.change(ev.name, undefined);
+    }
+  }
+}

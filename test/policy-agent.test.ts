@@ -1,0 +1,169 @@
+// Integration (issue #4): policy as a node's user meets it through the CLI — node-local import, invalid input
+// rejected whole with the field named and nothing in force disturbed, enforcement kept across an agent restart,
+// cluster-wide apply refused the same way, identities shared cluster-wide. Root; the lab is the test's own.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AgentClient } from '../src/cli/client.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent } from '../src/lab/lab.js';
+import { REPO_ROOT } from '../src/lab/paths.js';
+
+const LAB = `pa${process.pid % 100000}`;
+const BIN = path.join(REPO_ROOT, 'bin/tendril');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tdl-policy-agent-'));
+
+function tendril(args: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(BIN, ['--lab', LAB, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+function file(name: string, text: string): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, text);
+  return f;
+}
+
+function pod(name: string): { netns: string; ip: string } {
+  const p = loadLab(LAB).pods.find((x) => x.name === name);
+  assert.ok(p, `pod ${name}`);
+  return p;
+}
+
+/** HTTP from pod @from to pod @to: true when answered (a policy drop times out). */
+function http(from: string, to: string): boolean {
+  return execCapture(pod(from).netns, ['curl', '-s', '-m', '1', '-o', '/dev/null', `http://${pod(to).ip}/`]).status === 0;
+}
+
+const ALLOW_CLIENT = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: server-from-client
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          app: client
+`;
+
+const BROKEN_SECOND = `${ALLOW_CLIENT.replace('server-from-client', 'also-other')}---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: broken
+  namespace: default
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 10.0.0.0/40
+`;
+
+describe('policy through the node CLI', { timeout: 240_000 }, () => {
+  before(async () => {
+    await labDown(LAB);
+    await labUp({ name: LAB, nodes: 2 });
+    await podAdd(LAB, 'server', { node: 'ctr', labels: { app: 'server' }, serve: 80 });
+    await podAdd(LAB, 'client', { node: 'w1', labels: { app: 'client' } });
+    await podAdd(LAB, 'other', { node: 'ctr', labels: { app: 'other' } });
+  });
+  after(async () => {
+    await labDown(LAB);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the same labels get the same identity on every node; identity list and ip list show it', async () => {
+    await podAdd(LAB, 'client2', { node: 'ctr', labels: { app: 'client' } });
+    const ids = await Promise.all(
+      ['ctr', 'w1'].map(async (node) => {
+        const eps = await new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket).get<Array<{ status: { identity: { id: number; labels: string[] } } }>>('/v1/endpoint');
+        return eps.find((e) => e.status.identity.labels.includes('k8s:app=client'))!.status.identity.id;
+      }),
+    );
+    assert.equal(ids[0], ids[1], 'client on w1 and client2 on ctr share one identity');
+    assert.ok(ids[0]! >= 256 && ids[0]! <= 65535);
+    const list = tendril(['--node', 'ctr', 'identity', 'list']);
+    assert.equal(list.status, 0, list.stderr);
+    assert.match(list.stdout, new RegExp(`^${ids[0]}\\s+k8s:app=client$`, 'm'));
+    const ips = tendril(['--node', 'ctr', 'ip', 'list']);
+    assert.match(ips.stdout, new RegExp(`^${pod('client').ip.replace(/\./g, '\\.')}/32\\s+${ids[0]}\\s+cluster-endpoint`, 'm'), ips.stdout);
+    await podDel(LAB, 'client2');
+  });
+
+  test('policy import enforces before it returns; an invalid file is rejected whole, naming the field, and changes nothing', () => {
+    assert.ok(http('other', 'server'), 'no policy: open');
+    const ok = tendril(['--node', 'ctr', 'policy', 'import', file('allow.yaml', ALLOW_CLIENT)]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /Imported NetworkPolicy\/default\/server-from-client; 1 endpoint\(s\) regenerated/);
+    assert.ok(!http('other', 'server'), 'other is denied right after import returns');
+    assert.ok(http('client', 'server'), 'client (cross-node) is allowed');
+
+    const bad = tendril(['--node', 'ctr', 'policy', 'import', file('bad.yaml', BROKEN_SECOND)]);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /spec\.ingress\[0\]\.from\[0\]\.ipBlock\.cidr/);
+    assert.match(bad.stderr, /TENDRIL_ERR_POLICY_INVALID/);
+    const get = tendril(['--node', 'ctr', 'policy', 'get', '-o', 'table']);
+    assert.doesNotMatch(get.stdout, /also-other/, 'the valid document of the rejected file was not imported either');
+    assert.match(get.stdout, /server-from-client/);
+    assert.ok(!http('other', 'server') && http('client', 'server'), 'what was in force still is');
+
+    const missing = tendril(['--node', 'ctr', 'policy', 'delete', 'nope']);
+    assert.match(missing.stderr, /Policy "nope" not found/);
+  });
+
+  test('endpoint list and bpf policy get show enforcement and the entries with counters', () => {
+    const eps = tendril(['--node', 'ctr', 'endpoint', 'list']);
+    assert.match(eps.stdout, /Enabled\s+Disabled\s+\d+\s+k8s:app=server/);
+    const ep = JSON.parse(tendril(['--node', 'ctr', 'endpoint', 'list', '-o', 'json']).stdout) as Array<{ id: number; status: { labels: { 'security-relevant': string[] } } }>;
+    const id = ep.find((e) => e.status.labels['security-relevant'].includes('k8s:app=server'))!.id;
+    const pol = JSON.parse(tendril(['--node', 'ctr', 'bpf', 'policy', 'get', String(id), '-o', 'json']).stdout) as {
+      ingress: boolean;
+      entries: Array<{ direction: string; identity: number; deny: boolean; packets: number; labels: string[]; derivedFrom: string[] }>;
+    };
+    assert.equal(pol.ingress, true);
+    const fromClient = pol.entries.find((e) => e.labels.includes('k8s:app=client'));
+    assert.ok(fromClient && !fromClient.deny && fromClient.direction === 'ingress', JSON.stringify(pol.entries));
+    assert.ok(fromClient.packets > 0, 'the allowed requests were counted');
+    assert.deepEqual(fromClient.derivedFrom, ['NetworkPolicy/default/server-from-client']);
+    const text = tendril(['--node', 'ctr', 'bpf', 'policy', 'get', String(id)]).stdout;
+    assert.match(text, /^Allow\s+Ingress\s+\d+\s+k8s:app=client\s+ANY\s+\d+\s+\d+\s+NetworkPolicy\/default\/server-from-client$/m);
+  });
+
+  test('an agent restart keeps the policy in force throughout and after', async () => {
+    await restartAgent(LAB, 'ctr');
+    assert.ok(!http('other', 'server'), 'still denied after the restart');
+    assert.ok(http('client', 'server'), 'still allowed after the restart');
+    const del = tendril(['--node', 'ctr', 'policy', 'delete', 'server-from-client']);
+    assert.equal(del.status, 0, del.stderr);
+    assert.ok(http('other', 'server'), 'open again once deleted');
+  });
+
+  test('lab policy apply: an invalid document is refused by the cluster and nothing is stored', () => {
+    const bad = tendril(['lab', 'policy', 'apply', file('bad-cluster.yaml', BROKEN_SECOND)]);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /ipBlock\.cidr.*10\.0\.0\.0\/40/);
+    const pol = tendril(['--node', 'w1', 'policy', 'get', '-o', 'table']);
+    assert.doesNotMatch(pol.stdout, /also-other/);
+    const unknown = tendril(['lab', 'policy', 'apply', file('typo.yaml', ALLOW_CLIENT.replace('podSelector:\n    matchLabels', 'podSelecter:\n    matchLabels'))]);
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.stderr, /podSelecter/);
+  });
+
+  test('conntrack: bpf ct list shows the flows, flush empties the tables', () => {
+    assert.ok(http('client', 'server'));
+    const ct = tendril(['--node', 'ctr', 'bpf', 'ct', 'list', 'global']);
+    assert.match(ct.stdout, new RegExp(`^TCP IN ${pod('client').ip.replace(/\./g, '\\.')}:\\d+ -> ${pod('server').ip.replace(/\./g, '\\.')}:80 expires=\\d+`, 'm'), ct.stdout);
+    const flush = tendril(['--node', 'ctr', 'bpf', 'ct', 'flush', 'global']);
+    assert.match(flush.stdout, /Flushed \d+ entries/);
+    assert.doesNotMatch(tendril(['--node', 'ctr', 'bpf', 'ct', 'list', 'global']).stdout, /:80 expires/);
+    assert.match(tendril(['--node', 'ctr', 'bpf', 'ct', 'list', 'local']).stderr, /Unknown conntrack table "local"/);
+  });
+});
