@@ -395,3 +395,85 @@ export function followSamplesTable(follows: readonly FollowCount[]): string {
   for (const f of follows) lines.push(`| ${f.round} | ${f.test} | ${f.flows} | ${f.lost} |`);
   return lines.join('\n');
 }
+
+// ---------------------------------------------------------------- policy: 0 vs 10,000 entries, change-to-enforcement latency
+
+/** Scenario names of the policy phase's samples (the same lab pair, with and without the big policy). */
+export const POLICY_NONE = 'tendril';
+export const POLICY_10K = 'tendril-policy-10k';
+export const POLICY_ORDER = [POLICY_NONE, POLICY_10K] as const;
+/** Issue #4: forwarding with 10,000 policy entries on the server endpoint >= 0.98x without. */
+export const POLICY_THROUGHPUT_TARGET = 0.98;
+/** Issue #4: a policy change is enforced within this p99 on a node with 1,000 endpoints (ms). */
+export const POLICY_LATENCY_P99_MS = 50;
+
+/** Forwarding with 0 vs 10,000 entries: medians, ratio with/without; `entries` = what the server endpoint's map held. */
+export function policyTable(rows: readonly DpRow[], entries: number): string {
+  const none = rows.find((r) => r.scenario === POLICY_NONE);
+  const lines = [
+    '| scenario | policy entries on the server endpoint | Gbit/s | RR trans/s | RR p50/p99 µs | RR 1-CPU trans/s | RR 1-CPU p50/p99 µs | ratio vs no policy (stream / RR / RR 1-CPU) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const big = r.scenario === POLICY_10K;
+    const ratios = big ? `${ratio(r.gbps, none?.gbps)} / ${ratio(r.rr.tps, none?.rr.tps)} / ${ratio(r.rr1.tps, none?.rr1.tps)}` : 'baseline';
+    lines.push(
+      `| ${r.scenario} | ${big ? String(entries) : '0'} | ${fix(r.gbps, 2)} | ${fix(r.rr.tps, 0)} | ${fix(r.rr.p50us, 1)} / ${fix(r.rr.p99us, 1)} | ` +
+        `${fix(r.rr1.tps, 0)} | ${fix(r.rr1.p50us, 1)} / ${fix(r.rr1.p99us, 1)} | ${ratios} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** One kind of policy change, repeated: how long until the agent answered (= enforced), and its own regeneration time. */
+export interface ChangeLatency {
+  /** What changed, e.g. "allowed port of a policy selecting every endpoint". */
+  change: string;
+  /** Endpoints on the node (pods). */
+  endpoints: number;
+  /** Endpoints the change recompiles (the agent's count; the same for every change of this kind). */
+  affected: number;
+  /** Round trip of each PUT /v1/policy (the agent answers once the maps are updated), ms. */
+  ms: readonly number[];
+  /** The agent's regeneration time of each change (compile + map updates), ms. */
+  regenMs: readonly number[];
+}
+
+export function policyLatencyTable(rows: readonly ChangeLatency[]): string {
+  const lines = [
+    '| change | endpoints on node | endpoints recompiled | changes | change to enforcement p50 / p99 / max ms | agent regeneration p50 / p99 / max ms |',
+    '|---|---|---|---|---|---|',
+  ];
+  const three = (xs: readonly number[]) => {
+    const s = summarize(xs);
+    return `${fix(s.p50, 2)} / ${fix(s.p99, 2)} / ${fix(s.max, 2)}`;
+  };
+  for (const r of rows) lines.push(`| ${r.change} | ${r.endpoints} | ${r.affected} | ${r.ms.length} | ${three(r.ms)} | ${three(r.regenMs)} |`);
+  return lines.join('\n');
+}
+
+/** Issue #4's targets: stream and both RRs with 10,000 entries >= 0.98x none; every kind of change p99 <= 50 ms. */
+export function policyVerdicts(rows: readonly DpRow[], latency: readonly ChangeLatency[]): Verdict[] {
+  const out: Verdict[] = [];
+  const none = rows.find((r) => r.scenario === POLICY_NONE);
+  const big = rows.find((r) => r.scenario === POLICY_10K);
+  if (none || big) {
+    const what = (m: string) => `same-node ${m} with 10,000 policy entries on the server endpoint vs none`;
+    const t = POLICY_THROUGHPUT_TARGET;
+    out.push(verdict(what('TCP throughput'), big?.gbps ?? NaN, none?.gbps ?? NaN, 'Gbit/s', '>=', t));
+    out.push(verdict(what('request/response rate'), big?.rr.tps ?? NaN, none?.rr.tps ?? NaN, 'trans/s', '>=', t));
+    out.push(verdict(what('request/response rate on one CPU'), big?.rr1.tps ?? NaN, none?.rr1.tps ?? NaN, 'trans/s', '>=', t));
+  }
+  for (const l of latency) out.push(latencyVerdict(`policy change to enforcement, ${l.change} (${l.affected} of ${l.endpoints} endpoints), p99`, summarize(l.ms).p99, POLICY_LATENCY_P99_MS));
+  return out;
+}
+
+/** An absolute "<= limit ms" target, worded as verdict()'s. ratio = value / limit, target 1. */
+export function latencyVerdict(what: string, ms: number, limitMs: number): Verdict {
+  const ratio = ms / limitMs;
+  const numbers = `${fix(ms, 2)} ms (target <= ${fix(limitMs, 0)} ms)`;
+  const base = { what, ratio, target: 1, dir: '<=' as const };
+  if (!Number.isFinite(ms)) return { ...base, met: false, text: `- NOT EVALUATED: ${what}: ${numbers}` };
+  if (ms <= limitMs) return { ...base, met: true, text: `- MET: ${what}: ${numbers}` };
+  return { ...base, met: false, text: `- NOT MET: ${what}: ${numbers}: over by ${fix(ms - limitMs, 2)} ms (${fix(100 * (ratio - 1), 1)} % above target)` };
+}

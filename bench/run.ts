@@ -1,4 +1,4 @@
-// `npm run bench`: Tendril's same-node and cross-node datapath, forwarding while flows are observed, and CNI latency against plain-kernel baselines, in one run.
+// `npm run bench`: Tendril's same-node and cross-node datapath, forwarding while flows are observed, policy cost and latency, and CNI latency against plain-kernel baselines, in one run.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,9 +10,11 @@ import { checkConnectivity, iperf, rr, rrSummary, waitQuiet } from './load.js';
 import { NOISY_PCT, QUIET_BUSY_PCT, measure, noisePolicy } from './measure.js';
 import { BenchNetns } from './netns.js';
 import { DEFAULT_RATES, observePhase, parseRates } from './observe.js';
+import { policyBpfRoot, policyPhase, removeBpfRoot, type PolicyResult } from './policy.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
   OBSERVE_ORDER,
+  POLICY_ORDER,
   XNODE_ORDER,
   cniTable,
   dpOneCpuTable,
@@ -23,6 +25,9 @@ import {
   followSamplesTable,
   observeTable,
   observeVerdicts,
+  policyLatencyTable,
+  policyTable,
+  policyVerdicts,
   rateSummary,
   rateTable,
   targetVerdicts,
@@ -38,13 +43,15 @@ import { REF_CNI_DIR, setupRefPair, setupTendril, setupVeth, type Pair } from '.
 import { setupTendrilXnode, setupXBaseline, xBaselineNetns, xBaselinePlan } from './xnode.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
-                                  [--no-datapath] [--no-observe] [--no-xnode] [--no-cni]
+                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-cni]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
-  the event rate the agent decodes and serves; cross-node (tunnel, native) datapath;
+  the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
+  policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
   CNI latency for 100 pods sequentially and 200 pods at concurrency 8
-  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8 (smoke run, ~4 min)
+  --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8, 20 policy changes (smoke run, ~5 min)
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
-  --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-xnode the cross-node one, --no-cni the CNI latency`;
+  --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
+  --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-cni the CNI latency`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -58,6 +65,9 @@ interface Options {
   cni: boolean;
   observe: boolean;
   rates: number[];
+  policy: boolean;
+  policyEndpoints: number;
+  policyChanges: number;
   quick: boolean;
 }
 
@@ -73,6 +83,8 @@ function options(): Options {
       'no-xnode': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
+      'no-policy': { type: 'boolean', default: false },
+      'policy-endpoints': { type: 'string' },
       'observe-rates': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -88,6 +100,8 @@ function options(): Options {
     return n;
   };
   const q = values.quick ?? false;
+  const policyEndpoints = int(values['policy-endpoints'], 1000, 'policy-endpoints', 1);
+  if (policyEndpoints > 2000) throw new BenchError(`Invalid --policy-endpoints "${policyEndpoints}": at most 2000 (the node's pod CIDR is a /21)`);
   return {
     quick: q,
     secs: int(values.secs, q ? 3 : 10, 'secs', 1),
@@ -99,6 +113,9 @@ function options(): Options {
     cni: !values['no-cni'],
     observe: !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
+    policy: !values['no-policy'],
+    policyEndpoints,
+    policyChanges: q ? 20 : 100,
   };
 }
 
@@ -129,6 +146,7 @@ function header(o: Options): string[] {
     `- host: Linux ${os.release()}, ${os.cpus().length} CPU (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; tendril ${rev}${dirty}; node ${process.version}`,
     `- params: ${o.secs} s per test, ${o.rounds} interleaved round(s) (odd rounds forward, even reversed), iperf3/rr client pinned to CPU0 and server to CPU1 at nice -19; ` +
       `observe: ${o.observe ? `same-node idle vs \`tendril observe -f -o json\` through the lab relay; event rate at ${o.rates.map((r) => r || 'max').join(', ')} conn/s, ${o.secs} s each` : 'skipped'}; ` +
+      `policy: ${o.policy ? `same-node 0 vs 10,000 entries on the server endpoint; ${o.policyChanges} changes of each kind on a standalone agent with ${o.policyEndpoints} endpoints` : 'skipped'}; ` +
       `cross-node: ${o.xnode ? 'two-node labs (tunnel, native) against plain kernel VXLAN and routing' : 'skipped'}; ` +
       `CNI: ${o.pods} pods sequential, ${2 * o.pods} pods at concurrency ${o.conc}`,
     `- noise: before each test wait until the box is <= ${QUIET_BUSY_PCT} % busy (<= ${o.quick ? 3 : 10} s); a test during which other processes used > ${NOISY_PCT} % of all CPUs ` +
@@ -165,6 +183,12 @@ function cleanup(st: RunState): Promise<void> {
       }
     }
     const gone = st.nets.delAll();
+    // The policy phase's standalone agent pins under a directory of its own (its devices went with its netns).
+    try {
+      removeBpfRoot(policyBpfRoot(process.pid));
+    } catch (err) {
+      say(`cleanup: ${(err as Error).message}`);
+    }
     const left = st.nets.list();
     if (left.length) say(`cleanup: could not delete netns ${left.join(', ')}`);
     else if (gone.length) say(`cleanup: deleted ${gone.length} netns ${st.nets.prefix}*, labs ${labs.join(', ')}`);
@@ -222,6 +246,28 @@ async function observe(st: RunState, o: Options, labPair: Pair | undefined): Pro
   say(`observe: lab ${st.lab}, idle vs \`tendril observe -f\` through its relay, then ${o.rates.length} event rates`);
   const r = await observePhase(st.lab, pair, BENCH_TOOLS, { secs: o.secs, rounds: o.rounds, rates: o.rates, noise: noisePolicy(o.quick), say });
   return { ...r, pair };
+}
+
+/** Policy: the same-node lab (brought up if no earlier phase did) with 0 vs 10,000 entries, then change latency on a standalone agent. */
+async function policy(st: RunState, o: Options, labPair: Pair | undefined): Promise<PolicyResult> {
+  let pair = labPair;
+  if (!pair) {
+    say(`policy: bringing up lab ${st.lab}`);
+    pair = await setupTendril(st.lab);
+    checkConnectivity(pair.client, pair.serverIp, pair.name);
+  }
+  say(`policy: lab ${st.lab}, 0 vs 10,000 entries on the server endpoint, then ${o.policyChanges} changes with ${o.policyEndpoints} endpoints`);
+  return policyPhase(st.lab, pair, {
+    secs: o.secs,
+    rounds: o.rounds,
+    endpoints: o.policyEndpoints,
+    changes: o.policyChanges,
+    noise: noisePolicy(o.quick),
+    nets: st.nets,
+    tmpDir: st.tmpDir,
+    toolsDir: BENCH_TOOLS,
+    say,
+  });
 }
 
 /** Cross-node: two-node Tendril labs (tunnel, native) next to plain kernel VXLAN and routing of the same shape. */
@@ -326,10 +372,12 @@ async function main(): Promise<number> {
     }
     let osamples: DpSample[] = [];
     let orows: DpRow[] = [];
+    let labPair = pairs.find((p) => p.name === 'tendril');
     let levels: RateLevel[] = [];
     let follows: FollowCount[] = [];
     if (o.observe) {
-      const ob = await observe(st, o, pairs.find((p) => p.name === 'tendril'));
+      const ob = await observe(st, o, labPair);
+      labPair = ob.pair;
       osamples = ob.samples;
       levels = ob.levels;
       follows = ob.follows;
@@ -356,6 +404,35 @@ async function main(): Promise<number> {
         '',
       ]);
     }
+    let pol: PolicyResult | undefined;
+    let prows: DpRow[] = [];
+    if (o.policy) {
+      pol = await policy(st, o, labPair);
+      prows = dpRows(pol.samples, POLICY_ORDER);
+      const noPolicy = POLICY_ORDER[0];
+      emit([
+        `## Policy: same-node pod-to-pod with 0 vs 10,000 policy entries on the server endpoint (medians of ${o.rounds} round(s); iperf3 1 stream ${o.secs} s, rr 1-byte TCP_RR ${o.secs} s; client CPU0, server CPU1; RR 1-CPU: both on CPU0)`,
+        '',
+        policyTable(prows, pol.entries),
+        '',
+        '### Spread and noise',
+        '',
+        dpSpreadTable(prows, pol.samples, NOISY_PCT),
+        '',
+        `- ${noPolicy}: the lab pair a -> b with no policy (neither endpoint under enforcement)`,
+        `- ${POLICY_ORDER[1]}: the same with one TendrilNetworkPolicy selecting b (app=bench-b): ingress from app=bench-a (any port) and from world to 10,000 single TCP ports (every other port from 10000: no two merge into a range), ${pol.entries} map entries (checked before each round); imported before and deleted after its tests, every other round first; agent regeneration on import ${pol.importMs.map((x) => x.toFixed(0)).join(', ')} ms`,
+        `- the allow entry of app=bench-a counted ${pol.allowedPackets} packets during the policy rounds`,
+        '',
+        `## Policy: change to enforcement with ${o.policyEndpoints} endpoints on one node (standalone agent, ${o.policyChanges} changes of each kind)`,
+        '',
+        policyLatencyTable(pol.latency),
+        '',
+        `- a standalone agent (no cluster store: identities in memory, tc attach) in its own namespace; ${o.policyEndpoints} endpoints on veth pairs, labels app=app-0..app-49, created in ${pol.setupS.toFixed(1)} s through POST /v1/ipam + PUT /v1/endpoint`,
+        '- a change = PUT /v1/policy replacing a TendrilNetworkPolicy with the same one allowing another TCP port from world; the agent answers once the maps are updated, so the round trip is the time to enforcement (after each change, a selected endpoint\'s map is checked for the new port); agent regeneration = its compile + map update time',
+        '- the two kinds alternate; 2 changes of each are made first and not counted (the first creates the policy)',
+        '',
+      ]);
+    }
     let xsamples: DpSample[] = [];
     let xrows: DpRow[] = [];
     if (o.xnode) {
@@ -377,7 +454,7 @@ async function main(): Promise<number> {
     }
     let cni: CniOp[] = [];
     if (o.cni) {
-      cni = await cniPhase(st, o, o.datapath || o.observe);
+      cni = await cniPhase(st, o, o.datapath || o.observe || o.policy);
       emit([
         `## CNI ADD/DEL latency (exec of the plugin until exit, from the node netns, ms)`,
         '',
@@ -392,7 +469,7 @@ async function main(): Promise<number> {
         emit(['**CNI failures:**', ...bad.map((c) => `- ${c.plugin} ${c.op} ${c.pods} pods conc ${c.conc}: ${c.failures} failed; first: ${c.firstError ?? '?'}`), '']);
       }
     }
-    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...observeVerdicts(orows), ...xnodeVerdicts(xrows)];
+    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...observeVerdicts(orows), ...policyVerdicts(prows, pol?.latency ?? []), ...xnodeVerdicts(xrows)];
     emit(['## Targets', '', ...verdicts.map((v) => v.text), ...rateSummary(levels), '', `_bench took ${((Date.now() - started) / 60_000).toFixed(1)} min_`]);
     const dir = path.join(REPO_ROOT, 'bench/results');
     fs.mkdirSync(dir, { recursive: true });
@@ -400,6 +477,7 @@ async function main(): Promise<number> {
     const all = [...samples, ...osamples, ...xsamples];
     const raw = all.length ? ['', '## Per-round samples', '', dpSamplesTable(all)] : [];
     if (follows.length) raw.push('', '### Flows the follower got per observed test', '', followSamplesTable(follows));
+    if (pol) raw.push('', '### Policy phase per-round samples', '', dpSamplesTable(pol.samples));
     fs.writeFileSync(file, [...head, ...body, ...raw, ''].join('\n'));
     say(`results written to ${path.relative(process.cwd(), file) || file}`);
   } finally {
