@@ -1,6 +1,6 @@
 // bpf(2) commands libbpf 1.1 lacks or that we issue directly: map elements, pins, info, test runs, tcx links.
 import { KernelError, errnoText } from '../errors.js';
-import { addressOf, bpfSyscall, close as closeFd } from '../native/libc.js';
+import { addressOf, bpfSyscallRaw, close as closeFd } from '../native/libc.js';
 
 // enum bpf_cmd
 export const BPF_MAP_LOOKUP_ELEM = 1;
@@ -39,12 +39,8 @@ export type SysResult = { ok: true; value: number } | { ok: false; errno: number
 
 /** bpf(2) returning the errno instead of throwing, for callers to whom some errnos are answers (ENOENT). */
 export function sysBpf(cmd: number, attr: Buffer): SysResult {
-  try {
-    return { ok: true, value: bpfSyscall(cmd, attr) };
-  } catch (err) {
-    if (err instanceof KernelError && err.errno !== undefined) return { ok: false, errno: err.errno };
-    throw err;
-  }
+  const r = bpfSyscallRaw(cmd, attr);
+  return r >= 0 ? { ok: true, value: r } : { ok: false, errno: -r };
 }
 
 /** bpf(2) that throws TENDRIL_ERR_BPF with `what` ("Cannot pin map "x" at "/p"") and the errno text. */
