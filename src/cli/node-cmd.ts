@@ -51,6 +51,9 @@ interface StatusView {
   hubble: { flows: number; 'max-flows': number; 'seen-flows': number; 'flows-rate': number; socket: string } | null;
   endpoints: number;
   health: { ip: string | null; endpoint: number | null };
+  policy?: { mode: string; policies: number; 'last-regeneration': { endpoints: number; ms: number; at: string } };
+  conntrack?: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
+  identities?: number;
 }
 
 export interface EndpointView {
@@ -85,6 +88,18 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Hubble', s.hubble ? `Ok   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
   ];
+  if (s.policy) {
+    const r = s.policy['last-regeneration'];
+    after.push([
+      'Policy',
+      `enforcement ${s.policy.mode}, ${s.policy.policies} polic${s.policy.policies === 1 ? 'y' : 'ies'}, ${s.identities ?? 0} cluster identities` +
+        (r.at ? `; last regeneration: ${r.endpoints} endpoint(s) in ${r.ms} ms` : ''),
+    ]);
+  }
+  if (s.conntrack) {
+    const g = s.conntrack['last-gc'];
+    after.push(['Conntrack', `GC every ${s.conntrack['gc-interval-ms'] / 1000} s${g ? `; last pass: ${g.deleted} expired removed, ${g.alive} alive` : ''}`]);
+  }
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
   if (verbose && s.ipam) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
