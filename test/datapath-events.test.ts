@@ -5,16 +5,16 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
+import { addTestPod, type TestPod } from './lib/pods.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { NodeDatapath, decodeEvent, ktimeToDate, type DatapathEndpoint, type NodeDatapathConfig } from '../src/datapath/index.js';
+import { NodeDatapath, decodeEvent, ktimeToDate, type NodeDatapathConfig } from '../src/datapath/index.js';
 import { BpfMap, RingBuffer } from '../src/kernel/bpf/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
 import type { DatapathEvent, DropEvent, TraceEvent } from '../src/observe/types.js';
-import { randomMac } from '../src/util/ip.js';
 
 // Compiled to dist/test/: the repository root is two levels up.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -24,11 +24,7 @@ const BPF_ROOT = `/sys/fs/bpf/tendril-test-${process.pid}-events`;
 
 // ---- topology: one node, two pods -----------------------------------------------------------------------
 
-interface Pod {
-  ns: string;
-  ip: string;
-  endpoint: DatapathEndpoint;
-}
+type Pod = TestPod;
 
 const createdNs: string[] = [];
 let nodeNs: Netns;
@@ -42,32 +38,11 @@ function makeNs(name: string): Netns {
   return Netns.create(name);
 }
 
-/** A pod as the CNI plugin wires one: veth with its peer born in the pod, /32, routes via the router. */
+/** A pod as the CNI plugin wires one (test/lib/pods.ts). */
 function addPod(host: number, identity: number): Pod {
-  const ip = `10.230.0.${host}`;
-  const podNsName = `${PREFIX}-p${host}`;
-  const podNs = makeNs(podNsName);
-  const hostIfName = `lxcev${host}`;
-  const nl = Netlink.openIn(nodeNs);
-  const pnl = Netlink.openIn(podNs);
-  try {
-    nl.createVeth({ name: hostIfName, peerName: 'eth0', peerNetns: podNs, mtu: dp.podMtu, mac: randomMac(), peerMac: randomMac() });
-    const podLink = pnl.getLink('eth0')!;
-    pnl.setLink('lo', { up: true });
-    pnl.addAddress(podLink.index, `${ip}/32`);
-    pnl.setLink(podLink.index, { up: true });
-    pnl.addRoute({ dst: '10.230.0.1/32', ifindex: podLink.index, scope: 'link' });
-    pnl.addRoute({ dst: '0.0.0.0/0', gateway: '10.230.0.1', ifindex: podLink.index });
-    nl.setLink(hostIfName, { up: true });
-    const hostLink = nl.getLink(hostIfName)!;
-    const endpoint: DatapathEndpoint = { id: host, ip, hostIfName, hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, identity };
-    nodeNs.run(() => dp.addEndpoint(endpoint));
-    return { ns: podNsName, ip, endpoint };
-  } finally {
-    pnl.close();
-    nl.close();
-    podNs.close();
-  }
+  const podNs = `${PREFIX}-p${host}`;
+  createdNs.push(podNs);
+  return addTestPod({ nodeNs, dp, podNs, subnet: '10.230.0', host, hostIfName: `lxcev${host}`, identity });
 }
 
 /** Restarts the datapath with events on or off (programs reloaded, links switched in place, pods re-adopted). */

@@ -9,9 +9,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
+import { addTestPod, type TestPod } from './lib/pods.js';
 import {
   NodeDatapath,
-  type DatapathEndpoint,
   type EndpointPolicyState,
   type NodeDatapathConfig,
   type PolicyMapEntry,
@@ -43,7 +43,7 @@ import { Collection, RingBuffer, skbCtx, type BpfProgram, type TypedMap } from '
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
 import type { DatapathEvent, DropEvent, PolicyVerdictEvent } from '../src/observe/types.js';
-import { parseIPv4, parseMac, randomMac } from '../src/util/ip.js';
+import { parseIPv4, parseMac } from '../src/util/ip.js';
 
 // Compiled to dist/test/: the repository root is two levels up.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -58,11 +58,7 @@ const CT_TIMEOUTS = { tcp: 8000, tcpSyn: 60, tcpFin: 3, any: 3 };
 
 // ---- topology: one node, pods ----------------------------------------------------------------------------
 
-interface Pod {
-  ns: string;
-  ip: string;
-  endpoint: DatapathEndpoint;
-}
+type Pod = TestPod;
 
 const createdNs: string[] = [];
 let nodeNs: Netns;
@@ -77,32 +73,11 @@ function makeNs(name: string): Netns {
   return Netns.create(name);
 }
 
-/** A pod as the CNI plugin wires one: veth with its peer born in the pod, /32, routes via the router. */
+/** A pod as the CNI plugin wires one (test/lib/pods.ts). */
 function addPod(host: number, identity: number): Pod {
-  const ip = `10.232.0.${host}`;
-  const podNsName = `${PREFIX}-p${host}`;
-  const podNs = makeNs(podNsName);
-  const hostIfName = `lxcpo${host}`;
-  const nl = Netlink.openIn(nodeNs);
-  const pnl = Netlink.openIn(podNs);
-  try {
-    nl.createVeth({ name: hostIfName, peerName: 'eth0', peerNetns: podNs, mtu: dp.podMtu, mac: randomMac(), peerMac: randomMac() });
-    const podLink = pnl.getLink('eth0')!;
-    pnl.setLink('lo', { up: true });
-    pnl.addAddress(podLink.index, `${ip}/32`);
-    pnl.setLink(podLink.index, { up: true });
-    pnl.addRoute({ dst: '10.232.0.1/32', ifindex: podLink.index, scope: 'link' });
-    pnl.addRoute({ dst: '0.0.0.0/0', gateway: '10.232.0.1', ifindex: podLink.index });
-    nl.setLink(hostIfName, { up: true });
-    const hostLink = nl.getLink(hostIfName)!;
-    const endpoint: DatapathEndpoint = { id: host, ip, hostIfName, hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, identity };
-    nodeNs.run(() => dp.addEndpoint(endpoint));
-    return { ns: podNsName, ip, endpoint };
-  } finally {
-    pnl.close();
-    nl.close();
-    podNs.close();
-  }
+  const podNs = `${PREFIX}-p${host}`;
+  createdNs.push(podNs);
+  return addTestPod({ nodeNs, dp, podNs, subnet: '10.232.0', host, hostIfName: `lxcpo${host}`, identity });
 }
 
 /* p2 serves: TCP 8080, 8090 (answer "hi <port>" and close), 9000 (counts bytes received, logs the total), UDP 9090 (echo). */

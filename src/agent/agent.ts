@@ -308,7 +308,11 @@ export class Agent {
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
-        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels);
+        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels).catch((err: unknown) => {
+          // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
+          if (err instanceof AgentError && err.code === 'TENDRIL_ERR_NOT_READY') throw new CniError(CniCode.TRY_AGAIN_LATER, err.message);
+          throw err;
+        });
         const ep = await this.live().endpoints.create({
           kind: 'pod',
           containerId: r.containerId,

@@ -4,34 +4,19 @@ import { createHash } from 'node:crypto';
 import { KindCache } from '../store/cache.js';
 import type { IdentitySpec, Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
+import { IDENTITY_MIN_CLUSTER, LABEL_NAMESPACE_LABELS_PREFIX, LABEL_POD_NAMESPACE, reservedIdentities } from '../policy/index.js';
 import { AgentError } from './errors.js';
 
-export const IDENTITY_HOST = 1;
-export const IDENTITY_WORLD = 2;
-export const IDENTITY_UNMANAGED = 3;
-export const IDENTITY_HEALTH = 4;
-export const IDENTITY_INIT = 5;
-export const IDENTITY_REMOTE_NODE = 6;
+export { IDENTITY_HEALTH, IDENTITY_HOST } from '../policy/index.js';
 
 /** Cluster-scoped identities (cluster ID 0). */
-export const IDENTITY_MIN = 256;
+export const IDENTITY_MIN = IDENTITY_MIN_CLUSTER;
 export const IDENTITY_MAX = 65535;
 /** Node-local CIDR identities (Cilium's local scope 0x01 in the top byte): never leave the node. */
 export const IDENTITY_LOCAL_MIN = 0x01000001;
 
 /** Labels of the reserved identities, as Cilium names them. */
-export const RESERVED_LABELS: Record<number, string[]> = {
-  [IDENTITY_HOST]: ['reserved:host'],
-  [IDENTITY_WORLD]: ['reserved:world'],
-  [IDENTITY_UNMANAGED]: ['reserved:unmanaged'],
-  [IDENTITY_HEALTH]: ['reserved:health'],
-  [IDENTITY_INIT]: ['reserved:init'],
-  [IDENTITY_REMOTE_NODE]: ['reserved:remote-node'],
-};
-
-export const NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
-/** Namespace labels become pod security labels under this prefix (Cilium's), so namespaceSelector is a label match. */
-export const NAMESPACE_LABELS_PREFIX = 'io.cilium.k8s.namespace.labels.';
+export const RESERVED_LABELS: Record<number, string[]> = Object.fromEntries(reservedIdentities().map((i) => [i.id, i.labels]));
 
 /**
  * Security labels of a pod, Cilium style and sorted: its labels (`k8s:app=curl`), its namespace
@@ -39,8 +24,9 @@ export const NAMESPACE_LABELS_PREFIX = 'io.cilium.k8s.namespace.labels.';
  */
 export function securityLabels(namespace: string, labels: Record<string, string>, nsLabels: Record<string, string> = {}): string[] {
   const out = Object.entries(labels).map(([k, v]) => `k8s:${k}=${v}`);
-  for (const [k, v] of Object.entries(nsLabels)) out.push(`k8s:${NAMESPACE_LABELS_PREFIX}${k}=${v}`);
-  out.push(`k8s:${NAMESPACE_LABEL}=${namespace}`);
+  // Namespace labels as pod labels (Cilium's convention), so a namespaceSelector is a label match.
+  for (const [k, v] of Object.entries(nsLabels)) out.push(`k8s:${LABEL_NAMESPACE_LABELS_PREFIX}${k}=${v}`);
+  out.push(`k8s:${LABEL_POD_NAMESPACE}=${namespace}`);
   return [...new Set(out)].sort();
 }
 

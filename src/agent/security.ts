@@ -134,9 +134,9 @@ export class SecurityManager {
     this.dp = dp;
     this.endpoints = endpoints;
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
+    this.reconcileOwnRecords();
     this.syncCidrIdentities();
     this.scheduleAll();
-    this.schedulePublish();
   }
 
   /** Starts watching the store (identities, namespaces, endpoints, policies); retries until it answers. */
@@ -306,6 +306,7 @@ export class SecurityManager {
     if (this.isOwn(name)) return;
     const dp = this.dp;
     const old = this.remoteIps.get(name);
+    const oldSpec = old !== undefined ? this.remoteByIp.get(old) : undefined;
     if (old !== undefined && old !== v?.ip && dp && !this.endpoints?.findByIp(old)) dp.ipcacheDelete(`${old}/32`);
     if (old !== undefined) this.remoteByIp.delete(old);
     if (v) {
@@ -316,23 +317,32 @@ export class SecurityManager {
     } else {
       this.remoteIps.delete(name);
     }
-    if (v?.namedPorts.length || old !== undefined) this.clusterDirty = true;
-    if (v?.namedPorts.length) this.scheduleAll();
+    // Named ports of other nodes' pods are what egress named ports resolve against.
+    if (v?.namedPorts.length || oldSpec?.namedPorts.length) this.clusterChanged();
   }
 
   private remoteEndpointsResynced(all: Map<string, EndpointSpec>): void {
     for (const name of [...this.remoteIps.keys()]) if (!all.has(name)) this.remoteEndpointChanged(name, undefined);
     for (const [name, v] of all) this.remoteEndpointChanged(name, v);
-    // Our own records: re-publish what exists, remove what does not (an endpoint deleted while the store was away).
-    for (const name of all.keys()) {
+    this.reconcileOwnRecords();
+    this.clusterChanged();
+  }
+
+  /**
+   * This node's Endpoint records against its endpoints, once both are known (whichever comes second: the store's
+   * listing or the datapath after a restart): every endpoint is published again (its identity re-ensured), records
+   * of endpoints deleted while the store was away are removed.
+   */
+  private reconcileOwnRecords(): void {
+    const endpoints = this.endpoints;
+    const cache = this.clusterEndpoints;
+    if (!endpoints || !cache?.ready) return;
+    for (const [name] of cache.entries()) {
       if (!this.isOwn(name)) continue;
       const id = Number(name.slice(this.opts.nodeName.length + 1));
-      if (this.endpoints && !this.endpoints.get(id)) {
-        this.opts.store?.delete('Endpoint', name).catch(() => {});
-      }
+      if (!endpoints.get(id)) this.opts.store?.delete('Endpoint', name).catch(() => {});
     }
-    for (const ep of this.endpoints?.list() ?? []) if (ep.kind === 'pod') this.unpublished.add(ep.id);
-    this.clusterChanged();
+    for (const ep of endpoints.list()) if (ep.kind === 'pod') this.unpublished.add(ep.id);
     this.schedulePublish();
   }
 
