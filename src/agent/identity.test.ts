@@ -81,6 +81,8 @@ test('ensure() re-creates an identity collected while still in use', async () =>
   const labels = securityLabels('gc', { app: 'y' });
   const id = await a.allocate(labels);
   await client().delete('Identity', String(id));
+  // ensure() trusts the watched copy; the agent calls it again when the deletion arrives (identityChanged).
+  await waitFor(async () => a.labels(id) === undefined);
   assert.equal(await a.ensure(id, labels), true);
   assert.deepEqual((await client().get<IdentitySpec>('Identity', String(id)))?.value.labels, [...labels].sort());
   a.stop();

@@ -162,6 +162,9 @@ export class IdentityAllocator {
       this.byLabels.set(key, id);
       return true;
     }
+    // The watched copy answers the common case (publishing an endpoint) without a store round trip.
+    const cached = this.cache.get(String(id));
+    if (cached && labelsKey(cached.labels) === key) return true;
     const cur = await this.store.get<IdentitySpec>('Identity', String(id));
     if (cur) return labelsKey(cur.value.labels) === key;
     try {
