@@ -134,6 +134,13 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
+	/*
+	 * Nothing of this node (its own addresses, its pods) arrives from the
+	 * wire: such a source is forged, and would borrow the host's or a
+	 * pod's identity, and the host's always-allowed ingress with it.
+	 */
+	if (lookup_ip4_endpoint(ip->saddr))
+		return send_drop_notify_dir(skb, DROP_INVALID_SIP, METRIC_DIR_INGRESS);
 	src_label = ipcache_identity4(ip->saddr);
 	set_src_identity(skb, src_label);
 	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);

@@ -596,6 +596,7 @@ let runLxcIf: TypedMap<number, EndpointInfo>;
 let runLxc: TypedMap<EndpointKey, EndpointInfo>;
 let runPolicy: TypedMap<PolicyKeyRaw, PolicyValueRaw>;
 let runCt: TypedMap<CtKey, CtValue>;
+let runCtAny: TypedMap<CtKey, CtValue>;
 let runRing: RingBuffer;
 let ringEvents: DatapathEvent[] = [];
 
@@ -610,6 +611,7 @@ function loadRun(): void {
   runLxc = runColl.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec);
   runPolicy = runColl.map(POLICY_MAP).typed(policyKeyCodec, policyValueCodec);
   runCt = runColl.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec);
+  runCtAny = runColl.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec);
   runRing = RingBuffer.open(runColl.map(EVENTS_MAP), (rec) => {
     const e = decodeEvent(rec);
     if (e) ringEvents.push(e);
@@ -751,6 +753,49 @@ test('test-run: an ICMP error about a tracked flow is related (passes an enforce
   // A reply of the flow passes too; a new datagram B -> A does not.
   assert.equal(send(podB, frame(podB, podA.ip4, UDP, udpDgram(53, 41000)), { a: I }), TC_ACT_REDIRECT);
   assert.equal(send(podB, frame(podB, podA.ip4, UDP, udpDgram(53, 41002)), { a: I }), TC_ACT_SHOT);
+});
+
+test('test-run: an ICMP error only relates to a flow between its own ends (no wrapping a tracked tuple to pass as related)', () => {
+  const E = 4; // egress enforced on A: only UDP to B:53 allowed
+  const dnsAllow: PolicyMapEntry = { direction: 'egress', identity: podB.secId, protocol: UDP, port: 53, portPrefixLen: 16, deny: false };
+  putEntry(podA.lxcId, dnsAllow);
+  try {
+    assert.equal(send(podA, frame(podA, podB.ip4, UDP, udpDgram(41500, 53)), { a: E }), TC_ACT_REDIRECT, 'the allowed flow');
+    // A reports B's reply as unreachable: an error about the flow between A and B, sent to B — related.
+    const reply = frame(podB, podA.ip4, UDP, udpDgram(53, 41500)).subarray(14, 14 + 28);
+    assert.equal(send(podA, frame(podA, podB.ip4, ICMP, icmpUnreach(reply)), { a: E }), TC_ACT_REDIRECT, 'related');
+    // The same quote sent to a world address: exfiltration wrapped in an ICMP error, dropped by A's egress policy.
+    assert.equal(send(podA, frame(podA, '198.51.100.7', ICMP, icmpUnreach(reply)), { a: E }), TC_ACT_SHOT, 'not related to the world address');
+  } finally {
+    runPolicy.delete(policyKeyOf(podA.lxcId, dnsAllow));
+  }
+});
+
+test('test-run: SCTP ports are tracked and policed like UDP ports', () => {
+  const I = 2;
+  const SCTP = 132;
+  const allow: PolicyMapEntry = { direction: 'ingress', identity: podA.secId, protocol: SCTP, port: 9000, portPrefixLen: 16, deny: false };
+  putEntry(podB.lxcId, allow);
+  try {
+    assert.equal(send(podA, frame(podA, podB.ip4, SCTP, udpDgram(40000, 9000, 12)), { b: I }), TC_ACT_REDIRECT, 'allowed port');
+    assert.equal(send(podA, frame(podA, podB.ip4, SCTP, udpDgram(40000, 9001, 12)), { b: I }), TC_ACT_SHOT, 'other port');
+    // B may not open SCTP to A on the strength of A's association to B:9000 (ports are part of the tuple now).
+    assert.equal(send(podB, frame(podB, podA.ip4, SCTP, udpDgram(9000, 40000, 12)), { a: I }), TC_ACT_REDIRECT, 'the reply');
+    assert.equal(send(podB, frame(podB, podA.ip4, SCTP, udpDgram(9000, 40001, 12)), { a: I }), TC_ACT_SHOT, 'not a reply');
+  } finally {
+    runPolicy.delete(policyKeyOf(podB.lxcId, allow));
+  }
+});
+
+test('test-run: an expired conntrack entry is no longer a flow: its replies face policy again', () => {
+  const I = 2;
+  assert.equal(send(podA, frame(podA, podB.ip4, UDP, udpDgram(41600, 5353))), TC_ACT_REDIRECT);
+  assert.equal(send(podB, frame(podB, podA.ip4, UDP, udpDgram(5353, 41600)), { a: I }), TC_ACT_REDIRECT, 'reply while alive');
+  const key = { saddr: podA.ip4, daddr: podB.ip4, sport: 41600, dport: 5353, nexthdr: UDP, dir: 0, pad: 0 };
+  const any = runCtAny.lookup(key);
+  assert.ok(any, 'the egress entry of A');
+  runCtAny.put(key, { ...any, lifetime: nowSec() - 5 });
+  assert.equal(send(podB, frame(podB, podA.ip4, UDP, udpDgram(5353, 41600)), { a: I }), TC_ACT_SHOT, 'expired: not a reply');
 });
 
 test('test-run: later IP fragments take the ports of their first fragment (tracked and policed as the flow)', () => {

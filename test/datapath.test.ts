@@ -783,6 +783,14 @@ test('cil_from_netdev delivers to a local pod with MACs rewritten, TTL - 1, and 
   assert.equal(world.cb[0], 2, 'unknown source = world');
 });
 
+test('cil_from_netdev drops a packet for a local pod whose source claims to be this node or one of its pods', () => {
+  // Nothing of the node arrives from the wire; such a source would borrow the host's (always allowed) identity.
+  for (const src of [ROUTER_IP, podA.ip4]) {
+    const pkt = ethernet(GW_MAC, GW_MAC, ETH_P_IP, ipv4({ src, dst: podB.ip4, proto: 1 }, icmpEcho(5, 5, Buffer.alloc(8))));
+    assert.equal(run(nat.fromNetdev, pkt).retval, TC_ACT_SHOT, `source ${src}`);
+  }
+});
+
 test('cil_from_netdev passes traffic for the node and for unknown addresses, ARP and IPv6 unchanged', () => {
   const cases = [
     ethernet(GW_MAC, GW_MAC, ETH_P_IP, ipv4({ src: REMOTE_NODE_IP, dst: ROUTER_IP, proto: 17 }, Buffer.alloc(8))),

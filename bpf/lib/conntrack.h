@@ -145,6 +145,7 @@ static __always_inline void ct_ports(struct ct_tuple4 *t, const __u8 *l4)
 	switch (t->nexthdr) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
+	case IPPROTO_SCTP:	/* ports first, as TCP and UDP */
 		t->sport = *(__be16 *)&l4[0];
 		t->dport = *(__be16 *)&l4[2];
 		break;
@@ -198,7 +199,8 @@ static __always_inline int ct_extract4(struct __sk_buff *skb, const struct iphdr
 		p->policy_dport = fp->policy_dport;
 		return 0;
 	}
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_ICMP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP &&
+	    ip->protocol != IPPROTO_ICMP)
 		return 0;
 	l4 = (const __u8 *)ip + ip->ihl * 4;
 	/* One constant bound for every protocol keeps the verifier's range simple. */
@@ -218,6 +220,7 @@ static __always_inline int ct_extract4(struct __sk_buff *skb, const struct iphdr
 		p->policy_dport = p->tuple.dport;
 		break;
 	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
 		p->policy_dport = p->tuple.dport;
 		break;
 	case IPPROTO_ICMP:
@@ -297,8 +300,12 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct ct_pkt *p,
 			nflags |= CT_F_RX_CLOSING | CT_F_TX_CLOSING;
 		else if (f & TCP_F_FIN)
 			nflags |= reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
-		else if ((f & TCP_F_SYN) && (flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)))
-			/* A new connection on the tuple of a closing one: start over. */
+		else if ((f & TCP_F_SYN) && !reply && (flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)))
+			/*
+			 * A new connection on the tuple of a closing one, opened the
+			 * way the entry was: start over. A SYN the other way is not a
+			 * reply and does not revive the entry.
+			 */
 			nflags &= ~(CT_F_RX_CLOSING | CT_F_TX_CLOSING | CT_F_SEEN_NON_SYN);
 		if (!(f & TCP_F_SYN))
 			nflags |= CT_F_SEEN_NON_SYN;
@@ -308,6 +315,16 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct ct_pkt *p,
 	lifetime = now + ct_timeout(p->tuple.nexthdr, nflags);
 	if (e->lifetime != lifetime)
 		e->lifetime = lifetime;
+}
+
+/*
+ * An entry past its lifetime is gone, whether or not the agent's GC has
+ * removed it yet: its flow is new again (policy decides, the entry is
+ * created anew), and its replies no longer pass on its account.
+ */
+static __always_inline bool ct_alive(const struct ct_entry *e, __u32 now)
+{
+	return e->lifetime >= now;
 }
 
 static __always_inline void ct_reverse(struct ct_tuple4 *r, const struct ct_tuple4 *t, __u8 dir)
@@ -337,6 +354,18 @@ static __always_inline bool ct_related4(const struct ct_pkt *p, __u8 dir)
 {
 	struct ct_tuple4 t = p->inner, r;
 	void *map = ct_map(t.nexthdr);
+
+	/*
+	 * The error must be about a packet of the flow between the error's own
+	 * ends: it goes back to the sender of the reported packet, and at a
+	 * pod's egress the pod is the one the reported packet was sent to.
+	 * Otherwise anyone with any tracked flow on this node could wrap any
+	 * payload in an ICMP error and pass as related.
+	 */
+	if (p->inner.saddr != p->tuple.daddr)
+		return false;
+	if (dir == CT_EGRESS && p->inner.daddr != p->tuple.saddr)
+		return false;
 
 	t.dir = !dir;
 	if (bpf_map_lookup_elem(map, &t))
@@ -375,21 +404,21 @@ static __always_inline int __ct_lookup4(struct ct_pkt *p, __u8 dir, __u32 now)
 	map = ct_map(p->tuple.nexthdr);
 	if (p->status == CT_ESTABLISHED) {
 		e = bpf_map_lookup_elem(map, &p->tuple);
-		if (likely(e)) {
+		if (likely(e && ct_alive(e, now))) {
 			ct_touch(e, p, false, now);
 			return CT_ESTABLISHED;
 		}
 	}
 	ct_reverse(&rev, &p->tuple, !dir);
 	e = bpf_map_lookup_elem(map, &rev);
-	if (e) {
+	if (e && ct_alive(e, now)) {
 		ct_touch(e, p, true, now);
 		return CT_REPLY;
 	}
 	if (p->status == CT_ESTABLISHED)
 		return CT_NEW;
 	e = bpf_map_lookup_elem(map, &p->tuple);
-	if (e) {
+	if (e && ct_alive(e, now)) {
 		ct_touch(e, p, false, now);
 		return CT_ESTABLISHED;
 	}

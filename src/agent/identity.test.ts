@@ -132,3 +132,13 @@ async function waitFor(cond: () => Promise<boolean>, ms = 3000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+test('securityLabels: a pod cannot claim another namespace through its own labels', () => {
+  const sec = securityLabels('zzz', {
+    app: 'x',
+    'io.kubernetes.pod.namespace': 'prod',
+    'io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'prod',
+    'io.cilium.k8s.policy.serviceaccount': 'admin',
+  });
+  assert.deepEqual(sec, ['k8s:app=x', 'k8s:io.kubernetes.pod.namespace=zzz']);
+});

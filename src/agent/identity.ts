@@ -23,11 +23,20 @@ export const RESERVED_LABELS: Record<number, string[]> = Object.fromEntries(rese
  * (`k8s:io.kubernetes.pod.namespace=default`) and its namespace's labels (`k8s:io.cilium.k8s.namespace.labels.team=a`).
  */
 export function securityLabels(namespace: string, labels: Record<string, string>, nsLabels: Record<string, string> = {}): string[] {
-  const out = Object.entries(labels).map(([k, v]) => `k8s:${k}=${v}`);
+  // A pod cannot speak for its namespace: labels under the keys the cluster sets are dropped (Cilium's
+  // SanitizePodLabels), or a pod could give itself another namespace's identity.
+  const out = Object.entries(labels)
+    .filter(([k]) => !isReservedPodLabel(k))
+    .map(([k, v]) => `k8s:${k}=${v}`);
   // Namespace labels as pod labels (Cilium's convention), so a namespaceSelector is a label match.
   for (const [k, v] of Object.entries(nsLabels)) out.push(`k8s:${LABEL_NAMESPACE_LABELS_PREFIX}${k}=${v}`);
   out.push(`k8s:${LABEL_POD_NAMESPACE}=${namespace}`);
   return [...new Set(out)].sort();
+}
+
+/** Keys the cluster sets on a pod's security labels; a pod's own labels under them are ignored. */
+export function isReservedPodLabel(key: string): boolean {
+  return key === LABEL_POD_NAMESPACE || key.startsWith(LABEL_NAMESPACE_LABELS_PREFIX) || key.startsWith('io.cilium.k8s.policy.');
 }
 
 function labelsKey(labels: readonly string[]): string {

@@ -133,6 +133,13 @@ export class SecurityManager {
   attach(dp: NodeDatapath, endpoints: EndpointManager): void {
     this.dp = dp;
     this.endpoints = endpoints;
+    // CIDR identities of the last run keep their numbers: the pinned policy entries still refer to them.
+    for (const e of dp.dumpIpcache()) {
+      if (e.identity < IDENTITY_LOCAL_MIN) continue;
+      this.cidrIds.set(e.prefix, e.identity);
+      this.cidrInstalled.add(e.prefix);
+      this.nextCidrId = Math.max(this.nextCidrId, e.identity + 1);
+    }
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
     this.reconcileOwnRecords();
     this.syncCidrIdentities();
@@ -303,19 +310,35 @@ export class SecurityManager {
   }
 
   private remoteEndpointChanged(name: string, v: EndpointSpec | undefined): void {
-    if (this.isOwn(name)) return;
+    if (this.isOwn(name)) {
+      // Our record removed by someone else (the operator, a re-registration) while the endpoint lives: publish again.
+      const id = Number(name.slice(this.opts.nodeName.length + 1));
+      if (!v && this.endpoints?.get(id)) {
+        this.unpublished.add(id);
+        this.schedulePublish();
+      }
+      return;
+    }
     const dp = this.dp;
     const old = this.remoteIps.get(name);
     const oldSpec = old !== undefined ? this.remoteByIp.get(old) : undefined;
-    if (old !== undefined && old !== v?.ip && dp && !this.endpoints?.findByIp(old)) dp.ipcacheDelete(`${old}/32`);
-    if (old !== undefined) this.remoteByIp.delete(old);
+    if (v) this.remoteIps.set(name, v.ip);
+    else this.remoteIps.delete(name);
+    if (old !== undefined && old !== v?.ip) {
+      // The address may have gone to another record meanwhile (a pod deleted, its IP reused, events reordered).
+      const heir = [...this.remoteIps].find(([n, ip]) => ip === old && n !== name);
+      const heirSpec = heir ? this.clusterEndpoints?.get(heir[0]) : undefined;
+      if (heirSpec) this.remoteByIp.set(old, heirSpec);
+      else this.remoteByIp.delete(old);
+      if (dp && !this.endpoints?.findByIp(old)) {
+        if (heirSpec) dp.ipcacheUpsert(`${old}/32`, { identity: heirSpec.identity, tunnelEndpoint: heirSpec.nodeIP });
+        else dp.ipcacheDelete(`${old}/32`);
+      }
+    }
     if (v) {
-      this.remoteIps.set(name, v.ip);
       this.remoteByIp.set(v.ip, v);
       // A local endpoint owns its address (a stale record of a pod that moved here must not shadow it).
       if (dp && !this.endpoints?.findByIp(v.ip)) dp.ipcacheUpsert(`${v.ip}/32`, { identity: v.identity, tunnelEndpoint: v.nodeIP });
-    } else {
-      this.remoteIps.delete(name);
     }
     // Named ports of other nodes' pods are what egress named ports resolve against.
     if (v?.namedPorts.length || oldSpec?.namedPorts.length) this.clusterChanged();
@@ -376,7 +399,13 @@ export class SecurityManager {
       this.unpublished.delete(id);
       if (!ep || ep.kind !== 'pod') continue;
       try {
-        await this.identities.ensure(ep.identity, ep.securityLabels);
+        if (!(await this.identities.ensure(ep.identity, ep.securityLabels))) {
+          // Its number went to other labels while it was not published (collected, re-allocated): a new one first;
+          // relabel() queues the endpoint for publishing again.
+          this.log.warn({ endpoint: id, identity: ep.identity }, "the endpoint's identity now belongs to other labels; allocating a new one");
+          await this.relabel(ep, ep.labels);
+          continue;
+        }
         await store.put<EndpointSpec>('Endpoint', endpointResourceName(this.opts.nodeName, id), this.endpointSpec(ep));
       } catch (err) {
         this.unpublished.add(id);
@@ -478,7 +507,9 @@ export class SecurityManager {
    * are recompiled — now when @now (the API waits for enforcement), else on the next turn of the event loop.
    */
   private policiesChanged(touched: Array<Policy | undefined>, now = false): { endpoints: number; ms: number } {
-    if (this.syncCidrIdentities()) this.clusterDirty = true;
+    // New or removed CIDR identities change what `world` and every CIDR peer select, in every endpoint's policy.
+    const cidrsChanged = this.syncCidrIdentities();
+    if (cidrsChanged) this.clusterDirty = true;
     const endpoints = this.endpoints;
     if (!endpoints) return { endpoints: 0, ms: 0 };
     const ps = touched.filter((p): p is Policy => p !== undefined);
@@ -487,7 +518,7 @@ export class SecurityManager {
     for (const ep of endpoints.list()) {
       if (ep.kind !== 'pod') continue;
       const view = this.view(ep);
-      if (this.opts.mode === 'always' || ps.some((p) => this.compiler.selects(p, view))) affected.push(ep.id);
+      if (cidrsChanged || this.opts.mode === 'always' || ps.some((p) => this.compiler.selects(p, view))) affected.push(ep.id);
     }
     if (now) return this.regenerate(affected);
     for (const id of affected) this.pending.add(id);
@@ -500,6 +531,8 @@ export class SecurityManager {
    * changed. The ipcache is only read (a full dump) when a prefix is added or removed, not on every policy change.
    */
   private syncCidrIdentities(): boolean {
+    // Until every policy is known, a CIDR missing from them may just not be loaded yet.
+    if (!this.synced) return false;
     const want = new Set(PolicyCompiler.cidrsOf(this.allPolicies()));
     const dp = this.dp;
     const gone = [...this.cidrIds.keys()].filter((c) => !want.has(c));
@@ -579,6 +612,10 @@ export class SecurityManager {
     const endpoints = this.endpoints;
     if (!dp || !endpoints || !this.synced) return { endpoints: 0, ms: 0 };
     const t0 = performance.now();
+    if (this.syncCidrIdentities()) {
+      this.clusterDirty = true;
+      ids = endpoints.list().map((e) => e.id);
+    }
     this.refreshCluster();
     const policies = this.allPolicies();
     let n = 0;

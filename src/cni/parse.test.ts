@@ -180,3 +180,10 @@ test('parseCniCall() reads named container ports from args.tendril.ports, and re
   bad([{ name: '8080', containerPort: 80 }], /not a valid port name/);
   bad([{ name: 'a', containerPort: 1 }, { name: 'a', containerPort: 2 }], /declared twice/);
 });
+
+test('parseCniCall() code 7: pod labels must follow Kubernetes label syntax', () => {
+  const withLabels = (labels: Record<string, string>) => JSON.stringify({ ...CONF, args: { tendril: { labels } } });
+  assert.deepEqual(parseCniCall(headers(), withLabels({ 'app.kubernetes.io/name': 'web', tier: '' })).labels, { 'app.kubernetes.io/name': 'web', tier: '' });
+  rejects(headers(), withLabels({ app: 'a,b' }), 7, /Pod label "app" has an invalid value "a,b"/);
+  rejects(headers(), withLabels({ 'bad key': 'x' }), 7, /Pod label key "bad key" is not a valid label key/);
+});

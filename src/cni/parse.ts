@@ -320,14 +320,24 @@ function parseLabels(conf: NetConf): Record<string, string> {
     }
   }
   const tendril = conf.args?.['tendril'];
-  if (tendril === undefined) return out;
-  if (!isObject(tendril)) throw invalidConfig('"args.tendril" must be an object');
-  const labels = tendril['labels'];
-  if (labels === undefined) return out;
-  if (!isObject(labels)) throw invalidConfig('"args.tendril.labels" must be an object of strings');
-  for (const [k, v] of Object.entries(labels)) {
-    if (typeof v !== 'string') throw invalidConfig(`"args.tendril.labels.${k}" must be a string`);
-    out[k] = v;
+  if (tendril !== undefined) {
+    if (!isObject(tendril)) throw invalidConfig('"args.tendril" must be an object');
+    const labels = tendril['labels'];
+    if (labels !== undefined) {
+      if (!isObject(labels)) throw invalidConfig('"args.tendril.labels" must be an object of strings');
+      for (const [k, v] of Object.entries(labels)) {
+        if (typeof v !== 'string') throw invalidConfig(`"args.tendril.labels.${k}" must be a string`);
+        out[k] = v;
+      }
+    }
+  }
+  // Kubernetes' label syntax: labels become security labels, joined and compared as text.
+  for (const [k, v] of Object.entries(out)) {
+    if (!LABEL_KEY_RE.test(k) || k.length > 317) throw invalidConfig(`Pod label key ${JSON.stringify(k)} is not a valid label key ([prefix/]name, name up to 63 of A-Z a-z 0-9 - _ .)`);
+    if (!LABEL_VALUE_RE.test(v)) throw invalidConfig(`Pod label "${k}" has an invalid value ${JSON.stringify(v)} (up to 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)`);
   }
   return out;
 }
+
+const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
