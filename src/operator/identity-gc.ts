@@ -95,6 +95,9 @@ export class IdentityGc {
       }
       const used = new Set(this.endpoints.values().map((e) => String(e.identity)));
       for (const name of [...this.unusedSince.keys()]) if (used.has(name) || this.identities.get(name) === undefined) this.unusedSince.delete(name);
+      // Listed again from the store right before deleting: the watched copy may not have the endpoint an agent
+      // published a moment ago for an identity it just reused.
+      let fresh: Set<string> | undefined;
       for (const [name] of this.identities.entries()) {
         if (used.has(name)) continue;
         const since = this.unusedSince.get(name);
@@ -103,6 +106,11 @@ export class IdentityGc {
           continue;
         }
         if (now - since < this.graceMs) continue;
+        fresh ??= new Set((await this.store.list<EndpointSpec>('Endpoint')).items.map((r) => String(r.value.identity)));
+        if (fresh.has(name)) {
+          this.unusedSince.delete(name);
+          continue;
+        }
         // Conditional on the revision we judged: an identity re-created meanwhile is not ours to delete.
         if (await this.deleteIfUnchanged('Identity', name, this.identities.revisionOf(name))) {
           this.deleted++;
