@@ -142,3 +142,23 @@ test('securityLabels: a pod cannot claim another namespace through its own label
   });
   assert.deepEqual(sec, ['k8s:app=x', 'k8s:io.kubernetes.pod.namespace=zzz']);
 });
+
+test('the first endpoint of a label set touches its identity: a collection decided before that fails', async () => {
+  const a = await allocator();
+  const labels = securityLabels('touch', { app: 'z' });
+  const id = await a.allocate(labels);
+  const s = client();
+  const judged = (await s.get<IdentitySpec>('Identity', String(id)))!.revision;
+  await waitFor(async () => a.labels(id) !== undefined);
+  // The operator judged it unused at `judged`; the agent reuses it for a new first endpoint meanwhile.
+  assert.equal(await a.allocate(labels, { touch: true }), id);
+  await assert.rejects(s.delete('Identity', String(id), { expectedRevision: judged }), /conflict|revision/i, 'the stale collection fails');
+  assert.ok(await s.get('Identity', String(id)));
+  // Collected first: the touch finds it gone and creates it again under the same number.
+  const now = (await s.get<IdentitySpec>('Identity', String(id)))!.revision;
+  await waitFor(async () => (a as unknown as { cache: { revisionOf(n: string): number | undefined } }).cache.revisionOf(String(id)) === now);
+  await s.delete('Identity', String(id));
+  assert.equal(await a.allocate(labels, { touch: true }), id);
+  assert.deepEqual((await s.get<IdentitySpec>('Identity', String(id)))?.value.labels, [...labels].sort());
+  a.stop();
+});

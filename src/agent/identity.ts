@@ -123,17 +123,27 @@ export class IdentityAllocator {
   }
 
   /** The identity of a label set, allocating it cluster-wide when it does not exist yet. */
-  async allocate(labels: string[]): Promise<number> {
+  async allocate(labels: string[], opts: { touch?: boolean } = {}): Promise<number> {
     const sorted = [...labels].sort();
     const key = labelsKey(sorted);
     const known = this.byLabels.get(key);
-    if (known !== undefined && (!this.cache || this.cache.get(String(known)))) return known;
-    if (!this.store || !this.cache) return this.allocateLocal(key, sorted);
+    if (!this.store || !this.cache) {
+      if (known !== undefined) return known;
+      return this.allocateLocal(key, sorted);
+    }
+    // A number the store says belongs to other labels now, though the watched copy may not know yet.
+    let taken: number | undefined;
+    if (known !== undefined) {
+      const reused = await this.reuse(known, key, sorted, opts.touch === true);
+      if (reused === true) return known;
+      if (reused === 'taken') taken = known;
+    }
 
     const range = IDENTITY_MAX - IDENTITY_MIN + 1;
     const start = firstCandidate(key);
     for (let i = 0; i < range; i++) {
       const id = IDENTITY_MIN + ((start - IDENTITY_MIN + i) % range);
+      if (id === taken) continue;
       const cached = this.cache.get(String(id));
       if (cached) {
         if (labelsKey(cached.labels) === key) return id;
@@ -154,6 +164,37 @@ export class IdentityAllocator {
       }
     }
     throw new AgentError('TENDRIL_ERR_STATE', `Cannot allocate an identity for [${sorted.join(' ')}]: all ${range} cluster identities are in use`);
+  }
+
+  /**
+   * An identity the watched copy has for these labels. With @touch (the label set gets its first endpoint on this
+   * node, so the operator may be about to collect it as unused) it is rewritten unchanged, conditionally on the
+   * revision seen: that bumps its revision, so a collection decided on the old one fails, and a collection that
+   * came first shows up as a conflict and the identity is created again. False when it is gone or not ours.
+   */
+  private async reuse(id: number, key: string, sorted: string[], touch: boolean): Promise<boolean | 'taken'> {
+    const store = this.store!;
+    const name = String(id);
+    const cached = this.cache!.get(name);
+    const rev = this.cache!.revisionOf(name);
+    if (!cached || rev === undefined || labelsKey(cached.labels) !== key) return false;
+    if (!touch) return true;
+    try {
+      await store.put<IdentitySpec>('Identity', name, { labels: sorted }, { expectedRevision: rev });
+      return true;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+    }
+    const cur = await store.get<IdentitySpec>('Identity', name);
+    if (cur) return labelsKey(cur.value.labels) === key ? true : 'taken';
+    try {
+      await store.put<IdentitySpec>('Identity', name, { labels: sorted }, { expectedRevision: 0 });
+      return true;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      const again = await store.get<IdentitySpec>('Identity', name);
+      return again !== undefined && labelsKey(again.value.labels) === key ? true : 'taken';
+    }
   }
 
   /**

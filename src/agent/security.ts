@@ -210,7 +210,10 @@ export class SecurityManager {
   async podIdentity(namespace: string, labels: Record<string, string>): Promise<{ securityLabels: string[]; identity: number }> {
     await this.whenSynced(10_000);
     const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace));
-    const identity = await withTimeout(this.identities.allocate(sec), 10_000, `allocating an identity for ${namespace} pod labels`);
+    // The first endpoint of a label set on this node touches its identity, which the operator may be collecting.
+    const text = sec.join(',');
+    const touch = !this.endpoints?.list().some((e) => e.securityLabels.join(',') === text);
+    const identity = await withTimeout(this.identities.allocate(sec, { touch }), 10_000, `allocating an identity for ${namespace} pod labels`);
     return { securityLabels: sec, identity };
   }
 
