@@ -1,5 +1,6 @@
 // Phase "policy": same-node forwarding with 0 vs 10,000 policy entries on the server endpoint, and the time from a
 // policy change to its enforcement on a standalone agent with 1,000 endpoints.
+import type { EndpointPolicyView } from '../src/agent/security.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -163,21 +164,6 @@ interface ImportResponse {
   regeneration: { endpoints: number; ms: number };
 }
 
-interface PolicyEntry {
-  direction: 'ingress' | 'egress';
-  identity: number;
-  protocol: number;
-  port: number;
-  portPrefixLen: number;
-  deny: boolean;
-  packets: number;
-  labels: string[];
-}
-
-interface EndpointPolicyView {
-  ingress: boolean;
-  entries: PolicyEntry[];
-}
 
 async function importPolicy(c: AgentClient, doc: TendrilPolicyDoc): Promise<ImportResponse> {
   return c.request<ImportResponse>('PUT', '/v1/policy', { text: JSON.stringify(doc), origin: 'bench' });

@@ -12,7 +12,9 @@ import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { IDENTITY_HEALTH } from './identity.js';
-import { SecurityManager } from './security.js';
+import { SecurityManager, type EndpointPolicyView } from './security.js';
+import { entryKeyId } from '../datapath/policy.js';
+import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -239,7 +241,7 @@ export class Agent {
         const r = this.security.remoteEndpoint(ip);
         return r ? { id: 0, identity: r.identity, namespace: r.namespace, podName: r.pod, labels: this.security.identities.labels(r.identity) ?? [] } : undefined;
       },
-      identityLabels: (id) => this.security.identities.labels(id) ?? this.cidrLabels(id),
+      identityLabels: (id) => this.security.labelsOf(id),
       interfaceName: (ifindex) => {
         let name = ifnames.get(ifindex);
         if (name === undefined) {
@@ -436,12 +438,6 @@ export class Agent {
     this.security.endpointDeleted(ep);
   }
 
-  /** Labels of a node-local CIDR identity. */
-  private cidrLabels(id: number): string[] | undefined {
-    const c = this.security.cidrIdentities().find((x) => x.id === id);
-    return c ? ['reserved:world', `cidr:${c.cidr}`] : undefined;
-  }
-
   private identityList(): Array<{ id: number; labels: string[]; scope: 'reserved' | 'cluster' | 'local' }> {
     return this.security.identityInfos().map((i) => ({
       id: i.id,
@@ -451,11 +447,11 @@ export class Agent {
   }
 
   /** `bpf policy get`: the endpoint's map entries with counters, the identities' labels and where each came from. */
-  private endpointPolicyView(ep: Endpoint): unknown {
+  private endpointPolicyView(ep: Endpoint): EndpointPolicyView {
     const compiled = this.security.endpointPolicy(ep.id);
     const derived = new Map<string, string[]>();
-    for (const e of compiled?.entries ?? []) derived.set(`${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`, e.derivedFrom);
-    const labelsOf = (id: number): string[] => (id === 0 ? ['(any)'] : (this.security.identities.labels(id) ?? this.cidrLabels(id) ?? []));
+    for (const e of compiled?.entries ?? []) derived.set(entryKeyId(e), e.derivedFrom);
+    const labelsOf = (id: number): string[] => (id === 0 ? ['(any)'] : (this.security.labelsOf(id) ?? []));
     return {
       endpoint: ep.id,
       identity: ep.identity,
@@ -467,7 +463,7 @@ export class Agent {
         packets: Number(e.packets),
         bytes: Number(e.bytes),
         labels: labelsOf(e.identity),
-        derivedFrom: derived.get(`${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`) ?? [],
+        derivedFrom: derived.get(entryKeyId(e)) ?? [],
       })),
     };
   }
@@ -691,12 +687,15 @@ function applyLabelChange(cur: Record<string, string>, body: unknown): Record<st
   }
   const next = { ...cur };
   for (const [k, v] of Object.entries(b.labels as Record<string, unknown>)) {
-    if (!/^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(k)) {
-      throw new HttpError(400, `Invalid label key "${k}": expected [prefix/]name, name 1-63 characters of letters, digits, "-", "_", "."`, 'TENDRIL_ERR_INVALID_REQUEST');
+    const keyProblem = labelKeyProblem(k);
+    if (keyProblem) throw new HttpError(400, `Invalid label: ${keyProblem}`, 'TENDRIL_ERR_INVALID_REQUEST');
+    if (v === null) {
+      delete next[k];
+      continue;
     }
-    if (v === null) delete next[k];
-    else if (typeof v === 'string' && /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/.test(v)) next[k] = v;
-    else throw new HttpError(400, `Invalid value for label "${k}": expected up to 63 letters, digits, "-", "_", "." (or null to remove it)`, 'TENDRIL_ERR_INVALID_REQUEST');
+    const valueProblem = typeof v === 'string' ? labelValueProblem(v) : 'a label value is a string (or null to remove it)';
+    if (valueProblem) throw new HttpError(400, `Invalid value for label "${k}": ${valueProblem}`, 'TENDRIL_ERR_INVALID_REQUEST');
+    next[k] = v as string;
   }
   return next;
 }

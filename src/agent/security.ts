@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
+  LABEL_NAMESPACE_NAME,
   PolicyCompiler,
   PolicyError,
   parsePolicies,
@@ -19,7 +20,7 @@ import {
 } from '../policy/index.js';
 import { KindCache } from '../store/cache.js';
 import type { EndpointSpec, NamedPort, NamespaceSpec, PolicySpec, Store } from '../store/types.js';
-import type { NodeDatapath } from '../datapath/index.js';
+import type { NodeDatapath, PolicyMapEntry } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
 import type { Endpoint, EndpointManager } from './endpoints.js';
 import { AgentError } from './errors.js';
@@ -53,8 +54,18 @@ export interface PolicyView {
   document: unknown;
 }
 
-const KUBE_NS_NAME_LABEL = 'kubernetes.io/metadata.name';
 const PUBLISH_RETRY_MS = 1000;
+
+/** GET /v1/endpoint/{id}/policy (`tendril bpf policy get`): the endpoint's map entries as the kernel holds them. */
+export interface EndpointPolicyView {
+  endpoint: number;
+  identity: number;
+  /** Cilium's policy-enabled: none, ingress, egress or both. */
+  'policy-enabled': string;
+  ingress: boolean;
+  egress: boolean;
+  entries: Array<PolicyMapEntry & { packets: number; bytes: number; labels: string[]; derivedFrom: string[] }>;
+}
 
 export class SecurityManager {
   readonly identities: IdentityAllocator;
@@ -203,7 +214,7 @@ export class SecurityManager {
 
   /** Labels of namespace @ns; a namespace nobody declared has just its name label, as Kubernetes sets it. */
   namespaceLabels(ns: string): Record<string, string> {
-    return { ...(this.namespaces?.get(ns)?.labels ?? {}), [KUBE_NS_NAME_LABEL]: ns };
+    return { ...(this.namespaces?.get(ns)?.labels ?? {}), [LABEL_NAMESPACE_NAME]: ns };
   }
 
   /** Security labels and identity of a pod: allocated cluster-wide (bounded wait: the CNI caller retries). */
@@ -564,9 +575,14 @@ export class SecurityManager {
     return gone.length + added.length > 0;
   }
 
-  cidrIdentities(): Array<{ id: number; cidr: string }> {
-    return [...this.cidrIds].map(([cidr, id]) => ({ id, cidr }));
+  /** Labels of any identity this node knows: reserved, cluster-wide, or a node-local CIDR one. */
+  labelsOf(id: number): string[] | undefined {
+    const known = this.identities.labels(id);
+    if (known || id < IDENTITY_LOCAL_MIN) return known;
+    for (const [cidr, cid] of this.cidrIds) if (cid === id) return cidrLabels(cidr);
+    return undefined;
   }
+
 
   // ---- compilation ------------------------------------------------------------------------------------------
 
@@ -578,7 +594,7 @@ export class SecurityManager {
   identityInfos(): IdentityInfo[] {
     const out: IdentityInfo[] = Object.entries(RESERVED_LABELS).map(([id, labels]) => ({ id: Number(id), labels }));
     for (const { id, labels } of this.identities.list()) out.push({ id, labels });
-    for (const [cidr, id] of this.cidrIds) out.push({ id, labels: ['reserved:world', `cidr:${cidr}`], cidr });
+    for (const [cidr, id] of this.cidrIds) out.push({ id, labels: cidrLabels(cidr), cidr });
     return out;
   }
 
@@ -669,6 +685,11 @@ export class SecurityManager {
     if (identity === 1) return 'local-node';
     return 'cluster-node';
   }
+}
+
+/** Labels of a CIDR identity, as Cilium's: the world it is part of and its prefix. */
+function cidrLabels(cidr: string): string[] {
+  return ['reserved:world', `cidr:${cidr}`];
 }
 
 /** A policy named by its key ("Kind/ns/name"), "ns/name", or its bare name. */

@@ -5,6 +5,7 @@ import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel
 import { LabError } from '../lab/errors.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
 import type { NamedPort } from '../store/types.js';
+import { labelKeyProblem } from '../policy/index.js';
 
 function labName(cmd: Command): string {
   const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
@@ -20,9 +21,8 @@ export function parseLabels(list: string[]): Record<string, string> {
   for (const item of list) {
     const i = item.indexOf('=');
     const k = i < 0 ? item : item.slice(0, i);
-    if (!/^([a-z0-9.-]+\/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$/.test(k)) {
-      throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid label "${item}": key "${k}" is not a valid label key`);
-    }
+    const problem = labelKeyProblem(k);
+    if (problem) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid label "${item}": ${problem}`);
     out[k] = i < 0 ? '' : item.slice(i + 1);
   }
   return out;

@@ -6,6 +6,9 @@ import type { Command } from 'commander';
 import { AgentClient } from './client.js';
 import { resolveSocket } from './node-cmd.js';
 import { table } from './table.js';
+import type { EndpointPolicyView } from '../agent/security.js';
+import type { CtEntry, DropMetric } from '../datapath/index.js';
+import { describeEntry } from '../policy/index.js';
 
 function client(cmd: Command): AgentClient {
   return new AgentClient(resolveSocket(cmd.optsWithGlobals()));
@@ -50,32 +53,7 @@ interface PolicyRow {
   document: unknown;
 }
 
-export interface PolicyEntryRow {
-  direction: 'ingress' | 'egress';
-  identity: number;
-  protocol: number;
-  port: number;
-  portPrefixLen: number;
-  deny: boolean;
-  packets: number;
-  bytes: number;
-  labels: string[];
-  derivedFrom: string[];
-}
-
-const PROTO_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
-
-/** "ANY", "TCP" (all ports), "80/TCP", "8000-8191/TCP". */
-export function portProto(e: Pick<PolicyEntryRow, 'protocol' | 'port' | 'portPrefixLen'>): string {
-  if (e.protocol === 0) return 'ANY';
-  const proto = PROTO_NAMES[e.protocol] ?? String(e.protocol);
-  if (e.portPrefixLen === 0) return proto;
-  if (e.portPrefixLen === 16) return `${e.port}/${proto}`;
-  const last = e.port + 2 ** (16 - e.portPrefixLen) - 1;
-  return `${e.port}-${last}/${proto}`;
-}
-
-export function formatPolicyEntries(view: { endpoint: number; identity: number; ingress: boolean; egress: boolean; entries: PolicyEntryRow[] }): string {
+export function formatPolicyEntries(view: EndpointPolicyView): string {
   const head =
     `Endpoint ${view.endpoint} (identity ${view.identity}): ingress ${view.ingress ? 'enforced' : 'not enforced (everything allowed)'}, ` +
     `egress ${view.egress ? 'enforced' : 'not enforced (everything allowed)'}\n`;
@@ -84,7 +62,7 @@ export function formatPolicyEntries(view: { endpoint: number; identity: number; 
     e.direction === 'ingress' ? 'Ingress' : 'Egress',
     String(e.identity),
     e.labels.length ? e.labels : ['(unknown identity)'],
-    portProto(e),
+    describeEntry(e).port,
     String(e.bytes),
     String(e.packets),
     e.derivedFrom.length ? e.derivedFrom : ['-'],
@@ -92,24 +70,8 @@ export function formatPolicyEntries(view: { endpoint: number; identity: number; 
   return head + table(['POLICY', 'DIRECTION', 'IDENTITY', 'LABELS (source:key[=value])', 'PORT/PROTO', 'BYTES', 'PACKETS', 'DERIVED FROM'], rows);
 }
 
-interface CtRow {
-  proto: string;
-  direction: 'in' | 'out';
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  expires: number;
-  flags: string[];
-  txFlagsSeen: number;
-  rxFlagsSeen: number;
-  packets: number;
-  bytes: number;
-  srcIdentity: number;
-}
-
 /** One line per entry, as `cilium-dbg bpf ct list global` prints them. */
-export function formatCt(rows: CtRow[]): string {
+export function formatCt(rows: CtEntry[]): string {
   return rows
     .map(
       (r) =>
@@ -120,15 +82,7 @@ export function formatCt(rows: CtRow[]): string {
     .join('');
 }
 
-interface MetricRow {
-  reason: number;
-  description: string;
-  direction: string;
-  packets: number;
-  bytes: number;
-}
-
-export function formatMetrics(rows: MetricRow[]): string {
+export function formatMetrics(rows: DropMetric[]): string {
   return table(['REASON', 'DIRECTION', 'PACKETS', 'BYTES', 'LINE', 'FILE'], rows.map((r) => [r.description, r.direction.toUpperCase(), String(r.packets), String(r.bytes), '-', '-']));
 }
 
@@ -219,7 +173,7 @@ export function registerPolicyViews(program: Command): void {
     .argument('<endpoint>', 'endpoint ID, or container-id:…, ipv4:…, pod-name:NS/NAME')
     .option('-o, --output <fmt>', 'json')
     .action(async (ep: string, o: { output?: string }, cmd: Command) => {
-      const v = await client(cmd).get<{ endpoint: number; identity: number; ingress: boolean; egress: boolean; entries: PolicyEntryRow[] }>(
+      const v = await client(cmd).get<EndpointPolicyView>(
         `/v1/endpoint/${encodeURIComponent(ep)}/policy`,
       );
       if (o.output === 'json') return json(v);
@@ -231,7 +185,7 @@ export function registerPolicyViews(program: Command): void {
     .option('-o, --output <fmt>', 'json')
     .action(async (t: string, o: { output?: string }, cmd: Command) => {
       checkCtTable(t);
-      const rows = await client(cmd).get<CtRow[]>('/v1/map/ct');
+      const rows = await client(cmd).get<CtEntry[]>('/v1/map/ct');
       if (o.output === 'json') return json(rows);
       out(formatCt(rows));
     });
@@ -248,7 +202,7 @@ export function registerPolicyViews(program: Command): void {
     .command('list')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<MetricRow[]>('/v1/map/metrics');
+      const rows = await client(cmd).get<DropMetric[]>('/v1/map/metrics');
       if (o.output === 'json') return json(rows);
       out(formatMetrics(rows));
     });

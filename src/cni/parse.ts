@@ -1,4 +1,5 @@
 // Turns one forwarded CNI invocation (X-Cni-* headers + stdin config) into a validated CniCall.
+import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import type { NamedPort } from '../store/types.js';
 import {
   CniCode,
@@ -333,11 +334,10 @@ function parseLabels(conf: NetConf): Record<string, string> {
   }
   // Kubernetes' label syntax: labels become security labels, joined and compared as text.
   for (const [k, v] of Object.entries(out)) {
-    if (!LABEL_KEY_RE.test(k) || k.length > 317) throw invalidConfig(`Pod label key ${JSON.stringify(k)} is not a valid label key ([prefix/]name, name up to 63 of A-Z a-z 0-9 - _ .)`);
-    if (!LABEL_VALUE_RE.test(v)) throw invalidConfig(`Pod label "${k}" has an invalid value ${JSON.stringify(v)} (up to 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric)`);
+    const keyProblem = labelKeyProblem(k);
+    if (keyProblem) throw invalidConfig(`Pod label key ${JSON.stringify(k)} is not a valid label key: ${keyProblem}`);
+    const valueProblem = labelValueProblem(v);
+    if (valueProblem) throw invalidConfig(`Pod label "${k}" has an invalid value ${JSON.stringify(v)}: ${valueProblem}`);
   }
   return out;
 }
-
-const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;

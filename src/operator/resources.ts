@@ -1,13 +1,9 @@
 // Cluster-wide resources written through the operator's API (the role Kubernetes' API server plays for Cilium):
 // policies, validated before anything is stored, and namespaces with their labels.
-import { PolicyError, parsePolicies, policyKey, type Policy } from '../policy/index.js';
+import { LABEL_NAMESPACE_NAME, PolicyError, isDnsLabel, labelKeyProblem, labelValueProblem, parsePolicies, policyKey, type Policy } from '../policy/index.js';
 import type { NamespaceSpec, PolicySpec, Store } from '../store/types.js';
 import { HttpError, type ApiServer } from '../util/api.js';
 
-const KUBE_NS_NAME_LABEL = 'kubernetes.io/metadata.name';
-const NS_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 /** Store name of a Policy resource: "<kind>.<namespace>.<name>" (the agent reads it back the same way). */
 export function policyResourceName(p: Pick<Policy, 'kind' | 'namespace' | 'name'>): string {
@@ -67,18 +63,18 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
   api.route('GET', '/v1/namespaces', async () => (await store.list<NamespaceSpec>('Namespace')).items.map((r) => ({ name: r.name, labels: r.value.labels })));
   api.route('PATCH', '/v1/namespaces/{name}', async (req) => {
     const name = req.params['name']!;
-    if (!NS_RE.test(name)) throw new HttpError(400, `Invalid namespace name "${name}": a DNS label (a-z, 0-9, "-")`, 'TENDRIL_ERR_INVALID_REQUEST');
+    if (!isDnsLabel(name)) throw new HttpError(400, `Invalid namespace name "${name}": a DNS label (a-z, 0-9, "-")`, 'TENDRIL_ERR_INVALID_REQUEST');
     const b = req.json() as { labels?: unknown; create?: unknown };
     if (typeof b !== 'object' || b === null || typeof b.labels !== 'object' || b.labels === null || Array.isArray(b.labels)) {
       throw new HttpError(400, 'Namespace change must be {"labels": {"key": "value" | null}}', 'TENDRIL_ERR_INVALID_REQUEST');
     }
     const changes = b.labels as Record<string, unknown>;
     for (const [k, v] of Object.entries(changes)) {
-      if (!LABEL_KEY_RE.test(k)) throw new HttpError(400, `Invalid label key "${k}" for namespace ${name}`, 'TENDRIL_ERR_INVALID_REQUEST');
-      if (k === KUBE_NS_NAME_LABEL) throw new HttpError(400, `Label "${k}" is set by the cluster to the namespace's name and cannot be changed`, 'TENDRIL_ERR_INVALID_REQUEST');
-      if (v !== null && (typeof v !== 'string' || !LABEL_VALUE_RE.test(v))) {
-        throw new HttpError(400, `Invalid value for label "${k}" of namespace ${name}: up to 63 letters, digits, "-", "_", "."`, 'TENDRIL_ERR_INVALID_REQUEST');
-      }
+      const keyProblem = labelKeyProblem(k);
+      if (keyProblem) throw new HttpError(400, `Invalid label for namespace ${name}: ${keyProblem}`, 'TENDRIL_ERR_INVALID_REQUEST');
+      if (k === LABEL_NAMESPACE_NAME) throw new HttpError(400, `Label "${k}" is set by the cluster to the namespace's name and cannot be changed`, 'TENDRIL_ERR_INVALID_REQUEST');
+      const valueProblem = v === null ? undefined : typeof v !== 'string' ? 'a label value is a string (or null to remove it)' : labelValueProblem(v);
+      if (valueProblem) throw new HttpError(400, `Invalid value for label "${k}" of namespace ${name}: ${valueProblem}`, 'TENDRIL_ERR_INVALID_REQUEST');
     }
     for (let attempt = 0; ; attempt++) {
       const cur = await store.get<NamespaceSpec>('Namespace', name);
@@ -89,7 +85,7 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
         if (v === null) delete labels[k];
         else labels[k] = v as string;
       }
-      labels[KUBE_NS_NAME_LABEL] = name;
+      labels[LABEL_NAMESPACE_NAME] = name;
       try {
         const r = await store.put<NamespaceSpec>('Namespace', name, { labels }, { expectedRevision: cur?.revision ?? 0 });
         return { name, labels, revision: r.revision };

@@ -12,6 +12,8 @@ export const IDENTITY_REMOTE_NODE = 6;
 export const IDENTITY_MIN_CLUSTER = 256;
 
 export const LABEL_POD_NAMESPACE = 'io.kubernetes.pod.namespace';
+/** The label Kubernetes sets on every namespace: its name. */
+export const LABEL_NAMESPACE_NAME = 'kubernetes.io/metadata.name';
 /** Namespace labels become pod security labels under this key prefix (Cilium's convention). */
 export const LABEL_NAMESPACE_LABELS_PREFIX = 'io.cilium.k8s.namespace.labels.';
 

@@ -10,12 +10,13 @@ export {
   IDENTITY_REMOTE_NODE,
   IDENTITY_MIN_CLUSTER,
   LABEL_POD_NAMESPACE,
+  LABEL_NAMESPACE_NAME,
   LABEL_NAMESPACE_LABELS_PREFIX,
   reservedIdentities,
   reservedIdentityName,
   parseLabel,
 } from './identity.js';
-export { API_VERSION, ENTITIES, parsePolicies, parsePolicyObject, policyKey } from './parse.js';
+export { API_VERSION, ENTITIES, isDnsLabel, labelKeyProblem, labelValueProblem, parsePolicies, parsePolicyObject, policyKey } from './parse.js';
 export {
   PROTO_ANY,
   PROTO_TCP,

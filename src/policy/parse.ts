@@ -155,8 +155,8 @@ function checkDnsSubdomain(c: Checker, s: string, path: string): void {
   }
 }
 
-/** Kubernetes label key: [prefix/]name. */
-function labelKeyProblem(key: string): string | undefined {
+/** Kubernetes label key: [prefix/]name. What is wrong with it, or undefined. */
+export function labelKeyProblem(key: string): string | undefined {
   const slash = key.lastIndexOf('/');
   const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
   const name = slash >= 0 ? key.slice(slash + 1) : key;
@@ -169,11 +169,23 @@ function labelKeyProblem(key: string): string | undefined {
   return undefined;
 }
 
+/** Kubernetes label value (empty allowed). What is wrong with it, or undefined. */
+export function labelValueProblem(value: string): string | undefined {
+  if (value.length > 63 || !LABEL_VALUE.test(value)) {
+    return `${JSON.stringify(value)} is not a valid label value (letters, digits, '-', '_', '.', at most 63)`;
+  }
+  return undefined;
+}
+
+/** A namespace name (a DNS label). */
+export function isDnsLabel(s: string): boolean {
+  return s.length <= 63 && DNS_LABEL.test(s);
+}
+
 function checkLabelValue(c: Checker, v: unknown, path: string): string {
   const s = str(c, v, path);
-  if (s.length > 63 || !LABEL_VALUE.test(s)) {
-    c.fail(path, `${JSON.stringify(s)} is not a valid label value (letters, digits, '-', '_', '.', at most 63)`);
-  }
+  const problem = labelValueProblem(s);
+  if (problem) c.fail(path, problem);
   return s;
 }
 
