@@ -126,6 +126,15 @@ test('ipcacheValueCodec round-trips and puts each field at its C offset', () => 
   assert.deepEqual(ipcacheValueCodec.decode(buf), v);
 });
 
+/** The codec's size and members (by their C names) are the struct's in the object's BTF. */
+function assertLayout(btf: Btf, struct: string, codec: { size: number; layout: readonly { name: string; offset: number; size: number }[] }, names: Readonly<Record<string, string>>): void {
+  const layout = btf.struct(struct);
+  assert.equal(layout.size, codec.size, `sizeof(struct ${struct})`);
+  const fromCodec = codec.layout.map((f) => ({ name: names[f.name], offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
+  const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
+  assert.deepEqual(fromBtf, fromCodec, `members of struct ${struct}`);
+}
+
 for (const obj of objects) {
   test(`struct ipcache_key and remote_endpoint_info in ${obj} match the codecs (BTF)`, () => {
     const btf = Btf.fromFile(root + obj);
@@ -133,13 +142,7 @@ for (const obj of objects) {
       { struct: 'ipcache_key', codec: ipcacheKeyCodec, names: IPCACHE_KEY_C_NAMES as Readonly<Record<string, string>> },
       { struct: 'remote_endpoint_info', codec: ipcacheValueCodec, names: IPCACHE_VALUE_C_NAMES as Readonly<Record<string, string>> },
     ];
-    for (const { struct, codec, names } of cases) {
-      const layout = btf.struct(struct);
-      assert.equal(layout.size, codec.size, `sizeof(struct ${struct})`);
-      const fromCodec = codec.layout.map((f) => ({ name: names[f.name], offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
-      const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
-      assert.deepEqual(fromBtf, fromCodec, `members of struct ${struct}`);
-    }
+    for (const c of cases) assertLayout(btf, c.struct, c.codec, c.names);
   });
 
   test(`struct endpoint_info in ${obj} has the codec's size and member offsets (BTF)`, () => {
@@ -173,13 +176,7 @@ for (const obj of objects) {
       { struct: 'metrics_key', codec: metricsKeyCodec, names: METRICS_KEY_C_NAMES as Readonly<Record<string, string>> },
       { struct: 'metrics_value', codec: metricsValueCodec, names: METRICS_VALUE_C_NAMES as Readonly<Record<string, string>> },
     ];
-    for (const { struct, codec, names } of cases) {
-      const layout = btf.struct(struct);
-      assert.equal(layout.size, codec.size, `sizeof(struct ${struct})`);
-      const fromCodec = codec.layout.map((f) => ({ name: names[f.name], offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
-      const fromBtf = layout.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
-      assert.deepEqual(fromBtf, fromCodec, `members of struct ${struct}`);
-    }
+    for (const c of cases) assertLayout(btf, c.struct, c.codec, c.names);
   });
 }
 
