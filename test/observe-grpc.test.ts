@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Command } from 'commander';
 import {
+  HealthClient,
   MonitorClient,
   ObserveError,
   ObserverClient,
@@ -22,6 +23,7 @@ import {
 import { PROTO_DIR } from '../src/observe/codec.js';
 import { dropEvent, fakeContext, icmpPacket, tcpPacket, traceEvent, udpPacket } from '../src/observe/testing.js';
 import { observeFlows, registerObserve, runRelay } from '../src/cli/observe-cmd.js';
+import { hubbleStatus } from './lib/hubble-status.js';
 import { monitorEvents, registerMonitor } from '../src/cli/monitor-cmd.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-observe-`));
@@ -67,6 +69,23 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function healthClient(address: string): HealthClient {
+  const c = new HealthClient(address);
+  closers.push(() => c.close());
+  return c;
+}
+
+/** Polls a health check until it answers `want` (a relay probes its nodes; grpc-js reconnects with backoff). */
+async function untilHealth(c: HealthClient, want: string, service?: string): Promise<void> {
+  const end = Date.now() + 20_000;
+  let last = '';
+  while (last !== want) {
+    if (Date.now() > end) throw new Error(`${c.address} still answers ${last}, not ${want}`);
+    last = await c.check(service, 2000);
+    if (last !== want) await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -188,6 +207,82 @@ test('ServerStatus, GetNodes and GetNamespaces describe the node; TCP loopback s
   for (let k = 0n; k < 5n; k++) small.ingest(request(k));
   const st = await client(small.socketPath).serverStatus();
   assert.deepEqual([st.num_flows, st.max_flows, st.seen_flows], [3, 3, 5]);
+});
+
+test('the health service answers SERVING for "hubble.server.Observer" and "" as Hubble\'s; Watch follows setServing() and stop()', async () => {
+  const srv = new ObserverServer({ nodeName: 'hc', socketPath: path.join(dir, 'hc', 'observer.sock'), serving: false });
+  await srv.start();
+  const c = healthClient(srv.socketPath);
+  assert.equal(await c.check(), 'NOT_SERVING');
+  assert.equal(await c.check(''), 'NOT_SERVING');
+  await assert.rejects(c.check('observer.Observer'), (e: ObserveError) => {
+    assert.equal(e.code, 'TENDRIL_ERR_OBSERVE_SERVER');
+    assert.match(e.message, /Health status unknown for service observer\.Observer \(NOT_FOUND\)$/);
+    return true;
+  });
+  assert.deepEqual(await hubbleStatus(`unix://${srv.socketPath}`), {
+    lines: [`Healthcheck (via unix://${srv.socketPath}): Unavailable: NOT_SERVING`],
+    error: 'not healthy',
+  });
+
+  const seen: string[] = [];
+  const w = c.watch('hubble.server.Observer', (s) => seen.push(s));
+  const unknown: string[] = [];
+  const wu = c.watch('nope', (s) => unknown.push(s));
+  await until(() => seen.length === 1 && unknown.length === 1, 'the current statuses');
+  srv.setServing(true);
+  await until(() => seen.length === 2, 'the change');
+  assert.equal(await c.check(''), 'SERVING');
+  assert.equal(srv.serving, true);
+  await srv.stop();
+  await w.done;
+  await wu.done;
+  assert.deepEqual(seen, ['NOT_SERVING', 'SERVING', 'NOT_SERVING'], 'watchers hear NOT_SERVING before the server goes');
+  assert.deepEqual(unknown, ['SERVICE_UNKNOWN']);
+});
+
+test('`hubble status` on a node and on the relay: the health check, then the counters (nodes from the relay only)', async () => {
+  const node = await hubbleStatus(`unix://${ctr.socketPath}`);
+  const n = (await client(ctr.socketPath).serverStatus()).num_flows;
+  assert.equal(node.error, undefined);
+  assert.equal(node.lines.length, 3, node.lines.join('\n'));
+  assert.equal(node.lines[0], `Healthcheck (via unix://${ctr.socketPath}): Ok`);
+  assert.equal(node.lines[1], `Current/Max Flows: ${n}/4,095 (${((n / 4095) * 100).toFixed(2)}%)`);
+  assert.match(node.lines[2]!, /^Flows\/s: \d+\.\d\d$/);
+
+  const target = `unix://${path.join(dir, 'relay.sock')}`;
+  await untilHealth(healthClient(target), 'SERVING');
+  const r = await hubbleStatus(target);
+  assert.equal(r.error, undefined);
+  assert.equal(r.lines[0], `Healthcheck (via ${target}): Ok`);
+  assert.match(r.lines[1]!, /^Current\/Max Flows: \d+\/8,190 \(\d+\.\d\d%\)$/);
+  assert.match(r.lines[2]!, /^Flows\/s: \d+\.\d\d$/);
+  assert.deepEqual(r.lines.slice(3), ['Connected Nodes: 2/3', 'Unavailable Nodes: 1', '  - w2']);
+});
+
+test('Relay health: NOT_SERVING while no node answers, SERVING once one does, NOT_SERVING when none is left', async () => {
+  const late = new ObserverServer({ nodeName: 'late', socketPath: path.join(dir, 'late', 'observer.sock') });
+  const r = new Relay({ socketPath: path.join(dir, 'relay-h.sock'), peers: [{ name: 'late', address: late.socketPath }], healthIntervalMs: 50, peerTimeoutMs: 1000 });
+  closers.push(() => r.stop(), () => late.stop());
+  await r.start();
+  const c = healthClient(path.join(dir, 'relay-h.sock'));
+  const seen: string[] = [];
+  const w = c.watch('', (s) => seen.push(s));
+  assert.equal(await c.check(), 'NOT_SERVING');
+  await late.start();
+  await untilHealth(c, 'SERVING');
+  assert.equal(r.serving, true);
+  await late.stop();
+  await untilHealth(c, 'NOT_SERVING', '');
+  r.setPeers([{ name: 'ctr', address: ctr.socketPath }]);
+  await untilHealth(c, 'SERVING');
+  r.setPeers([]);
+  await untilHealth(c, 'NOT_SERVING');
+  await r.stop();
+  await w.done;
+  // Each change once (a probe that times out on a loaded machine may add a NOT_SERVING/SERVING pair).
+  assert.ok(seen.every((x, i) => i === 0 || x !== seen[i - 1]), seen.join(' '));
+  assert.deepEqual([seen[0], seen.filter((x) => x === 'SERVING').length >= 2, seen.at(-1)], ['NOT_SERVING', true, 'NOT_SERVING']);
 });
 
 test('a plain @grpc/grpc-js client from our .proto files reads Hubble-shaped messages', async () => {

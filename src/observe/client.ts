@@ -1,4 +1,4 @@
-// gRPC clients of a flow server (node or relay): Observer calls and Tendril's Monitor event stream.
+// gRPC clients of a flow server (node or relay): Observer calls, the gRPC health service and Tendril's Monitor stream.
 import * as grpc from '@grpc/grpc-js';
 import {
   grpcTarget,
@@ -14,6 +14,7 @@ import {
   type ServerStatus,
 } from './codec.js';
 import { ObserveError } from './errors.js';
+import { OBSERVER_HEALTH_SERVICE, healthService } from './health.js';
 import type { MonitorEvent, MonitorFilter } from './monitor-format.js';
 
 type Unary = (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Record<string, unknown>) => void) => grpc.ClientUnaryCall;
@@ -21,6 +22,7 @@ type ServerStream = (req: unknown, opts?: grpc.CallOptions) => grpc.ClientReadab
 
 const ObserverCtor = grpc.makeGenericClientConstructor(observerService(), 'Observer');
 const MonitorCtor = grpc.makeGenericClientConstructor(monitorService(), 'Monitor');
+const HealthCtor = grpc.makeGenericClientConstructor(healthService, 'Health');
 
 /** A running stream: `done` settles when the server ends it (rejects on error, resolves on cancel()). */
 export interface StreamHandle {
@@ -108,6 +110,40 @@ export class ObserverClient {
     const out: FlowsResponse[] = [];
     await this.getFlows({ ...q, follow: false }, (r) => out.push(r), timeoutMs).done;
     return out;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** What the health service answered: SERVING/NOT_SERVING, or SERVICE_UNKNOWN (a Watch of a service nobody reports). */
+export type HealthAnswer = 'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'SERVICE_UNKNOWN';
+
+/** A client of the standard gRPC health service of a flow server or relay, as `hubble status` and probes use it. */
+export class HealthClient {
+  private readonly client: grpc.Client & Record<string, unknown>;
+
+  /** @param address "unix:///path", "/path/to.sock" or "host:port" */
+  constructor(readonly address: string) {
+    this.client = new HealthCtor(grpcTarget(address), grpc.credentials.createInsecure()) as grpc.Client & Record<string, unknown>;
+  }
+
+  /** Health/Check (a service the server does not report is a TENDRIL_ERR_OBSERVE_SERVER error: NOT_FOUND). */
+  check(service = OBSERVER_HEALTH_SERVICE, timeoutMs = 5000): Promise<HealthAnswer> {
+    const fn = (this.client['check'] as Unary).bind(this.client);
+    return new Promise((resolve, reject) => {
+      fn({ service }, { deadline: Date.now() + timeoutMs }, (err, res) => {
+        if (err) reject(clientError(this.address, err));
+        else resolve(String(res?.['status'] ?? 'UNKNOWN') as HealthAnswer);
+      });
+    });
+  }
+
+  /** Health/Watch: `each` gets the current status, then every change, until cancel() or the server ends the stream. */
+  watch(service: string, each: (s: HealthAnswer) => void): StreamHandle {
+    const call = (this.client['watch'] as ServerStream).call(this.client, { service });
+    return stream(this.address, call, (d) => String(d['status'] ?? 'UNKNOWN') as HealthAnswer, each);
   }
 
   close(): void {

@@ -43,7 +43,8 @@ export {
 export type { FlowsQuery, FlowsResponse, ServerStatus, NodeInfo, NodeStatusEvent, NodeState } from './codec.js';
 export { ObserverServer, type ObserverServerOptions } from './server.js';
 export { Relay, type RelayOptions, type RelayPeer } from './relay.js';
-export { ObserverClient, MonitorClient, type MonitorInfo, type StreamHandle } from './client.js';
+export { ObserverClient, MonitorClient, HealthClient, type HealthAnswer, type MonitorInfo, type StreamHandle } from './client.js';
+export { OBSERVER_HEALTH_SERVICE } from './health.js';
 export { buildQuery, parseTimeArg, DEFAULT_LAST, type FilterArg, type ObserveArgs } from './args.js';
 export { ObserveError, type ObserveErrorCode } from './errors.js';
 export { TENDRIL_VERSION } from './version.js';

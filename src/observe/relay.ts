@@ -1,5 +1,6 @@
 // The relay (hubble-relay's role): one Observer API for the whole cluster. It asks every node's flow server,
-// merges their flows in time order, and reports nodes it cannot reach as NODE_UNAVAILABLE.
+// merges their flows in time order, and reports nodes it cannot reach as NODE_UNAVAILABLE. Its health service says
+// SERVING while at least one node answers, as Hubble Relay's does (checked every few seconds).
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -17,6 +18,7 @@ import {
 } from './codec.js';
 import { ObserveError } from './errors.js';
 import { compileFilters } from './filter.js';
+import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { TENDRIL_VERSION } from './version.js';
 
@@ -37,6 +39,8 @@ export interface RelayOptions {
   sortWindowMs?: number;
   /** Deadline for a node's answer (unary calls, a non-following GetFlows, a history when following); default 3 s. */
   peerTimeoutMs?: number;
+  /** How often the nodes are asked whether any answers, for the health service (default 5 s, as Hubble Relay). */
+  healthIntervalMs?: number;
 }
 
 interface Peer {
@@ -71,14 +75,23 @@ export class Relay {
   private readonly version: string;
   private readonly window: number;
   private readonly timeout: number;
+  // NOT_SERVING until a node has answered, as Hubble Relay starts.
+  private readonly health = new HealthService('NOT_SERVING');
+  private readonly healthInterval: number;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing: Promise<void> | undefined;
+  private reprobe = false;
   private started = false;
+  private stopping = false;
   private boundTcp: string | undefined;
 
   constructor(private readonly opts: RelayOptions) {
     this.version = opts.version ?? TENDRIL_VERSION;
     this.window = opts.sortWindowMs ?? 100;
     this.timeout = opts.peerTimeoutMs ?? 3000;
+    this.healthInterval = opts.healthIntervalMs ?? 5000;
     this.setPeers(opts.peers ?? []);
+    this.health.addTo(this.server);
     this.server.addService(observerService(), {
       GetFlows: (call: Stream) => {
         this.getFlows(call).catch((err: unknown) => call.emit('error', statusError(grpc.status.INTERNAL, (err as Error).message)));
@@ -98,14 +111,50 @@ export class Relay {
   /** Replaces the node list (the caller follows cluster membership); streams already open keep their nodes. */
   setPeers(peers: RelayPeer[]): void {
     const wanted = new Map(peers.map((p) => [p.name, p]));
+    let changed = false;
     for (const [name, p] of this.peers) {
       const w = wanted.get(name);
       if (!w || w.address !== p.info.address) {
         p.client.close();
         this.peers.delete(name);
+        changed = true;
       }
     }
-    for (const p of peers) if (!this.peers.has(p.name)) this.peers.set(p.name, { info: { ...p }, client: new ObserverClient(p.address) });
+    for (const p of peers) {
+      if (this.peers.has(p.name)) continue;
+      this.peers.set(p.name, { info: { ...p }, client: new ObserverClient(p.address) });
+      changed = true;
+    }
+    if (changed) this.probe();
+  }
+
+  /** What the health service answers: SERVING while at least one node answers. */
+  get serving(): boolean {
+    return this.health.status === 'SERVING';
+  }
+
+  /** Asks the nodes now (one probe at a time; a request during one runs again after it), then every interval. */
+  private probe(): void {
+    if (!this.started || this.stopping) return;
+    if (this.probing) {
+      this.reprobe = true;
+      return;
+    }
+    clearTimeout(this.probeTimer);
+    this.probing = this.status().then(
+      () => undefined,
+      () => undefined,
+    );
+    void this.probing.then(() => {
+      this.probing = undefined;
+      if (this.stopping) return;
+      if (this.reprobe) {
+        this.reprobe = false;
+        this.probe();
+      } else {
+        this.probeTimer = setTimeout(() => this.probe(), this.healthInterval);
+      }
+    });
   }
 
   get peerList(): RelayPeer[] {
@@ -122,6 +171,7 @@ export class Relay {
     fs.chmodSync(file, 0o600);
     if (this.opts.tcpPort !== undefined) this.boundTcp = `127.0.0.1:${await bind(this.server, `127.0.0.1:${this.opts.tcpPort}`)}`;
     this.started = true;
+    this.probe();
   }
 
   get tcpAddress(): string | undefined {
@@ -129,6 +179,9 @@ export class Relay {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.probeTimer);
+    this.health.close();
     for (const c of this.cleanups) c();
     this.cleanups.clear();
     for (const call of this.calls) call.end();
@@ -144,6 +197,8 @@ export class Relay {
       });
     });
     for (const p of this.peers.values()) p.client.close();
+    // A probe in flight ends within the node deadline; nothing is scheduled after it.
+    await this.probing;
     if (this.started) fs.rmSync(this.opts.socketPath, { force: true });
     this.started = false;
   }
@@ -154,6 +209,7 @@ export class Relay {
     const up = answers.filter((a) => a.s !== undefined);
     const down = answers.filter((a) => a.s === undefined).map((a) => a.p.info.name).sort();
     const sum = (k: 'num_flows' | 'max_flows' | 'seen_flows' | 'flows_rate'): number => up.reduce((n, a) => n + a.s![k], 0);
+    this.health.set(up.length > 0 ? 'SERVING' : 'NOT_SERVING');
     return {
       num_flows: sum('num_flows'),
       max_flows: sum('max_flows'),
@@ -175,6 +231,7 @@ export class Relay {
         return { name: p.info.name, version: s.version, address: p.info.address, state: 'NODE_CONNECTED', uptime_ns: s.uptime_ns, num_flows: s.num_flows, max_flows: s.max_flows, seen_flows: s.seen_flows };
       }),
     );
+    this.health.set(answers.some((n) => n.state === 'NODE_CONNECTED') ? 'SERVING' : 'NOT_SERVING');
     return answers.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 

@@ -1,6 +1,6 @@
 // A node's flow server: keeps the last N flows and serves Hubble's Observer API (GetFlows, ServerStatus, GetNodes,
-// GetNamespaces) plus Tendril's Monitor service (raw events for `tendril monitor`) over gRPC on a unix socket and
-// optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up loses flows and is told how many.
+// GetNamespaces), the standard gRPC health service and Tendril's Monitor service (raw events for `tendril monitor`)
+// over gRPC on a unix socket and optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up loses flows and is told how many.
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -22,6 +22,7 @@ import {
 import { ObserveError } from './errors.js';
 import { compileFilters, type FlowPredicate } from './filter.js';
 import { toFlow, type FlowContext } from './flow.js';
+import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
 import { DEFAULT_MAX_FLOWS, FlowRing } from './ring.js';
@@ -44,6 +45,11 @@ export interface ObserverServerOptions {
   ringBytes?: number;
   /** Responses queued per follower before its flows are dropped (default 1024). */
   followerQueue?: number;
+  /**
+   * Whether the node serves from the start (default true: the agent starts the flow server once it is ready).
+   * Health checks answer NOT_SERVING until setServing(true) otherwise.
+   */
+  serving?: boolean;
 }
 
 interface Entry {
@@ -119,6 +125,7 @@ export class ObserverServer {
   private readonly startedAt = process.hrtime.bigint();
   private readonly version: string;
   private readonly queue: number;
+  private readonly health: HealthService;
   private started = false;
   private boundTcp: string | undefined;
 
@@ -126,6 +133,8 @@ export class ObserverServer {
     this.ring = new FlowRing<Entry>(opts.maxFlows ?? DEFAULT_MAX_FLOWS);
     this.version = opts.version ?? TENDRIL_VERSION;
     this.queue = opts.followerQueue ?? 1024;
+    this.health = new HealthService(opts.serving === false ? 'NOT_SERVING' : 'SERVING');
+    this.health.addTo(this.server);
     this.server.addService(observerService(), {
       GetFlows: (call: Stream) => this.getFlows(call),
       ServerStatus: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<Record<string, unknown>>) => cb(null, statusToProto(this.status())),
@@ -233,13 +242,23 @@ export class ObserverServer {
     };
   }
 
+  /** What health checks answer: SERVING while the agent is ready, NOT_SERVING otherwise (and once stopping). */
+  setServing(ready: boolean): void {
+    this.health.set(ready ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  get serving(): boolean {
+    return this.health.status === 'SERVING';
+  }
+
   /** Number of clients following flows or events (for tests and status). */
   get followers(): number {
     return this.flowFollowers.size + this.eventFollowers.size;
   }
 
-  /** Ends every stream, stops listening and removes the socket file. */
+  /** Tells health watchers NOT_SERVING, ends every stream, stops listening and removes the socket file. */
   async stop(): Promise<void> {
+    this.health.close();
     for (const fol of this.flowFollowers) fol.f.call.end();
     for (const fol of this.eventFollowers) fol.f.call.end();
     this.flowFollowers.clear();
