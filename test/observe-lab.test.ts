@@ -7,7 +7,8 @@ import path from 'node:path';
 import { AgentClient } from '../src/cli/client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
 import { REPO_ROOT, labPaths } from '../src/lab/paths.js';
-import { ObserverClient, observerSocketFor, relaySocketIn, type Flow, type FlowFilter } from '../src/observe/index.js';
+import { HealthClient, ObserverClient, observerSocketFor, relaySocketIn, type Flow, type FlowFilter } from '../src/observe/index.js';
+import { hubbleStatus } from './lib/hubble-status.js';
 
 const LAB = `o${process.pid % 100000}`;
 const BIN = path.join(REPO_ROOT, 'bin/tendril');
@@ -91,27 +92,71 @@ describe('flows of a two-node lab', { timeout: 180_000 }, () => {
     assert.deepEqual(cliUuids, fromA.map((f) => f.uuid).sort());
   });
 
+  test('`hubble status` answers Ok on each node (its own counters) and on the relay (both nodes connected)', async () => {
+    for (const n of loadLab(LAB).nodes) {
+      const target = `unix://${observerSocketFor(n.socket)}`;
+      const r = await hubbleStatus(target);
+      assert.equal(r.error, undefined, r.error);
+      assert.equal(r.lines[0], `Healthcheck (via ${target}): Ok`);
+      assert.match(r.lines[1]!, /^Current\/Max Flows: [\d,]+\/4,095 \(\d+\.\d\d%\)$/);
+      assert.match(r.lines[2]!, /^Flows\/s: \d+\.\d\d$/);
+      assert.equal(r.lines.length, 3, 'a node has no node counts, as a Cilium agent');
+    }
+    const target = `unix://${relaySocketIn(labPaths(LAB).dir)}`;
+    const health = new HealthClient(target);
+    try {
+      // The relay probes its nodes every 5 s: it serves once a probe has found one answering.
+      const end = Date.now() + 20_000;
+      while ((await health.check()) !== 'SERVING') {
+        assert.ok(Date.now() < end, 'the relay serves within 20 s');
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(await health.check(''), 'SERVING');
+    } finally {
+      health.close();
+    }
+    const r = await hubbleStatus(target);
+    assert.equal(r.error, undefined, r.error);
+    assert.equal(r.lines[0], `Healthcheck (via ${target}): Ok`);
+    assert.match(r.lines[1]!, /^Current\/Max Flows: [\d,]+\/8,190 \(\d+\.\d\d%\)$/);
+    assert.deepEqual(r.lines.slice(3), ['Connected Nodes: 2/2']);
+  });
+
   test('a dropped packet is a DROPPED flow with its reason', async () => {
     spawnSync('ip', ['-n', a.netns, 'addr', 'add', '172.20.0.250/32', 'dev', 'eth0']);
     execCapture(a.netns, ['ping', '-c', '1', '-W', '1', '-I', '172.20.0.250', c.ip]);
-    await new Promise((r) => setTimeout(r, 300));
     const node = observerSocketFor(loadLab(LAB).nodes[0]!.socket);
-    const dropped = await flows(node, [{ verdict: ['DROPPED'] }]);
-    assert.ok(dropped.some((f) => f.drop_reason_desc === 'INVALID_SOURCE_IP' && f.IP?.source === '172.20.0.250'), JSON.stringify(dropped.slice(0, 2)));
+    // The agent reads its event ring every 20 ms: wait for the flow under one deadline.
+    const end = Date.now() + 20_000;
+    let dropped: Flow[] = [];
+    const seen = (): boolean => dropped.some((f) => f.drop_reason_desc === 'INVALID_SOURCE_IP' && f.IP?.source === '172.20.0.250');
+    while (!seen() && Date.now() < end) {
+      dropped = await flows(node, [{ verdict: ['DROPPED'] }]);
+      if (!seen()) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(seen(), JSON.stringify(dropped.slice(0, 2)));
     const line = cli(['--node', 'ctr', 'observe', '--verdict', 'DROPPED', '--last', '5']);
     assert.match(line.stdout, /172\.20\.0\.250 .* Invalid source ip DROPPED/);
   });
 
   test('tendril monitor streams trace events of the node while traffic runs', async () => {
     const mon = spawn(BIN, ['--lab', LAB, '--node', 'ctr', 'monitor'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise((r) => mon.once('exit', r));
     let out = '';
     mon.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise((r) => setTimeout(r, 1500));
-    execCapture(a.netns, ['curl', '-s', '--max-time', '5', `http://${b.ip}:8080/`]);
-    await new Promise((r) => setTimeout(r, 700));
-    mon.kill('SIGINT');
-    await new Promise((r) => mon.on('exit', r));
-    assert.match(out, /Listening for events on \d+ CPUs/);
-    assert.match(out, new RegExp(`-> overlay .*${a.ip.replace(/\./g, '\\.')}:\\d+ -> ${b.ip.replace(/\./g, '\\.')}:8080 tcp SYN`));
+    const syn = new RegExp(`-> overlay .*${a.ip.replace(/\./g, '\\.')}:\\d+ -> ${b.ip.replace(/\./g, '\\.')}:8080 tcp SYN`);
+    try {
+      // The header comes before the subscription is live: connect again until a SYN shows (one deadline).
+      const end = Date.now() + 30_000;
+      while (!syn.test(out)) {
+        assert.ok(Date.now() < end, `no SYN to pod-b in the monitor output within 30 s:\n${out}`);
+        if (out.includes('Press Ctrl-C to quit')) execCapture(a.netns, ['curl', '-s', '--max-time', '5', `http://${b.ip}:8080/`]);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.match(out, /Listening for events on \d+ CPUs/);
+    } finally {
+      mon.kill('SIGINT');
+      await exited;
+    }
   });
 });
