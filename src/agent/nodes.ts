@@ -1,7 +1,7 @@
-// Node manager: registers this node in the cluster store, watches every Node, and tells the agent when its own pod
-// CIDR arrives and when remote nodes appear, change or leave. Survives store restarts (the client reconnects and the
-// watch resumes; when it cannot, a full re-list reconciles).
-import type { Kind, NodeSpec, Resource, Store, WatchEvent, WatchHandle } from '../store/types.js';
+// Node manager: registers this node in the cluster store, watches every Node (through the store's KindCache), and
+// tells the agent when its own pod CIDR arrives and when remote nodes appear, change or leave. Survives store
+// restarts (the watch resumes; when it cannot, the cache re-lists and a resync reconciles).
+import { KindCache, type Kind, type NodeSpec, type Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 
 const KIND: Kind = 'Node';
@@ -13,7 +13,7 @@ export interface NodeEvents {
   upsert(node: NodeSpec): void;
   /** A remote node left. */
   remove(name: string): void;
-  /** After a re-list: the complete set of remote nodes (anything else is gone). */
+  /** After a (re-)list: the complete set of remote nodes (anything else is gone). */
   resync(nodes: NodeSpec[]): void;
 }
 
@@ -22,29 +22,34 @@ export class NodeManager {
   private readonly selfName: string;
   private readonly addresses: string[];
   private readonly log: Logger;
-  private readonly cache = new Map<string, Resource<NodeSpec>>();
-  private watch: WatchHandle | undefined;
+  private readonly cache: KindCache<NodeSpec>;
   private events: NodeEvents | undefined;
   private stopped = false;
-  connected = true;
 
   constructor(store: Store, self: { name: string; addresses: string[] }, log: Logger) {
     this.store = store;
     this.selfName = self.name;
     this.addresses = self.addresses;
     this.log = log;
+    this.cache = new KindCache<NodeSpec>(store, KIND, log);
   }
 
+  /** Registers this node, lists and watches every Node; rejects when the store cannot be reached (the caller retries). */
   async start(events: NodeEvents): Promise<void> {
     this.events = events;
     await this.register();
-    await this.relist();
+    if (this.stopped) return;
+    await this.cache.start({
+      change: (name, value) => this.onChange(name, value),
+      resync: (all) => this.onResync(all),
+      connection: (up) => this.log.info({ connected: up }, up ? 'cluster store reachable again' : 'cluster store unreachable; forwarding continues'),
+    });
   }
 
+  /** Closes the watch; nothing is reported afterwards (a listing in flight opens none). */
   stop(): void {
     this.stopped = true;
-    this.watch?.close();
-    this.watch = undefined;
+    this.cache.stop();
   }
 
   /** Registers this node, keeping what the operator already assigned (a restart keeps its CIDR). */
@@ -72,57 +77,27 @@ export class NodeManager {
     }
   }
 
-  private async relist(): Promise<void> {
-    this.watch?.close();
-    const { items, revision } = await this.store.list<NodeSpec>(KIND);
-    this.cache.clear();
-    for (const r of items) this.cache.set(r.name, r);
-    const self = this.cache.get(this.selfName);
-    if (self) this.events?.self(self.value);
-    this.events?.resync(items.filter((r) => r.name !== this.selfName).map((r) => r.value));
-    this.watch = this.store.watch(KIND, {
-      fromRevision: revision,
-      onEvent: (ev) => this.onEvent(ev as WatchEvent<NodeSpec>),
-      onResync: (reason) => {
-        this.log.warn({ reason }, 'node watch lost its place; re-listing');
-        this.retryRelist();
-      },
-      onConnection: (up) => {
-        this.connected = up;
-        this.log.info({ connected: up }, up ? 'cluster store reachable again' : 'cluster store unreachable; forwarding continues');
-      },
-    });
-  }
-
-  private retryRelist(): void {
+  private onResync(all: Map<string, NodeSpec>): void {
     if (this.stopped) return;
-    this.relist().catch((err: unknown) => {
-      this.log.warn({ err }, 're-list of nodes failed; retrying');
-      setTimeout(() => this.retryRelist(), 500);
-    });
+    const self = all.get(this.selfName);
+    if (self) this.events?.self(self);
+    this.events?.resync([...all].filter(([name]) => name !== this.selfName).map(([, n]) => n));
   }
 
-  private onEvent(ev: WatchEvent<NodeSpec>): void {
-    if (ev.type === 'put') {
-      const r = ev.resource;
-      const old = this.cache.get(r.name);
-      if (old && old.revision >= r.revision) return;
-      this.cache.set(r.name, r);
-      if (old && JSON.stringify(old.value) === JSON.stringify(r.value)) return;
-      if (r.name === this.selfName) this.events?.self(r.value);
-      else this.events?.upsert(r.value);
+  private onChange(name: string, node: NodeSpec | undefined): void {
+    if (this.stopped) return;
+    if (node) {
+      if (name === this.selfName) this.events?.self(node);
+      else this.events?.upsert(node);
+    } else if (name === this.selfName) {
+      this.log.warn('this node was deleted from the cluster store; registering again');
+      this.register().catch((err: unknown) => this.log.error({ err }, 're-registration failed'));
     } else {
-      if (!this.cache.delete(ev.name)) return;
-      if (ev.name === this.selfName) {
-        this.log.warn('this node was deleted from the cluster store; registering again');
-        this.register().catch((err: unknown) => this.log.error({ err }, 're-registration failed'));
-      } else {
-        this.events?.remove(ev.name);
-      }
+      this.events?.remove(name);
     }
   }
 
   list(): NodeSpec[] {
-    return [...this.cache.values()].map((r) => r.value).sort((a, b) => a.name.localeCompare(b.name));
+    return this.cache.values().sort((a, b) => a.name.localeCompare(b.name));
   }
 }

@@ -8,6 +8,8 @@ export interface KindCacheEvents<T> {
   change(name: string, value: T | undefined): void;
   /** After a (re-)list: the complete set; anything the caller knew that is not in it is gone. */
   resync?(all: Map<string, T>): void;
+  /** The watch lost or regained the store (it reconnects by itself and resumes). */
+  connection?(up: boolean): void;
 }
 
 export class KindCache<T> {
@@ -74,6 +76,7 @@ export class KindCache<T> {
         this.log.warn({ kind: this.kind, reason }, 'watch lost its place; re-listing');
         this.retryRelist();
       },
+      onConnection: (up) => this.events?.connection?.(up),
     });
   }
 
