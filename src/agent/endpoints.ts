@@ -1,7 +1,7 @@
 // Endpoint manager: the endpoints of this node, persisted, wired into the datapath, re-adopted after a restart.
 import { AgentError } from './errors.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
-import type { NodeDatapath } from '../datapath/index.js';
+import type { EndpointDatapath } from './seams.js';
 import type { NamedPort } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
@@ -42,10 +42,10 @@ export class EndpointManager {
   /** By IPv4 address: the flow server looks endpoints up per datapath event. */
   private readonly byIp = new Map<string, Endpoint>();
   private readonly file: string;
-  private readonly dp: NodeDatapath;
+  private readonly dp: EndpointDatapath;
   private readonly log: Logger;
 
-  constructor(dp: NodeDatapath, file: string, log: Logger) {
+  constructor(dp: EndpointDatapath, file: string, log: Logger) {
     this.dp = dp;
     this.file = file;
     this.log = log;

@@ -20,11 +20,12 @@ import {
 } from '../policy/index.js';
 import { KindCache } from '../store/cache.js';
 import type { EndpointSpec, NamedPort, NamespaceSpec, PolicySpec, Store } from '../store/types.js';
-import type { NodeDatapath, PolicyMapEntry } from '../datapath/index.js';
+import type { PolicyMapEntry } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
 import type { Endpoint, EndpointManager } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { IDENTITY_LOCAL_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
+import type { SecurityDatapath } from './seams.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 
 export interface SecurityOptions {
@@ -71,7 +72,7 @@ export class SecurityManager {
   readonly identities: IdentityAllocator;
   private readonly opts: SecurityOptions;
   private readonly log: Logger;
-  private dp: NodeDatapath | undefined;
+  private dp: SecurityDatapath | undefined;
   private endpoints: EndpointManager | undefined;
   private readonly namespaces: KindCache<NamespaceSpec> | undefined;
   private readonly clusterEndpoints: KindCache<EndpointSpec> | undefined;
@@ -141,7 +142,7 @@ export class SecurityManager {
   }
 
   /** Connects the datapath and endpoints once the node has them; compiles every endpoint. */
-  attach(dp: NodeDatapath, endpoints: EndpointManager): void {
+  attach(dp: SecurityDatapath, endpoints: EndpointManager): void {
     this.dp = dp;
     this.endpoints = endpoints;
     // CIDR identities of the last run keep their numbers: the pinned policy entries still refer to them.
@@ -671,7 +672,7 @@ export class SecurityManager {
     return this.compiled.get(id);
   }
 
-  private live(): { dp: NodeDatapath; endpoints: EndpointManager } {
+  private live(): { dp: SecurityDatapath; endpoints: EndpointManager } {
     if (!this.dp || !this.endpoints) throw new AgentError('TENDRIL_ERR_NOT_READY', `Node ${this.opts.nodeName} has no datapath yet`);
     return { dp: this.dp, endpoints: this.endpoints };
   }
