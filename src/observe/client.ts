@@ -71,7 +71,10 @@ export class ObserverClient {
 
   /** @param address "unix:///path", "/path/to.sock" or "host:port" */
   constructor(readonly address: string) {
-    this.client = new ObserverCtor(grpcTarget(address), grpc.credentials.createInsecure()) as grpc.Client & Record<string, unknown>;
+    // A relay keeps its node clients for as long as the nodes exist: after a long outage grpc-js would wait up to
+    // 120 s between attempts, failing every call meanwhile; 5 s brings a node back within a health probe or two.
+    this.client = new ObserverCtor(grpcTarget(address), grpc.credentials.createInsecure(), { 'grpc.max_reconnect_backoff_ms': 5000 }) as grpc.Client &
+      Record<string, unknown>;
   }
 
   private unary(method: string, timeoutMs: number): Promise<Record<string, unknown>> {
