@@ -44,7 +44,16 @@ describe('flows of a two-node lab', { timeout: 180_000 }, () => {
     b = await podAdd(LAB, 'pod-b', { node: 'w1', labels: { app: 'b' }, serve: 8080 });
     assert.equal(execCapture(a.netns, ['ping', '-c', '2', '-i', '0.2', c.ip]).status, 0);
     assert.equal(execCapture(a.netns, ['curl', '-s', '--max-time', '5', `http://${b.ip}:8080/`]).status, 0);
-    await new Promise((r) => setTimeout(r, 300)); // the agents poll their event rings every 20 ms
+    // The agents poll their event rings every 20 ms: wait (one deadline) until the relay has both pods' flows.
+    const relay = relaySocketIn(labPaths(LAB).dir);
+    const end = Date.now() + 30_000;
+    for (;;) {
+      const icmp = await flows(relay, [{ source_pod: ['default/pod-a'], destination_pod: ['default/pod-c'], protocol: ['icmp'] }]);
+      const tcp = await flows(relay, [{ destination_ip: [b.ip], protocol: ['tcp'] }]);
+      if (icmp.some((f) => f.trace_observation_point === 'TO_ENDPOINT') && new Set(tcp.map((f) => f.node_name)).size === 2) break;
+      assert.ok(Date.now() < end, 'the relay has the flows of the ping and the curl within 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
   after(async () => {
     await labDown(LAB);
