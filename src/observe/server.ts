@@ -1,6 +1,7 @@
 // A node's flow server: keeps the last N flows and serves Hubble's Observer API (GetFlows, ServerStatus, GetNodes,
 // GetNamespaces), the standard gRPC health service and Tendril's Monitor service (raw events for `tendril monitor`)
-// over gRPC on a unix socket and optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up loses flows and is told how many.
+// over gRPC on a unix socket and optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up
+// loses flows and is told how many.
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
