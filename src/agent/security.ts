@@ -24,7 +24,7 @@ import type { NodeDatapath, PolicyMapEntry } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
 import type { Endpoint, EndpointManager } from './endpoints.js';
 import { AgentError } from './errors.js';
-import { IDENTITY_LOCAL_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
+import { IDENTITY_LOCAL_MIN, IDENTITY_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 
 export interface SecurityOptions {
@@ -168,6 +168,7 @@ export class SecurityManager {
       this.nextCidrId = Math.max(this.nextCidrId, e.identity + 1);
     }
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
+    if (this.clusterEndpoints?.ready) this.pruneStaleRemoteIps();
     this.reconcileOwnRecords();
     this.syncCidrIdentities();
     this.scheduleAll();
@@ -382,8 +383,25 @@ export class SecurityManager {
   private remoteEndpointsResynced(all: Map<string, EndpointSpec>): void {
     for (const name of [...this.remoteIps.keys()]) if (!all.has(name)) this.remoteEndpointChanged(name, undefined);
     for (const [name, v] of all) this.remoteEndpointChanged(name, v);
+    this.pruneStaleRemoteIps();
     this.reconcileOwnRecords();
     this.clusterChanged();
+  }
+
+  /**
+   * After a listing: remote pod addresses in the (pinned) ipcache that no record names any more, written by an
+   * earlier run of this agent for pods deleted while it or the store was away, are removed.
+   */
+  private pruneStaleRemoteIps(): void {
+    const dp = this.dp;
+    if (!dp) return;
+    for (const e of dp.dumpIpcache()) {
+      if (!e.prefix.endsWith('/32') || e.identity < IDENTITY_MIN || e.identity >= IDENTITY_LOCAL_MIN) continue;
+      const ip = e.prefix.slice(0, -3);
+      if (this.remoteByIp.has(ip) || this.endpoints?.findByIp(ip)) continue;
+      dp.ipcacheDelete(e.prefix);
+      this.log.info({ ip }, 'removed the ipcache entry of a remote pod that is gone');
+    }
   }
 
   /**

@@ -38,6 +38,8 @@ export class GuardedStore implements Store {
   private timer: NodeJS.Timeout | undefined;
   private probing = false;
   private closed = false;
+  /** Deadlines of calls in flight (close() clears them: the closed client settles those calls itself). */
+  private readonly deadlines = new Set<NodeJS.Timeout>();
 
   constructor(inner: Store, opts: GuardOptions = {}) {
     this.inner = inner;
@@ -97,6 +99,8 @@ export class GuardedStore implements Store {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    for (const t of this.deadlines) clearTimeout(t);
+    this.deadlines.clear();
     await this.inner.close();
   }
 
@@ -105,7 +109,7 @@ export class GuardedStore implements Store {
       throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: cluster store ${this.description} unavailable since ${this.state.since} (${this.state.error}); try again later`);
     }
     try {
-      const r = await deadline(fn(), this.callTimeoutMs, `Cannot ${what}: cluster store ${this.description} did not answer within ${this.callTimeoutMs} ms`);
+      const r = await this.deadline(fn(), this.callTimeoutMs, `Cannot ${what}: cluster store ${this.description} did not answer within ${this.callTimeoutMs} ms`);
       this.mark(true);
       return r;
     } catch (err) {
@@ -113,6 +117,20 @@ export class GuardedStore implements Store {
       else if (err instanceof StoreError) this.mark(true); // it answered, with a coded refusal
       throw err;
     }
+  }
+
+  /** @p, or a TENDRIL_ERR_STORE_UNAVAILABLE rejection after @ms (the call itself is left to its own timeout). */
+  private deadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', message)), ms);
+      this.deadlines.add(timer);
+    });
+    p.catch(() => undefined); // settles after the deadline: nobody listens any more
+    return Promise.race([p, late]).finally(() => {
+      clearTimeout(timer);
+      this.deadlines.delete(timer!);
+    });
   }
 
   private schedule(ms: number): void {
@@ -134,7 +152,7 @@ export class GuardedStore implements Store {
       this.probing = false;
     });
     try {
-      const r = await deadline(p, this.callTimeoutMs, `no answer within ${this.callTimeoutMs} ms`);
+      const r = await this.deadline(p, this.callTimeoutMs, `no answer within ${this.callTimeoutMs} ms`);
       if (r.ok) this.mark(true, undefined, r.revision);
       else this.mark(false, r.error ?? 'unreachable');
     } catch (err) {
@@ -163,12 +181,3 @@ function isUnavailable(err: unknown): boolean {
   return (err as { code?: unknown }).code === 'TENDRIL_ERR_STORE_UNAVAILABLE';
 }
 
-/** @p, or a TENDRIL_ERR_STORE_UNAVAILABLE rejection after @ms (the call itself is left to its own timeout). */
-function deadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', message)), ms);
-  });
-  p.catch(() => undefined); // settles after the deadline: nobody listens any more
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
