@@ -1,6 +1,7 @@
 // A Store that never makes its caller wait on a store that does not answer: every call has a short deadline, a
-// store found unreachable fails the next calls at once (coded TENDRIL_ERR_STORE_UNAVAILABLE) until a background
-// probe sees it answer again, and ping() answers from the last probe without a round trip. Watches pass through
+// store found unreachable fails the next calls fast (coded TENDRIL_ERR_STORE_UNAVAILABLE: each waits at most a short
+// re-check for a probe to see the store back) until a background probe sees it answer again, and ping() answers
+// from the last probe without a round trip. Watches pass through
 // (they reconnect by themselves). What an agent wraps its store client in, so its API and CNI calls stay fast
 // whatever the store does.
 import { StoreError, describeCause } from './errors.js';
@@ -13,6 +14,8 @@ export interface GuardOptions {
   probeUpMs?: number;
   /** Probe period while it does not (how soon its return is noticed). Default 250 ms. */
   probeDownMs?: number;
+  /** How long a call to a store known away waits for a probe (started at once) to find it back. Default 500 ms. */
+  recheckMs?: number;
   /** Reachability changed (not called for the first probe when the store answers). */
   onChange?: (up: boolean, error: string | undefined) => void;
 }
@@ -33,6 +36,7 @@ export class GuardedStore implements Store {
   private readonly callTimeoutMs: number;
   private readonly probeUpMs: number;
   private readonly probeDownMs: number;
+  private readonly recheckMs: number;
   private readonly onChange: GuardOptions['onChange'];
   private state: StoreHealth = { ok: undefined, since: undefined, checkedAt: undefined, error: undefined, revision: undefined };
   private timer: NodeJS.Timeout | undefined;
@@ -40,6 +44,8 @@ export class GuardedStore implements Store {
   private closed = false;
   /** Deadlines of calls in flight (close() clears them: the closed client settles those calls itself). */
   private readonly deadlines = new Set<NodeJS.Timeout>();
+  /** Calls waiting for the store to be seen back. */
+  private readonly waiters = new Set<() => void>();
 
   constructor(inner: Store, opts: GuardOptions = {}) {
     this.inner = inner;
@@ -47,6 +53,7 @@ export class GuardedStore implements Store {
     this.callTimeoutMs = opts.callTimeoutMs ?? 1500;
     this.probeUpMs = opts.probeUpMs ?? 2000;
     this.probeDownMs = opts.probeDownMs ?? 250;
+    this.recheckMs = opts.recheckMs ?? 500;
     this.onChange = opts.onChange;
   }
 
@@ -101,10 +108,12 @@ export class GuardedStore implements Store {
     this.timer = undefined;
     for (const t of this.deadlines) clearTimeout(t);
     this.deadlines.clear();
+    for (const w of [...this.waiters]) w();
     await this.inner.close();
   }
 
   private async call<R>(what: string, fn: () => Promise<R>): Promise<R> {
+    if (this.state.ok === false) await this.recheck();
     if (this.state.ok === false) {
       throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: cluster store ${this.description} unavailable since ${this.state.since} (${this.state.error}); try again later`);
     }
@@ -117,6 +126,22 @@ export class GuardedStore implements Store {
       else if (err instanceof StoreError) this.mark(true); // it answered, with a coded refusal
       throw err;
     }
+  }
+
+  /** Probes now (unless a probe is under way) and waits up to recheckMs for the store to be seen back. */
+  private async recheck(): Promise<void> {
+    if (this.closed) return;
+    if (!this.probing) this.schedule(0);
+    let done: () => void = () => {};
+    const timer = setTimeout(() => done(), this.recheckMs);
+    await new Promise<void>((resolve) => {
+      done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      this.waiters.add(done);
+    });
   }
 
   /** @p, or a TENDRIL_ERR_STORE_UNAVAILABLE rejection after @ms (the call itself is left to its own timeout). */
@@ -169,6 +194,7 @@ export class GuardedStore implements Store {
     this.state.checkedAt = now;
     this.state.error = ok ? undefined : error;
     if (revision !== undefined) this.state.revision = revision;
+    if (ok) for (const w of [...this.waiters]) w();
     if (prev !== ok && !(prev === undefined && ok)) {
       // Noticed by a call: probe again soon to see it come back.
       if (!ok) this.schedule(this.probeDownMs);
