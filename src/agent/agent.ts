@@ -20,14 +20,23 @@ import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
 import type { EventWatch } from '../datapath/index.js';
 import { interfaceName } from '../datapath/index.js';
-import { openStore } from '../store/index.js';
-import type { NodeSpec, Store } from '../store/types.js';
+import { openStore, StoreError } from '../store/index.js';
+import { GuardedStore } from '../store/guard.js';
+import type { NodeSpec } from '../store/types.js';
+import { readJsonFile, writeJsonFile } from './state-file.js';
 import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
 
 export const CNI_CONF_NAME = '05-tendril.conflist';
 const HEALTH_IF = 'lxc_health';
+/** Pause between attempts to reach a cluster store that does not answer. */
+const STORE_RETRY_MS = 1000;
+
+/** node.json in the state dir: what the node needs to come up again without the cluster store. */
+interface NodeStateFile {
+  podCidr: string;
+}
 
 export class Agent {
   readonly cfg: AgentConfig;
@@ -35,8 +44,12 @@ export class Agent {
   private ipam!: NodeIpam;
   private dp: NodeDatapath | undefined;
   private endpoints: EndpointManager | undefined;
-  private store: Store | undefined;
+  private store: GuardedStore | undefined;
   private nodes: NodeManager | undefined;
+  /** Whether the node list came from the store at least once (until then the datapath keeps its remote nodes). */
+  private nodesListed = false;
+  private nodeRetryTimer: NodeJS.Timeout | undefined;
+  private publishTimer: NodeJS.Timeout | undefined;
   private security!: SecurityManager;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; ms: number } | undefined;
@@ -62,7 +75,15 @@ export class Agent {
     fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
     const api = new ApiServer(this.log.child({ subsys: 'api' }));
     this.routes(api, new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' })));
-    if (cfg.store) this.store = openStore(cfg.store);
+    if (cfg.store) {
+      // Short bounds: the store is asked in the background (watches, publishing) or on behalf of a runtime that
+      // retries; a store that does not answer must fail those calls fast, never hold the API or a CNI ADD.
+      this.store = new GuardedStore(openStore(cfg.store, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 }), {
+        onChange: (up, error) =>
+          up ? this.log.info('cluster store reachable again') : this.log.warn({ err: error }, 'cluster store unavailable; serving from local state'),
+      });
+      this.store.start();
+    }
     this.security = new SecurityManager({
       nodeName: cfg.nodeName,
       nodeIP: cfg.nodeIP ?? '',
@@ -70,11 +91,15 @@ export class Agent {
       stateDir: cfg.stateDir,
       mode: cfg.enablePolicy,
       log: this.log.child({ subsys: 'policy' }),
+      storeAvailable: () => this.store?.up ?? true,
+      identityFile: path.join(cfg.stateDir, 'identities.json'),
     });
     await api.listen(cfg.socket);
     this.api = api;
     this.security.start();
-    if (cfg.podCidr) await this.bringUp(cfg.podCidr);
+    // The CIDR of the last run, if the flag gives none: a restart needs no store to serve the node's pods.
+    const podCidr = cfg.podCidr ?? readJsonFile<NodeStateFile>(this.nodeStateFile)?.podCidr;
+    if (podCidr) await this.bringUp(podCidr);
     if (this.store) {
       this.nodes = new NodeManager(this.store, { name: cfg.nodeName, addresses: cfg.nodeIP ? [cfg.nodeIP] : [] }, this.log.child({ subsys: 'nodes' }));
       this.startNodeManager();
@@ -90,12 +115,42 @@ export class Agent {
         self: (n) => this.serial(() => this.onSelf(n)),
         upsert: (n) => this.serial(async () => this.upsertRemote(n)),
         remove: (name) => this.serial(async () => this.removeRemote(name)),
-        resync: (all) => this.serial(async () => this.resyncRemotes(all)),
+        resync: (all) =>
+          this.serial(async () => {
+            this.nodesListed = true;
+            this.resyncRemotes(all);
+          }),
       })
       .catch((err: unknown) => {
         if (this.stopping) return;
         this.log.warn({ err: (err as Error).message }, 'cluster store not reachable yet; retrying');
-        setTimeout(() => this.startNodeManager(), 1000);
+        this.nodeRetryTimer = setTimeout(() => this.startNodeManager(), STORE_RETRY_MS);
+      });
+  }
+
+  private get nodeStateFile(): string {
+    return path.join(this.cfg.stateDir, 'node.json');
+  }
+
+  /** This node's router and health IPs to the cluster (other nodes route to them), retried until the store takes them. */
+  private publishNode(): void {
+    const nodes = this.nodes;
+    if (!nodes || this.stopping) return;
+    clearTimeout(this.publishTimer);
+    this.publishTimer = undefined;
+    const { cfg } = this;
+    nodes
+      .update((cur) => ({
+        name: cfg.nodeName,
+        addresses: cur?.addresses ?? (cfg.nodeIP ? [cfg.nodeIP] : []),
+        podCIDRs: cur?.podCIDRs ?? [this.podCidr],
+        routerIP: this.routerIP,
+        healthIP: this.healthIP,
+      }))
+      .catch((err: unknown) => {
+        if (this.stopping) return;
+        this.log.warn({ err: (err as Error).message }, 'cannot publish this node to the cluster store; retrying');
+        this.publishTimer = setTimeout(() => this.publishNode(), STORE_RETRY_MS);
       });
   }
 
@@ -109,6 +164,8 @@ export class Agent {
     if (!cidr) return;
     if (this.dp) {
       if (cidr !== this.podCidr) this.log.error({ assigned: cidr, inUse: this.podCidr }, 'the operator assigned another pod CIDR; keeping the one in use');
+      // Came up from its own state while the store was away: what it publishes may not be there yet.
+      else if (n.routerIP !== this.routerIP || n.healthIP !== this.healthIP) this.publishNode();
       return;
     }
     await this.bringUp(cidr);
@@ -119,6 +176,7 @@ export class Agent {
     const { cfg } = this;
     this.podCidr = podCidr;
     this.ipam = new NodeIpam(podCidr, path.join(cfg.stateDir, 'ipam.json'));
+    if (readJsonFile<NodeStateFile>(this.nodeStateFile)?.podCidr !== podCidr) writeJsonFile(this.nodeStateFile, { podCidr } satisfies NodeStateFile);
     this.routerIP = this.ipam.findByOwner('router') ?? this.ipam.allocateNext('router');
     this.healthIP = this.ipam.findByOwner('health') ?? this.ipam.allocateNext('health');
     const dp = new NodeDatapath({
@@ -150,14 +208,9 @@ export class Agent {
     // earlier anyway (a stale config) is answered "try again later" (11).
     this.writeCniConfig();
     if (this.nodes) {
-      await this.nodes.update((cur) => ({
-        name: cfg.nodeName,
-        addresses: cur?.addresses ?? (cfg.nodeIP ? [cfg.nodeIP] : []),
-        podCIDRs: cur?.podCIDRs ?? [podCidr],
-        routerIP: this.routerIP,
-        healthIP: this.healthIP,
-      }));
-      this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
+      this.publishNode();
+      // Remote nodes known from the store; before its first listing the pinned ones stay (restart without a store).
+      if (this.nodesListed) this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
     }
     this.log.info({ node: cfg.nodeName, podCidr }, 'agent ready');
   }
@@ -191,6 +244,8 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.ctGcTimer);
+    clearTimeout(this.nodeRetryTimer);
+    clearTimeout(this.publishTimer);
     this.security?.stop();
     this.nodes?.stop();
     this.events?.stop();
@@ -312,7 +367,7 @@ export class Agent {
         const labels = r.labels ?? {};
         const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
-          if (err instanceof AgentError && err.code === 'TENDRIL_ERR_NOT_READY') throw new CniError(CniCode.TRY_AGAIN_LATER, err.message);
+          if (isTransient(err)) throw new CniError(CniCode.TRY_AGAIN_LATER, (err as Error).message, { details: 'the cluster store is unavailable; existing pods are not affected' });
           throw err;
         });
         const ep = await this.live().endpoints.create({
@@ -569,18 +624,24 @@ export class Agent {
     const live = this.dp && this.endpoints ? this.live() : undefined;
     const eps = live?.endpoints.list() ?? [];
     const owners = new Map(eps.map((e) => [e.ip, e]));
-    const store = this.store ? await this.store.ping() : undefined;
+    // From the store guard's last probe: health answers from local state, whatever the store does.
+    const store = this.store?.health();
+    const storeDown = store?.ok === false;
     return {
       tendril: {
-        state: this.ready ? 'Ok' : 'Waiting',
-        message: this.ready ? '' : `node ${this.cfg.nodeName} has no pod CIDR yet (waiting for the operator)`,
+        state: !this.ready ? 'Waiting' : storeDown ? 'Warning' : 'Ok',
+        message: !this.ready
+          ? `node ${this.cfg.nodeName} has no pod CIDR yet (waiting for the operator)`
+          : storeDown
+            ? 'cluster store unavailable: existing pods are served from local state; changes that need the store wait for it'
+            : '',
         version: VERSION,
         node: this.cfg.nodeName,
         'uptime-seconds': Math.round((Date.now() - this.startedAt) / 1000),
       },
       ready: this.ready,
       'cni-config': this.cniConfPath ?? null,
-      store: this.store ? { description: this.store.description, ok: store?.ok ?? false, error: store?.error ?? null } : null,
+      store: this.store ? { description: this.store.description, ok: store?.ok === true, error: store?.ok === true ? null : (store?.error ?? 'not checked yet'), since: store?.since ?? null } : null,
       ipam: live
         ? {
             'pod-cidr': this.podCidr,
@@ -657,6 +718,15 @@ export class Agent {
     fs.renameSync(tmp, file);
     this.cniConfPath = file;
   }
+}
+
+/** Conditions a runtime should retry (CNI 11): the cluster store away, the node or its cluster state not ready. */
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return (
+    (err instanceof AgentError && (code === 'TENDRIL_ERR_NOT_READY' || code === 'TENDRIL_ERR_STORE_UNAVAILABLE')) ||
+    (err instanceof StoreError && code === 'TENDRIL_ERR_STORE_UNAVAILABLE')
+  );
 }
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {

@@ -6,6 +6,7 @@ import type { IdentitySpec, Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 import { IDENTITY_MIN_CLUSTER, LABEL_NAMESPACE_LABELS_PREFIX, LABEL_POD_NAMESPACE, reservedIdentities } from '../policy/index.js';
 import { AgentError } from './errors.js';
+import { readJsonFile, writeJsonFile } from './state-file.js';
 
 export { IDENTITY_HEALTH, IDENTITY_HOST } from '../policy/index.js';
 
@@ -53,6 +54,13 @@ function isConflict(err: unknown): boolean {
   return (err as { code?: string }).code === 'TENDRIL_ERR_STORE_CONFLICT';
 }
 
+/** How soon a change of the cluster's identities is written to the state file (one write per burst). */
+const SAVE_DELAY_MS = 1000;
+
+interface IdentityStateFile {
+  identities: Array<{ id: number; labels: string[] }>;
+}
+
 export interface IdentityEvents {
   /** An identity appeared, changed or vanished (labels undefined). */
   change(id: number, labels: string[] | undefined): void;
@@ -73,11 +81,22 @@ export class IdentityAllocator {
   /** Without a store: the node's own table. */
   private readonly local = new Map<number, string[]>();
   private readonly byLabels = new Map<string, number>();
+  /** The cluster's identities as last seen (@stateFile), answered until the store is listed after a restart. */
+  private readonly persisted = new Map<number, string[]>();
+  private readonly stateFile: string | undefined;
+  private saveTimer: NodeJS.Timeout | undefined;
 
-  constructor(store: Store | undefined, log: Logger) {
+  constructor(store: Store | undefined, log: Logger, stateFile?: string) {
     this.store = store;
     this.log = log;
+    this.stateFile = store ? stateFile : undefined;
     if (store) this.cache = new KindCache<IdentitySpec>(store, 'Identity', log);
+    if (!this.stateFile) return;
+    try {
+      for (const i of readJsonFile<IdentityStateFile>(this.stateFile)?.identities ?? []) this.persisted.set(i.id, i.labels);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, file: this.stateFile }, 'ignoring an unreadable identity state file');
+    }
   }
 
   async start(events: IdentityEvents): Promise<void> {
@@ -87,11 +106,14 @@ export class IdentityAllocator {
         const id = Number(name);
         if (v) this.byLabels.set(labelsKey(v.labels), id);
         else this.forget(id);
+        this.scheduleSave();
         events.change(id, v?.labels);
       },
       resync: (all) => {
         this.byLabels.clear();
+        this.persisted.clear();
         for (const [name, v] of all) this.byLabels.set(labelsKey(v.labels), Number(name));
+        this.scheduleSave();
         events.resync();
       },
     });
@@ -99,6 +121,24 @@ export class IdentityAllocator {
 
   stop(): void {
     this.cache?.stop();
+    if (this.saveTimer) this.save();
+  }
+
+  private scheduleSave(): void {
+    if (!this.stateFile || this.saveTimer) return;
+    this.saveTimer = setTimeout(() => this.save(), SAVE_DELAY_MS);
+    this.saveTimer.unref();
+  }
+
+  private save(): void {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = undefined;
+    if (!this.stateFile || !this.cache?.ready) return;
+    try {
+      writeJsonFile(this.stateFile, { identities: this.list() } satisfies IdentityStateFile);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, file: this.stateFile }, 'cannot save the identities known');
+    }
   }
 
   get ready(): boolean {
@@ -111,14 +151,14 @@ export class IdentityAllocator {
 
   /** Labels of any identity this node knows: reserved, cluster-wide, or local. */
   labels(id: number): string[] | undefined {
-    return RESERVED_LABELS[id] ?? this.cache?.get(String(id))?.labels ?? this.local.get(id);
+    return RESERVED_LABELS[id] ?? this.cache?.get(String(id))?.labels ?? this.local.get(id) ?? this.persisted.get(id);
   }
 
   /** Every cluster identity known (reserved ones not included). */
   list(): Array<{ id: number; labels: string[] }> {
-    const out = this.cache
+    const out = this.cache?.ready
       ? this.cache.entries().map(([name, v]) => ({ id: Number(name), labels: v.labels }))
-      : [...this.local].map(([id, labels]) => ({ id, labels }));
+      : [...(this.cache ? this.persisted : this.local)].map(([id, labels]) => ({ id, labels }));
     return out.sort((a, b) => a.id - b.id);
   }
 

@@ -24,7 +24,7 @@ import type { PolicyMapEntry } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
 import type { Endpoint, EndpointManager } from './endpoints.js';
 import { AgentError } from './errors.js';
-import { IDENTITY_LOCAL_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
+import { IDENTITY_LOCAL_MIN, IDENTITY_MIN, IdentityAllocator, RESERVED_LABELS, securityLabels } from './identity.js';
 import type { SecurityDatapath } from './seams.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 
@@ -36,6 +36,10 @@ export interface SecurityOptions {
   stateDir: string;
   mode: EnforcementMode;
   log: Logger;
+  /** Whether the store answered lately (no round trip); false fails store-bound work at once. Default: always. */
+  storeAvailable?: () => boolean;
+  /** Where the identities known are kept for a restart without the store. */
+  identityFile?: string;
 }
 
 /** Store name of an Endpoint resource. */
@@ -56,6 +60,9 @@ export interface PolicyView {
 }
 
 const PUBLISH_RETRY_MS = 1000;
+/** Longest a pod ADD waits for the cluster state to load, and for its identity (the runtime retries on code 11). */
+const SYNC_WAIT_MS = 2000;
+const IDENTITY_WAIT_MS = 5000;
 
 /** GET /v1/endpoint/{id}/policy (`tendril bpf policy get`): the endpoint's map entries as the kernel holds them. */
 export interface EndpointPolicyView {
@@ -94,7 +101,11 @@ export class SecurityManager {
   private scheduled: NodeJS.Immediate | undefined;
   private stopped = false;
   private readonly unpublished = new Set<number>();
+  /** Records of deleted endpoints the store did not take the deletion of yet (resource names). */
+  private readonly unremoved = new Set<string>();
   private publishTimer: NodeJS.Timeout | undefined;
+  private publishing = false;
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
   /** Last regeneration: how many endpoints and how long. */
   lastRegeneration = { endpoints: 0, ms: 0, compileMs: 0, mapsMs: 0, at: '' };
 
@@ -102,7 +113,7 @@ export class SecurityManager {
     this.opts = opts;
     this.log = opts.log;
     this.compiler = new PolicyCompiler({ mode: opts.mode });
-    this.identities = new IdentityAllocator(opts.store, opts.log.child({ subsys: 'identity' }));
+    this.identities = new IdentityAllocator(opts.store, opts.log.child({ subsys: 'identity' }), opts.identityFile);
     if (opts.store) {
       this.namespaces = new KindCache<NamespaceSpec>(opts.store, 'Namespace', opts.log);
       this.clusterEndpoints = new KindCache<EndpointSpec>(opts.store, 'Endpoint', opts.log);
@@ -132,9 +143,14 @@ export class SecurityManager {
   private async whenSynced(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
     while (!this.synced) {
-      if (Date.now() > deadline) throw new AgentError('TENDRIL_ERR_NOT_READY', `Cluster state not loaded after ${ms} ms: is the cluster store reachable?`);
+      if (this.opts.storeAvailable?.() === false || Date.now() > deadline) throw this.notSynced(ms);
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  private notSynced(ms?: number): AgentError {
+    const why = ms === undefined ? 'not loaded yet' : `not loaded after ${ms} ms`;
+    return new AgentError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cluster state (identities, policies) ${why}: the cluster store is unavailable; try again later`);
   }
 
   get mode(): EnforcementMode {
@@ -153,6 +169,7 @@ export class SecurityManager {
       this.nextCidrId = Math.max(this.nextCidrId, e.identity + 1);
     }
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
+    if (this.clusterEndpoints?.ready) this.pruneStaleRemoteIps();
     this.reconcileOwnRecords();
     this.syncCidrIdentities();
     this.scheduleAll();
@@ -165,7 +182,11 @@ export class SecurityManager {
       fn().catch((err: unknown) => {
         if (this.stopped) return;
         this.log.warn({ err: (err as Error).message, what }, 'cluster store not reachable yet; retrying');
-        setTimeout(() => retry(what, fn), 1000);
+        const t = setTimeout(() => {
+          this.retryTimers.delete(t);
+          retry(what, fn);
+        }, 1000);
+        this.retryTimers.add(t);
       });
     };
     retry('identities', () =>
@@ -209,6 +230,8 @@ export class SecurityManager {
     this.clusterPolicies?.stop();
     if (this.scheduled) clearImmediate(this.scheduled);
     clearTimeout(this.publishTimer);
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
   }
 
   // ---- identities of local endpoints ------------------------------------------------------------------------
@@ -220,12 +243,12 @@ export class SecurityManager {
 
   /** Security labels and identity of a pod: allocated cluster-wide (bounded wait: the CNI caller retries). */
   async podIdentity(namespace: string, labels: Record<string, string>): Promise<{ securityLabels: string[]; identity: number }> {
-    await this.whenSynced(10_000);
+    await this.whenSynced(SYNC_WAIT_MS);
     const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace));
     // The first endpoint of a label set on this node touches its identity, which the operator may be collecting.
     const text = sec.join(',');
     const touch = !this.endpoints?.list().some((e) => e.securityLabels.join(',') === text);
-    const identity = await withTimeout(this.identities.allocate(sec, { touch }), 10_000, `allocating an identity for ${namespace} pod labels`);
+    const identity = await withTimeout(this.identities.allocate(sec, { touch }), IDENTITY_WAIT_MS, `allocating an identity for ${namespace} pod labels`);
     return { securityLabels: sec, identity };
   }
 
@@ -239,11 +262,10 @@ export class SecurityManager {
   endpointDeleted(ep: Endpoint): void {
     this.compiled.delete(ep.id);
     this.unpublished.delete(ep.id);
-    const store = this.opts.store;
-    if (store) {
-      store.delete('Endpoint', endpointResourceName(this.opts.nodeName, ep.id)).catch((err: unknown) => {
-        this.log.warn({ err: (err as Error).message, endpoint: ep.id }, 'cannot remove the endpoint from the cluster store; the operator will');
-      });
+    if (this.opts.store) {
+      // Through the publisher, which retries while the store is away (other nodes route the address until then).
+      this.unremoved.add(endpointResourceName(this.opts.nodeName, ep.id));
+      this.schedulePublish();
     }
     this.identities.releaseLocal(new Set(this.endpoints?.list().map((e) => e.identity)));
   }
@@ -362,8 +384,25 @@ export class SecurityManager {
   private remoteEndpointsResynced(all: Map<string, EndpointSpec>): void {
     for (const name of [...this.remoteIps.keys()]) if (!all.has(name)) this.remoteEndpointChanged(name, undefined);
     for (const [name, v] of all) this.remoteEndpointChanged(name, v);
+    this.pruneStaleRemoteIps();
     this.reconcileOwnRecords();
     this.clusterChanged();
+  }
+
+  /**
+   * After a listing: remote pod addresses in the (pinned) ipcache that no record names any more, written by an
+   * earlier run of this agent for pods deleted while it or the store was away, are removed.
+   */
+  private pruneStaleRemoteIps(): void {
+    const dp = this.dp;
+    if (!dp) return;
+    for (const e of dp.dumpIpcache()) {
+      if (!e.prefix.endsWith('/32') || e.identity < IDENTITY_MIN || e.identity >= IDENTITY_LOCAL_MIN) continue;
+      const ip = e.prefix.slice(0, -3);
+      if (this.remoteByIp.has(ip) || this.endpoints?.findByIp(ip)) continue;
+      dp.ipcacheDelete(e.prefix);
+      this.log.info({ ip }, 'removed the ipcache entry of a remote pod that is gone');
+    }
   }
 
   /**
@@ -397,18 +436,46 @@ export class SecurityManager {
     };
   }
 
-  /** Publishes local endpoints to the store, retrying while it is unreachable. */
-  private schedulePublish(): void {
-    if (!this.opts.store || this.publishTimer || this.unpublished.size === 0 || !this.endpoints) return;
+  /** Publishes local endpoints (and removes deleted ones) in the store, one run at a time, retrying while it is away. */
+  private schedulePublish(delayMs = 0): void {
+    if (!this.opts.store || this.publishTimer || this.stopped || (this.unpublished.size === 0 && this.unremoved.size === 0) || !this.endpoints) return;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
-      void this.publish();
-    }, 0);
+      if (this.publishing) {
+        this.schedulePublish(PUBLISH_RETRY_MS);
+        return;
+      }
+      this.publishing = true;
+      void this.publish()
+        .catch(() => false)
+        .then((ok) => {
+          this.publishing = false;
+          this.schedulePublish(ok ? 0 : PUBLISH_RETRY_MS);
+        });
+    }, delayMs);
   }
 
-  private async publish(): Promise<void> {
+  /** One pass over what is pending; false when the store refused (the rest waits for the retry). */
+  private async publish(): Promise<boolean> {
     const store = this.opts.store;
-    if (!store || !this.endpoints) return;
+    if (!store || !this.endpoints) return true;
+    const retry = (err: unknown, what: Record<string, unknown>): false => {
+      if (!this.stopped) this.log.warn({ err: (err as Error).message, ...what }, 'cannot update the cluster store; retrying');
+      return false;
+    };
+    for (const name of [...this.unremoved]) {
+      // The ID went to a new endpoint meanwhile: its record is published over this one.
+      if (this.endpoints.get(Number(name.slice(this.opts.nodeName.length + 1)))) {
+        this.unremoved.delete(name);
+        continue;
+      }
+      try {
+        await store.delete('Endpoint', name);
+        this.unremoved.delete(name);
+      } catch (err) {
+        return retry(err, { record: name });
+      }
+    }
     for (const id of [...this.unpublished]) {
       const ep = this.endpoints.get(id);
       this.unpublished.delete(id);
@@ -424,15 +491,10 @@ export class SecurityManager {
         await store.put<EndpointSpec>('Endpoint', endpointResourceName(this.opts.nodeName, id), this.endpointSpec(ep));
       } catch (err) {
         this.unpublished.add(id);
-        if (this.stopped) return;
-        this.log.warn({ err: (err as Error).message, endpoint: id }, 'cannot publish the endpoint; retrying');
-        this.publishTimer = setTimeout(() => {
-          this.publishTimer = undefined;
-          void this.publish();
-        }, PUBLISH_RETRY_MS);
-        return;
+        return retry(err, { endpoint: id });
       }
     }
+    return true;
   }
 
   // ---- policies ---------------------------------------------------------------------------------------------
@@ -476,6 +538,8 @@ export class SecurityManager {
    * enforces the result before returning.
    */
   importPolicies(text: string, origin: string): { imported: string[]; regeneration: { endpoints: number; ms: number } } {
+    // Compiled against a cluster state not loaded, the node's maps would lose what cluster policies allow.
+    if (!this.synced) throw this.notSynced();
     let parsed: Policy[];
     try {
       parsed = parsePolicies(text, origin);
@@ -496,6 +560,7 @@ export class SecurityManager {
 
   /** `policy delete NAME`: NAME is "namespace/name" or a name unique among local policies. */
   deletePolicy(ref: string): { deleted: string[] } {
+    if (!this.synced) throw this.notSynced();
     const matches = [...this.localPolicies.values()].filter((p) => refersTo(p, ref));
     if (matches.length === 0) {
       const cluster = [...this.parsedCluster.values()].find((p) => refersTo(p, ref));
@@ -704,7 +769,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
     return await Promise.race([
       p,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new AgentError('TENDRIL_ERR_NOT_READY', `Timed out after ${ms} ms ${what}: is the cluster store reachable?`)), ms);
+        timer = setTimeout(() => reject(new AgentError('TENDRIL_ERR_STORE_UNAVAILABLE', `Timed out after ${ms} ms ${what}: the cluster store is unavailable; try again later`)), ms);
       }),
     ]);
   } finally {

@@ -18,6 +18,7 @@ export class KindCache<T> {
   private readonly log: Logger;
   private readonly items = new Map<string, Resource<T>>();
   private watch: WatchHandle | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private events: KindCacheEvents<T> | undefined;
   private stopped = false;
   private synced = false;
@@ -36,6 +37,8 @@ export class KindCache<T> {
 
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.watch?.close();
     this.watch = undefined;
   }
@@ -84,7 +87,7 @@ export class KindCache<T> {
     if (this.stopped) return;
     this.relist().catch((err: unknown) => {
       this.log.warn({ kind: this.kind, err: (err as Error).message }, 're-list failed; retrying');
-      setTimeout(() => this.retryRelist(), 500);
+      this.retryTimer = setTimeout(() => this.retryRelist(), 500);
     });
   }
 

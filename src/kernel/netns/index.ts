@@ -211,12 +211,24 @@ export function listNetns(dir = DEFAULT_NETNS_DIR): string[] {
   }
 }
 
-/** Returns the thread to namespace fd `back`; failing here would leave all later JS in the wrong namespace. */
+/**
+ * Returns the thread to namespace fd `back`. If that fails, every later line of JS (the agent's API, its netlink
+ * calls, the next pod's setup) would run inside whatever namespace the thread is in, a pod's say: nothing can be
+ * trusted any more, so the process says why on stderr and aborts (a supervisor restarts it in the right place).
+ */
 function restore(back: number): void {
   try {
     libc.setns(back, libc.CLONE_NEWNET);
   } catch (err) {
-    throw wrap(err, 'Cannot return to the original network namespace (the thread is left in another namespace)');
+    abortOutsideNamespace(wrap(err, 'Cannot return to the original network namespace'));
+  }
+}
+
+function abortOutsideNamespace(err: KernelError): never {
+  try {
+    fs.writeSync(2, `FATAL ${err.code}: ${err.message}; the thread is left in another network namespace, aborting the process\n`);
+  } finally {
+    process.abort();
   }
 }
 
