@@ -15,7 +15,7 @@ import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
-import { reconcileLeftovers } from './reconcile.js';
+import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
 import type { EventWatch } from '../datapath/index.js';
@@ -295,7 +295,8 @@ export class Agent {
 
   private cniBackend(): CniBackend {
     return {
-      status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet` }),
+      // Pods of an earlier run that this agent has not restored yet run on, but without policy or peer updates.
+      status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet`, ...(!this.endpoints && hasSavedPods(this.cfg.stateDir) ? { limited: true } : {}) }),
       netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
       pool: () => (this.dp ? { cidr: this.podCidr ?? '', free: this.ipam.free } : undefined),
       allocateIP: async (r) => {

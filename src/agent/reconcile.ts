@@ -1,8 +1,10 @@
 // After a restart: what an ADD interrupted by the agent's death left behind (an address, a map entry, a veth)
 // is reconciled against the endpoints that finished, so nothing leaks for good.
+import path from 'node:path';
 import { interfaceName, removeStrayPodInterfaces, type NodeDatapath } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
-import type { EndpointManager } from './endpoints.js';
+import type { Endpoint, EndpointManager } from './endpoints.js';
+import { readJsonFile } from './state-file.js';
 import type { NodeIpam } from './ipam.js';
 
 /** IPAM owners that are the node's own and never a pod's. */
@@ -47,4 +49,13 @@ export async function reconcileLeftovers(
     o.log.warn({ ips, mapEntries, interfaces }, 'removed what interrupted CNI ADDs left behind');
   }
   return { ips, mapEntries, interfaces };
+}
+
+/** True when an earlier run saved pod endpoints in `stateDir` (they keep running on the pinned datapath). */
+export function hasSavedPods(stateDir: string): boolean {
+  try {
+    return (readJsonFile<Endpoint[]>(path.join(stateDir, 'endpoints.json')) ?? []).some((e) => e.kind === 'pod');
+  } catch {
+    return false;
+  }
 }
