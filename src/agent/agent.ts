@@ -310,7 +310,7 @@ export class Agent {
         this.live().ipam.release(ip, attachment);
       },
       attachmentIPs: (containerId, ifname) => this.live().ipam.findByAttachment(containerId, ifname),
-      listAttachmentIPs: () => this.live().ipam.list().flatMap((a) => (a.containerId !== undefined && a.ifname !== undefined ? [{ ip: a.ip, containerId: a.containerId, ifname: a.ifname }] : [])),
+      listAttachmentIPs: () => this.live().ipam.attachments(),
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};

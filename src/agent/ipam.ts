@@ -165,6 +165,11 @@ export class NodeIpam {
     return out;
   }
 
+  /** Every address allocated for a CNI attachment, with the attachment. */
+  attachments(): (AttachmentRef & { ip: string })[] {
+    return this.list().flatMap((a) => (a.containerId !== undefined && a.ifname !== undefined ? [{ ip: a.ip, containerId: a.containerId, ifname: a.ifname }] : []));
+  }
+
   /** Releases every allocation `keep` rejects (one save); returns what was released. */
   releaseUnless(keep: (a: Allocation) => boolean): Allocation[] {
     const released = this.list().filter((a) => !keep(a));

@@ -10,6 +10,7 @@ export interface AddressPool {
   allocate(ip: string, owner: string, attachment?: { containerId: string; ifname: string }): string;
   release(ip: string, attachment?: { containerId: string; ifname: string }): boolean;
   findByAttachment(containerId: string, ifname: string): string[];
+  attachments(): { ip: string; containerId: string; ifname: string }[];
   list(): { ip: string; owner: string; containerId?: string; ifname?: string }[];
 }
 
@@ -73,7 +74,7 @@ export class MemoryBackend implements CniBackend {
     return this.ipam.findByAttachment(containerId, ifname);
   }
   listAttachmentIPs(): { ip: string; containerId: string; ifname: string }[] {
-    return this.ipam.list().flatMap((a) => (a.containerId !== undefined && a.ifname !== undefined ? [{ ip: a.ip, containerId: a.containerId, ifname: a.ifname }] : []));
+    return this.ipam.attachments();
   }
   async createEndpoint(r: EndpointRequest): Promise<{ id: number }> {
     if (this.failNextEndpoint) {
