@@ -298,7 +298,7 @@ export class Agent {
       // Pods of an earlier run that this agent has not restored yet run on, but without policy or peer updates.
       status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet`, ...(!this.endpoints && hasSavedPods(this.cfg.stateDir) ? { limited: true } : {}) }),
       netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
-      pool: () => (this.dp ? { cidr: this.podCidr ?? '', free: this.ipam.free } : undefined),
+      pool: () => (this.dp ? { cidr: this.podCidr, free: this.ipam.free } : undefined),
       allocateIP: async (r) => {
         if (!this.ready) {
           throw new CniError(CniCode.TRY_AGAIN_LATER, `Node ${this.cfg.nodeName} has no pod CIDR yet`, { details: 'waiting for the operator to assign one (cluster-pool IPAM)' });
