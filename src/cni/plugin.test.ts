@@ -231,3 +231,16 @@ test('CniHandler.handleRaw() answers decode (6) and config (7) errors in the bes
   const r7 = await h.handleRaw(hdr('ADD'), JSON.stringify({ cniVersion: '0.4.0', type: 'tendril-cni' }));
   assert.deepEqual(parsed(r7.stdout), { cniVersion: '0.4.0', code: 7, msg: 'invalid network config: "name" is missing' });
 });
+
+test('CniHandler DEL and CHECK while the agent is not ready are 11 (try again later), not 999', async () => {
+  const b = backend();
+  b.findEndpoint = () => {
+    throw Object.assign(new Error('Node n1 has no pod CIDR yet: waiting for the operator to assign one'), { code: 'TENDRIL_ERR_NOT_READY' });
+  };
+  const h = new CniHandler(b);
+  for (const cmd of ['DEL', 'CHECK']) {
+    const conf = cmd === 'CHECK' ? { ...CONF, prevResult: { cniVersion: '1.1.0', ips: [] } } : CONF;
+    const r = await h.handleRaw(hdr(cmd), JSON.stringify(conf));
+    assert.equal(parsed(r.stdout)['code'], 11, `${cmd}: ${r.stdout}`);
+  }
+});
