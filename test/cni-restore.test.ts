@@ -153,6 +153,9 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   const legacyIp = `${prefix}.250`;
   const strayIp = `${prefix}.251`;
   ipam.allocations.push({ ip: legacyIp, owner: 'default/old' });
+  // And the converse: a state file that lost the address of a pod that runs.
+  const doneIp = loadLab(LAB).pods.find((p) => p.name === 'done')!.ip;
+  ipam.allocations = ipam.allocations.filter((a) => a.ip !== doneIp);
   fs.writeFileSync(ipamFile, JSON.stringify(ipam));
   execFileSync('ip', ['-n', node.netns, 'link', 'add', 'lxcstray0', 'type', 'veth', 'peer', 'name', 'lxcstray0p']);
   const strayIfindex = (JSON.parse(execFileSync('ip', ['-n', node.netns, '-j', 'link', 'show', 'lxcstray0'], { encoding: 'utf8' })) as { ifindex: number }[])[0]!.ifindex;
@@ -164,7 +167,7 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   const after = allocations();
   assert.deepEqual(after.filter((a) => [midIp, legacyIp].includes(a.ip)), [], 'the interrupted ADD\'s and the legacy address are free again');
   const done = loadLab(LAB).pods.find((p) => p.name === 'done')!;
-  assert.ok(after.some((a) => a.ip === done.ip && a.owner === 'default/done'), 'the finished pod keeps its address');
+  assert.ok(after.some((a) => a.ip === done.ip && a.owner === 'default/done' && a.containerId === done.containerId), 'the finished pod has its address (re-recorded)');
   const nodeLinks = links(node.netns);
   assert.ok(!nodeLinks.includes(hostName), `veth ${hostName} of the interrupted ADD is gone`);
   assert.ok(!nodeLinks.includes('lxcstray0'), 'the stray veth is gone');

@@ -13,6 +13,8 @@ const NODE_OWNERS = new Set(['router', 'health']);
 export interface Leftovers {
   /** Addresses released: allocated, but no finished endpoint holds them. */
   ips: string[];
+  /** Addresses re-recorded: a restored endpoint holds them, but the IPAM state had lost them. */
+  readopted: string[];
   /** Endpoint map entries removed: written by an ADD whose endpoint was never saved. */
   mapEntries: string[];
   /** Host-side veths deleted: created by an ADD whose endpoint was never saved. */
@@ -21,7 +23,7 @@ export interface Leftovers {
 
 /**
  * Call once the saved endpoints are restored and before any ADD runs. Every IPAM allocation that is neither the
- * node's own nor a restored endpoint's is released (an address allocated through the API without an endpoint
+ * node's own nor a restored endpoint's is released, every restored endpoint's address is allocated (an address allocated through the API without an endpoint
  * does not survive a restart either, as in Cilium); every tendril_lxc entry and lxc veth that no restored
  * endpoint owns is removed. `keepInterfaces` names host devices that are not endpoints' (the health device).
  */
@@ -31,6 +33,14 @@ export async function reconcileLeftovers(
   const eps = o.endpoints.list();
   const epIps = new Set(eps.map((e) => e.ip));
   const ips = o.ipam.releaseUnless((a) => NODE_OWNERS.has(a.owner) || epIps.has(a.ip)).map((a) => a.ip);
+  // The other way round too: an address a running pod holds is never handed out again.
+  const readopted: string[] = [];
+  for (const e of eps) {
+    if (o.ipam.get(e.ip)) continue;
+    const owner = e.kind === 'health' ? 'health' : `${e.namespace}/${e.podName}`;
+    o.ipam.allocate(e.ip, owner, e.kind === 'pod' ? { containerId: e.containerId, ifname: e.ifname } : undefined);
+    readopted.push(e.ip);
+  }
 
   const known = new Set(eps.map((e) => `${e.ip}@${e.hostIfindex}`));
   const mapEntries: string[] = [];
@@ -45,10 +55,10 @@ export async function reconcileLeftovers(
   const keep = new Set([...eps.map((e) => e.hostIfName), ...o.keepInterfaces]);
   const interfaces = await removeStrayPodInterfaces(keep);
 
-  if (ips.length + mapEntries.length + interfaces.length > 0) {
-    o.log.warn({ ips, mapEntries, interfaces }, 'removed what interrupted CNI ADDs left behind');
+  if (ips.length + readopted.length + mapEntries.length + interfaces.length > 0) {
+    o.log.warn({ ips, readopted, mapEntries, interfaces }, 'reconciled what interrupted CNI ADDs left behind');
   }
-  return { ips, mapEntries, interfaces };
+  return { ips, readopted, mapEntries, interfaces };
 }
 
 /** True when an earlier run saved pod endpoints in `stateDir` (they keep running on the pinned datapath). */
