@@ -635,8 +635,13 @@ function registerTests(): void {
     const foreign = errOf(runShim(env('ADD', 'ctr-intruder', nsPath(POD_NS), { CNI_IFNAME: 'net1' }), conf('1.1.0')));
     assert.equal(foreign.code, 103);
     assert.match(foreign.msg, /already has a default route via 10\.77\.0\.1 dev eth0, so another attachment owns it/);
-    // The runtime DELs what failed: only the refused attachment, which holds nothing.
+    const sameName = errOf(runShim(env('ADD', 'ctr-intruder2', nsPath(POD_NS)), conf('1.1.0')));
+    assert.equal(sameName.code, 103);
+    assert.match(sameName.msg, /the namespace already has a link of that name/);
+    // The runtime DELs what failed: only the refused attachment, which holds nothing (its DEL must not take
+    // the eth0 it found there).
     for (const cid of ['ctr-multi', 'ctr-intruder']) assert.equal(runShim(env('DEL', cid, nsPath(POD_NS), { CNI_IFNAME: 'net1' }), conf('1.1.0')).status, 0);
+    assert.equal(runShim(env('DEL', 'ctr-intruder2', nsPath(POD_NS)), conf('1.1.0')).status, 0);
     assert.deepEqual(routes(POD_NS), routesBefore);
     assert.deepEqual(lxcLinks(), [hostIfName('ctr-multi', 'eth0')]);
     assert.deepEqual((await agentState()).ips, [ip0]);
