@@ -143,6 +143,16 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   } finally {
     process.kill(st.operatorPid, 'SIGCONT');
   }
+  const status = (): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve) => {
+      const c = spawn(path.join(CNI_BIN_DIR, 'tendril-cni'), [], { env: { PATH: env.PATH, CNI_COMMAND: 'STATUS', CNI_PATH: CNI_BIN_DIR } });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.on('exit', (code) => resolve({ code, out }));
+      c.stdin.end(pluginConfig(LAB, mid));
+    });
+  const down = await status();
+  assert.equal((JSON.parse(down.out) as { code: number }).code, 50, `STATUS with the agent dead: ${down.out}`);
   assert.equal(await shimExit, 1);
   assert.equal((JSON.parse(shimOut) as { code: number }).code, 11, `a dead agent is "try again later": ${shimOut}`);
 
@@ -177,6 +187,16 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   assert.ok(lxc.some((e) => e.ip4 === done.ip));
   const eps = await agentGet<{ id: number }[]>(node.socket, '/v1/endpoint');
   assert.equal(eps.length, 2, 'the finished pod and the health endpoint');
+
+  // Ready and synced with the cluster again: STATUS promises ADDs.
+  let last = '';
+  await until('STATUS 0 after the restart', async () => {
+    const r = await status();
+    last = r.out;
+    return r.code === 0 ? true : undefined;
+  }).catch((err: Error) => {
+    throw new Error(`${err.message}; STATUS said ${last}`);
+  });
 
   // The runtime's DEL of the failed ADD: success, nothing left to do.
   const del = await new Promise<number | null>((resolve) => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
 import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface } from '../datapath/index.js';
-import { CniCode, CniError, CniHandler, type CniBackend } from '../cni/index.js';
+import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
@@ -26,7 +26,6 @@ import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
 
-export const CNI_CONF_NAME = '05-tendril.conflist';
 const HEALTH_IF = 'lxc_health';
 
 export class Agent {
@@ -295,8 +294,12 @@ export class Agent {
 
   private cniBackend(): CniBackend {
     return {
-      // Pods of an earlier run that this agent has not restored yet run on, but without policy or peer updates.
-      status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet`, ...(!this.endpoints && hasSavedPods(this.cfg.stateDir) ? { limited: true } : {}) }),
+      // limited: pods run on what an earlier computation left (not restored yet, or the cluster's identities and
+      // policies not loaded from the store), without policy or peer updates.
+      status: () => {
+        if (!this.ready) return { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet`, ...(!this.endpoints && hasSavedPods(this.cfg.stateDir) ? { limited: true } : {}) };
+        return this.security.synced ? { ready: true } : { ready: true, limited: true, reason: 'the cluster\'s identities, endpoints and policies are not loaded from the store yet' };
+      },
       netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
       pool: () => (this.dp ? { cidr: this.podCidr, free: this.ipam.free } : undefined),
       allocateIP: async (r) => {
@@ -648,16 +651,12 @@ export class Agent {
     };
   }
 
+  /** The conflist in the latest spec version: runtimes call STATUS and GC only for 1.1.0 configs. */
   private writeCniConfig(): void {
-    const conf = {
-      cniVersion: '1.0.0',
-      name: 'tendril',
-      plugins: [{ type: 'tendril-cni', 'agent-socket': this.cfg.socket }],
-    };
     fs.mkdirSync(this.cfg.cniConfDir, { recursive: true });
-    const file = path.join(this.cfg.cniConfDir, CNI_CONF_NAME);
+    const file = path.join(this.cfg.cniConfDir, CONFLIST_NAME);
     const tmp = `${file}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(conf, null, 2) + '\n');
+    fs.writeFileSync(tmp, tendrilConflist({ agentSocket: this.cfg.socket }));
     fs.renameSync(tmp, file);
     this.cniConfPath = file;
   }
