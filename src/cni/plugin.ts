@@ -7,7 +7,6 @@ import {
   createPodInterface,
   openPodNetns,
   removePodInterface,
-  type PodInterface,
 } from '../datapath/index.js';
 import { asCniError, CniCode, CniError, isSupportedVersion, LATEST_VERSION, SUPPORTED_VERSIONS, type CniVersion } from './errors.js';
 import { hostIfName } from './names.js';
@@ -171,10 +170,9 @@ export class CniHandler {
     const pod = podIdentity(call);
 
     const undo = new UndoList();
+    // Opened and vetted before anything is allocated: a bad netns, or the node's own, costs nothing to undo.
+    const ns = openPodNetns(call.netns);
     try {
-      // Opened and vetted before anything is allocated: a bad netns, or the node's own, costs nothing to undo.
-      const ns = openPodNetns(call.netns);
-      undo.push(`netns handle`, () => ns.close());
       assertPodNetns(ns);
 
       const ipReq: IpRequest = { owner: pod.owner, containerId, ifname };
@@ -182,12 +180,7 @@ export class CniHandler {
       const ip = await this.backend.allocateIP(ipReq);
       undo.push(`IP ${ip}`, () => this.backend.releaseIP(ip));
 
-      let link: PodInterface;
-      try {
-        link = await createPodInterface({ netns: ns, netnsPath: call.netns, hostIfName: hostName, podIfName: ifname, ip, routerIP: net.routerIP, mtu });
-      } finally {
-        ns.close();
-      }
+      const link = await createPodInterface({ netns: ns, netnsPath: call.netns, hostIfName: hostName, podIfName: ifname, ip, routerIP: net.routerIP, mtu });
       undo.push(`veth "${hostName}"`, () => removePodInterface(call.netns, ifname, hostName));
 
       const req: EndpointRequest = {
@@ -223,6 +216,8 @@ export class CniHandler {
       return ok(stdout);
     } catch (err) {
       throw withUndoFailures(asCniError(err), await undo.unwind());
+    } finally {
+      ns.close();
     }
   }
 
@@ -312,7 +307,9 @@ export class CniHandler {
         details: `pod CIDR ${pool.cidr} has no free address`,
       });
     }
-    if (st.limited) throw notReady(code, st.reason);
+    if (st.limited) {
+      throw new CniError(code, 'Existing pods may have limited connectivity', st.reason === undefined ? {} : { details: st.reason });
+    }
     return ok('');
   }
 
@@ -384,7 +381,7 @@ function errorResponse(e: CniError, cniVersion: string | undefined): CniResponse
 }
 
 /** VERSION's answer, in the caller's spec version when it is one we speak (the shim answers the same). */
-export function versionAnswer(callerVersion: unknown): string {
+function versionAnswer(callerVersion: unknown): string {
   const cniVersion = isSupportedVersion(callerVersion) ? callerVersion : LATEST_VERSION;
   return JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS });
 }
