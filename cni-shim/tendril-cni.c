@@ -25,10 +25,13 @@
 #define DEFAULT_SOCKET "/var/run/tendril/tendril.sock"
 #define DEFAULT_TIMEOUT_MS 120000L
 #define LATEST_VERSION "1.1.0"
-#define VERSION_ANSWER                                                                                   \
-	"{\"cniVersion\":\"" LATEST_VERSION "\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\","  \
-	"\"1.0.0\",\"1.1.0\"]}\n"
+#define SUPPORTED_VERSIONS "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]"
+/* Spec codes the shim itself answers with (src/cni/errors.ts lists them all). */
+#define CNI_IO_FAILURE 5
+#define CNI_DECODE_FAILURE 6
+#define CNI_INVALID_CONFIG 7
 #define CNI_TRY_AGAIN_LATER 11
+#define CNI_NOT_AVAILABLE 50
 
 struct buf {
 	char *data;
@@ -306,14 +309,16 @@ static int scan_value(struct scan *s, int depth)
 /*
  * Value of top-level string key `key` of the JSON object in `json`, decoded, or NULL (absent, not a
  * string, or the document is not a JSON object). The agent validates the config; this only needs the
- * socket path and the version to report errors in.
+ * socket path and the version to report errors in. *present (when given) says whether the key is there at all.
  */
-static char *json_top_string(const char *json, size_t len, const char *key)
+static char *json_top_string(const char *json, size_t len, const char *key, int *present)
 {
 	struct scan s = { json, json + len };
 	struct buf k = { 0 };
 	char *found = NULL;
 
+	if (present)
+		*present = 0;
 	skip_ws(&s);
 	if (s.p >= s.end || *s.p != '{')
 		return NULL;
@@ -333,6 +338,8 @@ static char *json_top_string(const char *json, size_t len, const char *key)
 			break;
 		s.p++;
 		skip_ws(&s);
+		if (present && strcmp(k.data, key) == 0)
+			*present = 1;
 		if (!found && strcmp(k.data, key) == 0 && s.p < s.end && *s.p == '"') {
 			struct buf v = { 0 };
 			buf_reserve(&v, 0);
@@ -358,6 +365,28 @@ static char *json_top_string(const char *json, size_t len, const char *key)
 	}
 	free(k.data);
 	return found;
+}
+
+/* True when `json` is exactly one JSON object (whitespace around it allowed). */
+static int json_is_object(const char *json, size_t len)
+{
+	struct scan s = { json, json + len };
+
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p != '{' || scan_value(&s, 0))
+		return 0;
+	skip_ws(&s);
+	return s.p == s.end;
+}
+
+static int supported_version(const char *v)
+{
+	static const char *const all[] = { "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0" };
+
+	for (size_t i = 0; v && i < sizeof(all) / sizeof(all[0]); i++)
+		if (strcmp(v, all[i]) == 0)
+			return 1;
+	return 0;
 }
 
 static void json_escape(struct buf *b, const char *s)
@@ -503,6 +532,8 @@ struct call {
 	const char *socket_path;
 	const char *version; /* config's cniVersion for our own error objects */
 	long timeout_ms;
+	/* What "no agent" means: 11 (try again later) for the verbs, 50 (cannot serve ADDs) for STATUS. */
+	int unavailable;
 };
 
 static void __attribute__((noreturn)) unreachable(const struct call *c, const char *op, int err)
@@ -510,7 +541,7 @@ static void __attribute__((noreturn)) unreachable(const struct call *c, const ch
 	char details[512];
 
 	snprintf(details, sizeof(details), "%s %s: %s", op, c->socket_path, strerror(err));
-	cni_fail(c->version, CNI_TRY_AGAIN_LATER, "Tendril agent is not reachable", details);
+	cni_fail(c->version, c->unavailable, "Tendril agent is not reachable", details);
 }
 
 static void __attribute__((noreturn)) bad_answer(const struct call *c, const char *what)
@@ -518,7 +549,7 @@ static void __attribute__((noreturn)) bad_answer(const struct call *c, const cha
 	char details[512];
 
 	snprintf(details, sizeof(details), "%s: %s", c->socket_path, what);
-	cni_fail(c->version, CNI_TRY_AGAIN_LATER, "Tendril agent is not reachable", details);
+	cni_fail(c->version, c->unavailable, "Tendril agent is not reachable", details);
 }
 
 static int connect_agent(const struct call *c)
@@ -581,7 +612,7 @@ static void __attribute__((noreturn)) forward(const struct call *c, const struct
 			if (errno == ETIMEDOUT) {
 				char what[128];
 				snprintf(what, sizeof(what), "no answer within %ld ms", c->timeout_ms);
-				cni_fail(c->version, CNI_TRY_AGAIN_LATER, "Tendril agent did not answer in time", what);
+				cni_fail(c->version, c->unavailable, "Tendril agent did not answer in time", what);
 			}
 			unreachable(c, "receive from", errno);
 		}
@@ -656,23 +687,45 @@ int main(void)
 	/* Read stdin even for VERSION: a runtime still writing the config must not get EPIPE. */
 	int rd = read_all(STDIN_FILENO, &in);
 	if (cmd && strcmp(cmd, "VERSION") == 0) {
-		/* Answered here: runtimes probe plugins with VERSION and it must work without an agent. */
+		/*
+		 * Answered here: runtimes probe plugins with VERSION and it must work without an agent. The answer is
+		 * in the caller's version when we speak it (as the agent's CniHandler answers).
+		 */
+		char *v = rd ? NULL : json_top_string(in.data ? in.data : "", in.len, "cniVersion", NULL);
+		printf("{\"cniVersion\":\"%s\",\"supportedVersions\":" SUPPORTED_VERSIONS "}\n",
+		       supported_version(v) ? v : LATEST_VERSION);
+		free(v);
 		free(in.data);
-		fputs(VERSION_ANSWER, stdout);
 		return fflush(stdout) ? 1 : 0;
 	}
 	if (rd) {
 		char details[256];
 		snprintf(details, sizeof(details), "read stdin: %s", strerror(errno));
-		cni_fail(NULL, 5, "Cannot read the network configuration", details);
+		cni_fail(NULL, CNI_IO_FAILURE, "Cannot read the network configuration", details);
 	}
 	buf_reserve(&in, 0);
 
+	/*
+	 * Without a readable config the shim cannot know which agent to ask, and asking none is no transient
+	 * condition: a broken config stays broken, so it is 6/7 here, never "try again later".
+	 */
+	if (!json_is_object(in.data, in.len))
+		cni_fail(NULL, CNI_DECODE_FAILURE, "decoding failure: network config on stdin is not a JSON object",
+			 in.len == 0 ? "stdin is empty" : "the agent socket cannot be read from it");
 	struct call c = { 0 };
-	char *sock = json_top_string(in.data, in.len, "agent-socket");
+	c.version = json_top_string(in.data, in.len, "cniVersion", NULL);
+	if (!supported_version(c.version)) {
+		free((char *)c.version);
+		c.version = NULL;
+	}
+	int has_sock;
+	char *sock = json_top_string(in.data, in.len, "agent-socket", &has_sock);
+	if ((!sock || !*sock) && has_sock)
+		cni_fail(c.version, CNI_INVALID_CONFIG, "invalid network config: \"agent-socket\" must be a non-empty string",
+			 "it names the Tendril agent's unix socket");
 	const char *env_sock = getenv("TENDRIL_AGENT_SOCKET");
 	c.socket_path = sock && *sock ? sock : env_sock && *env_sock ? env_sock : DEFAULT_SOCKET;
-	c.version = json_top_string(in.data, in.len, "cniVersion");
+	c.unavailable = cmd && strcmp(cmd, "STATUS") == 0 ? CNI_NOT_AVAILABLE : CNI_TRY_AGAIN_LATER;
 	c.timeout_ms = DEFAULT_TIMEOUT_MS;
 	const char *t = getenv("TENDRIL_CNI_TIMEOUT_MS");
 	if (t && *t) {

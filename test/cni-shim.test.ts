@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CniHandler, serveCni, hostIfName } from '../src/cni/index.js';
 import { MemoryBackend } from '../src/cni/testing.js';
+import { NodeIpam } from '../src/agent/ipam.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
@@ -28,17 +29,35 @@ const MTU = 1400;
 /** The seam the agent implements, in memory, with a switch to make the next createEndpoint fail. */
 
 function serve(socketPath: string): void {
-  const backend = new MemoryBackend({ subnet: '10.77.0', mtu: MTU });
+  const backend = new MemoryBackend({ cidr: '10.77.0.0/24', ipam: new NodeIpam('10.77.0.0/24'), mtu: MTU });
   const handler = new CniHandler(backend);
   const server = http.createServer((req, res) => {
     if (req.method === 'POST' && req.url === '/v1/cni') {
       void serveCni(handler, req, res);
     } else if (req.url === '/test/state') {
-      const state = { ips: [...backend.ips.keys()], endpoints: backend.listEndpoints() };
+      const state = { ips: [...backend.ips.keys()].filter((ip) => backend.ips.get(ip) !== 'filler'), endpoints: backend.listEndpoints() };
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(state));
     } else if (req.url === '/test/fail-next-endpoint') {
       backend.failNextEndpoint = true;
       res.writeHead(204).end();
+    } else if (req.url?.startsWith('/test/set?')) {
+      // Test switches: ready=0|1, limited=0|1, exhaust=1 (fill the pool), exhaust=0 (give it back),
+      // allocate=<cid> (an address for <cid>/eth0 without an endpoint, as an ADD killed half-way leaves it),
+      // steal=<ip> (hand a pod's address to someone else).
+      const q = new URL(req.url, 'http://x').searchParams;
+      const out: string[] = [];
+      if (q.has('ready')) backend.ready = q.get('ready') === '1';
+      if (q.has('limited')) backend.limited = q.get('limited') === '1';
+      if (q.get('exhaust') === '1') while (backend.pool().free > 0) backend.ipam.allocateNext('filler');
+      if (q.get('exhaust') === '0') for (const a of backend.ipam.list()) if (a.owner === 'filler') backend.ipam.release(a.ip);
+      const cid = q.get('allocate');
+      if (cid) out.push(backend.ipam.allocateNext(`default/${cid}`, { containerId: cid, ifname: 'eth0' }));
+      const steal = q.get('steal');
+      if (steal) {
+        backend.ipam.release(steal);
+        backend.ipam.allocate(steal, 'default/thief', { containerId: 'thief', ifname: 'eth0' });
+      }
+      res.writeHead(200).end(JSON.stringify(out));
     } else {
       res.writeHead(404).end();
     }
@@ -204,10 +223,46 @@ function registerTests(): void {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('tendril-cni VERSION answers without an agent', () => {
-    const r = runShim({ CNI_COMMAND: 'VERSION', TENDRIL_AGENT_SOCKET: path.join(tmp, 'nobody.sock') }, '{"cniVersion":"1.0.0"}');
-    assert.equal(r.status, 0);
-    assert.deepEqual(json(r.stdout), { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+  test('tendril-cni VERSION answers without an agent, in the caller\'s cniVersion', () => {
+    const supportedVersions = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+    for (const [stdin, want] of [
+      ['{"cniVersion":"1.0.0"}', '1.0.0'],
+      ['{"cniVersion":"0.4.0","name":"x"}', '0.4.0'],
+      ['{"cniVersion":"9.9.9"}', '1.1.0'],
+      ['', '1.1.0'],
+    ] as const) {
+      const r = runShim({ CNI_COMMAND: 'VERSION', TENDRIL_AGENT_SOCKET: path.join(tmp, 'nobody.sock') }, stdin);
+      assert.equal(r.status, 0);
+      assert.deepEqual(json(r.stdout), { cniVersion: want, supportedVersions }, `stdin ${stdin}`);
+    }
+  });
+
+  test('tendril-cni STATUS with no agent on the socket is code 50 (cannot serve ADDs), not 11', () => {
+    const missing = path.join(tmp, 'missing.sock');
+    const r = runShim({ CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, JSON.stringify({ cniVersion: '1.1.0', name: 'n', type: 't', 'agent-socket': missing }));
+    assert.equal(r.status, 1);
+    assert.deepEqual(json(r.stdout), { cniVersion: '1.1.0', code: 50, msg: 'Tendril agent is not reachable', details: `connect ${missing}: No such file or directory` });
+  });
+
+  test('tendril-cni: a broken, empty or non-object config is code 6 and a bad agent-socket 7, never 11', () => {
+    const missing = path.join(tmp, 'missing.sock');
+    for (const stdin of ['', '   ', 'not json', '[1,2]', '"x"', '{"cniVersion":"1.0.0",', '{"a":1} {"b":2}']) {
+      const r = runShim({ ...env('ADD', 'c-broken', nsPath(POD_NS)), TENDRIL_AGENT_SOCKET: missing }, stdin);
+      assert.equal(r.status, 1, `stdin ${JSON.stringify(stdin)}`);
+      const e = json(r.stdout);
+      assert.equal(e['code'], 6, `stdin ${JSON.stringify(stdin)}: ${r.stdout}`);
+      assert.equal(e['msg'], 'decoding failure: network config on stdin is not a JSON object');
+    }
+    for (const bad of [42, '', null]) {
+      const r = runShim(env('DEL', 'c-broken', ''), JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 't', 'agent-socket': bad }));
+      assert.equal(r.status, 1);
+      assert.deepEqual(json(r.stdout), {
+        cniVersion: '1.0.0',
+        code: 7,
+        msg: 'invalid network config: "agent-socket" must be a non-empty string',
+        details: "it names the Tendril agent's unix socket",
+      });
+    }
   });
 
   test('tendril-cni with no agent on the socket: code 11 in the config version, exit 1', () => {
@@ -224,10 +279,10 @@ function registerTests(): void {
 
   test('tendril-cni takes the socket from TENDRIL_AGENT_SOCKET when the config has none', () => {
     const missing = path.join(tmp, 'env.sock');
-    const r = runShim({ ...env('DEL', 'c-env', ''), TENDRIL_AGENT_SOCKET: missing }, 'not json');
+    const r = runShim({ ...env('DEL', 'c-env', ''), TENDRIL_AGENT_SOCKET: missing }, '{"cniVersion":"1.0.0","name":"n","type":"t"}');
     assert.equal(r.status, 1);
     assert.deepEqual(json(r.stdout), {
-      cniVersion: '1.1.0',
+      cniVersion: '1.0.0',
       code: 11,
       msg: 'Tendril agent is not reachable',
       details: `connect ${missing}: No such file or directory`,
@@ -448,7 +503,7 @@ function registerTests(): void {
     assert.equal(r6.status, 1);
     const e6 = json(r6.stdout);
     assert.equal(e6['code'], 6);
-    assert.match(String(e6['msg']), /^decoding failure: network config on stdin is not JSON/);
+    assert.match(String(e6['msg']), /^decoding failure: network config on stdin is not a JSON object/);
     const r7 = runShim(env('ADD', 'ctr-nover', nsPath(POD_NS)), JSON.stringify({ name: 'tendril', type: 'tendril-cni', 'agent-socket': sock }));
     assert.equal(r7.status, 1);
     assert.deepEqual(json(r7.stdout), { cniVersion: '1.1.0', code: 7, msg: 'invalid network config: "cniVersion" is missing' });
@@ -470,6 +525,145 @@ function registerTests(): void {
     assert.equal(links(POD2_NS).find((l) => l.ifname === 'eth0'), undefined);
     assert.deepEqual((await agentState()).endpoints.map((e) => e.containerId), ['ctr-keep']);
     assert.equal(runShim(env('DEL', 'ctr-keep', nsPath(POD_NS)), conf('1.1.0')).status, 0);
+    assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+  });
+
+  const set = (q: string): Promise<string[]> => agentGet(`/test/set?${q}`).then((t) => JSON.parse(t) as string[]);
+  const errOf = (r: ShimRun): { code: unknown; msg: string } => {
+    assert.equal(r.status, 1, r.stdout);
+    const e = json(r.stdout);
+    return { code: e['code'], msg: String(e['msg']) };
+  };
+  const podIpOf = (r: ShimRun): string => (json(r.stdout)['ips'] as { address: string }[])[0]!.address.replace('/32', '');
+
+  test('STATUS: 0 only when an ADD would succeed; 50 when not ready or the pool is exhausted, 51 when pods are limited', async () => {
+    const status = (): ShimRun => runShim({ CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, conf('1.1.0'));
+    try {
+      assert.equal(status().status, 0);
+      await set('exhaust=1');
+      const e = errOf(status());
+      assert.deepEqual(e, { code: 50, msg: "Tendril cannot add pods: the node's pod address pool is exhausted" });
+      // What STATUS promised: an ADD now fails, with the documented plugin code (not 999).
+      const add = errOf(runShim(env('ADD', 'ctr-full', nsPath(POD_NS)), conf('1.1.0')));
+      assert.equal(add.code, 100);
+      assert.match(add.msg, /pod CIDR 10\.77\.0\.0\/24 is exhausted \(254\/254 in use\)/);
+      assert.deepEqual(lxcLinks(), []);
+      await set('exhaust=0');
+      await set('ready=0');
+      assert.equal(errOf(status()).code, 50);
+      await set('limited=1');
+      assert.equal(errOf(status()).code, 51);
+      await set('ready=1');
+      assert.equal(errOf(status()).code, 51, 'ready but existing pods limited is still 51');
+      await set('limited=0');
+      assert.equal(status().status, 0);
+    } finally {
+      await set('exhaust=0&ready=1&limited=0');
+    }
+  });
+
+  test('static addresses (args.cni.ips, runtimeConfig.ips, CNI_ARGS IP=) are honoured when free and in the pool', async () => {
+    const a = runShim(env('ADD', 'ctr-static-a', nsPath(POD_NS)), conf('1.1.0', { args: { cni: { ips: ['10.77.0.200/24'] } } }));
+    assert.equal(a.status, 0, a.stdout);
+    assert.equal(podIpOf(a), '10.77.0.200');
+    assert.ok(links(POD_NS).find((l) => l.ifname === 'eth0')?.addr_info?.some((x) => x.local === '10.77.0.200' && x.prefixlen === 32));
+    // Another container asking for the same address: refused, never shared.
+    const taken = errOf(runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS), { CNI_ARGS: 'IgnoreUnknown=1;IP=10.77.0.200' }), conf('1.1.0')));
+    assert.equal(taken.code, 102);
+    assert.match(taken.msg, /Cannot allocate 10\.77\.0\.200 to "ctr-static-b": already owned by "ctr-static-a"/);
+    const router = errOf(runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS), { CNI_ARGS: 'IP=10.77.0.1' }), conf('1.1.0')));
+    assert.equal(router.code, 102, 'the router address is taken too');
+    const outside = errOf(runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS)), conf('1.1.0', { runtimeConfig: { ips: ['10.78.0.5'] } })));
+    assert.equal(outside.code, 101);
+    assert.match(outside.msg, /Cannot allocate 10\.78\.0\.5: not a usable address of pod CIDR 10\.77\.0\.0\/24/);
+    const v6 = errOf(runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS)), conf('1.1.0', { args: { cni: { ips: ['fd00::5'] } } })));
+    assert.deepEqual(v6, { code: 7, msg: 'invalid network config: "args.cni.ips" asks for "fd00::5": the cluster is IPv4-only' });
+    const two = errOf(runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS), { CNI_ARGS: 'IP=10.77.0.201' }), conf('1.1.0', { args: { cni: { ips: ['10.77.0.202'] } } })));
+    assert.equal(two.code, 7);
+    assert.deepEqual(links(POD2_NS).filter((l) => l.ifname !== 'lo'), [], 'refused ADDs touched nothing');
+    assert.deepEqual((await agentState()).ips, ['10.77.0.200']);
+    const b = runShim(env('ADD', 'ctr-static-b', nsPath(POD2_NS), { CNI_ARGS: 'IgnoreUnknown=1;IP=10.77.0.201' }), conf('1.1.0'));
+    assert.equal(b.status, 0, b.stdout);
+    assert.equal(podIpOf(b), '10.77.0.201');
+    for (const [cid, ns] of [['ctr-static-a', POD_NS], ['ctr-static-b', POD2_NS]] as const) assert.equal(runShim(env('DEL', cid, nsPath(ns)), conf('1.1.0')).status, 0);
+    assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+  });
+
+  test('CHECK fails once the address is no longer allocated to the container', async () => {
+    const add = runShim(env('ADD', 'ctr-stolen', nsPath(POD_NS)), conf('1.1.0'));
+    assert.equal(add.status, 0, add.stdout);
+    const prev = conf('1.1.0', { prevResult: json(add.stdout) });
+    assert.equal(runShim(env('CHECK', 'ctr-stolen', nsPath(POD_NS)), prev).status, 0);
+    const ip = podIpOf(add);
+    await set(`steal=${ip}`);
+    const e = errOf(runShim(env('CHECK', 'ctr-stolen', nsPath(POD_NS)), prev));
+    assert.deepEqual(e, { code: 999, msg: `CHECK failed for container "ctr-stolen": ${ip} is no longer allocated to it` });
+    assert.equal(runShim(env('DEL', 'ctr-stolen', nsPath(POD_NS)), conf('1.1.0')).status, 0);
+    // The thief's allocation is its own; DEL of ctr-stolen gave back only what was ctr-stolen's.
+    assert.deepEqual((await agentState()).ips, [ip]);
+    assert.equal(runShim(env('DEL', 'thief', ''), conf('1.1.0')).status, 0);
+    assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+  });
+
+  test("CNI_NETNS naming the agent's own namespace: ADD refused with 8 before anything, DEL never deletes node interfaces", async () => {
+    ip('-n', NODE_NS, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer');
+    try {
+      const before = links(NODE_NS).map((l) => l.ifname).sort();
+      for (const own of [nsPath(NODE_NS), `/proc/${agent!.pid}/ns/net`]) {
+        const e = errOf(runShim(env('ADD', 'ctr-node', own), conf('1.1.0')));
+        assert.equal(e.code, 8);
+        assert.match(e.msg, /is the node's own namespace, not a pod's/);
+        assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+        const del = runShim(env('DEL', 'ctr-node', own), conf('1.1.0'));
+        assert.equal(del.status, 0, del.stdout);
+      }
+      assert.deepEqual(links(NODE_NS).map((l) => l.ifname).sort(), before, 'the node kept every interface, eth0 included');
+    } finally {
+      ip('-n', NODE_NS, 'link', 'del', 'eth0');
+    }
+  });
+
+  test('a second attachment in the same sandbox is refused with 103; its DEL removes nothing of the first', async () => {
+    const add = runShim(env('ADD', 'ctr-multi', nsPath(POD_NS)), conf('1.1.0'));
+    assert.equal(add.status, 0, add.stdout);
+    const ip0 = podIpOf(add);
+    const routesBefore = routes(POD_NS);
+    const second = errOf(runShim(env('ADD', 'ctr-multi', nsPath(POD_NS), { CNI_IFNAME: 'net1' }), conf('1.1.0')));
+    assert.equal(second.code, 103);
+    assert.match(second.msg, /Cannot add "net1" to container "ctr-multi": it already has the Tendril interface "eth0"/);
+    // Another container ID on the same namespace (a runtime's mistake, or another network owning it).
+    const foreign = errOf(runShim(env('ADD', 'ctr-intruder', nsPath(POD_NS), { CNI_IFNAME: 'net1' }), conf('1.1.0')));
+    assert.equal(foreign.code, 103);
+    assert.match(foreign.msg, /already has a default route via 10\.77\.0\.1 dev eth0, so another attachment owns it/);
+    const sameName = errOf(runShim(env('ADD', 'ctr-intruder2', nsPath(POD_NS)), conf('1.1.0')));
+    assert.equal(sameName.code, 103);
+    assert.match(sameName.msg, /the namespace already has a link of that name/);
+    // The runtime DELs what failed: only the refused attachment, which holds nothing (its DEL must not take
+    // the eth0 it found there).
+    for (const cid of ['ctr-multi', 'ctr-intruder']) assert.equal(runShim(env('DEL', cid, nsPath(POD_NS), { CNI_IFNAME: 'net1' }), conf('1.1.0')).status, 0);
+    assert.equal(runShim(env('DEL', 'ctr-intruder2', nsPath(POD_NS)), conf('1.1.0')).status, 0);
+    assert.deepEqual(routes(POD_NS), routesBefore);
+    assert.deepEqual(lxcLinks(), [hostIfName('ctr-multi', 'eth0')]);
+    assert.deepEqual((await agentState()).ips, [ip0]);
+    assert.equal(runShim(env('CHECK', 'ctr-multi', nsPath(POD_NS)), conf('1.1.0', { prevResult: json(add.stdout) })).status, 0);
+    assert.equal(runShim(env('DEL', 'ctr-multi', nsPath(POD_NS)), conf('1.1.0')).status, 0);
+    assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+  });
+
+  test('DEL releases by container ID what an ADD killed half-way left: the address and the host veth', async () => {
+    const [leaked] = await set('allocate=ctr-killed');
+    const host = hostIfName('ctr-killed', 'eth0');
+    ip('-n', NODE_NS, 'link', 'add', host, 'type', 'veth', 'peer', 'name', `${PREFIX.slice(-6)}k`);
+    assert.deepEqual((await agentState()).ips, [leaked]);
+    const del = runShim(env('DEL', 'ctr-killed', nsPath(POD_NS)), conf('1.1.0'));
+    assert.equal(del.status, 0, del.stdout);
+    assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
+    assert.deepEqual(lxcLinks(), []);
+    // GC gives back the same remains when the runtime never sends that DEL.
+    const [leaked2] = await set('allocate=ctr-killed2');
+    assert.deepEqual((await agentState()).ips, [leaked2]);
+    const gc = runShim({ CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' }, conf('1.1.0', { 'cni.dev/valid-attachments': [] }));
+    assert.equal(gc.status, 0, gc.stdout);
     assert.deepEqual(await agentState(), { ips: [], endpoints: [] });
   });
 

@@ -164,7 +164,9 @@ test('startEvents() delivers a drop event (139) for IPv6 a pod sends; stats() co
   const events: DatapathEvent[] = [];
   const watch = dp.startEvents((e) => events.push(e));
   try {
-    // All-nodes multicast out of the pod's eth0: the datapath does not forward IPv6.
+    // All-nodes multicast out of the pod's eth0: the datapath does not forward IPv6. The CNI wiring disables
+    // IPv6 in pods; a pod that turns it back on is what this drop is for.
+    await exec(inNs(p1.ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.disable_ipv6=0']));
     await exec(inNs(p1.ns, ['ping', '-6', '-n', '-q', '-c', '1', '-W', '1', 'ff02::1%eth0']));
     const until = Date.now() + 3000;
     while (!events.some((e) => e.type === 'drop' && e.reason === 139 && e.source === p1.endpoint.id) && Date.now() < until) await sleep(20);

@@ -18,6 +18,7 @@ import {
   type PolicyMapEntry,
   type RemoteNode,
   type RoutingMode,
+  wirePodInterface,
 } from '../src/datapath/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
@@ -201,38 +202,18 @@ function buildNode(mode: RoutingMode, i: number): Node {
   return node;
 }
 
-/** A pod as the CNI plugin wires one: veth with its peer born in the pod, /32, routes via the router, then the datapath. */
+/** A pod as the CNI plugin wires one (the datapath's wirePodInterface), then the datapath's endpoint. */
 function addPod(node: Node, mode: RoutingMode, host: number, identity: number): Pod {
   const ip = `10.210.${node.podCidr.split('.')[2]}.${host}`;
   const podNsName = `${node.nsName}-p${host}`;
   const podNs = makeNs(podNsName);
   const hostIfName = `lxc${mode[0]}${node.name}p${host}`;
-  const nl = Netlink.openIn(node.ns);
-  const pnl = Netlink.openIn(podNs);
   try {
-    nl.createVeth({ name: hostIfName, peerName: 'eth0', peerNetns: podNs, mtu: node.dp.podMtu, mac: randomMac(), peerMac: randomMac() });
-    const podLink = pnl.getLink('eth0')!;
-    pnl.setLink('lo', { up: true });
-    pnl.addAddress(podLink.index, `${ip}/32`);
-    pnl.setLink(podLink.index, { up: true });
-    pnl.addRoute({ dst: `${node.routerIP}/32`, ifindex: podLink.index, scope: 'link' });
-    pnl.addRoute({ dst: '0.0.0.0/0', gateway: node.routerIP, ifindex: podLink.index });
-    nl.setLink(hostIfName, { up: true });
-    const hostLink = nl.getLink(hostIfName)!;
-    const endpoint: DatapathEndpoint = {
-      id: host,
-      ip,
-      hostIfName,
-      hostIfindex: hostLink.index,
-      hostMac: hostLink.mac,
-      podMac: podLink.mac,
-      identity,
-    };
+    const link = wirePodInterface({ netns: podNs, netnsPath: podNs.path, hostNetns: node.ns, hostIfName, podIfName: 'eth0', ip, routerIP: node.routerIP, mtu: node.dp.podMtu });
+    const endpoint: DatapathEndpoint = { id: host, ip, hostIfName, hostIfindex: link.hostIfindex, hostMac: link.hostMac, podMac: link.podMac, identity };
     node.ns.run(() => node.dp.addEndpoint(endpoint));
     return { name: `${node.name}-p${host}`, ns: podNsName, ip, identity, hostIfName, endpoint };
   } finally {
-    pnl.close();
-    nl.close();
     podNs.close();
   }
 }

@@ -4,9 +4,8 @@ import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
-import { ensureNamedNetns, interfaceIndex } from '../datapath/index.js';
-import { CniCode, CniError, CniHandler, type CniBackend } from '../cni/index.js';
-import { createPodInterface, removePodInterface } from '../cni/index.js';
+import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface } from '../datapath/index.js';
+import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
@@ -16,6 +15,7 @@ import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
+import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
 import type { EventWatch } from '../datapath/index.js';
@@ -28,7 +28,6 @@ import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
 
-export const CNI_CONF_NAME = '05-tendril.conflist';
 const HEALTH_IF = 'lxc_health';
 /** Pause between attempts to reach a cluster store that does not answer. */
 const STORE_RETRY_MS = 1000;
@@ -196,9 +195,8 @@ export class Agent {
     this.log.info({ podCidr, router: this.routerIP, attach: dp.mode, routing: cfg.routing, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
 
     this.endpoints = new EndpointManager(dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
-    for (const ep of this.endpoints.restore(interfaceIndex)) {
-      if (this.ipam.ownerOf(ep.ip) !== undefined && ep.kind === 'pod') this.ipam.release(ep.ip);
-    }
+    this.endpoints.restore(interfaceIndex);
+    await reconcileLeftovers({ ipam: this.ipam, endpoints: this.endpoints, dp, log: this.log.child({ subsys: 'endpoint' }), keepInterfaces: [HEALTH_IF] });
     await this.ensureHealthEndpoint();
     this.security.attach(dp, this.endpoints);
     this.startCtGc();
@@ -351,17 +349,26 @@ export class Agent {
 
   private cniBackend(): CniBackend {
     return {
-      status: () => (this.ready ? { ready: true } : { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet` }),
+      // limited: pods run on what an earlier computation left (not restored yet, or the cluster's identities and
+      // policies not loaded from the store), without policy or peer updates.
+      status: () => {
+        if (!this.ready) return { ready: false, reason: `node ${this.cfg.nodeName} has no pod CIDR yet`, ...(!this.endpoints && hasSavedPods(this.cfg.stateDir) ? { limited: true } : {}) };
+        return this.security.synced ? { ready: true } : { ready: true, limited: true, reason: 'the cluster\'s identities, endpoints and policies are not loaded from the store yet' };
+      },
       netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
-      allocateIP: async (owner) => {
+      pool: () => (this.dp ? { cidr: this.podCidr, free: this.ipam.free } : undefined),
+      allocateIP: async (r) => {
         if (!this.ready) {
           throw new CniError(CniCode.TRY_AGAIN_LATER, `Node ${this.cfg.nodeName} has no pod CIDR yet`, { details: 'waiting for the operator to assign one (cluster-pool IPAM)' });
         }
-        return this.live().ipam.allocateNext(owner);
+        const att = { containerId: r.containerId, ifname: r.ifname };
+        return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
       },
-      releaseIP: async (ip) => {
-        this.live().ipam.release(ip);
+      releaseIP: async (ip, attachment) => {
+        this.live().ipam.release(ip, attachment);
       },
+      attachmentIPs: (containerId, ifname) => this.live().ipam.findByAttachment(containerId, ifname),
+      listAttachmentIPs: () => this.live().ipam.attachments(),
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
@@ -705,16 +712,12 @@ export class Agent {
     };
   }
 
+  /** The conflist in the latest spec version: runtimes call STATUS and GC only for 1.1.0 configs. */
   private writeCniConfig(): void {
-    const conf = {
-      cniVersion: '1.0.0',
-      name: 'tendril',
-      plugins: [{ type: 'tendril-cni', 'agent-socket': this.cfg.socket }],
-    };
     fs.mkdirSync(this.cfg.cniConfDir, { recursive: true });
-    const file = path.join(this.cfg.cniConfDir, CNI_CONF_NAME);
+    const file = path.join(this.cfg.cniConfDir, CONFLIST_NAME);
     const tmp = `${file}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(conf, null, 2) + '\n');
+    fs.writeFileSync(tmp, tendrilConflist({ agentSocket: this.cfg.socket }));
     fs.renameSync(tmp, file);
     this.cniConfPath = file;
   }

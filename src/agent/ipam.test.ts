@@ -68,3 +68,33 @@ test('a state file of another CIDR is refused with a clear message', () => {
   new NodeIpam('172.20.1.0/24', file).allocateNext('router');
   assert.throws(() => new NodeIpam('172.20.2.0/24', file), /is for pod CIDR 172.20.1.0\/24/);
 });
+
+test('allocate() of a static address: free and in the pool is honoured, another container\'s is a conflict', () => {
+  const ipam = new NodeIpam('10.1.3.0/24');
+  const a = { containerId: 'c1', ifname: 'eth0' };
+  assert.equal(ipam.allocate('10.1.3.50', 'default/a', a), '10.1.3.50');
+  assert.equal(ipam.allocate('10.1.3.50', 'default/a', a), '10.1.3.50', 'the same attachment again is a no-op');
+  // A pod of the same name in another sandbox must not share it.
+  assert.throws(
+    () => ipam.allocate('10.1.3.50', 'default/a', { containerId: 'c2', ifname: 'eth0' }),
+    (e: unknown) => e instanceof AgentError && e.code === 'TENDRIL_ERR_IPAM_CONFLICT' && /already owned by "default\/a" \(container c1 eth0\)/.test(e.message),
+  );
+  for (const ip of ['10.1.4.5', '10.1.3.0', '10.1.3.255']) {
+    assert.throws(() => ipam.allocate(ip, 'default/b', a), (e: unknown) => e instanceof AgentError && e.code === 'TENDRIL_ERR_IPAM_OUT_OF_RANGE');
+  }
+});
+
+test('findByAttachment() and releaseUnless() see the attachment an address was allocated for, across restarts', () => {
+  const file = tmpFile();
+  const first = new NodeIpam('10.1.5.0/24', file);
+  first.allocateNext('router');
+  const mid = first.allocateNext('default/mid', { containerId: 'c-mid', ifname: 'eth0' });
+  const done = first.allocateNext('default/done', { containerId: 'c-done', ifname: 'eth0' });
+  const second = new NodeIpam('10.1.5.0/24', file);
+  assert.deepEqual(second.findByAttachment('c-mid', 'eth0'), [mid]);
+  assert.deepEqual(second.get(mid), { ip: mid, owner: 'default/mid', containerId: 'c-mid', ifname: 'eth0' });
+  const released = second.releaseUnless((a) => a.owner === 'router' || a.ip === done);
+  assert.deepEqual(released.map((a) => a.ip), [mid]);
+  assert.deepEqual(new NodeIpam('10.1.5.0/24', file).list().map((a) => a.owner), ['router', 'default/done']);
+  assert.equal(second.free, 254 - 2);
+});

@@ -7,7 +7,18 @@ import { type Cidr, cidrContains, cidrSize, formatCidr, formatIPv4, parseCidr, p
 export interface Allocation {
   ip: string;
   owner: string;
+  /** The CNI attachment the address was allocated for (absent for the router, health and API allocations). */
+  containerId?: string;
+  ifname?: string;
 }
+
+/** The CNI attachment an address is for: CNI_CONTAINERID and CNI_IFNAME. */
+export interface AttachmentRef {
+  containerId: string;
+  ifname: string;
+}
+
+type Holder = Omit<Allocation, 'ip'>;
 
 interface IpamFile {
   cidr: string;
@@ -17,7 +28,7 @@ interface IpamFile {
 export class NodeIpam {
   readonly cidr: Cidr;
   private readonly file: string | undefined;
-  private readonly byIp = new Map<number, string>();
+  private readonly byIp = new Map<number, Holder>();
   /** Where the next search starts: addresses are handed out round-robin so a released one is not reused at once. */
   private cursor: number;
 
@@ -44,7 +55,7 @@ export class NodeIpam {
     }
     for (const a of saved.allocations) {
       const ip = parseIPv4(a.ip);
-      this.byIp.set(ip, a.owner);
+      this.byIp.set(ip, holder(a.owner, a.containerId !== undefined && a.ifname !== undefined ? { containerId: a.containerId, ifname: a.ifname } : undefined));
       if (ip >= this.cursor) this.cursor = ip + 1;
     }
   }
@@ -71,14 +82,18 @@ export class NodeIpam {
     return this.byIp.size;
   }
 
-  /** Allocates the next free address for `owner`. */
-  allocateNext(owner: string): string {
+  get free(): number {
+    return this.capacity - this.used;
+  }
+
+  /** Allocates the next free address for `owner` (and the CNI attachment it is for, if any). */
+  allocateNext(owner: string, attachment?: AttachmentRef): string {
     const n = this.capacity;
     for (let i = 0; i < n; i++) {
       let ip = this.cursor + i;
       if (ip > this.last()) ip = this.first() + ((ip - this.first()) % n);
       if (!this.byIp.has(ip)) {
-        this.byIp.set(ip, owner);
+        this.byIp.set(ip, holder(owner, attachment));
         this.cursor = ip + 1 > this.last() ? this.first() : ip + 1;
         this.save();
         return formatIPv4(ip);
@@ -90,8 +105,11 @@ export class NodeIpam {
     );
   }
 
-  /** Allocates a specific address (e.g. restoring the router IP). Re-allocating to the same owner is a no-op. */
-  allocate(ipText: string, owner: string): string {
+  /**
+   * Allocates a specific address (the router's, a static pod address). Re-allocating to the same owner and
+   * attachment is a no-op; to anyone else it is a conflict (a pod of the same name but another container too).
+   */
+  allocate(ipText: string, owner: string, attachment?: AttachmentRef): string {
     const ip = parseIPv4(ipText);
     if (!cidrContains(this.cidr, ip) || ip < this.first() || ip > this.last()) {
       throw new AgentError(
@@ -101,33 +119,70 @@ export class NodeIpam {
     }
     const current = this.byIp.get(ip);
     if (current !== undefined) {
-      if (current === owner) return ipText;
-      throw new AgentError('TENDRIL_ERR_IPAM_CONFLICT', `Cannot allocate ${ipText} to "${owner}": already owned by "${current}"`);
+      if (current.owner === owner && current.containerId === attachment?.containerId && current.ifname === attachment?.ifname) return ipText;
+      const by = current.containerId === undefined ? '' : ` (container ${current.containerId.slice(0, 12)} ${current.ifname})`;
+      throw new AgentError('TENDRIL_ERR_IPAM_CONFLICT', `Cannot allocate ${ipText} to "${owner}": already owned by "${current.owner}"${by}`);
     }
-    this.byIp.set(ip, owner);
+    this.byIp.set(ip, holder(owner, attachment));
     this.save();
     return ipText;
   }
 
-  /** Releases an address; false when it was not allocated. */
-  release(ipText: string): boolean {
+  /**
+   * Releases an address; false when it was not allocated. With `attachment`, an address allocated to another
+   * attachment since is left alone (false): a DEL gives back only what is still its own.
+   */
+  release(ipText: string, attachment?: AttachmentRef): boolean {
     const ip = parseIPv4(ipText);
-    if (!this.byIp.delete(ip)) return false;
+    const h = this.byIp.get(ip);
+    if (h === undefined) return false;
+    if (attachment && h.containerId !== undefined && (h.containerId !== attachment.containerId || h.ifname !== attachment.ifname)) return false;
+    this.byIp.delete(ip);
     this.save();
     return true;
   }
 
   ownerOf(ipText: string): string | undefined {
-    return this.byIp.get(parseIPv4(ipText));
+    return this.byIp.get(parseIPv4(ipText))?.owner;
+  }
+
+  /** The allocation of an address, if any. */
+  get(ipText: string): Allocation | undefined {
+    const h = this.byIp.get(parseIPv4(ipText));
+    return h && { ip: ipText, ...h };
   }
 
   /** First address owned by `owner`, if any. */
   findByOwner(owner: string): string | undefined {
-    for (const [ip, o] of this.byIp) if (o === owner) return formatIPv4(ip);
+    for (const [ip, h] of this.byIp) if (h.owner === owner) return formatIPv4(ip);
     return undefined;
   }
 
-  list(): Allocation[] {
-    return [...this.byIp.entries()].sort((a, b) => a[0] - b[0]).map(([ip, owner]) => ({ ip: formatIPv4(ip), owner }));
+  /** Addresses allocated for a CNI attachment, whatever state its ADD reached. */
+  findByAttachment(containerId: string, ifname: string): string[] {
+    const out: string[] = [];
+    for (const [ip, h] of this.byIp) if (h.containerId === containerId && h.ifname === ifname) out.push(formatIPv4(ip));
+    return out;
   }
+
+  /** Every address allocated for a CNI attachment, with the attachment. */
+  attachments(): (AttachmentRef & { ip: string })[] {
+    return this.list().flatMap((a) => (a.containerId !== undefined && a.ifname !== undefined ? [{ ip: a.ip, containerId: a.containerId, ifname: a.ifname }] : []));
+  }
+
+  /** Releases every allocation `keep` rejects (one save); returns what was released. */
+  releaseUnless(keep: (a: Allocation) => boolean): Allocation[] {
+    const released = this.list().filter((a) => !keep(a));
+    for (const a of released) this.byIp.delete(parseIPv4(a.ip));
+    if (released.length > 0) this.save();
+    return released;
+  }
+
+  list(): Allocation[] {
+    return [...this.byIp.entries()].sort((a, b) => a[0] - b[0]).map(([ip, h]) => ({ ip: formatIPv4(ip), ...h }));
+  }
+}
+
+function holder(owner: string, attachment: AttachmentRef | undefined): Holder {
+  return attachment ? { owner, containerId: attachment.containerId, ifname: attachment.ifname } : { owner };
 }

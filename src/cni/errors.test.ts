@@ -21,3 +21,15 @@ test('asCniError() turns any other throw into code 999 with its message', () => 
   assert.equal(e.message, 'boom');
   assert.ok(e.cause instanceof TypeError);
 });
+
+test('asCniError() keeps the meaning of coded errors: IPAM 100-102, datapath netns 8, sandbox 103, store away 11', () => {
+  const coded = (code: string): Error => Object.assign(new Error(code), { code });
+  assert.equal(asCniError(coded('TENDRIL_ERR_IPAM_EXHAUSTED')).code, 100);
+  assert.equal(asCniError(coded('TENDRIL_ERR_IPAM_OUT_OF_RANGE')).code, 101);
+  assert.equal(asCniError(coded('TENDRIL_ERR_IPAM_CONFLICT')).code, 102);
+  assert.equal(asCniError(coded('TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN')).code, 103);
+  assert.equal(asCniError(coded('TENDRIL_ERR_DATAPATH_NETNS')).code, 8);
+  assert.equal(asCniError(coded('TENDRIL_ERR_STORE_UNAVAILABLE')).code, 11);
+  assert.equal(asCniError(coded('TENDRIL_ERR_NOT_READY')).code, 11);
+  assert.equal(asCniError(coded('TENDRIL_ERR_SOMETHING_ELSE')).code, 999);
+});

@@ -14,7 +14,12 @@ function httpStatus(r: CniResponse): number {
       return 404;
     case CniCode.TRY_AGAIN_LATER:
     case CniCode.NOT_AVAILABLE:
+    case CniCode.LIMITED_CONNECTIVITY:
+    case CniCode.POOL_EXHAUSTED:
       return 503;
+    case CniCode.ADDRESS_IN_USE:
+    case CniCode.SANDBOX_TAKEN:
+      return 409;
     case CniCode.IO_FAILURE:
     case CniCode.INTERNAL:
     case undefined:

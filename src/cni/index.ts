@@ -6,4 +6,4 @@ export { parseCniCall, type CniCall, type CniCommand, type NetConf } from './par
 export { hostIfName } from './names.js';
 export { formatResult, podResult, type CniResult } from './result.js';
 export { tendrilConflist, CONFLIST_NAME, PLUGIN_TYPE, type ConflistOptions } from './conflist.js';
-export { createPodInterface, removePodInterface, checkPodInterface, openPodNetns } from './wire.js';
+export type { IpRequest } from './plugin.js';

@@ -187,3 +187,17 @@ test('parseCniCall() code 7: pod labels must follow Kubernetes label syntax', ()
   rejects(headers(), withLabels({ app: 'a,b' }), 7, /Pod label "app" has an invalid value "a,b"/);
   rejects(headers(), withLabels({ 'bad key': 'x' }), 7, /Pod label key "bad key" is not a valid label key/);
 });
+
+test('parseCniCall() reads a static address from args.cni.ips, runtimeConfig.ips or CNI_ARGS IP=; one IPv4 only', () => {
+  const body = (extra: Record<string, unknown>): string => JSON.stringify({ ...CONF, ...extra });
+  assert.equal(parseCniCall(headers(), body({ args: { cni: { ips: ['10.0.0.7/24'] } } })).staticIP, '10.0.0.7');
+  assert.equal(parseCniCall(headers(), body({ runtimeConfig: { ips: ['10.0.0.8'] } })).staticIP, '10.0.0.8');
+  assert.equal(parseCniCall(headers({ 'x-cni-args': 'IgnoreUnknown=1;IP=10.0.0.9' }), body({})).staticIP, '10.0.0.9');
+  assert.equal(parseCniCall(headers({ 'x-cni-args': 'IP=10.0.0.9' }), body({ args: { cni: { ips: ['10.0.0.9/32'] } } })).staticIP, '10.0.0.9', 'the same address twice is one');
+  assert.equal(parseCniCall(headers(), body({})).staticIP, undefined);
+  assert.equal(parseCniCall(headers({ 'x-cni-command': 'DEL', 'x-cni-args': 'IP=10.0.0.9' }), body({})).staticIP, undefined, 'only ADD asks for one');
+  rejects(headers({ 'x-cni-args': 'IP=10.0.0.1' }), body({ args: { cni: { ips: ['10.0.0.2'] } } }), 7, /asks for 2 static addresses \(10\.0\.0\.2, 10\.0\.0\.1\): Tendril gives a pod exactly one IPv4 address/);
+  rejects(headers(), body({ args: { cni: { ips: ['fd00::1'] } } }), 7, /"args\.cni\.ips" asks for "fd00::1": the cluster is IPv4-only/);
+  rejects(headers(), body({ args: { cni: { ips: ['10.0.0.300'] } } }), 7, /asks for "10\.0\.0\.300": expected an IPv4 address/);
+  rejects(headers(), body({ runtimeConfig: { ips: '10.0.0.1' } }), 7, /"runtimeConfig\.ips" must be an array of IP address strings/);
+});

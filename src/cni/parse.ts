@@ -1,6 +1,7 @@
 // Turns one forwarded CNI invocation (X-Cni-* headers + stdin config) into a validated CniCall.
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import type { NamedPort } from '../store/types.js';
+import { formatIPv4, isIPv4, parseIPv4 } from '../util/ip.js';
 import {
   CniCode,
   CniError,
@@ -53,6 +54,8 @@ export interface CniCall {
   labels: Record<string, string>;
   /** Named container ports from args.tendril.ports ([{"name", "containerPort", "protocol"}], Kubernetes' shape). */
   namedPorts: NamedPort[];
+  /** The static address asked for (args.cni.ips, runtimeConfig.ips or CNI_ARGS IP=), if any. */
+  staticIP?: string;
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -175,7 +178,47 @@ export function parseCniCall(headers: Record<string, string | undefined>, body: 
   const config = parseNetConf(body, cmd);
   const labels = parseLabels(config);
   const namedPorts = parsePorts(config);
-  return { command: cmd, ...env, args, path, config, labels, namedPorts };
+  const call: CniCall = { command: cmd, ...env, args, path, config, labels, namedPorts };
+  if (cmd === 'ADD') {
+    const staticIP = parseStaticIP(config, args);
+    if (staticIP !== undefined) call.staticIP = staticIP;
+  }
+  return call;
+}
+
+/**
+ * The static address of an ADD, from the conventions' three places: `args.cni.ips` (config args), the "ips"
+ * capability (`runtimeConfig.ips`) and `CNI_ARGS IP=` (host-local's). Addresses may carry a prefix length (the
+ * pod gets a /32 whatever it says). Tendril gives a pod one IPv4 address: more than one, or IPv6, is refused.
+ */
+export function parseStaticIP(conf: NetConf, args: Record<string, string>): string | undefined {
+  const asked: { ip: string; from: string }[] = [];
+  const take = (v: unknown, from: string): void => {
+    if (v === undefined) return;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw invalidConfig(`${from} must be an array of IP address strings`);
+    for (const x of v as string[]) asked.push({ ip: x, from });
+  };
+  const cni = conf.args?.['cni'];
+  if (isObject(cni)) take(cni['ips'], '"args.cni.ips"');
+  take(conf.runtimeConfig?.['ips'], '"runtimeConfig.ips"');
+  if (args['IP'] !== undefined) {
+    for (const x of args['IP'].split(',')) asked.push({ ip: x, from: 'CNI_ARGS IP' });
+  }
+  const ips = new Set<string>();
+  for (const { ip, from } of asked) {
+    const slash = ip.indexOf('/');
+    const addr = slash < 0 ? ip : ip.slice(0, slash);
+    const prefix = slash < 0 ? undefined : ip.slice(slash + 1);
+    if (!isIPv4(addr) || (prefix !== undefined && !/^(\d|[12]\d|3[0-2])$/.test(prefix))) {
+      const why = addr.includes(':') ? 'the cluster is IPv4-only' : 'expected an IPv4 address such as 10.0.1.5';
+      throw invalidConfig(`${from} asks for ${JSON.stringify(ip)}: ${why}`);
+    }
+    ips.add(formatIPv4(parseIPv4(addr)));
+  }
+  if (ips.size > 1) {
+    throw invalidConfig(`the ADD asks for ${ips.size} static addresses (${[...ips].join(', ')}): Tendril gives a pod exactly one IPv4 address`);
+  }
+  return [...ips][0];
 }
 
 function parseNetConf(body: string, cmd: CniCommand): NetConf {

@@ -1,27 +1,53 @@
 // The CNI verbs as the agent runs them: one dispatch over ADD, DEL, CHECK, STATUS, GC and VERSION.
 import type { NamedPort } from '../store/types.js';
 import type { Logger } from '../util/log.js';
-import { asCniError, CniCode, CniError, LATEST_VERSION, SUPPORTED_VERSIONS, type CniVersion } from './errors.js';
+import {
+  assertPodNetns,
+  checkPodInterface,
+  createPodInterface,
+  openPodNetns,
+  removePodInterface,
+} from '../datapath/index.js';
+import { asCniError, CniCode, CniError, isSupportedVersion, LATEST_VERSION, SUPPORTED_VERSIONS, type CniVersion } from './errors.js';
 import { hostIfName } from './names.js';
 import { parseCniCall, peekCniVersion, VALID_ATTACHMENTS_KEY, type CniCall } from './parse.js';
 import { formatResult, parseResult, podResult } from './result.js';
 import { UndoList, type UndoFailure } from './undo.js';
-import { checkPodInterface, createPodInterface, openPodNetns, removePodInterface } from './wire.js';
 
-/** What the agent provides to the CNI verbs: readiness, IPAM and the endpoint registry. */
+/**
+ * What the agent provides to the CNI verbs: readiness, IPAM and the endpoint registry. Errors it throws with a
+ * `code` of TENDRIL_ERR_IPAM_EXHAUSTED / _OUT_OF_RANGE / _CONFLICT, TENDRIL_ERR_NOT_READY or
+ * TENDRIL_ERR_STORE_UNAVAILABLE reach the runtime as CNI codes 100 / 101 / 102 / 11 / 11 (errors.ts).
+ */
 export interface CniBackend {
-  status(): { ready: boolean; reason?: string };
+  /** limited: existing pods may have limited connectivity meanwhile (STATUS answers 51 instead of 50). */
+  status(): { ready: boolean; reason?: string; limited?: boolean };
   /** router = the pod's gateway (tendril_host's IP). */
   netConfig(): { routerIP: string; mtu: number };
-  /** owner is "namespace/pod" when CNI_ARGS names the pod, else the container ID. */
-  allocateIP(owner: string): Promise<string>;
-  /** No error when `ip` is not allocated. */
-  releaseIP(ip: string): Promise<void>;
+  /** The node's pod address pool, once it has one. */
+  pool(): { cidr: string; free: number } | undefined;
+  /** Allocates `ip` when given (a static address), else the next free one, recorded for (containerId, ifname). */
+  allocateIP(r: IpRequest): Promise<string>;
+  /** No error when `ip` is not allocated; with `attachment`, an address now allocated to another one stays. */
+  releaseIP(ip: string, attachment?: { containerId: string; ifname: string }): Promise<void>;
+  /** Addresses allocated for an attachment, whatever state its ADD reached (an endpoint or not). */
+  attachmentIPs(containerId: string, ifname: string): string[];
+  /** Every address allocated for a CNI attachment. */
+  listAttachmentIPs(): { ip: string; containerId: string; ifname: string }[];
   createEndpoint(r: EndpointRequest): Promise<{ id: number }>;
   findEndpoint(containerId: string, ifname: string): EndpointRef | undefined;
   /** No error when the endpoint is already gone. */
   deleteEndpoint(id: number): Promise<void>;
   listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[];
+}
+
+export interface IpRequest {
+  /** "namespace/pod" when CNI_ARGS names the pod, else the container ID. */
+  owner: string;
+  containerId: string;
+  ifname: string;
+  /** A static address the runtime asked for. */
+  ip?: string;
 }
 
 export interface EndpointRequest {
@@ -111,10 +137,16 @@ export class CniHandler {
       case 'GC':
         return this.gc(call);
       case 'VERSION':
-        return Promise.resolve(ok(JSON.stringify({ cniVersion: LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS })));
+        return Promise.resolve(ok(versionAnswer(call.config.cniVersion)));
     }
   }
 
+  /**
+   * One sandbox, one attachment: a second CNI_IFNAME for a container that has one (or a namespace another
+   * network already routes) is refused with 103 before anything is touched. Supporting it would need a second
+   * default route, per-interface source routing and an endpoint per interface with its own identity; nothing in
+   * Tendril's datapath or policy model asks for that.
+   */
   private async add(call: CniCall): Promise<CniResponse> {
     const { containerId, ifname } = call;
     const st = this.backend.status();
@@ -124,27 +156,31 @@ export class CniHandler {
         details: 'the runtime must DEL an attachment before adding it again',
       });
     }
+    const other = this.backend.listEndpoints().find((e) => e.containerId === containerId);
+    if (other) {
+      throw new CniError(
+        CniCode.SANDBOX_TAKEN,
+        `Cannot add "${ifname}" to container "${containerId}": it already has the Tendril interface "${other.ifname}" (${other.ip})`,
+        { details: 'Tendril gives a sandbox exactly one interface' },
+      );
+    }
     const net = this.backend.netConfig();
     const mtu = call.config.mtu ?? net.mtu;
     const hostName = hostIfName(containerId, ifname);
     const pod = podIdentity(call);
 
     const undo = new UndoList();
-    // Opened before anything is allocated so that a bad netns costs nothing to undo.
+    // Opened and vetted before anything is allocated: a bad netns, or the node's own, costs nothing to undo.
     const ns = openPodNetns(call.netns);
     try {
-      const ip = await this.backend.allocateIP(pod.owner);
+      assertPodNetns(ns);
+
+      const ipReq: IpRequest = { owner: pod.owner, containerId, ifname };
+      if (call.staticIP !== undefined) ipReq.ip = call.staticIP;
+      const ip = await this.backend.allocateIP(ipReq);
       undo.push(`IP ${ip}`, () => this.backend.releaseIP(ip));
 
-      const link = await createPodInterface({
-        netns: ns,
-        netnsPath: call.netns,
-        hostIfName: hostName,
-        podIfName: ifname,
-        ip,
-        routerIP: net.routerIP,
-        mtu,
-      });
+      const link = await createPodInterface({ netns: ns, netnsPath: call.netns, hostIfName: hostName, podIfName: ifname, ip, routerIP: net.routerIP, mtu });
       undo.push(`veth "${hostName}"`, () => removePodInterface(call.netns, ifname, hostName));
 
       const req: EndpointRequest = {
@@ -191,6 +227,11 @@ export class CniHandler {
     return ok('');
   }
 
+  /**
+   * Removes an attachment by container ID and ifname, whatever state it is in: a finished one (endpoint), or
+   * the remains of an ADD that never finished (a veth, an address without endpoint). A netns that is the
+   * node's own is never entered (the datapath refuses to delete node interfaces).
+   */
   private async remove(containerId: string, ifname: string, netnsPath: string): Promise<void> {
     const ep = this.backend.findEndpoint(containerId, ifname);
     const failures: UndoFailure[] = [];
@@ -205,9 +246,16 @@ export class CniHandler {
     // the endpoint record in place and the runtime's retry finds everything it still has to remove. The IP
     // goes last, never to another pod while this one may still hold it.
     const hostName = ep?.hostIfName ?? hostIfName(containerId, ifname);
-    await attempt(`veth "${hostName}"`, () => removePodInterface(netnsPath || ep?.netnsPath || '', ifname, hostName));
+    // Without an endpoint record the pod side is not entered: deleting the host end takes a veth's pod end
+    // with it, and a link named ifname there may be another network's (a refused ADD is followed by a DEL).
+    const podNetns = ep ? netnsPath || ep.netnsPath : '';
+    await attempt(`veth "${hostName}"`, () => removePodInterface(podNetns, ifname, hostName));
     if (ep && failures.length === 0) await attempt(`endpoint ${ep.id}`, () => this.backend.deleteEndpoint(ep.id));
-    if (ep && failures.length === 0) await attempt(`IP ${ep.ip}`, () => this.backend.releaseIP(ep.ip));
+    if (failures.length === 0) {
+      const ips = new Set(this.backend.attachmentIPs(containerId, ifname));
+      if (ep) ips.add(ep.ip);
+      for (const ip of ips) await attempt(`IP ${ip}`, () => this.backend.releaseIP(ip, { containerId, ifname }));
+    }
     const first = failures[0];
     if (first) {
       const e = asCniError(first.error);
@@ -230,6 +278,12 @@ export class CniHandler {
         details: `prevResult ips: ${JSON.stringify(prev.ips.map((ip) => ip.address))}`,
       });
     }
+    const held = this.backend.attachmentIPs(containerId, ifname);
+    if (!held.includes(ep.ip)) {
+      throw new CniError(CniCode.INTERNAL, `CHECK failed for container "${containerId}": ${ep.ip} is no longer allocated to it`, {
+        details: held.length > 0 ? `IPAM holds ${held.join(', ')} for it` : 'IPAM holds no address for it',
+      });
+    }
     const net = this.backend.netConfig();
     await checkPodInterface({
       netnsPath: call.netns,
@@ -241,9 +295,21 @@ export class CniHandler {
     return ok('');
   }
 
+  /** 0 only when an ADD would succeed now; 50 when it could not; 51 when existing pods may suffer too. */
   private status(): CniResponse {
     const st = this.backend.status();
-    if (!st.ready) throw notReady(CniCode.NOT_AVAILABLE, st.reason);
+    const code = st.limited ? CniCode.LIMITED_CONNECTIVITY : CniCode.NOT_AVAILABLE;
+    if (!st.ready) throw notReady(code, st.reason);
+    const pool = this.backend.pool();
+    if (!pool) throw notReady(code, 'the node has no pod address pool yet');
+    if (pool.free <= 0) {
+      throw new CniError(code, 'Tendril cannot add pods: the node\'s pod address pool is exhausted', {
+        details: `pod CIDR ${pool.cidr} has no free address`,
+      });
+    }
+    if (st.limited) {
+      throw new CniError(code, 'Existing pods may have limited connectivity', st.reason === undefined ? {} : { details: st.reason });
+    }
     return ok('');
   }
 
@@ -259,6 +325,17 @@ export class CniHandler {
         this.log?.info({ containerId: ep.containerId, ifname: ep.ifname, ip: ep.ip }, 'GC removed stale attachment');
       } catch (error) {
         failures.push({ what: `attachment ${ep.containerId}/${ep.ifname}`, error });
+      }
+    }
+    // Addresses of ADDs that never finished (no endpoint): released by the same removal, veth and all.
+    for (const a of this.backend.listAttachmentIPs()) {
+      if (valid.has(attachmentKey(a.containerId, a.ifname)) || this.backend.findEndpoint(a.containerId, a.ifname)) continue;
+      const target = { containerId: a.containerId, ifname: a.ifname };
+      try {
+        await this.serialize(target, () => this.remove(a.containerId, a.ifname, ''));
+        this.log?.info({ containerId: a.containerId, ifname: a.ifname, ip: a.ip }, 'GC released the address of an unfinished attachment');
+      } catch (error) {
+        failures.push({ what: `address ${a.ip} of ${a.containerId}/${a.ifname}`, error });
       }
     }
     if (failures.length > 0) {
@@ -303,7 +380,16 @@ function errorResponse(e: CniError, cniVersion: string | undefined): CniResponse
   return { exitCode: 1, stdout: JSON.stringify(e.toJSON(cniVersion as CniVersion | undefined)), cniCode: e.code };
 }
 
-function notReady(code: typeof CniCode.TRY_AGAIN_LATER | typeof CniCode.NOT_AVAILABLE, reason?: string): CniError {
+/** VERSION's answer, in the caller's spec version when it is one we speak (the shim answers the same). */
+function versionAnswer(callerVersion: unknown): string {
+  const cniVersion = isSupportedVersion(callerVersion) ? callerVersion : LATEST_VERSION;
+  return JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS });
+}
+
+function notReady(
+  code: typeof CniCode.TRY_AGAIN_LATER | typeof CniCode.NOT_AVAILABLE | typeof CniCode.LIMITED_CONNECTIVITY,
+  reason?: string,
+): CniError {
   return new CniError(code, 'Tendril agent is not ready', reason === undefined ? {} : { details: reason });
 }
 

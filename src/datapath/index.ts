@@ -11,3 +11,16 @@ export { decodeEvent, ktimeToDate, EVENT_FILES, POLICY_MATCH_TYPES } from './eve
 export type { EventReaderOptions, EventStats, EventWatch } from './event-reader.js';
 export type { DatapathErrorCode } from './errors.js';
 export { ensureNamedNetns, interfaceIndex, interfaceName } from './host.js';
+export {
+  createPodInterface,
+  wirePodInterface,
+  removePodInterface,
+  removeStrayPodInterfaces,
+  checkPodInterface,
+  openPodNetns,
+  assertPodNetns,
+  isOwnNetns,
+  type PodInterface,
+  type PodInterfaceSpec,
+  type PodInterfaceCheck,
+} from './pod-interface.js';

@@ -531,12 +531,12 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     }
   } catch (err) {
     if (pod.serve) await stopProcesses([pod.serve.pid]);
-    if (pod.ip) {
-      try {
-        runCni(lab, 'DEL', pod);
-      } catch {
-        // best effort; the namespace goes below
-      }
+    // As a runtime does: a failed ADD is followed by a DEL, which gives back whatever the ADD got to (an
+    // address, a veth) even when it never answered with a result.
+    try {
+      runCni(lab, 'DEL', pod);
+    } catch {
+      // best effort; the namespace goes below
     }
     Netns.delete(pp.netns, NETNS_DIR);
     throw err;

@@ -1,9 +1,7 @@
-// A pod as the CNI plugin wires one, for tests that drive NodeDatapath directly: a netns, a veth with its peer
-// born in the pod, the pod's /32 and routes via the router, the endpoint added to the datapath.
-import { Netlink } from '../../src/kernel/netlink/index.js';
+// A pod as the CNI plugin wires one, for tests that drive NodeDatapath directly: a netns, the pod interface
+// wired by the datapath's own code (the one the CNI ADD runs), the endpoint added to the datapath.
 import { Netns } from '../../src/kernel/netns/index.js';
-import type { DatapathEndpoint, NodeDatapath } from '../../src/datapath/index.js';
-import { randomMac } from '../../src/util/ip.js';
+import { wirePodInterface, type DatapathEndpoint, type NodeDatapath } from '../../src/datapath/index.js';
 
 export interface TestPod {
   ns: string;
@@ -25,26 +23,22 @@ export interface PodPlan {
 
 export function addTestPod(p: PodPlan): TestPod {
   const ip = `${p.subnet}.${p.host}`;
-  const router = `${p.subnet}.1`;
   const podNs = Netns.create(p.podNs);
-  const nl = Netlink.openIn(p.nodeNs);
-  const pnl = Netlink.openIn(podNs);
   try {
-    nl.createVeth({ name: p.hostIfName, peerName: 'eth0', peerNetns: podNs, mtu: p.dp.podMtu, mac: randomMac(), peerMac: randomMac() });
-    const podLink = pnl.getLink('eth0')!;
-    pnl.setLink('lo', { up: true });
-    pnl.addAddress(podLink.index, `${ip}/32`);
-    pnl.setLink(podLink.index, { up: true });
-    pnl.addRoute({ dst: `${router}/32`, ifindex: podLink.index, scope: 'link' });
-    pnl.addRoute({ dst: '0.0.0.0/0', gateway: router, ifindex: podLink.index });
-    nl.setLink(p.hostIfName, { up: true });
-    const hostLink = nl.getLink(p.hostIfName)!;
-    const endpoint: DatapathEndpoint = { id: p.host, ip, hostIfName: p.hostIfName, hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, identity: p.identity };
+    const link = wirePodInterface({
+      netns: podNs,
+      netnsPath: podNs.path,
+      hostNetns: p.nodeNs,
+      hostIfName: p.hostIfName,
+      podIfName: 'eth0',
+      ip,
+      routerIP: `${p.subnet}.1`,
+      mtu: p.dp.podMtu,
+    });
+    const endpoint: DatapathEndpoint = { id: p.host, ip, hostIfName: p.hostIfName, hostIfindex: link.hostIfindex, hostMac: link.hostMac, podMac: link.podMac, identity: p.identity };
     p.nodeNs.run(() => p.dp.addEndpoint(endpoint));
     return { ns: p.podNs, ip, endpoint };
   } finally {
-    pnl.close();
-    nl.close();
     podNs.close();
   }
 }

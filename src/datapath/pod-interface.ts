@@ -4,13 +4,14 @@ import { KernelError } from '../kernel/errors.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { Netns } from '../kernel/netns/index.js';
 import { randomMac } from '../util/ip.js';
-import { CniCode, CniError } from './errors.js';
-import { UndoList } from './undo.js';
+import { DatapathError } from './errors.js';
 
 export interface PodInterfaceSpec {
   netnsPath: string;
-  /** An already opened handle of netnsPath (the handler opens it first to fail early); else opened here. */
+  /** An already opened handle of netnsPath (callers open it first to fail early); else opened here. */
   netns?: Netns;
+  /** Namespace of the host end; default: the calling thread's (the agent runs in the node's namespace). */
+  hostNetns?: Netns;
   hostIfName: string;
   podIfName: string;
   /** Pod IPv4 without prefix; it is configured as /32. */
@@ -26,15 +27,36 @@ export interface PodInterface {
   podIfindex: number;
 }
 
-/** Opens the pod's namespace; failure is CNI code 8 naming the path. */
+/** The thread's own namespace: where the agent (and the node's interfaces) live. */
+const THREAD_NS = '/proc/thread-self/ns/net';
+
+/** Opens a pod's namespace; failure is TENDRIL_ERR_DATAPATH_NETNS naming the path (cause: the KernelError). */
 export function openPodNetns(netnsPath: string): Netns {
   try {
     return Netns.open(netnsPath);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new CniError(CniCode.INVALID_NETNS, why.startsWith('Cannot open') ? why : `Cannot open network namespace "${netnsPath}": ${why}`, {
+    throw new DatapathError('TENDRIL_ERR_DATAPATH_NETNS', why.startsWith('Cannot open') ? why : `Cannot open network namespace "${netnsPath}": ${why}`, {
       cause: err,
     });
+  }
+}
+
+/** True when `ns` is the calling thread's own namespace (the node's, for the agent). */
+export function isOwnNetns(ns: Netns): boolean {
+  return ns.inode() === fs.statSync(THREAD_NS).ino;
+}
+
+/**
+ * Refuses the node's own namespace as a pod's: a pod interface there would be the node's, and removing one
+ * would take a node interface down (e.g. CNI_NETNS=/proc/1/ns/net with CNI_IFNAME=eth0).
+ */
+export function assertPodNetns(ns: Netns): void {
+  if (isOwnNetns(ns)) {
+    throw new DatapathError(
+      'TENDRIL_ERR_DATAPATH_NETNS',
+      `Network namespace "${ns.path}" is the node's own namespace, not a pod's: refusing to wire or remove pod interfaces there`,
+    );
   }
 }
 
@@ -42,38 +64,56 @@ export function openPodNetns(netnsPath: string): Netns {
  * Creates the veth pair with its peer born inside the pod netns as podIfName (it is never visible in the
  * node's namespace), explicit random locally administered MACs on both ends (so udev's MACAddressPolicy
  * cannot change them after we report them), and configures the pod side: lo up, ip/32, a link-scope
- * route to the router and the default route via it. On any failure the veth is deleted again.
+ * route to the router and the default route via it. A host end of the same name, the remains of an
+ * interrupted wiring of this very attachment, is deleted first. On any failure the veth is deleted again.
  */
 export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInterface> {
+  const host = spec.hostNetns ? Netlink.openIn(spec.hostNetns) : Netlink.open();
+  try {
+    // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
+    if (host.getLink(spec.hostIfName)) await host.deleteLinkAsync(spec.hostIfName);
+  } finally {
+    host.close();
+  }
+  return wirePodInterface(spec);
+}
+
+/** createPodInterface() without the stale-link cleanup, synchronous (for callers that know the name is free). */
+export function wirePodInterface(spec: PodInterfaceSpec): PodInterface {
   const { hostIfName, podIfName, ip, routerIP, mtu } = spec;
   const ns = spec.netns ?? openPodNetns(spec.netnsPath);
-  // Sockets and handles are closed either way; only the veth is a result and on the undo list.
   let host: Netlink | undefined;
   let pod: Netlink | undefined;
-  const undo = new UndoList();
+  let created = false;
   try {
-    host = Netlink.open();
-    const nl = host;
+    host = spec.hostNetns ? Netlink.openIn(spec.hostNetns) : Netlink.open();
     pod = Netlink.openIn(ns);
     if (pod.getLink(podIfName)) {
-      throw new CniError(
-        CniCode.INTERNAL,
+      throw new DatapathError(
+        'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
         `Cannot create "${podIfName}" in "${spec.netnsPath}": the namespace already has a link of that name`,
       );
     }
-    // The name derives from (container, ifname) and the caller found no endpoint for it, so a link of
-    // this name is the remains of an interrupted ADD of this very attachment.
-    // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
-    if (host.getLink(hostIfName)) await host.deleteLinkAsync(hostIfName);
-
+    // A default route means another interface already routes this sandbox: a second one would fight it for
+    // the default route (EEXIST half-way through). Refused before anything is created.
+    const other = pod.listRoutes().find((r) => r.dst === '0.0.0.0/0');
+    if (other) {
+      const dev = other.ifindex === undefined ? undefined : pod.getLink(other.ifindex)?.name;
+      throw new DatapathError(
+        'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
+        `Cannot add "${podIfName}" to "${spec.netnsPath}": the namespace already has a default route` +
+          `${other.gateway ? ` via ${other.gateway}` : ''}${dev ? ` dev ${dev}` : ''}, so another attachment owns it`,
+      );
+    }
     host.createVeth({ name: hostIfName, peerName: podIfName, peerNetns: ns, mtu, mac: randomMac(), peerMac: randomMac() });
-    undo.push(`veth "${hostIfName}"`, () => void nl.deleteLink(hostIfName));
+    created = true;
 
     const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
     // The cluster is IPv4-only: without this the pod's kernel sends IPv6 (router/neighbour solicitations) that
     // the datapath can only drop as "Unsupported L3 protocol". Done before the links go up.
     ns.run(() => disableIPv6(podIfName));
-    disableIPv6(hostIfName);
+    if (spec.hostNetns) spec.hostNetns.run(() => disableIPv6(hostIfName));
+    else disableIPv6(hostIfName);
     pod.setLink('lo', { up: true });
     pod.addAddress(podLink.index, `${ip}/32`);
     // Routes need the link up (ENETDOWN otherwise).
@@ -82,16 +122,22 @@ export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInt
     pod.addRoute({ dst: '0.0.0.0/0', gateway: routerIP, ifindex: podLink.index });
     host.setLink(hostIfName, { up: true });
     const hostLink = mustGet(host, hostIfName, 'the node namespace');
-    undo.commit();
+    created = false;
     return { hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, podIfindex: podLink.index };
   } catch (err) {
-    const failures = await undo.unwind();
-    if (failures.length === 0) throw err;
-    const e = err instanceof CniError ? err : new CniError(CniCode.INTERNAL, err instanceof Error ? err.message : String(err), { cause: err });
-    throw new CniError(e.code, e.message, {
-      details: `undo failed: ${failures.map((f) => `${f.what}: ${f.error instanceof Error ? f.error.message : String(f.error)}`).join('; ')}`,
-      cause: err,
-    });
+    if (created && host) {
+      try {
+        host.deleteLink(hostIfName);
+      } catch (undoErr) {
+        const why = undoErr instanceof Error ? undoErr.message : String(undoErr);
+        throw new DatapathError(
+          'TENDRIL_ERR_DATAPATH_POD_INTERFACE',
+          `${err instanceof Error ? err.message : String(err)} (and deleting veth "${hostIfName}" again failed: ${why})`,
+          { cause: err },
+        );
+      }
+    }
+    throw err;
   } finally {
     pod?.close();
     host?.close();
@@ -110,13 +156,13 @@ function disableIPv6(ifname: string): void {
 
 function mustGet(nl: Netlink, name: string, where: string): LinkInfo {
   const link = nl.getLink(name);
-  if (!link) throw new CniError(CniCode.INTERNAL, `Cannot find "${name}" in ${where} right after creating it`);
+  if (!link) throw new DatapathError('TENDRIL_ERR_DATAPATH_POD_INTERFACE', `Cannot find "${name}" in ${where} right after creating it`);
   return link;
 }
 
 /** True when opening the namespace failed because it no longer exists (file gone, or no nsfs mount left). */
 function netnsGone(err: unknown): boolean {
-  const k = err instanceof CniError && err.cause instanceof KernelError ? err.cause : err;
+  const k = err instanceof DatapathError && err.cause instanceof KernelError ? err.cause : err;
   if (!(k instanceof KernelError)) return false;
   return k.is('ENOENT') || (k.errno === undefined && /not a network namespace/.test(k.message));
 }
@@ -124,7 +170,8 @@ function netnsGone(err: unknown): boolean {
 /**
  * Deletes the pod's veth. Idempotent: a missing netns, a missing link or neither given is success.
  * The host end is deleted by name in the node's namespace (this takes the pod end with it); the pod end is
- * deleted too in case the host end was already gone.
+ * deleted too in case the host end was already gone — never in the node's own namespace, whose interfaces
+ * are not a pod's (a DEL naming it removes only the host end).
  */
 export async function removePodInterface(netnsPath: string, podIfName: string, hostIfName: string): Promise<void> {
   // Look before deleting: a lookup needs no privilege, so a DEL of something long gone changes nothing.
@@ -144,6 +191,7 @@ export async function removePodInterface(netnsPath: string, podIfName: string, h
     throw err;
   }
   try {
+    if (isOwnNetns(ns)) return;
     const pod = Netlink.openIn(ns);
     try {
       if (pod.getLink(podIfName)) await pod.deleteLinkAsync(podIfName);
@@ -153,6 +201,21 @@ export async function removePodInterface(netnsPath: string, podIfName: string, h
   } finally {
     ns.close();
   }
+}
+
+/** Deletes the host ends named `lxc…` that `keep` does not list (veths of attachments that never finished). */
+export async function removeStrayPodInterfaces(keep: ReadonlySet<string>, prefix = 'lxc'): Promise<string[]> {
+  const host = Netlink.open();
+  const removed: string[] = [];
+  try {
+    for (const l of host.listLinks()) {
+      if (!l.name.startsWith(prefix) || keep.has(l.name) || l.kind !== 'veth') continue;
+      if (await host.deleteLinkAsync(l.name)) removed.push(l.name);
+    }
+  } finally {
+    host.close();
+  }
+  return removed;
 }
 
 export interface PodInterfaceCheck {
@@ -207,6 +270,6 @@ export async function checkPodInterface(c: PodInterfaceCheck): Promise<void> {
     ns.close();
   }
   if (problems.length > 0) {
-    throw new CniError(CniCode.INTERNAL, `CHECK failed for "${c.podIfName}" in "${c.netnsPath}": ${problems.join('; ')}`);
+    throw new DatapathError('TENDRIL_ERR_DATAPATH_POD_INTERFACE', `CHECK failed for "${c.podIfName}" in "${c.netnsPath}": ${problems.join('; ')}`);
   }
 }
