@@ -185,12 +185,15 @@ describe('cluster pool exhausted', { timeout: 120_000 }, () => {
     // No CNI config yet (it is written when the node is ready); a runtime holding the network config calls anyway.
     assert.equal(fs.existsSync(path.join(labPaths(LAB).node(n.name).cniConfDir, '05-tendril.conflist')), false);
     const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'tendril', type: 'tendril-cni', 'agent-socket': n.socket });
-    Netns.create(`${labPaths(LAB).netnsPrefix}pod-stuck`).close();
+    // The test's own namespace, not the lab's: lab down removes only what the lab made.
+    const stuck = `${labPaths(LAB).netnsPrefix}pod-stuck`;
+    Netns.create(stuck).close();
     const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], {
-      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stuck', CNI_NETNS: netnsPath(`${labPaths(LAB).netnsPrefix}pod-stuck`), CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN_DIR },
+      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stuck', CNI_NETNS: netnsPath(stuck), CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN_DIR },
       input: conf,
       encoding: 'utf8',
     });
+    Netns.delete(stuck);
     assert.equal(r.status, 1);
     const err = JSON.parse(r.stdout) as { code: number; msg: string };
     assert.equal(err.code, 11);

@@ -2,15 +2,35 @@
 // and an agent restart keeps pods connected. Root; every namespace is the test's own and removed in after().
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AgentClient } from '../src/cli/client.js';
+import { Netns } from '../src/kernel/netns/index.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, runCni, pluginConfig, type LabPod } from '../src/lab/lab.js';
-import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
+import { CNI_BIN_DIR, REPO_ROOT, labPaths, netnsPath } from '../src/lab/paths.js';
+import { alive, netnsInode, processesInNetns } from '../src/lab/procs.js';
 
 const LAB = `t${process.pid}`;
-const LAB2 = `t${process.pid}b`;
+// Named so that LAB is a prefix of it: removing LAB must leave it alone.
+const LAB2 = `t${process.pid}-b`;
+const TENDRIL = path.join(REPO_ROOT, 'bin/tendril');
+/** Processes the tests start outside any lab (a `tail -f` of a lab's log): each is ended in after(). */
+const bystanders: ChildProcess[] = [];
+
+async function until(what: string, fn: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function inside(ns: string): number[] {
+  const ino = netnsInode(ns);
+  assert.ok(ino, `netns ${ns} exists`);
+  return processesInNetns([ino]);
+}
 
 function ping(pod: LabPod | string, ip: string): boolean {
   const ns = typeof pod === 'string' ? pod : pod.netns;
@@ -44,6 +64,7 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     await podAdd(LAB, 'pod-b', { node: 'ctr', labels: { app: 'b' }, serve: 8080 });
   });
   after(async () => {
+    for (const b of bystanders) b.kill('SIGKILL');
     await labDown(LAB);
     await labDown(LAB2);
   });
@@ -171,15 +192,65 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     assert.notEqual(d.ip, b.ip);
   });
 
-  test('a second lab coexists and down removes everything it made, twice', async () => {
+  test('pods whose namespace and name split differently get their own namespaces', async () => {
+    const x = await podAdd(LAB, 'a-b', { node: 'ctr' });
+    const y = await podAdd(LAB, 'b', { node: 'ctr', namespace: 'default-a' });
+    assert.notEqual(x.netns, y.netns);
+    assert.ok(ping(x, y.ip), 'default/a-b -> default-a/b');
+    await podDel(LAB, 'default/a-b');
+    assert.ok(Netns.exists(y.netns), 'deleting one leaves the other');
+    await podDel(LAB, 'default-a/b');
+  });
+
+  test('pod del ends every process inside the pod, its server and a daemon started with lab exec', async () => {
+    const pod = await podAdd(LAB, 'pod-e', { node: 'ctr', serve: 8081 });
+    const exec = spawn(TENDRIL, ['--lab', LAB, 'lab', 'exec', 'pod-e', '--', 'sleep', '600'], { stdio: 'ignore' });
+    bystanders.push(exec);
+    await until('the server and the daemon run in the pod', () => inside(pod.netns).length >= 2);
+    const pids = inside(pod.netns);
+    await podDel(LAB, 'pod-e');
+    assert.deepEqual(pids.filter(alive), [], 'nothing of the pod runs any more');
+    assert.equal(Netns.exists(pod.netns), false);
+  });
+
+  test('a second lab coexists; down of one ends only what it made, and a tail of its log is no obstacle', async () => {
     await labUp({ name: LAB2, nodes: 1, podCidr: '10.99.0.0/16', underlayCidr: '192.168.77.0/24' });
-    assert.ok(ping(loadLab(LAB).pods[0]!, loadLab(LAB).pods[1]!.ip), 'first lab unaffected');
+    const other = await podAdd(LAB2, 'pod-o', { node: 'ctr', serve: 8080 });
+    // Bystanders: a tail of each lab's agent log outside both labs, and a daemon in a node started with node exec.
+    const tails = [LAB, LAB2].map((lab) => spawn('tail', ['-f', labPaths(lab).node('ctr').logFile], { stdio: 'ignore' }));
+    bystanders.push(...tails);
+    const running = () => tails.every((t) => t.exitCode === null && t.signalCode === null);
+    const daemon = spawn(TENDRIL, ['--lab', LAB, 'lab', 'node', 'exec', 'w1', '--', 'sleep', '600'], { stdio: 'ignore' });
+    bystanders.push(daemon);
+    const w1 = loadLab(LAB).nodes.find((n) => n.name === 'w1')!;
+    await until('the daemon runs in node w1', () => inside(w1.netns).length >= 2);
+    const inLab = [
+      ...loadLab(LAB).nodes.flatMap((n) => inside(n.netns)),
+      ...loadLab(LAB).pods.flatMap((x) => inside(x.netns)),
+      ...inside(labPaths(LAB).underlayNetns),
+    ];
+    const st2 = loadLab(LAB2);
+    const ns2 = fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(labPaths(LAB2).netnsPrefix)).sort();
+    assert.ok(ping(loadLab(LAB).pods[0]!, loadLab(LAB).pods[1]!.ip), 'first lab unaffected by the second');
+
+    await labDown(LAB);
+    assert.deepEqual(inLab.filter(alive), [], 'every process in the lab\'s namespaces ended');
+    assert.equal(fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(labPaths(LAB).netnsPrefix) && !n.startsWith(labPaths(LAB2).netnsPrefix)).length, 0);
+    assert.deepEqual(fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(labPaths(LAB2).netnsPrefix)).sort(), ns2, `lab ${LAB2} keeps its namespaces`);
+    assert.ok(alive(st2.nodes[0]!.pid) && alive(st2.operatorPid), `lab ${LAB2} keeps its agent and operator`);
+    assert.ok(running(), 'the tails of the logs still run');
+    const r = execCapture(other.netns, ['curl', '-s', '--max-time', '5', `http://${other.ip}:8080/`]);
+    assert.match(r.stdout, /Hostname: pod-o/, `lab ${LAB2} still serves`);
+
     await labDown(LAB2);
     await labDown(LAB2);
     const p = labPaths(LAB2);
-    const leftovers = fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(p.netnsPrefix));
-    assert.deepEqual(leftovers, []);
+    assert.deepEqual(fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(p.netnsPrefix)), []);
     assert.equal(fs.existsSync(p.bpfDir), false);
     assert.equal(fs.existsSync(p.dir), false);
+    // A tail of the removed lab's log still runs, and the lab comes up again under the same name.
+    await labUp({ name: LAB2, nodes: 1, podCidr: '10.99.0.0/16', underlayCidr: '192.168.77.0/24' });
+    await labDown(LAB2);
+    assert.ok(running(), 'lab down leaves processes that only mention the lab');
   });
 });

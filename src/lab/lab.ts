@@ -14,7 +14,8 @@ import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
-import { alive, findProcesses, sleep, spawnInNetns, stopProcesses } from './procs.js';
+import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
+import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
 
 export const DEFAULT_LAB = 'tendril';
@@ -138,8 +139,12 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (underlay.bits > 24) throw new LabError('TENDRIL_ERR_LAB_INVALID', `--underlay-cidr must be a /24 or larger`);
   if (labExists(name)) throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Lab "${name}" is already up (tendril lab down --name ${name} removes it)`);
   const p = labPaths(name);
-  if (findProcesses(p.dir + '/').length > 0 || Netns.exists(p.underlayNetns, NETNS_DIR)) {
-    throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
+  if (hasLedger(name)) throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
+  if (Netns.exists(p.underlayNetns, NETNS_DIR)) {
+    throw new LabError(
+      'TENDRIL_ERR_LAB_EXISTS',
+      `Network namespace ${p.underlayNetns} exists but lab "${name}" has no record of it: if it is a leftover, remove it (ip netns del ${p.underlayNetns})`,
+    );
   }
   const routing = o.routing ?? 'tunnel';
   if (routing !== 'tunnel' && routing !== 'native') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --routing "${String(routing)}": expected tunnel or native`);
@@ -164,6 +169,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   save(st);
   try {
+    ownNetns(name, p.underlayNetns);
     const u = Netns.create(p.underlayNetns, NETNS_DIR);
     const unl = Netlink.openIn(u);
     try {
@@ -212,6 +218,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
 /** A node: its namespace, plugged into the underlay bridge with `addr` on its eth0. */
 function wireNode(lab: string, unl: Netlink, bridgeIndex: number, node: string, addr: string): void {
   const np = labPaths(lab).node(node);
+  ownNetns(lab, np.netns);
   const ns = Netns.create(np.netns, NETNS_DIR);
   try {
     unl.createVeth({ name: np.underlayIf, peerName: 'eth0', peerNetns: ns });
@@ -269,7 +276,7 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   if (st.nodes.length === 1) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Node ${name} is the lab's only node: use tendril lab down`);
   const p = labPaths(lab);
   const pods = st.pods.filter((x) => x.node === name);
-  await stopProcesses([n.pid, ...pods.flatMap((x) => (x.serve ? [x.serve.pid] : []))]);
+  await stopProcessesIn([...pods.map((x) => x.netns), p.node(name).netns, p.node(name).healthNetns]);
   for (const pod of pods) Netns.delete(pod.netns, NETNS_DIR);
   // Delete the underlay veth now: a namespace's devices go only when the kernel gets to destroying it, later.
   const u = Netns.open(netnsPath(p.underlayNetns));
@@ -321,14 +328,16 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     '--health-netns', np.healthNetns,
     ...(mtu ? ['--mtu', String(mtu)] : []),
   ];
-  return spawnInNetns(np.netns, args, np.logFile);
+  ownNetns(st.name, np.healthNetns);
+  return ownPid(st.name, spawnInNetns(np.netns, args, np.logFile));
 }
 
 async function startEtcd(lab: string, ip: string): Promise<number> {
   const p = labPaths(lab);
   const url = `http://${ip}:2379`;
   const peer = `http://${ip}:2380`;
-  const pid = spawnInNetns(
+  const pid = spawnOwned(
+    lab,
     p.underlayNetns,
     ['etcd', '--name', 'lab', '--data-dir', path.join(p.dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
       '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--log-level', 'warn'],
@@ -346,7 +355,8 @@ async function startEtcd(lab: string, ip: string): Promise<number> {
 async function startOperator(st: LabState): Promise<number> {
   const p = labPaths(st.name);
   const storeArgs = st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
-  const pid = spawnInNetns(
+  const pid = spawnOwned(
+    st.name,
     p.underlayNetns,
     [process.execPath, CLI_JS, 'operator', '--cluster-pool-cidr', st.podCidr, '--cluster-pool-mask-size', '24', ...storeArgs,
       '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
@@ -371,7 +381,7 @@ async function startRelay(st: LabState): Promise<number> {
   const p = labPaths(st.name);
   const socket = relaySocketIn(p.dir);
   const log = path.join(p.dir, 'relay.log');
-  const pid = spawnInNetns(p.underlayNetns, [process.execPath, CLI_JS, '--lab', st.name, 'observe', 'relay', '--listen', socket], log);
+  const pid = spawnOwned(st.name, p.underlayNetns, [process.execPath, CLI_JS, '--lab', st.name, 'observe', 'relay', '--listen', socket], log);
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Relay exited during start-up:\n${tail(log, 15)}`);
@@ -437,23 +447,25 @@ function tail(file: string, lines: number): string {
   }
 }
 
-/** Removes every namespace, process, pinned object and file of the lab. Safe to run twice. */
+/** A process of the lab: started in @ns and recorded, so `lab down` ends it and nothing else. */
+function spawnOwned(lab: string, ns: string, argv: string[], logFile: string): number {
+  return ownPid(lab, spawnInNetns(ns, argv, logFile));
+}
+
+/**
+ * Removes what the lab recorded making (owned.ts): its processes and whatever else runs inside its namespaces (as a
+ * runtime ends a sandbox's containers), the namespaces, its pinned objects and its directory. Safe to run twice.
+ */
 export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }> {
   if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}"`);
   const p = labPaths(name);
   const removed: string[] = [];
-  const pids = findProcesses(p.dir + '/');
-  await stopProcesses(pids);
-  if (pids.length) removed.push(`${pids.length} process(es)`);
-  let nsList: string[] = [];
-  try {
-    nsList = fs.readdirSync(NETNS_DIR).filter((n) => n.startsWith(p.netnsPrefix));
-  } catch {
-    // no netns dir
-  }
-  // Pods first, then nodes, the underlay last: deleting a namespace removes its veth ends.
-  const order = (n: string) => (n.includes('-pod-') ? 0 : n === p.underlayNetns ? 2 : 1);
-  for (const ns of nsList.sort((a, b) => order(a) - order(b))) {
+  const namespaces = ownedBy(name).flatMap((e) => (e.kind === 'netns' ? [e.name] : []));
+  const stopped = await stopProcessesIn(namespaces, ownedPids(name));
+  if (stopped) removed.push(`${stopped} process(es)`);
+  // Newest first: pods before their node, nodes before the underlay.
+  for (const ns of namespaces.reverse()) {
+    if (!Netns.exists(ns, NETNS_DIR)) continue;
     Netns.delete(ns, NETNS_DIR);
     removed.push(`netns ${ns}`);
   }
@@ -506,6 +518,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --serve port ${String(port)}`);
   }
   const pp = labPaths(lab).pod(namespace, name);
+  ownNetns(lab, pp.netns);
   Netns.create(pp.netns, NETNS_DIR).close();
   const pod: LabPod = {
     name,
@@ -525,12 +538,12 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     if (!addr) throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ADD returned no IP: ${res}`);
     pod.ip = addr.split('/')[0]!;
     if (serve.length > 0) {
-      const pid = spawnInNetns(pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', serve.join(','), '--lab-dir', labPaths(lab).dir + '/'], pp.logFile);
+      const pid = spawnOwned(lab, pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', serve.join(',')], pp.logFile);
       pod.serve = { port: serve[0]!, ports: serve, pid };
       await waitForLog(pp.logFile, 'listening', pid);
     }
   } catch (err) {
-    if (pod.serve) await stopProcesses([pod.serve.pid]);
+    await stopProcessesIn([pp.netns]);
     if (pod.ip) {
       try {
         runCni(lab, 'DEL', pod);
@@ -560,7 +573,8 @@ async function waitForLog(file: string, word: string, pid: number, timeoutMs = 1
 export async function podDel(lab: string, ref: string): Promise<LabPod> {
   const st = loadLab(lab);
   const pod = findPod(st, ref);
-  if (pod.serve) await stopProcesses([pod.serve.pid]);
+  // Its containers end first, as a runtime stops a sandbox's before tearing down its network.
+  await stopProcessesIn([pod.netns]);
   runCni(lab, 'DEL', pod);
   Netns.delete(pod.netns, NETNS_DIR);
   const fresh = loadLab(lab);
