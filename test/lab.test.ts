@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient, rawRequest } from '../src/util/api-client.js';
 import { Netns } from '../src/kernel/netns/index.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, runCni, pluginConfig, type LabPod } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, REPO_ROOT, labPaths, netnsPath } from '../src/lab/paths.js';
@@ -43,8 +43,8 @@ function podNs(name: string): LabPod {
   return p;
 }
 
-function agent(node = 'ctr'): AgentClient {
-  return new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
+function agent(node = 'ctr'): ApiClient {
+  return new ApiClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
 }
 
 function cni(command: string, env: Record<string, string>, stdin: string): { status: number; out: { code?: number; msg?: string } & Record<string, unknown> } {
@@ -172,6 +172,21 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     assert.equal((links.match(/lxc[0-9a-f]{12}/g) ?? []).length, 2, 'only the two pods\' veths exist');
     const unreachable = cni('ADD', { ...base, CNI_NETNS: netnsPath(podNs('pod-a').netns) }, JSON.stringify({ ...JSON.parse(conf), 'agent-socket': '/nonexistent/tendril.sock' }));
     assert.equal(unreachable.out.code, 11);
+  });
+
+  test('malformed API input is a 400 and an oversized body a 413, nothing logged as a failure', async () => {
+    const socket = loadLab(LAB).nodes[0]!.socket;
+    for (const [method, url] of [['POST', '/v1/ipam/999.1.1.1?owner=x/y'], ['DELETE', '/v1/ipam/notanip'], ['GET', '/v1/endpoint/%ZZ']] as const) {
+      const r = await rawRequest(socket, method, url);
+      assert.equal(r.status, 400, `${method} ${url}: ${r.body}`);
+      assert.equal((JSON.parse(r.body) as { code: string }).code, 'TENDRIL_ERR_INVALID_REQUEST');
+    }
+    const big = await rawRequest(socket, 'PUT', '/v1/policy', 'x'.repeat(5 * 1024 * 1024));
+    assert.equal(big.status, 413);
+    assert.equal((JSON.parse(big.body) as { code: string }).code, 'TENDRIL_ERR_BODY_TOO_LARGE');
+    await agent().get('/v1/healthz');
+    const log = fs.readFileSync(labPaths(LAB).node('ctr').logFile, 'utf8');
+    assert.doesNotMatch(log, /API request failed/);
   });
 
   test('agent restart keeps existing pods connected and re-adopts them', async () => {

@@ -352,13 +352,13 @@ export class Agent {
       const ip = this.live().ipam.allocateNext(owner);
       return withStatus(201, { ipv4: { ip, cidrs: [this.cfg.podCidr], gateway: this.routerIP }, 'host-addressing': this.hostAddressing() });
     });
-    api.route('POST', '/v1/ipam/{ip}', (req) => {
+    api.route('POST', '/v1/ipam/{ip:ipv4}', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner"', 'TENDRIL_ERR_INVALID_REQUEST');
       this.live().ipam.allocate(req.params['ip']!, owner);
       return withStatus(201, { ipv4: { ip: req.params['ip'], cidrs: [this.cfg.podCidr], gateway: this.routerIP } });
     });
-    api.route('DELETE', '/v1/ipam/{ip}', (req) => {
+    api.route('DELETE', '/v1/ipam/{ip:ipv4}', (req) => {
       const ip = req.params['ip']!;
       const owner = this.live().ipam.ownerOf(ip);
       if (owner === undefined) throw new HttpError(404, `IP ${ip} is not allocated`, 'TENDRIL_ERR_IPAM_NOT_FOUND');

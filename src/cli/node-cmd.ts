@@ -1,7 +1,7 @@
 // Views of one node through its agent API: status, endpoint list/get, bpf map dumps (cilium-dbg style).
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { AgentClient } from './client.js';
+import { ApiClient } from '../util/api-client.js';
 import { keyValues, table } from './table.js';
 import { DEFAULT_SOCKET } from '../agent/config.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
@@ -25,8 +25,8 @@ export function resolveSocket(g: GlobalOpts): string {
   return DEFAULT_SOCKET;
 }
 
-function client(cmd: Command): AgentClient {
-  return new AgentClient(resolveSocket(cmd.optsWithGlobals<GlobalOpts>()));
+function client(cmd: Command): ApiClient {
+  return new ApiClient(resolveSocket(cmd.optsWithGlobals<GlobalOpts>()));
 }
 
 function out(text: string): void {

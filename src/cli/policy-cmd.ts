@@ -3,15 +3,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { AgentClient } from './client.js';
+import { ApiClient } from '../util/api-client.js';
 import { resolveSocket } from './node-cmd.js';
 import { table } from './table.js';
 import type { EndpointPolicyView } from '../agent/security.js';
 import type { CtEntry, DropMetric } from '../datapath/index.js';
 import { describeEntry } from '../policy/index.js';
 
-function client(cmd: Command): AgentClient {
-  return new AgentClient(resolveSocket(cmd.optsWithGlobals()));
+function client(cmd: Command): ApiClient {
+  return new ApiClient(resolveSocket(cmd.optsWithGlobals()));
 }
 
 function out(text: string): void {

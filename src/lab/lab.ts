@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Netns } from '../kernel/netns/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import { removePinned } from '../kernel/bpf/index.js';
-import { AgentClient } from '../cli/client.js';
+import { ApiClient } from '../util/api-client.js';
 import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
@@ -291,7 +291,7 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   Netns.delete(p.node(name).healthNetns, NETNS_DIR);
   if (fs.existsSync(p.node(name).bpfRoot)) removePinned(p.node(name).bpfRoot);
   fs.rmSync(p.node(name).dir, { recursive: true, force: true });
-  await new AgentClient(p.operatorSocket).request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
+  await new ApiClient(p.operatorSocket, 'operator').request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
     if ((err as { status?: number }).status !== 404) throw err;
   });
   const fresh = loadLab(lab);
@@ -362,7 +362,7 @@ async function startOperator(st: LabState): Promise<number> {
       '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
     p.operatorLog,
   );
-  const client = new AgentClient(p.operatorSocket);
+  const client = new ApiClient(p.operatorSocket, 'operator');
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator exited during start-up:\n${tail(p.operatorLog, 15)}`);
@@ -419,7 +419,7 @@ export async function restartStore(lab: string, downMs = 500): Promise<void> {
 
 /** Waits until the agent has its pod CIDR and datapath; returns the CIDR. */
 async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promise<string> {
-  const client = new AgentClient(n.socket);
+  const client = new ApiClient(n.socket);
   const deadline = Date.now() + timeoutMs;
   const logFile = labPaths(lab).node(n.name).logFile;
   let last = 'no answer';
@@ -655,7 +655,7 @@ export async function labStatus(lab: string): Promise<{ st: LabState; nodes: Nod
   for (const n of st.nodes) {
     let healthy = false;
     try {
-      await new AgentClient(n.socket).get('/v1/healthz');
+      await new ApiClient(n.socket).get('/v1/healthz');
       healthy = true;
     } catch {
       healthy = false;

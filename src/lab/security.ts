@@ -2,7 +2,7 @@
 // labels through the pod's agent; each returns once every node enforces the change.
 import fs from 'node:fs';
 import path from 'node:path';
-import { AgentClient } from '../cli/client.js';
+import { ApiClient } from '../util/api-client.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
@@ -25,15 +25,15 @@ export function parseLabelChanges(args: string[]): Record<string, string | null>
   return out;
 }
 
-function operator(st: LabState): AgentClient {
-  return new AgentClient(labPaths(st.name).operatorSocket);
+function operator(st: LabState): ApiClient {
+  return new ApiClient(labPaths(st.name).operatorSocket, 'operator');
 }
 
 /** Waits until every node's agent has @check true of its GET /v1/policy answer. */
 async function waitAgents(st: LabState, what: string, check: (policies: Array<{ key: string; source: string; revision?: number }>) => boolean): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   for (const n of st.nodes) {
-    const c = new AgentClient(n.socket);
+    const c = new ApiClient(n.socket);
     for (;;) {
       const r = await c.get<{ policies: Array<{ key: string; source: string; revision?: number }> }>('/v1/policy').catch(() => undefined);
       if (r && check(r.policies)) break;
@@ -100,7 +100,7 @@ async function waitIdentities(st: LabState, ns: string): Promise<void> {
   const want = Object.entries(labels).map(([k, v]) => `k8s:io.cilium.k8s.namespace.labels.${k}=${v}`);
   const deadline = Date.now() + WAIT_MS;
   for (const pod of st.pods.filter((p) => p.namespace === ns)) {
-    const c = new AgentClient(st.nodes.find((n) => n.name === pod.node)!.socket);
+    const c = new ApiClient(st.nodes.find((n) => n.name === pod.node)!.socket);
     for (;;) {
       const ep = await c.get<{ status: { identity: { labels: string[] } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`).catch(() => undefined);
       const have = ep?.status.identity.labels.filter((l) => l.startsWith('k8s:io.cilium.k8s.namespace.labels.')) ?? [];
@@ -110,7 +110,7 @@ async function waitIdentities(st: LabState, ns: string): Promise<void> {
     }
   }
   for (const pod of st.pods.filter((p) => p.namespace === ns)) {
-    const c = new AgentClient(st.nodes.find((n) => n.name === pod.node)!.socket);
+    const c = new ApiClient(st.nodes.find((n) => n.name === pod.node)!.socket);
     const ep = await c.get<{ status: { identity: { id: number } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`);
     await waitIpcache(st, pod.ip, ep.status.identity.id);
   }
@@ -123,7 +123,7 @@ async function waitIdentities(st: LabState, ns: string): Promise<void> {
 async function waitIpcache(st: LabState, ip: string, identity: number): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   for (const n of st.nodes) {
-    const c = new AgentClient(n.socket);
+    const c = new ApiClient(n.socket);
     for (;;) {
       const rows = await c.get<Array<{ prefix: string; identity: number }>>('/v1/ip').catch(() => []);
       if (rows.some((r) => r.prefix === `${ip}/32` && r.identity === identity)) break;
@@ -139,7 +139,7 @@ export async function labPodLabel(lab: string, ref: string, changes: Record<stri
   const pod = findPod(st, ref);
   const node = st.nodes.find((n) => n.name === pod.node);
   if (!node) throw new LabError('TENDRIL_ERR_LAB_NODE_NOT_FOUND', `Pod ${pod.namespace}/${pod.name} is on node ${pod.node}, which is not in the lab`);
-  const ep = await new AgentClient(node.socket).request<{ status: { identity: { id: number } } }>(
+  const ep = await new ApiClient(node.socket).request<{ status: { identity: { id: number } } }>(
     'PATCH',
     `/v1/endpoint/${encodeURIComponent(`pod-name:${pod.namespace}/${pod.name}`)}/labels`,
     { labels: changes },

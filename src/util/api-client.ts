@@ -1,4 +1,4 @@
-// HTTP-over-unix-socket client of the agent API, used by the CLI and the lab.
+// Client of the JSON-over-HTTP API on a unix socket (api.ts): the agent's, the operator's. Used by the CLI and the lab.
 import http from 'node:http';
 
 export class ApiClientError extends Error {
@@ -17,6 +17,9 @@ export interface RawResponse {
   body: string;
 }
 
+/** Who serves the socket, for messages and codes: "Cannot reach the operator …" [TENDRIL_ERR_OPERATOR_UNREACHABLE]. */
+export type ApiPeer = 'agent' | 'operator';
+
 export function rawRequest(
   socket: string,
   method: string,
@@ -24,6 +27,7 @@ export function rawRequest(
   body?: string,
   headers: Record<string, string> = {},
   timeoutMs = 30_000,
+  peer: ApiPeer = 'agent',
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -36,40 +40,53 @@ export function rawRequest(
       },
     );
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? 'is the agent running?' : err.message;
-      reject(new ApiClientError('TENDRIL_ERR_AGENT_UNREACHABLE', `Cannot reach the agent at ${socket}: ${err.code ?? err.message} (${why})`));
-    });
+    req.on('error', (err: NodeJS.ErrnoException) => reject(connectError(socket, peer, err)));
     if (body !== undefined) req.write(body);
     req.end();
   });
 }
 
-export class AgentClient {
-  constructor(readonly socket: string) {}
+function connectError(socket: string, peer: ApiPeer, err: NodeJS.ErrnoException): ApiClientError {
+  if (err.code === 'EACCES' || err.code === 'EPERM') {
+    return new ApiClientError(
+      'TENDRIL_ERR_PERMISSION',
+      `Permission denied on the ${peer} API socket ${socket}: it is root's only (mode 0600); run tendril as root (e.g. with sudo)`,
+    );
+  }
+  const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `is the ${peer} running?` : err.message;
+  return new ApiClientError(`TENDRIL_ERR_${peer.toUpperCase()}_UNREACHABLE`, `Cannot reach the ${peer} at ${socket}: ${err.code ?? err.message} (${why})`);
+}
 
-  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+export class ApiClient {
+  constructor(
+    readonly socket: string,
+    readonly peer: ApiPeer = 'agent',
+  ) {}
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
     const res = await rawRequest(
       this.socket,
       method,
       path,
       body === undefined ? undefined : JSON.stringify(body),
       body === undefined ? {} : { 'content-type': 'application/json' },
+      timeoutMs,
+      this.peer,
     );
     let parsed: unknown;
     try {
       parsed = res.body ? JSON.parse(res.body) : undefined;
     } catch {
-      throw new ApiClientError('TENDRIL_ERR_API', `Agent answered ${method} ${path} with non-JSON (status ${res.status})`, res.status);
+      throw new ApiClientError('TENDRIL_ERR_API', `The ${this.peer} answered ${method} ${path} with non-JSON (status ${res.status})`, res.status);
     }
     if (res.status >= 400) {
       const e = parsed as { code?: string; message?: string } | undefined;
-      throw new ApiClientError(e?.code ?? 'TENDRIL_ERR_API', e?.message ?? `Agent answered ${res.status}`, res.status);
+      throw new ApiClientError(e?.code ?? 'TENDRIL_ERR_API', e?.message ?? `The ${this.peer} answered ${res.status}`, res.status);
     }
     return parsed as T;
   }
 
-  get<T = unknown>(path: string): Promise<T> {
-    return this.request<T>('GET', path);
+  get<T = unknown>(path: string, timeoutMs?: number): Promise<T> {
+    return this.request<T>('GET', path, undefined, timeoutMs);
   }
 }
