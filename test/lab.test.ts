@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ApiClient, rawRequest } from '../src/util/api-client.js';
 import { Netns } from '../src/kernel/netns/index.js';
-import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, runCni, pluginConfig, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, restartStore, runCni, pluginConfig, type LabPod } from '../src/lab/lab.js';
+import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import { CNI_BIN_DIR, REPO_ROOT, labPaths, netnsPath } from '../src/lab/paths.js';
 import { alive, netnsInode, processesInNetns } from '../src/lab/procs.js';
 
@@ -18,9 +19,9 @@ const TENDRIL = path.join(REPO_ROOT, 'bin/tendril');
 /** Processes the tests start outside any lab (a `tail -f` of a lab's log): each is ended in after(). */
 const bystanders: ChildProcess[] = [];
 
-async function until(what: string, fn: () => boolean, ms = 20_000): Promise<void> {
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!fn()) {
+  while (!(await fn())) {
     if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -205,6 +206,47 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     assert.ok(ping(d, a.ip), 'a pod added after the restart works');
     assert.notEqual(d.ip, a.ip);
     assert.notEqual(d.ip, b.ip);
+  });
+
+  test('a policy applied while a node is down is stored, reported so at once, and enforced when the node returns', async () => {
+    const file = path.join(labPaths(LAB).dir, 'down-test.yaml');
+    fs.writeFileSync(file, [
+      'apiVersion: networking.k8s.io/v1', 'kind: NetworkPolicy', 'metadata: {name: while-down, namespace: default}',
+      'spec: {podSelector: {matchLabels: {app: nobody}}, policyTypes: [Ingress]}', ''].join('\n'));
+    process.kill(loadLab(LAB).nodes.find((n) => n.name === 'w1')!.pid, 'SIGKILL');
+    const warnings: string[] = [];
+    const applied = await labPolicyApply(LAB, [file], { warn: (l) => warnings.push(l) });
+    assert.equal(applied.length, 1);
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    const key = applied[0]!.key;
+    assert.match(warnings[0]!, /Policy NetworkPolicy\/default\/while-down \(revision \d+\) stored in the cluster store; node w1 is down \(Cannot reach the agent .*\): it applies it when its agent returns/);
+    const ctr = await agent('ctr').get<{ policies: Array<{ key: string }> }>('/v1/policy');
+    assert.ok(ctr.policies.some((x) => x.key === key), 'the running node enforces it');
+    await restartAgent(LAB, 'w1');
+    await until('w1 enforces the policy after it returns', async () =>
+      (await agent('w1').get<{ policies: Array<{ key: string }> }>('/v1/policy')).policies.some((x) => x.key === key),
+    );
+    await labPolicyDelete(LAB, 'default/while-down');
+  });
+
+  test('an operator outage is reported as the operator, not the agent', async () => {
+    const file = path.join(labPaths(LAB).dir, 'down-test.yaml');
+    process.kill(loadLab(LAB).operatorPid, 'SIGKILL');
+    await until('the operator is gone', () => !alive(loadLab(LAB).operatorPid));
+    const err = await labPolicyApply(LAB, [file]).then(() => assert.fail('applied without an operator'), (e: unknown) => e as { code: string; message: string });
+    assert.equal(err.code, 'TENDRIL_ERR_OPERATOR_UNREACHABLE');
+    assert.match(err.message, /Cannot reach the operator at .*operator\.sock/);
+    await restartStore(LAB, 0);
+  });
+
+  test('the CLI as non-root says it needs root', () => {
+    const asNobody = (args: string[]) => spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', TENDRIL, ...args], { encoding: 'utf8' });
+    const lab = asNobody(['lab', 'status', '--name', LAB]);
+    assert.equal(lab.status, 1);
+    assert.match(lab.stderr, /tendril lab needs root.*\[TENDRIL_ERR_PERMISSION\]/);
+    const node = asNobody(['--socket', loadLab(LAB).nodes[0]!.socket, 'status']);
+    assert.equal(node.status, 1);
+    assert.match(node.stderr, /Permission denied on the agent API socket .*run tendril as root.*\[TENDRIL_ERR_PERMISSION\]/);
   });
 
   test('pods whose namespace and name split differently get their own namespaces', async () => {

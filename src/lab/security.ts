@@ -2,7 +2,7 @@
 // labels through the pod's agent; each returns once every node enforces the change.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ApiClient } from '../util/api-client.js';
+import { ApiClient, ApiClientError } from '../util/api-client.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
@@ -29,22 +29,46 @@ function operator(st: LabState): ApiClient {
   return new ApiClient(labPaths(st.name).operatorSocket, 'operator');
 }
 
-/** Waits until every node's agent has @check true of its GET /v1/policy answer. */
-async function waitAgents(st: LabState, what: string, check: (policies: Array<{ key: string; source: string; revision?: number }>) => boolean): Promise<void> {
+export interface ChangeOptions {
+  /** Told about each node whose agent is down: the change is stored, and it applies it when it returns. */
+  warn?: (line: string) => void;
+}
+
+/**
+ * Waits until every running node's agent has @check true of its GET /v1/policy answer. @stored says what the store
+ * already holds: a node whose agent does not answer is reported through @warn at once (it catches up from the store
+ * when it returns), one that answers but lags fails the wait, saying the change is stored all the same.
+ */
+async function waitAgents(
+  st: LabState,
+  stored: string,
+  check: (policies: Array<{ key: string; source: string; revision?: number }>) => boolean,
+  o: ChangeOptions,
+): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   for (const n of st.nodes) {
     const c = new ApiClient(n.socket);
     for (;;) {
-      const r = await c.get<{ policies: Array<{ key: string; source: string; revision?: number }> }>('/v1/policy').catch(() => undefined);
+      let r: { policies: Array<{ key: string; source: string; revision?: number }> } | undefined;
+      try {
+        r = await c.get('/v1/policy', 2000);
+      } catch (err) {
+        if (err instanceof ApiClientError && err.code === 'TENDRIL_ERR_AGENT_UNREACHABLE') {
+          o.warn?.(`${stored}; node ${n.name} is down (${err.message}): it applies it when its agent returns`);
+          break;
+        }
+      }
       if (r && check(r.policies)) break;
-      if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Node ${n.name} did not pick up ${what} within ${WAIT_MS / 1000} s`);
+      if (Date.now() > deadline) {
+        throw new LabError('TENDRIL_ERR_LAB_AGENT', `${stored}, but node ${n.name} did not apply it within ${WAIT_MS / 1000} s; it will once its agent catches up`);
+      }
       await new Promise((res) => setTimeout(res, 20));
     }
   }
 }
 
 /** `lab policy apply FILE…`: all files validated together; nothing is stored if one document is invalid. */
-export async function labPolicyApply(lab: string, files: string[]): Promise<Array<{ key: string; resource: string; revision: number }>> {
+export async function labPolicyApply(lab: string, files: string[], o: ChangeOptions = {}): Promise<Array<{ key: string; resource: string; revision: number }>> {
   const st = loadLab(lab);
   const texts = files.map((f) => {
     try {
@@ -57,19 +81,18 @@ export async function labPolicyApply(lab: string, files: string[]): Promise<Arra
     text: texts.join('\n---\n'),
     origin: files.map((f) => path.basename(f)).join(', '),
   });
-  await waitAgents(st, `policies ${r.applied.map((a) => a.key).join(', ')}`, (ps) =>
-    r.applied.every((a) => ps.some((p) => p.source === 'cluster' && p.key === a.key && (p.revision ?? 0) >= a.revision)),
-  );
+  const stored = `Polic${r.applied.length === 1 ? 'y' : 'ies'} ${r.applied.map((a) => `${a.key} (revision ${a.revision})`).join(', ')} stored in the cluster store`;
+  await waitAgents(st, stored, (ps) => r.applied.every((a) => ps.some((p) => p.source === 'cluster' && p.key === a.key && (p.revision ?? 0) >= a.revision)), o);
   return r.applied;
 }
 
 /** `lab policy delete NAME` (NAME, NAMESPACE/NAME or the resource name). */
-export async function labPolicyDelete(lab: string, ref: string): Promise<string> {
+export async function labPolicyDelete(lab: string, ref: string, o: ChangeOptions = {}): Promise<string> {
   const st = loadLab(lab);
   const r = await operator(st).request<{ deleted: string }>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
   const [, ns, ...rest] = r.deleted.split('.');
   const key = `${ns}/${rest.join('.')}`;
-  await waitAgents(st, `the deletion of ${key}`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key));
+  await waitAgents(st, `Policy ${key} deleted from the cluster store`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key), o);
   return r.deleted;
 }
 

@@ -53,8 +53,8 @@ function connectError(socket: string, peer: ApiPeer, err: NodeJS.ErrnoException)
       `Permission denied on the ${peer} API socket ${socket}: it is root's only (mode 0600); run tendril as root (e.g. with sudo)`,
     );
   }
-  const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `is the ${peer} running?` : err.message;
-  return new ApiClientError(`TENDRIL_ERR_${peer.toUpperCase()}_UNREACHABLE`, `Cannot reach the ${peer} at ${socket}: ${err.code ?? err.message} (${why})`);
+  const why = err.code === undefined ? err.message : err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `${err.code} (is the ${peer} running?)` : `${err.code} (${err.message})`;
+  return new ApiClientError(`TENDRIL_ERR_${peer.toUpperCase()}_UNREACHABLE`, `Cannot reach the ${peer} at ${socket}: ${why}`);
 }
 
 export class ApiClient {
