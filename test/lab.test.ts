@@ -190,6 +190,19 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     assert.doesNotMatch(log, /API request failed/);
   });
 
+  test('a second agent refuses to start on a live agent\'s socket, which keeps serving', async () => {
+    const n = loadLab(LAB).nodes[0]!;
+    const tmp = fs.mkdtempSync(path.join(labPaths(LAB).dir, 'dup-'));
+    // In the node's namespace with a store nobody serves (so never a pod CIDR): were the socket taken, it would
+    // still attach nothing.
+    const r = spawnSync('nsenter', [`--net=${netnsPath(n.netns)}`, '--', TENDRIL, 'agent', '--node-name', 'dup', '--socket', n.socket,
+      '--state-dir', path.join(tmp, 'state'), '--bpf-root', path.join(tmp, 'bpf'), '--cni-conf-dir', path.join(tmp, 'net.d'), '--health-netns', `${n.netns}-dup`, '--store', `local+unix://${path.join(tmp, 'none.sock')}`],
+    { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, `second agent exits: ${r.stderr}`);
+    assert.match(r.stderr, /Cannot listen on ".*tendril\.sock": another server is listening there.*\[TENDRIL_ERR_SOCKET_IN_USE\]/);
+    assert.equal((await agent().get<{ tendril: { node: string } }>('/v1/healthz')).tendril.node, 'ctr');
+  });
+
   test('agent restart keeps existing pods connected and re-adopts them', async () => {
     const a = podNs('pod-a');
     const b = podNs('pod-b');

@@ -1,7 +1,6 @@
 // The relay (hubble-relay's role): one Observer API for the whole cluster. It asks every node's flow server,
 // merges their flows in time order, and reports nodes it cannot reach as NODE_UNAVAILABLE.
 import fs from 'node:fs';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ObserverClient, type StreamHandle } from './client.js';
 import {
@@ -16,6 +15,7 @@ import {
   type ServerStatus,
 } from './codec.js';
 import { ObserveError } from './errors.js';
+import { claimObserverSocket } from './server.js';
 import { compileFilters } from './filter.js';
 import { timeToNs, type Flow } from './model.js';
 import { TENDRIL_VERSION } from './version.js';
@@ -115,9 +115,7 @@ export class Relay {
   async start(): Promise<void> {
     if (this.started) return;
     const file = this.opts.socketPath;
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    // The relay is started by the lab/operator only; a leftover socket is from a previous run.
-    fs.rmSync(file, { force: true });
+    await claimObserverSocket(file);
     await bind(this.server, `unix://${file}`);
     fs.chmodSync(file, 0o600);
     if (this.opts.tcpPort !== undefined) this.boundTcp = `127.0.0.1:${await bind(this.server, `127.0.0.1:${this.opts.tcpPort}`)}`;

@@ -1,9 +1,9 @@
 // JSON-over-HTTP API on a root-only unix socket (agent and operator): routes under /v1, coded errors.
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import type { Logger } from './log.js';
 import { isIPv4 } from './ip.js';
+import { claimSocketPath } from './socket.js';
 
 export type Params = Record<string, string>;
 export interface ApiRequest {
@@ -64,13 +64,9 @@ export class ApiServer {
     return this;
   }
 
+  /** Serves on @socket; refuses (SocketClaimError) a path a live server still answers on. */
   async listen(socket: string): Promise<void> {
-    fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
-    try {
-      fs.unlinkSync(socket);
-    } catch {
-      // no stale socket
-    }
+    await claimSocketPath(socket);
     const server = http.createServer((req, res) => void this.dispatch(req, res));
     // A CNI ADD can take a while; never cut a request short.
     server.requestTimeout = 0;
