@@ -1,6 +1,6 @@
 // Phase "policy": same-node forwarding with 0 vs 10,000 policy entries on the server endpoint, and the time from a
 // policy change to its enforcement on a standalone agent with 1,000 endpoints.
-import type { EndpointPolicyView } from '../src/agent/security.js';
+import type { EndpointPolicyView } from '../src/agent/index.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -9,6 +9,7 @@ import { CniCode, CniError, CniHandler, type CniBackend } from '../cni/index.js'
 import { createPodInterface, removePodInterface } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
+import type { ConfigView, EndpointView, HostAddressing, IdentityView, NodeView, StatusView } from './api.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { IDENTITY_HEALTH } from './identity.js';
@@ -438,7 +439,7 @@ export class Agent {
     this.security.endpointDeleted(ep);
   }
 
-  private identityList(): Array<{ id: number; labels: string[]; scope: 'reserved' | 'cluster' | 'local' }> {
+  private identityList(): IdentityView[] {
     return this.security.identityInfos().map((i) => ({
       id: i.id,
       labels: i.labels,
@@ -539,11 +540,11 @@ export class Agent {
     };
   }
 
-  private hostAddressing(): unknown {
+  private hostAddressing(): HostAddressing {
     return { ipv4: { enabled: true, ip: this.routerIP, 'alloc-range': this.cfg.podCidr } };
   }
 
-  private configView(): unknown {
+  private configView(): ConfigView {
     const dp = this.dp;
     return {
       'node-name': this.cfg.nodeName,
@@ -565,7 +566,7 @@ export class Agent {
     };
   }
 
-  private async status(): Promise<unknown> {
+  private async status(): Promise<StatusView> {
     const live = this.dp && this.endpoints ? this.live() : undefined;
     const eps = live?.endpoints.list() ?? [];
     const owners = new Map(eps.map((e) => [e.ip, e]));
@@ -603,7 +604,7 @@ export class Agent {
     };
   }
 
-  private nodeList(): unknown {
+  private nodeList(): NodeView[] {
     const own = this.cfg.nodeName;
     const list = this.nodes
       ? this.nodes.list()
@@ -611,7 +612,7 @@ export class Agent {
     return list.map((n) => ({ ...n, source: n.name === own ? 'local' : this.cfg.store?.startsWith('etcd') ? 'kvstore' : 'cluster-store' }));
   }
 
-  private endpointView(ep: Endpoint): unknown {
+  private endpointView(ep: Endpoint): EndpointView {
     return {
       id: ep.id,
       status: {
@@ -667,7 +668,7 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
 
 export { HOST_DEV };
 
-function hubbleStatus(o: ObserverServer): unknown {
+function hubbleStatus(o: ObserverServer): StatusView['hubble'] {
   const st = o.status();
   return { flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
 }

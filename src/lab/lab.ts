@@ -10,6 +10,7 @@ import { Netlink } from '../kernel/netlink/index.js';
 import { removePinned } from '../kernel/bpf/index.js';
 import { ApiClient } from '../util/api-client.js';
 import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
+import type { ConfigView } from '../agent/index.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
@@ -428,7 +429,7 @@ async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promis
       throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} exited during start-up:\n${tail(logFile, 15)}`);
     }
     try {
-      const cfg = await client.get<{ ready: boolean; 'pod-cidr': string | null }>('/v1/config');
+      const cfg = await client.get<ConfigView>('/v1/config');
       if (cfg.ready && cfg['pod-cidr']) return cfg['pod-cidr'];
       last = 'no pod CIDR yet';
     } catch (err) {

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ApiClient, ApiClientError } from '../util/api-client.js';
+import type { EndpointView, IpView, PolicyListView, PolicyView } from '../agent/index.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
@@ -42,14 +43,14 @@ export interface ChangeOptions {
 async function waitAgents(
   st: LabState,
   stored: string,
-  check: (policies: Array<{ key: string; source: string; revision?: number }>) => boolean,
+  check: (policies: PolicyView[]) => boolean,
   o: ChangeOptions,
 ): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   for (const n of st.nodes) {
     const c = new ApiClient(n.socket);
     for (;;) {
-      let r: { policies: Array<{ key: string; source: string; revision?: number }> } | undefined;
+      let r: PolicyListView | undefined;
       try {
         r = await c.get('/v1/policy', 2000);
       } catch (err) {
@@ -125,7 +126,7 @@ async function waitIdentities(st: LabState, ns: string): Promise<void> {
   for (const pod of st.pods.filter((p) => p.namespace === ns)) {
     const c = new ApiClient(st.nodes.find((n) => n.name === pod.node)!.socket);
     for (;;) {
-      const ep = await c.get<{ status: { identity: { labels: string[] } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`).catch(() => undefined);
+      const ep = await c.get<EndpointView>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`).catch(() => undefined);
       const have = ep?.status.identity.labels.filter((l) => l.startsWith('k8s:io.cilium.k8s.namespace.labels.')) ?? [];
       if (ep && have.length === want.length && want.every((w) => have.includes(w))) break;
       if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Pod ${ns}/${pod.name} did not take namespace ${ns}'s labels within ${WAIT_MS / 1000} s`);
@@ -134,7 +135,7 @@ async function waitIdentities(st: LabState, ns: string): Promise<void> {
   }
   for (const pod of st.pods.filter((p) => p.namespace === ns)) {
     const c = new ApiClient(st.nodes.find((n) => n.name === pod.node)!.socket);
-    const ep = await c.get<{ status: { identity: { id: number } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`);
+    const ep = await c.get<EndpointView>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`);
     await waitIpcache(st, pod.ip, ep.status.identity.id);
   }
 }
@@ -148,7 +149,7 @@ async function waitIpcache(st: LabState, ip: string, identity: number): Promise<
   for (const n of st.nodes) {
     const c = new ApiClient(n.socket);
     for (;;) {
-      const rows = await c.get<Array<{ prefix: string; identity: number }>>('/v1/ip').catch(() => []);
+      const rows = await c.get<IpView[]>('/v1/ip').catch((): IpView[] => []);
       if (rows.some((r) => r.prefix === `${ip}/32` && r.identity === identity)) break;
       if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Node ${n.name} did not learn identity ${identity} of ${ip} within ${WAIT_MS / 1000} s`);
       await new Promise((res) => setTimeout(res, 20));
@@ -162,7 +163,7 @@ export async function labPodLabel(lab: string, ref: string, changes: Record<stri
   const pod = findPod(st, ref);
   const node = st.nodes.find((n) => n.name === pod.node);
   if (!node) throw new LabError('TENDRIL_ERR_LAB_NODE_NOT_FOUND', `Pod ${pod.namespace}/${pod.name} is on node ${pod.node}, which is not in the lab`);
-  const ep = await new ApiClient(node.socket).request<{ status: { identity: { id: number } } }>(
+  const ep = await new ApiClient(node.socket).request<EndpointView>(
     'PATCH',
     `/v1/endpoint/${encodeURIComponent(`pod-name:${pod.namespace}/${pod.name}`)}/labels`,
     { labels: changes },
