@@ -320,7 +320,11 @@ describe('lab with two nodes', { timeout: 240_000 }, () => {
     assert.equal(fs.existsSync(p.dir), false);
     // A tail of the removed lab's log still runs, and the lab comes up again under the same name.
     await labUp({ name: LAB2, nodes: 1, podCidr: '10.99.0.0/16', underlayCidr: '192.168.77.0/24' });
+    await podAdd(LAB2, 'pod-o', { node: 'ctr', serve: 8080 });
+    // Without its ledger (a lab made before there was one), down removes what the lab's state names.
+    fs.rmSync(p.ownedFile);
     await labDown(LAB2);
+    assert.deepEqual(fs.readdirSync('/var/run/netns').filter((n) => n.startsWith(p.netnsPrefix)), []);
     assert.ok(running(), 'lab down leaves processes that only mention the lab');
   });
 });

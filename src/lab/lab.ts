@@ -448,6 +448,24 @@ function tail(file: string, lines: number): string {
   }
 }
 
+/**
+ * The lab's namespaces by exact name, newest first (pods before their node, the underlay last): those its ledger
+ * recorded, and those its state names (a lab made before the ledger existed, or a ledger lost).
+ */
+function labNamespaces(name: string): string[] {
+  const p = labPaths(name);
+  const recorded = ownedBy(name).flatMap((e) => (e.kind === 'netns' ? [e.name] : []));
+  let st: LabState | undefined;
+  try {
+    st = readJsonFile<LabState>(p.stateFile);
+  } catch {
+    st = undefined; // unreadable state: the ledger is all there is
+  }
+  const named = st ? [p.underlayNetns, ...st.nodes.flatMap((n) => [n.netns, p.node(n.name).healthNetns]), ...st.pods.map((x) => x.netns)] : [];
+  const all = [...new Set([...recorded, ...named])].reverse();
+  return [...all.filter((n) => n !== p.underlayNetns), ...all.filter((n) => n === p.underlayNetns)];
+}
+
 /** A process of the lab: started in @ns and recorded, so `lab down` ends it and nothing else. */
 function spawnOwned(lab: string, ns: string, argv: string[], logFile: string): number {
   return ownPid(lab, spawnInNetns(ns, argv, logFile));
@@ -461,11 +479,10 @@ export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }
   if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}"`);
   const p = labPaths(name);
   const removed: string[] = [];
-  const namespaces = ownedBy(name).flatMap((e) => (e.kind === 'netns' ? [e.name] : []));
+  const namespaces = labNamespaces(name);
   const stopped = await stopProcessesIn(namespaces, ownedPids(name));
   if (stopped) removed.push(`${stopped} process(es)`);
-  // Newest first: pods before their node, nodes before the underlay.
-  for (const ns of namespaces.reverse()) {
+  for (const ns of namespaces) {
     if (!Netns.exists(ns, NETNS_DIR)) continue;
     Netns.delete(ns, NETNS_DIR);
     removed.push(`netns ${ns}`);
