@@ -157,7 +157,7 @@ export function registerLab(program: Command): void {
     .argument('<changes...>')
     .option('--name <lab>', 'lab name')
     .action(async (ref: string, changes: string[], _o: unknown, cmd: Command) => {
-      const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes));
+      const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes), warner());
       process.stdout.write(`pod ${p.namespace}/${p.name} labels: ${Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>'}\n`);
     });
   pod
@@ -202,7 +202,7 @@ export function registerLab(program: Command): void {
     .option('--label <k=v>', 'namespace label (repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
     .action(async (name: string, o: { label: string[] }, cmd: Command) => {
-      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add');
+      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add', warner());
       process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
     });
   ns.command('label')
@@ -211,7 +211,7 @@ export function registerLab(program: Command): void {
     .argument('<changes...>')
     .option('--name <lab>', 'lab name')
     .action(async (name: string, changes: string[], _o: unknown, cmd: Command) => {
-      const r = await labNamespaceSet(labName(cmd), name, parseLabelChanges(changes), 'label');
+      const r = await labNamespaceSet(labName(cmd), name, parseLabelChanges(changes), 'label', warner());
       process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
     });
   ns.command('list')

@@ -39,8 +39,11 @@ export function rawRequest(
         res.on('error', reject);
       },
     );
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => reject(connectError(socket, peer, err)));
+    // A server that is there but slow is not an unreachable one: callers may wait longer, not give up on it.
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new ApiClientError('TENDRIL_ERR_API_TIMEOUT', `The ${peer} at ${socket} did not answer ${method} ${path} within ${timeoutMs} ms`)),
+    );
+    req.on('error', (err: NodeJS.ErrnoException) => reject(err instanceof ApiClientError ? err : connectError(socket, peer, err)));
     if (body !== undefined) req.write(body);
     req.end();
   });

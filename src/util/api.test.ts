@@ -21,6 +21,8 @@ api.route('GET', '/v1/endpoint/{id}', (req) => (calls.push(`get ${req.params['id
 api.route('POST', '/v1/ipam/{ip:ipv4}', (req) => (calls.push(`post ${req.params['ip']}`), { ip: req.params['ip'] }));
 api.route('DELETE', '/v1/ipam/{ip:ipv4}', (req) => (calls.push(`del ${req.params['ip']}`), { released: req.params['ip'] }));
 api.route('PUT', '/v1/policy', (req) => ({ bytes: req.body.length }));
+let release: () => void = () => {};
+api.route('GET', '/v1/slow', () => new Promise((resolve) => (release = () => resolve({ late: true }))));
 
 /** A request with the body streamed in chunks, without a content-length (as a chunked upload comes). */
 function chunked(bytes: number): Promise<{ status: number; body: string }> {
@@ -89,6 +91,16 @@ describe('ApiServer input checks', () => {
 
   test('an unknown parameter kind is a programming error at registration', () => {
     assert.throws(() => new ApiServer(log).route('GET', '/v1/x/{id:uuid}', () => ({})), /unknown parameter kind "uuid"/);
+  });
+
+  test('a server that answers late is a timeout, not an unreachable server', async () => {
+    const e = await new ApiClient(socket).get('/v1/slow', 100).then(
+      () => assert.fail('answered before the handler did'),
+      (x: unknown) => x as ApiClientError,
+    );
+    release();
+    assert.equal(e.code, 'TENDRIL_ERR_API_TIMEOUT');
+    assert.match(e.message, /The agent at .* did not answer GET \/v1\/slow within 100 ms/);
   });
 
   test('the client names who it could not reach', async () => {
