@@ -2,7 +2,7 @@
 // the agent decodes and serves to a follower as short connections get more frequent.
 import os from 'node:os';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { loadLab } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
 import { Follower, type TallySnapshot } from './follower.js';
@@ -115,7 +115,7 @@ interface AgentCounters {
 }
 
 async function agentCounters(socket: string): Promise<AgentCounters> {
-  const s = await new AgentClient(socket).get<{
+  const s = await new ApiClient(socket).get<{
     monitor: { read: number; lost: number; rateLimited: number; skipped: number } | null;
     hubble: { 'seen-flows': number } | null;
   }>('/v1/healthz');

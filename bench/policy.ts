@@ -1,10 +1,10 @@
 // Phase "policy": same-node forwarding with 0 vs 10,000 policy entries on the server endpoint, and the time from a
 // policy change to its enforcement on a standalone agent with 1,000 endpoints.
-import type { EndpointPolicyView } from '../src/agent/security.js';
+import type { EndpointPolicyView } from '../src/agent/index.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { BPF_LAB_ROOT, CLI_JS, labPaths } from '../src/lab/paths.js';
 import { checkConnectivity, iperf, rr, rrSummary } from './load.js';
 import { measure, type NoisePolicy } from './measure.js';
@@ -165,15 +165,15 @@ interface ImportResponse {
 }
 
 
-async function importPolicy(c: AgentClient, doc: TendrilPolicyDoc): Promise<ImportResponse> {
+async function importPolicy(c: ApiClient, doc: TendrilPolicyDoc): Promise<ImportResponse> {
   return c.request<ImportResponse>('PUT', '/v1/policy', { text: JSON.stringify(doc), origin: 'bench' });
 }
 
-async function deletePolicy(c: AgentClient, key: string): Promise<void> {
+async function deletePolicy(c: ApiClient, key: string): Promise<void> {
   await c.request('DELETE', `/v1/policy/${encodeURIComponent(key)}`);
 }
 
-async function endpointPolicy(c: AgentClient, ref: string): Promise<EndpointPolicyView> {
+async function endpointPolicy(c: ApiClient, ref: string): Promise<EndpointPolicyView> {
   return c.get<EndpointPolicyView>(`/v1/endpoint/${encodeURIComponent(ref)}/policy`);
 }
 
@@ -192,7 +192,7 @@ function clientPackets(v: EndpointPolicyView): number {
  * before its tests and deleted after them, and the server's map is checked each time.
  */
 async function throughput(lab: string, p: Pair, o: PolicyOptions): Promise<Omit<PolicyResult, 'latency' | 'setupS'>> {
-  const c = new AgentClient(labPaths(lab).node('ctr').socket);
+  const c = new ApiClient(labPaths(lab).node('ctr').socket);
   const server = `ipv4:${p.serverIp}`;
   const doc = bigPolicy({ name: 'bench-10k', namespace: 'default', serverApp: SERVER_APP, clientApp: CLIENT_APP, ports: spreadPorts(BIG_PORTS, BIG_FIRST_PORT) });
   const rrBin = path.join(o.toolsDir, 'rr');
@@ -260,7 +260,7 @@ const POD_CIDR = '10.250.0.0/21';
 
 interface StandaloneAgent {
   proc: Started;
-  client: AgentClient;
+  client: ApiClient;
   log: string;
   node: string;
   healthNs: string;
@@ -309,7 +309,7 @@ async function startAgent(o: PolicyOptions): Promise<StandaloneAgent> {
   );
   let exited = false;
   void proc.exited.then(() => (exited = true));
-  const client = new AgentClient(socket);
+  const client = new ApiClient(socket);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) throw new BenchError(`The policy bench agent exited during start-up: ${(await proc.exited).stderr.trim()}\n${tail(log, 15)}`);

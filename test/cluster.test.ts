@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Netns } from '../src/kernel/netns/index.js';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labNodeAdd, labNodeDel, labUp, loadLab, podAdd, restartAgent, restartStore, type LabPod, type RoutingMode, type StoreKind } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
 
@@ -55,7 +55,7 @@ async function capture(lab: string, node: string, filter: string, traffic: () =>
 function suite(routing: RoutingMode, store: StoreKind): void {
   const LAB = `c${process.pid % 100000}${routing[0]}${store[0]}`;
   const pods: LabPod[] = [];
-  const agent = (node: string) => new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
+  const agent = (node: string) => new ApiClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
 
   describe(`three nodes, ${routing} routing, ${store} store`, { timeout: 300_000 }, () => {
     before(async () => {
@@ -173,7 +173,7 @@ describe('cluster pool exhausted', { timeout: 120_000 }, () => {
 
   test('a node without a CIDR answers CNI ADD with "try again later" (11) and the operator says why', async () => {
     const n = await labNodeAdd(LAB, { wait: false });
-    const client = new AgentClient(n.socket);
+    const client = new ApiClient(n.socket);
     await until('the new agent answers', async () => {
       try {
         await client.get('/v1/healthz');
@@ -185,17 +185,20 @@ describe('cluster pool exhausted', { timeout: 120_000 }, () => {
     // No CNI config yet (it is written when the node is ready); a runtime holding the network config calls anyway.
     assert.equal(fs.existsSync(path.join(labPaths(LAB).node(n.name).cniConfDir, '05-tendril.conflist')), false);
     const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'tendril', type: 'tendril-cni', 'agent-socket': n.socket });
-    Netns.create(`${labPaths(LAB).netnsPrefix}pod-stuck`).close();
+    // The test's own namespace, not the lab's: lab down removes only what the lab made.
+    const stuck = `${labPaths(LAB).netnsPrefix}pod-stuck`;
+    Netns.create(stuck).close();
     const r = spawnSync(path.join(CNI_BIN_DIR, 'tendril-cni'), [], {
-      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stuck', CNI_NETNS: netnsPath(`${labPaths(LAB).netnsPrefix}pod-stuck`), CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN_DIR },
+      env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'stuck', CNI_NETNS: netnsPath(stuck), CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN_DIR },
       input: conf,
       encoding: 'utf8',
     });
+    Netns.delete(stuck);
     assert.equal(r.status, 1);
     const err = JSON.parse(r.stdout) as { code: number; msg: string };
     assert.equal(err.code, 11);
     assert.match(`${err.msg} ${(err as { details?: string }).details ?? ''}`, /node w2 has no pod CIDR yet/);
-    const st = await new AgentClient(labPaths(LAB).operatorSocket).get<Record<string, unknown>>('/v1/status');
+    const st = await new ApiClient(labPaths(LAB).operatorSocket).get<Record<string, unknown>>('/v1/status');
     assert.match(JSON.stringify(st), /cluster pool 10\.77\.0\.0\/23 with mask \/24 is exhausted: 2\/2 CIDRs assigned \(ctr, w1\)/);
     const health = await client.get<{ ready: boolean; tendril: { message: string } }>('/v1/healthz');
     assert.equal(health.ready, false);

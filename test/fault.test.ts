@@ -15,10 +15,24 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Netns } from '../src/kernel/netns/index.js';
-import { AgentClient, rawRequest } from '../src/cli/client.js';
+import { ApiClient, rawRequest } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, restartStore, runCni, type LabPod, type StoreKind } from '../src/lab/lab.js';
 import { NETNS_DIR, labPaths } from '../src/lab/paths.js';
-import { alive, findProcesses, spawnInNetns } from '../src/lab/procs.js';
+import { alive, spawnInNetns } from '../src/lab/procs.js';
+
+/** PIDs of processes whose command line mentions `needle` (the lab's directory): the leak check's own view. */
+function findProcesses(needle: string): number[] {
+  const out: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').some((a) => a.includes(needle))) out.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-fault-`));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -146,9 +160,9 @@ function suite(store: StoreKind): void {
     figures.push(s);
     process.stdout.write(`# [${store}] ${s}\n`);
   };
-  const agent = (node: string) => new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
+  const agent = (node: string) => new ApiClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
   const socketOf = (node: string) => loadLab(LAB).nodes.find((n) => n.name === node)!.socket;
-  const operator = () => new AgentClient(p.operatorSocket);
+  const operator = () => new ApiClient(p.operatorSocket, 'operator');
   let srv: LabPod;
   let cli: LabPod;
   let victim: LabPod;

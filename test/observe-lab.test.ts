@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
 import { REPO_ROOT, labPaths } from '../src/lab/paths.js';
 import { HealthClient, ObserverClient, observerSocketFor, relaySocketIn, type Flow, type FlowFilter } from '../src/observe/index.js';
@@ -31,7 +31,7 @@ async function flows(address: string, whitelist: FlowFilter[], blacklist: FlowFi
 
 async function identityOf(pod: LabPod): Promise<number> {
   const node = loadLab(LAB).nodes.find((n) => n.name === pod.node)!;
-  const eps = await new AgentClient(node.socket).get<Array<{ status: { identity: { id: number }; networking: { addressing: Array<{ ipv4: string }> } } }>>('/v1/endpoint');
+  const eps = await new ApiClient(node.socket).get<Array<{ status: { identity: { id: number }; networking: { addressing: Array<{ ipv4: string }> } } }>>('/v1/endpoint');
   return eps.find((e) => e.status.networking.addressing[0]?.ipv4 === pod.ip)!.status.identity.id;
 }
 

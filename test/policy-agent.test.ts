@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent } from '../src/lab/lab.js';
 import { REPO_ROOT } from '../src/lab/paths.js';
 
@@ -84,7 +84,7 @@ describe('policy through the node CLI', { timeout: 240_000 }, () => {
     await podAdd(LAB, 'client2', { node: 'ctr', labels: { app: 'client' } });
     const ids = await Promise.all(
       ['ctr', 'w1'].map(async (node) => {
-        const eps = await new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket).get<Array<{ status: { identity: { id: number; labels: string[] } } }>>('/v1/endpoint');
+        const eps = await new ApiClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket).get<Array<{ status: { identity: { id: number; labels: string[] } } }>>('/v1/endpoint');
         return eps.find((e) => e.status.identity.labels.includes('k8s:app=client'))!.status.identity.id;
       }),
     );

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import { REPO_ROOT, netnsPath } from '../src/lab/paths.js';
@@ -123,10 +123,10 @@ class Cluster {
     return p;
   }
 
-  agent(node: string): AgentClient {
+  agent(node: string): ApiClient {
     const n = loadLab(this.lab).nodes.find((x) => x.name === node);
     assert.ok(n, `node ${node}`);
-    return new AgentClient(n.socket);
+    return new ApiClient(n.socket);
   }
 
   /** Probes the given cells, one prober per source pod, all probers in parallel. */

@@ -68,14 +68,13 @@ describe('local store server', { timeout: 30_000 }, () => {
     const b = server(path.join(tmp, 'busy-b'));
     await assert.rejects(b.listen({ socket: sock }), (err: unknown) => err instanceof StoreError && err.code === 'TENDRIL_ERR_STORE_UNAVAILABLE' && /another server is listening/.test(err.message));
     await a.close();
-    // A stale socket file, as a crashed server leaves behind.
+    // A stale socket file, as a crashed server leaves behind: closing a unix server unlinks the path it bound, so
+    // the socket is moved to @sock first and stays there, dead, once its server is closed.
     const stale = net.createServer();
-    await new Promise<void>((r) => stale.listen(sock, r));
-    await new Promise<void>((r) => {
-      // Closing a unix server normally unlinks the file; recreate it as a dead socket path.
-      stale.close(() => r());
-    });
-    fs.writeFileSync(sock, '');
+    await new Promise<void>((r) => stale.listen(`${sock}.tmp`, r));
+    fs.renameSync(`${sock}.tmp`, sock);
+    await new Promise<void>((r) => stale.close(() => r()));
+    assert.ok(fs.lstatSync(sock).isSocket());
     await b.listen({ socket: sock });
     const c = client(sock);
     assert.equal((await c.ping()).ok, true);

@@ -8,6 +8,7 @@ import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterfac
 import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
+import type { ConfigView, EndpointView, HostAddressing, IdentityView, NodeView, StatusView } from './api.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { IDENTITY_HEALTH } from './identity.js';
@@ -414,13 +415,13 @@ export class Agent {
       const ip = this.live().ipam.allocateNext(owner);
       return withStatus(201, { ipv4: { ip, cidrs: [this.cfg.podCidr], gateway: this.routerIP }, 'host-addressing': this.hostAddressing() });
     });
-    api.route('POST', '/v1/ipam/{ip}', (req) => {
+    api.route('POST', '/v1/ipam/{ip:ipv4}', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner"', 'TENDRIL_ERR_INVALID_REQUEST');
       this.live().ipam.allocate(req.params['ip']!, owner);
       return withStatus(201, { ipv4: { ip: req.params['ip'], cidrs: [this.cfg.podCidr], gateway: this.routerIP } });
     });
-    api.route('DELETE', '/v1/ipam/{ip}', (req) => {
+    api.route('DELETE', '/v1/ipam/{ip:ipv4}', (req) => {
       const ip = req.params['ip']!;
       const owner = this.live().ipam.ownerOf(ip);
       if (owner === undefined) throw new HttpError(404, `IP ${ip} is not allocated`, 'TENDRIL_ERR_IPAM_NOT_FOUND');
@@ -500,7 +501,7 @@ export class Agent {
     this.security.endpointDeleted(ep);
   }
 
-  private identityList(): Array<{ id: number; labels: string[]; scope: 'reserved' | 'cluster' | 'local' }> {
+  private identityList(): IdentityView[] {
     return this.security.identityInfos().map((i) => ({
       id: i.id,
       labels: i.labels,
@@ -601,11 +602,11 @@ export class Agent {
     };
   }
 
-  private hostAddressing(): unknown {
+  private hostAddressing(): HostAddressing {
     return { ipv4: { enabled: true, ip: this.routerIP, 'alloc-range': this.cfg.podCidr } };
   }
 
-  private configView(): unknown {
+  private configView(): ConfigView {
     const dp = this.dp;
     return {
       'node-name': this.cfg.nodeName,
@@ -627,7 +628,7 @@ export class Agent {
     };
   }
 
-  private async status(): Promise<unknown> {
+  private async status(): Promise<StatusView> {
     const live = this.dp && this.endpoints ? this.live() : undefined;
     const eps = live?.endpoints.list() ?? [];
     const owners = new Map(eps.map((e) => [e.ip, e]));
@@ -671,7 +672,7 @@ export class Agent {
     };
   }
 
-  private nodeList(): unknown {
+  private nodeList(): NodeView[] {
     const own = this.cfg.nodeName;
     const list = this.nodes
       ? this.nodes.list()
@@ -679,7 +680,7 @@ export class Agent {
     return list.map((n) => ({ ...n, source: n.name === own ? 'local' : this.cfg.store?.startsWith('etcd') ? 'kvstore' : 'cluster-store' }));
   }
 
-  private endpointView(ep: Endpoint): unknown {
+  private endpointView(ep: Endpoint): EndpointView {
     return {
       id: ep.id,
       status: {
@@ -740,7 +741,7 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
 
 export { HOST_DEV };
 
-function hubbleStatus(o: ObserverServer): unknown {
+function hubbleStatus(o: ObserverServer): StatusView['hubble'] {
   const st = o.status();
   return { flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
 }

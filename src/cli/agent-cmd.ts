@@ -1,6 +1,5 @@
 // `tendril agent`: starts the agent and stops it cleanly on SIGTERM/SIGINT.
-import { Agent } from '../agent/agent.js';
-import { agentConfig } from '../agent/config.js';
+import { Agent, agentConfig } from '../agent/index.js';
 import { rootLogger } from '../util/log.js';
 
 export async function runAgent(opts: Record<string, string | undefined>): Promise<void> {

@@ -16,16 +16,37 @@ function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
 
+/** `--label KEY=VALUE` (KEY= for an empty value); a bare KEY is refused, as kubectl's --labels does. */
 export function parseLabels(list: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of list) {
     const i = item.indexOf('=');
-    const k = i < 0 ? item : item.slice(0, i);
+    if (i < 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid label "${item}": expected KEY=VALUE (KEY= for an empty value)`);
+    const k = item.slice(0, i);
     const problem = labelKeyProblem(k);
     if (problem) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid label "${item}": ${problem}`);
-    out[k] = i < 0 ? '' : item.slice(i + 1);
+    out[k] = item.slice(i + 1);
   }
   return out;
+}
+
+/** A whole number option in [min, max]: "abc", "2.5" or "" are refused before anything is done. */
+export function parseCount(text: string, flag: string, min: number, max: number): number {
+  const n = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid ${flag} "${text}": expected a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** Warnings of a change that is stored but not yet applied everywhere (a node is down) go to stderr. */
+function warner(): { warn: (line: string) => void; count: () => number } {
+  let n = 0;
+  return {
+    warn: (line) => {
+      n++;
+      process.stderr.write(`Warning: ${line}\n`);
+    },
+    count: () => n,
+  };
 }
 
 /** `--port NAME=PORT[/PROTO]` (protocol TCP by default), Kubernetes' named container port. */
@@ -46,6 +67,11 @@ function formatLabels(labels: Record<string, string>): string {
 
 export function registerLab(program: Command): void {
   const lab = program.command('lab').description('a whole cluster on this machine (network namespaces, no uplink)');
+  lab.hook('preAction', () => {
+    if (process.getuid?.() !== 0) {
+      throw new LabError('TENDRIL_ERR_PERMISSION', 'tendril lab needs root: it creates network namespaces and BPF objects and keeps its state root-only; run it as root (e.g. with sudo)');
+    }
+  });
 
   lab
     .command('up')
@@ -60,7 +86,7 @@ export function registerLab(program: Command): void {
     .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; attachMode: string }, cmd: Command) => {
       if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
       const name = labName(cmd);
-      const nodes = Number(o.nodes);
+      const nodes = parseCount(o.nodes, '--nodes', 1, 32);
       process.stdout.write(`Creating lab "${name}" with ${nodes} node(s)\n`);
       const t0 = Date.now();
       await labUp({
@@ -131,7 +157,7 @@ export function registerLab(program: Command): void {
     .argument('<changes...>')
     .option('--name <lab>', 'lab name')
     .action(async (ref: string, changes: string[], _o: unknown, cmd: Command) => {
-      const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes));
+      const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes), warner());
       process.stdout.write(`pod ${p.namespace}/${p.name} labels: ${Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>'}\n`);
     });
   pod
@@ -176,7 +202,7 @@ export function registerLab(program: Command): void {
     .option('--label <k=v>', 'namespace label (repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
     .action(async (name: string, o: { label: string[] }, cmd: Command) => {
-      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add');
+      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add', warner());
       process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
     });
   ns.command('label')
@@ -185,7 +211,7 @@ export function registerLab(program: Command): void {
     .argument('<changes...>')
     .option('--name <lab>', 'lab name')
     .action(async (name: string, changes: string[], _o: unknown, cmd: Command) => {
-      const r = await labNamespaceSet(labName(cmd), name, parseLabelChanges(changes), 'label');
+      const r = await labNamespaceSet(labName(cmd), name, parseLabelChanges(changes), 'label', warner());
       process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
     });
   ns.command('list')
@@ -202,16 +228,19 @@ export function registerLab(program: Command): void {
     .argument('<files...>')
     .option('--name <lab>', 'lab name')
     .action(async (files: string[], _o: unknown, cmd: Command) => {
-      const applied = await labPolicyApply(labName(cmd), files);
-      for (const a of applied) process.stdout.write(`policy ${a.key} applied (revision ${a.revision}); enforced on every node\n`);
+      const w = warner();
+      const applied = await labPolicyApply(labName(cmd), files, w);
+      const where = w.count() ? 'enforced on every node that runs' : 'enforced on every node';
+      for (const a of applied) process.stdout.write(`policy ${a.key} applied (revision ${a.revision}); ${where}\n`);
     });
   pol
     .command('delete')
     .argument('<policy>', 'NAME, NAMESPACE/NAME or KIND.NAMESPACE.NAME')
     .option('--name <lab>', 'lab name')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
-      const deleted = await labPolicyDelete(labName(cmd), ref);
-      process.stdout.write(`policy ${deleted} deleted; no node enforces it any more\n`);
+      const w = warner();
+      const deleted = await labPolicyDelete(labName(cmd), ref, w);
+      process.stdout.write(`policy ${deleted} deleted; ${w.count() ? 'no node that runs' : 'no node'} enforces it any more\n`);
     });
 
   const node = lab.command('node').description('nodes of the lab');

@@ -50,7 +50,11 @@ registerMonitor(program);
 registerLab(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const e = err as { code?: string; message?: string };
+  let e = err as { code?: string; message?: string };
+  // An uncoded permission failure (a root-only file or socket) says what it needs.
+  if (e.code === 'EACCES' || e.code === 'EPERM') {
+    e = { code: 'TENDRIL_ERR_PERMISSION', message: `${e.message ?? String(err)}: tendril needs root for this (its state and API sockets are root-only); run it as root (e.g. with sudo)` };
+  }
   process.stderr.write(`Error: ${e.message ?? String(err)}${e.code ? ` [${e.code}]` : ''}\n`);
   process.exit(1);
 });

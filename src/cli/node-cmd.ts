@@ -1,9 +1,9 @@
 // Views of one node through its agent API: status, endpoint list/get, bpf map dumps (cilium-dbg style).
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { AgentClient } from './client.js';
+import { ApiClient } from '../util/api-client.js';
 import { keyValues, table } from './table.js';
-import { DEFAULT_SOCKET } from '../agent/config.js';
+import { DEFAULT_SOCKET, type Attachment, type EndpointInfo, type EndpointView, type IpcacheEntry, type NodeView, type StatusView } from '../agent/index.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
 
 interface GlobalOpts {
@@ -25,8 +25,8 @@ export function resolveSocket(g: GlobalOpts): string {
   return DEFAULT_SOCKET;
 }
 
-function client(cmd: Command): AgentClient {
-  return new AgentClient(resolveSocket(cmd.optsWithGlobals<GlobalOpts>()));
+function client(cmd: Command): ApiClient {
+  return new ApiClient(resolveSocket(cmd.optsWithGlobals<GlobalOpts>()));
 }
 
 function out(text: string): void {
@@ -35,37 +35,6 @@ function out(text: string): void {
 
 function json(v: unknown): void {
   out(JSON.stringify(v, null, 2) + '\n');
-}
-
-interface StatusView {
-  tendril: { state: string; message: string; version: string; node: string; 'uptime-seconds': number };
-  ready: boolean;
-  'cni-config': string | null;
-  store: { description: string; ok: boolean; error: string | null } | null;
-  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
-  'attach-mode': string | null;
-  'device-mode': string;
-  routing: { mode: string; 'native-device': string };
-  nodes: number;
-  monitor: { cpus: number; read: number; lost: number } | null;
-  hubble: { flows: number; 'max-flows': number; 'seen-flows': number; 'flows-rate': number; socket: string } | null;
-  endpoints: number;
-  health: { ip: string | null; endpoint: number | null };
-  policy?: { mode: string; policies: number; 'last-regeneration': { endpoints: number; ms: number; at: string } };
-  conntrack?: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
-  identities?: number;
-}
-
-export interface EndpointView {
-  id: number;
-  status: {
-    state: string;
-    identity: { id: number; labels: string[] };
-    policy?: { ingress: boolean; egress: boolean };
-    labels: { 'security-relevant': string[] };
-    networking: { addressing: Array<{ ipv4: string }>; 'interface-name': string; 'interface-index': number; mac: string; 'host-mac': string };
-    'external-identifiers': { 'pod-name': string };
-  };
 }
 
 export function formatStatus(s: StatusView, verbose: boolean): string {
@@ -161,7 +130,7 @@ export function registerNodeViews(program: Command): void {
     .argument('<id>')
     .option('-o, --output <fmt>', 'json (the default)')
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      const e = await client(cmd).get(`/v1/endpoint/${encodeURIComponent(id)}`);
+      const e = await client(cmd).get<EndpointView>(`/v1/endpoint/${encodeURIComponent(id)}`);
       json([e]);
     });
 
@@ -171,14 +140,13 @@ export function registerNodeViews(program: Command): void {
     .description('nodes as this agent knows them from the cluster store')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const nodes = await client(cmd).get<Array<{ name: string; addresses: string[]; podCIDRs: string[]; source: string }>>('/v1/cluster/nodes');
+      const nodes = await client(cmd).get<NodeView[]>('/v1/cluster/nodes');
       if (o.output === 'json') return json(nodes);
       out(table(['Name', 'IPv4 Address', 'Endpoint CIDR', 'Source'], nodes.map((n) => [n.name, n.addresses[0] ?? '', n.podCIDRs.join(',') || '<none>', n.source])));
     });
 
   const bpf = program.command('bpf').description('BPF maps as the kernel holds them');
-  interface IpcacheRow { prefix: string; identity: number; tunnelEndpoint?: string; flags: number | string[] }
-  const ipcache = (cmd: Command) => client(cmd).get<IpcacheRow[]>('/v1/map/tendril_ipcache');
+  const ipcache = (cmd: Command) => client(cmd).get<IpcacheEntry[]>('/v1/map/tendril_ipcache');
   bpf
     .command('ipcache')
     .description('the ipcache map (prefix -> identity, tunnel endpoint)')
@@ -210,7 +178,7 @@ export function registerNodeViews(program: Command): void {
     .command('show')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<Array<{ ifname: string; ifindex: number; attach: string; direction: string; progName: string; progId: number; linkId: number }>>('/v1/datapath/attachments');
+      const rows = await client(cmd).get<Attachment[]>('/v1/datapath/attachments');
       if (o.output === 'json') return json(rows);
       out(
         'tc:\n' +
@@ -228,7 +196,7 @@ export function registerNodeViews(program: Command): void {
     .command('list')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<Array<{ ip4: string; ifindex: number; lxcId: number; flags: number; mac: string; nodeMac: string; secId: number }>>('/v1/map/tendril_lxc');
+      const rows = await client(cmd).get<EndpointInfo[]>('/v1/map/tendril_lxc');
       rows.sort((a, b) => a.lxcId - b.lxcId);
       if (o.output === 'json') return json(rows);
       out(

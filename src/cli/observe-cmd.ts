@@ -2,7 +2,7 @@
 // `observe status` (hubble status) and `observe nodes` (hubble list nodes).
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
-import { DEFAULT_SOCKET } from '../agent/config.js';
+import { DEFAULT_SOCKET } from '../agent/index.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
 import { labPaths } from '../lab/paths.js';
 import {

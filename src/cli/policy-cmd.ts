@@ -3,15 +3,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { AgentClient } from './client.js';
+import { ApiClient } from '../util/api-client.js';
 import { resolveSocket } from './node-cmd.js';
 import { table } from './table.js';
-import type { EndpointPolicyView } from '../agent/security.js';
-import type { CtEntry, DropMetric } from '../datapath/index.js';
+import type { CtEntry, CtFlushResult, DropMetric, EndpointPolicyView, IdentityView, IpView, PolicyDeleteResult, PolicyImportResult, PolicyListView } from '../agent/index.js';
 import { describeEntry } from '../policy/index.js';
 
-function client(cmd: Command): AgentClient {
-  return new AgentClient(resolveSocket(cmd.optsWithGlobals()));
+function client(cmd: Command): ApiClient {
+  return new ApiClient(resolveSocket(cmd.optsWithGlobals()));
 }
 
 function out(text: string): void {
@@ -22,35 +21,12 @@ function json(v: unknown): void {
   out(JSON.stringify(v, null, 2) + '\n');
 }
 
-interface IdentityRow {
-  id: number;
-  labels: string[];
-  scope: string;
-}
-
-export function formatIdentities(rows: IdentityRow[]): string {
+export function formatIdentities(rows: IdentityView[]): string {
   return table(['ID', 'LABELS'], rows.map((r) => [String(r.id), r.labels.length ? r.labels : ['(none)']]));
 }
 
-interface IpRow {
-  prefix: string;
-  identity: number;
-  tunnelEndpoint?: string;
-  source: string;
-}
-
-export function formatIpList(rows: IpRow[]): string {
+export function formatIpList(rows: IpView[]): string {
   return table(['IP', 'IDENTITY', 'SOURCE', 'HOST'], rows.map((r) => [r.prefix, String(r.identity), r.source, r.tunnelEndpoint && r.tunnelEndpoint !== '0.0.0.0' ? r.tunnelEndpoint : '']));
-}
-
-interface PolicyRow {
-  key: string;
-  kind: string;
-  namespace: string;
-  name: string;
-  source: string;
-  revision?: number;
-  document: unknown;
 }
 
 export function formatPolicyEntries(view: EndpointPolicyView): string {
@@ -93,7 +69,7 @@ export function registerPolicyViews(program: Command): void {
     .description('every identity this node knows: reserved, cluster-wide, node-local CIDR ones')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<IdentityRow[]>('/v1/identity');
+      const rows = await client(cmd).get<IdentityView[]>('/v1/identity');
       if (o.output === 'json') return json(rows);
       out(formatIdentities(rows));
     });
@@ -102,7 +78,7 @@ export function registerPolicyViews(program: Command): void {
     .argument('<id>')
     .option('-o, --output <fmt>', 'json')
     .action(async (id: string, o: { output?: string }, cmd: Command) => {
-      const row = await client(cmd).get<IdentityRow>(`/v1/identity/${encodeURIComponent(id)}`);
+      const row = await client(cmd).get<IdentityView>(`/v1/identity/${encodeURIComponent(id)}`);
       if (o.output === 'json') return json(row);
       out(formatIdentities([row]));
     });
@@ -113,7 +89,7 @@ export function registerPolicyViews(program: Command): void {
     .command('list')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }, cmd: Command) => {
-      const rows = await client(cmd).get<IpRow[]>('/v1/ip');
+      const rows = await client(cmd).get<IpView[]>('/v1/ip');
       if (o.output === 'json') return json(rows);
       out(formatIpList(rows));
     });
@@ -125,7 +101,7 @@ export function registerPolicyViews(program: Command): void {
     .argument('[name]', 'only this policy (NAME or NAMESPACE/NAME)')
     .option('-o, --output <fmt>', 'json (the default is YAML-like JSON documents) or table')
     .action(async (name: string | undefined, o: { output?: string }, cmd: Command) => {
-      const r = await client(cmd).get<{ mode: string; policies: PolicyRow[] }>('/v1/policy');
+      const r = await client(cmd).get<PolicyListView>('/v1/policy');
       const ps = name ? r.policies.filter((p) => p.key === name || `${p.namespace}/${p.name}` === name || p.name === name) : r.policies;
       if (name && ps.length === 0) throw new Error(`Policy "${name}" not found on this node`);
       if (o.output === 'table') {
@@ -150,7 +126,7 @@ export function registerPolicyViews(program: Command): void {
         }
       });
       const origin = files.map((f) => path.basename(f)).join(', ');
-      const r = await c.request<{ imported: string[]; regeneration: { endpoints: number; ms: number } }>('PUT', '/v1/policy', {
+      const r = await c.request<PolicyImportResult>('PUT', '/v1/policy', {
         text: texts.join('\n---\n'),
         origin,
       });
@@ -161,7 +137,7 @@ export function registerPolicyViews(program: Command): void {
     .description('delete an imported policy (NAME or NAMESPACE/NAME)')
     .argument('<name>')
     .action(async (name: string, _o: unknown, cmd: Command) => {
-      const r = await client(cmd).request<{ deleted: string[] }>('DELETE', `/v1/policy/${encodeURIComponent(name)}`);
+      const r = await client(cmd).request<PolicyDeleteResult>('DELETE', `/v1/policy/${encodeURIComponent(name)}`);
       out(`Deleted ${r.deleted.join(', ')}\n`);
     });
 
@@ -193,7 +169,7 @@ export function registerPolicyViews(program: Command): void {
     .argument('<table>', 'global (the only table)')
     .action(async (t: string, _o: unknown, cmd: Command) => {
       checkCtTable(t);
-      const r = await client(cmd).request<{ deleted: number }>('DELETE', '/v1/map/ct');
+      const r = await client(cmd).request<CtFlushResult>('DELETE', '/v1/map/ct');
       out(`Flushed ${r.deleted} entries from the global conntrack tables\n`);
     });
   bpf

@@ -8,13 +8,15 @@ import path from 'node:path';
 import { Netns } from '../kernel/netns/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import { removePinned } from '../kernel/bpf/index.js';
-import { AgentClient } from '../cli/client.js';
+import { ApiClient } from '../util/api-client.js';
 import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
+import type { ConfigView } from '../agent/index.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
-import { alive, findProcesses, sleep, spawnInNetns, stopProcesses } from './procs.js';
+import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
+import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
 
 export const DEFAULT_LAB = 'tendril';
@@ -138,8 +140,12 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (underlay.bits > 24) throw new LabError('TENDRIL_ERR_LAB_INVALID', `--underlay-cidr must be a /24 or larger`);
   if (labExists(name)) throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Lab "${name}" is already up (tendril lab down --name ${name} removes it)`);
   const p = labPaths(name);
-  if (findProcesses(p.dir + '/').length > 0 || Netns.exists(p.underlayNetns, NETNS_DIR)) {
-    throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
+  if (hasLedger(name)) throw new LabError('TENDRIL_ERR_LAB_EXISTS', `Leftovers of lab "${name}" exist: run tendril lab down --name ${name} first`);
+  if (Netns.exists(p.underlayNetns, NETNS_DIR)) {
+    throw new LabError(
+      'TENDRIL_ERR_LAB_EXISTS',
+      `Network namespace ${p.underlayNetns} exists but lab "${name}" has no record of it: if it is a leftover, remove it (ip netns del ${p.underlayNetns})`,
+    );
   }
   const routing = o.routing ?? 'tunnel';
   if (routing !== 'tunnel' && routing !== 'native') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --routing "${String(routing)}": expected tunnel or native`);
@@ -164,6 +170,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   save(st);
   try {
+    ownNetns(name, p.underlayNetns);
     const u = Netns.create(p.underlayNetns, NETNS_DIR);
     const unl = Netlink.openIn(u);
     try {
@@ -212,6 +219,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
 /** A node: its namespace, plugged into the underlay bridge with `addr` on its eth0. */
 function wireNode(lab: string, unl: Netlink, bridgeIndex: number, node: string, addr: string): void {
   const np = labPaths(lab).node(node);
+  ownNetns(lab, np.netns);
   const ns = Netns.create(np.netns, NETNS_DIR);
   try {
     unl.createVeth({ name: np.underlayIf, peerName: 'eth0', peerNetns: ns });
@@ -269,7 +277,7 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   if (st.nodes.length === 1) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Node ${name} is the lab's only node: use tendril lab down`);
   const p = labPaths(lab);
   const pods = st.pods.filter((x) => x.node === name);
-  await stopProcesses([n.pid, ...pods.flatMap((x) => (x.serve ? [x.serve.pid] : []))]);
+  await stopProcessesIn([...pods.map((x) => x.netns), p.node(name).netns, p.node(name).healthNetns]);
   for (const pod of pods) Netns.delete(pod.netns, NETNS_DIR);
   // Delete the underlay veth now: a namespace's devices go only when the kernel gets to destroying it, later.
   const u = Netns.open(netnsPath(p.underlayNetns));
@@ -284,7 +292,7 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   Netns.delete(p.node(name).healthNetns, NETNS_DIR);
   if (fs.existsSync(p.node(name).bpfRoot)) removePinned(p.node(name).bpfRoot);
   fs.rmSync(p.node(name).dir, { recursive: true, force: true });
-  await new AgentClient(p.operatorSocket).request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
+  await new ApiClient(p.operatorSocket, 'operator').request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
     if ((err as { status?: number }).status !== 404) throw err;
   });
   const fresh = loadLab(lab);
@@ -321,14 +329,16 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     '--health-netns', np.healthNetns,
     ...(mtu ? ['--mtu', String(mtu)] : []),
   ];
-  return spawnInNetns(np.netns, args, np.logFile);
+  ownNetns(st.name, np.healthNetns);
+  return ownPid(st.name, spawnInNetns(np.netns, args, np.logFile));
 }
 
 async function startEtcd(lab: string, ip: string): Promise<number> {
   const p = labPaths(lab);
   const url = `http://${ip}:2379`;
   const peer = `http://${ip}:2380`;
-  const pid = spawnInNetns(
+  const pid = spawnOwned(
+    lab,
     p.underlayNetns,
     ['etcd', '--name', 'lab', '--data-dir', path.join(p.dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
       '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--log-level', 'warn'],
@@ -346,13 +356,14 @@ async function startEtcd(lab: string, ip: string): Promise<number> {
 async function startOperator(st: LabState): Promise<number> {
   const p = labPaths(st.name);
   const storeArgs = st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
-  const pid = spawnInNetns(
+  const pid = spawnOwned(
+    st.name,
     p.underlayNetns,
     [process.execPath, CLI_JS, 'operator', '--cluster-pool-cidr', st.podCidr, '--cluster-pool-mask-size', '24', ...storeArgs,
       '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
     p.operatorLog,
   );
-  const client = new AgentClient(p.operatorSocket);
+  const client = new ApiClient(p.operatorSocket, 'operator');
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator exited during start-up:\n${tail(p.operatorLog, 15)}`);
@@ -371,7 +382,7 @@ async function startRelay(st: LabState): Promise<number> {
   const p = labPaths(st.name);
   const socket = relaySocketIn(p.dir);
   const log = path.join(p.dir, 'relay.log');
-  const pid = spawnInNetns(p.underlayNetns, [process.execPath, CLI_JS, '--lab', st.name, 'observe', 'relay', '--listen', socket], log);
+  const pid = spawnOwned(st.name, p.underlayNetns, [process.execPath, CLI_JS, '--lab', st.name, 'observe', 'relay', '--listen', socket], log);
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Relay exited during start-up:\n${tail(log, 15)}`);
@@ -409,7 +420,7 @@ export async function restartStore(lab: string, downMs = 500): Promise<void> {
 
 /** Waits until the agent has its pod CIDR and datapath; returns the CIDR. */
 async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promise<string> {
-  const client = new AgentClient(n.socket);
+  const client = new ApiClient(n.socket);
   const deadline = Date.now() + timeoutMs;
   const logFile = labPaths(lab).node(n.name).logFile;
   let last = 'no answer';
@@ -418,7 +429,7 @@ async function waitForAgent(lab: string, n: LabNode, timeoutMs = 30_000): Promis
       throw new LabError('TENDRIL_ERR_LAB_AGENT', `Agent of node ${n.name} exited during start-up:\n${tail(logFile, 15)}`);
     }
     try {
-      const cfg = await client.get<{ ready: boolean; 'pod-cidr': string | null }>('/v1/config');
+      const cfg = await client.get<ConfigView>('/v1/config');
       if (cfg.ready && cfg['pod-cidr']) return cfg['pod-cidr'];
       last = 'no pod CIDR yet';
     } catch (err) {
@@ -437,23 +448,42 @@ function tail(file: string, lines: number): string {
   }
 }
 
-/** Removes every namespace, process, pinned object and file of the lab. Safe to run twice. */
+/**
+ * The lab's namespaces by exact name, newest first (pods before their node, the underlay last): those its ledger
+ * recorded, and those its state names (a lab made before the ledger existed, or a ledger lost).
+ */
+function labNamespaces(name: string): string[] {
+  const p = labPaths(name);
+  const recorded = ownedBy(name).flatMap((e) => (e.kind === 'netns' ? [e.name] : []));
+  let st: LabState | undefined;
+  try {
+    st = readJsonFile<LabState>(p.stateFile);
+  } catch {
+    st = undefined; // unreadable state: the ledger is all there is
+  }
+  const named = st ? [p.underlayNetns, ...st.nodes.flatMap((n) => [n.netns, p.node(n.name).healthNetns]), ...st.pods.map((x) => x.netns)] : [];
+  const all = [...new Set([...recorded, ...named])].reverse();
+  return [...all.filter((n) => n !== p.underlayNetns), ...all.filter((n) => n === p.underlayNetns)];
+}
+
+/** A process of the lab: started in @ns and recorded, so `lab down` ends it and nothing else. */
+function spawnOwned(lab: string, ns: string, argv: string[], logFile: string): number {
+  return ownPid(lab, spawnInNetns(ns, argv, logFile));
+}
+
+/**
+ * Removes what the lab recorded making (owned.ts): its processes and whatever else runs inside its namespaces (as a
+ * runtime ends a sandbox's containers), the namespaces, its pinned objects and its directory. Safe to run twice.
+ */
 export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }> {
   if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}"`);
   const p = labPaths(name);
   const removed: string[] = [];
-  const pids = findProcesses(p.dir + '/');
-  await stopProcesses(pids);
-  if (pids.length) removed.push(`${pids.length} process(es)`);
-  let nsList: string[] = [];
-  try {
-    nsList = fs.readdirSync(NETNS_DIR).filter((n) => n.startsWith(p.netnsPrefix));
-  } catch {
-    // no netns dir
-  }
-  // Pods first, then nodes, the underlay last: deleting a namespace removes its veth ends.
-  const order = (n: string) => (n.includes('-pod-') ? 0 : n === p.underlayNetns ? 2 : 1);
-  for (const ns of nsList.sort((a, b) => order(a) - order(b))) {
+  const namespaces = labNamespaces(name);
+  const stopped = await stopProcessesIn(namespaces, ownedPids(name));
+  if (stopped) removed.push(`${stopped} process(es)`);
+  for (const ns of namespaces) {
+    if (!Netns.exists(ns, NETNS_DIR)) continue;
     Netns.delete(ns, NETNS_DIR);
     removed.push(`netns ${ns}`);
   }
@@ -506,6 +536,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --serve port ${String(port)}`);
   }
   const pp = labPaths(lab).pod(namespace, name);
+  ownNetns(lab, pp.netns);
   Netns.create(pp.netns, NETNS_DIR).close();
   const pod: LabPod = {
     name,
@@ -525,12 +556,12 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     if (!addr) throw new LabError('TENDRIL_ERR_LAB_CNI', `CNI ADD returned no IP: ${res}`);
     pod.ip = addr.split('/')[0]!;
     if (serve.length > 0) {
-      const pid = spawnInNetns(pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', serve.join(','), '--lab-dir', labPaths(lab).dir + '/'], pp.logFile);
+      const pid = spawnOwned(lab, pp.netns, [process.execPath, WEBPOD_JS, '--name', name, '--port', serve.join(',')], pp.logFile);
       pod.serve = { port: serve[0]!, ports: serve, pid };
       await waitForLog(pp.logFile, 'listening', pid);
     }
   } catch (err) {
-    if (pod.serve) await stopProcesses([pod.serve.pid]);
+    await stopProcessesIn([pp.netns]);
     // As a runtime does: a failed ADD is followed by a DEL, which gives back whatever the ADD got to (an
     // address, a veth) even when it never answered with a result.
     try {
@@ -560,7 +591,8 @@ async function waitForLog(file: string, word: string, pid: number, timeoutMs = 1
 export async function podDel(lab: string, ref: string): Promise<LabPod> {
   const st = loadLab(lab);
   const pod = findPod(st, ref);
-  if (pod.serve) await stopProcesses([pod.serve.pid]);
+  // Its containers end first, as a runtime stops a sandbox's before tearing down its network.
+  await stopProcessesIn([pod.netns]);
   runCni(lab, 'DEL', pod);
   Netns.delete(pod.netns, NETNS_DIR);
   const fresh = loadLab(lab);
@@ -641,7 +673,7 @@ export async function labStatus(lab: string): Promise<{ st: LabState; nodes: Nod
   for (const n of st.nodes) {
     let healthy = false;
     try {
-      await new AgentClient(n.socket).get('/v1/healthz');
+      await new ApiClient(n.socket).get('/v1/healthz');
       healthy = true;
     } catch {
       healthy = false;

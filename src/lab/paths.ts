@@ -1,4 +1,5 @@
-// Names and paths of everything a lab creates: all derived from the lab name, so `lab down` can find them all.
+// Names and paths of everything a lab creates, all derived from the lab name (what `lab down` removes is what the
+// lab recorded in its ledger, owned.ts).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,6 +23,7 @@ export function labPaths(lab: string) {
     dir,
     stateFile: path.join(dir, 'lab.json'),
     lockFile: path.join(dir, 'lock'),
+    ownedFile: path.join(dir, 'owned'),
     netnsPrefix: prefix,
     underlayNetns: `${prefix}underlay`,
     storeSocket: path.join(dir, 'store.sock'),
@@ -43,9 +45,10 @@ export function labPaths(lab: string) {
       };
     },
     pod(namespace: string, name: string) {
+      // "_" is in neither a namespace nor a pod name: default/a-b and default-a/b get different names.
       return {
-        netns: `${prefix}pod-${namespace}-${name}`,
-        logFile: path.join(dir, 'pods', `${namespace}-${name}.log`),
+        netns: `${prefix}pod-${namespace}_${name}`,
+        logFile: path.join(dir, 'pods', `${namespace}_${name}.log`),
       };
     },
   };

@@ -1,4 +1,4 @@
-// Lab processes: start detached inside a namespace (nsenter), find them by their arguments, stop them.
+// Lab processes: start detached inside a namespace (nsenter), find what runs inside a namespace, stop them.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,16 +30,39 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** PIDs of processes whose command line mentions `needle` (e.g. the lab's directory). */
-export function findProcesses(needle: string): number[] {
+/** The kernel's start time of @pid (clock ticks since boot, /proc/<pid>/stat field 22); undefined once it is gone. */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may itself contain spaces or parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The inode of a named network namespace (as /proc/<pid>/ns/net shows it), or undefined if it is none. */
+export function netnsInode(ns: string): number | undefined {
+  try {
+    const st = fs.statSync(netnsPath(ns));
+    return st.dev === fs.statSync('/proc/self/ns/net').dev ? st.ino : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** PIDs of every process (but this one) whose network namespace is one of @inodes: what runs inside them. */
+export function processesInNetns(inodes: Iterable<number>): number[] {
+  const want = new Set(inodes);
+  if (want.size === 0) return [];
   const out: number[] = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (cmd.some((a) => a.includes(needle))) out.push(Number(entry));
+      const m = /^net:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${entry}/ns/net`));
+      if (m && want.has(Number(m[1]))) out.push(Number(entry));
     } catch {
-      // exited meanwhile
+      // exited meanwhile, or a kernel thread
     }
   }
   return out;
@@ -69,4 +92,20 @@ export async function stopProcesses(pids: number[], graceMs = 3000): Promise<voi
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Ends @pids and every process running inside the named namespaces (a daemon started with `lab exec`, a server's
+ * children), again until none is left, since one may fork while the others stop. Returns how many it ended.
+ */
+export async function stopProcessesIn(namespaces: string[], pids: number[] = []): Promise<number> {
+  const inodes = namespaces.map(netnsInode).filter((i): i is number => i !== undefined);
+  const ended = new Set<number>();
+  let batch = [...new Set([...pids.filter(alive), ...processesInNetns(inodes)])];
+  for (let round = 0; round < 5 && batch.length > 0; round++) {
+    await stopProcesses(batch);
+    for (const pid of batch) ended.add(pid);
+    batch = processesInNetns(inodes);
+  }
+  return ended.size;
 }

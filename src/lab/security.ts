@@ -2,9 +2,10 @@
 // labels through the pod's agent; each returns once every node enforces the change.
 import fs from 'node:fs';
 import path from 'node:path';
-import { AgentClient } from '../cli/client.js';
+import { ApiClient, ApiClientError } from '../util/api-client.js';
+import type { EndpointView, IpView, PolicyListView, PolicyView } from '../agent/index.js';
 import { LabError } from './errors.js';
-import { findPod, loadLab, saveLab, type LabPod, type LabState } from './lab.js';
+import { findPod, loadLab, saveLab, type LabNode, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
 
 const WAIT_MS = 10_000;
@@ -25,26 +26,49 @@ export function parseLabelChanges(args: string[]): Record<string, string | null>
   return out;
 }
 
-function operator(st: LabState): AgentClient {
-  return new AgentClient(labPaths(st.name).operatorSocket);
+function operator(st: LabState): ApiClient {
+  return new ApiClient(labPaths(st.name).operatorSocket, 'operator');
 }
 
-/** Waits until every node's agent has @check true of its GET /v1/policy answer. */
-async function waitAgents(st: LabState, what: string, check: (policies: Array<{ key: string; source: string; revision?: number }>) => boolean): Promise<void> {
+export interface ChangeOptions {
+  /** Told about each node whose agent is down: the change is stored, and it applies it when it returns. */
+  warn?: (line: string) => void;
+}
+
+/**
+ * Polls @probe against each node's agent until it says true. The change is in the cluster store already (@stored
+ * says what): a node whose agent does not answer is reported through @warn at once, since it applies the change
+ * when it returns; one that answers but does not @pending within WAIT_MS fails the wait, saying @stored all the same.
+ */
+async function untilEachNode(nodes: LabNode[], stored: string, pending: string, probe: (c: ApiClient) => Promise<boolean>, o: ChangeOptions): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
-  for (const n of st.nodes) {
-    const c = new AgentClient(n.socket);
+  for (const n of nodes) {
+    const c = new ApiClient(n.socket);
     for (;;) {
-      const r = await c.get<{ policies: Array<{ key: string; source: string; revision?: number }> }>('/v1/policy').catch(() => undefined);
-      if (r && check(r.policies)) break;
-      if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Node ${n.name} did not pick up ${what} within ${WAIT_MS / 1000} s`);
+      try {
+        if (await probe(c)) break;
+      } catch (err) {
+        if (err instanceof ApiClientError && err.code === 'TENDRIL_ERR_AGENT_UNREACHABLE') {
+          o.warn?.(`${stored}; node ${n.name} is down (${err.message}): it applies it when its agent returns`);
+          break;
+        }
+        // any other answer (a 404 while an endpoint is re-created, a slow agent's timeout, …): not yet
+      }
+      if (Date.now() > deadline) {
+        throw new LabError('TENDRIL_ERR_LAB_AGENT', `${stored}, but node ${n.name} did not ${pending} within ${WAIT_MS / 1000} s; it will once its agent catches up`);
+      }
       await new Promise((res) => setTimeout(res, 20));
     }
   }
 }
 
+/** Until every running node's GET /v1/policy satisfies @check. */
+function waitAgents(st: LabState, stored: string, check: (policies: PolicyView[]) => boolean, o: ChangeOptions): Promise<void> {
+  return untilEachNode(st.nodes, stored, 'apply it', async (c) => check((await c.get<PolicyListView>('/v1/policy', 2000)).policies), o);
+}
+
 /** `lab policy apply FILE…`: all files validated together; nothing is stored if one document is invalid. */
-export async function labPolicyApply(lab: string, files: string[]): Promise<Array<{ key: string; resource: string; revision: number }>> {
+export async function labPolicyApply(lab: string, files: string[], o: ChangeOptions = {}): Promise<Array<{ key: string; resource: string; revision: number }>> {
   const st = loadLab(lab);
   const texts = files.map((f) => {
     try {
@@ -57,19 +81,18 @@ export async function labPolicyApply(lab: string, files: string[]): Promise<Arra
     text: texts.join('\n---\n'),
     origin: files.map((f) => path.basename(f)).join(', '),
   });
-  await waitAgents(st, `policies ${r.applied.map((a) => a.key).join(', ')}`, (ps) =>
-    r.applied.every((a) => ps.some((p) => p.source === 'cluster' && p.key === a.key && (p.revision ?? 0) >= a.revision)),
-  );
+  const stored = `Polic${r.applied.length === 1 ? 'y' : 'ies'} ${r.applied.map((a) => `${a.key} (revision ${a.revision})`).join(', ')} stored in the cluster store`;
+  await waitAgents(st, stored, (ps) => r.applied.every((a) => ps.some((p) => p.source === 'cluster' && p.key === a.key && (p.revision ?? 0) >= a.revision)), o);
   return r.applied;
 }
 
 /** `lab policy delete NAME` (NAME, NAMESPACE/NAME or the resource name). */
-export async function labPolicyDelete(lab: string, ref: string): Promise<string> {
+export async function labPolicyDelete(lab: string, ref: string, o: ChangeOptions = {}): Promise<string> {
   const st = loadLab(lab);
   const r = await operator(st).request<{ deleted: string }>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
   const [, ns, ...rest] = r.deleted.split('.');
   const key = `${ns}/${rest.join('.')}`;
-  await waitAgents(st, `the deletion of ${key}`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key));
+  await waitAgents(st, `Policy ${key} deleted from the cluster store`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key), o);
   return r.deleted;
 }
 
@@ -79,13 +102,14 @@ export async function labNamespaceSet(
   ns: string,
   changes: Record<string, string | null>,
   mode: 'add' | 'label',
+  o: ChangeOptions = {},
 ): Promise<{ name: string; labels: Record<string, string> }> {
   const st = loadLab(lab);
   const r = await operator(st).request<{ name: string; labels: Record<string, string> }>('PATCH', `/v1/namespaces/${encodeURIComponent(ns)}`, {
     labels: changes,
     ...(mode === 'add' ? { create: true } : {}),
   });
-  await waitIdentities(st, ns);
+  await waitIdentities(st, ns, o);
   return r;
 }
 
@@ -94,52 +118,43 @@ export async function labNamespaceList(lab: string): Promise<Array<{ name: strin
 }
 
 /** Waits until every pod of namespace @ns shows the namespace's current labels in its security labels. */
-async function waitIdentities(st: LabState, ns: string): Promise<void> {
+async function waitIdentities(st: LabState, ns: string, o: ChangeOptions): Promise<void> {
   const spaces = await operator(st).get<Array<{ name: string; labels: Record<string, string> }>>('/v1/namespaces');
   const labels = spaces.find((s) => s.name === ns)?.labels ?? {};
   const want = Object.entries(labels).map(([k, v]) => `k8s:io.cilium.k8s.namespace.labels.${k}=${v}`);
-  const deadline = Date.now() + WAIT_MS;
+  const stored = `Namespace ${ns}'s labels stored in the cluster store`;
+  const endpoint = (c: ApiClient, pod: LabPod) => c.get<EndpointView>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`, 2000);
   for (const pod of st.pods.filter((p) => p.namespace === ns)) {
-    const c = new AgentClient(st.nodes.find((n) => n.name === pod.node)!.socket);
-    for (;;) {
-      const ep = await c.get<{ status: { identity: { labels: string[] } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`).catch(() => undefined);
-      const have = ep?.status.identity.labels.filter((l) => l.startsWith('k8s:io.cilium.k8s.namespace.labels.')) ?? [];
-      if (ep && have.length === want.length && want.every((w) => have.includes(w))) break;
-      if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Pod ${ns}/${pod.name} did not take namespace ${ns}'s labels within ${WAIT_MS / 1000} s`);
-      await new Promise((res) => setTimeout(res, 20));
-    }
-  }
-  for (const pod of st.pods.filter((p) => p.namespace === ns)) {
-    const c = new AgentClient(st.nodes.find((n) => n.name === pod.node)!.socket);
-    const ep = await c.get<{ status: { identity: { id: number } } }>(`/v1/endpoint/${encodeURIComponent(`pod-name:${ns}/${pod.name}`)}`);
-    await waitIpcache(st, pod.ip, ep.status.identity.id);
+    const node = st.nodes.filter((n) => n.name === pod.node);
+    let relabelled: EndpointView | undefined;
+    await untilEachNode(node, stored, `give pod ${ns}/${pod.name} its namespace's labels`, async (c) => {
+      const ep = await endpoint(c, pod);
+      const have = ep.status.identity.labels.filter((l) => l.startsWith('k8s:io.cilium.k8s.namespace.labels.'));
+      if (have.length !== want.length || !want.every((w) => have.includes(w))) return false;
+      relabelled = ep;
+      return true;
+    }, o);
+    // A pod whose node is down keeps its identity until its agent returns: nothing for the others to learn yet.
+    if (relabelled) await waitIpcache(st, pod.ip, relabelled.status.identity.id, o);
   }
 }
 
 /**
- * Every node maps @ip to @identity in its ipcache: the pod's new identity reached it through the store, and the
- * recompilation that the identity triggers runs in the same turn of that agent's event loop.
+ * Every running node maps @ip to @identity in its ipcache: the pod's new identity reached it through the store, and
+ * the recompilation that the identity triggers runs in the same turn of that agent's event loop.
  */
-async function waitIpcache(st: LabState, ip: string, identity: number): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  for (const n of st.nodes) {
-    const c = new AgentClient(n.socket);
-    for (;;) {
-      const rows = await c.get<Array<{ prefix: string; identity: number }>>('/v1/ip').catch(() => []);
-      if (rows.some((r) => r.prefix === `${ip}/32` && r.identity === identity)) break;
-      if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Node ${n.name} did not learn identity ${identity} of ${ip} within ${WAIT_MS / 1000} s`);
-      await new Promise((res) => setTimeout(res, 20));
-    }
-  }
+function waitIpcache(st: LabState, ip: string, identity: number, o: ChangeOptions): Promise<void> {
+  return untilEachNode(st.nodes, `Identity ${identity} of ${ip} stored in the cluster store`, `learn it`, async (c) =>
+    (await c.get<IpView[]>('/v1/ip', 2000)).some((r) => r.prefix === `${ip}/32` && r.identity === identity), o);
 }
 
 /** `lab pod label POD k=v | k-`: the pod's agent re-labels the endpoint (new identity, policies follow). */
-export async function labPodLabel(lab: string, ref: string, changes: Record<string, string | null>): Promise<LabPod> {
+export async function labPodLabel(lab: string, ref: string, changes: Record<string, string | null>, o: ChangeOptions = {}): Promise<LabPod> {
   const st = loadLab(lab);
   const pod = findPod(st, ref);
   const node = st.nodes.find((n) => n.name === pod.node);
   if (!node) throw new LabError('TENDRIL_ERR_LAB_NODE_NOT_FOUND', `Pod ${pod.namespace}/${pod.name} is on node ${pod.node}, which is not in the lab`);
-  const ep = await new AgentClient(node.socket).request<{ status: { identity: { id: number } } }>(
+  const ep = await new ApiClient(node.socket).request<EndpointView>(
     'PATCH',
     `/v1/endpoint/${encodeURIComponent(`pod-name:${pod.namespace}/${pod.name}`)}/labels`,
     { labels: changes },
@@ -153,6 +168,6 @@ export async function labPodLabel(lab: string, ref: string, changes: Record<stri
   const p = fresh.pods.find((x) => x.name === pod.name && x.namespace === pod.namespace);
   if (p) p.labels = labels;
   saveLab(fresh);
-  await waitIpcache(st, pod.ip, ep.status.identity.id);
+  await waitIpcache(st, pod.ip, ep.status.identity.id, o);
   return { ...pod, labels };
 }

@@ -2,7 +2,6 @@
 // merges their flows in time order, and reports nodes it cannot reach as NODE_UNAVAILABLE. Its health service says
 // SERVING while at least one node answers, as Hubble Relay's does (checked every few seconds).
 import fs from 'node:fs';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ObserverClient, type StreamHandle } from './client.js';
 import {
@@ -17,6 +16,7 @@ import {
   type ServerStatus,
 } from './codec.js';
 import { ObserveError } from './errors.js';
+import { claimObserverSocket } from './server.js';
 import { compileFilters } from './filter.js';
 import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
@@ -164,9 +164,7 @@ export class Relay {
   async start(): Promise<void> {
     if (this.started) return;
     const file = this.opts.socketPath;
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    // The relay is started by the lab/operator only; a leftover socket is from a previous run.
-    fs.rmSync(file, { force: true });
+    await claimObserverSocket(file);
     await bind(this.server, `unix://${file}`);
     fs.chmodSync(file, 0o600);
     if (this.opts.tcpPort !== undefined) this.boundTcp = `127.0.0.1:${await bind(this.server, `127.0.0.1:${this.opts.tcpPort}`)}`;

@@ -3,9 +3,7 @@
 // over gRPC on a unix socket and optionally on 127.0.0.1. Publishing never blocks: a follower that cannot keep up
 // loses flows and is told how many.
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   monitorService,
@@ -21,6 +19,7 @@ import {
   type ServerStatus,
 } from './codec.js';
 import { ObserveError } from './errors.js';
+import { SocketClaimError, claimSocketPath } from '../util/socket.js';
 import { compileFilters, type FlowPredicate } from './filter.js';
 import { toFlow, type FlowContext } from './flow.js';
 import { HealthService } from './health.js';
@@ -153,8 +152,7 @@ export class ObserverServer {
   /** Listens on the unix socket (and 127.0.0.1 if asked). */
   async start(): Promise<void> {
     if (this.started) return;
-    await removeStaleSocket(this.opts.socketPath);
-    fs.mkdirSync(path.dirname(this.opts.socketPath), { recursive: true });
+    await claimObserverSocket(this.opts.socketPath);
     await bind(this.server, `unix://${this.opts.socketPath}`);
     fs.chmodSync(this.opts.socketPath, 0o600);
     if (this.opts.tcpPort !== undefined) {
@@ -410,23 +408,12 @@ function bind(server: grpc.Server, address: string): Promise<number> {
   });
 }
 
-/** Removes a socket file nobody listens on (left by a crashed agent); refuses to take over a live one. */
-async function removeStaleSocket(file: string): Promise<void> {
-  let st: fs.Stats;
+/** Claims the socket path (a crashed agent's stale socket goes, a live server's stays) with this module's code. */
+export async function claimObserverSocket(file: string): Promise<void> {
   try {
-    st = fs.lstatSync(file);
-  } catch {
-    return;
+    await claimSocketPath(file);
+  } catch (err) {
+    if (err instanceof SocketClaimError) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', err.message, { cause: err });
+    throw err;
   }
-  if (!st.isSocket()) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `Cannot listen on "${file}": the path exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const s = net.connect(file);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-  if (live) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `Cannot listen on "${file}": another server is listening there`);
-  fs.rmSync(file, { force: true });
 }

@@ -1,9 +1,9 @@
 // Composition root of `tendril operator`: store (hosted or remote), the Operator, and its status API socket.
 import fs from 'node:fs';
-import net from 'node:net';
 import { LocalStoreServer, openStore, type Store } from '../store/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { ApiServer, HttpError } from '../util/api.js';
+import { SocketClaimError } from '../util/socket.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { operatorConfig, type OperatorConfig, type OperatorFlags } from './config.js';
 import { OperatorError } from './errors.js';
@@ -113,10 +113,6 @@ interface StatusServer {
 
 /** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
 async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger): Promise<StatusServer> {
-  // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
-  if (await socketAlive(socket)) {
-    throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": another process is serving there`);
-  }
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
   api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
@@ -126,18 +122,11 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
     return { deleted: name };
   });
   registerResourceRoutes(api, store);
-  await api.listen(socket);
+  // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
+  await api.listen(socket).catch((err: unknown) => {
+    if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);
+    throw err;
+  });
   return { close: () => api.close() };
 }
 
-function socketAlive(socket: string): Promise<boolean> {
-  if (!fs.existsSync(socket)) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const c = net.connect(socket);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import { StoreError, describeCause, isStoreErrorCode } from './errors.js';
+import { SocketClaimError, claimSocketPath } from '../util/socket.js';
 import { HttpJsonClient, openNdjsonStream, resolveRetry, describeTarget, type HttpTarget, type RetryOptions, type ResolvedRetry } from './http.js';
 import { LocalState, parseEvent, parseResource } from './local-state.js';
 import { checkKind, checkName, checkRevision, encodeValue } from './validate.js';
@@ -72,7 +72,7 @@ export class LocalStoreServer {
     const server = http.createServer((req, res) => this.handle(req, res));
     server.keepAliveTimeout = 30_000;
     try {
-      if ('socket' in addr) await prepareSocketPath(addr.socket);
+      if ('socket' in addr) await claimSocketPath(addr.socket);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         if ('socket' in addr) server.listen(addr.socket, resolve);
@@ -90,6 +90,7 @@ export class LocalStoreServer {
       server.close();
       this.state.close();
       if (err instanceof StoreError) throw err;
+      if (err instanceof SocketClaimError) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', err.message, { cause: err });
       const where = 'socket' in addr ? `"${addr.socket}"` : `${addr.host}:${addr.port}`;
       throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot listen on ${where}: ${describeCause(err)}`, { cause: err });
     }
@@ -260,22 +261,6 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
       }
     });
   });
-}
-
-/** Removes a socket file left by a dead server, but never one a live server still answers on. */
-async function prepareSocketPath(socket: string): Promise<void> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
-  if (!fs.existsSync(socket)) return;
-  const alive = await new Promise<boolean>((resolve) => {
-    const c = net.connect(socket);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (alive) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot listen on "${socket}": another server is listening there`);
-  fs.rmSync(socket, { force: true });
 }
 
 export type LocalStoreClientOptions = RetryOptions;

@@ -1,8 +1,9 @@
 // JSON-over-HTTP API on a root-only unix socket (agent and operator): routes under /v1, coded errors.
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import type { Logger } from './log.js';
+import { isIPv4 } from './ip.js';
+import { claimSocketPath } from './socket.js';
 
 export type Params = Record<string, string>;
 export interface ApiRequest {
@@ -29,28 +30,43 @@ interface Route {
   handler: Handler;
 }
 
+/** Kinds a path parameter can be declared as (`{ip:ipv4}`): a malformed value is a 400 before the handler runs. */
+const PARAM_KINDS: Record<string, { check: (v: string) => boolean; expected: string }> = {
+  ipv4: { check: isIPv4, expected: 'an IPv4 address (e.g. 10.0.0.5)' },
+};
+
+/** Requests bigger than this are refused with 413 (a policy document set is kilobytes; Kubernetes allows 3 MiB). */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+export interface ApiServerOptions {
+  maxBodyBytes?: number;
+}
+
 export class ApiServer {
   private readonly routes: Route[] = [];
   private server: http.Server | undefined;
   private readonly log: Logger;
+  private readonly maxBodyBytes: number;
 
-  constructor(log: Logger) {
+  constructor(log: Logger, o: ApiServerOptions = {}) {
     this.log = log;
+    this.maxBodyBytes = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   }
 
-  /** Registers `METHOD /v1/path/{param}`. */
+  /** Registers `METHOD /v1/path/{param}`; `{param:ipv4}` also checks the value's kind. */
   route(method: string, pattern: string, handler: Handler): this {
-    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
+    const parts = pattern.split('/').filter(Boolean);
+    for (const p of parts) {
+      const kind = /^\{[^:}]+:([^}]+)\}$/.exec(p)?.[1];
+      if (kind !== undefined && !PARAM_KINDS[kind]) throw new Error(`Route ${method} ${pattern}: unknown parameter kind "${kind}"`);
+    }
+    this.routes.push({ method, parts, handler });
     return this;
   }
 
+  /** Serves on @socket; refuses (SocketClaimError) a path a live server still answers on. */
   async listen(socket: string): Promise<void> {
-    fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
-    try {
-      fs.unlinkSync(socket);
-    } catch {
-      // no stale socket
-    }
+    await claimSocketPath(socket);
     const server = http.createServer((req, res) => void this.dispatch(req, res));
     // A CNI ADD can take a while; never cut a request short.
     server.requestTimeout = 0;
@@ -79,7 +95,13 @@ export class ApiServer {
   }
 
   private match(method: string, pathname: string): { route: Route; params: Params } | 'method' | undefined {
-    const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const parts = pathname.split('/').filter(Boolean).map((part) => {
+      try {
+        return decodeURIComponent(part);
+      } catch {
+        throw new HttpError(400, `Malformed percent-encoding in path segment "${part}" of ${pathname}`, 'TENDRIL_ERR_INVALID_REQUEST');
+      }
+    });
     let methodMismatch = false;
     for (const r of this.routes) {
       if (r.parts.length !== parts.length) continue;
@@ -87,13 +109,20 @@ export class ApiServer {
       let ok = true;
       for (let i = 0; i < parts.length && ok; i++) {
         const p = r.parts[i]!;
-        if (p.startsWith('{')) params[p.slice(1, -1)] = parts[i]!;
+        if (p.startsWith('{')) params[p.slice(1, -1).split(':')[0]!] = parts[i]!;
         else ok = p === parts[i];
       }
       if (!ok) continue;
       if (r.method !== method) {
         methodMismatch = true;
         continue;
+      }
+      for (const p of r.parts) {
+        const [name, kind] = p.startsWith('{') ? p.slice(1, -1).split(':') : [];
+        const k = kind === undefined ? undefined : PARAM_KINDS[kind];
+        if (k && !k.check(params[name!]!)) {
+          throw new HttpError(400, `Invalid ${name} "${params[name!]}" in ${method} ${pathname}: expected ${k.expected}`, 'TENDRIL_ERR_INVALID_REQUEST');
+        }
       }
       return { route: r, params };
     }
@@ -105,9 +134,7 @@ export class ApiServer {
     const started = process.hrtime.bigint();
     let status = 200;
     try {
-      const chunks: Buffer[] = [];
-      for await (const c of req) chunks.push(c as Buffer);
-      const body = Buffer.concat(chunks).toString('utf8');
+      const body = await readBody(req, this.maxBodyBytes, res);
       const m = this.match(req.method ?? 'GET', url.pathname);
       if (m === undefined) throw new HttpError(404, `No API route ${req.method} ${url.pathname}`);
       if (m === 'method') throw new HttpError(405, `Method ${req.method} not allowed on ${url.pathname}`);
@@ -167,6 +194,36 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   const text = body === undefined ? '' : JSON.stringify(body, null, 2) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/**
+ * The request body, refused with 413 once it passes @limit bytes (declared or sent). The rest is drained, not
+ * kept, so the client still reads the answer; the connection closes after it.
+ */
+function readBody(req: http.IncomingMessage, limit: number, res: http.ServerResponse): Promise<string> {
+  const tooLarge = (size: string): HttpError => {
+    res.setHeader('connection', 'close');
+    req.resume();
+    return new HttpError(413, `Request body of ${size} bytes exceeds the API's limit of ${limit} bytes: send less per request (e.g. one policy file at a time)`, 'TENDRIL_ERR_BODY_TOO_LARGE');
+  };
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(String(declared)));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer): void => {
+      size += c.length;
+      if (size <= limit) return void chunks.push(c);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      chunks.length = 0;
+      reject(tooLarge(`more than ${limit}`));
+    };
+    const onEnd = (): void => resolve(Buffer.concat(chunks).toString('utf8'));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', reject);
+  });
 }
 
 function parseJsonBody(body: string): unknown {
