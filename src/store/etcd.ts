@@ -147,7 +147,9 @@ export class EtcdStore implements Store {
     if (opts.expectedRevision === undefined) {
       return this.write('/v3/kv/put', req, what, key,
         (r) => done(num((r as { header?: GwHeader }).header?.revision)),
-        // Our value is there: applied (or someone wrote the same, which leaves the same state). Otherwise send again.
+        // Our value is there: applied (or someone wrote the same, which leaves the same state). Otherwise send again;
+        // a first attempt still on its way through raft when the key was read back can then land too (the same
+        // value at a later revision) — conditional writes cannot apply twice.
         (kv) => (ours(kv) ? done(num(kv?.mod_revision)) : undefined));
     }
     const expected = checkRevision('expectedRevision', opts.expectedRevision);
@@ -175,7 +177,8 @@ export class EtcdStore implements Store {
     // A key gone after a lost answer: deleted, by us as far as anyone can tell.
     if (opts.expectedRevision === undefined) {
       return this.write('/v3/kv/deleterange', { key }, what, key,
-        (r) => num((r as { deleted?: string }).deleted) > 0,
+        // Sent again after a lost answer, "nothing to delete" means the first attempt did it.
+        (r, afterLoss) => num((r as { deleted?: string }).deleted) > 0 || afterLoss,
         (kv) => (kv === undefined ? true : undefined));
     }
     const expected = checkRevision('expectedRevision', opts.expectedRevision);
@@ -184,12 +187,12 @@ export class EtcdStore implements Store {
       success: [{ request_delete_range: { key } }],
       failure: [{ request_range: { key } }],
     }, what, key,
-    (res) => {
+    (res, afterLoss) => {
       const r = res as GwTxn;
       if (r.succeeded === true) return num(r.responses?.[0]?.response_delete_range?.deleted) > 0;
       const cur = r.responses?.[0]?.response_range?.kvs?.[0];
       // Already gone is not a conflict (same rule as the local store).
-      if (!cur) return false;
+      if (!cur) return afterLoss;
       throw conflictError('delete', kind, name, expected, num(cur.mod_revision));
     },
     (kv) => {
@@ -375,20 +378,27 @@ export class EtcdStore implements Store {
    */
   private async write<R>(
     path: string, body: unknown, what: string, key: string,
-    settle: (answer: unknown) => R, verify: (kv: GwKeyValue | undefined) => R | undefined,
+    settle: (answer: unknown, afterLoss: boolean) => R, verify: (kv: GwKeyValue | undefined) => R | undefined,
   ): Promise<R> {
     const deadline = Date.now() + this.retry.connectTimeoutMs;
+    const readBack = async (): Promise<GwKeyValue | undefined> => ((await this.read('/v3/kv/range', { key }, what)) as GwRange).kvs?.[0];
+    let afterLoss = false;
     for (;;) {
       let lost: OutcomeUnknownError;
       try {
-        return settle(await this.call(path, body, what, false));
+        return settle(await this.call(path, body, what, false), afterLoss);
       } catch (err) {
+        // A conflict of a write sent again may be with its first attempt, committed after all while we looked.
+        if (afterLoss && err instanceof StoreError && err.code === 'TENDRIL_ERR_STORE_CONFLICT') {
+          const outcome = verify(await readBack());
+          if (outcome !== undefined) return outcome;
+        }
         if (!(err instanceof OutcomeUnknownError)) throw err;
         lost = err;
       }
+      afterLoss = true;
       logger('store').warn({ op: what, member: describeTarget(lost.target), err: describeCause(lost.cause) }, 'etcd write answer lost; checking it on another member');
-      const r = (await this.read('/v3/kv/range', { key }, what)) as GwRange;
-      const outcome = verify(r.kvs?.[0]);
+      const outcome = verify(await readBack());
       if (outcome !== undefined) return outcome;
       if (Date.now() >= deadline) throw lost;
     }
@@ -396,7 +406,7 @@ export class EtcdStore implements Store {
 
   private async call(path: string, body: unknown, what: string, read: boolean): Promise<unknown> {
     if (this.closed) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: store client is closed`);
-    const res = await this.http.request('POST', path, body, { resend: read, unserved: (r) => unservedReason(r, read) });
+    const res = await this.http.request('POST', path, body, { resend: read, strict: !read, unserved: (r) => unservedReason(r, read) });
     if (res.status === 200) return res.body;
     const e = res.body as { message?: unknown; error?: unknown; code?: unknown } | undefined;
     const msg = typeof e?.message === 'string' ? e.message : typeof e?.error === 'string' ? e.error : `HTTP ${res.status}`;

@@ -103,6 +103,12 @@ export class Members {
 export interface RequestPolicy {
   /** Sending it again cannot do harm (a read): a lost answer moves on to another member like a refused connection. */
   resend?: boolean;
+  /**
+   * Only a connection that could not be opened proves the request unsent: a kept-alive connection reset under it
+   * (usually the server closing an idle one, but also a server dying while it works on the request) is an unknown
+   * outcome, for callers that can find out which (etcd writes read the key back).
+   */
+  strict?: boolean;
   /** An answer meaning this member did not serve the request and another may (etcd's "no leader"). */
   unserved?: (res: JsonResponse) => string | undefined;
 }
@@ -150,7 +156,7 @@ export class HttpJsonClient {
       } catch (err) {
         const e = err as { error: unknown; reusedSocket: boolean };
         cause = e.error;
-        if (!neverSent(e.error, e.reusedSocket) && policy.resend !== true) {
+        if (!neverSent(e.error, e.reusedSocket && policy.strict !== true) && policy.resend !== true) {
           this.members.failed(t);
           throw new OutcomeUnknownError(`Cannot reach ${this.what} at ${describeTarget(t)}: ${describeCause(e.error)}`, t, e.error);
         }
