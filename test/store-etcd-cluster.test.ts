@@ -1,7 +1,8 @@
 // The etcd backend on a three-member cluster started here (Debian's etcd, loopback ports, a data dir per member):
 // killing or freezing the member a client talks to while resources are written and watched moves requests and
 // watches to another member; every write lands exactly once, every watch sees the store's history exactly once.
-// No root needed; every member is killed in after(), also on failure.
+// The store part needs no root; every member is killed in after(), also on failure. The lab part (root) runs agents
+// and the operator on `lab up --store etcd --etcd-members 3` and kills the member they talk to under pod and policy churn.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,6 +11,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { EtcdStore, StoreError, openStore, type Kind, type Store, type WatchEvent } from '../src/store/index.js';
+import { AgentClient } from '../src/cli/client.js';
+import { execCapture, labDown, labExists, labUp, loadLab, podAdd, restartStore, type LabPod } from '../src/lab/lab.js';
+import { labPolicyApply } from '../src/lab/security.js';
 
 const CLIENT_OPTS = { connectTimeoutMs: 20_000, requestTimeoutMs: 2000, maxBackoffMs: 300, livenessMs: 1000 };
 const KINDS: Kind[] = ['Endpoint', 'Policy'];
@@ -398,5 +402,108 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
       await cluster.start(m1).catch(() => {});
       await cluster.start(m2).catch(() => {});
     }
+  });
+});
+
+// ---- the same in a lab: agents and the operator on a three-member etcd cluster (root; the lab is removed in after()) ----
+
+const LAB = `e${process.pid % 100000}`;
+
+interface IpcacheRow { prefix: string; identity: number }
+
+describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-members 3)', { timeout: 300_000 }, () => {
+  const agent = (node: string) => new AgentClient(loadLab(LAB).nodes.find((n) => n.name === node)!.socket);
+  /** Index of the etcd member a node's agent uses, from its configuration view ("…; using IP:PORT)"). */
+  const memberInUse = async (node: string): Promise<number> => {
+    const cfg = await agent(node).get<{ store: string }>('/v1/config');
+    const m = /using [\d.]+:(\d+)\)$/.exec(cfg.store);
+    assert.ok(m, cfg.store);
+    return (Number(m[1]) - 2379) / 10_000;
+  };
+  const knowsPods = async (node: string, pods: LabPod[]): Promise<boolean> => {
+    const rows = await agent(node).get<IpcacheRow[]>('/v1/map/tendril_ipcache');
+    return pods.every((p) => rows.some((r) => r.prefix === `${p.ip}/32`));
+  };
+  const policyDir = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-etcd3-pol-`));
+  const policy = (i: number): string => {
+    const file = path.join(policyDir, `pol-${i}.yaml`);
+    fs.writeFileSync(file, `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: pol-${i}\n  namespace: default\n` +
+      `spec:\n  podSelector: {matchLabels: {role: guarded-${i}}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: a${i % 3}}}\n`);
+    return file;
+  };
+
+  before(async () => {
+    await labDown(LAB);
+    const st = await labUp({ name: LAB, nodes: 2, store: 'etcd', etcdMembers: 3 });
+    assert.equal(st.etcdPids?.length, 3);
+    assert.match(st.storeUrl, /^etcd\+http:\/\/192\.168\.10\.1:2379,http:\/\/192\.168\.10\.1:12379,http:\/\/192\.168\.10\.1:22379$/);
+  });
+  after(async () => {
+    const pids = labExists(LAB) ? (loadLab(LAB).etcdPids ?? []) : [];
+    await labDown(LAB);
+    // The members are the lab's: none may survive it.
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 0);
+        process.kill(pid, 'SIGKILL');
+        assert.fail(`etcd member pid ${pid} survived lab down`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+    }
+    fs.rmSync(policyDir, { recursive: true, force: true });
+  });
+
+  test('killing the member the agents use while pods and policies change: every agent ends with every pod and policy', async () => {
+    const nodes = ['ctr', 'w1'];
+    const victim = await memberInUse('ctr');
+    assert.equal(victim, 0, 'agents use the first member listed');
+    assert.equal(await memberInUse('w1'), 0);
+    const pods: LabPod[] = [];
+    const applied: string[] = [];
+    let killedAt = 0;
+    const podsDone = (async () => {
+      for (let i = 0; i < 8; i++) {
+        pods.push(await podAdd(LAB, `p${i}`, { node: nodes[i % 2]!, labels: { app: `a${i % 3}`, seq: `s${i}` } }));
+        if (i === 2) {
+          // Mid-churn: the member both agents (and the operator) talk to dies.
+          killedAt = Date.now();
+          process.kill(loadLab(LAB).etcdPids![victim]!, 'SIGKILL');
+        }
+      }
+    })();
+    const policiesDone = (async () => {
+      for (let i = 0; i < 5; i++) applied.push(...(await labPolicyApply(LAB, [policy(i)])).map((a) => a.key));
+    })();
+    await Promise.all([podsDone, policiesDone]);
+    const churnMs = Date.now() - killedAt;
+
+    for (const node of nodes) {
+      assert.notEqual(await memberInUse(node), victim, `${node}'s agent moved to another member`);
+      // Every pod of both nodes is in the node's ipcache; every policy is in force.
+      await waitFor(`${node} to know every pod`, () => knowsPods(node, pods));
+      const pol = await agent(node).get<{ policies: Array<{ key: string; source: string }> }>('/v1/policy');
+      const cluster = pol.policies.filter((p) => p.source === 'cluster').map((p) => p.key);
+      assert.deepEqual(cluster.sort(), [...applied].sort(), `${node}'s policies`);
+      const eps = await agent(node).get<Array<{ status: { networking: { addressing: Array<{ ipv4: string }> } } }>>('/v1/endpoint');
+      const ips = eps.map((e) => e.status.networking.addressing[0]?.ipv4);
+      // (Besides the pods, the agent's own health endpoint.)
+      const mine = pods.filter((p) => p.node === node).map((p) => p.ip);
+      assert.deepEqual(mine.filter((ip) => ips.filter((x) => x === ip).length !== 1), [], `${node}'s endpoints, none lost or doubled`);
+      assert.equal(ips.length, mine.length + 1, `${node}: ${ips.join(', ')}`);
+    }
+    // Identities: one per label set, whichever node made it.
+    const ids = await agent('ctr').get<Array<{ id: number; labels: string[] }>>('/v1/identity');
+    const sets = ids.map((i) => [...i.labels].sort().join(','));
+    assert.equal(new Set(sets).size, sets.length, 'no label set has two identities');
+    // Pods made after the kill reach each other across nodes.
+    const [a, b] = [pods[6]!, pods[7]!];
+    assert.equal(execCapture(a.netns, ['ping', '-c', '1', '-W', '2', b.ip]).status, 0, `${a.name} -> ${b.name}`);
+    process.stdout.write(`# lab: member ${victim} killed after 3 of 8 pods; the remaining 5 pods and the policies took ${churnMs} ms in all\n`);
+
+    // The member returns with its data and catches up; the lab's store restart still restarts every member.
+    await restartStore(LAB, 0, victim);
+    const back = await podAdd(LAB, 'after-return', { node: 'w1' });
+    await waitFor('ctr to know the pod added after the member returned', () => knowsPods('ctr', [back]));
   });
 });
