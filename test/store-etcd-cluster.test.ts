@@ -14,6 +14,7 @@ import { EtcdStore, StoreError, openStore, type Kind, type Store, type WatchEven
 import { AgentClient } from '../src/cli/client.js';
 import { execCapture, labDown, labExists, labUp, loadLab, podAdd, restartStore, type LabPod } from '../src/lab/lab.js';
 import { labPolicyApply } from '../src/lab/security.js';
+import { labPaths } from '../src/lab/paths.js';
 
 const CLIENT_OPTS = { connectTimeoutMs: 20_000, requestTimeoutMs: 2000, maxBackoffMs: 300, livenessMs: 1000 };
 const KINDS: Kind[] = ['Endpoint', 'Policy'];
@@ -52,6 +53,11 @@ interface Member {
   dataDir: string;
   log: string;
   child?: ChildProcess;
+}
+
+async function memberStatus(port: number): Promise<{ header?: { member_id?: string }; leader?: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}/v3/maintenance/status`, { method: 'POST', body: '{}' });
+  return (await res.json()) as { header?: { member_id?: string }; leader?: string };
 }
 
 /** Three etcd members of one new cluster on loopback; start/kill/freeze each. */
@@ -123,9 +129,22 @@ class EtcdCluster {
 
   /** Whether `m` is the raft leader now (etcd's maintenance status, asked of `m` itself). */
   async isLeader(m: Member): Promise<boolean> {
-    const res = await fetch(`http://127.0.0.1:${m.clientPort}/v3/maintenance/status`, { method: 'POST', body: '{}' });
-    const st = (await res.json()) as { header?: { member_id?: string }; leader?: string };
+    const st = await memberStatus(m.clientPort);
     return st.leader !== undefined && st.leader === st.header?.member_id;
+  }
+
+  /** Makes `m` the raft leader (or not: then another member), through etcd's MoveLeader, asked of the leader. */
+  async lead(m: Member, yes: boolean): Promise<void> {
+    await waitFor(`${m.name} ${yes ? 'to lead' : 'not to lead'}`, async () => {
+      if ((await this.isLeader(m)) === yes) return true;
+      const live = this.members.filter((x) => x.child && x.child.exitCode === null && x.child.signalCode === null);
+      const statuses = await Promise.all(live.map(async (x) => ({ x, st: await memberStatus(x.clientPort) })));
+      const leader = statuses.find((s) => s.st.leader === s.st.header?.member_id);
+      const target = yes ? statuses.find((s) => s.x === m) : statuses.find((s) => s.x !== m && s !== leader);
+      if (!leader || !target) return false;
+      await fetch(`http://127.0.0.1:${leader.x.clientPort}/v3/maintenance/transfer-leadership`, { method: 'POST', body: JSON.stringify({ targetID: target.st.header?.member_id }) });
+      return false;
+    });
   }
 
   async kill(m: Member): Promise<void> {
@@ -200,6 +219,13 @@ async function history(url: string, kind: Kind, fromRevision: number, toRevision
   } finally {
     await s.close();
   }
+}
+
+/** Waits for every promise (none left to reject unobserved), then fails with the first failure. */
+async function settleAll<T>(ps: Promise<T>[]): Promise<T[]> {
+  const rs = await Promise.allSettled(ps);
+  for (const r of rs) if (r.status === 'rejected') throw r.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 /** Writes a last resource of each watched kind: a watch that delivered it delivered everything before it. */
@@ -292,10 +318,12 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
     const agentWrites = churn(agent, 'agent', 120, 10, latencies);
     const operatorWrites = churn(operator, 'op', 120, 10, opLat);
     await waitFor('some writes before the kill', () => latencies.length >= 40);
+    // A follower first (the leader's death is the second case below).
+    await cluster.lead(victim, false);
     const wasLeader = await cluster.isLeader(victim);
     const killedAt = Date.now();
     await cluster.kill(victim);
-    const [a, o] = await Promise.all([agentWrites, operatorWrites]);
+    const [a, o] = (await settleAll([agentWrites, operatorWrites])) as [{ applied: string[] }, { applied: string[] }];
     assert.notEqual(cluster.inUse(agent), victim, 'the agent\'s client moved to another member');
 
     const end = await markers(operator, 'kill');
@@ -334,6 +362,7 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
     // The member comes back with its data and rejoins; a later failure of another member is ridden out the same way.
     await cluster.start(victim);
     const again = cluster.inUse(agent);
+    await cluster.lead(again, true);
     const againLeader = await cluster.isLeader(again);
     await cluster.kill(again);
     const t1 = Date.now();
@@ -393,8 +422,9 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
       });
       process.stdout.write(`# no quorum: write refused after ${Date.now() - t0} ms\n`);
       const pending = patient.put('Node', 'quorum', { v: 3 });
+      pending.catch(() => {}); // observed below
       await sleep(500);
-      await cluster.start(m1).catch(() => {});
+      await cluster.start(m1);
       const r = await pending;
       assert.deepEqual((await patient.get('Node', 'quorum'))?.value, { v: 3 });
       assert.equal((await patient.get('Node', 'quorum'))?.revision, r.revision);
@@ -423,6 +453,22 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
   const knowsPods = async (node: string, pods: LabPod[]): Promise<boolean> => {
     const rows = await agent(node).get<IpcacheRow[]>('/v1/map/tendril_ipcache');
     return pods.every((p) => rows.some((r) => r.prefix === `${p.ip}/32`));
+  };
+  /** etcd's v3 gateway of lab member `i`, asked from the underlay namespace where the members run. */
+  const etcdCall = (i: number, api: string, body: unknown): { header?: { member_id?: string }; leader?: string } => {
+    const out = execCapture(labPaths(LAB).underlayNetns, ['curl', '-s', '--max-time', '2', '-X', 'POST', '-d', JSON.stringify(body), `http://192.168.10.1:${2379 + 10_000 * i}${api}`]);
+    return JSON.parse(out.stdout || '{}') as { header?: { member_id?: string }; leader?: string };
+  };
+  /** Moves raft leadership to member `i` (the worst case for its clients when it dies). */
+  const makeLeader = async (i: number): Promise<void> => {
+    await waitFor(`lab etcd member ${i} to lead`, () => {
+      const sts = [0, 1, 2].map((k) => etcdCall(k, '/v3/maintenance/status', {}));
+      const target = sts[i]?.header?.member_id;
+      const leader = sts.findIndex((st) => st.leader !== undefined && st.leader === st.header?.member_id);
+      if (leader === i) return true;
+      if (leader >= 0 && target) etcdCall(leader, '/v3/maintenance/transfer-leadership', { targetID: target });
+      return false;
+    });
   };
   const policyDir = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-etcd3-pol-`));
   const policy = (i: number): string => {
@@ -459,6 +505,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     const victim = await memberInUse('ctr');
     assert.equal(victim, 0, 'agents use the first member listed');
     assert.equal(await memberInUse('w1'), 0);
+    await makeLeader(victim);
     const pods: LabPod[] = [];
     const applied: string[] = [];
     let killedAt = 0;
@@ -475,7 +522,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     const policiesDone = (async () => {
       for (let i = 0; i < 5; i++) applied.push(...(await labPolicyApply(LAB, [policy(i)])).map((a) => a.key));
     })();
-    await Promise.all([podsDone, policiesDone]);
+    await settleAll([podsDone, policiesDone]);
     const churnMs = Date.now() - killedAt;
 
     for (const node of nodes) {
@@ -499,7 +546,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     // Pods made after the kill reach each other across nodes.
     const [a, b] = [pods[6]!, pods[7]!];
     assert.equal(execCapture(a.netns, ['ping', '-c', '1', '-W', '2', b.ip]).status, 0, `${a.name} -> ${b.name}`);
-    process.stdout.write(`# lab: member ${victim} killed after 3 of 8 pods; the remaining 5 pods and the policies took ${churnMs} ms in all\n`);
+    process.stdout.write(`# lab: member ${victim} (the leader) killed after 3 of 8 pods; the remaining 5 pods and the policies took ${churnMs} ms in all\n`);
 
     // The member returns with its data and catches up; the lab's store restart still restarts every member.
     await restartStore(LAB, 0, victim);

@@ -1,7 +1,7 @@
 // The etcd backend, spoken through etcd's v3 JSON gateway (plain HTTP/1.1, no gRPC stack): keys
 // /tendril/<Kind>/<name>, JSON values, revision = mod_revision, conditional writes as Txn on mod/create revision.
 import { StoreError, describeCause } from './errors.js';
-import { HttpJsonClient, Members, OutcomeUnknownError, openNdjsonStream, resolveRetry, describeTarget, type JsonResponse, type RetryOptions, type ResolvedRetry } from './http.js';
+import { HttpJsonClient, Members, OutcomeUnknownError, openNdjsonStream, resolveRetry, describeTarget, type JsonResponse, type RequestPolicy, type RetryOptions, type ResolvedRetry } from './http.js';
 import { logger } from '../util/log.js';
 import { conflictError } from './local-state.js';
 import { checkKind, checkName, checkRevision, encodeValue } from './validate.js';
@@ -25,6 +25,7 @@ interface GwKeyValue {
 interface GwHeader {
   cluster_id?: string;
   revision?: string;
+  raft_term?: string;
 }
 interface GwRange {
   header?: GwHeader;
@@ -70,6 +71,10 @@ function num(s: string | undefined): number {
 /** Asks each etcd member to refuse requests and end watches while it has no leader (clientv3's WithRequireLeader). */
 const REQUIRE_LEADER = { 'grpc-metadata-hasleader': 'true' };
 
+/** How long a write may be pending before its member's raft term is checked, and how often after that. */
+const LEADER_PATIENCE_MS = 1000;
+const LEADER_CHECK_MS = 500;
+
 /** A watch resumed on a member whose revision is behind it waits this long for that member to catch up. */
 const BEHIND_GRACE_MS = 5000;
 
@@ -78,8 +83,8 @@ function unservedReason(res: JsonResponse, read: boolean): string | undefined {
   if (res.status === 200) return undefined;
   const e = res.body as { message?: unknown; error?: unknown; code?: unknown } | undefined;
   const msg = typeof e?.message === 'string' ? e.message : typeof e?.error === 'string' ? e.error : `HTTP ${res.status}`;
-  // 8 RESOURCE_EXHAUSTED: "too many requests", refused before proposing.
-  if (e?.code === 8) return msg;
+  // 8 RESOURCE_EXHAUSTED: "too many requests", refused before proposing; a member without a leader drops proposals.
+  if (e?.code === 8 || /proposal dropped/.test(msg)) return msg;
   // 14 UNAVAILABLE and 4 DEADLINE_EXCEEDED: a read is answered or not, never applied; of the writes, only a
   // refusal before proposing ("no leader", "unhealthy cluster", "server stopped") is known not to be applied.
   if (e?.code === 14 || e?.code === 4 || res.status === 503) {
@@ -96,6 +101,8 @@ export class EtcdStore implements Store {
   private readonly livenessMs: number;
   private readonly watches = new Set<ResumableWatch>();
   private closed = false;
+  /** The highest raft term any answer carried: a later one means the leader changed. */
+  private term = 0;
 
   /** `endpoints`: the client URLs of one cluster's members; the first is used until it fails. */
   constructor(endpoints: { host: string; port: number } | readonly { host: string; port: number }[], opts: EtcdStoreOptions = {}) {
@@ -145,12 +152,25 @@ export class EtcdStore implements Store {
     const done = (revision: number): Resource<T> => ({ kind, name, revision, value: stored });
     const ours = (kv: GwKeyValue | undefined): boolean => kv !== undefined && unb64(kv.value) === text;
     if (opts.expectedRevision === undefined) {
+      let guarded = false;
       return this.write('/v3/kv/put', req, what, key,
-        (r) => done(num((r as { header?: GwHeader }).header?.revision)),
-        // Our value is there: applied (or someone wrote the same, which leaves the same state). Otherwise send again;
-        // a first attempt still on its way through raft when the key was read back can then land too (the same
-        // value at a later revision) — conditional writes cannot apply twice.
-        (kv) => (ours(kv) ? done(num(kv?.mod_revision)) : undefined));
+        (r) => {
+          // A guarded resend that did not apply: something changed the key since it was read back (maybe our
+          // first attempt, landing late); look again.
+          if (guarded && (r as GwTxn).succeeded !== true) return undefined;
+          return done(num((r as { header?: GwHeader }).header?.revision));
+        },
+        // Our value is there: applied (or someone wrote the same, which leaves the same state).
+        (kv) => (ours(kv) ? done(num(kv?.mod_revision)) : undefined),
+        // Otherwise sent again only if the key is still as read back: a first attempt still queued in the leader's
+        // log then commits first and fails the resend, instead of both landing.
+        (kv) => {
+          guarded = true;
+          const compare = kv
+            ? { key, target: 'MOD', result: 'EQUAL', mod_revision: String(num(kv.mod_revision)) }
+            : { key, target: 'CREATE', result: 'EQUAL', create_revision: '0' };
+          return { path: '/v3/kv/txn', body: { compare: [compare], success: [{ request_put: req }], failure: [] } };
+        });
     }
     const expected = checkRevision('expectedRevision', opts.expectedRevision);
     // 0 = "must not exist": create_revision is 0 only for a key that does not exist.
@@ -309,6 +329,8 @@ export class EtcdStore implements Store {
       return;
     }
     const headerRev = num(res.header?.revision);
+    const term = num(res.header?.raft_term);
+    if (term > this.term) this.term = term;
     if (res.created === true) {
       const id = res.header?.cluster_id;
       const known = cluster.get();
@@ -373,20 +395,24 @@ export class EtcdStore implements Store {
   /**
    * A write, sent again while members cannot be reached. When its answer is lost (member died or hung after it
    * was sent), the key is read back from a member that works: `verify` says from what it finds whether the write
-   * was applied (its result), not applied (undefined: send it again) or lost a race (throws), so a failover
-   * neither loses a write nor applies it twice.
+   * was applied (its result), not applied (undefined: send it again, as `again` makes it from what was read) or
+   * lost a race (throws), so a failover neither loses a write nor applies it twice. `settle` answering undefined
+   * means a resend did not apply: read back again.
    */
   private async write<R>(
     path: string, body: unknown, what: string, key: string,
-    settle: (answer: unknown, afterLoss: boolean) => R, verify: (kv: GwKeyValue | undefined) => R | undefined,
+    settle: (answer: unknown, afterLoss: boolean) => R | undefined, verify: (kv: GwKeyValue | undefined) => R | undefined,
+    again?: (kv: GwKeyValue | undefined) => { path: string; body: unknown },
   ): Promise<R> {
-    const deadline = Date.now() + this.retry.connectTimeoutMs;
+    let deadline = Infinity;
     const readBack = async (): Promise<GwKeyValue | undefined> => ((await this.read('/v3/kv/range', { key }, what)) as GwRange).kvs?.[0];
     let afterLoss = false;
+    let req = { path, body };
     for (;;) {
-      let lost: OutcomeUnknownError;
+      let lost: OutcomeUnknownError | undefined;
       try {
-        return settle(await this.call(path, body, what, false), afterLoss);
+        const out = settle(await this.call(req.path, req.body, what, false), afterLoss);
+        if (out !== undefined) return out;
       } catch (err) {
         // A conflict of a write sent again may be with its first attempt, committed after all while we looked.
         if (afterLoss && err instanceof StoreError && err.code === 'TENDRIL_ERR_STORE_CONFLICT') {
@@ -396,17 +422,62 @@ export class EtcdStore implements Store {
         if (!(err instanceof OutcomeUnknownError)) throw err;
         lost = err;
       }
-      afterLoss = true;
-      logger('store').warn({ op: what, member: describeTarget(lost.target), err: describeCause(lost.cause) }, 'etcd write answer lost; checking it on another member');
-      const outcome = verify(await readBack());
+      if (lost) {
+        // Patience counts from the first loss, not from a first attempt that may have waited out etcd's own timeout.
+        if (!afterLoss) deadline = Date.now() + this.retry.connectTimeoutMs;
+        afterLoss = true;
+        logger('store').warn({ op: what, member: describeTarget(lost.target), err: describeCause(lost.cause) }, 'etcd write answer lost; checking it on another member');
+      }
+      const kv = await readBack();
+      const outcome = verify(kv);
       if (outcome !== undefined) return outcome;
-      if (Date.now() >= deadline) throw lost;
+      if (Date.now() >= deadline) throw lost ?? new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: the key kept changing under it`);
+      if (again) req = again(kv);
     }
+  }
+
+  /**
+   * A write forwarded to a leader that then died is dropped, yet etcd answers it only after its own timeout (7 s
+   * with the default election timeout). A write still pending after a second is abandoned as soon as a member
+   * reports a newer raft term: from then on reading the key back tells for certain whether it was applied.
+   */
+  private leaderWatchdog(policy: RequestPolicy): () => void {
+    const ctl = new AbortController();
+    policy.signal = ctl.signal;
+    const since = this.term;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const check = (): void => {
+      void this.http.requestTo(this.members.current, 'POST', '/v3/maintenance/status', {}).then(
+        (r) => num((r.body as { header?: GwHeader } | undefined)?.header?.raft_term),
+        () => 0,
+      ).then((term) => {
+        if (done) return;
+        if (since > 0 && term > since) {
+          logger('store').warn({ term, since }, 'etcd leader changed under a pending write; abandoning it to check it');
+          ctl.abort(new Error(`etcd leader changed (raft term ${since} -> ${term})`));
+        } else timer = setTimeout(check, LEADER_CHECK_MS);
+      });
+    };
+    timer = setTimeout(check, LEADER_PATIENCE_MS);
+    return () => {
+      done = true;
+      clearTimeout(timer);
+    };
   }
 
   private async call(path: string, body: unknown, what: string, read: boolean): Promise<unknown> {
     if (this.closed) throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot ${what}: store client is closed`);
-    const res = await this.http.request('POST', path, body, { resend: read, strict: !read, unserved: (r) => unservedReason(r, read) });
+    const policy: RequestPolicy = { resend: read, strict: !read, unserved: (r) => unservedReason(r, read) };
+    const stopWatchdog = read ? () => {} : this.leaderWatchdog(policy);
+    let res: JsonResponse;
+    try {
+      res = await this.http.request('POST', path, body, policy);
+    } finally {
+      stopWatchdog();
+    }
+    const term = num((res.body as { header?: GwHeader } | undefined)?.header?.raft_term);
+    if (term > this.term) this.term = term;
     if (res.status === 200) return res.body;
     const e = res.body as { message?: unknown; error?: unknown; code?: unknown } | undefined;
     const msg = typeof e?.message === 'string' ? e.message : typeof e?.error === 'string' ? e.error : `HTTP ${res.status}`;

@@ -109,6 +109,8 @@ export interface RequestPolicy {
    * outcome, for callers that can find out which (etcd writes read the key back).
    */
   strict?: boolean;
+  /** Abandons the request in flight (an unknown outcome unless it could not be sent). */
+  signal?: AbortSignal;
   /** An answer meaning this member did not serve the request and another may (etcd's "no leader"). */
   unserved?: (res: JsonResponse) => string | undefined;
 }
@@ -149,7 +151,7 @@ export class HttpJsonClient {
       const t = this.members.current;
       let cause: unknown;
       try {
-        const res = await this.once(t, method, path, body);
+        const res = await this.once(t, method, path, body, policy.signal);
         const why = policy.unserved?.(res);
         if (why === undefined) return res;
         cause = new Error(why);
@@ -187,7 +189,7 @@ export class HttpJsonClient {
     this.agent.destroy();
   }
 
-  private once(target: HttpTarget, method: string, path: string, body: unknown): Promise<JsonResponse> {
+  private once(target: HttpTarget, method: string, path: string, body: unknown, signal?: AbortSignal): Promise<JsonResponse> {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const headers: http.OutgoingHttpHeaders = { accept: 'application/json', ...this.headers };
@@ -195,7 +197,7 @@ export class HttpJsonClient {
         headers['content-type'] = 'application/json';
         headers['content-length'] = payload.length;
       }
-      const req = http.request({ ...target, method, path, headers, agent: this.agent });
+      const req = http.request({ ...target, method, path, headers, agent: this.agent, ...(signal ? { signal } : {}) });
       const fail = (error: unknown): void => reject({ error, reusedSocket: req.reusedSocket });
       req.setTimeout(this.retry.requestTimeoutMs, () => {
         req.destroy(Object.assign(new Error(`no answer within ${this.retry.requestTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
