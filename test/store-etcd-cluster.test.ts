@@ -7,7 +7,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { EtcdStore, StoreError, openStore, type Kind, type Store, type WatchEvent } from '../src/store/index.js';
@@ -15,31 +14,11 @@ import { AgentClient } from '../src/cli/client.js';
 import { execCapture, labDown, labExists, labUp, loadLab, podAdd, restartStore, type LabPod } from '../src/lab/lab.js';
 import { labPolicyApply } from '../src/lab/security.js';
 import { labPaths } from '../src/lab/paths.js';
+import { sleep } from './lib/proc.js';
+import { freePort, waitFor } from './lib/wait.js';
 
 const CLIENT_OPTS = { connectTimeoutMs: 20_000, requestTimeoutMs: 2000, maxBackoffMs: 300, livenessMs: 1000 };
 const KINDS: Kind[] = ['Endpoint', 'Policy'];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await sleep(25);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -498,6 +477,21 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
       }
     }
     fs.rmSync(policyDir, { recursive: true, force: true });
+  });
+
+  test('--etcd-members is checked before anything is made', async () => {
+    for (const [o, why] of [
+      [{ store: 'local' as const, etcdMembers: 3 }, /--etcd-members 3 needs --store etcd/],
+      [{ store: 'etcd' as const, etcdMembers: 0 }, /Invalid --etcd-members 0: expected 1-7/],
+      [{ store: 'etcd' as const, etcdMembers: 2.5 }, /Invalid --etcd-members 2.5: expected 1-7/],
+    ] as const) {
+      await assert.rejects(labUp({ name: `${LAB}x`, ...o }), (err: unknown) => {
+        assert.equal((err as { code?: string }).code, 'TENDRIL_ERR_LAB_INVALID');
+        assert.match((err as Error).message, why);
+        return true;
+      });
+    }
+    assert.equal(labExists(`${LAB}x`), false);
   });
 
   test('killing the member the agents use while pods and policies change: every agent ends with every pod and policy', async () => {

@@ -75,6 +75,18 @@ test('an unreachable store fails operations with TENDRIL_ERR_STORE_UNAVAILABLE a
   await s.close();
 });
 
+test('an etcd client tries every member before it gives up, and says so', async () => {
+  const s = openStore('etcd+http://127.0.0.1:1,http://127.0.0.1:2', { connectTimeoutMs: 100 });
+  await assert.rejects(s.put('Node', 'a', {}), (err: unknown) => {
+    assert.ok(err instanceof StoreError);
+    assert.equal(err.code, 'TENDRIL_ERR_STORE_UNAVAILABLE');
+    assert.match(err.message, /^Cannot reach etcd at any of 127\.0\.0\.1:1, 127\.0\.0\.1:2: .*ECONNREFUSED/);
+    return true;
+  });
+  assert.equal((await s.ping()).ok, false);
+  await s.close();
+});
+
 test('isKind() knows exactly the declared kinds', () => {
   assert.equal(isKind('Node'), true);
   assert.equal(isKind('IPAMState'), true);
