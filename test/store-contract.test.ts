@@ -4,11 +4,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdStore, StoreError, openStore, type Kind, type Store, type WatchEvent, type WatchHandle } from '../src/store/index.js';
+import { sleep } from './lib/proc.js';
+import { freePort, waitFor } from './lib/wait.js';
 
 const STORE_MODULE = fileURLToPath(new URL('../src/store/index.js', import.meta.url));
 const HISTORY_LIMIT = 20;
@@ -27,28 +28,6 @@ interface Backend {
   /** Makes revisions <= `before` unavailable to new watches. */
   forgetHistory(store: Store, before: number): Promise<void>;
   cleanup(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await sleep(25);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 async function killChild(child: ChildProcess | undefined): Promise<void> {

@@ -82,8 +82,10 @@ export function registerLab(program: Command): void {
     .option('--underlay-cidr <cidr>', 'node network (nodes get .100, .101, …)', '192.168.10.0/24')
     .option('--routing <mode>', 'tunnel (VXLAN, VNI = source identity) or native', 'tunnel')
     .option('--store <kind>', 'cluster store: local (hosted by the operator) or etcd', 'local')
+    .option('--etcd-members <k>', 'members of the lab\'s etcd cluster with --store etcd (agents are given all of them)', '1')
     .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf)', 'tcx')
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; attachMode: string }, cmd: Command) => {
+    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string }, cmd: Command) => {
+      if (!/^\d+$/.test(o.etcdMembers)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members "${o.etcdMembers}": expected 1-7`);
       if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
       const name = labName(cmd);
       const nodes = parseCount(o.nodes, '--nodes', 1, 32);
@@ -96,6 +98,7 @@ export function registerLab(program: Command): void {
         underlayCidr: o.underlayCidr,
         routing: o.routing as 'tunnel',
         store: o.store as 'local',
+        etcdMembers: Number(o.etcdMembers),
         attachMode: o.attachMode,
         progress: (l) => process.stdout.write(`  ${l}\n`),
       });

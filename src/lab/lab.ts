@@ -63,6 +63,8 @@ export interface LabState {
   /** hubble-relay's role: merges every node's flows (tendril observe talks to it). */
   relayPid?: number;
   etcdPid?: number;
+  /** With --etcd-members: every member's pid, by member index (etcdPid is the first's). */
+  etcdPids?: number[];
   attachMode?: 'tcx' | 'tc';
   created: string;
   nodes: LabNode[];
@@ -77,6 +79,8 @@ export interface UpOptions {
   mtu?: number;
   routing?: RoutingMode;
   store?: StoreKind;
+  /** Members of the lab's etcd cluster (--store etcd): 1 by default. */
+  etcdMembers?: number;
   attachMode?: 'tcx' | 'tc';
   /** Called with progress lines. */
   progress?: (line: string) => void;
@@ -151,6 +155,9 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (routing !== 'tunnel' && routing !== 'native') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --routing "${String(routing)}": expected tunnel or native`);
   const storeKind = o.store ?? 'local';
   if (storeKind !== 'local' && storeKind !== 'etcd') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --store "${String(storeKind)}": expected local or etcd`);
+  const etcdMembers = o.etcdMembers ?? 1;
+  if (!Number.isInteger(etcdMembers) || etcdMembers < 1 || etcdMembers > 7) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members ${String(o.etcdMembers)}: expected 1-7`);
+  if (etcdMembers > 1 && storeKind !== 'etcd') throw new LabError('TENDRIL_ERR_LAB_INVALID', `--etcd-members ${etcdMembers} needs --store etcd`);
   const say = o.progress ?? (() => {});
   const controlIP = formatIPv4(underlay.base + 1);
   const st: LabState = {
@@ -159,7 +166,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     underlayCidr: formatCidr(underlay),
     routing,
     store: storeKind,
-    storeUrl: storeKind === 'etcd' ? `etcd://${controlIP}:2379` : `local+unix://${p.storeSocket}`,
+    storeUrl: storeKind === 'etcd' ? etcdUrl(controlIP, etcdMembers) : `local+unix://${p.storeSocket}`,
     controlIP,
     operatorPid: 0,
     ...(o.attachMode ? { attachMode: o.attachMode } : {}),
@@ -192,8 +199,9 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       u.close();
     }
     if (storeKind === 'etcd') {
-      st.etcdPid = await startEtcd(name, controlIP);
-      say(`etcd ${controlIP}:2379 (pid ${st.etcdPid})`);
+      st.etcdPids = await startEtcd(name, controlIP, etcdMembers);
+      st.etcdPid = st.etcdPids[0]!;
+      say(`etcd ${st.etcdPids.map((pid, i) => `${etcdMember(controlIP, i).client.slice(7)} (pid ${pid})`).join(', ')}`);
     }
     st.operatorPid = await startOperator(st);
     save(st);
@@ -333,24 +341,46 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
   return ownPid(st.name, spawnInNetns(np.netns, args, np.logFile));
 }
 
-async function startEtcd(lab: string, ip: string): Promise<number> {
+/** etcd member `i` of a lab, all on the control IP: ports 2379/2380, 12379/12380, 22379/22380, … */
+export function etcdMember(ip: string, i: number): { name: string; client: string; peer: string } {
+  const port = 2379 + 10_000 * i;
+  return { name: `etcd${i}`, client: `http://${ip}:${port}`, peer: `http://${ip}:${port + 1}` };
+}
+
+function etcdUrl(ip: string, members: number): string {
+  if (members === 1) return `etcd://${ip}:2379`;
+  return 'etcd+' + Array.from({ length: members }, (_, i) => etcdMember(ip, i).client).join(',');
+}
+
+/** Starts the members `which` (default all) of the lab's `members`-member etcd cluster; resolves once each is healthy. */
+async function startEtcd(lab: string, ip: string, members: number, which?: number[]): Promise<number[]> {
   const p = labPaths(lab);
-  const url = `http://${ip}:2379`;
-  const peer = `http://${ip}:2380`;
-  const pid = spawnOwned(
-    lab,
-    p.underlayNetns,
-    ['etcd', '--name', 'lab', '--data-dir', path.join(p.dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--log-level', 'warn'],
-    path.join(p.dir, 'etcd.log'),
-  );
+  const all = Array.from({ length: members }, (_, i) => etcdMember(ip, i));
+  const cluster = all.map((m) => `${m.name}=${m.peer}`).join(',');
+  const started = (which ?? all.map((_, i) => i)).map((i) => {
+    const m = all[i]!;
+    const log = path.join(p.dir, `${m.name}.log`);
+    const pid = spawnOwned(
+      lab,
+      p.underlayNetns,
+      ['etcd', '--name', m.name, '--data-dir', path.join(p.dir, 'etcd', m.name), '--listen-client-urls', m.client, '--advertise-client-urls', m.client,
+        '--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer, '--initial-cluster', cluster, '--initial-cluster-token', `tendril-lab-${lab}`,
+        '--log-level', 'warn'],
+      log,
+    );
+    return { m, pid, log };
+  });
+  // Members of a new cluster wait for each other: all are started before any is waited for.
   const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd exited during start-up:\n${tail(path.join(p.dir, 'etcd.log'), 15)}`);
-    if (execCapture(p.underlayNetns, ['curl', '-s', '--max-time', '1', `${url}/health`], 3000).stdout.includes('true')) return pid;
-    await sleep(100);
+  for (const { m, pid, log } of started) {
+    for (;;) {
+      if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd member ${m.name} exited during start-up:\n${tail(log, 15)}`);
+      if (execCapture(p.underlayNetns, ['curl', '-s', '--max-time', '1', `${m.client}/health`], 3000).stdout.includes('true')) break;
+      if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd member ${m.name} not healthy after 20 s:\n${tail(log, 15)}`);
+      await sleep(100);
+    }
   }
-  throw new LabError('TENDRIL_ERR_LAB_AGENT', `etcd not healthy after 20 s:\n${tail(path.join(p.dir, 'etcd.log'), 15)}`);
+  return started.map((x) => x.pid);
 }
 
 async function startOperator(st: LabState): Promise<number> {
@@ -403,13 +433,22 @@ export async function restartAgent(lab: string, node: string): Promise<LabNode> 
   return n;
 }
 
-/** Restarts the cluster store (etcd, or the operator hosting the local store); agents must ride it out. */
-export async function restartStore(lab: string, downMs = 500): Promise<void> {
+/**
+ * Restarts the cluster store (every etcd member, or the operator hosting the local store); agents must ride it out.
+ * `etcdMember`: restart only that member of the lab's etcd cluster.
+ */
+export async function restartStore(lab: string, downMs = 500, etcdMember?: number): Promise<void> {
   const st = loadLab(lab);
-  if (st.store === 'etcd' && st.etcdPid) {
-    await stopProcesses([st.etcdPid]);
+  const pids = st.etcdPids ?? (st.etcdPid ? [st.etcdPid] : []);
+  if (st.store === 'etcd' && pids.length > 0) {
+    const which = etcdMember === undefined ? pids.map((_, i) => i) : [etcdMember];
+    if (which.some((i) => pids[i] === undefined)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Lab "${lab}" has no etcd member ${String(etcdMember)} (members 0-${pids.length - 1})`);
+    await stopProcesses(which.map((i) => pids[i]!));
     await sleep(downMs);
-    st.etcdPid = await startEtcd(lab, st.controlIP);
+    const fresh = await startEtcd(lab, st.controlIP, pids.length, which);
+    which.forEach((m, k) => (pids[m] = fresh[k]!));
+    st.etcdPids = pids;
+    st.etcdPid = pids[0]!;
   } else {
     await stopProcesses([st.operatorPid]);
     await sleep(downMs);

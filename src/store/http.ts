@@ -71,30 +71,117 @@ function neverSent(err: unknown, reusedSocket: boolean): boolean {
   return reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
 }
 
-export class HttpJsonClient {
-  readonly agent: http.Agent;
-  constructor(readonly target: HttpTarget, readonly retry: ResolvedRetry, private readonly what: string) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+/**
+ * The members of one replicated server (etcd's cluster members; a single target for the local store). One member is
+ * preferred; a member that fails hands the preference to the next, so requests and watches move together and stay
+ * on a member that works.
+ */
+export class Members {
+  private preferred = 0;
+  readonly targets: readonly HttpTarget[];
+
+  constructor(targets: HttpTarget | readonly HttpTarget[]) {
+    this.targets = Array.isArray(targets) ? [...targets] : [targets as HttpTarget];
+    if (this.targets.length === 0) throw new StoreError('TENDRIL_ERR_STORE_INVALID', 'A store needs at least one endpoint');
   }
 
-  /** One request, retried while the server cannot be reached, up to connectTimeoutMs. */
-  async request(method: string, path: string, body?: unknown): Promise<JsonResponse> {
+  get current(): HttpTarget {
+    return this.targets[this.preferred]!;
+  }
+
+  /** `t` failed: if it is still the preferred member, the next one becomes preferred. */
+  failed(t: HttpTarget): void {
+    if (this.targets.length > 1 && this.current === t) this.preferred = (this.preferred + 1) % this.targets.length;
+  }
+
+  describe(): string {
+    return this.targets.map(describeTarget).join(', ');
+  }
+}
+
+/** How a request may be retried. */
+export interface RequestPolicy {
+  /** Sending it again cannot do harm (a read): a lost answer moves on to another member like a refused connection. */
+  resend?: boolean;
+  /**
+   * Only a connection that could not be opened proves the request unsent: a kept-alive connection reset under it
+   * (usually the server closing an idle one, but also a server dying while it works on the request) is an unknown
+   * outcome, for callers that can find out which (etcd writes read the key back).
+   */
+  strict?: boolean;
+  /** Abandons the request in flight (an unknown outcome unless it could not be sent). */
+  signal?: AbortSignal;
+  /** An answer meaning this member did not serve the request and another may (etcd's "no leader"). */
+  unserved?: (res: JsonResponse) => string | undefined;
+}
+
+/**
+ * The server may or may not have applied the request: its answer was lost (connection reset after sending, or no
+ * answer in time). Still TENDRIL_ERR_STORE_UNAVAILABLE for callers; a backend can find out and resolve it.
+ */
+export class OutcomeUnknownError extends StoreError {
+  constructor(message: string, readonly target: HttpTarget, cause: unknown) {
+    super('TENDRIL_ERR_STORE_UNAVAILABLE', message, { cause });
+  }
+}
+
+export class HttpJsonClient {
+  readonly agent: http.Agent;
+  readonly members: Members;
+  constructor(
+    targets: HttpTarget | readonly HttpTarget[] | Members,
+    readonly retry: ResolvedRetry,
+    private readonly what: string,
+    /** Sent with every request. */
+    private readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    this.members = targets instanceof Members ? targets : new Members(targets);
+  }
+
+  /**
+   * One request, sent to the preferred member and moved on to the next while members cannot be reached (every
+   * member tried once before a backoff pause), up to connectTimeoutMs.
+   */
+  async request(method: string, path: string, body?: unknown, policy: RequestPolicy = {}): Promise<JsonResponse> {
     const deadline = Date.now() + this.retry.connectTimeoutMs;
     const backoff = new Backoff(50, this.retry.maxBackoffMs);
-    for (;;) {
+    const n = this.members.targets.length;
+    for (let failures = 1; ; failures++) {
+      const t = this.members.current;
+      let cause: unknown;
       try {
-        return await this.once(method, path, body);
+        const res = await this.once(t, method, path, body, policy.signal);
+        const why = policy.unserved?.(res);
+        if (why === undefined) return res;
+        cause = new Error(why);
       } catch (err) {
         const e = err as { error: unknown; reusedSocket: boolean };
-        if (neverSent(e.error, e.reusedSocket)) {
-          const wait = backoff.delay();
-          if (Date.now() + wait < deadline) {
-            await sleep(wait);
-            continue;
-          }
+        cause = e.error;
+        if (!neverSent(e.error, e.reusedSocket && policy.strict !== true) && policy.resend !== true) {
+          this.members.failed(t);
+          throw new OutcomeUnknownError(`Cannot reach ${this.what} at ${describeTarget(t)}: ${describeCause(e.error)}`, t, e.error);
         }
-        throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot reach ${this.what} at ${describeTarget(this.target)}: ${describeCause(e.error)}`, { cause: e.error });
       }
+      this.members.failed(t);
+      // A pause after each round over all members; a single server is one member, so every attempt pauses.
+      const wait = failures % n === 0 ? backoff.delay() : 0;
+      // Every member is tried once whatever the deadline (an attempt on a hung one takes a whole requestTimeoutMs).
+      if (failures >= n && Date.now() + wait >= deadline) {
+        const where = n === 1 ? describeTarget(t) : `any of ${this.members.describe()}`;
+        throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot reach ${this.what} at ${where}: ${describeCause(cause)}`, { cause });
+      }
+      if (wait > 0) await sleep(wait);
+    }
+  }
+
+  /** One attempt on one member, no retry (probes of a particular member). */
+  async requestTo(t: HttpTarget, method: string, path: string, body?: unknown): Promise<JsonResponse> {
+    try {
+      return await this.once(t, method, path, body);
+    } catch (err) {
+      const e = (err as { error: unknown }).error;
+      throw new StoreError('TENDRIL_ERR_STORE_UNAVAILABLE', `Cannot reach ${this.what} at ${describeTarget(t)}: ${describeCause(e)}`, { cause: e });
     }
   }
 
@@ -102,15 +189,15 @@ export class HttpJsonClient {
     this.agent.destroy();
   }
 
-  private once(method: string, path: string, body: unknown): Promise<JsonResponse> {
+  private once(target: HttpTarget, method: string, path: string, body: unknown, signal?: AbortSignal): Promise<JsonResponse> {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-      const headers: http.OutgoingHttpHeaders = { accept: 'application/json' };
+      const headers: http.OutgoingHttpHeaders = { accept: 'application/json', ...this.headers };
       if (payload) {
         headers['content-type'] = 'application/json';
         headers['content-length'] = payload.length;
       }
-      const req = http.request({ ...this.target, method, path, headers, agent: this.agent });
+      const req = http.request({ ...target, method, path, headers, agent: this.agent, ...(signal ? { signal } : {}) });
       const fail = (error: unknown): void => reject({ error, reusedSocket: req.reusedSocket });
       req.setTimeout(this.retry.requestTimeoutMs, () => {
         req.destroy(Object.assign(new Error(`no answer within ${this.retry.requestTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
@@ -154,7 +241,9 @@ export interface StreamHandlers {
 const MAX_LINE = 64 * 1024 * 1024;
 
 /** A long-lived request whose response is newline-delimited JSON. Returns a cancel function. */
-export function openNdjsonStream(target: HttpTarget, method: string, path: string, body: unknown, h: StreamHandlers): () => void {
+export function openNdjsonStream(
+  target: HttpTarget, method: string, path: string, body: unknown, h: StreamHandlers, extraHeaders: Readonly<Record<string, string>> = {},
+): () => void {
   let done = false;
   const end = (err?: unknown): void => {
     if (done) return;
@@ -162,7 +251,7 @@ export function openNdjsonStream(target: HttpTarget, method: string, path: strin
     h.onEnd(err);
   };
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  const headers: http.OutgoingHttpHeaders = { accept: 'application/x-ndjson' };
+  const headers: http.OutgoingHttpHeaders = { accept: 'application/x-ndjson', ...extraHeaders };
   if (payload) {
     headers['content-type'] = 'application/json';
     headers['content-length'] = payload.length;

@@ -18,15 +18,18 @@ export interface StreamSink {
   closed(err?: unknown): void;
 }
 
-/** Opens a stream delivering events with revision > fromRevision. Returns its cancel function. */
-export type StreamOpener = (fromRevision: number, sink: StreamSink) => () => void;
+/**
+ * Opens a stream delivering events with revision > fromRevision. Returns its cancel function, called with `dead`
+ * true when the watch gives up on a stream that stayed silent (its server is hung or gone: try another).
+ */
+export type StreamOpener = (fromRevision: number, sink: StreamSink) => (dead?: boolean) => void;
 
 export class ResumableWatch implements WatchHandle {
   private last: number;
   private closedByUser = false;
   private connected = false;
   private generation = 0;
-  private cancelStream: (() => void) | undefined;
+  private cancelStream: ((dead?: boolean) => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastActivity = 0;
@@ -138,7 +141,7 @@ export class ResumableWatch implements WatchHandle {
       // Silent too long: the connection is dead even if the socket does not know (peer frozen or gone).
       this.generation++;
       this.idleTimer = undefined;
-      this.cancelStream?.();
+      this.cancelStream?.(true);
       this.cancelStream = undefined;
       this.setConnected(false);
       this.scheduleReconnect();
