@@ -442,7 +442,7 @@ export class Agent {
     return this.security.identityInfos().map((i) => ({
       id: i.id,
       labels: i.labels,
-      scope: i.id < 256 ? 'reserved' : i.cidr !== undefined ? 'local' : 'cluster',
+      scope: i.id < 256 ? 'reserved' : i.cidr !== undefined || i.ipBlock !== undefined ? 'local' : 'cluster',
     }));
   }
 

@@ -55,6 +55,9 @@ export interface PolicyView {
 }
 
 const PUBLISH_RETRY_MS = 1000;
+/** NetworkPolicy ipBlock identities: node-local, a range of their own above the CIDR ones (Cilium numbers local
+ *  identities from 1 << 24). They exist only in the datapath's ipBlock trie and in policy entries. */
+export const IDENTITY_IPBLOCK_MIN = 0x02000001;
 
 /** GET /v1/endpoint/{id}/policy (`tendril bpf policy get`): the endpoint's map entries as the kernel holds them. */
 export interface EndpointPolicyView {
@@ -87,6 +90,12 @@ export class SecurityManager {
   private nextCidrId = IDENTITY_LOCAL_MIN;
   /** CIDR prefixes already written to the ipcache (or left to the cluster entry that owns the prefix). */
   private readonly cidrInstalled = new Set<string>();
+  /** NetworkPolicy ipBlock prefix -> its node-local identity (tendril_ipblock). */
+  private readonly blockIds = new Map<string, number>();
+  private nextBlockId = IDENTITY_IPBLOCK_MIN;
+  /** ipBlock prefixes allocated but not yet in the trie: written after the endpoints are compiled with them, so an
+   *  address never meets a block its policies do not know yet. */
+  private readonly blocksToInstall = new Set<string>();
   private readonly compiled = new Map<number, EndpointPolicy>();
   private readonly pending = new Set<number>();
   private pendingAll = false;
@@ -150,6 +159,13 @@ export class SecurityManager {
       this.cidrIds.set(e.prefix, e.identity);
       this.cidrInstalled.add(e.prefix);
       this.nextCidrId = Math.max(this.nextCidrId, e.identity + 1);
+    }
+    // So do ipBlock identities. Nothing was compiled before the datapath came: numbers allocated meanwhile go.
+    this.blockIds.clear();
+    this.blocksToInstall.clear();
+    for (const e of dp.dumpIpBlocks()) {
+      this.blockIds.set(e.prefix, e.identity);
+      this.nextBlockId = Math.max(this.nextBlockId, e.identity + 1);
     }
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
     this.reconcileOwnRecords();
@@ -547,6 +563,44 @@ export class SecurityManager {
   private syncCidrIdentities(): boolean {
     // Until every policy is known, a CIDR missing from them may just not be loaded yet.
     if (!this.synced) return false;
+    const blocks = this.syncIpBlocks();
+    return this.syncCidrs() || blocks;
+  }
+
+  /**
+   * NetworkPolicy ipBlock prefixes: each gets an identity. A prefix no policy names any longer leaves the trie at once
+   * (its addresses fall back to the next longer block, which every remaining peer treats alike); a new one enters it
+   * only after the endpoints were compiled with it (installIpBlocks()).
+   */
+  private syncIpBlocks(): boolean {
+    const want = new Set(PolicyCompiler.ipBlocksOf(this.allPolicies()));
+    let changed = false;
+    for (const [prefix] of this.blockIds) {
+      if (want.has(prefix)) continue;
+      if (!this.blocksToInstall.delete(prefix)) this.dp?.ipBlockDelete(prefix);
+      this.blockIds.delete(prefix);
+      changed = true;
+    }
+    for (const prefix of want) {
+      if (this.blockIds.has(prefix)) continue;
+      this.blockIds.set(prefix, this.nextBlockId++);
+      this.blocksToInstall.add(prefix);
+      changed = true;
+    }
+    return changed;
+  }
+
+  private installIpBlocks(): void {
+    const dp = this.dp;
+    if (!dp) return;
+    for (const prefix of this.blocksToInstall) {
+      const id = this.blockIds.get(prefix);
+      if (id !== undefined) dp.ipBlockSet(prefix, id);
+    }
+    this.blocksToInstall.clear();
+  }
+
+  private syncCidrs(): boolean {
     const want = new Set(PolicyCompiler.cidrsOf(this.allPolicies()));
     const dp = this.dp;
     const gone = [...this.cidrIds.keys()].filter((c) => !want.has(c));
@@ -580,6 +634,7 @@ export class SecurityManager {
     const known = this.identities.labels(id);
     if (known || id < IDENTITY_LOCAL_MIN) return known;
     for (const [cidr, cid] of this.cidrIds) if (cid === id) return cidrLabels(cidr);
+    for (const [block, bid] of this.blockIds) if (bid === id) return ipBlockLabels(block);
     return undefined;
   }
 
@@ -595,6 +650,7 @@ export class SecurityManager {
     const out: IdentityInfo[] = Object.entries(RESERVED_LABELS).map(([id, labels]) => ({ id: Number(id), labels }));
     for (const { id, labels } of this.identities.list()) out.push({ id, labels });
     for (const [cidr, id] of this.cidrIds) out.push({ id, labels: cidrLabels(cidr), cidr });
+    for (const [block, id] of this.blockIds) out.push({ id, labels: ipBlockLabels(block), ipBlock: block });
     return out;
   }
 
@@ -660,6 +716,7 @@ export class SecurityManager {
       this.compiled.set(id, result);
       n++;
     }
+    this.installIpBlocks();
     const ms = performance.now() - t0;
     const r2 = (x: number): number => Math.round(x * 100) / 100;
     if (n > 0) this.lastRegeneration = { endpoints: n, ms: r2(ms), compileMs: r2(ms - mapsMs), mapsMs: r2(mapsMs), at: new Date().toISOString() };
@@ -690,6 +747,11 @@ export class SecurityManager {
 /** Labels of a CIDR identity, as Cilium's: the world it is part of and its prefix. */
 function cidrLabels(cidr: string): string[] {
   return ['reserved:world', `cidr:${cidr}`];
+}
+
+/** Labels of a NetworkPolicy ipBlock identity (no Cilium counterpart: it stands for addresses, pods included). */
+function ipBlockLabels(block: string): string[] {
+  return [`ipblock:${block}`];
 }
 
 /** A policy named by its key ("Kind/ns/name"), "ns/name", or its bare name. */

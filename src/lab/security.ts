@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AgentClient } from '../cli/client.js';
+import { policyKey, type PolicyKind } from '../policy/index.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
@@ -67,8 +68,9 @@ export async function labPolicyApply(lab: string, files: string[]): Promise<Arra
 export async function labPolicyDelete(lab: string, ref: string): Promise<string> {
   const st = loadLab(lab);
   const r = await operator(st).request<{ deleted: string }>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
-  const [, ns, ...rest] = r.deleted.split('.');
-  const key = `${ns}/${rest.join('.')}`;
+  // "<kind>.<namespace>.<name>" (namespace '' for a cluster-wide policy) -> the key agents list it under.
+  const [kind, ns, ...rest] = r.deleted.split('.');
+  const key = policyKey({ kind: kind as PolicyKind, namespace: ns ?? '', name: rest.join('.') });
   await waitAgents(st, `the deletion of ${key}`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key));
   return r.deleted;
 }
