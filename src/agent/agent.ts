@@ -11,7 +11,7 @@ import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
-import { IDENTITY_HEALTH } from './identity.js';
+import { DEFAULT_SERVICE_ACCOUNT, IDENTITY_HEALTH } from './identity.js';
 import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
@@ -310,7 +310,8 @@ export class Agent {
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
-        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels).catch((err: unknown) => {
+        const serviceAccount = r.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT;
+        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
           if (err instanceof AgentError && err.code === 'TENDRIL_ERR_NOT_READY') throw new CniError(CniCode.TRY_AGAIN_LATER, err.message);
           throw err;
@@ -328,6 +329,7 @@ export class Agent {
           namespace,
           podName: r.podName ?? r.containerId.slice(0, 12),
           labels,
+          serviceAccount,
           namedPorts: r.namedPorts ?? [],
           securityLabels: sec,
           identity,

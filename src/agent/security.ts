@@ -234,9 +234,9 @@ export class SecurityManager {
   }
 
   /** Security labels and identity of a pod: allocated cluster-wide (bounded wait: the CNI caller retries). */
-  async podIdentity(namespace: string, labels: Record<string, string>): Promise<{ securityLabels: string[]; identity: number }> {
+  async podIdentity(namespace: string, labels: Record<string, string>, serviceAccount?: string): Promise<{ securityLabels: string[]; identity: number }> {
     await this.whenSynced(10_000);
-    const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace));
+    const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace), serviceAccount);
     // The first endpoint of a label set on this node touches its identity, which the operator may be collecting.
     const text = sec.join(',');
     const touch = !this.endpoints?.list().some((e) => e.securityLabels.join(',') === text);
@@ -265,7 +265,7 @@ export class SecurityManager {
 
   /** Re-labels a running pod: new identity, maps updated in place, policies recomputed. */
   async relabel(ep: Endpoint, labels: Record<string, string>): Promise<Endpoint> {
-    const { securityLabels: sec, identity } = await this.podIdentity(ep.namespace, labels);
+    const { securityLabels: sec, identity } = await this.podIdentity(ep.namespace, labels, ep.serviceAccount);
     return this.applyIdentity(ep, labels, sec, identity);
   }
 
@@ -291,7 +291,7 @@ export class SecurityManager {
     if (!endpoints) return;
     for (const ep of endpoints.list()) {
       if (ep.kind !== 'pod' || ep.namespace !== ns) continue;
-      const sec = securityLabels(ns, ep.labels, this.namespaceLabels(ns));
+      const sec = securityLabels(ns, ep.labels, this.namespaceLabels(ns), ep.serviceAccount);
       if (sec.join(',') === ep.securityLabels.join(',')) continue;
       this.identities
         .allocate(sec)

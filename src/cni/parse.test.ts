@@ -187,3 +187,10 @@ test('parseCniCall() code 7: pod labels must follow Kubernetes label syntax', ()
   rejects(headers(), withLabels({ app: 'a,b' }), 7, /Pod label "app" has an invalid value "a,b"/);
   rejects(headers(), withLabels({ 'bad key': 'x' }), 7, /Pod label key "bad key" is not a valid label key/);
 });
+
+test('parseCniCall() reads the service account from args.tendril.serviceAccount and rejects an invalid name (code 7)', () => {
+  const call = parseCniCall(headers(), JSON.stringify({ ...CONF, args: { tendril: { serviceAccount: 'builder' } } }));
+  assert.equal(call.serviceAccount, 'builder');
+  assert.equal(parseCniCall(headers(), JSON.stringify(CONF)).serviceAccount, undefined);
+  rejects(headers(), JSON.stringify({ ...CONF, args: { tendril: { serviceAccount: 'Not_Valid' } } }), 7, /"args.tendril.serviceAccount" "Not_Valid" is not a valid service account name/);
+});

@@ -53,6 +53,8 @@ export interface CniCall {
   labels: Record<string, string>;
   /** Named container ports from args.tendril.ports ([{"name", "containerPort", "protocol"}], Kubernetes' shape). */
   namedPorts: NamedPort[];
+  /** The pod's service account from args.tendril.serviceAccount (the runtime's word, not a pod label). */
+  serviceAccount?: string;
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -175,7 +177,8 @@ export function parseCniCall(headers: Record<string, string | undefined>, body: 
   const config = parseNetConf(body, cmd);
   const labels = parseLabels(config);
   const namedPorts = parsePorts(config);
-  return { command: cmd, ...env, args, path, config, labels, namedPorts };
+  const serviceAccount = parseServiceAccount(config);
+  return { command: cmd, ...env, args, path, config, labels, namedPorts, ...(serviceAccount !== undefined ? { serviceAccount } : {}) };
 }
 
 function parseNetConf(body: string, cmd: CniCommand): NetConf {
@@ -298,6 +301,17 @@ function parsePorts(conf: NetConf): NamedPort[] {
     out.push({ name, port, protocol });
   });
   return out;
+}
+
+/** args.tendril.serviceAccount: a Kubernetes object name (DNS subdomain), or undefined. */
+function parseServiceAccount(conf: NetConf): string | undefined {
+  const tendril = conf.args?.['tendril'];
+  if (!isObject(tendril) || tendril['serviceAccount'] === undefined) return undefined;
+  const sa = tendril['serviceAccount'];
+  if (typeof sa !== 'string' || sa.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
+    throw invalidConfig(`"args.tendril.serviceAccount" ${JSON.stringify(sa)} is not a valid service account name (lower-case letters, digits, '-' and '.')`);
+  }
+  return sa;
 }
 
 /**
