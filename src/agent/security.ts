@@ -498,7 +498,7 @@ export class SecurityManager {
       if (err instanceof PolicyError) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', err.message);
       throw err;
     }
-    if (parsed.length === 0) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', `No policy in ${origin}: expected a NetworkPolicy or TendrilNetworkPolicy document`);
+    if (parsed.length === 0) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', `No policy in ${origin}: expected a NetworkPolicy, TendrilNetworkPolicy or TendrilClusterwideNetworkPolicy document`);
     const touched: Array<Policy | undefined> = [];
     for (const p of parsed) {
       touched.push(this.localPolicies.get(policyKey(p)), p);
