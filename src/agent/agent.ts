@@ -521,7 +521,8 @@ export class Agent {
       }
     }
     const namespace = str('k8s-namespace', false) || 'default';
-    const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels);
+    const serviceAccount = str('k8s-service-account', false) || DEFAULT_SERVICE_ACCOUNT;
+    const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount);
     return {
       kind: 'pod',
       containerId: str('container-id'),
@@ -535,6 +536,7 @@ export class Agent {
       namespace,
       podName: str('k8s-pod-name', false),
       labels,
+      serviceAccount,
       namedPorts: [],
       securityLabels: sec,
       identity,
