@@ -595,7 +595,12 @@ export class SecurityManager {
     if (!dp) return;
     for (const prefix of this.blocksToInstall) {
       const id = this.blockIds.get(prefix);
-      if (id !== undefined) dp.ipBlockSet(prefix, id);
+      try {
+        if (id !== undefined) dp.ipBlockSet(prefix, id);
+      } catch (err) {
+        // A full trie, say: the block's addresses keep matching the next longer block until the next policy change.
+        this.log.error({ err: (err as Error).message, prefix }, 'cannot write an ipBlock prefix to the datapath');
+      }
     }
     this.blocksToInstall.clear();
   }
