@@ -593,16 +593,16 @@ export class SecurityManager {
   private installIpBlocks(): void {
     const dp = this.dp;
     if (!dp) return;
-    for (const prefix of this.blocksToInstall) {
+    for (const prefix of [...this.blocksToInstall]) {
       const id = this.blockIds.get(prefix);
       try {
         if (id !== undefined) dp.ipBlockSet(prefix, id);
+        this.blocksToInstall.delete(prefix);
       } catch (err) {
-        // A full trie, say: the block's addresses keep matching the next longer block until the next policy change.
+        // A full trie, say: its addresses keep the narrowest block installed around them; retried at the next regeneration.
         this.log.error({ err: (err as Error).message, prefix }, 'cannot write an ipBlock prefix to the datapath');
       }
     }
-    this.blocksToInstall.clear();
   }
 
   private syncCidrs(): boolean {
