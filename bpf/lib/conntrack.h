@@ -130,7 +130,7 @@ struct {
 struct ct_pkt {
 	struct ct_tuple4	tuple;		/* forward tuple; dir set per lookup */
 	struct ct_tuple4	inner;		/* ICMP error: the tuple of the packet it reports */
-	__be16			policy_dport;	/* L4 destination port, the ICMP type for ICMP */
+	__be16			policy_dport;	/* L4 destination port; ICMP: type and code bytes */
 	__u8			tcp_flags;
 	__u8			icmp_error;	/* an ICMP error with a parsed inner tuple */
 	__u8			no_ports;	/* a later IP fragment: no L4 header, nothing to track */
@@ -224,7 +224,8 @@ static __always_inline int ct_extract4(struct __sk_buff *skb, const struct iphdr
 		p->policy_dport = p->tuple.dport;
 		break;
 	case IPPROTO_ICMP:
-		p->policy_dport = bpf_htons(l4[0]);
+		/* Type and code as on the wire: policy matches a type by an 8-bit port prefix. */
+		p->policy_dport = *(__be16 *)&l4[0];
 		if (icmp_is_error(l4[0])) {
 			struct iphdr inner;
 			__u8 il4[CT_L4_LEN];

@@ -62,6 +62,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tendril_policy SEC(".maps");
 
+/*
+ * Kubernetes NetworkPolicy ipBlock peers match addresses, not identities:
+ * every address in the block, pods and nodes included. This trie maps each
+ * block and except a NetworkPolicy names to a node-local identity of its
+ * own (never found in the ipcache); the longest block containing the remote
+ * address is looked up as a third identity, so an ipBlock entry decides by
+ * address whatever identity the ipcache gives the address. Cilium-style
+ * CIDR peers (TendrilNetworkPolicy toCIDR) stay in the ipcache and match
+ * only addresses outside the cluster.
+ */
+#define IPBLOCK_MAP_SIZE		16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, __u32);		/* identity of the block */
+	__uint(max_entries, IPBLOCK_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_ipblock SEC(".maps");
+
+/* Identity of the narrowest ipBlock containing @ip4, 0 when none does. */
+static __always_inline __u32 ipblock_identity4(__be32 ip4)
+{
+	struct ipcache_key key = {
+		.prefixlen = IPCACHE_STATIC_PREFIX_BITS + 32,
+		.family = IPCACHE_FAMILY_IPV4,
+		.ip4 = ip4,
+	};
+	const __u32 *id = bpf_map_lookup_elem(&tendril_ipblock, &key);
+
+	return id ? *id : 0;
+}
+
 /* Match type of an allow entry, for the verdict event (Cilium's PolicyMatchType). */
 static __always_inline __u8 policy_match_type(const struct policy_entry *e, bool specific)
 {
@@ -72,16 +106,33 @@ static __always_inline __u8 policy_match_type(const struct policy_entry *e, bool
 	return specific ? VERDICT_MATCH_L3_L4 : VERDICT_MATCH_L4_ONLY;
 }
 
+/* The better of two hits, @a on a tie: a deny, else the longer L4 prefix. */
+static __always_inline struct policy_entry *policy_better(struct policy_entry *a, struct policy_entry *b)
+{
+	if (!a)
+		return b;
+	if (!b || a->deny)
+		return a;
+	if (b->deny)
+		return b;
+	return a->l4_prefix_len >= b->l4_prefix_len ? a : b;
+}
+
 /*
- * The verdict of endpoint @ep_id's policy for remote identity @remote,
- * protocol and port, in one direction: two longest-prefix lookups, with the
- * identity and with "any". A deny in either wins; else the hit with the
- * longer L4 prefix (the specific identity on a tie) allows and counts the
- * packet. Returns 0 (allow) or DROP_POLICY_DENY / DROP_POLICY, and the
- * match type.
+ * The verdict of endpoint @ep_id's policy for remote identity @remote at
+ * address @remote_ip, protocol and port, in one direction: longest-prefix
+ * lookups with the identity, with the address's ipBlock identity (if any)
+ * and with "any". A deny in any wins; else the hit with the longer L4
+ * prefix (the specific identity, then the ipBlock one, on a tie) allows and
+ * counts the packet. Returns 0 (allow) or DROP_POLICY_DENY / DROP_POLICY,
+ * and the match type.
+ *
+ * For ICMP, @dport holds the message's type and code bytes as on the wire
+ * (type in the high byte in network order): an entry of port prefix 8
+ * matches a type, 16 a type and code.
  */
-static __always_inline int policy_can_access(__u16 ep_id, bool egress, __u32 remote, __u8 proto,
-					     __be16 dport, __u32 len, __u8 *match)
+static __always_inline int policy_can_access(__u16 ep_id, bool egress, __u32 remote, __be32 remote_ip,
+					     __u8 proto, __be16 dport, __u32 len, __u8 *match)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_FULL_PREFIX_BITS,
@@ -91,32 +142,24 @@ static __always_inline int policy_can_access(__u16 ep_id, bool egress, __u32 rem
 		.protocol = proto,
 		.dport = dport,
 	};
-	struct policy_entry *l3, *any, *hit;
-	bool specific;
+	struct policy_entry *l3, *blk = NULL, *any, *hit;
+	__u32 block = ipblock_identity4(remote_ip);
 
 	l3 = bpf_map_lookup_elem(&tendril_policy, &key);
+	if (block) {
+		key.sec_label = block;
+		blk = bpf_map_lookup_elem(&tendril_policy, &key);
+	}
 	key.sec_label = 0;
 	any = bpf_map_lookup_elem(&tendril_policy, &key);
 
 	*match = VERDICT_MATCH_NONE;
-	if (l3 && l3->deny) {
-		hit = l3;
-		specific = true;
-	} else if (any && any->deny) {
-		hit = any;
-		specific = false;
-	} else if (l3 && (!any || l3->l4_prefix_len >= any->l4_prefix_len)) {
-		hit = l3;
-		specific = true;
-	} else if (any) {
-		hit = any;
-		specific = false;
-	} else {
+	hit = policy_better(policy_better(l3, blk), any);
+	if (!hit)
 		return DROP_POLICY;
-	}
 	__sync_fetch_and_add(&hit->packets, 1);
 	__sync_fetch_and_add(&hit->bytes, len);
-	*match = policy_match_type(hit, specific);
+	*match = policy_match_type(hit, hit != any);
 	return hit->deny ? DROP_POLICY_DENY : 0;
 }
 
@@ -147,8 +190,9 @@ static __always_inline int ct_policy4(struct __sk_buff *skb, struct ct_pkt *p,
 	if (status == CT_REPLY || status == CT_RELATED)
 		return 0;
 	if (ep->flags & enforced) {
-		ret = policy_can_access(ep->lxc_id, egress, remote, p->tuple.nexthdr, p->policy_dport,
-					p->len, &match);
+		ret = policy_can_access(ep->lxc_id, egress, remote,
+					egress ? p->tuple.daddr : p->tuple.saddr, p->tuple.nexthdr,
+					p->policy_dport, p->len, &match);
 		if (ret < 0 || status == CT_NEW)
 			send_policy_verdict_notify(skb, ep->lxc_id, egress ? ep->sec_id : remote,
 						   egress ? remote : ep->sec_id, vdir, p->tuple.nexthdr,

@@ -11,7 +11,7 @@ import type { AgentConfig } from './config.js';
 import type { ConfigView, EndpointView, HostAddressing, IdentityView, NodeView, StatusView } from './api.js';
 import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
-import { IDENTITY_HEALTH } from './identity.js';
+import { DEFAULT_SERVICE_ACCOUNT, IDENTITY_HEALTH } from './identity.js';
 import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
@@ -373,7 +373,8 @@ export class Agent {
       createEndpoint: async (r) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
-        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels).catch((err: unknown) => {
+        const serviceAccount = r.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT;
+        const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
           if (isTransient(err)) throw new CniError(CniCode.TRY_AGAIN_LATER, (err as Error).message, { details: 'the cluster store is unavailable; existing pods are not affected' });
           throw err;
@@ -391,6 +392,7 @@ export class Agent {
           namespace,
           podName: r.podName ?? r.containerId.slice(0, 12),
           labels,
+          serviceAccount,
           namedPorts: r.namedPorts ?? [],
           securityLabels: sec,
           identity,
@@ -505,7 +507,7 @@ export class Agent {
     return this.security.identityInfos().map((i) => ({
       id: i.id,
       labels: i.labels,
-      scope: i.id < 256 ? 'reserved' : i.cidr !== undefined ? 'local' : 'cluster',
+      scope: i.id < 256 ? 'reserved' : i.cidr !== undefined || i.ipBlock !== undefined ? 'local' : 'cluster',
     }));
   }
 
@@ -582,7 +584,8 @@ export class Agent {
       }
     }
     const namespace = str('k8s-namespace', false) || 'default';
-    const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels);
+    const serviceAccount = str('k8s-service-account', false) || DEFAULT_SERVICE_ACCOUNT;
+    const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount);
     return {
       kind: 'pod',
       containerId: str('container-id'),
@@ -596,6 +599,7 @@ export class Agent {
       namespace,
       podName: str('k8s-pod-name', false),
       labels,
+      serviceAccount,
       namedPorts: [],
       securityLabels: sec,
       identity,

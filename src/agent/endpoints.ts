@@ -24,6 +24,8 @@ export interface Endpoint {
   podName: string;
   /** Pod labels (k8s source). */
   labels: Record<string, string>;
+  /** Kubernetes service account (a security label); absent in records of earlier versions. */
+  serviceAccount?: string;
   /** Declared container ports (what named ports in policies resolve against). */
   namedPorts: NamedPort[];
   /** Security labels the identity is derived from. */

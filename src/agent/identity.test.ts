@@ -42,6 +42,14 @@ test('securityLabels: pod labels, namespace and namespace labels, sorted and sou
   ]);
 });
 
+test('securityLabels: the service account is a label of its own that the pod cannot set through its labels', () => {
+  assert.deepEqual(securityLabels('x', { app: 'web', 'io.cilium.k8s.policy.serviceaccount': 'admin' }, {}, 'builder'), [
+    'k8s:app=web',
+    'k8s:io.cilium.k8s.policy.serviceaccount=builder',
+    'k8s:io.kubernetes.pod.namespace=x',
+  ]);
+});
+
 test('two nodes racing for the same new label set get one identity; other sets get other numbers', async () => {
   const [a, b] = [await allocator(), await allocator()];
   const labels = securityLabels('race', { app: 'web' });

@@ -23,7 +23,7 @@ export const RESERVED_LABELS: Record<number, string[]> = Object.fromEntries(rese
  * Security labels of a pod, Cilium style and sorted: its labels (`k8s:app=curl`), its namespace
  * (`k8s:io.kubernetes.pod.namespace=default`) and its namespace's labels (`k8s:io.cilium.k8s.namespace.labels.team=a`).
  */
-export function securityLabels(namespace: string, labels: Record<string, string>, nsLabels: Record<string, string> = {}): string[] {
+export function securityLabels(namespace: string, labels: Record<string, string>, nsLabels: Record<string, string> = {}, serviceAccount?: string): string[] {
   // A pod cannot speak for its namespace: labels under the keys the cluster sets are dropped (Cilium's
   // SanitizePodLabels), or a pod could give itself another namespace's identity.
   const out = Object.entries(labels)
@@ -32,8 +32,15 @@ export function securityLabels(namespace: string, labels: Record<string, string>
   // Namespace labels as pod labels (Cilium's convention), so a namespaceSelector is a label match.
   for (const [k, v] of Object.entries(nsLabels)) out.push(`k8s:${LABEL_NAMESPACE_LABELS_PREFIX}${k}=${v}`);
   out.push(`k8s:${LABEL_POD_NAMESPACE}=${namespace}`);
+  // Cilium's label for the pod's service account, so policies can select peers by it.
+  if (serviceAccount !== undefined) out.push(`k8s:${LABEL_SERVICE_ACCOUNT}=${serviceAccount}`);
   return [...new Set(out)].sort();
 }
+
+/** The security label key of a pod's service account (Cilium's). */
+export const LABEL_SERVICE_ACCOUNT = 'io.cilium.k8s.policy.serviceaccount';
+/** What a pod's service account is when the runtime names none (Kubernetes' default). */
+export const DEFAULT_SERVICE_ACCOUNT = 'default';
 
 /** Keys the cluster sets on a pod's security labels; a pod's own labels under them are ignored. */
 export function isReservedPodLabel(key: string): boolean {

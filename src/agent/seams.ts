@@ -5,5 +5,5 @@ import type { NodeDatapath } from '../datapath/index.js';
 /** What EndpointManager does to the datapath: wire an endpoint in (new or restored) and out. */
 export type EndpointDatapath = Pick<NodeDatapath, 'addEndpointAsync' | 'restoreEndpoint' | 'removeEndpoint'>;
 
-/** What SecurityManager does to it: an endpoint's new identity, ipcache entries, an endpoint's policy entries. */
-export type SecurityDatapath = Pick<NodeDatapath, 'updateEndpoint' | 'ipcacheUpsert' | 'ipcacheDelete' | 'dumpIpcache' | 'setEndpointPolicy'>;
+/** What SecurityManager does to it: an endpoint's new identity, ipcache entries, an endpoint's policy entries, the ipBlock trie. */
+export type SecurityDatapath = Pick<NodeDatapath, 'updateEndpoint' | 'ipcacheUpsert' | 'ipcacheDelete' | 'dumpIpcache' | 'setEndpointPolicy' | 'ipBlockSet' | 'ipBlockDelete' | 'dumpIpBlocks'>;

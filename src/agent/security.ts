@@ -63,6 +63,9 @@ const PUBLISH_RETRY_MS = 1000;
 /** Longest a pod ADD waits for the cluster state to load, and for its identity (the runtime retries on code 11). */
 const SYNC_WAIT_MS = 2000;
 const IDENTITY_WAIT_MS = 5000;
+/** NetworkPolicy ipBlock identities: node-local, a range of their own above the CIDR ones (Cilium numbers local
+ *  identities from 1 << 24). They exist only in the datapath's ipBlock trie and in policy entries. */
+export const IDENTITY_IPBLOCK_MIN = 0x02000001;
 
 /** GET /v1/endpoint/{id}/policy (`tendril bpf policy get`): the endpoint's map entries as the kernel holds them. */
 export interface EndpointPolicyView {
@@ -95,6 +98,12 @@ export class SecurityManager {
   private nextCidrId = IDENTITY_LOCAL_MIN;
   /** CIDR prefixes already written to the ipcache (or left to the cluster entry that owns the prefix). */
   private readonly cidrInstalled = new Set<string>();
+  /** NetworkPolicy ipBlock prefix -> its node-local identity (tendril_ipblock). */
+  private readonly blockIds = new Map<string, number>();
+  private nextBlockId = IDENTITY_IPBLOCK_MIN;
+  /** ipBlock prefixes allocated but not yet in the trie: written after the endpoints are compiled with them, so an
+   *  address never meets a block its policies do not know yet. */
+  private readonly blocksToInstall = new Set<string>();
   private readonly compiled = new Map<number, EndpointPolicy>();
   private readonly pending = new Set<number>();
   private pendingAll = false;
@@ -167,6 +176,13 @@ export class SecurityManager {
       this.cidrIds.set(e.prefix, e.identity);
       this.cidrInstalled.add(e.prefix);
       this.nextCidrId = Math.max(this.nextCidrId, e.identity + 1);
+    }
+    // So do ipBlock identities. Nothing was compiled before the datapath came: numbers allocated meanwhile go.
+    this.blockIds.clear();
+    this.blocksToInstall.clear();
+    for (const e of dp.dumpIpBlocks()) {
+      this.blockIds.set(e.prefix, e.identity);
+      this.nextBlockId = Math.max(this.nextBlockId, e.identity + 1);
     }
     for (const [name, spec] of this.clusterEndpoints?.entries() ?? []) this.remoteEndpointChanged(name, spec);
     if (this.clusterEndpoints?.ready) this.pruneStaleRemoteIps();
@@ -242,9 +258,9 @@ export class SecurityManager {
   }
 
   /** Security labels and identity of a pod: allocated cluster-wide (bounded wait: the CNI caller retries). */
-  async podIdentity(namespace: string, labels: Record<string, string>): Promise<{ securityLabels: string[]; identity: number }> {
+  async podIdentity(namespace: string, labels: Record<string, string>, serviceAccount?: string): Promise<{ securityLabels: string[]; identity: number }> {
     await this.whenSynced(SYNC_WAIT_MS);
-    const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace));
+    const sec = securityLabels(namespace, labels, this.namespaceLabels(namespace), serviceAccount);
     // The first endpoint of a label set on this node touches its identity, which the operator may be collecting.
     const text = sec.join(',');
     const touch = !this.endpoints?.list().some((e) => e.securityLabels.join(',') === text);
@@ -272,7 +288,7 @@ export class SecurityManager {
 
   /** Re-labels a running pod: new identity, maps updated in place, policies recomputed. */
   async relabel(ep: Endpoint, labels: Record<string, string>): Promise<Endpoint> {
-    const { securityLabels: sec, identity } = await this.podIdentity(ep.namespace, labels);
+    const { securityLabels: sec, identity } = await this.podIdentity(ep.namespace, labels, ep.serviceAccount);
     return this.applyIdentity(ep, labels, sec, identity);
   }
 
@@ -298,7 +314,7 @@ export class SecurityManager {
     if (!endpoints) return;
     for (const ep of endpoints.list()) {
       if (ep.kind !== 'pod' || ep.namespace !== ns) continue;
-      const sec = securityLabels(ns, ep.labels, this.namespaceLabels(ns));
+      const sec = securityLabels(ns, ep.labels, this.namespaceLabels(ns), ep.serviceAccount);
       if (sec.join(',') === ep.securityLabels.join(',')) continue;
       this.identities
         .allocate(sec)
@@ -547,7 +563,7 @@ export class SecurityManager {
       if (err instanceof PolicyError) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', err.message);
       throw err;
     }
-    if (parsed.length === 0) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', `No policy in ${origin}: expected a NetworkPolicy or TendrilNetworkPolicy document`);
+    if (parsed.length === 0) throw new AgentError('TENDRIL_ERR_POLICY_INVALID', `No policy in ${origin}: expected a NetworkPolicy, TendrilNetworkPolicy or TendrilClusterwideNetworkPolicy document`);
     const touched: Array<Policy | undefined> = [];
     for (const p of parsed) {
       touched.push(this.localPolicies.get(policyKey(p)), p);
@@ -613,6 +629,49 @@ export class SecurityManager {
   private syncCidrIdentities(): boolean {
     // Until every policy is known, a CIDR missing from them may just not be loaded yet.
     if (!this.synced) return false;
+    const blocks = this.syncIpBlocks();
+    return this.syncCidrs() || blocks;
+  }
+
+  /**
+   * NetworkPolicy ipBlock prefixes: each gets an identity. A prefix no policy names any longer leaves the trie at once
+   * (its addresses fall back to the next longer block, which every remaining peer treats alike); a new one enters it
+   * only after the endpoints were compiled with it (installIpBlocks()).
+   */
+  private syncIpBlocks(): boolean {
+    const want = new Set(PolicyCompiler.ipBlocksOf(this.allPolicies()));
+    let changed = false;
+    for (const [prefix] of this.blockIds) {
+      if (want.has(prefix)) continue;
+      if (!this.blocksToInstall.delete(prefix)) this.dp?.ipBlockDelete(prefix);
+      this.blockIds.delete(prefix);
+      changed = true;
+    }
+    for (const prefix of want) {
+      if (this.blockIds.has(prefix)) continue;
+      this.blockIds.set(prefix, this.nextBlockId++);
+      this.blocksToInstall.add(prefix);
+      changed = true;
+    }
+    return changed;
+  }
+
+  private installIpBlocks(): void {
+    const dp = this.dp;
+    if (!dp) return;
+    for (const prefix of [...this.blocksToInstall]) {
+      const id = this.blockIds.get(prefix);
+      try {
+        if (id !== undefined) dp.ipBlockSet(prefix, id);
+        this.blocksToInstall.delete(prefix);
+      } catch (err) {
+        // A full trie, say: its addresses keep the narrowest block installed around them; retried at the next regeneration.
+        this.log.error({ err: (err as Error).message, prefix }, 'cannot write an ipBlock prefix to the datapath');
+      }
+    }
+  }
+
+  private syncCidrs(): boolean {
     const want = new Set(PolicyCompiler.cidrsOf(this.allPolicies()));
     const dp = this.dp;
     const gone = [...this.cidrIds.keys()].filter((c) => !want.has(c));
@@ -646,6 +705,7 @@ export class SecurityManager {
     const known = this.identities.labels(id);
     if (known || id < IDENTITY_LOCAL_MIN) return known;
     for (const [cidr, cid] of this.cidrIds) if (cid === id) return cidrLabels(cidr);
+    for (const [block, bid] of this.blockIds) if (bid === id) return ipBlockLabels(block);
     return undefined;
   }
 
@@ -661,6 +721,7 @@ export class SecurityManager {
     const out: IdentityInfo[] = Object.entries(RESERVED_LABELS).map(([id, labels]) => ({ id: Number(id), labels }));
     for (const { id, labels } of this.identities.list()) out.push({ id, labels });
     for (const [cidr, id] of this.cidrIds) out.push({ id, labels: cidrLabels(cidr), cidr });
+    for (const [block, id] of this.blockIds) out.push({ id, labels: ipBlockLabels(block), ipBlock: block });
     return out;
   }
 
@@ -726,6 +787,7 @@ export class SecurityManager {
       this.compiled.set(id, result);
       n++;
     }
+    this.installIpBlocks();
     const ms = performance.now() - t0;
     const r2 = (x: number): number => Math.round(x * 100) / 100;
     if (n > 0) this.lastRegeneration = { endpoints: n, ms: r2(ms), compileMs: r2(ms - mapsMs), mapsMs: r2(mapsMs), at: new Date().toISOString() };
@@ -756,6 +818,11 @@ export class SecurityManager {
 /** Labels of a CIDR identity, as Cilium's: the world it is part of and its prefix. */
 function cidrLabels(cidr: string): string[] {
   return ['reserved:world', `cidr:${cidr}`];
+}
+
+/** Labels of a NetworkPolicy ipBlock identity (no Cilium counterpart: it stands for addresses, pods included). */
+function ipBlockLabels(block: string): string[] {
+  return [`ipblock:${block}`];
 }
 
 /** A policy named by its key ("Kind/ns/name"), "ns/name", or its bare name. */

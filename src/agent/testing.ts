@@ -18,6 +18,8 @@ export class MemoryDatapath implements EndpointDatapath, SecurityDatapath {
   /** By host interface index, as tendril_lxc_if. */
   readonly wired = new Map<number, WiredEndpoint>();
   readonly ipcache = new Map<string, IpcacheEntry>();
+  /** The ipBlock trie: prefix → node-local identity. */
+  readonly ipBlocks = new Map<string, number>();
   /** Calls that change something ("add 3", "remove 3", "update 3", "policy 3", "ipcache+ P", "ipcache- P"), in order. */
   readonly calls: string[] = [];
   /** The next attach fails (after the map entries were written, as a failed tcx attach leaves them). */
@@ -92,6 +94,20 @@ export class MemoryDatapath implements EndpointDatapath, SecurityDatapath {
 
   dumpIpcache(): IpcacheEntry[] {
     return [...this.ipcache.values()].map((e) => ({ ...e })).sort((a, b) => a.prefix.localeCompare(b.prefix));
+  }
+
+  ipBlockSet(prefix: string, identity: number): void {
+    this.calls.push(`ipblock+ ${prefix}`);
+    this.ipBlocks.set(prefix, identity);
+  }
+
+  ipBlockDelete(prefix: string): boolean {
+    this.calls.push(`ipblock- ${prefix}`);
+    return this.ipBlocks.delete(prefix);
+  }
+
+  dumpIpBlocks(): Array<{ prefix: string; identity: number }> {
+    return [...this.ipBlocks].map(([prefix, identity]) => ({ prefix, identity })).sort((a, b) => a.prefix.localeCompare(b.prefix));
   }
 
   /** The endpoint wired with this ID, if any. */

@@ -142,11 +142,13 @@ export function registerLab(program: Command): void {
     .option('--label <k=v>', 'pod label (repeatable)', collect, [])
     .option('--serve <ports>', 'run a small server in the pod answering with its name: HTTP on TCP and echo on UDP, on each port (e.g. 80,81)')
     .option('--port <name=port/proto>', 'declare a named container port, e.g. http=80/TCP (repeatable)', collect, [])
+    .option('--service-account <name>', "the pod's service account (security label k8s:io.cilium.k8s.policy.serviceaccount)", 'default')
     .option('--name <lab>', 'lab name')
-    .action(async (name: string, o: { node: string; namespace: string; label: string[]; serve?: string; port: string[] }, cmd: Command) => {
+    .action(async (name: string, o: { node: string; namespace: string; label: string[]; serve?: string; port: string[]; serviceAccount: string }, cmd: Command) => {
       const p = await podAdd(labName(cmd), name, {
         node: o.node,
         namespace: o.namespace,
+        serviceAccount: o.serviceAccount,
         labels: parseLabels(o.label),
         ports: parseNamedPorts(o.port),
         ...(o.serve !== undefined ? { serve: o.serve.split(',').map(Number) } : {}),

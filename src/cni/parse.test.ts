@@ -201,3 +201,10 @@ test('parseCniCall() reads a static address from args.cni.ips, runtimeConfig.ips
   rejects(headers(), body({ args: { cni: { ips: ['10.0.0.300'] } } }), 7, /asks for "10\.0\.0\.300": expected an IPv4 address/);
   rejects(headers(), body({ runtimeConfig: { ips: '10.0.0.1' } }), 7, /"runtimeConfig\.ips" must be an array of IP address strings/);
 });
+
+test('parseCniCall() reads the service account from args.tendril.serviceAccount and rejects an invalid name (code 7)', () => {
+  const call = parseCniCall(headers(), JSON.stringify({ ...CONF, args: { tendril: { serviceAccount: 'builder' } } }));
+  assert.equal(call.serviceAccount, 'builder');
+  assert.equal(parseCniCall(headers(), JSON.stringify(CONF)).serviceAccount, undefined);
+  rejects(headers(), JSON.stringify({ ...CONF, args: { tendril: { serviceAccount: 'Not_Valid' } } }), 7, /"args.tendril.serviceAccount" "Not_Valid" is not a valid service account name/);
+});

@@ -56,6 +56,8 @@ export interface CniCall {
   namedPorts: NamedPort[];
   /** The static address asked for (args.cni.ips, runtimeConfig.ips or CNI_ARGS IP=), if any. */
   staticIP?: string;
+  /** The pod's service account from args.tendril.serviceAccount (the runtime's word, not a pod label). */
+  serviceAccount?: string;
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -178,7 +180,8 @@ export function parseCniCall(headers: Record<string, string | undefined>, body: 
   const config = parseNetConf(body, cmd);
   const labels = parseLabels(config);
   const namedPorts = parsePorts(config);
-  const call: CniCall = { command: cmd, ...env, args, path, config, labels, namedPorts };
+  const serviceAccount = parseServiceAccount(config);
+  const call: CniCall = { command: cmd, ...env, args, path, config, labels, namedPorts, ...(serviceAccount !== undefined ? { serviceAccount } : {}) };
   if (cmd === 'ADD') {
     const staticIP = parseStaticIP(config, args);
     if (staticIP !== undefined) call.staticIP = staticIP;
@@ -341,6 +344,17 @@ function parsePorts(conf: NetConf): NamedPort[] {
     out.push({ name, port, protocol });
   });
   return out;
+}
+
+/** args.tendril.serviceAccount: a Kubernetes object name (DNS subdomain), or undefined. */
+function parseServiceAccount(conf: NetConf): string | undefined {
+  const tendril = conf.args?.['tendril'];
+  if (!isObject(tendril) || tendril['serviceAccount'] === undefined) return undefined;
+  const sa = tendril['serviceAccount'];
+  if (typeof sa !== 'string' || sa.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
+    throw invalidConfig(`"args.tendril.serviceAccount" ${JSON.stringify(sa)} is not a valid service account name (lower-case letters, digits, '-' and '.')`);
+  }
+  return sa;
 }
 
 /**

@@ -64,6 +64,8 @@ export interface EndpointRequest {
   podName?: string;
   labels?: Record<string, string>;
   namedPorts?: NamedPort[];
+  /** Kubernetes service account; the agent defaults it to "default". */
+  serviceAccount?: string;
 }
 
 export interface EndpointRef {
@@ -196,6 +198,7 @@ export class CniHandler {
         labels: call.labels,
         namedPorts: call.namedPorts,
       };
+      if (call.serviceAccount !== undefined) req.serviceAccount = call.serviceAccount;
       if (pod.namespace !== undefined) req.namespace = pod.namespace;
       if (pod.podName !== undefined) req.podName = pod.podName;
       const ep = await this.backend.createEndpoint(req);

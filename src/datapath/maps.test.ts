@@ -199,12 +199,16 @@ test('map sizes and names of policy.h, conntrack.h and drop.h are the ones maps.
   const define = (name: string): number => Number(new RegExp(`#define\\s+${name}\\s+(\\d+)`).exec(text)?.[1]);
   assert.equal(define('POLICY_MAP_SIZE'), maps.POLICY_MAP_SIZE);
   assert.equal(define('POLICY_STATIC_PREFIX_BITS'), maps.POLICY_STATIC_PREFIX_BITS);
+  assert.equal(define('IPBLOCK_MAP_SIZE'), maps.IPBLOCK_MAP_SIZE);
   assert.equal(define('CT_MAP_SIZE_TCP'), maps.CT_MAP_SIZE_TCP);
   assert.equal(define('CT_MAP_SIZE_ANY'), maps.CT_MAP_SIZE_ANY);
   assert.equal(define('CT_INGRESS'), maps.CT_INGRESS);
   assert.equal(define('CT_F_SEEN_NON_SYN'), maps.CT_F_SEEN_NON_SYN);
   assert.equal(define('METRIC_DIR_EGRESS'), maps.METRIC_DIR_EGRESS);
-  for (const name of [maps.POLICY_MAP, maps.CT_MAP_TCP, maps.CT_MAP_ANY, maps.METRICS_MAP]) assert.match(text, new RegExp(`\\} ${name} SEC`), name);
+  for (const name of [maps.POLICY_MAP, maps.IPBLOCK_MAP, maps.CT_MAP_TCP, maps.CT_MAP_ANY, maps.METRICS_MAP]) assert.match(text, new RegExp(`\\} ${name} SEC`), name);
+  // tendril_ipblock is keyed by an ipcache_key (layout checked above) and holds a u32 identity.
+  assert.match(text, /__type\(key, struct ipcache_key\);\s*__type\(value, __u32\);[^}]*\} tendril_ipblock SEC/);
+  assert.equal(maps.ipblockValueCodec.size, 4);
   const config = readFileSync(root + 'bpf/lib/config.h', 'utf8');
   for (const [name, value] of [['CONFIG_CT_TIMEOUT_TCP', 8000], ['CONFIG_CT_TIMEOUT_TCP_SYN', 60], ['CONFIG_CT_TIMEOUT_TCP_FIN', 10], ['CONFIG_CT_TIMEOUT_ANY', 60]] as const) {
     assert.match(config, new RegExp(`${name} = ${value};`), name);

@@ -229,6 +229,11 @@ export const POLICY_STATIC_PREFIX_BITS = 56;
 /** Bits of the protocol, matched after the static ones when the entry names a protocol. */
 export const POLICY_PROTO_BITS = 8;
 
+/** Kubernetes ipBlock trie (policy.h): key an ipcache_key (ipcacheKeyCodec), value the block's identity (u32). */
+export const IPBLOCK_MAP = 'tendril_ipblock';
+export const IPBLOCK_MAP_SIZE = 16384;
+export const ipblockValueCodec: Codec<number> = u32;
+
 /** struct policy_key, field by field. */
 export interface PolicyKeyRaw {
   prefixlen: number;

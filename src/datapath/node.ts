@@ -47,6 +47,8 @@ import {
   type PolicyValueRaw,
   IPCACHE_F_HAS_TUNNEL_EP,
   IPCACHE_MAP,
+  IPBLOCK_MAP,
+  ipblockValueCodec,
   LXC_IF_MAP,
   LXC_MAP,
   ROUTING_MODE_NATIVE,
@@ -187,6 +189,7 @@ interface Started {
   lxcIfMap: TypedMap<number, EndpointInfo>;
   ipcache: TypedMap<IpcacheKey, IpcacheValue>;
   policy: TypedMap<PolicyKeyRaw, PolicyValueRaw>;
+  ipblock: TypedMap<IpcacheKey, number>;
   ct: Array<TypedMap<CtKey, CtValue>>;
   metrics: BpfMap;
   hostDev: HostDevice;
@@ -319,6 +322,7 @@ export class NodeDatapath {
         lxcIfMap: lxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec),
         ipcache: lxc.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec),
         policy: lxc.map(POLICY_MAP).typed(policyKeyCodec, policyValueCodec),
+        ipblock: lxc.map(IPBLOCK_MAP).typed(ipcacheKeyCodec, ipblockValueCodec),
         ct: [lxc.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec), lxc.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec)],
         metrics: lxc.map(METRICS_MAP),
         hostDev,
@@ -721,6 +725,21 @@ export class NodeDatapath {
   /** Removes one ipcache entry; false when it was not there. */
   ipcacheDelete(prefix: string): boolean {
     return this.started().ipcache.delete({ prefix });
+  }
+
+  /** Sets the identity of a NetworkPolicy ipBlock prefix (tendril_ipblock: matched by address, pods included). */
+  ipBlockSet(prefix: string, identity: number): void {
+    this.started().ipblock.update({ prefix }, identity);
+  }
+
+  /** Removes an ipBlock prefix; false when it was not there. */
+  ipBlockDelete(prefix: string): boolean {
+    return this.started().ipblock.delete({ prefix });
+  }
+
+  /** tendril_ipblock as the kernel holds it (unsorted). */
+  dumpIpBlocks(): Array<{ prefix: string; identity: number }> {
+    return [...this.started().ipblock.entries()].map(([k, identity]) => ({ prefix: k.prefix, identity }));
   }
 
   // ---- conntrack ----

@@ -38,6 +38,8 @@ export interface LabPod {
   containerId: string;
   ip: string;
   labels: Record<string, string>;
+  /** Kubernetes service account (absent in states of earlier versions: "default"). */
+  serviceAccount?: string;
   /** The web pod server: its first port, every port (TCP and UDP each), its pid. */
   serve?: { port: number; ports?: number[]; pid: number };
   /** Declared container ports (named ports for policies). */
@@ -558,6 +560,8 @@ export interface PodAddOptions {
   serve?: number | number[];
   /** Declared container ports, e.g. {name: "http", port: 80, protocol: "TCP"}. */
   ports?: NamedPort[];
+  /** The pod's service account (default "default"), handed to the CNI as a runtime would. */
+  serviceAccount?: string;
 }
 
 /** Creates a pod: its namespace, then CNI ADD executed as a runtime does it. */
@@ -585,6 +589,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     containerId: randomBytes(32).toString('hex'),
     ip: '',
     labels: o.labels ?? {},
+    serviceAccount: o.serviceAccount ?? 'default',
     ...(o.ports && o.ports.length ? { ports: o.ports } : {}),
   };
   try {
@@ -652,7 +657,10 @@ export function pluginConfig(lab: string, pod: LabPod, prevResult?: unknown): st
     ...list.plugins[0],
     args: {
       cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) },
-      ...(pod.ports ? { tendril: { ports: pod.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })) } } : {}),
+      tendril: {
+        serviceAccount: pod.serviceAccount ?? 'default',
+        ...(pod.ports ? { ports: pod.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })) } : {}),
+      },
     },
     ...(prevResult !== undefined ? { prevResult } : {}),
   });

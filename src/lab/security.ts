@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ApiClient, ApiClientError } from '../util/api-client.js';
 import type { EndpointView, IpView, PolicyListView, PolicyView } from '../agent/index.js';
+import { policyKey, type PolicyKind } from '../policy/index.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabNode, type LabPod, type LabState } from './lab.js';
 import { labPaths } from './paths.js';
@@ -90,8 +91,9 @@ export async function labPolicyApply(lab: string, files: string[], o: ChangeOpti
 export async function labPolicyDelete(lab: string, ref: string, o: ChangeOptions = {}): Promise<string> {
   const st = loadLab(lab);
   const r = await operator(st).request<{ deleted: string }>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
-  const [, ns, ...rest] = r.deleted.split('.');
-  const key = `${ns}/${rest.join('.')}`;
+  // "<kind>.<namespace>.<name>" (namespace '' for a cluster-wide policy) -> the key agents list it under.
+  const [kind, ns, ...rest] = r.deleted.split('.');
+  const key = policyKey({ kind: kind as PolicyKind, namespace: ns ?? '', name: rest.join('.') });
   await waitAgents(st, `Policy ${key} deleted from the cluster store`, (ps) => !ps.some((p) => p.source === 'cluster' && p.key === key), o);
   return r.deleted;
 }

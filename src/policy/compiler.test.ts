@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PolicyCompiler } from './compiler.js';
-import { reservedIdentities } from './identity.js';
+import { IDENTITY_HOST, reservedIdentities } from './identity.js';
 import { parsePolicyObject } from './parse.js';
 import { describeEntry, portRangeBlocks } from './ports.js';
-import { allows, checkInvariants, clusterView, POD_LIST } from './testing.js';
+import { allows, checkInvariants, clusterView, ipBlockIdentities, POD_LIST } from './testing.js';
 import type { EndpointView, IdentityInfo, Policy, PolicyEntry } from './types.js';
 
 function knp(name: string, namespace: string, spec: unknown): Policy {
@@ -66,17 +66,28 @@ test('selects() matches the subject selector within the policy namespace only', 
   assert.equal(c.selects(knp('all', 'y', { podSelector: {} }), ya), true);
 });
 
-test('cidrsOf() lists every cidr and except once, normalized and sorted, without 0.0.0.0/0', () => {
+test('cidrsOf() lists every TendrilNetworkPolicy cidr and except once, sorted, without 0.0.0.0/0; ipBlocksOf() the NetworkPolicy ones, with it', () => {
   const ps = [
     knp('a', 'x', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.9.9.9/8', except: ['10.1.0.0/16'] } }, { ipBlock: { cidr: '0.0.0.0/0', except: ['192.168.0.0/16'] } }] }] }),
     parsePolicyObject({
       apiVersion: 'tendril.io/v2',
       kind: 'TendrilNetworkPolicy',
       metadata: { name: 't', namespace: 'x' },
-      spec: { endpointSelector: {}, egress: [{ toCIDR: ['10.0.0.0/8', '1.2.3.4'] }], egressDeny: [{ toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.5.0/24'] }] }] },
+      spec: { endpointSelector: {}, egress: [{ toCIDR: ['10.0.0.0/8', '1.2.3.4', '0.0.0.0/0'] }], egressDeny: [{ toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.5.0/24'] }] }] },
     }),
   ];
-  assert.deepEqual(PolicyCompiler.cidrsOf(ps), ['1.2.3.4/32', '10.0.0.0/8', '10.1.0.0/16', '172.16.0.0/12', '172.16.5.0/24', '192.168.0.0/16']);
+  assert.deepEqual(PolicyCompiler.cidrsOf(ps), ['1.2.3.4/32', '10.0.0.0/8', '172.16.0.0/12', '172.16.5.0/24']);
+  assert.deepEqual(PolicyCompiler.ipBlocksOf(ps), ['0.0.0.0/0', '10.0.0.0/8', '10.1.0.0/16', '192.168.0.0/16']);
+});
+
+test('an ipBlock peer compiles to the ipBlock identities inside it and outside its excepts, never to CIDR or pod identities', () => {
+  const c = new PolicyCompiler();
+  const p = knp('p', 'x', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] } }] }] });
+  const blocks = ipBlockIdentities([p, knp('q', 'y', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.1.2.0/24' } }, { ipBlock: { cidr: '10.2.0.0/16' } }] }] })]);
+  c.setCluster(clusterView(POD_LIST, blocks));
+  const idOf = (b: string): number => blocks.find((i) => i.ipBlock === b)!.id;
+  const ids = c.compile(POD_LIST[0]!, [p]).entries.filter((e) => e.identity !== IDENTITY_HOST).map((e) => e.identity);
+  assert.deepEqual(ids, [idOf('10.0.0.0/8'), idOf('10.2.0.0/16')], '10.1.2.0/24 lies inside the except');
 });
 
 test('setCluster() invalidates cached selections: a new identity is picked up by existing policies', () => {
@@ -133,8 +144,9 @@ test('compile() scales: 1000 endpoints x 50 policies x 1000 identities', () => {
     identities.push({ id: 256 + i, labels: [`k8s:app=app${i % 50}`, `k8s:tier=t${i % 3}`, `k8s:io.kubernetes.pod.namespace=${ns}`, `k8s:io.cilium.k8s.namespace.labels.team=team${i % 5}`] });
   }
   for (let i = 0; i < 20; i++) identities.push({ id: 16777217 + i, labels: ['reserved:world'], cidr: `10.${i}.0.0/16` });
+  for (const [i, b] of ['10.0.0.0/8', '10.3.0.0/16'].entries()) identities.push({ id: 16777300 + i, labels: [`ipblock:${b}`], ipBlock: b });
   const endpoints: EndpointView[] = identities
-    .filter((i) => i.id >= 256 && i.cidr === undefined)
+    .filter((i) => i.id >= 256 && i.cidr === undefined && i.ipBlock === undefined)
     .map((i, n) => ({
       id: n + 1,
       identity: i.id,
@@ -169,8 +181,8 @@ test('compile() scales: 1000 endpoints x 50 policies x 1000 identities', () => {
   // Spot-check one verdict: app0 pods (ns0) accept 443 from 10.2.x but not from 10.3.x.
   const ep0 = endpoints[0]!;
   const pol = c.compile(ep0, policies);
-  assert.equal(allows(pol, 'ingress', 16777217 + 2, 6, 443), true);
-  assert.equal(allows(pol, 'ingress', 16777217 + 3, 6, 443), false);
+  assert.equal(allows(pol, 'ingress', 16777217 + 2, 6, 443, 16777300), true);
+  assert.equal(allows(pol, 'ingress', 16777217 + 3, 6, 443, 16777301), false);
 });
 
 test('compile() exact entries: ranges, deny removal, derivedFrom, allow-localhost', () => {
@@ -268,4 +280,20 @@ test('compile() agrees with a direct rule oracle on random allow/deny port range
       }
     }
   }
+});
+
+test('icmps compile to protocol 1 entries, type << 8 | code in the port: prefix 8 for a type, 16 for a type and code', () => {
+  const c = new PolicyCompiler();
+  c.setCluster(clusterView());
+  const p = parsePolicyObject({
+    apiVersion: 'tendril.io/v2',
+    kind: 'TendrilNetworkPolicy',
+    metadata: { name: 'i', namespace: 'x' },
+    spec: { endpointSelector: {}, egress: [{ icmps: [{ fields: [{ type: 8 }, { type: 3, code: 4 }] }] }] },
+  });
+  const got = c.compile(POD_LIST[0]!, [p]).entries.map((e) => [e.direction, e.identity, e.protocol, e.port, e.portPrefixLen, describeEntry(e).port]);
+  assert.deepEqual(got, [
+    ['egress', 0, 1, 0x0304, 16, '3:4/ICMP'],
+    ['egress', 0, 1, 0x0800, 8, '8/ICMP'],
+  ]);
 });

@@ -17,7 +17,7 @@ import {
   type LabelIndex,
 } from './identity.js';
 import { policyKey } from './parse.js';
-import { PROTO_ANY, blockContains, portRangeBlocks, protocolNumber, protocolsOf } from './ports.js';
+import { PROTO_ANY, PROTO_ICMP, blockContains, icmpBlock, portRangeBlocks, protocolNumber, protocolsOf } from './ports.js';
 import type {
   ClusterView,
   Direction,
@@ -161,12 +161,7 @@ function cidrInside(inner: Cidr, outer: Cidr): boolean {
 
 function cidrOfIdentity(i: IdentityInfo): Cidr | undefined {
   const text = i.cidr ?? i.labels.find((l) => l.startsWith('cidr:'))?.slice(5);
-  if (text === undefined) return undefined;
-  try {
-    return parseCidr(text);
-  } catch {
-    return undefined;
-  }
+  return text === undefined ? undefined : parseCidrOrUndefined(text);
 }
 
 function protocolMatches(rule: PortProtocol, proto: number): boolean {
@@ -181,6 +176,8 @@ export class PolicyCompiler {
   /** Reserved identities (< 256), sorted. */
   private reserved: number[] = [];
   private cidrs: CidrIdentity[] = [];
+  /** NetworkPolicy ipBlock identities (matched by address in the datapath). */
+  private blocks: CidrIdentity[] = [];
   private namedByIdentity = new Map<number, Map<string, NamedPort[]>>();
   private namedAll = new Map<string, NamedPort[]>();
   private peerCache = new Map<string, number[]>();
@@ -205,8 +202,14 @@ export class PolicyCompiler {
     const pods: number[] = [];
     const reserved = new Set<number>();
     this.cidrs = [];
+    this.blocks = [];
     // Reserved identities exist whether or not the view lists them.
     for (const i of [...reservedIdentities(), ...view.identities]) {
+      if (i.ipBlock !== undefined) {
+        const block = parseCidrOrUndefined(i.ipBlock);
+        if (block !== undefined) this.blocks.push({ id: i.id, cidr: block });
+        continue;
+      }
       const cidr = cidrOfIdentity(i);
       if (cidr !== undefined) {
         this.cidrs.push({ id: i.id, cidr });
@@ -232,7 +235,7 @@ export class PolicyCompiler {
         pushUnique(this.namedAll, np.name, entry);
       }
     }
-    this.identityOfRank = sortedUnique([IDENTITY_ANY, ...this.reserved, ...this.pods, ...this.cidrs.map((c) => c.id), ...view.endpoints.map((e) => e.identity)]);
+    this.identityOfRank = sortedUnique([IDENTITY_ANY, ...this.reserved, ...this.pods, ...this.cidrs.map((c) => c.id), ...this.blocks.map((c) => c.id), ...view.endpoints.map((e) => e.identity)]);
     if (this.identityOfRank.length > MAX_RANK) throw new RangeError(`Too many identities (${this.identityOfRank.length}); at most ${MAX_RANK}`);
     this.rankOf = new Map(this.identityOfRank.map((id, i) => [id, i]));
     this.peerCache = new Map();
@@ -258,7 +261,7 @@ export class PolicyCompiler {
 
   /** Whether policy p selects ep (its endpointSelector/podSelector). */
   selects(p: Policy, ep: Pick<EndpointView, 'namespace' | 'labels'>): boolean {
-    if (p.namespace !== ep.namespace) return false;
+    if (p.namespace !== '' && p.namespace !== ep.namespace) return false;
     const idx = indexLabels(ep.labels);
     return p.specs.some((s) => selectorMatches(s.endpointSelector, idx));
   }
@@ -300,6 +303,10 @@ export class PolicyCompiler {
             return [];
         }
         return [];
+      case 'ipBlock':
+        // Exact by construction: the datapath finds the narrowest block or except named by any NetworkPolicy that
+        // contains the address; it is inside the peer's block and outside its excepts iff the address is.
+        return sortedUnique(this.blocks.filter((c) => cidrInside(c.cidr, parseCidr(peer.cidr)) && !peer.except.some((e) => cidrInside(c.cidr, parseCidr(e)))).map((c) => c.id));
       case 'cidr': {
         const block = parseCidr(peer.cidr);
         const except = peer.except.map((e) => parseCidr(e));
@@ -339,6 +346,9 @@ export class PolicyCompiler {
       if (pm.kind === 'all') {
         if (pm.protocol === 'ANY') blocks.push(PROTO_ANY, 0, 0);
         else blocks.push(protocolNumber(pm.protocol), 0, 0);
+      } else if (pm.kind === 'icmp') {
+        const b = icmpBlock(pm.type, pm.code);
+        blocks.push(PROTO_ICMP, b.port, b.prefixLen);
       } else if (pm.kind === 'range') {
         const bs = portRangeBlocks(pm.from, pm.to);
         for (const proto of protocolsOf(pm.protocol)) for (const b of bs) blocks.push(proto, b.port, b.prefixLen);
@@ -392,7 +402,7 @@ export class PolicyCompiler {
     let sig = '';
     let namedIngress = false;
     for (const p of policies) {
-      if (p.namespace !== ep.namespace) continue;
+      if (p.namespace !== '' && p.namespace !== ep.namespace) continue;
       let key: string | undefined;
       for (const spec of p.specs) {
         if (!selectorMatches(spec.endpointSelector, idx)) continue;
@@ -447,21 +457,36 @@ export class PolicyCompiler {
   /** Every CIDR (cidr and except) the policies name, normalized ("10.0.0.0/8"), sorted by address then
    *  length, for CIDR identity allocation. 0.0.0.0/0 is left out: it is the world identity (2). */
   static cidrsOf(policies: readonly Policy[]): string[] {
-    const found = new Map<string, Cidr>();
-    for (const p of policies) {
-      for (const s of p.specs) {
-        for (const r of s.rules) {
-          for (const peer of r.peers) {
-            if (peer.type !== 'cidr') continue;
-            for (const text of [peer.cidr, ...peer.except]) {
-              const c = parseCidr(text);
-              if (c.bits > 0) found.set(`${text}`, c);
-            }
-          }
+    return prefixesOf(policies, 'cidr').filter((t) => t !== '0.0.0.0/0');
+  }
+
+  /** Every prefix (cidr and except) of the NetworkPolicy ipBlocks, sorted as cidrsOf(), 0.0.0.0/0 included: each gets
+   *  an ipBlock identity and an entry in the datapath's ipBlock trie. */
+  static ipBlocksOf(policies: readonly Policy[]): string[] {
+    return prefixesOf(policies, 'ipBlock');
+  }
+}
+
+function prefixesOf(policies: readonly Policy[], type: 'cidr' | 'ipBlock'): string[] {
+  const found = new Map<string, Cidr>();
+  for (const p of policies) {
+    for (const s of p.specs) {
+      for (const r of s.rules) {
+        for (const peer of r.peers) {
+          if (peer.type !== type) continue;
+          for (const text of [peer.cidr, ...peer.except]) found.set(text, parseCidr(text));
         }
       }
     }
-    return [...found.entries()].sort(([, a], [, b]) => a.base - b.base || a.bits - b.bits).map(([t]) => t);
+  }
+  return [...found.entries()].sort(([, a], [, b]) => a.base - b.base || a.bits - b.bits).map(([t]) => t);
+}
+
+function parseCidrOrUndefined(text: string): Cidr | undefined {
+  try {
+    return parseCidr(text);
+  } catch {
+    return undefined;
   }
 }
 

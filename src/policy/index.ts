@@ -16,9 +16,11 @@ export {
   reservedIdentityName,
   parseLabel,
 } from './identity.js';
-export { API_VERSION, ENTITIES, isDnsLabel, labelKeyProblem, labelValueProblem, parsePolicies, parsePolicyObject, policyKey } from './parse.js';
+export { API_VERSION, CLUSTERWIDE_KIND, ENTITIES, isDnsLabel, labelKeyProblem, labelValueProblem, parsePolicies, parsePolicyObject, policyKey } from './parse.js';
 export {
   PROTO_ANY,
+  PROTO_ICMP,
+  ICMP_TYPE_NAMES,
   PROTO_TCP,
   PROTO_UDP,
   PROTO_SCTP,

@@ -166,24 +166,42 @@ test('matchExpressions In / NotIn / Exists / DoesNotExist on pod and namespace l
   }
 });
 
-test('ipBlock with except selects CIDR identities only (never pods), world iff 0.0.0.0/0', () => {
-  const s = new Scenario([knp('p', 'x', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] } }] }] })]);
+test('ipBlock matches every address in the block, pods included (Kubernetes), minus its excepts; world iff the block covers it', () => {
+  // Pods are 10.244.<ns>.<10 + pod>: x/* in 10.244.0.0/24, y/* in 10.244.1.0/24, z/* in 10.244.2.0/24.
+  const s = new Scenario([knp('p', 'x', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.1.0.0/16', '10.244.1.0/24'] } }] }] })]);
   assert.equal(s.reach('ip:10.2.3.4', 'x/a', 80), true);
   assert.equal(s.reach('ip:10.1.3.4', 'x/a', 80), false, 'except');
   assert.equal(s.reach('ip:192.168.0.9', 'x/a', 80), false);
   assert.equal(s.reach('ip:8.8.8.8', 'x/a', 80), false);
-  assert.deepEqual(s.matrix(80), expectedMatrix((_f, t) => nsOf(t) !== 'x'), 'pod IPs are not matched by ipBlock');
+  assert.equal(s.reach('host', 'x/a', 80), true, 'the node (allow-localhost)');
+  assert.deepEqual(s.matrix(80), expectedMatrix((f, t) => nsOf(t) !== 'x' || nsOf(f) !== 'y'), 'pods inside the block are matched, those of the except are not');
   const world = new Scenario([knp('p', 'x', { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] } }] }] })]);
   assert.equal(world.reach('ip:8.8.8.8', 'x/a', 80), true);
   assert.equal(world.reach('ip:192.168.0.1', 'x/a', 80), true);
   assert.equal(world.reach('ip:10.200.0.1', 'x/a', 80), false);
-  assert.equal(world.reach('ip:10.1.0.1', 'x/a', 80), false, 'a CIDR identity inside an except stays excluded');
+  assert.equal(world.reach('ip:10.1.0.1', 'x/a', 80), false, 'inside the except');
+  assert.deepEqual(world.matrix(80), expectedMatrix((_f, t) => nsOf(t) !== 'x'), 'every pod is inside the except');
   // Egress to an ipBlock.
   const eg = new Scenario([knp('p', 'x', { podSelector: {}, policyTypes: ['Egress'], egress: [{ to: [{ ipBlock: { cidr: '192.168.0.0/16' } }], ports: [{ port: 443 }] }] })]);
   assert.equal(eg.reach('x/a', 'ip:192.168.0.7', 443), true);
   assert.equal(eg.reach('x/a', 'ip:192.168.0.7', 80), false);
   assert.equal(eg.reach('x/a', 'ip:10.0.0.1', 443), false);
   assert.equal(eg.reach('x/a', 'y/a', 443), false);
+});
+
+test('e2e ipBlock cases: egress to one pod by /32; a block around a pod minus that pod; the same policy updated in place', () => {
+  const yb = POD_LIST.find((p) => p.name === 'y/b')!;
+  const egress = (ipBlock: unknown, extra: unknown[] = []): ReturnType<typeof knp> =>
+    knp('allow-client-a-via-cidr-egress-rule', 'x', { podSelector: { matchLabels: { pod: 'a' } }, policyTypes: ['Egress'], egress: [{ to: [{ ipBlock }, ...extra] }] });
+  // "should allow egress access to server in CIDR block": only y/b, by its /32.
+  const one = new Scenario([egress({ cidr: `${yb.ip}/32` })]);
+  assert.deepEqual(one.matrix(80), expectedMatrix((f, t) => f.name !== 'x/a' || t.name === 'y/b'));
+  // "should enforce except clause while egress access to server in CIDR block": y/b's /24 minus y/b.
+  const except = new Scenario([egress({ cidr: `${yb.ip.replace(/\.\d+$/, '.0')}/24`, except: [`${yb.ip}/32`] })]);
+  assert.deepEqual(except.matrix(80), expectedMatrix((f, t) => f.name !== 'x/a' || (nsOf(t) === 'y' && t.name !== 'y/b')));
+  // "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed": the update adds y/b's /32.
+  const both = new Scenario([egress({ cidr: `${yb.ip.replace(/\.\d+$/, '.0')}/24`, except: [`${yb.ip}/32`] }, [{ ipBlock: { cidr: `${yb.ip}/32` } }])]);
+  assert.deepEqual(both.matrix(80), expectedMatrix((f, t) => f.name !== 'x/a' || nsOf(t) === 'y'));
 });
 
 test('named ports: ingress resolves against the destination pod, egress per destination identity', () => {

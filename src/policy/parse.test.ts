@@ -67,7 +67,7 @@ test('parsePolicyObject() normalizes a NetworkPolicy and keeps the source', () =
               namespaceSelector: { requirements: [{ source: 'k8s', key: 'io.cilium.k8s.namespace.labels.team', operator: 'In', values: ['a'] }] },
               includeReserved: false,
             },
-            { type: 'cidr', cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] },
+            { type: 'ipBlock', cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] },
           ],
           ports: [
             { kind: 'named', protocol: 'TCP', name: 'http' },
@@ -86,7 +86,7 @@ test('metadata.namespace defaults to "default"', () => {
 });
 
 test('document-level errors: kind, apiVersion, metadata.name, unknown top-level fields', () => {
-  rejects({ ...(NP({ podSelector: {} }) as object), kind: 'NetworkPolicyy' }, 'kind', '"NetworkPolicyy" is not one of NetworkPolicy, TendrilNetworkPolicy');
+  rejects({ ...(NP({ podSelector: {} }) as object), kind: 'NetworkPolicyy' }, 'kind', '"NetworkPolicyy" is not one of NetworkPolicy, TendrilNetworkPolicy, TendrilClusterwideNetworkPolicy');
   rejects({ ...(NP({ podSelector: {} }) as object), apiVersion: 'networking.k8s.io/v1beta1' }, 'apiVersion', '"networking.k8s.io/v1beta1" is not networking.k8s.io/v1');
   rejects({ ...(TNP({ endpointSelector: {} }) as object), apiVersion: 'cilium.io/v2' }, 'apiVersion', '"cilium.io/v2" is not tendril.io/v2');
   const e = rejects(NP({ podSelector: {} }, { namespace: 'x' }), 'metadata.name', 'required');
@@ -237,4 +237,29 @@ test('parsePolicies() is all-or-nothing and names the failing document', () => {
   );
   // Duplicate keys are a parse error, not a silent overwrite.
   assert.throws(() => parsePolicies('kind: NetworkPolicy\nkind: NetworkPolicy\n'), PolicyError);
+});
+
+test('icmps: type by number or name, code, family; refused with toPorts, for IPv6, out of range or unknown', () => {
+  const ic = (fields: unknown, extra: Record<string, unknown> = {}): unknown => TNP({ endpointSelector: {}, ingress: [{ icmps: [{ fields }], ...extra }] });
+  const ok = parsePolicyObject(ic([{ type: 8 }, { type: 'TimeExceeded', family: 'IPv4' }, { type: '3', code: 4 }]));
+  assert.deepEqual(ok.specs[0]!.rules[0]!.ports, [
+    { kind: 'icmp', type: 8, code: null },
+    { kind: 'icmp', type: 11, code: null },
+    { kind: 'icmp', type: 3, code: 4 },
+  ]);
+  assert.deepEqual(ok.specs[0]!.rules[0]!.peers, [{ type: 'any' }], 'icmps without a peer: every peer');
+  const f = 'spec.ingress[0].icmps[0].fields[0]';
+  rejects(ic([{ type: 256 }]), `${f}.type`, '256 is out of range (0-255)');
+  rejects(ic([{ type: 'Ping' }]), `${f}.type`, /^unknown ICMP type "Ping"/);
+  rejects(ic([{ type: 8, family: 'IPv6' }]), `${f}.family`, 'IPv6 is not supported');
+  rejects(ic([{ type: 3, code: 300 }]), `${f}.code`, 'must be an ICMP code 0-255, got the number 300');
+  rejects(ic([{ code: 1 }]), `${f}.type`, 'required');
+  rejects(ic([]), 'spec.ingress[0].icmps[0].fields', 'required (at least one ICMP type)');
+  rejects(ic([{ type: 8 }], { toPorts: [{ ports: [{ port: '80' }] }] }), 'spec.ingress[0].icmps', /cannot be used with toPorts/);
+});
+
+test('TendrilClusterwideNetworkPolicy parses without a namespace and is keyed without one', () => {
+  const p = parsePolicyObject({ apiVersion: 'tendril.io/v2', kind: 'TendrilClusterwideNetworkPolicy', metadata: { name: 'cw' }, spec: { endpointSelector: {}, ingress: [{}] } });
+  assert.deepEqual([p.kind, p.namespace, policyKey(p)], ['TendrilClusterwideNetworkPolicy', '', 'TendrilClusterwideNetworkPolicy/cw']);
+  rejects({ apiVersion: 'tendril.io/v2', kind: 'TendrilClusterwideNetworkPolicy', metadata: { name: 'cw', namespace: 'x' }, spec: { endpointSelector: {} } }, 'metadata.namespace', /cluster-scoped/);
 });

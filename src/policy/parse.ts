@@ -3,6 +3,7 @@ import { parseAllDocuments } from 'yaml';
 import { formatCidr, parseCidr, type Cidr } from '../util/ip.js';
 import { PolicyError } from './errors.js';
 import { LABEL_NAMESPACE_LABELS_PREFIX, LABEL_POD_NAMESPACE } from './identity.js';
+import { ICMP_TYPE_NAMES } from './ports.js';
 import type {
   Direction,
   Entity,
@@ -21,10 +22,13 @@ import type {
 export const API_VERSION: Record<PolicyKind, string> = {
   NetworkPolicy: 'networking.k8s.io/v1',
   TendrilNetworkPolicy: 'tendril.io/v2',
+  TendrilClusterwideNetworkPolicy: 'tendril.io/v2',
 };
 
-const KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'TendrilNetworkPolicy'];
-const LIST_KINDS = ['List', 'NetworkPolicyList', 'TendrilNetworkPolicyList'];
+const KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'TendrilNetworkPolicy', 'TendrilClusterwideNetworkPolicy'];
+const LIST_KINDS = ['List', 'NetworkPolicyList', 'TendrilNetworkPolicyList', 'TendrilClusterwideNetworkPolicyList'];
+/** The cluster-scoped kind: no namespace, its selectors span every namespace (CiliumClusterwideNetworkPolicy). */
+export const CLUSTERWIDE_KIND: PolicyKind = 'TendrilClusterwideNetworkPolicy';
 export const ENTITIES: readonly Entity[] = [
   'all',
   'world',
@@ -40,9 +44,10 @@ export const ENTITIES: readonly Entity[] = [
 const SELECTOR_SOURCES = ['k8s', 'any', 'reserved'];
 
 /** Stable key of a policy, kind-qualified so that a NetworkPolicy and a TendrilNetworkPolicy of the same
- *  name never collide: "NetworkPolicy/x/deny-all", "TendrilNetworkPolicy/x/deny-all". */
+ *  name never collide: "NetworkPolicy/x/deny-all", "TendrilNetworkPolicy/x/deny-all"; a cluster-wide one has no
+ *  namespace: "TendrilClusterwideNetworkPolicy/deny-all". */
 export function policyKey(p: Pick<Policy, 'kind' | 'namespace' | 'name'>): string {
-  return `${p.kind}/${p.namespace}/${p.name}`;
+  return p.namespace === '' ? `${p.kind}/${p.name}` : `${p.kind}/${p.namespace}/${p.name}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -289,8 +294,9 @@ function cidrInside(inner: Cidr, outer: Cidr): boolean {
   return outer.bits === 0 || inner.base >>> shift === outer.base >>> shift;
 }
 
-/** path: the peer object (for except); cidrKey: its cidr field, or null when path is the CIDR string itself. */
-function cidrPeer(c: Checker, cidrX: unknown, exceptX: unknown, path: string, cidrKey: string | null, allowBareIp: boolean): Peer {
+/** path: the peer object (for except); cidrKey: its cidr field, or null when path is the CIDR string itself.
+ *  type: Kubernetes' ipBlock (every address) or Cilium's CIDR (outside the cluster). */
+function cidrPeer(c: Checker, cidrX: unknown, exceptX: unknown, path: string, cidrKey: string | null, allowBareIp: boolean, type: 'cidr' | 'ipBlock' = 'cidr'): Peer {
   const cidr = parseCidrText(c, cidrX, cidrKey === null ? path : join(path, cidrKey), allowBareIp);
   const exceptList = exceptX === undefined || exceptX === null ? [] : list(c, exceptX, join(path, 'except'));
   const except = exceptList.map((e, i) => {
@@ -301,7 +307,7 @@ function cidrPeer(c: Checker, cidrX: unknown, exceptX: unknown, path: string, ci
     }
     return formatCidr(ex);
   });
-  return { type: 'cidr', cidr: formatCidr(cidr), except: [...new Set(except)].sort() };
+  return { type, cidr: formatCidr(cidr), except: [...new Set(except)].sort() };
 }
 
 function parseProtocol(c: Checker, x: unknown, path: string, allowAny: boolean): PortProtocol {
@@ -367,7 +373,7 @@ function parseK8sPeer(c: Checker, x: unknown, path: string, namespace: string): 
     const p = join(path, 'ipBlock');
     const ib = obj(c, o.ipBlock, p);
     keys(c, ib, p, ['cidr', 'except']);
-    return cidrPeer(c, ib.cidr, ib.except, p, 'cidr', false);
+    return cidrPeer(c, ib.cidr, ib.except, p, 'cidr', false, 'ipBlock');
   }
   if (!has('podSelector') && !has('namespaceSelector')) {
     c.fail(path, 'must specify podSelector, namespaceSelector or ipBlock');
@@ -442,7 +448,6 @@ const TENDRIL_PEER_UNSUPPORTED = [
   'toGroups',
   'toServices',
   'toFQDNs',
-  'icmps',
   'authentication',
 ];
 const TENDRIL_PORTRULE_UNSUPPORTED = ['rules', 'listener', 'originatingTLS', 'terminatingTLS', 'serverNames'];
@@ -466,6 +471,51 @@ function parseTendrilPorts(c: Checker, x: unknown, path: string): PortMatch[] {
   return out;
 }
 
+/** `icmps: [{fields: [{type, family, code}]}]`: type a number (0-255) or one of Cilium's names, family IPv4 (the
+ *  default; IPv6 is not supported), code (Tendril) one code of the type. */
+function parseIcmps(c: Checker, x: unknown, path: string): PortMatch[] {
+  const out: PortMatch[] = [];
+  list(c, x, path).forEach((r, i) => {
+    const p = `${path}[${i}]`;
+    const o = obj(c, r, p);
+    keys(c, o, p, ['fields']);
+    const fields = optList(c, o, 'fields', p) ?? [];
+    if (fields.length === 0) c.fail(join(p, 'fields'), 'required (at least one ICMP type)');
+    fields.forEach((f, j) => {
+      const q = `${join(p, 'fields')}[${j}]`;
+      const fo = obj(c, f, q);
+      keys(c, fo, q, ['type', 'family', 'code']);
+      if (fo.family !== undefined && fo.family !== null) {
+        const family = str(c, fo.family, join(q, 'family'));
+        if (family === 'IPv6') c.fail(join(q, 'family'), 'IPv6 is not supported');
+        if (family !== 'IPv4') c.fail(join(q, 'family'), `${JSON.stringify(family)} is not one of IPv4, IPv6`);
+      }
+      const t = fo.type;
+      let type: number;
+      if (t === undefined || t === null) c.fail(join(q, 'type'), 'required');
+      if (typeof t === 'number' || (typeof t === 'string' && /^\d+$/.test(t))) {
+        type = Number(t);
+        if (!Number.isInteger(type) || type > 255) c.fail(join(q, 'type'), `${type} is out of range (0-255)`);
+      } else if (typeof t === 'string') {
+        const n = ICMP_TYPE_NAMES[t];
+        if (n === undefined) c.fail(join(q, 'type'), `unknown ICMP type ${JSON.stringify(t)} (a number 0-255 or one of ${Object.keys(ICMP_TYPE_NAMES).join(', ')})`);
+        type = n;
+      } else {
+        c.fail(join(q, 'type'), `must be an ICMP type number or name, got ${describe(t)}`);
+      }
+      let code: number | null = null;
+      if (fo.code !== undefined && fo.code !== null) {
+        if (typeof fo.code !== 'number' || !Number.isInteger(fo.code) || fo.code < 0 || fo.code > 255) {
+          c.fail(join(q, 'code'), `must be an ICMP code 0-255, got ${describe(fo.code)}`);
+        }
+        code = fo.code;
+      }
+      out.push({ kind: 'icmp', type, code });
+    });
+  });
+  return out;
+}
+
 function parseEntities(c: Checker, x: unknown, path: string): Peer[] {
   return list(c, x, path).map((e, i) => {
     const p = `${path}[${i}]`;
@@ -480,7 +530,8 @@ function parseEndpointsPeer(c: Checker, x: unknown, path: string, namespace: str
   // Cilium: a namespaced policy's endpoint selector only sees its own namespace unless it names the namespace
   // label itself. Naming a reserved: label targets reserved identities, which have no namespace.
   const reserved = namesReserved(selector);
-  const restrict = !constrainsNamespace(selector) && !reserved;
+  // A cluster-wide policy ('' namespace) selects peers of every namespace.
+  const restrict = !constrainsNamespace(selector) && !reserved && namespace !== '';
   return { type: 'endpoints', selector, namespace: restrict ? namespace : null, namespaceSelector: null, includeReserved: reserved };
 }
 
@@ -491,7 +542,7 @@ function parseTendrilRule(c: Checker, x: unknown, path: string, direction: Direc
   const fCidr = `${pre}CIDR`;
   const fCidrSet = `${pre}CIDRSet`;
   const o = obj(c, x, path);
-  keys(c, o, path, [fEndpoints, fEntities, fCidr, fCidrSet, 'toPorts'], TENDRIL_PEER_UNSUPPORTED);
+  keys(c, o, path, [fEndpoints, fEntities, fCidr, fCidrSet, 'toPorts', 'icmps'], TENDRIL_PEER_UNSUPPORTED);
   const peers: Peer[] = [];
   optList(c, o, fEndpoints, path)?.forEach((s, i) => peers.push(parseEndpointsPeer(c, s, `${join(path, fEndpoints)}[${i}]`, namespace)));
   const entities = optList(c, o, fEntities, path);
@@ -504,7 +555,12 @@ function parseTendrilRule(c: Checker, x: unknown, path: string, direction: Direc
     peers.push(cidrPeer(c, so.cidr, so.except, p, 'cidr', true));
   });
   const ports = o.toPorts === undefined || o.toPorts === null ? [] : parseTendrilPorts(c, o.toPorts, join(path, 'toPorts'));
-  // Cilium: a rule that names ports but no peer applies to every peer ("L4-only"); a rule with neither
+  if (o.icmps !== undefined && o.icmps !== null) {
+    // As Cilium: one rule names ports or ICMP types, not both (an OR of the two would read as an AND).
+    if (ports.length > 0) c.fail(join(path, 'icmps'), 'cannot be used with toPorts in the same rule (write a separate rule for the ports)');
+    ports.push(...parseIcmps(c, o.icmps, join(path, 'icmps')));
+  }
+  // Cilium: a rule that names ports (or ICMP types) but no peer applies to every peer ("L4-only"); a rule with neither
   // (`ingress: [{}]`) allows nothing — it only puts the endpoint under policy.
   const anyPeerField = [fEndpoints, fEntities, fCidr, fCidrSet].some((k) => o[k] !== undefined && o[k] !== null && (o[k] as unknown[]).length > 0);
   if (!anyPeerField && ports.length > 0) peers.push({ type: 'any' });
@@ -589,9 +645,13 @@ export function parsePolicyObject(input: unknown, origin?: string): Policy {
   keys(c, meta, 'metadata', OBJECT_META);
   const name = str(c, meta.name, 'metadata.name');
   checkDnsSubdomain(c, name, 'metadata.name');
-  const namespace = meta.namespace === undefined || meta.namespace === null ? 'default' : str(c, meta.namespace, 'metadata.namespace');
-  checkDnsLabel(c, namespace, 'metadata.namespace');
-  c.what = `${kind} "${namespace}/${name}"`;
+  const clusterwide = kind === CLUSTERWIDE_KIND;
+  const hasNamespace = meta.namespace !== undefined && meta.namespace !== null;
+  // A namespace on a cluster-wide policy is refused rather than ignored: it may have been meant as a limit.
+  if (clusterwide && hasNamespace) c.fail('metadata.namespace', `a ${kind} is cluster-scoped and has no namespace (use a TendrilNetworkPolicy for one namespace)`);
+  const namespace = clusterwide ? '' : hasNamespace ? str(c, meta.namespace, 'metadata.namespace') : 'default';
+  if (!clusterwide) checkDnsLabel(c, namespace, 'metadata.namespace');
+  c.what = clusterwide ? `${kind} "${name}"` : `${kind} "${namespace}/${name}"`;
   const apiVersion = str(c, o.apiVersion, 'apiVersion');
   if (apiVersion !== API_VERSION[kind]) c.fail('apiVersion', `${JSON.stringify(apiVersion)} is not ${API_VERSION[kind]}`);
   if (meta.labels !== undefined && meta.labels !== null) {
@@ -633,7 +693,7 @@ export function parsePolicies(text: string, origin?: string): Policy[] {
     const key = policyKey(p);
     const first = seen.get(key);
     if (first !== undefined) {
-      new Checker(doc).fail('metadata.name', `${p.kind} "${p.namespace}/${p.name}" is also defined in ${first}`);
+      new Checker(doc).fail('metadata.name', `${p.kind} "${p.namespace === '' ? '' : `${p.namespace}/`}${p.name}" is also defined in ${first}`);
     }
     seen.set(key, doc);
     out.push(p);

@@ -3,12 +3,14 @@ import { reservedIdentityName } from './identity.js';
 import type { L4Protocol, PolicyEntry, PortProtocol } from './types.js';
 
 export const PROTO_ANY = 0;
+export const PROTO_ICMP = 1;
 export const PROTO_TCP = 6;
 export const PROTO_UDP = 17;
 export const PROTO_SCTP = 132;
 
 const PROTO_NUMBER: Record<L4Protocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP };
-const PROTO_NAME = new Map<number, L4Protocol>([
+const PROTO_NAME = new Map<number, string>([
+  [PROTO_ICMP, 'ICMP'],
   [PROTO_TCP, 'TCP'],
   [PROTO_UDP, 'UDP'],
   [PROTO_SCTP, 'SCTP'],
@@ -27,6 +29,29 @@ export function protocolName(n: number): string {
  *  cannot match a port without a protocol). */
 export function protocolsOf(p: PortProtocol): number[] {
   return p === 'ANY' ? [PROTO_TCP, PROTO_UDP, PROTO_SCTP] : [PROTO_NUMBER[p]];
+}
+
+/** ICMPv4 type names a TendrilNetworkPolicy `icmps` field may use instead of the number (Cilium's list). */
+export const ICMP_TYPE_NAMES: Readonly<Record<string, number>> = {
+  EchoReply: 0,
+  DestinationUnreachable: 3,
+  Redirect: 5,
+  Echo: 8,
+  EchoRequest: 8,
+  RouterAdvertisement: 9,
+  RouterSelection: 10,
+  TimeExceeded: 11,
+  ParameterProblem: 12,
+  Timestamp: 13,
+  TimestampReply: 14,
+  Photuris: 40,
+  ExtendedEchoRequest: 42,
+  ExtendedEchoReply: 43,
+};
+
+/** An ICMP match as a port block: type and code are the 16 bits the datapath looks up in the port's place. */
+export function icmpBlock(type: number, code: number | null): PortBlock {
+  return code === null ? { port: type << 8, prefixLen: 8 } : { port: (type << 8) | code, prefixLen: 16 };
 }
 
 /** A port block: the ports whose first `prefixLen` bits equal those of `port`. */
@@ -73,7 +98,8 @@ export interface EntryDescription {
   verdict: string;
   /** "ANY" for identity 0, the reserved name ("host") or the number. */
   identity: string;
-  /** "80/TCP", "8000-8191/TCP", "ANY/TCP" (every port of TCP) or "ANY". */
+  /** "80/TCP", "8000-8191/TCP", "ANY/TCP" (every port of TCP) or "ANY"; ICMP "8/ICMP" (a type), "3:4/ICMP" (type 3
+   *  code 4). */
   port: string;
 }
 
@@ -82,6 +108,7 @@ export function describeEntry(e: PolicyEntry): EntryDescription {
   let port: string;
   if (e.protocol === PROTO_ANY) port = 'ANY';
   else if (e.portPrefixLen === 0) port = `ANY/${protocolName(e.protocol)}`;
+  else if (e.protocol === PROTO_ICMP) port = `${e.port >>> 8}${e.portPrefixLen >= 16 ? `:${e.port & 0xff}` : ''}/ICMP`;
   else {
     const [lo, hi] = blockRange(e.port, e.portPrefixLen);
     port = `${lo === hi ? lo : `${lo}-${hi}`}/${protocolName(e.protocol)}`;

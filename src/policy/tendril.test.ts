@@ -249,3 +249,61 @@ test('mode never: nothing enforced and no entries, whatever the policies say', (
   assert.deepEqual(s.matrix(80), expectedMatrix(ALL));
   for (const p of POD_LIST) assert.deepEqual(s.policy(p.name).entries, []);
 });
+
+const icmp = (type: number, code = 0): number => (type << 8) | code;
+
+test('Tendril icmps: the listed types (by number or name, optionally one code) pass, every other ICMP type and L4 is isolated', () => {
+  const s = new Scenario([
+    tnp('ping', 'x', {
+      endpointSelector: A,
+      ingress: [{ fromEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'y' } }], icmps: [{ fields: [{ type: 8, family: 'IPv4' }, { type: 'DestinationUnreachable', code: 4 }] }] }],
+    }),
+  ]);
+  assert.equal(s.reach('y/b', 'x/a', icmp(8), 'ICMP'), true, 'echo request from y');
+  assert.equal(s.reach('y/b', 'x/a', icmp(8, 1), 'ICMP'), true, 'a type without code matches every code');
+  assert.equal(s.reach('y/b', 'x/a', icmp(3, 4), 'ICMP'), true, 'type 3 code 4');
+  assert.equal(s.reach('y/b', 'x/a', icmp(3, 3), 'ICMP'), false, 'type 3, another code');
+  assert.equal(s.reach('y/b', 'x/a', icmp(13), 'ICMP'), false, 'timestamp: another type');
+  assert.equal(s.reach('z/b', 'x/a', icmp(8), 'ICMP'), false, 'not from z');
+  assert.equal(s.reach('y/b', 'x/a', 80), false, 'an ICMP rule allows no TCP');
+  // Egress; and an L4 rule isolates every ICMP type.
+  const eg = new Scenario([
+    tnp('out', 'x', { endpointSelector: A, egress: [{ icmps: [{ fields: [{ type: 'EchoRequest' }] }] }, { toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] }),
+  ]);
+  assert.equal(eg.reach('x/a', 'z/c', icmp(8), 'ICMP'), true, 'L4-only ICMP rule: every peer');
+  assert.equal(eg.reach('x/a', 'ip:8.8.8.8', icmp(8), 'ICMP'), true);
+  assert.equal(eg.reach('x/a', 'z/c', icmp(0), 'ICMP'), false, 'echo reply as a new flow');
+  assert.equal(eg.reach('x/a', 'z/c', 80), true);
+  const l4 = new Scenario([tnp('l4', 'x', { endpointSelector: A, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] })]);
+  assert.equal(l4.reach('y/a', 'x/a', icmp(8), 'ICMP'), false, 'a port rule isolates ICMP');
+  const l3 = new Scenario([tnp('l3', 'x', { endpointSelector: A, ingress: [{ fromEndpoints: [{}] }] })]);
+  assert.equal(l3.reach('x/b', 'x/a', icmp(8), 'ICMP'), true, 'an L3-only rule allows every protocol');
+  // ingressDeny of one type over an L3 allow.
+  const deny = new Scenario([tnp('d', 'x', { endpointSelector: A, ingress: [{ fromEndpoints: [{}] }], ingressDeny: [{ icmps: [{ fields: [{ type: 8 }] }] }] })]);
+  assert.equal(deny.reach('x/b', 'x/a', icmp(8), 'ICMP'), false);
+  assert.equal(deny.reach('x/b', 'x/a', icmp(13), 'ICMP'), true);
+  assert.equal(deny.reach('x/b', 'x/a', 80), true);
+});
+
+test('Tendril toCIDR keeps Cilium\'s meaning: addresses outside the cluster, never pod IPs (unlike a NetworkPolicy ipBlock)', () => {
+  const s = new Scenario([tnp('cidr', 'x', { endpointSelector: A, ingress: [{ fromCIDRSet: [{ cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] }] }] })]);
+  assert.equal(s.reach('ip:10.2.3.4', 'x/a', 80), true);
+  assert.equal(s.reach('ip:10.1.3.4', 'x/a', 80), false);
+  assert.deepEqual(s.matrix(80), expectedMatrix((_f, t) => t.name !== 'x/a'), 'pods (10.244.x.y) are not matched');
+});
+
+function ccnp(name: string, spec: unknown, metadata: Record<string, unknown> = {}): Policy {
+  return parsePolicyObject({ apiVersion: 'tendril.io/v2', kind: 'TendrilClusterwideNetworkPolicy', metadata: { name, ...metadata }, spec });
+}
+
+test('TendrilClusterwideNetworkPolicy: no namespace; endpointSelector and fromEndpoints span every namespace', () => {
+  const p = ccnp('b-from-c', { endpointSelector: { matchLabels: { pod: 'b' } }, ingress: [{ fromEndpoints: [{ matchLabels: { pod: 'c' } }] }] });
+  assert.equal(p.namespace, '');
+  const s = new Scenario([p]);
+  assert.deepEqual(s.matrix(80), expectedMatrix((f, t) => t.labels[0] !== 'k8s:pod=b' || f.labels[0] === 'k8s:pod=c'));
+  assert.deepEqual(s.policy('z/b').entries.find((e) => e.identity !== 1)?.derivedFrom, ['TendrilClusterwideNetworkPolicy/b-from-c']);
+  // A namespace label in a selector still narrows it.
+  const y = new Scenario([ccnp('y-only', { endpointSelector: { matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'y' } }, ingress: [{ fromEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'y' } }] }] })]);
+  assert.deepEqual(y.matrix(80), expectedMatrix((f, t) => nsOf(t) !== 'y' || nsOf(f) === 'y'));
+  assert.throws(() => ccnp('n', { endpointSelector: {} }, { namespace: 'x' }), /metadata\.namespace: a TendrilClusterwideNetworkPolicy is cluster-scoped and has no namespace/);
+});

@@ -1,16 +1,19 @@
 // Test fixtures for the policy compiler: the upstream e2e cluster model (namespaces x,y,z x pods a,b,c) and a
-// reference evaluator that applies compiled entries exactly as the datapath does (two LPM lookups).
+// reference evaluator that applies compiled entries exactly as the datapath does (LPM lookups by identity, by the
+// address's ipBlock identity and by "any").
 import { cidrContains, parseCidr, parseIPv4 } from '../util/ip.js';
 import { PolicyCompiler } from './compiler.js';
 import { IDENTITY_HOST, IDENTITY_WORLD, reservedIdentities } from './identity.js';
 import { parsePolicies } from './parse.js';
-import { PROTO_SCTP, PROTO_TCP, PROTO_UDP } from './ports.js';
+import { PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP } from './ports.js';
 import type { ClusterView, Direction, EndpointPolicy, EndpointView, EnforcementMode, IdentityInfo, L4Protocol, Policy, PolicyEntry } from './types.js';
 
 export const NAMESPACES = ['x', 'y', 'z'] as const;
 export const PODS = ['a', 'b', 'c'] as const;
 export const PROTOCOLS: readonly L4Protocol[] = ['TCP', 'UDP', 'SCTP'];
-const PROTO: Record<L4Protocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP };
+/** What reach() can probe: an L4 protocol, or ICMP with port = type << 8 | code (the datapath's lookup). */
+export type ProbeProtocol = L4Protocol | 'ICMP';
+const PROTO: Record<ProbeProtocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP, ICMP: PROTO_ICMP };
 
 /** CIDR identities the agent would have allocated for the CIDRs the test policies name. */
 export const CIDR_IDENTITIES: IdentityInfo[] = [
@@ -19,9 +22,14 @@ export const CIDR_IDENTITIES: IdentityInfo[] = [
   { id: 16777219, labels: ['reserved:world', 'cidr:192.168.0.0/24'], cidr: '192.168.0.0/24' },
 ];
 
+/** Where the agent numbers ipBlock identities in these fixtures (after the CIDR ones). */
+export const IPBLOCK_ID_BASE = 16777300;
+
 export interface TestPod extends EndpointView {
   /** "x/a" */
   name: string;
+  /** 10.244.<namespace index>.<10 + pod index>: x/a 10.244.0.10, z/c 10.244.2.12. */
+  ip: string;
 }
 
 function namedPorts(): EndpointView['namedPorts'] {
@@ -39,6 +47,7 @@ export function makePods(): TestPod[] {
       const identity = 256 + i * 3 + j;
       pods.push({
         name: `${ns}/${pod}`,
+        ip: `10.244.${i}.${10 + j}`,
         id: identity - 200,
         namespace: ns,
         identity,
@@ -57,15 +66,42 @@ export function makePods(): TestPod[] {
 
 export const POD_LIST = makePods();
 
-export function clusterView(pods: readonly TestPod[] = POD_LIST): ClusterView {
+/** The ipBlock identities the agent allocates for the ipBlocks of @policies, numbered in PolicyCompiler.ipBlocksOf order. */
+export function ipBlockIdentities(policies: readonly Policy[]): IdentityInfo[] {
+  return PolicyCompiler.ipBlocksOf(policies).map((b, i) => ({ id: IPBLOCK_ID_BASE + i, labels: [`ipblock:${b}`], ipBlock: b }));
+}
+
+export function clusterView(pods: readonly TestPod[] = POD_LIST, blocks: readonly IdentityInfo[] = []): ClusterView {
   return {
-    identities: [...reservedIdentities(), ...pods.map((p) => ({ id: p.identity, labels: p.labels })), ...CIDR_IDENTITIES],
+    identities: [...reservedIdentities(), ...pods.map((p) => ({ id: p.identity, labels: p.labels })), ...CIDR_IDENTITIES, ...blocks],
     endpoints: pods.map((p) => ({ identity: p.identity, namedPorts: p.namedPorts })),
   };
 }
 
 /** Who talks: a pod ("x/a"), the local host ("host") or an outside address ("ip:10.1.2.3"). */
 export type Actor = string;
+
+/** The node's address in these fixtures (the host actor). */
+export const HOST_IP = '10.244.255.1';
+
+function addressOf(actor: Actor): string {
+  if (actor === 'host') return HOST_IP;
+  if (actor.startsWith('ip:')) return actor.slice(3);
+  const pod = POD_LIST.find((p) => p.name === actor);
+  if (pod === undefined) throw new Error(`unknown actor ${actor}`);
+  return pod.ip;
+}
+
+/** The ipBlock trie: the narrowest block containing the actor's address, 0 when none does. */
+function blockOf(actor: Actor, blocks: readonly IdentityInfo[]): number {
+  const ip = parseIPv4(addressOf(actor));
+  let best: { id: number; bits: number } | undefined;
+  for (const b of blocks) {
+    const cidr = parseCidr(b.ipBlock!);
+    if (cidrContains(cidr, ip) && (best === undefined || cidr.bits > best.bits)) best = { id: b.id, bits: cidr.bits };
+  }
+  return best?.id ?? 0;
+}
 
 function identityOf(actor: Actor): number {
   if (actor === 'host') return IDENTITY_HOST;
@@ -106,23 +142,24 @@ export function lpm(entries: readonly PolicyEntry[], dir: Direction, identity: n
   return best;
 }
 
-/** The datapath's verdict for one direction of one endpoint. */
-export function allows(pol: EndpointPolicy, dir: Direction, remote: number, proto: number, port: number): boolean {
+/** The datapath's verdict for one direction of one endpoint (@block: the remote address's ipBlock identity, 0 = none). */
+export function allows(pol: EndpointPolicy, dir: Direction, remote: number, proto: number, port: number, block = 0): boolean {
   if (!pol[dir].enforced) return true;
-  const a = lpm(pol.entries, dir, remote, proto, port);
-  const b = lpm(pol.entries, dir, 0, proto, port);
-  if (a?.deny === true || b?.deny === true) return false;
-  return a !== undefined || b !== undefined;
+  const hits = [lpm(pol.entries, dir, remote, proto, port), block === 0 ? undefined : lpm(pol.entries, dir, block, proto, port), lpm(pol.entries, dir, 0, proto, port)];
+  if (hits.some((h) => h?.deny === true)) return false;
+  return hits.some((h) => h !== undefined);
 }
 
 export class Scenario {
   readonly compiled = new Map<string, EndpointPolicy>();
   readonly policies: Policy[];
+  readonly blocks: IdentityInfo[];
 
   constructor(yamlOrPolicies: string | Policy[], mode: EnforcementMode = 'default') {
     this.policies = typeof yamlOrPolicies === 'string' ? parsePolicies(yamlOrPolicies, 'test.yaml') : yamlOrPolicies;
+    this.blocks = ipBlockIdentities(this.policies);
     const compiler = new PolicyCompiler({ mode });
-    compiler.setCluster(clusterView());
+    compiler.setCluster(clusterView(POD_LIST, this.blocks));
     for (const p of POD_LIST) {
       const pol = compiler.compile(p, this.policies);
       checkInvariants(p.name, pol);
@@ -137,15 +174,15 @@ export class Scenario {
   }
 
   /** Whether from can open a connection to to:port/proto (egress of a pod source AND ingress of a pod destination). */
-  reach(from: Actor, to: Actor, port: number, proto: L4Protocol = 'TCP'): boolean {
+  reach(from: Actor, to: Actor, port: number, proto: ProbeProtocol = 'TCP'): boolean {
     const n = PROTO[proto];
-    if (this.compiled.has(from) && !allows(this.policy(from), 'egress', identityOf(to), n, port)) return false;
-    if (this.compiled.has(to) && !allows(this.policy(to), 'ingress', identityOf(from), n, port)) return false;
+    if (this.compiled.has(from) && !allows(this.policy(from), 'egress', identityOf(to), n, port, blockOf(to, this.blocks))) return false;
+    if (this.compiled.has(to) && !allows(this.policy(to), 'ingress', identityOf(from), n, port, blockOf(from, this.blocks))) return false;
     return true;
   }
 
   /** Every pod->pod pair allowed on port/proto, as "x/a->y/b". */
-  matrix(port: number, proto: L4Protocol = 'TCP', actors: readonly Actor[] = POD_LIST.map((p) => p.name)): string[] {
+  matrix(port: number, proto: ProbeProtocol = 'TCP', actors: readonly Actor[] = POD_LIST.map((p) => p.name)): string[] {
     const out: string[] = [];
     for (const from of actors) for (const to of actors) if (from !== to && this.reach(from, to, port, proto)) out.push(`${from}->${to}`);
     return out;

@@ -6,11 +6,15 @@ export interface IdentityInfo {
   /** Security labels, "source:key=value": "k8s:app=web", "k8s:io.kubernetes.pod.namespace=x",
    *  namespace labels as "k8s:io.cilium.k8s.namespace.labels.<key>=<value>", reserved ones "reserved:host". */
   labels: string[];
-  /** Only for CIDR identities (allocated by the agent for every CIDR / except named in policy). */
+  /** Only for CIDR identities (allocated by the agent for every TendrilNetworkPolicy CIDR / except): found in the
+   *  ipcache, so they stand for addresses outside the cluster. */
   cidr?: string;
+  /** Only for ipBlock identities (allocated by the agent for every NetworkPolicy ipBlock cidr / except): looked up by
+   *  address in the datapath's ipBlock trie, so they stand for every address of the block, pods included. */
+  ipBlock?: string;
 }
 
-export type PolicyKind = 'NetworkPolicy' | 'TendrilNetworkPolicy';
+export type PolicyKind = 'NetworkPolicy' | 'TendrilNetworkPolicy' | 'TendrilClusterwideNetworkPolicy';
 export type Direction = 'ingress' | 'egress';
 export type L4Protocol = 'TCP' | 'UDP' | 'SCTP';
 /** Protocol of a port rule; ANY (Tendril only) = every protocol. */
@@ -50,8 +54,11 @@ export type Peer =
       /** Whether reserved identities (host, health, ...) may match too (the selector names a reserved: label). */
       includeReserved: boolean;
     }
-  /** CIDR identities inside cidr and not inside an except; world itself iff cidr is 0.0.0.0/0. */
+  /** Cilium's CIDR peer (TendrilNetworkPolicy): CIDR identities inside cidr and not inside an except, i.e. addresses
+   *  outside the cluster; world itself iff cidr is 0.0.0.0/0. */
   | { type: 'cidr'; cidr: string; except: string[] }
+  /** Kubernetes' ipBlock: every address inside cidr and not inside an except — pods, nodes and world alike. */
+  | { type: 'ipBlock'; cidr: string; except: string[] }
   | { type: 'entity'; entity: Entity };
 
 /** One port clause of a rule. */
@@ -61,7 +68,9 @@ export type PortMatch =
   /** Ports from..to inclusive (a single port has from === to). */
   | { kind: 'range'; protocol: PortProtocol; from: number; to: number }
   /** A named container port, resolved at compile time. */
-  | { kind: 'named'; protocol: PortProtocol; name: string };
+  | { kind: 'named'; protocol: PortProtocol; name: string }
+  /** ICMP (IPv4) messages of a type, and of one code of it unless code is null (Tendril's icmps). */
+  | { kind: 'icmp'; type: number; code: number | null };
 
 /** A normalized rule: traffic with any of the peers on any of the ports is allowed (or denied). */
 export interface PolicyRule {
@@ -86,6 +95,7 @@ export interface PolicySpec {
 
 export interface Policy {
   kind: PolicyKind;
+  /** '' for a TendrilClusterwideNetworkPolicy: it selects endpoints of every namespace. */
   namespace: string;
   name: string;
   specs: PolicySpec[];
@@ -114,9 +124,9 @@ export interface PolicyEntry {
   direction: Direction;
   /** Remote identity, 0 = any. */
   identity: number;
-  /** IP protocol: 0 = any, 6 TCP, 17 UDP, 132 SCTP. */
+  /** IP protocol: 0 = any, 1 ICMP, 6 TCP, 17 UDP, 132 SCTP. */
   protocol: number;
-  /** First port of the block; 0 when portPrefixLen is 0. */
+  /** First port of the block; 0 when portPrefixLen is 0. ICMP: type << 8 | code (prefix 8 = the type, any code). */
   port: number;
   /** 0..16: how many leading bits of dport must match (0 = any port; 16 = exactly `port`). 0 when protocol is 0. */
   portPrefixLen: number;

@@ -31,7 +31,9 @@ export function rawRequest(
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { socketPath: socket, method, path, headers: { ...headers, ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}) } },
+      // agent: false — a connection per request. Node's global agent keeps sockets alive, and one the server closed
+      // while this process was busy (a blocking spawnSync in a test, a loaded machine) is reused and fails with EPIPE.
+      { socketPath: socket, method, path, agent: false, headers: { ...headers, ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}) } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
