@@ -18,21 +18,7 @@ import { Netns } from '../src/kernel/netns/index.js';
 import { ApiClient, rawRequest } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, restartStore, runCni, type LabPod, type StoreKind } from '../src/lab/lab.js';
 import { NETNS_DIR, labPaths } from '../src/lab/paths.js';
-import { alive, spawnInNetns } from '../src/lab/procs.js';
-
-/** PIDs of processes whose command line mentions `needle` (the lab's directory): the leak check's own view. */
-function findProcesses(needle: string): number[] {
-  const out: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').some((a) => a.includes(needle))) out.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
+import { alive, netnsInode, processesInNetns, spawnInNetns } from '../src/lab/procs.js';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-fault-`));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -396,7 +382,8 @@ function suite(store: StoreKind): void {
       const want = [p.underlayNetns, ...st.nodes.flatMap((n) => [n.netns, `${n.netns}-health`]), ...st.pods.map((x) => x.netns)].sort();
       assert.deepEqual(fs.readdirSync(NETNS_DIR).filter((x) => x.startsWith(p.netnsPrefix)).sort(), want, 'lab namespaces');
       const daemons = [...st.nodes.map((n) => n.pid), st.relayPid, st.etcdPid, st.operatorPid, ...st.pods.flatMap((x) => (x.serve ? [x.serve.pid] : []))].filter((x): x is number => x !== undefined);
-      assert.deepEqual(findProcesses(p.dir + '/').sort((a, b) => a - b), daemons.filter(alive).sort((a, b) => a - b), 'lab processes');
+      const inside = processesInNetns(want.map(netnsInode).filter((x): x is number => x !== undefined));
+      assert.deepEqual(inside.sort((a, b) => a - b), [...daemons, ...own].filter(alive).sort((a, b) => a - b), 'processes in the lab namespaces');
       const s = await trafficFlows('end');
       note(`traffic: ${s.echoed} stream echoes in order (longest gap ${s.maxGapMs} ms), ${s.ok} requests, ${s.fail} failed`);
     });

@@ -494,7 +494,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     assert.equal(labExists(`${LAB}x`), false);
   });
 
-  test('killing the member the agents use while pods and policies change: every agent ends with every pod and policy', async () => {
+  test('killing the member the agents use while pods and policies change: every agent ends with every pod and policy', async (t) => {
     const nodes = ['ctr', 'w1'];
     const victim = await memberInUse('ctr');
     assert.equal(victim, 0, 'agents use the first member listed');
@@ -503,9 +503,25 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     const pods: LabPod[] = [];
     const applied: string[] = [];
     let killedAt = 0;
+    // While the cluster elects a new leader, a write can meet "store unavailable" (CNI 11, HTTP 503: try again
+    // later); a runtime and kubectl retry those, and so does this test. Nothing may be lost or doubled either way.
+    let retries = 0;
+    const asRuntime = async <T>(f: () => Promise<T>): Promise<T> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          return await f();
+        } catch (err) {
+          const m = (err as Error).message;
+          if (Date.now() > deadline || !/code 11:|TENDRIL_ERR_STORE_UNAVAILABLE|store is unavailable/.test(m)) throw err;
+          retries++;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+    };
     const podsDone = (async () => {
       for (let i = 0; i < 8; i++) {
-        pods.push(await podAdd(LAB, `p${i}`, { node: nodes[i % 2]!, labels: { app: `a${i % 3}`, seq: `s${i}` } }));
+        pods.push(await asRuntime(() => podAdd(LAB, `p${i}`, { node: nodes[i % 2]!, labels: { app: `a${i % 3}`, seq: `s${i}` } })));
         if (i === 2) {
           // Mid-churn: the member both agents (and the operator) talk to dies.
           killedAt = Date.now();
@@ -514,10 +530,11 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
       }
     })();
     const policiesDone = (async () => {
-      for (let i = 0; i < 5; i++) applied.push(...(await labPolicyApply(LAB, [policy(i)])).map((a) => a.key));
+      for (let i = 0; i < 5; i++) applied.push(...(await asRuntime(() => labPolicyApply(LAB, [policy(i)]))).map((a) => a.key));
     })();
     await settleAll([podsDone, policiesDone]);
     const churnMs = Date.now() - killedAt;
+    t.diagnostic(`writes retried after "try again later" during the election: ${retries}`);
 
     for (const node of nodes) {
       assert.notEqual(await memberInUse(node), victim, `${node}'s agent moved to another member`);

@@ -1,6 +1,6 @@
 // Composition root of `tendril operator`: store (hosted or remote), the Operator, and its status API socket.
 import fs from 'node:fs';
-import { LocalStoreServer, openStore, type Store } from '../store/index.js';
+import { GuardedStore, LocalStoreServer, openStore, type Store } from '../store/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { ApiServer, HttpError } from '../util/api.js';
 import { SocketClaimError } from '../util/socket.js';
@@ -66,7 +66,12 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     } else {
       storeUrl = cfg.store.url;
     }
-    const store = openStore(storeUrl);
+    // As the agent's: calls bounded and failing fast while etcd is away or hung, so `policy apply` through the
+    // operator answers at once with a coded "store unavailable" instead of after the client's own timeouts.
+    const store = new GuardedStore(openStore(storeUrl, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 }), {
+      onChange: (up, error) => (up ? log.info('cluster store reachable again') : log.warn({ err: error }, 'cluster store unavailable')),
+    });
+    store.start();
     undo.push(() => store.close());
 
     const operator = new Operator({ store, pool: cfg.pool, graceMs: cfg.graceMs, log });

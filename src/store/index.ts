@@ -10,6 +10,7 @@ export { KindCache, type KindCacheEvents } from './cache.js';
 export { LocalStoreServer, LocalStoreClient, type ListenAddress, type LocalStoreServerOptions, type LocalStoreClientOptions } from './local.js';
 export { EtcdStore, type EtcdStoreOptions } from './etcd.js';
 export { isKind } from './validate.js';
+export { GuardedStore, type GuardOptions, type StoreHealth } from './guard.js';
 
 export type OpenStoreOptions = LocalStoreClientOptions & EtcdStoreOptions;
 
