@@ -155,17 +155,4 @@ int cil_from_container(struct __sk_buff *skb)
 	return from_container(skb);
 }
 
-/*
- * Egress of the pod's host-side veth. The pod's ingress policy is enforced
- * by whichever program delivers into it (from_container, from_host,
- * from_overlay, from_netdev), right before the redirect; nothing routes pod
- * traffic out of this veth past them, so everything here passes.
- */
-SEC("tc")
-int cil_to_container(struct __sk_buff *skb)
-{
-	(void)skb;
-	return TC_ACT_OK;
-}
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
