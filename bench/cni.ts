@@ -51,14 +51,17 @@ export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTa
   return t;
 }
 
-/** Polls the agent's attachments until none is a tc filter: every pod started on one has been switched to tcx. */
+/**
+ * Polls the agent's attachments until none is a tc filter: every pod started on one has been switched to tcx. Not
+ * too often: listing every hook of 200 pods is work on the agent's event loop, which the switch needs too.
+ */
 async function tcxSettled(c: AgentClient, timeoutMs = 120_000): Promise<number> {
   const t0 = performance.now();
   for (;;) {
     const att = await c.get<Array<{ attach: string }>>('/v1/datapath/attachments');
     if (!att.some((a) => a.attach === 'tc')) return performance.now() - t0;
     if (performance.now() - t0 > timeoutMs) throw new BenchError(`Pods still on tc filters ${timeoutMs} ms after the ADD pass`);
-    await sleep(50);
+    await sleep(250);
   }
 }
 
