@@ -44,7 +44,7 @@ import {
   type TraceState,
 } from '../src/datapath/events.js';
 import { sumPerCpu, watchEvents } from '../src/datapath/event-reader.js';
-import { type DatapathEvent, type DropEvent, type ObsPoint, type TraceEvent } from '../src/observe/types.js';
+import { type DatapathEvent, type DropEvent, type ObsPoint, type TraceEvent } from '../src/datapath/index.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;

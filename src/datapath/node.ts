@@ -8,7 +8,7 @@ import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
 import { PinnedAttachments, TcxSwitcher } from './attach.js';
-import type { DatapathEvent } from '../observe/types.js';
+import type { DatapathEvent } from './event-types.js';
 import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
