@@ -110,8 +110,9 @@ export interface NodeDatapathConfig {
   stateFile?: string;
   /**
    * How programs are attached (default 'tcx'). A tcx attach holds the RTNL lock across an RCU grace period
-   * (10-30 ms here), which bounds how fast pods can be added; 'tc' (clsact + cls_bpf) attaches in about a
-   * millisecond. Same programs, same maps either way.
+   * (10-30 ms here); 'tc' (clsact + cls_bpf) attaches in about a millisecond. With tcx a pod started through
+   * addEndpointAsync() runs on a filter until the node is quiet, then on its tcx link (see TcxSwitcher). Same
+   * programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
   /**

@@ -12,7 +12,7 @@ export type { UpdateFlags } from './map.js';
 export { BPF_MAP_TYPE_RINGBUF, RingBuffer } from './ringbuf.js';
 export { BpfProgram, SKB_CTX_SIZE, decodeSkbCtx, skbCtx } from './program.js';
 export type { RunOptions, RunResult } from './program.js';
-export { Link, attachProgram, attachProgramAsync, attachTc, attachTcx, attachTcxAsync, haveTcx } from './link.js';
+export { Link, attachProgram, attachTc, attachTcx, attachTcxAsync, haveTcx } from './link.js';
 export type { AttachMode, AttachOptions, AttachableProgram, Direction, LinkInfo } from './link.js';
 export { BPF_FS_MAGIC, DEFAULT_BPFFS, ensureBpffs, isBpffs, removePinned } from './fs.js';
 export { BPF_LINK_TYPE_TCX, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from './syscall.js';

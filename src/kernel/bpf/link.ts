@@ -259,15 +259,6 @@ export function attachProgram(o: AttachOptions): Link {
   return r instanceof Link ? r : fallback(o, r.errno);
 }
 
-/** attachProgram() with a tcx attach done by attachTcxAsync(). */
-export async function attachProgramAsync(o: AttachOptions): Promise<Link> {
-  const mode = o.mode ?? 'auto';
-  if (mode === 'tc') return attachTc(o);
-  if (mode === 'tcx') return attachTcxAsync(o);
-  const r = simulateNoTcx ? { errno: EINVAL } : await linkCreateAsync(o.program.fd, o.ifindex, tcxAttachType(o.direction));
-  return 'fd' in r ? Link.fromFd(r.fd) : fallback(o, r.errno);
-}
-
 function tcxAttachType(direction: Direction): number {
   return direction === 'ingress' ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
 }
