@@ -20,11 +20,14 @@ const BPF_ROOT = `/sys/fs/bpf/tendril-test-${process.pid}-lifecycle`;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-lc-`));
 /** DROP_INVALID_SIP as a positive code. */
 const INVALID_SIP = 132;
+/** An address pod p2 also holds, which is not its endpoint's: cil_from_container drops it as a source. */
+const SPOOFED = '10.231.0.99';
 
 const createdNs: string[] = [];
 const opened: Netns[] = [];
 const started: NodeDatapath[] = [];
 let nodeNs: Netns;
+let nodeCfg: NodeDatapathConfig;
 let dp: NodeDatapath;
 let p1: TestPod;
 let p2: TestPod;
@@ -82,6 +85,24 @@ async function ping(a: TestPod, b: TestPod, from?: string): Promise<boolean> {
   return r.code === 0;
 }
 
+/** Restarts the node's datapath with another switch quiet time; the pods are re-adopted (on tcx). */
+function restart(tcxSwitchQuietMs?: number): void {
+  dp.stop();
+  dp = new NodeDatapath({ ...nodeCfg, ...(tcxSwitchQuietMs !== undefined ? { tcxSwitchQuietMs } : {}) });
+  started.push(dp);
+  nodeNs.run(() => {
+    dp.start();
+    dp.restoreEndpoint(p1.endpoint);
+    dp.restoreEndpoint(p2.endpoint);
+  });
+}
+
+/** p2 taken off and added again on the CNI path: on a tc filter now. */
+function rebridgeP2(): void {
+  nodeNs.run(() => dp.removeEndpoint(p2.endpoint));
+  nodeNs.run(() => void dp.addEndpointAsync(p2.endpoint));
+}
+
 async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!cond()) {
@@ -93,7 +114,8 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): P
 before(() => {
   assert.equal(process.getuid?.(), 0, 'test/datapath-lifecycle.test.ts needs root (namespaces, BPF, bpffs)');
   nodeNs = makeNode('n', '192.168.89.10');
-  dp = new NodeDatapath(config(BPF_ROOT, '10.231.0', '192.168.89.10'));
+  nodeCfg = config(BPF_ROOT, '10.231.0', '192.168.89.10');
+  dp = new NodeDatapath(nodeCfg);
   started.push(dp);
   nodeNs.run(() => dp.start());
   for (const host of [10, 20]) createdNs.push(`${PREFIX}-p${host}`);
@@ -124,51 +146,62 @@ test('addEndpoint() attaches cil_from_container on the ingress of the veth only,
   assert.ok(!fs.existsSync(path.join(BPF_ROOT, 'links', `${p1.endpoint.hostIfName}-egress`)));
 });
 
-test('addEndpointAsync() enforces through a tc filter at once, then is switched to a pinned tcx link when quiet', async () => {
+test('addEndpointAsync() starts a pod on a tc filter that enforces: cil_from_container drops its spoofed source', async () => {
+  // An hour of quiet needed before the switch: the filter is what runs for the whole test.
+  restart(3_600_000);
   const ifname = p2.endpoint.hostIfName;
-  nodeNs.run(() => dp.removeEndpoint(p2.endpoint));
-  nodeNs.run(() => void dp.addEndpointAsync(p2.endpoint));
-  // The switch waits for quiet (200 ms without endpoint churn): right after the add the filter is what runs.
+  rebridgeP2();
   assert.deepEqual(
     attachmentsOf(nodeNs, dp, ifname).map((a) => `${a.attach} ${a.direction} ${a.progName}`),
     ['tc ingress cil_from_container'],
   );
   assert.equal(dp.tcxSwitchStats().bridged, 1);
-
-  // The filter is cil_from_container: a spoofed source from the pod is dropped by it (the stack would forward it).
   const podNs = Netns.open(`/var/run/netns/${p2.ns}`);
   opened.push(podNs);
   const pod = Netlink.openIn(podNs);
   try {
-    pod.addAddress(pod.getLink('eth0')!.index, '10.231.0.99/32');
+    pod.addAddress(pod.getLink('eth0')!.index, `${SPOOFED}/32`);
   } finally {
     pod.close();
   }
+  // The stack would forward the spoofed packet; the filter drops it.
   const drops0 = spoofDrops();
-  assert.equal(await ping(p2, p1, '10.231.0.99'), false);
+  assert.equal(await ping(p2, p1, SPOOFED), false);
   assert.ok(spoofDrops() > drops0, 'the filter dropped the spoofed packet');
   assert.ok(await ping(p2, p1), 'the pod reaches the other');
+  assert.ok(await ping(p1, p2));
+  assert.equal(attachmentsOf(nodeNs, dp, ifname)[0]?.attach, 'tc', 'still the filter');
+});
 
+test('a bridged endpoint is switched to a pinned tcx link once the node is quiet, and the filter goes', async () => {
+  restart();
+  const ifname = p2.endpoint.hostIfName;
+  rebridgeP2();
+  assert.deepEqual(attachmentsOf(nodeNs, dp, ifname).map((a) => a.attach), ['tc']);
   await waitFor('the switch to tcx', () => dp.tcxSwitchStats().bridged === 0);
   assert.deepEqual(dp.tcxSwitchStats(), { bridged: 0, switched: 1, failed: 0 });
-  const after = attachmentsOf(nodeNs, dp, ifname);
   assert.deepEqual(
-    after.map((a) => `${a.attach} ${a.direction} ${a.progName}`),
+    attachmentsOf(nodeNs, dp, ifname).map((a) => `${a.attach} ${a.direction} ${a.progName}`),
     ['tcx ingress cil_from_container'],
     'the filter is gone once the link runs',
   );
   assert.ok(fs.existsSync(path.join(BPF_ROOT, 'links', `${ifname}-ingress`)));
-  const drops1 = spoofDrops();
-  assert.equal(await ping(p2, p1, '10.231.0.99'), false);
-  assert.ok(spoofDrops() > drops1, 'the tcx link drops the spoofed packet');
+  const drops0 = spoofDrops();
+  assert.equal(await ping(p2, p1, SPOOFED), false);
+  assert.ok(spoofDrops() > drops0, 'the tcx link drops the spoofed packet');
   assert.ok(await ping(p2, p1));
   assert.ok(await ping(p1, p2));
 });
 
+test('NodeDatapath refuses a tcxSwitchQuietMs that is no integer number of ms', () => {
+  for (const bad of [-1, 1.5, 2 ** 31]) {
+    assert.throws(() => new NodeDatapath({ ...nodeCfg, tcxSwitchQuietMs: bad }), { code: 'TENDRIL_ERR_DATAPATH_CONFIG', message: /tcxSwitchQuietMs/ });
+  }
+});
+
 test('removeEndpoint() of a bridged endpoint leaves nothing on the veth, and nothing is switched later', async () => {
   const ifname = p2.endpoint.hostIfName;
-  nodeNs.run(() => dp.removeEndpoint(p2.endpoint));
-  nodeNs.run(() => void dp.addEndpointAsync(p2.endpoint));
+  rebridgeP2();
   const before = dp.tcxSwitchStats();
   nodeNs.run(() => dp.removeEndpoint(p2.endpoint));
   assert.deepEqual(attachmentsOf(nodeNs, dp, ifname), []);

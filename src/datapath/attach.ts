@@ -7,7 +7,7 @@ import { BpfProgram, Link, attachProgram, attachTc, type Direction } from '../ke
 import { Netlink } from '../kernel/netlink/index.js';
 import type { Netns } from '../kernel/netns/index.js';
 
-/** Quiet time (no endpoint added or removed) before bridged endpoints are switched to tcx. */
+/** Default quiet time (no endpoint added or removed) before bridged endpoints are switched to tcx. */
 export const TCX_SWITCH_QUIET_MS = 200;
 
 /** See PinnedAttachments.attachReversibly(). */
@@ -171,22 +171,24 @@ function removeFilters(ifindex: number, dir: Direction): void {
  * A tcx attach waits out an RCU grace period holding RTNL (10-30 ms on a VM), which every rtnetlink operation of the
  * machine queues behind; a cls_bpf filter takes about a millisecond. So a pod's ingress program starts as a filter
  * ("bridged"), and is switched to a pinned tcx link once the node has been quiet (no endpoint added or removed) for
- * TCX_SWITCH_QUIET_MS, one endpoint per event-loop turn. A pod start arriving while a switch runs waits for at most
+ * `quietMs` (TCX_SWITCH_QUIET_MS by default), one endpoint per event-loop turn. A pod start arriving while a switch runs waits for at most
  * that one grace period. Runs in the namespace the datapath was started in.
  */
 export class TcxSwitcher {
   private readonly pending = new Map<number, { ifname: string; prog: BpfProgram }>();
   private readonly att: PinnedAttachments;
   private readonly ns: Netns;
+  private readonly quietMs: number;
   private timer: NodeJS.Timeout | undefined;
   private lastChurn = 0;
   private switchedCount = 0;
   private failedCount = 0;
   private lastErrorText: string | undefined;
 
-  constructor(att: PinnedAttachments, ns: Netns) {
+  constructor(att: PinnedAttachments, ns: Netns, quietMs = TCX_SWITCH_QUIET_MS) {
     this.att = att;
     this.ns = ns;
+    this.quietMs = quietMs;
   }
 
   /** Attaches `prog` to the ingress of a new endpoint's veth as a filter, queued for the switch to tcx. */
@@ -227,7 +229,7 @@ export class TcxSwitcher {
 
   private arm(): void {
     if (this.timer !== undefined || this.pending.size === 0) return;
-    const wait = Math.max(0, this.lastChurn + TCX_SWITCH_QUIET_MS - performance.now());
+    const wait = Math.max(0, this.lastChurn + this.quietMs - performance.now());
     this.timer = setTimeout(() => this.tick(), wait);
     // Filters enforce as well as links: a process about to exit need not stay for the switch.
     this.timer.unref();
@@ -235,7 +237,7 @@ export class TcxSwitcher {
 
   private tick(): void {
     this.timer = undefined;
-    if (performance.now() - this.lastChurn < TCX_SWITCH_QUIET_MS) {
+    if (performance.now() - this.lastChurn < this.quietMs) {
       this.arm();
       return;
     }

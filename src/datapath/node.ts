@@ -115,6 +115,8 @@ export interface NodeDatapathConfig {
    * programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
+  /** tcx: how long the node must be without endpoint adds and removals before pods move from filter to link (200 ms). */
+  tcxSwitchQuietMs?: number;
   /**
    * Datapath events (traces, drops, policy verdicts) written to the node's ring buffer (default true). Off, the
    * programs are loaded without any event code (CONFIG_EVENTS = 0). Takes effect at start().
@@ -244,6 +246,9 @@ export class NodeDatapath {
     const routing = cfg.routing ?? 'tunnel';
     if (routing !== 'tunnel' && routing !== 'native') bad(`routing "${String(routing)}" is neither "tunnel" nor "native"`);
     if (typeof cfg.nativeDev !== 'string' || cfg.nativeDev === '') bad('nativeDev is empty');
+    if (cfg.tcxSwitchQuietMs !== undefined && (!Number.isInteger(cfg.tcxSwitchQuietMs) || cfg.tcxSwitchQuietMs < 0 || cfg.tcxSwitchQuietMs > 2 ** 31 - 1)) {
+      bad(`tcxSwitchQuietMs ${String(cfg.tcxSwitchQuietMs)} is not an integer in [0, ${2 ** 31 - 1}] (ms)`);
+    }
     if (cfg.mtu !== undefined && (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 + TUNNEL_OVERHEAD || cfg.mtu > 65535)) {
       bad(`mtu ${cfg.mtu} is not an integer in [${576 + TUNNEL_OVERHEAD}, 65535]`);
     }
@@ -370,7 +375,7 @@ export class NodeDatapath {
     // Switched from native mode: the underlay device no longer needs our programs.
     if (tunnel) this.pins.detach(cfg.nativeDev, nativeDev.index);
     this.switcherNs = Netns.current();
-    this.switcher = new TcxSwitcher(this.pins, this.switcherNs);
+    this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
   }
 
   /** Stops event readers and closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
