@@ -5,7 +5,8 @@ import path from 'node:path';
 import { pluginConfig, type LabPod } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
 import type { BenchNetns } from './netns.js';
-import { BenchError, inNs, runAsync } from './proc.js';
+import { AgentClient } from '../src/cli/client.js';
+import { BenchError, inNs, runAsync, sleep } from './proc.js';
 import { REF_CNI_DIR, refPluginConfig } from './scenarios.js';
 
 export type CniPlugin = 'tendril' | 'tendril-tc' | 'ptp';
@@ -21,6 +22,8 @@ export interface CniOp {
   /** First failure's output, for the report. */
   firstError?: string;
   wallMs: number;
+  /** ADD only, tcx: ms after the pass until no pod of the node ran on a tc filter any more (the switch to tcx). */
+  settledMs?: number;
 }
 
 export interface CniTarget {
@@ -31,17 +34,35 @@ export interface CniTarget {
   cniPath: string;
   /** Stdin of one pod's call; `prev` is the ADD result handed back on DEL, as libcni does. */
   config(pod: LabPod, prev?: unknown): string;
+  /** After the ADD pass: waits for background work the ADDs left (the tcx switch), returns how long it took. */
+  settle?: () => Promise<number>;
 }
 
 /** Tendril's shim against the lab node's agent; configs come from the conflist the agent wrote. */
 export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTarget {
-  return {
+  const t: CniTarget = {
     plugin,
     nodeNs: labPaths(lab).node('ctr').netns,
     exe: path.join(CNI_BIN_DIR, 'tendril-cni'),
     cniPath: CNI_BIN_DIR,
     config: (pod, prev) => pluginConfig(lab, pod, prev),
   };
+  if (plugin === 'tendril') t.settle = () => tcxSettled(new AgentClient(labPaths(lab).node('ctr').socket));
+  return t;
+}
+
+/**
+ * Polls the agent's attachments until none is a tc filter: every pod started on one has been switched to tcx. Not
+ * too often: listing every hook of 200 pods is work on the agent's event loop, which the switch needs too.
+ */
+async function tcxSettled(c: AgentClient, timeoutMs = 120_000): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const att = await c.get<Array<{ attach: string }>>('/v1/datapath/attachments');
+    if (!att.some((a) => a.attach === 'tc')) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) throw new BenchError(`Pods still on tc filters ${timeoutMs} ms after the ADD pass`);
+    await sleep(250);
+  }
 }
 
 /** The reference ptp plugin with host-local IPAM on the bench's own CNI node namespace. */
@@ -117,6 +138,8 @@ export async function cniLatency(cnirun: string, nets: BenchNetns, t: CniTarget,
       return { pod, args, in: `${file}.add.json`, out: `${file}.add.out` };
     });
     const add = await timedPass(cnirun, t, 'ADD', jobs, conc, dir);
+    // DEL then finds the node as it would be some time after the pods started: on tcx.
+    if (t.settle) add.settledMs = await t.settle();
     const delJobs = jobs.map((j, i) => {
       // A failed ADD leaves an error object (with "code") or nothing: DEL then goes without prevResult, as
       // from a runtime that has no cached result.

@@ -1,7 +1,7 @@
 // Unit tests of the bench's tables and target verdicts (no privileges).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { XNODE_ORDER, cniTable, dpRows, dpTable, targetVerdicts, verdict, xnodeTable, xnodeVerdicts, type CniRow, type DpSample } from './report.js';
+import { XNODE_ORDER, cniConcTable, cniTable, dpRows, dpTable, targetVerdicts, verdict, xnodeTable, xnodeVerdicts, type CniRow, type DpSample } from './report.js';
 
 function sample(round: number, scenario: string, gbps: number, tps: number, tps1 = tps * 5): DpSample {
   const m = <T>(value: T) => ({ value, foreignPct: 0, attempts: 1 });
@@ -46,7 +46,7 @@ test('verdict() says by how much a <= target is exceeded, and NaN is NOT EVALUAT
   assert.match(none.text, /^- NOT EVALUATED/);
 });
 
-test('targetVerdicts() checks ADD p50 sequential and ADD p99 at concurrency against ptp', () => {
+test('targetVerdicts() checks ADD p50 sequential, ADD p50 and p99 at concurrency against ptp', () => {
   const ms = (v: number) => Array.from({ length: 100 }, () => v);
   const cni: CniRow[] = [
     { plugin: 'ptp', pods: 100, conc: 1, op: 'ADD', ms: ms(16), failures: 0, wallMs: 1600 },
@@ -55,8 +55,11 @@ test('targetVerdicts() checks ADD p50 sequential and ADD p99 at concurrency agai
     { plugin: 'tendril', pods: 200, conc: 8, op: 'ADD', ms: ms(120), failures: 0, wallMs: 3000 },
   ];
   const v = targetVerdicts([], cni, 100, 200, 8);
-  assert.deepEqual(v.map((x) => x.met), [true, false]);
-  assert.match(v[1]!.text, /ADD p99 vs ptp \(200 pods, concurrency 8\): 120\.00 ms vs 90\.00 ms = 1\.33x/);
+  assert.deepEqual(v.map((x) => x.met), [true, false, false]);
+  assert.match(v[1]!.text, /ADD p50 vs ptp \(200 pods, concurrency 8\): 120\.00 ms vs 90\.00 ms = 1\.33x/);
+  assert.match(v[2]!.text, /ADD p99 vs ptp \(200 pods, concurrency 8\): 120\.00 ms vs 90\.00 ms = 1\.33x/);
+  const t = cniConcTable(cni, 200, 8).split('\n');
+  assert.deepEqual(t.slice(2), ['| ptp | 90.00 | 1.00 | 90.00 | 1.00 |', '| tendril | 120.00 | 1.33 | 120.00 | 1.33 |']);
   assert.match(cniTable(cni), /\| tendril \| 200 \| 8 \| ADD \| 120\.00 \| 120\.00 \| 120\.00 \| 120\.00 \| 120\.00 \| 0 \| 66\.7 \|/);
 });
 

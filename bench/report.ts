@@ -163,6 +163,19 @@ export function cniTable(rows: readonly CniRow[]): string {
   return lines.join('\n');
 }
 
+/** ADD p50 and p99 at concurrency `conc` of every plugin of the run, each with its ratio to ptp's (same run). */
+export function cniConcTable(rows: readonly CniRow[], pods: number, conc: number): string {
+  const adds = rows.filter((r) => r.op === 'ADD' && r.pods === pods && r.conc === conc);
+  const ptp = adds.find((r) => r.plugin === 'ptp');
+  const base = ptp ? summarize(ptp.ms) : undefined;
+  const lines = [`| plugin (ADD, ${pods} pods, concurrency ${conc}) | p50 ms | p50 vs ptp | p99 ms | p99 vs ptp |`, '|---|---|---|---|---|'];
+  for (const r of adds) {
+    const s = summarize(r.ms);
+    lines.push(`| ${r.plugin} | ${fix(s.p50, 2)} | ${ratio(s.p50, base?.p50)} | ${fix(s.p99, 2)} | ${ratio(s.p99, base?.p99)} |`);
+  }
+  return lines.join('\n');
+}
+
 export interface Verdict {
   what: string;
   ratio: number;
@@ -219,6 +232,7 @@ export function targetVerdicts(rows: readonly DpRow[], cni: readonly CniRow[], s
     // tendril = the default tcx attach; tendril-tc = the same agent with --attach-mode tc.
     for (const t of ['tendril', 'tendril-tc'].filter((x) => find(x, seqPods, 1))) {
       out.push(verdict(`${t} CNI ADD p50 vs ptp (${seqPods} pods, sequential)`, p50(find(t, seqPods, 1)), p50(find('ptp', seqPods, 1)), 'ms', '<=', 0.5));
+      out.push(verdict(`${t} CNI ADD p50 vs ptp (${concPods} pods, concurrency ${conc})`, p50(find(t, concPods, conc)), p50(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
       out.push(verdict(`${t} CNI ADD p99 vs ptp (${concPods} pods, concurrency ${conc})`, p99(find(t, concPods, conc)), p99(find('ptp', concPods, conc)), 'ms', '<=', 1.0));
     }
   }

@@ -16,6 +16,7 @@ import {
   OBSERVE_ORDER,
   POLICY_ORDER,
   XNODE_ORDER,
+  cniConcTable,
   cniTable,
   dpOneCpuTable,
   dpRows,
@@ -308,7 +309,8 @@ async function cniPhase(st: RunState, o: Options, labReady: boolean): Promise<Cn
       const [add, del] = await cniLatency(cnirun, st.nets, t, pods, conc, st.tmpDir);
       out.push(add, del);
       const p50 = (x: CniOp) => [...x.ms].sort((a, b) => a - b)[Math.ceil(x.ms.length / 2) - 1]?.toFixed(2);
-      say(`cni ${t.plugin.padEnd(7)} ${pods} pods conc ${conc}: ADD p50 ${p50(add)} ms, DEL p50 ${p50(del)} ms${add.failures + del.failures ? `, ${add.failures + del.failures} FAILED` : ''}`);
+      const settled = add.settledMs !== undefined ? `, all on tcx ${(add.settledMs / 1000).toFixed(2)} s after the last ADD` : '';
+      say(`cni ${t.plugin.padEnd(7)} ${pods} pods conc ${conc}: ADD p50 ${p50(add)} ms, DEL p50 ${p50(del)} ms${settled}${add.failures + del.failures ? `, ${add.failures + del.failures} FAILED` : ''}`);
       for (const x of [add, del]) if (x.firstError) say(`  first ${x.op} failure: ${x.firstError}`);
     }
   }
@@ -460,7 +462,10 @@ async function main(): Promise<number> {
         '',
         cniTable(cni),
         '',
-        '- ptp: reference ptp + host-local; tendril: bin/tendril-cni -> agent (tcx attach, the default); tendril-tc: the same with `--attach-mode tc`. Pod netns created before, untimed; DEL gets the ADD result as prevResult.',
+        cniConcTable(cni, 2 * o.pods, o.conc),
+        '',
+        ...cni.filter((c) => c.settledMs !== undefined).map((c) => `- ${c.plugin}, ${c.pods} pods at concurrency ${c.conc}: every pod on its tcx link ${(c.settledMs! / 1000).toFixed(2)} s after the last ADD returned (DEL ran after that).`),
+        '- ptp: reference ptp + host-local; tendril: bin/tendril-cni -> agent (tcx, the default: a pod starts on a tc filter, switched to its tcx link once the node is quiet); tendril-tc: the same with `--attach-mode tc`. Pod netns created before, untimed; DEL gets the ADD result as prevResult.',
         '',
       ]);
       const bad = cni.filter((c) => c.failures > 0);

@@ -51,7 +51,7 @@ static __always_inline int from_host(struct __sk_buff *skb)
 
 	ret = ipv4_load(skb, &eth, &ip);
 	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
+		return ret;
 
 	ep = lookup_ip4_endpoint(ip->daddr);
 	if (ep) {
@@ -59,18 +59,13 @@ static __always_inline int from_host(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		ret = ct_extract4(skb, ip, &pkt);
 		if (IS_ERR(ret))
-			return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
+			return ret;
 		/* The node's own addresses are identity host in the ipcache, anything unknown the world. */
 		src_label = ipcache_identity4(ip->saddr);
 		set_src_identity(skb, src_label);
 		trace_start(skb, ip, TRACE_HOOK_FROM_HOST, &trace);
 		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, ep->sec_id, ep->lxc_id);
-		ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, src_label, src_label, ct_now());
-		if (ret)
-			return ret;
-		eth_rewrite(eth, ep->node_mac, ep->mac);
-		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
-		return bpf_redirect(ep->ifindex, 0);
+		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, ct_now(), DELIVER_FROM_STACK);
 	}
 
 	info = ipcache_lookup4(ip->daddr);
@@ -82,17 +77,28 @@ static __always_inline int from_host(struct __sk_buff *skb)
 		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, info->sec_identity, 0);
 		ret = encap_and_redirect(skb, tunnel_endpoint, IDENTITY_REMOTE_NODE);
 		if (IS_ERR(ret))
-			return send_drop_notify(skb, ret);
+			return ret;
 		trace_point(skb, &trace, TRACE_TO_OVERLAY, 0, src_label, info->sec_identity, 0);
 		return ret;
 	}
 	return TC_ACT_OK;
 }
 
+/* What cil_from_host runs: from_host(), then its drop notification. */
+static __always_inline int from_host_notify(struct __sk_buff *skb)
+{
+	int ret = from_host(skb);
+
+	/* The node's stack sending: the host's egress, as Cilium counts it (a pod's policy drop is its ingress). */
+	if (IS_ERR(ret))
+		return send_drop_notify_dir(skb, ret, METRIC_DIR_EGRESS);
+	return ret;
+}
+
 SEC("tc")
 int cil_from_host(struct __sk_buff *skb)
 {
-	return from_host(skb);
+	return from_host_notify(skb);
 }
 
 /*
@@ -123,7 +129,7 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 
 	ret = ipv4_load(skb, &eth, &ip);
 	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
+		return ret;
 
 	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
 	ep = lookup_ip4_endpoint(ip->daddr);
@@ -140,28 +146,31 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	 * pod's identity, and the host's always-allowed ingress with it.
 	 */
 	if (lookup_ip4_endpoint(ip->saddr))
-		return send_drop_notify_dir(skb, DROP_INVALID_SIP, METRIC_DIR_INGRESS);
+		return DROP_INVALID_SIP;
 	src_label = ipcache_identity4(ip->saddr);
 	set_src_identity(skb, src_label);
 	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
 	ret = ct_extract4(skb, ip, &pkt);
 	if (IS_ERR(ret))
-		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
-	ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, src_label, src_label, ct_now());
-	if (ret)
 		return ret;
-	ret = ipv4_local_delivery(eth, ip, ep);
+	return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, ct_now(), DELIVER_ROUTED);
+}
+
+/* What cil_from_netdev runs: from_netdev(), then its drop notification. */
+static __always_inline int from_netdev_notify(struct __sk_buff *skb)
+{
+	int ret = from_netdev(skb);
+
+	/* Arriving from the wire: ingress. */
 	if (IS_ERR(ret))
 		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
-	if (ret == TC_ACT_REDIRECT)
-		trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, src_label, ep->sec_id, ep->lxc_id);
 	return ret;
 }
 
 SEC("tc")
 int cil_from_netdev(struct __sk_buff *skb)
 {
-	return from_netdev(skb);
+	return from_netdev_notify(skb);
 }
 
 /* Egress of the native device: the hook for BPF masquerade; passes everything for now. */

@@ -77,13 +77,7 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	if (dst) {
 		if (ep_is_host(dst))
 			goto to_stack;
-		ret = ct_policy4(skb, &pkt, dst, CT_INGRESS, src->sec_id, src->sec_id, now);
-		if (ret)
-			return ret;
-		ret = ipv4_local_delivery(eth, ip, dst);
-		if (ret == TC_ACT_REDIRECT)
-			trace_point(skb, &trace, TRACE_TO_ENDPOINT, dst->lxc_id, src->sec_id, dst_label, dst->lxc_id);
-		return ret;
+		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, dst, src->sec_id, now, DELIVER_ROUTED);
 	}
 
 	if (!info || info->sec_identity == IDENTITY_HOST)
@@ -116,56 +110,49 @@ to_stack:
 /*
  * Ingress of the pod's host-side veth, i.e. packets leaving the pod. The
  * source endpoint is found by the veth's ifindex, so one program instance
- * serves every pod.
+ * serves every pod. Returns a TC verdict or a DROP_* code; @source is set to
+ * the pod's endpoint ID once known.
  */
-static __always_inline int from_container(struct __sk_buff *skb)
+static __always_inline int from_container(struct __sk_buff *skb, __u16 *source)
 {
 	const struct endpoint_info *src;
-	int ret;
 
 	/* cb is scratch space left by whoever had the skb before: no identity known yet. */
 	set_src_identity(skb, IDENTITY_UNKNOWN);
 	src = lookup_ep_by_ifindex(skb->ifindex);
 	/* Attached before the agent filled the maps, or a stale attachment. */
 	if (!src)
-		return send_drop_notify(skb, DROP_EP_NOT_READY);
+		return DROP_EP_NOT_READY;
+	*source = src->lxc_id;
 	set_src_identity(skb, src->sec_id);
 
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_IP):
-		ret = handle_ipv4_from_lxc(skb, src);
-		break;
+		return handle_ipv4_from_lxc(skb, src);
 	case bpf_htons(ETH_P_ARP):
-		ret = arp_respond(skb, src->node_mac, src->ip4);
-		break;
+		return arp_respond(skb, src->node_mac, src->ip4);
 	default:
 		/* IPv6 and anything else: not supported yet, keep it off the node. */
-		ret = DROP_UNKNOWN_L3;
-		break;
+		return DROP_UNKNOWN_L3;
 	}
+}
 
+/* What cil_from_container runs: from_container(), then its drop notification. */
+static __always_inline int from_container_notify(struct __sk_buff *skb)
+{
+	__u16 source = 0;
+	int ret = from_container(skb, &source);
+
+	/* The pod sending: its egress (a destination pod's policy drop is notified as that pod's ingress). */
 	if (IS_ERR(ret))
-		return send_drop_notify_ep_dir(skb, ret, src->lxc_id, METRIC_DIR_EGRESS);
+		return send_drop_notify_ep_dir(skb, ret, source, METRIC_DIR_EGRESS);
 	return ret;
 }
 
 SEC("tc")
 int cil_from_container(struct __sk_buff *skb)
 {
-	return from_container(skb);
-}
-
-/*
- * Egress of the pod's host-side veth. The pod's ingress policy is enforced
- * by whichever program delivers into it (from_container, from_host,
- * from_overlay, from_netdev), right before the redirect; nothing routes pod
- * traffic out of this veth past them, so everything here passes.
- */
-SEC("tc")
-int cil_to_container(struct __sk_buff *skb)
-{
-	(void)skb;
-	return TC_ACT_OK;
+	return from_container_notify(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

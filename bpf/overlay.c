@@ -59,13 +59,7 @@ static __always_inline int from_overlay(struct __sk_buff *skb)
 		ret = ct_extract4(skb, ip, &pkt);
 		if (IS_ERR(ret))
 			return ret;
-		ret = ct_policy4(skb, &pkt, ep, CT_INGRESS, key.tunnel_id, key.tunnel_id, ct_now());
-		if (ret)
-			return ret;
-		ret = ipv4_local_delivery(eth, ip, ep);
-		if (ret == TC_ACT_REDIRECT)
-			trace_point(skb, &trace, TRACE_TO_ENDPOINT, ep->lxc_id, key.tunnel_id, ep->sec_id, ep->lxc_id);
-		return ret;
+		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, key.tunnel_id, ct_now(), DELIVER_ROUTED);
 	}
 	dst_label = ep ? ep->sec_id : IDENTITY_WORLD;
 	trace_point(skb, &trace, TRACE_FROM_OVERLAY, 0, key.tunnel_id, dst_label, 0);
@@ -74,14 +68,20 @@ static __always_inline int from_overlay(struct __sk_buff *skb)
 	return ret;
 }
 
-SEC("tc")
-int cil_from_overlay(struct __sk_buff *skb)
+/* What cil_from_overlay runs: from_overlay(), then its drop notification. */
+static __always_inline int from_overlay_notify(struct __sk_buff *skb)
 {
 	int ret = from_overlay(skb);
 
 	if (IS_ERR(ret))
 		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
 	return ret;
+}
+
+SEC("tc")
+int cil_from_overlay(struct __sk_buff *skb)
+{
+	return from_overlay_notify(skb);
 }
 
 /* Egress of tendril_vxlan: a hook for later (encryption, trace); the tunnel key is already set. */

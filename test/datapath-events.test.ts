@@ -14,7 +14,7 @@ import { NodeDatapath, decodeEvent, ktimeToDate, type NodeDatapathConfig } from 
 import { BpfMap, RingBuffer } from '../src/kernel/bpf/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
-import type { DatapathEvent, DropEvent, TraceEvent } from '../src/observe/types.js';
+import type { DatapathEvent, DropEvent, TraceEvent } from '../src/datapath/index.js';
 
 // Compiled to dist/test/: the repository root is two levels up.
 const root = fileURLToPath(new URL('../../', import.meta.url));

@@ -45,7 +45,7 @@ import { policyKey as policyKeyOf, policyValue as policyValueOf } from '../src/d
 import { Collection, RingBuffer, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
-import type { DatapathEvent, DropEvent, PolicyVerdictEvent } from '../src/observe/types.js';
+import type { DatapathEvent, DropEvent, PolicyVerdictEvent } from '../src/datapath/index.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
 
 // Compiled to dist/test/: the repository root is two levels up.

@@ -13,6 +13,9 @@ import {
   BpfProgram,
   Collection,
   Link,
+  attachProgram,
+  attachTc,
+  attachTcx,
   bytes,
   decodeSkbCtx,
   ensureBpffs,
@@ -330,7 +333,7 @@ test('BpfProgram.run() resolves ctx ifindex in the calling thread netns', () => 
   }
 });
 
-test('attach() with tcx: traffic runs the program, a pinned link survives close, update() swaps, detach() ends it', () => {
+test('attachProgram() with tcx: traffic runs the program, a pinned link survives close, update() swaps, detach() ends it', () => {
   const w = wire();
   const c = Collection.load(SMOKE, { constants: { SMOKE_RET: TC_ACT_OK } });
   const prog = c.program('smoke_tc');
@@ -338,7 +341,7 @@ test('attach() with tcx: traffic runs the program, a pinned link survives close,
   let adopted: Link | undefined;
   try {
     assert.ok(pingAFromB(), 'ping works before attaching');
-    const link = w.a.run(() => prog.attach({ ifindex: w.ifindex, direction: 'ingress' }));
+    const link = w.a.run(() => attachProgram({ program: prog, ifindex: w.ifindex, direction: 'ingress' }));
     assert.equal(link.kind, 'tcx');
     const info = Link.info(link.fd);
     assert.equal(info.type, BPF_LINK_TYPE_TCX);
@@ -396,7 +399,7 @@ test('an unpinned tcx link detaches when closed', () => {
   const w = wire();
   const c = Collection.load(SMOKE);
   try {
-    const link = w.a.run(() => c.program('smoke_tc').attach({ ifindex: w.ifindex, direction: 'egress', mode: 'tcx' }));
+    const link = w.a.run(() => attachTcx({ program: c.program('smoke_tc'), ifindex: w.ifindex, direction: 'egress' }));
     assert.equal(link.info().direction, 'egress');
     const id = link.info().id;
     link.close();
@@ -407,12 +410,12 @@ test('an unpinned tcx link detaches when closed', () => {
   }
 });
 
-test('attach() reports a missing device clearly', () => {
+test('attachProgram() reports a missing device clearly', () => {
   const w = wire();
   const c = Collection.load(SMOKE);
   try {
     assert.throws(
-      () => w.a.run(() => c.program('smoke_tc').attach({ ifindex: 999_999, direction: 'ingress' })),
+      () => w.a.run(() => attachProgram({ program: c.program('smoke_tc'), ifindex: 999_999, direction: 'ingress' })),
       (err: unknown) =>
         err instanceof KernelError && err.is('ENODEV') && /Cannot attach program "smoke_tc" to ingress of ifindex 999999/.test(err.message),
     );
@@ -421,13 +424,13 @@ test('attach() reports a missing device clearly', () => {
   }
 });
 
-test('attach() in tc mode: clsact + cls_bpf filter that runs, updates and detaches', () => {
+test('attachTc(): clsact + cls_bpf filter that runs, updates and detaches', () => {
   const w = wire();
   const c = Collection.load(SMOKE, { constants: { SMOKE_RET: TC_ACT_OK } });
   const prog = c.program('smoke_tc');
   const nl = Netlink.openIn(w.a);
   try {
-    const link = w.a.run(() => prog.attach({ ifindex: w.ifindex, direction: 'ingress', mode: 'tc' }));
+    const link = w.a.run(() => attachTc({ program: prog, ifindex: w.ifindex, direction: 'ingress' }));
     assert.equal(link.kind, 'tc');
     assert.equal(link.fd, -1);
     const filters = nl.listBpfFilters(w.ifindex, 'ingress');
@@ -452,24 +455,24 @@ test('attach() in tc mode: clsact + cls_bpf filter that runs, updates and detach
   }
 });
 
-test('attach() auto: the tcx probe tells "no tcx" from a bad program; without tcx it falls back to tc', () => {
+test('attachProgram() auto: the tcx probe tells "no tcx" from a bad program; without tcx it falls back to tc', () => {
   const w = wire();
   assert.equal(haveTcx(), true, 'Linux >= 6.6 has tcx');
   const c = Collection.load(SMOKE, { constants: { SMOKE_RET: TC_ACT_OK } });
   try {
     // An XDP program on a tc hook: EINVAL from the kernel, but tcx exists, so no fallback and the real error.
     assert.throws(
-      () => w.a.run(() => c.program('smoke_xdp').attach({ ifindex: w.ifindex, direction: 'ingress' })),
+      () => w.a.run(() => attachProgram({ program: c.program('smoke_xdp'), ifindex: w.ifindex, direction: 'ingress' })),
       (err: unknown) => err instanceof KernelError && err.code === 'TENDRIL_ERR_BPF' && err.is('EINVAL') && /with tcx/.test(err.message),
     );
     simulateNoTcxForTesting(true);
     try {
       assert.throws(
-        () => w.a.run(() => c.program('smoke_tc').attach({ ifindex: w.ifindex, direction: 'ingress', mode: 'tcx' })),
+        () => w.a.run(() => attachTcx({ program: c.program('smoke_tc'), ifindex: w.ifindex, direction: 'ingress' })),
         (err: unknown) =>
           err instanceof KernelError && err.code === 'TENDRIL_ERR_NOT_SUPPORTED' && /tcx not supported \(needs Linux 6.6\)/.test(err.message),
       );
-      const link = w.a.run(() => c.program('smoke_tc').attach({ ifindex: w.ifindex, direction: 'ingress' }));
+      const link = w.a.run(() => attachProgram({ program: c.program('smoke_tc'), ifindex: w.ifindex, direction: 'ingress' }));
       try {
         assert.equal(link.kind, 'tc');
         const runs0 = runsOf(c);
@@ -480,7 +483,7 @@ test('attach() auto: the tcx probe tells "no tcx" from a bad program; without tc
       }
       // Neither works: one error that says both.
       assert.throws(
-        () => w.a.run(() => c.program('smoke_xdp').attach({ ifindex: w.ifindex, direction: 'ingress' })),
+        () => w.a.run(() => attachProgram({ program: c.program('smoke_xdp'), ifindex: w.ifindex, direction: 'ingress' })),
         /tcx not supported \(needs Linux 6.6\), tc fallback failed/,
       );
     } finally {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Delivery of a packet to a pod on this node. */
+/* Delivery of a packet to a pod on this node (after its ingress policy), and to the node's own stack. */
 #ifndef __TENDRIL_LOCAL_DELIVERY_H_
 #define __TENDRIL_LOCAL_DELIVERY_H_
 
@@ -9,25 +9,55 @@
 #include "eth.h"
 #include "ipv4.h"
 #include "maps.h"
+#include "trace.h"
+#include "conntrack.h"
+#include "policy.h"
+
+/* How deliver_to_endpoint4() hands a packet over. */
+#define DELIVER_ROUTED		0	/* from an ingress hook: this node routes it */
+#define DELIVER_FROM_STACK	1	/* from the egress of tendril_host: the stack routed it */
 
 /*
- * Delivery to a pod of this node, from an ingress hook (the source pod's
- * veth, the tunnel device or the native device): act as the router the pod
- * believes it talks to (L2 rewrite, TTL - 1) and hand the packet straight to
- * the destination pod's eth0 with bpf_redirect_peer, which skips the
- * host-side veth and the backlog queue. Only valid on an ingress hook.
- * Callers run the destination's conntrack and ingress policy (ct_policy4)
- * first.
+ * The one way into a pod of this node: the pod's conntrack and ingress
+ * policy for a packet from @src_label, the hand-over, then the to-endpoint
+ * trace. Every local delivery (from a pod, the node's stack, the tunnel, the
+ * native device) goes through here, so policy runs before each by
+ * construction.
+ *
+ * DELIVER_ROUTED (ingress hooks: a pod's veth, tendril_vxlan, the native
+ * device): act as the router the pod believes it talks to (L2 rewrite,
+ * TTL - 1) and hand the packet straight to the pod's eth0 with
+ * bpf_redirect_peer, which skips the host-side veth and the backlog queue.
+ * DELIVER_FROM_STACK (egress of tendril_host): the stack did the routing hop;
+ * L2 rewrite and out of the pod's host-side veth.
+ *
+ * Returns TC_ACT_REDIRECT, TC_ACT_SHOT after a policy drop (already
+ * notified), or a DROP_* code for the caller's entry point to notify.
  */
-static __always_inline int ipv4_local_delivery(struct ethhdr *eth, struct iphdr *ip,
-					       const struct endpoint_info *dst)
+static __always_inline int deliver_to_endpoint4(struct __sk_buff *skb, struct trace_ctx *trace,
+						struct ct_pkt *pkt, struct ethhdr *eth,
+						struct iphdr *ip, const struct endpoint_info *dst,
+						__u32 src_label, __u32 now, int how)
 {
-	if (ip->ttl <= 1)
-		return DROP_TTL_EXCEEDED;
+	int ret;
 
-	eth_rewrite(eth, dst->node_mac, dst->mac);
-	ipv4_dec_ttl(ip);
-	return bpf_redirect_peer(dst->ifindex, 0);
+	ret = ct_policy4(skb, pkt, dst, CT_INGRESS, src_label, src_label, now);
+	if (ret)
+		return ret;
+
+	if (how == DELIVER_FROM_STACK) {
+		eth_rewrite(eth, dst->node_mac, dst->mac);
+		ret = bpf_redirect(dst->ifindex, 0);
+	} else {
+		if (ip->ttl <= 1)
+			return DROP_TTL_EXCEEDED;
+		eth_rewrite(eth, dst->node_mac, dst->mac);
+		ipv4_dec_ttl(ip);
+		ret = bpf_redirect_peer(dst->ifindex, 0);
+	}
+	if (ret == TC_ACT_REDIRECT)
+		trace_point(skb, trace, TRACE_TO_ENDPOINT, dst->lxc_id, src_label, dst->sec_id, dst->lxc_id);
+	return ret;
 }
 
 /*

@@ -7,7 +7,7 @@
 SEC("tc")
 int test_from_host(struct __sk_buff *skb)
 {
-	int ret = from_host(skb);
+	int ret = from_host_notify(skb);
 
 	harness_store_tunnel_key(skb);
 	return ret;

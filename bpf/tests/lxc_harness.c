@@ -7,7 +7,7 @@
 SEC("tc")
 int test_from_container(struct __sk_buff *skb)
 {
-	int ret = from_container(skb);
+	int ret = from_container_notify(skb);
 
 	harness_store_tunnel_key(skb);
 	return ret;

@@ -7,12 +7,7 @@
 SEC("tc")
 int test_from_overlay(struct __sk_buff *skb)
 {
-	int ret;
-
 	if (harness_attach_rx_key(skb) < 0)
 		return TC_ACT_SHOT;
-	ret = from_overlay(skb);
-	if (IS_ERR(ret))
-		return send_drop_notify(skb, ret);
-	return ret;
+	return from_overlay_notify(skb);
 }

@@ -1,6 +1,6 @@
 // Reads the node's events ring on a timer (never blocking the event loop) and counts what the datapath lost.
 import { RingBuffer, type BpfMap } from '../kernel/bpf/index.js';
-import type { DatapathEvent } from '../observe/types.js';
+import type { DatapathEvent } from './event-types.js';
 import { EVENTS_LOST_DROP_RATE, EVENTS_LOST_RING_FULL, decodeEvent } from './events.js';
 
 export interface EventReaderOptions {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Btf } from '../kernel/bpf/index.js';
-import { OBS_POINTS } from '../observe/types.js';
+import { OBS_POINTS } from './event-types.js';
 import {
   EVENT_CAP_MAX,
   EVENT_FILES,

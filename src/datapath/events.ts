@@ -1,6 +1,6 @@
 // Datapath event records (mirror of bpf/lib/events.h and trace.h): layout, decoder, and the clock of their timestamps.
 import { be16, structCodec, u16, u64, u8, type StructCodec } from '../kernel/bpf/index.js';
-import { OBS_POINTS, type DatapathEvent, type ObsPoint, type TraceReason } from '../observe/types.js';
+import { OBS_POINTS, type DatapathEvent, type ObsPoint, type TraceReason } from './event-types.js';
 import { ipv4Codec } from './maps.js';
 
 /** Map names as pinned by the objects (LIBBPF_PIN_BY_NAME). */

@@ -8,6 +8,8 @@ export type { EndpointInfo } from './maps.js';
 export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, CT_TIMEOUTS_DEFAULT, dropReasonText } from './maps.js';
 export { DatapathError } from './errors.js';
 export { decodeEvent, ktimeToDate, EVENT_FILES, POLICY_MATCH_TYPES } from './events.js';
+export { OBS_POINTS } from './event-types.js';
+export type { DatapathEvent, DropEvent, EventBase, ObsPoint, PolicyVerdictEvent, TraceEvent, TraceReason } from './event-types.js';
 export type { EventReaderOptions, EventStats, EventWatch } from './event-reader.js';
 export type { DatapathErrorCode } from './errors.js';
 export { ensureNamedNetns, interfaceIndex, interfaceName } from './host.js';

@@ -14,7 +14,6 @@ export const IPCACHE_MAP_SIZE = 512000;
 
 /** Program (function) names in the objects. */
 export const PROG_FROM_CONTAINER = 'cil_from_container';
-export const PROG_TO_CONTAINER = 'cil_to_container';
 export const PROG_FROM_HOST = 'cil_from_host';
 export const PROG_FROM_NETDEV = 'cil_from_netdev';
 export const PROG_TO_NETDEV = 'cil_to_netdev';

@@ -1,12 +1,14 @@
 // The node's datapath: host and tunnel devices, the loaded BPF objects, how an endpoint is wired into them, and the
 // ipcache entries and routes that reach other nodes. One loaded instance of each object serves every endpoint;
-// adding an endpoint is map updates + two tcx attaches.
+// adding an endpoint is map updates + one attach (its veth's ingress: nothing of a pod's needs the egress hook).
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfMap, Collection, Link, type BpfProgram, type TypedMap, ensureBpffs, queryTcx } from '../kernel/bpf/index.js';
+import { BpfMap, Collection, type TypedMap, ensureBpffs, haveTcx, queryTcx } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { KernelError } from '../kernel/errors.js';
-import type { DatapathEvent } from '../observe/types.js';
+import { Netns } from '../kernel/netns/index.js';
+import { PinnedAttachments, TcxSwitcher } from './attach.js';
+import type { DatapathEvent } from './event-types.js';
 import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
@@ -110,10 +112,13 @@ export interface NodeDatapathConfig {
   stateFile?: string;
   /**
    * How programs are attached (default 'tcx'). A tcx attach holds the RTNL lock across an RCU grace period
-   * (10-30 ms here), which bounds how fast pods can be added; 'tc' (clsact + cls_bpf) attaches in about a
-   * millisecond. Same programs, same maps either way.
+   * (10-30 ms here); 'tc' (clsact + cls_bpf) attaches in about a millisecond. With tcx a pod started through
+   * addEndpointAsync() runs on a filter until the node is quiet, then on its tcx link (see TcxSwitcher). Same
+   * programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
+  /** tcx: how long the node must be without endpoint adds and removals before pods move from filter to link (200 ms). */
+  tcxSwitchQuietMs?: number;
   /**
    * Datapath events (traces, drops, policy verdicts) written to the node's ring buffer (default true). Off, the
    * programs are loaded without any event code (CONFIG_EVENTS = 0). Takes effect at start().
@@ -216,6 +221,10 @@ export class NodeDatapath {
    * changes entries costs no endpoint-map reads (1,000 endpoints at once is the common case of a policy change).
    */
   private readonly wired = new Map<number, EndpointInfo>();
+  private readonly pins: PinnedAttachments;
+  /** Bridged endpoints' switch to tcx; from start() to stop(), in the namespace start() ran in. */
+  private switcher: TcxSwitcher | undefined;
+  private switcherNs: Netns | undefined;
 
   /** Validates the configuration; nothing touches the kernel before start(). */
   constructor(cfg: NodeDatapathConfig) {
@@ -240,6 +249,9 @@ export class NodeDatapath {
     const routing = cfg.routing ?? 'tunnel';
     if (routing !== 'tunnel' && routing !== 'native') bad(`routing "${String(routing)}" is neither "tunnel" nor "native"`);
     if (typeof cfg.nativeDev !== 'string' || cfg.nativeDev === '') bad('nativeDev is empty');
+    if (cfg.tcxSwitchQuietMs !== undefined && (!Number.isInteger(cfg.tcxSwitchQuietMs) || cfg.tcxSwitchQuietMs < 0 || cfg.tcxSwitchQuietMs > 2 ** 31 - 1)) {
+      bad(`tcxSwitchQuietMs ${String(cfg.tcxSwitchQuietMs)} is not an integer in [0, ${2 ** 31 - 1}] (ms)`);
+    }
     if (cfg.mtu !== undefined && (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 + TUNNEL_OVERHEAD || cfg.mtu > 65535)) {
       bad(`mtu ${cfg.mtu} is not an integer in [${576 + TUNNEL_OVERHEAD}, 65535]`);
     }
@@ -248,6 +260,7 @@ export class NodeDatapath {
     }
     this.cfg = cfg;
     this.routing = routing;
+    this.pins = new PinnedAttachments(path.join(cfg.bpfRoot, 'links'), cfg.attachMode);
   }
 
   /**
@@ -279,7 +292,7 @@ export class NodeDatapath {
       if (tunnel) vxlan = this.setupVxlan(nl, podMtu);
       else if (nl.getLink(VXLAN_DEV)) {
         // Switched from tunnel mode: the device and its attachments go.
-        this.detachPinned(VXLAN_DEV, nl.getLink(VXLAN_DEV)!.index);
+        this.pins.detach(VXLAN_DEV, nl.getLink(VXLAN_DEV)!.index);
         nl.deleteLink(VXLAN_DEV);
       }
       writeSysctl('net/ipv4/ip_forward', '1');
@@ -305,16 +318,27 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
     };
-    const load = (obj: string): Collection => Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
-    const loaded: Collection[] = [];
+    // Everything below is undone, last first, when a later step fails: the collections closed, each hook put back
+    // as it was (an earlier run's program switched back in, a new attachment removed), so a failed start loses
+    // nothing that was working. Devices and routes stay: start() re-uses them.
+    const undo: Array<() => void> = [];
+    const commit: Array<() => void> = [];
+    const attach = (c: Collection, prog: string, ifindex: number, ifname: string, dir: Direction): 'tcx' | 'tc' => {
+      const a = this.pins.attachReversibly(c.program(prog), ifindex, ifname, dir);
+      undo.push(() => a.undo());
+      commit.push(() => a.commit());
+      return a.kind;
+    };
+    const load = (obj: string): Collection => {
+      const c = Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
+      undo.push(() => c.close());
+      return c;
+    };
     try {
       const lxc = load('lxc.o');
-      loaded.push(lxc);
       const host = load('host.o');
-      loaded.push(host);
       const overlay = tunnel ? load('overlay.o') : undefined;
-      if (overlay) loaded.push(overlay);
-      this.s = {
+      const s: Started = {
         lxc,
         host,
         overlay,
@@ -329,30 +353,42 @@ export class NodeDatapath {
         nativeDev,
         podMtu,
       };
+      const mode = attach(host, 'cil_from_host', hostDev.ifindex, HOST_DEV, 'egress');
+      if (overlay && vxlan) {
+        attach(overlay, 'cil_from_overlay', vxlan.index, VXLAN_DEV, 'ingress');
+        attach(overlay, 'cil_to_overlay', vxlan.index, VXLAN_DEV, 'egress');
+      } else {
+        attach(host, 'cil_from_netdev', nativeDev.index, cfg.nativeDev, 'ingress');
+        attach(host, 'cil_to_netdev', nativeDev.index, cfg.nativeDev, 'egress');
+      }
+      this.s = s;
+      this.writeLocalEntries();
+      this.attachMode = mode;
     } catch (err) {
-      for (const c of loaded) c.close();
+      this.s = undefined;
+      for (const u of undo.reverse()) {
+        try {
+          u();
+        } catch {
+          // Best effort: the error that made us unwind is the one to report.
+        }
+      }
       throw err;
     }
-    const s = this.s;
-
-    const link = this.attachPinned(s.host.program('cil_from_host'), hostDev.ifindex, HOST_DEV, 'egress');
-    this.attachMode = link.kind;
-    link.close();
-    if (s.overlay && vxlan) {
-      this.attachPinned(s.overlay.program('cil_from_overlay'), vxlan.index, VXLAN_DEV, 'ingress').close();
-      this.attachPinned(s.overlay.program('cil_to_overlay'), vxlan.index, VXLAN_DEV, 'egress').close();
-      // Switched from native mode: the underlay device no longer needs our programs.
-      this.detachPinned(cfg.nativeDev, nativeDev.index);
-    } else {
-      this.attachPinned(s.host.program('cil_from_netdev'), nativeDev.index, cfg.nativeDev, 'ingress').close();
-      this.attachPinned(s.host.program('cil_to_netdev'), nativeDev.index, cfg.nativeDev, 'egress').close();
-    }
-    this.writeLocalEntries();
+    for (const c of commit) c();
+    // Switched from native mode: the underlay device no longer needs our programs.
+    if (tunnel) this.pins.detach(cfg.nativeDev, nativeDev.index);
+    this.switcherNs = Netns.current();
+    this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
   }
 
   /** Stops event readers and closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
   stop(): void {
     for (const w of [...this.watches]) w.stop();
+    this.switcher?.stop();
+    this.switcher = undefined;
+    this.switcherNs?.close();
+    this.switcherNs = undefined;
     this.s?.lxc.close();
     this.s?.host.close();
     this.s?.overlay?.close();
@@ -424,7 +460,7 @@ export class NodeDatapath {
   private setupVxlan(nl: Netlink, mtu: number): LinkInfo {
     const cur = nl.getLink(VXLAN_DEV);
     if (cur && cur.kind !== 'vxlan') {
-      this.detachPinned(VXLAN_DEV, cur.index);
+      this.pins.detach(VXLAN_DEV, cur.index);
       nl.deleteLink(VXLAN_DEV);
     }
     if (!cur || cur.kind !== 'vxlan') nl.createVxlan({ name: VXLAN_DEV, port: VXLAN_PORT, external: true, learning: false, mtu });
@@ -460,93 +496,42 @@ export class NodeDatapath {
   }
 
   /**
-   * Attaches `prog` and pins the link; when a pinned link of an earlier agent run exists, it is switched to the
-   * freshly loaded program in place (BPF_LINK_UPDATE), so traffic never sees a gap.
+   * Wires an endpoint: endpoint map and ipcache entries, then cil_from_container on its veth's ingress as a pinned
+   * tcx link (switched in place when one exists). Also the restore path: a tc bridge or an egress attachment left by
+   * an earlier run goes.
    */
-  private attachPinned(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Link {
-    // A cls_bpf filter attach replaces one with the same prio/handle: that is its re-adoption, and it needs no pin.
-    if (this.cfg.attachMode === 'tc') return prog.attach({ ifindex, direction: dir, mode: 'tc' });
-    return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(prog.attach({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
-  }
-
-  /** attachPinned() with a new tcx attach done off the event loop (see BpfProgram.attachAsync). */
-  private async attachPinnedAsync(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Promise<Link> {
-    if (this.cfg.attachMode === 'tc') return prog.attach({ ifindex, direction: dir, mode: 'tc' });
-    return this.reusePinned(prog, ifindex, ifname, dir) ?? this.pinNew(await prog.attachAsync({ ifindex, direction: dir, mode: 'auto' }), ifname, dir);
-  }
-
-  /** The pinned link of an earlier run switched to `prog`, or undefined when there is none (or it is dead). */
-  private reusePinned(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction): Link | undefined {
-    const pin = this.linkPin(ifname, dir);
-    if (!fs.existsSync(pin)) return undefined;
-    const old = Link.openPinned(pin);
-    if (Link.info(old.fd).ifindex === ifindex) {
-      old.update(prog);
-      return old;
-    }
-    // The interface was re-created since the pin was made: the old link is dead.
-    old.close();
-    fs.unlinkSync(pin);
-    return undefined;
-  }
-
-  private pinNew(link: Link, ifname: string, dir: Direction): Link {
-    // On a kernel without tcx, 'auto' fell back to a tc filter, which persists without a pin.
-    if (link.kind === 'tcx') link.pin(this.linkPin(ifname, dir));
-    return link;
-  }
-
-  /** Detaches and unpins our links of an interface, both directions; parts already gone are fine. */
-  private detachPinned(ifname: string, ifindex: number): void {
-    const nl = Netlink.open();
-    try {
-      // tc filters (attach mode tc, or the fallback): gone with the interface, else removed here.
-      for (const dir of ['ingress', 'egress'] as const) nl.detachBpfFilter({ ifindex, direction: dir });
-    } catch {
-      // The interface is already gone.
-    } finally {
-      nl.close();
-    }
-    for (const dir of ['ingress', 'egress'] as const) {
-      const pin = this.linkPin(ifname, dir);
-      if (!fs.existsSync(pin)) continue;
-      const link = Link.openPinned(pin);
-      try {
-        link.detach();
-      } catch {
-        // The interface is already gone, and with it the attachment.
-      } finally {
-        link.close();
-      }
-      fs.rmSync(pin, { force: true });
-    }
-  }
-
-  private linkPin(ifname: string, dir: Direction): string {
-    return path.join(this.cfg.bpfRoot, 'links', `${ifname}-${dir}`);
-  }
-
-  /** Wires an endpoint: endpoint map and ipcache entries, then cil_from_container / cil_to_container on its veth. */
   addEndpoint(ep: DatapathEndpoint): void {
     const s = this.writeEndpoint(ep);
-    this.attachPinned(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
-    this.attachPinned(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress').close();
+    this.switcher?.forget(ep.hostIfindex);
+    if (this.pins.tcOnly) {
+      this.pins.attach(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress').close();
+    } else {
+      this.pins.switchToTcx(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress');
+    }
+    // Earlier versions attached a pass-everything cil_to_container there.
+    this.pins.detachHook(ep.hostIfName, ep.hostIfindex, 'egress');
   }
 
   /**
-   * addEndpoint() for the agent's CNI path: each tcx attach waits out an RCU grace period in the kernel, so the
-   * two run at once on worker threads (one grace period instead of two) and the event loop serves other pods
-   * meanwhile. Worker threads live in the process's namespace: not for use inside Netns.run().
+   * addEndpoint() for the agent's CNI path, without waiting for a tcx attach (an RCU grace period under RTNL, which
+   * every pod start of the node would queue behind): the program goes on as a cls_bpf filter now, enforcing from
+   * the first packet, and is switched to a pinned tcx link when the node is quiet (see TcxSwitcher). A veth that
+   * already has our pinned link (the same endpoint added again) gets it switched in place. Async for the callers'
+   * sake; the work is done synchronously, in the calling thread's namespace.
    */
-  async addEndpointAsync(ep: DatapathEndpoint): Promise<void> {
+  addEndpointAsync(ep: DatapathEndpoint): Promise<void> {
     const s = this.writeEndpoint(ep);
-    const links = await Promise.allSettled([
-      this.attachPinnedAsync(s.lxc.program('cil_from_container'), ep.hostIfindex, ep.hostIfName, 'ingress'),
-      this.attachPinnedAsync(s.lxc.program('cil_to_container'), ep.hostIfindex, ep.hostIfName, 'egress'),
-    ]);
-    for (const l of links) if (l.status === 'fulfilled') l.value.close();
-    const failed = links.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-    if (failed) throw failed.reason;
+    const prog = s.lxc.program('cil_from_container');
+    const reused = this.pins.tcOnly ? undefined : this.pins.reuse(prog, ep.hostIfindex, ep.hostIfName, 'ingress');
+    if (reused) reused.close();
+    else if (this.switcher && haveTcx()) this.switcher.bridge(prog, ep.hostIfindex, ep.hostIfName);
+    else this.pins.attach(prog, ep.hostIfindex, ep.hostIfName, 'ingress').close();
+    return Promise.resolve();
+  }
+
+  /** Endpoints whose ingress program still runs as a tc filter, waiting for the switch to tcx, and how switches went. */
+  tcxSwitchStats(): { bridged: number; switched: number; failed: number; lastError?: string } {
+    return this.switcher?.stats() ?? { bridged: 0, switched: 0, failed: 0 };
   }
 
   /**
@@ -612,7 +597,8 @@ export class NodeDatapath {
       if (ipc && !(ipc.flags & IPCACHE_F_HAS_TUNNEL_EP) && ipc.identity !== IDENTITY_HOST) s.ipcache.delete({ prefix: ep.ip });
     }
     s.lxcIfMap.delete(ep.hostIfindex);
-    this.detachPinned(ep.hostIfName, ep.hostIfindex);
+    this.switcher?.forget(ep.hostIfindex);
+    this.pins.detach(ep.hostIfName, ep.hostIfindex);
     if (epId !== undefined) {
       this.removePolicyEntries(epId);
       if (this.wired.get(epId)?.ifindex === ep.hostIfindex) this.wired.delete(epId);

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import { KernelError, errnoText } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
 import { linkCreateAsync } from '../native/libbpf.js';
-import type { BpfProgram } from './program.js';
 import {
   BPF_LINK_CREATE,
   BPF_LINK_DETACH,
@@ -28,8 +27,15 @@ import {
 export type Direction = 'ingress' | 'egress';
 export type AttachMode = 'tcx' | 'tc' | 'auto';
 
+/** What an attach needs of a program: its fd and (for tc filters and messages) its name. A BpfProgram is one. */
+export interface AttachableProgram {
+  readonly fd: number;
+  readonly name: string;
+}
+
 export interface AttachOptions {
-  /** ifindex in the CALLING thread's network namespace. */
+  program: AttachableProgram;
+  /** ifindex in the CALLING thread's network namespace (the async verbs: the PROCESS's, see attachTcxAsync). */
   ifindex: number;
   direction: Direction;
   /** 'auto' (default): tcx, or clsact + cls_bpf when the kernel has no tcx. */
@@ -145,8 +151,8 @@ export class Link {
     this.pinnedAt = undefined;
   }
 
-  /** Atomically replaces the attached program. */
-  update(prog: BpfProgram): void {
+  /** Atomically replaces the attached program (no RCU grace period, unlike a new tcx attach). */
+  update(prog: AttachableProgram): void {
     if (this.tc !== undefined) {
       // cls_bpf create-or-replace on the same prio/handle swaps the program in one step.
       this.tc.netlink.attachBpfFilter({ ...this.tcSpec(this.tc), progFd: prog.fd, name: prog.name });
@@ -192,71 +198,105 @@ export class Link {
     return { ifindex: tc.ifindex, direction: tc.direction, prio: tc.prio, handle: tc.handle };
   }
 
-  /** @internal Used by BpfProgram.attach(). */
-  static attachTcx(prog: BpfProgram, ifindex: number, direction: Direction): Link | { errno: number } {
-    // link_create: prog_fd@0 target_ifindex@4 attach_type@8 flags@12 tcx.relative_fd@16 tcx.expected_revision@24
-    const attr = Buffer.alloc(32);
-    attr.writeUInt32LE(prog.fd, 0);
-    attr.writeUInt32LE(ifindex, 4);
-    attr.writeUInt32LE(direction === 'ingress' ? BPF_TCX_INGRESS : BPF_TCX_EGRESS, 8);
-    const r = sysBpf(BPF_LINK_CREATE, attr);
-    return r.ok ? new Link('tcx', r.value) : { errno: r.errno };
+  /** @internal The verbs below make links; this wraps a link fd they got from the kernel. */
+  static fromFd(fd: number): Link {
+    return new Link('tcx', fd);
   }
 
-  /** @internal Used by BpfProgram.attachAsync(): the same as attachTcx, on a worker thread. */
-  static async attachTcxAsync(prog: BpfProgram, ifindex: number, direction: Direction): Promise<Link | { errno: number }> {
-    const r = await linkCreateAsync(prog.fd, ifindex, direction === 'ingress' ? BPF_TCX_INGRESS : BPF_TCX_EGRESS);
-    return 'fd' in r ? new Link('tcx', r.fd) : r;
-  }
-
-  /** @internal Used by BpfProgram.attach(). */
-  static attachTc(prog: BpfProgram, o: AttachOptions): Link {
-    const netlink = Netlink.open();
-    const tc: TcAttachment = {
-      netlink,
-      ifindex: o.ifindex,
-      direction: o.direction,
-      prio: o.prio ?? 1,
-      handle: o.handle ?? 1,
-      name: prog.name,
-    };
-    try {
-      netlink.ensureClsact(o.ifindex);
-      netlink.attachBpfFilter({ ifindex: tc.ifindex, direction: tc.direction, prio: tc.prio, handle: tc.handle, progFd: prog.fd, name: prog.name });
-    } catch (err) {
-      netlink.close();
-      throw err;
-    }
+  /** @internal attachTc() makes tc attachments. */
+  static fromTc(tc: TcAttachment): Link {
     return new Link('tc', -1, tc);
   }
 }
 
-export function attachProgram(prog: BpfProgram, o: AttachOptions): Link {
-  if ((o.mode ?? 'auto') === 'tc') return Link.attachTc(prog, o);
-  const r = simulateNoTcx ? { errno: EINVAL } : Link.attachTcx(prog, o.ifindex, o.direction);
-  return r instanceof Link ? r : fallback(prog, o, r.errno);
+/**
+ * Attaches a program as a tcx link (BPF_LINK_CREATE) on a hook of an interface of the CALLING thread's network
+ * namespace. The link detaches when its last fd closes, unless pinned. Costs an RCU grace period under RTNL in the
+ * kernel (10-30 ms on a VM): see attachTcxAsync(). "tcx not supported (needs Linux 6.6)" on older kernels.
+ */
+export function attachTcx(o: AttachOptions): Link {
+  const r = simulateNoTcx ? { errno: EINVAL } : tcxCreate(o);
+  return r instanceof Link ? r : tcxFailed(o, r.errno);
 }
 
-/** attachProgram() with the tcx attach (the slow part: an RCU grace period) off the event loop. */
-export async function attachProgramAsync(prog: BpfProgram, o: AttachOptions): Promise<Link> {
-  if ((o.mode ?? 'auto') === 'tc') return Link.attachTc(prog, o);
-  const r = simulateNoTcx ? { errno: EINVAL } : await Link.attachTcxAsync(prog, o.ifindex, o.direction);
-  return r instanceof Link ? r : fallback(prog, o, r.errno);
+/**
+ * attachTcx() on a libuv worker thread, so the event loop runs on while the kernel waits out its grace period, and
+ * concurrent attaches share one. The ifindex is resolved in the netns of the worker threads, i.e. the PROCESS's:
+ * not for use inside Netns.run().
+ */
+export async function attachTcxAsync(o: AttachOptions): Promise<Link> {
+  const r = simulateNoTcx ? { errno: EINVAL } : await linkCreateAsync(o.program.fd, o.ifindex, tcxAttachType(o.direction));
+  return 'fd' in r ? Link.fromFd(r.fd) : tcxFailed(o, r.errno);
 }
 
-/** After a failed tcx attach: a real error, or (kernel < 6.6) clsact + cls_bpf when the mode allows it. */
-function fallback(prog: BpfProgram, o: AttachOptions, errno: number): Link {
-  const where = `Cannot attach program "${prog.name}" to ${o.direction} of ifindex ${o.ifindex}`;
-  const looksUnsupported = errno === EINVAL || errno === EOPNOTSUPP || errno === ENOTSUPP;
-  if (!looksUnsupported || haveTcx()) throw bpfError(`${where} with tcx`, errno);
-  if (o.mode === 'tcx') {
-    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where}: tcx not supported (needs Linux 6.6)`, { errno });
-  }
+/** Attaches a program as a cls_bpf filter on clsact (created when missing): the pre-6.6 way, about a millisecond. */
+export function attachTc(o: AttachOptions): Link {
+  const netlink = Netlink.open();
+  const tc: TcAttachment = {
+    netlink,
+    ifindex: o.ifindex,
+    direction: o.direction,
+    prio: o.prio ?? 1,
+    handle: o.handle ?? 1,
+    name: o.program.name,
+  };
   try {
-    return Link.attachTc(prog, o);
+    netlink.ensureClsact(o.ifindex);
+    netlink.attachBpfFilter({ ifindex: tc.ifindex, direction: tc.direction, prio: tc.prio, handle: tc.handle, progFd: o.program.fd, name: o.program.name });
+  } catch (err) {
+    netlink.close();
+    throw err;
+  }
+  return Link.fromTc(tc);
+}
+
+/** By mode: 'tcx', 'tc', or 'auto' (default): tcx, or clsact + cls_bpf when the kernel has no tcx (< 6.6). */
+export function attachProgram(o: AttachOptions): Link {
+  const mode = o.mode ?? 'auto';
+  if (mode === 'tc') return attachTc(o);
+  if (mode === 'tcx') return attachTcx(o);
+  const r = simulateNoTcx ? { errno: EINVAL } : tcxCreate(o);
+  return r instanceof Link ? r : fallback(o, r.errno);
+}
+
+function tcxAttachType(direction: Direction): number {
+  return direction === 'ingress' ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
+}
+
+function tcxCreate(o: AttachOptions): Link | { errno: number } {
+  // link_create: prog_fd@0 target_ifindex@4 attach_type@8 flags@12 tcx.relative_fd@16 tcx.expected_revision@24
+  const attr = Buffer.alloc(32);
+  attr.writeUInt32LE(o.program.fd, 0);
+  attr.writeUInt32LE(o.ifindex, 4);
+  attr.writeUInt32LE(tcxAttachType(o.direction), 8);
+  const r = sysBpf(BPF_LINK_CREATE, attr);
+  return r.ok ? Link.fromFd(r.value) : { errno: r.errno };
+}
+
+function where(o: AttachOptions): string {
+  return `Cannot attach program "${o.program.name}" to ${o.direction} of ifindex ${o.ifindex}`;
+}
+
+function looksUnsupported(errno: number): boolean {
+  return errno === EINVAL || errno === EOPNOTSUPP || errno === ENOTSUPP;
+}
+
+/** A failed tcx attach: "not supported" when the probe says the kernel has no tcx, else the errno. */
+function tcxFailed(o: AttachOptions, errno: number): never {
+  if (looksUnsupported(errno) && !haveTcx()) {
+    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where(o)}: tcx not supported (needs Linux 6.6)`, { errno });
+  }
+  throw bpfError(`${where(o)} with tcx`, errno);
+}
+
+/** After a failed tcx attach in mode 'auto': a real error, or (kernel < 6.6) clsact + cls_bpf. */
+function fallback(o: AttachOptions, errno: number): Link {
+  if (!looksUnsupported(errno) || haveTcx()) throw bpfError(`${where(o)} with tcx`, errno);
+  try {
+    return attachTc(o);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where}: tcx not supported (needs Linux 6.6), tc fallback failed: ${why}`, {
+    throw new KernelError('TENDRIL_ERR_NOT_SUPPORTED', `${where(o)}: tcx not supported (needs Linux 6.6), tc fallback failed: ${why}`, {
       cause: err,
     });
   }

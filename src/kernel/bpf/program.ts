@@ -1,6 +1,5 @@
-// A live BPF program (an fd we own): test runs (BPF_PROG_TEST_RUN), tc attach, pinning.
+// A live BPF program (an fd we own): test runs (BPF_PROG_TEST_RUN), pinning. Attaching is link.ts's (attachTcx()...).
 import { KernelError } from '../errors.js';
-import { Link, attachProgram, attachProgramAsync, type AttachOptions } from './link.js';
 import {
   BPF_PROG_GET_FD_BY_ID,
   BPF_PROG_TEST_RUN,
@@ -136,23 +135,6 @@ export class BpfProgram {
     };
     if (ctxOut !== undefined) result.ctx = ctxOut.subarray(0, Math.min(attr.readUInt32LE(44), ctxOut.length));
     return result;
-  }
-
-  /**
-   * Attaches to an interface of the CALLING thread's network namespace. 'tcx' (default via 'auto') gives a
-   * BPF link; 'auto' falls back to clsact + cls_bpf when the kernel has no tcx (< 6.6).
-   */
-  attach(o: AttachOptions): Link {
-    return attachProgram(this, o);
-  }
-
-  /**
-   * attach() with the tcx attach on a libuv worker thread, so the event loop keeps running while the kernel waits
-   * out its RCU grace period. The ifindex is resolved in the netns of the worker threads, i.e. the PROCESS's
-   * namespace: not for use inside Netns.run().
-   */
-  attachAsync(o: AttachOptions): Promise<Link> {
-    return attachProgramAsync(this, o);
   }
 
   pin(path: string): void {
