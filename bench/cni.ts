@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pluginConfig, type LabPod } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
 import type { BenchNetns } from './netns.js';
-import { AgentClient } from '../src/cli/client.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { BenchError, inNs, runAsync, sleep } from './proc.js';
 import { REF_CNI_DIR, refPluginConfig } from './scenarios.js';
 
@@ -47,7 +47,7 @@ export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTa
     cniPath: CNI_BIN_DIR,
     config: (pod, prev) => pluginConfig(lab, pod, prev),
   };
-  if (plugin === 'tendril') t.settle = () => tcxSettled(new AgentClient(labPaths(lab).node('ctr').socket));
+  if (plugin === 'tendril') t.settle = () => tcxSettled(new ApiClient(labPaths(lab).node('ctr').socket));
   return t;
 }
 
@@ -55,7 +55,7 @@ export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTa
  * Polls the agent's attachments until none is a tc filter: every pod started on one has been switched to tcx. Not
  * too often: listing every hook of 200 pods is work on the agent's event loop, which the switch needs too.
  */
-async function tcxSettled(c: AgentClient, timeoutMs = 120_000): Promise<number> {
+async function tcxSettled(c: ApiClient, timeoutMs = 120_000): Promise<number> {
   const t0 = performance.now();
   for (;;) {
     const att = await c.get<Array<{ attach: string }>>('/v1/datapath/attachments');
