@@ -217,8 +217,10 @@ test('iperf3 pod -> pod: throughput with events on (read / unread) and off (CONF
         .join('; ') +
       `; on/off ${(m['on, read'] / m.off).toFixed(3)}, read/unread ${(m['on, read'] / m['on, unread']).toFixed(3)}`,
   );
-  // Only a gross regression fails: the figures go into the report, the machine's noise is several percent.
-  assert.ok(m['on, read'] > 0.7 * m.off, 'events cost more than 30% of the throughput');
+  // Only a gross regression fails: the figures go into the report. Load only ever slows a run (seen: 12-21 Gbit/s
+  // within one mode at load 8), so the best run of each mode is compared, not the median.
+  const best = (k: keyof typeof results): number => Math.max(...results[k]);
+  assert.ok(best('on, read') > 0.7 * best('off'), `events cost more than 30% of the throughput (best ${best('on, read').toFixed(2)} vs ${best('off').toFixed(2)})`);
 });
 
 /** UDP to `count` distinct ports of p2 from one socket: every datagram is a new flow. */
