@@ -449,6 +449,19 @@ test('`tendril observe` and `tendril monitor` parse their flags and talk to the 
   await program.parseAsync(['observe', 'status', '--server', path.join(dir, 'relay.sock')], { from: 'user' });
   assert.match(out.join(''), /^Healthcheck \(via .*relay\.sock\): Ok\nCurrent\/Max Flows: [\d,]+\/8,190 \(\d+\.\d\d%\)\nFlows\/s: \d+\.\d\d\nConnected Nodes: 2\/3\nUnavailable Nodes: 1\n {2}- w2\n$/);
   out.length = 0;
+  // A server that is not SERVING: the health line as hubble prints it, no counters, and an error (exit code 1).
+  const sick = new ObserverServer({ nodeName: 'sick', socketPath: path.join(dir, 'sick', 'observer.sock'), serving: false });
+  await sick.start();
+  closers.push(() => sick.stop());
+  const target = `unix://${sick.socketPath}`;
+  await assert.rejects(program.parseAsync(['observe', 'status', '--server', target], { from: 'user' }), (e: ObserveError) => {
+    assert.equal(e.code, 'TENDRIL_ERR_OBSERVE_SERVER');
+    assert.equal(e.message, `not healthy: the flow server at ${target} answers NOT_SERVING`);
+    return true;
+  });
+  assert.deepEqual(out.join('').split('\n').slice(0, -1), (await hubbleStatus(target)).lines);
+  assert.deepEqual(out, [`Healthcheck (via ${target}): Unavailable: NOT_SERVING\n`]);
+  out.length = 0;
   await program.parseAsync(['observe', 'nodes', '--server', path.join(dir, 'relay.sock')], { from: 'user' });
   const rows = out.join('').split('\n');
   assert.match(rows[0]!, /^NAME +STATUS +AGE +FLOWS\/S +CURRENT\/MAX-FLOWS$/);
