@@ -12,12 +12,16 @@ export interface KindCacheEvents<T> {
   connection?(up: boolean): void;
 }
 
+/** Pause before a failed re-list is tried again. */
+const RELIST_RETRY_MS = 500;
+
 export class KindCache<T> {
   private readonly store: Store;
   private readonly kind: Kind;
   private readonly log: Logger;
   private readonly items = new Map<string, Resource<T>>();
   private watch: WatchHandle | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private events: KindCacheEvents<T> | undefined;
   private stopped = false;
   private synced = false;
@@ -36,6 +40,8 @@ export class KindCache<T> {
 
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.watch?.close();
     this.watch = undefined;
   }
@@ -83,8 +89,12 @@ export class KindCache<T> {
   private retryRelist(): void {
     if (this.stopped) return;
     this.relist().catch((err: unknown) => {
+      if (this.stopped) return;
       this.log.warn({ kind: this.kind, err: (err as Error).message }, 're-list failed; retrying');
-      setTimeout(() => this.retryRelist(), 500);
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.retryRelist();
+      }, RELIST_RETRY_MS);
     });
   }
 
