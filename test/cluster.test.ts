@@ -18,11 +18,14 @@ function ping(pod: LabPod, ip: string): boolean {
 }
 
 function http(pod: LabPod, ip: string): string {
-  return execCapture(pod.netns, ['curl', '-s', '--max-time', '5', `http://${ip}:8080/`]).stdout;
+  return execCapture(pod.netns, ['curl', '-s', '--max-time', '15', `http://${ip}:8080/`]).stdout;
 }
 
+/** One datagram; prints the first answer and exits (socat would give the answer only its fixed 0.5 s after stdin ends). */
 function udp(pod: LabPod, ip: string): string {
-  return execCapture(pod.netns, ['socat', '-T', '2', '-', `UDP:${ip}:8080`], 10_000, `hello from ${pod.name}\n`).stdout;
+  const js = `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { process.stdout.write(m); process.exit(0); }); ` +
+    `s.send('hello from ${pod.name}\\n', 8080, '${ip}'); setTimeout(() => process.exit(1), 15000);`;
+  return execCapture(pod.netns, [process.execPath, '-e', js]).stdout;
 }
 
 /** Polls `fn` under one generous deadline; resolves with the time it took (reported, never asserted). */
