@@ -289,7 +289,7 @@ const UDP_ECHO = `const s = require('dgram').createSocket('udp4'); s.on('message
 const udpClient = (ip: string, size: number): string =>
   `const c = require('dgram').createSocket('udp4'); const m = Buffer.alloc(${size}, 'u'); ` +
   `c.on('message', (r) => { console.log(r.equals(m) ? 'echo ok' : 'echo differs'); process.exit(0); }); ` +
-  `c.send(m, 9090, '${ip}'); setTimeout(() => process.exit(1), 3000);`;
+  `c.send(m, 9090, '${ip}'); setTimeout(() => process.exit(1), 15000);`;
 const HTTP_SERVER = `require('http').createServer((q, s) => s.end(Buffer.alloc(Number(q.url.slice(1)) || 5, 'x'))).listen(8080, '0.0.0.0', () => console.log('ready'))`;
 
 function suite(mode: RoutingMode): void {
