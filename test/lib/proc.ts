@@ -47,7 +47,7 @@ export function startProcess(argv: string[], ready: RegExp): Promise<{ proc: Chi
   proc.on('exit', () => children.delete(proc));
   let text = '';
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 10 s: ${text}`)), 10_000);
+    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 30 s: ${text}`)), 30_000);
     const onData = (d: Buffer): void => {
       text += d.toString();
       if (ready.test(text)) {
