@@ -10,6 +10,7 @@ import { Netns } from '../src/kernel/netns/index.js';
 import { AgentClient } from '../src/cli/client.js';
 import { execCapture, labDown, labNodeAdd, labNodeDel, labUp, loadLab, podAdd, restartAgent, restartStore, type LabPod, type RoutingMode, type StoreKind } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
+import { until } from './lib/proc.js';
 
 interface IpcacheRow { prefix: string; identity: number; tunnelEndpoint?: string }
 
@@ -26,16 +27,6 @@ function udp(pod: LabPod, ip: string): string {
   const js = `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { process.stdout.write(m); process.exit(0); }); ` +
     `s.send('hello from ${pod.name}\\n', 8080, '${ip}'); setTimeout(() => process.exit(1), 15000);`;
   return execCapture(pod.netns, [process.execPath, '-e', js]).stdout;
-}
-
-/** Polls `fn` under one generous deadline; resolves with the time it took (reported, never asserted). */
-async function until(what: string, fn: () => Promise<boolean> | boolean, ms = 60_000): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await fn()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`${what} did not happen within ${ms} ms`);
 }
 
 /**
