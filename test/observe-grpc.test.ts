@@ -64,9 +64,9 @@ function lines(rs: FlowsResponse[], nodeName = false): string[] {
   return flowsOf(rs).map((f) => compactLine(f, { utc: true, nodeName }));
 }
 
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -80,7 +80,7 @@ function healthClient(address: string): HealthClient {
 
 /** Polls a health check until it answers `want` (a relay probes its nodes; grpc-js reconnects with backoff). */
 async function untilHealth(c: HealthClient, want: string, service?: string): Promise<void> {
-  const end = Date.now() + 20_000;
+  const end = Date.now() + 30_000;
   let last = '';
   while (last !== want) {
     if (Date.now() > end) throw new Error(`${c.address} still answers ${last}, not ${want}`);
@@ -107,8 +107,9 @@ before(async () => {
       { name: 'w1', address: w1.socketPath },
       { name: 'w2', address: path.join(dir, 'w2', 'observer.sock') },
     ],
-    sortWindowMs: 150,
-    peerTimeoutMs: 2000,
+    // Wide enough that two flows published back to back still meet in the window on a loaded machine.
+    sortWindowMs: 1000,
+    peerTimeoutMs: 10_000,
   });
   await relay.start();
 });
@@ -262,7 +263,7 @@ test('`hubble status` on a node and on the relay: the health check, then the cou
 
 test('Relay health: NOT_SERVING while no node answers, SERVING once one does, NOT_SERVING when none is left', async () => {
   const late = new ObserverServer({ nodeName: 'late', socketPath: path.join(dir, 'late', 'observer.sock') });
-  const r = new Relay({ socketPath: path.join(dir, 'relay-h.sock'), peers: [{ name: 'late', address: late.socketPath }], healthIntervalMs: 50, peerTimeoutMs: 1000 });
+  const r = new Relay({ socketPath: path.join(dir, 'relay-h.sock'), peers: [{ name: 'late', address: late.socketPath }], healthIntervalMs: 50, peerTimeoutMs: 5000 });
   closers.push(() => r.stop(), () => late.stop());
   await r.start();
   const c = healthClient(path.join(dir, 'relay-h.sock'));
@@ -448,6 +449,19 @@ test('`tendril observe` and `tendril monitor` parse their flags and talk to the 
   await program.parseAsync(['observe', 'status', '--server', path.join(dir, 'relay.sock')], { from: 'user' });
   assert.match(out.join(''), /^Healthcheck \(via .*relay\.sock\): Ok\nCurrent\/Max Flows: [\d,]+\/8,190 \(\d+\.\d\d%\)\nFlows\/s: \d+\.\d\d\nConnected Nodes: 2\/3\nUnavailable Nodes: 1\n {2}- w2\n$/);
   out.length = 0;
+  // A server that is not SERVING: the health line as hubble prints it, no counters, and an error (exit code 1).
+  const sick = new ObserverServer({ nodeName: 'sick', socketPath: path.join(dir, 'sick', 'observer.sock'), serving: false });
+  await sick.start();
+  closers.push(() => sick.stop());
+  const target = `unix://${sick.socketPath}`;
+  await assert.rejects(program.parseAsync(['observe', 'status', '--server', target], { from: 'user' }), (e: ObserveError) => {
+    assert.equal(e.code, 'TENDRIL_ERR_OBSERVE_SERVER');
+    assert.equal(e.message, `not healthy: the flow server at ${target} answers NOT_SERVING`);
+    return true;
+  });
+  assert.deepEqual(out.join('').split('\n').slice(0, -1), (await hubbleStatus(target)).lines);
+  assert.deepEqual(out, [`Healthcheck (via ${target}): Unavailable: NOT_SERVING\n`]);
+  out.length = 0;
   await program.parseAsync(['observe', 'nodes', '--server', path.join(dir, 'relay.sock')], { from: 'user' });
   const rows = out.join('').split('\n');
   assert.match(rows[0]!, /^NAME +STATUS +AGE +FLOWS\/S +CURRENT\/MAX-FLOWS$/);
@@ -471,12 +485,8 @@ test('runRelay() serves until aborted and follows a changing node list', async (
   const c = client(listen);
   assert.deepEqual((await c.getNodes()).map((n) => n.name), ['ctr']);
   peers = [...peers, { name: 'w1', address: w1.socketPath }];
-  const end = Date.now() + 2000;
   let names: string[] = [];
-  while (Date.now() < end && names.length < 2) {
-    names = (await c.getNodes()).map((n) => n.name);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await until(async () => (names = (await c.getNodes()).map((n) => n.name)).length >= 2, 'the relay to follow the new node list');
   assert.deepEqual(names, ['ctr', 'w1']);
   ac.abort();
   await running;

@@ -69,7 +69,7 @@ async function podCIDRs(store: Store, name: string): Promise<string[] | undefine
   return (await store.get<NodeSpec>('Node', name))?.value.podCIDRs;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 5000): Promise<T> {
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -116,21 +116,28 @@ test('nodes that join without a CIDR each get a distinct /24 of the pool', async
 
 test('a deleted node\'s CIDR is reserved for the grace period, then reused', async () => {
   const c = await startCluster(clusterDir());
-  const op = operator(c.opStore, { cidr: '10.1.0.0/16', maskSize: 24 }, 300);
+  const pool = { cidr: '10.1.0.0/16', maskSize: 24 };
+  // A grace no loaded machine outlasts, so that "not handed out within the grace" holds by construction.
+  let op = operator(c.opStore, pool, 3_600_000);
   try {
     await op.start();
     for (const n of ['a', 'b']) await join(c.agents, n);
     assert.equal(await cidrOf(c.agents, 'a'), '10.1.0.0/24');
     assert.equal(await cidrOf(c.agents, 'b'), '10.1.1.0/24');
-    const deletedAt = Date.now();
     await c.agents.delete('Node', 'a');
     await waitFor('a held', () => op.status().releasing['10.1.0.0/24']);
     await join(c.agents, 'c');
     assert.equal(await cidrOf(c.agents, 'c'), '10.1.2.0/24', 'the held CIDR is not handed out within the grace');
-    await waitFor('a freed', () => op.status().releasing['10.1.0.0/24'] === undefined, 3000);
+    await op.stop();
+    // A short grace: b's CIDR is freed by the timer, no earlier than the grace, and reused (a's is still held).
+    op = operator(c.opStore, pool, 300);
+    await op.start();
+    const deletedAt = Date.now();
+    await c.agents.delete('Node', 'b');
+    await waitFor('b freed', () => op.status().assignments['b'] === undefined && op.status().releasing['10.1.1.0/24'] === undefined);
     assert.ok(Date.now() - deletedAt >= 300, 'freed no earlier than the grace');
     await join(c.agents, 'd');
-    assert.equal(await cidrOf(c.agents, 'd'), '10.1.0.0/24', 'the freed CIDR is reused');
+    assert.equal(await cidrOf(c.agents, 'd'), '10.1.1.0/24', 'the freed CIDR is reused');
   } finally {
     await op.stop();
     await c.close();
@@ -165,7 +172,8 @@ test('operator restart (and store restart) keeps every assignment without re-car
   const dir = clusterDir();
   const pool = { cidr: '10.3.0.0/16', maskSize: 24 };
   let c = await startCluster(dir);
-  let op = operator(c.opStore, pool);
+  // A grace that outlasts the restart below however slow the machine is: the hold must still be there after it.
+  let op = operator(c.opStore, pool, 60_000);
   const names = ['n1', 'n2', 'n3', 'n4'];
   let before: string[];
   let stateRev: number | undefined;

@@ -185,7 +185,7 @@ function contract(makeBackend: (tmp: string) => Backend): void {
   };
   let store: Store;
 
-  describe(`store contract: ${backend.name}`, { timeout: 60_000 }, () => {
+  describe(`store contract: ${backend.name}`, { timeout: 180_000 }, () => {
     before(async () => {
       await backend.start();
       store = open();
@@ -298,9 +298,12 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       assert.equal(await store.delete('Node', 'w1-a'), true);
       const p3 = await store.put('Node', 'w1-b', { v: 3 });
       await w.waitCount(4);
-      await sleep(100);
+      // A marker put after everything: once it arrives, any event delivered twice would have arrived before it.
+      const end = await store.put('Node', 'w1-z', {});
+      await w.waitCount(5);
       w.handle.close();
-      assert.equal(w.events.length, 4, w.summary().join(', '));
+      assert.equal(w.events.length, 5, w.summary().join(', '));
+      assert.deepEqual(w.events[4], { type: 'put', resource: end });
       const [e1, e2, e3, e4] = w.events;
       assert.deepEqual(e1, { type: 'put', resource: p1 });
       assert.deepEqual(e2, { type: 'put', resource: p2 });
@@ -340,8 +343,11 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       await store.put('Node', 'w4-a', {});
       await w.waitCount(1);
       w.handle.close();
+      const after1 = collect(store, 'Node', revision, 'w4-');
       await store.put('Node', 'w4-b', {});
-      await sleep(200);
+      // Another watch of the same client has the event: the closed one would have had it by now too.
+      await after1.waitCount(2);
+      after1.handle.close();
       assert.equal(w.events.length, 1);
     });
 
@@ -367,12 +373,14 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       assert.ok(d.revision > before1.revision);
       const after1 = await writer.put('Node', 'rs-after', { v: 3 });
       await w.waitCount(3);
-      await sleep(300);
+      const end = await writer.put('Node', 'rs-z', {});
+      await w.waitCount(4);
       w.handle.close();
       assert.deepEqual(w.summary(), [
         `put rs-before@${before1.revision}`,
         `put rs-during@${d.revision}`,
         `put rs-after@${after1.revision}`,
+        `put rs-z@${end.revision}`,
       ]);
       assert.deepEqual(w.connection.slice(0, 3), [true, false, true]);
       // The old client carries on by itself too.
@@ -387,18 +395,19 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       await waitFor('watch connected', () => w.connection.includes(true));
       backend.pause();
       try {
-        await waitFor('watch to give up on the frozen server', () => w.connection.includes(false), 10_000);
+        await waitFor('watch to give up on the frozen server', () => w.connection.includes(false));
       } finally {
         backend.resume();
       }
       const b = await store.put('Node', 'fz-b', {});
       await w.waitCount(2);
-      await waitFor('watch reconnected', () => w.connection.filter((c) => c).length >= 2, 10_000);
+      await waitFor('watch reconnected', () => w.connection.filter((c) => c).length >= 2);
       const c = await store.put('Node', 'fz-c', {});
       await w.waitCount(3);
-      await sleep(200);
+      const end = await store.put('Node', 'fz-z', {});
+      await w.waitCount(4);
       w.handle.close();
-      assert.deepEqual(w.summary(), [`put fz-a@${a.revision}`, `put fz-b@${b.revision}`, `put fz-c@${c.revision}`]);
+      assert.deepEqual(w.summary(), [`put fz-a@${a.revision}`, `put fz-b@${b.revision}`, `put fz-c@${c.revision}`, `put fz-z@${end.revision}`]);
     });
 
     test('a restart keeps resources, and revisions keep increasing', async () => {
@@ -422,8 +431,11 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       const w = collect(store, 'Node', revision, 'gone-');
       await waitFor('onResync', () => w.resync !== undefined);
       assert.match(w.resync ?? '', /history|compact/);
+      const live = collect(store, 'Node', (await store.list('Node')).revision, 'gone-');
       await store.put('Node', 'gone-b', {});
-      await sleep(200);
+      // A live watch of the same client has the event: the closed one would have had it by now too.
+      await live.waitCount(1);
+      live.handle.close();
       assert.equal(w.events.length, 0);
       // The caller's recovery: list again and watch from the new revision.
       const again = await store.list('Node');

@@ -12,7 +12,7 @@ import { LocalStoreClient, LocalStoreServer, StoreError, type WatchEvent } from 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-lstore-`));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -32,7 +32,7 @@ function raw(socketPath: string, method: string, p: string, body?: string): Prom
   });
 }
 
-describe('local store server', { timeout: 30_000 }, () => {
+describe('local store server', { timeout: 120_000 }, () => {
   const servers: LocalStoreServer[] = [];
   const clients: LocalStoreClient[] = [];
   after(async () => {

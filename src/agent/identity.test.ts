@@ -133,7 +133,7 @@ test('operator GC deletes an identity only after it has been unused for the grac
   await gc.stop();
 });
 
-async function waitFor(cond: () => Promise<boolean>, ms = 3000): Promise<void> {
+async function waitFor(cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');

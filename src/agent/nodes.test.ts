@@ -77,7 +77,7 @@ function recorder(): { events: NodeEvents; seen: string[] } {
 }
 
 async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 10_000;
+  const end = Date.now() + 30_000;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));

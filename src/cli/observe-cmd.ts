@@ -7,6 +7,7 @@ import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.
 import { labPaths } from '../lab/paths.js';
 import {
   DICT_SEPARATOR,
+  HealthClient,
   ObserveError,
   ObserverClient,
   OUTPUT_FORMATS,
@@ -330,10 +331,15 @@ export function registerObserve(program: Command, io: CliIO = STDIO): void {
     .option('--server <address>', 'flow server: unix:///path.sock or host:port')
     .action(async (_o: unknown, sub: Command) => {
       const address = resolveObserveServer(sub.optsWithGlobals<GlobalOpts>());
+      const health = new HealthClient(address);
       const client = new ObserverClient(address);
       try {
+        // As hubble: the standard health service first, and nothing more from a server that is not SERVING.
+        const st = await health.check();
+        io.out(`Healthcheck (via ${address}): ${st === 'SERVING' ? 'Ok' : `Unavailable: ${st}`}\n`);
+        if (st !== 'SERVING') throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', `not healthy: the flow server at ${address} answers ${st}`);
         const s = await client.serverStatus();
-        const lines = [`Healthcheck (via ${address}): Ok`, `Current/Max Flows: ${s.num_flows.toLocaleString('en-US')}/${s.max_flows.toLocaleString('en-US')}${ratio(s.num_flows, s.max_flows)}`];
+        const lines = [`Current/Max Flows: ${s.num_flows.toLocaleString('en-US')}/${s.max_flows.toLocaleString('en-US')}${ratio(s.num_flows, s.max_flows)}`];
         const uptime = Number(s.uptime_ns) / 1e9;
         const rate = s.flows_rate > 0 ? s.flows_rate : uptime > 0 ? s.seen_flows / uptime : 0;
         lines.push(`Flows/s: ${rate.toFixed(2)}`);
@@ -347,6 +353,7 @@ export function registerObserve(program: Command, io: CliIO = STDIO): void {
         }
         io.out(lines.join('\n') + '\n');
       } finally {
+        health.close();
         client.close();
       }
     });

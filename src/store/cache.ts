@@ -12,6 +12,9 @@ export interface KindCacheEvents<T> {
   connection?(up: boolean): void;
 }
 
+/** Pause before a failed re-list is tried again. */
+const RELIST_RETRY_MS = 500;
+
 export class KindCache<T> {
   private readonly store: Store;
   private readonly kind: Kind;
@@ -86,8 +89,12 @@ export class KindCache<T> {
   private retryRelist(): void {
     if (this.stopped) return;
     this.relist().catch((err: unknown) => {
+      if (this.stopped) return;
       this.log.warn({ kind: this.kind, err: (err as Error).message }, 're-list failed; retrying');
-      this.retryTimer = setTimeout(() => this.retryRelist(), 500);
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.retryRelist();
+      }, RELIST_RETRY_MS);
     });
   }
 

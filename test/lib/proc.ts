@@ -24,6 +24,19 @@ export function inNs(ns: string, argv: string[]): string[] {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Polls `cond` every 20 ms until it holds; fails once `ms` (one generous deadline, not a bound on how fast things
+ * should be) has passed. Resolves with how long it took, for diagnostics.
+ */
+export async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 60_000): Promise<number> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+  return Date.now() - t0;
+}
+
 /** Every process startProcess() started and that still runs (stop them in after()). */
 export const children = new Set<ChildProcess>();
 
@@ -34,7 +47,7 @@ export function startProcess(argv: string[], ready: RegExp): Promise<{ proc: Chi
   proc.on('exit', () => children.delete(proc));
   let text = '';
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 10 s: ${text}`)), 10_000);
+    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after 30 s: ${text}`)), 30_000);
     const onData = (d: Buffer): void => {
       text += d.toString();
       if (ready.test(text)) {
