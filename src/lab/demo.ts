@@ -173,6 +173,7 @@ async function main(): Promise<void> {
     section('Flows, as hubble observe shows them: cluster-wide through the relay');
     run(['observe', '--pod', 'default/curl-pod', '--protocol', 'tcp', '--last', '8']);
     run(['observe', 'nodes']);
+    run(['observe', 'status']);
     section('The node\'s monitor (cilium-dbg monitor), related to curl-pod, while it pings webpod-1');
     await captureMonitor(curl.id, () => {
       spawnSync(bin, ['--lab', LAB, 'lab', 'exec', 'curl-pod', '--', 'ping', '-c', '1', ipOf('webpod-1')]);
@@ -202,7 +203,7 @@ async function main(): Promise<void> {
     exec('netshoot-pod', ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}\\n', `http://${ipOf('webpod-1')}/`]);
 
     section('Native routing with etcd as the cluster store');
-    run(['lab', 'up', '--nodes', '2', '--routing', 'native', '--store', 'etcd', '--pod-cidr', '10.244.0.0/16'], { lab: LAB_NATIVE });
+    run(['lab', 'up', '--nodes', '2', '--routing', 'native', '--store', 'etcd', '--etcd-members', '3', '--pod-cidr', '10.244.0.0/16'], { lab: LAB_NATIVE });
     run(['lab', 'pod', 'add', 'client', '--node', 'ctr', '--label', 'app=client'], { lab: LAB_NATIVE });
     run(['lab', 'pod', 'add', 'other', '--node', 'ctr', '--label', 'app=other'], { lab: LAB_NATIVE });
     run(['lab', 'pod', 'add', 'server', '--node', 'w1', '--label', 'app=server', '--serve', '80'], { lab: LAB_NATIVE });

@@ -31,7 +31,6 @@ export interface StoreHealth {
 }
 
 export class GuardedStore implements Store {
-  readonly description: string;
   private readonly inner: Store;
   private readonly callTimeoutMs: number;
   private readonly probeUpMs: number;
@@ -47,9 +46,13 @@ export class GuardedStore implements Store {
   /** Calls waiting for the store to be seen back. */
   private readonly waiters = new Set<() => void>();
 
+  /** The inner store's, asked each time: an etcd client's names the member it uses now. */
+  get description(): string {
+    return this.inner.description;
+  }
+
   constructor(inner: Store, opts: GuardOptions = {}) {
     this.inner = inner;
-    this.description = inner.description;
     this.callTimeoutMs = opts.callTimeoutMs ?? 1500;
     this.probeUpMs = opts.probeUpMs ?? 2000;
     this.probeDownMs = opts.probeDownMs ?? 250;
