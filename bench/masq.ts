@@ -64,6 +64,8 @@ export function setupRefMasq(nets: BenchNetns, tmpDir: string): MasqPair[] {
     fs.mkdirSync(dataDir, { recursive: true });
     const conf = JSON.parse(refPluginConfig('ptp', `tdlb-masq-${i}`, n.subnet, dataDir)) as Record<string, unknown>;
     conf['ipMasq'] = n.masq;
+    // The external host is off the pod's subnet: the pod needs a default route via its ptp gateway.
+    (conf['ipam'] as Record<string, unknown>)['routes'] = [{ dst: '0.0.0.0/0' }];
     const pod = nets.add(`masq-p${i + 1}`);
     const out = execRefPlugin(n.ns, 'ptp', 'ADD', randomBytes(16).toString('hex'), pod, JSON.stringify(conf));
     const podIp = (JSON.parse(out) as { ips?: Array<{ address: string }> }).ips?.[0]?.address?.split('/')[0];
