@@ -18,6 +18,7 @@
 #include "lib/local_delivery.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/nat.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -127,6 +128,11 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
+	/* A reply to a masqueraded flow continues addressed to its pod (lib/nat.h). */
+	ret = snat4_rev(skb);
+	if (IS_ERR(ret))
+		return ret;
+
 	ret = ipv4_load(skb, &eth, &ip);
 	if (IS_ERR(ret))
 		return ret;
@@ -173,12 +179,22 @@ int cil_from_netdev(struct __sk_buff *skb)
 	return from_netdev_notify(skb);
 }
 
-/* Egress of the native device: the hook for BPF masquerade; passes everything for now. */
+/* What cil_to_netdev runs: BPF masquerade (lib/nat.h), then its drop notification. */
+static __always_inline int to_netdev_notify(struct __sk_buff *skb)
+{
+	int ret = snat4_egress(skb);
+
+	/* A pod's packet leaving the node: egress. */
+	if (IS_ERR(ret))
+		return send_drop_notify_dir(skb, ret, METRIC_DIR_EGRESS);
+	return ret;
+}
+
+/* Egress of the native device: pod traffic to the world leaves with the node's address. */
 SEC("tc")
 int cil_to_netdev(struct __sk_buff *skb)
 {
-	(void)skb;
-	return TC_ACT_OK;
+	return to_netdev_notify(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

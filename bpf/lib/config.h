@@ -46,6 +46,20 @@ volatile const __u32 CONFIG_CT_TIMEOUT_TCP_SYN = 60;
 volatile const __u32 CONFIG_CT_TIMEOUT_TCP_FIN = 10;
 volatile const __u32 CONFIG_CT_TIMEOUT_ANY = 60;
 
+/*
+ * Masquerading (lib/nat.h): BPF SNAT of pod traffic leaving the native
+ * device to the world, on (1) or off (0); the port range of the translated
+ * flows (host order, inclusive); the native-routing CIDR that is never
+ * masqueraded (address and mask, network order; mask 0 = none); and whether
+ * the ip-masq-agent's non-masquerade set (tendril_ipmasq) is consulted.
+ */
+volatile const __u32 CONFIG_MASQ = 0;
+volatile const __u32 CONFIG_NAT_PORT_MIN = 32768;
+volatile const __u32 CONFIG_NAT_PORT_MAX = 60999;
+volatile const __be32 CONFIG_NATIVE_ROUTING_NET4 = 0;
+volatile const __be32 CONFIG_NATIVE_ROUTING_MASK4 = 0;
+volatile const __u32 CONFIG_IPMASQ = 0;
+
 static __always_inline bool tunnel_mode(void)
 {
 	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;

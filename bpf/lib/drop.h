@@ -23,7 +23,10 @@
 #define DROP_NO_TUNNEL_KEY	-147	/* Error retrieving tunnel key */
 #define DROP_UNKNOWN_TARGET	-150	/* Unknown L3 target address */
 #define DROP_CSUM_L3		-153	/* Error while correcting L3 checksum */
+#define DROP_CSUM_L4		-154	/* Error while correcting L4 checksum */
 #define DROP_UNSUPPORTED_L2	-166	/* Unsupported L2 protocol */
+#define DROP_NAT_NO_MAPPING	-167	/* No mapping for NAT masquerade */
+#define DROP_NAT_UNSUPP_PROTO	-168	/* Unsupported protocol for NAT masquerade */
 #define DROP_INVALID_IDENTITY	-171	/* Invalid identity */
 #define DROP_POLICY_DENY	-181	/* Policy denied by denylist */
 #define DROP_TTL_EXCEEDED	-196	/* TTL exceeded */

@@ -13,6 +13,23 @@ import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
 import {
+  IPMASQ_MAP,
+  SNAT_MAP,
+  ipmasqKeyCodec,
+  ipmasqList,
+  ipmasqReplace,
+  ipmasqValueCodec,
+  natConstants,
+  natFlush,
+  natGc,
+  natList,
+  natValueCodec,
+  type IpmasqKey,
+  type MasqDatapathConfig,
+  type NatEntry,
+  type NatValue,
+} from './nat.js';
+import {
   diffPolicy,
   entryFromMap,
   entryKeyId,
@@ -129,10 +146,16 @@ export interface NodeDatapathConfig {
    * take effect at start().
    */
   ctTimeouts?: { tcp?: number; tcpSyn?: number; tcpFin?: number; any?: number };
+  /**
+   * BPF masquerading of pod traffic to the world on the native device (default off). On, the native-device
+   * programs are attached in tunnel mode too. Load-time constants: take effect at start().
+   */
+  masquerade?: MasqDatapathConfig;
 }
 
 export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
 export type { CtEntry } from './ct.js';
+export type { MasqDatapathConfig, NatEntry } from './nat.js';
 
 /** One tendril_metrics entry summed over CPUs. */
 export interface DropMetric {
@@ -196,6 +219,8 @@ interface Started {
   policy: TypedMap<PolicyKeyRaw, PolicyValueRaw>;
   ipblock: TypedMap<IpcacheKey, number>;
   ct: Array<TypedMap<CtKey, CtValue>>;
+  snat: TypedMap<CtKey, NatValue>;
+  ipmasq: TypedMap<IpmasqKey, number>;
   metrics: BpfMap;
   hostDev: HostDevice;
   nativeDev: LinkInfo;
@@ -258,6 +283,18 @@ export class NodeDatapath {
     for (const [k, v] of Object.entries(cfg.ctTimeouts ?? {})) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 0xffffffff)) bad(`ctTimeouts.${k} ${String(v)} is not a positive integer (seconds)`);
     }
+    const m = cfg.masquerade;
+    if (m !== undefined) {
+      const port = (v: number): boolean => Number.isInteger(v) && v >= 1 && v <= 65535;
+      if (!port(m.portMin) || !port(m.portMax) || m.portMin > m.portMax) bad(`masquerade port range ${m.portMin}-${m.portMax} is not 1-65535, low to high`);
+      if (m.nativeRoutingCidr !== undefined) {
+        try {
+          parseCidr(m.nativeRoutingCidr);
+        } catch {
+          bad(`masquerade nativeRoutingCidr "${m.nativeRoutingCidr}" is no IPv4 CIDR`);
+        }
+      }
+    }
     this.cfg = cfg;
     this.routing = routing;
     this.pins = new PinnedAttachments(path.join(cfg.bpfRoot, 'links'), cfg.attachMode);
@@ -317,7 +354,9 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_TCP_SYN: cfg.ctTimeouts?.tcpSyn ?? CT_TIMEOUTS_DEFAULT.tcpSyn,
       CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
+      ...natConstants(cfg.masquerade),
     };
+    const netdev = !tunnel || cfg.masquerade?.enabled === true;
     // Everything below is undone, last first, when a later step fails: the collections closed, each hook put back
     // as it was (an earlier run's program switched back in, a new attachment removed), so a failed start loses
     // nothing that was working. Devices and routes stay: start() re-uses them.
@@ -348,6 +387,8 @@ export class NodeDatapath {
         policy: lxc.map(POLICY_MAP).typed(policyKeyCodec, policyValueCodec),
         ipblock: lxc.map(IPBLOCK_MAP).typed(ipcacheKeyCodec, ipblockValueCodec),
         ct: [lxc.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec), lxc.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec)],
+        snat: host.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec),
+        ipmasq: host.map(IPMASQ_MAP).typed(ipmasqKeyCodec, ipmasqValueCodec),
         metrics: lxc.map(METRICS_MAP),
         hostDev,
         nativeDev,
@@ -357,7 +398,8 @@ export class NodeDatapath {
       if (overlay && vxlan) {
         attach(overlay, 'cil_from_overlay', vxlan.index, VXLAN_DEV, 'ingress');
         attach(overlay, 'cil_to_overlay', vxlan.index, VXLAN_DEV, 'egress');
-      } else {
+      }
+      if (netdev) {
         attach(host, 'cil_from_netdev', nativeDev.index, cfg.nativeDev, 'ingress');
         attach(host, 'cil_to_netdev', nativeDev.index, cfg.nativeDev, 'egress');
       }
@@ -376,8 +418,8 @@ export class NodeDatapath {
       throw err;
     }
     for (const c of commit) c();
-    // Switched from native mode: the underlay device no longer needs our programs.
-    if (tunnel) this.pins.detach(cfg.nativeDev, nativeDev.index);
+    // Switched from native mode (or masquerading off): the underlay device no longer needs our programs.
+    if (!netdev) this.pins.detach(cfg.nativeDev, nativeDev.index);
     this.switcherNs = Netns.current();
     this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
   }
@@ -751,8 +793,32 @@ export class NodeDatapath {
     return n;
   }
 
-  /** Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure. */
-  ctGc(): { deleted: number; alive: number } {
+  // ---- masquerading ----
+
+  /** Every NAT entry (both directions), unsorted. */
+  natList(): NatEntry[] {
+    return natList(this.started().snat);
+  }
+
+  /** Deletes every NAT entry (live masqueraded flows get new ports). Returns how many. */
+  natFlush(): number {
+    return natFlush(this.started().snat);
+  }
+
+  /** Replaces the ip-masq-agent's non-masquerade set (tendril_ipmasq). */
+  ipmasqReplace(cidrs: readonly string[]): { added: number; removed: number } {
+    return ipmasqReplace(this.started().ipmasq, cidrs);
+  }
+
+  ipmasqList(): string[] {
+    return ipmasqList(this.started().ipmasq);
+  }
+
+  /**
+   * Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure.
+   * The NAT entries of flows whose conntrack entry is gone go with them (natDeleted).
+   */
+  ctGc(): { deleted: number; alive: number; natDeleted: number } {
     const s = this.started();
     const now = monotonicSeconds();
     let deleted = 0;
@@ -765,7 +831,7 @@ export class NodeDatapath {
       }
       for (const k of doomed) if (m.delete(k)) deleted++;
     }
-    return { deleted, alive };
+    return { deleted, alive, natDeleted: natGc(s.snat, s.ct).deleted };
   }
 
   // ---- metrics ----

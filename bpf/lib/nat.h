@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* BPF masquerading: source NAT of pod traffic to the world on the native device, and its way back. */
+#ifndef __TENDRIL_NAT_H_
+#define __TENDRIL_NAT_H_
+
+#include <linux/ip.h>
+#include <linux/in.h>
+
+#include "common.h"
+#include "config.h"
+#include "csum.h"
+#include "drop.h"
+#include "endpoint.h"
+#include "identity.h"
+#include "ipcache.h"
+#include "ipv4.h"
+#include "conntrack.h"
+
+/*
+ * Two entries per flow in tendril_snat_v4 (Cilium's layout of
+ * cilium_snat_v4_external): the OUT entry, keyed by the pod's own tuple,
+ * holds the address and port it leaves with; the IN entry, keyed by the
+ * reply's tuple as it arrives (world -> node IP:port), holds the pod's
+ * address and port it goes back to. The IN entry is the port's reservation:
+ * it is created first with BPF_NOEXIST, so two flows never share one.
+ * Sized for 64 Ki flows; the agent removes both entries of a flow whose
+ * conntrack entry is gone (src/nat, run with the conntrack GC).
+ */
+#define NAT_MAP_SIZE		131072
+#define NAT_DIR_OUT		0	/* ct_tuple4.dir of an OUT entry */
+#define NAT_DIR_IN		1	/* ct_tuple4.dir of an IN entry */
+/* Ports tried for a new flow before giving up with DROP_NAT_NO_MAPPING (Cilium's, with the large insn limit). */
+#define NAT_COLLISION_RETRIES	128
+
+struct nat_entry4 {
+	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
+	__be16	to_port;	/* OUT: the translated port; IN: the pod's port (ICMP echo: identifier) */
+	__u16	pad;
+	__u32	created;	/* CLOCK_MONOTONIC seconds */
+	__u32	pad2;
+};
+
+_Static_assert(sizeof(struct nat_entry4) == 16, "nat_entry4 must be 16 bytes");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_tuple4);
+	__type(value, struct nat_entry4);
+	__uint(max_entries, NAT_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_snat_v4 SEC(".maps");
+
+/* The ip-masq-agent's non-masquerade CIDRs (Cilium's cilium_ipmasq_v4). */
+#define IPMASQ_MAP_SIZE		16384
+
+struct ipmasq_key {
+	__u32	prefixlen;
+	__be32	ip4;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipmasq_key);
+	__type(value, __u8);
+	__uint(max_entries, IPMASQ_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_ipmasq SEC(".maps");
+
+#define IP4_CSUM_OFF		(ETH_HLEN + 10)
+#define IP4_SADDR_OFF		(ETH_HLEN + 12)
+#define IP4_DADDR_OFF		(ETH_HLEN + 16)
+/* Identities below this are the cluster's (reserved, pods); from it on, node-local CIDR identities of the world. */
+#define IDENTITY_LOCAL_MIN	0x01000001
+
+/*
+ * Does pod traffic to @daddr leave with the node's address? Not when it
+ * goes to the cluster (a pod, a node: anything the ipcache knows with a
+ * cluster identity, remote pod CIDRs included), the native-routing CIDR, or
+ * a non-masquerade CIDR of the ip-masq-agent.
+ */
+static __always_inline bool snat4_needed(__be32 daddr)
+{
+	const struct remote_endpoint_info *info;
+
+	if (CONFIG_NATIVE_ROUTING_MASK4 && (daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
+		return false;
+	info = ipcache_lookup4(daddr);
+	if (info && info->sec_identity < IDENTITY_LOCAL_MIN)
+		return false;
+	if (CONFIG_IPMASQ) {
+		struct ipmasq_key key = { .prefixlen = 32, .ip4 = daddr };
+
+		if (bpf_map_lookup_elem(&tendril_ipmasq, &key))
+			return false;
+	}
+	return true;
+}
+
+/* Checksum @check after the 32-bit word @old (network order) became @new. */
+static __always_inline __sum16 csum_replace4(__sum16 check, __be32 old, __be32 new)
+{
+	check = csum_replace2(check, (__be16)(old & 0xffff), (__be16)(new & 0xffff));
+	return csum_replace2(check, (__be16)(old >> 16), (__be16)(new >> 16));
+}
+
+/*
+ * Rewrite one end of a TCP, UDP or ICMP echo packet: the IPv4 address at
+ * @addr_off from @old_addr to @new_addr, and unless @l3_only (a later
+ * fragment) the port (ICMP: echo identifier) at @port_off from @old_port to
+ * @new_port, with the IPv4 and L4 checksums fixed incrementally.
+ */
+static __always_inline int nat_rewrite4(struct __sk_buff *skb, __u32 l4_off, __u8 proto, __u32 addr_off,
+					__be32 old_addr, __be32 new_addr, __u32 port_off, __be16 old_port,
+					__be16 new_port, bool l3_only)
+{
+	__u32 csum_off, flags = 0;
+
+	switch (proto) {
+	case IPPROTO_TCP:
+		csum_off = l4_off + 16;
+		break;
+	case IPPROTO_UDP:
+		csum_off = l4_off + 6;
+		/* A UDP checksum of 0 is "none" and stays so; a computed 0 becomes 0xffff. */
+		flags = BPF_F_MARK_MANGLED_0;
+		break;
+	case IPPROTO_ICMP:
+		csum_off = l4_off + 2;
+		break;
+	default:
+		return DROP_NAT_UNSUPP_PROTO;
+	}
+	if (bpf_l3_csum_replace(skb, IP4_CSUM_OFF, old_addr, new_addr, 4) < 0)
+		return DROP_CSUM_L3;
+	if (!l3_only) {
+		/* TCP and UDP checksums cover the addresses through the pseudo header; ICMP's does not. */
+		if (proto != IPPROTO_ICMP &&
+		    bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, flags | BPF_F_PSEUDO_HDR | 4) < 0)
+			return DROP_CSUM_L4;
+		if (old_port != new_port) {
+			if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags | 2) < 0)
+				return DROP_CSUM_L4;
+			if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
+				return DROP_WRITE_ERROR;
+		}
+	}
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+		return DROP_WRITE_ERROR;
+	return 0;
+}
+
+static __always_inline __u16 nat_random_port(void)
+{
+	__u32 range = CONFIG_NAT_PORT_MAX - CONFIG_NAT_PORT_MIN + 1;
+
+	return CONFIG_NAT_PORT_MIN + bpf_get_prandom_u32() % range;
+}
+
+/*
+ * A new flow @otuple (the pod's, dir NAT_DIR_OUT): reserve a port of the
+ * range for it towards its destination, trying its own port first (a pod's
+ * ephemeral port usually lies in the range, and then stays), then random
+ * ones. Fills @res with the OUT entry and returns 0, returns NAT_RACED when
+ * another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
+ */
+#define NAT_RACED	1
+static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_entry4 *res)
+{
+	struct nat_entry4 ostate = {}, rstate = {};
+	struct ct_tuple4 rtuple = {};
+	__u32 now = ct_now();
+	__u16 port = bpf_ntohs(otuple->sport);
+	int i;
+
+	rtuple.saddr = otuple->daddr;
+	rtuple.daddr = CONFIG_NODE_IP4;
+	rtuple.sport = otuple->dport;
+	rtuple.nexthdr = otuple->nexthdr;
+	rtuple.dir = NAT_DIR_IN;
+	rstate.to_addr = otuple->saddr;
+	rstate.to_port = otuple->sport;
+	rstate.created = now;
+	ostate.to_addr = CONFIG_NODE_IP4;
+	ostate.created = now;
+	if (port < CONFIG_NAT_PORT_MIN || port > CONFIG_NAT_PORT_MAX)
+		port = nat_random_port();
+	for (i = 0; i < NAT_COLLISION_RETRIES; i++) {
+		rtuple.dport = bpf_htons(port);
+		if (bpf_map_update_elem(&tendril_snat_v4, &rtuple, &rstate, BPF_NOEXIST) == 0) {
+			ostate.to_port = rtuple.dport;
+			if (bpf_map_update_elem(&tendril_snat_v4, otuple, &ostate, BPF_NOEXIST) == 0) {
+				*res = ostate;
+				return 0;
+			}
+			/* Another CPU translated the same flow meanwhile: its entry is the one. */
+			bpf_map_delete_elem(&tendril_snat_v4, &rtuple);
+			return NAT_RACED;
+		}
+		port = nat_random_port();
+	}
+	return DROP_NAT_NO_MAPPING;
+}
+
+/* First byte of an ICMP header as ct_extract4() kept it (policy_dport holds type and code as on the wire). */
+static __always_inline __u8 nat_icmp_type(const struct ct_pkt *p)
+{
+	return ((const __u8 *)&p->policy_dport)[0];
+}
+
+/*
+ * Egress of the native device: a local pod's packet to the world leaves
+ * with the node's IP and a port of the range (ICMP echo: identifier).
+ * Returns TC_ACT_OK, or a DROP_* code: no port left (DROP_NAT_NO_MAPPING),
+ * or a protocol that cannot be translated (DROP_NAT_UNSUPP_PROTO: anything
+ * but TCP, UDP and ICMP echo requests), which must not leave with the pod's
+ * address either.
+ */
+static __always_inline int snat4_egress(struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep;
+	struct nat_entry4 *e, fresh;
+	struct ct_pkt pkt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be32 saddr, to_addr;
+	__be16 to_port;
+	__u32 l4_off;
+	bool later_frag;
+	__u8 proto;
+	int ret;
+
+	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)))
+		return TC_ACT_OK;
+	saddr = ip->saddr;
+	if (saddr == CONFIG_NODE_IP4)
+		return TC_ACT_OK;
+	ep = lookup_ip4_endpoint(saddr);
+	if (!ep || ep_is_host(ep) || !snat4_needed(ip->daddr))
+		return TC_ACT_OK;
+
+	ret = ct_extract4(skb, ip, &pkt);
+	if (IS_ERR(ret))
+		return ret;
+	proto = ip->protocol;
+	l4_off = ETH_HLEN + ip->ihl * 4;
+	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
+	if (pkt.no_ports)
+		return DROP_NAT_NO_MAPPING;
+	if (proto == IPPROTO_ICMP) {
+		if (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO)
+			return DROP_NAT_UNSUPP_PROTO;
+	} else if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+		return DROP_NAT_UNSUPP_PROTO;
+	}
+
+	pkt.tuple.dir = NAT_DIR_OUT;
+	/* Values copied out per branch: a pointer merged from map value and stack trips the verifier. */
+	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+	if (e) {
+		to_addr = e->to_addr;
+		to_port = e->to_port;
+	} else {
+		ret = snat4_new(&pkt.tuple, &fresh);
+		if (IS_ERR(ret))
+			return ret;
+		to_addr = fresh.to_addr;
+		to_port = fresh.to_port;
+		if (ret == NAT_RACED) {
+			e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+			if (!e)
+				return DROP_NAT_NO_MAPPING;
+			to_addr = e->to_addr;
+			to_port = e->to_port;
+		}
+	}
+	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
+			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
+	return IS_ERR(ret) ? ret : TC_ACT_OK;
+}
+
+/*
+ * An ICMP error to the node IP about a packet a pod sent through the NAT
+ * (@p->inner: node IP:port -> world): the error goes to the pod, quoting
+ * the packet as the pod sent it. Rewrites the outer destination, the
+ * quoted source address and port (identifier), the quoted IPv4 checksum
+ * and, when the quoted 8 bytes hold it (UDP, ICMP), the quoted L4 checksum;
+ * the ICMP checksum follows every change. Returns 1 when translated, 0
+ * when the error is about no translated flow.
+ */
+static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const struct ct_pkt *p, __u32 l4_off)
+{
+	const __u32 icmp_csum_off = l4_off + 2, inner_off = l4_off + 8;
+	struct ct_tuple4 rt = {};
+	struct nat_entry4 *e;
+	struct iphdr inner;
+	__be32 pod, node = CONFIG_NODE_IP4;
+	__be16 port, old_port = p->inner.sport;
+	__u32 inner_l4, port_off, l4c_off = 0;
+	__sum16 check, l4c;
+	int ret;
+
+	if (p->inner.saddr != node)
+		return 0;
+	rt.saddr = p->inner.daddr;
+	rt.daddr = node;
+	rt.sport = p->inner.dport;
+	rt.dport = p->inner.sport;
+	rt.nexthdr = p->inner.nexthdr;
+	rt.dir = NAT_DIR_IN;
+	e = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	if (!e)
+		return 0;
+	pod = e->to_addr;
+	port = e->to_port;
+	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)) < 0)
+		return DROP_INVALID;
+	inner_l4 = inner_off + inner.ihl * 4;
+	switch (p->inner.nexthdr) {
+	case IPPROTO_TCP:
+		port_off = inner_l4;
+		break;
+	case IPPROTO_UDP:
+		port_off = inner_l4;
+		l4c_off = inner_l4 + 6;
+		break;
+	case IPPROTO_ICMP:
+		port_off = inner_l4 + 4;
+		l4c_off = inner_l4 + 2;
+		break;
+	default:
+		return 0;
+	}
+
+	/* The outer destination: the node IP becomes the pod's. */
+	if (bpf_l3_csum_replace(skb, IP4_CSUM_OFF, node, pod, 4) < 0)
+		return DROP_CSUM_L3;
+	if (bpf_skb_store_bytes(skb, IP4_DADDR_OFF, &pod, 4, 0) < 0)
+		return DROP_WRITE_ERROR;
+	/* The quoted source, and the quoted header's checksum over it. */
+	check = csum_replace4(inner.check, node, pod);
+	if (bpf_l4_csum_replace(skb, icmp_csum_off, node, pod, 4) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum_off, inner.check, check, 2) < 0)
+		return DROP_CSUM_L4;
+	if (bpf_skb_store_bytes(skb, inner_off + 12, &pod, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, inner_off + 10, &check, 2, 0) < 0)
+		return DROP_WRITE_ERROR;
+	/* The quoted L4 checksum, when quoted (UDP's 0 = none stays). */
+	if (l4c_off && bpf_skb_load_bytes(skb, l4c_off, &l4c, 2) == 0 && l4c) {
+		__sum16 nl4c = csum_replace2(l4c, old_port, port);
+
+		if (p->inner.nexthdr == IPPROTO_UDP)
+			nl4c = csum_replace4(nl4c, node, pod);
+		ret = bpf_l4_csum_replace(skb, icmp_csum_off, l4c, nl4c, 2);
+		if (ret < 0)
+			return DROP_CSUM_L4;
+		if (bpf_skb_store_bytes(skb, l4c_off, &nl4c, 2, 0) < 0)
+			return DROP_WRITE_ERROR;
+	}
+	/* The quoted source port (identifier). */
+	if (old_port != port) {
+		if (bpf_l4_csum_replace(skb, icmp_csum_off, old_port, port, 2) < 0)
+			return DROP_CSUM_L4;
+		if (bpf_skb_store_bytes(skb, port_off, &port, 2, 0) < 0)
+			return DROP_WRITE_ERROR;
+	}
+	return 1;
+}
+
+/*
+ * Ingress of the native device, before anything else: a reply to a
+ * translated flow (or an ICMP error about one) is given the pod's address
+ * and port back, so that the pod's conntrack and ingress policy see the
+ * flow as it sent it. Returns 1 when translated, 0 when the packet is no
+ * such reply (the node's own traffic), or a DROP_* code.
+ */
+static __always_inline int snat4_rev(struct __sk_buff *skb)
+{
+	struct nat_entry4 *e;
+	struct ct_pkt pkt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be32 to_addr, node = CONFIG_NODE_IP4;
+	__be16 to_port;
+	__u32 l4_off;
+	bool later_frag;
+	__u8 proto;
+	int ret;
+
+	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
+		return 0;
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->daddr != node)
+		return 0;
+	proto = ip->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
+		return 0;
+	if (IS_ERR(ct_extract4(skb, ip, &pkt)) || pkt.no_ports)
+		return 0;
+	l4_off = ETH_HLEN + ip->ihl * 4;
+	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
+	if (pkt.icmp_error)
+		return snat4_rev_icmp_error(skb, &pkt, l4_off);
+	if (proto == IPPROTO_ICMP && nat_icmp_type(&pkt) != ICMP_ECHOREPLY)
+		return 0;
+
+	pkt.tuple.dir = NAT_DIR_IN;
+	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+	if (!e)
+		return 0;
+	to_addr = e->to_addr;
+	to_port = e->to_port;
+	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
+			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, pkt.tuple.dport, to_port, later_frag);
+	return IS_ERR(ret) ? ret : 1;
+}
+
+#endif /* __TENDRIL_NAT_H_ */

@@ -1,0 +1,218 @@
+// BPF masquerading state (mirror of bpf/lib/nat.h): tendril_snat_v4 entries as the agent reads, lists, flushes and
+// collects them with their conntrack entries, and the ip-masq-agent's non-masquerade trie tendril_ipmasq.
+import { be16, structCodec, u16, u32, u8, type Codec, type StructCodec, type TypedMap } from '../kernel/bpf/index.js';
+import { formatCidr, formatIPv4, maskOf, parseCidr } from '../util/ip.js';
+import { monotonicSeconds } from './ct.js';
+import { CT_EGRESS, ipv4Codec, type CtKey, type CtValue } from './maps.js';
+
+export const SNAT_MAP = 'tendril_snat_v4';
+/** max_entries of tendril_snat_v4: two entries per flow. */
+export const SNAT_MAP_SIZE = 131072;
+export const IPMASQ_MAP = 'tendril_ipmasq';
+export const IPMASQ_MAP_SIZE = 16384;
+/** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
+export const NAT_DIR_OUT = 0;
+export const NAT_DIR_IN = 1;
+/** Cilium's drop code when no port of the range is free. */
+export const DROP_NAT_NO_MAPPING = -167;
+
+/** Load-time constants of lib/config.h for masquerading. */
+export const CONFIG_MASQ = 'CONFIG_MASQ';
+export const CONFIG_NAT_PORT_MIN = 'CONFIG_NAT_PORT_MIN';
+export const CONFIG_NAT_PORT_MAX = 'CONFIG_NAT_PORT_MAX';
+export const CONFIG_NATIVE_ROUTING_NET4 = 'CONFIG_NATIVE_ROUTING_NET4';
+export const CONFIG_NATIVE_ROUTING_MASK4 = 'CONFIG_NATIVE_ROUTING_MASK4';
+export const CONFIG_IPMASQ = 'CONFIG_IPMASQ';
+
+/** struct nat_entry4. */
+export interface NatValue {
+  /** OUT: the node IP the flow leaves with; IN: the pod's address it goes back to. */
+  toAddr: string;
+  /** OUT: the translated port (ICMP: identifier); IN: the pod's own. */
+  toPort: number;
+  pad: number;
+  /** CLOCK_MONOTONIC seconds. */
+  created: number;
+  pad2: number;
+}
+
+export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
+  toAddr: [0, ipv4Codec],
+  toPort: [4, be16],
+  pad: [6, u16],
+  created: [8, u32],
+  pad2: [12, u32],
+});
+
+export const NAT_VALUE_C_NAMES: Readonly<Record<keyof NatValue, string>> = {
+  toAddr: 'to_addr',
+  toPort: 'to_port',
+  pad: 'pad',
+  created: 'created',
+  pad2: 'pad2',
+};
+
+/** Key of tendril_ipmasq (struct ipmasq_key): a prefix. */
+export interface IpmasqKey {
+  prefix: string;
+}
+
+export const ipmasqKeyCodec: Codec<IpmasqKey> = {
+  size: 8,
+  encode(k: IpmasqKey): Buffer {
+    const c = parseCidr(k.prefix);
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(c.bits, 0);
+    b.writeUInt32BE(c.base >>> 0, 4);
+    return b;
+  },
+  decode(b: Buffer): IpmasqKey {
+    return { prefix: formatCidr(parseCidr(`${formatIPv4(b.readUInt32BE(4))}/${b.readUInt32LE(0)}`)) };
+  },
+};
+export const ipmasqValueCodec: Codec<number> = u8;
+
+/** One NAT entry as `tendril bpf nat list` shows it. */
+export interface NatEntry {
+  /** 'TCP', 'UDP', 'ICMP' or the protocol number. */
+  proto: string;
+  protocol: number;
+  direction: 'OUT' | 'IN';
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** OUT: XLATE_SRC to:toPort; IN: XLATE_DST. */
+  xlate: 'XLATE_SRC' | 'XLATE_DST';
+  toAddr: string;
+  toPort: number;
+  /** Seconds since the entry was created. */
+  age: number;
+}
+
+const PROTO_NAMES = new Map([
+  [1, 'ICMP'],
+  [6, 'TCP'],
+  [17, 'UDP'],
+]);
+
+export function toNatEntry(k: CtKey, v: NatValue, now: number): NatEntry {
+  const out = k.dir === NAT_DIR_OUT;
+  return {
+    proto: PROTO_NAMES.get(k.nexthdr) ?? String(k.nexthdr),
+    protocol: k.nexthdr,
+    direction: out ? 'OUT' : 'IN',
+    src: k.saddr,
+    sport: k.sport,
+    dst: k.daddr,
+    dport: k.dport,
+    xlate: out ? 'XLATE_SRC' : 'XLATE_DST',
+    toAddr: v.toAddr,
+    toPort: v.toPort,
+    age: now - v.created,
+  };
+}
+
+export function natList(snat: TypedMap<CtKey, NatValue>): NatEntry[] {
+  const now = monotonicSeconds();
+  const out: NatEntry[] = [];
+  for (const [k, v] of snat.entries()) out.push(toNatEntry(k, v, now));
+  return out;
+}
+
+/** Deletes every NAT entry. Returns how many. */
+export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
+  let n = 0;
+  for (const k of [...snat.keys()]) if (snat.delete(k)) n++;
+  return n;
+}
+
+const tupleId = (k: Pick<CtKey, 'saddr' | 'daddr' | 'sport' | 'dport' | 'nexthdr'>): string =>
+  `${k.nexthdr} ${k.saddr}:${k.sport} ${k.daddr}:${k.dport}`;
+
+/**
+ * The NAT half of the conntrack GC: a flow's two NAT entries go once the pod's egress conntrack entry (same tuple)
+ * is gone or expired, and an IN entry without its OUT partner (an LRU eviction) frees its port. Run after the CT GC.
+ */
+export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMap<CtKey, CtValue>>): { deleted: number; alive: number } {
+  const now = monotonicSeconds();
+  const live = new Set<string>();
+  for (const m of ct) for (const [k, v] of m.entries()) if (k.dir === CT_EGRESS && v.lifetime >= now) live.add(tupleId(k));
+  const entries = [...snat.entries()];
+  const outs = new Set<string>();
+  const doomed: CtKey[] = [];
+  for (const [k, v] of entries) {
+    if (k.dir !== NAT_DIR_OUT) continue;
+    if (live.has(tupleId(k))) {
+      // The IN entry's key this OUT entry owns.
+      outs.add(tupleId({ saddr: k.daddr, daddr: v.toAddr, sport: k.dport, dport: v.toPort, nexthdr: k.nexthdr }));
+      continue;
+    }
+    doomed.push(k);
+  }
+  for (const [k] of entries) if (k.dir === NAT_DIR_IN && !outs.has(tupleId(k))) doomed.push(k);
+  let deleted = 0;
+  for (const k of doomed) if (snat.delete(k)) deleted++;
+  return { deleted, alive: entries.length - deleted };
+}
+
+/** Replaces the non-masquerade set with `cidrs` (normalized prefixes); returns what changed. */
+export function ipmasqReplace(map: TypedMap<IpmasqKey, number>, cidrs: readonly string[]): { added: number; removed: number } {
+  const want = new Set(cidrs.map((c) => formatCidr(parseCidr(c))));
+  const have = new Set([...map.keys()].map((k) => k.prefix));
+  let added = 0;
+  let removed = 0;
+  for (const p of want) {
+    if (have.has(p)) continue;
+    map.put({ prefix: p }, 1);
+    added++;
+  }
+  for (const p of have) if (!want.has(p) && map.delete({ prefix: p })) removed++;
+  return { added, removed };
+}
+
+export function ipmasqList(map: TypedMap<IpmasqKey, number>): string[] {
+  return [...map.keys()].map((k) => k.prefix).sort((a, b) => {
+    const [x, y] = [parseCidr(a), parseCidr(b)];
+    return x.base - y.base || x.bits - y.bits;
+  });
+}
+
+/** A 32-bit value as its network-order bytes read little-endian: what a __be32 constant holds. */
+const be32 = (n: number): number => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b.readUInt32LE();
+};
+
+/** Masquerading settings of a node. */
+export interface MasqDatapathConfig {
+  /** BPF masquerade on the native device (false: off, or left to iptables). */
+  enabled: boolean;
+  /** Port range of translated flows (inclusive). */
+  portMin: number;
+  portMax: number;
+  /** Never masqueraded: destinations inside it. */
+  nativeRoutingCidr?: string;
+  /** The ip-masq-agent's non-masquerade set (tendril_ipmasq) is consulted. */
+  ipMasqAgent: boolean;
+}
+
+/** The load-time constants of lib/config.h for `c` (off when undefined). */
+export function natConstants(c: MasqDatapathConfig | undefined): Record<string, number> {
+  let net = 0;
+  let mask = 0;
+  if (c?.nativeRoutingCidr !== undefined) {
+    const r = parseCidr(c.nativeRoutingCidr);
+    net = be32(r.base);
+    mask = be32(maskOf(r.bits));
+  }
+  return {
+    [CONFIG_MASQ]: c?.enabled ? 1 : 0,
+    [CONFIG_NAT_PORT_MIN]: c?.portMin ?? 32768,
+    [CONFIG_NAT_PORT_MAX]: c?.portMax ?? 60999,
+    [CONFIG_NATIVE_ROUTING_NET4]: net,
+    [CONFIG_NATIVE_ROUTING_MASK4]: mask,
+    [CONFIG_IPMASQ]: c?.ipMasqAgent ? 1 : 0,
+  };
+}

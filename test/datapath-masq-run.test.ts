@@ -1,0 +1,261 @@
+// BPF masquerading on crafted packets (BPF_PROG_TEST_RUN, root; nothing is attached): host.o's cil_to_netdev
+// translates a pod's flow to the world, cil_from_netdev translates its replies and ICMP errors back, cluster and
+// non-masquerade destinations keep the pod's address, and a full port range drops with Cilium's reason 167.
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import {
+  CT_MAP_TCP,
+  IPCACHE_MAP,
+  LXC_MAP,
+  METRICS_MAP,
+  ROUTING_MODE_NATIVE,
+  ctKeyCodec,
+  ctValueCodec,
+  endpointInfoCodec,
+  endpointKeyCodec,
+  ipcacheKeyCodec,
+  ipcacheValueCodec,
+  metricsKeyCodec,
+  metricsValueCodec,
+  type CtKey,
+  type EndpointInfo,
+} from '../src/datapath/maps.js';
+import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, natConstants, natGc, natList, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { monotonicSeconds } from '../src/datapath/ct.js';
+import { parseIPv4 } from '../src/util/ip.js';
+import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpEcho, icmpError, ipv4, l4, parse } from './lib/packets.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-masq-run`;
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+const LO = 1;
+
+const NODE_IP = '192.168.77.10';
+const ROUTER = '192.168.77.1';
+const EXT = '93.184.216.34';
+const pod: EndpointInfo = { ifindex: 4242, lxcId: 101, flags: 0, mac: '02:00:0a:c8:00:0a', nodeMac: '02:00:0a:c8:01:0a', secId: 1001, ip4: '10.200.0.10' };
+const NODE_MAC = '02:00:00:00:77:0a';
+const GW_MAC = '02:00:00:00:77:01';
+
+function be32(ip: string): number {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(parseIPv4(ip));
+  return b.readUInt32LE();
+}
+
+const loaded: Collection[] = [];
+let toNetdev: BpfProgram;
+let fromNetdev: BpfProgram;
+let toNetdevSmall: BpfProgram;
+let toNetdevIpmasq: BpfProgram;
+let snat: TypedMap<CtKey, NatValue>;
+let ct: TypedMap<CtKey, ReturnType<typeof ctValueCodec.decode>>;
+
+before(() => {
+  assert.equal(process.getuid?.(), 0, 'test/datapath-masq-run.test.ts needs root (BPF_PROG_LOAD, bpffs)');
+  mkdirSync(pinRoot, { recursive: true });
+  const base = { CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE };
+  const load = (m: Parameters<typeof natConstants>[0]): Collection => {
+    const c = Collection.load(root + 'build/bpf/host.o', { constants: { ...base, ...natConstants(m) }, pinRoot });
+    loaded.push(c);
+    return c;
+  };
+  const main = load({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false });
+  // Sharing the pinned maps: a four-port range, and the ip-masq-agent set with a native-routing CIDR.
+  const small = load({ enabled: true, portMin: 40000, portMax: 40003, ipMasqAgent: false });
+  const ipm = load({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: true, nativeRoutingCidr: '10.0.0.0/8' });
+  toNetdev = main.program('cil_to_netdev');
+  fromNetdev = main.program('cil_from_netdev');
+  toNetdevSmall = small.program('cil_to_netdev');
+  toNetdevIpmasq = ipm.program('cil_to_netdev');
+  snat = main.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  assert.equal(small.map(SNAT_MAP).id, main.map(SNAT_MAP).id);
+  ct = main.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec);
+  main.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: pod.ip4 }, pod);
+  const ipcache = main.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
+  const entry = (identity: number) => ({ identity, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
+  ipcache.put({ prefix: pod.ip4 }, entry(pod.secId));
+  ipcache.put({ prefix: '10.201.1.0/24' }, entry(2)); // a remote node's pod CIDR: world identity, the cluster's
+  ipcache.put({ prefix: '192.168.77.11' }, entry(6)); // another node
+  ipcache.put({ prefix: '198.18.5.0/24' }, entry(0x01000005)); // a policy CIDR identity: still the world
+  ipmasqReplace(ipm.map(IPMASQ_MAP).typed(ipmasqKeyCodec, ipmasqValueCodec), ['198.51.100.0/24']);
+});
+
+after(() => {
+  for (const c of loaded) c.close();
+  rmSync(pinRoot, { recursive: true, force: true });
+});
+
+function run(prog: BpfProgram, frame: Buffer): { retval: number; data: Buffer } {
+  const r = prog.run({ data: frame, ctx: skbCtx({ ifindex: LO }) });
+  return { retval: r.retval, data: r.data };
+}
+
+const out = (payload: Buffer): Buffer => ethernet(GW_MAC, NODE_MAC, payload);
+const inn = (payload: Buffer): Buffer => ethernet(NODE_MAC, GW_MAC, payload);
+const tcpOut = (sport: number, dst = EXT, dport = 80, flags = 0x02): Buffer =>
+  out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, sport, dport, Buffer.from('hello'), flags)));
+
+test('a pod TCP flow to the world leaves with the node IP, keeping its port when in range; replies go back to the pod', () => {
+  const r = run(toNetdev, tcpOut(43001));
+  assert.equal(r.retval, TC_ACT_OK);
+  const p = parse(r.data);
+  assert.deepEqual([p.src, p.sport, p.dst, p.dport], [NODE_IP, 43001, EXT, 80]);
+  assert.ok(p.ipCsumOk && p.l4CsumOk, 'checksums verify after translation');
+  const entries = natList(snat).filter((e) => e.protocol === IPPROTO_TCP && (e.sport === 43001 || e.dport === 43001));
+  assert.deepEqual(
+    entries.map((e) => `${e.direction} ${e.src}:${e.sport} -> ${e.dst}:${e.dport} ${e.xlate} ${e.toAddr}:${e.toPort}`).sort(),
+    [`IN ${EXT}:80 -> ${NODE_IP}:43001 XLATE_DST ${pod.ip4}:43001`, `OUT ${pod.ip4}:43001 -> ${EXT}:80 XLATE_SRC ${NODE_IP}:43001`],
+  );
+  // The reply: to the pod's own address and port, delivered straight into it.
+  const reply = inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 80, 43001, Buffer.alloc(0), 0x12)));
+  const b = run(fromNetdev, reply);
+  assert.equal(b.retval, TC_ACT_REDIRECT);
+  const q = parse(b.data);
+  assert.deepEqual([q.src, q.sport, q.dst, q.dport], [EXT, 80, pod.ip4, 43001]);
+  assert.ok(q.ipCsumOk && q.l4CsumOk);
+});
+
+test('a port out of the range is replaced by one in it, the same for every packet of the flow', () => {
+  const a = parse(run(toNetdev, tcpOut(12345)).data);
+  assert.equal(a.src, NODE_IP);
+  assert.ok(a.sport >= 32768 && a.sport <= 60999, `port ${a.sport} in range`);
+  assert.ok(a.l4CsumOk);
+  const b = parse(run(toNetdev, tcpOut(12345, EXT, 80, 0x10)).data);
+  assert.equal(b.sport, a.sport);
+  const back = parse(run(fromNetdev, inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 80, a.sport, Buffer.alloc(0), 0x10)))).data);
+  assert.deepEqual([back.dst, back.dport], [pod.ip4, 12345]);
+});
+
+test('two pods sending from the same port to one ip:port get different ports', () => {
+  const other: EndpointInfo = { ...pod, ifindex: 4243, lxcId: 102, ip4: '10.200.0.11', secId: 1002 };
+  loaded[0]!.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: other.ip4 }, other);
+  const a = parse(run(toNetdev, tcpOut(45000, EXT, 443)).data);
+  const frame = out(ipv4(other.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, other.ip4, EXT, 45000, 443, Buffer.alloc(0))));
+  const b = parse(run(toNetdev, frame).data);
+  assert.equal(a.sport, 45000);
+  assert.equal(b.src, NODE_IP);
+  assert.notEqual(b.sport, 45000);
+});
+
+test('UDP: translated both ways, a zero checksum stays zero', () => {
+  const u = parse(run(toNetdev, out(ipv4(pod.ip4, EXT, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, EXT, 5353, 53, Buffer.from('q'))))).data);
+  assert.equal(u.src, NODE_IP);
+  assert.ok(u.l4CsumOk && u.ipCsumOk);
+  const seg = l4(IPPROTO_UDP, pod.ip4, EXT, 5354, 53, Buffer.from('q'));
+  seg.writeUInt16BE(0, 6);
+  const r = run(toNetdev, out(ipv4(pod.ip4, EXT, IPPROTO_UDP, seg))).data;
+  assert.equal(r.readUInt16BE(14 + 20 + 6), 0);
+  const back = parse(run(fromNetdev, inn(ipv4(EXT, NODE_IP, IPPROTO_UDP, l4(IPPROTO_UDP, EXT, NODE_IP, 53, u.sport, Buffer.from('a'))))).data);
+  assert.deepEqual([back.dst, back.dport], [pod.ip4, 5353]);
+  assert.ok(back.l4CsumOk);
+});
+
+test('ICMP echo: the identifier is translated, and back in the reply', () => {
+  const e = parse(run(toNetdev, out(ipv4(pod.ip4, EXT, 1, icmpEcho(8, 7, 1, Buffer.from('ping'))))).data);
+  assert.equal(e.src, NODE_IP);
+  assert.ok(e.icmpId >= 32768 && e.icmpId <= 60999);
+  assert.ok(e.l4CsumOk && e.ipCsumOk);
+  const r = run(fromNetdev, inn(ipv4(EXT, NODE_IP, 1, icmpEcho(0, e.icmpId, 1, Buffer.from('ping')))));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  const back = parse(r.data);
+  assert.deepEqual([back.dst, back.icmpType, back.icmpId], [pod.ip4, 0, 7]);
+  assert.ok(back.l4CsumOk && back.ipCsumOk);
+});
+
+test('ICMP errors about translated flows (TCP frag-needed, UDP port unreachable, echo time exceeded) reach the pod quoting its own packet', () => {
+  // TCP: the router cannot forward the node's translated packet.
+  const t = run(toNetdev, tcpOut(43002)).data;
+  const quotedTcp = t.subarray(14, 14 + 20 + 8);
+  const fn = run(fromNetdev, inn(ipv4(ROUTER, NODE_IP, 1, icmpError(3, 4, quotedTcp, 1400))));
+  assert.equal(fn.retval, TC_ACT_REDIRECT);
+  const a = parse(fn.data);
+  assert.equal(a.dst, pod.ip4);
+  assert.ok(a.ipCsumOk && a.l4CsumOk, 'outer checksums');
+  assert.deepEqual([a.inner!.src, a.inner!.sport, a.inner!.dst, a.inner!.dport], [pod.ip4, 43002, EXT, 80]);
+  assert.ok(a.inner!.ipCsumOk, 'quoted IPv4 header checksum');
+
+  // UDP from a port out of range, quoted whole: the quoted UDP checksum verifies for the pod's addresses.
+  const u = run(toNetdev, out(ipv4(pod.ip4, EXT, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, EXT, 999, 9999, Buffer.from('x'))))).data;
+  const un = parse(run(fromNetdev, inn(ipv4(EXT, NODE_IP, 1, icmpError(3, 3, u.subarray(14))))).data);
+  assert.equal(un.dst, pod.ip4);
+  assert.ok(un.l4CsumOk);
+  assert.deepEqual([un.inner!.src, un.inner!.sport], [pod.ip4, 999]);
+  const quoted = un.inner!;
+  assert.ok(quoted.ipCsumOk);
+  const orig = parse(out(ipv4(pod.ip4, EXT, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, EXT, 999, 9999, Buffer.from('x')))));
+  assert.ok(orig.l4CsumOk);
+  assert.equal(quoted.l4Csum, out(ipv4(pod.ip4, EXT, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, EXT, 999, 9999, Buffer.from('x')))).readUInt16BE(14 + 20 + 6));
+
+  // Echo: time exceeded quoting the translated request.
+  const e = run(toNetdev, out(ipv4(pod.ip4, EXT, 1, icmpEcho(8, 9, 1, Buffer.from('ttl'))))).data;
+  const te = parse(run(fromNetdev, inn(ipv4(ROUTER, NODE_IP, 1, icmpError(11, 0, e.subarray(14))))).data);
+  assert.equal(te.dst, pod.ip4);
+  assert.ok(te.l4CsumOk);
+  assert.deepEqual([te.inner!.src, te.inner!.proto, te.inner!.icmpId], [pod.ip4, 1, 9]);
+  assert.equal(te.inner!.l4Csum, icmpEcho(8, 9, 1, Buffer.from('ttl')).readUInt16BE(2), 'quoted echo checksum as the pod computed it');
+});
+
+test('cluster destinations, the node itself, non-masquerade CIDRs and the native-routing CIDR keep the pod address', () => {
+  for (const dst of ['10.201.1.20', '192.168.77.11']) assert.equal(parse(run(toNetdev, tcpOut(43100, dst)).data).src, pod.ip4, dst);
+  // A policy CIDR identity is still the world.
+  assert.equal(parse(run(toNetdev, tcpOut(43101, '198.18.5.9')).data).src, NODE_IP);
+  // ip-masq-agent instance: its set and the native-routing CIDR stay, everything else is translated.
+  assert.equal(parse(run(toNetdevIpmasq, tcpOut(43102, '198.51.100.20')).data).src, pod.ip4);
+  assert.equal(parse(run(toNetdevIpmasq, tcpOut(43103, '10.99.0.1')).data).src, pod.ip4);
+  assert.equal(parse(run(toNetdevIpmasq, tcpOut(43104, '8.8.8.8')).data).src, NODE_IP);
+  // The node's own traffic, and packets to the node that belong to no translated flow, pass unchanged.
+  const own = out(ipv4(NODE_IP, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, NODE_IP, EXT, 50000, 80, Buffer.alloc(0))));
+  assert.deepEqual(run(toNetdev, own), { retval: TC_ACT_OK, data: own });
+  const stray = inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 80, 59999, Buffer.alloc(0), 0x12)));
+  assert.deepEqual(run(fromNetdev, stray), { retval: TC_ACT_OK, data: stray });
+});
+
+function dropCount(reason: number): number {
+  let n = 0;
+  const m = loaded[0]!.map(METRICS_MAP);
+  for (const raw of m.keys()) {
+    const k = metricsKeyCodec.decode(raw);
+    if (k.reason !== reason || k.dir !== 2) continue;
+    for (const v of m.lookupPerCpu(raw) ?? []) n += Number(metricsValueCodec.decode(v).packets);
+  }
+  return n;
+}
+
+test('with every port of the range taken towards one ip:port, a new flow is dropped with reason 167 (egress)', () => {
+  const dst = '203.0.113.53';
+  const ports = new Set<number>();
+  for (let i = 0; i < 4; i++) {
+    const r = run(toNetdevSmall, out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 1000 + i, 53, Buffer.from('q')))));
+    assert.equal(r.retval, TC_ACT_OK);
+    ports.add(parse(r.data).sport);
+  }
+  assert.deepEqual([...ports].sort(), [40000, 40001, 40002, 40003]);
+  const before = dropCount(167);
+  const r = run(toNetdevSmall, out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 2000, 53, Buffer.from('q')))));
+  assert.equal(r.retval, TC_ACT_SHOT);
+  assert.equal(dropCount(167), before + 1);
+  // Another destination port has the whole range again.
+  assert.equal(run(toNetdevSmall, out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 2000, 54, Buffer.from('q'))))).retval, TC_ACT_OK);
+});
+
+test('the GC removes the NAT entries of flows whose conntrack entry is gone, and keeps the rest', () => {
+  run(toNetdev, tcpOut(44444, '9.9.9.9', 80));
+  const now = monotonicSeconds();
+  const key = { saddr: pod.ip4, daddr: '9.9.9.9', sport: 44444, dport: 80, nexthdr: IPPROTO_TCP, dir: 0, pad: 0 };
+  ct.put(key, { packets: 1n, bytes: 60n, lifetime: now + 100, srcSecId: pod.secId, flags: 0, txFlagsSeen: 2, rxFlagsSeen: 0, created: now });
+  const r = natGc(snat, [ct]);
+  assert.ok(r.deleted > 0);
+  const left = natList(snat);
+  assert.equal(left.length, 2, JSON.stringify(left));
+  assert.ok(left.every((e) => e.sport === 44444 || e.dport === 44444));
+  ct.delete(key);
+  assert.equal(natGc(snat, [ct]).deleted, 2);
+  assert.equal(natList(snat).length, 0);
+});
