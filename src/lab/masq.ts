@@ -1,4 +1,5 @@
-// The lab's ip-masq-agent files: one per node (<labdir>/nodes/<n>/ip-masq-agent.yaml), handed to its agent with
+// The lab's ip-masq-agent files: one per node (<labdir>/nodes/<n>/ip-masq-agent/config, in a directory of its own as
+// the ConfigMap mount of ip-masq-agent, so a watcher of the directory sees nothing but it), handed to its agent with
 // --enable-ip-masq-agent; the agents re-read them when they change, so `lab masq set` needs no restart.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,7 +15,7 @@ export interface LabMasq {
 }
 
 export function masqFile(lab: string, node: string): string {
-  return path.join(labPaths(lab).node(node).dir, 'ip-masq-agent.yaml');
+  return path.join(labPaths(lab).node(node).dir, 'ip-masq-agent', 'config');
 }
 
 /** Normalised CIDRs ("10.0.1.7/16" becomes 10.0.0.0/16), each once; a bad one names itself and the flag. */
@@ -42,7 +43,7 @@ export function masqYaml(m: LabMasq): string {
 export function writeMasqFile(lab: string, node: string, m: LabMasq): string {
   const file = masqFile(lab, node);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp`;
+  const tmp = `${file}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, masqYaml(m), { mode: 0o644 });
   fs.renameSync(tmp, file);
   return file;
