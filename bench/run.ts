@@ -42,17 +42,21 @@ import {
 } from './report.js';
 import { REF_CNI_DIR, setupRefPair, setupTendril, setupVeth, type Pair } from './scenarios.js';
 import { setupTendrilXnode, setupXBaseline, xBaselineNetns, xBaselinePlan } from './xnode.js';
+import { checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, type MasqPair } from './masq.js';
+import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } from './masq-report.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
-                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-cni]
+                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
+  pod -> external host through BPF masquerade vs ptp + iptables MASQUERADE vs routed;
   CNI latency for 100 pods sequentially and 200 pods at concurrency 8
   --quick: 3 s tests, 1 round, 20 pods / 40 at concurrency 8, 20 policy changes (smoke run, ~5 min)
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
   --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
-  --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-cni the CNI latency`;
+  --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
+  --no-cni the CNI latency`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -63,6 +67,7 @@ interface Options {
   conc: number;
   datapath: boolean;
   xnode: boolean;
+  masq: boolean;
   cni: boolean;
   observe: boolean;
   rates: number[];
@@ -82,6 +87,7 @@ function options(): Options {
       conc: { type: 'string' },
       'no-datapath': { type: 'boolean', default: false },
       'no-xnode': { type: 'boolean', default: false },
+      'no-masq': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
@@ -111,6 +117,7 @@ function options(): Options {
     conc: int(values.conc, 8, 'conc', 1),
     datapath: !values['no-datapath'],
     xnode: !values['no-xnode'],
+    masq: !values['no-masq'],
     cni: !values['no-cni'],
     observe: !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
@@ -149,6 +156,7 @@ function header(o: Options): string[] {
       `observe: ${o.observe ? `same-node idle vs \`tendril observe -f -o json\` through the lab relay; event rate at ${o.rates.map((r) => r || 'max').join(', ')} conn/s, ${o.secs} s each` : 'skipped'}; ` +
       `policy: ${o.policy ? `same-node 0 vs 10,000 entries on the server endpoint; ${o.policyChanges} changes of each kind on a standalone agent with ${o.policyEndpoints} endpoints` : 'skipped'}; ` +
       `cross-node: ${o.xnode ? 'two-node labs (tunnel, native) against plain kernel VXLAN and routing' : 'skipped'}; ` +
+      `masquerade: ${o.masq ? 'pod -> external host, Tendril BPF SNAT vs ptp ipMasq (iptables) vs routed' : 'skipped'}; ` +
       `CNI: ${o.pods} pods sequential, ${2 * o.pods} pods at concurrency ${o.conc}`,
     `- noise: before each test wait until the box is <= ${QUIET_BUSY_PCT} % busy (<= ${o.quick ? 3 : 10} s); a test during which other processes used > ${NOISY_PCT} % of all CPUs ` +
       `is repeated up to ${o.quick ? 0 : 2} times within a ${o.quick ? 15 : 300} s budget per datapath phase and the quietest attempt is kept`,
@@ -168,8 +176,8 @@ interface RunState {
 let cleaning: Promise<void> | undefined;
 
 /** Every lab a run may bring up: same-node + CNI (tcx), CNI with tc, cross-node tunnel and native. */
-function runLabs(st: RunState): { same: string; tc: string; tunnel: string; native: string } {
-  return { same: st.lab, tc: `${st.lab}t`, tunnel: `${st.lab}u`, native: `${st.lab}n` };
+function runLabs(st: RunState): { same: string; tc: string; tunnel: string; native: string; masq: string } {
+  return { same: st.lab, tc: `${st.lab}t`, tunnel: `${st.lab}u`, native: `${st.lab}n`, masq: `${st.lab}m` };
 }
 
 function cleanup(st: RunState): Promise<void> {
@@ -284,6 +292,22 @@ async function xnode(st: RunState, o: Options): Promise<{ samples: DpSample[]; p
   st.nets.delMany([...xBaselineNetns(xBaselinePlan(st.nets, 'xvxlan')), ...xBaselineNetns(xBaselinePlan(st.nets, 'xroute'))]);
   await labDown(labs.tunnel);
   await labDown(labs.native);
+  return { samples, pairs };
+}
+
+/** Masquerade: pod -> external host through Tendril's BPF SNAT, ptp + iptables MASQUERADE, and routed without NAT. */
+async function masq(st: RunState, o: Options): Promise<{ samples: MasqSample[]; pairs: MasqPair[] }> {
+  const lab = runLabs(st).masq;
+  say(`masq: setting up ptp+ipMasq, routed, lab ${lab} with an external host`);
+  const pairs = [...setupRefMasq(st.nets, st.tmpDir), await setupTendrilMasq(lab)];
+  for (const p of pairs) {
+    checkConnectivity(p.client, p.serverIp, p.name);
+    await checkSeenAs(p);
+  }
+  const samples = await masqRounds(pairs, { rrBin: path.join(BENCH_TOOLS, 'rr'), secs: o.secs, rounds: o.rounds, noise: noisePolicy(o.quick), say });
+  const plan = refMasqPlan(st.nets);
+  st.nets.delMany([plan.underlay, plan.ext, ...plan.nodes.map((n) => n.ns), ...pairs.filter((p) => p.client.startsWith(st.nets.prefix)).map((p) => p.client)]);
+  await labDown(lab);
   return { samples, pairs };
 }
 
@@ -454,6 +478,19 @@ async function main(): Promise<number> {
         '',
       ]);
     }
+    let msamples: MasqSample[] = [];
+    if (o.masq) {
+      const mq = await masq(st, o);
+      msamples = mq.samples;
+      emit([
+        `## Pod -> external host: masquerading (medians of ${o.rounds} round(s); iperf3 1 stream ${o.secs} s, rr 1-byte TCP_RR ${o.secs} s client CPU0 / server CPU1, TCP_CRR one rr -C client ${o.secs} s unpinned)`,
+        '',
+        masqTable(masqRows(msamples)),
+        '',
+        ...mq.pairs.map((p) => `- ${p.name}: ${p.desc}; checked before the rounds: the external host sees the source ${p.seenAs}`),
+        '',
+      ]);
+    }
     let cni: CniOp[] = [];
     if (o.cni) {
       cni = await cniPhase(st, o, o.datapath || o.observe || o.policy);
@@ -474,7 +511,7 @@ async function main(): Promise<number> {
         emit(['**CNI failures:**', ...bad.map((c) => `- ${c.plugin} ${c.op} ${c.pods} pods conc ${c.conc}: ${c.failures} failed; first: ${c.firstError ?? '?'}`), '']);
       }
     }
-    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...observeVerdicts(orows), ...policyVerdicts(prows, pol?.latency ?? []), ...xnodeVerdicts(xrows)];
+    const verdicts = [...targetVerdicts(rows, cni, o.pods, 2 * o.pods, o.conc), ...observeVerdicts(orows), ...policyVerdicts(prows, pol?.latency ?? []), ...xnodeVerdicts(xrows), ...masqVerdicts(masqRows(msamples))];
     emit(['## Targets', '', ...verdicts.map((v) => v.text), ...rateSummary(levels), '', `_bench took ${((Date.now() - started) / 60_000).toFixed(1)} min_`]);
     const dir = path.join(REPO_ROOT, 'bench/results');
     fs.mkdirSync(dir, { recursive: true });
@@ -483,6 +520,7 @@ async function main(): Promise<number> {
     const raw = all.length ? ['', '## Per-round samples', '', dpSamplesTable(all)] : [];
     if (follows.length) raw.push('', '### Flows the follower got per observed test', '', followSamplesTable(follows));
     if (pol) raw.push('', '### Policy phase per-round samples', '', dpSamplesTable(pol.samples));
+    if (msamples.length) raw.push('', '### Masquerade phase per-round samples', '', masqSamplesTable(msamples));
     fs.writeFileSync(file, [...head, ...body, ...raw, ''].join('\n'));
     say(`results written to ${path.relative(process.cwd(), file) || file}`);
   } finally {

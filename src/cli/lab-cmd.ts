@@ -6,6 +6,8 @@ import { LabError } from '../lab/errors.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
 import type { NamedPort } from '../store/types.js';
 import { labelKeyProblem } from '../policy/index.js';
+import { outsideForNode } from '../lab/outside.js';
+import { registerLabOutside } from './lab-outside-cmd.js';
 
 function labName(cmd: Command): string {
   const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
@@ -84,7 +86,8 @@ export function registerLab(program: Command): void {
     .option('--store <kind>', 'cluster store: local (hosted by the operator) or etcd', 'local')
     .option('--etcd-members <k>', 'members of the lab\'s etcd cluster with --store etcd (agents are given all of them)', '1')
     .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf)', 'tcx')
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string }, cmd: Command) => {
+    .option('--non-masquerade-cidr <cidr>', 'pods keep their own address towards it: an ip-masq-agent file per node (repeatable)', collect, [])
+    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
       if (!/^\d+$/.test(o.etcdMembers)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members "${o.etcdMembers}": expected 1-7`);
       if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
       const name = labName(cmd);
@@ -100,6 +103,7 @@ export function registerLab(program: Command): void {
         store: o.store as 'local',
         etcdMembers: Number(o.etcdMembers),
         attachMode: o.attachMode,
+        nonMasqueradeCidrs: o.nonMasqueradeCidr,
         progress: (l) => process.stdout.write(`  ${l}\n`),
       });
       process.stdout.write(`Lab "${name}" is up in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
@@ -255,6 +259,7 @@ export function registerLab(program: Command): void {
     .option('--name <lab>', 'lab name')
     .action(async (_o: unknown, cmd: Command) => {
       const n = await labNodeAdd(labName(cmd));
+      outsideForNode(labName(cmd), n.name);
       process.stdout.write(`node ${n.name} ${n.ip}: pods ${n.podCidr}, agent pid ${n.pid} ready\n`);
     });
   node
@@ -277,4 +282,6 @@ export function registerLab(program: Command): void {
       const n = findNode(loadLab(labName(cmd)), nodeName);
       process.exitCode = execIn(n.netns, argv);
     });
+
+  registerLabOutside(lab);
 }

@@ -4,10 +4,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT, labPaths, netnsPath } from './paths.js';
+import { LAB_MASQ, masqDown, masqWalk } from './demo-masq.js';
 
 const LAB = 'demo';
 const LAB_NATIVE = 'demo-native';
 const keep = process.argv.includes('--keep');
+/** --only-masq: just the masquerading walk (seed "Cilium Networking" §2.1–2.3) on its own lab. */
+const onlyMasq = process.argv.includes('--only-masq');
 const bin = path.join(REPO_ROOT, 'bin/tendril');
 
 interface RunOpts {
@@ -122,8 +125,18 @@ async function captureMonitor(id: number, traffic: () => void): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (onlyMasq) {
+    masqDown();
+    try {
+      await masqWalk();
+    } finally {
+      if (!keep) masqDown();
+    }
+    return;
+  }
   run(['lab', 'down']);
   run(['lab', 'down'], { lab: LAB_NATIVE });
+  masqDown();
   try {
     section('A three-node lab: nodes are network namespaces on an underlay bridge; an operator, one agent per node');
     run(['lab', 'up', '--nodes', '3']);
@@ -219,13 +232,16 @@ async function main(): Promise<void> {
     execDenied('other', ['curl', '-s', '-m', '2', `http://${serverIp}/`], LAB_NATIVE);
     run(['status'], { lab: LAB_NATIVE, filter: (s) => s.split('\n').filter((l) => /^(KVStore|Routing|Cluster)/.test(l)).join('\n') + '\n' });
     run(['lab', 'node', 'exec', 'ctr', '--', 'ip', 'route'], { lab: LAB_NATIVE, show: `tendril --lab ${LAB_NATIVE} lab node exec ctr -- ip route` });
+
+    await masqWalk();
   } finally {
     if (!keep) {
       section('Removing the labs');
       run(['lab', 'down']);
       run(['lab', 'down'], { lab: LAB_NATIVE });
+      masqDown();
     } else {
-      process.stdout.write(`\nLabs "${LAB}" and "${LAB_NATIVE}" left up: tendril --lab ${LAB} status; remove with: tendril --lab ${LAB} lab down\n`);
+      process.stdout.write(`\nLabs "${LAB}", "${LAB_NATIVE}" and "${LAB_MASQ}" left up: tendril --lab ${LAB} status; remove with: tendril --lab ${LAB} lab down\n`);
     }
   }
 }

@@ -18,6 +18,8 @@ import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNam
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
+import { masqAgentArgs, parseMasqCidrs, requireIpMasqAgent, writeMasqFile, type LabMasq } from './masq.js';
+import type { LabExternal, LabNetwork } from './outside.js';
 
 export const DEFAULT_LAB = 'tendril';
 
@@ -71,6 +73,11 @@ export interface LabState {
   created: string;
   nodes: LabNode[];
   pods: LabPod[];
+  /** Hosts on the underlay that are no nodes, and networks behind them (outside.ts). */
+  externals?: LabExternal[];
+  networks?: LabNetwork[];
+  /** The agents' ip-masq-agent config (masq.ts); absent: agents run without one. */
+  masq?: LabMasq;
 }
 
 export interface UpOptions {
@@ -84,6 +91,8 @@ export interface UpOptions {
   /** Members of the lab's etcd cluster (--store etcd): 1 by default. */
   etcdMembers?: number;
   attachMode?: 'tcx' | 'tc';
+  /** Destinations pod traffic is not masqueraded towards: every node's agent gets an ip-masq-agent file. */
+  nonMasqueradeCidrs?: string[];
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -161,6 +170,8 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (!Number.isInteger(etcdMembers) || etcdMembers < 1 || etcdMembers > 7) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members ${String(o.etcdMembers)}: expected 1-7`);
   if (etcdMembers > 1 && storeKind !== 'etcd') throw new LabError('TENDRIL_ERR_LAB_INVALID', `--etcd-members ${etcdMembers} needs --store etcd`);
   const say = o.progress ?? (() => {});
+  const masq: LabMasq | undefined = o.nonMasqueradeCidrs?.length ? { nonMasqueradeCidrs: parseMasqCidrs(o.nonMasqueradeCidrs), masqLinkLocal: false } : undefined;
+  if (masq) requireIpMasqAgent();
   const controlIP = formatIPv4(underlay.base + 1);
   const st: LabState = {
     name,
@@ -175,6 +186,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     created: new Date().toISOString(),
     nodes: [],
     pods: [],
+    ...(masq ? { masq } : {}),
   };
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   save(st);
@@ -338,7 +350,9 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     '--cni-conf-dir', np.cniConfDir,
     '--health-netns', np.healthNetns,
     ...(mtu ? ['--mtu', String(mtu)] : []),
+    ...masqAgentArgs(st.name, n.name, st.masq),
   ];
+  if (st.masq) writeMasqFile(st.name, n.name, st.masq);
   ownNetns(st.name, np.healthNetns);
   return ownPid(st.name, spawnInNetns(np.netns, args, np.logFile));
 }
@@ -622,7 +636,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
   return pod;
 }
 
-async function waitForLog(file: string, word: string, pid: number, timeoutMs = 10_000): Promise<void> {
+export async function waitForLog(file: string, word: string, pid: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (tail(file, 5).includes(word)) return;

@@ -29,13 +29,14 @@ function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
   res.end(body);
 }
 
-// Every port answers HTTP on TCP and, on UDP, each datagram with the pod's name, so UDP paths can be tested too.
+// Every port answers HTTP on TCP and, on UDP, each datagram with the pod's name and the source it saw, so UDP paths
+// (and what a masquerade made of them) can be tested too.
 const closers: Array<() => void> = [];
 let pending = ports.length;
 for (const port of ports) {
   const server = http.createServer(handler);
   const udp = dgram.createSocket('udp4');
-  udp.on('message', (msg, rinfo) => udp.send(`${name}: ${msg.toString().trim()}\n`, rinfo.port, rinfo.address));
+  udp.on('message', (msg, rinfo) => udp.send(`${name}: ${msg.toString().trim()} (RemoteAddr: ${rinfo.address}:${rinfo.port})\n`, rinfo.port, rinfo.address));
   closers.push(() => {
     udp.close();
     server.close();
