@@ -1,0 +1,118 @@
+// How each store kind lives in Kubernetes: Tendril's own kinds as tendril.io CRDs, Namespace and Policy as the
+// core resources (watched, not copied). Pure mapping, no I/O.
+import type { KubernetesObject } from '@kubernetes/client-node';
+import type { Kind } from '../store/types.js';
+import { API_VERSION } from './crds.js';
+
+/** One Kubernetes resource type a store kind is read from. */
+export interface Source {
+  apiVersion: string;
+  kind: string;
+  /** Collection path over every namespace, what the informer lists and watches. */
+  path: string;
+  namespaced: boolean;
+}
+
+export interface ObjectRef {
+  source: Source;
+  name: string;
+  namespace?: string;
+}
+
+export interface Binding {
+  sources: Source[];
+  /** The store name and value of an object, or undefined for an object the store does not show. */
+  toStore(obj: KubernetesObject & Record<string, unknown>, source: Source): { name: string; value: unknown } | undefined;
+  /** Which object a store name is. */
+  ref(name: string): ObjectRef;
+  /** The object body for a store value (without resourceVersion); 'labels' = a Namespace, whose labels are patched. */
+  toObject(ref: ObjectRef, value: unknown): KubernetesObject & Record<string, unknown>;
+}
+
+const crd = (kind: string, plural: string, namespaced = false): Source => ({
+  apiVersion: API_VERSION,
+  kind,
+  path: `/apis/${API_VERSION}/${plural}`,
+  namespaced,
+});
+
+export const SOURCES = {
+  node: crd('TendrilNode', 'tendrilnodes'),
+  ipam: crd('TendrilIPAMState', 'tendrilipamstates'),
+  identity: crd('TendrilIdentity', 'tendrilidentities'),
+  endpoint: crd('TendrilEndpoint', 'tendrilendpoints'),
+  tnp: crd('TendrilNetworkPolicy', 'tendrilnetworkpolicies', true),
+  tcnp: crd('TendrilClusterwideNetworkPolicy', 'tendrilclusterwidenetworkpolicies'),
+  namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
+  netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
+  pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
+};
+
+/** A CRD kind whose spec is the store value, named as in the store (or through rename/unrename). */
+function specBinding(source: Source, rename: (storeName: string) => string = (n) => n, unrename: (obj: KubernetesObject, spec: unknown) => string = (o) => o.metadata!.name!): Binding {
+  return {
+    sources: [source],
+    toStore: (obj) => (obj['spec'] === undefined ? undefined : { name: unrename(obj, obj['spec']), value: obj['spec'] }),
+    ref: (name) => ({ source, name: rename(name) }),
+    toObject: (ref, value) => ({ apiVersion: source.apiVersion, kind: source.kind, metadata: { name: ref.name }, spec: value }),
+  };
+}
+
+/** Endpoint "<node>:<id>" is a Kubernetes name only as "<node>.<id>" (":" is not allowed); the spec says which. */
+export function endpointObjectName(storeName: string): string {
+  const i = storeName.lastIndexOf(':');
+  return i < 0 ? storeName : `${storeName.slice(0, i)}.${storeName.slice(i + 1)}`;
+}
+
+const POLICY_SOURCES: Record<string, Source> = {
+  NetworkPolicy: SOURCES.netpol,
+  TendrilNetworkPolicy: SOURCES.tnp,
+  TendrilClusterwideNetworkPolicy: SOURCES.tcnp,
+};
+
+/** The policy document the agent parses: what was applied, without the server's bookkeeping. */
+function policyDocument(obj: KubernetesObject & Record<string, unknown>, source: Source): Record<string, unknown> {
+  const m = obj.metadata ?? {};
+  const metadata: Record<string, unknown> = { name: m.name };
+  if (source.namespaced) metadata['namespace'] = m.namespace;
+  if (m.labels && Object.keys(m.labels).length > 0) metadata['labels'] = m.labels;
+  const doc: Record<string, unknown> = { apiVersion: source.apiVersion, kind: source.kind, metadata };
+  if (obj['spec'] !== undefined) doc['spec'] = obj['spec'];
+  if (obj['specs'] !== undefined) doc['specs'] = obj['specs'];
+  return doc;
+}
+
+/** Kinds added to the store later have no binding until one is written here (the store refuses them, coded). */
+export const BINDINGS: Partial<Record<Kind, Binding>> = {
+  Node: specBinding(SOURCES.node),
+  IPAMState: specBinding(SOURCES.ipam),
+  Identity: specBinding(SOURCES.identity),
+  Endpoint: specBinding(SOURCES.endpoint, endpointObjectName, (o, spec) => {
+    const s = spec as { node?: unknown; id?: unknown };
+    return typeof s.node === 'string' && typeof s.id === 'number' ? `${s.node}:${s.id}` : o.metadata!.name!;
+  }),
+  Namespace: {
+    sources: [SOURCES.namespace],
+    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),
+    ref: (name) => ({ source: SOURCES.namespace, name }),
+    toObject: (ref, value) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.name, labels: (value as { labels: Record<string, string> }).labels } }),
+  },
+  Policy: {
+    sources: [SOURCES.netpol, SOURCES.tnp, SOURCES.tcnp],
+    toStore: (obj, source) => {
+      const m = obj.metadata ?? {};
+      return { name: `${source.kind}.${source.namespaced ? m.namespace : ''}.${m.name}`, value: { document: policyDocument(obj, source) } };
+    },
+    ref: (name) => {
+      const [kind = '', namespace = '', ...rest] = name.split('.');
+      const source = POLICY_SOURCES[kind];
+      if (!source) throw new Error(`Policy resource "${name}" is not <kind>.<namespace>.<name> of a known kind`);
+      return { source, name: rest.join('.'), ...(source.namespaced ? { namespace } : {}) };
+    },
+    toObject: (ref, value) => {
+      const doc = (value as { document: Record<string, unknown> }).document;
+      const meta = (doc['metadata'] ?? {}) as Record<string, unknown>;
+      return { ...doc, apiVersion: ref.source.apiVersion, kind: ref.source.kind, metadata: { ...meta, name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) } } as KubernetesObject & Record<string, unknown>;
+    },
+  },
+};

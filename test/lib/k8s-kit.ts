@@ -1,0 +1,59 @@
+// The Kubernetes kit (../shared/k8s, named by TENDRIL_K8S_KIT) for integration tests: a control plane per test file
+// in a run directory of its own, on ports picked from the pid, stopped with down.sh --purge afterwards.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** The kit's directory, or a loud error: a test that needs the kit fails rather than skips. */
+export function kitDir(): string {
+  const kit = process.env['TENDRIL_K8S_KIT'];
+  if (!kit) throw new Error('TENDRIL_K8S_KIT is not set: it names the Kubernetes kit (../shared/k8s); .ci/run sets it');
+  if (!fs.existsSync(`${kit}/up.sh`)) throw new Error(`TENDRIL_K8S_KIT=${kit} has no up.sh: not the Kubernetes kit`);
+  return kit;
+}
+
+export interface Kit {
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly runDir: string;
+  readonly kubeconfig: string;
+  readonly apiserverPort: number;
+  /** Runs one of the kit's scripts with this run's settings; stdout trimmed. */
+  script(name: string, args?: string[], extraEnv?: NodeJS.ProcessEnv): Promise<string>;
+  /** down.sh --purge: stops everything of the run and deletes its directory. */
+  down(): Promise<void>;
+}
+
+/**
+ * Starts the control plane. Ports: BASE+0…5 with BASE from the pid in 26000-27199 (clear of the kit's defaults and
+ * of the ports the other tests use), so that test files running at once do not clash.
+ */
+export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Kit> {
+  const dir = kitDir();
+  // Short: the kit's unix sockets live under it.
+  const runDir = fs.mkdtempSync('/tmp/tk8s-');
+  const base = 26000 + (process.pid % 200) * 6;
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, K8S_RUN: runDir, K8S_PORT_BASE: String(base) };
+  if (opts.apiserverOnly) env['K8S_APISERVER_ONLY'] = '1';
+  const script = async (name: string, args: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> => {
+    try {
+      const { stdout } = await run('bash', [`${dir}/${name}`, ...args], { env: { ...env, ...extraEnv }, maxBuffer: 16 << 20 });
+      return stdout.trim();
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new Error(`${name} ${args.join(' ')} failed: ${e.message}\n${(e.stderr ?? '').split('\n').slice(-30).join('\n')}`);
+    }
+  };
+  const down = async (): Promise<void> => {
+    await script('down.sh', ['--purge']);
+  };
+  try {
+    const kubeconfig = await script('up.sh');
+    return { dir, env, runDir, kubeconfig, apiserverPort: base, script, down };
+  } catch (err) {
+    await down().catch(() => {});
+    throw err;
+  }
+}
