@@ -43,6 +43,8 @@ export interface StatusView {
   health: { ip: string | null; endpoint: number | null };
   policy: { mode: string; policies: number; 'last-regeneration': Regeneration };
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
+  /** Service load-balancing in BPF (null: no cluster store, so no services). */
+  'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string } | null;
   identities: number;
 }
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
 import { AgentError } from './errors.js';
+import { MAGLEV_TABLE_SIZES, type LbAlgorithm } from '../lb/index.js';
 
 export type RoutingMode = 'tunnel' | 'native';
 
@@ -35,6 +36,9 @@ export interface AgentConfig {
   enablePolicy: 'default' | 'always' | 'never';
   /** Period of the conntrack garbage collection, ms. */
   ctGcIntervalMs: number;
+  /** Service backend selection (--bpf-lb-algorithm) and Maglev table size (--bpf-lb-maglev-table-size). */
+  lbAlgorithm: LbAlgorithm;
+  maglevTableSize: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -58,7 +62,17 @@ export function agentConfig(o: {
   attachMode?: string | undefined;
   enablePolicy?: string | undefined;
   conntrackGcInterval?: string | undefined;
+  bpfLbAlgorithm?: string | undefined;
+  bpfLbMaglevTableSize?: string | number | undefined;
 }): AgentConfig {
+  const lbAlgorithm = o.bpfLbAlgorithm ?? 'random';
+  if (lbAlgorithm !== 'random' && lbAlgorithm !== 'maglev') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-algorithm "${lbAlgorithm}": expected random or maglev`);
+  }
+  const maglevTableSize = Number(o.bpfLbMaglevTableSize ?? 1021);
+  if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize)) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-maglev-table-size "${String(o.bpfLbMaglevTableSize)}": expected one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  }
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
@@ -110,6 +124,8 @@ export function agentConfig(o: {
     objDir: path.join(repoRoot, 'build/bpf'),
     enablePolicy,
     ctGcIntervalMs,
+    lbAlgorithm,
+    maglevTableSize,
   };
 }
 

@@ -6,6 +6,7 @@ import { LabError } from '../lab/errors.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
 import type { NamedPort } from '../store/types.js';
 import { labelKeyProblem } from '../policy/index.js';
+import { registerLabServices } from './lab-service-cmd.js';
 
 function labName(cmd: Command): string {
   const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
@@ -247,6 +248,8 @@ export function registerLab(program: Command): void {
       const deleted = await labPolicyDelete(labName(cmd), ref, w);
       process.stdout.write(`policy ${deleted} deleted; ${w.count() ? 'no node that runs' : 'no node'} enforces it any more\n`);
     });
+
+  registerLabServices(lab, labName);
 
   const node = lab.command('node').description('nodes of the lab');
   node

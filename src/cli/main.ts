@@ -6,6 +6,7 @@ import { registerNodeViews } from './node-cmd.js';
 import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
+import { registerServiceViews } from './service-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -30,6 +31,8 @@ program
   .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf: pods are added faster)', 'tcx')
   .option('--enable-policy <mode>', 'policy enforcement: default (once a policy selects an endpoint), always or never', 'default')
   .option('--conntrack-gc-interval <duration>', 'how often expired conntrack entries are removed', '30s')
+  .option('--bpf-lb-algorithm <name>', 'service backend selection: random or maglev', 'random')
+  .option('--bpf-lb-maglev-table-size <n>', 'Maglev lookup table size per service (a prime: 251 … 65521)', '1021')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -45,6 +48,7 @@ program
 registerOperator(program);
 registerNodeViews(program);
 registerPolicyViews(program);
+registerServiceViews(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

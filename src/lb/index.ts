@@ -7,3 +7,5 @@ export { ServiceAllocator, DEFAULT_SERVICE_CIDR, type ServiceClaim } from './all
 export { backendsFor, selects, type Backend, type EndpointView } from './backends.js';
 export { maglevTable, checkMaglevSize, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from './maglev.js';
 export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions } from './datapath.js';
+export { registerServiceRoutes } from './routes.js';
+export { ServiceManager, frontendsOf, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
