@@ -20,6 +20,7 @@
 #include "lib/local_delivery.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/lb.h"
 
 /*
  * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
@@ -51,6 +52,11 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 
 	ret = ct_extract4(skb, ip, &pkt);
 	if (IS_ERR(ret))
+		return ret;
+
+	/* Service frontend -> backend first: policy, conntrack and flows see the backend. */
+	ret = lb4_from_lxc(skb, &eth, &ip, &pkt, src->lxc_id, src->ifindex);
+	if (ret)
 		return ret;
 
 	trace_start(skb, ip, TRACE_HOOK_FROM_CONTAINER, &trace);

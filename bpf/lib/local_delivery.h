@@ -12,6 +12,7 @@
 #include "trace.h"
 #include "conntrack.h"
 #include "policy.h"
+#include "lb.h"
 
 /* How deliver_to_endpoint4() hands a packet over. */
 #define DELIVER_ROUTED		0	/* from an ingress hook: this node routes it */
@@ -42,6 +43,10 @@ static __always_inline int deliver_to_endpoint4(struct __sk_buff *skb, struct tr
 	int ret;
 
 	ret = ct_policy4(skb, pkt, dst, CT_INGRESS, src_label, src_label, now);
+	if (ret)
+		return ret;
+	/* A backend's reply to a service client: the frontend it connected to becomes the source again. */
+	ret = lb4_rev_nat(skb, &eth, &ip, pkt);
 	if (ret)
 		return ret;
 

@@ -13,6 +13,7 @@ import { EndpointManager, type Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { DEFAULT_SERVICE_ACCOUNT, IDENTITY_HEALTH } from './identity.js';
 import { SecurityManager, type EndpointPolicyView } from './security.js';
+import { ServiceManager } from '../lb/index.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
@@ -52,6 +53,7 @@ export class Agent {
   private publishTimer: NodeJS.Timeout | undefined;
   private security!: SecurityManager;
   private masq: Masquerade | undefined;
+  private services: ServiceManager | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; ms: number } | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -206,6 +208,10 @@ export class Agent {
     await reconcileLeftovers({ ipam: this.ipam, endpoints: this.endpoints, dp, log: this.log.child({ subsys: 'endpoint' }), keepInterfaces: [HEALTH_IF] });
     await this.ensureHealthEndpoint();
     this.security.attach(dp, this.endpoints);
+    if (this.store) {
+      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
+      this.services.start((name) => dp.map(name));
+    }
     this.startCtGc();
     await this.startObserver(dp);
     this.ready = true;
@@ -252,6 +258,7 @@ export class Agent {
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
     this.security?.stop();
+    this.services?.stop();
     this.nodes?.stop();
     this.events?.stop();
     await this.observer?.stop();
@@ -502,6 +509,7 @@ export class Agent {
     api.route('GET', '/v1/map/nat', () => this.live().dp.natList());
     api.route('DELETE', '/v1/map/nat', () => ({ deleted: this.live().dp.natFlush() }));
     api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
+    api.route('GET', '/v1/service', () => this.services?.list() ?? []);
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
@@ -682,6 +690,7 @@ export class Agent {
       policy: { mode: this.cfg.enablePolicy, policies: this.security.listPolicies().length, 'last-regeneration': this.security.lastRegeneration },
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
+      'kube-proxy-replacement': this.services?.status() ?? null,
       identities: this.security.identities.list().length,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };

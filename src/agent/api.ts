@@ -48,6 +48,8 @@ export interface StatusView {
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
   /** null until the datapath is up. */
   masquerading: MasqStatus | null;
+  /** Service load-balancing in BPF (null: no cluster store, so no services). */
+  'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string } | null;
   identities: number;
 }
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
 import { AgentError } from './errors.js';
 import { masqConfig, type MasqConfig } from '../nat/index.js';
+import { MAGLEV_TABLE_SIZES, type LbAlgorithm } from '../lb/index.js';
 
 export type RoutingMode = 'tunnel' | 'native';
 
@@ -38,6 +39,9 @@ export interface AgentConfig {
   ctGcIntervalMs: number;
   /** Masquerading of pod traffic to the world (src/nat). */
   masq: MasqConfig;
+  /** Service backend selection (--bpf-lb-algorithm) and Maglev table size (--bpf-lb-maglev-table-size). */
+  lbAlgorithm: LbAlgorithm;
+  maglevTableSize: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -62,7 +66,17 @@ export function agentConfig(o: {
   enablePolicy?: string | undefined;
   conntrackGcInterval?: string | undefined;
   masq?: Parameters<typeof masqConfig>[0];
+  bpfLbAlgorithm?: string | undefined;
+  bpfLbMaglevTableSize?: string | number | undefined;
 }): AgentConfig {
+  const lbAlgorithm = o.bpfLbAlgorithm ?? 'random';
+  if (lbAlgorithm !== 'random' && lbAlgorithm !== 'maglev') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-algorithm "${lbAlgorithm}": expected random or maglev`);
+  }
+  const maglevTableSize = Number(o.bpfLbMaglevTableSize ?? 1021);
+  if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize)) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-maglev-table-size "${String(o.bpfLbMaglevTableSize)}": expected one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  }
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
@@ -115,6 +129,8 @@ export function agentConfig(o: {
     enablePolicy,
     ctGcIntervalMs,
     masq: masqConfig(o.masq ?? {}),
+    lbAlgorithm,
+    maglevTableSize,
   };
 }
 

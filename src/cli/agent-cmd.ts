@@ -32,6 +32,8 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
       ipMasqAgentConfigPath: opts['ipMasqAgentConfigPath'],
       masqueradePortRange: opts['masqueradePortRange'],
     },
+    bpfLbAlgorithm: opts['bpfLbAlgorithm'],
+    bpfLbMaglevTableSize: opts['bpfLbMaglevTableSize'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -8,6 +8,7 @@ import type { NamedPort } from '../store/types.js';
 import { labelKeyProblem } from '../policy/index.js';
 import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
+import { registerLabServices } from './lab-service-cmd.js';
 
 function labName(cmd: Command): string {
   const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
@@ -251,6 +252,8 @@ export function registerLab(program: Command): void {
       const deleted = await labPolicyDelete(labName(cmd), ref, w);
       process.stdout.write(`policy ${deleted} deleted; ${w.count() ? 'no node that runs' : 'no node'} enforces it any more\n`);
     });
+
+  registerLabServices(lab, labName);
 
   const node = lab.command('node').description('nodes of the lab');
   node

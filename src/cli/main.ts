@@ -7,6 +7,7 @@ import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
 import { registerNatViews } from './nat-cmd.js';
+import { registerServiceViews } from './service-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -38,6 +39,8 @@ program
   .option('--masquerade-port-range <lo-hi>', 'ports of masqueraded flows (the node\'s own ephemeral range moves out of it)', '32768-60999')
   .option('--enable-ip-masq-agent <bool>', 'non-masquerade CIDRs from the ip-masq-agent config file', 'false')
   .option('--ip-masq-agent-config-path <file>', 'ip-masq-agent config (YAML/JSON: nonMasqueradeCIDRs, masqLinkLocal)', '/etc/tendril/ip-masq-agent.yaml')
+  .option('--bpf-lb-algorithm <name>', 'service backend selection: random or maglev', 'random')
+  .option('--bpf-lb-maglev-table-size <n>', 'Maglev lookup table size per service (a prime: 251 … 65521)', '1021')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -54,6 +57,7 @@ registerOperator(program);
 registerNodeViews(program);
 registerPolicyViews(program);
 registerNatViews(program);
+registerServiceViews(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

@@ -38,6 +38,13 @@ function json(v: unknown): void {
   out(JSON.stringify(v, null, 2) + '\n');
 }
 
+/** Cilium's status line: True [what is replaced, how]; False without a store (no services to know of). */
+function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
+  if (!k) return 'False';
+  const how = `${k.algorithm === 'maglev' ? `Maglev (table size: ${k.maglevTableSize})` : 'Random'}`;
+  return `True   [ClusterIP (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
+}
+
 export function formatStatus(s: StatusView, verbose: boolean): string {
   const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
@@ -55,6 +62,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Attach Mode', s['attach-mode'] === null ? '-' : s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
     ['Device Mode', s['device-mode']],
     ['Masquerading', formatMasquerading(s.masquerading)],
+    ['KubeProxyReplacement', kubeProxyReplacement(s['kube-proxy-replacement'])],
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `Ok   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],

@@ -439,6 +439,12 @@ export class NodeDatapath {
     this.wired.clear();
   }
 
+  /** A map of the loaded endpoint object by name (pinned maps are shared by all objects). */
+  map(name: string): BpfMap {
+    if (!this.s) throw new DatapathError('TENDRIL_ERR_DATAPATH_STATE', `Cannot open map "${name}": the datapath is not started`);
+    return this.s.lxc.map(name);
+  }
+
   get hostDevice(): HostDevice {
     return this.started().hostDev;
   }

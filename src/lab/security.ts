@@ -27,7 +27,7 @@ export function parseLabelChanges(args: string[]): Record<string, string | null>
   return out;
 }
 
-function operator(st: LabState): ApiClient {
+export function operator(st: LabState): ApiClient {
   return new ApiClient(labPaths(st.name).operatorSocket, 'operator');
 }
 
@@ -41,7 +41,7 @@ export interface ChangeOptions {
  * says what): a node whose agent does not answer is reported through @warn at once, since it applies the change
  * when it returns; one that answers but does not @pending within WAIT_MS fails the wait, saying @stored all the same.
  */
-async function untilEachNode(nodes: LabNode[], stored: string, pending: string, probe: (c: ApiClient) => Promise<boolean>, o: ChangeOptions): Promise<void> {
+export async function untilEachNode(nodes: LabNode[], stored: string, pending: string, probe: (c: ApiClient) => Promise<boolean>, o: ChangeOptions): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   for (const n of nodes) {
     const c = new ApiClient(n.socket);

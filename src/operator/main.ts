@@ -9,6 +9,7 @@ import { operatorConfig, type OperatorConfig, type OperatorFlags } from './confi
 import { OperatorError } from './errors.js';
 import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
+import { registerServiceRoutes } from '../lb/routes.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
@@ -127,6 +128,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
     return { deleted: name };
   });
   registerResourceRoutes(api, store);
+  registerServiceRoutes(api, store);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
     if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);

@@ -1,0 +1,93 @@
+// `tendril lab service add|list|del`.
+import type { Command } from 'commander';
+import { table } from './table.js';
+import { LabError } from '../lab/errors.js';
+import { labServiceAdd, labServiceDel, labServiceList, parseServicePort } from '../lab/services.js';
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+function parseSelector(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list.flatMap((l) => l.split(','))) {
+    const i = item.indexOf('=');
+    if (i <= 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --selector "${item}": expected KEY=VALUE`);
+    out[item.slice(0, i)] = item.slice(i + 1);
+  }
+  return out;
+}
+
+function warnStderr(line: string): void {
+  process.stderr.write(`Warning: ${line}\n`);
+}
+
+export function registerLabServices(lab: Command, labName: (cmd: Command) => string): void {
+  const svc = lab.command('service').description('services: a ClusterIP (and node ports) load-balanced in BPF on every node');
+  svc
+    .command('add')
+    .description('create or update a service; the operator allocates its ClusterIP and node ports')
+    .argument('<name>')
+    .option('--namespace <ns>', 'namespace of the service and its backends', 'default')
+    .option('--selector <k=v>', 'pod label the backends carry (repeatable, or comma-separated)', collect, [])
+    .option('--port <spec>', 'PORT[:TARGETPORT][/TCP|UDP][,NAME], TARGETPORT a number or a container port name (repeatable)', collect, [])
+    .option('--type <type>', 'ClusterIP, NodePort or LoadBalancer', 'ClusterIP')
+    .option('--cluster-ip <ip>', 'a ClusterIP of your choice (from the service CIDR)')
+    .option('--external-traffic-policy <policy>', 'Cluster or Local')
+    .option('--internal-traffic-policy <policy>', 'Cluster or Local')
+    .option('--session-affinity <mode>', 'None or ClientIP')
+    .option('--session-affinity-timeout <seconds>', 'ClientIP affinity timeout')
+    .option('--name <lab>', 'lab name')
+    .action(async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
+      const ports = (o['port'] as string[]).map(parseServicePort);
+      if (ports.length === 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', 'Missing --port: a service needs at least one, e.g. --port 80:8080/TCP');
+      const timeout = o['sessionAffinityTimeout'] as string | undefined;
+      const s = await labServiceAdd(
+        labName(cmd),
+        name,
+        {
+          namespace: o['namespace'] as string,
+          selector: parseSelector(o['selector'] as string[]),
+          ports,
+          type: o['type'] as string,
+          ...(o['clusterIp'] !== undefined ? { clusterIP: o['clusterIp'] as string } : {}),
+          ...(o['externalTrafficPolicy'] !== undefined ? { externalTrafficPolicy: o['externalTrafficPolicy'] as string } : {}),
+          ...(o['internalTrafficPolicy'] !== undefined ? { internalTrafficPolicy: o['internalTrafficPolicy'] as string } : {}),
+          ...(o['sessionAffinity'] !== undefined ? { sessionAffinity: o['sessionAffinity'] as string } : {}),
+          ...(timeout !== undefined ? { sessionAffinityTimeoutSeconds: Number(timeout) } : {}),
+        },
+        { warn: warnStderr },
+      );
+      const np = s.ports.filter((p) => p.nodePort !== undefined).map((p) => `${p.nodePort}/${p.protocol}`);
+      process.stdout.write(`service ${s.namespace}/${s.name} (${s.type}): ${s.clusterIP} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}${np.length ? `, node ports ${np.join(',')}` : ''}; loaded on every node\n`);
+    });
+  svc
+    .command('list')
+    .option('-o, --output <fmt>', 'json')
+    .option('--name <lab>', 'lab name')
+    .action(async (o: { output?: string }, cmd: Command) => {
+      const list = await labServiceList(labName(cmd));
+      if (o.output === 'json') return void process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+      process.stdout.write(
+        table(
+          ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'PORT(S)', 'SELECTOR'],
+          list.map((s) => [
+            s.namespace,
+            s.name,
+            s.type,
+            s.clusterIP ?? '<pending>',
+            s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ''}/${p.protocol}`).join(','),
+            Object.entries(s.selector).map(([k, v]) => `${k}=${v}`).join(',') || '<none>',
+          ]),
+        ),
+      );
+    });
+  svc
+    .command('del')
+    .argument('<service>', 'NAMESPACE/NAME (or NAME in default)')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, _o: unknown, cmd: Command) => {
+      const deleted = await labServiceDel(labName(cmd), ref, { warn: warnStderr });
+      process.stdout.write(`service ${deleted} deleted; no node load-balances it any more\n`);
+    });
+}

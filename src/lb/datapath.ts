@@ -1,0 +1,235 @@
+// Writes the wanted services into the load-balancing maps as a diff against what this process wrote before (or,
+// after a restart, what the maps held): service slots before the service entry, so the datapath never picks a
+// slot that is not written yet; a frontend's removal deletes its service entry first.
+import type { BpfMap, TypedMap } from '../kernel/bpf/index.js';
+import { LbError } from './errors.js';
+import { maglevTable } from './maglev.js';
+import {
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  LB4_BACKENDS_MAP,
+  LB4_MAGLEV_MAP,
+  LB4_REVERSE_NAT_MAP,
+  LB4_SERVICES_MAP,
+  LB_F_AFFINITY,
+  LB_F_MAGLEV,
+  backendIdCodec,
+  lb4BackendCodec,
+  lb4KeyCodec,
+  lb4MaglevKeyCodec,
+  lb4ReverseNatCodec,
+  lb4ServiceCodec,
+  revNatIndexCodec,
+  type Lb4Backend,
+  type Lb4Key,
+  type Lb4MaglevKey,
+  type Lb4ReverseNat,
+  type Lb4Service,
+} from './maps.js';
+
+export type LbAlgorithm = 'random' | 'maglev';
+
+/** One frontend (address, port, protocol) and the backends it spreads over. */
+export interface Frontend {
+  address: string;
+  port: number;
+  protocol: 'TCP' | 'UDP';
+  /** "namespace/name" of the service (for listings). */
+  service: string;
+  type: string;
+  backends: { ip: string; port: number }[];
+  /** Seconds of ClientIP affinity; undefined: none. */
+  affinityTimeout?: number;
+}
+
+export interface LbDatapathOptions {
+  algorithm: LbAlgorithm;
+  maglevTableSize: number;
+}
+
+function frontendKey(f: Pick<Frontend, 'address' | 'port' | 'protocol'>): string {
+  return `${f.address}:${f.port}/${f.protocol}`;
+}
+
+function proto(p: 'TCP' | 'UDP'): number {
+  return p === 'TCP' ? IPPROTO_TCP : IPPROTO_UDP;
+}
+
+interface Written {
+  id: number;
+  frontend: Frontend;
+  /** Backend IDs in slot order. */
+  ids: number[];
+  /** Maglev table size written for it (0: none). */
+  maglevSize: number;
+  fingerprint: string;
+}
+
+export class LbDatapath {
+  private readonly services: TypedMap<Lb4Key, Lb4Service>;
+  private readonly backends: TypedMap<number, Lb4Backend>;
+  private readonly revNat: TypedMap<number, Lb4ReverseNat>;
+  private readonly maglev: TypedMap<Lb4MaglevKey, number>;
+  private readonly opts: LbDatapathOptions;
+  private readonly written = new Map<string, Written>();
+  /** "ip:port/proto" -> backend ID, and the reverse. */
+  private readonly backendIds = new Map<string, number>();
+  private readonly backendRefs = new Map<number, number>();
+  private nextBackendId = 1;
+  private nextServiceId = 1;
+  private readonly serviceIds = new Set<number>();
+
+  constructor(map: (name: string) => BpfMap, opts: LbDatapathOptions) {
+    this.services = map(LB4_SERVICES_MAP).typed(lb4KeyCodec, lb4ServiceCodec);
+    this.backends = map(LB4_BACKENDS_MAP).typed(backendIdCodec, lb4BackendCodec);
+    this.revNat = map(LB4_REVERSE_NAT_MAP).typed(revNatIndexCodec, lb4ReverseNatCodec);
+    this.maglev = map(LB4_MAGLEV_MAP).typed(lb4MaglevKeyCodec, backendIdCodec);
+    this.opts = opts;
+    this.adopt();
+  }
+
+  /** Takes over what an earlier agent run wrote, so live connections keep their backend and service IDs. */
+  private adopt(): void {
+    for (const [id, b] of this.backends.entries()) {
+      this.backendIds.set(`${b.address}:${b.port}/${b.proto}`, id);
+      this.backendRefs.set(id, 0);
+      this.nextBackendId = Math.max(this.nextBackendId, id + 1);
+    }
+    const slots = new Map<string, Map<number, number>>();
+    const heads: [Lb4Key, Lb4Service][] = [];
+    for (const [k, v] of this.services.entries()) {
+      const fk = `${k.address}:${k.port}/${k.proto}`;
+      if (k.slot === 0) heads.push([k, v]);
+      else (slots.get(fk) ?? slots.set(fk, new Map()).get(fk)!).set(k.slot, v.backendId);
+    }
+    for (const [k, v] of heads) {
+      const protocol = k.proto === IPPROTO_UDP ? 'UDP' : 'TCP';
+      const s = slots.get(`${k.address}:${k.port}/${k.proto}`) ?? new Map<number, number>();
+      const ids: number[] = [];
+      for (let i = 1; i <= v.count; i++) ids.push(s.get(i) ?? 0);
+      const frontend: Frontend = { address: k.address, port: k.port, protocol, service: '(earlier run)', type: '', backends: [] };
+      this.written.set(frontendKey(frontend), { id: v.revNatIndex, frontend, ids, maglevSize: v.flags & LB_F_MAGLEV ? v.maglevSize : 0, fingerprint: '' });
+      this.serviceIds.add(v.revNatIndex);
+      for (const id of ids) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+    }
+  }
+
+  private allocServiceId(): number {
+    for (let n = 0; n < 0xffff; n++) {
+      const id = this.nextServiceId;
+      this.nextServiceId = (this.nextServiceId % 0xffff) + 1;
+      if (!this.serviceIds.has(id)) {
+        this.serviceIds.add(id);
+        return id;
+      }
+    }
+    throw new LbError('TENDRIL_ERR_LB_MAP_FULL', 'Cannot add a service frontend: all 65535 service IDs are in use');
+  }
+
+  private backendId(ip: string, port: number, p: number): number {
+    const k = `${ip}:${port}/${p}`;
+    let id = this.backendIds.get(k);
+    if (id === undefined) {
+      id = this.nextBackendId++;
+      this.backends.put(id, { address: ip, port, proto: p, flags: 0 });
+      this.backendIds.set(k, id);
+      this.backendRefs.set(id, 0);
+    }
+    return id;
+  }
+
+  private release(id: number): void {
+    const n = (this.backendRefs.get(id) ?? 1) - 1;
+    this.backendRefs.set(id, n);
+  }
+
+  /** Deletes backends no frontend uses any more (their pinned connections then choose again). */
+  private sweepBackends(): void {
+    for (const [id, refs] of this.backendRefs) {
+      if (refs > 0) continue;
+      this.backends.delete(id);
+      this.backendRefs.delete(id);
+      for (const [k, v] of this.backendIds) if (v === id) this.backendIds.delete(k);
+    }
+  }
+
+  /** Makes the maps hold exactly `frontends`. Returns how many frontends were written and removed. */
+  sync(frontends: readonly Frontend[]): { written: number; removed: number } {
+    const want = new Map(frontends.map((f) => [frontendKey(f), f]));
+    let written = 0;
+    let removed = 0;
+    for (const [k, w] of this.written) {
+      if (want.has(k)) continue;
+      this.removeFrontend(w);
+      this.written.delete(k);
+      removed++;
+    }
+    for (const [k, f] of want) {
+      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm]);
+      const prev = this.written.get(k);
+      if (prev && prev.fingerprint === fingerprint) {
+        prev.frontend = f;
+        continue;
+      }
+      this.writeFrontend(f, prev, fingerprint);
+      written++;
+    }
+    this.sweepBackends();
+    return { written, removed };
+  }
+
+  private writeFrontend(f: Frontend, prev: Written | undefined, fingerprint: string): void {
+    const p = proto(f.protocol);
+    const id = prev?.id ?? this.allocServiceId();
+    const ids = f.backends.map((b) => this.backendId(b.ip, b.port, p));
+    for (const b of ids) this.backendRefs.set(b, (this.backendRefs.get(b) ?? 0) + 1);
+    const key: Lb4Key = { address: f.address, port: f.port, slot: 0, proto: p };
+    ids.forEach((backendId, i) => this.services.put({ ...key, slot: i + 1 }, { backendId, count: 0, revNatIndex: id, flags: 0, maglevSize: 0, affinityTimeout: 0 }));
+    let flags = 0;
+    let maglevSize = 0;
+    if (this.opts.algorithm === 'maglev' && ids.length > 0) {
+      flags |= LB_F_MAGLEV;
+      maglevSize = this.opts.maglevTableSize;
+      const table = maglevTable(f.backends.map((b) => `${b.ip}:${b.port}`), maglevSize);
+      table.forEach((bi, index) => this.maglev.put({ revNatIndex: id, index }, ids[bi]!));
+    }
+    if (f.affinityTimeout !== undefined) flags |= LB_F_AFFINITY;
+    this.revNat.put(id, { address: f.address, port: f.port });
+    this.services.put(key, { backendId: 0, count: ids.length, revNatIndex: id, flags, maglevSize, affinityTimeout: f.affinityTimeout ?? 0 });
+    if (prev) {
+      for (let s = ids.length + 1; s <= prev.ids.length; s++) this.services.delete({ ...key, slot: s });
+      for (const b of prev.ids) this.release(b);
+      if (prev.maglevSize > maglevSize) this.deleteMaglev(id, maglevSize, prev.maglevSize);
+    }
+    this.written.set(frontendKey(f), { id, frontend: f, ids, maglevSize, fingerprint });
+  }
+
+  private deleteMaglev(id: number, from: number, to: number): void {
+    for (let index = from; index < to; index++) this.maglev.delete({ revNatIndex: id, index });
+  }
+
+  private removeFrontend(w: Written): void {
+    const key: Lb4Key = { address: w.frontend.address, port: w.frontend.port, slot: 0, proto: proto(w.frontend.protocol) };
+    this.services.delete(key);
+    for (let s = 1; s <= w.ids.length; s++) this.services.delete({ ...key, slot: s });
+    this.deleteMaglev(w.id, 0, w.maglevSize);
+    this.revNat.delete(w.id);
+    this.serviceIds.delete(w.id);
+    for (const b of w.ids) this.release(b);
+  }
+
+  /** What the maps hold, per frontend (for `tendril service list` / `bpf lb list`). */
+  list(): Array<{ id: number; frontend: string; service: string; type: string; backends: string[] }> {
+    const out = [...this.written.values()].map((w) => ({
+      id: w.id,
+      frontend: `${w.frontend.address}:${w.frontend.port}/${w.frontend.protocol}`,
+      service: w.frontend.service,
+      type: w.frontend.type,
+      backends: w.ids.map((id) => {
+        const b = this.backends.lookup(id);
+        return b ? `${b.address}:${b.port}/${b.proto === IPPROTO_UDP ? 'UDP' : 'TCP'}` : `(backend ${id} missing)`;
+      }),
+    }));
+    return out.sort((a, b) => a.id - b.id);
+  }
+}

@@ -1,0 +1,148 @@
+// The agent's service load-balancer: watches Services, Endpoints and Identities in the store, derives each
+// frontend's backends and keeps the BPF service maps of this node in step (one coalesced pass per burst of changes).
+import type { BpfMap } from '../kernel/bpf/index.js';
+import { KindCache } from '../store/cache.js';
+import type { EndpointSpec, IdentitySpec, Store } from '../store/index.js';
+import type { Logger } from '../util/log.js';
+import { backendsFor, type EndpointView } from './backends.js';
+import { LbDatapath, type Frontend, type LbAlgorithm } from './datapath.js';
+import type { ServiceSpec } from './service.js';
+
+export interface ServiceManagerOptions {
+  store: Store;
+  /** This node's name (internalTrafficPolicy Local keeps only its backends). */
+  node: string;
+  log: Logger;
+  algorithm: LbAlgorithm;
+  maglevTableSize: number;
+}
+
+const RETRY_MS = 1000;
+
+export interface ServiceListEntry {
+  id: number;
+  frontend: string;
+  service: string;
+  type: string;
+  backends: string[];
+}
+
+/** Frontends of the services, with their backends (pure: the agent's and the tests' one derivation). */
+export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string): Frontend[] {
+  const out: Frontend[] = [];
+  for (const s of services) {
+    if (!s.clusterIP) continue;
+    for (const p of s.ports) {
+      let backends = backendsFor(s, p, endpoints);
+      if (s.internalTrafficPolicy === 'Local') backends = backends.filter((b) => b.node === node);
+      const f: Frontend = {
+        address: s.clusterIP,
+        port: p.port,
+        protocol: p.protocol,
+        service: `${s.namespace}/${s.name}`,
+        type: s.type,
+        backends: backends.map((b) => ({ ip: b.ip, port: b.port })),
+      };
+      if (s.sessionAffinity === 'ClientIP') f.affinityTimeout = s.sessionAffinityTimeoutSeconds ?? 10800;
+      out.push(f);
+    }
+  }
+  return out;
+}
+
+export class ServiceManager {
+  private readonly opts: ServiceManagerOptions;
+  private readonly services: KindCache<ServiceSpec>;
+  private readonly endpoints: KindCache<EndpointSpec>;
+  private readonly identities: KindCache<IdentitySpec>;
+  private dp: LbDatapath | undefined;
+  private pending: NodeJS.Immediate | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastSync: { at: string; frontends: number; written: number; removed: number; ms: number } | undefined;
+  private lastError: string | undefined;
+
+  constructor(opts: ServiceManagerOptions) {
+    this.opts = opts;
+    this.services = new KindCache<ServiceSpec>(opts.store, 'Service', opts.log);
+    this.endpoints = new KindCache<EndpointSpec>(opts.store, 'Endpoint', opts.log);
+    this.identities = new KindCache<IdentitySpec>(opts.store, 'Identity', opts.log);
+  }
+
+  /** Opens the maps (adopting what an earlier run wrote) and starts the watches; store failures are retried. */
+  start(map: (name: string) => BpfMap): void {
+    this.dp = new LbDatapath(map, { algorithm: this.opts.algorithm, maglevTableSize: this.opts.maglevTableSize });
+    void this.startCaches();
+  }
+
+  private async startCaches(): Promise<void> {
+    const events = { change: () => this.schedule(), resync: () => this.schedule() };
+    try {
+      // Identities and endpoints first: a service's first pass then already sees its backends.
+      if (!this.identities.ready) await this.identities.start(events);
+      if (!this.endpoints.ready) await this.endpoints.start(events);
+      if (!this.services.ready) await this.services.start(events);
+    } catch (err) {
+      if (this.stopped) return;
+      this.lastError = (err as Error).message;
+      this.opts.log.warn({ err }, 'cannot list services from the store; retrying');
+      this.retry = setTimeout(() => void this.startCaches(), RETRY_MS);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    if (this.pending) clearImmediate(this.pending);
+    this.pending = undefined;
+    this.services.stop();
+    this.endpoints.stop();
+    this.identities.stop();
+  }
+
+  private schedule(): void {
+    if (this.pending || this.stopped || !this.services.ready) return;
+    this.pending = setImmediate(() => {
+      this.pending = undefined;
+      this.syncNow();
+    });
+  }
+
+  private syncNow(): void {
+    if (!this.dp || this.stopped) return;
+    const t0 = performance.now();
+    const eps: EndpointView[] = this.endpoints.values().map((e) => ({
+      ip: e.ip,
+      node: e.node,
+      namespace: e.namespace,
+      labels: this.identities.get(String(e.identity))?.labels ?? [],
+      namedPorts: e.namedPorts ?? [],
+    }));
+    const frontends = frontendsOf(this.services.values(), eps, this.opts.node);
+    try {
+      const r = this.dp.sync(frontends);
+      this.lastSync = { at: new Date().toISOString(), frontends: frontends.length, ...r, ms: Math.round((performance.now() - t0) * 10) / 10 };
+      this.lastError = undefined;
+      if (r.written || r.removed) this.opts.log.info(this.lastSync, 'service maps updated');
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.opts.log.error({ err }, 'cannot write the service maps');
+    }
+  }
+
+  list(): ServiceListEntry[] {
+    return this.dp?.list() ?? [];
+  }
+
+  status(): { enabled: boolean; algorithm: LbAlgorithm; maglevTableSize: number; synced: boolean; frontends: number; lastSync?: ServiceManager['lastSync']; lastError?: string } {
+    return {
+      enabled: true,
+      algorithm: this.opts.algorithm,
+      maglevTableSize: this.opts.maglevTableSize,
+      synced: this.services.ready && this.endpoints.ready && this.identities.ready,
+      frontends: this.list().length,
+      ...(this.lastSync ? { lastSync: this.lastSync } : {}),
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+    };
+  }
+}
