@@ -19,6 +19,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/nat.h"
+#include "lib/proxy.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -76,7 +77,8 @@ static __always_inline int from_host(struct __sk_buff *skb)
 		if (trace.report)
 			src_label = ipcache_identity4(ip->saddr);
 		trace_point(skb, &trace, TRACE_FROM_HOST, 0, src_label, info->sec_identity, 0);
-		ret = encap_and_redirect(skb, tunnel_endpoint, IDENTITY_REMOTE_NODE);
+		/* The proxy's upstream speaks for its client: the peer's policy sees the client's identity. */
+		ret = encap_and_redirect(skb, tunnel_endpoint, proxy_source_identity(skb, IDENTITY_REMOTE_NODE));
 		if (IS_ERR(ret))
 			return ret;
 		trace_point(skb, &trace, TRACE_TO_OVERLAY, 0, src_label, info->sec_identity, 0);

@@ -21,6 +21,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/lb.h"
+#include "lib/proxy.h"
 
 /*
  * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
@@ -40,6 +41,7 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 dst_label, now;
+	bool taken;
 	int ret;
 
 	ret = ipv4_load(skb, &eth, &ip);
@@ -79,6 +81,15 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	ret = ct_policy4(skb, &pkt, src, CT_EGRESS, dst_label, src->sec_id, now);
 	if (ret)
 		return ret;
+	/* L7 egress: to the node proxy. Else a reply to the proxy's upstream connection, for a client off-node
+	 * (local clients' replies are caught on delivery). */
+	if (pkt.proxy_port)
+		return proxy_redirect4(skb, &trace, &pkt, pkt.proxy_port, src->lxc_id, src->sec_id, dst_label);
+	if (!dst) {
+		ret = proxy_reply4(skb, &trace, &pkt, src->lxc_id, src->sec_id, dst_label, &taken);
+		if (taken)
+			return ret;
+	}
 
 	if (dst) {
 		if (ep_is_host(dst))

@@ -135,7 +135,7 @@ struct ct_pkt {
 	__u8			icmp_error;	/* an ICMP error with a parsed inner tuple */
 	__u8			no_ports;	/* a later IP fragment: no L4 header, nothing to track */
 	__u8			status;		/* CT_* of the last lookup (CT_NEW before any) */
-	__u8			pad[2];
+	__u16			proxy_port;	/* set by ct_policy4: the L7 proxy to steer to, 0 = none */
 	__u32			len;
 };
 

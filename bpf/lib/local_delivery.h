@@ -13,6 +13,7 @@
 #include "conntrack.h"
 #include "policy.h"
 #include "lb.h"
+#include "proxy.h"
 
 /* How deliver_to_endpoint4() hands a packet over. */
 #define DELIVER_ROUTED		0	/* from an ingress hook: this node routes it */
@@ -40,7 +41,15 @@ static __always_inline int deliver_to_endpoint4(struct __sk_buff *skb, struct tr
 						struct iphdr *ip, const struct endpoint_info *dst,
 						__u32 src_label, __u32 now, int how)
 {
+	bool taken;
 	int ret;
+
+	/* A reply to the proxy's upstream connection, addressed to the client pod it speaks for. */
+	if (how == DELIVER_ROUTED) {
+		ret = proxy_reply4(skb, trace, pkt, 0, src_label, dst->sec_id, &taken);
+		if (taken)
+			return ret;
+	}
 
 	ret = ct_policy4(skb, pkt, dst, CT_INGRESS, src_label, src_label, now);
 	if (ret)
@@ -49,6 +58,13 @@ static __always_inline int deliver_to_endpoint4(struct __sk_buff *skb, struct tr
 	ret = lb4_rev_nat(skb, &eth, &ip, pkt);
 	if (ret)
 		return ret;
+	/* L7 ingress: to the proxy, unless the proxy is the sender (its rules ran); from the stack there is no
+	 * socket assignment (tc egress), so such a connection fails. */
+	if (pkt->proxy_port && !from_proxy(skb)) {
+		if (how != DELIVER_ROUTED)
+			return DROP_PROXY_ASSIGN_FAILED;
+		return proxy_redirect4(skb, trace, pkt, pkt->proxy_port, dst->lxc_id, src_label, dst->sec_id);
+	}
 
 	if (how == DELIVER_FROM_STACK) {
 		eth_rewrite(eth, dst->node_mac, dst->mac);

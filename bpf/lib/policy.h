@@ -45,7 +45,7 @@ _Static_assert(sizeof(struct policy_key) == 16, "policy_key must be 16 bytes");
 struct policy_entry {
 	__u8	deny;
 	__u8	l4_prefix_len;	/* 0 any protocol, 8 protocol only, 8 + port bits: the match type reported */
-	__u16	pad1;
+	__u16	proxy_port;	/* L7: redirect to the node proxy on this port (host order), 0 = none */
 	__u32	pad2;
 	__u64	packets;	/* packets the entry decided, atomic adds */
 	__u64	bytes;
@@ -125,14 +125,15 @@ static __always_inline struct policy_entry *policy_better(struct policy_entry *a
  * and with "any". A deny in any wins; else the hit with the longer L4
  * prefix (the specific identity, then the ipBlock one, on a tie) allows and
  * counts the packet. Returns 0 (allow) or DROP_POLICY_DENY / DROP_POLICY,
- * and the match type.
+ * and the match type; @proxy_port the allowing entry's proxy port (0 = none).
  *
  * For ICMP, @dport holds the message's type and code bytes as on the wire
  * (type in the high byte in network order): an entry of port prefix 8
  * matches a type, 16 a type and code.
  */
 static __always_inline int policy_can_access(__u16 ep_id, bool egress, __u32 remote, __be32 remote_ip,
-					     __u8 proto, __be16 dport, __u32 len, __u8 *match)
+					     __u8 proto, __be16 dport, __u32 len, __u8 *match,
+					     __u16 *proxy_port)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_FULL_PREFIX_BITS,
@@ -154,13 +155,17 @@ static __always_inline int policy_can_access(__u16 ep_id, bool egress, __u32 rem
 	any = bpf_map_lookup_elem(&tendril_policy, &key);
 
 	*match = VERDICT_MATCH_NONE;
+	*proxy_port = 0;
 	hit = policy_better(policy_better(l3, blk), any);
 	if (!hit)
 		return DROP_POLICY;
 	__sync_fetch_and_add(&hit->packets, 1);
 	__sync_fetch_and_add(&hit->bytes, len);
 	*match = policy_match_type(hit, hit != any);
-	return hit->deny ? DROP_POLICY_DENY : 0;
+	if (hit->deny)
+		return DROP_POLICY_DENY;
+	*proxy_port = hit->proxy_port;
+	return 0;
 }
 
 /*
@@ -186,13 +191,14 @@ static __always_inline int ct_policy4(struct __sk_buff *skb, struct ct_pkt *p,
 	__u8 match, vdir = egress ? VERDICT_DIR_EGRESS : VERDICT_DIR_INGRESS;
 	int status, ret;
 
+	p->proxy_port = 0;
 	status = ct_lookup4(p, dir, now);
 	if (status == CT_REPLY || status == CT_RELATED)
 		return 0;
 	if (ep->flags & enforced) {
 		ret = policy_can_access(ep->lxc_id, egress, remote,
 					egress ? p->tuple.daddr : p->tuple.saddr, p->tuple.nexthdr,
-					p->policy_dport, p->len, &match);
+					p->policy_dport, p->len, &match, &p->proxy_port);
 		if (ret < 0 || status == CT_NEW)
 			send_policy_verdict_notify(skb, ep->lxc_id, egress ? ep->sec_id : remote,
 						   egress ? remote : ep->sec_id, vdir, p->tuple.nexthdr,

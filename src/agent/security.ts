@@ -782,7 +782,10 @@ export class SecurityManager {
         }
       }
       const t1 = performance.now();
-      dp.setEndpointPolicy(ep, { ingressEnforced: result.ingress.enforced, egressEnforced: result.egress.enforced, entries: result.entries });
+      // L7 entries are only written with a proxy to redirect to; without one they are left out, so traffic on
+      // L7-policed ports fails closed (dropped) instead of passing unfiltered.
+      const entries = result.entries.some((e) => e.http !== undefined) ? result.entries.filter((e) => e.http === undefined) : result.entries;
+      dp.setEndpointPolicy(ep, { ingressEnforced: result.ingress.enforced, egressEnforced: result.egress.enforced, entries });
       mapsMs += performance.now() - t1;
       this.compiled.set(id, result);
       n++;

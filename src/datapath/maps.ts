@@ -263,7 +263,8 @@ export interface PolicyValueRaw {
   deny: number;
   /** 0 (any protocol), 8 (protocol, any port) or 8 + port bits: reported as the verdict's match type. */
   l4PrefixLen: number;
-  pad1: number;
+  /** The node proxy's port when the entry's traffic is redirected to it (L7), else 0. Host order. */
+  proxyPort: number;
   pad2: number;
   /** Packets and bytes the entry decided (atomic adds in the datapath). */
   packets: bigint;
@@ -273,7 +274,7 @@ export interface PolicyValueRaw {
 export const policyValueCodec: StructCodec<PolicyValueRaw> = structCodec<PolicyValueRaw>(24, {
   deny: [0, u8],
   l4PrefixLen: [1, u8],
-  pad1: [2, u16],
+  proxyPort: [2, u16],
   pad2: [4, u32],
   packets: [8, u64],
   bytes: [16, u64],
@@ -291,7 +292,7 @@ export const POLICY_KEY_C_NAMES: Readonly<Record<keyof PolicyKeyRaw, string>> = 
 export const POLICY_VALUE_C_NAMES: Readonly<Record<keyof PolicyValueRaw, string>> = {
   deny: 'deny',
   l4PrefixLen: 'l4_prefix_len',
-  pad1: 'pad1',
+  proxyPort: 'proxy_port',
   pad2: 'pad2',
   packets: 'packets',
   bytes: 'bytes',

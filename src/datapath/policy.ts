@@ -22,6 +22,8 @@ export interface PolicyMapEntry {
   /** Leading bits of `port` that must match: 0..16, 0 when protocol is 0 (16 = exactly `port`, 0 = any port). */
   portPrefixLen: number;
   deny: boolean;
+  /** Redirect the entry's traffic to the node proxy listening on this port (an L7 allow); absent or 0 = none. */
+  proxyPort?: number;
 }
 
 export interface EndpointPolicyState {
@@ -50,8 +52,13 @@ export function normalizeEntry(epId: number, e: PolicyMapEntry): PolicyMapEntry 
   if (!isInt(e.portPrefixLen, 0, 16)) bad(epId, `portPrefixLen ${String(e.portPrefixLen)} is not in [0, 16]`);
   if (!isInt(e.port, 0, 0xffff)) bad(epId, `port ${String(e.port)} is not in [0, 65535]`);
   if (e.protocol === 0 && e.portPrefixLen !== 0) bad(epId, `portPrefixLen ${e.portPrefixLen} without a protocol`);
+  const proxyPort = e.proxyPort ?? 0;
+  if (!isInt(proxyPort, 0, 0xffff)) bad(epId, `proxyPort ${String(e.proxyPort)} is not in [0, 65535]`);
+  if (proxyPort !== 0 && (e.deny || e.protocol !== 6)) bad(epId, 'a proxy port on a deny or non-TCP entry');
   const mask = e.portPrefixLen === 0 ? 0 : (0xffff << (16 - e.portPrefixLen)) & 0xffff;
-  return { direction: e.direction, identity: e.identity, protocol: e.protocol, port: e.port & mask, portPrefixLen: e.portPrefixLen, deny: e.deny === true };
+  const out: PolicyMapEntry = { direction: e.direction, identity: e.identity, protocol: e.protocol, port: e.port & mask, portPrefixLen: e.portPrefixLen, deny: e.deny === true };
+  if (proxyPort !== 0) out.proxyPort = proxyPort;
+  return out;
 }
 
 /** Identity of an entry's trie key (everything but deny). */
@@ -74,7 +81,7 @@ export function policyKey(epId: number, e: PolicyMapEntry): PolicyKeyRaw {
 
 /** A fresh value (counters 0) for an entry. */
 export function policyValue(e: PolicyMapEntry): PolicyValueRaw {
-  return { deny: e.deny ? 1 : 0, l4PrefixLen: e.protocol === 0 ? 0 : POLICY_PROTO_BITS + e.portPrefixLen, pad1: 0, pad2: 0, packets: 0n, bytes: 0n };
+  return { deny: e.deny ? 1 : 0, l4PrefixLen: e.protocol === 0 ? 0 : POLICY_PROTO_BITS + e.portPrefixLen, proxyPort: e.proxyPort ?? 0, pad2: 0, packets: 0n, bytes: 0n };
 }
 
 /** The entry a trie key/value pair stands for. */
@@ -83,7 +90,7 @@ export function entryFromMap(k: PolicyKeyRaw, v: PolicyValueRaw): PolicyMapEntry
   const protocol = l4 >= POLICY_PROTO_BITS ? k.protocol : 0;
   const portPrefixLen = protocol === 0 ? 0 : Math.min(16, l4 - POLICY_PROTO_BITS);
   const mask = portPrefixLen === 0 ? 0 : (0xffff << (16 - portPrefixLen)) & 0xffff;
-  return {
+  const e: PolicyMapEntry = {
     direction: k.egress ? 'egress' : 'ingress',
     identity: k.secLabel,
     protocol,
@@ -91,12 +98,14 @@ export function entryFromMap(k: PolicyKeyRaw, v: PolicyValueRaw): PolicyMapEntry
     portPrefixLen,
     deny: v.deny !== 0,
   };
+  if (v.proxyPort !== 0) e.proxyPort = v.proxyPort;
+  return e;
 }
 
 export interface PolicyDiff {
   /** Entries whose key is not installed yet. */
   add: PolicyMapEntry[];
-  /** Installed keys whose deny flag changes. */
+  /** Installed keys whose deny flag or proxy port changes. */
   change: PolicyMapEntry[];
   /** Installed entries no longer wanted. */
   remove: PolicyMapEntry[];
@@ -122,7 +131,7 @@ export function diffPolicy(epId: number, current: ReadonlyMap<string, PolicyMapE
   for (const [id, e] of next) {
     const cur = current.get(id);
     if (!cur) add.push(e);
-    else if (cur.deny !== e.deny) change.push(e);
+    else if (cur.deny !== e.deny || (cur.proxyPort ?? 0) !== (e.proxyPort ?? 0)) change.push(e);
   }
   for (const [id, e] of current) if (!next.has(id)) remove.push(e);
   return { add, change, remove, next };

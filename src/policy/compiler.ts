@@ -17,6 +17,7 @@ import {
   type LabelIndex,
 } from './identity.js';
 import { policyKey } from './parse.js';
+import { mergeHttpRules } from './http.js';
 import { PROTO_ANY, PROTO_ICMP, blockContains, icmpBlock, portRangeBlocks, protocolNumber, protocolsOf } from './ports.js';
 import type {
   ClusterView,
@@ -24,6 +25,7 @@ import type {
   EndpointPolicy,
   EndpointView,
   EnforcementMode,
+  HttpRule,
   IdentityInfo,
   Peer,
   Policy,
@@ -71,9 +73,28 @@ function packLow(protocol: number, port: number, prefixLen: number, deny: boolea
   return (protocol << 22) | (port << 6) | (prefixLen << 1) | (deny ? 1 : 0);
 }
 
+/** What the rules behind one allow entry say at L7: an L4-only rule among them (unfiltered), else their HTTP rules. */
+interface L7Mark {
+  l4: boolean;
+  http: HttpRule[][];
+}
+
 /** Collects packed entries, merging derivedFrom of identical ones. */
 class Accumulator {
   readonly groups = new Map<number, Map<number, string | string[]>>();
+  /** Only filled when some selected rule has HTTP rules: "high,low" -> its L7 mark. */
+  readonly l7 = new Map<string, L7Mark>();
+
+  mark(high: number, low: number, http: HttpRule[] | undefined): void {
+    const k = `${high},${low}`;
+    let m = this.l7.get(k);
+    if (m === undefined) {
+      m = { l4: false, http: [] };
+      this.l7.set(k, m);
+    }
+    if (http === undefined) m.l4 = true;
+    else m.http.push(http);
+  }
 
   add(high: number, low: number, policy: string): void {
     let g = this.groups.get(high);
@@ -119,7 +140,7 @@ class Accumulator {
       for (const low of lows) {
         if ((low & 1) === 0 && denies.length > 0 && denies.some((d) => covers(d, low))) continue;
         const d = g.get(low)!;
-        out.push({
+        const entry: PolicyEntry = {
           direction,
           identity,
           protocol: (low >>> 22) & 0xff,
@@ -127,7 +148,10 @@ class Accumulator {
           portPrefixLen: (low >>> 1) & 0x1f,
           deny: (low & 1) === 1,
           derivedFrom: derivedOf(d),
-        });
+        };
+        const m = this.l7.size === 0 ? undefined : this.l7.get(`${high},${low}`);
+        if (m !== undefined && !m.l4 && m.http.length > 0) entry.http = mergeHttpRules(...m.http);
+        out.push(entry);
       }
     }
     return out;
@@ -375,10 +399,15 @@ export class PolicyCompiler {
     return rc;
   }
 
-  private addRule(acc: Accumulator, rule: PolicyRule, key: string, ep: EndpointView): void {
+  /** l7: some selected rule has HTTP rules, so every allow must be marked L4 or L7. */
+  private addRule(acc: Accumulator, rule: PolicyRule, key: string, ep: EndpointView, l7: boolean): void {
     const rc = this.ruleOf(rule);
     const keys = rc.keys;
-    for (let i = 0; i < keys.length; i += 2) acc.add(keys[i]!, keys[i + 1]!, key);
+    const mark = l7 && !rule.deny;
+    for (let i = 0; i < keys.length; i += 2) {
+      acc.add(keys[i]!, keys[i + 1]!, key);
+      if (mark) acc.mark(keys[i]!, keys[i + 1]!, rule.http);
+    }
     for (const pm of rc.namedIngress) {
       // Ingress: the name is one of the subject endpoint's own container ports.
       for (const np of ep.namedPorts) {
@@ -386,7 +415,11 @@ export class PolicyCompiler {
         const proto = protocolNumber(np.protocol);
         if (!protocolMatches(pm.protocol, proto)) continue;
         const low = packLow(proto, np.port, 16, rule.deny);
-        for (const id of rc.identities) acc.add(this.packHigh(rule.direction, id), low, key);
+        for (const id of rc.identities) {
+          const high = this.packHigh(rule.direction, id);
+          acc.add(high, low, key);
+          if (mark) acc.mark(high, low, rule.http);
+        }
       }
     }
   }
@@ -429,6 +462,7 @@ export class PolicyCompiler {
     const defaultDeny = { ingress: always, egress: always };
     const defaultAllowKeys = { ingress: new Set<string>(), egress: new Set<string>() };
     const acc = new Accumulator();
+    const l7 = selected.some(([, spec]) => spec.rules.some((r) => r.http !== undefined));
     for (const [key, spec] of selected) {
       for (const d of DIRECTIONS) {
         if (!spec.enforces[d]) continue;
@@ -436,7 +470,7 @@ export class PolicyCompiler {
         if (spec.defaultDeny[d]) defaultDeny[d] = true;
         else defaultAllowKeys[d].add(key);
       }
-      for (const rule of spec.rules) this.addRule(acc, rule, key, ep);
+      for (const rule of spec.rules) this.addRule(acc, rule, key, ep, l7);
     }
     for (const d of DIRECTIONS) {
       // Cilium: a direction under policy only through enableDefaultDeny:false rules gets an allow-all entry,
@@ -446,7 +480,7 @@ export class PolicyCompiler {
       }
     }
     if (enforced.ingress) acc.add(this.packHigh('ingress', IDENTITY_HOST), packLow(PROTO_ANY, 0, 0, false), DERIVED_ALLOW_LOCALHOST);
-    const entries = acc.finish(this.identityOfRank);
+    const entries = l7 ? resolveL7(acc.finish(this.identityOfRank)) : acc.finish(this.identityOfRank);
     return {
       ingress: { enforced: enforced.ingress, defaultDeny: enforced.ingress && defaultDeny.ingress },
       egress: { enforced: enforced.egress, defaultDeny: enforced.egress && defaultDeny.egress },
@@ -465,6 +499,47 @@ export class PolicyCompiler {
   static ipBlocksOf(policies: readonly Policy[]): string[] {
     return prefixesOf(policies, 'ipBlock');
   }
+}
+
+/** Whether entry a's protocol and port block contain b's. */
+function entryCovers(a: PolicyEntry, b: PolicyEntry): boolean {
+  if (a.protocol === PROTO_ANY) return true;
+  return a.protocol === b.protocol && blockContains(a.port, a.portPrefixLen, b.port, b.portPrefixLen);
+}
+
+/**
+ * Cilium's L7 semantics on top of the datapath's lookup (the longest match of the remote identity and of "any",
+ * the specific one on a tie): traffic of identity j on an L7 entry's ports is filtered by the union of the HTTP
+ * rules of every allow of j or of any that covers those ports, and not at all if one of them is L4-only. Where the
+ * lookup would pick an entry that says otherwise, an entry of j for exactly those ports is written (or the
+ * existing one corrected), so the proxy sees j's traffic with j's rules and an L4 allow cancels L7 for its peer.
+ */
+function resolveL7(entries: PolicyEntry[]): PolicyEntry[] {
+  const l7 = entries.filter((e) => e.http !== undefined);
+  if (l7.length === 0) return entries;
+  const byKey = new Map<string, PolicyEntry>();
+  const keyOf = (e: Pick<PolicyEntry, 'direction' | 'identity' | 'protocol' | 'port' | 'portPrefixLen'>): string =>
+    `${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`;
+  for (const e of entries) if (!e.deny) byKey.set(keyOf(e), e);
+  const updates = new Map<string, PolicyEntry>();
+  for (const target of l7) {
+    const same = entries.filter((e) => e.direction === target.direction && entryCovers(e, target));
+    const identities = target.identity === IDENTITY_ANY ? sortedUnique([IDENTITY_ANY, ...same.filter((e) => !e.deny).map((e) => e.identity)]) : [target.identity];
+    for (const j of identities) {
+      const mine = same.filter((e) => e.identity === j || e.identity === IDENTITY_ANY);
+      if (mine.some((e) => e.deny)) continue; // a deny wins in the datapath whatever the allows say
+      const allows = mine.filter((e) => !e.deny);
+      const unfiltered = allows.some((e) => e.http === undefined);
+      const k = keyOf({ ...target, identity: j });
+      const derivedFrom = [...new Set(allows.flatMap((e) => e.derivedFrom))].sort();
+      const next: PolicyEntry = { direction: target.direction, identity: j, protocol: target.protocol, port: target.port, portPrefixLen: target.portPrefixLen, deny: false, derivedFrom };
+      if (!unfiltered) next.http = mergeHttpRules(...allows.map((e) => e.http!));
+      updates.set(k, next);
+    }
+  }
+  const out = entries.filter((e) => e.deny || !updates.has(keyOf(e)));
+  out.push(...updates.values());
+  return out.sort(compareEntries);
 }
 
 function prefixesOf(policies: readonly Policy[], type: 'cidr' | 'ipBlock'): string[] {

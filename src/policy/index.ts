@@ -30,5 +30,6 @@ export {
   type EntryDescription,
   type PortBlock,
 } from './ports.js';
+export { HttpMatcher, httpRegexProblem, httpRuleKey, mergeHttpRules, type HttpRequestView } from './http.js';
 export { PolicyCompiler, DERIVED_ALLOW_LOCALHOST, compareEntries } from './compiler.js';
 export type * from './types.js';

@@ -170,7 +170,7 @@ test('policyTypes, entities and unsupported Cilium features are rejected with a 
   rejects(NP({ podSelector: {}, policyTypes: 'Ingress' }), 'spec.policyTypes', 'must be a list, got the string "Ingress"');
   rejects(TNP({ endpointSelector: {}, ingress: [{ fromEntities: ['wrld'] }] }), 'spec.ingress[0].fromEntities[0]', /^unknown entity "wrld"/);
   rejects(TNP({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a.b' }] }] }), 'spec.egress[0].toFQDNs', 'is not supported by Tendril');
-  rejects(TNP({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80' }], rules: { http: [{}] } }] }] }), 'spec.ingress[0].toPorts[0].rules', 'is not supported by Tendril');
+  rejects(TNP({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80' }], rules: { kafka: [{}] } }] }] }), 'spec.ingress[0].toPorts[0].rules.kafka', 'is not supported by Tendril');
   rejects(TNP({ endpointSelector: {}, ingress: [{ fromEndpoints: [{}], toEndpoints: [{}] }] }), 'spec.ingress[0].toEndpoints', /unknown field/);
   rejects(TNP({ endpointSelector: {}, enableDefaultDeny: { ingress: 'no' } }), 'spec.enableDefaultDeny.ingress', 'must be true or false, got the string "no"');
   rejects(TNP({ ingress: [{}] }), 'spec.endpointSelector', 'required (use {} to select every endpoint of the namespace)');

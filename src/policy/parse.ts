@@ -3,8 +3,10 @@ import { parseAllDocuments } from 'yaml';
 import { formatCidr, parseCidr, type Cidr } from '../util/ip.js';
 import { PolicyError } from './errors.js';
 import { LABEL_NAMESPACE_LABELS_PREFIX, LABEL_POD_NAMESPACE } from './identity.js';
+import { parseHttpRules } from './http.js';
 import { ICMP_TYPE_NAMES } from './ports.js';
 import type {
+  HttpRule,
   Direction,
   Entity,
   LabelRequirement,
@@ -450,23 +452,49 @@ const TENDRIL_PEER_UNSUPPORTED = [
   'toFQDNs',
   'authentication',
 ];
-const TENDRIL_PORTRULE_UNSUPPORTED = ['rules', 'listener', 'originatingTLS', 'terminatingTLS', 'serverNames'];
+const TENDRIL_PORTRULE_UNSUPPORTED = ['listener', 'originatingTLS', 'terminatingTLS', 'serverNames'];
+/** L7 protocols of CiliumNetworkPolicy `rules` other than HTTP. */
+const TENDRIL_L7_UNSUPPORTED = ['kafka', 'dns', 'l7proto', 'l7'];
 
-function parseTendrilPorts(c: Checker, x: unknown, path: string): PortMatch[] {
-  const out: PortMatch[] = [];
+/** The ports of a rule's toPorts: L4-only ones, and groups of ports with the HTTP rules that filter them. */
+interface TendrilPorts {
+  l4: PortMatch[];
+  l7: { ports: PortMatch[]; http: HttpRule[] }[];
+}
+
+function parseTendrilPorts(c: Checker, x: unknown, path: string, deny: boolean): TendrilPorts {
+  const out: TendrilPorts = { l4: [], l7: [] };
   list(c, x, path).forEach((pr, i) => {
     const p = `${path}[${i}]`;
     const o = obj(c, pr, p);
-    keys(c, o, p, ['ports'], TENDRIL_PORTRULE_UNSUPPORTED);
+    keys(c, o, p, ['ports', 'rules'], TENDRIL_PORTRULE_UNSUPPORTED);
     const ports = optList(c, o, 'ports', p) ?? [];
     if (ports.length === 0) c.fail(join(p, 'ports'), 'required (at least one port)');
-    ports.forEach((pp, j) => {
+    let http: HttpRule[] | undefined;
+    if (o.rules !== undefined && o.rules !== null) {
+      const rp = join(p, 'rules');
+      // As Cilium: a deny cannot depend on what the proxy sees (the datapath drops before any proxy).
+      if (deny) c.fail(rp, 'L7 rules cannot be used in a deny rule');
+      const ro = obj(c, o.rules, rp);
+      keys(c, ro, rp, ['http'], TENDRIL_L7_UNSUPPORTED);
+      if (ro.http === undefined || ro.http === null) c.fail(join(rp, 'http'), 'required (the HTTP rules of the port)');
+      http = parseHttpRules((f, r) => c.fail(f, r), ro.http, join(rp, 'http'));
+    }
+    const matches = ports.map((pp, j) => {
       const q = `${join(p, 'ports')}[${j}]`;
       const po = obj(c, pp, q);
       keys(c, po, q, ['port', 'endPort', 'protocol']);
       const protocol = po.protocol === undefined || po.protocol === null ? 'ANY' : parseProtocol(c, po.protocol, join(q, 'protocol'), true);
-      out.push(portMatch(c, po, q, protocol, true));
+      if (http === undefined) return portMatch(c, po, q, protocol, true);
+      // HTTP runs over TCP: ANY means TCP here; one port each, as the proxy serves ports, not ranges.
+      if (protocol !== 'TCP' && protocol !== 'ANY') c.fail(join(q, 'protocol'), `HTTP rules need TCP, got ${protocol}`);
+      const m = portMatch(c, po, q, 'TCP', true);
+      if (m.kind === 'all') c.fail(join(q, 'port'), 'HTTP rules need a port (not 0 or absent)');
+      if (m.kind === 'range' && m.from !== m.to) c.fail(join(q, 'endPort'), 'HTTP rules need a single port, not a range');
+      return m;
     });
+    if (http === undefined) out.l4.push(...matches);
+    else out.l7.push({ ports: matches, http });
   });
   return out;
 }
@@ -535,7 +563,9 @@ function parseEndpointsPeer(c: Checker, x: unknown, path: string, namespace: str
   return { type: 'endpoints', selector, namespace: restrict ? namespace : null, namespaceSelector: null, includeReserved: reserved };
 }
 
-function parseTendrilRule(c: Checker, x: unknown, path: string, direction: Direction, deny: boolean, namespace: string): PolicyRule {
+/** One Tendril rule; a rule with L7 ports yields one PolicyRule per HTTP port group besides its L4 ports (peers x
+ *  (ports1 + ports2) = peers x ports1 + peers x ports2). */
+function parseTendrilRule(c: Checker, x: unknown, path: string, direction: Direction, deny: boolean, namespace: string): PolicyRule[] {
   const pre = direction === 'ingress' ? 'from' : 'to';
   const fEndpoints = `${pre}Endpoints`;
   const fEntities = `${pre}Entities`;
@@ -554,17 +584,20 @@ function parseTendrilRule(c: Checker, x: unknown, path: string, direction: Direc
     keys(c, so, p, ['cidr', 'except'], ['cidrGroupRef', 'cidrGroupSelector']);
     peers.push(cidrPeer(c, so.cidr, so.except, p, 'cidr', true));
   });
-  const ports = o.toPorts === undefined || o.toPorts === null ? [] : parseTendrilPorts(c, o.toPorts, join(path, 'toPorts'));
+  const tp = o.toPorts === undefined || o.toPorts === null ? { l4: [], l7: [] } : parseTendrilPorts(c, o.toPorts, join(path, 'toPorts'), deny);
+  const ports = tp.l4;
   if (o.icmps !== undefined && o.icmps !== null) {
     // As Cilium: one rule names ports or ICMP types, not both (an OR of the two would read as an AND).
-    if (ports.length > 0) c.fail(join(path, 'icmps'), 'cannot be used with toPorts in the same rule (write a separate rule for the ports)');
+    if (ports.length > 0 || tp.l7.length > 0) c.fail(join(path, 'icmps'), 'cannot be used with toPorts in the same rule (write a separate rule for the ports)');
     ports.push(...parseIcmps(c, o.icmps, join(path, 'icmps')));
   }
   // Cilium: a rule that names ports (or ICMP types) but no peer applies to every peer ("L4-only"); a rule with neither
   // (`ingress: [{}]`) allows nothing — it only puts the endpoint under policy.
   const anyPeerField = [fEndpoints, fEntities, fCidr, fCidrSet].some((k) => o[k] !== undefined && o[k] !== null && (o[k] as unknown[]).length > 0);
-  if (!anyPeerField && ports.length > 0) peers.push({ type: 'any' });
-  return { direction, deny, peers, ports };
+  if (!anyPeerField && (ports.length > 0 || tp.l7.length > 0)) peers.push({ type: 'any' });
+  const l7 = tp.l7.map((g): PolicyRule => ({ direction, deny, peers, ports: g.ports, http: g.http }));
+  // Only L7 port groups: no L4 rule (an empty port list would mean every port).
+  return tp.l7.length > 0 && ports.length === 0 ? l7 : [{ direction, deny, peers, ports }, ...l7];
 }
 
 function parseTendrilSpec(c: Checker, x: unknown, path: string, namespace: string): PolicySpec {
@@ -595,7 +628,7 @@ function parseTendrilSpec(c: Checker, x: unknown, path: string, namespace: strin
     const items = optList(c, s, key, path) ?? [];
     // Cilium: a direction is under policy iff its allow or deny list is non-empty.
     if (items.length > 0) present[direction] = true;
-    items.forEach((r, i) => rules.push(parseTendrilRule(c, r, `${join(path, key)}[${i}]`, direction, deny, namespace)));
+    items.forEach((r, i) => rules.push(...parseTendrilRule(c, r, `${join(path, key)}[${i}]`, direction, deny, namespace)));
   }
   const defaultDeny = { ...present };
   if (s.enableDefaultDeny !== undefined && s.enableDefaultDeny !== null) {

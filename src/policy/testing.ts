@@ -6,7 +6,7 @@ import { PolicyCompiler } from './compiler.js';
 import { IDENTITY_HOST, IDENTITY_WORLD, reservedIdentities } from './identity.js';
 import { parsePolicies } from './parse.js';
 import { PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP } from './ports.js';
-import type { ClusterView, Direction, EndpointPolicy, EndpointView, EnforcementMode, IdentityInfo, L4Protocol, Policy, PolicyEntry } from './types.js';
+import type { ClusterView, Direction, EndpointPolicy, EndpointView, EnforcementMode, HttpRule, IdentityInfo, L4Protocol, Policy, PolicyEntry } from './types.js';
 
 export const NAMESPACES = ['x', 'y', 'z'] as const;
 export const PODS = ['a', 'b', 'c'] as const;
@@ -150,6 +150,18 @@ export function allows(pol: EndpointPolicy, dir: Direction, remote: number, prot
   return hits.some((h) => h !== undefined);
 }
 
+/** What the datapath does with a new connection in one direction (policy_can_access's pick among the identity's,
+ *  the block's and any's longest matches: a deny, else the longest L4 prefix, the specific one on a tie): 'drop',
+ *  'allow' (L4), or the HTTP rules the proxy applies. */
+export function l7Verdict(pol: EndpointPolicy, dir: Direction, remote: number, proto: number, port: number): 'drop' | 'allow' | HttpRule[] {
+  if (!pol[dir].enforced) return 'allow';
+  const hits = [lpm(pol.entries, dir, remote, proto, port), lpm(pol.entries, dir, 0, proto, port)].filter((h) => h !== undefined);
+  if (hits.length === 0 || hits.some((h) => h.deny)) return 'drop';
+  const l4 = (e: PolicyEntry): number => (e.protocol === 0 ? 0 : 8 + e.portPrefixLen);
+  const best = hits.length === 2 && l4(hits[1]!) > l4(hits[0]!) ? hits[1]! : hits[0]!;
+  return best.http ?? 'allow';
+}
+
 export class Scenario {
   readonly compiled = new Map<string, EndpointPolicy>();
   readonly policies: Policy[];
@@ -179,6 +191,15 @@ export class Scenario {
     if (this.compiled.has(from) && !allows(this.policy(from), 'egress', identityOf(to), n, port, blockOf(to, this.blocks))) return false;
     if (this.compiled.has(to) && !allows(this.policy(to), 'ingress', identityOf(from), n, port, blockOf(from, this.blocks))) return false;
     return true;
+  }
+
+  /** What each side does with from -> to:port/TCP: the source's egress and the destination's ingress verdicts. */
+  l7(from: Actor, to: Actor, port: number): { egress: ReturnType<typeof l7Verdict>; ingress: ReturnType<typeof l7Verdict> } {
+    const none = { ingress: { enforced: false, defaultDeny: false }, egress: { enforced: false, defaultDeny: false }, entries: [] };
+    return {
+      egress: l7Verdict(this.compiled.get(from) ?? none, 'egress', identityOf(to), PROTO_TCP, port),
+      ingress: l7Verdict(this.compiled.get(to) ?? none, 'ingress', identityOf(from), PROTO_TCP, port),
+    };
   }
 
   /** Every pod->pod pair allowed on port/proto, as "x/a->y/b". */

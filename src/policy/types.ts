@@ -80,6 +80,9 @@ export interface PolicyRule {
   peers: Peer[];
   /** ORed; empty = every port and protocol. */
   ports: PortMatch[];
+  /** L7 rule (TendrilNetworkPolicy toPorts[].rules.http): traffic on these ports goes through the node proxy,
+   *  which allows the requests any of these rules matches. Absent = L4 only. Never on a deny rule. */
+  http?: HttpRule[];
 }
 
 /** One subject of a policy (a K8s NetworkPolicy has one; a TendrilNetworkPolicy one per spec/specs entry). */
@@ -131,6 +134,9 @@ export interface PolicyEntry {
   /** 0..16: how many leading bits of dport must match (0 = any port; 16 = exactly `port`). 0 when protocol is 0. */
   portPrefixLen: number;
   deny: boolean;
+  /** Present on an allow entry whose traffic goes through the node proxy: the HTTP rules (merged from every
+   *  policy, sorted, unique) of which one must match each request. Absent = allowed at L4, not proxied. */
+  http?: HttpRule[];
   /** Policy keys that produced it, sorted (or a reserved:* reason for entries the compiler adds itself). */
   derivedFrom: string[];
 }
@@ -146,3 +152,21 @@ export interface EndpointPolicy {
 }
 
 export type EnforcementMode = 'default' | 'always' | 'never';
+
+/** One header condition of an HTTP rule: the header is present (value null) or has exactly this value. */
+export interface HttpHeaderMatch {
+  /** Lower-case header name. */
+  name: string;
+  value: string | null;
+}
+
+/** One HTTP rule of an L7 port rule (CiliumNetworkPolicy `rules.http[]`): a request is allowed when every
+ *  condition given holds. method, path and host are extended regular expressions matched against the whole
+ *  string (null = any). */
+export interface HttpRule {
+  method: string | null;
+  path: string | null;
+  host: string | null;
+  /** Sorted by name then value; every one must hold. */
+  headers: HttpHeaderMatch[];
+}

@@ -43,6 +43,7 @@ const lib = koffi.load('libc.so.6');
 const c = {
   socket: lib.func('int socket(int domain, int type, int protocol)'),
   bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
   getsockname: lib.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *addrlen)'),
   setsockopt: lib.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)'),
   sendto: lib.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
@@ -83,6 +84,10 @@ export function socket(domain: number, type: number, protocol: number): number {
 
 export function bind(fd: number, addr: Buffer): void {
   check(c.bind(fd, addr, addr.length), 'bind()');
+}
+
+export function listen(fd: number, backlog: number): void {
+  check(c.listen(fd, backlog), 'listen()');
 }
 
 /** Fills `addr` with the socket's own address; returns the address length. */
