@@ -6,6 +6,7 @@ import { pluginConfig, type LabPod } from '../src/lab/lab.js';
 import { CNI_BIN_DIR, labPaths, netnsPath } from '../src/lab/paths.js';
 import type { BenchNetns } from './netns.js';
 import { ApiClient } from '../src/util/api-client.js';
+import type { StatusView } from '../src/agent/index.js';
 import { BenchError, inNs, runAsync, sleep } from './proc.js';
 import { REF_CNI_DIR, refPluginConfig } from './scenarios.js';
 
@@ -36,6 +37,8 @@ export interface CniTarget {
   config(pod: LabPod, prev?: unknown): string;
   /** After the ADD pass: waits for background work the ADDs left (the tcx switch), returns how long it took. */
   settle?: () => Promise<number>;
+  /** Tendril: the agent's per-phase timings of its last CNI calls (status --verbose). */
+  timings?: () => Promise<StatusView['cni-timings']>;
 }
 
 /** Tendril's shim against the lab node's agent; configs come from the conflist the agent wrote. */
@@ -46,6 +49,7 @@ export function tendrilTarget(lab: string, plugin: CniPlugin = 'tendril'): CniTa
     exe: path.join(CNI_BIN_DIR, 'tendril-cni'),
     cniPath: CNI_BIN_DIR,
     config: (pod, prev) => pluginConfig(lab, pod, prev),
+    timings: async () => (await new ApiClient(labPaths(lab).node('ctr').socket).get<StatusView>('/v1/healthz'))['cni-timings'],
   };
   if (plugin === 'tendril') t.settle = () => tcxSettled(new ApiClient(labPaths(lab).node('ctr').socket));
   return t;

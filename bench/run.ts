@@ -312,6 +312,11 @@ async function cniPhase(st: RunState, o: Options, labReady: boolean): Promise<Cn
       const settled = add.settledMs !== undefined ? `, all on tcx ${(add.settledMs / 1000).toFixed(2)} s after the last ADD` : '';
       say(`cni ${t.plugin.padEnd(7)} ${pods} pods conc ${conc}: ADD p50 ${p50(add)} ms, DEL p50 ${p50(del)} ms${settled}${add.failures + del.failures ? `, ${add.failures + del.failures} FAILED` : ''}`);
       for (const x of [add, del]) if (x.firstError) say(`  first ${x.op} failure: ${x.firstError}`);
+      // The agent's own view of the same calls (its last 256 per verb): where the time goes inside it.
+      for (const v of (await t.timings?.()) ?? []) {
+        const ph = v.phases.map((p) => `${p.phase} ${p.p50.toFixed(2)}/${p.p99.toFixed(2)}`).join(', ');
+        say(`  agent ${v.verb} p50/p99 ms (last ${v.calls}): total ${v.total.p50.toFixed(2)}/${v.total.p99.toFixed(2)}; ${ph}`);
+      }
     }
   }
   return out;

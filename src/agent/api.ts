@@ -1,6 +1,7 @@
 // The agent's API contract: what each route under /v1 answers, typed once. The agent builds these views, the CLI,
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
+import type { CniTimingsView } from '../cni/index.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
@@ -44,6 +45,8 @@ export interface StatusView {
   policy: { mode: string; policies: number; 'last-regeneration': Regeneration };
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
   identities: number;
+  /** Per-phase timings of the last CNI ADDs and DELs (ms). */
+  'cni-timings': CniTimingsView[];
 }
 
 /** GET /v1/config. */
