@@ -333,9 +333,19 @@ async function cniPhase(st: RunState, o: Options, labReady: boolean): Promise<Cn
       const [add, del] = await cniLatency(cnirun, st.nets, t, pods, conc, st.tmpDir);
       out.push(add, del);
       const p50 = (x: CniOp) => [...x.ms].sort((a, b) => a - b)[Math.ceil(x.ms.length / 2) - 1]?.toFixed(2);
-      const settled = add.settledMs !== undefined ? `, all on tcx ${(add.settledMs / 1000).toFixed(2)} s after the last ADD` : '';
+      const settled =
+        add.settledMs !== undefined
+          ? `, all on tcx ${(add.settledMs / 1000).toFixed(2)} s after the last ADD`
+          : add.unsettled !== undefined
+            ? `, ${add.unsettled} attachment(s) still on tc filters 120 s after the last ADD`
+            : '';
       say(`cni ${t.plugin.padEnd(7)} ${pods} pods conc ${conc}: ADD p50 ${p50(add)} ms, DEL p50 ${p50(del)} ms${settled}${add.failures + del.failures ? `, ${add.failures + del.failures} FAILED` : ''}`);
       for (const x of [add, del]) if (x.firstError) say(`  first ${x.op} failure: ${x.firstError}`);
+      // The agent's own view of the same calls (its last 256 per verb): where the time goes inside it.
+      for (const v of (await t.timings?.()) ?? []) {
+        const ph = v.phases.map((p) => `${p.phase} ${p.p50.toFixed(2)}/${p.p99.toFixed(2)}`).join(', ');
+        say(`  agent ${v.verb} p50/p99 ms (last ${v.calls}): total ${v.total.p50.toFixed(2)}/${v.total.p99.toFixed(2)}; ${ph}`);
+      }
     }
   }
   return out;
@@ -502,6 +512,7 @@ async function main(): Promise<number> {
         cniConcTable(cni, 2 * o.pods, o.conc),
         '',
         ...cni.filter((c) => c.settledMs !== undefined).map((c) => `- ${c.plugin}, ${c.pods} pods at concurrency ${c.conc}: every pod on its tcx link ${(c.settledMs! / 1000).toFixed(2)} s after the last ADD returned (DEL ran after that).`),
+        ...cni.filter((c) => c.unsettled !== undefined).map((c) => `- ${c.plugin}, ${c.pods} pods at concurrency ${c.conc}: ${c.unsettled} attachment(s) still on tc filters 120 s after the last ADD (DEL ran then).`),
         '- ptp: reference ptp + host-local; tendril: bin/tendril-cni -> agent (tcx, the default: a pod starts on a tc filter, switched to its tcx link once the node is quiet); tendril-tc: the same with `--attach-mode tc`. Pod netns created before, untimed; DEL gets the ADD result as prevResult.',
         '',
       ]);

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { savedAllocations, type Allocation } from '../src/agent/ipam.js';
 import { hostIfName } from '../src/cni/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
 import { labDown, labUp, loadLab, pluginConfig, podAdd, restartAgent, type LabPod } from '../src/lab/lab.js';
@@ -54,12 +55,6 @@ function agentGet<T>(socket: string, p: string): Promise<T> {
       })
       .on('error', reject);
   });
-}
-
-interface Allocation {
-  ip: string;
-  owner: string;
-  containerId?: string;
 }
 
 function links(ns: string): string[] {
@@ -125,7 +120,7 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   };
   const hostName = hostIfName(mid.containerId, 'eth0');
   const ipamFile = path.join(np.stateDir, 'ipam.json');
-  const allocations = (): Allocation[] => (JSON.parse(fs.readFileSync(ipamFile, 'utf8')) as { allocations: Allocation[] }).allocations;
+  const allocations = (): Allocation[] => savedAllocations(ipamFile);
   process.kill(st.operatorPid, 'SIGSTOP');
   let shimOut = '';
   const shim = spawn(path.join(CNI_BIN_DIR, 'tendril-cni'), [], { env: { ...env, CNI_COMMAND: 'ADD' } });
@@ -158,7 +153,7 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
 
   // More of what a crash can leave: an allocation of an older agent (no attachment recorded) and an endpoint
   // map entry written for a veth whose endpoint was never saved.
-  const ipam = JSON.parse(fs.readFileSync(ipamFile, 'utf8')) as { cidr: string; allocations: Allocation[] };
+  const ipam = { cidr: (JSON.parse(fs.readFileSync(ipamFile, 'utf8')) as { cidr: string }).cidr, allocations: allocations() };
   const prefix = ipam.cidr.split('.').slice(0, 3).join('.');
   const legacyIp = `${prefix}.250`;
   const strayIp = `${prefix}.251`;
@@ -166,7 +161,9 @@ test('kill -9 during a CNI ADD: the restarted agent gives back its address, veth
   // And the converse: a state file that lost the address of a pod that runs.
   const doneIp = loadLab(LAB).pods.find((p) => p.name === 'done')!.ip;
   ipam.allocations = ipam.allocations.filter((a) => a.ip !== doneIp);
+  // Written as the whole state: a snapshot without a journal of changes since.
   fs.writeFileSync(ipamFile, JSON.stringify(ipam));
+  fs.rmSync(`${ipamFile}.journal`, { force: true });
   execFileSync('ip', ['-n', node.netns, 'link', 'add', 'lxcstray0', 'type', 'veth', 'peer', 'name', 'lxcstray0p']);
   const strayIfindex = (JSON.parse(execFileSync('ip', ['-n', node.netns, '-j', 'link', 'show', 'lxcstray0'], { encoding: 'utf8' })) as { ifindex: number }[])[0]!.ifindex;
   const lxcPin = findPin(np.bpfRoot, 'tendril_lxc');

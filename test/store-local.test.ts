@@ -20,7 +20,8 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): P
   }
 }
 
-function raw(socketPath: string, method: string, p: string, body?: string): Promise<{ status: number; body: string }> {
+/** One request; `chunked` streams the body without a content-length. */
+function raw(socketPath: string, method: string, p: string, body?: string, chunked = false): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath, method, path: p, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
       let b = '';
@@ -28,8 +29,15 @@ function raw(socketPath: string, method: string, p: string, body?: string): Prom
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
     });
     req.on('error', reject);
-    req.end(body);
+    if (chunked && body) {
+      req.write(body);
+      req.end();
+    } else req.end(body);
   });
+}
+
+function rawChunked(socketPath: string, method: string, p: string, body: string): Promise<{ status: number; body: string }> {
+  return raw(socketPath, method, p, body, true);
 }
 
 describe('local store server', { timeout: 120_000 }, () => {
@@ -128,7 +136,14 @@ describe('local store server', { timeout: 120_000 }, () => {
     const route = await raw(sock, 'POST', '/v2/x');
     assert.equal(route.status, 404);
     const big = await raw(sock, 'PUT', '/v1/resources/Node/a', JSON.stringify({ value: 'x'.repeat(2 * 1024 * 1024) }));
-    assert.equal(big.status, 400);
+    assert.equal(big.status, 413);
+    assert.equal((JSON.parse(big.body) as { error: { code: string } }).error.code, 'TENDRIL_ERR_STORE_TOO_LARGE');
+    assert.match(big.body, /exceeds the store's limit of 1572864 bytes/);
+    // Streamed (no content-length): refused once it passes the limit, and the server serves on.
+    const streamed = await rawChunked(sock, 'PUT', '/v1/resources/Node/a', JSON.stringify({ value: 'y'.repeat(2 * 1024 * 1024) }));
+    assert.equal(streamed.status, 413);
+    assert.equal((JSON.parse(streamed.body) as { error: { code: string } }).error.code, 'TENDRIL_ERR_STORE_TOO_LARGE');
+    assert.equal((await raw(sock, 'PUT', '/v1/resources/Node/a', JSON.stringify({ value: 'fits' }))).status, 200);
     const missing = await raw(sock, 'GET', '/v1/resources/Node/nope');
     assert.equal(missing.status, 404);
     assert.equal((JSON.parse(missing.body) as { error: { code: string } }).error.code, 'TENDRIL_ERR_STORE_NOT_FOUND');

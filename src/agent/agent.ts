@@ -66,6 +66,7 @@ export class Agent {
   private routerIP = '';
   private healthIP = '';
   private cniConfPath: string | undefined;
+  private cni: CniHandler | undefined;
   private readonly startedAt = Date.now();
 
   constructor(cfg: AgentConfig, log: Logger) {
@@ -77,7 +78,8 @@ export class Agent {
     const { cfg } = this;
     fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
     const api = new ApiServer(this.log.child({ subsys: 'api' }));
-    this.routes(api, new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' })));
+    this.cni = new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' }));
+    this.routes(api, this.cni);
     if (cfg.store) {
       // Short bounds: the store is asked in the background (watches, publishing) or on behalf of a runtime that
       // retries; a store that does not answer must fail those calls fast, never hold the API or a CNI ADD.
@@ -384,7 +386,7 @@ export class Agent {
       },
       attachmentIPs: (containerId, ifname) => this.live().ipam.findByAttachment(containerId, ifname),
       listAttachmentIPs: () => this.live().ipam.attachments(),
-      createEndpoint: async (r) => {
+      createEndpoint: async (r, clock) => {
         const namespace = r.namespace ?? 'default';
         const labels = r.labels ?? {};
         const serviceAccount = r.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT;
@@ -393,6 +395,7 @@ export class Agent {
           if (isTransient(err)) throw new CniError(CniCode.TRY_AGAIN_LATER, (err as Error).message, { details: 'the cluster store is unavailable; existing pods are not affected' });
           throw err;
         });
+        clock?.lap('identity');
         const ep = await this.live().endpoints.create({
           kind: 'pod',
           containerId: r.containerId,
@@ -410,8 +413,9 @@ export class Agent {
           namedPorts: r.namedPorts ?? [],
           securityLabels: sec,
           identity,
-        });
+        }, clock);
         this.security.endpointCreated(ep);
+        clock?.lap('policy');
         return { id: ep.id };
       },
       findEndpoint: (containerId, ifname) => this.live().endpoints.findByContainer(containerId, ifname),
@@ -693,6 +697,7 @@ export class Agent {
       'kube-proxy-replacement': this.services?.status() ?? null,
       identities: this.security.identities.list().length,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
+      'cni-timings': this.cni?.timings.view() ?? [],
     };
   }
 

@@ -2,6 +2,8 @@
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry, NatEntry } from '../datapath/index.js';
 import type { MasqStatus } from '../nat/index.js';
+import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
+import type { CniTimingsView } from '../cni/index.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
@@ -51,6 +53,8 @@ export interface StatusView {
   /** Service load-balancing in BPF (null: no cluster store, so no services). */
   'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string } | null;
   identities: number;
+  /** Per-phase timings of the last CNI ADDs and DELs (ms). */
+  'cni-timings': CniTimingsView[];
 }
 
 /** GET /v1/config. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { EndpointManager, type Endpoint, type EndpointRequest } from './endpoints.js';
+import { EndpointManager, savedEndpoints, type Endpoint, type EndpointRequest } from './endpoints.js';
 import { MemoryDatapath } from './testing.js';
 
 const silent = pino({ level: 'silent' });
@@ -42,7 +42,7 @@ function pod(n: number, over: Partial<EndpointRequest> = {}): EndpointRequest {
 }
 
 function saved(file: string): Array<Pick<Endpoint, 'id' | 'ip'>> {
-  return (JSON.parse(fs.readFileSync(file, 'utf8')) as Endpoint[]).map((e) => ({ id: e.id, ip: e.ip }));
+  return savedEndpoints(file).map((e) => ({ id: e.id, ip: e.ip }));
 }
 
 test('create() wires the endpoint, saves it and numbers endpoints from 1; lookups find it by ID, IP, container and reference', async () => {
@@ -110,7 +110,7 @@ test('delete() unwires and forgets; update() changes labels and identity and sav
   const next = em.update(2, { labels: { app: 'z' }, securityLabels: ['k8s:app=z'], identity: 30000 });
   assert.equal(next.identity, 30000);
   assert.equal(em.get(2)?.identity, 30000);
-  assert.equal((JSON.parse(fs.readFileSync(file, 'utf8')) as Endpoint[])[1]!.identity, 30000);
+  assert.equal(savedEndpoints(file)[1]!.identity, 30000);
   assert.equal(em.delete(1).ip, '172.20.0.11');
   assert.deepEqual(dp.calls.slice(-1), ['remove 1']);
   assert.equal(dp.endpoint(1), undefined);
@@ -125,9 +125,10 @@ test('restore() re-adopts endpoints whose interface is still there, unwires and 
   const { dp, em, file } = setup();
   for (const n of [1, 2, 3]) await em.create(pod(n));
   // An agent of an older version saved records without namedPorts.
-  const records = JSON.parse(fs.readFileSync(file, 'utf8')) as Array<Partial<Endpoint>>;
+  const records: Array<Partial<Endpoint>> = savedEndpoints(file);
   delete records[0]!.namedPorts;
   fs.writeFileSync(file, JSON.stringify(records));
+  fs.rmSync(`${file}.journal`, { force: true });
 
   const dp2 = new MemoryDatapath();
   const em2 = new EndpointManager(dp2, file, silent);

@@ -1,6 +1,6 @@
 // Endpoint manager: the endpoints of this node, persisted, wired into the datapath, re-adopted after a restart.
 import { AgentError } from './errors.js';
-import { readJsonFile, writeJsonFile } from './state-file.js';
+import { RecordJournal, readRecords } from './state-file.js';
 import type { EndpointDatapath } from './seams.js';
 import type { NamedPort } from '../store/types.js';
 import type { Logger } from '../util/log.js';
@@ -43,13 +43,14 @@ export class EndpointManager {
   private readonly eps = new Map<number, Endpoint>();
   /** By IPv4 address: the flow server looks endpoints up per datapath event. */
   private readonly byIp = new Map<string, Endpoint>();
-  private readonly file: string;
+  /** endpoints.json (all endpoints) and its journal of changes since. */
+  private readonly journal: RecordJournal<Endpoint>;
   private readonly dp: EndpointDatapath;
   private readonly log: Logger;
 
   constructor(dp: EndpointDatapath, file: string, log: Logger) {
     this.dp = dp;
-    this.file = file;
+    this.journal = new RecordJournal<Endpoint>(file, () => this.list());
     this.log = log;
   }
 
@@ -58,7 +59,7 @@ export class EndpointManager {
    * (maps re-written, pinned links switched to the new program); the rest are dropped and returned.
    */
   restore(ifindexOf: (name: string) => number | undefined): Endpoint[] {
-    const saved = readJsonFile<Endpoint[]>(this.file) ?? [];
+    const saved = this.journal.load(decodeEndpoints).values();
     const gone: Endpoint[] = [];
     for (const saved1 of saved) {
       // Records of an older agent lack fields added since.
@@ -73,7 +74,7 @@ export class EndpointManager {
       this.dp.restoreEndpoint(ep);
       this.put({ ...ep, state: 'ready' });
     }
-    this.save();
+    this.journal.compact();
     this.log.info({ restored: this.eps.size, removed: gone.length }, 'endpoints restored');
     return gone;
   }
@@ -92,8 +93,11 @@ export class EndpointManager {
     return this.byIp.get(ip);
   }
 
-  private save(): void {
-    writeJsonFile(this.file, [...this.eps.values()].sort((a, b) => a.id - b.id));
+  /** Persists the change of one endpoint (its record, or its removal). */
+  private save(id: number): void {
+    const ep = this.eps.get(id);
+    if (ep) this.journal.put(String(id), ep);
+    else this.journal.delete(String(id));
   }
 
   private nextId(): number {
@@ -101,7 +105,8 @@ export class EndpointManager {
     throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint: all ${MAX_ID} endpoint IDs are in use`);
   }
 
-  async create(req: EndpointRequest): Promise<Endpoint> {
+  /** `clock` (a CNI call's) is charged 'datapath' for the maps and attach, 'persist' for the state file. */
+  async create(req: EndpointRequest, clock?: { lap(phase: string): void }): Promise<Endpoint> {
     if (req.id !== undefined && this.eps.has(req.id)) {
       throw new AgentError('TENDRIL_ERR_ENDPOINT_CONFLICT', `Cannot create endpoint ${req.id}: the ID is in use`);
     }
@@ -121,7 +126,9 @@ export class EndpointManager {
     this.put(ep);
     try {
       await this.dp.addEndpointAsync(ep);
-      this.save();
+      clock?.lap('datapath');
+      this.save(ep.id);
+      clock?.lap('persist');
     } catch (err) {
       this.drop(ep);
       this.dp.removeEndpoint(ep);
@@ -136,7 +143,7 @@ export class EndpointManager {
     if (!ep) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint ${id} not found`);
     this.dp.removeEndpoint(ep);
     this.drop(ep);
-    this.save();
+    this.save(id);
     this.log.info({ endpoint: id, ip: ep.ip }, 'endpoint deleted');
     return ep;
   }
@@ -147,7 +154,7 @@ export class EndpointManager {
     if (!cur) throw new AgentError('TENDRIL_ERR_ENDPOINT_NOT_FOUND', `Endpoint ${id} not found`);
     const next: Endpoint = { ...cur, ...change };
     this.put(next);
-    this.save();
+    this.save(id);
     return next;
   }
 
@@ -178,4 +185,13 @@ export class EndpointManager {
   list(): Endpoint[] {
     return [...this.eps.values()].sort((a, b) => a.id - b.id);
   }
+}
+
+function decodeEndpoints(snapshot: unknown): Array<[string, Endpoint]> {
+  return (snapshot as Endpoint[]).map((e) => [String(e.id), e]);
+}
+
+/** The endpoints saved in a state dir's endpoints file (snapshot and journal), for readers outside the manager. */
+export function savedEndpoints(file: string): Endpoint[] {
+  return [...readRecords(file, decodeEndpoints).values()];
 }

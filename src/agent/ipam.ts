@@ -1,7 +1,7 @@
 // Node-local IPAM: hands out addresses of the node's pod CIDR and persists every allocation,
 // so an agent restart never gives an address out twice.
 import { AgentError } from './errors.js';
-import { readJsonFile, writeJsonFile } from './state-file.js';
+import { RecordJournal, readRecords } from './state-file.js';
 import { type Cidr, cidrContains, cidrSize, formatCidr, formatIPv4, parseCidr, parseIPv4 } from '../util/ip.js';
 
 export interface Allocation {
@@ -27,7 +27,7 @@ interface IpamFile {
 
 export class NodeIpam {
   readonly cidr: Cidr;
-  private readonly file: string | undefined;
+  private readonly journal: RecordJournal<Holder> | undefined;
   private readonly byIp = new Map<number, Holder>();
   /** Where the next search starts: addresses are handed out round-robin so a released one is not reused at once. */
   private cursor: number;
@@ -38,31 +38,38 @@ export class NodeIpam {
     if (this.cidr.bits > 30) {
       throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Pod CIDR "${cidr}" is too small: need at least a /30`);
     }
-    this.file = file;
     this.cursor = this.cidr.base + 1;
-    if (file) this.load(file);
+    if (file) {
+      this.journal = new RecordJournal<Holder>(file, () => ({ cidr: formatCidr(this.cidr), allocations: this.list() }) satisfies IpamFile);
+      this.load(file, this.journal);
+    }
   }
 
-  private load(file: string): void {
-    const saved = readJsonFile<IpamFile>(file);
-    if (!saved) return;
-    if (saved.cidr !== formatCidr(this.cidr)) {
-      throw new AgentError(
-        'TENDRIL_ERR_STATE',
-        `IPAM state ${file} is for pod CIDR ${saved.cidr}, but this node now has ${formatCidr(this.cidr)}: ` +
-          'remove the state file only if no pod still uses an old address',
-      );
-    }
-    for (const a of saved.allocations) {
-      const ip = parseIPv4(a.ip);
-      this.byIp.set(ip, holder(a.owner, a.containerId !== undefined && a.ifname !== undefined ? { containerId: a.containerId, ifname: a.ifname } : undefined));
+  private load(file: string, journal: RecordJournal<Holder>): void {
+    const saved = journal.load((snapshot) => {
+      const f = snapshot as IpamFile;
+      if (f.cidr !== formatCidr(this.cidr)) {
+        throw new AgentError(
+          'TENDRIL_ERR_STATE',
+          `IPAM state ${file} is for pod CIDR ${f.cidr}, but this node now has ${formatCidr(this.cidr)}: ` +
+            'remove the state file only if no pod still uses an old address',
+        );
+      }
+      return decodeAllocations(f);
+    });
+    for (const [ipText, h] of saved) {
+      const ip = parseIPv4(ipText);
+      this.byIp.set(ip, h);
       if (ip >= this.cursor) this.cursor = ip + 1;
     }
   }
 
-  private save(): void {
-    if (!this.file) return;
-    writeJsonFile(this.file, { cidr: formatCidr(this.cidr), allocations: this.list() } satisfies IpamFile);
+  /** Persists the change of one address (its holder, or its release). */
+  private saved(ip: number): number {
+    const h = this.byIp.get(ip);
+    if (h) this.journal?.put(formatIPv4(ip), h);
+    else this.journal?.delete(formatIPv4(ip));
+    return ip;
   }
 
   private first(): number {
@@ -95,8 +102,7 @@ export class NodeIpam {
       if (!this.byIp.has(ip)) {
         this.byIp.set(ip, holder(owner, attachment));
         this.cursor = ip + 1 > this.last() ? this.first() : ip + 1;
-        this.save();
-        return formatIPv4(ip);
+        return formatIPv4(this.saved(ip));
       }
     }
     throw new AgentError(
@@ -124,7 +130,7 @@ export class NodeIpam {
       throw new AgentError('TENDRIL_ERR_IPAM_CONFLICT', `Cannot allocate ${ipText} to "${owner}": already owned by "${current.owner}"${by}`);
     }
     this.byIp.set(ip, holder(owner, attachment));
-    this.save();
+    this.saved(ip);
     return ipText;
   }
 
@@ -138,7 +144,7 @@ export class NodeIpam {
     if (h === undefined) return false;
     if (attachment && h.containerId !== undefined && (h.containerId !== attachment.containerId || h.ifname !== attachment.ifname)) return false;
     this.byIp.delete(ip);
-    this.save();
+    this.saved(ip);
     return true;
   }
 
@@ -174,13 +180,22 @@ export class NodeIpam {
   releaseUnless(keep: (a: Allocation) => boolean): Allocation[] {
     const released = this.list().filter((a) => !keep(a));
     for (const a of released) this.byIp.delete(parseIPv4(a.ip));
-    if (released.length > 0) this.save();
+    if (released.length > 0) this.journal?.compact();
     return released;
   }
 
   list(): Allocation[] {
     return [...this.byIp.entries()].sort((a, b) => a[0] - b[0]).map(([ip, h]) => ({ ip: formatIPv4(ip), ...h }));
   }
+}
+
+function decodeAllocations(f: IpamFile): Array<[string, Holder]> {
+  return f.allocations.map((a) => [a.ip, holder(a.owner, a.containerId !== undefined && a.ifname !== undefined ? { containerId: a.containerId, ifname: a.ifname } : undefined)]);
+}
+
+/** The allocations saved in an IPAM state file (snapshot and journal), for readers outside the agent (tests). */
+export function savedAllocations(file: string): Allocation[] {
+  return [...readRecords(file, (f) => decodeAllocations(f as IpamFile))].map(([ip, h]) => ({ ip, ...h }));
 }
 
 function holder(owner: string, attachment: AttachmentRef | undefined): Holder {

@@ -3,8 +3,7 @@
 import path from 'node:path';
 import { interfaceName, removeStrayPodInterfaces, type NodeDatapath } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
-import type { Endpoint, EndpointManager } from './endpoints.js';
-import { readJsonFile } from './state-file.js';
+import { savedEndpoints, type EndpointManager } from './endpoints.js';
 import type { NodeIpam } from './ipam.js';
 
 /** IPAM owners that are the node's own and never a pod's. */
@@ -64,7 +63,7 @@ export async function reconcileLeftovers(
 /** True when an earlier run saved pod endpoints in `stateDir` (they keep running on the pinned datapath). */
 export function hasSavedPods(stateDir: string): boolean {
   try {
-    return (readJsonFile<Endpoint[]>(path.join(stateDir, 'endpoints.json')) ?? []).some((e) => e.kind === 'pod');
+    return savedEndpoints(path.join(stateDir, 'endpoints.json')).some((e) => e.kind === 'pod');
   } catch {
     return false;
   }

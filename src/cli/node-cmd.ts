@@ -82,7 +82,22 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
   if (verbose && s.ipam) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
-  return text + keyValues(after, width) + (verbose ? formatMasqueradingVerbose(s.masquerading) : '');
+  text += keyValues(after, width);
+  if (verbose) text += formatMasqueradingVerbose(s.masquerading);
+  if (verbose && s['cni-timings']?.length) text += formatCniTimings(s['cni-timings']);
+  return text;
+}
+
+/** status --verbose: where the last CNI calls spent their time, per verb and phase, in the order of the call. */
+export function formatCniTimings(views: StatusView['cni-timings']): string {
+  const ms = (x: number): string => x.toFixed(2);
+  let text = '';
+  for (const v of views) {
+    text += `CNI ${v.verb} timings (last ${v.calls} call${v.calls === 1 ? '' : 's'}, ms):\n`;
+    const rows = [...v.phases.map((p) => [`  ${p.phase}`, ms(p.p50), ms(p.p99), ms(p.max)]), ['  total', ms(v.total.p50), ms(v.total.p99), ms(v.total.max)]];
+    text += table(['  PHASE', 'P50', 'P99', 'MAX'], rows);
+  }
+  return text;
 }
 
 export function formatEndpointList(eps: EndpointView[]): string {
@@ -118,7 +133,7 @@ export function registerNodeViews(program: Command): void {
   program
     .command('status')
     .description('node status like `cilium-dbg status`')
-    .option('--verbose', 'also list allocated addresses')
+    .option('--verbose', 'also list allocated addresses and where CNI ADDs and DELs spend their time')
     .option('-o, --output <fmt>', 'json for machine-readable output')
     .action(async (o: { verbose?: boolean; output?: string }, cmd: Command) => {
       const s = await client(cmd).get<StatusView>('/v1/healthz');

@@ -7,3 +7,4 @@ export { hostIfName } from './names.js';
 export { formatResult, podResult, type CniResult } from './result.js';
 export { tendrilConflist, CONFLIST_NAME, PLUGIN_TYPE, type ConflistOptions } from './conflist.js';
 export type { IpRequest } from './plugin.js';
+export { PhaseClock, CniTimings, type CniTimingsView, type Lap } from './timings.js';

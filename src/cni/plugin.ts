@@ -12,6 +12,7 @@ import { asCniError, CniCode, CniError, isSupportedVersion, LATEST_VERSION, SUPP
 import { hostIfName } from './names.js';
 import { parseCniCall, peekCniVersion, VALID_ATTACHMENTS_KEY, type CniCall } from './parse.js';
 import { formatResult, parseResult, podResult } from './result.js';
+import { CniTimings, PhaseClock, type Lap } from './timings.js';
 import { UndoList, type UndoFailure } from './undo.js';
 
 /**
@@ -34,7 +35,8 @@ export interface CniBackend {
   attachmentIPs(containerId: string, ifname: string): string[];
   /** Every address allocated for a CNI attachment. */
   listAttachmentIPs(): { ip: string; containerId: string; ifname: string }[];
-  createEndpoint(r: EndpointRequest): Promise<{ id: number }>;
+  /** `clock` laps the backend's own steps (identity, datapath, persistence). */
+  createEndpoint(r: EndpointRequest, clock?: Lap): Promise<{ id: number }>;
   findEndpoint(containerId: string, ifname: string): EndpointRef | undefined;
   /** No error when the endpoint is already gone. */
   deleteEndpoint(id: number): Promise<void>;
@@ -88,6 +90,8 @@ export class CniHandler {
   private readonly log: Logger | undefined;
   /** Calls for one (container, ifname) run one after another: a DEL must not overtake its ADD. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Per-phase timings of the last calls of each verb (status --verbose). */
+  readonly timings = new CniTimings();
 
   constructor(backend: CniBackend, log?: Logger) {
     this.backend = backend;
@@ -95,7 +99,7 @@ export class CniHandler {
   }
 
   /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. */
-  async handleRaw(headers: Record<string, string | undefined>, body: string): Promise<CniResponse> {
+  async handleRaw(headers: Record<string, string | undefined>, body: string, clock = new PhaseClock()): Promise<CniResponse> {
     let call: CniCall;
     try {
       call = parseCniCall(headers, body);
@@ -104,34 +108,38 @@ export class CniHandler {
       this.log?.warn({ code: e.code, err: e.message }, 'CNI call rejected');
       return errorResponse(e, peekCniVersion(body));
     }
-    return this.handle(call);
+    clock.lap('parse');
+    return this.handle(call, clock);
   }
 
-  async handle(call: CniCall): Promise<CniResponse> {
-    const started = performance.now();
+  /** `clock` started when the call arrived; its phases are logged (debug) and kept for status --verbose. */
+  async handle(call: CniCall, clock = new PhaseClock()): Promise<CniResponse> {
     try {
-      const out = await this.dispatch(call);
+      const out = await this.dispatch(call, clock);
+      if (call.command === 'ADD' || call.command === 'DEL') this.timings.record(call.command, clock);
       this.log?.info(
-        { cmd: call.command, containerId: call.containerId, ifname: call.ifname, ms: elapsed(started) },
+        { cmd: call.command, containerId: call.containerId, ifname: call.ifname, ms: round(clock.total()) },
         `CNI ${call.command} done`,
       );
+      this.log?.debug({ cmd: call.command, containerId: call.containerId, phases: clock.rounded() }, `CNI ${call.command} timings`);
       return out;
     } catch (err) {
       const e = asCniError(err);
       this.log?.warn(
-        { cmd: call.command, containerId: call.containerId, code: e.code, err: e.message, details: e.details, ms: elapsed(started) },
+        { cmd: call.command, containerId: call.containerId, code: e.code, err: e.message, details: e.details, ms: round(clock.total()), phases: clock.rounded() },
         `CNI ${call.command} failed`,
       );
       return errorResponse(e, call.config.cniVersion);
     }
   }
 
-  private dispatch(call: CniCall): Promise<CniResponse> {
+  private dispatch(call: CniCall, clock: PhaseClock): Promise<CniResponse> {
+    // 'queue': waiting behind an earlier call for the same attachment.
     switch (call.command) {
       case 'ADD':
-        return this.serialize(call, () => this.add(call));
+        return this.serialize(call, () => (clock.lap('queue'), this.add(call, clock)));
       case 'DEL':
-        return this.serialize(call, () => this.del(call));
+        return this.serialize(call, () => (clock.lap('queue'), this.del(call, clock)));
       case 'CHECK':
         return this.serialize(call, () => this.check(call));
       case 'STATUS':
@@ -149,7 +157,7 @@ export class CniHandler {
    * default route, per-interface source routing and an endpoint per interface with its own identity; nothing in
    * Tendril's datapath or policy model asks for that.
    */
-  private async add(call: CniCall): Promise<CniResponse> {
+  private async add(call: CniCall, clock: PhaseClock): Promise<CniResponse> {
     const { containerId, ifname } = call;
     const st = this.backend.status();
     if (!st.ready) throw notReady(CniCode.TRY_AGAIN_LATER, st.reason);
@@ -176,13 +184,16 @@ export class CniHandler {
     const ns = openPodNetns(call.netns);
     try {
       assertPodNetns(ns);
+      clock.lap('netns');
 
       const ipReq: IpRequest = { owner: pod.owner, containerId, ifname };
       if (call.staticIP !== undefined) ipReq.ip = call.staticIP;
       const ip = await this.backend.allocateIP(ipReq);
       undo.push(`IP ${ip}`, () => this.backend.releaseIP(ip));
+      clock.lap('ipam');
 
       const link = await createPodInterface({ netns: ns, netnsPath: call.netns, hostIfName: hostName, podIfName: ifname, ip, routerIP: net.routerIP, mtu });
+      clock.lap('interface');
       undo.push(`veth "${hostName}"`, () => removePodInterface(call.netns, ifname, hostName));
 
       const req: EndpointRequest = {
@@ -201,7 +212,7 @@ export class CniHandler {
       if (call.serviceAccount !== undefined) req.serviceAccount = call.serviceAccount;
       if (pod.namespace !== undefined) req.namespace = pod.namespace;
       if (pod.podName !== undefined) req.podName = pod.podName;
-      const ep = await this.backend.createEndpoint(req);
+      const ep = await this.backend.createEndpoint(req, clock);
       undo.push(`endpoint ${ep.id}`, () => this.backend.deleteEndpoint(ep.id));
 
       const result = podResult({
@@ -216,6 +227,7 @@ export class CniHandler {
       });
       const stdout = JSON.stringify(formatResult(result, call.config.cniVersion));
       undo.commit();
+      clock.lap('result');
       return ok(stdout);
     } catch (err) {
       throw withUndoFailures(asCniError(err), await undo.unwind());
@@ -225,8 +237,8 @@ export class CniHandler {
   }
 
   /** Removes whatever of the attachment still exists; what is already gone is success. */
-  private async del(call: CniCall): Promise<CniResponse> {
-    await this.remove(call.containerId, call.ifname, call.netns);
+  private async del(call: CniCall, clock: PhaseClock): Promise<CniResponse> {
+    await this.remove(call.containerId, call.ifname, call.netns, clock);
     return ok('');
   }
 
@@ -235,7 +247,7 @@ export class CniHandler {
    * the remains of an ADD that never finished (a veth, an address without endpoint). A netns that is the
    * node's own is never entered (the datapath refuses to delete node interfaces).
    */
-  private async remove(containerId: string, ifname: string, netnsPath: string): Promise<void> {
+  private async remove(containerId: string, ifname: string, netnsPath: string, clock?: Lap): Promise<void> {
     const ep = this.backend.findEndpoint(containerId, ifname);
     const failures: UndoFailure[] = [];
     const attempt = async (what: string, fn: () => Promise<void>): Promise<void> => {
@@ -253,12 +265,15 @@ export class CniHandler {
     // with it, and a link named ifname there may be another network's (a refused ADD is followed by a DEL).
     const podNetns = ep ? netnsPath || ep.netnsPath : '';
     await attempt(`veth "${hostName}"`, () => removePodInterface(podNetns, ifname, hostName));
+    clock?.lap('interface');
     if (ep && failures.length === 0) await attempt(`endpoint ${ep.id}`, () => this.backend.deleteEndpoint(ep.id));
+    clock?.lap('endpoint');
     if (failures.length === 0) {
       const ips = new Set(this.backend.attachmentIPs(containerId, ifname));
       if (ep) ips.add(ep.ip);
       for (const ip of ips) await attempt(`IP ${ip}`, () => this.backend.releaseIP(ip, { containerId, ifname }));
     }
+    clock?.lap('ipam');
     const first = failures[0];
     if (first) {
       const e = asCniError(first.error);
@@ -409,6 +424,6 @@ function withUndoFailures(e: CniError, failures: UndoFailure[]): CniError {
   return new CniError(e.code, e.message, { details: e.details ? `${e.details}; ${undo}` : undo, cause: e });
 }
 
-function elapsed(started: number): number {
-  return Math.round((performance.now() - started) * 10) / 10;
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }

@@ -7,6 +7,8 @@ export type StoreErrorCode =
   | 'TENDRIL_ERR_STORE_UNAVAILABLE'
   /** The caller asked for something malformed: unknown kind, bad name, bad URL, value not JSON. */
   | 'TENDRIL_ERR_STORE_INVALID'
+  /** A request body over the store's limit (the local store answers 413, as etcd refuses big requests). */
+  | 'TENDRIL_ERR_STORE_TOO_LARGE'
   /** The resource does not exist (used on the wire; get() returns undefined instead of throwing it). */
   | 'TENDRIL_ERR_STORE_NOT_FOUND'
   /** The local store's files on disk cannot be read back (not a torn last write, which is repaired). */
@@ -18,6 +20,7 @@ export const STORE_ERROR_CODES: readonly StoreErrorCode[] = [
   'TENDRIL_ERR_STORE_CONFLICT',
   'TENDRIL_ERR_STORE_UNAVAILABLE',
   'TENDRIL_ERR_STORE_INVALID',
+  'TENDRIL_ERR_STORE_TOO_LARGE',
   'TENDRIL_ERR_STORE_NOT_FOUND',
   'TENDRIL_ERR_STORE_CORRUPT',
   'TENDRIL_ERR_STORE_INTERNAL',
@@ -27,6 +30,7 @@ const HTTP_STATUS: Record<StoreErrorCode, number> = {
   TENDRIL_ERR_STORE_CONFLICT: 409,
   TENDRIL_ERR_STORE_UNAVAILABLE: 503,
   TENDRIL_ERR_STORE_INVALID: 400,
+  TENDRIL_ERR_STORE_TOO_LARGE: 413,
   TENDRIL_ERR_STORE_NOT_FOUND: 404,
   TENDRIL_ERR_STORE_CORRUPT: 500,
   TENDRIL_ERR_STORE_INTERNAL: 500,

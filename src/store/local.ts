@@ -23,7 +23,10 @@ export interface LocalStoreServerOptions {
   keepaliveMs?: number;
 }
 
-/** Largest request body (a resource value plus envelope), as etcd's default request limit. */
+/**
+ * Largest request body (a resource value plus envelope): etcd's default request limit, so that what the local
+ * store takes the etcd backend takes too. Bigger is a coded 413 (TENDRIL_ERR_STORE_TOO_LARGE).
+ */
 const MAX_BODY = 1536 * 1024;
 /** A watcher this far behind is cut off; it reconnects and resumes from its last revision. */
 const MAX_WATCH_BACKLOG = 16 * 1024 * 1024;
@@ -163,7 +166,7 @@ export class LocalStoreServer {
         return;
       }
       case 'PUT': {
-        const body = await readJson(req);
+        const body = await readJson(req, res);
         if (typeof body !== 'object' || body === null || !('value' in body)) {
           throw new StoreError('TENDRIL_ERR_STORE_INVALID', `Cannot put ${kind} "${name}": body must be {"value": ..., "expectedRevision"?: n}`);
         }
@@ -236,7 +239,18 @@ function notFound(method: string, p: string): StoreError {
   return new StoreError('TENDRIL_ERR_STORE_NOT_FOUND', `No store API route ${method} ${p}`);
 }
 
-function readJson(req: http.IncomingMessage): Promise<unknown> {
+function tooLarge(size: string): StoreError {
+  return new StoreError('TENDRIL_ERR_STORE_TOO_LARGE', `Request body of ${size} bytes exceeds the store's limit of ${MAX_BODY} bytes`);
+}
+
+function readJson(req: http.IncomingMessage, res: http.ServerResponse): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > MAX_BODY) {
+    // Drained, not read: the client still gets the coded answer; the connection closes after it.
+    res.setHeader('connection', 'close');
+    req.resume();
+    return Promise.reject(tooLarge(String(declared)));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -248,7 +262,8 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
         // Keep draining (not destroying) so the client still reads the coded error instead of a reset.
         tooBig = true;
         chunks.length = 0;
-        reject(new StoreError('TENDRIL_ERR_STORE_INVALID', `Request body larger than ${MAX_BODY} bytes`));
+        res.setHeader('connection', 'close');
+        reject(tooLarge(`more than ${MAX_BODY}`));
       } else chunks.push(c);
     });
     req.on('error', reject);

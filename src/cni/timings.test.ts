@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CniTimings, PhaseClock } from './timings.js';
+
+/** A clock whose phases are set directly (lap() measures real time, which a unit test cannot pin). */
+function clockOf(phases: Record<string, number>): PhaseClock {
+  const c = new PhaseClock();
+  Object.assign(c.phases, phases);
+  return c;
+}
+
+test('PhaseClock charges each lap the time since the previous one', async () => {
+  const c = new PhaseClock();
+  c.lap('a');
+  await new Promise((r) => setTimeout(r, 20));
+  c.lap('b');
+  c.lap('a');
+  assert.deepEqual(Object.keys(c.phases), ['a', 'b']);
+  assert.ok(c.phases['b']! >= 15, `b = ${c.phases['b']}`);
+  assert.ok(c.total() >= c.phases['a']! + c.phases['b']!);
+});
+
+test('CniTimings keeps the last calls per verb; a phase a call did not reach counts 0', () => {
+  const t = new CniTimings(4);
+  for (let i = 1; i <= 6; i++) t.record('ADD', clockOf(i === 6 ? { ipam: 100, late: 7 } : { ipam: i }));
+  t.record('DEL', clockOf({ interface: 3 }));
+  const [add, del] = t.view();
+  assert.equal(add?.verb, 'ADD');
+  assert.equal(add?.calls, 4);
+  // Window of 4: calls 3, 4, 5 and 6.
+  assert.deepEqual(add?.phases.find((p) => p.phase === 'ipam'), { phase: 'ipam', p50: 4, p99: 100, max: 100 });
+  assert.deepEqual(add?.phases.find((p) => p.phase === 'late'), { phase: 'late', p50: 0, p99: 7, max: 7 });
+  assert.equal(del?.verb, 'DEL');
+  assert.equal(del?.phases[0]?.p50, 3);
+});
