@@ -2,7 +2,6 @@
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry, NatEntry } from '../datapath/index.js';
 import type { MasqStatus } from '../nat/index.js';
-import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
 import type { CniTimingsView } from '../cni/index.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
