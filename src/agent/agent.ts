@@ -24,6 +24,7 @@ import { interfaceName } from '../datapath/index.js';
 import { GuardedStore, openStore, StoreError } from '../store/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
+import { Masquerade } from '../nat/index.js';
 import type { Logger } from '../util/log.js';
 
 export const VERSION = '0.1.0';
@@ -50,6 +51,7 @@ export class Agent {
   private nodeRetryTimer: NodeJS.Timeout | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
   private security!: SecurityManager;
+  private masq: Masquerade | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; ms: number } | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -178,6 +180,8 @@ export class Agent {
     if (readJsonFile<NodeStateFile>(this.nodeStateFile)?.podCidr !== podCidr) writeJsonFile(this.nodeStateFile, { podCidr } satisfies NodeStateFile);
     this.routerIP = this.ipam.findByOwner('router') ?? this.ipam.allocateNext('router');
     this.healthIP = this.ipam.findByOwner('health') ?? this.ipam.allocateNext('health');
+    const masq = new Masquerade(cfg.masq, { nativeDev: cfg.nativeDev, podCidr }, this.log.child({ subsys: 'nat' }));
+    const masquerade = masq.datapathConfig();
     const dp = new NodeDatapath({
       podCidr,
       routerIP: this.routerIP,
@@ -189,9 +193,12 @@ export class Agent {
       nodeIP: cfg.nodeIP ?? this.routerIP,
       stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
       attachMode: cfg.attachMode,
+      ...(masquerade ? { masquerade } : {}),
     });
     dp.start();
     this.dp = dp;
+    masq.start(dp);
+    this.masq = masq;
     this.log.info({ podCidr, router: this.routerIP, attach: dp.mode, routing: cfg.routing, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
 
     this.endpoints = new EndpointManager(dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
@@ -251,6 +258,7 @@ export class Agent {
     await this.api?.close();
     await this.queue;
     await this.store?.close().catch(() => {});
+    this.masq?.stop();
     this.dp?.stop();
   }
 
@@ -491,6 +499,9 @@ export class Agent {
     api.route('GET', '/v1/map/ct', () => this.live().dp.ctList());
     api.route('DELETE', '/v1/map/ct', () => ({ deleted: this.live().dp.ctFlush() }));
     api.route('GET', '/v1/map/metrics', () => this.live().dp.metrics());
+    api.route('GET', '/v1/map/nat', () => this.live().dp.natList());
+    api.route('DELETE', '/v1/map/nat', () => ({ deleted: this.live().dp.natFlush() }));
+    api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
@@ -670,6 +681,7 @@ export class Agent {
       endpoints: eps.length,
       policy: { mode: this.cfg.enablePolicy, policies: this.security.listPolicies().length, 'last-regeneration': this.security.lastRegeneration },
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
+      masquerading: this.masq?.status() ?? null,
       identities: this.security.identities.list().length,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };

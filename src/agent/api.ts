@@ -1,6 +1,7 @@
 // The agent's API contract: what each route under /v1 answers, typed once. The agent builds these views, the CLI,
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
-import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
+import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry, NatEntry } from '../datapath/index.js';
+import type { MasqStatus } from '../nat/index.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
@@ -9,6 +10,8 @@ import type { EndpointPolicyView, PolicyView } from './security.js';
 export type { EndpointPolicyView, PolicyView };
 /** GET /v1/map/tendril_lxc, /v1/datapath/attachments, /v1/map/tendril_ipcache, /v1/map/ct, /v1/map/metrics. */
 export type { Attachment, CtEntry, DropMetric, EndpointInfo, IpcacheEntry };
+/** GET /v1/map/nat (`bpf nat list`), the masquerading of GET /v1/healthz. */
+export type { MasqStatus, NatEntry };
 
 /** Every error answer (4xx, 5xx). */
 export interface ApiErrorBody {
@@ -43,6 +46,8 @@ export interface StatusView {
   health: { ip: string | null; endpoint: number | null };
   policy: { mode: string; policies: number; 'last-regeneration': Regeneration };
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
+  /** null until the datapath is up. */
+  masquerading: MasqStatus | null;
   identities: number;
 }
 

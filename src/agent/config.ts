@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
 import { AgentError } from './errors.js';
+import { masqConfig, type MasqConfig } from '../nat/index.js';
 
 export type RoutingMode = 'tunnel' | 'native';
 
@@ -35,6 +36,8 @@ export interface AgentConfig {
   enablePolicy: 'default' | 'always' | 'never';
   /** Period of the conntrack garbage collection, ms. */
   ctGcIntervalMs: number;
+  /** Masquerading of pod traffic to the world (src/nat). */
+  masq: MasqConfig;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -58,6 +61,7 @@ export function agentConfig(o: {
   attachMode?: string | undefined;
   enablePolicy?: string | undefined;
   conntrackGcInterval?: string | undefined;
+  masq?: Parameters<typeof masqConfig>[0];
 }): AgentConfig {
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
@@ -110,6 +114,7 @@ export function agentConfig(o: {
     objDir: path.join(repoRoot, 'build/bpf'),
     enablePolicy,
     ctGcIntervalMs,
+    masq: masqConfig(o.masq ?? {}),
   };
 }
 

@@ -23,6 +23,15 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     attachMode: opts['attachMode'],
     enablePolicy: opts['enablePolicy'],
     conntrackGcInterval: opts['conntrackGcInterval'],
+    masq: {
+      enableIpv4Masquerade: opts['enableIpv4Masquerade'],
+      enableBpfMasquerade: opts['enableBpfMasquerade'],
+      ipv4NativeRoutingCidr: opts['ipv4NativeRoutingCidr'],
+      masqueradeInterfaces: opts['masqueradeInterfaces'],
+      enableIpMasqAgent: opts['enableIpMasqAgent'],
+      ipMasqAgentConfigPath: opts['ipMasqAgentConfigPath'],
+      masqueradePortRange: opts['masqueradePortRange'],
+    },
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

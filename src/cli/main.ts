@@ -6,6 +6,7 @@ import { registerNodeViews } from './node-cmd.js';
 import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
+import { registerNatViews } from './nat-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -30,6 +31,13 @@ program
   .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf: pods are added faster)', 'tcx')
   .option('--enable-policy <mode>', 'policy enforcement: default (once a policy selects an endpoint), always or never', 'default')
   .option('--conntrack-gc-interval <duration>', 'how often expired conntrack entries are removed', '30s')
+  .option('--enable-ipv4-masquerade <bool>', 'pod traffic to the world leaves with the node\'s address', 'true')
+  .option('--enable-bpf-masquerade <bool>', 'masquerade in BPF on the native device (false: iptables MASQUERADE)', 'true')
+  .option('--ipv4-native-routing-cidr <cidr>', 'destinations reached without masquerading (e.g. the cluster\'s pod CIDRs)')
+  .option('--masquerade-interfaces <if,...>', 'devices masqueraded on (default: the native device)')
+  .option('--masquerade-port-range <lo-hi>', 'ports of masqueraded flows (the node\'s own ephemeral range moves out of it)', '32768-60999')
+  .option('--enable-ip-masq-agent <bool>', 'non-masquerade CIDRs from the ip-masq-agent config file', 'false')
+  .option('--ip-masq-agent-config-path <file>', 'ip-masq-agent config (YAML/JSON: nonMasqueradeCIDRs, masqLinkLocal)', '/etc/tendril/ip-masq-agent.yaml')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -45,6 +53,7 @@ program
 registerOperator(program);
 registerNodeViews(program);
 registerPolicyViews(program);
+registerNatViews(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

@@ -5,6 +5,7 @@ import { ApiClient } from '../util/api-client.js';
 import { keyValues, table } from './table.js';
 import { DEFAULT_SOCKET, type Attachment, type EndpointInfo, type EndpointView, type IpcacheEntry, type NodeView, type StatusView } from '../agent/index.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
+import { formatMasquerading, formatMasqueradingVerbose } from './nat-cmd.js';
 
 interface GlobalOpts {
   lab?: string;
@@ -53,6 +54,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Routing', routing],
     ['Attach Mode', s['attach-mode'] === null ? '-' : s['attach-mode'] === 'tcx' ? 'TCX' : 'TC (clsact)'],
     ['Device Mode', s['device-mode']],
+    ['Masquerading', formatMasquerading(s.masquerading)],
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `Ok   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
@@ -72,7 +74,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
   if (verbose && s.ipam) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
-  return text + keyValues(after, width);
+  return text + keyValues(after, width) + (verbose ? formatMasqueradingVerbose(s.masquerading) : '');
 }
 
 export function formatEndpointList(eps: EndpointView[]): string {

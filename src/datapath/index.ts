@@ -3,6 +3,7 @@ export { NodeDatapath, HOST_DEV, NET_DEV, VXLAN_DEV, VXLAN_PORT, TUNNEL_OVERHEAD
 export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice, IpcacheEntry, DropMetric } from './node.js';
 export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
 export type { CtEntry } from './ct.js';
+export type { MasqDatapathConfig, NatEntry } from './nat.js';
 export type { RemoteNode, RoutingMode } from './remote-nodes.js';
 export type { EndpointInfo } from './maps.js';
 export { IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, CT_TIMEOUTS_DEFAULT, dropReasonText } from './maps.js';

@@ -13,8 +13,6 @@ export const IPMASQ_MAP_SIZE = 16384;
 /** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
 export const NAT_DIR_OUT = 0;
 export const NAT_DIR_IN = 1;
-/** Cilium's drop code when no port of the range is free. */
-export const DROP_NAT_NO_MAPPING = -167;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
