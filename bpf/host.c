@@ -103,9 +103,9 @@ int cil_from_host(struct __sk_buff *skb)
 }
 
 /*
- * Ingress of the native device (native routing mode): pod traffic of other
- * nodes arrives unencapsulated, routed here by their `podCIDR via nodeIP`
- * routes. Packets for a local pod go straight into it once its ingress
+ * Ingress of the native device (native routing mode; in tunnel mode for
+ * masquerading only): pod traffic of other nodes arrives unencapsulated,
+ * routed here by their `podCIDR via nodeIP` routes. Packets for a local pod go straight into it once its ingress
  * policy allows; the source identity comes from the ipcache, as nothing on
  * the wire carries it. Everything else
  * is the node's own traffic and goes to its stack.
@@ -128,10 +128,16 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
-	/* A reply to a masqueraded flow continues addressed to its pod (lib/nat.h). */
+	/*
+	 * A reply to a masqueraded flow continues addressed to its pod (lib/nat.h).
+	 * In tunnel mode this program is attached for masquerading only: the
+	 * rest passes untouched, as without it.
+	 */
 	ret = snat4_rev(skb);
 	if (IS_ERR(ret))
 		return ret;
+	if (!ret && tunnel_mode())
+		return TC_ACT_OK;
 
 	ret = ipv4_load(skb, &eth, &ip);
 	if (IS_ERR(ret))

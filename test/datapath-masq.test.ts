@@ -1,0 +1,263 @@
+// Integration: BPF masquerading of a node (NodeDatapath and src/nat's Masquerade in a namespace of their own) with real
+// pods and an "external" host on the underlay (its own namespace) that reports the source address it sees. Also a far
+// address behind the external host (10.0.1.10) whose replies reach the pod CIDR only through a route back (policy
+// routing from that address), as in seed §2.3. Root; every namespace, bpffs directory and process is the test's own
+// and removed in after(), also on failure.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
+import { addTestPod, type TestPod } from './lib/pods.js';
+import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
+import { Masquerade, masqConfig } from '../src/nat/index.js';
+import { Netlink } from '../src/kernel/netlink/index.js';
+import { Netns } from '../src/kernel/netns/index.js';
+import { rootLogger } from '../src/util/log.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const PREFIX = `tdlt-${process.pid}-masq`;
+const NODE_NS = `${PREFIX}-n`;
+const EXT_NS = `${PREFIX}-x`;
+const BPF_ROOT = `/sys/fs/bpf/tendril-test-${process.pid}-masq`;
+const NODE_IP = '192.168.89.10';
+const EXT_IP = '192.168.89.200';
+const FAR_IP = '10.0.1.10';
+const SUBNET = '10.234.0';
+const DEADLINE_MS = 30_000;
+
+async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = DEADLINE_MS): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+const createdNs: string[] = [];
+let nodeNs: Netns;
+let dp: NodeDatapath;
+let masq: Masquerade;
+let pods: TestPod[] = [];
+let tmp: string;
+let ipmasqFile: string;
+
+function makeNs(name: string): Netns {
+  createdNs.push(name);
+  return Netns.create(name);
+}
+
+/*
+ * The external host: TCP 8080 answers the peer address it saw and closes ("seen <ip>:<port>"); TCP 8081 holds
+ * connections open (greets with "ok"), for the many-connections test; UDP 8080 answers the same way; TCP 8082 echoes
+ * (round trips). Listens on every address, the far one included.
+ */
+const EXT_SERVER = `
+const net = require('net');
+net.createServer((c) => { c.on('error', () => {}); c.end('seen ' + c.remoteAddress + ':' + c.remotePort); }).listen(8080, '0.0.0.0');
+net.createServer((c) => { c.on('error', () => {}); c.write('ok'); }).listen({ port: 8081, host: '0.0.0.0', backlog: 4096 });
+net.createServer((c) => { c.setNoDelay(true); c.on('error', () => {}); c.on('data', (d) => c.write(d)); }).listen(8082, '0.0.0.0');
+// UDP per address: a reply leaves from the address asked (the route back to the pods is chosen by that source).
+let bound = 0;
+for (const a of ['${EXT_IP}', '${FAR_IP}']) {
+  const u = require('dgram').createSocket('udp4');
+  u.on('message', (m, r) => u.send('seen ' + r.address + ':' + r.port, r.port, r.address));
+  u.bind(8080, a, () => { if (++bound === 2) setTimeout(() => console.log('ready'), 100); });
+}
+`;
+
+/** What the external server saw of a TCP connection from `ns` to ip:port ("seen a.b.c.d:p"), or the error. */
+async function tcpSeen(ns: string, ip: string, port = 8080, timeoutMs = 5000): Promise<string> {
+  const js =
+    `const s = require('net').connect(${port}, '${ip}'); let got = ''; s.on('data', (d) => { got += d; });` +
+    `s.on('end', () => { console.log(got); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
+    `setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
+  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
+}
+
+async function udpSeen(ns: string, ip: string, port = 8080, timeoutMs = 5000): Promise<string> {
+  const js =
+    `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
+    `s.on('message', (m) => { console.log(String(m)); process.exit(0); });` +
+    `s.connect(${port}, '${ip}', () => { s.send('x'); setTimeout(() => s.send('y'), 500); });` +
+    `setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
+  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
+}
+
+async function ping(ns: string, ip: string): Promise<boolean> {
+  return (await exec(inNs(ns, ['ping', '-n', '-q', '-c', '1', '-W', '2', ip]))).code === 0;
+}
+
+const seenIp = (s: string): string => /^seen ([\d.]+):\d+$/.exec(s)?.[1] ?? `(${s})`;
+
+function writeIpMasq(text: string): void {
+  fs.writeFileSync(ipmasqFile + '.tmp', text);
+  fs.renameSync(ipmasqFile + '.tmp', ipmasqFile);
+}
+
+before(async () => {
+  assert.equal(process.getuid?.(), 0, 'test/datapath-masq.test.ts needs root (namespaces, BPF, bpffs)');
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tdl-masq-'));
+  ipmasqFile = path.join(tmp, 'ip-masq-agent.yaml');
+  writeIpMasq('nonMasqueradeCIDRs:\n  - 10.0.0.0/16\nmasqLinkLocal: false\n');
+  nodeNs = makeNs(NODE_NS);
+  const extNs = makeNs(EXT_NS);
+  extNs.close();
+  const nl = Netlink.openIn(nodeNs);
+  try {
+    nl.setLink('lo', { up: true });
+    nl.createVeth({ name: 'eth0', peerName: 'ext0' });
+    nl.addAddress(nl.getLink('eth0')!.index, `${NODE_IP}/24`);
+    nl.setLink('eth0', { up: true });
+  } finally {
+    nl.close();
+  }
+  const sh = async (ns: string, ...cmd: string[]): Promise<void> => {
+    const r = await exec(inNs(ns, cmd));
+    assert.equal(r.code, 0, `${cmd.join(' ')} in ${ns}: ${r.stderr}`);
+  };
+  await sh(NODE_NS, 'ip', 'link', 'set', 'ext0', 'netns', EXT_NS);
+  await sh(EXT_NS, 'ip', 'link', 'set', 'lo', 'up');
+  await sh(EXT_NS, 'ip', 'addr', 'add', `${EXT_IP}/24`, 'dev', 'ext0');
+  await sh(EXT_NS, 'ip', 'addr', 'add', `${FAR_IP}/32`, 'dev', 'lo');
+  await sh(EXT_NS, 'ip', 'link', 'set', 'ext0', 'up');
+  // The route back to the pods, for replies from the far address only: anything else answers the node IP or nobody.
+  await sh(EXT_NS, 'ip', 'route', 'add', `${SUBNET}.0/24`, 'via', NODE_IP, 'table', '100');
+  await sh(EXT_NS, 'ip', 'rule', 'add', 'from', FAR_IP, 'table', '100');
+  await sh(NODE_NS, 'ip', 'route', 'add', 'default', 'via', EXT_IP);
+
+  const cfg = masqConfig({ enableIpMasqAgent: true, ipMasqAgentConfigPath: ipmasqFile });
+  masq = new Masquerade(cfg, { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
+  const dcfg: NodeDatapathConfig = {
+    podCidr: `${SUBNET}.0/24`,
+    routerIP: `${SUBNET}.1`,
+    nodeIP: NODE_IP,
+    nativeDev: 'eth0',
+    bpfRoot: BPF_ROOT,
+    objDir: path.join(root, 'build/bpf'),
+    ctTimeouts: { tcp: 8000, tcpSyn: 60, tcpFin: 2, any: 2 },
+    masquerade: masq.datapathConfig()!,
+  };
+  dp = new NodeDatapath(dcfg);
+  nodeNs.run(() => {
+    dp.start();
+    masq.start(dp);
+  });
+  for (let i = 0; i < 10; i++) {
+    const host = 10 + i;
+    const podNs = `${PREFIX}-p${host}`;
+    createdNs.push(podNs);
+    pods.push(addTestPod({ nodeNs, dp, podNs, subnet: SUBNET, host, hostIfName: `lxcms${host}`, identity: 12000 + i }));
+  }
+  await startProcess(inNs(EXT_NS, ['node', '-e', EXT_SERVER]), /ready/);
+});
+
+after(async () => {
+  await Promise.all([...children].map(stopProcess));
+  masq?.stop();
+  dp?.stop();
+  nodeNs?.close();
+  for (const name of [...createdNs].reverse()) {
+    try {
+      Netns.delete(name);
+    } catch (err) {
+      console.error(`cleanup: ${String(err)}`);
+    }
+  }
+  fs.rmSync(BPF_ROOT, { recursive: true, force: true });
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('the node\'s own ephemeral ports leave the SNAT range, in its namespace only', async () => {
+  const inNode = (await exec(inNs(NODE_NS, ['cat', '/proc/sys/net/ipv4/ip_local_port_range']))).stdout.trim().split(/\s+/);
+  assert.deepEqual(inNode, ['61000', '65535']);
+  assert.equal(masq.status()['node-ephemeral-range'], '61000-65535');
+  assert.match(masq.status()['ip-masq-agent'].enabled ? 'on' : 'off', /on/);
+});
+
+test('the external host sees the node IP for a pod\'s TCP, UDP and ping; replies reach the pod', async () => {
+  const p = pods[0]!;
+  assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+  assert.equal(seenIp(await udpSeen(p.ns, EXT_IP)), NODE_IP);
+  // Without translation the reply would have no way back (the external host has no route to pods from EXT_IP).
+  assert.ok(await ping(p.ns, EXT_IP), 'ping answered');
+  const nat = dp.natList();
+  for (const proto of ['TCP', 'UDP', 'ICMP']) {
+    assert.ok(nat.some((e) => e.proto === proto && e.direction === 'OUT' && e.src === p.ip && e.toAddr === NODE_IP), `${proto} OUT entry in ${JSON.stringify(nat)}`);
+    assert.ok(nat.some((e) => e.proto === proto && e.direction === 'IN' && e.dst === NODE_IP && e.toAddr === p.ip), `${proto} IN entry`);
+  }
+});
+
+test('pod to pod and pod to node keep the pod IP', async () => {
+  const [a, b] = [pods[0]!, pods[1]!];
+  const srv = `require('net').createServer((c) => { c.on('error', () => {}); c.end('seen ' + c.remoteAddress + ':' + c.remotePort); }).listen(8080, '0.0.0.0', () => console.log('ready'));`;
+  await startProcess(inNs(b.ns, ['node', '-e', srv]), /ready/);
+  await startProcess(inNs(NODE_NS, ['node', '-e', srv.replace('8080', '9180')]), /ready/);
+  assert.equal(seenIp(await tcpSeen(a.ns, b.ip)), a.ip);
+  assert.equal(seenIp(await tcpSeen(a.ns, NODE_IP, 9180)), a.ip);
+});
+
+test('a non-masquerade CIDR keeps the pod IP (replies come back by the route back); a file change applies without restart', async () => {
+  const p = pods[2]!;
+  assert.ok(dp.ipmasqList().includes('10.0.0.0/16'), `ipmasq ${JSON.stringify(dp.ipmasqList())}`);
+  assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), p.ip);
+  assert.equal(seenIp(await udpSeen(p.ns, FAR_IP)), p.ip);
+  // The far network is masqueraded once the file no longer lists it.
+  writeIpMasq('nonMasqueradeCIDRs: [172.31.0.0/16]\nmasqLinkLocal: true\n');
+  await waitFor('the new ip-masq-agent set', () => dp.ipmasqList().join() === '172.31.0.0/16');
+  assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), NODE_IP);
+  // A bad file changes nothing.
+  writeIpMasq('nonMasqueradeCIDRs: [not-a-cidr]\n');
+  await waitFor('the bad file noticed', () => (masq.status()['ip-masq-agent'] as { error: string | null }).error !== null);
+  assert.deepEqual(dp.ipmasqList(), ['172.31.0.0/16']);
+  writeIpMasq('nonMasqueradeCIDRs:\n  - 10.0.0.0/16\n');
+  await waitFor('the set restored', () => dp.ipmasqList().includes('10.0.0.0/16'));
+  assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), p.ip);
+});
+
+test('NAT entries go with their flows\' conntrack entries once those expire', async () => {
+  const p = pods[3]!;
+  assert.equal(seenIp(await udpSeen(p.ns, EXT_IP)), NODE_IP);
+  assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+  const mine = (): number => dp.natList().filter((e) => e.src === p.ip || e.toAddr === p.ip).length;
+  assert.ok(mine() >= 4, 'two entries per flow');
+  // UDP (any: 2 s) and the closed TCP connection (FIN both ways: 2 s) expire; the GC takes their NAT entries along.
+  await waitFor('NAT entries of expired flows removed by the GC', () => {
+    dp.ctGc();
+    return mine() === 0;
+  });
+  assert.ok(!dp.ctList().some((e) => e.src === p.ip && e.dst === EXT_IP), 'their conntrack entries are gone too');
+});
+
+test('a policy denying the world still denies a masqueraded destination', async () => {
+  const p = pods[4]!;
+  const before = dp.metrics().find((m) => m.reason === 133 && m.direction === 'egress')?.packets ?? 0;
+  dp.setEndpointPolicy(p.endpoint, { ingressEnforced: false, egressEnforced: true, entries: [] });
+  try {
+    assert.equal(await tcpSeen(p.ns, EXT_IP, 8080, 1500), 'timeout');
+    assert.ok((dp.metrics().find((m) => m.reason === 133 && m.direction === 'egress')?.packets ?? 0) > before, 'policy drop counted');
+    assert.ok(!dp.natList().some((e) => e.src === p.ip), 'no NAT entry for a denied flow');
+  } finally {
+    dp.setEndpointPolicy(p.endpoint, { ingressEnforced: false, egressEnforced: false, entries: [] });
+  }
+  assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+});
+
+test('2,000 concurrent connections from 10 pods to one ip:port all succeed, each with its own port', async () => {
+  const PER_POD = 200;
+  // Each pod opens its connections at once, waits for every greeting, reports, and holds them until told to go.
+  const js =
+    `const net = require('net'); let ok = 0, bad = 0; const socks = [];` +
+    `for (let i = 0; i < ${PER_POD}; i++) { const s = net.connect(8081, '${EXT_IP}'); socks.push(s);` +
+    ` s.once('data', () => { ok++; done(); }); s.on('error', () => { bad++; done(); }); }` +
+    `function done() { if (ok + bad === ${PER_POD}) { console.log('ok ' + ok + ' bad ' + bad); setTimeout(() => process.exit(0), 3000); } }` +
+    `setTimeout(() => { console.log('ok ' + ok + ' bad ' + bad + ' timeout'); process.exit(0); }, 60000);`;
+  const runs = await Promise.all(pods.map((p) => exec(inNs(p.ns, ['node', '-e', js]), 90_000)));
+  assert.deepEqual(runs.map((r) => r.stdout.trim()), pods.map(() => `ok ${PER_POD} bad 0`));
+  const toServer = dp.natList().filter((e) => e.direction === 'IN' && e.src === EXT_IP && e.sport === 8081);
+  assert.ok(toServer.length >= 10 * PER_POD, `${toServer.length} IN entries to ${EXT_IP}:8081`);
+  assert.equal(new Set(toServer.map((e) => e.dport)).size, toServer.length, 'one node port per flow');
+});
