@@ -1,13 +1,16 @@
 // Integration: the lab's outside (seed "Cilium Networking" §2.1–2.3) on a two-node lab, tunnel and native routing:
 // an external host on the underlay (the seed's router VM at 192.168.10.200) routing a far network 10.0.0.0/16 with
-// a host 10.0.1.10, what each of them sees of pod traffic, and `lab down` removing all of it.
+// a host 10.0.1.10, what each of them sees of pod traffic (the agents masquerade in BPF; 10.0.0.0/16 is in their
+// non-masquerade set), a change of the ip-masq-agent file taking effect without a restart, and `lab down` removing
+// all of it.
 // Root; every namespace is the test's own (run-unique lab names) and removed in after().
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
-import { externalAdd, networkAdd, outsideNetns } from '../src/lab/outside.js';
+import { externalAdd, masqSet, networkAdd, outsideNetns } from '../src/lab/outside.js';
+import { masqFile } from '../src/lab/masq.js';
 import { NETNS_DIR, WEBPOD_JS, labPaths, netnsPath } from '../src/lab/paths.js';
 import { alive, spawnInNetns } from '../src/lab/procs.js';
 import { ownPid, ownedPids } from '../src/lab/owned.js';
@@ -63,7 +66,7 @@ function suite(routing: RoutingMode): void {
   describe(`two nodes, ${routing} routing, an external host and a far network`, { timeout: 300_000 }, () => {
     before(async () => {
       await labDown(LAB);
-      await labUp({ name: LAB, nodes: 2, routing });
+      await labUp({ name: LAB, nodes: 2, routing, nonMasqueradeCidrs: ['10.0.0.0/16'] });
       await externalAdd(LAB, 'router', { ip: EXT_IP, serve: [80] });
       await networkAdd(LAB, 'far', { cidr: '10.0.0.0/16', via: 'router', hosts: [FAR_IP], serve: [80], routeBack: true });
       p1 = await podAdd(LAB, 'p1', { node: 'ctr', serve: 80 });
@@ -95,6 +98,19 @@ function suite(routing: RoutingMode): void {
       assert.deepEqual(await pingSeenBy(LAB, ctr.netns, EXT_IP, 'router'), { ok: true, source: ctr.ip });
     });
 
+    test('every node\'s agent reads its ip-masq-agent file', () => {
+      for (const n of loadLab(LAB).nodes) assert.equal(fs.readFileSync(masqFile(LAB, n.name), 'utf8'), 'nonMasqueradeCIDRs:\n- 10.0.0.0/16\nmasqLinkLocal: false\n');
+    });
+
+    test('the external host sees the node IP for pod traffic and its replies reach the pod (TCP, UDP, ping)', async () => {
+      const [ctr, w1] = loadLab(LAB).nodes;
+      assert.equal(remoteAddr(httpFrom(p1.netns, EXT_IP)), ctr!.ip);
+      assert.equal(remoteAddr(httpFrom(p2.netns, EXT_IP)), w1!.ip);
+      assert.match(udpFrom(p1.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${ctr!.ip.replace(/\./g, '\\.')}:`));
+      assert.match(udpFrom(p2.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${w1!.ip.replace(/\./g, '\\.')}:`));
+      assert.deepEqual(await pingSeenBy(LAB, p1.netns, EXT_IP, 'router'), { ok: true, source: ctr!.ip });
+    });
+
     test('pod-to-pod and pod-to-node traffic keeps the pod IP', () => {
       assert.equal(remoteAddr(httpFrom(p1.netns, p2.ip)), p1.ip);
       assert.match(udpFrom(p1.netns, p2.ip), new RegExp(`^p2: hello \\(RemoteAddr: ${p1.ip.replace(/\./g, '\\.')}:`));
@@ -105,6 +121,19 @@ function suite(routing: RoutingMode): void {
       assert.equal(remoteAddr(httpFrom(p2.netns, FAR_IP)), p2.ip);
       assert.match(udpFrom(p2.netns, FAR_IP), new RegExp(`^far-h1: hello \\(RemoteAddr: ${p2.ip.replace(/\./g, '\\.')}:`));
       assert.deepEqual(await pingSeenBy(LAB, p2.netns, FAR_IP, FAR_IP), { ok: true, source: p2.ip });
+    });
+
+    test('a changed ip-masq-agent file takes effect without an agent restart', async () => {
+      const st = loadLab(LAB);
+      const [ctr, w1] = st.nodes;
+      const pids = st.nodes.map((n) => n.pid);
+      // Now the router (it routes the pod CIDRs back) is reached with pod IPs, and 10.0.0.0/16 is masqueraded.
+      masqSet(LAB, { nonMasqueradeCidrs: [`${EXT_IP}/32`] });
+      await until('the far host to see node w1', () => remoteAddr(httpFrom(p2.netns, FAR_IP)) === w1!.ip, 60_000);
+      await until('the router to see pod p1', () => remoteAddr(httpFrom(p1.netns, EXT_IP)) === p1.ip, 60_000);
+      assert.equal(remoteAddr(httpFrom(p1.netns, FAR_IP)), ctr!.ip);
+      assert.deepEqual(loadLab(LAB).nodes.map((n) => n.pid), pids);
+      assert.ok(pids.every(alive));
     });
 
     test('lab down removes the external host, the far network and their servers', async () => {

@@ -135,6 +135,9 @@ export function registerLab(program: Command): void {
           nodes.map((n) => [n.node.name, n.node.ip, n.node.podCidr, n.healthy ? `ready (pid ${n.node.pid})` : n.running ? `not ready (pid ${n.node.pid})` : 'not running', String(n.pods)]),
         ),
       );
+      for (const x of st.externals ?? []) process.stdout.write(`External host ${x.name} ${x.ip}${x.serve ? `, serving :${x.serve.ports.join(',')}` : ''}\n`);
+      for (const n of st.networks ?? []) process.stdout.write(`Network ${n.name} ${n.cidr} via ${n.via}${n.routeBack ? ' (routes pod CIDRs back)' : ''}: ${n.hosts.map((h) => h.ip).join(', ')}\n`);
+      if (st.masq) process.stdout.write(`Non-masquerade CIDRs (ip-masq-agent): ${st.masq.nonMasqueradeCidrs.join(', ') || 'the agent\'s defaults'}${st.masq.masqLinkLocal ? ', masqLinkLocal' : ''}\n`);
     });
 
   const pod = lab.command('pod').description('pods of the lab');

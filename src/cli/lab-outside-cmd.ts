@@ -127,7 +127,7 @@ export function registerLabOutside(lab: Command): void {
     .action(async (o: { nonMasqueradeCidr: string[]; masqLinkLocal?: boolean }, cmd: Command) => {
       const name = labName(cmd);
       const r = masqSet(name, { nonMasqueradeCidrs: o.nonMasqueradeCidr, masqLinkLocal: o.masqLinkLocal === true });
-      process.stdout.write(`ip-masq-agent config of ${r.files.length} node(s):\n${masqYaml(r.masq).replace(/^/gm, '  ')}`);
+      process.stdout.write(`ip-masq-agent config of ${r.files.length} node(s):\n${masqYaml(r.masq).trimEnd().replace(/^/gm, '  ')}\n`);
       if (r.needsRestart) {
         // The agents were started without a file to read: they get the flag now.
         for (const n of loadLab(name).nodes) {

@@ -21,7 +21,8 @@ function run(args: string[], o: { show?: string; filter?: (s: string) => string;
 }
 
 function exec(pod: string, cmd: string[], mayFail?: string): { ok: boolean; out: string } {
-  return run(['lab', 'exec', pod, '--', ...cmd], { show: `tendril --lab ${LAB_MASQ} lab exec ${pod} -- ${cmd.join(' ')}`, ...(mayFail !== undefined ? { mayFail } : {}) });
+  const shown = cmd.map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ');
+  return run(['lab', 'exec', pod, '--', ...cmd], { show: `tendril --lab ${LAB_MASQ} lab exec ${pod} -- ${shown}`, ...(mayFail !== undefined ? { mayFail } : {}) });
 }
 
 /** The source address a web server's answer says it saw. */

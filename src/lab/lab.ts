@@ -516,7 +516,8 @@ function labNamespaces(name: string): string[] {
   } catch {
     st = undefined; // unreadable state: the ledger is all there is
   }
-  const named = st ? [p.underlayNetns, ...st.nodes.flatMap((n) => [n.netns, p.node(n.name).healthNetns]), ...st.pods.map((x) => x.netns)] : [];
+  const outside = st ? [...(st.externals ?? []).map((x) => x.netns), ...(st.networks ?? []).flatMap((n) => n.hosts.map((h) => h.netns))] : [];
+  const named = st ? [p.underlayNetns, ...st.nodes.flatMap((n) => [n.netns, p.node(n.name).healthNetns]), ...outside, ...st.pods.map((x) => x.netns)] : [];
   const all = [...new Set([...recorded, ...named])].reverse();
   return [...all.filter((n) => n !== p.underlayNetns), ...all.filter((n) => n === p.underlayNetns)];
 }

@@ -71,5 +71,5 @@ export function requireIpMasqAgent(): void {
 export function masqAgentArgs(lab: string, node: string, m: LabMasq | undefined): string[] {
   if (!m) return [];
   requireIpMasqAgent();
-  return ['--enable-ip-masq-agent', '--ip-masq-agent-config-path', masqFile(lab, node)];
+  return ['--enable-ip-masq-agent', 'true', '--ip-masq-agent-config-path', masqFile(lab, node)];
 }
