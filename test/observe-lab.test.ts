@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { ApiClient } from '../src/util/api-client.js';
-import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, restartAgent, type LabPod } from '../src/lab/lab.js';
 import { REPO_ROOT, labPaths } from '../src/lab/paths.js';
 import { HealthClient, ObserverClient, observerSocketFor, relaySocketIn, type Flow, type FlowFilter } from '../src/observe/index.js';
 import { hubbleStatus } from './lib/hubble-status.js';
@@ -166,6 +166,33 @@ describe('flows of a two-node lab', { timeout: 180_000 }, () => {
     } finally {
       mon.kill('SIGINT');
       await exited;
+    }
+  });
+
+  test('a node\'s health follows its agent: NOT_SERVING before the agent goes, SERVING once the restarted one is ready', async () => {
+    const node = loadLab(LAB).nodes.find((n) => n.name === 'w1')!;
+    const health = new HealthClient(`unix://${observerSocketFor(node.socket)}`);
+    const seen: string[] = [];
+    const watch = health.watch('hubble.server.Observer', (st) => seen.push(st));
+    try {
+      const end = Date.now() + 30_000;
+      while (seen[0] !== 'SERVING') {
+        assert.ok(Date.now() < end, `the watch reports SERVING within 30 s (seen ${seen.join(', ')})`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const restarted = restartAgent(LAB, node.name);
+      // The stopping agent tells its watchers before it ends their streams.
+      await watch.done.catch(() => undefined);
+      assert.deepEqual(seen, ['SERVING', 'NOT_SERVING']);
+      await restarted;
+      // restartAgent() returns once the API answers ready; the health service agrees.
+      assert.equal(await health.check(), 'SERVING');
+      assert.equal(await health.check(''), 'SERVING');
+      const r = await hubbleStatus(`unix://${observerSocketFor(node.socket)}`);
+      assert.equal(r.error, undefined, r.error);
+    } finally {
+      watch.cancel();
+      health.close();
     }
   });
 });

@@ -101,6 +101,9 @@ export class Agent {
     });
     await api.listen(cfg.socket);
     this.api = api;
+    // The flow server comes up with the API, not serving: health checks (`hubble status`, probes) say
+    // NOT_SERVING until the node is ready, and flows start once the datapath does.
+    await this.startObserver();
     this.security.start();
     // The CIDR of the last run, if the flag gives none: a restart needs no store to serve the node's pods.
     const podCidr = cfg.podCidr ?? readJsonFile<NodeStateFile>(this.nodeStateFile)?.podCidr;
@@ -215,8 +218,8 @@ export class Agent {
       this.services.start((name) => dp.map(name));
     }
     this.startCtGc();
-    await this.startObserver(dp);
-    this.ready = true;
+    this.startEvents(dp);
+    this.setReady(true);
     // Written when ready, as Cilium does: a runtime that finds it may start pods here. A plugin call that comes
     // earlier anyway (a stale config) is answered "try again later" (11).
     this.writeCniConfig();
@@ -254,8 +257,15 @@ export class Agent {
     for (const n of all) this.upsertRemote(n);
   }
 
+  /** The agent's readiness, and what the flow server's health service answers (SERVING only while ready). */
+  private setReady(ready: boolean): void {
+    this.ready = ready;
+    this.observer?.setServing(ready);
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
+    this.setReady(false);
     clearTimeout(this.ctGcTimer);
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
@@ -271,17 +281,23 @@ export class Agent {
     this.dp?.stop();
   }
 
-  /** The flow server (Hubble's Observer API) fed from the datapath's event ring. */
-  private async startObserver(dp: NodeDatapath): Promise<void> {
+  /** The flow server (Hubble's Observer API); NOT_SERVING until the agent is ready. */
+  private async startObserver(): Promise<void> {
     const observer = new ObserverServer({
       nodeName: this.cfg.nodeName,
       socketPath: observerSocketFor(this.cfg.socket),
       context: this.flowContext(),
       numCpus: os.cpus().length,
       ringBytes: 1 << 20,
+      serving: false,
     });
     await observer.start();
     this.observer = observer;
+  }
+
+  /** Feeds the flow server from the datapath's event ring. */
+  private startEvents(dp: NodeDatapath): void {
+    const observer = this.observer!;
     this.events = dp.startEvents((ev) => observer.ingest(ev), {
       onError: (err) => this.log.warn({ err }, 'turning a datapath event into a flow failed'),
     });
@@ -773,7 +789,7 @@ export { HOST_DEV };
 
 function hubbleStatus(o: ObserverServer): StatusView['hubble'] {
   const st = o.status();
-  return { flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
+  return { serving: o.serving, flows: st.num_flows, 'max-flows': st.max_flows, 'seen-flows': st.seen_flows, 'flows-rate': st.flows_rate, socket: o.socketPath };
 }
 
 /** Cilium's policy-enabled values: none, ingress, egress, both. */

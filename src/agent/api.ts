@@ -42,7 +42,8 @@ export interface StatusView {
   routing: { mode: string; 'native-device': string };
   nodes: number;
   monitor: ({ cpus: number } & EventStats) | null;
-  hubble: { flows: number; 'max-flows': number; 'seen-flows': number; 'flows-rate': number; socket: string } | null;
+  /** serving: what the flow server's health service answers (SERVING only while the agent is ready). */
+  hubble: { serving: boolean; flows: number; 'max-flows': number; 'seen-flows': number; 'flows-rate': number; socket: string } | null;
   endpoints: number;
   health: { ip: string | null; endpoint: number | null };
   policy: { mode: string; policies: number; 'last-regeneration': Regeneration };

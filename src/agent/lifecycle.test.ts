@@ -12,6 +12,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { Agent } from './agent.js';
 import { agentConfig } from './config.js';
+import { HealthClient, observerSocketFor, type HealthAnswer } from '../observe/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-life-`));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -59,6 +60,20 @@ test('an agent without its store answers health from local state, retries, and s
     for (let i = 0; i < 10; i++) samples.push((await get(socket, '/v1/healthz')).ms);
     samples.sort((a, b) => a - b);
     assert.ok(samples[5]! < 100, `healthz median ${samples[5]} ms without a store`);
+    // The flow server is up with the API, and its health service says the node does not serve yet.
+    const health = new HealthClient(observerSocketFor(socket));
+    const seen: HealthAnswer[] = [];
+    const watch = health.watch('hubble.server.Observer', (st) => seen.push(st));
+    try {
+      assert.equal(await health.check(), 'NOT_SERVING');
+      assert.equal(await health.check(''), 'NOT_SERVING');
+      const hz = (await get(socket, '/v1/healthz')).body as { hubble: { serving: boolean } | null };
+      assert.equal(hz.hubble?.serving, false);
+      await until('the watch hears the current status', () => seen.length === 1);
+    } finally {
+      watch.cancel();
+      health.close();
+    }
     await until('retry timers armed', () => timers() > base);
     await agent.stop();
     stopped = true;

@@ -3,8 +3,9 @@ import { Agent, agentConfig } from '../agent/index.js';
 import { rootLogger } from '../util/log.js';
 
 export async function runAgent(opts: Record<string, string | undefined>): Promise<void> {
-  // tcx attaches and veth deletions wait on the kernel on libuv worker threads; with 8 pods at once that is 16
-  // calls. libuv reads this when it first starts its pool, which has not happened yet.
+  // A CNI call's slow kernel steps (creating or deleting its veth) wait on a libuv worker thread, one at a time
+  // per call, as do the tcx switcher's attaches: 8 pods at once and the switcher need more than libuv's default
+  // 4 threads. libuv reads this when it first starts its pool, which has not happened yet.
   process.env['UV_THREADPOOL_SIZE'] ??= '16';
   const cfg = agentConfig({
     nodeName: opts['nodeName'],

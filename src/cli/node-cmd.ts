@@ -64,7 +64,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Masquerading', formatMasquerading(s.masquerading)],
     ['KubeProxyReplacement', kubeProxyReplacement(s['kube-proxy-replacement'])],
     ['Cluster', `${s.nodes} node(s)`],
-    ['Hubble', s.hubble ? `Ok   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
+    ['Hubble', s.hubble ? `${s.hubble.serving === false ? 'Not serving (agent not ready)' : 'Ok'}   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
   ];
   if (s.policy) {

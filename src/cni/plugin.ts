@@ -88,7 +88,10 @@ export interface CniResponse {
 export class CniHandler {
   private readonly backend: CniBackend;
   private readonly log: Logger | undefined;
-  /** Calls for one (container, ifname) run one after another: a DEL must not overtake its ADD. */
+  /**
+   * Calls for one container run one after another: a DEL must not overtake its ADD, and a second attachment's
+   * ADD must find the first one's interface and routes in place (and be refused), not race it to the default route.
+   */
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Per-phase timings of the last calls of each verb (status --verbose). */
   readonly timings = new CniTimings();
@@ -365,7 +368,7 @@ export class CniHandler {
   }
 
   private async serialize<T>(call: Pick<CniCall, 'containerId' | 'ifname'>, fn: () => Promise<T>): Promise<T> {
-    const key = attachmentKey(call.containerId, call.ifname);
+    const key = call.containerId;
     const prev = this.locks.get(key) ?? Promise.resolve();
     const run = prev.then(fn, fn);
     const tail = run.catch(() => undefined);

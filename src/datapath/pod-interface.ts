@@ -66,83 +66,127 @@ export function assertPodNetns(ns: Netns): void {
  * cannot change them after we report them), and configures the pod side: lo up, ip/32, a link-scope
  * route to the router and the default route via it. A host end of the same name, the remains of an
  * interrupted wiring of this very attachment, is deleted first. On any failure the veth is deleted again.
+ * The kernel's slow steps (deleting a stale veth, creating the pair) run off the event loop.
  */
 export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInterface> {
-  const host = spec.hostNetns ? Netlink.openIn(spec.hostNetns) : Netlink.open();
+  const w = openWiring(spec);
   try {
     // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
-    if (host.getLink(spec.hostIfName)) await host.deleteLinkAsync(spec.hostIfName);
+    if (w.host.getLink(spec.hostIfName)) await w.host.deleteLinkAsync(spec.hostIfName);
+    preflight(w, spec);
+    await w.host.createVethAsync(vethSpec(w, spec));
+    w.created = true;
+    return configure(w, spec);
+  } catch (err) {
+    throw undoWiring(w, spec, err);
   } finally {
-    host.close();
+    closeWiring(w, spec);
   }
-  return wirePodInterface(spec);
 }
 
 /** createPodInterface() without the stale-link cleanup, synchronous (for callers that know the name is free). */
 export function wirePodInterface(spec: PodInterfaceSpec): PodInterface {
-  const { hostIfName, podIfName, ip, routerIP, mtu } = spec;
+  const w = openWiring(spec);
+  try {
+    preflight(w, spec);
+    w.host.createVeth(vethSpec(w, spec));
+    w.created = true;
+    return configure(w, spec);
+  } catch (err) {
+    throw undoWiring(w, spec, err);
+  } finally {
+    closeWiring(w, spec);
+  }
+}
+
+interface Wiring {
+  ns: Netns;
+  host: Netlink;
+  pod: Netlink;
+  /** The veth exists: a failure from here on deletes it again. */
+  created: boolean;
+}
+
+function openWiring(spec: PodInterfaceSpec): Wiring {
   const ns = spec.netns ?? openPodNetns(spec.netnsPath);
   let host: Netlink | undefined;
-  let pod: Netlink | undefined;
-  let created = false;
   try {
     host = spec.hostNetns ? Netlink.openIn(spec.hostNetns) : Netlink.open();
-    pod = Netlink.openIn(ns);
-    if (pod.getLink(podIfName)) {
-      throw new DatapathError(
-        'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
-        `Cannot create "${podIfName}" in "${spec.netnsPath}": the namespace already has a link of that name`,
-      );
-    }
-    // A default route means another interface already routes this sandbox: a second one would fight it for
-    // the default route (EEXIST half-way through). Refused before anything is created.
-    const other = pod.listRoutes().find((r) => r.dst === '0.0.0.0/0');
-    if (other) {
-      const dev = other.ifindex === undefined ? undefined : pod.getLink(other.ifindex)?.name;
-      throw new DatapathError(
-        'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
-        `Cannot add "${podIfName}" to "${spec.netnsPath}": the namespace already has a default route` +
-          `${other.gateway ? ` via ${other.gateway}` : ''}${dev ? ` dev ${dev}` : ''}, so another attachment owns it`,
-      );
-    }
-    host.createVeth({ name: hostIfName, peerName: podIfName, peerNetns: ns, mtu, mac: randomMac(), peerMac: randomMac() });
-    created = true;
-
-    const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
-    // The cluster is IPv4-only: without this the pod's kernel sends IPv6 (router/neighbour solicitations) that
-    // the datapath can only drop as "Unsupported L3 protocol". Done before the links go up.
-    ns.run(() => disableIPv6(podIfName));
-    if (spec.hostNetns) spec.hostNetns.run(() => disableIPv6(hostIfName));
-    else disableIPv6(hostIfName);
-    pod.setLink('lo', { up: true });
-    pod.addAddress(podLink.index, `${ip}/32`);
-    // Routes need the link up (ENETDOWN otherwise).
-    pod.setLink(podLink.index, { up: true });
-    pod.addRoute({ dst: `${routerIP}/32`, ifindex: podLink.index, scope: 'link' });
-    pod.addRoute({ dst: '0.0.0.0/0', gateway: routerIP, ifindex: podLink.index });
-    host.setLink(hostIfName, { up: true });
-    const hostLink = mustGet(host, hostIfName, 'the node namespace');
-    created = false;
-    return { hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, podIfindex: podLink.index };
+    return { ns, host, pod: Netlink.openIn(ns), created: false };
   } catch (err) {
-    if (created && host) {
-      try {
-        host.deleteLink(hostIfName);
-      } catch (undoErr) {
-        const why = undoErr instanceof Error ? undoErr.message : String(undoErr);
-        throw new DatapathError(
-          'TENDRIL_ERR_DATAPATH_POD_INTERFACE',
-          `${err instanceof Error ? err.message : String(err)} (and deleting veth "${hostIfName}" again failed: ${why})`,
-          { cause: err },
-        );
-      }
-    }
-    throw err;
-  } finally {
-    pod?.close();
     host?.close();
     if (!spec.netns) ns.close();
+    throw err;
   }
+}
+
+function closeWiring(w: Wiring, spec: PodInterfaceSpec): void {
+  w.pod.close();
+  w.host.close();
+  if (!spec.netns) w.ns.close();
+}
+
+/** Refuses a sandbox that has the interface name taken or is routed by another attachment, before anything is created. */
+function preflight(w: Wiring, spec: PodInterfaceSpec): void {
+  if (w.pod.getLink(spec.podIfName)) {
+    throw new DatapathError(
+      'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
+      `Cannot create "${spec.podIfName}" in "${spec.netnsPath}": the namespace already has a link of that name`,
+    );
+  }
+  // A default route means another interface already routes this sandbox: a second one would fight it for
+  // the default route (EEXIST half-way through).
+  const other = w.pod.listRoutes().find((r) => r.dst === '0.0.0.0/0');
+  if (other) {
+    const dev = other.ifindex === undefined ? undefined : w.pod.getLink(other.ifindex)?.name;
+    throw new DatapathError(
+      'TENDRIL_ERR_DATAPATH_SANDBOX_TAKEN',
+      `Cannot add "${spec.podIfName}" to "${spec.netnsPath}": the namespace already has a default route` +
+        `${other.gateway ? ` via ${other.gateway}` : ''}${dev ? ` dev ${dev}` : ''}, so another attachment owns it`,
+    );
+  }
+}
+
+function vethSpec(w: Wiring, spec: PodInterfaceSpec): Parameters<Netlink['createVeth']>[0] {
+  return { name: spec.hostIfName, peerName: spec.podIfName, peerNetns: w.ns, mtu: spec.mtu, mac: randomMac(), peerMac: randomMac() };
+}
+
+/** The pod side's address and routes, both ends up. */
+function configure(w: Wiring, spec: PodInterfaceSpec): PodInterface {
+  const { hostIfName, podIfName, ip, routerIP } = spec;
+  const { ns, host, pod } = w;
+  const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
+  // The cluster is IPv4-only: without this the pod's kernel sends IPv6 (router/neighbour solicitations) that
+  // the datapath can only drop as "Unsupported L3 protocol". Done before the links go up.
+  ns.run(() => disableIPv6(podIfName));
+  if (spec.hostNetns) spec.hostNetns.run(() => disableIPv6(hostIfName));
+  else disableIPv6(hostIfName);
+  pod.setLink('lo', { up: true });
+  pod.addAddress(podLink.index, `${ip}/32`);
+  // Routes need the link up (ENETDOWN otherwise).
+  pod.setLink(podLink.index, { up: true });
+  pod.addRoute({ dst: `${routerIP}/32`, ifindex: podLink.index, scope: 'link' });
+  pod.addRoute({ dst: '0.0.0.0/0', gateway: routerIP, ifindex: podLink.index });
+  host.setLink(hostIfName, { up: true });
+  const hostLink = mustGet(host, hostIfName, 'the node namespace');
+  w.created = false;
+  return { hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, podIfindex: podLink.index };
+}
+
+/** The error to throw after a failed wiring, once the veth it created (if any) is deleted again. */
+function undoWiring(w: Wiring, spec: PodInterfaceSpec, err: unknown): unknown {
+  if (!w.created) return err;
+  try {
+    w.host.deleteLink(spec.hostIfName);
+  } catch (undoErr) {
+    const why = undoErr instanceof Error ? undoErr.message : String(undoErr);
+    return new DatapathError(
+      'TENDRIL_ERR_DATAPATH_POD_INTERFACE',
+      `${err instanceof Error ? err.message : String(err)} (and deleting veth "${spec.hostIfName}" again failed: ${why})`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 /** disable_ipv6 on an interface of the calling thread's namespace; a kernel without IPv6 has nothing to disable. */

@@ -59,6 +59,20 @@ export class Netlink {
     this.call(`Cannot create veth "${o.name}"`, req);
   }
 
+  /**
+   * createVeth() without blocking the event loop: the kernel builds both ends and moves the peer into its
+   * namespace under RTNL, several ms on a busy node, during which the agent serves other calls.
+   * Do not use this socket for anything else until it settles.
+   */
+  async createVethAsync(o: Parameters<Netlink['createVeth']>[0]): Promise<void> {
+    const { peerNetns, ...rest } = o;
+    try {
+      await this.sock.requestAsync(R.vethRequest({ ...rest, ...(peerNetns ? { peerNsFd: peerNetns.fd } : {}) }));
+    } catch (err) {
+      throw describe(`Cannot create veth "${o.name}"`, err);
+    }
+  }
+
   createBridge(o: { name: string; mtu?: number; mac?: string }): void {
     this.call(`Cannot create bridge "${o.name}"`, R.bridgeRequest(o));
   }
