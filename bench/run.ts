@@ -11,6 +11,7 @@ import { NOISY_PCT, QUIET_BUSY_PCT, measure, noisePolicy } from './measure.js';
 import { BenchNetns } from './netns.js';
 import { DEFAULT_RATES, observePhase, parseRates } from './observe.js';
 import { policyBpfRoot, policyPhase, removeBpfRoot, type PolicyResult } from './policy.js';
+import { lbPhase, lbReport } from './lb.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
   OBSERVE_ORDER,
@@ -46,7 +47,7 @@ import { checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, t
 import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } from './masq-report.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
-                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni]
+                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
@@ -56,7 +57,7 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
   --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
   --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
-  --no-cni the CNI latency`;
+  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services)`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -69,6 +70,7 @@ interface Options {
   xnode: boolean;
   masq: boolean;
   cni: boolean;
+  lb: boolean;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -89,6 +91,7 @@ function options(): Options {
       'no-xnode': { type: 'boolean', default: false },
       'no-masq': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
+      'no-lb': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -119,6 +122,7 @@ function options(): Options {
     xnode: !values['no-xnode'],
     masq: !values['no-masq'],
     cni: !values['no-cni'],
+    lb: !values['no-lb'],
     observe: !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
     policy: !values['no-policy'],
@@ -500,6 +504,10 @@ async function main(): Promise<number> {
         ...mq.pairs.map((p) => `- ${p.name}: ${p.desc}; checked before the rounds: the external host sees the source ${p.seenAs}`),
         '',
       ]);
+    }
+    if (o.lb) {
+      say('lb: pod -> ClusterIP vs pod -> backend, 1 then 10,000 services');
+      emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say }), o));
     }
     let cni: CniOp[] = [];
     if (o.cni) {

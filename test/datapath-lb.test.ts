@@ -8,7 +8,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
-import { LXC_IF_MAP, LXC_MAP, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, type EndpointInfo, type EndpointKey } from '../src/datapath/maps.js';
+import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo, type EndpointKey } from '../src/datapath/maps.js';
 import { LB4_CT_MAP, LB4_AFFINITY_MAP, LbDatapath, maglevTable, type Frontend, type LbDatapathOptions } from '../src/lb/index.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
 
@@ -267,4 +267,31 @@ test('cil_from_container answers a service without backends with an ICMP port un
     assert.equal(sum16(icmp), 0xffff, 'ICMP checksum');
     assert.deepEqual(icmp.subarray(8, 36), sent.subarray(14, 42), 'quotes the IP header and 8 bytes of the packet');
   }
+});
+
+test('cil_from_container translates a NodePort on this node\'s IP and on a remote node\'s IP, and the reply back to the IP used', () => {
+  const ipcache = lxc!.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
+  ipcache.put({ prefix: '192.0.2.77' }, { identity: 6, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
+  try {
+    lbWith({ algorithm: 'random', maglevTableSize: 251 }).sync([frontend(1), { ...frontend(1), address: '0.0.0.0', port: 30080, type: 'NodePort' }]);
+    for (const [nodeIp, sport] of [['192.0.2.9', 47000], ['192.0.2.77', 47001]] as const) {
+      const fwd = parse(send(sport, { dst: nodeIp, dport: 30080 }).out);
+      assert.deepEqual(fwd, { src: client.ip4, dst: backendPods[0]!.ip4, sport, dport: 8080, proto: 6 }, nodeIp);
+      const reply = parse(send(8080, { from: backendPods[0]!, dst: client.ip4, dport: sport }).out);
+      assert.deepEqual(reply, { src: nodeIp, dst: client.ip4, sport: 30080, dport: sport, proto: 6 });
+    }
+    // Not a node: the node port means nothing there.
+    assert.equal(parse(send(47002, { dst: '198.51.100.1', dport: 30080 }).out).dst, '198.51.100.1');
+  } finally {
+    ipcache.delete({ prefix: '192.0.2.77' });
+  }
+});
+
+test('cil_from_container forgets a service connection\'s reply entry when its port opens a direct connection to the backend', () => {
+  lbWith({ algorithm: 'random', maglevTableSize: 251 }).sync([frontend(1)]);
+  assert.equal(parse(send(48000).out).dst, backendPods[0]!.ip4);
+  // The client reuses port 48000 for a connection straight to the backend (as TIME_WAIT reuse does).
+  parse(send(48000, { dst: backendPods[0]!.ip4, dport: 8080 }).out);
+  const reply = parse(send(8080, { from: backendPods[0]!, dst: client.ip4, dport: 48000 }).out);
+  assert.equal(reply.src, backendPods[0]!.ip4, 'the direct connection\'s reply keeps the backend as its source');
 });

@@ -1,6 +1,6 @@
 // Integration (issue #10): services load-balanced in BPF on a 3-node lab, tunnel and native routing. A ClusterIP
 // from a same-node and a remote client spreads over every backend and a connection stays on one; UDP; a named
-// targetPort; a deleted backend leaves; a service without backends refuses at once; a policy selecting the
+// targetPort; NodePort from pods on every node IP; a deleted backend leaves; a service without backends refuses at once; a policy selecting the
 // backends applies through the ClusterIP; ClientIP session affinity. Root; each lab is the test's own and is
 // removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
@@ -144,6 +144,18 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) {
       } finally {
         await labPolicyDelete(lab, 'shop/web-from-allowed');
       }
+    });
+
+    test('a NodePort answers from pods on every node\'s IP, over every backend', async () => {
+      const s = await labServiceAdd(lab, 'np', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'NodePort' });
+      const nodePort = s.ports[0]!.nodePort!;
+      assert.ok(nodePort >= 30000 && nodePort <= 32767);
+      for (const n of loadLab(lab).nodes) {
+        const got = request(pods['client']!, n.ip, nodePort, 30);
+        assert.ok(got.every((a) => a.ok), `${n.name} ${n.ip}:${nodePort}: ${JSON.stringify(got.filter((a) => !a.ok))}`);
+        assert.deepEqual(names(got), new Set(['web-0', 'web-1', 'web-2']), `${n.name}`);
+      }
+      await labServiceDel(lab, 'shop/np');
     });
 
     test('a deleted backend pod leaves the service', async () => {

@@ -16,6 +16,10 @@
 #include "common.h"
 #include "drop.h"
 #include "conntrack.h"
+#include "config.h"
+#include "identity.h"
+#include "maps.h"
+#include "ipcache.h"
 
 /* Cilium's DROP_NO_SERVICE: the frontend has no backend (answered with ICMP port unreachable). */
 #define DROP_NO_SERVICE		-158
@@ -82,7 +86,8 @@ struct lb4_maglev_key {
 struct lb4_ct_entry {
 	__u32	backend_id;	/* forward entry */
 	__u16	rev_nat_index;
-	__u16	pad;
+	__be16	orig_port;	/* reply entry: the frontend port the client used */
+	__be32	orig_addr;	/* reply entry: the frontend address the client used (a node IP for a NodePort) */
 };
 
 struct lb4_affinity_key {
@@ -282,6 +287,27 @@ static __always_inline int lb4_no_service_reply(struct __sk_buff *skb, __u32 ifi
 }
 
 /*
+ * A new connection (TCP SYN, or UDP) to no service from a port that once
+ * talked to a service: the reply entry of that old connection would rewrite
+ * this one's replies, so it goes.
+ */
+static __always_inline void lb4_forget_reply(const struct ct_pkt *p)
+{
+	struct ct_tuple4 rev;
+
+	if (p->tuple.nexthdr == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | 0x10)) != TCP_F_SYN)
+		return;
+	rev.saddr = p->tuple.daddr;
+	rev.daddr = p->tuple.saddr;
+	rev.sport = p->tuple.dport;
+	rev.dport = p->tuple.sport;
+	rev.nexthdr = p->tuple.nexthdr;
+	rev.dir = CT_INGRESS;
+	rev.pad = 0;
+	bpf_map_delete_elem(&tendril_lb4_ct, &rev);
+}
+
+/*
  * Service translation of a packet a pod sends: a frontend gets the backend
  * the connection is pinned to (conntrack), else one chosen now (affinity,
  * Maglev or random). Returns 0 to go on with *@eth / *@ip reloaded and @p
@@ -307,8 +333,20 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	key.dport = p->tuple.dport;
 	key.proto = p->tuple.nexthdr;
 	svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
-	if (!svc)
-		return 0;
+	if (!svc) {
+		/* A NodePort: any node's IP, frontend address 0.0.0.0. */
+		const struct remote_endpoint_info *info = NULL;
+
+		if (p->tuple.daddr == CONFIG_NODE_IP4 ||
+		    ((info = ipcache_lookup4(p->tuple.daddr)) && info->sec_identity == IDENTITY_REMOTE_NODE)) {
+			key.address = 0;
+			svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
+		}
+		if (!svc) {
+			lb4_forget_reply(p);
+			return 0;
+		}
+	}
 
 	fwd = p->tuple;
 	fwd.dir = CT_EGRESS;
@@ -364,6 +402,8 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	rev.pad = 0;
 	entry.backend_id = backend_id;
 	entry.rev_nat_index = svc->rev_nat_index;
+	entry.orig_addr = p->tuple.daddr;
+	entry.orig_port = p->tuple.dport;
 	if (!bpf_map_lookup_elem(&tendril_lb4_ct, &rev))
 		bpf_map_update_elem(&tendril_lb4_ct, &rev, &entry, BPF_ANY);
 
@@ -404,8 +444,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct ethhdr **et
 	rn = bpf_map_lookup_elem(&tendril_lb4_reverse_nat, &index);
 	if (!rn)
 		return 0;
-	ret = lb4_rewrite(skb, rev.nexthdr, ETH_HLEN + (*ip)->ihl * 4, true,
-			  rev.saddr, rn->address, rev.sport, rn->port);
+	/* A NodePort's frontend is every node IP: the one this client used is in the entry. */
+	ret = lb4_rewrite(skb, rev.nexthdr, ETH_HLEN + (*ip)->ihl * 4, true, rev.saddr,
+			  rn->address ? rn->address : ce->orig_addr, rev.sport, rn->address ? rn->port : ce->orig_port);
 	if (ret)
 		return ret;
 	return ipv4_load(skb, eth, ip);

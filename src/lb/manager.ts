@@ -27,6 +27,9 @@ export interface ServiceListEntry {
   backends: string[];
 }
 
+/** Frontend address of a node port in the maps: any IP of any node of the cluster. */
+export const NODEPORT_ADDRESS = '0.0.0.0';
+
 /** Frontends of the services, with their backends (pure: the agent's and the tests' one derivation). */
 export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string): Frontend[] {
   const out: Frontend[] = [];
@@ -45,6 +48,8 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
       };
       if (s.sessionAffinity === 'ClientIP') f.affinityTimeout = s.sessionAffinityTimeoutSeconds ?? 10800;
       out.push(f);
+      // NodePort (and LoadBalancer): every node IP at the node port, frontend address 0.0.0.0 in the maps.
+      if (s.type !== 'ClusterIP' && p.nodePort !== undefined) out.push({ ...f, address: NODEPORT_ADDRESS, port: p.nodePort, type: 'NodePort' });
     }
   }
   return out;
