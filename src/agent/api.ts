@@ -1,6 +1,7 @@
 // The agent's API contract: what each route under /v1 answers, typed once. The agent builds these views, the CLI,
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
+import type { KubernetesStatusView } from '../k8s/status.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
@@ -32,6 +33,8 @@ export interface StatusView {
   ready: boolean;
   'cni-config': string | null;
   store: { description: string; ok: boolean; error: string | null; since: string | null } | null;
+  /** Kubernetes mode: the apiserver (null otherwise). */
+  kubernetes?: KubernetesStatusView | null;
   ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
   'attach-mode': 'tcx' | 'tc' | null;
   'device-mode': string;
@@ -114,7 +117,7 @@ export interface NodeView {
   name: string;
   addresses: string[];
   podCIDRs: string[];
-  source: 'local' | 'kvstore' | 'cluster-store';
+  source: 'local' | 'kvstore' | 'cluster-store' | 'custom-resource';
 }
 
 /** GET /v1/identity (a list), GET /v1/identity/{id}. */

@@ -35,6 +35,8 @@ export interface AgentConfig {
   enablePolicy: 'default' | 'always' | 'never';
   /** Period of the conntrack garbage collection, ms. */
   ctGcIntervalMs: number;
+  /** Kubernetes mode (--k8s-kubeconfig, or in a pod): the apiserver is the cluster store. kubeconfig undefined = in-cluster. */
+  kubernetes?: { kubeconfig: string | undefined };
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -58,7 +60,11 @@ export function agentConfig(o: {
   attachMode?: string | undefined;
   enablePolicy?: string | undefined;
   conntrackGcInterval?: string | undefined;
+  k8sKubeconfig?: string | undefined;
 }): AgentConfig {
+  // In a pod (KUBERNETES_SERVICE_HOST) without --store, the apiserver is the store, as with --k8s-kubeconfig.
+  const kubernetes = o.k8sKubeconfig !== undefined || (!o.store && process.env['KUBERNETES_SERVICE_HOST']) ? { kubeconfig: o.k8sKubeconfig } : undefined;
+  if (kubernetes && o.store) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Cannot use both --store ${o.store} and --k8s-kubeconfig: in Kubernetes mode the apiserver is the cluster store`);
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
@@ -68,7 +74,7 @@ export function agentConfig(o: {
   if (attachMode !== 'tcx' && attachMode !== 'tc') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --attach-mode "${attachMode}": expected tcx or tc`);
   }
-  if (!o.podCidr && !o.store) {
+  if (!o.podCidr && !o.store && !kubernetes) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr or --store: the node needs a pod CIDR, given or assigned by the operator');
   }
   let podCidr: string | undefined;
@@ -110,6 +116,7 @@ export function agentConfig(o: {
     objDir: path.join(repoRoot, 'build/bpf'),
     enablePolicy,
     ctGcIntervalMs,
+    ...(kubernetes ? { kubernetes } : {}),
   };
 }
 

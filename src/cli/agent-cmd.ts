@@ -23,6 +23,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     attachMode: opts['attachMode'],
     enablePolicy: opts['enablePolicy'],
     conntrackGcInterval: opts['conntrackGcInterval'],
+    k8sKubeconfig: opts['k8sKubeconfig'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);
