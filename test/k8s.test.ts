@@ -2,11 +2,16 @@
 // watched core resources) keeps the Store contract, and its watches survive an apiserver restart.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { connect, installCrds, KubernetesStore, loadCrds, type K8sConnection } from '../src/k8s/index.js';
 import { KindCache, StoreError, type IdentitySpec, type NamespaceSpec, type PolicySpec } from '../src/store/index.js';
+import { CLI_JS } from '../src/lab/paths.js';
+import type { OperatorStatusResponse } from '../src/operator/index.js';
+import { ApiClient } from '../src/util/api-client.js';
 import { startKit, type Kit } from './lib/k8s-kit.js';
 import { waitFor } from './lib/wait.js';
 
@@ -134,6 +139,51 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
     } finally {
       cache.stop();
       await store.close();
+    }
+  });
+
+  test('two operator replicas: one leads (allocates), the other takes over when it dies', async () => {
+    const dir = fs.mkdtempSync('/tmp/tk8s-op-');
+    const procs: ChildProcess[] = [];
+    const start = (i: number): { proc: ChildProcess; api: ApiClient } => {
+      const socket = path.join(dir, `op${i}.sock`);
+      const log = fs.openSync(path.join(dir, `op${i}.log`), 'a');
+      const proc = spawn(process.execPath, [CLI_JS, 'operator', '--k8s-kubeconfig', kit!.kubeconfig, '--api-socket', socket, '--cluster-pool-cidr', '10.60.0.0/16',
+        '--leader-election-lease-duration', '2s', '--node-cidr-grace', '1s'], { stdio: ['ignore', log, log] });
+      procs.push(proc);
+      return { proc, api: new ApiClient(socket, 'operator') };
+    };
+    const status = (api: ApiClient): Promise<OperatorStatusResponse | undefined> => api.get<OperatorStatusResponse>('/v1/status').catch(() => undefined);
+    const store = new KubernetesStore(conn, { log: silent });
+    try {
+      const a = start(1);
+      const b = start(2);
+      let leader: { proc: ChildProcess; api: ApiClient } | undefined;
+      let follower: typeof leader;
+      await waitFor('one leader and one follower', async () => {
+        const [sa, sb] = await Promise.all([status(a.api), status(b.api)]);
+        if (!sa?.kubernetes || !sb?.kubernetes) return false;
+        if (sa.kubernetes.leader === sb.kubernetes.leader) return false;
+        [leader, follower] = sa.kubernetes.leader ? [a, b] : [b, a];
+        return true;
+      }, 60_000);
+      const st = (await status(follower!.api))!;
+      assert.equal(st.kubernetes?.ok, true);
+      assert.match(`${st.kubernetes?.version} ${st.kubernetes?.['git-version']}`, /^1\.32 v1\.32\./);
+      // The leader allocates: a TendrilNode gets a pod CIDR from the pool.
+      await store.put('Node', 'w1', { name: 'w1', addresses: ['192.168.9.1'], podCIDRs: [] });
+      await waitFor('w1 to get a CIDR', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w1'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
+      leader!.proc.kill('SIGKILL');
+      await waitFor('the follower to take the lease over', async () => (await status(follower!.api))?.kubernetes?.leader === true, 60_000);
+      await store.put('Node', 'w2', { name: 'w2', addresses: ['192.168.9.2'], podCIDRs: [] });
+      await waitFor('w2 to get a CIDR from the new leader', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w2'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
+      const w1 = (await store.get<{ podCIDRs: string[] }>('Node', 'w1'))!.value.podCIDRs;
+      const w2 = (await store.get<{ podCIDRs: string[] }>('Node', 'w2'))!.value.podCIDRs;
+      assert.notDeepEqual(w1, w2);
+    } finally {
+      await store.close();
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -23,6 +23,7 @@ import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as
 import type { EventWatch } from '../datapath/index.js';
 import { interfaceName } from '../datapath/index.js';
 import { GuardedStore, openStore, StoreError } from '../store/index.js';
+import { KubernetesMode } from '../k8s/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import { Masquerade } from '../nat/index.js';
@@ -46,6 +47,8 @@ export class Agent {
   private dp: NodeDatapath | undefined;
   private endpoints: EndpointManager | undefined;
   private store: GuardedStore | undefined;
+  /** Kubernetes mode: the apiserver connection (its Store is `store`'s inner store). */
+  private kubernetes: KubernetesMode | undefined;
   private nodes: NodeManager | undefined;
   /** Whether the node list came from the store at least once (until then the datapath keeps its remote nodes). */
   private nodesListed = false;
@@ -80,10 +83,15 @@ export class Agent {
     const api = new ApiServer(this.log.child({ subsys: 'api' }));
     this.cni = new CniHandler(this.cniBackend(), this.log.child({ subsys: 'cni' }));
     this.routes(api, this.cni);
-    if (cfg.store) {
+    if (cfg.kubernetes) {
+      this.kubernetes = new KubernetesMode(cfg.kubernetes.kubeconfig, this.log.child({ subsys: 'k8s' }));
+      await this.kubernetes.start();
+    }
+    if (cfg.store || this.kubernetes) {
       // Short bounds: the store is asked in the background (watches, publishing) or on behalf of a runtime that
       // retries; a store that does not answer must fail those calls fast, never hold the API or a CNI ADD.
-      this.store = new GuardedStore(openStore(cfg.store, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 }), {
+      const inner = this.kubernetes?.store ?? openStore(cfg.store!, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+      this.store = new GuardedStore(inner, {
         onChange: (up, error) =>
           up ? this.log.info('cluster store reachable again') : this.log.warn({ err: error }, 'cluster store unavailable; serving from local state'),
       });
@@ -278,6 +286,7 @@ export class Agent {
     await this.queue;
     await this.store?.close().catch(() => {});
     this.masq?.stop();
+    this.kubernetes?.stop();
     this.dp?.stop();
   }
 
@@ -692,6 +701,7 @@ export class Agent {
       },
       ready: this.ready,
       'cni-config': this.cniConfPath ?? null,
+      kubernetes: this.kubernetes?.view() ?? null,
       store: this.store ? { description: this.store.description, ok: store?.ok === true, error: store?.ok === true ? null : (store?.error ?? 'not checked yet'), since: store?.since ?? null } : null,
       ipam: live
         ? {
@@ -723,7 +733,7 @@ export class Agent {
     const list = this.nodes
       ? this.nodes.list()
       : [{ name: own, addresses: this.cfg.nodeIP ? [this.cfg.nodeIP] : [], podCIDRs: this.podCidr ? [this.podCidr] : [] }];
-    return list.map((n) => ({ ...n, source: n.name === own ? 'local' : this.cfg.store?.startsWith('etcd') ? 'kvstore' : 'cluster-store' }));
+    return list.map((n) => ({ ...n, source: n.name === own ? 'local' : this.cfg.store?.startsWith('etcd') ? 'kvstore' : this.kubernetes ? 'custom-resource' : 'cluster-store' }));
   }
 
   private endpointView(ep: Endpoint): EndpointView {

@@ -3,6 +3,7 @@
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry, NatEntry } from '../datapath/index.js';
 import type { MasqStatus } from '../nat/index.js';
 import type { CniTimingsView } from '../cni/index.js';
+import type { KubernetesStatusView } from '../k8s/status.js';
 import type { NamedPort } from '../store/types.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
@@ -36,6 +37,8 @@ export interface StatusView {
   ready: boolean;
   'cni-config': string | null;
   store: { description: string; ok: boolean; error: string | null; since: string | null } | null;
+  /** Kubernetes mode: the apiserver (null otherwise). */
+  kubernetes?: KubernetesStatusView | null;
   ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
   'attach-mode': 'tcx' | 'tc' | null;
   'device-mode': string;
@@ -125,7 +128,7 @@ export interface NodeView {
   name: string;
   addresses: string[];
   podCIDRs: string[];
-  source: 'local' | 'kvstore' | 'cluster-store';
+  source: 'local' | 'kvstore' | 'cluster-store' | 'custom-resource';
 }
 
 /** GET /v1/identity (a list), GET /v1/identity/{id}. */

@@ -42,6 +42,8 @@ export interface AgentConfig {
   /** Service backend selection (--bpf-lb-algorithm) and Maglev table size (--bpf-lb-maglev-table-size). */
   lbAlgorithm: LbAlgorithm;
   maglevTableSize: number;
+  /** Kubernetes mode (--k8s-kubeconfig, or in a pod): the apiserver is the cluster store. kubeconfig undefined = in-cluster. */
+  kubernetes?: { kubeconfig: string | undefined };
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -68,6 +70,7 @@ export function agentConfig(o: {
   masq?: Parameters<typeof masqConfig>[0];
   bpfLbAlgorithm?: string | undefined;
   bpfLbMaglevTableSize?: string | number | undefined;
+  k8sKubeconfig?: string | undefined;
 }): AgentConfig {
   const lbAlgorithm = o.bpfLbAlgorithm ?? 'random';
   if (lbAlgorithm !== 'random' && lbAlgorithm !== 'maglev') {
@@ -77,6 +80,9 @@ export function agentConfig(o: {
   if (!(MAGLEV_TABLE_SIZES as readonly number[]).includes(maglevTableSize)) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-maglev-table-size "${String(o.bpfLbMaglevTableSize)}": expected one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
   }
+  // In a pod (KUBERNETES_SERVICE_HOST) without --store, the apiserver is the store, as with --k8s-kubeconfig.
+  const kubernetes = o.k8sKubeconfig !== undefined || (!o.store && process.env['KUBERNETES_SERVICE_HOST']) ? { kubeconfig: o.k8sKubeconfig } : undefined;
+  if (kubernetes && o.store) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Cannot use both --store ${o.store} and --k8s-kubeconfig: in Kubernetes mode the apiserver is the cluster store`);
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
@@ -86,7 +92,7 @@ export function agentConfig(o: {
   if (attachMode !== 'tcx' && attachMode !== 'tc') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --attach-mode "${attachMode}": expected tcx or tc`);
   }
-  if (!o.podCidr && !o.store) {
+  if (!o.podCidr && !o.store && !kubernetes) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --pod-cidr or --store: the node needs a pod CIDR, given or assigned by the operator');
   }
   let podCidr: string | undefined;
@@ -131,6 +137,7 @@ export function agentConfig(o: {
     masq: masqConfig(o.masq ?? {}),
     lbAlgorithm,
     maglevTableSize,
+    ...(kubernetes ? { kubernetes } : {}),
   };
 }
 

@@ -35,6 +35,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     },
     bpfLbAlgorithm: opts['bpfLbAlgorithm'],
     bpfLbMaglevTableSize: opts['bpfLbMaglevTableSize'],
+    k8sKubeconfig: opts['k8sKubeconfig'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

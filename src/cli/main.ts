@@ -27,6 +27,7 @@ program
   .option('--node-name <name>', 'this node\'s name', 'node')
   .option('--pod-cidr <cidr>', 'pod CIDR of this node (default: assigned by the operator through --store)')
   .option('--store <url>', 'cluster store: local+unix:///path.sock, local://HOST:PORT or etcd://HOST:PORT')
+  .option('--k8s-kubeconfig <file>', 'Kubernetes mode: the apiserver of this kubeconfig is the cluster store (in a pod: in-cluster config)')
   .option('--routing <mode>', 'tunnel (VXLAN) or native', 'tunnel')
   .option('--native-dev <dev>', 'underlay device (tunnel endpoint, native routing)', 'eth0')
   .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf: pods are added faster)', 'tcx')

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { ApiClient } from '../util/api-client.js';
 import { keyValues, table } from './table.js';
 import { DEFAULT_SOCKET, type Attachment, type EndpointInfo, type EndpointView, type IpcacheEntry, type NodeView, type StatusView } from '../agent/index.js';
+import { formatKubernetesStatus } from '../k8s/status.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
 import { formatMasquerading, formatMasqueradingVerbose } from './nat-cmd.js';
 
@@ -49,7 +50,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
   const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
     ['KVStore', store],
-    ['Kubernetes', 'Disabled'],
+    ['Kubernetes', formatKubernetesStatus(s.kubernetes)],
     ['CNI Config file', s['cni-config'] ? `successfully wrote CNI configuration file to ${s['cni-config']}` : 'not written yet'],
     ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s${s.tendril.message ? `   (${s.tendril.message})` : ''}`],
     ['NodeMonitor', s.monitor ? `Listening for events on ${s.monitor.cpus} CPUs with a 1 MiB ring buffer (${s.monitor.read} read, ${s.monitor.lost} lost)` : 'Disabled'],

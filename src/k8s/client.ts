@@ -42,8 +42,3 @@ export async function serverVersion(conn: K8sConnection): Promise<K8sVersion> {
     throw new K8sError('TENDRIL_ERR_K8S_UNAVAILABLE', `Kubernetes apiserver ${conn.server} unreachable: ${messageOf(err)}`, { cause: err });
   }
 }
-
-/** The `status` line: "Ok 1.32 (v1.32.13)" or "Unreachable: …". */
-export function statusLine(v: K8sVersion | undefined, error: string | undefined): string {
-  return v ? `Ok ${v.minor} (${v.gitVersion})` : `Unreachable: ${error ?? 'not probed yet'}`;
-}

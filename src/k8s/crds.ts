@@ -58,8 +58,13 @@ export async function installCrds(conn: K8sConnection, crds = loadCrds(), timeou
         if (statusOf(err) !== 404) throw err;
       }
       if (!cur) {
-        await api.createCustomResourceDefinition({ body: crd });
-        result.created.push(name);
+        try {
+          await api.createCustomResourceDefinition({ body: crd });
+          result.created.push(name);
+        } catch (err) {
+          // Another replica created it a moment ago: it is the same file.
+          if (statusOf(err) !== 409) throw err;
+        }
       } else if (cur.metadata?.annotations?.[HASH_ANNOTATION] !== hash) {
         await api.replaceCustomResourceDefinition({ name, body: { ...crd, metadata: { ...crd.metadata, name, resourceVersion: cur.metadata!.resourceVersion! } } });
         result.updated.push(name);

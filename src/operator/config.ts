@@ -20,13 +20,18 @@ export interface OperatorFlags {
   identityGcGrace?: string | number | undefined;
   apiSocket?: string | undefined;
   logFile?: string | undefined;
+  k8sKubeconfig?: string | undefined;
+  leaderElectionNamespace?: string | undefined;
+  leaderElectionLeaseDuration?: string | number | undefined;
 }
 
 export type StoreChoice =
   /** Use a store someone else runs (etcd://…, local+unix://…, local://…). */
   | { mode: 'connect'; url: string }
   /** Host the local store in this process, persisted in dataDir. */
-  | { mode: 'host'; listen: ListenAddress; dataDir: string };
+  | { mode: 'host'; listen: ListenAddress; dataDir: string }
+  /** Kubernetes mode: the apiserver is the store (kubeconfig undefined = in-cluster); replicas elect a leader. */
+  | { mode: 'kubernetes'; kubeconfig: string | undefined; leaseNamespace: string; leaseDurationMs: number };
 
 export interface OperatorConfig {
   pool: ClusterPoolConfig;
@@ -44,7 +49,14 @@ export function operatorConfig(flags: OperatorFlags): OperatorConfig {
     flags.nodeCidrGrace === undefined ? DEFAULT_NODE_CIDR_GRACE_MS : parseDuration('--node-cidr-grace', flags.nodeCidrGrace);
 
   let store: StoreChoice;
-  if (flags.store !== undefined && flags.storeListen !== undefined) {
+  const kubernetes = flags.k8sKubeconfig !== undefined || (flags.store === undefined && flags.storeListen === undefined && !!process.env['KUBERNETES_SERVICE_HOST']);
+  if (kubernetes && (flags.store !== undefined || flags.storeListen !== undefined)) {
+    throw invalid(`Cannot use --k8s-kubeconfig with ${flags.store !== undefined ? '--store' : '--store-listen'}: in Kubernetes mode the apiserver is the store`);
+  } else if (kubernetes) {
+    const leaseDurationMs = flags.leaderElectionLeaseDuration === undefined ? 15_000 : parseDuration('--leader-election-lease-duration', flags.leaderElectionLeaseDuration);
+    if (leaseDurationMs < 1000) throw invalid(`Invalid --leader-election-lease-duration "${String(flags.leaderElectionLeaseDuration)}": at least 1s`);
+    store = { mode: 'kubernetes', kubeconfig: flags.k8sKubeconfig, leaseNamespace: nonEmpty('--leader-election-namespace', flags.leaderElectionNamespace ?? 'kube-system'), leaseDurationMs };
+  } else if (flags.store !== undefined && flags.storeListen !== undefined) {
     throw invalid(`Cannot use both --store ${flags.store} and --store-listen ${flags.storeListen}: pick one (connect to a store, or host one)`);
   } else if (flags.store !== undefined) {
     if (flags.storeData !== undefined) throw invalid('--store-data only applies with --store-listen (the hosted local store keeps its data there)');

@@ -1,5 +1,6 @@
 // Composition root of `tendril operator`: store (hosted or remote), the Operator, and its status API socket.
 import fs from 'node:fs';
+import os from 'node:os';
 import { GuardedStore, LocalStoreServer, openStore, type Store } from '../store/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { ApiServer, HttpError } from '../util/api.js';
@@ -11,10 +12,13 @@ import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
 import { registerServiceRoutes } from '../lb/routes.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
+import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
   /** Logger to use instead of the root logger (tests). */
   log?: Logger;
+  /** Kubernetes mode: what to do when the lease is lost (default: exit, so that the pod restarts as a follower). */
+  onLostLeadership?: () => void;
 }
 
 /** Body of GET /v1/status. */
@@ -25,6 +29,8 @@ export interface OperatorStatusResponse extends OperatorStatus {
     hosted?: { url: string; dataDir: string; revision: number };
     ping: { ok: boolean; revision?: number; error?: string };
   };
+  /** Kubernetes mode: the apiserver, and the leader election (only the leader allocates and collects). */
+  kubernetes?: KubernetesStatusView & { leader: boolean; holder: string; identity: string };
 }
 
 export interface RunningOperator {
@@ -56,6 +62,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
   try {
     let storeServer: LocalStoreServer | undefined;
     let storeUrl: string;
+    let kubernetes: KubernetesMode | undefined;
     if (cfg.store.mode === 'host') {
       fs.mkdirSync(cfg.store.dataDir, { recursive: true, mode: 0o700 });
       const server = new LocalStoreServer({ dataDir: cfg.store.dataDir });
@@ -64,24 +71,61 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       storeServer = server;
       storeUrl = server.url;
       log.info({ url: storeUrl, dataDir: cfg.store.dataDir }, 'hosting the local store');
+    } else if (cfg.store.mode === 'kubernetes') {
+      const k = new KubernetesMode(cfg.store.kubeconfig, log.child({ subsys: 'k8s' }));
+      kubernetes = k;
+      await k.start();
+      undo.push(async () => k.stop());
+      const crds = await installCrds(k.conn);
+      log.info(crds, 'Tendril CRDs in place');
+      storeUrl = k.store.description;
     } else {
       storeUrl = cfg.store.url;
     }
     // As the agent's: calls bounded and failing fast while etcd is away or hung, so `policy apply` through the
     // operator answers at once with a coded "store unavailable" instead of after the client's own timeouts.
-    const store = new GuardedStore(openStore(storeUrl, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 }), {
+    const store = new GuardedStore(kubernetes?.store ?? openStore(storeUrl, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 }), {
       onChange: (up, error) => (up ? log.info('cluster store reachable again') : log.warn({ err: error }, 'cluster store unavailable')),
     });
     store.start();
     undo.push(() => store.close());
 
     const operator = new Operator({ store, pool: cfg.pool, graceMs: cfg.graceMs, log });
-    await operator.start();
-    undo.push(() => operator.stop());
-
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
-    await identityGc.start();
-    undo.push(() => identityGc.stop());
+    const lead = async (): Promise<void> => {
+      await operator.start();
+      undo.push(() => operator.stop());
+      await identityGc.start();
+      undo.push(() => identityGc.stop());
+    };
+    let elector: LeaseElector | undefined;
+    if (kubernetes && cfg.store.mode === 'kubernetes') {
+      // Replicas: only the Lease's holder allocates CIDRs and collects identities; the others wait to take over.
+      const lost = opts.onLostLeadership ?? ((): void => {
+        log.fatal('lost the operator lease; exiting so that this replica restarts as a follower');
+        process.exit(1);
+      });
+      const e = new LeaseElector(new Rest(kubernetes.conn.kc, kubernetes.conn.server), {
+        namespace: cfg.store.leaseNamespace,
+        name: 'tendril-operator',
+        identity: `${os.hostname()}_${process.pid}`,
+        leaseDurationMs: cfg.store.leaseDurationMs,
+        retryMs: Math.max(200, Math.round(cfg.store.leaseDurationMs / 5)),
+        log: log.child({ subsys: 'leader-election' }),
+        onStartedLeading: () => {
+          lead().catch((err: unknown) => {
+            log.error({ err }, 'operator failed to start as the leader');
+            lost();
+          });
+        },
+        onStoppedLeading: lost,
+      });
+      elector = e;
+      e.start();
+      undo.push(() => e.stop());
+    } else {
+      await lead();
+    }
 
     const statusResponse = async (): Promise<OperatorStatusResponse> => {
       const st = operator.status();
@@ -89,7 +133,8 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       const hosted = storeServer
         ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
         : {};
-      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status() };
+      const k8s = kubernetes && elector ? { kubernetes: { ...kubernetes.view(), leader: elector.isLeader, holder: elector.holder, identity: `${os.hostname()}_${process.pid}` } } : {};
+      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), ...k8s };
     };
 
     const api = await serveStatus(cfg.apiSocket, statusResponse, store, log);
