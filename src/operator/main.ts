@@ -74,7 +74,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     store.start();
     undo.push(() => store.close());
 
-    const operator = new Operator({ store, pool: cfg.pool, graceMs: cfg.graceMs, log });
+    const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     await operator.start();
     undo.push(() => operator.stop());
 
