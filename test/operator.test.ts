@@ -195,7 +195,7 @@ test('operator restart (and store restart) keeps every assignment without re-car
   try {
     await op.start();
     const st = op.status();
-    assert.deepEqual(st.assignments, { n1: before[0], n3: before[2], n4: before[3] });
+    assert.deepEqual(st.assignments, { n1: [before[0]], n3: [before[2]], n4: [before[3]] });
     assert.deepEqual(Object.keys(st.releasing), [before[1]], 'the departed node\'s CIDR is still held');
     assert.equal((await c.agents.get('IPAMState', CLUSTER_POOL_STATE))?.revision, stateRev, 'pool state was not rewritten');
     for (const [i, n] of names.entries()) if (n !== 'n2') assert.deepEqual(await podCIDRs(c.agents, n), [before[i]]);
@@ -279,7 +279,7 @@ test('runOperator() hosts the store, serves GET /v1/status, and restarts from --
     const { status, body } = await getStatus(flags.apiSocket);
     assert.equal(status, 200);
     assert.equal(body.state, 'running');
-    assert.deepEqual(body.assignments, { ctr: '10.7.0.0/24', w1: '10.7.1.0/24' });
+    assert.deepEqual(body.assignments, { ctr: ['10.7.0.0/24'], w1: ['10.7.1.0/24'] });
     assert.deepEqual(body.pool, { cidr: '10.7.0.0/16', maskSize: 24, total: 256, assigned: 2, releasing: 0, free: 254 });
     assert.equal(body.graceMs, 300);
     assert.equal(body.exhausted, null);
@@ -297,7 +297,7 @@ test('runOperator() hosts the store, serves GET /v1/status, and restarts from --
   running = await runOperator(flags);
   agents = openStore(running.storeUrl);
   try {
-    assert.deepEqual(running.operator.status().assignments, { ctr: '10.7.0.0/24', w1: '10.7.1.0/24' });
+    assert.deepEqual(running.operator.status().assignments, { ctr: ['10.7.0.0/24'], w1: ['10.7.1.0/24'] });
     assert.deepEqual(await podCIDRs(agents, 'w1'), ['10.7.1.0/24']);
   } finally {
     await agents.close();

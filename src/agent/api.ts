@@ -2,6 +2,7 @@
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry } from '../datapath/index.js';
 import type { NamedPort } from '../store/types.js';
+import type { PodCidrStatus } from './pod-cidrs.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
 
@@ -32,7 +33,14 @@ export interface StatusView {
   ready: boolean;
   'cni-config': string | null;
   store: { description: string; ok: boolean; error: string | null; since: string | null } | null;
-  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
+  ipam: {
+    'pod-cidr': string;
+    used: number;
+    capacity: number;
+    /** Per pool: its CIDRs on this node with used/total, what the node asked for. */
+    pools?: Record<string, PodCidrStatus>;
+    allocations: Array<{ ip: string; owner: string; endpoint: number | null }>;
+  } | null;
   'attach-mode': 'tcx' | 'tc' | null;
   'device-mode': string;
   routing: { mode: string; 'native-device': string };

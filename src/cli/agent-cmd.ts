@@ -23,6 +23,10 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     attachMode: opts['attachMode'],
     enablePolicy: opts['enablePolicy'],
     conntrackGcInterval: opts['conntrackGcInterval'],
+    ipam: opts['ipam'],
+    ipamPreAllocate: opts['ipamPreAllocate'],
+    ipamHandBackGrace: opts['ipamHandBackGrace'],
+    ipamWaitTimeout: opts['ipamWaitTimeout'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);
