@@ -9,6 +9,7 @@ import { operatorConfig, type OperatorConfig, type OperatorFlags } from './confi
 import { OperatorError } from './errors.js';
 import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
+import { registerNodeCidrRoutes } from './node-cidrs.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
@@ -91,7 +92,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status() };
     };
 
-    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log);
+    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam);
     undo.push(() => api.close());
     log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
 
@@ -117,7 +118,7 @@ interface StatusServer {
 }
 
 /** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
-async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger): Promise<StatusServer> {
+async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam']): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
   api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
@@ -127,6 +128,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
     return { deleted: name };
   });
   registerResourceRoutes(api, store);
+  registerNodeCidrRoutes(api, store, () => ipam);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
     if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);
