@@ -113,7 +113,7 @@ for (const routing of ['tunnel', 'native'] as const) {
       assert.equal(cidrs.length, 2, JSON.stringify(cidrs));
       assert.equal(cidrs[0], '172.21.0.0/28');
       assert.ok(inCidr(late.ip, cidrs[1]!), `late ${late.ip} in ${cidrs[1]}`);
-      console.log(`# ${routing}: operator started -> first pod on the new CIDR in ${recoveryMs} ms (operator start-up included)`);
+      console.log(`${routing}: operator started -> first pod on the new CIDR in ${recoveryMs} ms (operator start-up included)`);
       // Every node routes to it (ipcache/tunnel entries or routes follow every CIDR), old pods are undisturbed.
       await until('w1 knows both CIDRs of ctr', async () => (await nodeCidrs(LAB, 'ctr', 'w1')).length === 2);
       await until('far -> late (new CIDR)', () => ping(far, late.ip));
