@@ -7,10 +7,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labNodeAdd, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import { labNodePodCidrs, labOperatorStart, labOperatorStop } from '../src/lab/ipam.js';
-import { labPaths } from '../src/lab/paths.js';
+import { CLI_JS, labPaths } from '../src/lab/paths.js';
 import { alive } from '../src/lab/procs.js';
 import { cidrContains, parseCidr, parseIPv4 } from '../src/util/ip.js';
 
@@ -120,6 +121,11 @@ for (const routing of ['tunnel', 'native'] as const) {
       assert.ok(ping(late, far.ip), 'late -> far');
       assert.ok(ping(late, pods[0]!.ip), 'late -> p0 on the same node');
       assert.ok(ping(pods[5]!, far.ip), 'p5 -> far after the growth');
+      // The CLI shows both CIDRs of ctr with their use.
+      const cli = spawnSync(process.execPath, [CLI_JS, '--lab', LAB, 'ipam', 'list', '-o', 'json'], { encoding: 'utf8' });
+      assert.equal(cli.status, 0, cli.stderr);
+      const rows = (JSON.parse(cli.stdout) as Array<{ cidr: string; node: string; used: number | null }>).filter((r) => r.node === 'ctr');
+      assert.deepEqual(rows.map((r) => [r.cidr, r.used]), [['172.21.0.0/28', 14], [cidrs[1], 1]]);
 
       // Hand-back: with late gone and room again in the primary, the empty extra goes after its 2 s grace.
       await podDel(LAB, 'late');

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { runAgent } from './agent-cmd.js';
 import { registerLab } from './lab-cmd.js';
 import { registerNodeViews } from './node-cmd.js';
+import { registerIpamCommands } from './ipam-cmd.js';
 import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
@@ -48,6 +49,7 @@ program
 
 registerOperator(program);
 registerNodeViews(program);
+registerIpamCommands(program);
 registerPolicyViews(program);
 registerObserve(program);
 registerMonitor(program);
