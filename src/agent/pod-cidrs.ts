@@ -97,7 +97,8 @@ export class PodCidrs {
     const active = this.o.ipam.usage().filter((u) => !u.draining);
     const held = active.length;
     const free = this.o.ipam.free;
-    if (free < this.o.preAllocate && this.requested <= held) {
+    // Exhausted always asks, whatever the watermark (0 = ask only then).
+    if ((free < this.o.preAllocate || free === 0) && this.requested <= held) {
       this.ask(held + 1, []);
       this.o.log.info({ free, preAllocate: this.o.preAllocate, cidrs: held }, 'free pod addresses below the watermark: asking the operator for another CIDR');
       return;
