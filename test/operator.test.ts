@@ -156,7 +156,7 @@ test('exhaustion of a tiny pool is reported in status; a later release lets the 
     await join(c.agents, 'w2');
     const ex = await waitFor('exhaustion in status', () => op.status().exhausted);
     assert.deepEqual(ex.waiting, ['w2']);
-    assert.equal(ex.message, 'cluster pool 10.2.0.0/29 with mask /30 is exhausted: 2/2 CIDRs assigned to 2 node(s) (ctr, w1)');
+    assert.equal(ex.message, 'cluster pool 10.2.0.0/29 with mask /30 is exhausted: 2/2 CIDRs assigned (ctr, w1)');
     assert.deepEqual(await podCIDRs(c.agents, 'w2'), [], 'the waiting node stays without CIDR');
     assert.deepEqual(op.status().pool, { cidrs: ['10.2.0.0/29'], maskSize: 30, total: 2, assigned: 2, releasing: 0, free: 0 });
     await c.agents.delete('Node', 'w1');

@@ -417,7 +417,7 @@ export class ClusterPool {
     const names = [...this.assignments().keys()];
     let msg =
       `${this.label} ${this.cidrs.join(', ')} with mask /${this.maskSize} is exhausted: ` +
-      `${this.byBase.size}/${this.capacity} CIDRs assigned to ${names.length} node(s) (${abbreviate(names)})`;
+      `${this.byBase.size}/${this.capacity} CIDRs assigned (${abbreviate(names)})`;
     const held = [...this.releasing].filter(([, r]) => r.until > now).sort((a, b) => a[1].until - b[1].until);
     if (held.length > 0) {
       const items = held.map(([, r]) => `${r.node} until ${new Date(r.until).toISOString()}`);
