@@ -106,8 +106,8 @@ test('nodes that join without a CIDR each get a distinct /24 of the pool', async
     assert.deepEqual(cidrs, ['10.0.0.0/24', '10.0.1.0/24', '10.0.2.0/24', '10.0.3.0/24']);
     // The agent's own fields survive the operator's write.
     assert.equal((await c.agents.get<NodeSpec>('Node', 'w1'))?.value.addresses.length, 1);
-    const state = await c.agents.get<{ assigned: Record<string, string> }>('IPAMState', CLUSTER_POOL_STATE);
-    assert.deepEqual(state?.value.assigned, { ctr: '10.0.0.0/24', w1: '10.0.1.0/24', w2: '10.0.2.0/24', w3: '10.0.3.0/24' });
+    const state = await c.agents.get<{ assigned: Record<string, string[]> }>('IPAMState', CLUSTER_POOL_STATE);
+    assert.deepEqual(state?.value.assigned, { ctr: ['10.0.0.0/24'], w1: ['10.0.1.0/24'], w2: ['10.0.2.0/24'], w3: ['10.0.3.0/24'] });
   } finally {
     await op.stop();
     await c.close();
@@ -158,7 +158,7 @@ test('exhaustion of a tiny pool is reported in status; a later release lets the 
     assert.deepEqual(ex.waiting, ['w2']);
     assert.equal(ex.message, 'cluster pool 10.2.0.0/29 with mask /30 is exhausted: 2/2 CIDRs assigned (ctr, w1)');
     assert.deepEqual(await podCIDRs(c.agents, 'w2'), [], 'the waiting node stays without CIDR');
-    assert.deepEqual(op.status().pool, { cidr: '10.2.0.0/29', maskSize: 30, total: 2, assigned: 2, releasing: 0, free: 0 });
+    assert.deepEqual(op.status().pool, { cidrs: ['10.2.0.0/29'], maskSize: 30, total: 2, assigned: 2, releasing: 0, free: 0 });
     await c.agents.delete('Node', 'w1');
     assert.equal(await cidrOf(c.agents, 'w2'), '10.2.0.4/30');
     await waitFor('exhaustion cleared', () => op.status().exhausted === null);
@@ -195,7 +195,7 @@ test('operator restart (and store restart) keeps every assignment without re-car
   try {
     await op.start();
     const st = op.status();
-    assert.deepEqual(st.assignments, { n1: before[0], n3: before[2], n4: before[3] });
+    assert.deepEqual(st.assignments, { n1: [before[0]], n3: [before[2]], n4: [before[3]] });
     assert.deepEqual(Object.keys(st.releasing), [before[1]], 'the departed node\'s CIDR is still held');
     assert.equal((await c.agents.get('IPAMState', CLUSTER_POOL_STATE))?.revision, stateRev, 'pool state was not rewritten');
     for (const [i, n] of names.entries()) if (n !== 'n2') assert.deepEqual(await podCIDRs(c.agents, n), [before[i]]);
@@ -222,7 +222,7 @@ test('a pool flag that differs from the stored pool refuses to start and changes
       await assert.rejects(op.start(), (err: unknown) => {
         assert.ok(err instanceof OperatorError);
         assert.equal(err.code, 'TENDRIL_ERR_POOL_MISMATCH');
-        assert.match(err.message, /the store already holds pool 10\.4\.0\.0\/16 with mask \/24 for 1 node\(s\); re-carving would re-number running nodes/);
+        assert.match(err.message, /the store already holds pool 10\.4\.0\.0\/16 with mask \/24 for 1 node\(s\) and .*; re-carving would re-number running nodes/);
         return true;
       });
     }
@@ -247,8 +247,8 @@ test('two operators on one store never hand out a CIDR twice', async () => {
     const cidrs = await Promise.all(names.map((n) => cidrOf(c.agents, n)));
     assert.equal(new Set(cidrs).size, names.length, `duplicates: ${cidrs.join(' ')}`);
     await Promise.all([a.settled(), b.settled()]);
-    const state = await c.agents.get<{ assigned: Record<string, string> }>('IPAMState', CLUSTER_POOL_STATE);
-    assert.deepEqual(names.map((n) => state?.value.assigned[n]), cidrs);
+    const state = await c.agents.get<{ assigned: Record<string, string[]> }>('IPAMState', CLUSTER_POOL_STATE);
+    assert.deepEqual(names.map((n) => state?.value.assigned[n]?.[0]), cidrs);
   } finally {
     await Promise.all([a.stop(), b.stop()]);
     await other.close();
@@ -279,8 +279,8 @@ test('runOperator() hosts the store, serves GET /v1/status, and restarts from --
     const { status, body } = await getStatus(flags.apiSocket);
     assert.equal(status, 200);
     assert.equal(body.state, 'running');
-    assert.deepEqual(body.assignments, { ctr: '10.7.0.0/24', w1: '10.7.1.0/24' });
-    assert.deepEqual(body.pool, { cidr: '10.7.0.0/16', maskSize: 24, total: 256, assigned: 2, releasing: 0, free: 254 });
+    assert.deepEqual(body.assignments, { ctr: ['10.7.0.0/24'], w1: ['10.7.1.0/24'] });
+    assert.deepEqual(body.pool, { cidrs: ['10.7.0.0/16'], maskSize: 24, total: 256, assigned: 2, releasing: 0, free: 254 });
     assert.equal(body.graceMs, 300);
     assert.equal(body.exhausted, null);
     assert.match(body.store.description, /^local \(unix:.*store\.sock\)$/);
@@ -297,7 +297,7 @@ test('runOperator() hosts the store, serves GET /v1/status, and restarts from --
   running = await runOperator(flags);
   agents = openStore(running.storeUrl);
   try {
-    assert.deepEqual(running.operator.status().assignments, { ctr: '10.7.0.0/24', w1: '10.7.1.0/24' });
+    assert.deepEqual(running.operator.status().assignments, { ctr: ['10.7.0.0/24'], w1: ['10.7.1.0/24'] });
     assert.deepEqual(await podCIDRs(agents, 'w1'), ['10.7.1.0/24']);
   } finally {
     await agents.close();

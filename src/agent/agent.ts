@@ -17,6 +17,7 @@ import { ServiceManager } from '../lb/index.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
+import { PodCidrs } from './pod-cidrs.js';
 import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -44,6 +45,9 @@ export class Agent {
   readonly cfg: AgentConfig;
   private readonly log: Logger;
   private ipam!: NodeIpam;
+  private podCidrs: PodCidrs | undefined;
+  /** Settles start() in --ipam kubernetes mode once the datapath is up (or the wait is over). */
+  private broughtUp: (() => void) | undefined;
   private dp: NodeDatapath | undefined;
   private endpoints: EndpointManager | undefined;
   private store: GuardedStore | undefined;
@@ -120,7 +124,27 @@ export class Agent {
       this.nodes = new NodeManager(this.store, { name: cfg.nodeName, addresses: cfg.nodeIP ? [cfg.nodeIP] : [] }, this.log.child({ subsys: 'nodes' }));
       this.startNodeManager();
     }
+    if (cfg.ipam === 'kubernetes' && !this.dp) await this.waitForGivenCidr();
     this.log.info({ socket: cfg.socket, node: cfg.nodeName, store: cfg.store ?? null }, 'agent API up');
+  }
+
+  /** --ipam kubernetes: the pod CIDR must come from the Node resource within the wait, or the agent does not start. */
+  private async waitForGivenCidr(): Promise<void> {
+    const { cfg } = this;
+    let timer: NodeJS.Timeout | undefined;
+    const up = await new Promise<boolean>((resolve) => {
+      this.broughtUp = () => resolve(true);
+      timer = setTimeout(() => resolve(false), cfg.ipamWaitTimeoutMs);
+    });
+    clearTimeout(timer);
+    this.broughtUp = undefined;
+    if (!up) {
+      throw new AgentError(
+        'TENDRIL_ERR_NO_POD_CIDR',
+        `Node ${cfg.nodeName} got no pod CIDR within ${cfg.ipamWaitTimeoutMs / 1000}s: with --ipam kubernetes the Node resource's podCIDRs ` +
+          'are set by the cluster (kube-controller-manager; in the lab `lab node add NAME --pod-cidr CIDR`), and none was',
+      );
+    }
   }
 
   /** Connects to the cluster store in the background, retrying until it answers. */
@@ -157,6 +181,7 @@ export class Agent {
     const { cfg } = this;
     nodes
       .update((cur) => ({
+        ...cur,
         name: cfg.nodeName,
         addresses: cur?.addresses ?? (cfg.nodeIP ? [cfg.nodeIP] : []),
         podCIDRs: cur?.podCIDRs ?? [this.podCidr],
@@ -179,7 +204,8 @@ export class Agent {
     const cidr = n.podCIDRs[0];
     if (!cidr) return;
     if (this.dp) {
-      if (cidr !== this.podCidr) this.log.error({ assigned: cidr, inUse: this.podCidr }, 'the operator assigned another pod CIDR; keeping the one in use');
+      this.podCidrs?.follow(n);
+      if (cidr !== this.podCidr && this.cfg.ipam === 'cluster-pool') this.log.error({ assigned: cidr, inUse: this.podCidr }, 'the operator assigned another primary pod CIDR; keeping the one in use');
       // Came up from its own state while the store was away: what it publishes may not be there yet.
       else if (n.routerIP !== this.routerIP || n.healthIP !== this.healthIP) this.publishNode();
       return;
@@ -214,6 +240,15 @@ export class Agent {
     this.dp = dp;
     masq.start(dp);
     this.masq = masq;
+    this.podCidrs = new PodCidrs({
+      mode: cfg.ipam,
+      ipam: this.ipam,
+      preAllocate: cfg.ipamPreAllocate,
+      handBackGraceMs: cfg.ipamHandBackGraceMs,
+      routes: { add: (c) => dp.addLocalPodCidr(c), remove: (c) => dp.removeLocalPodCidr(c) },
+      ...(this.nodes ? { updateNode: (fn: Parameters<NodeManager['update']>[0]) => this.nodes!.update(fn) } : {}),
+      log: this.log.child({ subsys: 'ipam' }),
+    });
     this.log.info({ podCidr, router: this.routerIP, attach: dp.mode, routing: cfg.routing, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
 
     this.endpoints = new EndpointManager(dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
@@ -236,7 +271,12 @@ export class Agent {
       // Remote nodes known from the store; before its first listing the pinned ones stay (restart without a store).
       if (this.nodesListed) this.resyncRemotes(this.nodes.list().filter((x) => x.name !== cfg.nodeName));
     }
-    this.log.info({ node: cfg.nodeName, podCidr }, 'agent ready');
+    this.log.info({ node: cfg.nodeName, podCidr, podCidrs: this.ipam.cidrs() }, 'agent ready');
+    // Extra CIDRs the Node already lists, and the watermark, once everything is up.
+    const self = this.nodes?.list().find((x) => x.name === cfg.nodeName);
+    if (self) this.podCidrs.follow(self);
+    else this.podCidrs.check();
+    this.broughtUp?.();
   }
 
   private upsertRemote(n: NodeSpec): void {
@@ -277,6 +317,8 @@ export class Agent {
     clearTimeout(this.ctGcTimer);
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
+    this.podCidrs?.stop();
+    this.broughtUp?.();
     this.security?.stop();
     this.services?.stop();
     this.nodes?.stop();
@@ -399,16 +441,24 @@ export class Agent {
         return this.security.synced ? { ready: true } : { ready: true, limited: true, reason: 'the cluster\'s identities, endpoints and policies are not loaded from the store yet' };
       },
       netConfig: () => ({ routerIP: this.routerIP, mtu: this.live().dp.podMtu }),
-      pool: () => (this.dp ? { cidr: this.podCidr, free: this.ipam.free } : undefined),
+      pool: () => (this.dp ? { cidr: this.ipam.cidrs().join(', '), free: this.ipam.free } : undefined),
       allocateIP: async (r) => {
         if (!this.ready) {
           throw new CniError(CniCode.TRY_AGAIN_LATER, `Node ${this.cfg.nodeName} has no pod CIDR yet`, { details: 'waiting for the operator to assign one (cluster-pool IPAM)' });
         }
         const att = { containerId: r.containerId, ifname: r.ifname };
-        return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
+        try {
+          return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
+        } catch (err) {
+          if ((err as AgentError).code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && this.podCidrs) throw this.podCidrs.exhausted();
+          throw err;
+        } finally {
+          this.podCidrs?.check();
+        }
       },
       releaseIP: async (ip, attachment) => {
         this.live().ipam.release(ip, attachment);
+        this.podCidrs?.check();
       },
       attachmentIPs: (containerId, ifname) => this.live().ipam.findByAttachment(containerId, ifname),
       listAttachmentIPs: () => this.live().ipam.attachments(),
@@ -708,6 +758,7 @@ export class Agent {
             'pod-cidr': this.podCidr,
             used: live.ipam.used,
             capacity: live.ipam.capacity,
+            ...(this.podCidrs ? { pools: { default: this.podCidrs.status() } } : {}),
             allocations: live.ipam.list().map((a) => ({ ...a, endpoint: owners.get(a.ip)?.id ?? null })),
           }
         : null,

@@ -5,6 +5,7 @@ import type { MasqStatus } from '../nat/index.js';
 import type { CniTimingsView } from '../cni/index.js';
 import type { KubernetesStatusView } from '../k8s/status.js';
 import type { NamedPort } from '../store/types.js';
+import type { PodCidrStatus } from './pod-cidrs.js';
 import type { EndpointState } from './endpoints.js';
 import type { EndpointPolicyView, PolicyView } from './security.js';
 
@@ -39,7 +40,14 @@ export interface StatusView {
   store: { description: string; ok: boolean; error: string | null; since: string | null } | null;
   /** Kubernetes mode: the apiserver (null otherwise). */
   kubernetes?: KubernetesStatusView | null;
-  ipam: { 'pod-cidr': string; used: number; capacity: number; allocations: Array<{ ip: string; owner: string; endpoint: number | null }> } | null;
+  ipam: {
+    'pod-cidr': string;
+    used: number;
+    capacity: number;
+    /** Per pool: its CIDRs on this node with used/total, what the node asked for. */
+    pools?: Record<string, PodCidrStatus>;
+    allocations: Array<{ ip: string; owner: string; endpoint: number | null }>;
+  } | null;
   'attach-mode': 'tcx' | 'tc' | null;
   'device-mode': string;
   routing: { mode: string; 'native-device': string };

@@ -44,6 +44,14 @@ export interface AgentConfig {
   maglevTableSize: number;
   /** Kubernetes mode (--k8s-kubeconfig, or in a pod): the apiserver is the cluster store. kubeconfig undefined = in-cluster. */
   kubernetes?: { kubeconfig: string | undefined };
+  /** IPAM mode: cluster-pool (the operator carves CIDRs) or kubernetes (the Node's podCIDRs are given). */
+  ipam: 'cluster-pool' | 'kubernetes';
+  /** cluster-pool: free addresses below this make the node ask for another CIDR. */
+  ipamPreAllocate: number;
+  /** cluster-pool: how long an extra CIDR stays empty before it is handed back, ms. */
+  ipamHandBackGraceMs: number;
+  /** kubernetes: how long start() waits for the Node's pod CIDR before it refuses to start, ms. */
+  ipamWaitTimeoutMs: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -71,6 +79,10 @@ export function agentConfig(o: {
   bpfLbAlgorithm?: string | undefined;
   bpfLbMaglevTableSize?: string | number | undefined;
   k8sKubeconfig?: string | undefined;
+  ipam?: string | undefined;
+  ipamPreAllocate?: string | undefined;
+  ipamHandBackGrace?: string | undefined;
+  ipamWaitTimeout?: string | undefined;
 }): AgentConfig {
   const lbAlgorithm = o.bpfLbAlgorithm ?? 'random';
   if (lbAlgorithm !== 'random' && lbAlgorithm !== 'maglev') {
@@ -83,6 +95,19 @@ export function agentConfig(o: {
   // In a pod (KUBERNETES_SERVICE_HOST) without --store, the apiserver is the store, as with --k8s-kubeconfig.
   const kubernetes = o.k8sKubeconfig !== undefined || (!o.store && process.env['KUBERNETES_SERVICE_HOST']) ? { kubeconfig: o.k8sKubeconfig } : undefined;
   if (kubernetes && o.store) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Cannot use both --store ${o.store} and --k8s-kubeconfig: in Kubernetes mode the apiserver is the cluster store`);
+  const ipam = o.ipam ?? 'cluster-pool';
+  if (ipam !== 'cluster-pool' && ipam !== 'kubernetes') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --ipam "${ipam}": expected cluster-pool or kubernetes`);
+  }
+  const preAllocate = Number(o.ipamPreAllocate ?? 8);
+  if (!Number.isInteger(preAllocate) || preAllocate < 0 || preAllocate > 65536) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --ipam-pre-allocate "${String(o.ipamPreAllocate)}": expected a number of addresses 0-65536`);
+  }
+  const ipamHandBackGraceMs = parseDuration(o.ipamHandBackGrace ?? '30s', '--ipam-hand-back-grace');
+  const ipamWaitTimeoutMs = parseDuration(o.ipamWaitTimeout ?? '60s', '--ipam-wait-timeout');
+  if (ipam === 'kubernetes' && !o.store && !o.podCidr) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --store: with --ipam kubernetes the pod CIDRs come from the Node resource in the cluster store');
+  }
   const enablePolicy = o.enablePolicy ?? 'default';
   if (enablePolicy !== 'default' && enablePolicy !== 'always' && enablePolicy !== 'never') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --enable-policy "${enablePolicy}": expected default, always or never`);
@@ -138,6 +163,10 @@ export function agentConfig(o: {
     lbAlgorithm,
     maglevTableSize,
     ...(kubernetes ? { kubernetes } : {}),
+    ipam,
+    ipamPreAllocate: preAllocate,
+    ipamHandBackGraceMs,
+    ipamWaitTimeoutMs,
   };
 }
 

@@ -12,7 +12,9 @@ export type AgentErrorCode =
   | 'TENDRIL_ERR_STORE_UNAVAILABLE'
   | 'TENDRIL_ERR_POLICY_INVALID'
   | 'TENDRIL_ERR_POLICY_NOT_FOUND'
-  | 'TENDRIL_ERR_STATE';
+  | 'TENDRIL_ERR_STATE'
+  /** --ipam kubernetes: the Node resource got no pod CIDR within the wait. */
+  | 'TENDRIL_ERR_NO_POD_CIDR';
 
 const HTTP_STATUS: Record<AgentErrorCode, number> = {
   TENDRIL_ERR_IPAM_EXHAUSTED: 507,
@@ -26,6 +28,7 @@ const HTTP_STATUS: Record<AgentErrorCode, number> = {
   TENDRIL_ERR_POLICY_INVALID: 400,
   TENDRIL_ERR_POLICY_NOT_FOUND: 404,
   TENDRIL_ERR_STATE: 500,
+  TENDRIL_ERR_NO_POD_CIDR: 503,
 };
 
 export class AgentError extends Error {

@@ -98,3 +98,32 @@ test('findByAttachment() and releaseUnless() see the attachment an address was a
   assert.deepEqual(new NodeIpam('10.1.5.0/24', file).list().map((a) => a.owner), ['router', 'default/done']);
   assert.equal(second.free, 254 - 2);
 });
+
+test('several pod CIDRs: the first with room serves, a draining one none, and all of it survives a restart', () => {
+  const file = tmpFile();
+  const ipam = new NodeIpam('10.1.0.0/29', file); // 6 usable
+  for (let i = 0; i < 6; i++) ipam.allocateNext(`p${i}`);
+  assert.throws(() => ipam.allocateNext('x'), (e: unknown) => e instanceof AgentError && e.code === 'TENDRIL_ERR_IPAM_EXHAUSTED');
+  ipam.addCidr('10.9.0.0/29');
+  assert.throws(() => ipam.addCidr('10.9.0.4/30'), /overlaps 10\.9\.0\.0\/29/);
+  assert.equal(ipam.allocateNext('x'), '10.9.0.1');
+  assert.deepEqual(ipam.cidrs(), ['10.1.0.0/29', '10.9.0.0/29']);
+  assert.equal(ipam.capacity, 12);
+  assert.equal(ipam.free, 5);
+  ipam.release('10.1.0.3');
+  assert.equal(ipam.allocateNext('y'), '10.1.0.3', 'the primary is used first again once it has room');
+  ipam.allocate('10.9.0.5', 'static');
+  assert.throws(() => ipam.allocate('10.9.0.7', 'bcast'), /not a usable address of pod CIDR 10\.1\.0\.0\/29, 10\.9\.0\.0\/29/);
+  // Draining: nothing new from it; removed once its last address goes.
+  assert.equal(ipam.drain('10.9.0.0/29'), false);
+  assert.deepEqual(ipam.usage().map((u) => [u.cidr, u.used, u.draining]), [['10.1.0.0/29', 6, false], ['10.9.0.0/29', 2, true]]);
+  assert.equal(ipam.free, 0);
+  const again = new NodeIpam('10.1.0.0/29', file);
+  assert.deepEqual(again.usage(), ipam.usage(), 'restart keeps extra and draining CIDRs');
+  again.release('10.9.0.1');
+  assert.deepEqual(again.drained(), []);
+  again.release('10.9.0.5');
+  assert.deepEqual(again.drained(), ['10.9.0.0/29']);
+  assert.deepEqual(new NodeIpam('10.1.0.0/29', file).cidrs(), ['10.1.0.0/29']);
+  assert.equal(again.drain('10.9.0.0/29'), true, 'draining a CIDR the node lacks is a no-op');
+});

@@ -36,6 +36,10 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     bpfLbAlgorithm: opts['bpfLbAlgorithm'],
     bpfLbMaglevTableSize: opts['bpfLbMaglevTableSize'],
     k8sKubeconfig: opts['k8sKubeconfig'],
+    ipam: opts['ipam'],
+    ipamPreAllocate: opts['ipamPreAllocate'],
+    ipamHandBackGrace: opts['ipamHandBackGrace'],
+    ipamWaitTimeout: opts['ipamWaitTimeout'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

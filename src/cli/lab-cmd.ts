@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { table } from './table.js';
 import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
+import { labNodePodCidrs } from '../lab/ipam.js';
 import { LabError } from '../lab/errors.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
 import type { NamedPort } from '../store/types.js';
@@ -88,7 +89,12 @@ export function registerLab(program: Command): void {
     .option('--etcd-members <k>', 'members of the lab\'s etcd cluster with --store etcd (agents are given all of them)', '1')
     .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf)', 'tcx')
     .option('--non-masquerade-cidr <cidr>', 'pods keep their own address towards it: an ip-masq-agent file per node (repeatable)', collect, [])
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
+    .option('--ipam <mode>', 'cluster-pool (the operator carves node CIDRs) or kubernetes (the lab gives each node its CIDR)', 'cluster-pool')
+    .option('--cluster-pool-mask-size <bits>', 'size of each node CIDR', '24')
+    .option('--ipam-pre-allocate <n>', "agents ask for another CIDR when fewer addresses are free (agent's default 8)")
+    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
+      if (!/^\d+$/.test(o.clusterPoolMaskSize)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --cluster-pool-mask-size "${o.clusterPoolMaskSize}": expected 16-30`);
+      if (o.ipamPreAllocate !== undefined && !/^\d+$/.test(o.ipamPreAllocate)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam-pre-allocate "${o.ipamPreAllocate}": expected a number of addresses`);
       if (!/^\d+$/.test(o.etcdMembers)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members "${o.etcdMembers}": expected 1-7`);
       if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
       const name = labName(cmd);
@@ -105,6 +111,11 @@ export function registerLab(program: Command): void {
         etcdMembers: Number(o.etcdMembers),
         attachMode: o.attachMode,
         nonMasqueradeCidrs: o.nonMasqueradeCidr,
+        ipam: {
+          mode: o.ipam as 'cluster-pool',
+          maskSize: Number(o.clusterPoolMaskSize),
+          ...(o.ipamPreAllocate !== undefined ? { preAllocate: Number(o.ipamPreAllocate) } : {}),
+        },
         progress: (l) => process.stdout.write(`  ${l}\n`),
       });
       process.stdout.write(`Lab "${name}" is up in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
@@ -261,12 +272,24 @@ export function registerLab(program: Command): void {
   const node = lab.command('node').description('nodes of the lab');
   node
     .command('add')
-    .description('add a worker node (next wN) with its own agent')
+    .description('add a worker node (NODE, default the next wN) with its own agent')
+    .argument('[node]')
+    .option('--pod-cidr <cidr>', 'with --ipam kubernetes: the CIDR the node is given (repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
-    .action(async (_o: unknown, cmd: Command) => {
-      const n = await labNodeAdd(labName(cmd));
+    .action(async (nodeName: string | undefined, o: { podCidr: string[] }, cmd: Command) => {
+      const n = await labNodeAdd(labName(cmd), { ...(nodeName ? { name: nodeName } : {}), ...(o.podCidr.length > 0 ? { podCidrs: o.podCidr } : {}) });
       outsideForNode(labName(cmd), n.name);
       process.stdout.write(`node ${n.name} ${n.ip}: pods ${n.podCidr}, agent pid ${n.pid} ready\n`);
+    });
+  node
+    .command('pod-cidr')
+    .description('with --ipam kubernetes: give a node other pod CIDRs (kube-controller-manager\'s part); its agent follows')
+    .argument('<node>')
+    .argument('<cidrs...>')
+    .option('--name <lab>', 'lab name')
+    .action(async (nodeName: string, cidrs: string[], _o: unknown, cmd: Command) => {
+      await labNodePodCidrs(labName(cmd), nodeName, cidrs);
+      process.stdout.write(`node ${nodeName}: pod CIDRs ${cidrs.join(', ')}\n`);
     });
   node
     .command('del')

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { runAgent } from './agent-cmd.js';
 import { registerLab } from './lab-cmd.js';
 import { registerNodeViews } from './node-cmd.js';
+import { registerIpamCommands } from './ipam-cmd.js';
 import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
@@ -42,6 +43,10 @@ program
   .option('--ip-masq-agent-config-path <file>', 'ip-masq-agent config (YAML/JSON: nonMasqueradeCIDRs, masqLinkLocal)', '/etc/tendril/ip-masq-agent.yaml')
   .option('--bpf-lb-algorithm <name>', 'service backend selection: random or maglev', 'random')
   .option('--bpf-lb-maglev-table-size <n>', 'Maglev lookup table size per service (a prime: 251 … 65521)', '1021')
+  .option('--ipam <mode>', 'cluster-pool (CIDRs from the operator) or kubernetes (the Node\'s podCIDRs, set by someone else)', 'cluster-pool')
+  .option('--ipam-pre-allocate <n>', 'cluster-pool: ask for another CIDR when fewer addresses are free', '8')
+  .option('--ipam-hand-back-grace <duration>', 'cluster-pool: hand an extra CIDR back after it was empty this long', '30s')
+  .option('--ipam-wait-timeout <duration>', 'kubernetes: refuse to start when no pod CIDR is given within this', '60s')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')
   .option('--socket <path>', 'REST API unix socket', '/var/run/tendril/tendril.sock')
@@ -56,6 +61,7 @@ program
 
 registerOperator(program);
 registerNodeViews(program);
+registerIpamCommands(program);
 registerPolicyViews(program);
 registerNatViews(program);
 registerServiceViews(program);

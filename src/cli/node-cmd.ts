@@ -55,7 +55,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Tendril', `${s.tendril.state}   ${s.tendril.version}   node ${s.tendril.node}   uptime ${s.tendril['uptime-seconds']}s${s.tendril.message ? `   (${s.tendril.message})` : ''}`],
     ['NodeMonitor', s.monitor ? `Listening for events on ${s.monitor.cpus} CPUs with a 1 MiB ring buffer (${s.monitor.read} read, ${s.monitor.lost} lost)` : 'Disabled'],
     ['Cilium health daemon', s.health.endpoint !== null ? `Ok   (endpoint ${s.health.endpoint}, ${s.health.ip})` : 'Not ready'],
-    ['IPAM', s.ipam ? `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${s.ipam['pod-cidr']},` : 'IPv4: waiting for a pod CIDR'],
+    ['IPAM', s.ipam ? `IPv4: ${s.ipam.used}/${s.ipam.capacity} allocated from ${ipamCidrs(s)},` : 'IPv4: waiting for a pod CIDR'],
   ];
   const routing = s.routing.mode === 'tunnel' ? 'Network: Tunnel [vxlan]   Host: BPF' : `Network: Native   Host: BPF   (device ${s.routing['native-device']})`;
   const after: Array<[string, string]> = [
@@ -82,7 +82,13 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
   }
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
-  if (verbose && s.ipam) text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
+  if (verbose && s.ipam) {
+    for (const [name, pool] of Object.entries(s.ipam.pools ?? {})) {
+      text += `IPAM pool ${name} (${pool.mode}${pool.requested !== null ? `, ${pool.requested} CIDR(s) requested` : ''}, pre-allocate ${pool['pre-allocate']})${pool.waiting ? `: ${pool.waiting}` : ''}:\n`;
+      text += pool.cidrs.map((c) => `  ${c.cidr.padEnd(18)} ${c.used}/${c.capacity} used${c.draining ? '   (draining)' : ''}\n`).join('');
+    }
+    text += 'Allocated addresses:\n' + s.ipam.allocations.map((a) => `  ${a.ip} (${a.owner})\n`).join('');
+  }
   text += keyValues(after, width);
   if (verbose) text += formatMasqueradingVerbose(s.masquerading);
   if (verbose && s['cni-timings']?.length) text += formatCniTimings(s['cni-timings']);
@@ -99,6 +105,12 @@ export function formatCniTimings(views: StatusView['cni-timings']): string {
     text += table(['  PHASE', 'P50', 'P99', 'MAX'], rows);
   }
   return text;
+}
+
+/** The node's pod CIDRs as status prints them (every pool's, else the primary). */
+function ipamCidrs(s: StatusView): string {
+  const all = Object.values(s.ipam?.pools ?? {}).flatMap((p) => p.cidrs.map((c) => c.cidr));
+  return all.length > 0 ? all.join(', ') : (s.ipam?.['pod-cidr'] ?? '');
 }
 
 export function formatEndpointList(eps: EndpointView[]): string {
@@ -134,7 +146,7 @@ export function registerNodeViews(program: Command): void {
   program
     .command('status')
     .description('node status like `cilium-dbg status`')
-    .option('--verbose', 'also list allocated addresses and where CNI ADDs and DELs spend their time')
+    .option('--verbose', 'also list each IPAM pool\'s CIDRs (used/total), the allocated addresses and where CNI ADDs and DELs spend their time')
     .option('-o, --output <fmt>', 'json for machine-readable output')
     .action(async (o: { verbose?: boolean; output?: string }, cmd: Command) => {
       const s = await client(cmd).get<StatusView>('/v1/healthz');

@@ -9,7 +9,7 @@ import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
 import { PinnedAttachments, TcxSwitcher } from './attach.js';
 import type { DatapathEvent } from './event-types.js';
-import { parseCidr, parseIPv4, parseMac } from '../util/ip.js';
+import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
 import {
@@ -742,6 +742,32 @@ export class NodeDatapath {
     }
     this.policyShadow = shadow;
     return shadow;
+  }
+
+  // ---- local pod CIDRs ----
+
+  /**
+   * Routes a further pod CIDR of this node (one it grew into) to tendril_host, as start() does the primary; pod
+   * delivery itself needs nothing more (endpoints are found by address). Idempotent.
+   */
+  addLocalPodCidr(cidr: string): void {
+    const nl = Netlink.open();
+    try {
+      this.installRoute(nl, { dst: formatCidr(parseCidr(cidr)), dev: HOST_DEV, src: this.cfg.routerIP, scope: 'link' });
+    } finally {
+      nl.close();
+    }
+  }
+
+  /** Removes the route of a pod CIDR this node gave up; false when it was not there. */
+  removeLocalPodCidr(cidr: string): boolean {
+    const nl = Netlink.open();
+    try {
+      const dev = nl.getLink(HOST_DEV);
+      return dev ? nl.deleteRoute({ dst: formatCidr(parseCidr(cidr)), ifindex: dev.index }) : false;
+    } finally {
+      nl.close();
+    }
   }
 
   // ---- ipcache ----

@@ -20,6 +20,7 @@ import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
 import { masqAgentArgs, parseMasqCidrs, requireIpMasqAgent, writeMasqFile, type LabMasq } from './masq.js';
 import type { LabExternal, LabNetwork } from './outside.js';
+import { agentIpamArgs, checkLabIpam, operatorIpamArgs, setNodePodCidrs, type LabIpam } from './ipam-args.js';
 
 export const DEFAULT_LAB = 'tendril';
 
@@ -70,6 +71,8 @@ export interface LabState {
   /** With --etcd-members: every member's pid, by member index (etcdPid is the first's). */
   etcdPids?: number[];
   attachMode?: 'tcx' | 'tc';
+  /** IPAM of the lab (absent: cluster-pool with /24 node CIDRs); see src/lab/ipam.ts. */
+  ipam?: LabIpam;
   created: string;
   nodes: LabNode[];
   pods: LabPod[];
@@ -93,6 +96,8 @@ export interface UpOptions {
   attachMode?: 'tcx' | 'tc';
   /** Destinations pod traffic is not masqueraded towards: every node's agent gets an ip-masq-agent file. */
   nonMasqueradeCidrs?: string[];
+  /** IPAM mode and sizes (default cluster-pool, /24 per node). */
+  ipam?: LabIpam;
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -148,8 +153,10 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const count = o.nodes ?? 1;
   if (!Number.isInteger(count) || count < 1 || count > 32) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --nodes ${String(o.nodes)}: expected 1-32`);
   const pool = parseLabCidr(o.podCidr ?? '172.20.0.0/16', '--pod-cidr');
-  if (pool.bits > 24 - Math.ceil(Math.log2(count))) {
-    throw new LabError('TENDRIL_ERR_LAB_INVALID', `--pod-cidr ${formatCidr(pool)} has fewer than ${count} /24 subnets`);
+  const ipam = checkLabIpam(o.ipam);
+  const maskSize = ipam.maskSize ?? 24;
+  if (pool.bits > maskSize - Math.ceil(Math.log2(count))) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `--pod-cidr ${formatCidr(pool)} has fewer than ${count} /${maskSize} subnets`);
   }
   const underlay = parseLabCidr(o.underlayCidr ?? '192.168.10.0/24', '--underlay-cidr');
   if (underlay.bits > 24) throw new LabError('TENDRIL_ERR_LAB_INVALID', `--underlay-cidr must be a /24 or larger`);
@@ -183,6 +190,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     controlIP,
     operatorPid: 0,
     ...(o.attachMode ? { attachMode: o.attachMode } : {}),
+    ...(o.ipam ? { ipam } : {}),
     created: new Date().toISOString(),
     nodes: [],
     pods: [],
@@ -219,12 +227,14 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     }
     st.operatorPid = await startOperator(st);
     save(st);
-    say(`operator pid ${st.operatorPid}: cluster-pool ${st.podCidr} /24 per node, store ${storeKind} (${st.storeUrl})`);
+    say(`operator pid ${st.operatorPid}: ${ipam.mode ?? 'cluster-pool'} ${st.podCidr} /${maskSize} per node, store ${storeKind} (${st.storeUrl})`);
     st.relayPid = await startRelay(st);
     save(st);
     say(`relay pid ${st.relayPid}: flows of every node on ${relaySocketIn(p.dir)}`);
     // One node after the other, so CIDRs are handed out in node order (ctr gets the first).
-    for (const n of st.nodes) {
+    for (const [i, n] of st.nodes.entries()) {
+      // --ipam kubernetes: the lab plays kube-controller-manager and gives each node its CIDR before its agent runs.
+      if (ipam.mode === 'kubernetes') await setNodePodCidrs(name, n.name, [formatCidr(subnet(pool, maskSize, i))]);
       n.pid = startAgent(st, n);
       save(st);
       n.podCidr = await waitForAgent(name, n);
@@ -261,13 +271,20 @@ function wireNode(lab: string, unl: Netlink, bridgeIndex: number, node: string, 
 }
 
 /** Adds a worker node to a running lab (next free wN name and address). */
-export async function labNodeAdd(lab: string, o: { wait?: boolean } = {}): Promise<LabNode> {
+export async function labNodeAdd(lab: string, o: { wait?: boolean; name?: string; podCidrs?: string[] } = {}): Promise<LabNode> {
   const st = loadLab(lab);
   const p = labPaths(lab);
   const underlay = parseCidr(st.underlayCidr);
   let i = 1;
   while (st.nodes.some((n) => n.name === `w${i}`)) i++;
-  const name = `w${i}`;
+  const name = o.name ?? `w${i}`;
+  if (!/^[a-z][a-z0-9]{0,7}$/.test(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid node name "${name}": 1-8 of a-z, 0-9, starting with a letter`);
+  if (st.nodes.some((n) => n.name === name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Node "${name}" is already in lab "${lab}"`);
+  if (o.podCidrs && st.ipam?.mode !== 'kubernetes') throw new LabError('TENDRIL_ERR_LAB_INVALID', `--pod-cidr needs a lab with --ipam kubernetes (lab "${lab}" uses ${st.ipam?.mode ?? 'cluster-pool'}: the operator assigns CIDRs)`);
+  if (st.ipam?.mode === 'kubernetes' && !o.podCidrs && o.wait !== false) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Lab "${lab}" uses --ipam kubernetes: give the node its CIDR (lab node add ${name} --pod-cidr CIDR)`);
+  }
+  if (o.podCidrs) await setNodePodCidrs(lab, name, o.podCidrs);
   let offset = 0;
   while (st.nodes.some((n) => n.ip === formatIPv4(underlay.base + 100 + offset))) offset++;
   const ip = formatIPv4(underlay.base + 100 + offset);
@@ -351,6 +368,7 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     '--health-netns', np.healthNetns,
     ...(mtu ? ['--mtu', String(mtu)] : []),
     ...masqAgentArgs(st.name, n.name, st.masq),
+    ...agentIpamArgs(st.ipam),
   ];
   if (st.masq) writeMasqFile(st.name, n.name, st.masq);
   ownNetns(st.name, np.healthNetns);
@@ -399,13 +417,13 @@ async function startEtcd(lab: string, ip: string, members: number, which?: numbe
   return started.map((x) => x.pid);
 }
 
-async function startOperator(st: LabState): Promise<number> {
+export async function startOperator(st: LabState): Promise<number> {
   const p = labPaths(st.name);
   const storeArgs = st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
   const pid = spawnOwned(
     st.name,
     p.underlayNetns,
-    [process.execPath, CLI_JS, 'operator', '--cluster-pool-cidr', st.podCidr, '--cluster-pool-mask-size', '24', ...storeArgs,
+    [process.execPath, CLI_JS, 'operator', ...operatorIpamArgs(st.podCidr, st.ipam), ...storeArgs,
       '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
     p.operatorLog,
   );

@@ -4,12 +4,19 @@ import { DEFAULT_CLUSTER_POOL_CIDR, DEFAULT_CLUSTER_POOL_MASK_SIZE } from './clu
 import { DEFAULT_OPERATOR_API_SOCKET, DEFAULT_STORE_DATA, type OperatorFlags } from './config.js';
 import { runOperator } from './main.js';
 
+function collect(value: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), value];
+}
+
 export function registerOperator(program: Command): Command {
   return program
     .command('operator')
     .description('run the cluster operator (cluster-pool IPAM: a pod CIDR per node), optionally hosting the local store')
-    .option('--cluster-pool-cidr <cidr>', 'cluster pool the node CIDRs are carved from', DEFAULT_CLUSTER_POOL_CIDR)
-    .option('--cluster-pool-mask-size <bits>', 'prefix length of each node CIDR', String(DEFAULT_CLUSTER_POOL_MASK_SIZE))
+    .option('--ipam <mode>', 'IPAM mode: cluster-pool (node CIDRs carved here) or kubernetes (given on the Node by someone else)', 'cluster-pool')
+    .option('--cluster-pool-ipv4-cidr <cidr>', `a cluster CIDR node CIDRs are carved from (repeatable; default ${DEFAULT_CLUSTER_POOL_CIDR})`, collect)
+    .option('--cluster-pool-cidr <cidr>', 'alias of --cluster-pool-ipv4-cidr', collect)
+    .option('--cluster-pool-ipv4-mask-size <bits>', `prefix length of each node CIDR (default ${DEFAULT_CLUSTER_POOL_MASK_SIZE})`)
+    .option('--cluster-pool-mask-size <bits>', 'alias of --cluster-pool-ipv4-mask-size')
     .option('--store <url>', 'cluster store to use: etcd://HOST:PORT, local+unix:///path.sock or local://HOST:PORT')
     .option('--store-listen <address>', 'host the local store on unix:///path.sock or HOST:PORT (instead of --store)')
     .option('--k8s-kubeconfig <file>', 'Kubernetes mode: the apiserver of this kubeconfig is the store, replicas elect a leader (in a pod: in-cluster config)')

@@ -69,7 +69,7 @@ test('assign() never returns overlapping CIDRs over random join/leave sequences'
           seen.exhausted++;
         }
       } else if (r < 0.9) {
-        const cidr = p.release(node, now, Math.floor(rand() * 300));
+        const [cidr] = p.release(node, now, Math.floor(rand() * 300));
         assert.equal(cidr, live.get(node));
         if (cidr) gone.set(node, cidr);
         live.delete(node);
@@ -79,7 +79,7 @@ test('assign() never returns overlapping CIDRs over random join/leave sequences'
       // Invariants: live CIDRs are pool subnets of the mask, pairwise disjoint, and disjoint from held ones.
       const state = p.toState();
       const cidrs = [...live.values()];
-      assert.deepEqual(Object.fromEntries(live), state.assigned, `seed ${seed} step ${step}: state disagrees`);
+      assert.deepEqual(Object.fromEntries([...live].map(([n, c]) => [n, [c]])), state.assigned, `seed ${seed} step ${step}: state disagrees`);
       const parsed = cidrs.map((c) => ({ c, ...parseCidr(c) })).sort((a, b) => a.base - b.base);
       for (const x of parsed) {
         assert.equal(x.bits, maskSize);
@@ -103,8 +103,8 @@ test('release() holds the CIDR until the grace period ends, then expire() frees 
   const p = ClusterPool.create({ cidr: '10.0.0.0/29', maskSize: 30 });
   p.assign('a', T0);
   p.assign('b', T0);
-  assert.equal(p.release('a', T0, 30_000), '10.0.0.0/30');
-  assert.equal(p.release('a', T0, 30_000), undefined, 'a second release is a no-op');
+  assert.deepEqual(p.release('a', T0, 30_000), ['10.0.0.0/30']);
+  assert.deepEqual(p.release('a', T0, 30_000), [], 'a second release is a no-op');
   assert.deepEqual(p.toState().releasing, { '10.0.0.0/30': { node: 'a', until: '2025-01-01T00:00:30.000Z' } });
   assert.equal(p.nextExpiry(), T0 + 30_000);
   // Within the grace nobody else gets it: c is refused, the pool being full.
@@ -192,13 +192,17 @@ test('fromState() refuses malformed or overlapping state', () => {
   const ok = { cidr: '10.0.0.0/16', maskSize: 24, assigned: {}, releasing: {} };
   const cases: Array<[unknown, RegExp]> = [
     [null, /expected an object, got null/],
-    [{ ...ok, cidr: 7 }, /"cidr" must be a string/],
+    [{ ...ok, cidr: 7 }, /"cidrs" must be a non-empty list of CIDR strings/],
+    [{ ...ok, cidr: undefined, cidrs: [] }, /"cidrs" must be a non-empty list/],
+    [{ ...ok, cidr: undefined, cidrs: ['10.0.0.0/16', '10.0.128.0/17'] }, /overlaps 10\.0\.0\.0\/16/],
+    [{ ...ok, assigned: { a: [] } }, /assigned\["a"\] must be a list of CIDR strings/],
+    [{ ...ok, assigned: { a: ['10.0.0.0/24', '10.0.0.0/24'] } }, /"10\.0\.0\.0\/24" is also assigned to node "a"/],
     [{ ...ok, cidr: '10.0.0.1/16' }, /host bits are set/],
     [{ ...ok, maskSize: 8 }, /does not fit/],
     [{ ...ok, assigned: { a: '10.1.0.0/24' } }, /assigned\["a"\] "10\.1\.0\.0\/24" is not a \/24 inside 10\.0\.0\.0\/16/],
     [{ ...ok, assigned: { a: '10.0.0.0/25' } }, /is not a \/24/],
     [{ ...ok, assigned: { a: '10.0.0.0/24', b: '10.0.0.0/24' } }, /assigned\["b"\] "10\.0\.0\.0\/24" is also assigned to node "a"/],
-    [{ ...ok, assigned: { a: 5 } }, /must be a CIDR string/],
+    [{ ...ok, assigned: { a: 5 } }, /must be a list of CIDR strings/],
     [{ ...ok, assigned: { a: '10.0.0.0/24' }, releasing: { '10.0.0.0/24': { node: 'b', until: '2025-01-01T00:00:00Z' } } }, /also assigned to node "a"/],
     [{ ...ok, releasing: { '10.0.0.0/24': { node: 'b', until: 'soon' } } }, /until "soon" is not an ISO time/],
     [{ ...ok, releasing: { '10.0.0.0/24': 'b' } }, /must be \{node, until\}/],
@@ -212,21 +216,103 @@ test('fromState() refuses malformed or overlapping state', () => {
 });
 
 test('validatePoolConfig() applies the defaults and names the flag in every refusal', () => {
-  assert.deepEqual(validatePoolConfig({}), { cidr: '10.0.0.0/8', maskSize: 24 });
-  assert.deepEqual(validatePoolConfig({ cidr: ' 172.20.0.0/16 ', maskSize: '26' }), { cidr: '172.20.0.0/16', maskSize: 26 });
-  assert.deepEqual(validatePoolConfig({ cidr: '10.0.0.0/24', maskSize: 24 }), { cidr: '10.0.0.0/24', maskSize: 24 });
-  const cases: Array<[{ cidr?: string; maskSize?: string | number }, RegExp]> = [
-    [{ cidr: '10.0.0/8' }, /^Invalid --cluster-pool-cidr "10\.0\.0\/8": expected an IPv4 CIDR such as 10\.0\.0\.0\/8$/],
-    [{ cidr: 'fd00::/8' }, /^Invalid --cluster-pool-cidr "fd00::\/8"/],
-    [{ cidr: '10.0.0.300/8' }, /^Invalid --cluster-pool-cidr "10\.0\.0\.300\/8": .*"300" is not a number 0-255/],
-    [{ cidr: '10.0.0.0/33' }, /^Invalid --cluster-pool-cidr "10\.0\.0\.0\/33": prefix length 33 is above 32$/],
-    [{ cidr: '10.1.0.0/8' }, /^Invalid --cluster-pool-cidr "10\.1\.0\.0\/8": host bits are set \(the network would be 10\.0\.0\.0\/8\)$/],
-    [{ maskSize: 'x' }, /^Invalid --cluster-pool-mask-size "x": expected a prefix length such as 24$/],
-    [{ maskSize: 24.5 }, /^Invalid --cluster-pool-mask-size "24\.5"/],
-    [{ maskSize: 31 }, /^Invalid --cluster-pool-mask-size 31: node CIDRs must be \/30 or larger/],
-    [{ cidr: '10.0.0.0/16', maskSize: 8 }, /^Invalid --cluster-pool-mask-size 8: a \/8 node CIDR does not fit in --cluster-pool-cidr 10\.0\.0\.0\/16 \(the mask size must be at least 16\)$/],
+  assert.deepEqual(validatePoolConfig({}), { cidrs: ['10.0.0.0/8'], maskSize: 24 });
+  assert.deepEqual(validatePoolConfig({ cidr: ' 172.20.0.0/16 ', maskSize: '26' }), { cidrs: ['172.20.0.0/16'], maskSize: 26 });
+  assert.deepEqual(validatePoolConfig({ cidr: '10.0.0.0/24', maskSize: 24 }), { cidrs: ['10.0.0.0/24'], maskSize: 24 });
+  assert.deepEqual(validatePoolConfig({ cidrs: ['10.0.0.0/24', '10.9.0.0/16'], maskSize: 26 }), { cidrs: ['10.0.0.0/24', '10.9.0.0/16'], maskSize: 26 });
+  const cases: Array<[{ cidr?: string; cidrs?: string[]; maskSize?: string | number }, RegExp]> = [
+    [{ cidrs: ['10.0.0.0/16', '10.0.4.0/24'] }, /^Invalid --cluster-pool-ipv4-cidr "10\.0\.4\.0\/24": overlaps 10\.0\.0\.0\/16 \(cluster CIDRs must not overlap\)$/],
+    [{ cidrs: ['10.0.0.0/16', '10.1.0.0/25'], maskSize: 24 }, /^Invalid --cluster-pool-ipv4-mask-size 24: a \/24 node CIDR does not fit in --cluster-pool-ipv4-cidr 10\.1\.0\.0\/25/],
+    [{ cidr: '10.0.0/8' }, /^Invalid --cluster-pool-ipv4-cidr "10\.0\.0\/8": expected an IPv4 CIDR such as 10\.0\.0\.0\/8$/],
+    [{ cidr: 'fd00::/8' }, /^Invalid --cluster-pool-ipv4-cidr "fd00::\/8"/],
+    [{ cidr: '10.0.0.300/8' }, /^Invalid --cluster-pool-ipv4-cidr "10\.0\.0\.300\/8": .*"300" is not a number 0-255/],
+    [{ cidr: '10.0.0.0/33' }, /^Invalid --cluster-pool-ipv4-cidr "10\.0\.0\.0\/33": prefix length 33 is above 32$/],
+    [{ cidr: '10.1.0.0/8' }, /^Invalid --cluster-pool-ipv4-cidr "10\.1\.0\.0\/8": host bits are set \(the network would be 10\.0\.0\.0\/8\)$/],
+    [{ maskSize: 'x' }, /^Invalid --cluster-pool-ipv4-mask-size "x": expected a prefix length such as 24$/],
+    [{ maskSize: 24.5 }, /^Invalid --cluster-pool-ipv4-mask-size "24\.5"/],
+    [{ maskSize: 31 }, /^Invalid --cluster-pool-ipv4-mask-size 31: node CIDRs must be \/30 or larger/],
+    [{ cidr: '10.0.0.0/16', maskSize: 8 }, /^Invalid --cluster-pool-ipv4-mask-size 8: a \/8 node CIDR does not fit in --cluster-pool-ipv4-cidr 10\.0\.0\.0\/16 \(the mask size must be at least 16\)$/],
   ];
   for (const [input, re] of cases) {
     assert.throws(() => validatePoolConfig(input), expectCode('TENDRIL_ERR_INVALID_CONFIG', re), JSON.stringify(input));
   }
+});
+
+test('several cluster CIDRs: carved in flag order, every node CIDR inside one of them, never twice', () => {
+  const p = ClusterPool.create({ cidrs: ['10.0.0.0/23', '192.168.50.0/24'], maskSize: 24 });
+  assert.equal(p.capacity, 3);
+  assert.deepEqual(p.assign('a', T0), { cidr: '10.0.0.0/24', source: 'new' });
+  assert.deepEqual(p.assign('b', T0), { cidr: '10.0.1.0/24', source: 'new' });
+  assert.deepEqual(p.assign('c', T0), { cidr: '192.168.50.0/24', source: 'new' });
+  assert.throws(() => p.assign('d', T0), expectCode('TENDRIL_ERR_IPAM_EXHAUSTED', /^cluster pool 10\.0\.0\.0\/23, 192\.168\.50\.0\/24 with mask \/24 is exhausted: 3\/3/));
+  assert.ok(p.holds('192.168.50.0/24') && !p.holds('192.168.51.0/24'));
+});
+
+test('grow() gives a node more CIDRs, handBack() frees an extra at once, release() holds them all', () => {
+  const p = ClusterPool.create({ cidr: '10.0.0.0/26', maskSize: 28 });
+  p.assign('a', T0);
+  p.assign('b', T0);
+  assert.deepEqual(p.grow('a', 2, T0), [{ cidr: '10.0.0.32/28', source: 'new' }]);
+  assert.deepEqual(p.grow('a', 2, T0), [], 'growing to what it has is a no-op');
+  assert.deepEqual(p.cidrsOf('a'), ['10.0.0.0/28', '10.0.0.32/28']);
+  assert.equal(p.cidrOf('a'), '10.0.0.0/28', 'the first stays the primary');
+  // One left: a asks for two more, gets one and keeps it; the next grow throws.
+  assert.deepEqual(p.grow('a', 4, T0), [{ cidr: '10.0.0.48/28', source: 'new' }]);
+  assert.throws(() => p.grow('a', 4, T0), expectCode('TENDRIL_ERR_IPAM_EXHAUSTED'));
+  assert.throws(() => p.grow('b', 2, T0), expectCode('TENDRIL_ERR_IPAM_EXHAUSTED'));
+  // Hand-back: only an extra the node holds; the primary never.
+  assert.equal(p.handBack('a', '10.0.0.0/28'), false);
+  assert.equal(p.handBack('b', '10.0.0.32/28'), false);
+  assert.equal(p.handBack('a', '10.0.0.32/28'), true);
+  assert.equal(p.handBack('a', '10.0.0.32/28'), false, 'twice is a no-op');
+  assert.deepEqual(p.grow('b', 2, T0), [{ cidr: '10.0.0.32/28', source: 'new' }]);
+  // A departing node's CIDRs are all held, and all come back with it.
+  assert.deepEqual(p.release('a', T0, 1000), ['10.0.0.0/28', '10.0.0.48/28']);
+  assert.throws(() => p.assign('c', T0 + 999), expectCode('TENDRIL_ERR_IPAM_EXHAUSTED'));
+  assert.deepEqual(p.assign('a', T0 + 10), { cidr: '10.0.0.0/28', source: 'returned' });
+  assert.deepEqual(p.cidrsOf('a'), ['10.0.0.0/28', '10.0.0.48/28']);
+  const q = ClusterPool.fromState(JSON.parse(JSON.stringify(p.toState())));
+  assert.deepEqual(q.toState(), p.toState(), 'multi-CIDR state round-trips');
+});
+
+test('grow()/handBack() over random sequences never hand a CIDR to two nodes, also across restarts', () => {
+  for (let seed = 1; seed <= 20; seed++) {
+    const rand = rng(seed);
+    let p = ClusterPool.create({ cidrs: ['172.16.5.0/25', '172.16.9.0/26'], maskSize: 29 });
+    let now = T0;
+    for (let step = 0; step < 400; step++) {
+      now += Math.floor(rand() * 40);
+      const node = `n${Math.floor(rand() * 12)}`;
+      const r = rand();
+      try {
+        if (r < 0.4) p.grow(node, 1 + Math.floor(rand() * 4), now);
+        else if (r < 0.6) {
+          const extras = p.cidrsOf(node).slice(1);
+          if (extras.length > 0) assert.ok(p.handBack(node, extras[Math.floor(rand() * extras.length)]!));
+        } else if (r < 0.75) p.release(node, now, Math.floor(rand() * 200));
+        else if (r < 0.85) p.expire(now);
+        else p = ClusterPool.fromState(JSON.parse(JSON.stringify(p.toState()))); // an operator restart
+      } catch (err) {
+        assert.ok(err instanceof OperatorError && err.code === 'TENDRIL_ERR_IPAM_EXHAUSTED', String(err));
+        assert.equal(p.usage(now).free, 0, `seed ${seed}: exhausted with free CIDRs`);
+      }
+      const st = p.toState();
+      const all = Object.values(st.assigned).flat();
+      assert.equal(new Set(all).size, all.length, `seed ${seed} step ${step}: a CIDR is held twice`);
+      for (const [c, h] of Object.entries(st.releasing)) if (Date.parse(h.until) > now) assert.ok(!all.includes(c), `seed ${seed}: held ${c} handed out`);
+      for (const c of all) assert.ok(p.holds(c));
+    }
+  }
+});
+
+test('fromState() reads the one-CIDR state of earlier versions; withConfig() adds cluster CIDRs, refuses to drop used ones', () => {
+  const old = { cidr: '10.0.0.0/16', maskSize: 24, assigned: { a: '10.0.0.0/24', b: '10.0.1.0/24' }, releasing: {} };
+  const p = ClusterPool.fromState(old);
+  assert.deepEqual(p.toState(), { cidrs: ['10.0.0.0/16'], maskSize: 24, assigned: { a: ['10.0.0.0/24'], b: ['10.0.1.0/24'] }, releasing: {} });
+  const wider = p.withConfig({ cidrs: ['10.0.0.0/16', '10.5.0.0/16'], maskSize: 24 });
+  assert.ok(wider instanceof ClusterPool);
+  assert.deepEqual(wider.cidrsOf('b'), ['10.0.1.0/24']);
+  assert.equal(wider.capacity, 512);
+  assert.deepEqual(p.withConfig({ cidrs: ['10.5.0.0/16'], maskSize: 24 }), { problem: 'node "a" holds 10.0.0.0/24, outside 10.5.0.0/16' });
+  assert.deepEqual(p.withConfig({ cidrs: ['10.0.0.0/16'], maskSize: 25 }), { problem: 'mask /24 differs' });
 });

@@ -17,7 +17,8 @@ function invalid(re: RegExp) {
 
 test('operatorConfig() applies the defaults and picks the hosted store with --store-listen', () => {
   assert.deepEqual(operatorConfig({ storeListen: 'unix:///run/t/store.sock', storeData: '/tmp/d' }), {
-    pool: { cidr: '10.0.0.0/8', maskSize: 24 },
+    ipam: 'cluster-pool',
+    pool: { cidrs: ['10.0.0.0/8'], maskSize: 24 },
     store: { mode: 'host', listen: { socket: '/run/t/store.sock' }, dataDir: '/tmp/d' },
     graceMs: 30_000,
     identityGcIntervalMs: 10_000,
@@ -35,7 +36,8 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     logFile: '/tmp/op.log',
   });
   assert.deepEqual(cfg, {
-    pool: { cidr: '172.20.0.0/16', maskSize: 26 },
+    ipam: 'cluster-pool',
+    pool: { cidrs: ['172.20.0.0/16'], maskSize: 26 },
     store: { mode: 'connect', url: 'etcd://127.0.0.1:2379' },
     graceMs: 300,
     identityGcIntervalMs: 2000,
@@ -51,7 +53,10 @@ test('operatorConfig() refuses contradictory, missing or malformed flags, naming
   assert.throws(() => operatorConfig({ store: 'etcd://a:1', storeListen: 'a:1' }), invalid(/^Cannot use both --store etcd:\/\/a:1 and --store-listen a:1/));
   assert.throws(() => operatorConfig({ store: 'etcd://a:1', storeData: '/x' }), invalid(/--store-data only applies with --store-listen/));
   assert.throws(() => operatorConfig({ store: 'http://a:1' }), invalid(/^Invalid --store "http:\/\/a:1": unknown scheme "http"/));
-  assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolMaskSize: '33' }), invalid(/--cluster-pool-mask-size/));
+  assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolMaskSize: '33' }), invalid(/--cluster-pool-ipv4-mask-size/));
+  assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolMaskSize: '24', clusterPoolIpv4MaskSize: '26' }), invalid(/^Conflicting --cluster-pool-ipv4-mask-size 26 and --cluster-pool-mask-size 24/));
+  assert.throws(() => operatorConfig({ storeListen: 'a:1', ipam: 'crd' }), invalid(/^Invalid --ipam "crd": expected one of cluster-pool, kubernetes$/));
+  assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolIpv4Cidr: ['10.0.0.0/16', '10.0.1.0/24'] }), invalid(/overlaps 10\.0\.0\.0\/16/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', nodeCidrGrace: '30' }), invalid(/^Invalid --node-cidr-grace "30": expected a duration such as 30s/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', apiSocket: '' }), invalid(/^Invalid --api-socket ""/));
 });
@@ -87,7 +92,13 @@ test('registerOperator() adds `operator` with its flags and passes them camelCas
   const opts = seen[0]!;
   assert.equal(opts['storeListen'], 'unix:///tmp/s.sock');
   assert.equal(opts['nodeCidrGrace'], '5s');
-  assert.equal(opts['clusterPoolCidr'], '10.0.0.0/8');
-  assert.equal(opts['clusterPoolMaskSize'], '24');
+  assert.equal(opts['ipam'], 'cluster-pool');
   assert.doesNotThrow(() => operatorConfig(opts as OperatorFlags));
+  // --cluster-pool-ipv4-cidr repeats; --cluster-pool-cidr is its alias (and repeats too).
+  await program.parseAsync(
+    ['node', 'tendril', 'operator', '--store-listen', 'a:1', '--cluster-pool-ipv4-cidr', '10.1.0.0/16', '--cluster-pool-ipv4-cidr', '10.2.0.0/16', '--cluster-pool-cidr', '10.3.0.0/16', '--cluster-pool-mask-size', '27'],
+    { from: 'node' },
+  );
+  const cfg = operatorConfig(seen[1] as OperatorFlags);
+  assert.deepEqual(cfg.pool, { cidrs: ['10.1.0.0/16', '10.2.0.0/16', '10.3.0.0/16'], maskSize: 27 });
 });

@@ -10,7 +10,14 @@ export const DEFAULT_STORE_DATA = '/var/lib/tendril/store';
 
 /** Raw flag values as commander hands them over (camelCase keys). */
 export interface OperatorFlags {
-  clusterPoolCidr?: string | undefined;
+  /** IPAM mode: cluster-pool (default) or kubernetes (node CIDRs are given by someone else: no allocation here). */
+  ipam?: string | undefined;
+  /** Repeatable: every cluster CIDR (`--cluster-pool-ipv4-cidr`). */
+  clusterPoolIpv4Cidr?: string | string[] | undefined;
+  /** Alias of clusterPoolIpv4Cidr (the flag of earlier versions). */
+  clusterPoolCidr?: string | string[] | undefined;
+  clusterPoolIpv4MaskSize?: string | number | undefined;
+  /** Alias of clusterPoolIpv4MaskSize. */
   clusterPoolMaskSize?: string | number | undefined;
   store?: string | undefined;
   storeListen?: string | undefined;
@@ -33,7 +40,11 @@ export type StoreChoice =
   /** Kubernetes mode: the apiserver is the store (kubeconfig undefined = in-cluster); replicas elect a leader. */
   | { mode: 'kubernetes'; kubeconfig: string | undefined; leaseNamespace: string; leaseDurationMs: number };
 
+export const OPERATOR_IPAM_MODES = ['cluster-pool', 'kubernetes'] as const;
+export type OperatorIpamMode = (typeof OPERATOR_IPAM_MODES)[number];
+
 export interface OperatorConfig {
+  ipam: OperatorIpamMode;
   pool: ClusterPoolConfig;
   store: StoreChoice;
   graceMs: number;
@@ -44,7 +55,16 @@ export interface OperatorConfig {
 }
 
 export function operatorConfig(flags: OperatorFlags): OperatorConfig {
-  const pool = validatePoolConfig({ cidr: flags.clusterPoolCidr, maskSize: flags.clusterPoolMaskSize });
+  const ipam = flags.ipam ?? 'cluster-pool';
+  if (!(OPERATOR_IPAM_MODES as readonly string[]).includes(ipam)) {
+    throw invalid(`Invalid --ipam "${ipam}": expected one of ${OPERATOR_IPAM_MODES.join(', ')}`);
+  }
+  const list = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+  const cidrs = [...list(flags.clusterPoolIpv4Cidr), ...list(flags.clusterPoolCidr)];
+  if (flags.clusterPoolIpv4MaskSize !== undefined && flags.clusterPoolMaskSize !== undefined && String(flags.clusterPoolIpv4MaskSize) !== String(flags.clusterPoolMaskSize)) {
+    throw invalid(`Conflicting --cluster-pool-ipv4-mask-size ${flags.clusterPoolIpv4MaskSize} and --cluster-pool-mask-size ${flags.clusterPoolMaskSize}: the second is an alias of the first; give one`);
+  }
+  const pool = validatePoolConfig({ cidrs, maskSize: flags.clusterPoolIpv4MaskSize ?? flags.clusterPoolMaskSize });
   const graceMs =
     flags.nodeCidrGrace === undefined ? DEFAULT_NODE_CIDR_GRACE_MS : parseDuration('--node-cidr-grace', flags.nodeCidrGrace);
 
@@ -75,7 +95,7 @@ export function operatorConfig(flags: OperatorFlags): OperatorConfig {
 
   const identityGcIntervalMs = flags.identityGcInterval === undefined ? DEFAULT_IDENTITY_GC_INTERVAL_MS : parseDuration('--identity-gc-interval', flags.identityGcInterval);
   const identityGcGraceMs = flags.identityGcGrace === undefined ? DEFAULT_IDENTITY_GC_GRACE_MS : parseDuration('--identity-gc-grace', flags.identityGcGrace);
-  const cfg: OperatorConfig = { pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
+  const cfg: OperatorConfig = { ipam: ipam as OperatorIpamMode, pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
   if (flags.logFile !== undefined) cfg.logFile = nonEmpty('--log-file', flags.logFile);
   return cfg;
 }

@@ -11,6 +11,7 @@ import { OperatorError } from './errors.js';
 import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
 import { registerServiceRoutes } from '../lb/routes.js';
+import { registerNodeCidrRoutes } from './node-cidrs.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
 
@@ -90,7 +91,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     store.start();
     undo.push(() => store.close());
 
-    const operator = new Operator({ store, pool: cfg.pool, graceMs: cfg.graceMs, log });
+    const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
     const lead = async (): Promise<void> => {
       await operator.start();
@@ -137,7 +138,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), ...k8s };
     };
 
-    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log);
+    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam);
     undo.push(() => api.close());
     log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
 
@@ -163,7 +164,7 @@ interface StatusServer {
 }
 
 /** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
-async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger): Promise<StatusServer> {
+async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam']): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
   api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
@@ -174,6 +175,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   });
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);
+  registerNodeCidrRoutes(api, store, () => ipam);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
     if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);

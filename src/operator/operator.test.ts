@@ -123,6 +123,14 @@ interface NodeValue {
   addresses: string[];
   podCIDRs: string[];
   routerIP?: string;
+  ipam?: { pools: Record<string, { requested: number; release?: string[]; allocated: string[] }> };
+}
+
+/** What the agent does to grow or shrink: asks for `requested` CIDRs of the default pool, handing back `release`. */
+function askFor(store: MemoryStore, name: string, requested: number, release: string[] = []): void {
+  const cur = store.peek<NodeValue>('Node', name)!;
+  const allocated = cur.ipam?.pools['default']?.allocated ?? [];
+  store.putNow<NodeValue>('Node', name, { ...cur, ipam: { pools: { default: { requested, allocated, ...(release.length ? { release } : {}) } } } });
 }
 
 function joinNode(store: MemoryStore, name: string, podCIDRs: string[] = []): void {
@@ -143,10 +151,11 @@ async function waitFor<T>(what: string, fn: () => T | undefined | null | false, 
   }
 }
 
-function newOperator(store: Store, over: Partial<{ cidr: string; maskSize: number; graceMs: number }> = {}): Operator {
+function newOperator(store: Store, over: Partial<{ cidr: string; cidrs: string[]; maskSize: number; graceMs: number; ipam: 'cluster-pool' | 'kubernetes' }> = {}): Operator {
   return new Operator({
     store,
-    pool: { cidr: over.cidr ?? '10.0.0.0/16', maskSize: over.maskSize ?? 24 },
+    ...(over.ipam ? { ipam: over.ipam } : {}),
+    pool: { cidrs: over.cidrs ?? [over.cidr ?? '10.0.0.0/16'], maskSize: over.maskSize ?? 24 },
     graceMs: over.graceMs ?? 200,
     log: silent,
   });
@@ -168,10 +177,10 @@ test('Operator gives every node a distinct CIDR, at start and on join, keeping t
     await op.settled();
     const st = op.status();
     assert.equal(st.state, 'running');
-    assert.deepEqual(st.assignments, { ctr: '10.0.0.0/24', w1: '10.0.1.0/24', w2: '10.0.2.0/24' });
-    assert.deepEqual(st.pool, { cidr: '10.0.0.0/16', maskSize: 24, total: 256, assigned: 3, releasing: 0, free: 253 });
+    assert.deepEqual(st.assignments, { ctr: ['10.0.0.0/24'], w1: ['10.0.1.0/24'], w2: ['10.0.2.0/24'] });
+    assert.deepEqual(st.pool, { cidrs: ['10.0.0.0/16'], maskSize: 24, total: 256, assigned: 3, releasing: 0, free: 253 });
     assert.deepEqual(store.peek(('IPAMState'), CLUSTER_POOL_STATE), {
-      cidr: '10.0.0.0/16',
+      cidrs: ['10.0.0.0/16'],
       maskSize: 24,
       assigned: st.assignments,
       releasing: {},
@@ -220,7 +229,7 @@ test('two Operators on one store never hand out a CIDR twice (pool writes are re
     assert.equal(new Set(cidrs).size, 20, `duplicates in ${cidrs.join(' ')}`);
     const state = ClusterPool.fromState(store.peek('IPAMState', CLUSTER_POOL_STATE)).toState();
     assert.deepEqual(Object.keys(state.assigned).sort(), [...Array(20).keys()].map((i) => `n${i}`).sort());
-    for (let i = 0; i < 20; i++) assert.equal(state.assigned[`n${i}`], cidrs[i]);
+    for (let i = 0; i < 20; i++) assert.deepEqual(state.assigned[`n${i}`], [cidrs[i]]);
   } finally {
     await Promise.all([a.stop(), b.stop()]);
   }
@@ -245,7 +254,7 @@ test('Operator retries a pool write that loses to another writer', async () => {
     await waitFor('y CIDR', () => cidrOfNode(store, 'y'));
     await op.settled();
     const st = ClusterPool.fromState(store.peek('IPAMState', CLUSTER_POOL_STATE)).toState();
-    assert.equal(st.assigned['y'], '10.0.1.0/24', 'y got the next CIDR after x');
+    assert.deepEqual(st.assigned['y'], ['10.0.1.0/24'], 'y got the next CIDR after x');
     // x is not a Node this operator sees, so the next pass treats it as departed and holds its CIDR.
     assert.equal(st.assigned['x'], undefined);
     assert.deepEqual(Object.values(st.releasing).map((r) => r.node), ['x']);
@@ -297,7 +306,7 @@ test('exhaustion is reported in status and a released CIDR goes to the waiting n
   await op.start();
   try {
     const st = op.status();
-    assert.deepEqual(st.assignments, { ctr: '10.9.0.0/30', w1: '10.9.0.4/30' });
+    assert.deepEqual(st.assignments, { ctr: ['10.9.0.0/30'], w1: ['10.9.0.4/30'] });
     assert.equal(cidrOfNode(store, 'w2'), undefined, 'w2 stays without CIDR');
     assert.ok(st.exhausted);
     assert.deepEqual(st.exhausted.waiting, ['w2']);
@@ -326,7 +335,7 @@ test('Operator refuses to start on a pool stored with other flags, or on malform
     await assert.rejects(op.start(), (err: unknown) => {
       assert.ok(err instanceof OperatorError);
       assert.equal(err.code, 'TENDRIL_ERR_POOL_MISMATCH');
-      assert.match(err.message, /^Cannot use cluster pool .* the store already holds pool 10\.0\.0\.0\/16 with mask \/24 for 1 node\(s\); re-carving/);
+      assert.match(err.message, /^Cannot use cluster pool .* the store already holds pool 10\.0\.0\.0\/16 with mask \/24 for 1 node\(s\) and .*; re-carving/);
       return true;
     });
     assert.equal(op.status().state, 'stopped');
@@ -355,10 +364,10 @@ test('Operator restart keeps every assignment and adopts node CIDRs when the poo
   await op.start();
   try {
     const st = op.status();
-    assert.equal(st.assignments['b'], before['b']);
-    assert.equal(st.assignments['c'], before['c']);
-    assert.equal(st.assignments['d'], '10.0.3.0/24', 'a\'s CIDR is held, d gets a new one');
-    assert.deepEqual(Object.keys(st.releasing), [before['a']]);
+    assert.deepEqual(st.assignments['b'], before['b']);
+    assert.deepEqual(st.assignments['c'], before['c']);
+    assert.deepEqual(st.assignments['d'], ['10.0.3.0/24'], 'a\'s CIDR is held, d gets a new one');
+    assert.deepEqual(Object.keys(st.releasing), before['a']);
   } finally {
     await op.stop();
   }
@@ -369,9 +378,9 @@ test('Operator restart keeps every assignment and adopts node CIDRs when the poo
   await op.start();
   try {
     const st = op.status();
-    assert.equal(st.assignments['b'], '10.0.1.0/24');
-    assert.equal(st.assignments['d'], '10.0.3.0/24');
-    assert.equal(st.assignments['e'], '10.0.0.0/24', 'the lowest CIDR nobody carries');
+    assert.deepEqual(st.assignments['b'], ['10.0.1.0/24']);
+    assert.deepEqual(st.assignments['d'], ['10.0.3.0/24']);
+    assert.deepEqual(st.assignments['e'], ['10.0.0.0/24'], 'the lowest CIDR nobody carries');
   } finally {
     await op.stop();
   }
@@ -405,7 +414,7 @@ test('Operator re-lists on a watch resync and reconciles what it missed', async 
     store.silentDelete('Node', 'a'); // the watch never hears of it
     store.resyncAll('Node');
     await waitFor('a released', () => op.status().releasing['10.0.0.0/24']);
-    assert.deepEqual(op.status().assignments, { b: '10.0.1.0/24' });
+    assert.deepEqual(op.status().assignments, { b: ['10.0.1.0/24'] });
     joinNode(store, 'c'); // and the new watch works
     await waitFor('c CIDR', () => cidrOfNode(store, 'c'));
   } finally {
@@ -415,6 +424,77 @@ test('Operator re-lists on a watch resync and reconciles what it missed', async 
 
 test('Operator constructor validates the pool and the grace', () => {
   const store = new MemoryStore();
-  assert.throws(() => new Operator({ store, pool: { cidr: '10.0.0.0/33', maskSize: 24 }, log: silent }), /--cluster-pool-cidr/);
+  assert.throws(() => new Operator({ store, pool: { cidr: '10.0.0.0/33', maskSize: 24 }, log: silent }), /--cluster-pool-ipv4-cidr/);
   assert.throws(() => new Operator({ store, pool: { cidr: '10.0.0.0/8', maskSize: 24 }, graceMs: -1, log: silent }), /grace -1 ms/);
+});
+
+test('a node asking for more CIDRs grows, hands an empty extra back, and no CIDR is ever given twice', async () => {
+  const store = new MemoryStore();
+  joinNode(store, 'a');
+  joinNode(store, 'b');
+  let op = newOperator(store, { cidrs: ['10.0.0.0/26', '10.7.0.0/27'], maskSize: 27 });
+  await op.start();
+  try {
+    assert.deepEqual(op.status().assignments, { a: ['10.0.0.0/27'], b: ['10.0.0.32/27'] });
+    askFor(store, 'a', 2);
+    await waitFor('a grown', () => store.peek<NodeValue>('Node', 'a')!.podCIDRs.length === 2);
+    const a = store.peek<NodeValue>('Node', 'a')!;
+    assert.deepEqual(a.podCIDRs, ['10.0.0.0/27', '10.7.0.0/27'], 'the second cluster CIDR serves once the first is used up');
+    assert.deepEqual(a.ipam?.pools['default'], { requested: 2, allocated: ['10.0.0.0/27', '10.7.0.0/27'] });
+    // b wants more too: the pool is exhausted, b waits and keeps what it has.
+    askFor(store, 'b', 2);
+    await waitFor('b waits', () => op.status().exhausted?.waiting.includes('b'));
+    assert.deepEqual(store.peek<NodeValue>('Node', 'b')!.podCIDRs, ['10.0.0.32/27']);
+    await op.stop();
+    // An operator restart changes nothing and a hand-back serves the waiting node.
+    op = newOperator(store, { cidrs: ['10.0.0.0/26', '10.7.0.0/27'], maskSize: 27 });
+    await op.start();
+    assert.deepEqual(op.status().assignments, { a: ['10.0.0.0/27', '10.7.0.0/27'], b: ['10.0.0.32/27'] });
+    askFor(store, 'a', 1, ['10.7.0.0/27']);
+    await waitFor('b grown', () => store.peek<NodeValue>('Node', 'b')!.podCIDRs.length === 2);
+    assert.deepEqual(store.peek<NodeValue>('Node', 'b')!.podCIDRs, ['10.0.0.32/27', '10.7.0.0/27']);
+    await waitFor('a shrunk', () => store.peek<NodeValue>('Node', 'a')!.podCIDRs.length === 1);
+    assert.deepEqual(store.peek<NodeValue>('Node', 'a')!.ipam?.pools['default'], { requested: 1, allocated: ['10.0.0.0/27'] }, 'the handled hand-back is dropped');
+    await op.settled();
+    assert.equal(op.status().exhausted, null);
+  } finally {
+    await op.stop();
+  }
+});
+
+test('Operator accepts added cluster CIDRs on restart and refuses dropping one in use', async () => {
+  const store = new MemoryStore();
+  joinNode(store, 'a');
+  let op = newOperator(store, { cidrs: ['10.0.0.0/24'], maskSize: 24 });
+  await op.start();
+  await op.stop();
+  op = newOperator(store, { cidrs: ['10.0.0.0/24', '10.1.0.0/24'], maskSize: 24 });
+  await op.start();
+  try {
+    joinNode(store, 'b');
+    await waitFor('b CIDR', () => cidrOfNode(store, 'b'));
+    assert.equal(cidrOfNode(store, 'b'), '10.1.0.0/24');
+  } finally {
+    await op.stop();
+  }
+  await assert.rejects(newOperator(store, { cidrs: ['10.1.0.0/24'], maskSize: 24 }).start(), /TENDRIL_ERR_POOL_MISMATCH|node "a" holds 10\.0\.0\.0\/24, outside 10\.1\.0\.0\/24/);
+});
+
+test('--ipam kubernetes: the operator allocates nothing and leaves given CIDRs alone', async () => {
+  const store = new MemoryStore();
+  joinNode(store, 'a', ['10.44.0.0/24']);
+  joinNode(store, 'b');
+  const op = newOperator(store, { ipam: 'kubernetes' });
+  await op.start();
+  try {
+    joinNode(store, 'c');
+    await new Promise((r) => setTimeout(r, 50));
+    await op.settled();
+    assert.equal(op.status().ipam, 'kubernetes');
+    assert.deepEqual(store.peek<NodeValue>('Node', 'a')!.podCIDRs, ['10.44.0.0/24']);
+    assert.deepEqual(store.peek<NodeValue>('Node', 'b')!.podCIDRs, []);
+    assert.equal(store.peek('IPAMState', CLUSTER_POOL_STATE), undefined);
+  } finally {
+    await op.stop();
+  }
 });

@@ -3,14 +3,18 @@
 // Level-triggered: every watch event, resync or grace expiry marks the world dirty and one serialized reconcile pass
 // recomputes everything from the store (pool state) and the watched Node cache. The pool state is the source of
 // truth and is written before the Node, so a crash between the two writes is repaired by the next pass.
-import type { ClusterPoolState, NodeSpec, Resource, Store, WatchHandle } from '../store/index.js';
+import type { ClusterPoolState, NodeIpamPool, NodeSpec, Resource, Store, WatchHandle } from '../store/index.js';
 import { logger, type Logger } from '../util/log.js';
-import { ClusterPool, type ClusterPoolConfig, type PoolUsage } from './cluster-pool.js';
+import { ClusterPool, type ClusterPoolConfig, type PoolConfigInput, type PoolUsage } from './cluster-pool.js';
 import { OperatorError } from './errors.js';
 
 /** Name of the IPAMState resource holding the cluster-pool allocator. */
 export const CLUSTER_POOL_STATE = 'cluster-pool';
 export const DEFAULT_NODE_CIDR_GRACE_MS = 30_000;
+/** The pool name cluster-pool nodes ask in (NodeSpec.ipam.pools). */
+export const DEFAULT_POOL = 'default';
+/** A node asks for at most this many CIDRs of one pool (a runaway agent cannot drain the cluster). */
+export const MAX_CIDRS_PER_NODE = 64;
 
 /** Optimistic-concurrency retries of one write before the pass gives up and backs off. */
 const MAX_CONFLICT_RETRIES = 20;
@@ -21,8 +25,13 @@ const EXPIRY_SLACK_MS = 5;
 
 export interface OperatorOptions {
   store: Store;
-  /** Validated pool flags (validatePoolConfig). */
-  pool: ClusterPoolConfig;
+  /** Pool flags (validated here: validatePoolConfig). */
+  pool: PoolConfigInput;
+  /**
+   * 'cluster-pool' (default): carve node CIDRs. 'kubernetes': node CIDRs are written to the Node by someone else
+   * (kube-controller-manager's role); the operator allocates nothing.
+   */
+  ipam?: 'cluster-pool' | 'kubernetes';
   /** How long a departed node's CIDR is held for it before another node may get it. */
   graceMs?: number;
   log?: Logger;
@@ -32,10 +41,11 @@ export type OperatorState = 'stopped' | 'starting' | 'running' | 'stopping';
 
 export interface OperatorStatus {
   state: OperatorState;
+  ipam: 'cluster-pool' | 'kubernetes';
   pool: ClusterPoolConfig & PoolUsage;
   graceMs: number;
-  /** node -> pod CIDR. */
-  assignments: Record<string, string>;
+  /** node -> pod CIDRs (primary first). */
+  assignments: Record<string, string[]>;
   /** CIDR -> departed node and when the CIDR becomes free. */
   releasing: ClusterPoolState['releasing'];
   /** Set while nodes wait for a CIDR because the pool is full. */
@@ -52,6 +62,7 @@ export class Operator {
   private readonly cfg: ClusterPoolConfig;
   private readonly graceMs: number;
   private readonly log: Logger;
+  private readonly mode: 'cluster-pool' | 'kubernetes';
 
   private state: OperatorState = 'stopped';
   private pool: ClusterPool;
@@ -79,9 +90,10 @@ export class Operator {
     }
     this.store = opts.store;
     this.pool = ClusterPool.create(opts.pool);
-    this.cfg = { cidr: this.pool.cidr, maskSize: this.pool.maskSize };
+    this.cfg = { cidrs: [...this.pool.cidrs], maskSize: this.pool.maskSize };
     this.graceMs = graceMs;
     this.log = opts.log ?? logger('operator');
+    this.mode = opts.ipam ?? 'cluster-pool';
   }
 
   /**
@@ -91,11 +103,16 @@ export class Operator {
   async start(): Promise<void> {
     if (this.state !== 'stopped') throw new OperatorError('TENDRIL_ERR_STATE', `Cannot start the operator: it is ${this.state}`);
     this.state = 'starting';
+    if (this.mode === 'kubernetes') {
+      this.log.info({ ipam: this.mode }, 'operator started; node pod CIDRs are given on the Node resources, nothing to allocate');
+      this.state = 'running';
+      return;
+    }
     try {
       await this.ensurePoolState();
       await this.relist();
       this.log.info(
-        { pool: this.cfg.cidr, maskSize: this.cfg.maskSize, graceMs: this.graceMs, store: this.store.description, nodes: this.nodes.size },
+        { pool: this.cfg.cidrs, maskSize: this.cfg.maskSize, graceMs: this.graceMs, store: this.store.description, nodes: this.nodes.size },
         'operator started',
       );
       this.state = 'running';
@@ -118,6 +135,7 @@ export class Operator {
     const st = this.pool.toState();
     return {
       state: this.state,
+      ipam: this.mode,
       pool: { ...this.cfg, ...this.pool.usage(Date.now()) },
       graceMs: this.graceMs,
       assignments: st.assigned,
@@ -156,7 +174,7 @@ export class Operator {
       }
       try {
         await this.store.put<ClusterPoolState>('IPAMState', CLUSTER_POOL_STATE, this.pool.toState(), { expectedRevision: 0 });
-        this.log.info({ pool: this.cfg.cidr, maskSize: this.cfg.maskSize }, 'created cluster pool state');
+        this.log.info({ pool: this.cfg.cidrs, maskSize: this.cfg.maskSize }, 'created cluster pool state');
         return;
       } catch (err) {
         if (!isConflict(err)) throw err;
@@ -176,17 +194,21 @@ export class Operator {
         cause: err,
       });
     }
-    if (p.cidr !== this.cfg.cidr || p.maskSize !== this.cfg.maskSize) {
+    const same = p.maskSize === this.cfg.maskSize && p.cidrs.join(',') === this.cfg.cidrs.join(',');
+    if (same) return p;
+    // Cluster CIDRs may be added (and reordered); none in use may go and the mask size never changes.
+    const moved = p.withConfig(this.cfg);
+    if (!(moved instanceof ClusterPool)) {
+      const flags = [...this.cfg.cidrs.map((c) => `--cluster-pool-ipv4-cidr ${c}`), `--cluster-pool-ipv4-mask-size ${this.cfg.maskSize}`].join(' ');
       throw new OperatorError(
         'TENDRIL_ERR_POOL_MISMATCH',
-        `Cannot use cluster pool ${this.cfg.cidr} with mask /${this.cfg.maskSize} ` +
-          `(--cluster-pool-cidr ${this.cfg.cidr} --cluster-pool-mask-size ${this.cfg.maskSize}): ` +
-          `the store already holds pool ${p.cidr} with mask /${p.maskSize} for ${p.assignments().size} node(s); ` +
-          `re-carving would re-number running nodes, so start with those values ` +
-          `(or delete IPAMState "${CLUSTER_POOL_STATE}" once no node uses it)`,
+        `Cannot use cluster pool ${this.cfg.cidrs.join(', ')} with mask /${this.cfg.maskSize} (${flags}): ` +
+          `the store already holds pool ${p.cidrs.join(', ')} with mask /${p.maskSize} for ${p.assignments().size} node(s) ` +
+          `and ${moved.problem}; re-carving would re-number running nodes, so start with those values ` +
+          `(cluster CIDRs may only be added) or delete IPAMState "${CLUSTER_POOL_STATE}" once no node uses it`,
       );
     }
-    return p;
+    return moved;
   }
 
   private async relist(): Promise<void> {
@@ -283,8 +305,8 @@ export class Operator {
     this.pool = pool;
 
     for (const [name, res] of this.nodes) {
-      const cidr = pool.cidrOf(name);
-      if (cidr !== undefined) await this.writeNodeCidr(name, res, cidr);
+      const cidrs = pool.cidrsOf(name);
+      if (cidrs.length > 0) await this.writeNodeCidrs(name, res, cidrs);
     }
 
     clearTimeout(this.expiryTimer);
@@ -317,11 +339,23 @@ export class Operator {
       const waiting: string[] = [];
       let exhaustion: OperatorError | undefined;
       for (const res of order) {
-        const carried = nodePodCIDRs(res.value);
+        const ask = nodeRequest(res.value);
+        for (const cidr of ask.release) {
+          if (pool.handBack(res.name, cidr)) notes.push(() => this.log.info({ node: res.name, cidr }, 'node handed back an empty pod CIDR; it is free'));
+        }
+        const had = pool.cidrsOf(res.name).length;
+        const want = Math.max(1, Math.min(ask.requested, MAX_CIDRS_PER_NODE));
+        if (had >= want) continue;
         try {
-          const { cidr, source } = pool.assign(res.name, now, carried[0]);
-          if (source === 'existing') continue;
-          notes.push(() => this.log.info({ node: res.name, cidr, source }, 'assigned pod CIDR'));
+          // A node new to the pool may carry CIDRs already (the pool state was lost): it keeps them when free.
+          const added = pool.grow(res.name, want, now, had === 0 ? nodePodCIDRs(res.value) : []);
+          for (const { cidr, source } of added) {
+            notes.push(() => this.log.info({ node: res.name, cidr, source, cidrs: had + added.length }, had === 0 ? 'assigned pod CIDR' : 'node grew: assigned another pod CIDR'));
+          }
+          if (pool.cidrsOf(res.name).length < want) {
+            waiting.push(res.name);
+            exhaustion = new OperatorError('TENDRIL_ERR_IPAM_EXHAUSTED', `cannot grow node "${res.name}" to ${want} CIDRs: the pool has no more`);
+          }
         } catch (err) {
           if (!(err instanceof OperatorError) || err.code !== 'TENDRIL_ERR_IPAM_EXHAUSTED') throw err;
           waiting.push(res.name);
@@ -357,27 +391,49 @@ export class Operator {
     this.exhausted = { message: err.message, waiting, since: prev?.since ?? new Date().toISOString() };
   }
 
-  /** Sets Node `name`'s podCIDRs to [cidr], keeping every other field; retries against concurrent agent writes. */
-  private async writeNodeCidr(name: string, cached: Resource<unknown>, cidr: string): Promise<void> {
+  /**
+   * Sets Node `name`'s podCIDRs (and its ipam grant) to `cidrs`, keeping every other field and dropping handled
+   * hand-backs from its request; retries against concurrent agent writes.
+   */
+  private async writeNodeCidrs(name: string, cached: Resource<unknown>, cidrs: string[]): Promise<void> {
     let res: Resource<unknown> | undefined = cached;
     for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
-      if (!res) return; // deleted meanwhile: the next pass releases its CIDR
-      const current = nodePodCIDRs(res.value);
-      if (current.length === 1 && current[0] === cidr) return;
-      if (current.length > 0 && attempt === 0) {
-        this.log.warn({ node: name, had: current, cidr }, 'node carries pod CIDRs other than the pool assigned it; rewriting');
+      if (!res) return; // deleted meanwhile: the next pass releases its CIDRs
+      const value = isRecord(res.value) ? res.value : { name };
+      const current = nodePodCIDRs(value);
+      const ask = nodeRequest(value);
+      const entry: NodeIpamPool = { requested: ask.requested, allocated: cidrs };
+      const release = ask.release.filter((c) => cidrs.includes(c));
+      if (release.length > 0) entry.release = release;
+      const ipam = { pools: { ...nodePools(value), [DEFAULT_POOL]: entry } };
+      const next = { ...value, podCIDRs: cidrs, ipam } as unknown as NodeSpec;
+      if (JSON.stringify(next) === JSON.stringify(value)) return;
+      if (attempt === 0 && current.length > 0 && !current.every((c) => cidrs.includes(c))) {
+        this.log.warn({ node: name, had: current, cidrs }, 'node carries pod CIDRs other than the pool assigned it; rewriting');
       }
-      const value = { ...(isRecord(res.value) ? res.value : { name }), podCIDRs: [cidr] } as NodeSpec;
       try {
-        await this.store.put<NodeSpec>('Node', name, value, { expectedRevision: res.revision });
+        await this.store.put<NodeSpec>('Node', name, next, { expectedRevision: res.revision });
         return;
       } catch (err) {
         if (!isConflict(err)) throw err;
       }
       res = await this.store.get<unknown>('Node', name);
     }
-    throw new OperatorError('TENDRIL_ERR_STATE', `Cannot write pod CIDR ${cidr} to Node "${name}": it kept changing under us`);
+    throw new OperatorError('TENDRIL_ERR_STATE', `Cannot write pod CIDRs ${cidrs.join(', ')} to Node "${name}": it kept changing under us`);
   }
+}
+
+/** What a node asks of the default pool: how many CIDRs, and which it hands back (junk tolerated: 1, none). */
+function nodeRequest(value: unknown): { requested: number; release: string[] } {
+  const p = nodePools(value)[DEFAULT_POOL];
+  const requested = isRecord(p) && Number.isInteger(p['requested']) && (p['requested'] as number) > 0 ? (p['requested'] as number) : 1;
+  const release = isRecord(p) && Array.isArray(p['release']) ? p['release'].filter((c): c is string => typeof c === 'string') : [];
+  return { requested, release };
+}
+
+function nodePools(value: unknown): Record<string, unknown> {
+  if (!isRecord(value) || !isRecord(value['ipam']) || !isRecord(value['ipam']['pools'])) return {};
+  return value['ipam']['pools'];
 }
 
 /** The podCIDRs a stored Node value carries (tolerating junk: the agent owns the rest of the value). */

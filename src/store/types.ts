@@ -65,19 +65,35 @@ export interface NodeSpec {
   name: string;
   /** Underlay (InternalIP) addresses. */
   addresses: string[];
-  /** Pod CIDRs assigned by the operator (cluster-pool); empty until assigned. */
+  /** Pod CIDRs of the node (every pool's; the first is its primary): the operator's (cluster-pool), or given. */
   podCIDRs: string[];
+  /** IPAM requests (agent) and grants (operator) per pool; absent on nodes of earlier versions. */
+  ipam?: NodeIpamSpec;
   /** Router IP (tendril_host) and health IP, published by the agent once it has a CIDR. */
   routerIP?: string;
   healthIP?: string;
 }
 
+/** A Node's IPAM exchange, per pool name ("default" in cluster-pool mode). */
+export interface NodeIpamSpec {
+  pools: Record<string, NodeIpamPool>;
+}
+
+export interface NodeIpamPool {
+  /** How many CIDRs of the pool the agent asks for (it grows by asking for one more). */
+  requested: number;
+  /** CIDRs the agent hands back (empty for a grace period); the operator frees them and drops them here. */
+  release?: string[];
+  /** CIDRs the operator gave the node, in the order given. */
+  allocated: string[];
+}
+
 /** Cluster-pool allocator state (one resource named "cluster-pool"), written only by the operator. */
 export interface ClusterPoolState {
-  cidr: string;
+  cidrs: string[];
   maskSize: number;
-  /** node name -> CIDR currently assigned. */
-  assigned: Record<string, string>;
+  /** node name -> CIDRs currently assigned (its primary first). */
+  assigned: Record<string, string[]>;
   /** CIDR -> ISO time after which it may be handed to another node (freed by a node that left). */
   releasing: Record<string, { node: string; until: string }>;
 }

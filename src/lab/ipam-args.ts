@@ -1,0 +1,51 @@
+// The lab's IPAM settings: validated options, the operator's and agents' flags, and the lab playing
+// kube-controller-manager (--ipam kubernetes: it writes each Node's pod CIDRs through the operator API).
+import { ApiClient } from '../util/api-client.js';
+import { LabError } from './errors.js';
+import { labPaths } from './paths.js';
+
+export interface LabIpam {
+  /** cluster-pool (default): the operator carves CIDRs; kubernetes: the lab gives each node its CIDR. */
+  mode?: 'cluster-pool' | 'kubernetes';
+  /** Node CIDR size (cluster-pool: --cluster-pool-ipv4-mask-size; kubernetes: what the lab hands out). Default 24. */
+  maskSize?: number;
+  /** Agents' --ipam-pre-allocate (default the agent's, 8). */
+  preAllocate?: number;
+  /** Agents' --ipam-hand-back-grace, e.g. "2s" (default the agent's, 30s). */
+  handBackGrace?: string;
+  /** Agents' --ipam-wait-timeout (kubernetes), e.g. "3s" (default the agent's, 60s). */
+  waitTimeout?: string;
+}
+
+export function checkLabIpam(o: LabIpam | undefined): LabIpam {
+  const v = o ?? {};
+  if (v.mode !== undefined && v.mode !== 'cluster-pool' && v.mode !== 'kubernetes') {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam "${String(v.mode)}": expected cluster-pool or kubernetes`);
+  }
+  if (v.maskSize !== undefined && (!Number.isInteger(v.maskSize) || v.maskSize < 16 || v.maskSize > 30)) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --cluster-pool-mask-size ${String(v.maskSize)}: expected 16-30`);
+  }
+  if (v.preAllocate !== undefined && (!Number.isInteger(v.preAllocate) || v.preAllocate < 0)) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam-pre-allocate ${String(v.preAllocate)}: expected a number of addresses >= 0`);
+  }
+  return v;
+}
+
+export function operatorIpamArgs(podCidr: string, ipam: LabIpam | undefined): string[] {
+  return ['--ipam', ipam?.mode ?? 'cluster-pool', '--cluster-pool-ipv4-cidr', podCidr, '--cluster-pool-ipv4-mask-size', String(ipam?.maskSize ?? 24)];
+}
+
+export function agentIpamArgs(ipam: LabIpam | undefined): string[] {
+  if (!ipam) return [];
+  return [
+    ...(ipam.mode ? ['--ipam', ipam.mode] : []),
+    ...(ipam.preAllocate !== undefined ? ['--ipam-pre-allocate', String(ipam.preAllocate)] : []),
+    ...(ipam.handBackGrace !== undefined ? ['--ipam-hand-back-grace', ipam.handBackGrace] : []),
+    ...(ipam.waitTimeout !== undefined ? ['--ipam-wait-timeout', ipam.waitTimeout] : []),
+  ];
+}
+
+/** kube-controller-manager's part: sets Node `node`'s pod CIDRs (the operator API refuses it in cluster-pool mode). */
+export async function setNodePodCidrs(lab: string, node: string, podCIDRs: string[]): Promise<void> {
+  await new ApiClient(labPaths(lab).operatorSocket, 'operator').request('PUT', `/v1/nodes/${encodeURIComponent(node)}/pod-cidrs`, { podCIDRs });
+}
