@@ -332,3 +332,27 @@ test('native routing: the same translation, replies delivered straight from the 
   const att = nodeNs.run(() => dp.attachments());
   assert.ok(att.some((a) => a.ifname === 'eth0' && a.progName === 'cil_to_netdev'), JSON.stringify(att));
 });
+
+test('round trips through the NAT work as well as untranslated ones (TCP_RR, figures in the diagnostics)', async (t) => {
+  const p = pods[7]!;
+  const N = 2000;
+  // One connection, N one-byte request/response round trips; prints the rate.
+  const rr = (ip: string): string =>
+    `const s = require('net').connect(8082, '${ip}', () => { s.setNoDelay(true); const t0 = process.hrtime.bigint(); let n = 0;` +
+    ` s.on('data', () => { if (++n === ${N}) { const ns = Number(process.hrtime.bigint() - t0); console.log(Math.round(${N} / (ns / 1e9))); s.destroy(); process.exit(0); } else s.write('x'); });` +
+    ` s.write('x'); }); s.on('error', (e) => { console.log(e.code); process.exit(1); });`;
+  const rate = async (ip: string): Promise<number> => {
+    const r = await exec(inNs(p.ns, ['node', '-e', rr(ip)]), 60_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return Number(r.stdout.trim());
+  };
+  const nat: number[] = [];
+  const plain: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    nat.push(await rate(EXT_IP));
+    plain.push(await rate(FAR_IP));
+  }
+  const median = (a: number[]): number => [...a].sort((x, y) => x - y)[1]!;
+  t.diagnostic(`TCP_RR transactions/s, median of 3 x ${N}: masqueraded ${median(nat)} (${nat.join(', ')}), untranslated ${median(plain)} (${plain.join(', ')}), ratio ${(median(nat) / median(plain)).toFixed(2)}`);
+  assert.ok(median(nat) > 0 && median(plain) > 0);
+});
