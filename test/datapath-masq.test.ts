@@ -17,6 +17,8 @@ import { Masquerade, masqConfig } from '../src/nat/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
 import { rootLogger } from '../src/util/log.js';
+import { monotonicClock, toFlow } from '../src/observe/index.js';
+import type { DatapathEvent } from '../src/datapath/index.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const PREFIX = `tdlt-${process.pid}-masq`;
@@ -191,6 +193,29 @@ test('the external host sees the node IP for a pod\'s TCP, UDP and ping; replies
   }
 });
 
+test('a translated flow is traced as to-network from the pod, with the translated source in its flow', async () => {
+  const p = pods[6]!;
+  const events: DatapathEvent[] = [];
+  const watch = dp.startEvents((e) => events.push(e));
+  try {
+    assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+    await waitFor('a to-network trace of the pod', () => events.some((e) => e.type === 'trace' && e.obsPoint === 'to-network' && e.source === p.endpoint.id));
+  } finally {
+    watch.stop();
+  }
+  const ev = events.find((e) => e.type === 'trace' && e.obsPoint === 'to-network' && e.source === p.endpoint.id)!;
+  const flow = toFlow(ev, {
+    nodeName: 'n',
+    ...monotonicClock(),
+    endpointById: () => undefined,
+    endpointByIp: () => undefined,
+    identityLabels: () => undefined,
+    sourceXlated: (t) => dp.natSourceOf(t),
+  });
+  assert.deepEqual([flow.IP?.source, flow.IP?.source_xlated, flow.IP?.destination, flow.verdict, flow.trace_observation_point], [p.ip, NODE_IP, EXT_IP, 'FORWARDED', 'TO_NETWORK']);
+  assert.equal(flow.source?.identity, p.endpoint.identity);
+});
+
 test('pod to pod and pod to node keep the pod IP', async () => {
   const [a, b] = [pods[0]!, pods[1]!];
   const srv = `require('net').createServer((c) => { c.on('error', () => {}); c.end('seen ' + c.remoteAddress + ':' + c.remotePort); }).listen(8080, '0.0.0.0', () => console.log('ready'));`;
@@ -260,4 +285,74 @@ test('2,000 concurrent connections from 10 pods to one ip:port all succeed, each
   const toServer = dp.natList().filter((e) => e.direction === 'IN' && e.src === EXT_IP && e.sport === 8081);
   assert.ok(toServer.length >= 10 * PER_POD, `${toServer.length} IN entries to ${EXT_IP}:8081`);
   assert.equal(new Set(toServer.map((e) => e.dport)).size, toServer.length, 'one node port per flow');
+});
+
+test('iptables fallback (--enable-bpf-masquerade=false): its chain is installed in the node namespace and removed on stop', async () => {
+  const cfg = masqConfig({ enableBpfMasquerade: 'false', enableIpMasqAgent: true, ipMasqAgentConfigPath: ipmasqFile, ipv4NativeRoutingCidr: '10.96.0.0/12' });
+  const ipt = new Masquerade(cfg, { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
+  assert.equal(ipt.datapathConfig(), undefined);
+  nodeNs.run(() => ipt.start(dp));
+  try {
+    const rules = (await exec(inNs(NODE_NS, ['iptables', '-w', '5', '-t', 'nat', '-S']))).stdout;
+    assert.match(rules, new RegExp(`-A POSTROUTING -s ${SUBNET}\\.0/24 .*-j TENDRIL_MASQ`));
+    assert.match(rules, /-A TENDRIL_MASQ -d 10\.96\.0\.0\/12 -j RETURN/);
+    assert.match(rules, /-A TENDRIL_MASQ -d 10\.0\.0\.0\/16 -j RETURN/);
+    assert.match(rules, /-A TENDRIL_MASQ -o eth0 -j MASQUERADE/);
+    assert.equal(ipt.status().mode, 'iptables');
+  } finally {
+    nodeNs.run(() => ipt.stop());
+  }
+  const rules = (await exec(inNs(NODE_NS, ['iptables', '-w', '5', '-t', 'nat', '-S']))).stdout;
+  assert.doesNotMatch(rules, /TENDRIL_MASQ/);
+});
+
+test('native routing: the same translation, replies delivered straight from the native device', async () => {
+  masq.stop();
+  dp.stop();
+  dp = new NodeDatapath({
+    podCidr: `${SUBNET}.0/24`,
+    routerIP: `${SUBNET}.1`,
+    nodeIP: NODE_IP,
+    nativeDev: 'eth0',
+    routing: 'native',
+    bpfRoot: BPF_ROOT,
+    objDir: path.join(root, 'build/bpf'),
+    ctTimeouts: { tcp: 8000, tcpSyn: 60, tcpFin: 2, any: 2 },
+    masquerade: masq.datapathConfig()!,
+  });
+  nodeNs.run(() => {
+    dp.start();
+    masq.start(dp);
+  });
+  const p = pods[5]!;
+  assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+  assert.equal(seenIp(await udpSeen(p.ns, EXT_IP)), NODE_IP);
+  assert.ok(await ping(p.ns, EXT_IP));
+  assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), p.ip);
+  const att = nodeNs.run(() => dp.attachments());
+  assert.ok(att.some((a) => a.ifname === 'eth0' && a.progName === 'cil_to_netdev'), JSON.stringify(att));
+});
+
+test('round trips through the NAT work as well as untranslated ones (TCP_RR, figures in the diagnostics)', async (t) => {
+  const p = pods[7]!;
+  const N = 2000;
+  // One connection, N one-byte request/response round trips; prints the rate.
+  const rr = (ip: string): string =>
+    `const s = require('net').connect(8082, '${ip}', () => { s.setNoDelay(true); const t0 = process.hrtime.bigint(); let n = 0;` +
+    ` s.on('data', () => { if (++n === ${N}) { const ns = Number(process.hrtime.bigint() - t0); console.log(Math.round(${N} / (ns / 1e9))); s.destroy(); process.exit(0); } else s.write('x'); });` +
+    ` s.write('x'); }); s.on('error', (e) => { console.log(e.code); process.exit(1); });`;
+  const rate = async (ip: string): Promise<number> => {
+    const r = await exec(inNs(p.ns, ['node', '-e', rr(ip)]), 60_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return Number(r.stdout.trim());
+  };
+  const nat: number[] = [];
+  const plain: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    nat.push(await rate(EXT_IP));
+    plain.push(await rate(FAR_IP));
+  }
+  const median = (a: number[]): number => [...a].sort((x, y) => x - y)[1]!;
+  t.diagnostic(`TCP_RR transactions/s, median of 3 x ${N}: masqueraded ${median(nat)} (${nat.join(', ')}), untranslated ${median(plain)} (${plain.join(', ')}), ratio ${(median(nat) / median(plain)).toFixed(2)}`);
+  assert.ok(median(nat) > 0 && median(plain) > 0);
 });

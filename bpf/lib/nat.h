@@ -15,6 +15,10 @@
 #include "ipcache.h"
 #include "ipv4.h"
 #include "conntrack.h"
+#include "trace.h"
+
+/* trace_key.hook of cil_to_netdev (after trace.h's TRACE_HOOK_*). */
+#define TRACE_HOOK_TO_NETDEV	5
 
 /*
  * Two entries per flow in tendril_snat_v4 (Cilium's layout of
@@ -211,6 +215,8 @@ static __always_inline __u8 nat_icmp_type(const struct ct_pkt *p)
 /*
  * Egress of the native device: a local pod's packet to the world leaves
  * with the node's IP and a port of the range (ICMP echo: identifier).
+ * A translated packet is traced as to-network as the pod sent it (the agent
+ * adds the translated source from the NAT entry).
  * Returns TC_ACT_OK, or a DROP_* code: no port left (DROP_NAT_NO_MAPPING),
  * or a protocol that cannot be translated (DROP_NAT_UNSUPP_PROTO: anything
  * but TCP, UDP and ICMP echo requests), which must not leave with the pod's
@@ -220,7 +226,10 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	struct nat_entry4 *e, fresh;
+	struct trace_ctx trace;
 	struct ct_pkt pkt;
+	__u32 sec_id;
+	__u16 lxc_id;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be32 saddr, to_addr;
@@ -240,6 +249,8 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	ep = lookup_ip4_endpoint(saddr);
 	if (!ep || ep_is_host(ep) || !snat4_needed(ip->daddr))
 		return TC_ACT_OK;
+	lxc_id = ep->lxc_id;
+	sec_id = ep->sec_id;
 
 	ret = ct_extract4(skb, ip, &pkt);
 	if (IS_ERR(ret))
@@ -256,6 +267,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 		return DROP_NAT_UNSUPP_PROTO;
 	}
 
+	trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
 	/* Values copied out per branch: a pointer merged from map value and stack trips the verifier. */
 	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
@@ -276,6 +288,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 			to_port = e->to_port;
 		}
 	}
+	trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;

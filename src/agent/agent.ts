@@ -303,6 +303,7 @@ export class Agent {
         return r ? { id: 0, identity: r.identity, namespace: r.namespace, podName: r.pod, labels: this.security.identities.labels(r.identity) ?? [] } : undefined;
       },
       identityLabels: (id) => this.security.labelsOf(id),
+      sourceXlated: (t) => this.dp?.natSourceOf(t),
       interfaceName: (ifindex) => {
         let name = ifnames.get(ifindex);
         if (name === undefined) {

@@ -814,6 +814,12 @@ export class NodeDatapath {
     return ipmasqList(this.started().ipmasq);
   }
 
+  /** The address a pod's flow (its own tuple) leaves with, when masqueraded; undefined otherwise or before start(). */
+  natSourceOf(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined {
+    const snat = this.s?.snat;
+    return snat?.lookup({ saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 })?.toAddr;
+  }
+
   /**
    * Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure.
    * The NAT entries of flows whose conntrack entry is gone go with them (natDeleted).

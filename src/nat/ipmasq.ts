@@ -113,10 +113,14 @@ export class IpMasqWatcher {
     return { ...this.st, cidrs: [...this.st.cidrs] };
   }
 
-  /** First read (a bad file at start is an error the caller sees) and the watch. */
+  /** First read and the watch. A bad file at start is reported through onError and Cilium's defaults apply. */
   start(): void {
-    const f = readIpMasqConfig(this.file);
-    this.set(f);
+    this.reload();
+    if (this.st.loadedAt === null) {
+      const error = this.st.error;
+      this.set(undefined);
+      this.st.error = error;
+    }
     const dir = path.dirname(this.file);
     fs.mkdirSync(dir, { recursive: true });
     this.watcher = fs.watch(dir, () => this.schedule());

@@ -51,7 +51,7 @@ export class Masquerade {
     };
   }
 
-  /** After the datapath started; runs in the node's namespace. A bad ip-masq-agent file at start throws. */
+  /** After the datapath started; runs in the node's namespace. A bad ip-masq-agent file is logged (defaults apply). */
   start(dp: MasqDatapath): void {
     const others = this.cfg.interfaces.filter((i) => i !== this.node.nativeDev);
     if (this.mode === 'bpf' && others.length > 0) this.log.warn({ interfaces: others }, 'BPF masquerade runs on the native device only; other --masquerade-interfaces are ignored');

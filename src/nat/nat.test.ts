@@ -94,6 +94,24 @@ test('the watcher applies a changed file, keeps the previous set on a bad one, a
   }
 });
 
+test('a bad file at start: the error is reported and Cilium\'s defaults apply', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tdl-ipmasq-'));
+  const file = path.join(dir, 'ip-masq-agent.yaml');
+  fs.writeFileSync(file, 'masqLinkLocal: 3\n');
+  const applied: string[][] = [];
+  const errors: string[] = [];
+  const w = new IpMasqWatcher(file, (c) => applied.push(c), (e) => errors.push(e.message), 20);
+  try {
+    w.start();
+    assert.deepEqual(applied, [[...DEFAULT_NON_MASQ_CIDRS, LINK_LOCAL_CIDR]]);
+    assert.equal(errors.length, 1);
+    assert.match(w.state.error ?? '', /masqLinkLocal/);
+  } finally {
+    w.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the node ephemeral range moves out of the SNAT range, above it when there is room', () => {
   assert.deepEqual(ephemeralRangeFor({ lo: 32768, hi: 60999 }, 32768, 60999), { lo: 61000, hi: 65535 });
   assert.deepEqual(ephemeralRangeFor({ lo: 61000, hi: 65535 }, 32768, 60999), { lo: 61000, hi: 65535 });

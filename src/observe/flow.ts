@@ -45,6 +45,8 @@ export interface FlowContext {
   interfaceName?(ifindex: number): string | undefined;
   /** Flow UUID source (tests make it deterministic). */
   uuid?(): string;
+  /** The translated source of a masqueraded flow (its NAT entry), as "ip"; undefined if it is not translated. */
+  sourceXlated?(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined;
 }
 
 /** ktime → wall clock converters for this process: bpf_ktime_get_ns() and process.hrtime share CLOCK_MONOTONIC. */
@@ -86,6 +88,12 @@ export function toFlow(ev: DatapathEvent, ctx: FlowContext): Flow {
   };
   if (d.ethernet) flow.ethernet = { source: d.ethernet.src, destination: d.ethernet.dst };
   if (d.ipv4) flow.IP = { source: d.ipv4.src, destination: d.ipv4.dst, ipVersion: 'IPv4' };
+  if (d.ipv4 && ev.type === 'trace' && ev.obsPoint === 'to-network' && ctx.sourceXlated) {
+    const sport = d.tcp?.srcPort ?? d.udp?.srcPort ?? (d.icmpv4?.type === 8 ? d.icmpv4.id : 0);
+    const dport = d.tcp?.dstPort ?? d.udp?.dstPort ?? 0;
+    const x = ctx.sourceXlated({ protocol: d.ipv4.proto, src: d.ipv4.src, sport, dst: d.ipv4.dst, dport });
+    if (x !== undefined) flow.IP!.source_xlated = x;
+  }
   else if (d.ipv6) flow.IP = { ipVersion: 'IPv6' };
   const l4 = layer4Of(d);
   if (l4) flow.l4 = l4;

@@ -56,7 +56,7 @@ export interface Flow {
   drop_reason?: number;
   drop_reason_desc?: string;
   ethernet?: { source?: string; destination?: string };
-  IP?: { source?: string; destination?: string; ipVersion?: IPVersion; encrypted?: boolean };
+  IP?: { source?: string; source_xlated?: string; destination?: string; ipVersion?: IPVersion; encrypted?: boolean };
   l4?: Layer4;
   source?: FlowEndpoint;
   destination?: FlowEndpoint;
