@@ -43,7 +43,7 @@ function json(v: unknown): void {
 function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
   if (!k) return 'False';
   const how = `${k.algorithm === 'maglev' ? `Maglev (table size: ${k.maglevTableSize})` : 'Random'}`;
-  return `True   [ClusterIP (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
+  return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
 }
 
 export function formatStatus(s: StatusView, verbose: boolean): string {

@@ -43,7 +43,8 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
         port: p.port,
         protocol: p.protocol,
         service: `${s.namespace}/${s.name}`,
-        type: s.type,
+        // As Cilium lists them: the ClusterIP frontend of any service is of type ClusterIP.
+        type: 'ClusterIP',
         backends: backends.map((b) => ({ ip: b.ip, port: b.port })),
       };
       if (s.sessionAffinity === 'ClientIP') f.affinityTimeout = s.sessionAffinityTimeoutSeconds ?? 10800;
