@@ -90,6 +90,7 @@ export class Agent {
     if (cfg.kubernetes) {
       this.kubernetes = new KubernetesMode(cfg.kubernetes.kubeconfig, this.log.child({ subsys: 'k8s' }));
       await this.kubernetes.start();
+      this.kubernetes.watchPods(cfg.nodeName);
     }
     if (cfg.store || this.kubernetes) {
       // Short bounds: the store is asked in the background (watches, publishing) or on behalf of a runtime that
@@ -328,7 +329,7 @@ export class Agent {
     await this.queue;
     await this.store?.close().catch(() => {});
     this.masq?.stop();
-    this.kubernetes?.stop();
+    await this.kubernetes?.stop().catch(() => {});
     this.dp?.stop();
   }
 
@@ -464,8 +465,15 @@ export class Agent {
       listAttachmentIPs: () => this.live().ipam.attachments(),
       createEndpoint: async (r, clock) => {
         const namespace = r.namespace ?? 'default';
-        const labels = r.labels ?? {};
-        const serviceAccount = r.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT;
+        let labels = r.labels ?? {};
+        let serviceAccount = r.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT;
+        if (this.kubernetes?.pods && r.podName) {
+          // Kubernetes mode: the watched Pod's labels are the pod's (the runtime sends none).
+          const pod = await this.kubernetes.pods.get(namespace, r.podName);
+          if (!pod) throw new CniError(CniCode.TRY_AGAIN_LATER, `Pod ${namespace}/${r.podName} is not known to the apiserver watch of node ${this.cfg.nodeName} yet`, { details: 'the runtime retries the ADD' });
+          labels = { ...labels, ...pod.labels };
+          serviceAccount = pod.serviceAccount;
+        }
         const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
           if (isTransient(err)) throw new CniError(CniCode.TRY_AGAIN_LATER, (err as Error).message, { details: 'the cluster store is unavailable; existing pods are not affected' });

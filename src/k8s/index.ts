@@ -8,3 +8,4 @@ export { BINDINGS, SOURCES, endpointObjectName } from './bindings.js';
 export { K8sError, type K8sErrorCode } from './errors.js';
 export { LeaseElector, type LeaseOptions } from './lease.js';
 export { Rest, RestError } from './rest.js';
+export { PodSource, type PodInfo } from './pods.js';

@@ -2,6 +2,7 @@
 // `status` (probed in the background, so that status answers at once whatever the apiserver does).
 import type { Logger } from '../util/log.js';
 import { connect, serverVersion, type K8sConnection, type K8sVersion } from './client.js';
+import { PodSource } from './pods.js';
 import { KubernetesStore } from './store.js';
 import type { KubernetesStatusView } from './status.js';
 
@@ -14,6 +15,9 @@ export class KubernetesMode {
   private error: string | undefined = 'not probed yet';
   private timer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
+
+  /** The agent's: this node's pods (their labels for CNI ADDs). */
+  pods: PodSource | undefined;
 
   /** kubeconfig undefined: in-cluster config. Throws TENDRIL_ERR_K8S_CONFIG. */
   constructor(kubeconfig: string | undefined, log: Logger) {
@@ -29,9 +33,17 @@ export class KubernetesMode {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Watches the pods scheduled to this node (the agent). */
+  watchPods(nodeName: string): PodSource {
+    this.pods ??= new PodSource(this.conn, nodeName, this.log.child({ subsys: 'pods' }));
+    this.pods.start();
+    return this.pods;
+  }
+
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    await this.pods?.stop();
   }
 
   private async probe(): Promise<void> {

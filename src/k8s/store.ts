@@ -30,8 +30,10 @@ class SourceFeed {
   private readonly log: Logger;
   /** Revision the cache is consistent with. */
   revision = 0;
-  /** Oldest revision from which `history` is complete. */
-  private historyFrom = 0;
+  /** Set once the first list is in the cache: from then on every event is kept in `history`. */
+  private synced = false;
+  /** Revision of the newest event dropped from `history` (0: none dropped, so history covers every snapshot). */
+  private trimmedAt = 0;
   private readonly history: Array<{ tag: number; obj: Obj; deleted: boolean }> = [];
   private listRevision = 0;
   private listing = false;
@@ -87,7 +89,7 @@ class SourceFeed {
   start(): Promise<void> {
     this.started ??= this.informer.start().then(() => {
       this.endListing();
-      this.historyFrom = this.revision;
+      this.synced = true;
     });
     return this.started.catch((err: unknown) => {
       this.started = undefined;
@@ -96,16 +98,19 @@ class SourceFeed {
   }
 
   get ready(): boolean {
-    return this.started !== undefined && this.historyFrom > 0;
+    return this.synced;
   }
 
   list(): readonly Obj[] {
     return this.informer.list();
   }
 
-  /** Events after `from`, or undefined when the history no longer reaches back that far. */
+  /**
+   * Events after `from`, or undefined when the history no longer reaches back that far. Every snapshot list() gave
+   * is at least this feed's first list, so an untrimmed history covers it (at worst repeating what it already has).
+   */
   since(from: number): Array<{ tag: number; obj: Obj; deleted: boolean }> | undefined {
-    if (from < this.historyFrom) return undefined;
+    if (from < this.trimmedAt) return undefined;
     return this.history.filter((h) => h.tag > from);
   }
 
@@ -126,9 +131,9 @@ class SourceFeed {
     const rv = Number(obj.metadata?.resourceVersion ?? 0);
     const tag = this.listing ? this.listRevision : Math.max(rv, this.revision);
     if (!this.listing) this.revision = tag;
-    if (this.historyFrom === 0) return; // the first list: the cache is the answer, there is nothing to replay
+    if (!this.synced) return; // the first list: the cache is the answer, there is nothing to replay
     this.history.push({ tag, obj, deleted });
-    if (this.history.length > HISTORY) this.historyFrom = this.history.shift()!.tag;
+    if (this.history.length > HISTORY) this.trimmedAt = this.history.shift()!.tag;
     this.onChange(obj, deleted, tag);
   }
 }

@@ -14,6 +14,7 @@ import type { ConfigView } from '../agent/index.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
+import { bridgeApiserver } from './k8s.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
@@ -62,6 +63,8 @@ export interface LabState {
   store: StoreKind;
   /** URL the agents use to reach the cluster store. */
   storeUrl: string;
+  /** Kubernetes mode: the kubeconfig agents and operator use instead of the store. */
+  kubeconfig?: string;
   /** Control-plane address on the underlay bridge (operator, etcd). */
   controlIP: string;
   operatorPid: number;
@@ -98,6 +101,8 @@ export interface UpOptions {
   nonMasqueradeCidrs?: string[];
   /** IPAM mode and sizes (default cluster-pool, /24 per node). */
   ipam?: LabIpam;
+  /** Kubernetes mode: agents and operator use this apiserver (https://127.0.0.1:PORT) as the store (src/lab/k8s.ts). */
+  kubeconfig?: string;
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -191,6 +196,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     operatorPid: 0,
     ...(o.attachMode ? { attachMode: o.attachMode } : {}),
     ...(o.ipam ? { ipam } : {}),
+    ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
     created: new Date().toISOString(),
     nodes: [],
     pods: [],
@@ -225,6 +231,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       st.etcdPid = st.etcdPids[0]!;
       say(`etcd ${st.etcdPids.map((pid, i) => `${etcdMember(controlIP, i).client.slice(7)} (pid ${pid})`).join(', ')}`);
     }
+    if (st.kubeconfig) await bridgeApiserver(name, p.dir, st.kubeconfig, [p.underlayNetns, ...st.nodes.map((n) => n.netns)]);
     st.operatorPid = await startOperator(st);
     save(st);
     say(`operator pid ${st.operatorPid}: ${ipam.mode ?? 'cluster-pool'} ${st.podCidr} /${maskSize} per node, store ${storeKind} (${st.storeUrl})`);
@@ -357,7 +364,7 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     'agent',
     '--node-name', n.name,
     '--node-ip', n.ip,
-    '--store', st.storeUrl,
+    ...(st.kubeconfig ? ['--k8s-kubeconfig', st.kubeconfig] : ['--store', st.storeUrl]),
     '--routing', st.routing,
     '--native-dev', 'eth0',
     '--attach-mode', st.attachMode ?? 'tcx',
@@ -419,7 +426,9 @@ async function startEtcd(lab: string, ip: string, members: number, which?: numbe
 
 export async function startOperator(st: LabState): Promise<number> {
   const p = labPaths(st.name);
-  const storeArgs = st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
+  const storeArgs = st.kubeconfig
+    ? ['--k8s-kubeconfig', st.kubeconfig]
+    : st.store === 'etcd' ? ['--store', st.storeUrl] : ['--store-listen', `unix://${p.storeSocket}`, '--store-data', path.join(p.dir, 'store')];
   const pid = spawnOwned(
     st.name,
     p.underlayNetns,

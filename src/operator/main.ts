@@ -76,7 +76,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       const k = new KubernetesMode(cfg.store.kubeconfig, log.child({ subsys: 'k8s' }));
       kubernetes = k;
       await k.start();
-      undo.push(async () => k.stop());
+      undo.push(() => k.stop());
       const crds = await installCrds(k.conn);
       log.info(crds, 'Tendril CRDs in place');
       storeUrl = k.store.description;
@@ -100,6 +100,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => identityGc.stop());
     };
     let elector: LeaseElector | undefined;
+    let leadRetry: NodeJS.Timeout | undefined;
     if (kubernetes && cfg.store.mode === 'kubernetes') {
       // Replicas: only the Lease's holder allocates CIDRs and collects identities; the others wait to take over.
       const lost = opts.onLostLeadership ?? ((): void => {
@@ -114,16 +115,23 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
         retryMs: Math.max(200, Math.round(cfg.store.leaseDurationMs / 5)),
         log: log.child({ subsys: 'leader-election' }),
         onStartedLeading: () => {
-          lead().catch((err: unknown) => {
-            log.error({ err }, 'operator failed to start as the leader');
-            lost();
-          });
+          // The apiserver may still be setting up a CRD installed a moment ago: retried while this replica leads.
+          const attempt = (): void => {
+            lead().catch((err: unknown) => {
+              log.warn({ err: (err as Error).message }, 'operator failed to start as the leader; retrying');
+              if (e.isLeader) leadRetry = setTimeout(attempt, 2000);
+            });
+          };
+          attempt();
         },
         onStoppedLeading: lost,
       });
       elector = e;
       e.start();
-      undo.push(() => e.stop());
+      undo.push(async () => {
+        clearTimeout(leadRetry);
+        await e.stop();
+      });
     } else {
       await lead();
     }
