@@ -9,6 +9,7 @@ import { operatorConfig, type OperatorConfig, type OperatorFlags } from './confi
 import { OperatorError } from './errors.js';
 import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
+import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
@@ -120,11 +121,11 @@ interface StatusServer {
 async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
-  api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
+  api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r): OperatorNodeView => ({ ...r.value, revision: r.revision })));
   api.route('DELETE', '/v1/nodes/{name}', async (req) => {
     const name = req.params['name']!;
     if (!(await store.delete('Node', name))) throw new HttpError(404, `Node "${name}" not found`, 'TENDRIL_ERR_NOT_FOUND');
-    return { deleted: name };
+    return { deleted: name } satisfies NodeDeleteResult;
   });
   registerResourceRoutes(api, store);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
