@@ -9,7 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdStore, StoreError, openStore, type Kind, type Store, type WatchEvent, type WatchHandle } from '../src/store/index.js';
 import { sleep } from './lib/proc.js';
-import { freePort, waitFor } from './lib/wait.js';
+import { until } from './lib/proc.js';
+import { freePort } from './lib/wait.js';
 
 const STORE_MODULE = fileURLToPath(new URL('../src/store/index.js', import.meta.url));
 const HISTORY_LIMIT = 20;
@@ -117,7 +118,7 @@ function etcdBackend(tmp: string): Backend {
       c.once('error', () => (exited = true));
       const probe = new EtcdStore({ host: '127.0.0.1', port: clientPort }, { connectTimeoutMs: 0 });
       try {
-        await waitFor('etcd to answer', async () => {
+        await until('etcd to answer', async () => {
           if (exited) throw new Error(`etcd exited: ${fs.readFileSync(path.join(tmp, 'etcd.log'), 'utf8').slice(-2000)}`);
           return (await probe.ping()).ok;
         });
@@ -162,7 +163,7 @@ function collect(store: Store, kind: Kind, fromRevision: number, prefix: string)
     },
     handle,
     summary: () => events.map((e) => (e.type === 'put' ? `put ${e.resource.name}@${e.resource.revision}` : `delete ${e.name}@${e.revision}`)),
-    waitCount: (n: number) => waitFor(`${n} events (have ${events.length})`, () => events.length >= n),
+    waitCount: (n: number) => until(`${n} events (have ${events.length})`, () => events.length >= n),
   };
 }
 
@@ -356,7 +357,7 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       const w = collect(store, 'Node', revision, 'rs-');
       const before1 = await store.put('Node', 'rs-before', { v: 1 });
       await w.waitCount(1);
-      await waitFor('watch connected', () => w.connection.includes(true));
+      await until('watch connected', () => w.connection.includes(true));
 
       await backend.kill();
       const impatient = openStore(backend.url, { connectTimeoutMs: 200 });
@@ -366,7 +367,7 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       // Another client writes during the outage: its put waits for the server to come back.
       const writer = open();
       const during = writer.put('Node', 'rs-during', { v: 2 });
-      await waitFor('watch to notice the outage', () => w.connection.includes(false));
+      await until('watch to notice the outage', () => w.connection.includes(false));
       await sleep(300);
       await backend.start();
       const d = await during;
@@ -392,16 +393,16 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       const w = collect(store, 'Node', revision, 'fz-');
       const a = await store.put('Node', 'fz-a', {});
       await w.waitCount(1);
-      await waitFor('watch connected', () => w.connection.includes(true));
+      await until('watch connected', () => w.connection.includes(true));
       backend.pause();
       try {
-        await waitFor('watch to give up on the frozen server', () => w.connection.includes(false));
+        await until('watch to give up on the frozen server', () => w.connection.includes(false));
       } finally {
         backend.resume();
       }
       const b = await store.put('Node', 'fz-b', {});
       await w.waitCount(2);
-      await waitFor('watch reconnected', () => w.connection.filter((c) => c).length >= 2);
+      await until('watch reconnected', () => w.connection.filter((c) => c).length >= 2);
       const c = await store.put('Node', 'fz-c', {});
       await w.waitCount(3);
       const end = await store.put('Node', 'fz-z', {});
@@ -429,7 +430,7 @@ function contract(makeBackend: (tmp: string) => Backend): void {
       await store.put('Node', 'gone-a', {});
       await backend.forgetHistory(store, revision + 1);
       const w = collect(store, 'Node', revision, 'gone-');
-      await waitFor('onResync', () => w.resync !== undefined);
+      await until('onResync', () => w.resync !== undefined);
       assert.match(w.resync ?? '', /history|compact/);
       const live = collect(store, 'Node', (await store.list('Node')).revision, 'gone-');
       await store.put('Node', 'gone-b', {});

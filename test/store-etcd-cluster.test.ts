@@ -15,7 +15,8 @@ import { execCapture, labDown, labExists, labUp, loadLab, podAdd, restartStore, 
 import { labPolicyApply } from '../src/lab/security.js';
 import { labPaths } from '../src/lab/paths.js';
 import { sleep } from './lib/proc.js';
-import { freePort, waitFor } from './lib/wait.js';
+import { until } from './lib/proc.js';
+import { freePort } from './lib/wait.js';
 
 const CLIENT_OPTS = { connectTimeoutMs: 20_000, requestTimeoutMs: 2000, maxBackoffMs: 300, livenessMs: 1000 };
 const KINDS: Kind[] = ['Endpoint', 'Policy'];
@@ -97,7 +98,7 @@ class EtcdCluster {
     // A member answers the status call with the leader required only once the cluster has elected one.
     const probe = new EtcdStore({ host: '127.0.0.1', port: m.clientPort }, { connectTimeoutMs: 0, requestTimeoutMs: 1000 });
     try {
-      await waitFor(`etcd member ${m.name} to have a leader`, async () => {
+      await until(`etcd member ${m.name} to have a leader`, async () => {
         if (exited) throw new Error(`etcd ${m.name} exited: ${fs.readFileSync(m.log, 'utf8').slice(-2000)}`);
         return (await probe.ping()).ok;
       });
@@ -114,7 +115,7 @@ class EtcdCluster {
 
   /** Makes `m` the raft leader (or not: then another member), through etcd's MoveLeader, asked of the leader. */
   async lead(m: Member, yes: boolean): Promise<void> {
-    await waitFor(`${m.name} ${yes ? 'to lead' : 'not to lead'}`, async () => {
+    await until(`${m.name} ${yes ? 'to lead' : 'not to lead'}`, async () => {
       if ((await this.isLeader(m)) === yes) return true;
       const live = this.members.filter((x) => x.child && x.child.exitCode === null && x.child.signalCode === null);
       const statuses = await Promise.all(live.map(async (x) => ({ x, st: await memberStatus(x.clientPort) })));
@@ -192,7 +193,7 @@ async function history(url: string, kind: Kind, fromRevision: number, toRevision
   const s = openStore(url, CLIENT_OPTS);
   try {
     const r = recorder(s, kind, fromRevision);
-    await waitFor(`history of ${kind} up to ${toRevision}`, () => r.last >= toRevision);
+    await until(`history of ${kind} up to ${toRevision}`, () => r.last >= toRevision);
     r.handle.close();
     return r.seen;
   } finally {
@@ -290,13 +291,13 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
     const victim = cluster.inUse(agent);
     const start = (await agent.list('Endpoint')).revision;
     const watches = KINDS.map((k) => recorder(agent, k, start));
-    await waitFor('watches connected', () => watches.every((w) => w.connection.includes(true)));
+    await until('watches connected', () => watches.every((w) => w.connection.includes(true)));
 
     const latencies: { at: number; ms: number }[] = [];
     const opLat: { at: number; ms: number }[] = [];
     const agentWrites = churn(agent, 'agent', 120, 10, latencies);
     const operatorWrites = churn(operator, 'op', 120, 10, opLat);
-    await waitFor('some writes before the kill', () => latencies.length >= 40);
+    await until('some writes before the kill', () => latencies.length >= 40);
     // A follower first (the leader's death is the second case below).
     await cluster.lead(victim, false);
     const wasLeader = await cluster.isLeader(victim);
@@ -310,7 +311,7 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
     const truth = new Map<Kind, string[]>();
     for (const [i, kind] of KINDS.entries()) {
       const w = watches[i]!;
-      await waitFor(`${kind} watch to reach its marker`, () => w.last >= end.get(kind)!);
+      await until(`${kind} watch to reach its marker`, () => w.last >= end.get(kind)!);
       assert.equal(w.resync, undefined, `no resync of ${kind}`);
       assert.deepEqual(w.connection.slice(0, 3), [true, false, true], `${kind} watch reconnected`);
       truth.set(kind, await history(cluster.url(survivor), kind, start, end.get(kind)!));
@@ -358,7 +359,7 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
     const victim = cluster.inUse(client);
     const start = (await client.list('Endpoint')).revision;
     const w = recorder(client, 'Endpoint', start);
-    await waitFor('watch connected', () => w.connection.includes(true));
+    await until('watch connected', () => w.connection.includes(true));
     const lat: { at: number; ms: number }[] = [];
     cluster.freeze(victim);
     try {
@@ -370,8 +371,8 @@ describe('etcd store on a three-member cluster', { timeout: 240_000 }, () => {
       const ops = await churn(client, 'frz', 30, 5, lat);
       await churn(writer, 'frzw', 30, 5, []);
       const end = (await markers(writer, 'freeze')).get('Endpoint')!;
-      await waitFor('watch moved off the frozen member', () => w.connection.includes(false));
-      await waitFor('watch caught up', () => w.last >= end);
+      await until('watch moved off the frozen member', () => w.connection.includes(false));
+      await until('watch caught up', () => w.last >= end);
       const truth = await history(cluster.url(cluster.members.indexOf(cluster.inUse(writer))), 'Endpoint', start, end);
       assert.deepEqual(w.seen, truth);
       assert.equal(w.resync, undefined);
@@ -440,7 +441,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
   };
   /** Moves raft leadership to member `i` (the worst case for its clients when it dies). */
   const makeLeader = async (i: number): Promise<void> => {
-    await waitFor(`lab etcd member ${i} to lead`, () => {
+    await until(`lab etcd member ${i} to lead`, () => {
       const sts = [0, 1, 2].map((k) => etcdCall(k, '/v3/maintenance/status', {}));
       const target = sts[i]?.header?.member_id;
       const leader = sts.findIndex((st) => st.leader !== undefined && st.leader === st.header?.member_id);
@@ -539,7 +540,7 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     for (const node of nodes) {
       assert.notEqual(await memberInUse(node), victim, `${node}'s agent moved to another member`);
       // Every pod of both nodes is in the node's ipcache; every policy is in force.
-      await waitFor(`${node} to know every pod`, () => knowsPods(node, pods));
+      await until(`${node} to know every pod`, () => knowsPods(node, pods));
       const pol = await agent(node).get<{ policies: Array<{ key: string; source: string }> }>('/v1/policy');
       const cluster = pol.policies.filter((p) => p.source === 'cluster').map((p) => p.key);
       assert.deepEqual(cluster.sort(), [...applied].sort(), `${node}'s policies`);
@@ -562,6 +563,6 @@ describe('agents on a three-member etcd cluster (lab up --store etcd --etcd-memb
     // The member returns with its data and catches up; the lab's store restart still restarts every member.
     await restartStore(LAB, 0, victim);
     const back = await podAdd(LAB, 'after-return', { node: 'w1' });
-    await waitFor('ctr to know the pod added after the member returned', () => knowsPods('ctr', [back]));
+    await until('ctr to know the pod added after the member returned', () => knowsPods('ctr', [back]));
   });
 });

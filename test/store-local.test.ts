@@ -8,17 +8,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalStoreClient, LocalStoreServer, StoreError, type WatchEvent } from '../src/store/index.js';
+import { until } from './lib/proc.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-lstore-`));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** One request; `chunked` streams the body without a content-length. */
 function raw(socketPath: string, method: string, p: string, body?: string, chunked = false): Promise<{ status: number; body: string }> {
@@ -110,7 +102,7 @@ describe('local store server', { timeout: 120_000 }, () => {
     let resync: string | undefined;
     c.watch('Node', { fromRevision: revision, onEvent: (e) => events.push(e), onResync: (r) => (resync = r) });
     await c.put('Node', 'n9', {});
-    await waitFor('event', () => events.length === 1);
+    await until('event', () => events.length === 1);
     await a.close();
     fs.rmSync(dir, { recursive: true });
     const b = server(dir, { keepaliveMs: 200 });
@@ -118,7 +110,7 @@ describe('local store server', { timeout: 120_000 }, () => {
     // Enough writes that the new store's revision passes the watch's: only the store id tells them apart.
     const writer = client(sock);
     for (let i = 0; i < 6; i++) await writer.put('Node', `m${i}`, {});
-    await waitFor('onResync', () => resync !== undefined);
+    await until('onResync', () => resync !== undefined);
     assert.match(resync ?? '', /replaced|lost/);
     assert.equal(events.length, 1);
   });
@@ -143,7 +135,7 @@ describe('local store server', { timeout: 120_000 }, () => {
     const streamed = await rawChunked(sock, 'PUT', '/v1/resources/Node/a', JSON.stringify({ value: 'y'.repeat(2 * 1024 * 1024) }));
     assert.equal(streamed.status, 413);
     assert.equal((JSON.parse(streamed.body) as { error: { code: string } }).error.code, 'TENDRIL_ERR_STORE_TOO_LARGE');
-    assert.equal((await raw(sock, 'PUT', '/v1/resources/Node/a', JSON.stringify({ value: 'fits' }))).status, 200);
+    assert.equal((await raw(sock, 'PUT', '/v1/resources/Node/fits', JSON.stringify({ value: 'fits' }))).status, 200);
     const missing = await raw(sock, 'GET', '/v1/resources/Node/nope');
     assert.equal(missing.status, 404);
     assert.equal((JSON.parse(missing.body) as { error: { code: string } }).error.code, 'TENDRIL_ERR_STORE_NOT_FOUND');

@@ -62,6 +62,14 @@ export function formatMetrics(rows: DropMetric[]): string {
   return table(['REASON', 'DIRECTION', 'PACKETS', 'BYTES', 'LINE', 'FILE'], rows.map((r) => [r.description, r.direction.toUpperCase(), String(r.packets), String(r.bytes), '-', '-']));
 }
 
+/** Marks a cluster-scoped policy in the NAMESPACE column (kubectl prints none; a blank cell reads as a gap). */
+export const CLUSTERWIDE = '<clusterwide>';
+
+/** `policy get -o table`: one row per policy, clusterwide ones marked in the NAMESPACE column. */
+export function formatPolicyTable(ps: ReadonlyArray<Pick<PolicyListView['policies'][number], 'namespace' | 'name' | 'kind' | 'source'>>): string {
+  return table(['NAMESPACE', 'NAME', 'KIND', 'SOURCE'], ps.map((p) => [p.namespace === '' ? CLUSTERWIDE : p.namespace, p.name, p.kind, p.source]));
+}
+
 export function registerPolicyViews(program: Command): void {
   const identity = program.command('identity').description('security identities (label set -> number)');
   identity
@@ -105,7 +113,7 @@ export function registerPolicyViews(program: Command): void {
       const ps = name ? r.policies.filter((p) => p.key === name || `${p.namespace}/${p.name}` === name || p.name === name) : r.policies;
       if (name && ps.length === 0) throw new Error(`Policy "${name}" not found on this node`);
       if (o.output === 'table') {
-        out(table(['NAMESPACE', 'NAME', 'KIND', 'SOURCE'], ps.map((p) => [p.namespace, p.name, p.kind, p.source])));
+        out(formatPolicyTable(ps));
         out(`Enforcement mode: ${r.mode}\n`);
         return;
       }

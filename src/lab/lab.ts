@@ -11,6 +11,7 @@ import { removePinned } from '../kernel/bpf/index.js';
 import { ApiClient } from '../util/api-client.js';
 import { readJsonFile, writeJsonFile } from '../agent/state-file.js';
 import type { ConfigView } from '../agent/index.js';
+import type { NodeDeleteResult, OperatorStatusView } from '../operator/index.js';
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
@@ -338,7 +339,7 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   Netns.delete(p.node(name).healthNetns, NETNS_DIR);
   if (fs.existsSync(p.node(name).bpfRoot)) removePinned(p.node(name).bpfRoot);
   fs.rmSync(p.node(name).dir, { recursive: true, force: true });
-  await new ApiClient(p.operatorSocket, 'operator').request('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
+  await new ApiClient(p.operatorSocket, 'operator').request<NodeDeleteResult>('DELETE', `/v1/nodes/${encodeURIComponent(name)}`).catch((err: unknown) => {
     if ((err as { status?: number }).status !== 404) throw err;
   });
   const fresh = loadLab(lab);
@@ -441,7 +442,7 @@ export async function startOperator(st: LabState): Promise<number> {
   while (Date.now() < deadline) {
     if (!alive(pid)) throw new LabError('TENDRIL_ERR_LAB_AGENT', `Operator exited during start-up:\n${tail(p.operatorLog, 15)}`);
     try {
-      await client.get('/v1/status');
+      await client.get<OperatorStatusView>('/v1/status');
       return pid;
     } catch {
       await sleep(100);

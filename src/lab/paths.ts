@@ -22,7 +22,6 @@ export function labPaths(lab: string) {
   return {
     dir,
     stateFile: path.join(dir, 'lab.json'),
-    lockFile: path.join(dir, 'lock'),
     ownedFile: path.join(dir, 'owned'),
     netnsPrefix: prefix,
     underlayNetns: `${prefix}underlay`,

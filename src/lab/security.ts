@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ApiClient, ApiClientError } from '../util/api-client.js';
 import type { EndpointView, IpView, PolicyListView, PolicyView } from '../agent/index.js';
+import type { NamespaceView, PolicyApplyResult, PolicyDeleteResult } from '../operator/index.js';
 import { policyKey, type PolicyKind } from '../policy/index.js';
 import { LabError } from './errors.js';
 import { findPod, loadLab, saveLab, type LabNode, type LabPod, type LabState } from './lab.js';
@@ -78,7 +79,7 @@ export async function labPolicyApply(lab: string, files: string[], o: ChangeOpti
       throw new LabError('TENDRIL_ERR_LAB_INVALID', `Cannot read policy file "${f}": ${(err as Error).message}`);
     }
   });
-  const r = await operator(st).request<{ applied: Array<{ key: string; resource: string; revision: number }> }>('PUT', '/v1/policies', {
+  const r = await operator(st).request<PolicyApplyResult>('PUT', '/v1/policies', {
     text: texts.join('\n---\n'),
     origin: files.map((f) => path.basename(f)).join(', '),
   });
@@ -90,7 +91,7 @@ export async function labPolicyApply(lab: string, files: string[], o: ChangeOpti
 /** `lab policy delete NAME` (NAME, NAMESPACE/NAME or the resource name). */
 export async function labPolicyDelete(lab: string, ref: string, o: ChangeOptions = {}): Promise<string> {
   const st = loadLab(lab);
-  const r = await operator(st).request<{ deleted: string }>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
+  const r = await operator(st).request<PolicyDeleteResult>('DELETE', `/v1/policies/${encodeURIComponent(ref)}`);
   // "<kind>.<namespace>.<name>" (namespace '' for a cluster-wide policy) -> the key agents list it under.
   const [kind, ns, ...rest] = r.deleted.split('.');
   const key = policyKey({ kind: kind as PolicyKind, namespace: ns ?? '', name: rest.join('.') });
@@ -105,9 +106,9 @@ export async function labNamespaceSet(
   changes: Record<string, string | null>,
   mode: 'add' | 'label',
   o: ChangeOptions = {},
-): Promise<{ name: string; labels: Record<string, string> }> {
+): Promise<NamespaceView> {
   const st = loadLab(lab);
-  const r = await operator(st).request<{ name: string; labels: Record<string, string> }>('PATCH', `/v1/namespaces/${encodeURIComponent(ns)}`, {
+  const r = await operator(st).request<NamespaceView>('PATCH', `/v1/namespaces/${encodeURIComponent(ns)}`, {
     labels: changes,
     ...(mode === 'add' ? { create: true } : {}),
   });
@@ -115,13 +116,13 @@ export async function labNamespaceSet(
   return r;
 }
 
-export async function labNamespaceList(lab: string): Promise<Array<{ name: string; labels: Record<string, string> }>> {
+export async function labNamespaceList(lab: string): Promise<NamespaceView[]> {
   return operator(loadLab(lab)).get('/v1/namespaces');
 }
 
 /** Waits until every pod of namespace @ns shows the namespace's current labels in its security labels. */
 async function waitIdentities(st: LabState, ns: string, o: ChangeOptions): Promise<void> {
-  const spaces = await operator(st).get<Array<{ name: string; labels: Record<string, string> }>>('/v1/namespaces');
+  const spaces = await operator(st).get<NamespaceView[]>('/v1/namespaces');
   const labels = spaces.find((s) => s.name === ns)?.labels ?? {};
   const want = Object.entries(labels).map(([k, v]) => `k8s:io.cilium.k8s.namespace.labels.${k}=${v}`);
   const stored = `Namespace ${ns}'s labels stored in the cluster store`;

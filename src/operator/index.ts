@@ -14,3 +14,4 @@ export { OperatorError, type OperatorErrorCode } from './errors.js';
 export { operatorConfig, parseDuration, parseListen, DEFAULT_OPERATOR_API_SOCKET, DEFAULT_STORE_DATA, type OperatorConfig, type OperatorFlags, type StoreChoice } from './config.js';
 export { runOperator, type RunOperatorOptions, type RunningOperator, type OperatorStatusResponse } from './main.js';
 export { registerOperator } from './cli.js';
+export type * from './api.js';

@@ -12,6 +12,7 @@ import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
 import { registerServiceRoutes } from '../lb/routes.js';
 import { registerNodeCidrRoutes } from './node-cidrs.js';
+import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
 
@@ -175,11 +176,11 @@ interface StatusServer {
 async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam']): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
-  api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r) => ({ ...r.value, revision: r.revision })));
+  api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r): OperatorNodeView => ({ ...r.value, revision: r.revision })));
   api.route('DELETE', '/v1/nodes/{name}', async (req) => {
     const name = req.params['name']!;
     if (!(await store.delete('Node', name))) throw new HttpError(404, `Node "${name}" not found`, 'TENDRIL_ERR_NOT_FOUND');
-    return { deleted: name };
+    return { deleted: name } satisfies NodeDeleteResult;
   });
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);

@@ -3,6 +3,7 @@
 import { LABEL_NAMESPACE_NAME, PolicyError, isDnsLabel, labelKeyProblem, labelValueProblem, parsePolicies, policyKey, type Policy } from '../policy/index.js';
 import type { NamespaceSpec, PolicySpec, Store } from '../store/types.js';
 import { HttpError, type ApiServer } from '../util/api.js';
+import type { AppliedPolicy, NamespaceView, PolicyApplyResult, PolicyDeleteResult, StoredPolicyView } from './api.js';
 
 
 /** Store name of a Policy resource: "<kind>.<namespace>.<name>" (the agent reads it back the same way). */
@@ -10,15 +11,9 @@ export function policyResourceName(p: Pick<Policy, 'kind' | 'namespace' | 'name'
   return `${p.kind}.${p.namespace}.${p.name}`;
 }
 
-export interface AppliedPolicy {
-  key: string;
-  resource: string;
-  revision: number;
-}
-
 export function registerResourceRoutes(api: ApiServer, store: Store): void {
   api.route('GET', '/v1/policies', async () =>
-    (await store.list<PolicySpec>('Policy')).items.map((r) => ({ resource: r.name, revision: r.revision, document: r.value.document })),
+    (await store.list<PolicySpec>('Policy')).items.map((r): StoredPolicyView => ({ resource: r.name, revision: r.revision, document: r.value.document })),
   );
   api.route('PUT', '/v1/policies', async (req) => {
     const b = req.json() as { text?: unknown; origin?: unknown };
@@ -40,7 +35,7 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
       const r = await store.put<PolicySpec>('Policy', resource, { document: p.source });
       applied.push({ key: policyKey(p), resource, revision: r.revision });
     }
-    return { applied };
+    return { applied } satisfies PolicyApplyResult;
   });
   api.route('DELETE', '/v1/policies/{ref}', async (req) => {
     const ref = req.params['ref']!;
@@ -57,10 +52,10 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
     const m = matches[0]!;
     await store.delete('Policy', m.name);
     const after = await store.ping();
-    return { deleted: m.name, revision: after.revision ?? 0 };
+    return { deleted: m.name, revision: after.revision ?? 0 } satisfies PolicyDeleteResult;
   });
 
-  api.route('GET', '/v1/namespaces', async () => (await store.list<NamespaceSpec>('Namespace')).items.map((r) => ({ name: r.name, labels: r.value.labels })));
+  api.route('GET', '/v1/namespaces', async () => (await store.list<NamespaceSpec>('Namespace')).items.map((r): NamespaceView => ({ name: r.name, labels: r.value.labels })));
   api.route('PATCH', '/v1/namespaces/{name}', async (req) => {
     const name = req.params['name']!;
     if (!isDnsLabel(name)) throw new HttpError(400, `Invalid namespace name "${name}": a DNS label (a-z, 0-9, "-")`, 'TENDRIL_ERR_INVALID_REQUEST');
@@ -88,7 +83,7 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
       labels[LABEL_NAMESPACE_NAME] = name;
       try {
         const r = await store.put<NamespaceSpec>('Namespace', name, { labels }, { expectedRevision: cur?.revision ?? 0 });
-        return { name, labels, revision: r.revision };
+        return { name, labels, revision: r.revision } satisfies NamespaceView;
       } catch (err) {
         if ((err as { code?: string }).code !== 'TENDRIL_ERR_STORE_CONFLICT' || attempt > 10) throw err;
       }

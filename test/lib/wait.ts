@@ -1,6 +1,5 @@
-// Waiting helpers of the store tests: a free loopback port, and polling for a condition under one deadline.
+// A free loopback port for the store tests (polling for a condition is proc.ts's until()).
 import net from 'node:net';
-import { sleep } from './proc.js';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick). */
 export function freePort(): Promise<number> {
@@ -12,14 +11,4 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-/** Polls `cond` until it holds; fails naming `what` after `timeoutMs`. */
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await sleep(25);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
