@@ -13,7 +13,7 @@ import { CLI_JS } from '../src/lab/paths.js';
 import type { OperatorStatusResponse } from '../src/operator/index.js';
 import { ApiClient } from '../src/util/api-client.js';
 import { startKit, type Kit } from './lib/k8s-kit.js';
-import { waitFor } from './lib/wait.js';
+import { until } from './lib/proc.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -87,7 +87,7 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
 
       // Namespaces: the core resource's labels, created and changed through the API, show in the store.
       await objects.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a', labels: { team: 'a' } } } as KubernetesObject);
-      await waitFor('namespace team-a in the store', async () => (await store.list<NamespaceSpec>('Namespace')).items.some((r) => r.name === 'team-a' && r.value.labels['team'] === 'a'));
+      await until('namespace team-a in the store', async () => (await store.list<NamespaceSpec>('Namespace')).items.some((r) => r.name === 'team-a' && r.value.labels['team'] === 'a'));
       const ns = (await store.get<NamespaceSpec>('Namespace', 'team-a'))!;
       assert.equal(ns.value.labels['kubernetes.io/metadata.name'], 'team-a');
       await store.put<NamespaceSpec>('Namespace', 'team-a', { labels: { 'kubernetes.io/metadata.name': 'team-a', tier: 'x' } }, { expectedRevision: ns.revision });
@@ -95,7 +95,7 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
 
       // Policies: a NetworkPolicy applied through the API is a store Policy, its document what the agent parses.
       await objects.create({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-all', namespace: 'team-a' }, spec: { podSelector: {} } } as KubernetesObject);
-      await waitFor('the NetworkPolicy in the store', async () => (await store.list<PolicySpec>('Policy')).items.some((r) => r.name === 'NetworkPolicy.team-a.deny-all'));
+      await until('the NetworkPolicy in the store', async () => (await store.list<PolicySpec>('Policy')).items.some((r) => r.name === 'NetworkPolicy.team-a.deny-all'));
       const pol = (await store.get<PolicySpec>('Policy', 'NetworkPolicy.team-a.deny-all'))!;
       assert.deepEqual(pol.value.document, { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-all', namespace: 'team-a' }, spec: { podSelector: {}, policyTypes: ['Ingress'] } });
       // ... and one the operator's API writes becomes a TendrilClusterwideNetworkPolicy object.
@@ -120,20 +120,20 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
       await cache.start({ change: (name, v) => seen.push([name, v?.labels]), connection: (up) => (up ? undefined : downs++) });
       assert.deepEqual(cache.get('400'), { labels: ['k8s:app=a'] });
       await store.put<IdentitySpec>('Identity', '401', { labels: ['k8s:app=b'] });
-      await waitFor('401 through the watch', () => cache.get('401') !== undefined);
+      await until('401 through the watch', () => cache.get('401') !== undefined);
 
       // Kill the apiserver; while it is down a second client cannot write, so write right after it is back, before
       // the watch has had a chance to reconnect, and also delete one: both must arrive.
       const pid = Number(fs.readFileSync(`${kit!.runDir}/pids/kube-apiserver.pid`, 'utf8'));
       process.kill(pid, 'SIGKILL');
-      await waitFor('the watch to notice', () => downs > 0, 60_000);
+      await until('the watch to notice', () => downs > 0, 60_000);
       await kit!.script('up.sh');
       const other = new KubernetesStore(connect(kit!.kubeconfig), { log: silent });
       await other.put<IdentitySpec>('Identity', '402', { labels: ['k8s:app=c'] });
       await other.delete('Identity', '401');
       await other.put<IdentitySpec>('Identity', '400', { labels: ['k8s:app=a2'] });
       await other.close();
-      await waitFor('the cache to catch up', () => cache.get('402') !== undefined && cache.get('401') === undefined && cache.get('400')?.labels[0] === 'k8s:app=a2', 60_000);
+      await until('the cache to catch up', () => cache.get('402') !== undefined && cache.get('401') === undefined && cache.get('400')?.labels[0] === 'k8s:app=a2', 60_000);
       // Each change once: 400 (changed), 401 (added, then deleted), 402 (added).
       assert.deepEqual(seen.map(([n]) => n).sort(), ['400', '401', '401', '402']);
     } finally {
@@ -160,7 +160,7 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
       const b = start(2);
       let leader: { proc: ChildProcess; api: ApiClient } | undefined;
       let follower: typeof leader;
-      await waitFor('one leader and one follower', async () => {
+      await until('one leader and one follower', async () => {
         const [sa, sb] = await Promise.all([status(a.api), status(b.api)]);
         if (!sa?.kubernetes || !sb?.kubernetes) return false;
         if (sa.kubernetes.leader === sb.kubernetes.leader) return false;
@@ -172,11 +172,11 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
       assert.match(`${st.kubernetes?.version} ${st.kubernetes?.['git-version']}`, /^1\.32 v1\.32\./);
       // The leader allocates: a TendrilNode gets a pod CIDR from the pool.
       await store.put('Node', 'w1', { name: 'w1', addresses: ['192.168.9.1'], podCIDRs: [] });
-      await waitFor('w1 to get a CIDR', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w1'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
+      await until('w1 to get a CIDR', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w1'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
       leader!.proc.kill('SIGKILL');
-      await waitFor('the follower to take the lease over', async () => (await status(follower!.api))?.kubernetes?.leader === true, 60_000);
+      await until('the follower to take the lease over', async () => (await status(follower!.api))?.kubernetes?.leader === true, 60_000);
       await store.put('Node', 'w2', { name: 'w2', addresses: ['192.168.9.2'], podCIDRs: [] });
-      await waitFor('w2 to get a CIDR from the new leader', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w2'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
+      await until('w2 to get a CIDR from the new leader', async () => ((await store.get<{ podCIDRs: string[] }>('Node', 'w2'))?.value.podCIDRs.length ?? 0) > 0, 60_000);
       const w1 = (await store.get<{ podCIDRs: string[] }>('Node', 'w1'))!.value.podCIDRs;
       const w2 = (await store.get<{ podCIDRs: string[] }>('Node', 'w2'))!.value.podCIDRs;
       assert.notDeepEqual(w1, w2);
