@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev linux-libc-dev gcc make libc6-dev iproute2 bpftool iputils-ping curl
-      iperf3 containernetworking-plugins etcd-server etcd-client tcpdump socat util-linux
+      iperf3 containernetworking-plugins etcd-server etcd-client tcpdump socat util-linux iptables
       # the Kubernetes kit (../shared/k8s): control plane and kubelet node
       xz-utils openssl containerd runc busybox-static)
 
