@@ -25,6 +25,7 @@ import { GuardedStore, openStore, StoreError } from '../store/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import type { Logger } from '../util/log.js';
+import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
 
 export const VERSION = '0.1.0';
 
@@ -56,6 +57,8 @@ export class Agent {
   private ready = false;
   private stopping = false;
   private observer: ObserverServer | undefined;
+  /** The node's L7 proxy: started when the first L7 rule applies to an endpoint here. */
+  private proxy: ProxySupervisor | undefined;
   private events: EventWatch | undefined;
   private podCidr = '';
   private api: ApiServer | undefined;
@@ -92,6 +95,7 @@ export class Agent {
       log: this.log.child({ subsys: 'policy' }),
       storeAvailable: () => this.store?.up ?? true,
       identityFile: path.join(cfg.stateDir, 'identities.json'),
+      onL7Change: () => this.onL7Change(),
     });
     await api.listen(cfg.socket);
     this.api = api;
@@ -245,6 +249,7 @@ export class Agent {
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
     this.security?.stop();
+    await this.proxy?.stop();
     this.nodes?.stop();
     this.events?.stop();
     await this.observer?.stop();
@@ -252,6 +257,25 @@ export class Agent {
     await this.queue;
     await this.store?.close().catch(() => {});
     this.dp?.stop();
+  }
+
+  /** Starts the proxy with the first L7 rule, and gives it the rules in force on every change. L7 entries redirect
+   *  only once it listens; it stays up (and keeps its port in the datapath) once started. */
+  private onL7Change(): void {
+    if (!this.dp || this.stopping) return;
+    if (!this.proxy && this.security.hasL7) {
+      const port = DEFAULT_PROXY_PORT;
+      this.proxy = new ProxySupervisor({
+        port,
+        log: this.log.child({ subsys: 'proxy' }),
+        onReady: () => {
+          this.dp?.setProxyPort(port);
+          this.security.setProxyPort(port);
+        },
+      });
+      this.proxy.start();
+    }
+    this.proxy?.update(this.security.l7Table());
   }
 
   /** The flow server (Hubble's Observer API) fed from the datapath's event ring. */
@@ -671,6 +695,7 @@ export class Agent {
       policy: { mode: this.cfg.enablePolicy, policies: this.security.listPolicies().length, 'last-regeneration': this.security.lastRegeneration },
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       identities: this.security.identities.list().length,
+      proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
     };
   }

@@ -43,6 +43,8 @@ export interface StatusView {
   health: { ip: string | null; endpoint: number | null };
   policy: { mode: string; policies: number; 'last-regeneration': Regeneration };
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
+  /** The node's L7 proxy (null until the first L7 rule): port, process, redirects in force, request counters. */
+  proxy?: import('../proxy/index.js').ProxyStatus | null;
   identities: number;
 }
 
