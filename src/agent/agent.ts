@@ -29,6 +29,7 @@ import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import { Masquerade } from '../nat/index.js';
 import type { Logger } from '../util/log.js';
+import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
 
 export const VERSION = '0.1.0';
 
@@ -67,6 +68,8 @@ export class Agent {
   private ready = false;
   private stopping = false;
   private observer: ObserverServer | undefined;
+  /** The node's L7 proxy: started when the first L7 rule applies to an endpoint here. */
+  private proxy: ProxySupervisor | undefined;
   private events: EventWatch | undefined;
   private podCidr = '';
   private api: ApiServer | undefined;
@@ -111,6 +114,7 @@ export class Agent {
       log: this.log.child({ subsys: 'policy' }),
       storeAvailable: () => this.store?.up ?? true,
       identityFile: path.join(cfg.stateDir, 'identities.json'),
+      onL7Change: () => this.onL7Change(),
     });
     await api.listen(cfg.socket);
     this.api = api;
@@ -322,6 +326,7 @@ export class Agent {
     this.broughtUp?.();
     this.security?.stop();
     this.services?.stop();
+    await this.proxy?.stop();
     this.nodes?.stop();
     this.events?.stop();
     await this.observer?.stop();
@@ -331,6 +336,25 @@ export class Agent {
     this.masq?.stop();
     await this.kubernetes?.stop().catch(() => {});
     this.dp?.stop();
+  }
+
+  /** Starts the proxy with the first L7 rule, and gives it the rules in force on every change. L7 entries redirect
+   *  only once it listens; it stays up (and keeps its port in the datapath) once started. */
+  private onL7Change(): void {
+    if (!this.dp || this.stopping) return;
+    if (!this.proxy && this.security.hasL7) {
+      const port = DEFAULT_PROXY_PORT;
+      this.proxy = new ProxySupervisor({
+        port,
+        log: this.log.child({ subsys: 'proxy' }),
+        onReady: () => {
+          this.dp?.setProxyPort(port);
+          this.security.setProxyPort(port);
+        },
+      });
+      this.proxy.start();
+    }
+    this.proxy?.update(this.security.l7Table());
   }
 
   /** The flow server (Hubble's Observer API); NOT_SERVING until the agent is ready. */
@@ -782,6 +806,7 @@ export class Agent {
       masquerading: this.masq?.status() ?? null,
       'kube-proxy-replacement': this.services?.status() ?? null,
       identities: this.security.identities.list().length,
+      proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
       'cni-timings': this.cni?.timings.view() ?? [],
     };

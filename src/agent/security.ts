@@ -2,6 +2,7 @@
 // the policy compiler need them, the policy repository (cluster-wide from the store, node-local from the API), and
 // the per-endpoint policy map entries compiled from it — recomputed for the endpoints a change affects and applied
 // to the maps in place.
+import type { L7Entry, ProxyEndpointRules, ProxyTable } from '../proxy/index.js';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -40,6 +41,9 @@ export interface SecurityOptions {
   storeAvailable?: () => boolean;
   /** Where the identities known are kept for a restart without the store. */
   identityFile?: string;
+  /** After a regeneration in which some endpoint has L7 entries (or had, and they are gone): the agent starts the
+   *  proxy and hands it l7Table(). */
+  onL7Change?: () => void;
 }
 
 /** Store name of an Endpoint resource. */
@@ -115,6 +119,10 @@ export class SecurityManager {
   private publishTimer: NodeJS.Timeout | undefined;
   private publishing = false;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  /** The node proxy's port once it listens (L7 entries redirect there); 0 = none, L7 entries are left out. */
+  private proxyPort = 0;
+  /** Endpoints whose last compiled policy has L7 entries. */
+  private readonly l7Endpoints = new Set<number>();
   /** Last regeneration: how many endpoints and how long. */
   lastRegeneration = { endpoints: 0, ms: 0, compileMs: 0, mapsMs: 0, at: '' };
 
@@ -766,6 +774,7 @@ export class SecurityManager {
     const policies = this.allPolicies();
     let n = 0;
     let mapsMs = 0;
+    let l7Changed = false;
     for (const id of ids) {
       const ep = endpoints.get(id);
       if (!ep) continue;
@@ -784,17 +793,58 @@ export class SecurityManager {
       const t1 = performance.now();
       // L7 entries are only written with a proxy to redirect to; without one they are left out, so traffic on
       // L7-policed ports fails closed (dropped) instead of passing unfiltered.
-      const entries = result.entries.some((e) => e.http !== undefined) ? result.entries.filter((e) => e.http === undefined) : result.entries;
+      const hasL7 = result.entries.some((e) => e.http !== undefined);
+      if (hasL7 !== this.l7Endpoints.has(id)) l7Changed = true;
+      if (hasL7) {
+        this.l7Endpoints.add(id);
+        l7Changed = true;
+      } else this.l7Endpoints.delete(id);
+      const port = this.proxyPort;
+      const entries = !hasL7
+        ? result.entries
+        : port === 0
+          ? result.entries.filter((e) => e.http === undefined)
+          : result.entries.map((e) => (e.http === undefined ? e : { ...e, proxyPort: port }));
       dp.setEndpointPolicy(ep, { ingressEnforced: result.ingress.enforced, egressEnforced: result.egress.enforced, entries });
       mapsMs += performance.now() - t1;
       this.compiled.set(id, result);
       n++;
     }
     this.installIpBlocks();
+    if (l7Changed) this.opts.onL7Change?.();
     const ms = performance.now() - t0;
     const r2 = (x: number): number => Math.round(x * 100) / 100;
     if (n > 0) this.lastRegeneration = { endpoints: n, ms: r2(ms), compileMs: r2(ms - mapsMs), mapsMs: r2(mapsMs), at: new Date().toISOString() };
     return { endpoints: n, ms };
+  }
+
+  /** Points L7 entries at the proxy listening on `port` (0: none, they are left out) and rewrites every endpoint. */
+  setProxyPort(port: number): void {
+    if (port === this.proxyPort) return;
+    this.proxyPort = port;
+    this.pendingAll = true;
+    this.kick();
+  }
+
+  /** Whether some endpoint of this node has L7 entries. */
+  get hasL7(): boolean {
+    return this.l7Endpoints.size > 0;
+  }
+
+  /** The L7 entries of this node's endpoints and the addresses' identities, for the proxy. */
+  l7Table(): ProxyTable {
+    const endpoints: ProxyEndpointRules[] = [];
+    for (const id of this.l7Endpoints) {
+      const ep = this.endpoints?.get(id);
+      const pol = this.compiled.get(id);
+      if (!ep || !pol) continue;
+      const l7 = (d: 'ingress' | 'egress'): L7Entry[] =>
+        pol.entries.filter((e) => e.direction === d && e.http !== undefined).map((e) => ({ identity: e.identity, port: e.port, portPrefixLen: e.portPrefixLen, http: e.http! }));
+      endpoints.push({ ip: ep.ip, identity: ep.identity, ingress: l7('ingress'), egress: l7('egress') });
+    }
+    const identities: [string, number][] = [];
+    for (const e of this.dp?.dumpIpcache() ?? []) if (e.prefix.endsWith('/32')) identities.push([e.prefix.slice(0, -3), e.identity]);
+    return { endpoints, identities };
   }
 
   /** The last compiled policy of an endpoint (enforcement and entries with the policies they came from). */

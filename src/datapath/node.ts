@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BpfMap, Collection, type TypedMap, ensureBpffs, haveTcx, queryTcx } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
+import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
 import { PinnedAttachments, TcxSwitcher } from './attach.js';
@@ -653,6 +654,20 @@ export class NodeDatapath {
     }
     // Only when the address is not already another endpoint's.
     if (cur === undefined || cur.ifindex === ep.hostIfindex) this.ctFlush({ ip: ep.ip });
+  }
+
+  // ---- L7 proxy ----
+
+  /**
+   * The node proxy's listener port (0 = no proxy: the datapath then does no socket lookups for proxy replies) and,
+   * with a port, the policy route that delivers packets assigned to the proxy locally. The port is written into the
+   * pinned map, so it outlives the agent like the policy entries that name it.
+   */
+  setProxyPort(port: number): void {
+    const s = this.started();
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Invalid proxy port ${String(port)}`);
+    if (port !== 0) ensureProxyRoute();
+    s.lxc.map(PROXY_MAP).update(Buffer.alloc(4), proxyConfigValue(port), 'any');
   }
 
   // ---- policy ----

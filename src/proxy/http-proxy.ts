@@ -222,8 +222,10 @@ export class HttpProxyEngine {
       up.destroy();
       socket.destroy();
     };
-    up.on('error', done);
-    socket.on('error', done);
+    for (const s of [up, socket]) {
+      s.on('error', done);
+      s.on('close', done);
+    }
   }
 
   private upstreamAgent(c: ConnState): http.Agent {

@@ -1,0 +1,47 @@
+// The node proxy process: forked by the agent's ProxySupervisor in the node's namespace, fed its rules over IPC.
+import net from 'node:net';
+import { markedSocket, transparentListener } from '../kernel/socket/index.js';
+import { HttpProxyEngine, type HttpFlowRecord } from './http-proxy.js';
+import { MARK_MAGIC_FROM_PROXY } from './marks.js';
+import { ProxyRules, type ProxyTable } from './rules.js';
+
+export type ToProxy = { type: 'rules'; table: ProxyTable };
+export type FromProxy = { type: 'ready'; port: number } | { type: 'flow'; flow: HttpFlowRecord } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
+
+function send(m: FromProxy): void {
+  process.send?.(m);
+}
+
+const port = Number(process.argv[2]);
+let rules = new ProxyRules({ endpoints: [], identities: [] });
+
+const engine = new HttpProxyEngine({
+  policyFor(info) {
+    const p = rules.forConnection(info.srcIp, info.dstIp, info.dstPort);
+    if (p === undefined) return undefined;
+    return {
+      ...p,
+      connect(i) {
+        // The client's address and, in the mark, its identity: the destination's policy judges the client.
+        const fd = markedSocket({ localAddress: i.srcIp, mark: MARK_MAGIC_FROM_PROXY | ((p.srcIdentity & 0xffff) << 16) });
+        return new net.Socket({ fd }).connect({ port: i.dstPort, host: i.dstIp });
+      },
+    };
+  },
+  onFlow: (flow) => send({ type: 'flow', flow }),
+});
+
+process.on('message', (m: ToProxy) => {
+  if (m.type === 'rules') rules = new ProxyRules(m.table);
+});
+process.on('disconnect', () => process.exit(0));
+
+try {
+  const fd = transparentListener(port);
+  const server = net.createServer((s) => engine.handle(s));
+  server.listen({ fd }, () => send({ type: 'ready', port }));
+  setInterval(() => send({ type: 'stats', stats: engine.stats }), 1000).unref();
+} catch (err) {
+  send({ type: 'error', message: (err as Error).message });
+  process.exit(1);
+}

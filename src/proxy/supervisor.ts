@@ -1,0 +1,90 @@
+// Runs the node proxy as a child process in the agent's (the node's) namespace, feeds it rules, restarts it.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../util/log.js';
+import type { HttpFlowRecord, HttpProxyStats } from './http-proxy.js';
+import type { FromProxy, ToProxy } from './main.js';
+import type { ProxyTable } from './rules.js';
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+/** Quick enough that new connections work again within a second of a crash. */
+const RESTART_DELAY_MS = 100;
+
+export interface ProxyStatus {
+  port: number;
+  running: boolean;
+  pid: number | null;
+  restarts: number;
+  /** Endpoints with L7 rules (the redirects in force). */
+  redirects: number;
+  stats: HttpProxyStats | null;
+}
+
+export class ProxySupervisor {
+  private child: ChildProcess | undefined;
+  private table: ProxyTable = { endpoints: [], identities: [] };
+  private stopped = true;
+  private restarts = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stats: HttpProxyStats | null = null;
+  private ready = false;
+
+  constructor(private readonly opts: { port: number; log: Logger; onFlow?: (f: HttpFlowRecord) => void; onReady?: () => void }) {}
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const child = fork(MAIN, [String(this.opts.port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'advanced' });
+    this.child = child;
+    this.ready = false;
+    child.on('message', (m: FromProxy) => {
+      if (m.type === 'ready') {
+        this.ready = true;
+        this.send({ type: 'rules', table: this.table });
+        this.opts.log.info({ port: m.port, pid: child.pid }, 'L7 proxy listening');
+        this.opts.onReady?.();
+      } else if (m.type === 'flow') this.opts.onFlow?.(m.flow);
+      else if (m.type === 'stats') this.stats = m.stats;
+      else if (m.type === 'error') this.opts.log.error({ err: m.message }, 'L7 proxy failed to start');
+    });
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = undefined;
+      if (this.stopped) return;
+      this.restarts++;
+      this.opts.log.warn({ code, signal, restarts: this.restarts }, 'L7 proxy exited; restarting (its ports fail closed meanwhile)');
+      this.timer = setTimeout(() => this.spawn(), RESTART_DELAY_MS);
+    });
+    child.on('error', (err) => this.opts.log.error({ err }, 'L7 proxy process error'));
+  }
+
+  private send(m: ToProxy): void {
+    if (this.child?.connected && this.ready) this.child.send(m);
+  }
+
+  /** The rules in force (kept for restarts). */
+  update(table: ProxyTable): void {
+    this.table = table;
+    this.send({ type: 'rules', table });
+  }
+
+  status(): ProxyStatus {
+    return { port: this.opts.port, running: this.ready && this.child !== undefined, pid: this.child?.pid ?? null, restarts: this.restarts, redirects: this.table.endpoints.length, stats: this.stats };
+  }
+
+  /** Stops the proxy and waits for the process to be gone. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    const child = this.child;
+    this.child = undefined;
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+  }
+}
