@@ -196,19 +196,38 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
+/** How much of a refused body is still read (and thrown away) before the 413 goes out and the connection closes. */
+const REFUSED_BODY_DRAIN_BYTES = 64 * 1024 * 1024;
+const REFUSED_BODY_DRAIN_MS = 5000;
+
 /**
- * The request body, refused with 413 once it passes @limit bytes (declared or sent). The rest is drained, not
- * kept, so the client still reads the answer; the connection closes after it.
+ * The request body, refused with 413 once it passes @limit bytes (declared or sent). The rest is read and thrown
+ * away before the answer goes out (up to 64 MiB or 5 s), so a client still writing its body reads the 413 instead
+ * of a broken pipe; the connection closes after it.
  */
 function readBody(req: http.IncomingMessage, limit: number, res: http.ServerResponse): Promise<string> {
-  const tooLarge = (size: string): HttpError => {
+  const refuse = (size: string, reject: (e: HttpError) => void): void => {
     res.setHeader('connection', 'close');
+    const err = new HttpError(413, `Request body of ${size} bytes exceeds the API's limit of ${limit} bytes: send less per request (e.g. one policy file at a time)`, 'TENDRIL_ERR_BODY_TOO_LARGE');
+    let drained = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      req.off('data', count);
+      reject(err);
+    };
+    const count = (c: Buffer): void => {
+      drained += c.length;
+      if (drained > REFUSED_BODY_DRAIN_BYTES) done();
+    };
+    const timer = setTimeout(done, REFUSED_BODY_DRAIN_MS);
+    req.on('data', count);
+    req.once('end', done);
+    req.once('error', done);
     req.resume();
-    return new HttpError(413, `Request body of ${size} bytes exceeds the API's limit of ${limit} bytes: send less per request (e.g. one policy file at a time)`, 'TENDRIL_ERR_BODY_TOO_LARGE');
   };
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(String(declared)));
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) return refuse(String(declared), reject);
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (c: Buffer): void => {
@@ -217,7 +236,7 @@ function readBody(req: http.IncomingMessage, limit: number, res: http.ServerResp
       req.off('data', onData);
       req.off('end', onEnd);
       chunks.length = 0;
-      reject(tooLarge(`more than ${limit}`));
+      refuse(`more than ${limit}`, reject);
     };
     const onEnd = (): void => resolve(Buffer.concat(chunks).toString('utf8'));
     req.on('data', onData);
