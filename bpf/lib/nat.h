@@ -161,21 +161,97 @@ static __always_inline __u16 nat_random_port(void)
 	return CONFIG_NAT_PORT_MIN + bpf_get_prandom_u32() % range;
 }
 
+/* snat4_new(): another CPU made the flow's entries meanwhile. */
+#define NAT_RACED	1
+
+/*
+ * Is the flow that holds the IN entry @rtuple -> @rs over? Its conntrack
+ * entry (the pod's egress tuple, from which the OUT entry's key is made as
+ * well) is gone, expired, or a TCP flow closed both ways (FIN each way, or
+ * RST). Such a flow's port is free for a new one before the GC comes by.
+ */
+static __always_inline bool snat4_flow_dead(const struct ct_tuple4 *rtuple, __be32 pod, __be16 pod_port, __u32 now)
+{
+	struct ct_tuple4 t = {};
+	struct ct_entry *e;
+
+	t.saddr = pod;
+	t.daddr = rtuple->saddr;
+	t.sport = pod_port;
+	t.dport = rtuple->sport;
+	t.nexthdr = rtuple->nexthdr;
+	t.dir = CT_EGRESS;
+	e = bpf_map_lookup_elem(ct_map(t.nexthdr), &t);
+	if (!e || !ct_alive(e, now))
+		return true;
+	return t.nexthdr == IPPROTO_TCP &&
+	       (e->flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)) == (CT_F_RX_CLOSING | CT_F_TX_CLOSING);
+}
+
+/*
+ * The port of the IN entry @rtuple is held: by @otuple's own flow whose OUT
+ * entry was lost (then it is the flow's again), or by a dead flow (then it
+ * is taken over). Returns 0 when the port is @otuple's now, NAT_RACED when
+ * another CPU made the flow's entry meanwhile, -1 when the port stays taken.
+ *
+ * Taking over is atomic through the dead flow's OUT entry: only the CPU
+ * whose delete of it succeeds rewrites the IN entry, so two new flows never
+ * both win one port. A dead flow's IN entry without its OUT entry (LRU
+ * eviction, or the GC half-way) is left to the GC.
+ */
+static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const struct ct_tuple4 *rtuple,
+					   const struct nat_entry4 *rstate, const struct nat_entry4 *ostate, __u32 now)
+{
+	struct ct_tuple4 old = {};
+	struct nat_entry4 *e, *oe;
+	__be32 pod;
+	__be16 pod_port;
+
+	e = bpf_map_lookup_elem(&tendril_snat_v4, rtuple);
+	if (!e)
+		return -1;
+	pod = e->to_addr;
+	pod_port = e->to_port;
+	if (pod == otuple->saddr && pod_port == otuple->sport)
+		goto out_entry;
+	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
+		return -1;
+	old.saddr = pod;
+	old.daddr = rtuple->saddr;
+	old.sport = pod_port;
+	old.dport = rtuple->sport;
+	old.nexthdr = rtuple->nexthdr;
+	old.dir = NAT_DIR_OUT;
+	oe = bpf_map_lookup_elem(&tendril_snat_v4, &old);
+	/* The dead flow's tuple may have been reopened with another port: then this IN entry is no longer its. */
+	if (!oe || oe->to_port != rtuple->dport || oe->to_addr != CONFIG_NODE_IP4)
+		return -1;
+	if (bpf_map_delete_elem(&tendril_snat_v4, &old) != 0)
+		return -1;	/* another CPU took it over first */
+	if (bpf_map_update_elem(&tendril_snat_v4, rtuple, rstate, BPF_ANY) != 0)
+		return -1;
+out_entry:
+	if (bpf_map_update_elem(&tendril_snat_v4, otuple, ostate, BPF_NOEXIST) == 0)
+		return 0;
+	return NAT_RACED;
+}
+
 /*
  * A new flow @otuple (the pod's, dir NAT_DIR_OUT): reserve a port of the
  * range for it towards its destination, trying its own port first (a pod's
  * ephemeral port usually lies in the range, and then stays), then random
- * ones. Fills @res with the OUT entry and returns 0, returns NAT_RACED when
- * another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
+ * ones; a port held by a dead flow is taken over (snat4_take_over()), so
+ * that churn of short connections does not exhaust the range between two
+ * GC runs. Fills @res with the OUT entry and returns 0, returns NAT_RACED
+ * when another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
  */
-#define NAT_RACED	1
 static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_entry4 *res)
 {
 	struct nat_entry4 ostate = {}, rstate = {};
 	struct ct_tuple4 rtuple = {};
 	__u32 now = ct_now();
 	__u16 port = bpf_ntohs(otuple->sport);
-	int i;
+	int i, ret;
 
 	rtuple.saddr = otuple->daddr;
 	rtuple.daddr = CONFIG_NODE_IP4;
@@ -191,8 +267,8 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 		port = nat_random_port();
 	for (i = 0; i < NAT_COLLISION_RETRIES; i++) {
 		rtuple.dport = bpf_htons(port);
+		ostate.to_port = rtuple.dport;
 		if (bpf_map_update_elem(&tendril_snat_v4, &rtuple, &rstate, BPF_NOEXIST) == 0) {
-			ostate.to_port = rtuple.dport;
 			if (bpf_map_update_elem(&tendril_snat_v4, otuple, &ostate, BPF_NOEXIST) == 0) {
 				*res = ostate;
 				return 0;
@@ -200,6 +276,11 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 			/* Another CPU translated the same flow meanwhile: its entry is the one. */
 			bpf_map_delete_elem(&tendril_snat_v4, &rtuple);
 			return NAT_RACED;
+		}
+		ret = snat4_take_over(otuple, &rtuple, &rstate, &ostate, now);
+		if (ret >= 0) {
+			*res = ostate;
+			return ret;
 		}
 		port = nat_random_port();
 	}

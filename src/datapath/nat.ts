@@ -148,9 +148,22 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
     }
     doomed.push(k);
   }
-  for (const [k] of entries) if (k.dir === NAT_DIR_IN && !outs.has(tupleId(k))) doomed.push(k);
+  const taken = new Map<CtKey, NatValue>();
+  for (const [k, v] of entries) {
+    if (k.dir !== NAT_DIR_IN || outs.has(tupleId(k))) continue;
+    doomed.push(k);
+    taken.set(k, v);
+  }
   let deleted = 0;
-  for (const k of doomed) if (snat.delete(k)) deleted++;
+  for (const k of doomed) {
+    // The datapath may have given a dead flow's port to a new flow since the snapshot (lib/nat.h's take-over).
+    const was = taken.get(k);
+    if (was) {
+      const cur = snat.lookup(k);
+      if (cur && (cur.toAddr !== was.toAddr || cur.toPort !== was.toPort)) continue;
+    }
+    if (snat.delete(k)) deleted++;
+  }
   return { deleted, alive: entries.length - deleted };
 }
 
