@@ -327,35 +327,51 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	saddr = ip->saddr;
 	if (saddr == CONFIG_NODE_IP4)
 		return TC_ACT_OK;
+	/* The native-routing CIDR costs no lookup: cross-node pod traffic leaves before any. */
+	if (CONFIG_NATIVE_ROUTING_MASK4 && (ip->daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
+		return TC_ACT_OK;
 	ep = lookup_ip4_endpoint(saddr);
-	if (!ep || ep_is_host(ep) || !snat4_needed(ip->daddr))
+	if (!ep || ep_is_host(ep))
 		return TC_ACT_OK;
 	lxc_id = ep->lxc_id;
 	sec_id = ep->sec_id;
-
-	ret = ct_extract4(skb, ip, &pkt);
-	if (IS_ERR(ret))
-		return ret;
 	proto = ip->protocol;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
+
+	/*
+	 * A flow's existing mapping first: it was made only for a destination
+	 * that needed it, so a hit spares every packet after the first the
+	 * ipcache and ip-masq-agent LPM lookups of snat4_needed().
+	 */
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP) {
+		ret = ct_extract4(skb, ip, &pkt);
+		if (IS_ERR(ret))
+			return ret;
+		if (!pkt.no_ports && !pkt.icmp_error) {
+			pkt.tuple.dir = NAT_DIR_OUT;
+			e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+			if (e) {
+				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
+				to_addr = e->to_addr;
+				to_port = e->to_port;
+				trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
+				goto rewrite;
+			}
+		}
+	}
+	if (!snat4_needed(ip->daddr))
+		return TC_ACT_OK;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
+		return DROP_NAT_UNSUPP_PROTO;
 	if (pkt.no_ports)
 		return DROP_NAT_NO_MAPPING;
-	if (proto == IPPROTO_ICMP) {
-		if (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO)
-			return DROP_NAT_UNSUPP_PROTO;
-	} else if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+	if (proto == IPPROTO_ICMP && (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO))
 		return DROP_NAT_UNSUPP_PROTO;
-	}
 
 	trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
-	/* Values copied out per branch: a pointer merged from map value and stack trips the verifier. */
-	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
-	if (e) {
-		to_addr = e->to_addr;
-		to_port = e->to_port;
-	} else {
+	{
 		ret = snat4_new(&pkt.tuple, &fresh);
 		if (IS_ERR(ret))
 			return ret;
@@ -369,7 +385,10 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 			to_port = e->to_port;
 		}
 	}
-	trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
+rewrite:
+	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
+	if (trace.report)
+		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;
