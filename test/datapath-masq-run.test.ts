@@ -289,9 +289,14 @@ test('a port held by a dead flow (TCP closed both ways, expired, or its conntrac
   const natOf = (sport: number) =>
     natList(snat).filter((e) => e.protocol === IPPROTO_TCP && e.direction === 'OUT' && e.dst === dst && e.sport === sport);
 
-  // One flow closed (FIN both ways): the next new flow gets its port, the dead flow's OUT entry goes.
+  // Closed this very second: its last ACK may still be on its way, the port is not taken yet.
+  ctEntry(IPPROTO_TCP, 1100, dst, 443, { flags: CT_F_SEEN_NON_SYN | CT_F_RX_CLOSING | CT_F_TX_CLOSING, expiresIn: 10 });
+  assert.equal(run(toNetdevSmall, syn(1200)).retval, TC_ACT_SHOT, 'a flow closed just now keeps its port');
+
+  // One flow closed (FIN both ways) a while ago: the next new flow gets its port, the dead flow's OUT entry goes.
   const sets: Array<[number, number, { flags?: number; expiresIn?: number } | 'gone']> = [
-    [1100, 1200, { flags: CT_F_SEEN_NON_SYN | CT_F_RX_CLOSING | CT_F_TX_CLOSING }],
+    // Closed, last packet 5 s ago (lifetime = last packet + the 10 s closing timeout).
+    [1100, 1200, { flags: CT_F_SEEN_NON_SYN | CT_F_RX_CLOSING | CT_F_TX_CLOSING, expiresIn: 5 }],
     [1101, 1201, { flags: CT_F_SEEN_NON_SYN, expiresIn: -5 }],
     [1102, 1202, 'gone'],
   ];

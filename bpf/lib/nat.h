@@ -161,6 +161,9 @@ static __always_inline __u16 nat_random_port(void)
 	return CONFIG_NAT_PORT_MIN + bpf_get_prandom_u32() % range;
 }
 
+/* Seconds a closed TCP flow stays quiet before its port is taken over (snat4_flow_dead()). */
+#define NAT_CLOSED_GRACE	2
+
 /* snat4_new(): another CPU made the flow's entries meanwhile. */
 #define NAT_RACED	1
 
@@ -168,7 +171,7 @@ static __always_inline __u16 nat_random_port(void)
  * Is the flow that holds the IN entry @rtuple -> @rs over? Its conntrack
  * entry (the pod's egress tuple, from which the OUT entry's key is made as
  * well) is gone, expired, or a TCP flow closed both ways (FIN each way, or
- * RST). Such a flow's port is free for a new one before the GC comes by.
+ * RST) a while ago. Such a flow's port is free for a new one before the GC comes by.
  */
 static __always_inline bool snat4_flow_dead(const struct ct_tuple4 *rtuple, __be32 pod, __be16 pod_port, __u32 now)
 {
@@ -184,8 +187,15 @@ static __always_inline bool snat4_flow_dead(const struct ct_tuple4 *rtuple, __be
 	e = bpf_map_lookup_elem(ct_map(t.nexthdr), &t);
 	if (!e || !ct_alive(e, now))
 		return true;
+	/*
+	 * Closed, and quiet for NAT_CLOSED_GRACE seconds (its lifetime is its
+	 * last packet + the closing timeout): the last ACK of the close has
+	 * reached the far end, which would otherwise still hold the old
+	 * connection on this port and answer the new flow's SYN with an ACK.
+	 */
 	return t.nexthdr == IPPROTO_TCP &&
-	       (e->flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)) == (CT_F_RX_CLOSING | CT_F_TX_CLOSING);
+	       (e->flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)) == (CT_F_RX_CLOSING | CT_F_TX_CLOSING) &&
+	       e->lifetime + NAT_CLOSED_GRACE <= now + CONFIG_CT_TIMEOUT_TCP_FIN;
 }
 
 /*
