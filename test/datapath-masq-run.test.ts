@@ -327,6 +327,26 @@ test('a port held by a dead flow (TCP closed both ways, expired, or its conntrac
   ctForget([...fresh, keys.get(1100)!, keys.get(1101)!, keys.get(1103)!]);
 });
 
+test('a new connection (SYN) on a tuple whose port was lost (its IN entry evicted and the port taken) gets a new port', () => {
+  const dst = '203.0.113.55';
+  const pkt = (flags: number): Buffer => out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, 1400, 443, Buffer.alloc(0), flags)));
+  const key = ctEntry(IPPROTO_TCP, 1400, dst, 443);
+  const x = parse(run(toNetdevSmall, pkt(0x02)).data).sport;
+  const inKey = { saddr: dst, daddr: NODE_IP, sport: 443, dport: x, nexthdr: IPPROTO_TCP, dir: 1, pad: 0 };
+  // An established flow's packets keep the mapping without looking at the IN entry.
+  snat.put(inKey, { toAddr: '10.200.0.99', toPort: 777, pad: 0, created: monotonicSeconds(), pad2: 0 });
+  assert.equal(parse(run(toNetdevSmall, pkt(0x10)).data).sport, x);
+  // A SYN on the tuple: the port is another flow's now, so the tuple gets one of its own.
+  const r = run(toNetdevSmall, pkt(0x02));
+  assert.equal(r.retval, TC_ACT_OK);
+  const y = parse(r.data).sport;
+  assert.notEqual(y, x);
+  assert.equal(snat.lookup(inKey)?.toPort, 777, "the other flow's entry is untouched");
+  assert.equal(snat.lookup({ ...inKey, dport: y })?.toPort, 1400);
+  ctForget([key]);
+  snat.delete(inKey);
+});
+
 test('the GC removes the NAT entries of flows whose conntrack entry is gone, and keeps the rest', () => {
   run(toNetdev, tcpOut(44444, '9.9.9.9', 80));
   const now = monotonicSeconds();

@@ -161,6 +161,8 @@ static __always_inline __u16 nat_random_port(void)
 	return CONFIG_NAT_PORT_MIN + bpf_get_prandom_u32() % range;
 }
 
+#define TCP_F_ACK		0x10
+
 /* Seconds a closed TCP flow stays quiet before its port is taken over (snat4_flow_dead()). */
 #define NAT_CLOSED_GRACE	2
 
@@ -297,6 +299,30 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 	return DROP_NAT_NO_MAPPING;
 }
 
+/*
+ * A TCP SYN (a new connection) on a tuple with a mapping to @port, whose IN
+ * entry is gone or another flow's (an LRU eviction made the port free and a
+ * new flow took it): the tuple must not keep a port it no longer holds, or
+ * its replies reach the other flow. Checked on SYNs only, a lookup spared
+ * every other packet.
+ */
+static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be16 port)
+{
+	struct ct_tuple4 rt = {};
+	struct nat_entry4 *in;
+
+	if (p->tuple.nexthdr != IPPROTO_TCP || (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) != TCP_F_SYN)
+		return false;
+	rt.saddr = p->tuple.daddr;
+	rt.daddr = CONFIG_NODE_IP4;
+	rt.sport = p->tuple.dport;
+	rt.dport = port;
+	rt.nexthdr = IPPROTO_TCP;
+	rt.dir = NAT_DIR_IN;
+	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	return !in || in->to_addr != p->tuple.saddr || in->to_port != p->tuple.sport;
+}
+
 /* First byte of an ICMP header as ct_extract4() kept it (policy_dport holds type and code as on the wire). */
 static __always_inline __u8 nat_icmp_type(const struct ct_pkt *p)
 {
@@ -365,8 +391,12 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
 				to_addr = e->to_addr;
 				to_port = e->to_port;
-				trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
-				goto rewrite;
+				if (!snat4_syn_port_lost(&pkt, to_port)) {
+					trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
+					goto rewrite;
+				}
+				/* A new connection on the tuple, whose port is no longer its: a new mapping. */
+				bpf_map_delete_elem(&tendril_snat_v4, &pkt.tuple);
 			}
 		}
 	}
