@@ -8,6 +8,10 @@ import assert from 'node:assert/strict';
 
 import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
 import {
+  CT_F_RX_CLOSING,
+  CT_F_SEEN_NON_SYN,
+  CT_F_TX_CLOSING,
+  CT_MAP_ANY,
   CT_MAP_TCP,
   IPCACHE_MAP,
   LXC_MAP,
@@ -56,6 +60,7 @@ let toNetdevSmall: BpfProgram;
 let toNetdevIpmasq: BpfProgram;
 let snat: TypedMap<CtKey, NatValue>;
 let ct: TypedMap<CtKey, ReturnType<typeof ctValueCodec.decode>>;
+let ctAny: TypedMap<CtKey, ReturnType<typeof ctValueCodec.decode>>;
 
 before(() => {
   assert.equal(process.getuid?.(), 0, 'test/datapath-masq-run.test.ts needs root (BPF_PROG_LOAD, bpffs)');
@@ -77,6 +82,7 @@ before(() => {
   snat = main.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
   assert.equal(small.map(SNAT_MAP).id, main.map(SNAT_MAP).id);
   ct = main.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec);
+  ctAny = main.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec);
   main.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: pod.ip4 }, pod);
   const ipcache = main.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
   const entry = (identity: number) => ({ identity, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
@@ -101,6 +107,19 @@ const out = (payload: Buffer): Buffer => ethernet(GW_MAC, NODE_MAC, payload);
 const inn = (payload: Buffer): Buffer => ethernet(NODE_MAC, GW_MAC, payload);
 const tcpOut = (sport: number, dst = EXT, dport = 80, flags = 0x02): Buffer =>
   out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, sport, dport, Buffer.from('hello'), flags)));
+
+/** The pod's egress conntrack entry of a flow, as lxc's cil_from_container makes it: alive unless told otherwise. */
+function ctEntry(protocol: number, sport: number, dst: string, dport: number, o: { flags?: number; expiresIn?: number } = {}): CtKey {
+  const now = monotonicSeconds();
+  const key = { saddr: pod.ip4, daddr: dst, sport, dport, nexthdr: protocol, dir: 0, pad: 0 };
+  const v = { packets: 1n, bytes: 60n, lifetime: now + (o.expiresIn ?? 100), srcSecId: pod.secId, flags: o.flags ?? 0, txFlagsSeen: 2, rxFlagsSeen: 0, created: now };
+  (protocol === IPPROTO_TCP ? ct : ctAny).put(key, v);
+  return key;
+}
+
+function ctForget(keys: CtKey[]): void {
+  for (const k of keys) (k.nexthdr === IPPROTO_TCP ? ct : ctAny).delete(k);
+}
 
 test('a pod TCP flow to the world leaves with the node IP, keeping its port when in range; replies go back to the pod', () => {
   const r = run(toNetdev, tcpOut(43001));
@@ -136,12 +155,15 @@ test('a port out of the range is replaced by one in it, the same for every packe
 test('two pods sending from the same port to one ip:port get different ports', () => {
   const other: EndpointInfo = { ...pod, ifindex: 4243, lxcId: 102, ip4: '10.200.0.11', secId: 1002 };
   loaded[0]!.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: other.ip4 }, other);
+  // The first flow is alive (a flow without conntrack entry is dead, and its port would be taken over).
+  const alive = ctEntry(IPPROTO_TCP, 45000, EXT, 443);
   const a = parse(run(toNetdev, tcpOut(45000, EXT, 443)).data);
   const frame = out(ipv4(other.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, other.ip4, EXT, 45000, 443, Buffer.alloc(0))));
   const b = parse(run(toNetdev, frame).data);
   assert.equal(a.sport, 45000);
   assert.equal(b.src, NODE_IP);
   assert.notEqual(b.sport, 45000);
+  ctForget([alive]);
 });
 
 test('UDP: translated both ways, a zero checksum stays zero', () => {
@@ -228,10 +250,12 @@ function dropCount(reason: number): number {
   return n;
 }
 
-test('with every port of the range taken towards one ip:port, a new flow is dropped with reason 167 (egress)', () => {
+test('with every port of the range taken towards one ip:port by live flows, a new flow is dropped with reason 167 (egress)', () => {
   const dst = '203.0.113.53';
   const ports = new Set<number>();
+  const live: CtKey[] = [];
   for (let i = 0; i < 4; i++) {
+    live.push(ctEntry(IPPROTO_UDP, 1000 + i, dst, 53));
     const r = run(toNetdevSmall, out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 1000 + i, 53, Buffer.from('q')))));
     assert.equal(r.retval, TC_ACT_OK);
     ports.add(parse(r.data).sport);
@@ -243,6 +267,84 @@ test('with every port of the range taken towards one ip:port, a new flow is drop
   assert.equal(dropCount(167), before + 1);
   // Another destination port has the whole range again.
   assert.equal(run(toNetdevSmall, out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 2000, 54, Buffer.from('q'))))).retval, TC_ACT_OK);
+  ctForget(live);
+});
+
+test('a port held by a dead flow (TCP closed both ways, expired, or its conntrack entry gone) is taken over by a new flow; live ones are not', () => {
+  const dst = '203.0.113.54';
+  const syn = (sport: number): Buffer => out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, sport, 443, Buffer.alloc(0), 0x02)));
+  const portOf = new Map<number, number>();
+  const keys = new Map<number, CtKey>();
+  for (let i = 0; i < 4; i++) {
+    const sport = 1100 + i;
+    keys.set(sport, ctEntry(IPPROTO_TCP, sport, dst, 443, { flags: CT_F_SEEN_NON_SYN }));
+    const r = run(toNetdevSmall, syn(sport));
+    assert.equal(r.retval, TC_ACT_OK);
+    portOf.set(sport, parse(r.data).sport);
+  }
+  assert.deepEqual([...portOf.values()].sort(), [40000, 40001, 40002, 40003]);
+  const before = dropCount(167);
+  assert.equal(run(toNetdevSmall, syn(1200)).retval, TC_ACT_SHOT, 'all four alive: no port');
+  assert.equal(dropCount(167), before + 1);
+  const natOf = (sport: number) =>
+    natList(snat).filter((e) => e.protocol === IPPROTO_TCP && e.direction === 'OUT' && e.dst === dst && e.sport === sport);
+
+  // Closed this very second: its last ACK may still be on its way, the port is not taken yet.
+  ctEntry(IPPROTO_TCP, 1100, dst, 443, { flags: CT_F_SEEN_NON_SYN | CT_F_RX_CLOSING | CT_F_TX_CLOSING, expiresIn: 10 });
+  assert.equal(run(toNetdevSmall, syn(1200)).retval, TC_ACT_SHOT, 'a flow closed just now keeps its port');
+
+  // One flow closed (FIN both ways) a while ago: the next new flow gets its port, the dead flow's OUT entry goes.
+  const sets: Array<[number, number, { flags?: number; expiresIn?: number } | 'gone']> = [
+    // Closed, last packet 5 s ago (lifetime = last packet + the 10 s closing timeout).
+    [1100, 1200, { flags: CT_F_SEEN_NON_SYN | CT_F_RX_CLOSING | CT_F_TX_CLOSING, expiresIn: 5 }],
+    [1101, 1201, { flags: CT_F_SEEN_NON_SYN, expiresIn: -5 }],
+    [1102, 1202, 'gone'],
+  ];
+  const fresh: CtKey[] = [];
+  for (const [dead, next, how] of sets) {
+    if (how === 'gone') ctForget([keys.get(dead)!]);
+    else ctEntry(IPPROTO_TCP, dead, dst, 443, how);
+    fresh.push(ctEntry(IPPROTO_TCP, next, dst, 443));
+    const r = run(toNetdevSmall, syn(next));
+    assert.equal(r.retval, TC_ACT_OK, `${next} takes over ${dead}'s port (${JSON.stringify(how)})`);
+    const p = parse(r.data);
+    assert.equal(p.sport, portOf.get(dead));
+    assert.ok(p.l4CsumOk);
+    assert.equal(natOf(dead).length, 0, 'the dead flow has no mapping left');
+    assert.equal(natOf(next)[0]?.toPort, portOf.get(dead));
+    // Its reply reaches the new flow.
+    const back = run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 443, p.sport, Buffer.alloc(0), 0x12))));
+    assert.equal(back.retval, TC_ACT_REDIRECT);
+    assert.equal(parse(back.data).dport, next);
+    // The same flow's next packet keeps its mapping.
+    assert.equal(parse(run(toNetdevSmall, syn(next)).data).sport, p.sport);
+  }
+  // Everything alive again (the fourth flow never died): exhaustion still drops.
+  const b2 = dropCount(167);
+  fresh.push(ctEntry(IPPROTO_TCP, 1300, dst, 443));
+  assert.equal(run(toNetdevSmall, syn(1300)).retval, TC_ACT_SHOT);
+  assert.equal(dropCount(167), b2 + 1);
+  ctForget([...fresh, keys.get(1100)!, keys.get(1101)!, keys.get(1103)!]);
+});
+
+test('a new connection (SYN) on a tuple whose port was lost (its IN entry evicted and the port taken) gets a new port', () => {
+  const dst = '203.0.113.55';
+  const pkt = (flags: number): Buffer => out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, 1400, 443, Buffer.alloc(0), flags)));
+  const key = ctEntry(IPPROTO_TCP, 1400, dst, 443);
+  const x = parse(run(toNetdevSmall, pkt(0x02)).data).sport;
+  const inKey = { saddr: dst, daddr: NODE_IP, sport: 443, dport: x, nexthdr: IPPROTO_TCP, dir: 1, pad: 0 };
+  // An established flow's packets keep the mapping without looking at the IN entry.
+  snat.put(inKey, { toAddr: '10.200.0.99', toPort: 777, pad: 0, created: monotonicSeconds(), pad2: 0 });
+  assert.equal(parse(run(toNetdevSmall, pkt(0x10)).data).sport, x);
+  // A SYN on the tuple: the port is another flow's now, so the tuple gets one of its own.
+  const r = run(toNetdevSmall, pkt(0x02));
+  assert.equal(r.retval, TC_ACT_OK);
+  const y = parse(r.data).sport;
+  assert.notEqual(y, x);
+  assert.equal(snat.lookup(inKey)?.toPort, 777, "the other flow's entry is untouched");
+  assert.equal(snat.lookup({ ...inKey, dport: y })?.toPort, 1400);
+  ctForget([key]);
+  snat.delete(inKey);
 });
 
 test('the GC removes the NAT entries of flows whose conntrack entry is gone, and keeps the rest', () => {

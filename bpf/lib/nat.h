@@ -161,21 +161,109 @@ static __always_inline __u16 nat_random_port(void)
 	return CONFIG_NAT_PORT_MIN + bpf_get_prandom_u32() % range;
 }
 
+#define TCP_F_ACK		0x10
+
+/* Seconds a closed TCP flow stays quiet before its port is taken over (snat4_flow_dead()). */
+#define NAT_CLOSED_GRACE	2
+
+/* snat4_new(): another CPU made the flow's entries meanwhile. */
+#define NAT_RACED	1
+
+/*
+ * Is the flow that holds the IN entry @rtuple -> @rs over? Its conntrack
+ * entry (the pod's egress tuple, from which the OUT entry's key is made as
+ * well) is gone, expired, or a TCP flow closed both ways (FIN each way, or
+ * RST) a while ago. Such a flow's port is free for a new one before the GC comes by.
+ */
+static __always_inline bool snat4_flow_dead(const struct ct_tuple4 *rtuple, __be32 pod, __be16 pod_port, __u32 now)
+{
+	struct ct_tuple4 t = {};
+	struct ct_entry *e;
+
+	t.saddr = pod;
+	t.daddr = rtuple->saddr;
+	t.sport = pod_port;
+	t.dport = rtuple->sport;
+	t.nexthdr = rtuple->nexthdr;
+	t.dir = CT_EGRESS;
+	e = bpf_map_lookup_elem(ct_map(t.nexthdr), &t);
+	if (!e || !ct_alive(e, now))
+		return true;
+	/*
+	 * Closed, and quiet for NAT_CLOSED_GRACE seconds (its lifetime is its
+	 * last packet + the closing timeout): the last ACK of the close has
+	 * reached the far end, which would otherwise still hold the old
+	 * connection on this port and answer the new flow's SYN with an ACK.
+	 */
+	return t.nexthdr == IPPROTO_TCP &&
+	       (e->flags & (CT_F_RX_CLOSING | CT_F_TX_CLOSING)) == (CT_F_RX_CLOSING | CT_F_TX_CLOSING) &&
+	       e->lifetime + NAT_CLOSED_GRACE <= now + CONFIG_CT_TIMEOUT_TCP_FIN;
+}
+
+/*
+ * The port of the IN entry @rtuple is held: by @otuple's own flow whose OUT
+ * entry was lost (then it is the flow's again), or by a dead flow (then it
+ * is taken over). Returns 0 when the port is @otuple's now, NAT_RACED when
+ * another CPU made the flow's entry meanwhile, -1 when the port stays taken.
+ *
+ * Taking over is atomic through the dead flow's OUT entry: only the CPU
+ * whose delete of it succeeds rewrites the IN entry, so two new flows never
+ * both win one port. A dead flow's IN entry without its OUT entry (LRU
+ * eviction, or the GC half-way) is left to the GC.
+ */
+static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const struct ct_tuple4 *rtuple,
+					   const struct nat_entry4 *rstate, const struct nat_entry4 *ostate, __u32 now)
+{
+	struct ct_tuple4 old = {};
+	struct nat_entry4 *e, *oe;
+	__be32 pod;
+	__be16 pod_port;
+
+	e = bpf_map_lookup_elem(&tendril_snat_v4, rtuple);
+	if (!e)
+		return -1;
+	pod = e->to_addr;
+	pod_port = e->to_port;
+	if (pod == otuple->saddr && pod_port == otuple->sport)
+		goto out_entry;
+	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
+		return -1;
+	old.saddr = pod;
+	old.daddr = rtuple->saddr;
+	old.sport = pod_port;
+	old.dport = rtuple->sport;
+	old.nexthdr = rtuple->nexthdr;
+	old.dir = NAT_DIR_OUT;
+	oe = bpf_map_lookup_elem(&tendril_snat_v4, &old);
+	/* The dead flow's tuple may have been reopened with another port: then this IN entry is no longer its. */
+	if (!oe || oe->to_port != rtuple->dport || oe->to_addr != CONFIG_NODE_IP4)
+		return -1;
+	if (bpf_map_delete_elem(&tendril_snat_v4, &old) != 0)
+		return -1;	/* another CPU took it over first */
+	if (bpf_map_update_elem(&tendril_snat_v4, rtuple, rstate, BPF_ANY) != 0)
+		return -1;
+out_entry:
+	if (bpf_map_update_elem(&tendril_snat_v4, otuple, ostate, BPF_NOEXIST) == 0)
+		return 0;
+	return NAT_RACED;
+}
+
 /*
  * A new flow @otuple (the pod's, dir NAT_DIR_OUT): reserve a port of the
  * range for it towards its destination, trying its own port first (a pod's
  * ephemeral port usually lies in the range, and then stays), then random
- * ones. Fills @res with the OUT entry and returns 0, returns NAT_RACED when
- * another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
+ * ones; a port held by a dead flow is taken over (snat4_take_over()), so
+ * that churn of short connections does not exhaust the range between two
+ * GC runs. Fills @res with the OUT entry and returns 0, returns NAT_RACED
+ * when another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
  */
-#define NAT_RACED	1
 static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_entry4 *res)
 {
 	struct nat_entry4 ostate = {}, rstate = {};
 	struct ct_tuple4 rtuple = {};
 	__u32 now = ct_now();
 	__u16 port = bpf_ntohs(otuple->sport);
-	int i;
+	int i, ret;
 
 	rtuple.saddr = otuple->daddr;
 	rtuple.daddr = CONFIG_NODE_IP4;
@@ -191,8 +279,8 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 		port = nat_random_port();
 	for (i = 0; i < NAT_COLLISION_RETRIES; i++) {
 		rtuple.dport = bpf_htons(port);
+		ostate.to_port = rtuple.dport;
 		if (bpf_map_update_elem(&tendril_snat_v4, &rtuple, &rstate, BPF_NOEXIST) == 0) {
-			ostate.to_port = rtuple.dport;
 			if (bpf_map_update_elem(&tendril_snat_v4, otuple, &ostate, BPF_NOEXIST) == 0) {
 				*res = ostate;
 				return 0;
@@ -201,9 +289,38 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 			bpf_map_delete_elem(&tendril_snat_v4, &rtuple);
 			return NAT_RACED;
 		}
+		ret = snat4_take_over(otuple, &rtuple, &rstate, &ostate, now);
+		if (ret >= 0) {
+			*res = ostate;
+			return ret;
+		}
 		port = nat_random_port();
 	}
 	return DROP_NAT_NO_MAPPING;
+}
+
+/*
+ * A TCP SYN (a new connection) on a tuple with a mapping to @port, whose IN
+ * entry is gone or another flow's (an LRU eviction made the port free and a
+ * new flow took it): the tuple must not keep a port it no longer holds, or
+ * its replies reach the other flow. Checked on SYNs only, a lookup spared
+ * every other packet.
+ */
+static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be16 port)
+{
+	struct ct_tuple4 rt = {};
+	struct nat_entry4 *in;
+
+	if (p->tuple.nexthdr != IPPROTO_TCP || (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) != TCP_F_SYN)
+		return false;
+	rt.saddr = p->tuple.daddr;
+	rt.daddr = CONFIG_NODE_IP4;
+	rt.sport = p->tuple.dport;
+	rt.dport = port;
+	rt.nexthdr = IPPROTO_TCP;
+	rt.dir = NAT_DIR_IN;
+	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	return !in || in->to_addr != p->tuple.saddr || in->to_port != p->tuple.sport;
 }
 
 /* First byte of an ICMP header as ct_extract4() kept it (policy_dport holds type and code as on the wire). */
@@ -246,35 +363,55 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	saddr = ip->saddr;
 	if (saddr == CONFIG_NODE_IP4)
 		return TC_ACT_OK;
+	/* The native-routing CIDR costs no lookup: cross-node pod traffic leaves before any. */
+	if (CONFIG_NATIVE_ROUTING_MASK4 && (ip->daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
+		return TC_ACT_OK;
 	ep = lookup_ip4_endpoint(saddr);
-	if (!ep || ep_is_host(ep) || !snat4_needed(ip->daddr))
+	if (!ep || ep_is_host(ep))
 		return TC_ACT_OK;
 	lxc_id = ep->lxc_id;
 	sec_id = ep->sec_id;
-
-	ret = ct_extract4(skb, ip, &pkt);
-	if (IS_ERR(ret))
-		return ret;
 	proto = ip->protocol;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
+
+	/*
+	 * A flow's existing mapping first: it was made only for a destination
+	 * that needed it, so a hit spares every packet after the first the
+	 * ipcache and ip-masq-agent LPM lookups of snat4_needed().
+	 */
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP) {
+		ret = ct_extract4(skb, ip, &pkt);
+		if (IS_ERR(ret))
+			return ret;
+		if (!pkt.no_ports && !pkt.icmp_error) {
+			pkt.tuple.dir = NAT_DIR_OUT;
+			e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+			if (e) {
+				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
+				to_addr = e->to_addr;
+				to_port = e->to_port;
+				if (!snat4_syn_port_lost(&pkt, to_port)) {
+					trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
+					goto rewrite;
+				}
+				/* A new connection on the tuple, whose port is no longer its: a new mapping. */
+				bpf_map_delete_elem(&tendril_snat_v4, &pkt.tuple);
+			}
+		}
+	}
+	if (!snat4_needed(ip->daddr))
+		return TC_ACT_OK;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
+		return DROP_NAT_UNSUPP_PROTO;
 	if (pkt.no_ports)
 		return DROP_NAT_NO_MAPPING;
-	if (proto == IPPROTO_ICMP) {
-		if (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO)
-			return DROP_NAT_UNSUPP_PROTO;
-	} else if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+	if (proto == IPPROTO_ICMP && (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO))
 		return DROP_NAT_UNSUPP_PROTO;
-	}
 
 	trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
-	/* Values copied out per branch: a pointer merged from map value and stack trips the verifier. */
-	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
-	if (e) {
-		to_addr = e->to_addr;
-		to_port = e->to_port;
-	} else {
+	{
 		ret = snat4_new(&pkt.tuple, &fresh);
 		if (IS_ERR(ret))
 			return ret;
@@ -288,7 +425,10 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 			to_port = e->to_port;
 		}
 	}
-	trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
+rewrite:
+	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
+	if (trace.report)
+		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;

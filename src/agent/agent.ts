@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import path from 'node:path';
-import { NodeDatapath, HOST_DEV } from '../datapath/index.js';
+import { NodeDatapath, HOST_DEV, ctGcIntervalMs } from '../datapath/index.js';
 import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface } from '../datapath/index.js';
 import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
@@ -63,7 +63,7 @@ export class Agent {
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
-  private ctGcLast: { at: string; deleted: number; alive: number; ms: number } | undefined;
+  private ctGcLast: { at: string; deleted: number; alive: number; fill: number; ms: number; 'next-ms': number } | undefined;
   private queue: Promise<void> = Promise.resolve();
   private ready = false;
   private stopping = false;
@@ -668,16 +668,22 @@ export class Agent {
   /** Conntrack garbage collection: expired entries are deleted periodically (BPF never deletes them). */
   private startCtGc(): void {
     const run = (): void => {
-      this.ctGcTimer = setTimeout(run, this.cfg.ctGcIntervalMs);
-      if (!this.dp) return;
+      let next = this.cfg.ctGcIntervalMs;
+      if (!this.dp) {
+        this.ctGcTimer = setTimeout(run, next);
+        return;
+      }
       const t0 = performance.now();
       try {
         const r = this.dp.ctGc();
-        this.ctGcLast = { at: new Date().toISOString(), ...r, ms: Math.round((performance.now() - t0) * 100) / 100 };
+        // Sooner when the tables fill (connection churn), as Cilium's GC adapts its interval.
+        next = ctGcIntervalMs(this.cfg.ctGcIntervalMs, r.fill);
+        this.ctGcLast = { at: new Date().toISOString(), ...r, ms: Math.round((performance.now() - t0) * 100) / 100, 'next-ms': next };
         if (r.deleted > 0) this.log.debug(this.ctGcLast, 'conntrack garbage collected');
       } catch (err) {
         this.log.warn({ err }, 'conntrack garbage collection failed');
       }
+      this.ctGcTimer = setTimeout(run, next);
     };
     clearTimeout(this.ctGcTimer);
     this.ctGcTimer = setTimeout(run, this.cfg.ctGcIntervalMs);

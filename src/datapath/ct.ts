@@ -62,3 +62,19 @@ export function toCtEntry(k: CtKey, v: CtValue, now: number): CtEntry {
     srcIdentity: v.srcSecId,
   };
 }
+
+/** The shortest conntrack GC interval the adaptive cadence goes down to. */
+export const CT_GC_MIN_INTERVAL_MS = 1000;
+
+/**
+ * The conntrack GC's next interval, adapted to how full the tables were at the last run (`fill`: the fullest of the
+ * conntrack and NAT maps, entries / max entries, 0..1), as Cilium's GC does: the configured interval while that is
+ * at most a quarter, shorter in proportion above it (half full: 2/3 of it), and never below
+ * CT_GC_MIN_INTERVAL_MS (nor above the configured interval). Under connection churn the closed flows' entries then
+ * go before their tables fill.
+ */
+export function ctGcIntervalMs(baseMs: number, fill: number): number {
+  if (!(fill > 0.25)) return baseMs;
+  const scaled = Math.round((baseMs * (1 - Math.min(fill, 1))) / 0.75);
+  return Math.max(Math.min(baseMs, CT_GC_MIN_INTERVAL_MS), scaled);
+}

@@ -3,6 +3,7 @@ export { NodeDatapath, HOST_DEV, NET_DEV, VXLAN_DEV, VXLAN_PORT, TUNNEL_OVERHEAD
 export type { Attachment, NodeDatapathConfig, DatapathEndpoint, HostDevice, IpcacheEntry, DropMetric } from './node.js';
 export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
 export type { CtEntry } from './ct.js';
+export { CT_GC_MIN_INTERVAL_MS, ctGcIntervalMs } from './ct.js';
 export type { MasqDatapathConfig, NatEntry } from './nat.js';
 export type { RemoteNode, RoutingMode } from './remote-nodes.js';
 export type { EndpointInfo } from './maps.js';

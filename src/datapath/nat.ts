@@ -148,9 +148,35 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
     }
     doomed.push(k);
   }
-  for (const [k] of entries) if (k.dir === NAT_DIR_IN && !outs.has(tupleId(k))) doomed.push(k);
+  const taken = new Map<CtKey, NatValue>();
+  for (const [k, v] of entries) {
+    if (k.dir !== NAT_DIR_IN || outs.has(tupleId(k))) continue;
+    doomed.push(k);
+    taken.set(k, v);
+  }
+  // The snapshot is as old as the pass is long (thousands of syscalls): the datapath may have reopened a doomed
+  // flow's tuple (reusing its OUT entry), or given a dead flow's port to a new flow (lib/nat.h's take-over), since.
+  // Each entry is checked again right before it goes, so that no live flow loses its mapping.
+  const aliveNow = (k: CtKey): boolean => {
+    const t = monotonicSeconds();
+    return ct.some((m) => {
+      const v = m.lookup({ ...k, dir: CT_EGRESS, pad: 0 });
+      return v !== undefined && v.lifetime >= t;
+    });
+  };
   let deleted = 0;
-  for (const k of doomed) if (snat.delete(k)) deleted++;
+  for (const k of doomed) {
+    const was = taken.get(k);
+    if (!was) {
+      if (aliveNow(k)) continue;
+    } else {
+      const cur = snat.lookup(k);
+      if (!cur || cur.toAddr !== was.toAddr || cur.toPort !== was.toPort) continue;
+      const owner = snat.lookup({ saddr: cur.toAddr, daddr: k.saddr, sport: cur.toPort, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_OUT, pad: 0 });
+      if (owner && owner.toPort === k.dport && aliveNow({ saddr: cur.toAddr, daddr: k.saddr, sport: cur.toPort, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_OUT, pad: 0 })) continue;
+    }
+    if (snat.delete(k)) deleted++;
+  }
   return { deleted, alive: entries.length - deleted };
 }
 

@@ -25,6 +25,7 @@ import {
   natGc,
   natList,
   natValueCodec,
+  SNAT_MAP_SIZE,
   type IpmasqKey,
   type MasqDatapathConfig,
   type NatEntry,
@@ -82,6 +83,8 @@ import {
   ifindexKeyCodec,
   ipcacheKeyCodec,
   ipcacheValueCodec,
+  CT_MAP_SIZE_ANY,
+  CT_MAP_SIZE_TCP,
 } from './maps.js';
 import {
   type DatapathState,
@@ -871,20 +874,28 @@ export class NodeDatapath {
    * Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure.
    * The NAT entries of flows whose conntrack entry is gone go with them (natDeleted).
    */
-  ctGc(): { deleted: number; alive: number; natDeleted: number } {
+  ctGc(): { deleted: number; alive: number; natDeleted: number; fill: number } {
     const s = this.started();
     const now = monotonicSeconds();
     let deleted = 0;
     let alive = 0;
-    for (const m of s.ct) {
+    // How full the fullest table was before this run (for the adaptive GC interval, ctGcIntervalMs()).
+    let fill = 0;
+    const sizes = [CT_MAP_SIZE_TCP, CT_MAP_SIZE_ANY];
+    s.ct.forEach((m, i) => {
       const doomed: CtKey[] = [];
+      let n = 0;
       for (const [k, v] of m.entries()) {
+        n++;
         if (v.lifetime < now) doomed.push(k);
         else alive++;
       }
+      fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
       for (const k of doomed) if (m.delete(k)) deleted++;
-    }
-    return { deleted, alive, natDeleted: natGc(s.snat, s.ct).deleted };
+    });
+    const nat = natGc(s.snat, s.ct);
+    fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
+    return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };
   }
 
   // ---- metrics ----
