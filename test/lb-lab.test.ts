@@ -127,7 +127,7 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) {
     test('ClientIP session affinity keeps every connection of a client on one backend', async () => {
       const a = await labServiceAdd(lab, 'sticky', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP', sessionAffinity: 'ClientIP' });
       const got = request(pods['client']!, a.clusterIP!, 80, 20);
-      assert.ok(got.every((x) => x.ok));
+      assert.ok(got.every((x) => x.ok), JSON.stringify(got.filter((x) => !x.ok)));
       assert.equal(names(got).size, 1, JSON.stringify([...names(got)]));
     });
 

@@ -286,7 +286,7 @@ spec:
 `);
     try {
       const get = tendril(['--node', 'ctr', 'policy', 'get', '-o', 'table']);
-      assert.match(get.stdout, /^\s+servers-from-robots\s+TendrilClusterwideNetworkPolicy\s+cluster$/m, get.stdout);
+      assert.match(get.stdout, /^<clusterwide>\s+servers-from-robots\s+TendrilClusterwideNetworkPolicy\s+cluster$/m, get.stdout);
       // Both servers (default and other-ns) are selected; the robot reaches them over HTTP, the client by ping only.
       await expectHttp([['bot', 'server', true], ['bot', 'elsewhere', true], ['client', 'server', false], ['client', 'elsewhere', false]]);
       await eventually('client pings server (echo request allowed)', () => ping('client', 'server'), true);
