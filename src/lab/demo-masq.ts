@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { REPO_ROOT, labPaths, netnsPath } from './paths.js';
+import { loadLab } from './lab.js';
 
 export const LAB_MASQ = 'demo-masq';
 const bin = path.join(REPO_ROOT, 'bin/tendril');
@@ -61,7 +62,7 @@ export async function masqWalk(): Promise<void> {
   run(['lab', 'external', 'add', 'router', '--ip', ROUTER, '--serve', '80']);
   run(['lab', 'pod', 'add', 'curl-pod', '--node', 'ctr', '--label', 'app=curl']);
   run(['lab', 'pod', 'add', 'webpod', '--node', 'w1', '--label', 'app=webpod', '--serve', '80']);
-  const pods = JSON.parse(run(['lab', 'pod', 'list', '-o', 'json'], { filter: () => '' }).out) as Array<{ name: string; ip: string }>;
+  const pods = loadLab(LAB_MASQ).pods;
   const curlIp = pods.find((p) => p.name === 'curl-pod')!.ip;
   const webIp = pods.find((p) => p.name === 'webpod')!.ip;
   run(['status'], { filter: (s) => s.split('\n').filter((l) => /^(Routing|Masquerading)/.test(l)).join('\n') + '\n' });
