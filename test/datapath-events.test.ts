@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
-import { addTestPod, type TestPod } from './lib/pods.js';
+import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,13 +93,7 @@ after(async () => {
   await Promise.all([...children].map(stopProcess));
   dp?.stop();
   nodeNs?.close();
-  for (const name of [...createdNs].reverse()) {
-    try {
-      Netns.delete(name);
-    } catch (err) {
-      console.error(`cleanup: ${String(err)}`);
-    }
-  }
+  deleteNamespaces(createdNs);
   fs.rmSync(BPF_ROOT, { recursive: true, force: true });
 });
 

@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
-import { addTestPod, type TestPod } from './lib/pods.js';
+import { children, exec, inNs, startProcess, stopProcess, until } from './lib/proc.js';
+import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
 import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
 import { Masquerade, masqConfig } from '../src/nat/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
@@ -29,15 +29,6 @@ const NODE_IP = '192.168.89.10';
 const EXT_IP = '192.168.89.200';
 const FAR_IP = '10.0.1.10';
 const SUBNET = '10.234.0';
-const DEADLINE_MS = 30_000;
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = DEADLINE_MS): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(50);
-  }
-}
 
 const createdNs: string[] = [];
 let nodeNs: Netns;
@@ -162,13 +153,7 @@ after(async () => {
   masq?.stop();
   dp?.stop();
   nodeNs?.close();
-  for (const name of [...createdNs].reverse()) {
-    try {
-      Netns.delete(name);
-    } catch (err) {
-      console.error(`cleanup: ${String(err)}`);
-    }
-  }
+  deleteNamespaces(createdNs);
   fs.rmSync(BPF_ROOT, { recursive: true, force: true });
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
@@ -199,7 +184,7 @@ test('a translated flow is traced as to-network from the pod, with the translate
   const watch = dp.startEvents((e) => events.push(e));
   try {
     assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
-    await waitFor('a to-network trace of the pod', () => events.some((e) => e.type === 'trace' && e.obsPoint === 'to-network' && e.source === p.endpoint.id));
+    await until('a to-network trace of the pod', () => events.some((e) => e.type === 'trace' && e.obsPoint === 'to-network' && e.source === p.endpoint.id));
   } finally {
     watch.stop();
   }
@@ -232,14 +217,14 @@ test('a non-masquerade CIDR keeps the pod IP (replies come back by the route bac
   assert.equal(seenIp(await udpSeen(p.ns, FAR_IP)), p.ip);
   // The far network is masqueraded once the file no longer lists it.
   writeIpMasq('nonMasqueradeCIDRs: [172.31.0.0/16]\nmasqLinkLocal: true\n');
-  await waitFor('the new ip-masq-agent set', () => dp.ipmasqList().join() === '172.31.0.0/16');
+  await until('the new ip-masq-agent set', () => dp.ipmasqList().join() === '172.31.0.0/16');
   assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), NODE_IP);
   // A bad file changes nothing.
   writeIpMasq('nonMasqueradeCIDRs: [not-a-cidr]\n');
-  await waitFor('the bad file noticed', () => (masq.status()['ip-masq-agent'] as { error: string | null }).error !== null);
+  await until('the bad file noticed', () => (masq.status()['ip-masq-agent'] as { error: string | null }).error !== null);
   assert.deepEqual(dp.ipmasqList(), ['172.31.0.0/16']);
   writeIpMasq('nonMasqueradeCIDRs:\n  - 10.0.0.0/16\n');
-  await waitFor('the set restored', () => dp.ipmasqList().includes('10.0.0.0/16'));
+  await until('the set restored', () => dp.ipmasqList().includes('10.0.0.0/16'));
   assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), p.ip);
 });
 
@@ -250,7 +235,7 @@ test('NAT entries go with their flows\' conntrack entries once those expire', as
   const mine = (): number => dp.natList().filter((e) => e.src === p.ip || e.toAddr === p.ip).length;
   assert.ok(mine() >= 4, 'two entries per flow');
   // UDP (any: 2 s) and the closed TCP connection (FIN both ways: 2 s) expire; the GC takes their NAT entries along.
-  await waitFor('NAT entries of expired flows removed by the GC', () => {
+  await until('NAT entries of expired flows removed by the GC', () => {
     dp.ctGc();
     return mine() === 0;
   });

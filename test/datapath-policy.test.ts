@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { children, exec, inNs, sleep, startProcess, stopProcess } from './lib/proc.js';
-import { addTestPod, type TestPod } from './lib/pods.js';
+import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
 import {
   NodeDatapath,
   type EndpointPolicyState,
@@ -202,13 +202,7 @@ after(async () => {
   await Promise.all([...children].map(stopProcess));
   dp?.stop();
   nodeNs?.close();
-  for (const name of [...createdNs].reverse()) {
-    try {
-      Netns.delete(name);
-    } catch (err) {
-      console.error(`cleanup: ${String(err)}`);
-    }
-  }
+  deleteNamespaces(createdNs);
   fs.rmSync(BPF_ROOT, { recursive: true, force: true });
 });
 

@@ -1,7 +1,7 @@
 // `tendril lab …`: the embedded cluster on this machine.
 import type { Command } from 'commander';
 import { table } from './table.js';
-import { DEFAULT_LAB, execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
+import { execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
 import { labNodePodCidrs } from '../lab/ipam.js';
 import { LabError } from '../lab/errors.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
@@ -10,15 +10,7 @@ import { labelKeyProblem } from '../policy/index.js';
 import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
 import { registerLabServices } from './lab-service-cmd.js';
-
-function labName(cmd: Command): string {
-  const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
-  return o.name ?? o.lab ?? DEFAULT_LAB;
-}
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, v];
-}
+import { collect, labName } from './options.js';
 
 /** `--label KEY=VALUE` (KEY= for an empty value); a bare KEY is refused, as kubectl's --labels does. */
 export function parseLabels(list: string[]): Record<string, string> {

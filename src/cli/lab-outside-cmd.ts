@@ -2,19 +2,11 @@
 // agents' non-masquerade set.
 import type { Command } from 'commander';
 import { table } from './table.js';
-import { DEFAULT_LAB, execIn, loadLab, restartAgent } from '../lab/lab.js';
+import { execIn, loadLab, restartAgent } from '../lab/lab.js';
 import { LabError } from '../lab/errors.js';
 import { externalAdd, externalDel, networkAdd, networkDel, outsideNetns, masqSet, findNetwork } from '../lab/outside.js';
 import { masqYaml } from '../lab/masq.js';
-
-function labName(cmd: Command): string {
-  const o = cmd.optsWithGlobals<{ name?: string; lab?: string }>();
-  return o.name ?? o.lab ?? DEFAULT_LAB;
-}
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, v];
-}
+import { collect, labName } from './options.js';
 
 /** `--serve 80,8080`: each a port 1-65535 (checked again where it is used). */
 function ports(text: string | undefined): number[] | undefined {

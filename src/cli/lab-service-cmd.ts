@@ -3,10 +3,7 @@ import type { Command } from 'commander';
 import { table } from './table.js';
 import { LabError } from '../lab/errors.js';
 import { labServiceAdd, labServiceDel, labServiceList, parseServicePort } from '../lab/services.js';
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, v];
-}
+import { collect } from './options.js';
 
 function parseSelector(list: string[]): Record<string, string> {
   const out: Record<string, string> = {};

@@ -1,6 +1,7 @@
 // `tendril monitor` (cilium-dbg monitor): a node's raw datapath events, one line each, or dissected with -vv.
 import type { Command } from 'commander';
 import { resolveSocket } from './node-cmd.js';
+import { collect } from './options.js';
 import {
   MONITOR_TYPES,
   MonitorClient,
@@ -24,10 +25,6 @@ interface GlobalOpts {
 function collectIds(v: string, prev: number[] = []): number[] {
   if (!/^\d+$/.test(v)) throw new Error(`"${v}" is not an endpoint ID`);
   return [...prev, Number(v)];
-}
-
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
 }
 
 /** Prints events until `signal` aborts or the server goes away; `ready` runs once the subscription is live. */

@@ -35,17 +35,3 @@ export function ensureProxyRoute(): void {
     ip(['rule', 'add', 'pref', PROXY_RULE_PREF, 'fwmark', TO_PROXY_MARK, 'lookup', PROXY_TABLE]);
   }
 }
-
-/** Undoes ensureProxyRoute() (nothing when it is not there). */
-export function removeProxyRoute(): void {
-  try {
-    execFileSync('ip', ['rule', 'del', 'pref', PROXY_RULE_PREF], { stdio: 'ignore' });
-  } catch {
-    /* already gone */
-  }
-  try {
-    execFileSync('ip', ['route', 'flush', 'table', PROXY_TABLE], { stdio: 'ignore' });
-  } catch {
-    /* already gone */
-  }
-}

@@ -3,22 +3,13 @@
 import { connectionSummary, dissect, layerLines } from './dissect.js';
 import { bpfFileName } from './flow.js';
 import { dropReasonText, reservedIdentityName } from './model.js';
-import type { DatapathEvent, ObsPoint, TraceReason } from './types.js';
+import type { DatapathEvent, EventBase, ObsPoint, TraceReason } from './types.js';
 import { invalid } from './errors.js';
 
 /** A datapath event as JSON: bigint as decimal text, packet bytes as base64, plus what the agent knows about it. */
-export interface MonitorEvent {
+export interface MonitorEvent extends Omit<EventBase, 'ktimeNs' | 'data'> {
   type: DatapathEvent['type'];
-  cpu: number;
   ktimeNs: string;
-  source: number;
-  hash: number;
-  origLen: number;
-  capLen: number;
-  ifindex: number;
-  srcIdentity: number;
-  dstIdentity: number;
-  dstId: number;
   data: string;
   obsPoint?: ObsPoint;
   reason?: TraceReason | number;

@@ -42,3 +42,14 @@ export function addTestPod(p: PodPlan): TestPod {
     podNs.close();
   }
 }
+
+/** Deletes the named namespaces, newest first; a failure is reported and the rest are still deleted (for after()). */
+export function deleteNamespaces(names: readonly string[]): void {
+  for (const name of [...names].reverse()) {
+    try {
+      Netns.delete(name);
+    } catch (err) {
+      console.error(`cleanup: ${String(err)}`);
+    }
+  }
+}
