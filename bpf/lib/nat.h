@@ -558,6 +558,11 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 	if (proto == IPPROTO_ICMP && nat_icmp_type(&pkt) != ICMP_ECHOREPLY)
 		return 0;
 
+	/* Every mapping's port (ICMP: identifier) lies in the NAT range, so anything
+	 * else — VXLAN to the node, the node's own connections — is no reply of
+	 * ours and costs no lookup. */
+	if (bpf_ntohs(pkt.tuple.dport) < CONFIG_NAT_PORT_MIN || bpf_ntohs(pkt.tuple.dport) > CONFIG_NAT_PORT_MAX)
+		return 0;
 	pkt.tuple.dir = NAT_DIR_IN;
 	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
 	if (!e)
