@@ -369,9 +369,11 @@ function suite(store: StoreKind): void {
         // The other node's ipcache: exactly this node's live pods as /32s in its CIDR (no entry of a deleted pod).
         const other = st.nodes.find((x) => x.name !== n.name)!;
         const pods = st.pods.filter((x) => x.node === n.name).map((x) => `${x.ip}/32`).sort();
-        const node = (await agent(other.name).get<Array<{ name: string; podCIDRs: string[]; routerIP?: string; healthIP?: string }>>('/v1/cluster/nodes')).find((x) => x.name === n.name)!;
-        const prefix = node.podCIDRs[0]!.split('.').slice(0, 3).join('.') + '.';
         await until(`${other.name}'s ipcache holds exactly ${n.name}'s pods`, async () => {
+          // The other agent may still be catching up with the store after the faults: poll its node list too.
+          const node = (await agent(other.name).get<Array<{ name: string; podCIDRs: string[]; routerIP?: string; healthIP?: string }>>('/v1/cluster/nodes')).find((x) => x.name === n.name);
+          if (!node || node.podCIDRs.length === 0) return false;
+          const prefix = node.podCIDRs[0]!.split('.').slice(0, 3).join('.') + '.';
           const rows = await agent(other.name).get<Array<{ prefix: string }>>('/v1/map/tendril_ipcache');
           const got = rows.map((r) => r.prefix).filter((x) => x.startsWith(prefix) && x.endsWith('/32') && x !== `${node.routerIP}/32` && x !== `${node.healthIP}/32`).sort();
           return JSON.stringify(got) === JSON.stringify(pods);
