@@ -320,7 +320,7 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	struct lb4_key key = {};
 	const struct lb4_service *svc;
 	const struct lb4_backend *be = NULL;
-	struct lb4_ct_entry *ce, entry = {};
+	struct lb4_ct_entry *ce, *re, entry = {};
 	struct ct_tuple4 fwd, rev;
 	__u32 backend_id = 0, now = 0;
 	int ret;
@@ -404,7 +404,12 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	entry.rev_nat_index = svc->rev_nat_index;
 	entry.orig_addr = p->tuple.daddr;
 	entry.orig_port = p->tuple.dport;
-	if (!bpf_map_lookup_elem(&tendril_lb4_ct, &rev))
+	/* Written when absent or stale: an earlier connection from the same client
+	 * port to the same backend through another frontend would otherwise give
+	 * this connection's replies that frontend's address. */
+	re = bpf_map_lookup_elem(&tendril_lb4_ct, &rev);
+	if (!re || re->rev_nat_index != entry.rev_nat_index || re->orig_addr != entry.orig_addr ||
+	    re->orig_port != entry.orig_port)
 		bpf_map_update_elem(&tendril_lb4_ct, &rev, &entry, BPF_ANY);
 
 	ret = lb4_rewrite(skb, p->tuple.nexthdr, ETH_HLEN + (*ip)->ihl * 4, false,
