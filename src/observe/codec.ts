@@ -78,6 +78,12 @@ export function flowFromProto(p: Record<string, unknown>): Flow {
     const { protocol: _oneof, ...rest } = l4;
     o['l4'] = rest;
   }
+  const l7 = p['l7'] as Record<string, unknown> | undefined;
+  if (l7) {
+    const { record: _oneof, ...rest } = l7;
+    if (rest['latency_ns'] !== undefined) rest['latency_ns'] = Number(rest['latency_ns']);
+    o['l7'] = rest;
+  }
   o['verdict'] ??= 'VERDICT_UNKNOWN';
   o['Type'] ??= 'UNKNOWN_TYPE';
   o['event_type'] ??= { type: 0 };

@@ -68,7 +68,14 @@ export function compileFilter(f: FlowFilter): FlowPredicate {
     // Tendril has no DNS names or services on flows yet: such a filter matches nothing.
     if (has(f[`${side}_fqdn`]) || has(f[`${side}_service`])) checks.push(() => false);
   }
-  if (has(f.http_status_code) || has(f.http_method) || has(f.http_path) || has(f.dns_query)) checks.push(() => false);
+  if (has(f.http_status_code)) checks.push(httpStatusMatcher(f.http_status_code));
+  if (has(f.http_method)) {
+    const ms = f.http_method.map((m) => m.toUpperCase());
+    checks.push((fl) => fl.l7?.http !== undefined && ms.includes((fl.l7.http.method ?? '').toUpperCase()));
+  }
+  if (has(f.http_path)) checks.push(httpPathMatcher(f.http_path));
+  // Tendril has no DNS visibility: such a filter matches nothing.
+  if (has(f.dns_query)) checks.push(() => false);
   if (has(f.traffic_direction)) {
     const dirs = f.traffic_direction;
     checks.push((fl) => dirs.includes(fl.traffic_direction ?? 'TRAFFIC_DIRECTION_UNKNOWN'));
@@ -184,6 +191,49 @@ function portMatcher(values: string[], side: Side): FlowPredicate {
   };
 }
 
+/** Hubble's http_status_code: "200" (a code) or "4+", "40+" (a prefix); only responses have a code. */
+function httpStatusMatcher(values: string[]): FlowPredicate {
+  const full: number[] = [];
+  const prefixes: string[] = [];
+  for (const v of values) {
+    if (/^\d{3}$/.test(v)) full.push(Number(v));
+    else if (/^\d{1,2}\+$/.test(v)) prefixes.push(v.slice(0, -1));
+    else throw invalid(`Invalid HTTP status code filter "${v}": expected a code like 200 or a prefix like 4+ or 40+`);
+  }
+  return (fl) => {
+    const code = fl.l7?.http?.code ?? 0;
+    if (code === 0) return false;
+    return full.includes(code) || prefixes.some((p) => String(code).startsWith(p));
+  };
+}
+
+/** Hubble's http_path: regular expressions (unanchored) over the path of the request's URL. */
+function httpPathMatcher(values: string[]): FlowPredicate {
+  const res = values.map((v) => {
+    try {
+      return new RegExp(v);
+    } catch (err) {
+      throw invalid(`Invalid HTTP path filter "${v}": ${(err as Error).message}`);
+    }
+  });
+  return (fl) => {
+    const url = fl.l7?.http?.url;
+    if (url === undefined) return false;
+    const path = urlPath(url);
+    return res.some((re) => re.test(path));
+  };
+}
+
+/** The path of a request URL ("http://host/a/b?q" → "/a/b"; a bare "/a?q" → "/a"). */
+export function urlPath(url: string): string {
+  let rest = url;
+  const scheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(rest);
+  if (scheme) rest = rest.slice(scheme[0].length);
+  const end = rest.search(/[?#]/);
+  const path = end < 0 ? rest : rest.slice(0, end);
+  return path === '' ? '/' : path;
+}
+
 const L4_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6'];
 const L7_PROTOCOLS = ['http', 'dns', 'kafka'];
 
@@ -196,6 +246,7 @@ function protocolMatcher(values: string[]): FlowPredicate {
     return p;
   });
   return (fl) => {
+    if (fl.l7?.http !== undefined && want.includes('http')) return true;
     const l4 = fl.l4;
     if (!l4) return false;
     const kinds: string[] = [];
@@ -316,7 +367,7 @@ export const EVENT_TYPES: Record<string, number> = {
 const EITHER = ['pod', 'ip', 'label', 'port', 'identity', 'namespace', 'fqdn', 'service'] as const;
 const FROM = ['from-pod', 'from-ip', 'from-label', 'from-port', 'from-identity', 'from-namespace', 'from-fqdn', 'from-service'] as const;
 const TO = ['to-pod', 'to-ip', 'to-label', 'to-port', 'to-identity', 'to-namespace', 'to-fqdn', 'to-service'] as const;
-const NEUTRAL = ['verdict', 'type', 'protocol', 'node-name', 'traffic-direction', 'tcp-flags', 'drop-reason-desc', 'interface', 'ip-version', 'uuid'] as const;
+const NEUTRAL = ['verdict', 'type', 'protocol', 'node-name', 'traffic-direction', 'tcp-flags', 'drop-reason-desc', 'interface', 'ip-version', 'uuid', 'http-status', 'http-method', 'http-path'] as const;
 export const FILTER_FLAGS: readonly string[] = [...EITHER, ...FROM, ...TO, ...NEUTRAL];
 
 interface Pair {
@@ -456,6 +507,12 @@ export class FilterBuilder {
       }
       case 'uuid':
         return () => ({ uuid: [value] });
+      case 'http-status':
+        return () => ({ http_status_code: [value] });
+      case 'http-method':
+        return () => ({ http_method: [value] });
+      case 'http-path':
+        return () => ({ http_path: [value] });
       default:
         throw invalid(`Unknown filter flag "--${field}"`);
     }

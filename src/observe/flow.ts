@@ -164,7 +164,7 @@ function layer4Of(d: Dissection): Layer4 | undefined {
 }
 
 /** The datapath's identity wins (it is what policy saw); the endpoint's identity fills in when the event has none. */
-function endpointOf(ep: EndpointInfo | undefined, eventIdentity: number, ctx: FlowContext): FlowEndpoint {
+export function endpointOf(ep: EndpointInfo | undefined, eventIdentity: number, ctx: FlowContext): FlowEndpoint {
   const identity = eventIdentity !== 0 ? eventIdentity : (ep?.identity ?? 0);
   const out: FlowEndpoint = {};
   if (ep) {

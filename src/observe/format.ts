@@ -67,6 +67,8 @@ export function identityText(id: number | undefined): string {
 
 /** The TYPE column: observation point, drop reason, or "policy-verdict:L3-L4 INGRESS". */
 export function flowTypeText(f: Flow): string {
+  // Hubble: "<l7 protocol>-<record type>", e.g. http-request, http-response.
+  if (f.l7) return `${f.l7.http ? 'http' : 'l7'}-${(f.l7.type ?? 'UNKNOWN_L7_TYPE').toLowerCase()}`;
   const sub = f.event_type.sub_type ?? 0;
   switch (f.event_type.type) {
     case MSG_TRACE:
@@ -139,7 +141,7 @@ export function alignRows(rows: string[][], padding = 3): string {
 /** Flow keys in flow.proto declaration order, so JSON reads like Hubble's. */
 const FLOW_KEY_ORDER = [
   'time', 'uuid', 'verdict', 'drop_reason', 'ethernet', 'IP', 'l4', 'source', 'destination', 'Type', 'node_name',
-  'source_names', 'destination_names', 'event_type', 'traffic_direction', 'policy_match_type', 'trace_observation_point',
+  'source_names', 'destination_names', 'l7', 'event_type', 'traffic_direction', 'policy_match_type', 'trace_observation_point',
   'trace_reason', 'file', 'drop_reason_desc', 'is_reply', 'interface', 'Summary',
 ];
 
@@ -153,7 +155,10 @@ export function orderFlowKeys(f: Flow): Flow {
 
 /** `-o json`: the whole GetFlowsResponse as one line, as `hubble observe -o jsonpb` prints it. */
 export function jsonLine(f: Flow): string {
-  const res: Record<string, unknown> = { flow: orderFlowKeys(f) };
+  const flow = orderFlowKeys(f) as unknown as Record<string, unknown>;
+  // protojson prints uint64 as a string.
+  if (f.l7?.latency_ns !== undefined) flow['l7'] = { ...f.l7, latency_ns: String(f.l7.latency_ns) };
+  const res: Record<string, unknown> = { flow };
   if (f.node_name) res['node_name'] = f.node_name;
   res['time'] = f.time;
   return JSON.stringify(res);

@@ -44,6 +44,29 @@ export interface Layer4 {
   ICMPv6?: { type?: number; code?: number };
 }
 
+export interface HTTPHeader {
+  key: string;
+  value: string;
+}
+
+/** flow.HTTP: a request (code 0) or a response. */
+export interface HTTP {
+  code?: number;
+  method?: string;
+  url?: string;
+  protocol?: string;
+  headers?: HTTPHeader[];
+}
+
+export type L7FlowType = 'UNKNOWN_L7_TYPE' | 'REQUEST' | 'RESPONSE' | 'SAMPLE';
+
+/** flow.Layer7 (HTTP only): latency_ns on responses, from the request's head to the response's head. */
+export interface Layer7 {
+  type?: L7FlowType;
+  latency_ns?: number;
+  http?: HTTP;
+}
+
 /**
  * One flow. Field names are flow.proto's (what Hubble's JSON prints); fields at their zero value are absent,
  * as protojson omits them, except is_reply whose absence means "unknown".
@@ -62,6 +85,7 @@ export interface Flow {
   destination?: FlowEndpoint;
   Type: FlowType;
   node_name?: string;
+  l7?: Layer7;
   event_type: { type: number; sub_type?: number };
   traffic_direction?: TrafficDirection;
   policy_match_type?: number;
@@ -77,6 +101,8 @@ export interface Flow {
 export const MSG_DROP = 1;
 export const MSG_TRACE = 4;
 export const MSG_POLICY_VERDICT = 5;
+/** The proxy's access log records (Cilium's MessageTypeAccessLog): L7 flows. */
+export const MSG_ACCESS_LOG = 129;
 
 /** flow.proto's TraceObservationPoint names by datapath observation point. */
 export const OBS_POINT_ENUM: Record<ObsPoint, string> = {
