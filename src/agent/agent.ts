@@ -345,10 +345,12 @@ export class Agent {
   private onL7Change(): void {
     if (!this.dp || this.stopping) return;
     if (!this.proxy && this.security.hasL7) {
-      const port = DEFAULT_PROXY_PORT;
+      const port = this.cfg.proxyPort ?? DEFAULT_PROXY_PORT;
       this.proxy = new ProxySupervisor({
         port,
         log: this.log.child({ subsys: 'proxy' }),
+        // The proxy's HTTP records become L7 flows in the same ring and gRPC Observer as the datapath's.
+        onFlow: (r) => this.observer?.ingestL7(r),
         onReady: () => {
           this.dp?.setProxyPort(port);
           this.security.setProxyPort(port);

@@ -52,6 +52,8 @@ export interface AgentConfig {
   ipamHandBackGraceMs: number;
   /** kubernetes: how long start() waits for the Node's pod CIDR before it refuses to start, ms. */
   ipamWaitTimeoutMs: number;
+  /** The node L7 proxy's listener port (--proxy-port); undefined = DEFAULT_PROXY_PORT. */
+  proxyPort?: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -83,7 +85,12 @@ export function agentConfig(o: {
   ipamPreAllocate?: string | undefined;
   ipamHandBackGrace?: string | undefined;
   ipamWaitTimeout?: string | undefined;
+  proxyPort?: string | number | undefined;
 }): AgentConfig {
+  const proxyPort = o.proxyPort === undefined ? undefined : Number(o.proxyPort);
+  if (proxyPort !== undefined && (!Number.isInteger(proxyPort) || proxyPort < 1 || proxyPort > 65535)) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --proxy-port "${String(o.proxyPort)}": expected a TCP port 1-65535`);
+  }
   const lbAlgorithm = o.bpfLbAlgorithm ?? 'random';
   if (lbAlgorithm !== 'random' && lbAlgorithm !== 'maglev') {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --bpf-lb-algorithm "${lbAlgorithm}": expected random or maglev`);
@@ -167,6 +174,7 @@ export function agentConfig(o: {
     ipamPreAllocate: preAllocate,
     ipamHandBackGraceMs,
     ipamWaitTimeoutMs,
+    ...(proxyPort !== undefined ? { proxyPort } : {}),
   };
 }
 

@@ -40,6 +40,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     ipamPreAllocate: opts['ipamPreAllocate'],
     ipamHandBackGrace: opts['ipamHandBackGrace'],
     ipamWaitTimeout: opts['ipamWaitTimeout'],
+    proxyPort: opts['proxyPort'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -46,6 +46,14 @@ function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
   return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
 }
 
+/** Cilium's "Proxy Status" line, for Tendril's node HTTP proxy: port, redirects, request counters. */
+export function formatProxyStatus(p: StatusView['proxy']): string {
+  if (!p) return 'Disabled (no L7 rule on this node)';
+  const st = p.stats;
+  const reqs = st ? `; requests ${st.requests} (${st.forwarded} allowed, ${st.denied} denied), ${st.connections} connection(s), ${st.errors} upstream error(s)` : '';
+  return `${p.running ? 'OK' : 'Not running (L7 ports fail closed)'}   port ${p.port}, ${p.redirects} redirect(s) active, pid ${p.pid ?? '-'}, ${p.restarts} restart(s)${reqs}`;
+}
+
 export function formatStatus(s: StatusView, verbose: boolean): string {
   const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
@@ -67,6 +75,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `${s.hubble.serving === false ? 'Not serving (agent not ready)' : 'Ok'}   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
+    ['Proxy Status', formatProxyStatus(s.proxy)],
   ];
   if (s.policy) {
     const r = s.policy['last-regeneration'];

@@ -85,6 +85,8 @@ export interface LabState {
   networks?: LabNetwork[];
   /** The agents' ip-masq-agent config (masq.ts); absent: agents run without one. */
   masq?: LabMasq;
+  /** The agents' --proxy-port (absent: their default). */
+  proxyPort?: number;
 }
 
 export interface UpOptions {
@@ -104,6 +106,8 @@ export interface UpOptions {
   ipam?: LabIpam;
   /** Kubernetes mode: agents and operator use this apiserver (https://127.0.0.1:PORT) as the store (src/lab/k8s.ts). */
   kubeconfig?: string;
+  /** The node L7 proxy's port on every agent (--proxy-port). */
+  proxyPort?: number;
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -202,6 +206,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     nodes: [],
     pods: [],
     ...(masq ? { masq } : {}),
+    ...(o.proxyPort !== undefined ? { proxyPort: o.proxyPort } : {}),
   };
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   save(st);
@@ -377,6 +382,7 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     ...(mtu ? ['--mtu', String(mtu)] : []),
     ...masqAgentArgs(st.name, n.name, st.masq),
     ...agentIpamArgs(st.ipam),
+    ...(st.proxyPort !== undefined ? ['--proxy-port', String(st.proxyPort)] : []),
   ];
   if (st.masq) writeMasqFile(st.name, n.name, st.masq);
   ownNetns(st.name, np.healthNetns);

@@ -8,6 +8,7 @@ export { dropReasonText, reservedIdentityName, timeToNs, nsToTime } from './mode
 export { dissect, flowSummary, connectionSummary, layerLines, icmpv4TypeCode, type Dissection } from './dissect.js';
 export { toFlow, monotonicClock, normalizeFlow, bpfFileName, type FlowContext, type EndpointInfo } from './flow.js';
 export { FlowRing, DEFAULT_MAX_FLOWS } from './ring.js';
+export { l7Flow, httpSummary, selectHeaders, type HttpAccessRecord } from './l7.js';
 export { compileFilter, compileFilters, FilterBuilder, FILTER_FLAGS, parseSelector, parseIdentity, parseEventType, type FlowFilter, type FlowPredicate } from './filter.js';
 export {
   compactLine,

@@ -26,6 +26,7 @@ import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
 import { DEFAULT_MAX_FLOWS, FlowRing } from './ring.js';
+import { l7Flow, type HttpAccessRecord } from './l7.js';
 import type { DatapathEvent } from './types.js';
 import { TENDRIL_VERSION } from './version.js';
 
@@ -178,6 +179,15 @@ export class ObserverServer {
     const flow = toFlow(ev, ctx);
     this.publish(flow);
     this.publishEvent(ev, ctx.interfaceName?.(ev.ifindex));
+    return flow;
+  }
+
+  /** Turns one of the node proxy's access records into an L7 flow (needs options.context) and publishes it. */
+  ingestL7(r: HttpAccessRecord): Flow {
+    const ctx = this.opts.context;
+    if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest L7 records: the observer server has no flow context');
+    const flow = l7Flow(r, ctx);
+    this.publish(flow);
     return flow;
   }
 

@@ -19,6 +19,8 @@ export interface ConnectionPolicy {
   /** Identities for the flow records. */
   srcIdentity: number;
   dstIdentity: number;
+  /** Whose policy this is (the flows' traffic_direction): the client's egress or the server's ingress. */
+  direction?: 'INGRESS' | 'EGRESS';
   /** Opens the upstream connection (a socket that keeps the client's address and identity). */
   connect(info: ConnectionInfo): net.Socket;
 }
@@ -29,6 +31,7 @@ export interface HttpFlowRecord {
   type: 'REQUEST' | 'RESPONSE';
   verdict: 'FORWARDED' | 'DROPPED' | 'ERROR';
   conn: ConnectionInfo;
+  direction?: 'INGRESS' | 'EGRESS';
   srcIdentity: number;
   dstIdentity: number;
   method: string;
@@ -138,6 +141,7 @@ export class HttpProxyEngine {
       type,
       verdict,
       conn: c.info,
+      ...(c.policy.direction ? { direction: c.policy.direction } : {}),
       srcIdentity: c.policy.srcIdentity,
       dstIdentity: c.policy.dstIdentity,
       method: req.method ?? '',

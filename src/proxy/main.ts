@@ -6,13 +6,24 @@ import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
 
 export type ToProxy = { type: 'rules'; table: ProxyTable };
-export type FromProxy = { type: 'ready'; port: number } | { type: 'flow'; flow: HttpFlowRecord } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
+export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; flows: HttpFlowRecord[] } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
 
 function send(m: FromProxy): void {
   process.send?.(m);
 }
 
 const port = Number(process.argv[2]);
+
+// Flow records go to the agent in batches, one IPC message per turn of the event loop rather than one per record.
+let pending: HttpFlowRecord[] = [];
+function flushFlows(): void {
+  const flows = pending;
+  pending = [];
+  if (flows.length > 0) send({ type: 'flows', flows });
+}
+function queueFlow(flow: HttpFlowRecord): void {
+  if (pending.push(flow) === 1) setImmediate(flushFlows);
+}
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
 const engine = new HttpProxyEngine({
@@ -28,7 +39,7 @@ const engine = new HttpProxyEngine({
       },
     };
   },
-  onFlow: (flow) => send({ type: 'flow', flow }),
+  onFlow: queueFlow,
 });
 
 process.on('message', (m: ToProxy) => {

@@ -67,7 +67,7 @@ export class ProxyRules {
 
   /** The rule sets a connection src -> dst:port must pass: the client's egress and the server's ingress, for
    *  those of them on this node with L7 rules for it; undefined when none covers it (refused). */
-  forConnection(srcIp: string, dstIp: string, dstPort: number): { matchers: HttpMatcher[]; srcIdentity: number; dstIdentity: number } | undefined {
+  forConnection(srcIp: string, dstIp: string, dstPort: number): { matchers: HttpMatcher[]; srcIdentity: number; dstIdentity: number; direction: 'INGRESS' | 'EGRESS' } | undefined {
     const srcIdentity = this.identityOf(srcIp);
     const dstIdentity = this.identityOf(dstIp);
     const matchers: HttpMatcher[] = [];
@@ -77,6 +77,7 @@ export class ProxyRules {
     const ing = this.byIp.get(dstIp);
     const iEntry = ing === undefined ? undefined : this.pick(ing.ingress, srcIdentity, dstPort);
     if (iEntry) matchers.push(this.matcher(iEntry));
-    return matchers.length === 0 ? undefined : { matchers, srcIdentity, dstIdentity };
+    // Flows name the client's egress policy when it has one here, else the server's ingress.
+    return matchers.length === 0 ? undefined : { matchers, srcIdentity, dstIdentity, direction: eEntry ? 'EGRESS' : 'INGRESS' };
   }
 }

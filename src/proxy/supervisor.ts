@@ -47,7 +47,7 @@ export class ProxySupervisor {
         this.send({ type: 'rules', table: this.table });
         this.opts.log.info({ port: m.port, pid: child.pid }, 'L7 proxy listening');
         this.opts.onReady?.();
-      } else if (m.type === 'flow') this.opts.onFlow?.(m.flow);
+      } else if (m.type === 'flows') for (const f of m.flows) this.opts.onFlow?.(f);
       else if (m.type === 'stats') this.stats = m.stats;
       else if (m.type === 'error') this.opts.log.error({ err: m.message }, 'L7 proxy failed to start');
     });
