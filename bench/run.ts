@@ -12,6 +12,7 @@ import { BenchNetns } from './netns.js';
 import { DEFAULT_RATES, observePhase, parseRates } from './observe.js';
 import { policyBpfRoot, policyPhase, removeBpfRoot, type PolicyResult } from './policy.js';
 import { lbPhase, lbReport } from './lb.js';
+import { l7Phase, l7Report } from './l7.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
   OBSERVE_ORDER,
@@ -57,7 +58,8 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
   --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
   --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
-  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services)`;
+  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services),
+  --no-l7 the L7 phase (HTTP through the node proxy vs an L4-only allow, cross node); --only-l7 runs nothing else`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -71,6 +73,7 @@ interface Options {
   masq: boolean;
   cni: boolean;
   lb: boolean;
+  l7: boolean;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -92,6 +95,8 @@ function options(): Options {
       'no-masq': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       'no-lb': { type: 'boolean', default: false },
+      'no-l7': { type: 'boolean', default: false },
+      'only-l7': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -110,6 +115,7 @@ function options(): Options {
     return n;
   };
   const q = values.quick ?? false;
+  const only = values['only-l7'] ?? false;
   const policyEndpoints = int(values['policy-endpoints'], 1000, 'policy-endpoints', 1);
   if (policyEndpoints > 2000) throw new BenchError(`Invalid --policy-endpoints "${policyEndpoints}": at most 2000 (the node's pod CIDR is a /21)`);
   return {
@@ -118,14 +124,15 @@ function options(): Options {
     rounds: int(values.rounds, q ? 1 : 3, 'rounds', 1),
     pods: int(values.pods, q ? 20 : 100, 'pods', 1),
     conc: int(values.conc, 8, 'conc', 1),
-    datapath: !values['no-datapath'],
-    xnode: !values['no-xnode'],
-    masq: !values['no-masq'],
-    cni: !values['no-cni'],
-    lb: !values['no-lb'],
-    observe: !values['no-observe'],
+    datapath: !only && !values['no-datapath'],
+    xnode: !only && !values['no-xnode'],
+    masq: !only && !values['no-masq'],
+    cni: !only && !values['no-cni'],
+    lb: !only && !values['no-lb'],
+    l7: !values['no-l7'],
+    observe: !only && !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
-    policy: !values['no-policy'],
+    policy: !only && !values['no-policy'],
     policyEndpoints,
     policyChanges: q ? 20 : 100,
   };
@@ -504,6 +511,10 @@ async function main(): Promise<number> {
         ...mq.pairs.map((p) => `- ${p.name}: ${p.desc}; checked before the rounds: the external host sees the source ${p.seenAs}`),
         '',
       ]);
+    }
+    if (o.l7) {
+      say('l7: HTTP client -> server on another node, L7 rule vs L4-only allow');
+      emit(l7Report(await l7Phase(`${st.lab}h`, { secs: Math.min(o.secs, 5), rounds: o.rounds, say }), { ...o, secs: Math.min(o.secs, 5) }));
     }
     if (o.lb) {
       say('lb: pod -> ClusterIP vs pod -> backend, 1 then 10,000 services');

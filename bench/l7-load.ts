@@ -1,0 +1,82 @@
+// The L7 bench's HTTP load client (runs in the client pod's namespace): closed-loop keep-alive or one connection
+// per request at a concurrency, or open-loop at a fixed rate over keep-alive connections. Prints one JSON line.
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+export interface LoadResult {
+  mode: string;
+  requests: number;
+  errors: number;
+  secs: number;
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+function pct(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function once(agent: http.Agent | false, url: URL, close: boolean): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.request(url, { agent, headers: close ? { connection: 'close' } : {} }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+      res.on('error', () => resolve(false));
+    });
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { url: { type: 'string' }, mode: { type: 'string' }, secs: { type: 'string' }, conc: { type: 'string' }, rate: { type: 'string' } } });
+  const url = new URL(values.url!);
+  const mode = values.mode ?? 'keepalive';
+  const secs = Number(values.secs ?? 5);
+  const conc = Number(values.conc ?? 8);
+  const lat: number[] = [];
+  let errors = 0;
+  const end = performance.now() + secs * 1000;
+  const timed = async (agent: http.Agent | false, close: boolean): Promise<void> => {
+    const t0 = performance.now();
+    if (await once(agent, url, close)) lat.push(performance.now() - t0);
+    else errors++;
+  };
+  const t0 = performance.now();
+  if (mode === 'rate') {
+    // Open loop: a request every 1/rate s, whether or not earlier ones are answered (no coordinated omission).
+    const rate = Number(values.rate ?? 1000);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: conc });
+    const pending: Promise<void>[] = [];
+    let sent = 0;
+    while (performance.now() < end) {
+      const due = t0 + (sent * 1000) / rate;
+      const now = performance.now();
+      if (due > now) await new Promise((r) => setTimeout(r, Math.max(0, due - now)));
+      // Catch up in a burst when the timer fired late (the machine is shared).
+      while (t0 + (sent * 1000) / rate <= performance.now() && performance.now() < end) {
+        pending.push(timed(agent, false));
+        sent++;
+      }
+    }
+    await Promise.all(pending);
+    agent.destroy();
+  } else {
+    const close = mode === 'close';
+    await Promise.all(
+      Array.from({ length: conc }, async () => {
+        const agent = close ? false : new http.Agent({ keepAlive: true, maxSockets: 1 });
+        while (performance.now() < end) await timed(agent, close);
+        if (agent) agent.destroy();
+      }),
+    );
+  }
+  const took = (performance.now() - t0) / 1000;
+  const sorted = Float64Array.from(lat).sort();
+  const out: LoadResult = { mode, requests: lat.length, errors, secs: took, rps: lat.length / took, p50ms: pct(sorted, 0.5), p99ms: pct(sorted, 0.99) };
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+void main();

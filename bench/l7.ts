@@ -1,0 +1,133 @@
+// Phase "l7": HTTP client -> server on another node (tunnel), with an L7 rule (through the node proxy) vs an
+// L4-only allow for the same peer and port, interleaved in the same run: requests/s keep-alive and with one
+// connection per request (closed loop, 8 connections), and p50/p99 latency at 1,000 requests/s (open loop).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
+import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
+import type { LoadResult } from './l7-load.js';
+import { inNs, runAsync, sleep } from './proc.js';
+import { median } from './stats.js';
+
+const LOAD_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'l7-load.js');
+
+export interface L7Options {
+  secs: number;
+  rounds: number;
+  say: (line: string) => void;
+  /** Connections of the closed-loop tests (default 8). */
+  conc?: number;
+  /** Offered rate of the latency test (default 1,000/s). */
+  rate?: number;
+}
+
+export type L7Policy = 'l4' | 'l7';
+export type L7Test = 'keepalive' | 'close' | 'rate';
+
+export interface L7Sample {
+  policy: L7Policy;
+  test: L7Test;
+  round: number;
+  result: LoadResult;
+}
+
+const POLICY: Record<L7Policy, string> = {
+  l4: `apiVersion: tendril.io/v2
+kind: TendrilNetworkPolicy
+metadata: { name: bench-web, namespace: default }
+spec:
+  endpointSelector: { matchLabels: { app: web } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { role: client } }]
+      toPorts: [{ ports: [{ port: "80", protocol: TCP }] }]
+`,
+  l7: `apiVersion: tendril.io/v2
+kind: TendrilNetworkPolicy
+metadata: { name: bench-web, namespace: default }
+spec:
+  endpointSelector: { matchLabels: { app: web } }
+  ingress:
+    - fromEndpoints: [{ matchLabels: { role: client } }]
+      toPorts:
+        - ports: [{ port: "80", protocol: TCP }]
+          rules: { http: [{ method: GET, path: "/public(/.*)?" }] }
+`,
+};
+
+async function load(netns: string, url: string, test: L7Test, o: L7Options): Promise<LoadResult> {
+  const args = ['--url', url, '--mode', test, '--secs', String(o.secs), '--conc', String(o.conc ?? 8), '--rate', String(o.rate ?? 1000)];
+  const done = await runAsync(inNs(netns, [process.execPath, LOAD_JS, ...args]), { timeoutMs: (o.secs + 60) * 1000 });
+  return JSON.parse(done.stdout.trim().split('\n').pop()!) as LoadResult;
+}
+
+async function status(netns: string, url: string): Promise<number> {
+  const r = await runAsync(inNs(netns, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', '-w', '%{http_code}', url]), { timeoutMs: 10_000 }).catch(() => undefined);
+  return Number(r?.stdout ?? 0);
+}
+
+export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l7-bench-'));
+  await labDown(lab);
+  await labUp({ name: lab, nodes: 2, routing: 'tunnel' });
+  try {
+    const nodes = loadLab(lab).nodes.map((n) => n.name);
+    const web = await podAdd(lab, 'web', { node: nodes[1]!, labels: { app: 'web' }, serve: [80] });
+    const client = await podAdd(lab, 'client', { node: nodes[0]!, labels: { role: 'client' } });
+    const url = `http://${web.ip}/public`;
+    const samples: L7Sample[] = [];
+    let applied: string[] = [];
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const policy of (round % 2 ? ['l4', 'l7'] : ['l7', 'l4']) as L7Policy[]) {
+        const file = path.join(tmp, `${policy}.yaml`);
+        fs.writeFileSync(file, POLICY[policy]);
+        applied = (await labPolicyApply(lab, [file])).map((a) => a.resource);
+        // In force when /private answers as the policy says (200 with L4 only, 403 from the proxy with L7).
+        const want = policy === 'l4' ? 200 : 403;
+        const until = Date.now() + 60_000;
+        while ((await status(client.netns, `http://${web.ip}/private`)) !== want) {
+          if (Date.now() > until) throw new Error(`l7 bench: the ${policy} policy not in force within 60 s`);
+          await sleep(200);
+        }
+        for (const test of ['keepalive', 'close', 'rate'] as L7Test[]) {
+          const result = await load(client.netns, url, test, o);
+          o.say(`l7: round ${round} ${policy} ${test}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50ms.toFixed(2)} ms, p99 ${result.p99ms.toFixed(2)} ms, ${result.errors} error(s)`);
+          samples.push({ policy, test, round, result });
+        }
+      }
+    }
+    for (const r of applied) await labPolicyDelete(lab, r);
+    return samples;
+  } finally {
+    await labDown(lab);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The phase's report section: medians per policy and test, ratios L7 / L4 and the issue's targets. */
+export function l7Report(samples: readonly L7Sample[], o: { secs: number; rounds: number; conc?: number; rate?: number }): string[] {
+  const med = (p: L7Policy, t: L7Test, k: 'rps' | 'p50ms' | 'p99ms'): number => median(samples.filter((s) => s.policy === p && s.test === t).map((s) => s.result[k]));
+  const errors = samples.reduce((n, s) => n + s.result.errors, 0);
+  const rate = o.rate ?? 1000;
+  const ka = med('l7', 'keepalive', 'rps') / med('l4', 'keepalive', 'rps');
+  const cl = med('l7', 'close', 'rps') / med('l4', 'close', 'rps');
+  const addedP99 = med('l7', 'rate', 'p99ms') - med('l4', 'rate', 'p99ms');
+  const addedP50 = med('l7', 'rate', 'p50ms') - med('l4', 'rate', 'p50ms');
+  const mark = (ok: boolean): string => (ok ? 'met' : 'NOT met');
+  return [
+    `## L7 HTTP policy: client -> server on another node (tunnel), L7 rule (node proxy) vs L4-only allow (medians of ${o.rounds} round(s), ${o.secs} s each, interleaved; Node HTTP client, ${o.conc ?? 8} connections)`,
+    '',
+    '| test | L4-only allow | L7 rule | L7 / L4 | target |',
+    '|---|---:|---:|---:|---|',
+    `| keep-alive, req/s | ${med('l4', 'keepalive', 'rps').toFixed(0)} | ${med('l7', 'keepalive', 'rps').toFixed(0)} | ${ka.toFixed(2)}x | >= 0.5x: ${mark(ka >= 0.5)} |`,
+    `| one connection per request, req/s | ${med('l4', 'close', 'rps').toFixed(0)} | ${med('l7', 'close', 'rps').toFixed(0)} | ${cl.toFixed(2)}x | >= 0.35x: ${mark(cl >= 0.35)} |`,
+    `| keep-alive p50 / p99 at saturation, ms | ${med('l4', 'keepalive', 'p50ms').toFixed(2)} / ${med('l4', 'keepalive', 'p99ms').toFixed(2)} | ${med('l7', 'keepalive', 'p50ms').toFixed(2)} / ${med('l7', 'keepalive', 'p99ms').toFixed(2)} | | |`,
+    `| ${rate} req/s offered: p50, ms | ${med('l4', 'rate', 'p50ms').toFixed(2)} | ${med('l7', 'rate', 'p50ms').toFixed(2)} | +${addedP50.toFixed(2)} ms | |`,
+    `| ${rate} req/s offered: p99, ms | ${med('l4', 'rate', 'p99ms').toFixed(2)} | ${med('l7', 'rate', 'p99ms').toFixed(2)} | +${addedP99.toFixed(2)} ms | <= 1 ms added: ${mark(addedP99 <= 1)} |`,
+    `| ${rate} req/s offered: achieved req/s | ${med('l4', 'rate', 'rps').toFixed(0)} | ${med('l7', 'rate', 'rps').toFixed(0)} | | |`,
+    '',
+    `- ${errors} failed request(s) over the phase. The client is Node's http module (bench/l7-load.ts) in the client pod; the server is the lab's pod web server.`,
+    '',
+  ];
+}
