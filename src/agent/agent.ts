@@ -18,6 +18,8 @@ import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
 import { PodCidrs } from './pod-cidrs.js';
+import { PoolAddresses, poolOf } from './multi-pool.js';
+import { POD_IP_POOL_PREFIX } from '../store/index.js';
 import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -47,6 +49,8 @@ export class Agent {
   private readonly log: Logger;
   private ipam!: NodeIpam;
   private podCidrs: PodCidrs | undefined;
+  /** --ipam multi-pool: addresses per IP pool. */
+  private ipPools: PoolAddresses | undefined;
   /** Settles start() in --ipam kubernetes mode once the datapath is up (or the wait is over). */
   private broughtUp: (() => void) | undefined;
   private dp: NodeDatapath | undefined;
@@ -210,6 +214,7 @@ export class Agent {
     if (!cidr) return;
     if (this.dp) {
       this.podCidrs?.follow(n);
+      this.ipPools?.follow(n);
       if (cidr !== this.podCidr && this.cfg.ipam === 'cluster-pool') this.log.error({ assigned: cidr, inUse: this.podCidr }, 'the operator assigned another primary pod CIDR; keeping the one in use');
       // Came up from its own state while the store was away: what it publishes may not be there yet.
       else if (n.routerIP !== this.routerIP || n.healthIP !== this.healthIP) this.publishNode();
@@ -254,6 +259,21 @@ export class Agent {
       ...(this.nodes ? { updateNode: (fn: Parameters<NodeManager['update']>[0]) => this.nodes!.update(fn) } : {}),
       log: this.log.child({ subsys: 'ipam' }),
     });
+    if (cfg.ipam === 'multi-pool') {
+      // A restart brings the datapath up before the node manager: both are looked up when first needed.
+      this.ipPools = new PoolAddresses({
+        ipam: this.ipam,
+        preAllocate: cfg.ipamPreAllocate,
+        waitMs: cfg.ipamWaitTimeoutMs,
+        handBackGraceMs: cfg.ipamHandBackGraceMs,
+        updateNode: (fn) => (this.nodes ? this.nodes.update(fn) : Promise.reject(new Error('the node is not registered in the cluster store yet'))),
+        poolExists: async (name) => {
+          if (!this.store) throw new CniError(CniCode.TRY_AGAIN_LATER, `Cannot look up IP pool "${name}": no cluster store yet`);
+          return (await this.store.get('IPAMState', POD_IP_POOL_PREFIX + name)) !== undefined;
+        },
+        log: this.log.child({ subsys: 'ip-pools' }),
+      });
+    }
     this.log.info({ podCidr, router: this.routerIP, attach: dp.mode, routing: cfg.routing, bpfRoot: cfg.bpfRoot }, 'datapath loaded');
 
     this.endpoints = new EndpointManager(dp, path.join(cfg.stateDir, 'endpoints.json'), this.log.child({ subsys: 'endpoint' }));
@@ -283,6 +303,7 @@ export class Agent {
     const self = this.nodes?.list().find((x) => x.name === cfg.nodeName);
     if (self) this.podCidrs.follow(self);
     else this.podCidrs.check();
+    if (self) this.ipPools?.follow(self);
     this.broughtUp?.();
   }
 
@@ -325,6 +346,7 @@ export class Agent {
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
     this.podCidrs?.stop();
+    this.ipPools?.stop();
     this.broughtUp?.();
     this.security?.stop();
     this.services?.stop();
@@ -477,6 +499,7 @@ export class Agent {
         }
         const att = { containerId: r.containerId, ifname: r.ifname };
         try {
+          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(r.annotations), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
           return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
         } catch (err) {
           if ((err as AgentError).code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && this.podCidrs) throw this.podCidrs.exhausted();
@@ -488,6 +511,7 @@ export class Agent {
       releaseIP: async (ip, attachment) => {
         this.live().ipam.release(ip, attachment);
         this.podCidrs?.check();
+        this.ipPools?.released();
       },
       attachmentIPs: (containerId, ifname) => this.live().ipam.findByAttachment(containerId, ifname),
       listAttachmentIPs: () => this.live().ipam.attachments(),
@@ -801,6 +825,7 @@ export class Agent {
             used: live.ipam.used,
             capacity: live.ipam.capacity,
             ...(this.podCidrs ? { pools: { default: this.podCidrs.status() } } : {}),
+            ...(this.ipPools ? { 'ip-pools': this.ipPools.status() } : {}),
             allocations: live.ipam.list().map((a) => ({ ...a, endpoint: owners.get(a.ip)?.id ?? null })),
           }
         : null,

@@ -46,6 +46,8 @@ export interface StatusView {
     capacity: number;
     /** Per pool: its CIDRs on this node with used/total, what the node asked for. */
     pools?: Record<string, PodCidrStatus>;
+    /** --ipam multi-pool: per IP pool, its CIDRs on this node with used/total and the chunks asked for. */
+    'ip-pools'?: Array<{ pool: string; requested: number; cidrs: Array<{ cidr: string; used: number; capacity: number }> }>;
     allocations: Array<{ ip: string; owner: string; endpoint: number | null }>;
   } | null;
   'attach-mode': 'tcx' | 'tc' | null;

@@ -45,7 +45,7 @@ export interface AgentConfig {
   /** Kubernetes mode (--k8s-kubeconfig, or in a pod): the apiserver is the cluster store. kubeconfig undefined = in-cluster. */
   kubernetes?: { kubeconfig: string | undefined };
   /** IPAM mode: cluster-pool (the operator carves CIDRs) or kubernetes (the Node's podCIDRs are given). */
-  ipam: 'cluster-pool' | 'kubernetes';
+  ipam: 'cluster-pool' | 'kubernetes' | 'multi-pool';
   /** cluster-pool: free addresses below this make the node ask for another CIDR. */
   ipamPreAllocate: number;
   /** cluster-pool: how long an extra CIDR stays empty before it is handed back, ms. */
@@ -103,8 +103,11 @@ export function agentConfig(o: {
   const kubernetes = o.k8sKubeconfig !== undefined || (!o.store && process.env['KUBERNETES_SERVICE_HOST']) ? { kubeconfig: o.k8sKubeconfig } : undefined;
   if (kubernetes && o.store) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Cannot use both --store ${o.store} and --k8s-kubeconfig: in Kubernetes mode the apiserver is the cluster store`);
   const ipam = o.ipam ?? 'cluster-pool';
-  if (ipam !== 'cluster-pool' && ipam !== 'kubernetes') {
-    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --ipam "${ipam}": expected cluster-pool or kubernetes`);
+  if (ipam !== 'cluster-pool' && ipam !== 'kubernetes' && ipam !== 'multi-pool') {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --ipam "${ipam}": expected cluster-pool, kubernetes or multi-pool`);
+  }
+  if (ipam === 'multi-pool' && !o.store && !o.k8sKubeconfig) {
+    throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --store: with --ipam multi-pool the IP pools and their chunks come from the cluster store');
   }
   const preAllocate = Number(o.ipamPreAllocate ?? 8);
   if (!Number.isInteger(preAllocate) || preAllocate < 0 || preAllocate > 65536) {

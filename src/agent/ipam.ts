@@ -195,10 +195,13 @@ export class NodeIpam {
     return this.usage().reduce((n, u) => n + (u.draining ? 0 : u.capacity - u.used), 0);
   }
 
-  /** Allocates the next free address for `owner` (and the CNI attachment it is for, if any). */
-  allocateNext(owner: string, attachment?: AttachmentRef): string {
+  /**
+   * Allocates the next free address for `owner` (and the CNI attachment it is for, if any); with `only`, from those
+   * CIDRs of the node alone (one IP pool's, --ipam multi-pool).
+   */
+  allocateNext(owner: string, attachment?: AttachmentRef, only?: readonly string[]): string {
     for (const r of this.ranges) {
-      if (r.draining) continue;
+      if (r.draining || (only !== undefined && !only.includes(r.text))) continue;
       const first = r.cidr.base + 1;
       const last = r.cidr.base + cidrSize(r.cidr) - 2;
       const n = last - first + 1;
@@ -214,7 +217,9 @@ export class NodeIpam {
     }
     throw new AgentError(
       'TENDRIL_ERR_IPAM_EXHAUSTED',
-      `Cannot allocate an address for "${owner}": pod CIDR ${this.cidrs().join(', ')} is exhausted (${this.used}/${this.capacity} in use)`,
+      only === undefined
+        ? `Cannot allocate an address for "${owner}": pod CIDR ${this.cidrs().join(', ')} is exhausted (${this.used}/${this.capacity} in use)`
+        : `Cannot allocate an address for "${owner}": pod CIDR(s) ${only.join(', ') || '(none yet)'} of its pool are exhausted`,
     );
   }
 

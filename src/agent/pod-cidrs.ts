@@ -6,7 +6,7 @@ import type { NodeIpamPool, NodeSpec } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 import type { CidrUsage, NodeIpam } from './ipam.js';
 
-export type AgentIpamMode = 'cluster-pool' | 'kubernetes';
+export type AgentIpamMode = 'cluster-pool' | 'kubernetes' | 'multi-pool';
 export const DEFAULT_IPAM_PRE_ALLOCATE = 8;
 export const DEFAULT_IPAM_HAND_BACK_GRACE_MS = 30_000;
 /** The pool cluster-pool nodes ask in (the operator's DEFAULT_POOL). */

@@ -29,9 +29,12 @@ export function ipamRows(nodes: NodeView[], statuses: Map<string, StatusView>): 
     const pools = statuses.get(n.name)?.ipam?.pools ?? {};
     const known = new Map<string, { pool: string; used: number; capacity: number }>();
     for (const [pool, p] of Object.entries(pools)) for (const c of p.cidrs) known.set(c.cidr, { pool, used: c.used, capacity: c.capacity });
+    // --ipam multi-pool: the IP pool each CIDR belongs to.
+    for (const p of statuses.get(n.name)?.ipam?.['ip-pools'] ?? []) for (const c of p.cidrs) known.set(c.cidr, { pool: p.pool, used: c.used, capacity: c.capacity });
     for (const cidr of n.podCIDRs) {
       const k = known.get(cidr);
-      rows.push({ pool: k?.pool ?? 'default', cidr, node: n.name, used: k?.used ?? null, total: k?.capacity ?? null });
+      const known2 = k !== undefined && !Number.isNaN(k.used);
+      rows.push({ pool: k?.pool ?? 'default', cidr, node: n.name, used: known2 ? k.used : null, total: known2 ? k.capacity : null });
     }
   }
   return rows;

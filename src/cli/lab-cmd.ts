@@ -11,6 +11,7 @@ import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
 import { registerLabServices } from './lab-service-cmd.js';
 import { collect, labName } from './options.js';
+import { registerLabPools } from './lab-pool-cmd.js';
 
 /** `--label KEY=VALUE` (KEY= for an empty value); a bare KEY is refused, as kubectl's --labels does. */
 export function parseLabels(list: string[]): Record<string, string> {
@@ -81,7 +82,7 @@ export function registerLab(program: Command): void {
     .option('--etcd-members <k>', 'members of the lab\'s etcd cluster with --store etcd (agents are given all of them)', '1')
     .option('--attach-mode <mode>', 'tcx (BPF links) or tc (clsact + cls_bpf)', 'tcx')
     .option('--non-masquerade-cidr <cidr>', 'pods keep their own address towards it: an ip-masq-agent file per node (repeatable)', collect, [])
-    .option('--ipam <mode>', 'cluster-pool (the operator carves node CIDRs) or kubernetes (the lab gives each node its CIDR)', 'cluster-pool')
+    .option('--ipam <mode>', 'cluster-pool (the operator carves node CIDRs), kubernetes (the lab gives each node its CIDR) or multi-pool (cluster-pool plus lab pool add)', 'cluster-pool')
     .option('--cluster-pool-mask-size <bits>', 'size of each node CIDR', '24')
     .option('--ipam-pre-allocate <n>', "agents ask for another CIDR when fewer addresses are free (agent's default 8)")
     .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
@@ -104,7 +105,7 @@ export function registerLab(program: Command): void {
         attachMode: o.attachMode,
         nonMasqueradeCidrs: o.nonMasqueradeCidr,
         ipam: {
-          mode: o.ipam as 'cluster-pool',
+          mode: o.ipam as 'cluster-pool' | 'kubernetes' | 'multi-pool',
           maskSize: Number(o.clusterPoolMaskSize),
           ...(o.ipamPreAllocate !== undefined ? { preAllocate: Number(o.ipamPreAllocate) } : {}),
         },
@@ -151,16 +152,18 @@ export function registerLab(program: Command): void {
     .requiredOption('--node <node>', 'node to run on')
     .option('--namespace <ns>', 'Kubernetes-style namespace', 'default')
     .option('--label <k=v>', 'pod label (repeatable)', collect, [])
+    .option('--annotation <k=v>', 'pod annotation, e.g. ipam.tendril.io/ip-pool=blue (repeatable)', collect, [])
     .option('--serve <ports>', 'run a small server in the pod answering with its name: HTTP on TCP and echo on UDP, on each port (e.g. 80,81)')
     .option('--port <name=port/proto>', 'declare a named container port, e.g. http=80/TCP (repeatable)', collect, [])
     .option('--service-account <name>', "the pod's service account (security label k8s:io.cilium.k8s.policy.serviceaccount)", 'default')
     .option('--name <lab>', 'lab name')
-    .action(async (name: string, o: { node: string; namespace: string; label: string[]; serve?: string; port: string[]; serviceAccount: string }, cmd: Command) => {
+    .action(async (name: string, o: { node: string; namespace: string; label: string[]; annotation: string[]; serve?: string; port: string[]; serviceAccount: string }, cmd: Command) => {
       const p = await podAdd(labName(cmd), name, {
         node: o.node,
         namespace: o.namespace,
         serviceAccount: o.serviceAccount,
         labels: parseLabels(o.label),
+        annotations: parseLabels(o.annotation),
         ports: parseNamedPorts(o.port),
         ...(o.serve !== undefined ? { serve: o.serve.split(',').map(Number) } : {}),
       });
@@ -260,6 +263,8 @@ export function registerLab(program: Command): void {
     });
 
   registerLabServices(lab, labName);
+
+  registerLabPools(lab, labName);
 
   const node = lab.command('node').description('nodes of the lab');
   node

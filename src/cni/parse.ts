@@ -58,6 +58,8 @@ export interface CniCall {
   staticIP?: string;
   /** The pod's service account from args.tendril.serviceAccount (the runtime's word, not a pod label). */
   serviceAccount?: string;
+  /** Pod annotations from args.tendril.annotations ({"ipam.tendril.io/ip-pool": "blue"}), as runtimes pass labels. */
+  annotations?: Record<string, string>;
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -182,6 +184,8 @@ export function parseCniCall(headers: Record<string, string | undefined>, body: 
   const namedPorts = parsePorts(config);
   const serviceAccount = parseServiceAccount(config);
   const call: CniCall = { command: cmd, ...env, args, path, config, labels, namedPorts, ...(serviceAccount !== undefined ? { serviceAccount } : {}) };
+  const annotations = parseAnnotations(config);
+  if (annotations !== undefined) call.annotations = annotations;
   if (cmd === 'ADD') {
     const staticIP = parseStaticIP(config, args);
     if (staticIP !== undefined) call.staticIP = staticIP;
@@ -355,6 +359,22 @@ function parseServiceAccount(conf: NetConf): string | undefined {
     throw invalidConfig(`"args.tendril.serviceAccount" ${JSON.stringify(sa)} is not a valid service account name (lower-case letters, digits, '-' and '.')`);
   }
   return sa;
+}
+
+/** Pod annotations from `args.tendril.annotations` (an object of strings), if given. */
+function parseAnnotations(conf: NetConf): Record<string, string> | undefined {
+  const tendril = conf.args?.['tendril'];
+  if (!isObject(tendril) || tendril['annotations'] === undefined) return undefined;
+  const a = tendril['annotations'];
+  if (!isObject(a)) throw invalidConfig('"args.tendril.annotations" must be an object of strings');
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(a)) {
+    if (typeof v !== 'string') throw invalidConfig(`"args.tendril.annotations.${k}" must be a string`);
+    const keyProblem = labelKeyProblem(k);
+    if (keyProblem) throw invalidConfig(`Pod annotation key ${JSON.stringify(k)} is not a valid key: ${keyProblem}`);
+    out[k] = v;
+  }
+  return out;
 }
 
 /**

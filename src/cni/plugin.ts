@@ -50,6 +50,10 @@ export interface IpRequest {
   ifname: string;
   /** A static address the runtime asked for. */
   ip?: string;
+  /** The pod, when CNI_ARGS names it, and its annotations (the IP pool it asks for). */
+  namespace?: string;
+  podName?: string;
+  annotations?: Record<string, string>;
 }
 
 export interface EndpointRequest {
@@ -191,6 +195,9 @@ export class CniHandler {
 
       const ipReq: IpRequest = { owner: pod.owner, containerId, ifname };
       if (call.staticIP !== undefined) ipReq.ip = call.staticIP;
+      if (pod.namespace !== undefined) ipReq.namespace = pod.namespace;
+      if (pod.podName !== undefined) ipReq.podName = pod.podName;
+      if (call.annotations !== undefined) ipReq.annotations = call.annotations;
       const ip = await this.backend.allocateIP(ipReq);
       undo.push(`IP ${ip}`, () => this.backend.releaseIP(ip));
       clock.lap('ipam');

@@ -6,7 +6,7 @@ import { labPaths } from './paths.js';
 
 export interface LabIpam {
   /** cluster-pool (default): the operator carves CIDRs; kubernetes: the lab gives each node its CIDR. */
-  mode?: 'cluster-pool' | 'kubernetes';
+  mode?: 'cluster-pool' | 'kubernetes' | 'multi-pool';
   /** Node CIDR size (cluster-pool: --cluster-pool-ipv4-mask-size; kubernetes: what the lab hands out). Default 24. */
   maskSize?: number;
   /** Agents' --ipam-pre-allocate (default the agent's, 8). */
@@ -19,8 +19,8 @@ export interface LabIpam {
 
 export function checkLabIpam(o: LabIpam | undefined): LabIpam {
   const v = o ?? {};
-  if (v.mode !== undefined && v.mode !== 'cluster-pool' && v.mode !== 'kubernetes') {
-    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam "${String(v.mode)}": expected cluster-pool or kubernetes`);
+  if (v.mode !== undefined && v.mode !== 'cluster-pool' && v.mode !== 'kubernetes' && v.mode !== 'multi-pool') {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam "${String(v.mode)}": expected cluster-pool, kubernetes or multi-pool`);
   }
   if (v.maskSize !== undefined && (!Number.isInteger(v.maskSize) || v.maskSize < 16 || v.maskSize > 30)) {
     throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --cluster-pool-mask-size ${String(v.maskSize)}: expected 16-30`);

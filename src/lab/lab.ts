@@ -43,6 +43,8 @@ export interface LabPod {
   containerId: string;
   ip: string;
   labels: Record<string, string>;
+  /** Pod annotations (ipam.tendril.io/ip-pool), handed to the CNI as labels are. */
+  annotations?: Record<string, string>;
   /** Kubernetes service account (absent in states of earlier versions: "default"). */
   serviceAccount?: string;
   /** The web pod server: its first port, every port (TCP and UDP each), its pid. */
@@ -605,6 +607,8 @@ export interface PodAddOptions {
   node: string;
   namespace?: string;
   labels?: Record<string, string>;
+  /** Pod annotations, e.g. {"ipam.tendril.io/ip-pool": "blue"}. */
+  annotations?: Record<string, string>;
   /** Ports the pod's web server listens on (TCP and UDP each). */
   serve?: number | number[];
   /** Declared container ports, e.g. {name: "http", port: 80, protocol: "TCP"}. */
@@ -638,6 +642,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     containerId: randomBytes(32).toString('hex'),
     ip: '',
     labels: o.labels ?? {},
+    ...(o.annotations && Object.keys(o.annotations).length > 0 ? { annotations: o.annotations } : {}),
     serviceAccount: o.serviceAccount ?? 'default',
     ...(o.ports && o.ports.length ? { ports: o.ports } : {}),
   };
@@ -708,6 +713,7 @@ export function pluginConfig(lab: string, pod: LabPod, prevResult?: unknown): st
       cni: { labels: Object.entries(pod.labels).map(([key, value]) => ({ key, value })) },
       tendril: {
         serviceAccount: pod.serviceAccount ?? 'default',
+        ...(pod.annotations ? { annotations: pod.annotations } : {}),
         ...(pod.ports ? { ports: pod.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })) } : {}),
       },
     },

@@ -12,7 +12,7 @@ export function registerOperator(program: Command): Command {
   return program
     .command('operator')
     .description('run the cluster operator (cluster-pool IPAM: a pod CIDR per node), optionally hosting the local store')
-    .option('--ipam <mode>', 'IPAM mode: cluster-pool (node CIDRs carved here) or kubernetes (given on the Node by someone else)', 'cluster-pool')
+    .option('--ipam <mode>', 'IPAM mode: cluster-pool (node CIDRs carved here), kubernetes (given on the Node by someone else) or multi-pool (TendrilPodIPPools besides the cluster pool "default")', 'cluster-pool')
     .option('--cluster-pool-ipv4-cidr <cidr>', `a cluster CIDR node CIDRs are carved from (repeatable; default ${DEFAULT_CLUSTER_POOL_CIDR})`, collect)
     .option('--cluster-pool-cidr <cidr>', 'alias of --cluster-pool-ipv4-cidr', collect)
     .option('--cluster-pool-ipv4-mask-size <bits>', `prefix length of each node CIDR (default ${DEFAULT_CLUSTER_POOL_MASK_SIZE})`)

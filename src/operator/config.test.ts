@@ -55,7 +55,7 @@ test('operatorConfig() refuses contradictory, missing or malformed flags, naming
   assert.throws(() => operatorConfig({ store: 'http://a:1' }), invalid(/^Invalid --store "http:\/\/a:1": unknown scheme "http"/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolMaskSize: '33' }), invalid(/--cluster-pool-ipv4-mask-size/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolMaskSize: '24', clusterPoolIpv4MaskSize: '26' }), invalid(/^Conflicting --cluster-pool-ipv4-mask-size 26 and --cluster-pool-mask-size 24/));
-  assert.throws(() => operatorConfig({ storeListen: 'a:1', ipam: 'crd' }), invalid(/^Invalid --ipam "crd": expected one of cluster-pool, kubernetes$/));
+  assert.throws(() => operatorConfig({ storeListen: 'a:1', ipam: 'crd' }), invalid(/^Invalid --ipam "crd": expected one of cluster-pool, kubernetes, multi-pool$/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', clusterPoolIpv4Cidr: ['10.0.0.0/16', '10.0.1.0/24'] }), invalid(/overlaps 10\.0\.0\.0\/16/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', nodeCidrGrace: '30' }), invalid(/^Invalid --node-cidr-grace "30": expected a duration such as 30s/));
   assert.throws(() => operatorConfig({ storeListen: 'a:1', apiSocket: '' }), invalid(/^Invalid --api-socket ""/));

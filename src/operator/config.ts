@@ -40,7 +40,7 @@ export type StoreChoice =
   /** Kubernetes mode: the apiserver is the store (kubeconfig undefined = in-cluster); replicas elect a leader. */
   | { mode: 'kubernetes'; kubeconfig: string | undefined; leaseNamespace: string; leaseDurationMs: number };
 
-export const OPERATOR_IPAM_MODES = ['cluster-pool', 'kubernetes'] as const;
+export const OPERATOR_IPAM_MODES = ['cluster-pool', 'kubernetes', 'multi-pool'] as const;
 export type OperatorIpamMode = (typeof OPERATOR_IPAM_MODES)[number];
 
 export interface OperatorConfig {

@@ -12,6 +12,7 @@ import { Operator, type OperatorStatus } from './operator.js';
 import { registerResourceRoutes } from './resources.js';
 import { registerServiceRoutes } from '../lb/routes.js';
 import { registerNodeCidrRoutes } from './node-cidrs.js';
+import { registerPoolRoutes } from './multi-pool.js';
 import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
@@ -147,7 +148,9 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), ...k8s };
     };
 
-    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam);
+    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam, (a) =>
+      registerPoolRoutes(a, store, { mode: () => cfg.ipam, defaultCidrs: () => cfg.pool.cidrs, status: () => operator.status().pools ?? [], refresh: () => operator.refresh() }),
+    );
     undo.push(() => api.close());
     log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
 
@@ -173,7 +176,7 @@ interface StatusServer {
 }
 
 /** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
-async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam']): Promise<StatusServer> {
+async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam'], more?: (api: ApiServer) => void): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
   api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r): OperatorNodeView => ({ ...r.value, revision: r.revision })));
@@ -185,6 +188,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);
   registerNodeCidrRoutes(api, store, () => ipam);
+  more?.(api);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
     if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);

@@ -7,11 +7,11 @@ import { formatCidr, type Cidr } from '../util/ip.js';
 
 const MAX_RETRIES = 20;
 
-export function registerNodeCidrRoutes(api: ApiServer, store: Store, mode: () => 'cluster-pool' | 'kubernetes'): void {
+export function registerNodeCidrRoutes(api: ApiServer, store: Store, mode: () => 'cluster-pool' | 'kubernetes' | 'multi-pool'): void {
   api.route('PUT', '/v1/nodes/{name}/pod-cidrs', async (req) => {
     const name = req.params['name']!;
     if (mode() !== 'kubernetes') {
-      throw new HttpError(409, `Cannot set the pod CIDRs of node "${name}": the operator allocates them (--ipam cluster-pool); give them only with --ipam kubernetes`, 'TENDRIL_ERR_CONFLICT');
+      throw new HttpError(409, `Cannot set the pod CIDRs of node "${name}": the operator allocates them (--ipam ${mode()}); give them only with --ipam kubernetes`, 'TENDRIL_ERR_CONFLICT');
     }
     const b = req.json() as { podCIDRs?: unknown };
     if (typeof b !== 'object' || b === null || !Array.isArray(b.podCIDRs) || b.podCIDRs.length === 0 || !b.podCIDRs.every((c) => typeof c === 'string')) {

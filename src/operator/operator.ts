@@ -7,6 +7,7 @@ import type { ClusterPoolState, NodeIpamPool, NodeSpec, Resource, Store, WatchHa
 import { logger, type Logger } from '../util/log.js';
 import { ClusterPool, type ClusterPoolConfig, type PoolConfigInput, type PoolUsage } from './cluster-pool.js';
 import { OperatorError } from './errors.js';
+import { MultiPools, nodePoolRequests, type PoolView } from './multi-pool.js';
 
 /** Name of the IPAMState resource holding the cluster-pool allocator. */
 export const CLUSTER_POOL_STATE = 'cluster-pool';
@@ -31,7 +32,7 @@ export interface OperatorOptions {
    * 'cluster-pool' (default): carve node CIDRs. 'kubernetes': node CIDRs are written to the Node by someone else
    * (kube-controller-manager's role); the operator allocates nothing.
    */
-  ipam?: 'cluster-pool' | 'kubernetes';
+  ipam?: 'cluster-pool' | 'kubernetes' | 'multi-pool';
   /** How long a departed node's CIDR is held for it before another node may get it. */
   graceMs?: number;
   log?: Logger;
@@ -41,7 +42,9 @@ export type OperatorState = 'stopped' | 'starting' | 'running' | 'stopping';
 
 export interface OperatorStatus {
   state: OperatorState;
-  ipam: 'cluster-pool' | 'kubernetes';
+  ipam: 'cluster-pool' | 'kubernetes' | 'multi-pool';
+  /** --ipam multi-pool: every TendrilPodIPPool besides "default" (the cluster pool above). */
+  pools?: PoolView[];
   pool: ClusterPoolConfig & PoolUsage;
   graceMs: number;
   /** node -> pod CIDRs (primary first). */
@@ -62,7 +65,9 @@ export class Operator {
   private readonly cfg: ClusterPoolConfig;
   private readonly graceMs: number;
   private readonly log: Logger;
-  private readonly mode: 'cluster-pool' | 'kubernetes';
+  private readonly mode: 'cluster-pool' | 'kubernetes' | 'multi-pool';
+  /** The TendrilPodIPPools (--ipam multi-pool). */
+  private readonly multi: MultiPools | undefined;
 
   private state: OperatorState = 'stopped';
   private pool: ClusterPool;
@@ -94,6 +99,7 @@ export class Operator {
     this.graceMs = graceMs;
     this.log = opts.log ?? logger('operator');
     this.mode = opts.ipam ?? 'cluster-pool';
+    this.multi = this.mode === 'multi-pool' ? new MultiPools(this.store, this.log.child({ subsys: 'multi-pool' })) : undefined;
   }
 
   /**
@@ -136,6 +142,7 @@ export class Operator {
     return {
       state: this.state,
       ipam: this.mode,
+      ...(this.multi ? { pools: this.multi.status() } : {}),
       pool: { ...this.cfg, ...this.pool.usage(Date.now()) },
       graceMs: this.graceMs,
       assignments: st.assigned,
@@ -146,6 +153,11 @@ export class Operator {
       nodes: this.nodes.size,
       lastReconcile: this.lastReconcile,
     };
+  }
+
+  /** Runs a pass soon (a TendrilPodIPPool was written through the API). */
+  refresh(): void {
+    this.kick();
   }
 
   /** Resolves when no pass is running or pending (for tests and orderly shutdown). */
@@ -304,9 +316,10 @@ export class Operator {
     const pool = await this.updatePool();
     this.pool = pool;
 
+    const extra = this.multi ? await this.multi.reconcile(this.nodes, this.cfg.cidrs, Date.now(), this.graceMs) : undefined;
     for (const [name, res] of this.nodes) {
       const cidrs = pool.cidrsOf(name);
-      if (cidrs.length > 0) await this.writeNodeCidrs(name, res, cidrs);
+      if (cidrs.length > 0) await this.writeNodeCidrs(name, res, cidrs, extra?.get(name));
     }
 
     clearTimeout(this.expiryTimer);
@@ -395,7 +408,7 @@ export class Operator {
    * Sets Node `name`'s podCIDRs (and its ipam grant) to `cidrs`, keeping every other field and dropping handled
    * hand-backs from its request; retries against concurrent agent writes.
    */
-  private async writeNodeCidrs(name: string, cached: Resource<unknown>, cidrs: string[]): Promise<void> {
+  private async writeNodeCidrs(name: string, cached: Resource<unknown>, cidrs: string[], extra?: Record<string, string[]>): Promise<void> {
     let res: Resource<unknown> | undefined = cached;
     for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
       if (!res) return; // deleted meanwhile: the next pass releases its CIDRs
@@ -405,10 +418,11 @@ export class Operator {
       const entry: NodeIpamPool = { requested: ask.requested, allocated: cidrs };
       const release = ask.release.filter((c) => cidrs.includes(c));
       if (release.length > 0) entry.release = release;
-      const ipam = { pools: { ...nodePools(value), [DEFAULT_POOL]: entry } };
-      const next = { ...value, podCIDRs: cidrs, ipam } as unknown as NodeSpec;
+      const ipam = { pools: { ...nodePools(value), [DEFAULT_POOL]: entry, ...(this.multi ? poolGrants(value, extra ?? {}) : {}) } };
+      const podCIDRs = [...cidrs, ...Object.values(extra ?? {}).flat()];
+      const next = { ...value, podCIDRs, ipam } as unknown as NodeSpec;
       if (JSON.stringify(next) === JSON.stringify(value)) return;
-      if (attempt === 0 && current.length > 0 && !current.every((c) => cidrs.includes(c))) {
+      if (attempt === 0 && current.length > 0 && !current.every((c) => podCIDRs.includes(c))) {
         this.log.warn({ node: name, had: current, cidrs }, 'node carries pod CIDRs other than the pool assigned it; rewriting');
       }
       try {
@@ -429,6 +443,22 @@ function nodeRequest(value: unknown): { requested: number; release: string[] } {
   const requested = isRecord(p) && Number.isInteger(p['requested']) && (p['requested'] as number) > 0 ? (p['requested'] as number) : 1;
   const release = isRecord(p) && Array.isArray(p['release']) ? p['release'].filter((c): c is string => typeof c === 'string') : [];
   return { requested, release };
+}
+
+/** --ipam multi-pool: the extra pools' entries of a Node, each with its grant (the agent's request kept). */
+function poolGrants(value: unknown, extra: Record<string, string[]>): Record<string, NodeIpamPool> {
+  const out: Record<string, NodeIpamPool> = {};
+  const asks = nodePoolRequests(value);
+  for (const name of new Set([...asks.keys(), ...Object.keys(extra)])) {
+    if (name === DEFAULT_POOL) continue;
+    const ask = asks.get(name) ?? { requested: 0, release: [] };
+    const allocated = extra[name] ?? [];
+    const entry: NodeIpamPool = { requested: ask.requested, allocated };
+    const release = ask.release.filter((c) => allocated.includes(c));
+    if (release.length > 0) entry.release = release;
+    out[name] = entry;
+  }
+  return out;
 }
 
 function nodePools(value: unknown): Record<string, unknown> {

@@ -99,6 +99,20 @@ export interface ClusterPoolState {
 }
 
 /**
+ * TendrilPodIPPool (multi-pool IPAM): kept as IPAMState "pod-ip-pool.<name>" so every store backend holds it; its
+ * allocator state is IPAMState "pool.<name>" (a ClusterPoolState). The "default" pool is the cluster-pool flags'.
+ */
+export interface PodIPPoolSpec {
+  cidrs: string[];
+  /** Prefix length of each chunk a node gets. */
+  maskSize: number;
+}
+export const POD_IP_POOL_PREFIX = 'pod-ip-pool.';
+export const POD_IP_POOL_STATE_PREFIX = 'pool.';
+/** The pod (or namespace) annotation naming the pool a pod's address comes from. */
+export const POD_IP_POOL_ANNOTATION = 'ipam.tendril.io/ip-pool';
+
+/**
  * Identity resource, named by its number ("256"): a security label set and the number every node uses for it.
  * Agents create them (create-if-absent); the operator deletes those no Endpoint has used for a grace period.
  */

@@ -1,0 +1,151 @@
+// Multi-pool IPAM in the operator, over a real local store (unix socket in a temporary directory): per-pool
+// allocation, no CIDR handed out twice (also across operator restarts), exhaustion, conflicting pools, delete-in-use.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { LocalStoreClient, LocalStoreServer, type NodeSpec, type Store } from '../store/index.js';
+import { OperatorError } from './errors.js';
+import { Operator } from './operator.js';
+import { deletePool, putPool, validatePodIPPool } from './multi-pool.js';
+
+const silent = pino({ level: 'silent' });
+const CLUSTER = ['10.0.0.0/16'];
+
+async function withStore(fn: (store: Store) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-multipool-'));
+  const server = new LocalStoreServer({ dataDir: path.join(dir, 'data') });
+  await server.listen({ socket: path.join(dir, 's.sock') });
+  const store = new LocalStoreClient({ socket: path.join(dir, 's.sock') });
+  try {
+    await fn(store);
+  } finally {
+    await store.close();
+    await server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function operator(store: Store): Operator {
+  return new Operator({ store, ipam: 'multi-pool', pool: { cidrs: CLUSTER, maskSize: 24 }, graceMs: 0, log: silent });
+}
+
+/** A node as its agent writes it: asking `asks` CIDRs of each pool. */
+async function node(store: Store, name: string, asks: Record<string, number>): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    const cur = await store.get<NodeSpec>('Node', name);
+    const v: NodeSpec = cur?.value ?? { name, addresses: ['192.0.2.1'], podCIDRs: [] };
+    const pools = { ...(v.ipam?.pools ?? {}) };
+    for (const [p, n] of Object.entries(asks)) pools[p] = { requested: n, allocated: pools[p]?.allocated ?? [] };
+    try {
+      await store.put('Node', name, { ...v, ipam: { pools } }, { expectedRevision: cur?.revision ?? 0 });
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'TENDRIL_ERR_STORE_CONFLICT') throw err;
+    }
+  }
+  throw new Error('node write kept conflicting');
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function grant(store: Store, name: string, pool: string, count: number): Promise<NodeSpec> {
+  return until(`${name} to hold ${count} CIDR(s) of ${pool}`, async () => {
+    const v = (await store.get<NodeSpec>('Node', name))?.value;
+    return v && (v.ipam?.pools[pool]?.allocated.length ?? 0) >= count ? v : undefined;
+  });
+}
+
+test('pool validation: overlaps with the cluster CIDRs and other pools are refused with the clash named', () => {
+  const others = [{ name: 'default', cidrs: CLUSTER }, { name: 'blue', cidrs: ['10.10.0.0/16'] }];
+  assert.deepEqual(validatePodIPPool('red', { cidrs: ['10.20.0.0/16'], maskSize: 26 }, others), { cidrs: ['10.20.0.0/16'], maskSize: 26 });
+  assert.throws(() => validatePodIPPool('red', { cidrs: ['10.0.128.0/17'], maskSize: 24 }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_CONFLICT' && /cluster CIDR 10\.0\.0\.0\/16/.test(e.message));
+  assert.throws(() => validatePodIPPool('red', { cidrs: ['10.0.0.0/8'], maskSize: 24 }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_CONFLICT');
+  assert.throws(() => validatePodIPPool('red', { cidrs: ['10.10.4.0/24'], maskSize: 26 }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_CONFLICT' && /pool "blue"/.test(e.message));
+  assert.throws(() => validatePodIPPool('red', { cidrs: ['10.20.0.1/16'], maskSize: 24 }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_INVALID_POOL' && /host bits/.test(e.message));
+  assert.throws(() => validatePodIPPool('red', { cidrs: ['10.20.0.0/24'], maskSize: 20 }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_INVALID_POOL');
+  assert.throws(() => validatePodIPPool('red', { cidrs: [] }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_INVALID_POOL');
+  assert.throws(() => validatePodIPPool('default', { cidrs: ['10.30.0.0/16'] }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_INVALID_POOL');
+  assert.throws(() => validatePodIPPool('Bad_Name', { cidrs: ['10.30.0.0/16'] }, others), (e: OperatorError) => e.code === 'TENDRIL_ERR_INVALID_POOL');
+});
+
+test('nodes get chunks of each pool they ask for, never one CIDR twice, also across an operator restart', async () => {
+  await withStore(async (store) => {
+    await putPool(store, 'blue', { cidrs: ['10.10.0.0/24'], maskSize: 26 }, CLUSTER);
+    await assert.rejects(putPool(store, 'green', { cidrs: ['10.10.0.128/25'], maskSize: 26 }, CLUSTER), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_CONFLICT');
+    let op = operator(store);
+    await op.start();
+    try {
+      await node(store, 'n1', { default: 1, blue: 1 });
+      await node(store, 'n2', { default: 1 });
+      const n1 = await grant(store, 'n1', 'blue', 1);
+      const n2 = await grant(store, 'n2', 'default', 1);
+      assert.deepEqual(n1.ipam!.pools['blue']!.allocated, ['10.10.0.0/26']);
+      assert.equal(n1.podCIDRs[0], n1.ipam!.pools['default']!.allocated[0], 'the default pool stays the primary');
+      assert.ok(n1.podCIDRs.includes('10.10.0.0/26'), 'podCIDRs list every pool (routes and ipcache follow them)');
+      assert.equal(n2.ipam!.pools['blue'], undefined, 'a node that asks nothing of a pool gets nothing of it');
+      await op.stop();
+      // A new operator over the same store continues from the stored allocator: the next chunk is new.
+      op = operator(store);
+      await op.start();
+      await node(store, 'n2', { blue: 1 });
+      await node(store, 'n1', { blue: 2 });
+      const n2b = await grant(store, 'n2', 'blue', 1);
+      const n1b = await grant(store, 'n1', 'blue', 2);
+      const all = [...n1b.ipam!.pools['blue']!.allocated, ...n2b.ipam!.pools['blue']!.allocated];
+      assert.equal(new Set(all).size, 3, `no blue CIDR twice: ${all.join(' ')}`);
+      assert.ok(all.every((c) => c.startsWith('10.10.0.') && c.endsWith('/26')));
+      const blue = op.status().pools!.find((p) => p.name === 'blue')!;
+      assert.equal(blue.assigned, 3);
+      assert.equal(blue.free, 1);
+    } finally {
+      await op.stop();
+    }
+  });
+});
+
+test('exhaustion of one pool is reported for it and leaves the others serving; delete while in use is refused', async () => {
+  await withStore(async (store) => {
+    await putPool(store, 'tiny', { cidrs: ['10.40.0.0/26'], maskSize: 26 }, CLUSTER);
+    await putPool(store, 'spare', { cidrs: ['10.50.0.0/24'], maskSize: 26 }, CLUSTER);
+    const op = operator(store);
+    await op.start();
+    try {
+      await node(store, 'n1', { default: 1, tiny: 1 });
+      await grant(store, 'n1', 'tiny', 1);
+      await node(store, 'n2', { default: 1, tiny: 1, spare: 1 });
+      await grant(store, 'n2', 'spare', 1);
+      const tiny = await until('tiny to be exhausted', async () => op.status().pools?.find((p) => p.name === 'tiny' && p.exhausted !== null));
+      assert.deepEqual(tiny.exhausted!.waiting, ['n2']);
+      assert.match(tiny.exhausted!.message, /pool "tiny" 10\.40\.0\.0\/26 with mask \/26 is exhausted/);
+      assert.equal((await store.get<NodeSpec>('Node', 'n2'))!.value.ipam!.pools['tiny']!.allocated.length, 0);
+
+      await assert.rejects(deletePool(store, 'tiny', (await store.list<unknown>('Node')).items), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_IN_USE' && /n1 \(10\.40\.0\.0\/26\)/.test(e.message));
+      await assert.rejects(deletePool(store, 'nope', []), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_NOT_FOUND');
+      // n1 gives all of tiny back: n2, waiting, gets it.
+      const cur = (await store.get<NodeSpec>('Node', 'n1'))!;
+      await store.put('Node', 'n1', { ...cur.value, ipam: { pools: { ...cur.value.ipam!.pools, tiny: { requested: 0, release: ['10.40.0.0/26'], allocated: ['10.40.0.0/26'] } } } }, { expectedRevision: cur.revision });
+      const n2 = await grant(store, 'n2', 'tiny', 1);
+      assert.deepEqual(n2.ipam!.pools['tiny']!.allocated, ['10.40.0.0/26']);
+      const n1 = (await store.get<NodeSpec>('Node', 'n1'))!.value;
+      assert.deepEqual(n1.ipam!.pools['tiny']!.allocated, []);
+      assert.ok(!n1.podCIDRs.includes('10.40.0.0/26'));
+      // An unused pool can go.
+      await node(store, 'n1', {});
+      await putPool(store, 'unused', { cidrs: ['10.60.0.0/24'] }, CLUSTER);
+      assert.deepEqual(await deletePool(store, 'unused', (await store.list<unknown>('Node')).items), { deleted: 'unused' });
+    } finally {
+      await op.stop();
+    }
+  });
+});
