@@ -18,7 +18,7 @@ NODE=$(command -v node) || die "node not found"
 # The tools the agent and the CNI plugin's helpers execute (iproute2, iptables for the iptables masquerade
 # fallback, nsenter), a shell for debugging, and libbpf (loaded through koffi).
 TOOLS=()
-for t in ip tc iptables iptables-save iptables-restore nsenter sh mount; do
+for t in ip tc iptables iptables-save iptables-restore nsenter sh mount cp mv ls cat; do
   p=$(command -v "$t") || die "$t not found on this machine"
   TOOLS+=("$p")
 done
@@ -27,7 +27,7 @@ LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/ { print $NF; exit }')
 
 # input digest: every file's path, size and mtime (content of the tool binaries by path + mtime too)
 digest=$( { cd "$ROOT" && find dist build/bpf bin node_modules proto install/kubernetes/crds package.json -type f -printf '%p %s %T@\n' | sort
-  for f in "$NODE" "${TOOLS[@]}" "$LIBBPF"; do stat -L -c '%n %s %Y' "$f"; done; echo "$IMAGE"; } | sha256sum | cut -c1-64)
+  for f in "$NODE" "${TOOLS[@]}" "$LIBBPF"; do stat -L -c "%n %s %Y" "$f"; done; echo "$IMAGE"; sha256sum "$0"; } | sha256sum | cut -c1-64)
 if [[ -f $OUT && -f $OUT.digest && $(<"$OUT.digest") == "$digest" ]]; then
   log "$OUT is up to date ($IMAGE)"
   echo "$OUT"
@@ -37,7 +37,9 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tendril-image.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 R=$WORK/rootfs
-mkdir -p "$R"/{opt/tendril/bin,opt/tendril/build,usr/bin,usr/sbin,tmp,proc,sys,dev,etc,run,var/lib/tendril}
+mkdir -p "$R"/{opt/tendril/bin,opt/tendril/build,usr/bin,usr/sbin,usr/lib,usr/lib64,tmp,proc,sys,dev,etc,run,var/lib/tendril}
+# merged /usr, as Debian 12: /bin/sh, /lib/x86_64-linux-gnu/... resolve as on the host
+for d in bin sbin lib lib64; do ln -s "usr/$d" "$R/$d"; done
 ln -s ../run "$R/var/run"
 chmod 1777 "$R/tmp"
 copy_with_libs() { # copy_with_libs FILE...: the files at their paths, and each one's shared libraries
@@ -61,11 +63,10 @@ for p in "$NODE" "${TOOLS[@]}"; do
   ln -sfn "$real" "$R/usr/sbin/$(basename "$p")" 2>/dev/null || true
 done
 # ld.so, by its canonical path, and the loader cache so that dlopen (koffi: libbpf.so.1) finds the libraries
-[[ -e $R/lib64/ld-linux-x86-64.so.2 ]] || { mkdir -p "$R/lib64"; cp -aL /lib64/ld-linux-x86-64.so.2 "$R/lib64/"; }
+[[ -e $R/lib64/ld-linux-x86-64.so.2 ]] || cp -aL /lib64/ld-linux-x86-64.so.2 "$R/lib64/"
 # iptables-nft's and iptables-legacy's extension modules
 for d in /usr/lib/x86_64-linux-gnu/xtables /usr/lib/xtables; do [[ -d $d ]] && { mkdir -p "$R$d"; cp -a "$d/." "$R$d/"; }; done
 ldconfig -r "$R" 2>/dev/null || true
-ln -sfn /usr/bin/busybox "$R/bin/busybox" 2>/dev/null || true
 cp -a "$ROOT/package.json" "$ROOT/dist" "$ROOT/node_modules" "$ROOT/proto" "$R/opt/tendril/"
 # the system's CA bundle (Node reads it at start; the apiserver's CA comes from the service account)
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && { mkdir -p "$R/etc/ssl/certs"; cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/"; }
