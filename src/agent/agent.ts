@@ -893,7 +893,7 @@ export class Agent {
     fs.mkdirSync(this.cfg.cniConfDir, { recursive: true });
     const file = path.join(this.cfg.cniConfDir, CONFLIST_NAME);
     const tmp = `${file}.tmp`;
-    fs.writeFileSync(tmp, tendrilConflist({ agentSocket: this.cfg.socket }));
+    fs.writeFileSync(tmp, tendrilConflist({ agentSocket: this.cfg.socket, ...(this.cfg.cniVersion ? { cniVersion: this.cfg.cniVersion } : {}) }));
     fs.renameSync(tmp, file);
     this.cniConfPath = file;
   }

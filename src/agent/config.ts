@@ -5,6 +5,7 @@ import { parseCidr, formatCidr, isIPv4 } from '../util/ip.js';
 import { AgentError } from './errors.js';
 import { masqConfig, type MasqConfig } from '../nat/index.js';
 import { MAGLEV_TABLE_SIZES, type LbAlgorithm } from '../lb/index.js';
+import { SUPPORTED_VERSIONS, isSupportedVersion, type CniVersion } from '../cni/errors.js';
 
 export type RoutingMode = 'tunnel' | 'native';
 
@@ -30,6 +31,8 @@ export interface AgentConfig {
   cniConfDir: string;
   /** Named netns of the health endpoint. */
   healthNetns: string;
+  /** cniVersion of the conflist written (--cni-version): what the runtime's libcni accepts (containerd 1.6: ≤ 1.0.0). */
+  cniVersion?: CniVersion | undefined;
   mtu: number;
   logFile: string | undefined;
   objDir: string;
@@ -68,6 +71,7 @@ export function agentConfig(o: {
   socket?: string | undefined;
   bpfRoot?: string | undefined;
   cniConfDir?: string | undefined;
+  cniVersion?: string | undefined;
   healthNetns?: string | undefined;
   mtu?: string | number | undefined;
   logFile?: string | undefined;
@@ -163,6 +167,7 @@ export function agentConfig(o: {
     socket: o.socket ?? DEFAULT_SOCKET,
     bpfRoot: o.bpfRoot ?? `/sys/fs/bpf/tendril/${nodeName}`,
     cniConfDir: o.cniConfDir ?? '/etc/cni/net.d',
+    cniVersion: parseCniVersion(o.cniVersion),
     healthNetns: o.healthNetns ?? 'tendril-health',
     mtu,
     logFile: o.logFile,
@@ -188,4 +193,11 @@ export function parseDuration(text: string, flag: string): number {
   const ms = m ? Number(m[1]) * unit[(m[2] ?? 's') as keyof typeof unit] : NaN;
   if (!Number.isFinite(ms) || ms <= 0) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid ${flag} "${text}": expected a duration like 30s, 500ms or 2m`);
   return ms;
+}
+
+/** --cni-version: one of the versions the shim speaks, or undefined (the latest). */
+function parseCniVersion(v: string | undefined): CniVersion | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!isSupportedVersion(v)) throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', `Invalid --cni-version "${v}": expected one of ${SUPPORTED_VERSIONS.join(', ')}`);
+  return v;
 }

@@ -15,6 +15,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     socket: opts['socket'],
     bpfRoot: opts['bpfRoot'],
     cniConfDir: opts['cniConfDir'],
+    cniVersion: opts['cniVersion'],
     healthNetns: opts['healthNetns'],
     mtu: opts['mtu'],
     logFile: opts['logFile'],

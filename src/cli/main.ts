@@ -54,6 +54,7 @@ program
   .option('--bpf-root <dir>', 'bpffs directory for pinned maps and links')
   .option('--cni-conf-dir <dir>', 'where 05-tendril.conflist is written', '/etc/cni/net.d')
   .option('--health-netns <name>', 'named netns of the health endpoint', 'tendril-health')
+  .option('--cni-version <v>', 'cniVersion of the conflist written (default: the latest, 1.1.0; containerd 1.6 takes at most 1.0.0)')
   .option('--mtu <n>', 'device MTU', '1500')
   .option('--log-file <file>', 'log to this file instead of stderr')
   .action(async (opts: Record<string, string | undefined>) => {

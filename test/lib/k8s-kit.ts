@@ -30,11 +30,11 @@ export interface Kit {
  * Starts the control plane. Ports: BASE+0…5 with BASE from the pid in 26000-27199 (clear of the kit's defaults and
  * of the ports the other tests use), so that test files running at once do not clash.
  */
-export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Kit> {
+export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.ProcessEnv; portBase?: number } = {}): Promise<Kit> {
   const dir = kitDir();
   // Short: the kit's unix sockets live under it.
   const runDir = fs.mkdtempSync('/tmp/tk8s-');
-  const base = 26000 + (process.pid % 200) * 6;
+  const base = opts.portBase ?? 26000 + (process.pid % 200) * 6;
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, K8S_RUN: runDir, K8S_PORT_BASE: String(base) };
   if (opts.apiserverOnly) env['K8S_APISERVER_ONLY'] = '1';
   const script = async (name: string, args: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> => {

@@ -1,0 +1,209 @@
+// Kubernetes mode end to end on the kit's kubelet node (root): containerd + kubelet in the kit's node netns, calling
+// tendril-cni. Tendril is installed from install/kubernetes/ with the image scripts/build-image.sh makes (imported
+// into the node's containerd, no registry): the agent runs AS THE DAEMONSET POD (host network = the kit node netns),
+// the operator as the Deployment's pod, both with their ServiceAccounts' tokens (in-cluster config) and RBAC.
+// Pods created through the API get Tendril addresses and reach each other; a NetworkPolicy applied through the API
+// is enforced (deny, then allow); deleting a pod releases its IP, veth and endpoint map entry.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
+import { ApiClient } from '../src/util/api-client.js';
+import type { StatusView } from '../src/agent/api.js';
+import { startKit, type Kit } from './lib/k8s-kit.js';
+import { applyAll, installObjects, kitOverlay, podExec } from './lib/k8s-node.js';
+import { exec, until as untilRaw } from './lib/proc.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const RUN = `kn${process.pid % 100000}`;
+const PORT_BASE = 16600 + (process.pid % 16) * 6;
+const BPF_ROOT = `/sys/fs/bpf/tendril-${RUN}`;
+const NS = 'default';
+
+describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod)', { timeout: 900_000 }, () => {
+  let kit: Kit | undefined;
+  let kc: KubeConfig;
+  let core: CoreV1Api;
+  let objects: KubernetesObjectApi;
+  let netns = '';
+  let dirs: { root: string; run: string; state: string; conf: string; bin: string; netns: string; criNetns: string };
+  const mounts: string[] = [];
+  let agent: ApiClient;
+
+  /** Waits, and on a timeout says what the Tendril pods and the kit's logs said. */
+  async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 180_000): Promise<void> {
+    try {
+      await untilRaw(what, async () => { try { return await cond(); } catch { return false; } }, ms);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await diagnostics()}`);
+    }
+  }
+  async function diagnostics(): Promise<string> {
+    const out: string[] = [];
+    try {
+      const pods = (await core.listNamespacedPod({ namespace: 'kube-system' })).items;
+      for (const p of pods) {
+        out.push(`pod ${p.metadata?.name}: ${p.status?.phase} ${JSON.stringify(p.status?.containerStatuses?.map((c) => c.state))}`);
+        for (const c of p.spec?.containers ?? []) {
+          const log = await core.readNamespacedPodLog({ name: p.metadata!.name!, namespace: 'kube-system', container: c.name, tailLines: 15 }).catch((e: Error) => e.message);
+          out.push(`--- ${p.metadata?.name}/${c.name}:\n${log}`);
+        }
+      }
+    } catch (err) {
+      out.push(`(pods: ${(err as Error).message})`);
+    }
+    for (const f of ['kubelet', 'containerd']) {
+      const log = path.join(kit?.runDir ?? '/nonexistent', 'logs', `${f}.log`);
+      if (fs.existsSync(log)) out.push(`--- ${f}.log:\n${fs.readFileSync(log, 'utf8').split('\n').filter((l) => /error|fail/i.test(l)).slice(-8).join('\n')}`);
+    }
+    return out.join('\n');
+  }
+  const sh = (argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const inNode = (argv: string[]) => sh(['nsenter', `--net=/run/netns/${netns}`, '--', ...argv]);
+
+  async function pod(name: string, app: string, command: string): Promise<V1Pod> {
+    await objects.create({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: NS, labels: { app } },
+      spec: {
+        automountServiceAccountToken: false,
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: 'c', image: 'localhost/busybox:local', imagePullPolicy: 'Never', command: ['/bin/sh', '-c', command] }],
+      },
+    } as KubernetesObject);
+    let p: V1Pod | undefined;
+    await until(`pod ${name} Running with an IP`, async () => {
+      p = await core.readNamespacedPod({ name, namespace: NS });
+      return p.status?.phase === 'Running' && !!p.status.podIP;
+    });
+    return p!;
+  }
+  const web = (from: string, ip: string) => podExec(kc, NS, from, 'c', ['/bin/sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip} 8080`]);
+
+  before(async () => {
+    // the image first: a build failure needs no kit
+    const image = execFileSync('bash', [path.join(REPO, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+    kit = await startKit({ portBase: PORT_BASE, env: { K8S_ALLOCATE_NODE_CIDRS: 'false' } });
+    const root = path.join(kit.runDir, 'tendril');
+    dirs = { root, run: `${root}/run`, state: `${root}/state`, conf: `${root}/net.d`, bin: `${root}/cni-bin`, netns: `${root}/netns`,
+      criNetns: path.join(kit.runDir, 'node/containerd/state/io.containerd.grpc.v1.cri/netns') };
+    for (const d of [dirs.run, dirs.state, dirs.conf, dirs.bin, dirs.netns, dirs.criNetns]) fs.mkdirSync(d, { recursive: true });
+    // The host's / is a private mount here: the dirs the agent's pod shares mounts through (its health netns, the
+    // runtime's pod netns files) become shared mounts of their own, as the kit does with the kubelet's root dir.
+    for (const d of [dirs.root, dirs.criNetns]) {
+      sh(['mount', '--bind', d, d]);
+      mounts.push(d);
+      sh(['mount', '--make-shared', d]);
+    }
+    // The kit links the CNI plugins when node.sh starts: the DaemonSet's install-cni replaces this file in place.
+    fs.copyFileSync(path.join(REPO, 'bin/tendril-cni'), `${dirs.bin}/tendril-cni`);
+    fs.chmodSync(`${dirs.bin}/tendril-cni`, 0o755);
+    await kit.script('node.sh', [], { K8S_CNI_BIN_DIR: `${dirs.bin}:/usr/lib/cni`, K8S_CNI_CONF_DIR: dirs.conf, K8S_IMAGES: image });
+    netns = /K8S_NETNS=['"]?([\w-]+)/.exec(fs.readFileSync(path.join(kit.runDir, 'node.env'), 'utf8'))![1]!;
+    // The kit's node has only lo: the native device the agent attaches to (a veth pair inside the node netns).
+    inNode(['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+    inNode(['ip', 'link', 'set', 'eth0', 'up']);
+    inNode(['ip', 'link', 'set', 'eth0p', 'up']);
+    kc = new KubeConfig();
+    kc.loadFromFile(kit.kubeconfig);
+    core = kc.makeApiClient(CoreV1Api);
+    objects = KubernetesObjectApi.makeApiClient(kc);
+    const objs = kitOverlay(installObjects(), {
+      hostPaths: { '/var/run/tendril': dirs.run, '/var/lib/tendril': dirs.state, '/etc/cni/net.d': dirs.conf, '/opt/cni/bin': dirs.bin, '/run/netns': dirs.netns },
+      extraMounts: [dirs.criNetns],
+      // pins are files of the bpffs, seen by the host without propagation (the host's /sys/fs/bpf is private here)
+      noPropagation: ['bpffs'],
+      config: {
+        'k8s-service-port': String(kit.apiserverPort),
+        'bpf-root': BPF_ROOT,
+        'health-netns': `tendril-health-${RUN}`,
+        'cni-conf-dir': dirs.conf,
+        'state-dir': dirs.state,
+        socket: `${dirs.run}/tendril.sock`,
+        'enable-ipv4-masquerade': 'false',
+      },
+    });
+    await applyAll(kc, objs);
+    agent = new ApiClient(`${dirs.run}/tendril.sock`);
+  });
+
+  after(async () => {
+    // down.sh deletes the pods through the apiserver first (CNI DEL by the agent), then stops everything
+    await kit?.script('down.sh', []).catch((e: Error) => process.stderr.write(`${e.message}\n`));
+    for (const m of mounts.reverse()) await exec(['umount', '-l', m]);
+    await exec(['rm', '-rf', BPF_ROOT]);
+    await kit?.down();
+  });
+
+  test('the agent runs as the DaemonSet pod, the operator as the Deployment\'s, and the node turns Ready', async () => {
+    await until('the tendril-agent pod Running', async () => {
+      const pods = (await core.listNamespacedPod({ namespace: 'kube-system', labelSelector: 'k8s-app=tendril-agent' })).items;
+      return pods.length === 1 && pods[0]!.status?.phase === 'Running';
+    });
+    await until('the agent answers on its socket in Kubernetes mode', async () => {
+      const st = await agent.get<StatusView>('/v1/healthz');
+      return st.kubernetes?.ok === true && st.ipam !== null;
+    });
+    await until('the conflist written by the agent', () => fs.existsSync(`${dirs.conf}/05-tendril.conflist`));
+    await until('the node Ready', async () => {
+      const n = (await core.listNode()).items[0];
+      return n?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+    });
+    const op = (await core.listNamespacedPod({ namespace: 'kube-system', labelSelector: 'k8s-app=tendril-operator' })).items;
+    assert.equal(op.length, 1);
+    assert.equal(op[0]!.status?.phase, 'Running');
+    // the agent process is the container's, in the node netns: its pid's netns is the kit node's
+    const ipamCidr = (await agent.get<StatusView>('/v1/healthz')).ipam!['pod-cidr'];
+    assert.match(ipamCidr, /^10\.244\./);
+  });
+
+  let webIp = '';
+  test('pods created through the API get Tendril addresses and reach each other', async () => {
+    const w = await pod('web', 'web', 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www');
+    const c = await pod('client', 'client', 'exec sleep 100000');
+    webIp = w.status!.podIP!;
+    const st = await agent.get<StatusView>('/v1/healthz');
+    const owners = new Map(st.ipam!.allocations.map((a) => [a.ip, a.owner]));
+    assert.ok(owners.has(webIp), `web's ${webIp} not allocated by Tendril's IPAM: ${JSON.stringify([...owners])}`);
+    assert.ok(owners.has(c.status!.podIP!), `client's ${c.status!.podIP} not allocated by Tendril's IPAM`);
+    await until('client reaches web', async () => (await web('client', webIp)).stdout.includes('hello-from-web'));
+  });
+
+  test('a NetworkPolicy applied through the API is enforced: deny, then allow', async () => {
+    await objects.create({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'web-ingress', namespace: NS },
+      spec: { podSelector: { matchLabels: { app: 'web' } }, policyTypes: ['Ingress'] },
+    } as KubernetesObject);
+    await until('client denied by the default-deny ingress policy', async () => {
+      const r = await web('client', webIp);
+      return r.code !== 0 && !r.stdout.includes('hello-from-web');
+    });
+    await objects.patch(
+      { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'web-ingress', namespace: NS },
+        spec: { podSelector: { matchLabels: { app: 'web' } }, policyTypes: ['Ingress'], ingress: [{ from: [{ podSelector: { matchLabels: { app: 'client' } } }], ports: [{ port: 8080, protocol: 'TCP' }] }] } } as KubernetesObject,
+      undefined, undefined, undefined, undefined, 'application/merge-patch+json' as never,
+    );
+    await until('client allowed again', async () => (await web('client', webIp)).stdout.includes('hello-from-web'));
+  });
+
+  test('deleting a pod releases its IP, veth and endpoint map entry', async () => {
+    const c = await core.readNamespacedPod({ name: 'client', namespace: NS });
+    const ip = c.status!.podIP!;
+    const lxc = await agent.get<Array<{ ip?: string; ipv4?: string }>>('/v1/map/tendril_lxc');
+    assert.ok(JSON.stringify(lxc).includes(`"${ip}"`), `client ${ip} not in tendril_lxc before deletion: ${JSON.stringify(lxc)}`);
+    const veths = () => inNode(['ip', '-o', 'link', 'show', 'type', 'veth']).split('\n').filter((l) => l.trim()).length;
+    const before = veths();
+    await core.deleteNamespacedPod({ name: 'client', namespace: NS });
+    await until('client gone from the API', async () => !(await core.listNamespacedPod({ namespace: NS })).items.some((p) => p.metadata?.name === 'client'));
+    await until('its IP released in IPAM', async () => !(await agent.get<StatusView>('/v1/healthz')).ipam!.allocations.some((a) => a.ip === ip));
+    await until('its endpoint map entry removed', async () => !JSON.stringify(await agent.get('/v1/map/tendril_lxc')).includes(`"${ip}"`));
+    await until('its veth removed from the node netns', () => veths() === before - 1);
+    await until('its endpoint gone from the agent', async () => !JSON.stringify(await agent.get('/v1/endpoint')).includes(`"${ip}"`));
+  });
+});
