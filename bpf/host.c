@@ -20,6 +20,7 @@
 #include "lib/policy.h"
 #include "lib/nat.h"
 #include "lib/proxy.h"
+#include "lib/nodeport.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -173,8 +174,11 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 /* What cil_from_netdev runs: from_netdev(), then its drop notification. */
 static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 {
-	int ret = from_netdev(skb);
+	/* NodePort from outside, and the replies of its SNATed connections (lib/nodeport.h); else the rest. */
+	int ret = nodeport_lb4_from_netdev(skb);
 
+	if (!ret)
+		ret = from_netdev(skb);
 	/* Arriving from the wire: ingress. */
 	if (IS_ERR(ret))
 		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);
