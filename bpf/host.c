@@ -117,7 +117,8 @@ int cil_from_host(struct __sk_buff *skb)
  * keeps the node's own traffic to a few events per connection), a delivered
  * one also as to-endpoint.
  */
-static __always_inline int from_netdev(struct __sk_buff *skb)
+/* A function of its own, as nodeport_lb4_from_netdev(): the two stack frames are not added up. */
+static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	struct trace_ctx trace;
@@ -175,7 +176,7 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 {
 	/* NodePort from outside, and the replies of its SNATed connections (lib/nodeport.h); else the rest. */
-	int ret = nodeport_lb4_from_netdev(skb);
+	int ret = nodeport_from_netdev(skb);
 
 	if (!ret)
 		ret = from_netdev(skb);

@@ -387,10 +387,10 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 {
 	struct lb4_key key = {};
 	const struct lb4_service *svc;
-	const struct lb4_backend *be;
-	struct lb4_ct_entry *re, entry = {};
-	struct ct_tuple4 rev;
-	__u32 backend_id = 0;
+	const struct lb4_backend *be = NULL;
+	struct lb4_ct_entry *ce, *re, entry = {};
+	struct ct_tuple4 fwd, rev;
+	__u32 backend_id = 0, now = 0;
 	int ret;
 
 	if (p->tuple.nexthdr != IPPROTO_TCP && p->tuple.nexthdr != IPPROTO_UDP)
@@ -416,10 +416,48 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 		}
 	}
 
-	be = lb4_sticky_backend(&key, svc, &p->tuple, &backend_id);
+	fwd = p->tuple;
+	fwd.dir = CT_EGRESS;
+	fwd.pad = 0;
+	ce = bpf_map_lookup_elem(&tendril_lb4_ct, &fwd);
+	if (ce && ce->rev_nat_index == svc->rev_nat_index) {
+		be = bpf_map_lookup_elem(&tendril_lb4_backends, &ce->backend_id);
+		if (be)
+			backend_id = ce->backend_id;
+	}
 	if (!be) {
-		send_drop_notify_ep_dir(skb, DROP_NO_SERVICE, lxc_id, METRIC_DIR_EGRESS);
-		return lb4_no_service_reply(skb, ifindex);
+		if (svc->count == 0) {
+			send_drop_notify_ep_dir(skb, DROP_NO_SERVICE, lxc_id, METRIC_DIR_EGRESS);
+			return lb4_no_service_reply(skb, ifindex);
+		}
+		if (svc->flags & LB_F_AFFINITY) {
+			struct lb4_affinity_key ak = { .client = p->tuple.saddr, .rev_nat_index = svc->rev_nat_index };
+			struct lb4_affinity *a = bpf_map_lookup_elem(&tendril_lb4_affinity, &ak);
+
+			now = ct_now();
+			if (a && now - a->last_used <= svc->affinity_timeout) {
+				be = bpf_map_lookup_elem(&tendril_lb4_backends, &a->backend_id);
+				if (be)
+					backend_id = a->backend_id;
+			}
+		}
+		if (!be) {
+			backend_id = lb4_select_backend(&key, svc, &p->tuple);
+			be = backend_id ? bpf_map_lookup_elem(&tendril_lb4_backends, &backend_id) : NULL;
+			if (!be) {
+				send_drop_notify_ep_dir(skb, DROP_NO_SERVICE, lxc_id, METRIC_DIR_EGRESS);
+				return lb4_no_service_reply(skb, ifindex);
+			}
+		}
+		if (svc->flags & LB_F_AFFINITY) {
+			struct lb4_affinity_key ak = { .client = p->tuple.saddr, .rev_nat_index = svc->rev_nat_index };
+			struct lb4_affinity a = { .backend_id = backend_id, .last_used = now };
+
+			bpf_map_update_elem(&tendril_lb4_affinity, &ak, &a, BPF_ANY);
+		}
+		entry.backend_id = backend_id;
+		entry.rev_nat_index = svc->rev_nat_index;
+		bpf_map_update_elem(&tendril_lb4_ct, &fwd, &entry, BPF_ANY);
 	}
 
 	/* The reply's tuple as it arrives at the client's endpoint. */

@@ -47,6 +47,10 @@
 /* tendril_lb4_ct dir of a NodePort connection's reply entry. */
 #define LB_CT_NODEPORT		2
 
+/* nodeport_lb4_from_netdev(): the packet was DNATed, deliver it (nodeport_to_local/remote()). Above TC verdicts. */
+#define NODEPORT_TO_LOCAL	100
+#define NODEPORT_TO_REMOTE	101
+
 /*
  * Out of the native device towards the client (or whatever the FIB says),
  * never to the stack: the packet carries the node's own address as source.
@@ -91,16 +95,26 @@ static __always_inline const struct lb4_ct_entry *nodeport_reply_entry(__be32 be
  * the packet is no such reply (e.g. a masqueraded flow's, left to
  * snat4_rev()), else a TC verdict or DROP_* code.
  */
-static __always_inline int nodeport_rev_snat(struct __sk_buff *skb, struct ct_pkt *p, __u32 l4_off)
+static __attribute__((noinline)) int nodeport_rev_snat(struct __sk_buff *skb)
 {
+	struct ct_pkt pkt;
+	struct ct_pkt *p = &pkt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 l4_off;
 	const struct lb4_ct_entry *re;
 	struct nat_entry4 *in;
-	struct ct_pkt c = *p;
+	struct ct_pkt c;
 	__be32 client, node = CONFIG_NODE_IP4;
 	__be16 client_port, np_port;
-	__u8 proto = p->tuple.nexthdr;
+	__u8 proto;
 	int ret;
 
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || IS_ERR(ct_extract4(skb, ip, &pkt)) || pkt.no_ports)
+		return 0;
+	l4_off = ETH_HLEN + ip->ihl * 4;
+	proto = p->tuple.nexthdr;
+	c = *p;
 	c.tuple.dir = NAT_DIR_IN;
 	c.tuple.pad = 0;
 	in = bpf_map_lookup_elem(&tendril_snat_v4, &c.tuple);
@@ -168,47 +182,39 @@ static __always_inline int nodeport_snat(struct __sk_buff *skb, struct ct_pkt *p
 			    p->tuple.sport, to_port, false);
 }
 
+/* No backend: ICMP port unreachable back out of the native device, counted as DROP_NO_SERVICE. */
+static __attribute__((noinline)) int nodeport_no_service(struct __sk_buff *skb)
+{
+	send_drop_notify_dir(skb, DROP_NO_SERVICE, METRIC_DIR_INGRESS);
+	return lb4_no_service_reply(skb, skb->ifindex);
+}
+
 /*
- * Ingress of the native device, first: NodePort traffic from outside and the
- * replies of its SNATed connections: a function of its own, whose stack
- * frame is not added to from_netdev()'s. Returns 0 when the packet is neither
- * (it goes on as before), else a TC verdict or a DROP_* code.
+ * A packet from outside to this node's IP at a node port (TCP, UDP, no
+ * fragment): a backend of the frontend, and the packet DNATed to it.
+ * Returns 0 when the port is no NodePort, NODEPORT_TO_LOCAL/REMOTE, a TC
+ * verdict (no backend: answered) or a DROP_* code.
  */
-static __attribute__((noinline)) int nodeport_lb4_from_netdev(struct __sk_buff *skb)
+static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	const struct lb4_service *svc;
 	const struct lb4_backend *be;
 	struct lb4_ct_entry entry = {};
 	struct lb4_key key = {};
-	struct trace_ctx trace;
 	struct ct_tuple4 rev = {};
 	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be32 client;
-	__u32 backend_id, l4_off, now, src_label;
-	__u16 dport;
+	__u32 backend_id, l4_off;
 	__u8 proto;
 	int ret;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || IS_ERR(ct_extract4(skb, ip, &pkt)) || pkt.no_ports)
 		return 0;
-	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->daddr != CONFIG_NODE_IP4)
-		return 0;
-	proto = ip->protocol;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return 0;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return 0;
-	if (IS_ERR(ct_extract4(skb, ip, &pkt)) || pkt.no_ports)
-		return 0;
+	proto = pkt.tuple.nexthdr;
 	l4_off = ETH_HLEN + ip->ihl * 4;
-	dport = bpf_ntohs(pkt.tuple.dport);
-	if (dport >= CONFIG_NAT_PORT_MIN && dport <= CONFIG_NAT_PORT_MAX)
-		return nodeport_rev_snat(skb, &pkt, l4_off);
-	if (dport < NODEPORT_PORT_MIN || dport > NODEPORT_PORT_MAX)
-		return 0;
 
 	key.dport = pkt.tuple.dport;
 	key.proto = proto;
@@ -225,15 +231,11 @@ static __attribute__((noinline)) int nodeport_lb4_from_netdev(struct __sk_buff *
 	client = pkt.tuple.saddr;
 	if (lookup_ip4_endpoint(client))
 		return DROP_INVALID_SIP;
-	src_label = ipcache_identity4(client);
-	set_src_identity(skb, src_label);
-	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
+	set_src_identity(skb, ipcache_identity4(client));
 
 	be = lb4_sticky_backend(&key, svc, &pkt.tuple, &backend_id);
-	if (!be) {
-		send_drop_notify_dir(skb, DROP_NO_SERVICE, METRIC_DIR_INGRESS);
-		return lb4_no_service_reply(skb, skb->ifindex);
-	}
+	if (!be)
+		return nodeport_no_service(skb);
 
 	/* The reply as the backend sends it: backend -> client. */
 	rev.saddr = be->address;
@@ -257,47 +259,136 @@ static __attribute__((noinline)) int nodeport_lb4_from_netdev(struct __sk_buff *
 	ret = lb4_rewrite(skb, proto, l4_off, false, CONFIG_NODE_IP4, be->address, pkt.tuple.dport, be->port);
 	if (ret)
 		return ret;
-	pkt.tuple.daddr = be->address;
-	pkt.tuple.dport = be->port;
-	pkt.policy_dport = be->port;
+	/* Delivery is a stage of its own (nodeport_from_netdev()), for the stack. */
+	ep = lookup_ip4_endpoint(be->address);
+	return ep && !ep_is_host(ep) ? NODEPORT_TO_LOCAL : NODEPORT_TO_REMOTE;
+}
+
+/*
+ * The DNATed packet (client -> local backend) into the backend: the client's
+ * address stays, the backend's ingress policy sees the client's identity.
+ */
+static __attribute__((noinline)) int nodeport_to_local(struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep;
+	struct trace_ctx trace;
+	struct ct_pkt pkt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 src_label;
+	int ret;
+
 	ret = ipv4_load(skb, &eth, &ip);
 	if (IS_ERR(ret))
 		return ret;
+	ep = lookup_ip4_endpoint(ip->daddr);
+	if (!ep || ep_is_host(ep))
+		return DROP_NO_SERVICE;
+	ret = ct_extract4(skb, ip, &pkt);
+	if (IS_ERR(ret))
+		return ret;
+	src_label = ipcache_identity4(ip->saddr);
+	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
+	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
+	return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, ct_now(), DELIVER_ROUTED);
+}
 
-	now = ct_now();
-	ep = lookup_ip4_endpoint(pkt.tuple.daddr);
-	if (ep && !ep_is_host(ep)) {
-		/* A local backend: the client's address stays, the backend's ingress policy sees its identity. */
-		trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
-		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, now, DELIVER_ROUTED);
-	}
+/*
+ * The DNATed packet (client -> remote backend) on: SNAT to this node, so that
+ * the replies come back here, then through the tunnel or routed natively.
+ */
+static __attribute__((noinline)) int nodeport_to_remote(struct __sk_buff *skb)
+{
+	const struct remote_endpoint_info *info;
+	struct trace_ctx trace;
+	struct ct_pkt pkt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be32 tunnel_endpoint;
+	__u32 dst_label;
+	int ret;
 
-	/* A remote backend: from this node's address, so that the replies come back here. */
-	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ipcache_identity4(pkt.tuple.daddr), 0);
-	ret = nodeport_snat(skb, &pkt, l4_off, now);
+	ret = ipv4_load(skb, &eth, &ip);
+	if (IS_ERR(ret))
+		return ret;
+	ret = ct_extract4(skb, ip, &pkt);
+	if (IS_ERR(ret))
+		return ret;
+	info = ipcache_lookup4(ip->daddr);
+	dst_label = info ? info->sec_identity : IDENTITY_WORLD;
+	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
+	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, ipcache_identity4(ip->saddr), dst_label, 0);
+	ret = nodeport_snat(skb, &pkt, ETH_HLEN + ip->ihl * 4, ct_now());
 	if (IS_ERR(ret))
 		return ret;
 	if (tunnel_mode()) {
-		const struct remote_endpoint_info *info = ipcache_lookup4(pkt.tuple.daddr);
-		__be32 tunnel_endpoint = ipcache_tunnel_endpoint(info);
-
+		tunnel_endpoint = ipcache_tunnel_endpoint(info);
 		if (!tunnel_endpoint)
 			return DROP_NO_SERVICE;
 		ret = encap_and_redirect(skb, tunnel_endpoint, IDENTITY_REMOTE_NODE);
 		if (ret == TC_ACT_REDIRECT)
-			trace_point(skb, &trace, TRACE_TO_OVERLAY, 0, IDENTITY_REMOTE_NODE, info->sec_identity, 0);
+			trace_point(skb, &trace, TRACE_TO_OVERLAY, 0, IDENTITY_REMOTE_NODE, dst_label, 0);
 		return ret;
 	}
 	return nodeport_redirect_out(skb);
 }
 
 /*
- * A local backend's reply to a NodePort client outside (after the backend's
- * egress conntrack and policy, @p->tuple: backend -> client): the node IP and
- * node port become its source, and it leaves the native device. Returns 0
- * when the packet is no such reply, else a TC verdict or a DROP_* code.
+ * Ingress of the native device, first: NodePort traffic from outside and the
+ * replies of its SNATed connections. Each path is a function of its own, so
+ * that the stack frames of the two, and of from_netdev(), are not added up.
+ * Returns 0 when the packet is neither (it goes on as before), else a TC
+ * verdict or a DROP_* code.
  */
-static __always_inline int nodeport_rev_from_lxc(struct __sk_buff *skb, const struct ct_pkt *p)
+static __attribute__((noinline)) int nodeport_lb4_from_netdev(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 port;
+	__u16 dport;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return 0;
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->daddr != CONFIG_NODE_IP4)
+		return 0;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return 0;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + ip->ihl * 4 + 2, &port, sizeof(port)) < 0)
+		return 0;
+	dport = bpf_ntohs(port);
+	if (dport >= CONFIG_NAT_PORT_MIN && dport <= CONFIG_NAT_PORT_MAX)
+		return nodeport_rev_snat(skb);
+	if (dport < NODEPORT_PORT_MIN || dport > NODEPORT_PORT_MAX)
+		return 0;
+	return nodeport_lb4_forward(skb);
+}
+
+/*
+ * What cil_from_netdev runs first (one call there): nodeport_lb4_from_netdev(),
+ * then the delivery stage it asks for, each a function of its own so that the
+ * stack frames of the stages are not added up.
+ */
+static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
+{
+	int ret = nodeport_lb4_from_netdev(skb);
+
+	if (ret == NODEPORT_TO_LOCAL)
+		return nodeport_to_local(skb);
+	if (ret == NODEPORT_TO_REMOTE)
+		return nodeport_to_remote(skb);
+	return ret;
+}
+
+/*
+ * A local backend's reply to a NodePort client outside (after the backend's
+ * egress conntrack and policy, @t: backend -> client): the node IP and node
+ * port become its source, and it leaves the native device. A function of its
+ * own: the caller's packet pointers stay valid when it returns 0 (no such
+ * reply; nothing was changed), else it returns a TC verdict or a DROP_* code.
+ */
+static __attribute__((noinline)) int nodeport_rev_from_lxc(struct __sk_buff *skb, const struct ct_tuple4 *t)
 {
 	const struct lb4_ct_entry *re;
 	struct ethhdr *eth;
@@ -306,25 +397,20 @@ static __always_inline int nodeport_rev_from_lxc(struct __sk_buff *skb, const st
 	__be16 port;
 	int ret;
 
-	if (p->tuple.nexthdr != IPPROTO_TCP && p->tuple.nexthdr != IPPROTO_UDP)
+	if (t->nexthdr != IPPROTO_TCP && t->nexthdr != IPPROTO_UDP)
 		return 0;
-	if (p->no_ports || p->icmp_error)
-		return 0;
-	re = nodeport_reply_entry(p->tuple.saddr, p->tuple.daddr, p->tuple.sport, p->tuple.dport, p->tuple.nexthdr);
+	re = nodeport_reply_entry(t->saddr, t->daddr, t->sport, t->dport, t->nexthdr);
 	if (!re)
 		return 0;
 	addr = re->orig_addr;
 	port = re->orig_port;
-	ret = ipv4_load(skb, &eth, &ip);
-	if (IS_ERR(ret))
-		return ret;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return 0;
-	ret = lb4_rewrite(skb, p->tuple.nexthdr, ETH_HLEN + ip->ihl * 4, true, p->tuple.saddr, addr, p->tuple.sport,
-			  port);
+	ret = lb4_rewrite(skb, t->nexthdr, ETH_HLEN + ip->ihl * 4, true, t->saddr, addr, t->sport, port);
 	if (ret)
 		return ret;
-	return nodeport_redirect_out(skb);
+	/* The kernel's FIB and neighbour lookup (no bpf_fib_lookup params on this stack: the caller's frame is large). */
+	return bpf_redirect_neigh(CONFIG_NATIVE_IFINDEX, NULL, 0, 0);
 }
 
 #endif /* __TENDRIL_NODEPORT_H_ */
