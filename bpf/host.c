@@ -20,6 +20,7 @@
 #include "lib/policy.h"
 #include "lib/nat.h"
 #include "lib/proxy.h"
+#include "lib/nodeport.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -116,7 +117,8 @@ int cil_from_host(struct __sk_buff *skb)
  * keeps the node's own traffic to a few events per connection), a delivered
  * one also as to-endpoint.
  */
-static __always_inline int from_netdev(struct __sk_buff *skb)
+/* A function of its own, as nodeport_lb4_from_netdev(): the two stack frames are not added up. */
+static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
 {
 	const struct endpoint_info *ep;
 	struct trace_ctx trace;
@@ -173,8 +175,11 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 /* What cil_from_netdev runs: from_netdev(), then its drop notification. */
 static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 {
-	int ret = from_netdev(skb);
+	/* NodePort from outside, and the replies of its SNATed connections (lib/nodeport.h); else the rest. */
+	int ret = nodeport_from_netdev(skb);
 
+	if (!ret)
+		ret = from_netdev(skb);
 	/* Arriving from the wire: ingress. */
 	if (IS_ERR(ret))
 		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);

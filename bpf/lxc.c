@@ -22,6 +22,7 @@
 #include "lib/policy.h"
 #include "lib/lb.h"
 #include "lib/proxy.h"
+#include "lib/nodeport.h"
 
 /*
  * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
@@ -89,6 +90,16 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		ret = proxy_reply4(skb, &trace, &pkt, src->lxc_id, src->sec_id, dst_label, &taken);
 		if (taken)
 			return ret;
+		/* A backend's reply to a NodePort client outside: from the node port, out of the native device. */
+		if ((dst_label == IDENTITY_WORLD || dst_label >= IDENTITY_LOCAL_MIN) && !pkt.no_ports && !pkt.icmp_error) {
+			ret = nodeport_rev_from_lxc(skb, &pkt.tuple);
+			if (ret)
+				return ret;
+			/* Unchanged, but the verifier forgets packet pointers across a call that may change it. */
+			ret = ipv4_load(skb, &eth, &ip);
+			if (IS_ERR(ret))
+				return ret;
+		}
 	}
 
 	if (dst) {

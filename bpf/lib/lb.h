@@ -40,13 +40,24 @@ struct lb4_key {
 	__be16	dport;		/* service port */
 	__u16	backend_slot;	/* 0: the service entry */
 	__u8	proto;		/* IPPROTO_TCP / IPPROTO_UDP */
-	__u8	pad[3];
+	__u8	scope;		/* LB_SCOPE_*: which traffic the entry serves */
+	__u8	pad[2];
 };
 
 _Static_assert(sizeof(struct lb4_key) == 12, "lb4_key must be 12 bytes");
 
 #define LB_F_MAGLEV		1	/* select by the Maglev table, not at random */
 #define LB_F_AFFINITY		2	/* sessionAffinity ClientIP */
+#define LB_F_EXT_LOCAL		4	/* externalTrafficPolicy Local: traffic from outside uses the LB_SCOPE_EXTERNAL entry */
+
+/*
+ * lb4_key.scope. Every frontend has its LB_SCOPE_ALL entry, which pods use. A
+ * NodePort with externalTrafficPolicy Local has a second one, LB_SCOPE_EXTERNAL,
+ * holding only this node's backends, for traffic from outside (Cilium's two
+ * scopes, SVC_FLAG_TWO_SCOPES, in spirit).
+ */
+#define LB_SCOPE_ALL		0
+#define LB_SCOPE_EXTERNAL	1
 
 struct lb4_service {
 	__u32	backend_id;	/* slot > 0: the backend; slot 0: unused */
@@ -305,6 +316,63 @@ static __always_inline void lb4_forget_reply(const struct ct_pkt *p)
 	rev.dir = CT_INGRESS;
 	rev.pad = 0;
 	bpf_map_delete_elem(&tendril_lb4_ct, &rev);
+}
+
+/*
+ * The backend of the connection @t (a client's tuple to the frontend @key of
+ * @svc): the one it is pinned to (tendril_lb4_ct), else one chosen now
+ * (ClientIP affinity, Maglev or random) and pinned. NULL when the service has
+ * no usable backend. *@backend_id is set to the backend's ID.
+ */
+static __always_inline const struct lb4_backend *lb4_sticky_backend(const struct lb4_key *key,
+								      const struct lb4_service *svc,
+								      const struct ct_tuple4 *t, __u32 *backend_id)
+{
+	const struct lb4_backend *be = NULL;
+	struct lb4_ct_entry *ce, entry = {};
+	struct ct_tuple4 fwd = *t;
+	__u32 now = 0;
+
+	*backend_id = 0;
+	fwd.dir = CT_EGRESS;
+	fwd.pad = 0;
+	ce = bpf_map_lookup_elem(&tendril_lb4_ct, &fwd);
+	if (ce && ce->rev_nat_index == svc->rev_nat_index) {
+		be = bpf_map_lookup_elem(&tendril_lb4_backends, &ce->backend_id);
+		if (be) {
+			*backend_id = ce->backend_id;
+			return be;
+		}
+	}
+	if (svc->count == 0)
+		return NULL;
+	if (svc->flags & LB_F_AFFINITY) {
+		struct lb4_affinity_key ak = { .client = t->saddr, .rev_nat_index = svc->rev_nat_index };
+		struct lb4_affinity *a = bpf_map_lookup_elem(&tendril_lb4_affinity, &ak);
+
+		now = ct_now();
+		if (a && now - a->last_used <= svc->affinity_timeout) {
+			be = bpf_map_lookup_elem(&tendril_lb4_backends, &a->backend_id);
+			if (be)
+				*backend_id = a->backend_id;
+		}
+	}
+	if (!be) {
+		*backend_id = lb4_select_backend(key, svc, t);
+		be = *backend_id ? bpf_map_lookup_elem(&tendril_lb4_backends, backend_id) : NULL;
+		if (!be)
+			return NULL;
+	}
+	if (svc->flags & LB_F_AFFINITY) {
+		struct lb4_affinity_key ak = { .client = t->saddr, .rev_nat_index = svc->rev_nat_index };
+		struct lb4_affinity a = { .backend_id = *backend_id, .last_used = now };
+
+		bpf_map_update_elem(&tendril_lb4_affinity, &ak, &a, BPF_ANY);
+	}
+	entry.backend_id = *backend_id;
+	entry.rev_nat_index = svc->rev_nat_index;
+	bpf_map_update_elem(&tendril_lb4_ct, &fwd, &entry, BPF_ANY);
+	return be;
 }
 
 /*

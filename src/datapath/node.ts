@@ -155,6 +155,11 @@ export interface NodeDatapathConfig {
    * programs are attached in tunnel mode too. Load-time constants: take effect at start().
    */
   masquerade?: MasqDatapathConfig;
+  /**
+   * NodePort from outside on the native device (bpf/lib/nodeport.h, default true): the native-device programs are
+   * attached in tunnel mode too. Takes effect at start().
+   */
+  nodePort?: boolean;
 }
 
 export type { EndpointPolicyState, PolicyMapEntry, PolicyMapEntryStats } from './policy.js';
@@ -360,7 +365,7 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
       ...natConstants(cfg.masquerade),
     };
-    const netdev = !tunnel || cfg.masquerade?.enabled === true;
+    const netdev = !tunnel || cfg.masquerade?.enabled === true || cfg.nodePort !== false;
     // Everything below is undone, last first, when a later step fails: the collections closed, each hook put back
     // as it was (an earlier run's program switched back in, a new attachment removed), so a failed start loses
     // nothing that was working. Devices and routes stay: start() re-uses them.

@@ -12,7 +12,10 @@ import {
   LB4_REVERSE_NAT_MAP,
   LB4_SERVICES_MAP,
   LB_F_AFFINITY,
+  LB_F_EXT_LOCAL,
   LB_F_MAGLEV,
+  LB_SCOPE_ALL,
+  LB_SCOPE_EXTERNAL,
   backendIdCodec,
   lb4BackendCodec,
   lb4KeyCodec,
@@ -40,6 +43,10 @@ export interface Frontend {
   backends: { ip: string; port: number }[];
   /** Seconds of ClientIP affinity; undefined: none. */
   affinityTimeout?: number;
+  /** LB_SCOPE_* of the entry (default LB_SCOPE_ALL); LB_SCOPE_EXTERNAL: a NodePort's backends for traffic from outside. */
+  scope?: number;
+  /** externalTrafficPolicy Local: traffic from outside takes the frontend's LB_SCOPE_EXTERNAL entry (LB_F_EXT_LOCAL). */
+  extLocal?: boolean;
 }
 
 export interface LbDatapathOptions {
@@ -47,8 +54,8 @@ export interface LbDatapathOptions {
   maglevTableSize: number;
 }
 
-function frontendKey(f: Pick<Frontend, 'address' | 'port' | 'protocol'>): string {
-  return `${f.address}:${f.port}/${f.protocol}`;
+function frontendKey(f: Pick<Frontend, 'address' | 'port' | 'protocol' | 'scope'>): string {
+  return `${f.address}:${f.port}/${f.protocol}${f.scope ? `#${f.scope}` : ''}`;
 }
 
 function proto(p: 'TCP' | 'UDP'): number {
@@ -98,16 +105,16 @@ export class LbDatapath {
     const slots = new Map<string, Map<number, number>>();
     const heads: [Lb4Key, Lb4Service][] = [];
     for (const [k, v] of this.services.entries()) {
-      const fk = `${k.address}:${k.port}/${k.proto}`;
+      const fk = `${k.address}:${k.port}/${k.proto}#${k.scope}`;
       if (k.slot === 0) heads.push([k, v]);
       else (slots.get(fk) ?? slots.set(fk, new Map()).get(fk)!).set(k.slot, v.backendId);
     }
     for (const [k, v] of heads) {
       const protocol = k.proto === IPPROTO_UDP ? 'UDP' : 'TCP';
-      const s = slots.get(`${k.address}:${k.port}/${k.proto}`) ?? new Map<number, number>();
+      const s = slots.get(`${k.address}:${k.port}/${k.proto}#${k.scope}`) ?? new Map<number, number>();
       const ids: number[] = [];
       for (let i = 1; i <= v.count; i++) ids.push(s.get(i) ?? 0);
-      const frontend: Frontend = { address: k.address, port: k.port, protocol, service: '(earlier run)', type: '', backends: [] };
+      const frontend: Frontend = { address: k.address, port: k.port, protocol, service: '(earlier run)', type: '', backends: [], scope: k.scope };
       this.written.set(frontendKey(frontend), { id: v.revNatIndex, frontend, ids, maglevSize: v.flags & LB_F_MAGLEV ? v.maglevSize : 0, fingerprint: '' });
       this.serviceIds.add(v.revNatIndex);
       for (const id of ids) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
@@ -165,7 +172,7 @@ export class LbDatapath {
       removed++;
     }
     for (const [k, f] of want) {
-      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm]);
+      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm, f.extLocal ?? false]);
       const prev = this.written.get(k);
       if (prev && prev.fingerprint === fingerprint) {
         prev.frontend = f;
@@ -183,7 +190,7 @@ export class LbDatapath {
     const id = prev?.id ?? this.allocServiceId();
     const ids = f.backends.map((b) => this.backendId(b.ip, b.port, p));
     for (const b of ids) this.backendRefs.set(b, (this.backendRefs.get(b) ?? 0) + 1);
-    const key: Lb4Key = { address: f.address, port: f.port, slot: 0, proto: p };
+    const key: Lb4Key = { address: f.address, port: f.port, slot: 0, proto: p, scope: f.scope ?? LB_SCOPE_ALL };
     ids.forEach((backendId, i) => this.services.put({ ...key, slot: i + 1 }, { backendId, count: 0, revNatIndex: id, flags: 0, maglevSize: 0, affinityTimeout: 0 }));
     let flags = 0;
     let maglevSize = 0;
@@ -194,6 +201,7 @@ export class LbDatapath {
       table.forEach((bi, index) => this.maglev.put({ revNatIndex: id, index }, ids[bi]!));
     }
     if (f.affinityTimeout !== undefined) flags |= LB_F_AFFINITY;
+    if (f.extLocal) flags |= LB_F_EXT_LOCAL;
     this.revNat.put(id, { address: f.address, port: f.port });
     this.services.put(key, { backendId: 0, count: ids.length, revNatIndex: id, flags, maglevSize, affinityTimeout: f.affinityTimeout ?? 0 });
     if (prev) {
@@ -209,7 +217,7 @@ export class LbDatapath {
   }
 
   private removeFrontend(w: Written): void {
-    const key: Lb4Key = { address: w.frontend.address, port: w.frontend.port, slot: 0, proto: proto(w.frontend.protocol) };
+    const key: Lb4Key = { address: w.frontend.address, port: w.frontend.port, slot: 0, proto: proto(w.frontend.protocol), scope: w.frontend.scope ?? LB_SCOPE_ALL };
     this.services.delete(key);
     for (let s = 1; s <= w.ids.length; s++) this.services.delete({ ...key, slot: s });
     this.deleteMaglev(w.id, 0, w.maglevSize);
@@ -222,7 +230,7 @@ export class LbDatapath {
   list(): Array<{ id: number; frontend: string; service: string; type: string; backends: string[] }> {
     const out = [...this.written.values()].map((w) => ({
       id: w.id,
-      frontend: `${w.frontend.address}:${w.frontend.port}/${w.frontend.protocol}`,
+      frontend: `${w.frontend.address}:${w.frontend.port}/${w.frontend.protocol}${w.frontend.scope === LB_SCOPE_EXTERNAL ? ' (external)' : ''}`,
       service: w.frontend.service,
       type: w.frontend.type,
       backends: w.ids.map((id) => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LocalStoreClient, LocalStoreServer } from '../store/index.js';
-import { LbError, ServiceAllocator, backendsFor, validateService, type EndpointView, type ServiceSpec } from './index.js';
+import { LB_SCOPE_ALL, LB_SCOPE_EXTERNAL, LbError, ServiceAllocator, backendsFor, frontendsOf, validateService, type EndpointView, type ServiceSpec } from './index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-lb-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -111,4 +111,26 @@ test('backendsFor() picks ready endpoints of the namespace by labels and resolve
   assert.deepEqual(backendsFor(numeric, numeric.ports[0]!, eps).map((b) => `${b.ip}:${b.port}`), ['10.0.0.3:8080']);
   const none = validateService(svc({ selector: {} }));
   assert.deepEqual(backendsFor(none, none.ports[0]!, eps), [], 'no selector: no derived backends');
+});
+
+test('frontendsOf(): a NodePort with externalTrafficPolicy Local has a second, external-scope entry of the node\'s own backends', () => {
+  const eps: EndpointView[] = [
+    { ip: '10.200.0.5', node: 'a', namespace: 'shop', labels: ['k8s:app=web'], namedPorts: [] },
+    { ip: '10.200.1.5', node: 'b', namespace: 'shop', labels: ['k8s:app=web'], namedPorts: [] },
+  ];
+  const base = validateService(svc({ type: 'NodePort', clusterIP: '10.96.0.9', ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] }));
+  const cluster = frontendsOf([base], eps, 'a').filter((f) => f.type === 'NodePort');
+  assert.equal(cluster.length, 1);
+  assert.equal(cluster[0]!.backends.length, 2);
+  assert.equal(cluster[0]!.extLocal, undefined);
+  const local = frontendsOf([{ ...base, externalTrafficPolicy: 'Local' }], eps, 'a').filter((f) => f.type === 'NodePort');
+  assert.deepEqual(
+    local.map((f) => [f.address, f.port, f.scope ?? LB_SCOPE_ALL, f.extLocal ?? false, f.backends.map((b) => b.ip)]),
+    [
+      ['0.0.0.0', 30080, LB_SCOPE_ALL, true, ['10.200.0.5', '10.200.1.5']],
+      ['0.0.0.0', 30080, LB_SCOPE_EXTERNAL, false, ['10.200.0.5']],
+    ],
+  );
+  // A node without a backend of its own: the external entry is empty (ICMP port unreachable from outside).
+  assert.deepEqual(frontendsOf([{ ...base, externalTrafficPolicy: 'Local' }], eps, 'c').find((f) => f.scope === LB_SCOPE_EXTERNAL)?.backends, []);
 });

@@ -6,6 +6,7 @@ import type { EndpointSpec, IdentitySpec, Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { backendsFor, type EndpointView } from './backends.js';
 import { LbDatapath, type Frontend, type LbAlgorithm } from './datapath.js';
+import { LB_SCOPE_EXTERNAL } from './maps.js';
 import type { ServiceSpec } from './service.js';
 
 export interface ServiceManagerOptions {
@@ -50,7 +51,18 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
       if (s.sessionAffinity === 'ClientIP') f.affinityTimeout = s.sessionAffinityTimeoutSeconds ?? 10800;
       out.push(f);
       // NodePort (and LoadBalancer): every node IP at the node port, frontend address 0.0.0.0 in the maps.
-      if (s.type !== 'ClusterIP' && p.nodePort !== undefined) out.push({ ...f, address: NODEPORT_ADDRESS, port: p.nodePort, type: 'NodePort' });
+      // Pods reach it over the backends of internalTrafficPolicy; traffic from outside with externalTrafficPolicy
+      // Local only this node's backends (a second entry, LB_SCOPE_EXTERNAL), with Cluster every backend.
+      if (s.type !== 'ClusterIP' && p.nodePort !== undefined) {
+        const all = backendsFor(s, p, endpoints).map((b) => ({ ip: b.ip, port: b.port, node: b.node }));
+        const np: Frontend = { ...f, address: NODEPORT_ADDRESS, port: p.nodePort, type: 'NodePort', backends: all.map(({ ip, port }) => ({ ip, port })) };
+        if (s.externalTrafficPolicy === 'Local') {
+          out.push({ ...np, extLocal: true });
+          out.push({ ...np, scope: LB_SCOPE_EXTERNAL, backends: all.filter((b) => b.node === node).map(({ ip, port }) => ({ ip, port })) });
+        } else {
+          out.push(np);
+        }
+      }
     }
   }
   return out;

@@ -13,6 +13,7 @@ const C_NAMES: Record<string, string> = {
   port: 'port',
   slot: 'backend_slot',
   proto: 'proto',
+  scope: 'scope',
   backendId: 'backend_id',
   count: 'count',
   revNatIndex: 'rev_nat_index',

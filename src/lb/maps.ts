@@ -17,6 +17,12 @@ export const LB_MAGLEV_MAP_SIZE = 262144;
 /** lb4_service.flags. */
 export const LB_F_MAGLEV = 1;
 export const LB_F_AFFINITY = 2;
+/** externalTrafficPolicy Local: traffic from outside uses the frontend's LB_SCOPE_EXTERNAL entry. */
+export const LB_F_EXT_LOCAL = 4;
+
+/** lb4_key.scope: the entry pods use, and a NodePort's entry for traffic from outside with externalTrafficPolicy Local. */
+export const LB_SCOPE_ALL = 0;
+export const LB_SCOPE_EXTERNAL = 1;
 
 /** Cilium's DROP_NO_SERVICE, as the datapath returns it. */
 export const DROP_NO_SERVICE = -158;
@@ -31,6 +37,8 @@ export interface Lb4Key {
   /** 0: the service entry; 1..count: its backends. */
   slot: number;
   proto: number;
+  /** LB_SCOPE_*. */
+  scope: number;
 }
 
 /** Value of tendril_lb4_services (struct lb4_service). */
@@ -67,6 +75,7 @@ export const lb4KeyCodec: StructCodec<Lb4Key> = structCodec<Lb4Key>(12, {
   port: [4, be16],
   slot: [6, u16],
   proto: [8, u8],
+  scope: [9, u8],
 });
 
 export const lb4ServiceCodec: StructCodec<Lb4Service> = structCodec<Lb4Service>(16, {
