@@ -20,6 +20,7 @@
 #include "lib/policy.h"
 #include "lib/nat.h"
 #include "lib/proxy.h"
+#include "lib/l2announce.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -127,6 +128,8 @@ static __always_inline int from_netdev(struct __sk_buff *skb)
 	int ret;
 
 	set_src_identity(skb, IDENTITY_UNKNOWN);
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return l2_respond(skb);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
