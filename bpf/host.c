@@ -21,6 +21,7 @@
 #include "lib/nat.h"
 #include "lib/proxy.h"
 #include "lib/nodeport.h"
+#include "lib/l2announce.h"
 
 /*
  * Egress of tendril_host. The node routes its own pod CIDR and, in tunnel
@@ -129,6 +130,8 @@ static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
 	int ret;
 
 	set_src_identity(skb, IDENTITY_UNKNOWN);
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return l2_respond(skb);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 

@@ -9,3 +9,4 @@ export { maglevTable, checkMaglevSize, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_S
 export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions } from './datapath.js';
 export { registerServiceRoutes } from './routes.js';
 export { ServiceManager, frontendsOf, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
+export * from './lb-pool.js';

@@ -40,6 +40,10 @@ export interface ServiceSpec {
   sessionAffinityTimeoutSeconds?: number;
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
+  /** The service's own labels (what LoadBalancer IP pools select on). */
+  labels?: Record<string, string>;
+  /** Annotations: lbipam.tendril.io/ips, lbipam.tendril.io/sharing-key. */
+  annotations?: Record<string, string>;
 }
 
 /** Store name of a service. */
@@ -75,7 +79,7 @@ function oneOf<T extends string>(where: string, field: string, v: unknown, allow
 export function validateService(input: unknown): ServiceSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('', 'expected an object');
   const o = input as Record<string, unknown>;
-  const known = new Set(['namespace', 'name', 'type', 'clusterIP', 'ports', 'selector', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'externalTrafficPolicy', 'internalTrafficPolicy']);
+  const known = new Set(['namespace', 'name', 'type', 'clusterIP', 'ports', 'selector', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'externalTrafficPolicy', 'internalTrafficPolicy', 'labels', 'annotations']);
   for (const k of Object.keys(o)) if (!known.has(k)) fail(JSON.stringify(`${String(o['namespace'])}/${String(o['name'])}`), `unknown field "${k}"`);
   const ns = o['namespace'];
   const name = o['name'];
@@ -155,6 +159,23 @@ export function validateService(input: unknown): ServiceSpec {
     internalTrafficPolicy: oneOf(where, 'internalTrafficPolicy', o['internalTrafficPolicy'], ['Cluster', 'Local'] as const, 'Cluster'),
   };
   if (typeof clusterIP === 'string') spec.clusterIP = clusterIP;
+  for (const field of ['labels', 'annotations'] as const) {
+    const raw = o[field];
+    if (raw === undefined) continue;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(where, `${field}: expected an object of key: value`);
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+      const kp = labelKeyProblem(k);
+      if (kp) fail(where, `${field}: ${kp}`);
+      if (typeof v !== 'string') fail(where, `${field} "${k}": value ${JSON.stringify(v)} is not a string`);
+      if (field === 'labels') {
+        const vp = labelValueProblem(v);
+        if (vp) fail(where, `labels "${k}": ${vp}`);
+      }
+      out[k] = v;
+    }
+    spec[field] = out;
+  }
   const timeout = o['sessionAffinityTimeoutSeconds'];
   if (timeout !== undefined) {
     if (sessionAffinity !== 'ClientIP') fail(where, 'sessionAffinityTimeoutSeconds: only with sessionAffinity ClientIP');

@@ -13,6 +13,8 @@ import { registerResourceRoutes } from './resources.js';
 import { registerServiceRoutes } from '../lb/routes.js';
 import { registerNodeCidrRoutes } from './node-cidrs.js';
 import { registerPoolRoutes } from './multi-pool.js';
+import { LbIpam, type LbIpamStatus } from './lb-ipam.js';
+import { registerLbPoolRoutes } from './lb-ipam-routes.js';
 import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
@@ -27,6 +29,7 @@ export interface RunOperatorOptions extends OperatorFlags {
 /** Body of GET /v1/status. */
 export interface OperatorStatusResponse extends OperatorStatus {
   identityGc: IdentityGcStatus;
+  lbIpam: LbIpamStatus;
   store: OperatorStatus['store'] & {
     /** Present when this process hosts the local store. */
     hosted?: { url: string; dataDir: string; revision: number };
@@ -95,11 +98,14 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
 
     const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
+    const lbIpam = new LbIpam({ store, log: log.child({ subsys: 'lb-ipam' }) });
     const lead = async (): Promise<void> => {
       await operator.start();
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
+      await lbIpam.start();
+      undo.push(() => lbIpam.stop());
     };
     let elector: LeaseElector | undefined;
     let leadRetry: NodeJS.Timeout | undefined;
@@ -145,12 +151,13 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
         ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
         : {};
       const k8s = kubernetes && elector ? { kubernetes: { ...kubernetes.view(), leader: elector.isLeader, holder: elector.holder, identity: `${os.hostname()}_${process.pid}` } } : {};
-      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), ...k8s };
+      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), lbIpam: lbIpam.status(), ...k8s };
     };
 
-    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam, (a) =>
-      registerPoolRoutes(a, store, { mode: () => cfg.ipam, defaultCidrs: () => cfg.pool.cidrs, status: () => operator.status().pools ?? [], refresh: () => operator.refresh() }),
-    );
+    const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam, (a) => {
+      registerPoolRoutes(a, store, { mode: () => cfg.ipam, defaultCidrs: () => cfg.pool.cidrs, status: () => operator.status().pools ?? [], refresh: () => operator.refresh() });
+      registerLbPoolRoutes(a, store, lbIpam);
+    });
     undo.push(() => api.close());
     log.info({ apiSocket: cfg.apiSocket }, 'status API listening');
 
@@ -176,7 +183,7 @@ interface StatusServer {
 }
 
 /** The operator API (the agent API's conventions): status, and the cluster's nodes (delete = the node left). */
-async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam'], more?: (api: ApiServer) => void): Promise<StatusServer> {
+async function serveStatus(socket: string, status: () => Promise<unknown>, store: Store, log: Logger, ipam: OperatorConfig['ipam'], extra: (api: ApiServer) => void = () => {}): Promise<StatusServer> {
   const api = new ApiServer(log);
   api.route('GET', '/v1/status', () => status());
   api.route('GET', '/v1/nodes', async () => (await store.list<NodeSpec>('Node')).items.map((r): OperatorNodeView => ({ ...r.value, revision: r.revision })));
@@ -188,7 +195,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);
   registerNodeCidrRoutes(api, store, () => ipam);
-  more?.(api);
+  extra(api);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
     if (err instanceof SocketClaimError) throw new OperatorError('TENDRIL_ERR_INVALID_CONFIG', `Cannot listen on --api-socket "${socket}": ${err.problem === 'in-use' ? 'another process is serving there' : 'the path is not a socket'}`);
