@@ -14,6 +14,7 @@ import { registerServiceRoutes } from '../lb/routes.js';
 import { registerNodeCidrRoutes } from './node-cidrs.js';
 import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
+import { EgressOperator, registerEgressRoutes, type EgressOperatorStatus } from '../egress/index.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
@@ -26,6 +27,7 @@ export interface RunOperatorOptions extends OperatorFlags {
 /** Body of GET /v1/status. */
 export interface OperatorStatusResponse extends OperatorStatus {
   identityGc: IdentityGcStatus;
+  egressGateway: EgressOperatorStatus;
   store: OperatorStatus['store'] & {
     /** Present when this process hosts the local store. */
     hosted?: { url: string; dataDir: string; revision: number };
@@ -94,11 +96,17 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
 
     const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
+    const egress = new EgressOperator({ store, pool: cfg.egressIpPool, log: log.child({ subsys: 'egress-gateway' }) });
     const lead = async (): Promise<void> => {
       await operator.start();
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
+      // Egress gateway policies are kept in the cluster store (not watched from Kubernetes yet).
+      if (!kubernetes) {
+        await egress.start();
+        undo.push(() => egress.stop());
+      }
     };
     let elector: LeaseElector | undefined;
     let leadRetry: NodeJS.Timeout | undefined;
@@ -144,7 +152,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
         ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
         : {};
       const k8s = kubernetes && elector ? { kubernetes: { ...kubernetes.view(), leader: elector.isLeader, holder: elector.holder, identity: `${os.hostname()}_${process.pid}` } } : {};
-      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), ...k8s };
+      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), egressGateway: egress.status(), ...k8s };
     };
 
     const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam);
@@ -184,6 +192,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   });
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);
+  registerEgressRoutes(api, store);
   registerNodeCidrRoutes(api, store, () => ipam);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
   await api.listen(socket).catch((err: unknown) => {
