@@ -31,6 +31,8 @@ export interface EgressStatusView {
   entries: number;
   gatewayOf: EgressIpView[];
   lastSync: { at: string; written: number; removed: number } | null;
+  /** Policy name -> store revision of it the map holds (what `lab egress-gateway apply` waits for). */
+  applied: Record<string, number>;
   lastError: string | null;
 }
 
@@ -47,6 +49,7 @@ export class EgressManager {
   private held: EgressIpView[] = [];
   private lastSync: EgressStatusView['lastSync'] = null;
   private lastError: string | undefined;
+  private applied: Record<string, number> = {};
 
   constructor(opts: EgressManagerOptions) {
     this.opts = opts;
@@ -116,6 +119,7 @@ export class EgressManager {
         .filter((p) => p.status.gatewayNode === this.opts.node && p.status.egressIP !== undefined)
         .map((p): EgressIpView => ({ ip: p.status.egressIP!, device: p.spec.egressGateway.interface ?? this.opts.nativeDev, policy: p.spec.name }));
       this.holdIps(maps, mine);
+      this.applied = Object.fromEntries(this.policies.entries().map(([n]) => [n, this.policies.revisionOf(n) ?? 0]));
       this.lastSync = { at: new Date().toISOString(), written: r.written, removed: r.removed };
       this.lastError = undefined;
       if (r.written || r.removed) this.opts.log.info({ ...this.lastSync, entries: want.length, gatewayOf: mine.map((m) => m.ip) }, 'egress gateway map updated');
@@ -154,6 +158,6 @@ export class EgressManager {
   }
 
   status(): EgressStatusView {
-    return { entries: this.maps ? this.maps.listPolicy().length : 0, gatewayOf: this.held, lastSync: this.lastSync, lastError: this.lastError ?? null };
+    return { entries: this.maps ? this.maps.listPolicy().length : 0, gatewayOf: this.held, lastSync: this.lastSync, applied: this.applied, lastError: this.lastError ?? null };
   }
 }
