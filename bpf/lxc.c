@@ -23,6 +23,7 @@
 #include "lib/lb.h"
 #include "lib/proxy.h"
 #include "lib/nodeport.h"
+#include "lib/egress.h"
 
 /*
  * IPv4 leaving the pod @src. Returns a TC verdict or a DROP_* code. Traces:
@@ -106,6 +107,17 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		if (ep_is_host(dst))
 			goto to_stack;
 		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, dst, src->sec_id, now, DELIVER_ROUTED);
+	}
+
+	/* An egress gateway policy's traffic to the world: through the tunnel to its gateway node (lib/egress.h). */
+	if (tunnel_mode()) {
+		tunnel_endpoint = egress_gw_redirect4(ip->saddr, ip->daddr, info);
+		if (tunnel_endpoint) {
+			ret = encap_and_redirect(skb, tunnel_endpoint, src->sec_id);
+			if (ret == TC_ACT_REDIRECT)
+				trace_point(skb, &trace, TRACE_TO_OVERLAY, src->lxc_id, src->sec_id, dst_label, 0);
+			return ret;
+		}
 	}
 
 	if (!info || info->sec_identity == IDENTITY_HOST)

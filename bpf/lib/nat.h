@@ -16,6 +16,7 @@
 #include "ipv4.h"
 #include "conntrack.h"
 #include "trace.h"
+#include "egress.h"
 
 /* trace_key.hook of cil_to_netdev (after trace.h's TRACE_HOOK_*). */
 #define TRACE_HOOK_TO_NETDEV	5
@@ -236,7 +237,7 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	old.dir = NAT_DIR_OUT;
 	oe = bpf_map_lookup_elem(&tendril_snat_v4, &old);
 	/* The dead flow's tuple may have been reopened with another port: then this IN entry is no longer its. */
-	if (!oe || oe->to_port != rtuple->dport || oe->to_addr != CONFIG_NODE_IP4)
+	if (!oe || oe->to_port != rtuple->dport || oe->to_addr != rtuple->daddr)
 		return -1;
 	if (bpf_map_delete_elem(&tendril_snat_v4, &old) != 0)
 		return -1;	/* another CPU took it over first */
@@ -257,7 +258,7 @@ out_entry:
  * GC runs. Fills @res with the OUT entry and returns 0, returns NAT_RACED
  * when another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
  */
-static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_entry4 *res)
+static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_addr, struct nat_entry4 *res)
 {
 	struct nat_entry4 ostate = {}, rstate = {};
 	struct ct_tuple4 rtuple = {};
@@ -266,14 +267,14 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
 	int i, ret;
 
 	rtuple.saddr = otuple->daddr;
-	rtuple.daddr = CONFIG_NODE_IP4;
+	rtuple.daddr = nat_addr;
 	rtuple.sport = otuple->dport;
 	rtuple.nexthdr = otuple->nexthdr;
 	rtuple.dir = NAT_DIR_IN;
 	rstate.to_addr = otuple->saddr;
 	rstate.to_port = otuple->sport;
 	rstate.created = now;
-	ostate.to_addr = CONFIG_NODE_IP4;
+	ostate.to_addr = nat_addr;
 	ostate.created = now;
 	if (port < CONFIG_NAT_PORT_MIN || port > CONFIG_NAT_PORT_MAX)
 		port = nat_random_port();
@@ -306,7 +307,7 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, struct nat_
  * its replies reach the other flow. Checked on SYNs only, a lookup spared
  * every other packet.
  */
-static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be16 port)
+static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be32 addr, __be16 port)
 {
 	struct ct_tuple4 rt = {};
 	struct nat_entry4 *in;
@@ -314,7 +315,7 @@ static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be16 p
 	if (p->tuple.nexthdr != IPPROTO_TCP || (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) != TCP_F_SYN)
 		return false;
 	rt.saddr = p->tuple.daddr;
-	rt.daddr = CONFIG_NODE_IP4;
+	rt.daddr = addr;
 	rt.sport = p->tuple.dport;
 	rt.dport = port;
 	rt.nexthdr = IPPROTO_TCP;
@@ -349,7 +350,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	__u16 lxc_id;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__be32 saddr, to_addr;
+	__be32 saddr, to_addr, nat_addr;
 	__be16 to_port;
 	__u32 l4_off;
 	bool later_frag;
@@ -367,10 +368,17 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	if (CONFIG_NATIVE_ROUTING_MASK4 && (ip->daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
 		return TC_ACT_OK;
 	ep = lookup_ip4_endpoint(saddr);
-	if (!ep || ep_is_host(ep))
+	if (ep && ep_is_host(ep))
 		return TC_ACT_OK;
-	lxc_id = ep->lxc_id;
-	sec_id = ep->sec_id;
+	/* An egress gateway policy's traffic (a pod here, or one of another node tunnelled here) leaves with its egress IP (lib/egress.h). */
+	nat_addr = egress_gw_snat_addr4(saddr, ip->daddr);
+	if (!nat_addr) {
+		if (!ep)
+			return TC_ACT_OK;
+		nat_addr = CONFIG_NODE_IP4;
+	}
+	lxc_id = ep ? ep->lxc_id : 0;
+	sec_id = ep ? ep->sec_id : ipcache_identity4(saddr);
 	proto = ip->protocol;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
@@ -391,7 +399,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
 				to_addr = e->to_addr;
 				to_port = e->to_port;
-				if (!snat4_syn_port_lost(&pkt, to_port)) {
+				if (!snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
 					goto rewrite;
 				}
@@ -412,7 +420,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
 	{
-		ret = snat4_new(&pkt.tuple, &fresh);
+		ret = snat4_new(&pkt.tuple, nat_addr, &fresh);
 		if (IS_ERR(ret))
 			return ret;
 		to_addr = fresh.to_addr;
@@ -544,8 +552,14 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 
 	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
 		return 0;
-	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->daddr != node)
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)))
 		return 0;
+	/* Replies come to the node IP, or to an egress IP this node is the gateway of (lib/egress.h). */
+	if (ip->daddr != node) {
+		if (!egress_gw_local_ip4(ip->daddr))
+			return 0;
+		node = ip->daddr;
+	}
 	proto = ip->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
 		return 0;

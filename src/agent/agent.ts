@@ -30,6 +30,7 @@ import { KubernetesMode } from '../k8s/index.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import { Masquerade } from '../nat/index.js';
+import { EgressManager } from '../egress/index.js';
 import type { Logger } from '../util/log.js';
 import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
 
@@ -66,6 +67,7 @@ export class Agent {
   private security!: SecurityManager;
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
+  private egress: EgressManager | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; fill: number; ms: number; 'next-ms': number } | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -286,6 +288,9 @@ export class Agent {
     if (this.store && !this.kubernetes) {
       this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
+      // Egress gateway policies likewise come from the cluster store only (src/egress).
+      this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
+      this.egress.start((name) => dp.map(name));
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -350,6 +355,7 @@ export class Agent {
     this.broughtUp?.();
     this.security?.stop();
     this.services?.stop();
+    this.egress?.stop();
     await this.proxy?.stop();
     this.nodes?.stop();
     this.events?.stop();
@@ -649,6 +655,7 @@ export class Agent {
     api.route('GET', '/v1/map/nat', () => this.live().dp.natList());
     api.route('DELETE', '/v1/map/nat', () => ({ deleted: this.live().dp.natFlush() }));
     api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
+    api.route('GET', '/v1/map/egress', () => this.egress?.list() ?? []);
     api.route('GET', '/v1/service', () => this.services?.list() ?? []);
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
@@ -839,6 +846,7 @@ export class Agent {
       policy: { mode: this.cfg.enablePolicy, policies: this.security.listPolicies().length, 'last-regeneration': this.security.lastRegeneration },
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
+      egressGateway: this.egress?.status() ?? null,
       'kube-proxy-replacement': this.services?.status() ?? null,
       identities: this.security.identities.list().length,
       proxy: this.proxy ? this.proxy.status() : null,

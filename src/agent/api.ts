@@ -1,5 +1,6 @@
 // The agent's API contract: what each route under /v1 answers, typed once. The agent builds these views, the CLI,
 // the lab and the bench read them (through index.ts). Field names follow cilium-dbg's JSON where one exists.
+import type { EgressStatusView } from '../egress/index.js';
 import type { Attachment, CtEntry, DropMetric, EndpointInfo, EventStats, IpcacheEntry, NatEntry } from '../datapath/index.js';
 import type { MasqStatus } from '../nat/index.js';
 import type { CniTimingsView } from '../cni/index.js';
@@ -63,6 +64,8 @@ export interface StatusView {
   conntrack: { 'gc-interval-ms': number; 'last-gc': { deleted: number; alive: number } | null };
   /** null until the datapath is up. */
   masquerading: MasqStatus | null;
+  /** Egress gateway: map entries, the egress IPs this node holds as a gateway (src/egress). */
+  egressGateway: EgressStatusView | null;
   /** Service load-balancing in BPF (null: no cluster store, so no services). */
   'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string } | null;
   /** The node's L7 proxy (null until the first L7 rule): port, process, redirects in force, request counters. */

@@ -9,6 +9,7 @@ import type { NamedPort } from '../store/types.js';
 import { labelKeyProblem } from '../policy/index.js';
 import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
+import { registerLabEgress } from './lab-egress-cmd.js';
 import { registerLabServices } from './lab-service-cmd.js';
 import { collect, labName } from './options.js';
 import { registerLabPools } from './lab-pool-cmd.js';
@@ -310,4 +311,5 @@ export function registerLab(program: Command): void {
     });
 
   registerLabOutside(lab);
+  registerLabEgress(lab);
 }

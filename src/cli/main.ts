@@ -8,6 +8,7 @@ import { registerObserve } from './observe-cmd.js';
 import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
 import { registerNatViews } from './nat-cmd.js';
+import { registerEgressViews } from './egress-cmd.js';
 import { registerServiceViews } from './service-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
@@ -66,6 +67,7 @@ registerNodeViews(program);
 registerIpamCommands(program);
 registerPolicyViews(program);
 registerNatViews(program);
+registerEgressViews(program);
 registerServiceViews(program);
 registerObserve(program);
 registerMonitor(program);

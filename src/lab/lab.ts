@@ -22,6 +22,7 @@ import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
 import { masqAgentArgs, parseMasqCidrs, requireIpMasqAgent, writeMasqFile, type LabMasq } from './masq.js';
 import type { LabExternal, LabNetwork } from './outside.js';
+import { labEgressPool } from './egress.js';
 import { agentIpamArgs, checkLabIpam, operatorIpamArgs, setNodePodCidrs, type LabIpam } from './ipam-args.js';
 
 export const DEFAULT_LAB = 'tendril';
@@ -442,7 +443,7 @@ export async function startOperator(st: LabState): Promise<number> {
     st.name,
     p.underlayNetns,
     [process.execPath, CLI_JS, 'operator', ...operatorIpamArgs(st.podCidr, st.ipam), ...storeArgs,
-      '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s'],
+      '--api-socket', p.operatorSocket, '--node-cidr-grace', '30s', '--egress-ip-pool', labEgressPool(st.underlayCidr)],
     p.operatorLog,
   );
   const client = new ApiClient(p.operatorSocket, 'operator');

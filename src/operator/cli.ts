@@ -26,6 +26,7 @@ export function registerOperator(program: Command): Command {
     .option('--node-cidr-grace <duration>', "how long a departed node's CIDR is held for it (e.g. 30s, 500ms)", '30s')
     .option('--identity-gc-interval <duration>', 'how often unused identities are looked for', '10s')
     .option('--identity-gc-grace <duration>', 'how long an identity stays unused before it is deleted', '60s')
+    .option('--egress-ip-pool <cidr>', 'egress IPs for egress gateway policies that give none (e.g. 192.168.10.240/28)')
     .option('--api-socket <path>', 'status API unix socket (GET /v1/status)', DEFAULT_OPERATOR_API_SOCKET)
     .option('--log-file <file>', 'log to this file instead of stderr')
     .action(async (opts: OperatorFlags) => {

@@ -1,4 +1,5 @@
 // Flags of `tendril operator` -> a validated OperatorConfig (pure): pool, store backend, grace, sockets, log file.
+import { parseEgressPool } from '../egress/index.js';
 import { DEFAULT_IDENTITY_GC_GRACE_MS, DEFAULT_IDENTITY_GC_INTERVAL_MS } from './identity-gc.js';
 import { parseStoreUrl, type ListenAddress } from '../store/index.js';
 import { validatePoolConfig, type ClusterPoolConfig } from './cluster-pool.js';
@@ -25,6 +26,8 @@ export interface OperatorFlags {
   nodeCidrGrace?: string | number | undefined;
   identityGcInterval?: string | number | undefined;
   identityGcGrace?: string | number | undefined;
+  /** Egress IPs for egress gateway policies that give none (src/egress). */
+  egressIpPool?: string | undefined;
   apiSocket?: string | undefined;
   logFile?: string | undefined;
   k8sKubeconfig?: string | undefined;
@@ -51,6 +54,8 @@ export interface OperatorConfig {
   identityGcIntervalMs: number;
   identityGcGraceMs: number;
   apiSocket: string;
+  /** --egress-ip-pool (checked), or undefined. */
+  egressIpPool?: string;
   logFile?: string;
 }
 
@@ -97,6 +102,7 @@ export function operatorConfig(flags: OperatorFlags): OperatorConfig {
   const identityGcGraceMs = flags.identityGcGrace === undefined ? DEFAULT_IDENTITY_GC_GRACE_MS : parseDuration('--identity-gc-grace', flags.identityGcGrace);
   const cfg: OperatorConfig = { ipam: ipam as OperatorIpamMode, pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
   if (flags.logFile !== undefined) cfg.logFile = nonEmpty('--log-file', flags.logFile);
+  if (flags.egressIpPool !== undefined) cfg.egressIpPool = checkEgressPool(flags.egressIpPool);
   return cfg;
 }
 
@@ -144,4 +150,13 @@ function nonEmpty(flag: string, v: string): string {
 
 function invalid(message: string): OperatorError {
   return new OperatorError('TENDRIL_ERR_INVALID_CONFIG', message);
+}
+
+/** --egress-ip-pool: a coded invalid-config error for a bad CIDR. */
+function checkEgressPool(text: string): string {
+  try {
+    return parseEgressPool(text);
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
 }

@@ -17,6 +17,7 @@ import { LbIpam, type LbIpamStatus } from './lb-ipam.js';
 import { registerLbPoolRoutes } from './lb-ipam-routes.js';
 import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
+import { EgressOperator, registerEgressRoutes, type EgressOperatorStatus } from '../egress/index.js';
 import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
@@ -30,6 +31,7 @@ export interface RunOperatorOptions extends OperatorFlags {
 export interface OperatorStatusResponse extends OperatorStatus {
   identityGc: IdentityGcStatus;
   lbIpam: LbIpamStatus;
+  egressGateway: EgressOperatorStatus;
   store: OperatorStatus['store'] & {
     /** Present when this process hosts the local store. */
     hosted?: { url: string; dataDir: string; revision: number };
@@ -99,6 +101,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
     const lbIpam = new LbIpam({ store, log: log.child({ subsys: 'lb-ipam' }) });
+    const egress = new EgressOperator({ store, pool: cfg.egressIpPool, log: log.child({ subsys: 'egress-gateway' }) });
     const lead = async (): Promise<void> => {
       await operator.start();
       undo.push(() => operator.stop());
@@ -106,6 +109,11 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => identityGc.stop());
       await lbIpam.start();
       undo.push(() => lbIpam.stop());
+      // Egress gateway policies are kept in the cluster store (not watched from Kubernetes yet).
+      if (!kubernetes) {
+        await egress.start();
+        undo.push(() => egress.stop());
+      }
     };
     let elector: LeaseElector | undefined;
     let leadRetry: NodeJS.Timeout | undefined;
@@ -151,7 +159,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
         ? { hosted: { url: storeUrl, dataDir: cfg.store.mode === 'host' ? cfg.store.dataDir : '', revision: storeServer.revision } }
         : {};
       const k8s = kubernetes && elector ? { kubernetes: { ...kubernetes.view(), leader: elector.isLeader, holder: elector.holder, identity: `${os.hostname()}_${process.pid}` } } : {};
-      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), lbIpam: lbIpam.status(), ...k8s };
+      return { ...st, store: { ...st.store, ...hosted, ping }, identityGc: identityGc.status(), lbIpam: lbIpam.status(), egressGateway: egress.status(), ...k8s };
     };
 
     const api = await serveStatus(cfg.apiSocket, statusResponse, store, log, cfg.ipam, (a) => {
@@ -194,6 +202,7 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   });
   registerResourceRoutes(api, store);
   registerServiceRoutes(api, store);
+  registerEgressRoutes(api, store);
   registerNodeCidrRoutes(api, store, () => ipam);
   extra(api);
   // A stale socket file from a crash is removed; a live one belongs to another operator and is left alone.
