@@ -283,9 +283,8 @@ export class Agent {
     await reconcileLeftovers({ ipam: this.ipam, endpoints: this.endpoints, dp, log: this.log.child({ subsys: 'endpoint' }), keepInterfaces: [HEALTH_IF] });
     await this.ensureHealthEndpoint();
     this.security.attach(dp, this.endpoints);
-    // Services come from the cluster store; in Kubernetes mode they would come from Services/EndpointSlices, which
-    // are not watched yet, so none are load-balanced there.
-    if (this.store && !this.kubernetes) {
+    // Services come from the cluster store; in Kubernetes mode that is the watched core Services (src/k8s/bindings.ts).
+    if (this.store) {
       this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
       // Egress gateway policies likewise come from the cluster store only (src/egress).

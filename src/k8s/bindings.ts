@@ -3,6 +3,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Kind } from '../store/types.js';
 import { API_VERSION } from './crds.js';
+import type { ServicePort, ServiceSpec } from '../lb/service.js';
 
 /** One Kubernetes resource type a store kind is read from. */
 export interface Source {
@@ -46,6 +47,7 @@ export const SOURCES = {
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
+  service: { apiVersion: 'v1', kind: 'Service', path: '/api/v1/services', namespaced: true } as Source,
 };
 
 /** A CRD kind whose spec is the store value, named as in the store (or through rename/unrename). */
@@ -82,6 +84,51 @@ function policyDocument(obj: KubernetesObject & Record<string, unknown>, source:
   return doc;
 }
 
+/**
+ * A core Service as the store's Service (src/lb's ServiceSpec), ClusterIP as the apiserver allocated it. Headless
+ * services (clusterIP None) and ExternalName ones have no frontend, so the store does not show them.
+ */
+export function serviceFromObject(obj: KubernetesObject & Record<string, unknown>): ServiceSpec | undefined {
+  const spec = (obj['spec'] ?? {}) as Record<string, unknown>;
+  const type = spec['type'] ?? 'ClusterIP';
+  const clusterIP = spec['clusterIP'];
+  if (type === 'ExternalName' || typeof clusterIP !== 'string' || clusterIP === '' || clusterIP === 'None') return undefined;
+  const ports = ((spec['ports'] ?? []) as Array<Record<string, unknown>>).map((p) => {
+    const out: ServicePort = { protocol: p['protocol'] === 'UDP' ? 'UDP' : 'TCP', port: p['port'] as number, targetPort: (p['targetPort'] as number | string | undefined) ?? (p['port'] as number) };
+    if (typeof p['name'] === 'string' && p['name'] !== '') out.name = p['name'];
+    if (typeof p['nodePort'] === 'number') out.nodePort = p['nodePort'];
+    return out;
+  });
+  const affinity = ((spec['sessionAffinityConfig'] ?? {}) as { clientIP?: { timeoutSeconds?: number } }).clientIP?.timeoutSeconds;
+  const out: ServiceSpec = {
+    namespace: obj.metadata!.namespace!,
+    name: obj.metadata!.name!,
+    type: type as ServiceSpec['type'],
+    clusterIP,
+    ports,
+    selector: { ...((spec['selector'] ?? {}) as Record<string, string>) },
+    sessionAffinity: spec['sessionAffinity'] === 'ClientIP' ? 'ClientIP' : 'None',
+    externalTrafficPolicy: spec['externalTrafficPolicy'] === 'Local' ? 'Local' : 'Cluster',
+    internalTrafficPolicy: spec['internalTrafficPolicy'] === 'Local' ? 'Local' : 'Cluster',
+  };
+  if (out.sessionAffinity === 'ClientIP' && typeof affinity === 'number') out.sessionAffinityTimeoutSeconds = affinity;
+  return out;
+}
+
+function serviceToObject(ref: ObjectRef, s: ServiceSpec): KubernetesObject & Record<string, unknown> {
+  const spec: Record<string, unknown> = {
+    type: s.type,
+    ports: s.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), protocol: p.protocol, port: p.port, targetPort: p.targetPort, ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}) })),
+    selector: s.selector,
+    sessionAffinity: s.sessionAffinity,
+    internalTrafficPolicy: s.internalTrafficPolicy,
+  };
+  if (s.clusterIP) spec['clusterIP'] = s.clusterIP;
+  if (s.type !== 'ClusterIP') spec['externalTrafficPolicy'] = s.externalTrafficPolicy;
+  if (s.sessionAffinity === 'ClientIP' && s.sessionAffinityTimeoutSeconds !== undefined) spec['sessionAffinityConfig'] = { clientIP: { timeoutSeconds: s.sessionAffinityTimeoutSeconds } };
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) }, spec };
+}
+
 /** Kinds added to the store later have no binding until one is written here (the store refuses them, coded). */
 export const BINDINGS: Partial<Record<Kind, Binding>> = {
   Node: specBinding(SOURCES.node),
@@ -96,6 +143,20 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),
     ref: (name) => ({ source: SOURCES.namespace, name }),
     toObject: (ref, value) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.name, labels: (value as { labels: Record<string, string> }).labels } }),
+  },
+  // Services are the core resource: the apiserver allocates ClusterIPs and node ports; the agents' LB follows them.
+  Service: {
+    sources: [SOURCES.service],
+    toStore: (obj) => {
+      const s = serviceFromObject(obj);
+      return s ? { name: `${s.namespace}.${s.name}`, value: s } : undefined;
+    },
+    ref: (name) => {
+      const i = name.indexOf('.');
+      if (i <= 0) throw new Error(`Service resource "${name}" is not <namespace>.<name>`);
+      return { source: SOURCES.service, namespace: name.slice(0, i), name: name.slice(i + 1) };
+    },
+    toObject: (ref, value) => serviceToObject(ref, value as ServiceSpec),
   },
   Policy: {
     sources: [SOURCES.netpol, SOURCES.tnp, SOURCES.tcnp],

@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
+import { connect, Rest } from '../../src/k8s/index.js';
 
 const run = promisify(execFile);
 
@@ -56,4 +57,41 @@ export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.Pro
     await down().catch(() => {});
     throw err;
   }
+}
+
+/** What a test writes: apiVersion, kind, metadata.name (+ namespace), the rest as the apiserver takes it. */
+export type RawObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
+
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'TendrilClusterwideNetworkPolicy', 'TendrilNode', 'TendrilIdentity', 'TendrilEndpoint', 'TendrilIPAMState']);
+
+/**
+ * Writes objects as raw JSON, as kubectl does. client-node's KubernetesObjectApi serializes through its typed
+ * models, which name NetworkPolicy's `from` `_from` and silently drop a plain `from`: a policy written with it
+ * reaches the apiserver without its peers (allowing every source on the port).
+ */
+export function rawObjects(kubeconfig: string): {
+  create(o: RawObject): Promise<Record<string, unknown>>;
+  delete(o: Pick<RawObject, 'apiVersion' | 'kind' | 'metadata'>): Promise<void>;
+  mergePatch(o: RawObject): Promise<void>;
+  read(o: Pick<RawObject, 'apiVersion' | 'kind' | 'metadata'>): Promise<Record<string, unknown>>;
+} {
+  const conn = connect(kubeconfig);
+  const rest = new Rest(conn.kc, conn.server);
+  const path = (o: Pick<RawObject, 'apiVersion' | 'kind' | 'metadata'>, withName: boolean): string => {
+    const base = o.apiVersion.includes('/') ? `/apis/${o.apiVersion}` : `/api/${o.apiVersion}`;
+    const lower = o.kind.toLowerCase();
+    const plural = lower.endsWith('y') ? `${lower.slice(0, -1)}ies` : `${lower}s`;
+    const ns = CLUSTER_SCOPED.has(o.kind) ? '' : `/namespaces/${o.metadata.namespace ?? 'default'}`;
+    return `${base}${ns}/${plural}${withName ? `/${o.metadata.name}` : ''}`;
+  };
+  return {
+    create: (o) => rest.request('POST', path(o, false), o),
+    delete: async (o) => {
+      await rest.request('DELETE', path(o, true));
+    },
+    mergePatch: async (o) => {
+      await rest.request('PATCH', path(o, true), o, 'application/merge-patch+json');
+    },
+    read: (o) => rest.request('GET', path(o, true)),
+  };
 }
