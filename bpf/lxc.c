@@ -132,8 +132,12 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 	}
 	if (!tunnel_mode()) {
 		ret = fib_redirect4(skb, eth, ip);
-		if (ret == TC_ACT_REDIRECT)
+		if (ret == TC_ACT_REDIRECT) {
 			trace_point(skb, &trace, TRACE_TO_NETWORK, src->lxc_id, src->sec_id, dst_label, 0);
+			/* Traced: cil_to_netdev, which the redirect passes, does not trace it a second time. */
+			if (CONFIG_MASQ)
+				skb->mark = MARK_MAGIC_TRACED_NET;
+		}
 		if (ret != TC_ACT_OK)
 			return ret;
 	}

@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { Collection, decodeSkbCtx, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { TRACE_AGG_MAP, traceKeyCodec, traceStateCodec, type TraceKey, type TraceState } from '../src/datapath/events.js';
 import {
   CT_F_RX_CLOSING,
   CT_F_SEEN_NON_SYN,
@@ -61,6 +62,7 @@ let toNetdevIpmasq: BpfProgram;
 let snat: TypedMap<CtKey, NatValue>;
 let ct: TypedMap<CtKey, ReturnType<typeof ctValueCodec.decode>>;
 let ctAny: TypedMap<CtKey, ReturnType<typeof ctValueCodec.decode>>;
+let traceAgg: TypedMap<TraceKey, TraceState>;
 
 before(() => {
   assert.equal(process.getuid?.(), 0, 'test/datapath-masq-run.test.ts needs root (BPF_PROG_LOAD, bpffs)');
@@ -83,6 +85,7 @@ before(() => {
   assert.equal(small.map(SNAT_MAP).id, main.map(SNAT_MAP).id);
   ct = main.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec);
   ctAny = main.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec);
+  traceAgg = main.map(TRACE_AGG_MAP).typed(traceKeyCodec, traceStateCodec);
   main.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: pod.ip4 }, pod);
   const ipcache = main.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
   const entry = (identity: number) => ({ identity, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
@@ -360,4 +363,48 @@ test('the GC removes the NAT entries of flows whose conntrack entry is gone, and
   ct.delete(key);
   assert.equal(natGc(snat, [ct]).deleted, 2);
   assert.equal(natList(snat).length, 0);
+});
+
+test('UDP: a lost IN entry of a live flow is made again with the same port; a port another flow took gives a new one', () => {
+  const dst = '203.0.113.77';
+  const pkt = (): Buffer => out(ipv4(pod.ip4, dst, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, dst, 1500, 53, Buffer.from('q'))));
+  const key = ctEntry(IPPROTO_UDP, 1500, dst, 53);
+  const x = parse(run(toNetdevSmall, pkt()).data).sport;
+  const inKey = { saddr: dst, daddr: NODE_IP, sport: 53, dport: x, nexthdr: IPPROTO_UDP, dir: 1, pad: 0 };
+  assert.equal(snat.lookup(inKey)?.toPort, 1500);
+  // Lost (an LRU eviction): the next packet keeps the port and makes the way back again.
+  snat.delete(inKey);
+  assert.equal(parse(run(toNetdevSmall, pkt()).data).sport, x);
+  assert.deepEqual([snat.lookup(inKey)?.toAddr, snat.lookup(inKey)?.toPort], [pod.ip4, 1500]);
+  const back = parse(run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_UDP, l4(IPPROTO_UDP, dst, NODE_IP, 53, x, Buffer.from('a'))))).data);
+  assert.deepEqual([back.dst, back.dport], [pod.ip4, 1500]);
+  // Taken by another flow meanwhile: this flow moves to a port of its own, the other's entry stays.
+  snat.put(inKey, { toAddr: '10.200.0.98', toPort: 778, pad: 0, created: monotonicSeconds(), pad2: 0 });
+  const y = parse(run(toNetdevSmall, pkt()).data).sport;
+  assert.notEqual(y, x);
+  assert.equal(snat.lookup(inKey)?.toPort, 778);
+  assert.equal(snat.lookup({ ...inKey, dport: y })?.toPort, 1500);
+  ctForget([key]);
+  snat.delete(inKey);
+  snat.delete({ ...inKey, dport: y });
+  snat.delete({ saddr: pod.ip4, daddr: dst, sport: 1500, dport: 53, nexthdr: IPPROTO_UDP, dir: 0, pad: 0 });
+});
+
+test('a packet from-container traced to-network already (native routing, its mark) is not traced again, and loses the mark', () => {
+  const TRACED_NET = 0x0700;
+  const HOOK_TO_NETDEV = 5;
+  const dst = '203.0.113.88';
+  const agg = (sport: number): TraceState | undefined => traceAgg.lookup({ saddr: pod.ip4, daddr: dst, sport, dport: 80, proto: IPPROTO_TCP, hook: HOOK_TO_NETDEV, pad: 0 });
+  const marked = toNetdev.run({ data: tcpOut(1601, dst), ctx: skbCtx({ ifindex: LO, mark: TRACED_NET }) });
+  assert.equal(marked.retval, TC_ACT_OK);
+  assert.equal(parse(marked.data).src, NODE_IP, 'translated all the same');
+  assert.equal(decodeSkbCtx(marked.ctx!).mark, 0);
+  assert.equal(agg(1601), undefined, 'no trace decision of cil_to_netdev for the traced packet');
+  // Unmarked (tunnel mode, or through the stack): cil_to_netdev traces it.
+  const plain = toNetdev.run({ data: tcpOut(1602, dst), ctx: skbCtx({ ifindex: LO }) });
+  assert.equal(plain.retval, TC_ACT_OK);
+  assert.notEqual(agg(1602), undefined);
+  // Another mark is left alone.
+  const other = toNetdev.run({ data: tcpOut(1603, dst), ctx: skbCtx({ ifindex: LO, mark: 0x0a00 }) });
+  assert.equal(decodeSkbCtx(other.ctx!).mark, 0x0a00);
 });

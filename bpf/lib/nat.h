@@ -324,6 +324,53 @@ static __always_inline bool snat4_syn_port_lost(const struct ct_pkt *p, __be32 a
 	return !in || in->to_addr != p->tuple.saddr || in->to_port != p->tuple.sport;
 }
 
+/*
+ * A UDP packet on a tuple with a mapping to @port: is the mapping's IN entry
+ * (the way back) still there? An LRU eviction or a GC run half-way may have
+ * taken it while the flow lives on; it is made again with the same port
+ * when that is free, so the far end keeps seeing one source. Returns false
+ * when the port is another flow's now: then the tuple gets a new mapping.
+ * UDP only: a lost TCP flow's port is checked on its next SYN
+ * (snat4_syn_port_lost()), UDP has no such packet.
+ */
+static __always_inline bool snat4_udp_port_kept(const struct ct_pkt *p, __be32 addr, __be16 port)
+{
+	struct nat_entry4 *in, rstate = {};
+	struct ct_tuple4 rt = {};
+
+	rt.saddr = p->tuple.daddr;
+	rt.daddr = addr;
+	rt.sport = p->tuple.dport;
+	rt.dport = port;
+	rt.nexthdr = IPPROTO_UDP;
+	rt.dir = NAT_DIR_IN;
+	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	if (in)
+		return in->to_addr == p->tuple.saddr && in->to_port == p->tuple.sport;
+	rstate.to_addr = p->tuple.saddr;
+	rstate.to_port = p->tuple.sport;
+	rstate.created = ct_now();
+	if (bpf_map_update_elem(&tendril_snat_v4, &rt, &rstate, BPF_NOEXIST) == 0)
+		return true;
+	/* Another CPU made it meanwhile: for this flow (the same packet's twin), or a new flow took the port. */
+	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	return in && in->to_addr == p->tuple.saddr && in->to_port == p->tuple.sport;
+}
+
+/*
+ * cil_to_netdev's trace of a packet: none when from-container traced it
+ * to-network already (MARK_MAGIC_TRACED_NET, native routing), which also
+ * spares the aggregation lookup.
+ */
+static __always_inline void snat4_trace_start(struct __sk_buff *skb, const struct iphdr *ip, bool traced,
+					      struct trace_ctx *trace)
+{
+	if (traced)
+		trace->report = false;
+	else
+		trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, trace);
+}
+
 /* First byte of an ICMP header as ct_extract4() kept it (policy_dport holds type and code as on the wire). */
 static __always_inline __u8 nat_icmp_type(const struct ct_pkt *p)
 {
@@ -353,11 +400,16 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	__be32 saddr, to_addr, nat_addr;
 	__be16 to_port;
 	__u32 l4_off;
-	bool later_frag;
+	bool later_frag, traced;
 	__u8 proto;
 	int ret;
 
-	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
+	if (!CONFIG_MASQ)
+		return TC_ACT_OK;
+	traced = (skb->mark & MARK_MAGIC_TRACE_MASK) == MARK_MAGIC_TRACED_NET;
+	if (traced)
+		skb->mark = 0;
+	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	if (IS_ERR(ipv4_load(skb, &eth, &ip)))
 		return TC_ACT_OK;
@@ -399,8 +451,9 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
 				to_addr = e->to_addr;
 				to_port = e->to_port;
-				if (!snat4_syn_port_lost(&pkt, to_addr, to_port)) {
-					trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
+				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
+							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
+					snat4_trace_start(skb, ip, traced, &trace);
 					goto rewrite;
 				}
 				/* A new connection on the tuple, whose port is no longer its: a new mapping. */
@@ -417,7 +470,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	if (proto == IPPROTO_ICMP && (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO))
 		return DROP_NAT_UNSUPP_PROTO;
 
-	trace_start(skb, ip, TRACE_HOOK_TO_NETDEV, &trace);
+	snat4_trace_start(skb, ip, traced, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
 	{
 		ret = snat4_new(&pkt.tuple, nat_addr, &fresh);

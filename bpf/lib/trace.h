@@ -24,6 +24,16 @@
 #define TRACE_HOOK_FROM_OVERLAY		3
 #define TRACE_HOOK_FROM_NETDEV		4
 
+/*
+ * skb->mark of a pod's packet that from-container traced to-network itself
+ * (native routing, bpf_fib_lookup() + redirect to the native device): the
+ * native device's egress (cil_to_netdev) does not trace it again, and
+ * clears the mark. Set only with masquerading on, where that program runs.
+ * The 0x0F00 nibble is Cilium's MARK_MAGIC_* field (lib/proxy.h).
+ */
+#define MARK_MAGIC_TRACE_MASK		0x0F00
+#define MARK_MAGIC_TRACED_NET		0x0700
+
 /* Key of tendril_trace_agg: one flow (direction included) in one program. */
 struct trace_key {
 	__be32	saddr;
