@@ -160,12 +160,12 @@ static __always_inline int nodeport_snat(struct __sk_buff *skb, struct ct_pkt *p
 	otuple.dir = NAT_DIR_OUT;
 	otuple.pad = 0;
 	e = bpf_map_lookup_elem(&tendril_snat_v4, &otuple);
-	if (e && !snat4_syn_port_lost(p, e->to_port)) {
+	if (e && !snat4_syn_port_lost(p, CONFIG_NODE_IP4, e->to_port)) {
 		to_port = e->to_port;
 	} else {
 		if (e)
 			bpf_map_delete_elem(&tendril_snat_v4, &otuple);
-		ret = snat4_new(&otuple, &fresh);
+		ret = snat4_new(&otuple, CONFIG_NODE_IP4, &fresh);
 		if (IS_ERR(ret))
 			return ret;
 		to_port = fresh.to_port;
