@@ -111,6 +111,9 @@ export class HttpProxyEngine {
       return;
     }
     this.stats.connections++;
+    // The listener hands sockets over without net.Server's noDelay: without this, Nagle holds a response's body
+    // behind its head until the client's delayed ACK (tens of ms per request).
+    socket.setNoDelay(true);
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
@@ -236,7 +239,8 @@ export class HttpProxyEngine {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const policy = c.policy;
     const info = c.info;
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => policy.connect(info);
+    // Our own sockets (marked, bound to the client's address) skip the Agent's noDelay: set it here.
+    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => policy.connect(info).setNoDelay(true);
     return agent;
   }
 }

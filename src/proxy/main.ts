@@ -50,7 +50,11 @@ process.on('disconnect', () => process.exit(0));
 try {
   const fd = transparentListener(port);
   const server = net.createServer((s) => engine.handle(s));
-  server.listen({ fd }, () => send({ type: 'ready', port }));
+  server.listen({ fd }, () => {
+    send({ type: 'ready', port });
+    // Counters from the start, so status never shows a running proxy without them.
+    send({ type: 'stats', stats: engine.stats });
+  });
   setInterval(() => send({ type: 'stats', stats: engine.stats }), 1000).unref();
 } catch (err) {
   send({ type: 'error', message: (err as Error).message });
