@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import { labPoolAdd, labPoolDel, labPoolList } from '../src/lab/pools.js';
+import { labNamespaceSet } from '../src/lab/security.js';
 import { CLI_JS } from '../src/lab/paths.js';
 import { cidrContains, parseCidr, parseIPv4 } from '../src/util/ip.js';
 
@@ -61,6 +62,8 @@ for (const routing of ['tunnel', 'native'] as const) {
     });
 
     test('pods of two pools and the default get addresses of their node\'s chunks and reach each other across nodes', async () => {
+      // A namespace whose annotation picks the pool of its pods (declared first: the agents' watch has time to see it).
+      await labNamespaceSet(LAB, 'team', {}, 'add', {}, pool('blue'));
       const blue = await labPoolAdd(LAB, 'blue', [BLUE], 27);
       assert.deepEqual([blue.cidrs, blue.maskSize], [[BLUE], 27]);
       await labPoolAdd(LAB, 'red', [RED], 28);
@@ -90,6 +93,10 @@ for (const routing of ['tunnel', 'native'] as const) {
       for (const [from, to] of [[a, b], [b, a], [a, e], [c, b], [d, a], [d, c], [e, c], [a, c]] as const) {
         await until(`${from.name} (${from.ip}) reaches ${to.name} (${to.ip})`, () => ping(from, to.ip));
       }
+
+      const t = await podAdd(LAB, 't', { node: 'w1', namespace: 'team' });
+      assert.ok(chunk((await nodeRow(LAB, 'w1'))!, 'blue').some((x) => inCidr(t.ip, x)), `team/t ${t.ip} (namespace annotation) in w1's blue`);
+      await until(`team/t reaches a`, () => ping(t, a.ip));
 
       const list = spawnSync(process.execPath, [CLI_JS, '--lab', LAB, 'ipam', 'list'], { encoding: 'utf8' });
       assert.equal(list.status, 0, list.stderr);
