@@ -118,7 +118,8 @@ for (const routing of ['tunnel', 'native'] as const) {
           return false;
         }
       });
-      assert.ok(!(await labPoolList(LAB)).some((p) => p.name === 'red'));
+      // The list is the operator's view as of its last pass (the delete kicks one).
+      await until('red gone from the pool list', async () => !(await labPoolList(LAB)).some((p) => p.name === 'red'));
       // The pool state is written before the Node in the operator's pass: the Node follows.
       await until('ctr no longer lists a red CIDR', async () => !(await nodeRow(LAB, 'ctr'))!.podCIDRs.some((x) => inCidr(x.split('/')[0]!, RED)));
       // The other pools are untouched.
