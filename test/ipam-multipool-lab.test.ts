@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { ApiClient } from '../src/util/api-client.js';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import { labPoolAdd, labPoolDel, labPoolList } from '../src/lab/pools.js';
+import { labNamespaceSet } from '../src/lab/security.js';
 import { CLI_JS } from '../src/lab/paths.js';
 import { cidrContains, parseCidr, parseIPv4 } from '../src/util/ip.js';
 
@@ -61,6 +62,8 @@ for (const routing of ['tunnel', 'native'] as const) {
     });
 
     test('pods of two pools and the default get addresses of their node\'s chunks and reach each other across nodes', async () => {
+      // A namespace whose annotation picks the pool of its pods (declared first: the agents' watch has time to see it).
+      await labNamespaceSet(LAB, 'team', {}, 'add', {}, pool('blue'));
       const blue = await labPoolAdd(LAB, 'blue', [BLUE], 27);
       assert.deepEqual([blue.cidrs, blue.maskSize], [[BLUE], 27]);
       await labPoolAdd(LAB, 'red', [RED], 28);
@@ -91,6 +94,10 @@ for (const routing of ['tunnel', 'native'] as const) {
         await until(`${from.name} (${from.ip}) reaches ${to.name} (${to.ip})`, () => ping(from, to.ip));
       }
 
+      const t = await podAdd(LAB, 't', { node: 'w1', namespace: 'team' });
+      assert.ok(chunk((await nodeRow(LAB, 'w1'))!, 'blue').some((x) => inCidr(t.ip, x)), `team/t ${t.ip} (namespace annotation) in w1's blue`);
+      await until(`team/t reaches a`, () => ping(t, a.ip));
+
       const list = spawnSync(process.execPath, [CLI_JS, '--lab', LAB, 'ipam', 'list'], { encoding: 'utf8' });
       assert.equal(list.status, 0, list.stderr);
       for (const x of [...chunk(ctr, 'blue'), ...chunk(w1, 'red')]) assert.match(list.stdout, new RegExp(`(blue|red)\\s+${x.replace(/\./g, '\\.')}`));
@@ -111,7 +118,8 @@ for (const routing of ['tunnel', 'native'] as const) {
           return false;
         }
       });
-      assert.ok(!(await labPoolList(LAB)).some((p) => p.name === 'red'));
+      // The list is the operator's view as of its last pass (the delete kicks one).
+      await until('red gone from the pool list', async () => !(await labPoolList(LAB)).some((p) => p.name === 'red'));
       // The pool state is written before the Node in the operator's pass: the Node follows.
       await until('ctr no longer lists a red CIDR', async () => !(await nodeRow(LAB, 'ctr'))!.podCIDRs.some((x) => inCidr(x.split('/')[0]!, RED)));
       // The other pools are untouched.

@@ -504,7 +504,7 @@ export class Agent {
         }
         const att = { containerId: r.containerId, ifname: r.ifname };
         try {
-          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(r.annotations), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
+          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(r.annotations, this.security.namespaceAnnotations(r.namespace ?? 'default')), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
           return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
         } catch (err) {
           if ((err as AgentError).code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && this.podCidrs) throw this.podCidrs.exhausted();

@@ -79,7 +79,8 @@ export class PoolAddresses {
 
   /** An address of `pool` for the pod `who` ("namespace/pod"); asks for and waits for a chunk when none is free. */
   async allocate(pool: string, owner: string, attachment: AttachmentRef, who: string): Promise<string> {
-    if (!POOL_NAME_RE.test(pool) || (pool !== DEFAULT_IP_POOL && !(await this.o.poolExists(pool)))) {
+    // A pool the node holds a chunk of exists (it cannot be deleted while in use): the store is asked only otherwise.
+    if (!POOL_NAME_RE.test(pool) || (pool !== DEFAULT_IP_POOL && this.cidrsOf(pool).length === 0 && !(await this.o.poolExists(pool)))) {
       throw new CniError(CniCode.NO_POOL, `unknown IP pool "${pool}" for pod ${who}: no TendrilPodIPPool of that name (TENDRIL_ERR_POOL_NOT_FOUND)`, {
         details: `the pod's annotation ${POD_IP_POOL_ANNOTATION}=${pool} names no pool; create it (lab pool add ${pool} --cidr …) or fix the annotation`,
       });

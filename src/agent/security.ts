@@ -260,6 +260,11 @@ export class SecurityManager {
 
   // ---- identities of local endpoints ------------------------------------------------------------------------
 
+  /** Annotations of namespace @ns (none when nobody declared it). */
+  namespaceAnnotations(ns: string): Record<string, string> {
+    return this.namespaces?.get(ns)?.annotations ?? {};
+  }
+
   /** Labels of namespace @ns; a namespace nobody declared has just its name label, as Kubernetes sets it. */
   namespaceLabels(ns: string): Record<string, string> {
     return { ...(this.namespaces?.get(ns)?.labels ?? {}), [LABEL_NAMESPACE_NAME]: ns };

@@ -220,9 +220,10 @@ export function registerLab(program: Command): void {
   ns.command('add')
     .argument('<namespace>')
     .option('--label <k=v>', 'namespace label (repeatable)', collect, [])
+    .option('--annotation <k=v>', 'namespace annotation, e.g. ipam.tendril.io/ip-pool=blue (its pods\' pool; repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
-    .action(async (name: string, o: { label: string[] }, cmd: Command) => {
-      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add', warner());
+    .action(async (name: string, o: { label: string[]; annotation: string[] }, cmd: Command) => {
+      const r = await labNamespaceSet(labName(cmd), name, parseLabels(o.label), 'add', warner(), parseLabels(o.annotation));
       process.stdout.write(`namespace ${r.name}: ${formatLabels(r.labels)}\n`);
     });
   ns.command('label')

@@ -92,7 +92,12 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
   const width = Math.max(...[...before, ...after].map(([k]) => k.length));
   let text = keyValues(before, width);
   if (verbose && s.ipam) {
-    for (const [name, pool] of Object.entries(s.ipam.pools ?? {})) {
+    // --ipam multi-pool: per IP pool (the default pool's follower would list every pool's CIDRs as its own).
+    for (const p of s.ipam['ip-pools'] ?? []) {
+      text += `IPAM pool ${p.pool} (multi-pool, ${p.requested} CIDR(s) requested):\n`;
+      text += p.cidrs.map((c) => `  ${c.cidr.padEnd(18)} ${c.used}/${c.capacity} used\n`).join('');
+    }
+    for (const [name, pool] of Object.entries(s.ipam['ip-pools'] ? {} : (s.ipam.pools ?? {}))) {
       text += `IPAM pool ${name} (${pool.mode}${pool.requested !== null ? `, ${pool.requested} CIDR(s) requested` : ''}, pre-allocate ${pool['pre-allocate']})${pool.waiting ? `: ${pool.waiting}` : ''}:\n`;
       text += pool.cidrs.map((c) => `  ${c.cidr.padEnd(18)} ${c.used}/${c.capacity} used${c.draining ? '   (draining)' : ''}\n`).join('');
     }

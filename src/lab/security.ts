@@ -106,10 +106,12 @@ export async function labNamespaceSet(
   changes: Record<string, string | null>,
   mode: 'add' | 'label',
   o: ChangeOptions = {},
+  annotations?: Record<string, string>,
 ): Promise<NamespaceView> {
   const st = loadLab(lab);
   const r = await operator(st).request<NamespaceView>('PATCH', `/v1/namespaces/${encodeURIComponent(ns)}`, {
     labels: changes,
+    ...(annotations && Object.keys(annotations).length > 0 ? { annotations } : {}),
     ...(mode === 'add' ? { create: true } : {}),
   });
   await waitIdentities(st, ns, o);

@@ -59,7 +59,8 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
   api.route('PATCH', '/v1/namespaces/{name}', async (req) => {
     const name = req.params['name']!;
     if (!isDnsLabel(name)) throw new HttpError(400, `Invalid namespace name "${name}": a DNS label (a-z, 0-9, "-")`, 'TENDRIL_ERR_INVALID_REQUEST');
-    const b = req.json() as { labels?: unknown; create?: unknown };
+    const b = req.json() as { labels?: unknown; create?: unknown; annotations?: unknown };
+    const annotationChanges = namespaceAnnotationChanges(name, b?.annotations);
     if (typeof b !== 'object' || b === null || typeof b.labels !== 'object' || b.labels === null || Array.isArray(b.labels)) {
       throw new HttpError(400, 'Namespace change must be {"labels": {"key": "value" | null}}', 'TENDRIL_ERR_INVALID_REQUEST');
     }
@@ -81,12 +82,35 @@ export function registerResourceRoutes(api: ApiServer, store: Store): void {
         else labels[k] = v as string;
       }
       labels[LABEL_NAMESPACE_NAME] = name;
+      const annotations = applyAnnotationChanges(cur?.value.annotations, annotationChanges);
       try {
-        const r = await store.put<NamespaceSpec>('Namespace', name, { labels }, { expectedRevision: cur?.revision ?? 0 });
+        const r = await store.put<NamespaceSpec>('Namespace', name, { labels, ...(annotations ? { annotations } : {}) }, { expectedRevision: cur?.revision ?? 0 });
         return { name, labels, revision: r.revision } satisfies NamespaceView;
       } catch (err) {
         if ((err as { code?: string }).code !== 'TENDRIL_ERR_STORE_CONFLICT' || attempt > 10) throw err;
       }
     }
   });
+}
+
+/** `annotations` of a namespace change: {"key": "value" | null}; undefined when not given. */
+function namespaceAnnotationChanges(ns: string, raw: unknown): Record<string, string | null> | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new HttpError(400, 'Namespace "annotations" must be {"key": "value" | null}', 'TENDRIL_ERR_INVALID_REQUEST');
+  for (const [k, v] of Object.entries(raw)) {
+    const keyProblem = labelKeyProblem(k);
+    if (keyProblem) throw new HttpError(400, `Invalid annotation for namespace ${ns}: ${keyProblem}`, 'TENDRIL_ERR_INVALID_REQUEST');
+    if (v !== null && typeof v !== 'string') throw new HttpError(400, `Invalid value for annotation "${k}" of namespace ${ns}: a string (or null to remove it)`, 'TENDRIL_ERR_INVALID_REQUEST');
+  }
+  return raw as Record<string, string | null>;
+}
+
+function applyAnnotationChanges(cur: Record<string, string> | undefined, changes: Record<string, string | null> | undefined): Record<string, string> | undefined {
+  if (!changes) return cur;
+  const out: Record<string, string> = { ...(cur ?? {}) };
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }

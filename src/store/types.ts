@@ -144,6 +144,8 @@ export interface NamedPort {
 /** Namespace resource, named by the namespace: its labels (kubernetes.io/metadata.name=<name> included). */
 export interface NamespaceSpec {
   labels: Record<string, string>;
+  /** Annotations (ipam.tendril.io/ip-pool: the IP pool of the namespace's pods); absent: none. */
+  annotations?: Record<string, string>;
 }
 
 /** Policy resource, named "<kind>.<namespace>.<name>" ("NetworkPolicy.x.deny-all"): the document as applied. */
