@@ -128,7 +128,7 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
   });
 
   let webIp = '';
-  test('pods created through the API get Tendril addresses and reach each other', async () => {
+  test('pods created through the API get Tendril addresses and reach each other', async (t) => {
     const w = await pod('web', 'web', 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www');
     const c = await pod('client', 'client', 'exec sleep 100000');
     webIp = w.status!.podIP!;
@@ -137,6 +137,13 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     assert.ok(owners.has(webIp), `web's ${webIp} not allocated by Tendril's IPAM: ${JSON.stringify([...owners])}`);
     assert.ok(owners.has(c.status!.podIP!), `client's ${c.status!.podIP} not allocated by Tendril's IPAM`);
     await until('client reaches web', async () => (await web('client', webIp)).stdout.includes('hello-from-web'));
+    // what `kubectl get pods -A -o wide` and `tendril endpoint list` show on the node (for the README)
+    const all = (await core.listPodForAllNamespaces()).items;
+    const rows = [['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'], ...all.map((p) => [p.metadata!.namespace!, p.metadata!.name!,
+      `${p.status?.containerStatuses?.filter((c) => c.ready).length ?? 0}/${p.spec?.containers.length ?? 0}`, p.status?.phase ?? '', p.status?.podIP ?? '', p.spec?.nodeName ?? ''])];
+    const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    t.diagnostic('pods:\n' + rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('   ').trimEnd()).join('\n'));
+    t.diagnostic('tendril endpoint list:\n' + execFileSync(process.execPath, [path.join(REPO, 'dist/src/cli/main.js'), '--socket', `${dirs.run}/tendril.sock`, 'endpoint', 'list'], { encoding: 'utf8' }));
   });
 
   test('a NetworkPolicy applied through the API is enforced: deny, then allow', async () => {
