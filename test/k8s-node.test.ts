@@ -141,8 +141,8 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     const all = (await core.listPodForAllNamespaces()).items;
     const rows = [['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'], ...all.map((p) => [p.metadata!.namespace!, p.metadata!.name!,
       `${p.status?.containerStatuses?.filter((c) => c.ready).length ?? 0}/${p.spec?.containers.length ?? 0}`, p.status?.phase ?? '', p.status?.podIP ?? '', p.spec?.nodeName ?? ''])];
-    const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    t.diagnostic('pods:\n' + rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('   ').trimEnd()).join('\n'));
+    const width = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    t.diagnostic('pods:\n' + rows.map((r) => r.map((c, i) => c.padEnd(width[i]!)).join('   ').trimEnd()).join('\n'));
     t.diagnostic('tendril endpoint list:\n' + execFileSync(process.execPath, [path.join(REPO, 'dist/src/cli/main.js'), '--socket', `${dirs.run}/tendril.sock`, 'endpoint', 'list'], { encoding: 'utf8' }));
   });
 
