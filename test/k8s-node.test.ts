@@ -14,13 +14,12 @@ import { CoreV1Api, KubeConfig, KubernetesObjectApi, type KubernetesObject, type
 import { ApiClient } from '../src/util/api-client.js';
 import type { StatusView } from '../src/agent/api.js';
 import { startKit, type Kit } from './lib/k8s-kit.js';
-import { applyAll, installObjects, kitOverlay, podExec } from './lib/k8s-node.js';
-import { exec, until as untilRaw } from './lib/proc.js';
+import { deletePods, installOnKitNode, podExec, type TendrilOnKit } from './lib/k8s-node.js';
+import { until as untilRaw } from './lib/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUN = `kn${process.pid % 100000}`;
 const PORT_BASE = 16600 + (process.pid % 16) * 6;
-const BPF_ROOT = `/sys/fs/bpf/tendril-${RUN}`;
 const NS = 'default';
 
 describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod)', { timeout: 900_000 }, () => {
@@ -30,7 +29,7 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
   let objects: KubernetesObjectApi;
   let netns = '';
   let dirs: { root: string; run: string; state: string; conf: string; bin: string; netns: string; criNetns: string };
-  const mounts: string[] = [];
+  let tendril: TendrilOnKit | undefined;
   let agent: ApiClient;
 
   /** Waits, and on a timeout says what the Tendril pods and the kit's logs said. */
@@ -88,54 +87,21 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     // the image first: a build failure needs no kit
     const image = execFileSync('bash', [path.join(REPO, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
     kit = await startKit({ portBase: PORT_BASE, env: { K8S_ALLOCATE_NODE_CIDRS: 'false' } });
-    const root = path.join(kit.runDir, 'tendril');
-    dirs = { root, run: `${root}/run`, state: `${root}/state`, conf: `${root}/net.d`, bin: `${root}/cni-bin`, netns: `${root}/netns`,
-      criNetns: path.join(kit.runDir, 'node/containerd/state/io.containerd.grpc.v1.cri/netns') };
-    for (const d of [dirs.run, dirs.state, dirs.conf, dirs.bin, dirs.netns, dirs.criNetns]) fs.mkdirSync(d, { recursive: true });
-    // The host's / is a private mount here: the dirs the agent's pod shares mounts through (its health netns, the
-    // runtime's pod netns files) become shared mounts of their own, as the kit does with the kubelet's root dir.
-    for (const d of [dirs.root, dirs.criNetns]) {
-      sh(['mount', '--bind', d, d]);
-      mounts.push(d);
-      sh(['mount', '--make-shared', d]);
-    }
-    // The kit links the CNI plugins when node.sh starts: the DaemonSet's install-cni replaces this file in place.
-    fs.copyFileSync(path.join(REPO, 'bin/tendril-cni'), `${dirs.bin}/tendril-cni`);
-    fs.chmodSync(`${dirs.bin}/tendril-cni`, 0o755);
-    await kit.script('node.sh', [], { K8S_CNI_BIN_DIR: `${dirs.bin}:/usr/lib/cni`, K8S_CNI_CONF_DIR: dirs.conf, K8S_IMAGES: image });
-    netns = /K8S_NETNS=['"]?([\w-]+)/.exec(fs.readFileSync(path.join(kit.runDir, 'node.env'), 'utf8'))![1]!;
-    // The kit's node has only lo: the native device the agent attaches to (a veth pair inside the node netns).
-    inNode(['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
-    inNode(['ip', 'link', 'set', 'eth0', 'up']);
-    inNode(['ip', 'link', 'set', 'eth0p', 'up']);
     kc = new KubeConfig();
     kc.loadFromFile(kit.kubeconfig);
     core = kc.makeApiClient(CoreV1Api);
     objects = KubernetesObjectApi.makeApiClient(kc);
-    const objs = kitOverlay(installObjects(), {
-      hostPaths: { '/var/run/tendril': dirs.run, '/var/lib/tendril': dirs.state, '/etc/cni/net.d': dirs.conf, '/opt/cni/bin': dirs.bin, '/run/netns': dirs.netns },
-      extraMounts: [dirs.criNetns],
-      // pins are files of the bpffs, seen by the host without propagation (the host's /sys/fs/bpf is private here)
-      noPropagation: ['bpffs'],
-      config: {
-        'k8s-service-port': String(kit.apiserverPort),
-        'bpf-root': BPF_ROOT,
-        'health-netns': `tendril-health-${RUN}`,
-        'cni-conf-dir': dirs.conf,
-        'state-dir': dirs.state,
-        socket: `${dirs.run}/tendril.sock`,
-        'enable-ipv4-masquerade': 'false',
-      },
-    });
-    await applyAll(kc, objs);
+    tendril = await installOnKitNode(kit, { run: RUN, image, repo: REPO, kc });
+    dirs = tendril.dirs;
+    netns = tendril.netns;
     agent = new ApiClient(`${dirs.run}/tendril.sock`);
   });
 
   after(async () => {
-    // down.sh deletes the pods through the apiserver first (CNI DEL by the agent), then stops everything
+    // the test's pods first, while the agent still runs their CNI DELs; then down.sh stops everything
+    if (kc) await deletePods(kc, NS);
     await kit?.script('down.sh', []).catch((e: Error) => process.stderr.write(`${e.message}\n`));
-    for (const m of mounts.reverse()) await exec(['umount', '-l', m]);
-    await exec(['rm', '-rf', BPF_ROOT]);
+    await tendril?.cleanup();
     await kit?.down();
   });
 
@@ -162,7 +128,7 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
   });
 
   let webIp = '';
-  test('pods created through the API get Tendril addresses and reach each other', async () => {
+  test('pods created through the API get Tendril addresses and reach each other', async (t) => {
     const w = await pod('web', 'web', 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www');
     const c = await pod('client', 'client', 'exec sleep 100000');
     webIp = w.status!.podIP!;
@@ -171,6 +137,13 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     assert.ok(owners.has(webIp), `web's ${webIp} not allocated by Tendril's IPAM: ${JSON.stringify([...owners])}`);
     assert.ok(owners.has(c.status!.podIP!), `client's ${c.status!.podIP} not allocated by Tendril's IPAM`);
     await until('client reaches web', async () => (await web('client', webIp)).stdout.includes('hello-from-web'));
+    // what `kubectl get pods -A -o wide` and `tendril endpoint list` show on the node (for the README)
+    const all = (await core.listPodForAllNamespaces()).items;
+    const rows = [['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'], ...all.map((p) => [p.metadata!.namespace!, p.metadata!.name!,
+      `${p.status?.containerStatuses?.filter((c) => c.ready).length ?? 0}/${p.spec?.containers.length ?? 0}`, p.status?.phase ?? '', p.status?.podIP ?? '', p.spec?.nodeName ?? ''])];
+    const width = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    t.diagnostic('pods:\n' + rows.map((r) => r.map((c, i) => c.padEnd(width[i]!)).join('   ').trimEnd()).join('\n'));
+    t.diagnostic('tendril endpoint list:\n' + execFileSync(process.execPath, [path.join(REPO, 'dist/src/cli/main.js'), '--socket', `${dirs.run}/tendril.sock`, 'endpoint', 'list'], { encoding: 'utf8' }));
   });
 
   test('a NetworkPolicy applied through the API is enforced: deny, then allow', async () => {

@@ -2,11 +2,12 @@
 // the kubelet from the image scripts/build-image.sh makes), and running commands in pods through the apiserver
 // (exec, as kubectl exec does: the kit has no kubectl and npm has no real kubectl binary, so
 // @kubernetes/client-node's Exec over the apiserver → kubelet → containerd stream).
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { Exec, KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Status } from '@kubernetes/client-node';
+import { CoreV1Api, Exec, KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Status } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 
 export const INSTALL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../install/kubernetes');
@@ -106,4 +107,90 @@ export async function podExec(kc: KubeConfig, namespace: string, pod: string, co
       .then((ws) => ws.on('close', () => setTimeout(() => finish({ code: -1, stdout, stderr: `${stderr}(stream closed without an exit status)` }), 200)))
       .catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   });
+}
+
+export interface TendrilOnKit {
+  /** Host dirs the DaemonSet uses (run-unique, under the kit's run dir). */
+  dirs: { root: string; run: string; state: string; conf: string; bin: string; netns: string; criNetns: string };
+  netns: string;
+  socket: string;
+  bpfRoot: string;
+  /** Unmounts what setup mounted and removes the BPF root (after the kit's down.sh). */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Starts the kit's node with Tendril's CNI dirs and installs Tendril from install/kubernetes/ (adapted to the node
+ * by kitOverlay): the image tarball is imported by node.sh. `wrapDir`: a dir listed first in the CNI bin dirs (the
+ * bench's timing wrappers).
+ */
+export async function installOnKitNode(
+  kit: { runDir: string; apiserverPort: number; script(name: string, args?: string[], env?: NodeJS.ProcessEnv): Promise<string> },
+  o: { run: string; image: string; repo: string; kc: KubeConfig; wrapDir?: string },
+): Promise<TendrilOnKit> {
+  const sh = (argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const root = path.join(kit.runDir, 'tendril');
+  const dirs = { root, run: `${root}/run`, state: `${root}/state`, conf: `${root}/net.d`, bin: `${root}/cni-bin`, netns: `${root}/netns`,
+    criNetns: path.join(kit.runDir, 'node/containerd/state/io.containerd.grpc.v1.cri/netns') };
+  const bpfRoot = `/sys/fs/bpf/tendril-${o.run}`;
+  const mounts: string[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const m of [...mounts].reverse()) {
+      try { sh(['umount', '-l', m]); } catch { /* already gone (down.sh unmounts what is left under the run dir) */ }
+    }
+    fs.rmSync(bpfRoot, { recursive: true, force: true });
+  };
+  try {
+    for (const d of [dirs.run, dirs.state, dirs.conf, dirs.bin, dirs.netns, dirs.criNetns]) fs.mkdirSync(d, { recursive: true });
+    // The host's / is a private mount here: the dirs the agent's pod shares mounts through (its health netns, the
+    // runtime's pod netns files) become shared mounts of their own, as the kit does with the kubelet's root dir.
+    for (const d of [dirs.root, dirs.criNetns]) {
+      sh(['mount', '--bind', d, d]);
+      mounts.push(d);
+      sh(['mount', '--make-shared', d]);
+    }
+    // The kit links the CNI plugins when node.sh starts: the DaemonSet's install-cni replaces this file in place.
+    fs.copyFileSync(path.join(o.repo, 'bin/tendril-cni'), `${dirs.bin}/tendril-cni`);
+    fs.chmodSync(`${dirs.bin}/tendril-cni`, 0o755);
+    await kit.script('node.sh', [], { K8S_CNI_BIN_DIR: [o.wrapDir, dirs.bin, '/usr/lib/cni'].filter(Boolean).join(':'), K8S_CNI_CONF_DIR: dirs.conf, K8S_IMAGES: o.image });
+    const netns = /K8S_NETNS=['"]?([\w-]+)/.exec(fs.readFileSync(path.join(kit.runDir, 'node.env'), 'utf8'))![1]!;
+    // The kit's node has only lo: the native device the agent attaches to (a veth pair inside the node netns).
+    const inNode = (argv: string[]) => sh(['nsenter', `--net=/run/netns/${netns}`, '--', ...argv]);
+    inNode(['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+    inNode(['ip', 'link', 'set', 'eth0', 'up']);
+    inNode(['ip', 'link', 'set', 'eth0p', 'up']);
+    const socket = `${dirs.run}/tendril.sock`;
+    const objs = kitOverlay(installObjects(), {
+      hostPaths: { '/var/run/tendril': dirs.run, '/var/lib/tendril': dirs.state, '/etc/cni/net.d': dirs.conf, '/opt/cni/bin': dirs.bin, '/run/netns': dirs.netns },
+      extraMounts: [dirs.criNetns],
+      // pins are files of the bpffs, seen by the host without propagation (the host's /sys/fs/bpf is private here)
+      noPropagation: ['bpffs'],
+      config: {
+        'k8s-service-port': String(kit.apiserverPort),
+        'bpf-root': bpfRoot,
+        'health-netns': `tendril-health-${o.run}`,
+        'cni-conf-dir': dirs.conf,
+        'state-dir': dirs.state,
+        socket,
+        'enable-ipv4-masquerade': 'false',
+      },
+    });
+    await applyAll(o.kc, objs);
+    return { dirs, netns, socket, bpfRoot, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+/** Deletes the pods of a namespace and waits (bounded) until they are gone: the CNI DELs run while the agent still does. */
+export async function deletePods(kc: KubeConfig, namespace: string, timeoutMs = 120_000): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  await core.deleteCollectionNamespacedPod({ namespace, gracePeriodSeconds: 0 }).catch(() => {});
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const left = await core.listNamespacedPod({ namespace }).then((l) => l.items.length, () => 0);
+    if (left === 0) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }

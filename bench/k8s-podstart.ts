@@ -1,0 +1,173 @@
+// Pod start on the kit's kubelet node, Tendril (the DaemonSet install) vs the kit's reference bridge plugin, same
+// run: N pods created through the API at once; per pod creation -> Ready (client side: the create call sent to the
+// Ready condition seen on a watch), containerd's RunPodSandbox (its own log timestamps, start -> "returns sandbox
+// id": netns + CNI + pause) and the CNI ADD as containerd executes it (a timing wrapper named like the plugin,
+// first in the CNI bin dirs, records exec -> exit of the real plugin). Each plugin gets a fresh kit run.
+// Standalone: `node dist/bench/k8s-podstart.js [--pods N]` (root, TENDRIL_K8S_KIT); run.ts runs it as a phase.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, Watch, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
+import { REPO_ROOT } from '../src/lab/paths.js';
+import { ApiClient } from '../src/util/api-client.js';
+import { startKit, type Kit } from '../test/lib/k8s-kit.js';
+import { deletePods, installOnKitNode, type TendrilOnKit } from '../test/lib/k8s-node.js';
+import { percentile } from './stats.js';
+
+export type PodStartPlugin = 'bridge' | 'tendril';
+
+export interface PodStartResult {
+  plugin: PodStartPlugin;
+  pods: number;
+  /** ms per Ready pod */
+  readyMs: number[];
+  sandboxMs: number[];
+  cniAddMs: number[];
+  notReady: number;
+  wallMs: number;
+}
+
+const NS = 'podstart';
+
+function wrapper(real: string, log: string): string {
+  return `#!/bin/bash\n# bench timing wrapper of ${real}\nt0=$(date +%s%N)\n${real}\nrc=$?\nt1=$(date +%s%N)\necho "$CNI_COMMAND $CNI_CONTAINERID $t0 $t1 $rc" >>${log}\nexit $rc\n`;
+}
+
+/** containerd's RunPodSandbox durations (ms) of the pods of namespace `ns`, from its log. */
+export function sandboxTimes(containerdLog: string, ns: string): number[] {
+  const start = new Map<string, number>();
+  const out: number[] = [];
+  for (const line of containerdLog.split('\n')) {
+    const m = /^time="([^"]+)".*RunPodSandbox for &PodSandboxMetadata\{Name:([^,]+),Uid:[^,]*,Namespace:([^,]+),Attempt:(\d+),\}( returns sandbox id)?/.exec(line);
+    if (!m || m[3] !== ns) continue;
+    const t = Date.parse(m[1]!) + Number((/\.\d{3}(\d{0,6})/.exec(m[1]!)?.[1] ?? '').padEnd(6, '0')) / 1e6;
+    const key = `${m[2]}/${m[4]}`;
+    if (!m[5]) start.set(key, t);
+    else if (start.has(key)) out.push(t - start.get(key)!);
+  }
+  return out;
+}
+
+export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase: number, say: (s: string) => void): Promise<PodStartResult> {
+  const image = plugin === 'tendril' ? execFileSync('bash', [path.join(REPO_ROOT, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim() : '';
+  let kit: Kit | undefined;
+  let tendril: TendrilOnKit | undefined;
+  let kc: KubeConfig | undefined;
+  let watchReq: { abort(): void } | undefined;
+  try {
+    kit = await startKit({ portBase, env: { K8S_ALLOCATE_NODE_CIDRS: plugin === 'bridge' ? 'true' : 'false' } });
+    kc = new KubeConfig();
+    kc.loadFromFile(kit.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const wrap = path.join(kit.runDir, 'cni-wrap');
+    const timing = path.join(kit.runDir, 'cni-timing.log');
+    fs.mkdirSync(wrap, { recursive: true });
+    if (plugin === 'bridge') {
+      fs.writeFileSync(path.join(wrap, 'bridge'), wrapper('/usr/lib/cni/bridge', timing), { mode: 0o755 });
+      await kit.script('node.sh', [], { K8S_CNI_BIN_DIR: `${wrap}:/usr/lib/cni` });
+    } else {
+      fs.writeFileSync(path.join(wrap, 'tendril-cni'), wrapper(path.join(kit.runDir, 'tendril/cni-bin/tendril-cni'), timing), { mode: 0o755 });
+      tendril = await installOnKitNode(kit, { run: `ps${process.pid % 100000}`, image, repo: REPO_ROOT, kc, wrapDir: wrap });
+      const agent = new ApiClient(tendril.socket);
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const ok = await agent.get<{ ipam: unknown }>('/v1/healthz').then((s) => s.ipam !== null, () => false);
+        if (ok && fs.existsSync(path.join(tendril.dirs.conf, '05-tendril.conflist'))) break;
+        if (Date.now() > deadline) throw new Error('tendril agent (DaemonSet pod) not ready after 300 s');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const deadline = Date.now() + 300_000;
+    for (;;) {
+      const n = (await core.listNode()).items[0];
+      const sa = await core.readNamespacedServiceAccount({ name: 'default', namespace: 'default' }).then(() => true, () => false);
+      if (sa && n?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) break;
+      if (Date.now() > deadline) throw new Error(`node not Ready after 300 s (${plugin})`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    await objects.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } } as KubernetesObject);
+    for (let i = 0; ; i++) { // the ServiceAccount admission needs the namespace's default account
+      if (await core.readNamespacedServiceAccount({ name: 'default', namespace: NS }).then(() => true, () => false)) break;
+      if (i > 600) throw new Error('no default ServiceAccount in the bench namespace');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const sent = new Map<string, number>();
+    const ready = new Map<string, number>();
+    watchReq = await new Watch(kc).watch(`/api/v1/namespaces/${NS}/pods`, {}, (_type: string, p: V1Pod) => {
+      const name = p.metadata?.name ?? '';
+      if (!ready.has(name) && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ready.set(name, performance.now());
+    }, () => {});
+    say(`podstart ${plugin}: ${pods} pods at once`);
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: pods }, async (_, i) => {
+      const name = `p${i}`;
+      sent.set(name, performance.now());
+      await objects.create({
+        apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NS, labels: { app: 'podstart' } },
+        spec: { automountServiceAccountToken: false, terminationGracePeriodSeconds: 0,
+          containers: [{ name: 'c', image: 'localhost/busybox:local', imagePullPolicy: 'Never', command: ['/bin/sleep', '100000'] }] },
+      } as KubernetesObject);
+    }));
+    const until = Date.now() + 600_000;
+    while (ready.size < pods && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    const wallMs = performance.now() - t0;
+    const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
+    const sandboxMs = sandboxTimes(fs.readFileSync(path.join(kit.runDir, 'logs/containerd.log'), 'utf8'), NS);
+    const cniAddMs = fs.existsSync(timing)
+      ? fs.readFileSync(timing, 'utf8').split('\n').filter((l) => l.startsWith('ADD ')).map((l) => l.split(' ')).filter((f) => f[4] === '0').map((f) => (Number(f[3]) - Number(f[2])) / 1e6)
+      : [];
+    return { plugin, pods, readyMs, sandboxMs, cniAddMs, notReady: pods - ready.size, wallMs };
+  } finally {
+    watchReq?.abort();
+    if (kc) await deletePods(kc, NS).catch(() => {});
+    if (kit) await kit.script('down.sh', []).catch((e: Error) => say(e.message));
+    await tendril?.cleanup();
+    await kit?.down().catch((e: Error) => say(e.message));
+  }
+}
+
+const pct = (xs: number[], q: number) => (xs.length ? percentile(xs, q) : NaN);
+const f = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
+const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}x` : '-');
+
+export function podStartReport(rs: PodStartResult[]): string[] {
+  const br = rs.find((r) => r.plugin === 'bridge');
+  const row = (label: string, pick: (r: PodStartResult) => number[]) => rs.map((r) => {
+    const xs = pick(r);
+    const p50 = pct(xs, 0.5);
+    const p99 = pct(xs, 0.99);
+    const b = br ? pick(br) : [];
+    return `| ${label} | ${r.plugin} | ${xs.length} | ${f(p50)} | ${f(p99)} | ${r.plugin === 'bridge' ? '1.00x' : ratio(p50, pct(b, 0.5))} | ${r.plugin === 'bridge' ? '1.00x' : ratio(p99, pct(b, 0.99))} |`;
+  });
+  return [
+    `## Kubernetes pod start (${rs[0]?.pods ?? 0} pods at once on the kit's kubelet node, ms)`,
+    '',
+    '| measure | plugin | n | p50 | p99 | p50 vs bridge | p99 vs bridge |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...row('CNI ADD (containerd exec of the plugin)', (r) => r.cniAddMs),
+    ...row('RunPodSandbox (containerd log)', (r) => r.sandboxMs),
+    ...row('creation -> Ready (API)', (r) => r.readyMs),
+    '',
+    ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
+    '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',
+    '',
+  ];
+}
+
+/** Runs bridge, then tendril; returns the report lines (throws without TENDRIL_K8S_KIT). */
+export async function podStartPhase(pods: number, say: (s: string) => void): Promise<{ results: PodStartResult[]; report: string[] }> {
+  const base = 16660 + (process.pid % 5) * 6;
+  const results = [await podStartRun('bridge', pods, base, say), await podStartRun('tendril', pods, base, say)];
+  return { results, report: podStartReport(results) };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const i = process.argv.indexOf('--pods');
+  const pods = i > 0 ? Number(process.argv[i + 1]) : 50;
+  podStartPhase(pods, (s) => process.stderr.write(`${s}\n`)).then(
+    ({ report }) => { process.stdout.write(report.join('\n') + '\n'); process.exit(0); },
+    (err: unknown) => { process.stderr.write(`k8s-podstart: ${err instanceof Error ? err.stack : String(err)}\n`); process.exit(1); },
+  );
+}
