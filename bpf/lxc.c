@@ -91,8 +91,10 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		ret = proxy_reply4(skb, &trace, &pkt, src->lxc_id, src->sec_id, dst_label, &taken);
 		if (taken)
 			return ret;
-		/* A backend's reply to a NodePort client outside: from the node port, out of the native device. */
-		if ((dst_label == IDENTITY_WORLD || dst_label >= IDENTITY_LOCAL_MIN) && !pkt.no_ports && !pkt.icmp_error) {
+		/* A backend's reply to a NodePort client outside (the world, another node): from the node port, out of
+		 * the native device. */
+		if ((dst_label == IDENTITY_WORLD || dst_label == IDENTITY_REMOTE_NODE || dst_label >= IDENTITY_LOCAL_MIN) &&
+		    !pkt.no_ports && !pkt.icmp_error) {
 			ret = nodeport_rev_from_lxc(skb, &pkt.tuple);
 			if (ret)
 				return ret;

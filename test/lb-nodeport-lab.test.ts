@@ -2,7 +2,7 @@
 // external host reaches a NodePort on every node's IP: with externalTrafficPolicy Cluster over every backend, a
 // local backend seeing the external host's address, a remote one the node's (SNAT); with Local only the node's own
 // backends answer, seeing the external host's address, and a node without one refuses at once (ICMP). UDP, a named
-// targetPort, and a node reaching another node's NodePort. Root; each lab is the test's own and is removed in
+// targetPort, internalTrafficPolicy Local for ClusterIP from pods, and a node reaching another node's NodePort. Root; each lab is the test's own and is removed in
 // after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -125,6 +125,19 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) {
         for (const a of got) assert.equal(a.seen, home[a.name!] === n.name ? extIp : n.ip, `${a.name} via ${n.name}`);
       }
       await labServiceDel(lab, 'edge/np-udp');
+    });
+
+    test('internalTrafficPolicy Local: pods reach only their own node\'s backends through the ClusterIP', async () => {
+      const s = await labServiceAdd(lab, 'itp', { namespace: 'edge', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP', internalTrafficPolicy: 'Local' });
+      const [ctr, , w2] = loadLab(lab).nodes;
+      const here = await podAdd(lab, 'itp-client', { node: ctr!.name, namespace: 'edge', labels: { role: 'client' } });
+      const there = await podAdd(lab, 'itp-remote', { node: w2!.name, namespace: 'edge', labels: { role: 'client' } });
+      for (const [from, want] of [[here, 'web-0'], [there, 'web-2']] as const) {
+        const got = request(from.netns, s.clusterIP!, 80, 15);
+        assert.ok(got.every((a) => a.ok), `${from.name}: ${JSON.stringify(got.filter((a) => !a.ok))}`);
+        assert.deepEqual(names(got), new Set([want]), from.name);
+      }
+      await labServiceDel(lab, 'edge/itp');
     });
 
     test('a node reaches another node\'s NodePort; the backend sees the node (local) or the node it went through (remote)', async () => {

@@ -436,6 +436,7 @@ export class Agent {
       },
       identityLabels: (id) => this.security.labelsOf(id),
       sourceXlated: (t) => this.dp?.natSourceOf(t),
+      serviceByAddr: (ip, port, protocol) => this.services?.serviceByAddr(ip, port, protocol),
       interfaceName: (ifindex) => {
         let name = ifnames.get(ifindex);
         if (name === undefined) {

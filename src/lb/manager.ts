@@ -79,6 +79,8 @@ export class ServiceManager {
   private stopped = false;
   private lastSync: { at: string; frontends: number; written: number; removed: number; ms: number } | undefined;
   private lastError: string | undefined;
+  /** Frontend "ip:port/PROTO" -> service, for serviceByAddr(); rebuilt after a change. */
+  private byFrontend: Map<string, { name: string; namespace: string }> | undefined;
 
   constructor(opts: ServiceManagerOptions) {
     this.opts = opts;
@@ -119,6 +121,7 @@ export class ServiceManager {
   }
 
   private schedule(): void {
+    this.byFrontend = undefined;
     if (this.pending || this.stopped || !this.services.ready) return;
     this.pending = setImmediate(() => {
       this.pending = undefined;
@@ -146,6 +149,19 @@ export class ServiceManager {
       this.lastError = (err as Error).message;
       this.opts.log.error({ err }, 'cannot write the service maps');
     }
+  }
+
+  /** The service whose frontend (ClusterIP, not a node port's 0.0.0.0) is ip:port/protocol (6 TCP, 17 UDP); for flows. */
+  serviceByAddr(ip: string, port: number, protocol: number): { name: string; namespace: string } | undefined {
+    const key = `${ip}:${port}/${protocol === 17 ? 'UDP' : 'TCP'}`;
+    if (this.byFrontend === undefined) {
+      this.byFrontend = new Map();
+      for (const s of this.services.values()) {
+        if (!s.clusterIP) continue;
+        for (const p of s.ports) this.byFrontend.set(`${s.clusterIP}:${p.port}/${p.protocol}`, { name: s.name, namespace: s.namespace });
+      }
+    }
+    return this.byFrontend.get(key);
   }
 
   list(): ServiceListEntry[] {

@@ -45,6 +45,11 @@ export interface FlowContext {
   interfaceName?(ifindex: number): string | undefined;
   /** Flow UUID source (tests make it deterministic). */
   uuid?(): string;
+  /**
+   * The service whose frontend is ip:port (protocol 6 TCP, 17 UDP), for Hubble's source_service/destination_service;
+   * undefined if none.
+   */
+  serviceByAddr?(ip: string, port: number, protocol: number): { name: string; namespace: string } | undefined;
   /** The translated source of a masqueraded flow (its NAT entry), as "ip"; undefined if it is not translated. */
   sourceXlated?(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined;
 }
@@ -100,6 +105,15 @@ export function toFlow(ev: DatapathEvent, ctx: FlowContext): Flow {
 
   flow.source = endpointOf(srcEp, ev.srcIdentity, ctx);
   flow.destination = endpointOf(dstEp, ev.dstIdentity, ctx);
+  // As Hubble: an address and port that are a service frontend name the service (a reply from a ClusterIP, a
+  // packet dropped on its way to one).
+  if (d.ipv4 && ctx.serviceByAddr && (d.tcp || d.udp)) {
+    const proto = d.tcp ? 6 : 17;
+    const s = ctx.serviceByAddr(d.ipv4.src, d.tcp?.srcPort ?? d.udp!.srcPort, proto);
+    if (s) flow.source_service = { name: s.name, namespace: s.namespace };
+    const t = ctx.serviceByAddr(d.ipv4.dst, d.tcp?.dstPort ?? d.udp!.dstPort, proto);
+    if (t) flow.destination_service = { name: t.name, namespace: t.namespace };
+  }
 
   const dir = directionOf(ev, srcEp?.id);
   if (dir) flow.traffic_direction = dir;

@@ -37,9 +37,11 @@ function ports(f: Flow): [string, string] {
   return [String(p.source_port ?? 0), String(p.destination_port ?? 0)];
 }
 
-function hostname(ip: string, port: string, ns: string | undefined, pod: string | undefined, translate: boolean): string {
+function hostname(ip: string, port: string, ns: string | undefined, pod: string | undefined, translate: boolean, svc?: { name?: string; namespace?: string }): string {
   let host = ip;
   if (translate && pod) host = ns ? `${ns}/${pod}` : pod;
+  // As Hubble's printer: no pod, but a service frontend: "namespace/service".
+  else if (translate && svc?.name) host = svc.namespace ? `${svc.namespace}/${svc.name}` : svc.name;
   if (port !== '' && port !== '0') return ip.includes(':') && host === ip ? `[${host}]:${port}` : `${host}:${port}`;
   return host;
 }
@@ -53,8 +55,8 @@ export function hostNames(f: Flow, opts: FormatOptions = {}): [string, string] {
   const translate = opts.ipTranslation ?? true;
   const [sp, dp] = ports(f);
   return [
-    hostname(f.IP.source ?? '', sp, f.source?.namespace, f.source?.pod_name, translate),
-    hostname(f.IP.destination ?? '', dp, f.destination?.namespace, f.destination?.pod_name, translate),
+    hostname(f.IP.source ?? '', sp, f.source?.namespace, f.source?.pod_name, translate, f.source_service),
+    hostname(f.IP.destination ?? '', dp, f.destination?.namespace, f.destination?.pod_name, translate, f.destination_service),
   ];
 }
 
@@ -141,7 +143,7 @@ export function alignRows(rows: string[][], padding = 3): string {
 /** Flow keys in flow.proto declaration order, so JSON reads like Hubble's. */
 const FLOW_KEY_ORDER = [
   'time', 'uuid', 'verdict', 'drop_reason', 'ethernet', 'IP', 'l4', 'source', 'destination', 'Type', 'node_name',
-  'source_names', 'destination_names', 'l7', 'event_type', 'traffic_direction', 'policy_match_type', 'trace_observation_point',
+  'source_names', 'destination_names', 'l7', 'event_type', 'source_service', 'destination_service', 'traffic_direction', 'policy_match_type', 'trace_observation_point',
   'trace_reason', 'file', 'drop_reason_desc', 'is_reply', 'interface', 'Summary',
 ];
 

@@ -94,6 +94,9 @@ export interface Flow {
   file?: { name?: string; line?: number };
   is_reply?: boolean;
   interface?: { index?: number; name?: string };
+  /** flow.proto's Service: the service whose frontend the source (destination) address and port are. */
+  source_service?: { name?: string; namespace?: string };
+  destination_service?: { name?: string; namespace?: string };
   Summary?: string;
 }
 
