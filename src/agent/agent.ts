@@ -14,6 +14,7 @@ import { AgentError } from './errors.js';
 import { DEFAULT_SERVICE_ACCOUNT, IDENTITY_HEALTH } from './identity.js';
 import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { ServiceManager } from '../lb/index.js';
+import { L2Announcer, L2_RESPONDER_MAP, l2ResponderEntryCodec, l2ResponderKeyCodec } from '../l2/index.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
@@ -62,6 +63,7 @@ export class Agent {
   private security!: SecurityManager;
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
+  private l2: L2Announcer | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; fill: number; ms: number; 'next-ms': number } | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -266,6 +268,9 @@ export class Agent {
     if (this.store && !this.kubernetes) {
       this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
+      // L2 announcements of LoadBalancer IPs on the native device (src/l2).
+      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec) });
+      this.l2.start();
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -328,6 +333,7 @@ export class Agent {
     this.broughtUp?.();
     this.security?.stop();
     this.services?.stop();
+    await this.l2?.stop().catch((err: unknown) => this.log.warn({ err }, 'cannot hand back the L2 announcement leases'));
     await this.proxy?.stop();
     this.nodes?.stop();
     this.events?.stop();
@@ -624,6 +630,7 @@ export class Agent {
     api.route('DELETE', '/v1/map/nat', () => ({ deleted: this.live().dp.natFlush() }));
     api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
     api.route('GET', '/v1/service', () => this.services?.list() ?? []);
+    api.route('GET', '/v1/l2', () => this.l2?.list() ?? []);
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
@@ -813,6 +820,7 @@ export class Agent {
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
       'kube-proxy-replacement': this.services?.status() ?? null,
+      'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
       proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },

@@ -10,6 +10,7 @@ import { labelKeyProblem } from '../policy/index.js';
 import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
 import { registerLabServices } from './lab-service-cmd.js';
+import { registerLabLbPools } from './lab-lb-pool-cmd.js';
 import { collect, labName } from './options.js';
 
 /** `--label KEY=VALUE` (KEY= for an empty value); a bare KEY is refused, as kubectl's --labels does. */
@@ -260,6 +261,7 @@ export function registerLab(program: Command): void {
     });
 
   registerLabServices(lab, labName);
+  registerLabLbPools(lab, labName);
 
   const node = lab.command('node').description('nodes of the lab');
   node

@@ -9,6 +9,7 @@ import { registerMonitor } from './monitor-cmd.js';
 import { registerPolicyViews } from './policy-cmd.js';
 import { registerNatViews } from './nat-cmd.js';
 import { registerServiceViews } from './service-cmd.js';
+import { registerL2Views } from './l2-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -65,6 +66,7 @@ registerIpamCommands(program);
 registerPolicyViews(program);
 registerNatViews(program);
 registerServiceViews(program);
+registerL2Views(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

@@ -46,6 +46,11 @@ function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
   return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
 }
 
+function formatL2(l: StatusView['l2-announcements']): string {
+  if (!l) return 'Disabled';
+  return `Ok   ${l.announced}/${l.leases} LoadBalancer IP(s) announced by this node (ARP in BPF, lease ${l.leaseDurationMs / 1000}s)${l.lastError ? `, error: ${l.lastError}` : ''}`;
+}
+
 export function formatStatus(s: StatusView, verbose: boolean): string {
   const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
@@ -64,6 +69,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Device Mode', s['device-mode']],
     ['Masquerading', formatMasquerading(s.masquerading)],
     ['KubeProxyReplacement', kubeProxyReplacement(s['kube-proxy-replacement'])],
+    ['L2 Announcements', formatL2(s['l2-announcements'])],
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `${s.hubble.serving === false ? 'Not serving (agent not ready)' : 'Ok'}   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],
