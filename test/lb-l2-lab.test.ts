@@ -1,11 +1,11 @@
-// Integration (issue #10, LB IPAM and L2 announcements) on a 3-node tunnel lab with an external host on the
+// Integration (issue #10, LB IPAM and L2 announcements) on a 3-node lab (tunnel and native routing) with an external host on the
 // underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
 // its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC; when that
 // node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-pools.js';
 import { labServiceAdd } from '../src/lab/services.js';
@@ -51,8 +51,8 @@ function macOf(netns: string, dev: string): string {
   return (JSON.parse(r.stdout) as Array<{ address: string }>)[0]!.address;
 }
 
-describe('LB IPAM and L2 announcements on a 3-node lab (tunnel)', { concurrency: 1, timeout: 600_000 }, () => {
-  const lab = `l2a${process.pid % 100000}`;
+for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM and L2 announcements on a 3-node lab (${routing})`, { concurrency: 1, timeout: 600_000 }, () => {
+  const lab = `l2${routing[0]}${process.pid % 100000}`;
   const pods: Record<string, LabPod> = {};
   let extNetns = '';
   let lbIp = '';
@@ -68,7 +68,7 @@ describe('LB IPAM and L2 announcements on a 3-node lab (tunnel)', { concurrency:
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'test/lb-l2-lab.test.ts needs root');
     await labDown(lab).catch(() => undefined);
-    const st = await labUp({ name: lab, nodes: 3, routing: 'tunnel' });
+    const st = await labUp({ name: lab, nodes: 3, routing });
     const [ctr, w1, w2] = st.nodes.map((n) => n.name);
     extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP })).netns;
     for (const [name, node] of [['web-0', ctr], ['web-1', w1], ['web-2', w2]] as const) {

@@ -103,8 +103,11 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
-      await lbIpam.start();
-      undo.push(() => lbIpam.stop());
+      // Kubernetes mode: Services are the apiserver's (not watched yet), so LB IPAM has nothing to serve there.
+      if (!kubernetes) {
+        await lbIpam.start();
+        undo.push(() => lbIpam.stop());
+      }
     };
     let elector: LeaseElector | undefined;
     let leadRetry: NodeJS.Timeout | undefined;
