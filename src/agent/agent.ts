@@ -14,6 +14,7 @@ import { AgentError } from './errors.js';
 import { DEFAULT_SERVICE_ACCOUNT, IDENTITY_HEALTH } from './identity.js';
 import { SecurityManager, type EndpointPolicyView } from './security.js';
 import { ServiceManager } from '../lb/index.js';
+import { L2Announcer, L2_RESPONDER_MAP, l2ResponderEntryCodec, l2ResponderKeyCodec } from '../l2/index.js';
 import { entryKeyId } from '../datapath/policy.js';
 import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
@@ -68,6 +69,7 @@ export class Agent {
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
   private egress: EgressManager | undefined;
+  private l2: L2Announcer | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
   private ctGcLast: { at: string; deleted: number; alive: number; fill: number; ms: number; 'next-ms': number } | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -290,6 +292,9 @@ export class Agent {
       // Egress gateway policies likewise come from the cluster store only (src/egress).
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
+      // L2 announcements of LoadBalancer IPs on the native device (src/l2).
+      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec) });
+      this.l2.start();
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -355,6 +360,7 @@ export class Agent {
     this.security?.stop();
     this.services?.stop();
     this.egress?.stop();
+    await this.l2?.stop().catch((err: unknown) => this.log.warn({ err }, 'cannot hand back the L2 announcement leases'));
     await this.proxy?.stop();
     this.nodes?.stop();
     this.events?.stop();
@@ -657,6 +663,7 @@ export class Agent {
     api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
     api.route('GET', '/v1/map/egress', () => this.egress?.list() ?? []);
     api.route('GET', '/v1/service', () => this.services?.list() ?? []);
+    api.route('GET', '/v1/l2', () => this.l2?.list() ?? []);
     api.route('POST', '/v1/cni', async (req) => {
       const out = await cni.handleRaw(flattenHeaders(req.headers), req.body);
       return { raw: true, status: 200, headers: { 'x-cni-exit-code': String(out.exitCode) }, body: out.stdout };
@@ -848,6 +855,7 @@ export class Agent {
       masquerading: this.masq?.status() ?? null,
       egressGateway: this.egress?.status() ?? null,
       'kube-proxy-replacement': this.services?.status() ?? null,
+      'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
       proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },

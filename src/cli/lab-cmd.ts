@@ -11,6 +11,7 @@ import { outsideForNode } from '../lab/outside.js';
 import { registerLabOutside } from './lab-outside-cmd.js';
 import { registerLabEgress } from './lab-egress-cmd.js';
 import { registerLabServices } from './lab-service-cmd.js';
+import { registerLabLbPools } from './lab-lb-pool-cmd.js';
 import { collect, labName } from './options.js';
 import { registerLabPools } from './lab-pool-cmd.js';
 
@@ -265,6 +266,7 @@ export function registerLab(program: Command): void {
     });
 
   registerLabServices(lab, labName);
+  registerLabLbPools(lab, labName);
 
   registerLabPools(lab, labName);
 

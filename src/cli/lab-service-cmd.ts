@@ -1,6 +1,9 @@
 // `tendril lab service add|list|del`.
 import type { Command } from 'commander';
 import { table } from './table.js';
+import { parseKeyValues } from './lab-lb-pool-cmd.js';
+import { labServiceStatuses } from '../lab/lb-pools.js';
+import type { ServiceStatusSpec } from '../lb/index.js';
 import { LabError } from '../lab/errors.js';
 import { labServiceAdd, labServiceDel, labServiceList, parseServicePort } from '../lab/services.js';
 import { collect } from './options.js';
@@ -34,6 +37,8 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
     .option('--internal-traffic-policy <policy>', 'Cluster or Local')
     .option('--session-affinity <mode>', 'None or ClientIP')
     .option('--session-affinity-timeout <seconds>', 'ClientIP affinity timeout')
+    .option('--label <k=v>', 'a label of the service itself (what LoadBalancer IP pools select; repeatable)', collect, [])
+    .option('--annotation <k=v>', 'an annotation, e.g. lbipam.tendril.io/ips=IP or lbipam.tendril.io/sharing-key=KEY (repeatable)', collect, [])
     .option('--name <lab>', 'lab name')
     .action(async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
       const ports = (o['port'] as string[]).map(parseServicePort);
@@ -52,6 +57,8 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
           ...(o['internalTrafficPolicy'] !== undefined ? { internalTrafficPolicy: o['internalTrafficPolicy'] as string } : {}),
           ...(o['sessionAffinity'] !== undefined ? { sessionAffinity: o['sessionAffinity'] as string } : {}),
           ...(timeout !== undefined ? { sessionAffinityTimeoutSeconds: Number(timeout) } : {}),
+          ...((o['label'] as string[]).length ? { labels: parseKeyValues(o['label'] as string[], '--label') } : {}),
+          ...((o['annotation'] as string[]).length ? { annotations: parseKeyValues(o['annotation'] as string[], '--annotation') } : {}),
         },
         { warn: warnStderr },
       );
@@ -64,15 +71,17 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
     .option('--name <lab>', 'lab name')
     .action(async (o: { output?: string }, cmd: Command) => {
       const list = await labServiceList(labName(cmd));
+      const lb = await labServiceStatuses(labName(cmd)).catch(() => new Map<string, ServiceStatusSpec>());
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(list, null, 2) + '\n');
       process.stdout.write(
         table(
-          ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'PORT(S)', 'SELECTOR'],
+          ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)', 'SELECTOR'],
           list.map((s) => [
             s.namespace,
             s.name,
             s.type,
             s.clusterIP ?? '<pending>',
+            s.type === 'LoadBalancer' ? lb.get(`${s.namespace}/${s.name}`)?.loadBalancer.ingress.join(',') || '<pending>' : '<none>',
             s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ''}/${p.protocol}`).join(','),
             Object.entries(s.selector).map(([k, v]) => `${k}=${v}`).join(',') || '<none>',
           ]),

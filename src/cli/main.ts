@@ -10,6 +10,7 @@ import { registerPolicyViews } from './policy-cmd.js';
 import { registerNatViews } from './nat-cmd.js';
 import { registerEgressViews } from './egress-cmd.js';
 import { registerServiceViews } from './service-cmd.js';
+import { registerL2Views } from './l2-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -69,6 +70,7 @@ registerPolicyViews(program);
 registerNatViews(program);
 registerEgressViews(program);
 registerServiceViews(program);
+registerL2Views(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);

@@ -54,6 +54,11 @@ export function formatProxyStatus(p: StatusView['proxy']): string {
   return `${p.running ? 'OK' : 'Not running (L7 ports fail closed)'}   port ${p.port}, ${p.redirects} redirect(s) active, pid ${p.pid ?? '-'}, ${p.restarts} restart(s)${reqs}`;
 }
 
+function formatL2(l: StatusView['l2-announcements']): string {
+  if (!l) return 'Disabled';
+  return `Ok   ${l.announced}/${l.leases} LoadBalancer IP(s) announced by this node (ARP in BPF, lease ${l.leaseDurationMs / 1000}s)${l.lastError ? `, error: ${l.lastError}` : ''}`;
+}
+
 export function formatStatus(s: StatusView, verbose: boolean): string {
   const store = s.store ? `${s.store.ok ? 'Ok' : 'Unreachable'}   ${s.store.description}${s.store.error ? `   (${s.store.error})` : ''}` : 'Disabled';
   const before: Array<[string, string]> = [
@@ -72,6 +77,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Device Mode', s['device-mode']],
     ['Masquerading', formatMasquerading(s.masquerading)],
     ['KubeProxyReplacement', kubeProxyReplacement(s['kube-proxy-replacement'])],
+    ['L2 Announcements', formatL2(s['l2-announcements'])],
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `${s.hubble.serving === false ? 'Not serving (agent not ready)' : 'Ok'}   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],

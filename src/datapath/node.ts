@@ -455,6 +455,17 @@ export class NodeDatapath {
     return this.s.lxc.map(name);
   }
 
+  /** A map of the loaded host object by name (its own maps, e.g. the L2 responder, are not in the endpoint object). */
+  hostMap(name: string): BpfMap {
+    if (!this.s) throw new DatapathError('TENDRIL_ERR_DATAPATH_STATE', `Cannot open map "${name}": the datapath is not started`);
+    return this.s.host.map(name);
+  }
+
+  /** The native (underlay) device as found at start. */
+  get nativeDevice(): LinkInfo {
+    return this.started().nativeDev;
+  }
+
   get hostDevice(): HostDevice {
     return this.started().hostDev;
   }

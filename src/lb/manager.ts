@@ -8,6 +8,7 @@ import { backendsFor, type EndpointView } from './backends.js';
 import { LbDatapath, type Frontend, type LbAlgorithm } from './datapath.js';
 import { LB_SCOPE_EXTERNAL } from './maps.js';
 import type { ServiceSpec } from './service.js';
+import type { ServiceStatusSpec } from './lb-pool.js';
 
 export interface ServiceManagerOptions {
   store: Store;
@@ -32,7 +33,7 @@ export interface ServiceListEntry {
 export const NODEPORT_ADDRESS = '0.0.0.0';
 
 /** Frontends of the services, with their backends (pure: the agent's and the tests' one derivation). */
-export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string): Frontend[] {
+export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string, lbIps: (s: ServiceSpec) => readonly string[] = () => []): Frontend[] {
   const out: Frontend[] = [];
   for (const s of services) {
     if (!s.clusterIP) continue;
@@ -63,6 +64,8 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
           out.push(np);
         }
       }
+      // LoadBalancer: each IP LB IPAM gave it (its ServiceStatus), at the service port.
+      if (s.type === 'LoadBalancer') for (const ip of lbIps(s)) out.push({ ...f, address: ip, type: 'LoadBalancer' });
     }
   }
   return out;
@@ -73,6 +76,7 @@ export class ServiceManager {
   private readonly services: KindCache<ServiceSpec>;
   private readonly endpoints: KindCache<EndpointSpec>;
   private readonly identities: KindCache<IdentitySpec>;
+  private readonly statuses: KindCache<ServiceStatusSpec>;
   private dp: LbDatapath | undefined;
   private pending: NodeJS.Immediate | undefined;
   private retry: NodeJS.Timeout | undefined;
@@ -87,6 +91,7 @@ export class ServiceManager {
     this.services = new KindCache<ServiceSpec>(opts.store, 'Service', opts.log);
     this.endpoints = new KindCache<EndpointSpec>(opts.store, 'Endpoint', opts.log);
     this.identities = new KindCache<IdentitySpec>(opts.store, 'Identity', opts.log);
+    this.statuses = new KindCache<ServiceStatusSpec>(opts.store, 'ServiceStatus', opts.log);
   }
 
   /** Opens the maps (adopting what an earlier run wrote) and starts the watches; store failures are retried. */
@@ -101,6 +106,7 @@ export class ServiceManager {
       // Identities and endpoints first: a service's first pass then already sees its backends.
       if (!this.identities.ready) await this.identities.start(events);
       if (!this.endpoints.ready) await this.endpoints.start(events);
+      if (!this.statuses.ready) await this.statuses.start(events);
       if (!this.services.ready) await this.services.start(events);
     } catch (err) {
       if (this.stopped) return;
@@ -118,6 +124,7 @@ export class ServiceManager {
     this.services.stop();
     this.endpoints.stop();
     this.identities.stop();
+    this.statuses.stop();
   }
 
   private schedule(): void {
@@ -139,7 +146,7 @@ export class ServiceManager {
       labels: this.identities.get(String(e.identity))?.labels ?? [],
       namedPorts: e.namedPorts ?? [],
     }));
-    const frontends = frontendsOf(this.services.values(), eps, this.opts.node);
+    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.statuses.get(`${s.namespace}.${s.name}`)?.loadBalancer.ingress ?? []);
     try {
       const r = this.dp.sync(frontends);
       this.lastSync = { at: new Date().toISOString(), frontends: frontends.length, ...r, ms: Math.round((performance.now() - t0) * 10) / 10 };

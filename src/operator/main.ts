@@ -107,10 +107,11 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
-      await lbIpam.start();
-      undo.push(() => lbIpam.stop());
-      // Egress gateway policies are kept in the cluster store (not watched from Kubernetes yet).
+      // Kubernetes mode: Services are the apiserver's, not served by LB IPAM yet; egress gateway policies are kept
+      // in the cluster store only (not watched from Kubernetes yet).
       if (!kubernetes) {
+        await lbIpam.start();
+        undo.push(() => lbIpam.stop());
         await egress.start();
         undo.push(() => egress.stop());
       }

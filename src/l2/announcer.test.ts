@@ -1,0 +1,86 @@
+// Unit tests of the L2 announcer against the real local store (the responder map is an in-memory stand-in with the
+// TypedMap verbs the announcer uses; test/datapath-l2 and test/lb-l2-lab run the real one): one holder per IP among
+// several nodes, takeover of a lease whose holder stopped renewing, hand-back on stop, entries of IPs no service has.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TypedMap } from '../kernel/bpf/index.js';
+import { LocalStoreClient, LocalStoreServer, type Store } from '../store/index.js';
+import { logger } from '../util/log.js';
+import { L2Announcer, type L2LeaseSpec } from './announcer.js';
+import type { L2ResponderEntry } from './maps.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l2-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function memMap(): TypedMap<string, L2ResponderEntry> & { m: Map<string, L2ResponderEntry> } {
+  const m = new Map<string, L2ResponderEntry>();
+  return {
+    m,
+    lookup: (k: string) => m.get(k),
+    put: (k: string, v: L2ResponderEntry) => void m.set(k, v),
+    delete: (k: string) => m.delete(k),
+    entries: () => [...m.entries()][Symbol.iterator](),
+  } as unknown as TypedMap<string, L2ResponderEntry> & { m: Map<string, L2ResponderEntry> };
+}
+
+async function until(what: string, ok: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await ok())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within 10 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('L2Announcer: one node of three holds each IP; a lease nobody renews is taken over; stop() hands it back', async () => {
+  const socket = path.join(tmp, 's.sock');
+  const server = new LocalStoreServer({ dataDir: path.join(tmp, 'd') });
+  await server.listen({ socket });
+  const clients: Store[] = [];
+  const open = (): Store => {
+    const c = new LocalStoreClient({ socket });
+    clients.push(c);
+    return c;
+  };
+  const store = open();
+  const nodes = ['n1', 'n2', 'n3'].map((node, i) => ({
+    node,
+    map: memMap(),
+    a: undefined as L2Announcer | undefined,
+    dev: { ifindex: 10 + i, mac: `02:00:00:00:00:0${i + 1}` },
+  }));
+  try {
+    // A lease held by a node that is gone (never renewed): taken over after its duration.
+    await store.put<L2LeaseSpec>('L2Lease', '192.168.10.240', { holder: 'gone', renewTime: new Date().toISOString(), leaseDurationMs: 300 });
+    await store.put('ServiceStatus', 'shop.web', { loadBalancer: { ingress: ['192.168.10.240', '192.168.10.241'] }, conditions: [] });
+    for (const n of nodes) {
+      n.a = new L2Announcer({ store: open(), node: n.node, log: logger('l2-test'), device: () => n.dev, responder: n.map, leaseDurationMs: 300, renewMs: 50 });
+      n.a.start();
+    }
+    const holders = (ip: string): string[] => nodes.filter((n) => n.map.m.has(ip)).map((n) => n.node);
+    await until('each IP answered by exactly one node', () => holders('192.168.10.240').length === 1 && holders('192.168.10.241').length === 1);
+    const lease = (await store.get<L2LeaseSpec>('L2Lease', '192.168.10.240'))!.value;
+    assert.notEqual(lease.holder, 'gone', 'the stale lease was taken over');
+    const h = nodes.find((n) => n.node === lease.holder)!;
+    assert.deepEqual(h.map.m.get('192.168.10.240'), h.dev, 'the holder answers with its device and MAC');
+    // Stable: a few renew periods later still one holder, the same.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(holders('192.168.10.240'), [h.node]);
+    // The holder stops: it hands the lease back and another node answers.
+    await h.a!.stop();
+    assert.equal(h.map.m.has('192.168.10.240'), false);
+    await until('another node took it', () => {
+      const x = holders('192.168.10.240');
+      return x.length === 1 && x[0] !== h.node;
+    });
+    // The service loses the IP: nobody answers for it, its lease goes.
+    await store.put('ServiceStatus', 'shop.web', { loadBalancer: { ingress: ['192.168.10.241'] }, conditions: [] });
+    await until('nobody answers for the released IP', async () => holders('192.168.10.240').length === 0 && (await store.get('L2Lease', '192.168.10.240')) === undefined);
+  } finally {
+    for (const n of nodes) await n.a?.stop();
+    for (const c of clients) await c.close();
+    await server.close();
+  }
+});

@@ -1,0 +1,144 @@
+// Integration (issue #10, LB IPAM and L2 announcements) on a 3-node lab (tunnel and native routing) with an external host on the
+// underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
+// its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC; when that
+// node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
+// Root; the lab is the test's own and is removed in after(), also on failure.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
+import { externalAdd } from '../src/lab/outside.js';
+import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-pools.js';
+import { labServiceAdd } from '../src/lab/services.js';
+import { ApiClient } from '../src/util/api-client.js';
+import type { L2AnnouncementView } from '../src/l2/index.js';
+
+const DEADLINE_MS = 30_000;
+const EXT_IP = '192.168.10.200';
+const POOL_START = '192.168.10.240';
+const POOL_STOP = '192.168.10.241';
+
+async function until<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  const deadline = Date.now() + DEADLINE_MS;
+  let last: T;
+  for (;;) {
+    last = await fn();
+    if (ok(last)) return last;
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${DEADLINE_MS} ms; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/* An HTTP GET from a namespace (pod or external host): the backend's name, or the error. */
+const GET = `
+const http = require('http'); const [ip, port, t] = process.argv.slice(1);
+const req = http.get({ host: ip, port: Number(port), path: '/', timeout: Number(t) }, (r) => { let b = ''; r.on('data', (d) => (b += d)).on('end', () => { process.stdout.write((/Hostname: (\\S+)/.exec(b) || [])[1] || 'answered'); }); });
+req.on('timeout', () => { req.destroy(); process.stdout.write('error:timeout'); });
+req.on('error', (e) => process.stdout.write('error:' + (e.code || e.message)));`;
+
+function get(netns: string, ip: string, port: number, timeoutMs = 1000): string {
+  const r = execCapture(netns, [process.execPath, '-e', GET, ip, String(port), String(timeoutMs)], 30_000);
+  return r.stdout.trim();
+}
+
+function neighbour(netns: string, ip: string): { mac: string | null; state: string } {
+  const r = execCapture(netns, ['ip', '-j', 'neigh', 'show', ip]);
+  const e = (JSON.parse(r.stdout || '[]') as Array<{ lladdr?: string; state?: string[] }>)[0];
+  return { mac: e?.lladdr ?? null, state: (e?.state ?? []).join(',') };
+}
+
+function macOf(netns: string, dev: string): string {
+  const r = execCapture(netns, ['ip', '-j', 'link', 'show', dev]);
+  return (JSON.parse(r.stdout) as Array<{ address: string }>)[0]!.address;
+}
+
+for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM and L2 announcements on a 3-node lab (${routing})`, { concurrency: 1, timeout: 600_000 }, () => {
+  const lab = `l2${routing[0]}${process.pid % 100000}`;
+  const pods: Record<string, LabPod> = {};
+  let extNetns = '';
+  let lbIp = '';
+  let holder = '';
+
+  const l2Views = async (): Promise<Record<string, L2AnnouncementView[]>> => {
+    const out: Record<string, L2AnnouncementView[]> = {};
+    for (const n of loadLab(lab).nodes) out[n.name] = await new ApiClient(n.socket).get<L2AnnouncementView[]>('/v1/l2', 2000).catch(() => []);
+    return out;
+  };
+  const announcers = (v: Record<string, L2AnnouncementView[]>, ip: string): string[] => Object.entries(v).filter(([, l]) => l.some((e) => e.ip === ip && e.announcedHere)).map(([n]) => n);
+
+  before(async () => {
+    assert.equal(process.getuid?.(), 0, 'test/lb-l2-lab.test.ts needs root');
+    await labDown(lab).catch(() => undefined);
+    const st = await labUp({ name: lab, nodes: 3, routing });
+    const [ctr, w1, w2] = st.nodes.map((n) => n.name);
+    extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP })).netns;
+    for (const [name, node] of [['web-0', ctr], ['web-1', w1], ['web-2', w2]] as const) {
+      pods[name] = await podAdd(lab, name, { node: node!, namespace: 'shop', labels: { app: 'web' }, serve: [8080] });
+    }
+    pods['client'] = await podAdd(lab, 'client', { node: ctr!, namespace: 'shop', labels: { role: 'client' } });
+  });
+
+  after(async () => {
+    await labDown(lab).catch(() => undefined);
+  });
+
+  test('a LoadBalancer service gets an IP of the pool that selects it, and pods reach the service by it', async () => {
+    await labLbPoolAdd(lab, 'lan', { cidrs: [], start: POOL_START, stop: POOL_STOP, selector: { exposed: 'yes' } });
+    await labServiceAdd(lab, 'web', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', labels: { exposed: 'yes' } });
+    const st = await until('the service has a LoadBalancer IP', () => labServiceStatuses(lab), (m) => (m.get('shop/web')?.loadBalancer.ingress.length ?? 0) > 0);
+    lbIp = st.get('shop/web')!.loadBalancer.ingress[0]!;
+    assert.ok([POOL_START, POOL_STOP].includes(lbIp), lbIp);
+    const seen = new Set<string>();
+    await until('the client pod reaches every backend through the LoadBalancer IP', () => {
+      seen.add(get(pods['client']!.netns, lbIp, 80));
+      return seen;
+    }, (s) => ['web-0', 'web-1', 'web-2'].every((n) => s.has(n)));
+    const pool = (await labLbPoolList(lab)).find((p) => p.name === 'lan')!;
+    assert.equal(pool.status?.used, 1);
+    assert.equal(pool.status?.available, 1);
+  });
+
+  test('exactly one node answers ARP for the LoadBalancer IP: the external host resolves it to that node\'s MAC', async () => {
+    const v = await until('one node announces the IP', l2Views, (x) => announcers(x, lbIp).length === 1 && Object.values(x).every((l) => l.some((e) => e.ip === lbIp && e.holder !== null)));
+    holder = announcers(v, lbIp)[0]!;
+    for (const [node, list] of Object.entries(v)) assert.equal(list.find((e) => e.ip === lbIp)?.holder, holder, `${node} sees the same lease holder`);
+    const mac = macOf(loadLab(lab).nodes.find((n) => n.name === holder)!.netns, 'eth0');
+    // Any packet to the IP makes the external host resolve it (the reply to the TCP attempt itself is not asserted here).
+    const n = await until('the external host resolves the LoadBalancer IP', () => {
+      get(extNetns, lbIp, 80, 300);
+      return neighbour(extNetns, lbIp);
+    }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
+    assert.equal(n.mac, mac, `the announcing node ${holder}'s eth0 MAC`);
+  });
+
+  test('the announcement moves to another node when the announcing node is removed', async () => {
+    const t0 = Date.now();
+    await labNodeDel(lab, holder);
+    const v = await until('another node announces the IP', l2Views, (x) => announcers(x, lbIp).length === 1);
+    const next = announcers(v, lbIp)[0]!;
+    const ms = Date.now() - t0;
+    assert.notEqual(next, holder);
+    process.stdout.write(`# L2 announcement of ${lbIp} moved from ${holder} to ${next} in ${ms} ms (node removal included)\n`);
+    const mac = macOf(loadLab(lab).nodes.find((n) => n.name === next)!.netns, 'eth0');
+    // No gratuitous ARP is sent yet: the external host's old entry is dropped so it resolves afresh.
+    execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
+    const n = await until('the external host resolves the IP to the new node', () => {
+      get(extNetns, lbIp, 80, 300);
+      return neighbour(extNetns, lbIp);
+    }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
+    assert.equal(n.mac, mac, `the new announcing node ${next}'s eth0 MAC`);
+    const seen = await until('pods still reach the service by its LoadBalancer IP', () => get(pods['client']?.node !== holder ? pods['client']!.netns : pods['web-1']!.netns, lbIp, 80), (x) => !x.startsWith('error'));
+    assert.ok(seen.startsWith('web-'), seen);
+  });
+
+  test('an exhausted pool leaves a LoadBalancer service pending with the reason', async () => {
+    await labServiceAdd(lab, 'second', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 81, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', labels: { exposed: 'yes' } });
+    await labServiceAdd(lab, 'third', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 82, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', labels: { exposed: 'yes' } });
+    const st = await until('both are decided', () => labServiceStatuses(lab), (m) => m.has('shop/second') && m.has('shop/third') && [m.get('shop/second')!, m.get('shop/third')!].some((s) => s.loadBalancer.ingress.length === 0));
+    const [got, pending] = [st.get('shop/second')!, st.get('shop/third')!].sort((a, b) => b.loadBalancer.ingress.length - a.loadBalancer.ingress.length);
+    assert.deepEqual(got!.loadBalancer.ingress.length, 1);
+    assert.notEqual(got!.loadBalancer.ingress[0], lbIp, 'no IP handed out twice');
+    assert.equal(pending!.loadBalancer.ingress.length, 0);
+    assert.equal(pending!.conditions[0]!.reason, 'out_of_ips');
+    assert.match(pending!.conditions[0]!.message, /Every IP of the pools selecting service "shop\/(second|third)" \("lan"\) is in use/);
+  });
+});
