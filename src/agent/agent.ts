@@ -662,6 +662,7 @@ export class Agent {
     api.route('DELETE', '/v1/map/nat', () => ({ deleted: this.live().dp.natFlush() }));
     api.route('GET', '/v1/map/ipmasq', () => this.live().dp.ipmasqList());
     api.route('GET', '/v1/map/egress', () => this.egress?.list() ?? []);
+    api.route('GET', '/v1/egress', () => this.egress?.status() ?? null);
     api.route('GET', '/v1/service', () => this.services?.list() ?? []);
     api.route('GET', '/v1/l2', () => this.l2?.list() ?? []);
     api.route('POST', '/v1/cni', async (req) => {

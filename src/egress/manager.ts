@@ -49,7 +49,8 @@ export class EgressManager {
   private held: EgressIpView[] = [];
   private lastSync: EgressStatusView['lastSync'] = null;
   private lastError: string | undefined;
-  private applied: Record<string, number> = {};
+  /** Policy name -> the value (JSON) the map was last made from. */
+  private synced = new Map<string, string>();
 
   constructor(opts: EgressManagerOptions) {
     this.opts = opts;
@@ -119,7 +120,7 @@ export class EgressManager {
         .filter((p) => p.status.gatewayNode === this.opts.node && p.status.egressIP !== undefined)
         .map((p): EgressIpView => ({ ip: p.status.egressIP!, device: p.spec.egressGateway.interface ?? this.opts.nativeDev, policy: p.spec.name }));
       this.holdIps(maps, mine);
-      this.applied = Object.fromEntries(this.policies.entries().map(([n]) => [n, this.policies.revisionOf(n) ?? 0]));
+      this.synced = new Map(this.policies.entries().map(([n, v]) => [n, JSON.stringify(v)]));
       this.lastSync = { at: new Date().toISOString(), written: r.written, removed: r.removed };
       this.lastError = undefined;
       if (r.written || r.removed) this.opts.log.info({ ...this.lastSync, entries: want.length, gatewayOf: mine.map((m) => m.ip) }, 'egress gateway map updated');
@@ -153,11 +154,18 @@ export class EgressManager {
     }
   }
 
+  /** The store revision of each policy the map holds: a rewrite of the same value (which the cache reports as no change) counts as applied. */
+  private applied(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [n, v] of this.policies.entries()) if (this.synced.get(n) === JSON.stringify(v)) out[n] = this.policies.revisionOf(n) ?? 0;
+    return out;
+  }
+
   list(): Array<EgressKey & EgressValue> {
     return this.maps?.listPolicy() ?? [];
   }
 
   status(): EgressStatusView {
-    return { entries: this.maps ? this.maps.listPolicy().length : 0, gatewayOf: this.held, lastSync: this.lastSync, applied: this.applied, lastError: this.lastError ?? null };
+    return { entries: this.maps ? this.maps.listPolicy().length : 0, gatewayOf: this.held, lastSync: this.lastSync, applied: this.applied(), lastError: this.lastError ?? null };
   }
 }

@@ -51,7 +51,7 @@ async function waitApplied(st: LabState, name: string, gone: boolean, c: ChangeO
     }
   }
   await untilEachNode(st.nodes, `TendrilEgressGatewayPolicy "${name}" ${gone ? 'deleted from' : 'stored in'} the cluster store`, gone ? 'remove it' : 'apply it', async (a) => {
-    const s = (await a.get<{ egressGateway: EgressStatusView | null }>('/v1/status', 2000)).egressGateway;
+    const s = await a.get<EgressStatusView | null>('/v1/egress', 2000);
     if (!s) return false;
     const have = s.applied[name];
     return gone ? have === undefined : have !== undefined && have >= revision;

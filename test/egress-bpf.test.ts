@@ -1,0 +1,166 @@
+// The egress gateway datapath on crafted packets (BPF_PROG_TEST_RUN, root; nothing is attached): on the pod's node,
+// cil_from_container tunnels a selected pod's packet to a destination CIDR to the gateway (not excluded CIDRs, not
+// other pods, not when the node is the gateway itself); on the gateway, cil_to_netdev SNATs such a packet (of a pod of
+// another node) to the egress IP and cil_from_netdev reverse-NATs the reply to the pod, only for its own egress IPs.
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Collection, decodeSkbCtx, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, ROUTING_MODE_TUNNEL, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
+import { natConstants } from '../src/datapath/nat.js';
+import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EXCLUDED_GATEWAY, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
+import { u8 } from '../src/kernel/bpf/index.js';
+import { parseIPv4 } from '../src/util/ip.js';
+import { IPPROTO_UDP, ethernet, ipv4, l4, parse } from './lib/packets.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-egress`;
+const TC_ACT_OK = 0;
+const TC_ACT_REDIRECT = 7;
+const LO = 1;
+const NO_KEY = 0xffffffff;
+
+const POD_NODE_IP = '192.168.78.10';
+const GW_NODE_IP = '192.168.78.12';
+const EGRESS_IP = '192.168.78.241';
+const EXT = '93.184.216.34';
+const EXT_EXCLUDED = '93.184.216.99';
+const EXT_OTHER = '198.51.100.7';
+const pod: EndpointInfo = { ifindex: LO, lxcId: 101, flags: 0, mac: '02:00:0a:c8:00:0a', nodeMac: '02:00:0a:c8:01:0a', secId: 1001, ip4: '10.210.0.10' };
+const other: EndpointInfo = { ...pod, ifindex: 4243, lxcId: 102, ip4: '10.210.0.11', secId: 1002 };
+const REMOTE_POD = '10.211.0.20';
+
+function be32(ip: string): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(parseIPv4(ip));
+  return b;
+}
+
+const loaded: Collection[] = [];
+let podSide: BpfProgram; // lxc harness on the pod's node
+let gwSidePodNode: BpfProgram; // lxc harness on the gateway node (a pod there)
+let toNetdev: BpfProgram;
+let fromNetdev: BpfProgram;
+let policy: TypedMap<EgressKey, EgressValue>;
+let egressIps: TypedMap<string, number>;
+
+before(() => {
+  assert.equal(process.getuid?.(), 0, 'test/egress-bpf.test.ts needs root (BPF_PROG_LOAD, bpffs)');
+  mkdirSync(`${pinRoot}/pod`, { recursive: true });
+  mkdirSync(`${pinRoot}/gw`, { recursive: true });
+  const load = (obj: string, nodeIP: string, dir: string): Collection => {
+    const c = Collection.load(root + obj, {
+      constants: { CONFIG_NODE_IP4: be32(nodeIP), CONFIG_ROUTING_MODE: ROUTING_MODE_TUNNEL, CONFIG_TUNNEL_IFINDEX: 4000, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
+      pinRoot: `${pinRoot}/${dir}`,
+    });
+    loaded.push(c);
+    return c;
+  };
+  // Two nodes: each its own pinned maps (as on two machines), the same policy entries in both.
+  const podLxc = load('build/bpf/tests/lxc_harness.o', POD_NODE_IP, 'pod');
+  const gwLxc = load('build/bpf/tests/lxc_harness.o', GW_NODE_IP, 'gw');
+  const gwHost = load('build/bpf/host.o', GW_NODE_IP, 'gw');
+  podSide = podLxc.program('test_from_container');
+  gwSidePodNode = gwLxc.program('test_from_container');
+  toNetdev = gwHost.program('cil_to_netdev');
+  fromNetdev = gwHost.program('cil_from_netdev');
+  for (const c of [podLxc, gwLxc]) {
+    c.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: pod.ip4 }, pod);
+    c.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: other.ip4 }, other);
+    c.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec).put(pod.ifindex, pod);
+    c.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec).put(other.ifindex, other);
+    const ipcache = c.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec);
+    ipcache.put({ prefix: REMOTE_POD }, { identity: 3000, tunnelEndpoint: '192.168.78.11', nodeId: 0, flags: 1, key: 0 });
+    const pm = c.map(EGRESS_POLICY_MAP).typed(egressKeyCodec, egressValueCodec);
+    for (const src of [pod.ip4, REMOTE_POD]) {
+      pm.put({ source: src, destination: '93.184.216.0/24' }, { egressIP: EGRESS_IP, gatewayIP: GW_NODE_IP });
+      pm.put({ source: src, destination: `${EXT_EXCLUDED}/32` }, { egressIP: EGRESS_IP, gatewayIP: EXCLUDED_GATEWAY });
+    }
+  }
+  policy = gwHost.map(EGRESS_POLICY_MAP).typed(egressKeyCodec, egressValueCodec);
+  egressIps = gwHost.map(EGRESS_IP_MAP).typed(egressIpCodec, u8);
+  egressIps.put(EGRESS_IP, 1);
+});
+
+after(() => {
+  for (const c of loaded) c.close();
+  rmSync(pinRoot, { recursive: true, force: true });
+});
+
+
+
+
+function udp(src: string, dst: string, sport = 40001, dport = 80): Buffer {
+  return ethernet('02:00:00:00:78:01', '02:00:00:00:78:0a', ipv4(src, dst, IPPROTO_UDP, l4(IPPROTO_UDP, src, dst, sport, dport, Buffer.from('hello'))));
+}
+
+function runCb(prog: BpfProgram, data: Buffer, ifindex = LO): { retval: number; data: Buffer; cb: number[] } {
+  const r = prog.run({ data, ctx: skbCtx({ ifindex }) });
+  assert.ok(r.ctx, 'test run returned no ctx');
+  return { retval: r.retval, data: r.data, cb: decodeSkbCtx(r.ctx).cb };
+}
+
+test('pod node: a selected pod\'s packet to a destination CIDR is tunnelled to the gateway with the pod\'s identity', () => {
+  const r = runCb(podSide, udp(pod.ip4, EXT));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.cb[1], pod.secId, 'VNI');
+  assert.equal(r.cb[2], parseIPv4(GW_NODE_IP), 'tunnel remote: the gateway');
+  assert.equal(parse(r.data).src, pod.ip4, 'the packet itself is unchanged (SNAT happens on the gateway)');
+});
+
+test('pod node: excluded CIDRs, other destinations and unselected pods go to the stack untunnelled', () => {
+  const ifMap = loaded[0]!.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec);
+  for (const [src, dst] of [[pod.ip4, EXT_EXCLUDED], [pod.ip4, EXT_OTHER], [other.ip4, EXT]] as const) {
+    // The test run's ifindex is lo's: the sending pod is the one the map has there.
+    ifMap.put(LO, src === pod.ip4 ? pod : { ...other, ifindex: LO });
+    const pkt = udp(src, dst);
+    const r = runCb(podSide, pkt);
+    assert.equal(r.retval, TC_ACT_OK, `${src} -> ${dst}`);
+    assert.equal(r.cb[1], NO_KEY, `${src} -> ${dst}: no tunnel key`);
+    assert.deepEqual(r.data, pkt);
+  }
+  ifMap.put(LO, pod);
+});
+
+test('gateway node: its own selected pod is not tunnelled (the native device SNATs it)', () => {
+  const r = runCb(gwSidePodNode, udp(pod.ip4, EXT));
+  assert.equal(r.retval, TC_ACT_OK);
+  assert.equal(r.cb[1], NO_KEY);
+  const out = parse(runCb(toNetdev, udp(pod.ip4, EXT, 40002)).data);
+  assert.equal(out.src, EGRESS_IP);
+});
+
+test('gateway node: another node\'s pod leaves with the egress IP and the reply goes back to it', () => {
+  const r = runCb(toNetdev, udp(REMOTE_POD, EXT, 40010));
+  assert.equal(r.retval, TC_ACT_OK);
+  const p = parse(r.data);
+  assert.deepEqual([p.src, p.dst, p.dport], [EGRESS_IP, EXT, 80]);
+  assert.ok(p.ipCsumOk && p.l4CsumOk, 'checksums verify after translation');
+  const reply = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, IPPROTO_UDP, l4(IPPROTO_UDP, EXT, EGRESS_IP, 80, p.sport, Buffer.from('hi'))));
+  const b = runCb(fromNetdev, reply);
+  assert.equal(b.retval, TC_ACT_OK, 'to the stack, which routes it to the pod\'s node');
+  const q = parse(b.data);
+  assert.deepEqual([q.src, q.dst, q.dport], [EXT, REMOTE_POD, 40010]);
+  assert.ok(q.ipCsumOk && q.l4CsumOk);
+});
+
+test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {
+  for (const [src, dst] of [[REMOTE_POD, EXT_EXCLUDED], [REMOTE_POD, EXT_OTHER], ['10.211.0.21', EXT]] as const) {
+    const pkt = udp(src, dst, 40020);
+    const r = runCb(toNetdev, pkt);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, pkt, `${src} -> ${dst}`);
+  }
+  // The flow of the previous test, after the egress IP left this node: its reply is no longer translated.
+  const p = parse(runCb(toNetdev, udp(REMOTE_POD, EXT, 40030)).data);
+  assert.ok(egressIps.delete(EGRESS_IP));
+  const reply = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, IPPROTO_UDP, l4(IPPROTO_UDP, EXT, EGRESS_IP, 80, p.sport, Buffer.from('hi'))));
+  assert.equal(parse(runCb(fromNetdev, reply).data).dst, EGRESS_IP);
+  egressIps.put(EGRESS_IP, 1);
+  // The policy gone: another node's pod is not translated at all.
+  assert.ok(policy.delete({ source: REMOTE_POD, destination: '93.184.216.0/24' }));
+  const pkt = udp(REMOTE_POD, EXT, 40040);
+  assert.deepEqual(runCb(toNetdev, pkt).data, pkt);
+});
