@@ -91,6 +91,14 @@ export async function k8sMemory(log: (s: string) => void = (s) => process.stderr
       metadata: { name: String(40000 + a) },
       spec: { labels: [`k8s:app=app-${a}`, `k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=${NS}`, `k8s:io.cilium.k8s.namespace.labels.team=${NS}`, 'k8s:io.cilium.k8s.policy.serviceaccount=default', `k8s:io.kubernetes.pod.namespace=${NS}`] },
     }));
+    // The other nodes as their agents register them (the operator removes the endpoints of nodes that do not exist).
+    const nodes = Array.from({ length: REMOTE_NODES }, (_, k) => ({
+      apiVersion: 'tendril.io/v2',
+      kind: 'TendrilNode',
+      metadata: { name: `remote-${k}` },
+      spec: { name: `remote-${k}`, addresses: [`192.168.${100 + k}.1`], podCIDRs: [`10.${200 + k}.0.0/16`] },
+    }));
+    await inBatches(nodes, 4, (x) => o.create(x));
     await inBatches(ids, 8, (x) => o.create(x));
     const objs: RawObject[] = [];
     for (let i = 0; i < PODS; i++) {
