@@ -12,6 +12,7 @@ import { BenchNetns } from './netns.js';
 import { DEFAULT_RATES, observePhase, parseRates } from './observe.js';
 import { policyBpfRoot, policyPhase, removeBpfRoot, type PolicyResult } from './policy.js';
 import { lbPhase, lbReport } from './lb.js';
+import { k8sMemory, k8sMemoryTable } from './k8s-memory.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
   OBSERVE_ORDER,
@@ -47,7 +48,7 @@ import { checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, t
 import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } from './masq-report.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
-                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb]
+                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb] [--no-k8s-memory]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
@@ -57,7 +58,8 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
   --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
   --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
-  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services)`;
+  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services),
+  --no-k8s-memory the Kubernetes-mode agent memory phase (1,000 pods, 200 NetworkPolicies; needs TENDRIL_K8S_KIT)`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -71,6 +73,7 @@ interface Options {
   masq: boolean;
   cni: boolean;
   lb: boolean;
+  k8sMemory: boolean;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -92,6 +95,7 @@ function options(): Options {
       'no-masq': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       'no-lb': { type: 'boolean', default: false },
+      'no-k8s-memory': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -123,6 +127,7 @@ function options(): Options {
     masq: !values['no-masq'],
     cni: !values['no-cni'],
     lb: !values['no-lb'],
+    k8sMemory: !values['no-k8s-memory'],
     observe: !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
     policy: !values['no-policy'],
@@ -508,6 +513,10 @@ async function main(): Promise<number> {
     if (o.lb) {
       say('lb: pod -> ClusterIP vs pod -> backend, 1 then 10,000 services');
       emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say }), o));
+    }
+    if (o.k8sMemory) {
+      say('k8s-memory: agent RSS in Kubernetes mode, empty vs 200 NetworkPolicies vs 1,000 pods');
+      emit(k8sMemoryTable(await k8sMemory(say)));
     }
     let cni: CniOp[] = [];
     if (o.cni) {
