@@ -14,6 +14,7 @@ import { policyBpfRoot, policyPhase, removeBpfRoot, type PolicyResult } from './
 import { lbPhase, lbReport } from './lb.js';
 import { l7Phase, l7Report } from './l7.js';
 import { podStartPhase } from './k8s-podstart.js';
+import { k8sMemory, k8sMemoryTable } from './k8s-memory.js';
 import { BenchError, killAll, run } from './proc.js';
 import {
   OBSERVE_ORDER,
@@ -49,7 +50,7 @@ import { checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, t
 import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } from './masq-report.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
-                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb] [--no-k8s]
+                                  [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb] [--no-k8s] [--no-k8s-memory]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
@@ -61,7 +62,8 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
   --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services),
   --no-l7 the L7 phase (HTTP through the node proxy vs an L4-only allow, cross node); --only-l7 runs nothing else,
-  --no-k8s the pod-start phase (50 pods at once on the kit's kubelet node, Tendril vs bridge; needs TENDRIL_K8S_KIT)`;
+  --no-k8s the pod-start phase (50 pods at once on the kit's kubelet node, Tendril vs bridge; needs TENDRIL_K8S_KIT),
+  --no-k8s-memory the Kubernetes-mode agent memory phase (1,000 pods, 200 NetworkPolicies; needs TENDRIL_K8S_KIT)`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -78,6 +80,7 @@ interface Options {
   l7: boolean;
   /** Pod start on the kit's kubelet node (TENDRIL_K8S_KIT), Tendril vs bridge, 50 pods at once. */
   k8s: boolean;
+  k8sMemory: boolean;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -102,6 +105,7 @@ function options(): Options {
       'no-l7': { type: 'boolean', default: false },
       'only-l7': { type: 'boolean', default: false },
       'no-k8s': { type: 'boolean', default: false },
+      'no-k8s-memory': { type: 'boolean', default: false },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -137,6 +141,7 @@ function options(): Options {
     l7: !values['no-l7'],
     observe: !only && !values['no-observe'],
     k8s: !only && !values['no-k8s'],
+    k8sMemory: !only && !values['no-k8s-memory'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
     policy: !only && !values['no-policy'],
     policyEndpoints,
@@ -529,6 +534,10 @@ async function main(): Promise<number> {
     if (o.k8s) {
       if (!process.env['TENDRIL_K8S_KIT']) say('=== Kubernetes pod-start phase not run: set TENDRIL_K8S_KIT to the Kubernetes kit (../shared/k8s) ===');
       else emit((await podStartPhase(o.quick ? 20 : 50, say)).report);
+    }
+    if (o.k8sMemory) {
+      say('k8s-memory: agent RSS in Kubernetes mode, empty vs 200 NetworkPolicies vs 1,000 pods');
+      emit(k8sMemoryTable(await k8sMemory(say)));
     }
     let cni: CniOp[] = [];
     if (o.cni) {

@@ -1,6 +1,6 @@
 // Kubernetes mode end to end on lab nodes (root): operator and agents use the kit's real apiserver as their store;
 // pods and namespaces created through the API get identities from the watched Pods' and Namespaces' labels, and
-// reach each other across nodes. (Enforcement of policies applied through the API on lab nodes: not working yet.)
+// reach each other across nodes. (Policies applied through the API, enforced: test/k8s-watch.test.ts.)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';

@@ -4,8 +4,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { execCapture, labDown, labUp, podAdd, type LabPod } from '../src/lab/lab.js';
-import { labPaths } from '../src/lab/paths.js';
+import { CLI_JS, labPaths } from '../src/lab/paths.js';
 import { rawObjects, startKit, type Kit, type RawObject } from './lib/k8s-kit.js';
 import { until as untilRaw } from './lib/proc.js';
 
@@ -20,6 +21,11 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, ms?: 
     const log = fs.readFileSync(labPaths(LAB).node('w1').logFile, 'utf8').split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-15).join('\n');
     throw new Error(`${(err as Error).message}\nagent w1 warnings:\n${log}`);
   }
+}
+
+function cli(args: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI_JS, '--lab', LAB, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 function http(from: LabPod, to: LabPod): boolean {
@@ -66,6 +72,19 @@ describe('kubernetes mode: watched NetworkPolicies and Namespaces on lab nodes',
     await until('allow-client to let client → web through', () => http(pods['client']!, pods['web']!));
     assert.equal(http(pods['other']!, pods['web']!), false, 'other (not selected) must stay denied');
     assert.equal(http(pods['probe']!, pods['web']!), false, 'probe (other namespace) must stay denied');
+    // The CLI in Kubernetes mode: the node's endpoints with their pods, the NetworkPolicies from the apiserver, and
+    // the flows (here the denied ones) naming namespace/pod.
+    const eps = cli(['--node', 'w1', 'endpoint', 'list']);
+    assert.equal(eps.status, 0, eps.stderr);
+    assert.match(eps.stdout, /\bPOD\b/);
+    assert.match(eps.stdout, /ready\s+shop\/web$/m, eps.stdout);
+    const pol = cli(['--node', 'w1', 'policy', 'get']);
+    assert.equal(pol.status, 0, pol.stderr);
+    const names = (JSON.parse(pol.stdout) as Array<{ kind: string; metadata: { name: string; namespace?: string } }>).map((p) => `${p.kind}/${p.metadata.namespace}/${p.metadata.name}`);
+    assert.ok(names.includes('NetworkPolicy/shop/deny-all') && names.includes('NetworkPolicy/shop/allow-client'), names.join(' '));
+    const fl = cli(['--node', 'w1', 'observe', '--verdict', 'DROPPED', '--last', '200']);
+    assert.equal(fl.status, 0, fl.stderr);
+    assert.match(fl.stdout, /shop\/other[^\n]* -> shop\/web[^\n]*DROPPED/, fl.stdout);
   });
 
   test('a namespace label selector follows the Namespace labels changed through the API', async () => {

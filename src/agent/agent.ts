@@ -28,6 +28,7 @@ import type { EventWatch } from '../datapath/index.js';
 import { interfaceName } from '../datapath/index.js';
 import { GuardedStore, openStore, StoreError } from '../store/index.js';
 import { KubernetesMode } from '../k8s/index.js';
+import { memoryView } from '../util/memory.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import { Masquerade } from '../nat/index.js';
@@ -137,6 +138,8 @@ export class Agent {
       this.nodes = new NodeManager(this.store, { name: cfg.nodeName, addresses: cfg.nodeIP ? [cfg.nodeIP] : [] }, this.log.child({ subsys: 'nodes' }));
       this.startNodeManager();
     }
+    // Kubernetes mode, --ipam kubernetes: the core Node's spec.podCIDRs are this node's (src/k8s/node-cidrs.ts).
+    if (this.kubernetes && cfg.ipam === 'kubernetes') this.kubernetes.watchNodeCidrs(cfg.nodeName, (podCIDRs) => this.serial(() => this.onSelf(this.selfWith(podCIDRs))));
     if (cfg.ipam === 'kubernetes' && !this.dp) await this.waitForGivenCidr();
     this.log.info({ socket: cfg.socket, node: cfg.nodeName, store: cfg.store ?? null }, 'agent API up');
   }
@@ -185,6 +188,12 @@ export class Agent {
     return path.join(this.cfg.stateDir, 'node.json');
   }
 
+  /** This node's spec as the store has it, with these pod CIDRs (the core Node's, in Kubernetes mode). */
+  private selfWith(podCIDRs: string[]): NodeSpec {
+    const cur = this.nodes?.list().find((x) => x.name === this.cfg.nodeName);
+    return { ...(cur ?? { name: this.cfg.nodeName, addresses: this.cfg.nodeIP ? [this.cfg.nodeIP] : [] }), podCIDRs, ...(this.routerIP ? { routerIP: this.routerIP } : {}), ...(this.healthIP ? { healthIP: this.healthIP } : {}) };
+  }
+
   /** This node's router and health IPs to the cluster (other nodes route to them), retried until the store takes them. */
   private publishNode(): void {
     const nodes = this.nodes;
@@ -197,7 +206,8 @@ export class Agent {
         ...cur,
         name: cfg.nodeName,
         addresses: cur?.addresses ?? (cfg.nodeIP ? [cfg.nodeIP] : []),
-        podCIDRs: cur?.podCIDRs ?? [this.podCidr],
+        // In Kubernetes mode with --ipam kubernetes the core Node's CIDRs, which the other nodes route by.
+        podCIDRs: this.kubernetes?.nodeCidrs?.current().length ? this.kubernetes.nodeCidrs.current() : (cur?.podCIDRs ?? [this.podCidr]),
         routerIP: this.routerIP,
         healthIP: this.healthIP,
       }))
@@ -577,6 +587,7 @@ export class Agent {
   private routes(api: ApiServer, cni: CniHandler): void {
     api.route('GET', '/v1/healthz', () => this.status());
     api.route('GET', '/v1/config', () => this.configView());
+    api.route('GET', '/v1/debug/memory', (req) => memoryView(req.query.get('gc') === '1'));
     api.route('POST', '/v1/ipam', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner" (e.g. ?owner=default/curl-pod)', 'TENDRIL_ERR_INVALID_REQUEST');

@@ -134,22 +134,30 @@ function ipamCidrs(s: StatusView): string {
 }
 
 export function formatEndpointList(eps: EndpointView[]): string {
-  const rows = eps.map((e) => [
-    String(e.id),
-    e.status.policy?.ingress ? 'Enabled' : 'Disabled',
-    e.status.policy?.egress ? 'Enabled' : 'Disabled',
-    String(e.status.identity.id),
-    e.status.identity.labels.length ? e.status.identity.labels : ['(none)'],
-    e.status.networking.addressing[0]?.ipv4 ?? '',
-    e.status.state,
-  ]);
-  return table(
-    [
-      ['ENDPOINT', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS (source:key[=value])', 'IPv4', 'STATUS'],
-      ['', 'ENFORCEMENT', 'ENFORCEMENT', '', '', '', ''],
-    ],
-    rows,
-  );
+  // The pod (namespace/name, as Kubernetes names it) when any endpoint has one: pods a runtime created through CNI_ARGS.
+  const pods = eps.some((e) => !!e.status['external-identifiers']?.['pod-name']);
+  const rows = eps.map((e) => {
+    const row: Array<string | string[]> = [
+      String(e.id),
+      e.status.policy?.ingress ? 'Enabled' : 'Disabled',
+      e.status.policy?.egress ? 'Enabled' : 'Disabled',
+      String(e.status.identity.id),
+      e.status.identity.labels.length ? e.status.identity.labels : ['(none)'],
+      e.status.networking.addressing[0]?.ipv4 ?? '',
+      e.status.state,
+    ];
+    if (pods) row.push(e.status['external-identifiers']?.['pod-name'] || '-');
+    return row;
+  });
+  const head = [
+    ['ENDPOINT', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS (source:key[=value])', 'IPv4', 'STATUS'],
+    ['', 'ENFORCEMENT', 'ENFORCEMENT', '', '', '', ''],
+  ];
+  if (pods) {
+    head[0]!.push('POD');
+    head[1]!.push('');
+  }
+  return table(head, rows);
 }
 
 /** ipcache flag bits as Cilium prints them. */

@@ -9,3 +9,4 @@ export { K8sError, type K8sErrorCode } from './errors.js';
 export { LeaseElector, type LeaseOptions } from './lease.js';
 export { Rest, RestError } from './rest.js';
 export { PodSource, type PodInfo } from './pods.js';
+export { NodeCidrSource, nodePodCidrs } from './node-cidrs.js';

@@ -2,6 +2,7 @@
 // `status` (probed in the background, so that status answers at once whatever the apiserver does).
 import type { Logger } from '../util/log.js';
 import { connect, serverVersion, type K8sConnection, type K8sVersion } from './client.js';
+import { NodeCidrSource } from './node-cidrs.js';
 import { PodSource } from './pods.js';
 import { KubernetesStore } from './store.js';
 import type { KubernetesStatusView } from './status.js';
@@ -40,10 +41,20 @@ export class KubernetesMode {
     return this.pods;
   }
 
+  /** --ipam kubernetes: this node's core Node spec.podCIDRs (the agent). */
+  nodeCidrs: NodeCidrSource | undefined;
+
+  watchNodeCidrs(nodeName: string, onChange: (cidrs: string[]) => void): NodeCidrSource {
+    this.nodeCidrs ??= new NodeCidrSource(this.conn, nodeName, this.log.child({ subsys: 'node-cidrs' }), onChange);
+    this.nodeCidrs.start();
+    return this.nodeCidrs;
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.pods?.stop();
+    await this.nodeCidrs?.stop();
   }
 
   private async probe(): Promise<void> {
