@@ -48,6 +48,7 @@ import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } 
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
                                   [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb]
+                                  [--lb-services N]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
@@ -57,7 +58,8 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --observe-rates: offered connections/s of the event-rate ladder, ascending, "max" last (default ${DEFAULT_RATES.map((r) => r || 'max').join(',')})
   --policy-endpoints: endpoints of the policy-latency node (default 1000, at most 2000: the node has a /21)
   --no-datapath skips the same-node datapath, --no-observe the flows phase, --no-policy the policy phase, --no-xnode the cross-node one, --no-masq the masquerade one,
-  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services)`;
+  --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services)
+  --lb-services: services of the services phase's second half and of its iptables baseline (default 10000; --quick 2000)`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -71,6 +73,7 @@ interface Options {
   masq: boolean;
   cni: boolean;
   lb: boolean;
+  lbServices: number;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -92,6 +95,7 @@ function options(): Options {
       'no-masq': { type: 'boolean', default: false },
       'no-cni': { type: 'boolean', default: false },
       'no-lb': { type: 'boolean', default: false },
+      'lb-services': { type: 'string' },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -123,6 +127,7 @@ function options(): Options {
     masq: !values['no-masq'],
     cni: !values['no-cni'],
     lb: !values['no-lb'],
+    lbServices: int(values['lb-services'], q ? 2000 : 10_000, 'lb-services', 1001),
     observe: !values['no-observe'],
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
     policy: !values['no-policy'],
@@ -506,8 +511,8 @@ async function main(): Promise<number> {
       ]);
     }
     if (o.lb) {
-      say('lb: pod -> ClusterIP vs pod -> backend, 1 then 10,000 services');
-      emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say }), o));
+      say(`lb: pod -> ClusterIP vs pod -> backend, 1 then ${o.lbServices} services; kube-proxy iptables at ${o.lbServices}; change latency at 1,000`);
+      emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say, services: o.lbServices, latencySamples: o.quick ? 20 : 50 }), o));
     }
     let cni: CniOp[] = [];
     if (o.cni) {
