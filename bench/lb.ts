@@ -139,7 +139,7 @@ async function changeLatency(o: LbOptions, op: ApiClient, client: string, server
     kill(srv.pid);
   }
   const sorted = out;
-  o.say(`lb: change latency p50 ${percentile(sorted, 0.5).toFixed(0)} ms, p99 ${percentile(sorted, 0.99).toFixed(0)} ms (${out.length} samples)`);
+  o.say(`lb: change latency p50 ${percentile(sorted, 0.5).toFixed(0)} ms, p99 ${percentile(sorted, 0.99).toFixed(0)} ms (${out.length} samples: ${[...out].sort((x, y) => x - y).join(" ")} ms)`);
   return out;
 }
 
