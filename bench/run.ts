@@ -51,6 +51,7 @@ import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } 
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
                                   [--policy-endpoints N] [--no-datapath] [--no-observe] [--no-policy] [--no-xnode] [--no-masq] [--no-cni] [--no-lb] [--no-k8s] [--no-k8s-memory]
+                                  [--lb-services N]
   default: 10 s tests, 3 interleaved rounds; same-node datapath; same-node with \`tendril observe -f\` vs idle and
   the event rate the agent decodes and serves; same-node with 0 vs 10,000 policy entries and the time from a
   policy change to enforcement on a node of 1,000 endpoints (100 changes); cross-node (tunnel, native) datapath;
@@ -63,7 +64,8 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [
   --no-cni the CNI latency, --no-lb the services phase (pod -> ClusterIP vs pod -> backend, 1 vs 10,000 services),
   --no-l7 the L7 phase (HTTP through the node proxy vs an L4-only allow, cross node); --only-l7 runs nothing else,
   --no-k8s the pod-start phase (50 pods at once on the kit's kubelet node, Tendril vs bridge; needs TENDRIL_K8S_KIT),
-  --no-k8s-memory the Kubernetes-mode agent memory phase (1,000 pods, 200 NetworkPolicies; needs TENDRIL_K8S_KIT)`;
+  --no-k8s-memory the Kubernetes-mode agent memory phase (1,000 pods, 200 NetworkPolicies; needs TENDRIL_K8S_KIT),
+  --lb-services: services of the services phase's second half and of its iptables baseline (default 10000; --quick 2000)`;
 
 const BENCH_TOOLS = path.join(REPO_ROOT, 'build/bench');
 
@@ -81,6 +83,7 @@ interface Options {
   /** Pod start on the kit's kubelet node (TENDRIL_K8S_KIT), Tendril vs bridge, 50 pods at once. */
   k8s: boolean;
   k8sMemory: boolean;
+  lbServices: number;
   observe: boolean;
   rates: number[];
   policy: boolean;
@@ -106,6 +109,7 @@ function options(): Options {
       'only-l7': { type: 'boolean', default: false },
       'no-k8s': { type: 'boolean', default: false },
       'no-k8s-memory': { type: 'boolean', default: false },
+      'lb-services': { type: 'string' },
       'no-observe': { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
       'policy-endpoints': { type: 'string' },
@@ -142,6 +146,7 @@ function options(): Options {
     observe: !only && !values['no-observe'],
     k8s: !only && !values['no-k8s'],
     k8sMemory: !only && !values['no-k8s-memory'],
+    lbServices: int(values['lb-services'], q ? 2000 : 10_000, 'lb-services', 1001),
     rates: values['observe-rates'] === undefined ? [...DEFAULT_RATES] : parseRates(values['observe-rates']),
     policy: !only && !values['no-policy'],
     policyEndpoints,
@@ -528,8 +533,8 @@ async function main(): Promise<number> {
       emit(l7Report(await l7Phase(`${st.lab}h`, { secs: Math.min(o.secs, 5), rounds: o.rounds, say }), { ...o, secs: Math.min(o.secs, 5) }));
     }
     if (o.lb) {
-      say('lb: pod -> ClusterIP vs pod -> backend, 1 then 10,000 services');
-      emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say }), o));
+      say(`lb: pod -> ClusterIP vs pod -> backend, 1 then ${o.lbServices} services; kube-proxy iptables at ${o.lbServices}; change latency at 1,000`);
+      emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say, services: o.lbServices, latencySamples: o.quick ? 20 : 50 }), o));
     }
     if (o.k8s) {
       if (!process.env['TENDRIL_K8S_KIT']) say('=== Kubernetes pod-start phase not run: set TENDRIL_K8S_KIT to the Kubernetes kit (../shared/k8s) ===');

@@ -1,0 +1,77 @@
+// The services phase's baseline: kube-proxy's iptables mode, built by the bench in a lab node's namespace. The rule
+// shape is kube-proxy's (pkg/proxy/iptables): nat PREROUTING and OUTPUT jump to KUBE-SERVICES, which holds one rule
+// per service port (`-d VIP/32 -p tcp --dport P -j KUBE-SVC-…`, matched in order: the linear scan that grows with the
+// number of services), each KUBE-SVC chain picks a backend with `statistic --mode random --probability 1/(n-i)` and
+// jumps to its KUBE-SEP chain, which DNATs to the backend. With --masquerade-all (KUBE-MARK-MASQ in every KUBE-SVC
+// chain, KUBE-POSTROUTING MASQUERADE): without it, a same-node backend's reply is delivered to the client pod by
+// Tendril's BPF and never meets the node's conntrack to be un-DNATed.
+import { createHash } from 'node:crypto';
+
+export interface KpService {
+  /** "namespace/name:port", what kube-proxy hashes into its chain names. */
+  name: string;
+  vip: string;
+  port: number;
+  backends: Array<{ ip: string; port: number }>;
+}
+
+/** kube-proxy's chain name: prefix + the first 16 characters of base32(sha256(key)). */
+export function kpChain(prefix: 'KUBE-SVC-' | 'KUBE-SEP-', key: string): string {
+  const h = createHash('sha256').update(key).digest();
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of h) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5 && out.length < 16) {
+      out += alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    if (out.length >= 16) break;
+  }
+  return prefix + out;
+}
+
+/** The probability kube-proxy writes for backend i of n (the last one takes the rest, no rule match). */
+export function kpProbability(i: number, n: number): string {
+  return (1 / (n - i)).toFixed(10);
+}
+
+/** `iptables-restore` input (nat table only) for the services, in kube-proxy's shape. */
+export function kubeProxyRules(services: readonly KpService[]): string {
+  const chains = ['KUBE-SERVICES', 'KUBE-MARK-MASQ', 'KUBE-POSTROUTING'];
+  const rules: string[] = [
+    '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+    '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+    '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
+    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+    '-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000',
+    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+  ];
+  for (const s of services) {
+    const svc = kpChain('KUBE-SVC-', `${s.name}/tcp`);
+    chains.push(svc);
+    rules.push(`-A KUBE-SERVICES -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j ${svc}`);
+    rules.push(`-A ${svc} -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`);
+    s.backends.forEach((b, i) => {
+      const sep = kpChain('KUBE-SEP-', `${s.name}/tcp/${b.ip}:${b.port}`);
+      chains.push(sep);
+      const pick = i < s.backends.length - 1 ? ` -m statistic --mode random --probability ${kpProbability(i, s.backends.length)}` : '';
+      rules.push(`-A ${svc} -m comment --comment "${s.name} -> ${b.ip}:${b.port}"${pick} -j ${sep}`);
+      rules.push(`-A ${sep} -s ${b.ip}/32 -m comment --comment "${s.name}" -j KUBE-MARK-MASQ`);
+      rules.push(`-A ${sep} -p tcp -m comment --comment "${s.name}" -m tcp -j DNAT --to-destination ${b.ip}:${b.port}`);
+    });
+  }
+  return ['*nat', ...chains.map((c) => `:${c} - [0:0]`), ...rules, 'COMMIT', ''].join('\n');
+}
+
+/** The i-th (0-based) address of a /16 starting at `base` ("10.200"), skipping .0 and .255 host bytes. */
+export function kpVip(base: string, i: number): string {
+  const per = 254;
+  const hi = Math.floor(i / per);
+  if (hi > 255) throw new RangeError(`kpVip: ${i} services do not fit in ${base}.0.0/16`);
+  return `${base}.${hi}.${(i % per) + 1}`;
+}
