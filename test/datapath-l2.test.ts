@@ -44,6 +44,8 @@ function arp(o: { op?: number; dmac?: string; tip: string; sip?: string }): Buff
 
 const mac = (b: Buffer, at: number): string => [...b.subarray(at, at + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
+const later = (): bigint => process.hrtime.bigint() + 60_000_000_000n;
+
 function run(data: Buffer, ifindex = DEV): { retval: number; out: Buffer } {
   const r = prog.run({ data, ctx: skbCtx({ ifindex }) });
   return { retval: r.retval, out: r.data };
@@ -55,8 +57,8 @@ before(() => {
   host = Collection.load(root + 'build/bpf/host.o', { pinRoot });
   prog = host.program('cil_from_netdev');
   responder = host.map(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec);
-  responder.put(LB_IP, { ifindex: DEV, mac: NODE_MAC });
-  responder.put(OTHER_DEV_IP, { ifindex: DEV + 100, mac: NODE_MAC });
+  responder.put(LB_IP, { ifindex: DEV, mac: NODE_MAC, expiresNs: later() });
+  responder.put(OTHER_DEV_IP, { ifindex: DEV + 100, mac: NODE_MAC, expiresNs: later() });
 });
 
 after(() => {
@@ -94,8 +96,13 @@ test('cil_from_netdev leaves other ARP to the stack: unknown IP, other device, r
   }
 });
 
-test('cil_from_netdev stops answering once the entry is deleted (the lease moved to another node)', () => {
+test('cil_from_netdev stops answering once the entry is deleted (the lease moved) or has expired (the agent died)', () => {
   responder.delete(LB_IP);
   assert.equal(run(arp({ tip: LB_IP })).retval, TC_ACT_OK);
-  responder.put(LB_IP, { ifindex: DEV, mac: NODE_MAC });
+  responder.put(LB_IP, { ifindex: DEV, mac: NODE_MAC, expiresNs: process.hrtime.bigint() - 1n });
+  const data = arp({ tip: LB_IP });
+  const r = run(data);
+  assert.equal(r.retval, TC_ACT_OK, 'an expired entry is not answered');
+  assert.deepEqual(r.out, data);
+  responder.put(LB_IP, { ifindex: DEV, mac: NODE_MAC, expiresNs: later() });
 });

@@ -130,6 +130,24 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     assert.ok(seen.startsWith('web-'), seen);
   });
 
+  test('when the announcing node\'s agent dies, its answers expire with the lease and another node answers', async () => {
+    const v0 = await until('one node announces the IP', l2Views, (x) => announcers(x, lbIp).length === 1);
+    const dead = announcers(v0, lbIp)[0]!;
+    const n = loadLab(lab).nodes.find((x) => x.name === dead)!;
+    const t0 = Date.now();
+    process.kill(n.pid, 'SIGKILL'); // the agent this lab started (no hand-back: the lease must run out)
+    const v = await until('another node announces the IP', l2Views, (x) => announcers(x, lbIp).some((a) => a !== dead));
+    const next = announcers(v, lbIp).find((a) => a !== dead)!;
+    process.stdout.write(`# after ${dead}'s agent was killed, ${next} took the lease of ${lbIp} in ${Date.now() - t0} ms\n`);
+    const mac = macOf(loadLab(lab).nodes.find((x) => x.name === next)!.netns, 'eth0');
+    execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
+    const got = await until('the external host resolves the IP to the node that took over', () => {
+      get(extNetns, lbIp, 80, 300);
+      return neighbour(extNetns, lbIp);
+    }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
+    assert.equal(got.mac, mac, `only ${next} answers (the dead agent's entry expired)`);
+  });
+
   test('an exhausted pool leaves a LoadBalancer service pending with the reason', async () => {
     await labServiceAdd(lab, 'second', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 81, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', labels: { exposed: 'yes' } });
     await labServiceAdd(lab, 'third', { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 82, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', labels: { exposed: 'yes' } });

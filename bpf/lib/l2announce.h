@@ -10,16 +10,21 @@
 #define L2_RESPONDER_MAP_SIZE	4096
 
 /*
- * Value of tendril_l2_responder (12 bytes, no implicit padding; src/l2/maps.ts
- * must match): the device the IP is announced on and the MAC to answer with.
+ * Value of tendril_l2_responder (24 bytes, no implicit padding; src/l2/maps.ts
+ * must match): the device the IP is announced on, the MAC to answer with, and
+ * until when (bpf_ktime_get_ns()) the agent's lease lets this node answer: the
+ * agent pushes it forward at every renewal, so a node whose agent died stops
+ * answering when its lease runs out, as another node takes over.
  */
 struct l2_responder_entry {
 	__u32	ifindex;
 	__u8	mac[6];
 	__u16	pad;
+	__u32	pad2;
+	__u64	expires_ns;
 };
 
-_Static_assert(sizeof(struct l2_responder_entry) == 12, "l2_responder_entry must be 12 bytes");
+_Static_assert(sizeof(struct l2_responder_entry) == 24, "l2_responder_entry must be 24 bytes");
 
 /* LoadBalancer IPv4 -> where this node answers for it. Written by the agent for the IPs whose lease it holds. */
 struct {
@@ -58,7 +63,7 @@ static __always_inline int l2_respond(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	tip = arp->ar_tip;
 	e = bpf_map_lookup_elem(&tendril_l2_responder, &tip);
-	if (!e || e->ifindex != skb->ifindex)
+	if (!e || e->ifindex != skb->ifindex || e->expires_ns < bpf_ktime_get_ns())
 		return TC_ACT_OK;
 	if (!eth_is_bcast(eth->h_dest) && !eth_addr_equal(eth->h_dest, e->mac))
 		return TC_ACT_OK;

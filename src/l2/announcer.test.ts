@@ -64,7 +64,9 @@ test('L2Announcer: one node of three holds each IP; a lease nobody renews is tak
     const lease = (await store.get<L2LeaseSpec>('L2Lease', '192.168.10.240'))!.value;
     assert.notEqual(lease.holder, 'gone', 'the stale lease was taken over');
     const h = nodes.find((n) => n.node === lease.holder)!;
-    assert.deepEqual(h.map.m.get('192.168.10.240'), h.dev, 'the holder answers with its device and MAC');
+    const e = h.map.m.get('192.168.10.240')!;
+    assert.deepEqual({ ifindex: e.ifindex, mac: e.mac }, h.dev, 'the holder answers with its device and MAC');
+    assert.ok(e.expiresNs > process.hrtime.bigint(), 'valid for the lease from now on');
     // Stable: a few renew periods later still one holder, the same.
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(holders('192.168.10.240'), [h.node]);

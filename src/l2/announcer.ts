@@ -150,9 +150,10 @@ export class L2Announcer {
 
   private apply(mine: Set<string>): void {
     const dev = this.o.device();
+    // Valid for one lease from now (the lease was just written): a node whose agent stops renewing stops answering.
+    const expiresNs = process.hrtime.bigint() + BigInt(this.leaseMs) * 1_000_000n;
     for (const ip of mine) {
-      const cur = this.o.responder.lookup(ip);
-      if (!cur || cur.ifindex !== dev.ifindex || cur.mac !== dev.mac) this.o.responder.put(ip, { ifindex: dev.ifindex, mac: dev.mac });
+      this.o.responder.put(ip, { ifindex: dev.ifindex, mac: dev.mac, expiresNs });
       if (!this.mine.has(ip)) this.o.log.info({ ip, device: dev.ifindex }, 'announcing LoadBalancer IP');
     }
     for (const ip of this.mine) {

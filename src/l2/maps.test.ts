@@ -11,6 +11,6 @@ test('struct l2_responder_entry in host.o matches l2ResponderEntryCodec (BTF)', 
   const layout = Btf.fromFile(root + 'build/bpf/host.o').struct('l2_responder_entry');
   assert.equal(layout.size, l2ResponderEntryCodec.size);
   const fromBtf = layout.members.filter((m) => !m.name.startsWith('pad')).map((m) => ({ name: m.name, offset: m.offset, size: m.size }));
-  const fromCodec = l2ResponderEntryCodec.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
+  const fromCodec = l2ResponderEntryCodec.layout.map((f) => ({ name: f.name === 'expiresNs' ? 'expires_ns' : f.name, offset: f.offset, size: f.size })).sort((a, b) => a.offset - b.offset);
   assert.deepEqual(fromBtf, fromCodec);
 });
