@@ -22,7 +22,7 @@ for t in ip tc iptables iptables-save iptables-restore nsenter sh mount cp mv ls
   p=$(command -v "$t") || die "$t not found on this machine"
   TOOLS+=("$p")
 done
-LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/ { print $NF; exit }')
+LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/ && !f { print $NF; f = 1 }') # no early exit: SIGPIPE under pipefail
 [[ -n $LIBBPF ]] || die "libbpf.so.1 not found (apt-get install libbpf1)"
 
 # input digest: every file's path, size and mtime (content of the tool binaries by path + mtime too)
