@@ -84,7 +84,7 @@ describe('kubernetes mode: watched NetworkPolicies and Namespaces on lab nodes',
     assert.ok(names.includes('NetworkPolicy/shop/deny-all') && names.includes('NetworkPolicy/shop/allow-client'), names.join(' '));
     const fl = cli(['--node', 'w1', 'observe', '--verdict', 'DROPPED', '--last', '200']);
     assert.equal(fl.status, 0, fl.stderr);
-    assert.match(fl.stdout, /shop\/other[^\n]* -> shop\/web[^\n]*DROPPED/, fl.stdout);
+    assert.match(fl.stdout, /shop\/other[^\n]* (->|<>) shop\/web[^\n]*DROPPED/, fl.stdout);
   });
 
   test('a namespace label selector follows the Namespace labels changed through the API', async () => {

@@ -119,7 +119,8 @@ export function agentConfig(o: {
   }
   const ipamHandBackGraceMs = parseDuration(o.ipamHandBackGrace ?? '30s', '--ipam-hand-back-grace');
   const ipamWaitTimeoutMs = parseDuration(o.ipamWaitTimeout ?? '60s', '--ipam-wait-timeout');
-  if (ipam === 'kubernetes' && !o.store && !o.podCidr) {
+  // Kubernetes mode: the core Node's spec.podCIDRs (src/k8s/node-cidrs.ts).
+  if (ipam === 'kubernetes' && !o.store && !kubernetes && !o.podCidr) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --store: with --ipam kubernetes the pod CIDRs come from the Node resource in the cluster store');
   }
   const enablePolicy = o.enablePolicy ?? 'default';

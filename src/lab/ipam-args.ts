@@ -47,5 +47,17 @@ export function agentIpamArgs(ipam: LabIpam | undefined): string[] {
 
 /** kube-controller-manager's part: sets Node `node`'s pod CIDRs (the operator API refuses it in cluster-pool mode). */
 export async function setNodePodCidrs(lab: string, node: string, podCIDRs: string[]): Promise<void> {
-  await new ApiClient(labPaths(lab).operatorSocket, 'operator').request('PUT', `/v1/nodes/${encodeURIComponent(node)}/pod-cidrs`, { podCIDRs });
+  const api = new ApiClient(labPaths(lab).operatorSocket, 'operator');
+  // The operator's store may not answer in time just after it started (an apiserver still establishing the CRDs):
+  // that refusal is "try again later", retried for a while; any other refusal is final.
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await api.request('PUT', `/v1/nodes/${encodeURIComponent(node)}/pod-cidrs`, { podCIDRs });
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'TENDRIL_ERR_STORE_UNAVAILABLE' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }

@@ -44,7 +44,13 @@ export async function bridgeApiserver(lab: string, dir: string, kubeconfig: stri
     if (Date.now() > deadline) throw new LabError('TENDRIL_ERR_LAB_AGENT', `The apiserver bridge did not start: see ${log}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-  for (const ns of netnses) {
-    ownPid(lab, spawnInNetns(ns, ['socat', `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr`, `UNIX-CONNECT:${sock}`], log));
-  }
+  for (const ns of netnses) bridgeApiserverInto(lab, dir, kubeconfig, ns);
+}
+
+/** The netns end of the bridge for one more namespace (a node added later), to the host end bridgeApiserver started. */
+export function bridgeApiserverInto(lab: string, dir: string, kubeconfig: string, netns: string): void {
+  const port = apiserverPort(kubeconfig);
+  const sock = path.join(dir, 'apiserver.sock');
+  const log = path.join(dir, 'apiserver-bridge.log');
+  ownPid(lab, spawnInNetns(netns, ['socat', `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr`, `UNIX-CONNECT:${sock}`], log));
 }

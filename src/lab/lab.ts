@@ -15,7 +15,7 @@ import type { NodeDeleteResult, OperatorStatusView } from '../operator/index.js'
 import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
-import { bridgeApiserver } from './k8s.js';
+import { bridgeApiserver, bridgeApiserverInto } from './k8s.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
@@ -314,6 +314,8 @@ export async function labNodeAdd(lab: string, o: { wait?: boolean; name?: string
   }
   const n: LabNode = { name, ip, podCidr: '', netns: p.node(name).netns, socket: p.node(name).socket, pid: 0 };
   st.nodes.push(n);
+  // Kubernetes mode: the new node's netns reaches the apiserver like the others (src/lab/k8s.ts).
+  if (st.kubeconfig) bridgeApiserverInto(lab, p.dir, st.kubeconfig, n.netns);
   n.pid = startAgent(st, n);
   save(st);
   if (o.wait === false) return n;
