@@ -111,15 +111,24 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, dst, src->sec_id, now, DELIVER_ROUTED);
 	}
 
-	/* An egress gateway policy's traffic to the world: through the tunnel to its gateway node (lib/egress.h). */
-	if (tunnel_mode()) {
-		tunnel_endpoint = egress_gw_redirect4(ip->saddr, ip->daddr, info);
-		if (tunnel_endpoint) {
+	/*
+	 * An egress gateway policy's traffic to the world goes to its gateway
+	 * node (lib/egress.h): through the tunnel, or in native routing with the
+	 * gateway as next hop.
+	 */
+	tunnel_endpoint = egress_gw_redirect4(ip->saddr, ip->daddr, info);
+	if (tunnel_endpoint) {
+		if (tunnel_mode()) {
 			ret = encap_and_redirect(skb, tunnel_endpoint, src->sec_id);
 			if (ret == TC_ACT_REDIRECT)
 				trace_point(skb, &trace, TRACE_TO_OVERLAY, src->lxc_id, src->sec_id, dst_label, 0);
 			return ret;
 		}
+		ret = egress_gw_fib_redirect4(skb, eth, ip, tunnel_endpoint);
+		if (ret == TC_ACT_REDIRECT)
+			trace_point(skb, &trace, TRACE_TO_NETWORK, src->lxc_id, src->sec_id, dst_label, 0);
+		if (ret != TC_ACT_OK)
+			return ret;
 	}
 
 	if (!info || info->sec_identity == IDENTITY_HOST)

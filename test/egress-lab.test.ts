@@ -1,4 +1,4 @@
-// Integration: egress gateway (issue #11) on a three-node lab in tunnel mode with an external host (192.168.10.200)
+// Integration: egress gateway (issue #11) on a three-node lab, tunnel and native routing, with an external host (192.168.10.200)
 // routing a far network 10.0.0.0/16. A TendrilEgressGatewayPolicy selects the pods labelled app=egress for the
 // external host and the far network except 10.0.2.0/24, gateway node w2, no egressIP given (the operator allocates
 // one from the lab's --egress-ip-pool). The servers answer with the source address they saw.
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd, networkAdd } from '../src/lab/outside.js';
 import { labEgressApply, labEgressDel, labEgressList, labEgressPool } from '../src/lab/egress.js';
 import { ApiClient } from '../src/util/api-client.js';
@@ -54,111 +54,116 @@ spec:
         kubernetes.io/hostname: w2
 ${extra}`;
 
-describe('egress gateway: three nodes, tunnel routing, an external host and a far network', { timeout: 600_000 }, () => {
-  const LAB = `eg${process.pid % 100000}`;
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-egress-'));
-  let a1: LabPod; // app=egress on ctr
-  let a2: LabPod; // app=egress on w1
-  let a3: LabPod; // app=egress on w2, the gateway itself
-  let b1: LabPod; // app=other on ctr
-  let egressIP = '';
+function suite(routing: RoutingMode): void {
+  describe(`egress gateway: three nodes, ${routing} routing, an external host and a far network`, { timeout: 600_000 }, () => {
+    const LAB = `eg${process.pid % 100000}${routing[0]}`;
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-egress-'));
+    let a1: LabPod; // app=egress on ctr
+    let a2: LabPod; // app=egress on w1
+    let a3: LabPod; // app=egress on w2, the gateway itself
+    let b1: LabPod; // app=other on ctr
+    let egressIP = '';
 
-  before(async () => {
-    await labDown(LAB);
-    await labUp({ name: LAB, nodes: 3, routing: 'tunnel' });
-    await externalAdd(LAB, 'router', { ip: EXT_IP, serve: [80] });
-    await networkAdd(LAB, 'far', { cidr: '10.0.0.0/16', via: 'router', hosts: [FAR_IP, FAR_EXCLUDED_IP], serve: [80] });
-    a1 = await podAdd(LAB, 'a1', { node: 'ctr', labels: { app: 'egress' } });
-    a2 = await podAdd(LAB, 'a2', { node: 'w1', labels: { app: 'egress' } });
-    a3 = await podAdd(LAB, 'a3', { node: 'w2', labels: { app: 'egress' } });
-    b1 = await podAdd(LAB, 'b1', { node: 'ctr', labels: { app: 'other' } });
-  });
-  after(async () => {
-    await labDown(LAB);
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
+    before(async () => {
+      await labDown(LAB);
+      await labUp({ name: LAB, nodes: 3, routing });
+      await externalAdd(LAB, 'router', { ip: EXT_IP, serve: [80] });
+      await networkAdd(LAB, 'far', { cidr: '10.0.0.0/16', via: 'router', hosts: [FAR_IP, FAR_EXCLUDED_IP], serve: [80] });
+      a1 = await podAdd(LAB, 'a1', { node: 'ctr', labels: { app: 'egress' } });
+      a2 = await podAdd(LAB, 'a2', { node: 'w1', labels: { app: 'egress' } });
+      a3 = await podAdd(LAB, 'a3', { node: 'w2', labels: { app: 'egress' } });
+      b1 = await podAdd(LAB, 'b1', { node: 'ctr', labels: { app: 'other' } });
+    });
+    after(async () => {
+      await labDown(LAB);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    });
 
-  const node = (name: string) => loadLab(LAB).nodes.find((n) => n.name === name)!;
+    const node = (name: string) => loadLab(LAB).nodes.find((n) => n.name === name)!;
 
-  test('before any policy every pod is masqueraded to its own node IP', () => {
-    assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), node('ctr').ip);
-    assert.equal(remoteAddr(httpFrom(a2.netns, EXT_IP)), node('w1').ip);
-  });
+    test('before any policy every pod is masqueraded to its own node IP', () => {
+      assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), node('ctr').ip);
+      assert.equal(remoteAddr(httpFrom(a2.netns, EXT_IP)), node('w1').ip);
+    });
 
-  test('lab egress-gateway apply: the operator picks w2 and allocates an egress IP from the pool', async () => {
-    const file = path.join(tmp, 'egress.yaml');
-    fs.writeFileSync(file, POLICY('egress-a'));
-    const [p] = await labEgressApply(LAB, file);
-    assert.ok(p);
-    assert.equal(p.status.problem, undefined);
-    assert.equal(p.status.gatewayNode, 'w2');
-    assert.equal(p.status.gatewayIP, node('w2').ip);
-    const pool = labEgressPool(loadLab(LAB).underlayCidr);
-    assert.equal(pool, '192.168.10.240/28');
-    assert.equal(p.status.egressIP, '192.168.10.241');
-    egressIP = p.status.egressIP!;
-    // Applying it again keeps the address (never another one for the same policy).
-    const [again] = await labEgressApply(LAB, file);
-    assert.equal(again!.status.egressIP, egressIP);
-  });
+    test('lab egress-gateway apply: the operator picks w2 and allocates an egress IP from the pool', async () => {
+      const file = path.join(tmp, 'egress.yaml');
+      fs.writeFileSync(file, POLICY('egress-a'));
+      const [p] = await labEgressApply(LAB, file);
+      assert.ok(p);
+      assert.equal(p.status.problem, undefined);
+      assert.equal(p.status.gatewayNode, 'w2');
+      assert.equal(p.status.gatewayIP, node('w2').ip);
+      const pool = labEgressPool(loadLab(LAB).underlayCidr);
+      assert.equal(pool, '192.168.10.240/28');
+      assert.equal(p.status.egressIP, '192.168.10.241');
+      egressIP = p.status.egressIP!;
+      // Applying it again keeps the address (never another one for the same policy).
+      const [again] = await labEgressApply(LAB, file);
+      assert.equal(again!.status.egressIP, egressIP);
+    });
 
-  test('the gateway holds the egress IP on its native device, no other node does', () => {
-    assert.match(execCapture(node('w2').netns, ['ip', '-4', 'addr', 'show', 'dev', 'eth0']).stdout, new RegExp(`inet ${egressIP.replace(/\./g, '\\.')}/32 `));
-    for (const n of ['ctr', 'w1']) assert.doesNotMatch(execCapture(node(n).netns, ['ip', '-4', 'addr']).stdout, new RegExp(`inet ${egressIP.replace(/\./g, '\\.')}/`), n);
-  });
+    test('the gateway holds the egress IP on its native device, no other node does', () => {
+      assert.match(execCapture(node('w2').netns, ['ip', '-4', 'addr', 'show', 'dev', 'eth0']).stdout, new RegExp(`inet ${egressIP.replace(/\./g, '\\.')}/32 `));
+      for (const n of ['ctr', 'w1']) assert.doesNotMatch(execCapture(node(n).netns, ['ip', '-4', 'addr']).stdout, new RegExp(`inet ${egressIP.replace(/\./g, '\\.')}/`), n);
+    });
 
-  test('every node\'s tendril_egress_gw_policy_v4 holds the selected pods only, with the excluded CIDR', async () => {
-    for (const n of loadLab(LAB).nodes) {
-      const rows = await new ApiClient(n.socket).get<Array<EgressKey & EgressValue>>('/v1/map/egress');
-      const sources = [...new Set(rows.map((r) => r.source))].sort();
-      assert.deepEqual(sources, [a1.ip, a2.ip, a3.ip].sort(), n.name);
-      assert.ok(rows.some((r) => r.source === a1.ip && r.destination === '10.0.2.0/24' && r.gatewayIP === '0.0.0.1'), n.name);
-      assert.ok(rows.some((r) => r.source === a1.ip && r.destination === `${EXT_IP}/32` && r.gatewayIP === node('w2').ip && r.egressIP === egressIP), n.name);
-      assert.ok(!rows.some((r) => r.source === b1.ip), n.name);
-    }
-  });
+    test('every node\'s tendril_egress_gw_policy_v4 holds the selected pods only, with the excluded CIDR', async () => {
+      for (const n of loadLab(LAB).nodes) {
+        const rows = await new ApiClient(n.socket).get<Array<EgressKey & EgressValue>>('/v1/map/egress');
+        const sources = [...new Set(rows.map((r) => r.source))].sort();
+        assert.deepEqual(sources, [a1.ip, a2.ip, a3.ip].sort(), n.name);
+        assert.ok(rows.some((r) => r.source === a1.ip && r.destination === '10.0.2.0/24' && r.gatewayIP === '0.0.0.1'), n.name);
+        assert.ok(rows.some((r) => r.source === a1.ip && r.destination === `${EXT_IP}/32` && r.gatewayIP === node('w2').ip && r.egressIP === egressIP), n.name);
+        assert.ok(!rows.some((r) => r.source === b1.ip), n.name);
+      }
+    });
 
-  test('the external host sees the egress IP for the selected pods (TCP and UDP, from every node)', () => {
-    for (const p of [a1, a2, a3]) {
-      assert.equal(remoteAddr(httpFrom(p.netns, EXT_IP)), egressIP, p.name);
-      assert.match(udpFrom(p.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${egressIP.replace(/\./g, '\\.')}:`), p.name);
-    }
-    assert.equal(remoteAddr(httpFrom(a1.netns, FAR_IP)), egressIP);
-  });
+    test('the external host sees the egress IP for the selected pods (TCP and UDP, from every node)', () => {
+      for (const p of [a1, a2, a3]) {
+        assert.equal(remoteAddr(httpFrom(p.netns, EXT_IP)), egressIP, p.name);
+        assert.match(udpFrom(p.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${egressIP.replace(/\./g, '\\.')}:`), p.name);
+      }
+      assert.equal(remoteAddr(httpFrom(a1.netns, FAR_IP)), egressIP);
+    });
 
-  test('other pods keep being masqueraded to their own node IP', () => {
-    assert.equal(remoteAddr(httpFrom(b1.netns, EXT_IP)), node('ctr').ip);
-    assert.match(udpFrom(b1.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${node('ctr').ip.replace(/\./g, '\\.')}:`));
-  });
+    test('other pods keep being masqueraded to their own node IP', () => {
+      assert.equal(remoteAddr(httpFrom(b1.netns, EXT_IP)), node('ctr').ip);
+      assert.match(udpFrom(b1.netns, EXT_IP), new RegExp(`^router: hello \\(RemoteAddr: ${node('ctr').ip.replace(/\./g, '\\.')}:`));
+    });
 
-  test('excludedCIDRs are honoured: the selected pods reach them masqueraded to their own node IP', () => {
-    assert.equal(remoteAddr(httpFrom(a1.netns, FAR_EXCLUDED_IP)), node('ctr').ip);
-    assert.equal(remoteAddr(httpFrom(a2.netns, FAR_EXCLUDED_IP)), node('w1').ip);
-  });
+    test('excludedCIDRs are honoured: the selected pods reach them masqueraded to their own node IP', () => {
+      assert.equal(remoteAddr(httpFrom(a1.netns, FAR_EXCLUDED_IP)), node('ctr').ip);
+      assert.equal(remoteAddr(httpFrom(a2.netns, FAR_EXCLUDED_IP)), node('w1').ip);
+    });
 
-  test('a policy that is invalid is refused with a clear error, and the stored one keeps working', async () => {
-    const bad = path.join(tmp, 'bad.yaml');
-    fs.writeFileSync(bad, POLICY('egress-a').replace('- 10.0.0.0/16', '- 10.0.0.0/33'));
-    await assert.rejects(labEgressApply(LAB, bad), /TendrilEgressGatewayPolicy "egress-a": spec\.destinationCIDRs\[1\]/);
-    assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), egressIP);
-  });
+    test('a policy that is invalid is refused with a clear error, and the stored one keeps working', async () => {
+      const bad = path.join(tmp, 'bad.yaml');
+      fs.writeFileSync(bad, POLICY('egress-a').replace('- 10.0.0.0/16', '- 10.0.0.0/33'));
+      await assert.rejects(labEgressApply(LAB, bad), /TendrilEgressGatewayPolicy "egress-a": spec\.destinationCIDRs\[1\]/);
+      assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), egressIP);
+    });
 
-  test('a second policy with no egressIP gets another address of the pool', async () => {
-    const file = path.join(tmp, 'egress-b.yaml');
-    fs.writeFileSync(file, POLICY('egress-b').replace('app: egress', 'app: nobody'));
-    const [p] = await labEgressApply(LAB, file);
-    assert.equal(p!.status.egressIP, '192.168.10.242');
-    const all = await labEgressList(LAB);
-    assert.deepEqual(all.map((x) => x.status.egressIP).sort(), ['192.168.10.241', '192.168.10.242']);
-    await labEgressDel(LAB, 'egress-b');
-  });
+    test('a second policy with no egressIP gets another address of the pool', async () => {
+      const file = path.join(tmp, 'egress-b.yaml');
+      fs.writeFileSync(file, POLICY('egress-b').replace('app: egress', 'app: nobody'));
+      const [p] = await labEgressApply(LAB, file);
+      assert.equal(p!.status.egressIP, '192.168.10.242');
+      const all = await labEgressList(LAB);
+      assert.deepEqual(all.map((x) => x.status.egressIP).sort(), ['192.168.10.241', '192.168.10.242']);
+      await labEgressDel(LAB, 'egress-b');
+    });
 
-  test('removing the policy restores normal masquerading and the gateway drops the egress IP', async () => {
-    await labEgressDel(LAB, 'egress-a');
-    await until('the gateway to drop the egress IP', () => !execCapture(node('w2').netns, ['ip', '-4', 'addr']).stdout.includes(`inet ${egressIP}/`), 30_000);
-    assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), node('ctr').ip);
-    assert.equal(remoteAddr(httpFrom(a2.netns, EXT_IP)), node('w1').ip);
-    assert.equal(remoteAddr(httpFrom(a3.netns, EXT_IP)), node('w2').ip);
-    for (const n of loadLab(LAB).nodes) assert.deepEqual(await new ApiClient(n.socket).get<unknown[]>('/v1/map/egress'), [], n.name);
+    test('removing the policy restores normal masquerading and the gateway drops the egress IP', async () => {
+      await labEgressDel(LAB, 'egress-a');
+      await until('the gateway to drop the egress IP', () => !execCapture(node('w2').netns, ['ip', '-4', 'addr']).stdout.includes(`inet ${egressIP}/`), 30_000);
+      assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), node('ctr').ip);
+      assert.equal(remoteAddr(httpFrom(a2.netns, EXT_IP)), node('w1').ip);
+      assert.equal(remoteAddr(httpFrom(a3.netns, EXT_IP)), node('w2').ip);
+      for (const n of loadLab(LAB).nodes) assert.deepEqual(await new ApiClient(n.socket).get<unknown[]>('/v1/map/egress'), [], n.name);
+    });
   });
-});
+}
+
+suite('tunnel');
+suite('native');

@@ -86,18 +86,65 @@ static __always_inline __be32 egress_gw_redirect4(__be32 saddr, __be32 daddr, co
 	return e->gateway_ip;
 }
 
+/* egress_gw_snat_addr4(): the packet is on its way to another node, the gateway (native routing): no SNAT here. */
+#define EGRESS_GW_ELSEWHERE	0xffffffff
+
 /*
- * Gateway side (cil_to_netdev): the address traffic @saddr -> @daddr leaves
- * with when this node is its gateway, or 0 (the node's own masquerading applies).
+ * Native device egress (cil_to_netdev): the address traffic @saddr -> @daddr
+ * leaves with when this node is its gateway; EGRESS_GW_ELSEWHERE when another
+ * node is (in native routing the pod's packet leaves here for the gateway
+ * unchanged); 0 when no policy applies (the node's own masquerading does).
  */
 static __always_inline __be32 egress_gw_snat_addr4(__be32 saddr, __be32 daddr)
 {
 	const struct egress_gw_policy_entry *e = egress_gw_lookup4(saddr, daddr);
 
-	if (!e || e->gateway_ip != CONFIG_NODE_IP4)
+	if (!e || e->gateway_ip == EGRESS_GW_EXCLUDED)
 		return 0;
+	if (e->gateway_ip != CONFIG_NODE_IP4)
+		return EGRESS_GW_ELSEWHERE;
 	return e->egress_ip;
 }
+
+/*
+ * Pod side in native routing: the packet goes unencapsulated to the gateway
+ * node as next hop (its destination unchanged); the gateway's stack forwards
+ * it to its native device, where it is SNATed. Only pod traffic calls this
+ * (lxc.c includes fib.h). Returns TC_ACT_REDIRECT, or TC_ACT_OK when the
+ * gateway is not reachable by the FIB (then the node's own masquerading applies).
+ */
+#ifdef __TENDRIL_FIB_H_
+static __always_inline int egress_gw_fib_redirect4(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip, __be32 gateway)
+{
+	struct bpf_fib_lookup params = {};
+	struct bpf_redir_neigh nh = {};
+	long ret;
+
+	if (ip->ttl <= 1)
+		return DROP_TTL_EXCEEDED;
+	params.family = AF_INET;
+	params.ifindex = skb->ifindex;
+	params.tos = ip->tos;
+	params.l4_protocol = ip->protocol;
+	params.tot_len = bpf_ntohs(ip->tot_len);
+	params.ipv4_src = ip->saddr;
+	params.ipv4_dst = gateway;
+	ret = bpf_fib_lookup(skb, &params, sizeof(params), 0);
+	switch (ret) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		eth_rewrite(eth, params.smac, params.dmac);
+		ipv4_dec_ttl(ip);
+		return bpf_redirect(params.ifindex, 0);
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		ipv4_dec_ttl(ip);
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = params.ipv4_dst;
+		return bpf_redirect_neigh(params.ifindex, &nh, sizeof(nh), 0);
+	default:
+		return TC_ACT_OK;
+	}
+}
+#endif
 
 /* Is @addr an egress IP of this node (a reply to it may belong to a translated flow)? */
 static __always_inline bool egress_gw_local_ip4(__be32 addr)
