@@ -208,8 +208,11 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     // The baseline: kube-proxy's iptables rules for as many services, in the node's namespace, on addresses
     // Tendril's LB does not hold (its lookup misses, the packet goes to the node's stack and netfilter).
     const ipt = iptablesBaseline(total, fillers, b.ip);
-    run(inNs(node.netns, ['iptables-restore', '-w', '--noflush']), { input: ipt.text, timeoutMs: 300_000 });
-    const iptablesBackend = run(['iptables', '--version']).stdout.trim();
+    // The legacy backend when installed: iptables-nft's restore of ~140k rules takes minutes on a loaded machine.
+    const legacy = run(['iptables-legacy', '--version'], { allowFail: true }).status === 0;
+    const iptables = legacy ? 'iptables-legacy' : 'iptables';
+    run(inNs(node.netns, [`${iptables}-restore`, '-w', '--noflush']), { input: ipt.text, timeoutMs: 900_000 });
+    const iptablesBackend = run([iptables, '--version']).stdout.trim();
     o.say(`lb: kube-proxy iptables baseline: ${ipt.rules} nat rules for ${total} services (${iptablesBackend}); bench VIP ${ipt.vip} at position ${ipt.position}`);
     try {
       for (let round = 1; round <= o.rounds; round++) {
@@ -217,7 +220,7 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
         for (const [t, ip] of order) samples.push(await measureTarget(o, a.netns, b.netns, ip, t === 'clusterip-10k' ? 'clusterip-10k-b' : t, round));
       }
     } finally {
-      run(inNs(node.netns, ['iptables', '-w', '-t', 'nat', '-F']), { allowFail: true });
+      run(inNs(node.netns, [iptables, '-w', '-t', 'nat', '-F']), { allowFail: true });
     }
     return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend };
   } finally {

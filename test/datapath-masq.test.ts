@@ -291,7 +291,7 @@ test('iptables fallback (--enable-bpf-masquerade=false): its chain is installed 
   assert.doesNotMatch(rules, /TENDRIL_MASQ/);
 });
 
-test('native routing: the same translation, replies delivered straight from the native device', async () => {
+test('native routing: the same translation, replies delivered straight from the native device', async (t) => {
   masq.stop();
   dp.stop();
   dp = new NodeDatapath({
@@ -310,7 +310,23 @@ test('native routing: the same translation, replies delivered straight from the 
     masq.start(dp);
   });
   const p = pods[5]!;
-  assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+  const events: DatapathEvent[] = [];
+  const watch = dp.startEvents((e) => events.push(e));
+  try {
+    assert.equal(seenIp(await tcpSeen(p.ns, EXT_IP)), NODE_IP);
+    await until('to-network traces of the pod', () => events.some((e) => e.type === 'trace' && e.obsPoint === 'to-network' && e.source === p.endpoint.id));
+  } finally {
+    watch.stop();
+  }
+  // Traced to-network once per reported packet: by from-container when it redirects to the native device itself
+  // (cil_to_netdev, which the redirect passes, then does not report it again), else by cil_to_netdev after to-stack.
+  const ofPod = events.filter((e) => e.type === 'trace' && e.source === p.endpoint.id);
+  const hashes = new Set(ofPod.filter((e) => e.type === 'trace' && e.obsPoint === 'to-network').map((e) => e.hash));
+  t.diagnostic(`pod's traces: ${ofPod.map((e) => `0x${e.hash.toString(16)}:${e.type === 'trace' ? e.obsPoint : e.type}@${e.ifindex}`).join(' ')}`);
+  for (const h of hashes) {
+    const point = (o: string): number => ofPod.filter((e) => e.hash === h && e.type === 'trace' && e.obsPoint === o).length;
+    assert.equal(point('to-network'), point('from-endpoint'), `flow 0x${h.toString(16)}: ${point('to-network')} to-network for ${point('from-endpoint')} from-endpoint`);
+  }
   assert.equal(seenIp(await udpSeen(p.ns, EXT_IP)), NODE_IP);
   assert.ok(await ping(p.ns, EXT_IP));
   assert.equal(seenIp(await tcpSeen(p.ns, FAR_IP)), p.ip);
