@@ -236,7 +236,8 @@ test('start() unwinds on a later failure: a new node keeps no attachment, a rest
   const running = attachmentsOf(ns, first);
   assert.deepEqual(
     running.map((a) => `${a.ifname} ${a.attach} ${a.direction} ${a.progName}`),
-    ['tendril_host tcx egress cil_from_host', 'tendril_vxlan tcx ingress cil_from_overlay', 'tendril_vxlan tcx egress cil_to_overlay'],
+    // The native device carries its programs in tunnel mode too (NodePort from outside, ARP for LoadBalancer IPs).
+    ['eth0 tcx ingress cil_from_netdev', 'eth0 tcx egress cil_to_netdev', 'tendril_host tcx egress cil_from_host', 'tendril_vxlan tcx ingress cil_from_overlay', 'tendril_vxlan tcx egress cil_to_overlay'],
   );
   first.stop();
 

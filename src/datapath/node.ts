@@ -365,8 +365,9 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
       ...natConstants(cfg.masquerade),
     };
-    // Also in tunnel mode: it answers ARP for the LoadBalancer IPs this node announces (lib/l2announce.h).
-    const netdev = true;
+    // Also in tunnel mode unless NodePort is off: NodePort from outside (lib/nodeport.h) and ARP for the
+    // LoadBalancer IPs this node announces (lib/l2announce.h) ride on these programs.
+    const netdev = !tunnel || cfg.masquerade?.enabled === true || cfg.nodePort !== false;
     // Everything below is undone, last first, when a later step fails: the collections closed, each hook put back
     // as it was (an earlier run's program switched back in, a new attachment removed), so a failed start loses
     // nothing that was working. Devices and routes stay: start() re-uses them.
