@@ -3,6 +3,7 @@
 // backend with the client's address kept and the backend's reply back from the node port; -> a remote backend with
 // the source translated to the node IP and a NAT port, and its reply reverse-translated twice; externalTrafficPolicy
 // Local without a local backend answered with ICMP port unreachable; a port outside the node-port range untouched.
+// The same for a LoadBalancer IP (an exact frontend with LB_F_EXTERNAL): replies from the LB IP; a ClusterIP untouched.
 import { rmSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
@@ -271,7 +272,10 @@ test('LB IP with externalTrafficPolicy Local: only the local backend from outsid
   sync([lbf([REMOTE], { extLocal: true }), lbf([], { scope: LB_SCOPE_EXTERNAL })]);
   const r = netdev({ src: CLIENT, dst: LB_IP, sport: 43100, dport: 80, proto: 6 });
   assert.equal(r.retval, TC_ACT_REDIRECT, 'answered');
-  assert.equal(parse(r.out).proto, 1);
+  const icmp = parse(r.out);
+  assert.equal(icmp.proto, 1);
+  assert.equal(icmp.src, LB_IP, 'from the LoadBalancer IP the client asked');
+  assert.equal(icmp.dst, CLIENT);
   assert.equal(r.out[34], 3, 'destination unreachable');
   assert.equal(r.out[35], 3, 'port unreachable');
 });

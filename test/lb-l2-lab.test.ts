@@ -1,6 +1,7 @@
 // Integration (issue #10, LB IPAM and L2 announcements) on a 3-node lab (tunnel and native routing) with an external host on the
 // underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
-// its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC; when that
+// its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
+// LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
 // node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
