@@ -3,6 +3,7 @@
 // backend with the client's address kept and the backend's reply back from the node port; -> a remote backend with
 // the source translated to the node IP and a NAT port, and its reply reverse-translated twice; externalTrafficPolicy
 // Local without a local backend answered with ICMP port unreachable; a port outside the node-port range untouched.
+// The same for a LoadBalancer IP (an exact frontend with LB_F_EXTERNAL): replies from the LB IP; a ClusterIP untouched.
 import { rmSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
@@ -223,5 +224,66 @@ test('a port outside the node-port range, and a node port with no service, pass 
   for (const dport of [22, NODE_PORT + 1]) {
     const r = netdev({ src: CLIENT, dst: NODE, sport: 40003, dport, proto: 6 });
     assert.deepEqual(parse(r.out), { src: CLIENT, dst: NODE, sport: 40003, dport, proto: 6 });
+  }
+});
+
+// A LoadBalancer IP (LB IPAM's, announced on the native device): the frontend's exact address, LB_F_EXTERNAL.
+const LB_IP = '192.0.2.240';
+const lbf = (backends: string[], extra: Partial<Frontend> = {}): Frontend => ({
+  address: LB_IP,
+  port: 80,
+  protocol: 'TCP',
+  service: 'edge/web',
+  type: 'LoadBalancer',
+  external: true,
+  backends: backends.map((ip) => ({ ip, port: 8080 })),
+  ...extra,
+});
+
+test('LB IP:80 from outside reaches a local backend with the client\'s address; the reply leaves with the LB IP as source', () => {
+  sync([lbf([local.ip4])]);
+  const r = netdev({ src: CLIENT, dst: LB_IP, sport: 42000, dport: 80, proto: 6 });
+  assert.equal(r.retval, TC_ACT_REDIRECT, 'delivered into the backend pod');
+  assert.deepEqual(parse(r.out), { src: CLIENT, dst: local.ip4, sport: 42000, dport: 8080, proto: 6 });
+  const reply = container({ src: local.ip4, dst: CLIENT, sport: 8080, dport: 42000, proto: 6 });
+  assert.equal(reply.retval, TC_ACT_REDIRECT, 'out of the native device');
+  assert.deepEqual(parse(reply.out), { src: LB_IP, dst: CLIENT, sport: 80, dport: 42000, proto: 6 });
+});
+
+test('LB IP:80 to a remote backend: SNAT to the node IP and a NAT port; the reply gets the LB IP and the client back', () => {
+  sync([lbf([REMOTE])]);
+  const r = netdev({ src: CLIENT, dst: LB_IP, sport: 42001, dport: 80, proto: 6 });
+  assert.equal(r.retval, TC_ACT_REDIRECT, 'into the tunnel');
+  const fwd = parse(r.out);
+  assert.equal(fwd.src, NODE, 'SNAT to the node IP');
+  assert.equal(fwd.dst, REMOTE);
+  assert.equal(fwd.dport, 8080);
+  assert.ok(fwd.sport >= 32768 && fwd.sport <= 60999, `a port of the NAT range: ${fwd.sport}`);
+  const reply = netdev({ src: REMOTE, dst: NODE, sport: 8080, dport: fwd.sport, proto: 6 });
+  assert.equal(reply.retval, TC_ACT_REDIRECT, 'straight back out');
+  assert.deepEqual(parse(reply.out), { src: LB_IP, dst: CLIENT, sport: 80, dport: 42001, proto: 6 });
+});
+
+test('LB IP with externalTrafficPolicy Local: only the local backend from outside; none: ICMP port unreachable', () => {
+  sync([lbf([REMOTE, local.ip4], { extLocal: true }), lbf([local.ip4], { scope: LB_SCOPE_EXTERNAL })]);
+  for (let sport = 43000; sport < 43016; sport++) {
+    assert.deepEqual(parse(netdev({ src: CLIENT, dst: LB_IP, sport, dport: 80, proto: 6 }).out), { src: CLIENT, dst: local.ip4, sport, dport: 8080, proto: 6 });
+  }
+  sync([lbf([REMOTE], { extLocal: true }), lbf([], { scope: LB_SCOPE_EXTERNAL })]);
+  const r = netdev({ src: CLIENT, dst: LB_IP, sport: 43100, dport: 80, proto: 6 });
+  assert.equal(r.retval, TC_ACT_REDIRECT, 'answered');
+  const icmp = parse(r.out);
+  assert.equal(icmp.proto, 1);
+  assert.equal(icmp.src, LB_IP, 'from the LoadBalancer IP the client asked');
+  assert.equal(icmp.dst, CLIENT);
+  assert.equal(r.out[34], 3, 'destination unreachable');
+  assert.equal(r.out[35], 3, 'port unreachable');
+});
+
+test('another port of the LB IP, and a frontend not served from outside (a ClusterIP), pass untouched', () => {
+  sync([lbf([local.ip4]), lbf([local.ip4], { address: '10.96.0.10', type: 'ClusterIP', external: false })]);
+  for (const [dst, dport] of [[LB_IP, 81], ['10.96.0.10', 80]] as const) {
+    const r = netdev({ src: CLIENT, dst, sport: 43200, dport, proto: 6 });
+    assert.deepEqual(parse(r.out), { src: CLIENT, dst, sport: 43200, dport, proto: 6 });
   }
 });

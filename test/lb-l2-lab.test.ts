@@ -1,6 +1,7 @@
 // Integration (issue #10, LB IPAM and L2 announcements) on a 3-node lab (tunnel and native routing) with an external host on the
 // underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
-// its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC; when that
+// its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
+// LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
 // node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
@@ -40,6 +41,15 @@ function get(netns: string, ip: string, port: number, timeoutMs = 1000): string 
   return r.stdout.trim();
 }
 
+/* An HTTP GET: the backend's name and the source address it saw ("error:..." as name when none answered). */
+const GET_SEEN = GET.replace("process.stdout.write((/Hostname: (\\S+)/.exec(b) || [])[1] || 'answered');", "process.stdout.write(((/Hostname: (\\S+)/.exec(b) || [])[1] || 'answered') + ' ' + ((/RemoteAddr: ([\\d.]+)/.exec(b) || [])[1] || '?'));");
+
+function getSeen(netns: string, ip: string, port: number, timeoutMs = 2000): { name: string; seen: string } {
+  const r = execCapture(netns, [process.execPath, '-e', GET_SEEN, ip, String(port), String(timeoutMs)], 30_000);
+  const [name = '', seen = ''] = r.stdout.trim().split(' ');
+  return { name, seen };
+}
+
 function neighbour(netns: string, ip: string): { mac: string | null; state: string } {
   const r = execCapture(netns, ['ip', '-j', 'neigh', 'show', ip]);
   const e = (JSON.parse(r.stdout || '[]') as Array<{ lladdr?: string; state?: string[] }>)[0];
@@ -67,6 +77,7 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
 
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'test/lb-l2-lab.test.ts needs root');
+    assert.notEqual(GET_SEEN, GET, 'the GET that reports the source seen');
     await labDown(lab).catch(() => undefined);
     const st = await labUp({ name: lab, nodes: 3, routing });
     const [ctr, w1, w2] = st.nodes.map((n) => n.name);
@@ -108,6 +119,37 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
       return neighbour(extNetns, lbIp);
     }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
     assert.equal(n.mac, mac, `the announcing node ${holder}'s eth0 MAC`);
+  });
+
+  test('the external host GETs LBIP:80: each backend reached, source IP as the policy says (Cluster: SNAT for remote backends; Local: only the announcing node\'s own)', async () => {
+    const st = loadLab(lab);
+    const via = st.nodes.find((n) => n.name === holder)!;
+    const webs = ['web-0', 'web-1', 'web-2'];
+    const seen = new Map<string, string>();
+    await until('the external host reaches every backend through the LoadBalancer IP', () => {
+      const a = getSeen(extNetns, lbIp, 80);
+      if (webs.includes(a.name)) seen.set(a.name, a.seen);
+      return [...seen.keys()];
+    }, (s) => webs.every((n) => s.includes(n)));
+    for (const [name, addr] of seen) {
+      const want = pods[name]!.node === holder ? EXT_IP : via.ip;
+      assert.equal(addr, want, `${name} (on ${pods[name]!.node}) through ${holder}: source seen ${addr}, want ${want}`);
+    }
+    const own = webs.find((n) => pods[n]!.node === holder)!;
+    const svc = { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' as const }], type: 'LoadBalancer' as const, labels: { exposed: 'yes' } };
+    await labServiceAdd(lab, 'web', { ...svc, externalTrafficPolicy: 'Local' });
+    try {
+      // Every backend answered before: eight answers in a row from the announcing node's own backend mean Local holds.
+      let run: Array<{ name: string; seen: string }> = [];
+      run = await until('with externalTrafficPolicy Local only the announcing node\'s own backend answers', () => {
+        const a = getSeen(extNetns, lbIp, 80);
+        run = a.name === own ? [...run, a] : [];
+        return run;
+      }, (r) => r.length >= 8);
+      for (const a of run) assert.equal(a.seen, EXT_IP, `${own}: the external host's address is kept`);
+    } finally {
+      await labServiceAdd(lab, 'web', { ...svc, externalTrafficPolicy: 'Cluster' });
+    }
   });
 
   test('the announcement moves to another node when the announcing node is removed', async () => {

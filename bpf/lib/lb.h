@@ -49,6 +49,7 @@ _Static_assert(sizeof(struct lb4_key) == 12, "lb4_key must be 12 bytes");
 #define LB_F_MAGLEV		1	/* select by the Maglev table, not at random */
 #define LB_F_AFFINITY		2	/* sessionAffinity ClientIP */
 #define LB_F_EXT_LOCAL		4	/* externalTrafficPolicy Local: traffic from outside uses the LB_SCOPE_EXTERNAL entry */
+#define LB_F_EXTERNAL		8	/* served to traffic from outside at its own address (a LoadBalancer IP) */
 
 /*
  * lb4_key.scope. Every frontend has its LB_SCOPE_ALL entry, which pods use. A

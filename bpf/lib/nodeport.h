@@ -15,9 +15,14 @@
  * holds only this node's backends: none means ICMP port unreachable
  * (DROP_NO_SERVICE), as for a service without backends.
  *
+ * A LoadBalancer IP (LB IPAM's, answered for by lib/l2announce.h) is served
+ * the same way: a packet for an address other than the node's whose exact
+ * frontend (address:port) has LB_F_EXTERNAL; replies get the LB IP as their
+ * source. Other packets cost one hash lookup that misses.
+ *
  * Each connection has a reply entry in tendril_lb4_ct, dir LB_CT_NODEPORT,
  * keyed by the backend's reply as the backend sends it (backend -> client),
- * holding the node IP and node port the client used.
+ * holding the address (node IP or LB IP) and port the client used.
  */
 #ifndef __TENDRIL_NODEPORT_H_
 #define __TENDRIL_NODEPORT_H_
@@ -105,7 +110,7 @@ static __attribute__((noinline)) int nodeport_rev_snat(struct __sk_buff *skb)
 	const struct lb4_ct_entry *re;
 	struct nat_entry4 *in;
 	struct ct_pkt c;
-	__be32 client, node = CONFIG_NODE_IP4;
+	__be32 client, frontend, node = CONFIG_NODE_IP4;
 	__be16 client_port, np_port;
 	__u8 proto;
 	int ret;
@@ -123,8 +128,10 @@ static __attribute__((noinline)) int nodeport_rev_snat(struct __sk_buff *skb)
 	client = in->to_addr;
 	client_port = in->to_port;
 	re = nodeport_reply_entry(p->tuple.saddr, client, p->tuple.sport, client_port, proto);
-	if (!re || re->orig_addr != node)
+	if (!re)
 		return 0;
+	/* The node IP, or the LoadBalancer IP the client used. */
+	frontend = re->orig_addr;
 	np_port = re->orig_port;
 
 	/* The connection's conntrack entry (client -> backend) lives on: the NAT GC keeps the mapping while it does. */
@@ -136,7 +143,7 @@ static __attribute__((noinline)) int nodeport_rev_snat(struct __sk_buff *skb)
 			   false);
 	if (IS_ERR(ret))
 		return ret;
-	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, p->tuple.saddr, node, l4_off, p->tuple.sport, np_port,
+	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, p->tuple.saddr, frontend, l4_off, p->tuple.sport, np_port,
 			   false);
 	if (IS_ERR(ret))
 		return ret;
@@ -190,12 +197,13 @@ static __attribute__((noinline)) int nodeport_no_service(struct __sk_buff *skb)
 }
 
 /*
- * A packet from outside to this node's IP at a node port (TCP, UDP, no
+ * A packet from outside to this node's IP at a node port (@frontend 0), or
+ * to a LoadBalancer IP at its port (@frontend: that IP) (TCP, UDP, no
  * fragment): a backend of the frontend, and the packet DNATed to it.
- * Returns 0 when the port is no NodePort, NODEPORT_TO_LOCAL/REMOTE, a TC
+ * Returns 0 when the port is no such frontend, NODEPORT_TO_LOCAL/REMOTE, a TC
  * verdict (no backend: answered) or a DROP_* code.
  */
-static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
+static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb, __be32 frontend)
 {
 	const struct endpoint_info *ep;
 	const struct lb4_service *svc;
@@ -206,7 +214,7 @@ static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
 	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__be32 client;
+	__be32 client, daddr;
 	__u32 backend_id, l4_off;
 	__u8 proto;
 	int ret;
@@ -215,11 +223,13 @@ static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
 		return 0;
 	proto = pkt.tuple.nexthdr;
 	l4_off = ETH_HLEN + ip->ihl * 4;
+	daddr = pkt.tuple.daddr;
 
+	key.address = frontend;
 	key.dport = pkt.tuple.dport;
 	key.proto = proto;
 	svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
-	if (!svc)
+	if (!svc || (frontend && !(svc->flags & LB_F_EXTERNAL)))
 		return 0;
 	if (svc->flags & LB_F_EXT_LOCAL) {
 		key.scope = LB_SCOPE_EXTERNAL;
@@ -246,7 +256,7 @@ static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
 	rev.dir = LB_CT_NODEPORT;
 	entry.backend_id = backend_id;
 	entry.rev_nat_index = svc->rev_nat_index;
-	entry.orig_addr = CONFIG_NODE_IP4;
+	entry.orig_addr = daddr;
 	entry.orig_port = pkt.tuple.dport;
 	{
 		const struct lb4_ct_entry *re = bpf_map_lookup_elem(&tendril_lb4_ct, &rev);
@@ -256,7 +266,7 @@ static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb)
 			bpf_map_update_elem(&tendril_lb4_ct, &rev, &entry, BPF_ANY);
 	}
 
-	ret = lb4_rewrite(skb, proto, l4_off, false, CONFIG_NODE_IP4, be->address, pkt.tuple.dport, be->port);
+	ret = lb4_rewrite(skb, proto, l4_off, false, daddr, be->address, pkt.tuple.dport, be->port);
 	if (ret)
 		return ret;
 	/* Delivery is a stage of its own (nodeport_from_netdev()), for the stack. */
@@ -334,8 +344,24 @@ static __attribute__((noinline)) int nodeport_to_remote(struct __sk_buff *skb)
 }
 
 /*
- * Ingress of the native device, first: NodePort traffic from outside and the
- * replies of its SNATed connections. Each path is a function of its own, so
+ * A packet for another address than the node's: a LoadBalancer IP's frontend
+ * (LB_F_EXTERNAL) at @port? One lookup (a miss for every other packet).
+ */
+static __always_inline bool nodeport_lb_ip(__be32 daddr, __be16 port, __u8 proto)
+{
+	const struct lb4_service *svc;
+	struct lb4_key key = {};
+
+	key.address = daddr;
+	key.dport = port;
+	key.proto = proto;
+	svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
+	return svc && (svc->flags & LB_F_EXTERNAL);
+}
+
+/*
+ * Ingress of the native device, first: NodePort and LoadBalancer IP traffic
+ * from outside and the replies of its SNATed connections. Each path is a function of its own, so
  * that the stack frames of the two, and of from_netdev(), are not added up.
  * Returns 0 when the packet is neither (it goes on as before), else a TC
  * verdict or a DROP_* code.
@@ -347,22 +373,30 @@ static __attribute__((noinline)) int nodeport_lb4_from_netdev(struct __sk_buff *
 	__be16 port;
 	__u16 dport;
 
+	__be32 daddr;
+
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return 0;
-	if (IS_ERR(ipv4_load(skb, &eth, &ip)) || ip->daddr != CONFIG_NODE_IP4)
+	if (IS_ERR(ipv4_load(skb, &eth, &ip)))
 		return 0;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return 0;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return 0;
+	daddr = ip->daddr;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + ip->ihl * 4 + 2, &port, sizeof(port)) < 0)
 		return 0;
+	if (daddr != CONFIG_NODE_IP4) {
+		if (!nodeport_lb_ip(daddr, port, ip->protocol))
+			return 0;
+		return nodeport_lb4_forward(skb, daddr);
+	}
 	dport = bpf_ntohs(port);
 	if (dport >= CONFIG_NAT_PORT_MIN && dport <= CONFIG_NAT_PORT_MAX)
 		return nodeport_rev_snat(skb);
 	if (dport < NODEPORT_PORT_MIN || dport > NODEPORT_PORT_MAX)
 		return 0;
-	return nodeport_lb4_forward(skb);
+	return nodeport_lb4_forward(skb, 0);
 }
 
 /*

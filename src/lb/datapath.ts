@@ -13,6 +13,7 @@ import {
   LB4_SERVICES_MAP,
   LB_F_AFFINITY,
   LB_F_EXT_LOCAL,
+  LB_F_EXTERNAL,
   LB_F_MAGLEV,
   LB_SCOPE_ALL,
   LB_SCOPE_EXTERNAL,
@@ -47,6 +48,8 @@ export interface Frontend {
   scope?: number;
   /** externalTrafficPolicy Local: traffic from outside takes the frontend's LB_SCOPE_EXTERNAL entry (LB_F_EXT_LOCAL). */
   extLocal?: boolean;
+  /** Served to traffic from outside at its address (a LoadBalancer IP; LB_F_EXTERNAL). */
+  external?: boolean;
 }
 
 export interface LbDatapathOptions {
@@ -172,7 +175,7 @@ export class LbDatapath {
       removed++;
     }
     for (const [k, f] of want) {
-      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm, f.extLocal ?? false]);
+      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm, f.extLocal ?? false, f.external ?? false]);
       const prev = this.written.get(k);
       if (prev && prev.fingerprint === fingerprint) {
         prev.frontend = f;
@@ -202,6 +205,7 @@ export class LbDatapath {
     }
     if (f.affinityTimeout !== undefined) flags |= LB_F_AFFINITY;
     if (f.extLocal) flags |= LB_F_EXT_LOCAL;
+    if (f.external) flags |= LB_F_EXTERNAL;
     this.revNat.put(id, { address: f.address, port: f.port });
     this.services.put(key, { backendId: 0, count: ids.length, revNatIndex: id, flags, maglevSize, affinityTimeout: f.affinityTimeout ?? 0 });
     if (prev) {

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { frontendsOf, poolRanges, poolSpan, rangesOverlap, selectorMatches, serviceSelectorLabels, validateLbPool, validateService } from './index.js';
 import { formatIPv4 } from '../util/ip.js';
+import { LB_SCOPE_EXTERNAL } from './maps.js';
 
 test('selectorMatches() does matchLabels and every matchExpressions operator, on the service labels plus namespace and name', () => {
   const labels = serviceSelectorLabels({ namespace: 'shop', name: 'web', labels: { tier: 'front', env: 'prod' } });
@@ -38,4 +39,24 @@ test('frontendsOf() adds a LoadBalancer frontend per LB IP at the service port, 
   assert.equal(frontendsOf([s], eps, 'n1').some((x) => x.type === 'LoadBalancer'), false, 'no LB IP yet: no such frontend');
   const np = validateService({ namespace: 'shop', name: 'np', type: 'NodePort', clusterIP: '10.96.0.11', ports: [{ port: 80 }] });
   assert.equal(frontendsOf([np], eps, 'n1', () => ['192.168.10.241']).some((x) => x.type === 'LoadBalancer'), false, 'only LoadBalancer services');
+});
+
+test('frontendsOf(): a LoadBalancer IP is served from outside (external); externalTrafficPolicy Local gives it this node\'s backends for outside', () => {
+  const eps = [
+    { ip: '10.200.0.5', node: 'n1', namespace: 'shop', labels: ['k8s:app=web'], namedPorts: [] },
+    { ip: '10.200.1.5', node: 'n2', namespace: 'shop', labels: ['k8s:app=web'], namedPorts: [] },
+  ];
+  const base = { namespace: 'shop', name: 'web', type: 'LoadBalancer', clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] };
+  const cluster = frontendsOf([validateService(base)], eps, 'n1', () => ['192.168.10.240']).filter((x) => x.address === '192.168.10.240');
+  assert.equal(cluster.length, 1);
+  assert.equal(cluster[0]!.external, true);
+  assert.equal(cluster[0]!.extLocal, undefined);
+  assert.deepEqual(cluster[0]!.backends.map((b) => b.ip).sort(), ['10.200.0.5', '10.200.1.5']);
+  const local = frontendsOf([validateService({ ...base, externalTrafficPolicy: 'Local' })], eps, 'n1', () => ['192.168.10.240']).filter((x) => x.address === '192.168.10.240');
+  assert.equal(local.length, 2);
+  const all = local.find((x) => !x.scope)!;
+  const ext = local.find((x) => x.scope === LB_SCOPE_EXTERNAL)!;
+  assert.equal(all.extLocal, true);
+  assert.equal(all.backends.length, 2, 'pods: every backend');
+  assert.deepEqual(ext.backends, [{ ip: '10.200.0.5', port: 8080 }], 'outside: this node\'s only');
 });

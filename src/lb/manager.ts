@@ -64,8 +64,21 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
           out.push(np);
         }
       }
-      // LoadBalancer: each IP LB IPAM gave it (its ServiceStatus), at the service port.
-      if (s.type === 'LoadBalancer') for (const ip of lbIps(s)) out.push({ ...f, address: ip, type: 'LoadBalancer' });
+      // LoadBalancer: each IP LB IPAM gave it (its ServiceStatus), at the service port, served to traffic from outside
+      // too (external: the native device translates it); its backends as the node port's, with externalTrafficPolicy
+      // Local the same LB_SCOPE_EXTERNAL entry of this node's backends.
+      if (s.type === 'LoadBalancer') {
+        const all = backendsFor(s, p, endpoints).map((b) => ({ ip: b.ip, port: b.port, node: b.node }));
+        for (const ip of lbIps(s)) {
+          const lb: Frontend = { ...f, address: ip, type: 'LoadBalancer', external: true, backends: all.map(({ ip, port }) => ({ ip, port })) };
+          if (s.externalTrafficPolicy === 'Local') {
+            out.push({ ...lb, extLocal: true });
+            out.push({ ...lb, scope: LB_SCOPE_EXTERNAL, backends: all.filter((b) => b.node === node).map(({ ip, port }) => ({ ip, port })) });
+          } else {
+            out.push(lb);
+          }
+        }
+      }
     }
   }
   return out;

@@ -19,6 +19,8 @@ export const LB_F_MAGLEV = 1;
 export const LB_F_AFFINITY = 2;
 /** externalTrafficPolicy Local: traffic from outside uses the frontend's LB_SCOPE_EXTERNAL entry. */
 export const LB_F_EXT_LOCAL = 4;
+/** Served to traffic from outside at its own address (a LoadBalancer IP), on the native device. */
+export const LB_F_EXTERNAL = 8;
 
 /** lb4_key.scope: the entry pods use, and a NodePort's entry for traffic from outside with externalTrafficPolicy Local. */
 export const LB_SCOPE_ALL = 0;
