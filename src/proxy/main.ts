@@ -1,7 +1,8 @@
 // The node proxy process: forked by the agent's ProxySupervisor in the node's namespace, fed its rules over IPC.
 import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
-import { HttpProxyEngine, type HttpFlowRecord } from './http-proxy.js';
+import { HttpProxyEngine, type HttpFlowRecord, type HttpProxyOptions } from './http-proxy.js';
+import { HttpFastEngine } from './fast-engine.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
 
@@ -26,7 +27,9 @@ function queueFlow(flow: HttpFlowRecord): void {
 }
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
-const engine = new HttpProxyEngine({
+// The fast raw-bytes path by default; TENDRIL_PROXY_ENGINE=node serves with Node's http server and client instead.
+const Engine: new (o: HttpProxyOptions) => HttpProxyEngine | HttpFastEngine = process.env['TENDRIL_PROXY_ENGINE'] === 'node' ? HttpProxyEngine : HttpFastEngine;
+const engine = new Engine({
   policyFor(info) {
     const p = rules.forConnection(info.srcIp, info.dstIp, info.dstPort);
     if (p === undefined) return undefined;

@@ -1,0 +1,88 @@
+// Loopback microbench of the proxy engines, no datapath: the load client (bench/l7-load.js, own process) ->
+// [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline; the Node-http
+// engine and the fast engine are interleaved in the same run, medians of the rounds.
+//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8]
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { HttpMatcher } from '../src/policy/index.js';
+import { HttpFastEngine } from '../src/proxy/fast-engine.js';
+import { HttpProxyEngine } from '../src/proxy/http-proxy.js';
+import type { LoadResult } from './l7-load.js';
+import { median } from './stats.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const { values } = parseArgs({
+  options: {
+    role: { type: 'string', default: 'main' },
+    engine: { type: 'string', default: 'fast' },
+    upstream: { type: 'string', default: '0' },
+    secs: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '3' },
+    conc: { type: 'string', default: '8' },
+  },
+});
+
+function proxyRole(): void {
+  const upPort = Number(values.upstream);
+  const rules = new HttpMatcher([{ method: 'GET', path: '/public(/.*)?', host: null, headers: [] }]);
+  const opts = { policyFor: () => ({ matchers: [rules], srcIdentity: 1, dstIdentity: 2, connect: () => net.connect(upPort, '127.0.0.1') }), onFlow: () => undefined };
+  const engine = values.engine === 'node' ? new HttpProxyEngine(opts) : new HttpFastEngine(opts);
+  const server = net.createServer((s) => engine.handle(s));
+  server.listen(0, '127.0.0.1', () => process.send?.((server.address() as net.AddressInfo).port));
+  process.on('disconnect', () => process.exit(0));
+}
+
+function load(port: number, mode: string, secs: number, conc: number): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [path.join(HERE, 'l7-load.js'), '--url', `http://127.0.0.1:${port}/public/x`, '--mode', mode, '--secs', String(secs), '--conc', String(conc)], (err, out) => {
+      if (err) reject(err);
+      else resolve(JSON.parse(out.trim().split('\n').at(-1)!) as LoadResult);
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const secs = Number(values.secs);
+  const rounds = Number(values.rounds);
+  const conc = Number(values.conc);
+  const server = http.createServer({ keepAliveTimeout: 60_000 }, (_req, res) => res.end('hello from upstream\n'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const upPort = (server.address() as net.AddressInfo).port;
+  const children: ChildProcess[] = [];
+  const ports: Record<string, number> = { direct: upPort };
+  try {
+    for (const engine of ['node', 'fast']) {
+      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort)]);
+      children.push(c);
+      ports[engine] = await new Promise<number>((r) => c.once('message', (p) => r(p as number)));
+    }
+    const res: Record<string, number[]> = {};
+    for (let round = 1; round <= rounds; round++) {
+      for (const mode of ['keepalive', 'close']) {
+        for (const name of ['direct', 'node', 'fast']) {
+          const r = await load(ports[name]!, mode, secs, conc);
+          (res[`${mode}/${name}`] ??= []).push(r.rps);
+          process.stderr.write(`round ${round} ${mode} ${name}: ${r.rps.toFixed(0)} req/s (${r.errors} errors)\n`);
+        }
+      }
+    }
+    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections)`);
+    console.log('| test | direct | Node http engine | fast engine | node / direct | fast / direct | fast / node |');
+    console.log('|---|---|---|---|---|---|---|');
+    for (const mode of ['keepalive', 'close']) {
+      const [d, n, f] = ['direct', 'node', 'fast'].map((k) => median(res[`${mode}/${k}`]!));
+      console.log(`| ${mode} req/s | ${d!.toFixed(0)} | ${n!.toFixed(0)} | ${f!.toFixed(0)} | ${(n! / d!).toFixed(2)}× | ${(f! / d!).toFixed(2)}× | ${(f! / n!).toFixed(2)}× |`);
+    }
+  } finally {
+    for (const c of children) c.kill();
+    server.closeAllConnections();
+    server.close();
+  }
+}
+
+if (values.role === 'proxy') proxyRole();
+else await main();
