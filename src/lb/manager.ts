@@ -85,6 +85,20 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
 }
 
 /**
+ * LoadBalancer IPs this node must not announce (L2): those of services with externalTrafficPolicy Local that have
+ * no backend on this node at any port (their LB_SCOPE_EXTERNAL entries are all empty), as Cilium announces only from
+ * nodes with local endpoints. Traffic drawn to such a node would be dropped (no local backend, no SNAT).
+ */
+export function lbIpsWithoutLocalBackend(frontends: readonly Frontend[]): Set<string> {
+  const local = new Map<string, boolean>();
+  for (const f of frontends) {
+    if (f.type !== 'LoadBalancer' || f.scope !== LB_SCOPE_EXTERNAL) continue;
+    local.set(f.address, (local.get(f.address) ?? false) || f.backends.length > 0);
+  }
+  return new Set([...local].filter(([, has]) => !has).map(([ip]) => ip));
+}
+
+/**
  * The frontend index of serviceByAddr(): "ip:port/PROTO" -> service, for each ClusterIP and each LoadBalancer IP
  * LB IPAM gave a LoadBalancer service (at the service port). Node ports are not in it: their frontend is any node
  * address (0.0.0.0 in the maps), which a flow's address alone cannot tell from a pod listening on the same port.
@@ -113,6 +127,8 @@ export class ServiceManager {
   private lastError: string | undefined;
   /** Frontend "ip:port/PROTO" -> service, for serviceByAddr(); rebuilt after a change. */
   private byFrontend: Map<string, { name: string; namespace: string }> | undefined;
+  /** LB IPs of externalTrafficPolicy Local services without a backend on this node (set by each pass). */
+  private noLocalBackend: Set<string> | undefined;
 
   constructor(opts: ServiceManagerOptions) {
     this.opts = opts;
@@ -175,6 +191,7 @@ export class ServiceManager {
       namedPorts: e.namedPorts ?? [],
     }));
     const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s));
+    this.noLocalBackend = lbIpsWithoutLocalBackend(frontends);
     try {
       const r = this.dp.sync(frontends);
       this.lastSync = { at: new Date().toISOString(), frontends: frontends.length, ...r, ms: Math.round((performance.now() - t0) * 10) / 10 };
@@ -184,6 +201,14 @@ export class ServiceManager {
       this.lastError = (err as Error).message;
       this.opts.log.error({ err }, 'cannot write the service maps');
     }
+  }
+
+  /**
+   * Whether this node may announce (L2) the LoadBalancer IP: not before the first pass over the services (it does
+   * not know yet whether a service is externalTrafficPolicy Local), nor for a Local service with no backend here.
+   */
+  mayAnnounce(ip: string): boolean {
+    return this.noLocalBackend !== undefined && !this.noLocalBackend.has(ip);
   }
 
   private lbIpsOf(s: ServiceSpec): readonly string[] {
