@@ -13,7 +13,7 @@ import { natConstants } from '../src/datapath/nat.js';
 import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EXCLUDED_GATEWAY, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
 import { u8 } from '../src/kernel/bpf/index.js';
 import { parseIPv4 } from '../src/util/ip.js';
-import { IPPROTO_UDP, ethernet, ipv4, l4, parse } from './lib/packets.js';
+import { IPPROTO_UDP, ethernet, icmpError, ipv4, l4, parse } from './lib/packets.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-egress`;
@@ -144,6 +144,24 @@ test('gateway node: another node\'s pod leaves with the egress IP and the reply 
   const q = parse(b.data);
   assert.deepEqual([q.src, q.dst, q.dport], [EXT, REMOTE_POD, 40010]);
   assert.ok(q.ipCsumOk && q.l4CsumOk);
+});
+
+test('gateway node: an ICMP error to the egress IP about a translated flow goes back to the pod, quoting its own packet', () => {
+  const out = runCb(toNetdev, udp(REMOTE_POD, EXT, 40050)).data;
+  assert.equal(parse(out).src, EGRESS_IP);
+  // Port unreachable from the destination, quoting the translated packet (egress IP:port -> EXT:80).
+  const err = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, 1, icmpError(3, 3, out.subarray(14))));
+  const r = runCb(fromNetdev, err);
+  assert.equal(r.retval, TC_ACT_OK, 'to the stack, which routes it to the pod\'s node');
+  const q = parse(r.data);
+  assert.equal(q.dst, REMOTE_POD, 'outer destination: the pod');
+  assert.ok(q.ipCsumOk && q.l4CsumOk, 'outer checksums');
+  assert.deepEqual([q.inner!.src, q.inner!.sport, q.inner!.dst, q.inner!.dport], [REMOTE_POD, 40050, EXT, 80]);
+  assert.ok(q.inner!.ipCsumOk, 'quoted IPv4 header checksum');
+  assert.equal(q.inner!.l4Csum, udp(REMOTE_POD, EXT, 40050).readUInt16BE(14 + 20 + 6), 'the quoted UDP checksum is the pod\'s packet\'s');
+  // The same error to an address this node is no gateway of is left alone.
+  const stranger = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, '192.168.78.242', 1, icmpError(3, 3, out.subarray(14))));
+  assert.deepEqual(runCb(fromNetdev, stranger).data, stranger);
 });
 
 test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {

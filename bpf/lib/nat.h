@@ -498,21 +498,23 @@ rewrite:
 }
 
 /*
- * An ICMP error to the node IP about a packet a pod sent through the NAT
- * (@p->inner: node IP:port -> world): the error goes to the pod, quoting
+ * An ICMP error to @node (the node IP, or an egress IP this node is the
+ * gateway of) about a packet a pod sent through the NAT (@p->inner:
+ * @node:port -> world): the error goes to the pod, quoting
  * the packet as the pod sent it. Rewrites the outer destination, the
  * quoted source address and port (identifier), the quoted IPv4 checksum
  * and, when the quoted 8 bytes hold it (UDP, ICMP), the quoted L4 checksum;
  * the ICMP checksum follows every change. Returns 1 when translated, 0
  * when the error is about no translated flow.
  */
-static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const struct ct_pkt *p, __u32 l4_off)
+static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const struct ct_pkt *p, __u32 l4_off,
+						__be32 node)
 {
 	const __u32 icmp_csum_off = l4_off + 2, inner_off = l4_off + 8;
 	struct ct_tuple4 rt = {};
 	struct nat_entry4 *e;
 	struct iphdr inner;
-	__be32 pod, node = CONFIG_NODE_IP4;
+	__be32 pod;
 	__be16 port, old_port = p->inner.sport;
 	__u32 inner_l4, port_off, l4c_off = 0;
 	__sum16 check, l4c;
@@ -623,7 +625,7 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
 	if (pkt.icmp_error)
-		return snat4_rev_icmp_error(skb, &pkt, l4_off);
+		return snat4_rev_icmp_error(skb, &pkt, l4_off, node);
 	if (proto == IPPROTO_ICMP && nat_icmp_type(&pkt) != ICMP_ECHOREPLY)
 		return 0;
 
