@@ -42,7 +42,12 @@ struct nat_entry4 {
 	__be16	to_port;	/* OUT: the translated port; IN: the pod's port (ICMP echo: identifier) */
 	__u16	pad;
 	__u32	created;	/* CLOCK_MONOTONIC seconds */
-	__u32	pad2;
+	/*
+	 * CLOCK_MONOTONIC seconds of the last packet, kept for the flows of an
+	 * egress IP only (0 else): a gateway has no conntrack entry of another
+	 * node's pod's flow, so the agent's NAT GC keeps those by this instead.
+	 */
+	__u32	last_used;
 };
 
 _Static_assert(sizeof(struct nat_entry4) == 16, "nat_entry4 must be 16 bytes");
@@ -163,6 +168,15 @@ static __always_inline __u16 nat_random_port(void)
 }
 
 #define TCP_F_ACK		0x10
+
+/* An egress IP's flow was used now (nat_entry4.last_used): written once a second at most. */
+static __always_inline void nat_touch(struct nat_entry4 *e)
+{
+	__u32 now = ct_now();
+
+	if (e->last_used != now)
+		e->last_used = now;
+}
 
 /* Seconds a closed TCP flow stays quiet before its port is taken over (snat4_flow_dead()). */
 #define NAT_CLOSED_GRACE	2
@@ -453,6 +467,8 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
 				to_addr = e->to_addr;
 				to_port = e->to_port;
+				if (to_addr != CONFIG_NODE_IP4)
+					nat_touch(e);
 				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
 							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					snat4_trace_start(skb, ip, traced, &trace);
@@ -640,6 +656,8 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 		return 0;
 	to_addr = e->to_addr;
 	to_port = e->to_port;
+	if (node != CONFIG_NODE_IP4)
+		nat_touch(e);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, pkt.tuple.dport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : 1;
