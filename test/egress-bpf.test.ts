@@ -204,6 +204,31 @@ test('gateway node: the NAT GC keeps another node\'s pod\'s flow (no conntrack e
   assert.equal(snat.lookup(k2), undefined, 'without the egress IP as this node\'s, no conntrack entry: removed');
 });
 
+test('gateway node: a new flow does not take over the port of another node\'s pod\'s flow in use, only of one gone quiet', () => {
+  const gwHost = loaded[2]!;
+  const snat = gwHost.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const [B, C] = ['10.211.0.23', '10.211.0.24'];
+  for (const src of [B, C]) policy.put({ source: src, destination: `${EXT}/32` }, { egressIP: EGRESS_IP, gatewayIP: GW_NODE_IP });
+  try {
+    // Flow A keeps its own port 40080 (in the NAT range); B, another node's pod, tries the same port first.
+    assert.equal(parse(runCb(toNetdev, udp(REMOTE_POD, EXT, 40080)).data).sport, 40080);
+    const inKey: CtKey = { saddr: EXT, daddr: EGRESS_IP, sport: 80, dport: 40080, nexthdr: IPPROTO_UDP, dir: NAT_DIR_IN, pad: 0 };
+    const b = parse(runCb(toNetdev, udp(B, EXT, 40080)).data);
+    assert.equal(b.src, EGRESS_IP);
+    assert.notEqual(b.sport, 40080, 'A\'s port is A\'s while A is in use');
+    assert.equal(snat.lookup(inKey)?.toAddr, REMOTE_POD, 'the way back still leads to A');
+    // A quiet for longer than the non-TCP timeout (aged by hand): C may take its port over.
+    const t = monotonicSeconds();
+    snat.put(inKey, { ...snat.lookup(inKey)!, created: t - 120, lastUsed: t - 61 });
+    const outA: CtKey = { saddr: REMOTE_POD, daddr: EXT, sport: 40080, dport: 80, nexthdr: IPPROTO_UDP, dir: NAT_DIR_OUT, pad: 0 };
+    snat.put(outA, { ...snat.lookup(outA)!, created: t - 120, lastUsed: t - 61 });
+    assert.equal(parse(runCb(toNetdev, udp(C, EXT, 40080)).data).sport, 40080);
+    assert.equal(snat.lookup(inKey)?.toAddr, C);
+  } finally {
+    for (const src of [B, C]) policy.delete({ source: src, destination: `${EXT}/32` });
+  }
+});
+
 test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {
   for (const [src, dst] of [[REMOTE_POD, EXT_EXCLUDED], [REMOTE_POD, EXT_OTHER], ['10.211.0.21', EXT]] as const) {
     const pkt = udp(src, dst, 40020);

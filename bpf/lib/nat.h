@@ -241,6 +241,14 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	pod_port = e->to_port;
 	if (pod == otuple->saddr && pod_port == otuple->sport)
 		goto out_entry;
+	/*
+	 * An egress IP's flow may be another node's pod's, with no conntrack
+	 * entry here: it is taken over only once quiet for the non-TCP timeout
+	 * (its last packet either way, nat_entry4.last_used), not at once.
+	 */
+	if (rtuple->daddr != CONFIG_NODE_IP4 &&
+	    now - (e->last_used > e->created ? e->last_used : e->created) <= CONFIG_CT_TIMEOUT_ANY)
+		return -1;
 	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
 		return -1;
 	old.saddr = pod;
