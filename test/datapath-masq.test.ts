@@ -13,6 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { children, exec, inNs, startProcess, stopProcess, until } from './lib/proc.js';
 import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
 import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
+import { EGRESS_IP_MAP_NAME, SNAT_MAP, natValueCodec } from '../src/datapath/nat.js';
+import { ctKeyCodec, ipv4Codec } from '../src/datapath/maps.js';
+import { monotonicSeconds } from '../src/datapath/ct.js';
+import { u8 } from '../src/kernel/bpf/index.js';
 import { Masquerade, masqConfig } from '../src/nat/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
 import { Netns } from '../src/kernel/netns/index.js';
@@ -240,6 +244,34 @@ test('NAT entries go with their flows\' conntrack entries once those expire', as
     return mine() === 0;
   });
   assert.ok(!dp.ctList().some((e) => e.src === p.ip && e.dst === EXT_IP), 'their conntrack entries are gone too');
+});
+
+test('NodeDatapath.ctGc(): an egress IP\'s flow of another node\'s pod (no conntrack entry here) stays until idle, then goes', async () => {
+  // What the gateway's datapath makes for such a flow (test/egress-bpf.test.ts runs the packets): the OUT and IN
+  // entries with the egress IP, and the egress IP in tendril_egress_ip_v4 as src/egress writes it.
+  const EGRESS_IP = '192.168.76.241';
+  const egressIps = dp.hostMap(EGRESS_IP_MAP_NAME).typed(ipv4Codec, u8);
+  const snat = dp.hostMap(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const now = monotonicSeconds();
+  const outKey = { saddr: '10.211.7.20', daddr: EXT_IP, sport: 40070, dport: 80, nexthdr: 17, dir: 0, pad: 0 };
+  const inKey = { saddr: EXT_IP, daddr: EGRESS_IP, sport: 80, dport: 40070, nexthdr: 17, dir: 1, pad: 0 };
+  egressIps.put(EGRESS_IP, 1);
+  try {
+    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, pad: 0, created: now, lastUsed: now });
+    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, pad: 0, created: now, lastUsed: now });
+    for (let i = 0; i < 3; i++) dp.ctGc();
+    assert.ok(snat.lookup(outKey) && snat.lookup(inKey), 'kept across GC passes while in use');
+    // Idle longer than the non-TCP timeout of this datapath (ctTimeouts.any: 2 s): the next pass removes it.
+    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, pad: 0, created: now - 10, lastUsed: now - 5 });
+    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, pad: 0, created: now - 10, lastUsed: now - 5 });
+    dp.ctGc();
+    assert.equal(snat.lookup(outKey), undefined);
+    assert.equal(snat.lookup(inKey), undefined);
+  } finally {
+    snat.delete(outKey);
+    snat.delete(inKey);
+    egressIps.delete(EGRESS_IP);
+  }
 });
 
 test('a policy denying the world still denies a masqueraded destination', async () => {

@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 
 import { Collection, decodeSkbCtx, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
 import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, ROUTING_MODE_TUNNEL, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
-import { natConstants } from '../src/datapath/nat.js';
+import { NAT_DIR_IN, NAT_DIR_OUT, SNAT_MAP, natConstants, natGc, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { CT_MAP_ANY, CT_MAP_TCP, ctKeyCodec, ctValueCodec, type CtKey } from '../src/datapath/maps.js';
+import { monotonicSeconds } from '../src/datapath/ct.js';
 import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EXCLUDED_GATEWAY, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
 import { u8 } from '../src/kernel/bpf/index.js';
 import { parseIPv4 } from '../src/util/ip.js';
-import { IPPROTO_UDP, ethernet, ipv4, l4, parse } from './lib/packets.js';
+import { IPPROTO_UDP, ethernet, icmpError, ipv4, l4, parse } from './lib/packets.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-egress`;
@@ -144,6 +146,87 @@ test('gateway node: another node\'s pod leaves with the egress IP and the reply 
   const q = parse(b.data);
   assert.deepEqual([q.src, q.dst, q.dport], [EXT, REMOTE_POD, 40010]);
   assert.ok(q.ipCsumOk && q.l4CsumOk);
+});
+
+test('gateway node: an ICMP error to the egress IP about a translated flow goes back to the pod, quoting its own packet', () => {
+  const out = runCb(toNetdev, udp(REMOTE_POD, EXT, 40050)).data;
+  assert.equal(parse(out).src, EGRESS_IP);
+  // Port unreachable from the destination, quoting the translated packet (egress IP:port -> EXT:80).
+  const err = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, 1, icmpError(3, 3, out.subarray(14))));
+  const r = runCb(fromNetdev, err);
+  assert.equal(r.retval, TC_ACT_OK, 'to the stack, which routes it to the pod\'s node');
+  const q = parse(r.data);
+  assert.equal(q.dst, REMOTE_POD, 'outer destination: the pod');
+  assert.ok(q.ipCsumOk && q.l4CsumOk, 'outer checksums');
+  assert.deepEqual([q.inner!.src, q.inner!.sport, q.inner!.dst, q.inner!.dport], [REMOTE_POD, 40050, EXT, 80]);
+  assert.ok(q.inner!.ipCsumOk, 'quoted IPv4 header checksum');
+  assert.equal(q.inner!.l4Csum, udp(REMOTE_POD, EXT, 40050).readUInt16BE(14 + 20 + 6), 'the quoted UDP checksum is the pod\'s packet\'s');
+  // The same error to an address this node is no gateway of is left alone.
+  const stranger = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, '192.168.78.242', 1, icmpError(3, 3, out.subarray(14))));
+  assert.deepEqual(runCb(fromNetdev, stranger).data, stranger);
+});
+
+test('gateway node: the NAT GC keeps another node\'s pod\'s flow (no conntrack entry here) while it is used, and removes it once idle', () => {
+  const gwHost = loaded[2]!;
+  const snat = gwHost.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const ct = [gwHost.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec), gwHost.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec)];
+  const out = parse(runCb(toNetdev, udp(REMOTE_POD, EXT, 40060)).data);
+  const outKey: CtKey = { saddr: REMOTE_POD, daddr: EXT, sport: 40060, dport: 80, nexthdr: IPPROTO_UDP, dir: NAT_DIR_OUT, pad: 0 };
+  const inKey: CtKey = { saddr: EXT, daddr: EGRESS_IP, sport: 80, dport: out.sport, nexthdr: IPPROTO_UDP, dir: NAT_DIR_IN, pad: 0 };
+  assert.ok(snat.lookup(outKey) && snat.lookup(inKey), 'both entries made');
+  assert.equal(ct.some((m) => m.lookup({ ...outKey, dir: 0 }) !== undefined), false, 'no conntrack entry of the flow on the gateway');
+  // The datapath stamps the last packet of an egress IP's flow: out (OUT entry) and back (IN entry).
+  runCb(toNetdev, udp(REMOTE_POD, EXT, 40060));
+  const reply = ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, IPPROTO_UDP, l4(IPPROTO_UDP, EXT, EGRESS_IP, 80, out.sport, Buffer.from('hi'))));
+  assert.equal(parse(runCb(fromNetdev, reply).data).dst, REMOTE_POD);
+  const t = monotonicSeconds();
+  assert.ok(Math.abs(snat.lookup(outKey)!.lastUsed - t) <= 2, `OUT last_used ${snat.lookup(outKey)!.lastUsed} vs now ${t}`);
+  assert.ok(Math.abs(snat.lookup(inKey)!.lastUsed - t) <= 2, 'IN last_used');
+  const opts = { egressIps: new Set([EGRESS_IP]), idle: { tcp: 8000, any: 60 } };
+  // Several GC passes: the flow in use keeps both entries.
+  for (let i = 0; i < 3; i++) natGc(snat, ct, opts);
+  assert.ok(snat.lookup(outKey) && snat.lookup(inKey), 'kept across GC passes');
+  // Idle longer than the UDP timeout (the entries aged by hand): both go.
+  const age = (k: CtKey): void => {
+    const v = snat.lookup(k)!;
+    snat.put(k, { ...v, created: t - 120, lastUsed: t - 61 } satisfies NatValue);
+  };
+  age(outKey);
+  age(inKey);
+  natGc(snat, ct, opts);
+  assert.equal(snat.lookup(outKey), undefined, 'idle OUT entry removed');
+  assert.equal(snat.lookup(inKey), undefined, 'idle IN entry removed');
+  // A flow of an address this node is not the gateway of (the node IP: masquerade) still goes with its conntrack entry.
+  runCb(toNetdev, udp(REMOTE_POD, EXT, 40061));
+  const k2: CtKey = { ...outKey, sport: 40061 };
+  assert.ok(snat.lookup(k2));
+  natGc(snat, ct, { ...opts, egressIps: new Set<string>() });
+  assert.equal(snat.lookup(k2), undefined, 'without the egress IP as this node\'s, no conntrack entry: removed');
+});
+
+test('gateway node: a new flow does not take over the port of another node\'s pod\'s flow in use, only of one gone quiet', () => {
+  const gwHost = loaded[2]!;
+  const snat = gwHost.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const [B, C] = ['10.211.0.23', '10.211.0.24'];
+  for (const src of [B, C]) policy.put({ source: src, destination: `${EXT}/32` }, { egressIP: EGRESS_IP, gatewayIP: GW_NODE_IP });
+  try {
+    // Flow A keeps its own port 40080 (in the NAT range); B, another node's pod, tries the same port first.
+    assert.equal(parse(runCb(toNetdev, udp(REMOTE_POD, EXT, 40080)).data).sport, 40080);
+    const inKey: CtKey = { saddr: EXT, daddr: EGRESS_IP, sport: 80, dport: 40080, nexthdr: IPPROTO_UDP, dir: NAT_DIR_IN, pad: 0 };
+    const b = parse(runCb(toNetdev, udp(B, EXT, 40080)).data);
+    assert.equal(b.src, EGRESS_IP);
+    assert.notEqual(b.sport, 40080, 'A\'s port is A\'s while A is in use');
+    assert.equal(snat.lookup(inKey)?.toAddr, REMOTE_POD, 'the way back still leads to A');
+    // A quiet for longer than the non-TCP timeout (aged by hand): C may take its port over.
+    const t = monotonicSeconds();
+    snat.put(inKey, { ...snat.lookup(inKey)!, created: t - 120, lastUsed: t - 61 });
+    const outA: CtKey = { saddr: REMOTE_POD, daddr: EXT, sport: 40080, dport: 80, nexthdr: IPPROTO_UDP, dir: NAT_DIR_OUT, pad: 0 };
+    snat.put(outA, { ...snat.lookup(outA)!, created: t - 120, lastUsed: t - 61 });
+    assert.equal(parse(runCb(toNetdev, udp(C, EXT, 40080)).data).sport, 40080);
+    assert.equal(snat.lookup(inKey)?.toAddr, C);
+  } finally {
+    for (const src of [B, C]) policy.delete({ source: src, destination: `${EXT}/32` });
+  }
 });
 
 test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {

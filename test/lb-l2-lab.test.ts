@@ -6,10 +6,10 @@
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
+import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, podDel, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-pools.js';
-import { labServiceAdd } from '../src/lab/services.js';
+import { labServiceAdd, labServiceDel } from '../src/lab/services.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { L2AnnouncementView } from '../src/l2/index.js';
 
@@ -149,6 +149,26 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
       for (const a of run) assert.equal(a.seen, EXT_IP, `${own}: the external host's address is kept`);
     } finally {
       await labServiceAdd(lab, 'web', { ...svc, externalTrafficPolicy: 'Cluster' });
+    }
+  });
+
+  test('externalTrafficPolicy Local: only the node with the service\'s backend announces its IP; the announcement follows the backend', async () => {
+    await podAdd(lab, 'solo-0', { node: 'w1', namespace: 'shop', labels: { app: 'solo' }, serve: [8080] });
+    await labServiceAdd(lab, 'solo', { namespace: 'shop', selector: { app: 'solo' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', externalTrafficPolicy: 'Local', labels: { exposed: 'yes' } });
+    try {
+      const st = await until('the Local service has a LoadBalancer IP', () => labServiceStatuses(lab), (m) => (m.get('shop/solo')?.loadBalancer.ingress.length ?? 0) > 0);
+      const ip = st.get('shop/solo')!.loadBalancer.ingress[0]!;
+      assert.notEqual(ip, lbIp);
+      const v = await until('w1, the node of its only backend, announces it', l2Views, (x) => announcers(x, ip).join() === 'w1' && Object.values(x).every((l) => l.some((e) => e.ip === ip && e.holder === 'w1')));
+      for (const [node, list] of Object.entries(v)) assert.equal(list.find((e) => e.ip === ip)?.holder, 'w1', node);
+      // The backend moves to w2: w1 loses its last local backend and hands the lease back, w2 takes it.
+      await podAdd(lab, 'solo-1', { node: 'w2', namespace: 'shop', labels: { app: 'solo' }, serve: [8080] });
+      await podDel(lab, 'shop/solo-0');
+      await until('w2 announces it instead', l2Views, (x) => announcers(x, ip).join() === 'w2' && Object.values(x).every((l) => l.some((e) => e.ip === ip && e.holder === 'w2')));
+    } finally {
+      await labServiceDel(lab, 'shop/solo');
+      await podDel(lab, 'shop/solo-1').catch(() => undefined);
+      await podDel(lab, 'shop/solo-0').catch(() => undefined);
     }
   });
 

@@ -42,7 +42,12 @@ struct nat_entry4 {
 	__be16	to_port;	/* OUT: the translated port; IN: the pod's port (ICMP echo: identifier) */
 	__u16	pad;
 	__u32	created;	/* CLOCK_MONOTONIC seconds */
-	__u32	pad2;
+	/*
+	 * CLOCK_MONOTONIC seconds of the last packet, kept for the flows of an
+	 * egress IP only (0 else): a gateway has no conntrack entry of another
+	 * node's pod's flow, so the agent's NAT GC keeps those by this instead.
+	 */
+	__u32	last_used;
 };
 
 _Static_assert(sizeof(struct nat_entry4) == 16, "nat_entry4 must be 16 bytes");
@@ -164,6 +169,15 @@ static __always_inline __u16 nat_random_port(void)
 
 #define TCP_F_ACK		0x10
 
+/* An egress IP's flow was used now (nat_entry4.last_used): written once a second at most. */
+static __always_inline void nat_touch(struct nat_entry4 *e)
+{
+	__u32 now = ct_now();
+
+	if (e->last_used != now)
+		e->last_used = now;
+}
+
 /* Seconds a closed TCP flow stays quiet before its port is taken over (snat4_flow_dead()). */
 #define NAT_CLOSED_GRACE	2
 
@@ -227,6 +241,14 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	pod_port = e->to_port;
 	if (pod == otuple->saddr && pod_port == otuple->sport)
 		goto out_entry;
+	/*
+	 * An egress IP's flow may be another node's pod's, with no conntrack
+	 * entry here: it is taken over only once quiet for the non-TCP timeout
+	 * (its last packet either way, nat_entry4.last_used), not at once.
+	 */
+	if (rtuple->daddr != CONFIG_NODE_IP4 &&
+	    now - (e->last_used > e->created ? e->last_used : e->created) <= CONFIG_CT_TIMEOUT_ANY)
+		return -1;
 	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
 		return -1;
 	old.saddr = pod;
@@ -453,6 +475,8 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				/* Values copied out: a pointer merged from map value and stack trips the verifier. */
 				to_addr = e->to_addr;
 				to_port = e->to_port;
+				if (to_addr != CONFIG_NODE_IP4)
+					nat_touch(e);
 				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
 							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					snat4_trace_start(skb, ip, traced, &trace);
@@ -498,21 +522,23 @@ rewrite:
 }
 
 /*
- * An ICMP error to the node IP about a packet a pod sent through the NAT
- * (@p->inner: node IP:port -> world): the error goes to the pod, quoting
+ * An ICMP error to @node (the node IP, or an egress IP this node is the
+ * gateway of) about a packet a pod sent through the NAT (@p->inner:
+ * @node:port -> world): the error goes to the pod, quoting
  * the packet as the pod sent it. Rewrites the outer destination, the
  * quoted source address and port (identifier), the quoted IPv4 checksum
  * and, when the quoted 8 bytes hold it (UDP, ICMP), the quoted L4 checksum;
  * the ICMP checksum follows every change. Returns 1 when translated, 0
  * when the error is about no translated flow.
  */
-static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const struct ct_pkt *p, __u32 l4_off)
+static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const struct ct_pkt *p, __u32 l4_off,
+						__be32 node)
 {
 	const __u32 icmp_csum_off = l4_off + 2, inner_off = l4_off + 8;
 	struct ct_tuple4 rt = {};
 	struct nat_entry4 *e;
 	struct iphdr inner;
-	__be32 pod, node = CONFIG_NODE_IP4;
+	__be32 pod;
 	__be16 port, old_port = p->inner.sport;
 	__u32 inner_l4, port_off, l4c_off = 0;
 	__sum16 check, l4c;
@@ -623,7 +649,7 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
 	if (pkt.icmp_error)
-		return snat4_rev_icmp_error(skb, &pkt, l4_off);
+		return snat4_rev_icmp_error(skb, &pkt, l4_off, node);
 	if (proto == IPPROTO_ICMP && nat_icmp_type(&pkt) != ICMP_ECHOREPLY)
 		return 0;
 
@@ -638,6 +664,8 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 		return 0;
 	to_addr = e->to_addr;
 	to_port = e->to_port;
+	if (node != CONFIG_NODE_IP4)
+		nat_touch(e);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, pkt.tuple.dport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : 1;

@@ -306,7 +306,7 @@ export class Agent {
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
       // L2 announcements of LoadBalancer IPs on the native device (src/l2).
-      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec) });
+      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false });
       this.l2.start();
     }
     this.startCtGc();

@@ -9,6 +9,8 @@ export const SNAT_MAP = 'tendril_snat_v4';
 /** max_entries of tendril_snat_v4: two entries per flow. */
 export const SNAT_MAP_SIZE = 131072;
 export const IPMASQ_MAP = 'tendril_ipmasq';
+/** bpf/lib/egress.h's egress IPs of this node (src/egress writes it; the NAT GC reads it). */
+export const EGRESS_IP_MAP_NAME = 'tendril_egress_ip_v4';
 export const IPMASQ_MAP_SIZE = 16384;
 /** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
 export const NAT_DIR_OUT = 0;
@@ -31,7 +33,8 @@ export interface NatValue {
   pad: number;
   /** CLOCK_MONOTONIC seconds. */
   created: number;
-  pad2: number;
+  /** CLOCK_MONOTONIC seconds of the last packet; kept for egress IP flows only (0 else). */
+  lastUsed: number;
 }
 
 export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
@@ -39,7 +42,7 @@ export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
   toPort: [4, be16],
   pad: [6, u16],
   created: [8, u32],
-  pad2: [12, u32],
+  lastUsed: [12, u32],
 });
 
 export const NAT_VALUE_C_NAMES: Readonly<Record<keyof NatValue, string>> = {
@@ -47,7 +50,7 @@ export const NAT_VALUE_C_NAMES: Readonly<Record<keyof NatValue, string>> = {
   toPort: 'to_port',
   pad: 'pad',
   created: 'created',
-  pad2: 'pad2',
+  lastUsed: 'last_used',
 };
 
 /** Key of tendril_ipmasq (struct ipmasq_key): a prefix. */
@@ -128,22 +131,48 @@ export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
 const tupleId = (k: Pick<CtKey, 'saddr' | 'daddr' | 'sport' | 'dport' | 'nexthdr'>): string =>
   `${k.nexthdr} ${k.saddr}:${k.sport} ${k.daddr}:${k.dport}`;
 
+/** What natGc() needs to know of egress gateway flows (whose conntrack entry is on the pod's node, not here). */
+export interface NatGcOptions {
+  /** The egress IPs this node is the gateway of (tendril_egress_ip_v4). */
+  egressIps?: ReadonlySet<string>;
+  /** Idle seconds after which an egress IP's flow goes: TCP (the conntrack's established timeout), anything else. */
+  idle?: { tcp: number; any: number };
+}
+
+/**
+ * Is an egress IP's flow still in use at `now`? Its last packet (either way: the datapath stamps last_used of the
+ * OUT entry on the way out and of the IN entry on the way back; created before the first) is no older than the
+ * idle timeout of its protocol, the conntrack timeouts the pod's own node keeps the flow by.
+ */
+export function egressFlowInUse(out: NatValue, inn: NatValue | undefined, protocol: number, now: number, idle: { tcp: number; any: number }): boolean {
+  const last = Math.max(out.created, out.lastUsed, inn?.created ?? 0, inn?.lastUsed ?? 0);
+  return now - last <= (protocol === 6 ? idle.tcp : idle.any);
+}
+
 /**
  * The NAT half of the conntrack GC: a flow's two NAT entries go once the pod's egress conntrack entry (same tuple)
  * is gone or expired, and an IN entry without its OUT partner (an LRU eviction) frees its port. Run after the CT GC.
+ * A flow that leaves with one of this node's egress IPs (opts.egressIps) may be another node's pod's, whose
+ * conntrack entry is on that node: it goes only once idle (egressFlowInUse()), not at the first GC pass.
  */
-export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMap<CtKey, CtValue>>): { deleted: number; alive: number } {
+export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMap<CtKey, CtValue>>, opts: NatGcOptions = {}): { deleted: number; alive: number } {
   const now = monotonicSeconds();
+  const egressIps = opts.egressIps ?? new Set<string>();
+  const idle = opts.idle ?? { tcp: 8000, any: 60 };
   const live = new Set<string>();
   for (const m of ct) for (const [k, v] of m.entries()) if (k.dir === CT_EGRESS && v.lifetime >= now) live.add(tupleId(k));
   const entries = [...snat.entries()];
+  const inOf = (k: CtKey, v: NatValue): CtKey => ({ saddr: k.daddr, daddr: v.toAddr, sport: k.dport, dport: v.toPort, nexthdr: k.nexthdr, dir: NAT_DIR_IN, pad: 0 });
+  const ins = new Map<string, NatValue>();
+  if (egressIps.size) for (const [k, v] of entries) if (k.dir === NAT_DIR_IN && egressIps.has(k.daddr)) ins.set(tupleId(k), v);
+  const egressInUse = (k: CtKey, v: NatValue, inn: NatValue | undefined, t: number): boolean => egressIps.has(v.toAddr) && egressFlowInUse(v, inn, k.nexthdr, t, idle);
   const outs = new Set<string>();
   const doomed: CtKey[] = [];
   for (const [k, v] of entries) {
     if (k.dir !== NAT_DIR_OUT) continue;
-    if (live.has(tupleId(k))) {
+    if (live.has(tupleId(k)) || egressInUse(k, v, ins.get(tupleId(inOf(k, v))), now)) {
       // The IN entry's key this OUT entry owns.
-      outs.add(tupleId({ saddr: k.daddr, daddr: v.toAddr, sport: k.dport, dport: v.toPort, nexthdr: k.nexthdr }));
+      outs.add(tupleId(inOf(k, v)));
       continue;
     }
     doomed.push(k);
@@ -159,10 +188,13 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
   // Each entry is checked again right before it goes, so that no live flow loses its mapping.
   const aliveNow = (k: CtKey): boolean => {
     const t = monotonicSeconds();
-    return ct.some((m) => {
+    const inCt = ct.some((m) => {
       const v = m.lookup({ ...k, dir: CT_EGRESS, pad: 0 });
       return v !== undefined && v.lifetime >= t;
     });
+    if (inCt || !egressIps.size) return inCt;
+    const out = snat.lookup({ ...k, dir: NAT_DIR_OUT, pad: 0 });
+    return out !== undefined && egressInUse(k, out, snat.lookup(inOf(k, out)), t);
   };
   let deleted = 0;
   for (const k of doomed) {

@@ -3,7 +3,7 @@
 // adding an endpoint is map updates + one attach (its veth's ingress: nothing of a pod's needs the egress hook).
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfMap, Collection, type TypedMap, ensureBpffs, haveTcx, queryTcx } from '../kernel/bpf/index.js';
+import { BpfMap, Collection, type TypedMap, ensureBpffs, haveTcx, queryTcx, u8 } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
@@ -14,6 +14,7 @@ import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
 import {
+  EGRESS_IP_MAP_NAME,
   IPMASQ_MAP,
   SNAT_MAP,
   ipmasqKeyCodec,
@@ -48,6 +49,7 @@ import {
   CT_MAP_TCP,
   CT_TIMEOUTS_DEFAULT,
   ENDPOINT_F_EGRESS_ENFORCED,
+  ipv4Codec,
   ENDPOINT_F_HOST,
   ENDPOINT_F_INGRESS_ENFORCED,
   IDENTITY_HOST,
@@ -454,6 +456,15 @@ export class NodeDatapath {
   map(name: string): BpfMap {
     if (!this.s) throw new DatapathError('TENDRIL_ERR_DATAPATH_STATE', `Cannot open map "${name}": the datapath is not started`);
     return this.s.lxc.map(name);
+  }
+
+  /** The egress IPs this node is the gateway of (for the NAT GC); none when the map cannot be read. */
+  private localEgressIps(): Set<string> {
+    try {
+      return new Set([...this.started().host.map(EGRESS_IP_MAP_NAME).typed(ipv4Codec, u8).keys()]);
+    } catch {
+      return new Set();
+    }
   }
 
   /** A map of the loaded host object by name (its own maps, e.g. the L2 responder, are not in the endpoint object). */
@@ -911,7 +922,10 @@ export class NodeDatapath {
       fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
       for (const k of doomed) if (m.delete(k)) deleted++;
     });
-    const nat = natGc(s.snat, s.ct);
+    const nat = natGc(s.snat, s.ct, {
+      egressIps: this.localEgressIps(),
+      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any },
+    });
     fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
     return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };
   }

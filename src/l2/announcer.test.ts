@@ -86,3 +86,42 @@ test('L2Announcer: one node of three holds each IP; a lease nobody renews is tak
     await server.close();
   }
 });
+
+test('L2Announcer: only a node that may announce the IP (a local backend, externalTrafficPolicy Local) takes it; losing it hands it back', async () => {
+  const socket = path.join(tmp, 'e.sock');
+  const server = new LocalStoreServer({ dataDir: path.join(tmp, 'e') });
+  await server.listen({ socket });
+  const clients: Store[] = [];
+  const open = (): Store => {
+    const c = new LocalStoreClient({ socket });
+    clients.push(c);
+    return c;
+  };
+  const store = open();
+  const IP = '192.168.10.242';
+  // Which node has a local backend of the service (what ServiceManager.mayAnnounce answers in the agent).
+  let localAt = 'n2';
+  const nodes = ['n1', 'n2', 'n3'].map((node, i) => ({ node, map: memMap(), a: undefined as L2Announcer | undefined, dev: { ifindex: 20 + i, mac: `02:00:00:00:01:0${i + 1}` } }));
+  try {
+    await store.put('ServiceStatus', 'shop.local', { loadBalancer: { ingress: [IP] }, conditions: [] });
+    for (const n of nodes) {
+      n.a = new L2Announcer({ store: open(), node: n.node, log: logger('l2-test'), device: () => n.dev, responder: n.map, leaseDurationMs: 300, renewMs: 50, mayAnnounce: () => n.node === localAt });
+      n.a.start();
+    }
+    const holders = (): string[] => nodes.filter((n) => n.map.m.has(IP)).map((n) => n.node);
+    await until('n2 (the node with the backend) announces', async () => holders().join() === 'n2' && (await store.get<L2LeaseSpec>('L2Lease', IP))?.value.holder === 'n2');
+    // Several lease durations: nobody else takes it (n2 renews) nor takes over.
+    await new Promise((r) => setTimeout(r, 700));
+    assert.deepEqual(holders(), ['n2']);
+    // The backend moves to n3: n2 hands the lease back, n3 takes it (without waiting for a lease to expire).
+    localAt = 'n3';
+    await until('n3 announces instead', async () => holders().join() === 'n3' && (await store.get<L2LeaseSpec>('L2Lease', IP))?.value.holder === 'n3');
+    // No node has a backend: nobody announces, the lease goes.
+    localAt = 'none';
+    await until('nobody announces', async () => holders().length === 0 && (await store.get('L2Lease', IP)) === undefined);
+  } finally {
+    for (const n of nodes) await n.a?.stop();
+    for (const c of clients) await c.close();
+    await server.close();
+  }
+});

@@ -28,6 +28,12 @@ export interface L2AnnouncerOptions {
   responder: TypedMap<string, L2ResponderEntry>;
   leaseDurationMs?: number;
   renewMs?: number;
+  /**
+   * Whether this node may announce the IP (default: always). The agent answers false for a LoadBalancer IP of an
+   * externalTrafficPolicy Local service without a backend on this node: such a node does not take the lease, and
+   * hands it back when it holds it (its last local backend went), so a node with one takes over at once.
+   */
+  mayAnnounce?: (ip: string) => boolean;
 }
 
 export interface L2AnnouncementView {
@@ -107,7 +113,18 @@ export class L2Announcer {
     for (const ip of [...ips].sort()) {
       const l = byIp.get(ip);
       let holder = l?.value.holder ?? null;
-      if (!l) {
+      if (this.o.mayAnnounce && !this.o.mayAnnounce(ip)) {
+        if (l?.value.holder === this.o.node) {
+          await this.o.store.delete('L2Lease', ip, { expectedRevision: l.revision }).catch(() => undefined);
+          this.o.log.info({ ip }, 'handed back the L2 announcement: no local backend of the service');
+          holder = null;
+        }
+        // Another node's lease: watched as usual, never taken over.
+        if (l && holder !== null) {
+          const s = this.seen.get(ip);
+          if (!s || s.revision !== l.revision) this.seen.set(ip, { revision: l.revision, at: now });
+        }
+      } else if (!l) {
         if (await this.take(ip, 0)) holder = this.o.node;
       } else if (l.value.holder === this.o.node) {
         if (await this.take(ip, l.revision)) holder = this.o.node;

@@ -8,5 +8,5 @@ export { backendsFor, selects, type Backend, type EndpointView } from './backend
 export { maglevTable, checkMaglevSize, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from './maglev.js';
 export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions } from './datapath.js';
 export { registerServiceRoutes } from './routes.js';
-export { ServiceManager, frontendsOf, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
+export { ServiceManager, frontendsOf, serviceIndex, lbIpsWithoutLocalBackend, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
 export * from './lb-pool.js';

@@ -86,6 +86,35 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
   return out;
 }
 
+/**
+ * LoadBalancer IPs this node must not announce (L2): those of services with externalTrafficPolicy Local that have
+ * no backend on this node at any port (their LB_SCOPE_EXTERNAL entries are all empty), as Cilium announces only from
+ * nodes with local endpoints. Traffic drawn to such a node would be dropped (no local backend, no SNAT).
+ */
+export function lbIpsWithoutLocalBackend(frontends: readonly Frontend[]): Set<string> {
+  const local = new Map<string, boolean>();
+  for (const f of frontends) {
+    if (f.type !== 'LoadBalancer' || f.scope !== LB_SCOPE_EXTERNAL) continue;
+    local.set(f.address, (local.get(f.address) ?? false) || f.backends.length > 0);
+  }
+  return new Set([...local].filter(([, has]) => !has).map(([ip]) => ip));
+}
+
+/**
+ * The frontend index of serviceByAddr(): "ip:port/PROTO" -> service, for each ClusterIP and each LoadBalancer IP
+ * LB IPAM gave a LoadBalancer service (at the service port). Node ports are not in it: their frontend is any node
+ * address (0.0.0.0 in the maps), which a flow's address alone cannot tell from a pod listening on the same port.
+ */
+export function serviceIndex(services: Iterable<ServiceSpec>, lbIps: (s: ServiceSpec) => readonly string[] = () => []): Map<string, { name: string; namespace: string }> {
+  const out = new Map<string, { name: string; namespace: string }>();
+  for (const s of services) {
+    if (!s.clusterIP) continue;
+    const addrs = [s.clusterIP, ...(s.type === 'LoadBalancer' ? lbIps(s) : [])];
+    for (const a of addrs) for (const p of s.ports) out.set(`${a}:${p.port}/${p.protocol}`, { name: s.name, namespace: s.namespace });
+  }
+  return out;
+}
+
 export class ServiceManager {
   private readonly opts: ServiceManagerOptions;
   private readonly services: KindCache<ServiceSpec>;
@@ -100,6 +129,8 @@ export class ServiceManager {
   private lastError: string | undefined;
   /** Frontend "ip:port/PROTO" -> service, for serviceByAddr(); rebuilt after a change. */
   private byFrontend: Map<string, { name: string; namespace: string }> | undefined;
+  /** LB IPs of externalTrafficPolicy Local services without a backend on this node (set by each pass). */
+  private noLocalBackend: Set<string> | undefined;
 
   constructor(opts: ServiceManagerOptions) {
     this.opts = opts;
@@ -161,7 +192,8 @@ export class ServiceManager {
       labels: this.identities.get(String(e.identity))?.labels ?? [],
       namedPorts: e.namedPorts ?? [],
     }));
-    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.statuses.get(`${s.namespace}.${s.name}`)?.loadBalancer.ingress ?? []);
+    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s));
+    this.noLocalBackend = lbIpsWithoutLocalBackend(frontends);
     try {
       const r = this.dp.sync(frontends);
       this.lastSync = { at: new Date().toISOString(), frontends: frontends.length, ...r, ms: Math.round((performance.now() - t0) * 10) / 10 };
@@ -173,16 +205,22 @@ export class ServiceManager {
     }
   }
 
-  /** The service whose frontend (ClusterIP, not a node port's 0.0.0.0) is ip:port/protocol (6 TCP, 17 UDP); for flows. */
+  /**
+   * Whether this node may announce (L2) the LoadBalancer IP: not before the first pass over the services (it does
+   * not know yet whether a service is externalTrafficPolicy Local), nor for a Local service with no backend here.
+   */
+  mayAnnounce(ip: string): boolean {
+    return this.noLocalBackend !== undefined && !this.noLocalBackend.has(ip);
+  }
+
+  private lbIpsOf(s: ServiceSpec): readonly string[] {
+    return this.statuses.get(`${s.namespace}.${s.name}`)?.loadBalancer.ingress ?? [];
+  }
+
+  /** The service whose frontend (ClusterIP or LoadBalancer IP, not a node port's 0.0.0.0) is ip:port/protocol (6 TCP, 17 UDP); for flows. */
   serviceByAddr(ip: string, port: number, protocol: number): { name: string; namespace: string } | undefined {
     const key = `${ip}:${port}/${protocol === 17 ? 'UDP' : 'TCP'}`;
-    if (this.byFrontend === undefined) {
-      this.byFrontend = new Map();
-      for (const s of this.services.values()) {
-        if (!s.clusterIP) continue;
-        for (const p of s.ports) this.byFrontend.set(`${s.clusterIP}:${p.port}/${p.protocol}`, { name: s.name, namespace: s.namespace });
-      }
-    }
+    this.byFrontend ??= serviceIndex(this.services.values(), (s) => this.lbIpsOf(s));
     return this.byFrontend.get(key);
   }
 
