@@ -107,14 +107,12 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
-      // Kubernetes mode: Services are the apiserver's, not served by LB IPAM yet; egress gateway policies are kept
-      // in the cluster store only (not watched from Kubernetes yet).
-      if (!kubernetes) {
-        await lbIpam.start();
-        undo.push(() => lbIpam.stop());
-        await egress.start();
-        undo.push(() => egress.stop());
-      }
+      // In Kubernetes mode too: the core Services (labels, annotations) and the tendril.io pool, status, lease and
+      // egress policy CRDs are store kinds there (src/k8s/bindings.ts).
+      await lbIpam.start();
+      undo.push(() => lbIpam.stop());
+      await egress.start();
+      undo.push(() => egress.stop());
     };
     let elector: LeaseElector | undefined;
     let leadRetry: NodeJS.Timeout | undefined;
