@@ -1,6 +1,6 @@
 // Kubernetes mode on lab nodes (root), issue #10/#11 features served from the apiserver: a TendrilLoadBalancerIPPool
 // and a core LoadBalancer Service created through the API get the Service an IP (the operator's LB IPAM); pods
-// reach it; one node holds its TendrilL2Lease and answers ARP, so the external host on the underlay reaches it; a
+// reach it (the core Service's status.loadBalancer.ingress shows it); one node holds its TendrilL2Lease and answers ARP, so the external host on the underlay reaches it; a
 // TendrilEgressGatewayPolicy applied through the API gets its gateway from the operator and reaches the agents.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -78,6 +78,11 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     await until('the Service has a LoadBalancer IP', async () => ((await store.get<ServiceStatusSpec>('ServiceStatus', 'shop.web'))?.value.loadBalancer.ingress.length ?? 0) > 0);
     lbIp = (await store.get<ServiceStatusSpec>('ServiceStatus', 'shop.web'))!.value.loadBalancer.ingress[0]!;
     assert.ok([POOL_START, POOL_STOP].includes(lbIp), lbIp);
+    await until('the core Service shows it (status.loadBalancer.ingress)', async () => {
+      const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { status?: { loadBalancer?: { ingress?: Array<{ ip?: string }> } } };
+      // (The apiserver adds ipMode: VIP to each entry.)
+      return JSON.stringify(svc.status?.loadBalancer?.ingress?.map((e) => e.ip)) === JSON.stringify([lbIp]);
+    });
     const seen = new Set<string>();
     await until('the client pod reaches both backends through the LoadBalancer IP', () => {
       seen.add(get(pods['client']!.netns, lbIp, 80));
