@@ -37,3 +37,38 @@ test('a Node\'s pod CIDRs: spec.podCIDRs, else spec.podCIDR', () => {
   assert.deepEqual(nodePodCidrs({ spec: {} }), []);
   assert.deepEqual(nodePodCidrs({}), []);
 });
+
+test('LoadBalancerIPPool and EgressGatewayPolicy: {spec, status} on one object; the egress spec named by metadata.name', () => {
+  const pool = BINDINGS.LoadBalancerIPPool!;
+  const value = { spec: { blocks: [{ cidr: '10.9.0.0/30' }], allowFirstLastIPs: false, disabled: false }, status: { conditions: [], available: 2, used: 0 } };
+  const obj = pool.toObject(pool.ref('a'), value);
+  assert.deepEqual([obj.kind, obj.metadata?.name, obj['spec'], obj['status']], ['TendrilLoadBalancerIPPool', 'a', value.spec, value.status]);
+  assert.deepEqual(pool.toStore(obj, SOURCES.lbPool), { name: 'a', value });
+  assert.deepEqual(pool.toStore({ ...obj, status: undefined }, SOURCES.lbPool), { name: 'a', value: { spec: value.spec } }, 'no status yet');
+
+  const eg = BINDINGS.EgressGatewayPolicy!;
+  const spec = { selectors: [{ podSelector: { matchLabels: { app: 'db' } } }], destinationCIDRs: ['198.51.100.0/24'], egressGateway: { nodeSelector: { matchLabels: { gw: 'y' } } } };
+  const read = eg.toStore({ apiVersion: 'tendril.io/v2', kind: 'TendrilEgressGatewayPolicy', metadata: { name: 'p' }, spec }, SOURCES.egress)!;
+  assert.equal(read.name, 'p');
+  const v = read.value as { spec: { name: string; excludedCIDRs: string[] }; status: unknown };
+  assert.deepEqual([v.spec.name, v.spec.excludedCIDRs, v.status], ['p', [], {}], 'validated as src/egress does, status {} until the operator writes one');
+  assert.equal((eg.toObject(eg.ref('p'), v)['spec'] as { name?: string }).name, undefined, 'spec.name is not a CRD field');
+  assert.equal(eg.toStore({ apiVersion: 'tendril.io/v2', kind: 'TendrilEgressGatewayPolicy', metadata: { name: 'bad' }, spec: { ...spec, destinationCIDRs: ['x'] } }, SOURCES.egress), undefined, 'one src/egress refuses is not shown');
+});
+
+test('ServiceStatus and L2Lease: the value is the spec, named as in the store', () => {
+  for (const [kind, name, value] of [['ServiceStatus', 'shop.web', { loadBalancer: { ingress: ['10.9.0.1'] }, conditions: [] }], ['L2Lease', '10.9.0.1', { holder: 'n1', renewTime: '2026-01-01T00:00:00.000Z', leaseDurationMs: 3000 }]] as const) {
+    const b = BINDINGS[kind]!;
+    const obj = b.toObject(b.ref(name), value);
+    assert.equal(obj.metadata?.name, name);
+    assert.deepEqual(b.toStore(obj, b.sources[0]!), { name, value });
+  }
+});
+
+test('a core Service\'s labels and annotations (not kubectl\'s) are the store Service\'s, what LB IPAM selects on', () => {
+  const s = serviceFromObject({ ...svc({ type: 'LoadBalancer', clusterIP: '10.96.3.9', selector: { app: 'web' }, ports: [{ port: 80 }] }), metadata: { name: 'web', namespace: 'shop', labels: { exposed: 'yes' }, annotations: { 'lbipam.tendril.io/ips': '10.9.0.1', 'kubectl.kubernetes.io/last-applied-configuration': '{}' } } })!;
+  assert.deepEqual([s.labels, s.annotations], [{ exposed: 'yes' }, { 'lbipam.tendril.io/ips': '10.9.0.1' }]);
+  assert.deepEqual(validateService(s), s);
+  const back = BINDINGS.Service!.toObject(BINDINGS.Service!.ref('shop.web'), s);
+  assert.deepEqual([back.metadata?.labels, back.metadata?.annotations], [{ exposed: 'yes' }, { 'lbipam.tendril.io/ips': '10.9.0.1' }]);
+});

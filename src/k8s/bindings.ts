@@ -4,6 +4,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Kind } from '../store/types.js';
 import { API_VERSION } from './crds.js';
 import type { ServicePort, ServiceSpec } from '../lb/service.js';
+import { parseEgressPolicy, EGRESS_POLICY_KIND } from '../egress/policy.js';
 
 /** One Kubernetes resource type a store kind is read from. */
 export interface Source {
@@ -44,6 +45,10 @@ export const SOURCES = {
   endpoint: crd('TendrilEndpoint', 'tendrilendpoints'),
   tnp: crd('TendrilNetworkPolicy', 'tendrilnetworkpolicies', true),
   tcnp: crd('TendrilClusterwideNetworkPolicy', 'tendrilclusterwidenetworkpolicies'),
+  lbPool: crd('TendrilLoadBalancerIPPool', 'tendrilloadbalancerippools'),
+  serviceStatus: crd('TendrilServiceStatus', 'tendrilservicestatuses'),
+  l2Lease: crd('TendrilL2Lease', 'tendrill2leases'),
+  egress: crd('TendrilEgressGatewayPolicy', 'tendrilegressgatewaypolicies'),
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
@@ -58,6 +63,41 @@ function specBinding(source: Source, rename: (storeName: string) => string = (n)
     ref: (name) => ({ source, name: rename(name) }),
     toObject: (ref, value) => ({ apiVersion: source.apiVersion, kind: source.kind, metadata: { name: ref.name }, spec: value }),
   };
+}
+
+/**
+ * A CRD kind whose store value is {spec, status} (LoadBalancerIPPool, EgressGatewayPolicy): both live on the object
+ * (the CRDs have no status subresource, so one replace writes both, as the store's put does). normalize turns what
+ * a user applied (CRD defaults filled in by the apiserver) into the store's spec; it returns undefined for an object
+ * the store does not show (one the kind's own validator refuses).
+ */
+function specStatusBinding(source: Source, normalize: (obj: KubernetesObject & Record<string, unknown>) => unknown, specOut: (spec: unknown) => unknown = (s) => s, statusDefault?: unknown): Binding {
+  return {
+    sources: [source],
+    toStore: (obj) => {
+      if (obj['spec'] === undefined) return undefined;
+      const spec = normalize(obj);
+      if (spec === undefined) return undefined;
+      const value: Record<string, unknown> = { spec };
+      const status = obj['status'] ?? statusDefault;
+      if (status !== undefined) value['status'] = status;
+      return { name: obj.metadata!.name!, value };
+    },
+    ref: (name) => ({ source, name }),
+    toObject: (ref, value) => {
+      const v = value as { spec: unknown; status?: unknown };
+      return { apiVersion: source.apiVersion, kind: source.kind, metadata: { name: ref.name }, spec: specOut(v.spec), ...(v.status !== undefined ? { status: v.status } : {}) };
+    },
+  };
+}
+
+/** A TendrilEgressGatewayPolicy as the store keeps it: validated (src/egress), named by metadata.name. */
+function egressSpec(obj: KubernetesObject & Record<string, unknown>): unknown {
+  try {
+    return parseEgressPolicy({ apiVersion: API_VERSION, kind: EGRESS_POLICY_KIND, metadata: { name: obj.metadata!.name }, spec: obj['spec'] });
+  } catch {
+    return undefined;
+  }
 }
 
 /** Endpoint "<node>:<id>" is a Kubernetes name only as "<node>.<id>" (":" is not allowed); the spec says which. */
@@ -112,6 +152,12 @@ export function serviceFromObject(obj: KubernetesObject & Record<string, unknown
     internalTrafficPolicy: spec['internalTrafficPolicy'] === 'Local' ? 'Local' : 'Cluster',
   };
   if (out.sessionAffinity === 'ClientIP' && typeof affinity === 'number') out.sessionAffinityTimeoutSeconds = affinity;
+  // What LB IPAM selects and reads (pool serviceSelector, lbipam.tendril.io/* annotations); the apiserver's own
+  // bookkeeping annotations (kubectl.kubernetes.io/last-applied-configuration) are not the service's.
+  const labels = obj.metadata?.labels;
+  if (labels && Object.keys(labels).length > 0) out.labels = { ...labels };
+  const annotations = Object.fromEntries(Object.entries(obj.metadata?.annotations ?? {}).filter(([k]) => !k.startsWith('kubectl.kubernetes.io/')));
+  if (Object.keys(annotations).length > 0) out.annotations = annotations;
   return out;
 }
 
@@ -126,7 +172,10 @@ function serviceToObject(ref: ObjectRef, s: ServiceSpec): KubernetesObject & Rec
   if (s.clusterIP) spec['clusterIP'] = s.clusterIP;
   if (s.type !== 'ClusterIP') spec['externalTrafficPolicy'] = s.externalTrafficPolicy;
   if (s.sessionAffinity === 'ClientIP' && s.sessionAffinityTimeoutSeconds !== undefined) spec['sessionAffinityConfig'] = { clientIP: { timeoutSeconds: s.sessionAffinityTimeoutSeconds } };
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) }, spec };
+  const metadata: Record<string, unknown> = { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) };
+  if (s.labels) metadata['labels'] = s.labels;
+  if (s.annotations) metadata['annotations'] = s.annotations;
+  return { apiVersion: 'v1', kind: 'Service', metadata, spec } as KubernetesObject & Record<string, unknown>;
 }
 
 /** Kinds added to the store later have no binding until one is written here (the store refuses them, coded). */
@@ -138,6 +187,18 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     const s = spec as { node?: unknown; id?: unknown };
     return typeof s.node === 'string' && typeof s.id === 'number' ? `${s.node}:${s.id}` : o.metadata!.name!;
   }),
+  LoadBalancerIPPool: specStatusBinding(SOURCES.lbPool, (o) => o['spec']),
+  // The spec's name is metadata.name in Kubernetes (the CRD schema has no spec.name; it would be pruned).
+  EgressGatewayPolicy: specStatusBinding(SOURCES.egress, egressSpec, (spec) => {
+    const { name: _name, ...rest } = spec as { name?: string };
+    return rest;
+  }, {}),
+  // Written by the operator only; named "<namespace>.<name>" as the store names its Service (cluster-scoped, so the
+  // name with its dot is a valid object name and no namespace has to exist for it).
+  ServiceStatus: specBinding(SOURCES.serviceStatus),
+  // Named by the LoadBalancer IP; a tendril.io kind rather than coordination.k8s.io Lease: the store's value keeps
+  // millisecond durations and needs no namespace, and the store's optimistic revisions apply to it as to any kind.
+  L2Lease: specBinding(SOURCES.l2Lease),
   Namespace: {
     sources: [SOURCES.namespace],
     toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),

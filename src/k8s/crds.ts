@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { ApiextensionsV1Api, type V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import type { K8sConnection } from './client.js';
+import { Rest } from './rest.js';
 import { K8sError, messageOf, statusOf } from './errors.js';
 
 export const GROUP = 'tendril.io';
@@ -41,9 +42,16 @@ export interface CrdInstallResult {
   updated: string[];
 }
 
-/** Creates the CRDs that are missing, replaces those that differ (an upgrade), then waits until all are Established. */
+const CRD_PATH = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
+
+/**
+ * Creates the CRDs that are missing, replaces those that differ (an upgrade), then waits until all are Established.
+ * Written as the files' raw JSON (src/k8s/rest.ts): client-node's typed serializer knows the schema extensions only
+ * by its model names (x_kubernetes_preserve_unknown_fields) and drops the files' "x-kubernetes-…" keys wherever it
+ * walks the schema through "properties", so the apiserver would prune what those fields keep.
+ */
 export async function installCrds(conn: K8sConnection, crds = loadCrds(), timeoutMs = 30_000): Promise<CrdInstallResult> {
-  const api = conn.kc.makeApiClient(ApiextensionsV1Api);
+  const rest = new Rest(conn.kc, conn.server);
   const result: CrdInstallResult = { created: [], updated: [] };
   for (const want of crds) {
     const name = want.metadata!.name!;
@@ -53,20 +61,20 @@ export async function installCrds(conn: K8sConnection, crds = loadCrds(), timeou
     try {
       let cur: V1CustomResourceDefinition | undefined;
       try {
-        cur = await api.readCustomResourceDefinition({ name });
+        cur = await rest.request<V1CustomResourceDefinition>('GET', `${CRD_PATH}/${name}`);
       } catch (err) {
         if (statusOf(err) !== 404) throw err;
       }
       if (!cur) {
         try {
-          await api.createCustomResourceDefinition({ body: crd });
+          await rest.request('POST', CRD_PATH, crd);
           result.created.push(name);
         } catch (err) {
           // Another replica created it a moment ago: it is the same file.
           if (statusOf(err) !== 409) throw err;
         }
       } else if (cur.metadata?.annotations?.[HASH_ANNOTATION] !== hash) {
-        await api.replaceCustomResourceDefinition({ name, body: { ...crd, metadata: { ...crd.metadata, name, resourceVersion: cur.metadata!.resourceVersion! } } });
+        await rest.request('PUT', `${CRD_PATH}/${name}`, { ...crd, metadata: { ...crd.metadata, name, resourceVersion: cur.metadata!.resourceVersion! } });
         result.updated.push(name);
       }
     } catch (err) {

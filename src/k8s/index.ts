@@ -10,3 +10,4 @@ export { LeaseElector, type LeaseOptions } from './lease.js';
 export { Rest, RestError } from './rest.js';
 export { PodSource, type PodInfo } from './pods.js';
 export { NodeCidrSource, nodePodCidrs } from './node-cidrs.js';
+export { ServiceLbStatusWriter } from './service-lb-status.js';

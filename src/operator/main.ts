@@ -18,7 +18,7 @@ import { registerLbPoolRoutes } from './lb-ipam-routes.js';
 import type { NodeDeleteResult, OperatorNodeView } from './api.js';
 import { IdentityGc, type IdentityGcStatus } from './identity-gc.js';
 import { EgressOperator, registerEgressRoutes, type EgressOperatorStatus } from '../egress/index.js';
-import { installCrds, KubernetesMode, LeaseElector, Rest, type KubernetesStatusView } from '../k8s/index.js';
+import { installCrds, KubernetesMode, LeaseElector, Rest, ServiceLbStatusWriter, type KubernetesStatusView } from '../k8s/index.js';
 
 export interface RunOperatorOptions extends OperatorFlags {
   /** Logger to use instead of the root logger (tests). */
@@ -107,13 +107,17 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
       undo.push(() => operator.stop());
       await identityGc.start();
       undo.push(() => identityGc.stop());
-      // Kubernetes mode: Services are the apiserver's, not served by LB IPAM yet; egress gateway policies are kept
-      // in the cluster store only (not watched from Kubernetes yet).
-      if (!kubernetes) {
-        await lbIpam.start();
-        undo.push(() => lbIpam.stop());
-        await egress.start();
-        undo.push(() => egress.stop());
+      // In Kubernetes mode too: the core Services (labels, annotations) and the tendril.io pool, status, lease and
+      // egress policy CRDs are store kinds there (src/k8s/bindings.ts).
+      await lbIpam.start();
+      undo.push(() => lbIpam.stop());
+      await egress.start();
+      undo.push(() => egress.stop());
+      if (kubernetes) {
+        // The LoadBalancer IPs also on the core Services (kubectl get svc: EXTERNAL-IP).
+        const lbStatus = new ServiceLbStatusWriter(kubernetes.conn, store, log.child({ subsys: 'service-lb-status' }));
+        await lbStatus.start();
+        undo.push(async () => lbStatus.stop());
       }
     };
     let elector: LeaseElector | undefined;

@@ -1,0 +1,121 @@
+// Kubernetes mode on lab nodes (root), issue #10/#11 features served from the apiserver: a TendrilLoadBalancerIPPool
+// and a core LoadBalancer Service created through the API get the Service an IP (the operator's LB IPAM); pods
+// reach it (the core Service's status.loadBalancer.ingress shows it); one node holds its TendrilL2Lease and answers ARP, so the external host on the underlay reaches it; a
+// TendrilEgressGatewayPolicy applied through the API gets its gateway from the operator and reaches the agents.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { connect, KubernetesStore } from '../src/k8s/index.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
+import { externalAdd } from '../src/lab/outside.js';
+import { labPaths } from '../src/lab/paths.js';
+import type { L2LeaseSpec, L2AnnouncementView } from '../src/l2/index.js';
+import type { ServiceStatusSpec } from '../src/lb/index.js';
+import type { EgressStatusView } from '../src/egress/index.js';
+import { ApiClient } from '../src/util/api-client.js';
+import { startKit, type Kit } from './lib/k8s-kit.js';
+import { until as untilRaw } from './lib/proc.js';
+
+const LAB = `k8lb${process.pid % 100000}`;
+const PORT_BASE = 16820;
+const EXT_IP = '192.168.10.200';
+const POOL_START = '192.168.10.240';
+const POOL_STOP = '192.168.10.241';
+const silent = pino({ level: 'silent' });
+
+/** until(), and on a timeout the warnings at the end of the operator's log. */
+async function until(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
+  try {
+    await untilRaw(what, cond);
+  } catch (err) {
+    const file = labPaths(LAB).operatorLog;
+    const log = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-15).join('\n') : '(no operator log)';
+    throw new Error(`${(err as Error).message}\noperator warnings:\n${log}`);
+  }
+}
+
+const GET = `
+const http = require('http'); const [ip, port, t] = process.argv.slice(1);
+const req = http.get({ host: ip, port: Number(port), path: '/', timeout: Number(t) }, (r) => { let b = ''; r.on('data', (d) => (b += d)).on('end', () => { process.stdout.write((/Hostname: (\\S+)/.exec(b) || [])[1] || 'answered'); }); });
+req.on('timeout', () => { req.destroy(); process.stdout.write('error:timeout'); });
+req.on('error', (e) => process.stdout.write('error:' + (e.code || e.message)));`;
+const get = (netns: string, ip: string, port: number): string => execCapture(netns, [process.execPath, '-e', GET, ip, String(port), '1000'], 30_000).stdout.trim();
+
+describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gateway', { concurrency: 1, timeout: 600_000 }, () => {
+  let kit: Kit | undefined;
+  let objects: KubernetesObjectApi;
+  let store: KubernetesStore;
+  let extNetns = '';
+  let lbIp = '';
+  const pods: Record<string, LabPod> = {};
+
+  before(async () => {
+    assert.equal(process.getuid?.(), 0, 'test/k8s-lb-lab.test.ts needs root');
+    kit = await startKit({ apiserverOnly: true, portBase: PORT_BASE });
+    const conn = connect(kit.kubeconfig);
+    objects = KubernetesObjectApi.makeApiClient(conn.kc);
+    store = new KubernetesStore(conn, { log: silent });
+    await labUp({ name: LAB, nodes: 2, kubeconfig: kit.kubeconfig, podCidr: '172.29.0.0/16' });
+    extNetns = (await externalAdd(LAB, 'outside', { ip: EXT_IP })).netns;
+    await objects.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } } as KubernetesObject);
+    await objects.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop' } } as KubernetesObject);
+    for (const [name, node, app] of [['web-0', 'ctr', 'web'], ['web-1', 'w1', 'web'], ['client', 'ctr', 'client']] as const) {
+      await objects.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', labels: { app } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'localhost/busybox:local' }] } } as KubernetesObject);
+      pods[name] = await podAdd(LAB, name, { node, namespace: 'shop', ...(app === 'web' ? { serve: [8080] } : {}) });
+    }
+  });
+  after(async () => {
+    await store?.close();
+    await labDown(LAB).catch(() => {});
+    await kit?.down();
+  });
+
+  test('a LoadBalancer Service gets an IP of the pool that selects it; pods and the external host reach it', async () => {
+    await objects.create({ apiVersion: 'tendril.io/v2', kind: 'TendrilLoadBalancerIPPool', metadata: { name: 'lan' }, spec: { blocks: [{ start: POOL_START, stop: POOL_STOP }], serviceSelector: { matchLabels: { exposed: 'yes' } } } } as KubernetesObject);
+    await objects.create({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop', labels: { exposed: 'yes' } }, spec: { type: 'LoadBalancer', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] } } as KubernetesObject);
+    await until('the Service has a LoadBalancer IP', async () => ((await store.get<ServiceStatusSpec>('ServiceStatus', 'shop.web'))?.value.loadBalancer.ingress.length ?? 0) > 0);
+    lbIp = (await store.get<ServiceStatusSpec>('ServiceStatus', 'shop.web'))!.value.loadBalancer.ingress[0]!;
+    assert.ok([POOL_START, POOL_STOP].includes(lbIp), lbIp);
+    await until('the core Service shows it (status.loadBalancer.ingress)', async () => {
+      const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { status?: { loadBalancer?: { ingress?: Array<{ ip?: string }> } } };
+      // (The apiserver adds ipMode: VIP to each entry.)
+      return JSON.stringify(svc.status?.loadBalancer?.ingress?.map((e) => e.ip)) === JSON.stringify([lbIp]);
+    });
+    const seen = new Set<string>();
+    await until('the client pod reaches both backends through the LoadBalancer IP', () => {
+      seen.add(get(pods['client']!.netns, lbIp, 80));
+      return seen.has('web-0') && seen.has('web-1');
+    });
+
+    // L2: one TendrilL2Lease, its holder the one node announcing; the external host's GETs are answered.
+    await until('a node holds the L2 lease', async () => (await store.get<L2LeaseSpec>('L2Lease', lbIp)) !== undefined);
+    const holder = (await store.get<L2LeaseSpec>('L2Lease', lbIp))!.value.holder;
+    const views: Record<string, L2AnnouncementView[]> = {};
+    await until('exactly the holder announces', async () => {
+      for (const n of loadLab(LAB).nodes) views[n.name] = await new ApiClient(n.socket).get<L2AnnouncementView[]>('/v1/l2', 2000).catch(() => []);
+      return Object.entries(views).every(([n, l]) => l.some((e) => e.ip === lbIp && e.announcedHere === (n === holder)));
+    });
+    const ext = new Set<string>();
+    await until('the external host reaches both backends through the LoadBalancer IP', () => {
+      ext.add(get(extNetns, lbIp, 80));
+      return ext.has('web-0') && ext.has('web-1');
+    });
+  });
+
+  test('a TendrilEgressGatewayPolicy applied through the API gets its gateway and reaches the agents', async () => {
+    await objects.create({
+      apiVersion: 'tendril.io/v2',
+      kind: 'TendrilEgressGatewayPolicy',
+      metadata: { name: 'via-w1' },
+      spec: { selectors: [{ podSelector: { matchLabels: { app: 'client' } } }], destinationCIDRs: ['192.168.10.200/32'], egressGateway: { nodeSelector: { matchLabels: { 'kubernetes.io/hostname': 'w1' } }, egressIP: '192.168.10.250' } },
+    } as KubernetesObject);
+    await until('the operator picked w1 (status on the object)', async () => {
+      const o = (await objects.read({ apiVersion: 'tendril.io/v2', kind: 'TendrilEgressGatewayPolicy', metadata: { name: 'via-w1' } })) as unknown as { status?: { gatewayNode?: string; egressIP?: string } };
+      return o.status?.gatewayNode === 'w1' && o.status.egressIP === '192.168.10.250';
+    });
+    const ctr = loadLab(LAB).nodes.find((n) => n.name === 'ctr')!;
+    await until('the client\'s node applied the policy', async () => ((await new ApiClient(ctr.socket).get<EgressStatusView | null>('/v1/egress', 2000).catch(() => null))?.applied['via-w1'] ?? 0) > 0);
+  });
+});
