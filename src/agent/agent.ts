@@ -297,12 +297,9 @@ export class Agent {
     this.security.attach(dp, this.endpoints);
     // Services come from the cluster store; in Kubernetes mode that is the watched core Services (src/k8s/bindings.ts).
     if (this.store) {
-      // LB IPAM, L2 announcements and egress gateway policies have no Kubernetes resources yet: cluster store only.
-      const own = !this.kubernetes;
-      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize, loadBalancerIps: own });
+      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
-    }
-    if (this.store && !this.kubernetes) {
+      // Egress gateway policies and L2 announcements: store kinds, CRDs in Kubernetes mode (src/k8s/bindings.ts).
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
       // L2 announcements of LoadBalancer IPs on the native device (src/l2).

@@ -17,8 +17,6 @@ export interface ServiceManagerOptions {
   log: Logger;
   algorithm: LbAlgorithm;
   maglevTableSize: number;
-  /** Whether the store has LB IPAM's ServiceStatus kind (not in Kubernetes mode yet): without it, no LoadBalancer IPs. */
-  loadBalancerIps?: boolean;
 }
 
 const RETRY_MS = 1000;
@@ -152,7 +150,7 @@ export class ServiceManager {
       // Identities and endpoints first: a service's first pass then already sees its backends.
       if (!this.identities.ready) await this.identities.start(events);
       if (!this.endpoints.ready) await this.endpoints.start(events);
-      if (this.opts.loadBalancerIps !== false && !this.statuses.ready) await this.statuses.start(events);
+      if (!this.statuses.ready) await this.statuses.start(events);
       if (!this.services.ready) await this.services.start(events);
     } catch (err) {
       if (this.stopped) return;
