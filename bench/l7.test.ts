@@ -20,3 +20,18 @@ test('l7Report(): medians, L7/L4 ratios and the targets', () => {
   assert.match(text, /\| 1000 req\/s offered: p99, ms \| 0\.80 \| 1\.50 \| \+0\.70 ms \| <= 1 ms added: met \|/);
   assert.match(text, /- 3 failed request\(s\)/);
 });
+
+test('l7Report(): an L7 p99 below the L4 one reads as a negative difference, not "+-"', () => {
+  const samples: L7Sample[] = [];
+  for (const round of [1, 2, 3]) {
+    for (const t of ['keepalive', 'close'] as const) {
+      samples.push({ policy: 'l4', test: t, round, result: r(1000, 1, 2) });
+      samples.push({ policy: 'l7', test: t, round, result: r(900, 1, 2) });
+    }
+    samples.push({ policy: 'l4', test: 'rate', round, result: r(1000, 0.5, 3) });
+    samples.push({ policy: 'l7', test: 'rate', round, result: r(1000, 0.6, 1.5) });
+  }
+  const text = l7Report(samples, { secs: 5, rounds: 3 }).join('\n');
+  assert.match(text, /\| 1000 req\/s offered: p99, ms \| 3\.00 \| 1\.50 \| -1\.50 ms \|/);
+  assert.doesNotMatch(text, /\+-/);
+});

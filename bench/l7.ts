@@ -11,6 +11,9 @@ import type { LoadResult } from './l7-load.js';
 import { inNs, runAsync, sleep } from './proc.js';
 import { median } from './stats.js';
 
+/** A difference with its sign: +0.24, -1.50 (not +-1.50 when L7 happens to beat L4). */
+const signed = (ms: number): string => `${ms < 0 ? '-' : '+'}${Math.abs(ms).toFixed(2)}`;
+
 const LOAD_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'l7-load.js');
 
 export interface L7Options {
@@ -123,8 +126,8 @@ export function l7Report(samples: readonly L7Sample[], o: { secs: number; rounds
     `| keep-alive, req/s | ${med('l4', 'keepalive', 'rps').toFixed(0)} | ${med('l7', 'keepalive', 'rps').toFixed(0)} | ${ka.toFixed(2)}x | >= 0.5x: ${mark(ka >= 0.5)} |`,
     `| one connection per request, req/s | ${med('l4', 'close', 'rps').toFixed(0)} | ${med('l7', 'close', 'rps').toFixed(0)} | ${cl.toFixed(2)}x | >= 0.35x: ${mark(cl >= 0.35)} |`,
     `| keep-alive p50 / p99 at saturation, ms | ${med('l4', 'keepalive', 'p50ms').toFixed(2)} / ${med('l4', 'keepalive', 'p99ms').toFixed(2)} | ${med('l7', 'keepalive', 'p50ms').toFixed(2)} / ${med('l7', 'keepalive', 'p99ms').toFixed(2)} | | |`,
-    `| ${rate} req/s offered: p50, ms | ${med('l4', 'rate', 'p50ms').toFixed(2)} | ${med('l7', 'rate', 'p50ms').toFixed(2)} | +${addedP50.toFixed(2)} ms | |`,
-    `| ${rate} req/s offered: p99, ms | ${med('l4', 'rate', 'p99ms').toFixed(2)} | ${med('l7', 'rate', 'p99ms').toFixed(2)} | +${addedP99.toFixed(2)} ms | <= 1 ms added: ${mark(addedP99 <= 1)} |`,
+    `| ${rate} req/s offered: p50, ms | ${med('l4', 'rate', 'p50ms').toFixed(2)} | ${med('l7', 'rate', 'p50ms').toFixed(2)} | ${signed(addedP50)} ms | |`,
+    `| ${rate} req/s offered: p99, ms | ${med('l4', 'rate', 'p99ms').toFixed(2)} | ${med('l7', 'rate', 'p99ms').toFixed(2)} | ${signed(addedP99)} ms | <= 1 ms added: ${mark(addedP99 <= 1)} |`,
     `| ${rate} req/s offered: achieved req/s | ${med('l4', 'rate', 'rps').toFixed(0)} | ${med('l7', 'rate', 'rps').toFixed(0)} | | |`,
     '',
     `- ${errors} failed request(s) over the phase. The client is Node's http module (bench/l7-load.ts) in the client pod; the server is the lab's pod web server.`,
