@@ -45,7 +45,7 @@ program
   .option('--ip-masq-agent-config-path <file>', 'ip-masq-agent config (YAML/JSON: nonMasqueradeCIDRs, masqLinkLocal)', '/etc/tendril/ip-masq-agent.yaml')
   .option('--bpf-lb-algorithm <name>', 'service backend selection: random or maglev', 'random')
   .option('--bpf-lb-maglev-table-size <n>', 'Maglev lookup table size per service (a prime: 251 … 65521)', '1021')
-  .option('--ipam <mode>', 'cluster-pool (CIDRs from the operator) or kubernetes (the Node\'s podCIDRs, set by someone else)', 'cluster-pool')
+  .option('--ipam <mode>', 'cluster-pool (CIDRs from the operator), kubernetes (the Node\'s podCIDRs, set by someone else) or multi-pool (chunks of the pod\'s IP pool, asked for on demand)', 'cluster-pool')
   .option('--ipam-pre-allocate <n>', 'cluster-pool: ask for another CIDR when fewer addresses are free', '8')
   .option('--ipam-hand-back-grace <duration>', 'cluster-pool: hand an extra CIDR back after it was empty this long', '30s')
   .option('--ipam-wait-timeout <duration>', 'kubernetes: refuse to start when no pod CIDR is given within this', '60s')

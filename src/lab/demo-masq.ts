@@ -96,6 +96,50 @@ export async function masqWalk(): Promise<void> {
   say(`The far host saw ${seen(r4.out)}: curl-pod's own address. The router itself is not in the set:`);
   const r5 = exec('curl-pod', ['curl', '-s', `http://${ROUTER}/`]);
   say(`it still sees ${seen(r5.out)}.`);
+  await worldWalk();
+}
+
+/** A web server's answer as one line: who answered, and the source address it saw. */
+function whoSaw(answer: string): string {
+  const host = /Hostname: (\S+)/.exec(answer)?.[1];
+  return host ? `Hostname: ${host}  RemoteAddr: ${seen(answer)}\n` : answer;
+}
+
+/** Polls `lab service list` until the service has its LoadBalancer IP (LB IPAM runs in the operator). */
+async function externalIp(name: string): Promise<string> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const r = spawnSync(bin, ['--lab', LAB_MASQ, 'lab', 'service', 'list'], { encoding: 'utf8' });
+    const row = (r.stdout ?? '').split('\n').find((l) => l.split(/\s+/)[1] === name);
+    const ip = row?.split(/\s+/)[4] ?? '';
+    if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return ip;
+    if (Date.now() > deadline) throw new Error(`service ${name} got no LoadBalancer IP within 20 s: ${row ?? '(not listed)'}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+/** The other direction: the router reaches pods through a NodePort and a LoadBalancer IP announced on L2. */
+async function worldWalk(): Promise<void> {
+  section('The world reaches the pods: a NodePort, and a LoadBalancer IP from an IP pool announced by ARP in BPF (seed §1.1, §3.4)');
+  run(['lab', 'pod', 'add', 'webpod-2', '--node', 'ctr', '--label', 'app=webpod', '--serve', '80']);
+  run(['lab', 'lb-pool', 'add', 'lan', '--start', '192.168.10.240', '--stop', '192.168.10.241']);
+  const added = run(['lab', 'service', 'add', 'web', '--selector', 'app=webpod', '--port', '80:80/TCP', '--type', 'LoadBalancer']);
+  const nodePort = /node ports (\d+)/.exec(added.out)?.[1];
+  if (!nodePort) throw new Error(`no node port in: ${added.out}`);
+  const lbIp = await externalIp('web');
+  run(['lab', 'service', 'list']);
+  run(['--node', 'ctr', 'service', 'list']);
+  const fetch = (url: string): void => {
+    for (let i = 0; i < 4; i++) {
+      run(['lab', 'external', 'exec', 'router', '--', 'curl', '-s', '--retry', '5', '--retry-connrefused', '-m', '3', url], { filter: whoSaw });
+    }
+  };
+  fetch(`http://192.168.10.101:${nodePort}/`);
+  say('Through w1\'s node port: webpod (on w1) sees the router itself, webpod-2 (on ctr) sees w1 — SNAT to the node IP (externalTrafficPolicy Cluster).');
+  fetch(`http://${lbIp}/`);
+  run(['--node', 'ctr', 'bpf', 'l2', 'list']);
+  run(['lab', 'external', 'exec', 'router', '--', 'ip', 'neigh', 'show', lbIp]);
+  say(`One node holds the lease for ${lbIp} and answers ARP for it from cil_from_netdev; the router's neighbour entry is that node's MAC.`);
 }
 
 export function masqDown(): void {
