@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { execCapture, labDown, labUp, podAdd, type LabPod } from '../src/lab/lab.js';
 import { CLI_JS, labPaths } from '../src/lab/paths.js';
-import { rawObjects, startKit, type Kit, type RawObject } from './lib/k8s-kit.js';
+import { killApiserver, rawObjects, upAgain, startKit, type Kit, type RawObject } from './lib/k8s-kit.js';
 import { until as untilRaw } from './lib/proc.js';
 
 const LAB = `kw${process.pid % 100000}`;
@@ -115,9 +115,8 @@ describe('kubernetes mode: watched NetworkPolicies and Namespaces on lab nodes',
 
   test('the agents\' watches survive an apiserver restart: a policy deleted while it restarts is no longer enforced', async () => {
     assert.ok(http(pods['client']!, pods['web']!));
-    const pid = Number(fs.readFileSync(`${kit!.runDir}/pids/kube-apiserver.pid`, 'utf8'));
-    process.kill(pid, 'SIGKILL');
-    await kit!.script('up.sh');
+    await killApiserver(kit!);
+    await upAgain(kit!);
     // Right after it is back, before the agents' informers have re-listed: both changes must arrive.
     await objects.delete({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'allow-client', namespace: 'shop' } });
     await until('client → web denied after the restart (allow-client deleted)', () => !http(pods['client']!, pods['web']!), 120_000);

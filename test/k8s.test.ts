@@ -12,7 +12,7 @@ import { KindCache, StoreError, type IdentitySpec, type NamespaceSpec, type Poli
 import { CLI_JS } from '../src/lab/paths.js';
 import type { OperatorStatusResponse } from '../src/operator/index.js';
 import { ApiClient } from '../src/util/api-client.js';
-import { startKit, type Kit } from './lib/k8s-kit.js';
+import { killApiserver, startKit, upAgain, type Kit } from './lib/k8s-kit.js';
 import { until } from './lib/proc.js';
 
 const silent = pino({ level: 'silent' });
@@ -124,10 +124,9 @@ describe('kubernetes mode: apiserver', { timeout: 300_000 }, () => {
 
       // Kill the apiserver; while it is down a second client cannot write, so write right after it is back, before
       // the watch has had a chance to reconnect, and also delete one: both must arrive.
-      const pid = Number(fs.readFileSync(`${kit!.runDir}/pids/kube-apiserver.pid`, 'utf8'));
-      process.kill(pid, 'SIGKILL');
+      await killApiserver(kit!);
       await until('the watch to notice', () => downs > 0, 60_000);
-      await kit!.script('up.sh');
+      await upAgain(kit!);
       const other = new KubernetesStore(connect(kit!.kubeconfig), { log: silent });
       await other.put<IdentitySpec>('Identity', '402', { labels: ['k8s:app=c'] });
       await other.delete('Identity', '401');

@@ -95,3 +95,36 @@ export function rawObjects(kubeconfig: string): {
     read: (o) => rest.request('GET', path(o, true)),
   };
 }
+
+/**
+ * SIGKILLs the kit's kube-apiserver and waits until its listening socket is gone, so that up.sh, which refuses a
+ * port in use, can start the next one (a killed process may hold its port for a moment after the signal).
+ */
+export async function killApiserver(kit: Kit, timeoutMs = 60_000): Promise<void> {
+  const pid = Number(fs.readFileSync(`${kit.runDir}/pids/kube-apiserver.pid`, 'utf8'));
+  process.kill(pid, 'SIGKILL');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { stdout } = await run('ss', ['-Hltnp']);
+    if (!stdout.includes(`pid=${pid},`)) return;
+    if (Date.now() > deadline) throw new Error(`the killed kube-apiserver (pid ${pid}) still listens after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Brings a killed control plane back with up.sh, tried again under one deadline: right after a SIGKILL, up.sh may
+ * still find the old process's port or pid in its way.
+ */
+export async function upAgain(kit: Kit, timeoutMs = 90_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await kit.script('up.sh');
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
