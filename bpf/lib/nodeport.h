@@ -172,7 +172,7 @@ static __always_inline int nodeport_snat(struct __sk_buff *skb, struct ct_pkt *p
 	} else {
 		if (e)
 			bpf_map_delete_elem(&tendril_snat_v4, &otuple);
-		ret = snat4_new(&otuple, CONFIG_NODE_IP4, &fresh);
+		ret = snat4_new(&otuple, CONFIG_NODE_IP4, 0, &fresh);
 		if (IS_ERR(ret))
 			return ret;
 		to_port = fresh.to_port;

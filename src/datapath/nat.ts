@@ -15,6 +15,8 @@ export const IPMASQ_MAP_SIZE = 16384;
 /** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
 export const NAT_DIR_OUT = 0;
 export const NAT_DIR_IN = 1;
+/** nat_entry4.flags (lib/nat.h): a masquerade mapping. */
+export const NAT_F_MASQ = 1;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
@@ -30,7 +32,8 @@ export interface NatValue {
   toAddr: string;
   /** OUT: the translated port (ICMP: identifier); IN: the pod's own. */
   toPort: number;
-  pad: number;
+  /** NAT_F_*: NAT_F_MASQ on a masquerade mapping, 0 on NodePort's. */
+  flags: number;
   /** CLOCK_MONOTONIC seconds. */
   created: number;
   /** CLOCK_MONOTONIC seconds of the last packet; kept for egress IP flows only (0 else). */
@@ -40,7 +43,7 @@ export interface NatValue {
 export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
   toAddr: [0, ipv4Codec],
   toPort: [4, be16],
-  pad: [6, u16],
+  flags: [6, u16],
   created: [8, u32],
   lastUsed: [12, u32],
 });
@@ -48,7 +51,7 @@ export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
 export const NAT_VALUE_C_NAMES: Readonly<Record<keyof NatValue, string>> = {
   toAddr: 'to_addr',
   toPort: 'to_port',
-  pad: 'pad',
+  flags: 'flags',
   created: 'created',
   lastUsed: 'last_used',
 };
