@@ -184,20 +184,43 @@ __attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct
 	return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, ct_now(), DELIVER_ROUTED);
 }
 
+/* A packet for a pod of this node (not for the node's own address: that costs no lookup here). */
+static __always_inline bool netdev_to_local_pod(struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || IS_ERR(ipv4_load(skb, &eth, &ip)) ||
+	    ip->daddr == CONFIG_NODE_IP4)
+		return false;
+	ep = lookup_ip4_endpoint(ip->daddr);
+	return ep && !ep_is_host(ep);
+}
+
 /*
  * What cil_from_netdev runs: the reply of a masqueraded flow translated
  * (lib/nat.h, parsed once for the delivery as well), else NodePort from
  * outside and the replies of its SNATed connections (lib/nodeport.h), then
  * from_netdev(), then its drop notification. A masquerade IN entry and a
  * NodePort one never share a key, so the order changes no verdict. An IN
- * entry without NAT_F_MASQ is NodePort's (src/datapath/nat.ts flags the
- * masquerade entries an earlier datapath made when it loads this one).
+ * entry without NAT_F_MASQ is NodePort's (a masquerade entry made by a
+ * datapath before the flag is not translated back: such a flow reconnects).
  */
 static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 {
 	struct ct_pkt pkt;
 	int ret;
 
+	/*
+	 * Native routing: another node's pod traffic to a pod here is neither a
+	 * reply of ours nor NodePort's (egress and LoadBalancer IPs are no pod's):
+	 * their two lookups, which miss, are spared it.
+	 */
+	if (!tunnel_mode() && netdev_to_local_pod(skb)) {
+		ret = from_netdev(skb, NULL, 0);
+		goto out;
+	}
 	ret = snat4_rev(skb, &pkt);
 	if (IS_ERR(ret))
 		goto out;
