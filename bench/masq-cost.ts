@@ -3,7 +3,7 @@
 // loaded machine) on an established flow's packets, this tree's object against a baseline object (e.g. main's build) in
 // the same run, interleaved rounds, medians. Root; nothing is attached, the maps are pinned under the run's own
 // bpffs directory and removed afterwards.
-//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--rounds 7] [--repeat 5000]
+//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
 import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -62,7 +62,7 @@ function cases(): CostCase[] {
 }
 
 export async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' } } });
+  const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' }, 'no-events': { type: 'boolean' } } });
   const base = values.base ?? '/work/main/build/bpf/host.o';
   const rounds = Number(values.rounds ?? 7);
   const repeat = Number(values.repeat ?? 5000);
@@ -80,7 +80,7 @@ export async function main(): Promise<void> {
       mkdirSync(pinRoot, { recursive: true });
       pinRoots.push(pinRoot);
       const c = Collection.load(file, {
-        constants: { CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
+        constants: { ...(values['no-events'] ? { CONFIG_EVENTS: 0 } : {}), CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
         pinRoot,
       });
       loaded.push(c);

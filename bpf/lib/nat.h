@@ -94,15 +94,17 @@ struct {
  * Does pod traffic to @daddr leave with the node's address? Not when it
  * goes to the cluster (a pod, a node: anything the ipcache knows with a
  * cluster identity, remote pod CIDRs included), the native-routing CIDR, or
- * a non-masquerade CIDR of the ip-masq-agent.
+ * a non-masquerade CIDR of the ip-masq-agent. @dst_label: the destination's
+ * identity when true (the trace of the new flow needs no lookup of its own).
  */
-static __always_inline bool snat4_needed(__be32 daddr)
+static __always_inline bool snat4_needed(__be32 daddr, __u32 *dst_label)
 {
 	const struct remote_endpoint_info *info;
 
 	if (CONFIG_NATIVE_ROUTING_MASK4 && (daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
 		return false;
 	info = ipcache_lookup4(daddr);
+	*dst_label = info ? info->sec_identity : IDENTITY_WORLD;
 	if (info && info->sec_identity < IDENTITY_LOCAL_MIN)
 		return false;
 	if (CONFIG_IPMASQ) {
@@ -426,7 +428,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	struct nat_entry4 *e, fresh;
 	struct trace_ctx trace;
 	struct ct_pkt pkt;
-	__u32 sec_id;
+	__u32 sec_id, dst_label = 0;
 	__u16 lxc_id;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -498,7 +500,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 			}
 		}
 	}
-	if (!snat4_needed(ip->daddr))
+	if (!snat4_needed(ip->daddr, &dst_label))
 		return TC_ACT_OK;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
 		return DROP_NAT_UNSUPP_PROTO;
@@ -526,7 +528,8 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 rewrite:
 	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
 	if (trace.report)
-		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
+		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id,
+			    dst_label ? dst_label : ipcache_identity4(pkt.tuple.daddr), 0);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;
