@@ -255,6 +255,11 @@ export interface MasqDatapathConfig {
   nativeRoutingCidr?: string;
   /** The ip-masq-agent's non-masquerade set (tendril_ipmasq) is consulted. */
   ipMasqAgent: boolean;
+  /**
+   * The devices masqueraded on (--masquerade-interfaces); empty or absent: the native device. Each other device
+   * gets the native-device programs of its own, its first IPv4 address as the SNAT address.
+   */
+  interfaces?: string[];
 }
 
 /** The load-time constants of lib/config.h for `c` (off when undefined). */
