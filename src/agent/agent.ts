@@ -20,7 +20,7 @@ import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
 import { PodCidrs } from './pod-cidrs.js';
 import { PoolAddresses, poolOf } from './multi-pool.js';
-import { POD_IP_POOL_PREFIX } from '../store/index.js';
+import { POD_IP_POOL_KIND } from '../store/index.js';
 import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -283,7 +283,7 @@ export class Agent {
         updateNode: (fn) => (this.nodes ? this.nodes.update(fn) : Promise.reject(new Error('the node is not registered in the cluster store yet'))),
         poolExists: async (name) => {
           if (!this.store) throw new CniError(CniCode.TRY_AGAIN_LATER, `Cannot look up IP pool "${name}": no cluster store yet`);
-          return (await this.store.get('IPAMState', POD_IP_POOL_PREFIX + name)) !== undefined;
+          return (await this.store.get(POD_IP_POOL_KIND, name)) !== undefined;
         },
         log: this.log.child({ subsys: 'ip-pools' }),
       });

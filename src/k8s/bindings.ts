@@ -49,6 +49,7 @@ export const SOURCES = {
   serviceStatus: crd('TendrilServiceStatus', 'tendrilservicestatuses'),
   l2Lease: crd('TendrilL2Lease', 'tendrill2leases'),
   egress: crd('TendrilEgressGatewayPolicy', 'tendrilegressgatewaypolicies'),
+  podIPPool: crd('TendrilPodIPPool', 'tendrilpodippools'),
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
@@ -188,6 +189,8 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     return typeof s.node === 'string' && typeof s.id === 'number' ? `${s.node}:${s.id}` : o.metadata!.name!;
   }),
   LoadBalancerIPPool: specStatusBinding(SOURCES.lbPool, (o) => o['spec']),
+  // Multi-pool IPAM's pools; the CRD schema checks the shape, the operator the CIDRs (overlaps, mask fit).
+  PodIPPool: specStatusBinding(SOURCES.podIPPool, (o) => o['spec']),
   // The spec's name is metadata.name in Kubernetes (the CRD schema has no spec.name; it would be pruned).
   EgressGatewayPolicy: specStatusBinding(SOURCES.egress, egressSpec, (spec) => {
     const { name: _name, ...rest } = spec as { name?: string };
