@@ -521,7 +521,7 @@ export class Agent {
         }
         const att = { containerId: r.containerId, ifname: r.ifname };
         try {
-          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(r.annotations, this.security.namespaceAnnotations(r.namespace ?? 'default')), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
+          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(await this.podAnnotations(r), this.security.namespaceAnnotations(r.namespace ?? 'default')), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
           return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
         } catch (err) {
           if ((err as AgentError).code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && this.podCidrs) throw this.podCidrs.exhausted();
@@ -582,6 +582,15 @@ export class Agent {
       },
       listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
     };
+  }
+
+  /** A pod's annotations: the CNI args', and in Kubernetes mode the watched Pod's over them (kubelet sends none). */
+  private async podAnnotations(r: { annotations?: Record<string, string>; namespace?: string; podName?: string }): Promise<Record<string, string> | undefined> {
+    if (!this.kubernetes?.pods || !r.podName) return r.annotations;
+    const namespace = r.namespace ?? 'default';
+    const pod = await this.kubernetes.pods.get(namespace, r.podName);
+    if (!pod) throw new CniError(CniCode.TRY_AGAIN_LATER, `Pod ${namespace}/${r.podName} is not known to the apiserver watch of node ${this.cfg.nodeName} yet`, { details: 'its annotations name its IP pool; the runtime retries the ADD' });
+    return { ...r.annotations, ...pod.annotations };
   }
 
   private routes(api: ApiServer, cni: CniHandler): void {

@@ -101,6 +101,12 @@ function egressSpec(obj: KubernetesObject & Record<string, unknown>): unknown {
   }
 }
 
+/** A Namespace's ipam.tendril.io/ annotations, as NamespaceSpec.annotations (absent when it has none). */
+function namespaceAnnotations(obj: KubernetesObject): { annotations?: Record<string, string> } {
+  const a = Object.fromEntries(Object.entries(obj.metadata?.annotations ?? {}).filter(([k]) => k.startsWith('ipam.tendril.io/')));
+  return Object.keys(a).length > 0 ? { annotations: a } : {};
+}
+
 /** Endpoint "<node>:<id>" is a Kubernetes name only as "<node>.<id>" (":" is not allowed); the spec says which. */
 export function endpointObjectName(storeName: string): string {
   const i = storeName.lastIndexOf(':');
@@ -204,7 +210,8 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
   L2Lease: specBinding(SOURCES.l2Lease),
   Namespace: {
     sources: [SOURCES.namespace],
-    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),
+    // Labels, and the annotations the agent reads (ipam.tendril.io/ip-pool: the IP pool of the namespace's pods).
+    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) }, ...namespaceAnnotations(obj) } }),
     ref: (name) => ({ source: SOURCES.namespace, name }),
     toObject: (ref, value) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.name, labels: (value as { labels: Record<string, string> }).labels } }),
   },
