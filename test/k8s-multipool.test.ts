@@ -63,7 +63,7 @@ describe('kubernetes mode: TendrilPodIPPool CRD, migration, and the IP pool from
     await rest.request('POST', POOLS, pool('red', ['10.92.0.0/24'], 27));
     // What `kubectl get tendrilpodippools` asks for: the server-side table with the CRD's printer columns.
     const table = await rest.request<{ columnDefinitions: Array<{ name: string }>; rows: Array<{ cells: unknown[] }> }>('GET', POOLS, undefined, undefined, 'application/json;as=Table;v=v1;g=meta.k8s.io');
-    assert.deepEqual(table.columnDefinitions.map((c) => c.name), ['Name', 'CIDRs', 'Mask', 'Chunks Used', 'Chunks Free', 'Problem', 'Age']);
+    assert.deepEqual(table.columnDefinitions.map((c) => c.name), ['Name', 'CIDRs', 'Mask', 'Chunks Used', 'Chunks Free', 'Problem']);
     assert.deepEqual(table.rows.map((r) => r.cells[0]).sort(), ['blue', 'legacy', 'red']);
   });
 

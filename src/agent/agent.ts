@@ -21,6 +21,7 @@ import { NodeIpam } from './ipam.js';
 import { PodCidrs } from './pod-cidrs.js';
 import { PoolAddresses, poolOf } from './multi-pool.js';
 import { POD_IP_POOL_KIND } from '../store/index.js';
+import { NodeLeaseKeeper } from './node-lease.js';
 import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -54,6 +55,7 @@ export class Agent {
   private podCidrs: PodCidrs | undefined;
   /** --ipam multi-pool: addresses per IP pool. */
   private ipPools: PoolAddresses | undefined;
+  private lease: NodeLeaseKeeper | undefined;
   /** Settles start() in --ipam kubernetes mode once the datapath is up (or the wait is over). */
   private broughtUp: (() => void) | undefined;
   private dp: NodeDatapath | undefined;
@@ -305,6 +307,9 @@ export class Agent {
       // L2 announcements of LoadBalancer IPs on the native device (src/l2).
       this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false });
       this.l2.start();
+      // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
+      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'node-lease' }) });
+      this.lease.start();
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -370,6 +375,7 @@ export class Agent {
     this.security?.stop();
     this.services?.stop();
     this.egress?.stop();
+    await this.lease?.stop();
     await this.l2?.stop().catch((err: unknown) => this.log.warn({ err }, 'cannot hand back the L2 announcement leases'));
     await this.proxy?.stop();
     this.nodes?.stop();

@@ -50,6 +50,7 @@ export const SOURCES = {
   l2Lease: crd('TendrilL2Lease', 'tendrill2leases'),
   egress: crd('TendrilEgressGatewayPolicy', 'tendrilegressgatewaypolicies'),
   podIPPool: crd('TendrilPodIPPool', 'tendrilpodippools'),
+  nodeLease: crd('TendrilNodeLease', 'tendrilnodeleases'),
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
@@ -208,6 +209,8 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
   // Named by the LoadBalancer IP; a tendril.io kind rather than coordination.k8s.io Lease: the store's value keeps
   // millisecond durations and needs no namespace, and the store's optimistic revisions apply to it as to any kind.
   L2Lease: specBinding(SOURCES.l2Lease),
+  // Renewed every second by each agent (a tendril.io kind: kube-node-lease's Leases are the kubelets').
+  NodeLease: specBinding(SOURCES.nodeLease),
   Namespace: {
     sources: [SOURCES.namespace],
     // Labels, and the annotations the agent reads (ipam.tendril.io/ip-pool: the IP pool of the namespace's pods).

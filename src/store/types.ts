@@ -1,7 +1,7 @@
 // The cluster state store: typed resources with revisions and watches, behind one interface (local or etcd).
 
 /** Resource kinds the cluster keeps (the list is what backends validate against: add new kinds here). */
-export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy', 'PodIPPool'] as const;
+export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy', 'PodIPPool', 'NodeLease'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** A stored resource. `revision` is the store-wide revision at which it was last written (etcd's mod_revision). */
@@ -129,6 +129,19 @@ export const POD_IP_POOL_KIND = 'PodIPPool' as const;
 export const POD_IP_POOL_STATE_PREFIX = 'pool.';
 /** The pod (or namespace) annotation naming the pool a pod's address comes from. */
 export const POD_IP_POOL_ANNOTATION = 'ipam.tendril.io/ip-pool';
+
+/**
+ * NodeLease resource, named by the node: renewed by its agent while its datapath is up (a put every renewMs).
+ * Readers judge it by their own clock: a lease whose revision did not change for durationMs is expired (the agent
+ * is gone or cut off), so clocks of different machines never need to agree. The egress gateway fails over on it.
+ */
+export interface NodeLeaseSpec {
+  node: string;
+  renewMs: number;
+  durationMs: number;
+  /** The agent's wall clock at the renewal, for people reading it (never compared across machines). */
+  renewedAt: string;
+}
 
 /**
  * Identity resource, named by its number ("256"): a security label set and the number every node uses for it.
