@@ -40,7 +40,7 @@
 struct nat_entry4 {
 	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
 	__be16	to_port;	/* OUT: the translated port; IN: the pod's port (ICMP echo: identifier) */
-	__u16	pad;
+	__u16	flags;		/* NAT_F_* */
 	__u32	created;	/* CLOCK_MONOTONIC seconds */
 	/*
 	 * CLOCK_MONOTONIC seconds of the last packet, kept for the flows of an
@@ -170,10 +170,31 @@ static __always_inline __u16 nat_random_port(void)
 #define TCP_F_ACK		0x10
 
 /* An egress IP's flow was used now (nat_entry4.last_used): written once a second at most. */
-static __always_inline void nat_touch(struct nat_entry4 *e)
+/*
+ * nat_entry4.flags: a FIN or an RST went through this way. A gateway has no
+ * conntrack entry of another node's pod's flow, so its NAT GC tells a closed
+ * TCP flow (FIN both ways, or an RST) by these and frees it after the
+ * closing timeout instead of the established one.
+ */
+#define NAT_F_FIN	0x2
+#define NAT_F_RST	0x4
+
+static __always_inline void nat_touch(struct nat_entry4 *e, __u8 proto, __u8 tcp_flags)
 {
 	__u32 now = ct_now();
+	__u16 f = e->flags, nf = f;
 
+	if (proto == IPPROTO_TCP) {
+		/* A new connection on the tuple (a bare SYN) starts open again. */
+		if ((tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			nf &= ~(NAT_F_FIN | NAT_F_RST);
+		if (tcp_flags & TCP_F_FIN)
+			nf |= NAT_F_FIN;
+		if (tcp_flags & TCP_F_RST)
+			nf |= NAT_F_RST;
+		if (nf != f)
+			e->flags = nf;
+	}
 	if (e->last_used != now)
 		e->last_used = now;
 }
@@ -476,7 +497,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				to_addr = e->to_addr;
 				to_port = e->to_port;
 				if (to_addr != CONFIG_NODE_IP4)
-					nat_touch(e);
+					nat_touch(e, proto, pkt.tcp_flags);
 				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
 							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					snat4_trace_start(skb, ip, traced, &trace);
@@ -665,7 +686,7 @@ static __always_inline int snat4_rev(struct __sk_buff *skb)
 	to_addr = e->to_addr;
 	to_port = e->to_port;
 	if (node != CONFIG_NODE_IP4)
-		nat_touch(e);
+		nat_touch(e, proto, pkt.tcp_flags);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, pkt.tuple.dport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : 1;
