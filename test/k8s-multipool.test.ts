@@ -49,7 +49,7 @@ describe('kubernetes mode: TendrilPodIPPool CRD, migration, and the IP pool from
     await assert.rejects(o.read({ apiVersion: 'tendril.io/v2', kind: 'TendrilIPAMState', metadata: { name: 'pod-ip-pool.legacy' } }), /404|not found/i);
   });
 
-  test('the CRD\'s schema refuses malformed pools; a good one is listed by kubectl get with its columns', async () => {
+  test('the CRD\'s schema refuses malformed pools; a good one is listed by kubectl get with its columns', async (t) => {
     for (const [why, bad] of [
       ['a CIDR that is no CIDR', pool('bad1', ['10.94.0.0'], 26)],
       ['an empty CIDR list', pool('bad2', [], 26)],
@@ -65,6 +65,7 @@ describe('kubernetes mode: TendrilPodIPPool CRD, migration, and the IP pool from
     const table = await rest.request<{ columnDefinitions: Array<{ name: string }>; rows: Array<{ cells: unknown[] }> }>('GET', POOLS, undefined, undefined, 'application/json;as=Table;v=v1;g=meta.k8s.io');
     assert.deepEqual(table.columnDefinitions.map((c) => c.name), ['Name', 'CIDRs', 'Mask', 'Chunks Used', 'Chunks Free', 'Problem']);
     assert.deepEqual(table.rows.map((r) => r.cells[0]).sort(), ['blue', 'legacy', 'red']);
+    t.diagnostic(['NAME CIDRS MASK USED FREE PROBLEM', ...table.rows.map((r) => r.cells.map((c) => (Array.isArray(c) ? JSON.stringify(c) : String(c ?? '<none>'))).join(' '))].join('\n'));
   });
 
   test('a pod annotated on the Pod object gets an address of its pool; one in an annotated Namespace gets the namespace\'s', async () => {
