@@ -199,3 +199,32 @@ test('a PodIPPool written to the store directly (kubectl apply) is watched; the 
     }
   });
 });
+
+test('a pool deleted from the store while in use (kubectl delete) leaves the nodes their chunks until handed back', async () => {
+  await withStore(async (store) => {
+    const op = operator(store);
+    await op.start();
+    try {
+      await store.put(POD_IP_POOL_KIND, 'gone', { spec: { ipv4: { cidrs: ['10.80.0.0/24'], maskSize: 26 } } });
+      await node(store, 'n1', { default: 1, gone: 1 });
+      await grant(store, 'n1', 'gone', 1);
+      await store.delete(POD_IP_POOL_KIND, 'gone');
+      const view = await until('the deleted pool to be reported', async () => op.status().pools?.find((p) => p.name === 'gone' && p.problem !== null));
+      assert.match(view.problem!, /deleted while in use/);
+      const n1 = (await store.get<NodeSpec>('Node', 'n1'))!.value;
+      assert.deepEqual(n1.ipam!.pools['gone']!.allocated, ['10.80.0.0/26'], 'running pods keep their chunk');
+      assert.ok(n1.podCIDRs.includes('10.80.0.0/26'));
+      // Handed back: the chunk and the allocator state go.
+      const cur = (await store.get<NodeSpec>('Node', 'n1'))!;
+      await store.put('Node', 'n1', { ...cur.value, ipam: { pools: { ...cur.value.ipam!.pools, gone: { requested: 0, release: ['10.80.0.0/26'], allocated: ['10.80.0.0/26'] } } } }, { expectedRevision: cur.revision });
+      await until('the allocator state of the deleted pool to go', async () => ((await store.get('IPAMState', 'pool.gone')) === undefined ? true : undefined));
+      const after = await until('n1 to lose the chunk', async () => {
+        const v = (await store.get<NodeSpec>('Node', 'n1'))!.value;
+        return v.podCIDRs.includes('10.80.0.0/26') ? undefined : v;
+      });
+      assert.equal(after.ipam!.pools['gone']?.allocated.length ?? 0, 0);
+    } finally {
+      await op.stop();
+    }
+  });
+});

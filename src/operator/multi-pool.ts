@@ -157,7 +157,9 @@ export class MultiPools {
         spec = validatePodIPPool(name, poolSpecOf(specRes.value), accepted);
       } catch (err) {
         const raw = poolSpecOf(specRes.value) as Partial<PodIPPoolSpec> | null | undefined;
-        views.set(name, { name, cidrs: Array.isArray(raw?.cidrs) ? raw.cidrs : [], maskSize: Number(raw?.maskSize ?? 0), total: 0, assigned: 0, releasing: 0, free: 0, assignments: {}, exhausted: null, problem: (err as Error).message });
+        // What nodes hold of it stays theirs (running pods keep their addresses); nothing more is handed out.
+        const held = await this.keepHeld(name, states.get(name), nodes, now, false, grants);
+        views.set(name, { name, cidrs: Array.isArray(raw?.cidrs) ? raw.cidrs : [], maskSize: Number(raw?.maskSize ?? 0), total: 0, assigned: 0, releasing: 0, free: 0, assignments: held, exhausted: null, problem: (err as Error).message });
         continue;
       }
       accepted.push({ name, cidrs: spec.cidrs });
@@ -217,9 +219,54 @@ export class MultiPools {
       }
       views.set(name, { name, ...spec, ...pool.usage(now), assignments: after.assigned, exhausted: waiting.length > 0 ? { message, waiting } : null, problem: null });
     }
+    // A pool deleted while nodes hold chunks of it (kubectl delete: the operator API refuses that, Kubernetes cannot):
+    // the chunks stay theirs until handed back, then its allocator state goes.
+    for (const [name, stateRes] of states) {
+      if (specs.some((r) => r.name === name)) continue;
+      const held = await this.keepHeld(name, stateRes, nodes, now, true, grants);
+      if (Object.keys(held).length > 0) {
+        const problem = `pool "${name}" was deleted while in use: nodes keep the chunks they hold (${Object.entries(held).map(([n, c]) => `${n} ${c.join(',')}`).join('; ')}) until their pods are gone; nothing more is handed out`;
+        if (this.views.get(name)?.problem !== problem) this.log.warn({ pool: name, held }, problem);
+        views.set(name, { name, cidrs: [], maskSize: 0, total: 0, assigned: 0, releasing: 0, free: 0, assignments: held, exhausted: null, problem });
+      }
+    }
     this.views = views;
     await this.writeStatus(specs, views);
     return grants;
+  }
+
+  /**
+   * A pool that cannot be used (deleted, or now invalid): nodes still present keep what they hold of it, a node that
+   * hands all of it back (or left) loses it, and nothing new is given. With `dropEmpty`, the allocator state goes once
+   * nobody holds any. Adds the kept chunks to `grants`; returns node -> CIDRs kept.
+   */
+  private async keepHeld(name: string, stateRes: Resource<unknown> | undefined, nodes: ReadonlyMap<string, Resource<unknown>>, now: number, dropEmpty: boolean, grants: Map<string, Record<string, string[]>>): Promise<Record<string, string[]>> {
+    if (!stateRes) return {};
+    let pool: ClusterPool;
+    try {
+      pool = ClusterPool.fromState(stateRes.value, `pool "${name}"`);
+    } catch {
+      return {};
+    }
+    const before = JSON.stringify(pool.toState());
+    for (const [node, cidrs] of pool.assignments()) {
+      const ask = nodePoolRequests(nodes.get(node)?.value).get(name);
+      if (!nodes.has(node) || (ask && ask.requested === 0 && cidrs.every((c) => ask.release.includes(c)))) pool.release(node, now, 0);
+    }
+    pool.expire(now);
+    const after = pool.toState();
+    if (dropEmpty && Object.keys(after.assigned).length === 0) {
+      await this.store.delete('IPAMState', stateRes.name, { expectedRevision: stateRes.revision });
+      this.log.info({ pool: name }, 'the last chunk of a deleted pool was handed back: its allocator state goes');
+      return {};
+    }
+    if (JSON.stringify(after) !== before) await this.store.put<ClusterPoolState>('IPAMState', stateRes.name, after, { expectedRevision: stateRes.revision });
+    for (const [node, cidrs] of Object.entries(after.assigned)) {
+      const g = grants.get(node) ?? {};
+      g[name] = cidrs;
+      grants.set(node, g);
+    }
+    return after.assigned;
   }
 
   /** Each pool's status from this pass, written where it changed (a conflict: the next pass writes it). */
