@@ -15,6 +15,8 @@ export const IPMASQ_MAP_SIZE = 16384;
 /** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
 export const NAT_DIR_OUT = 0;
 export const NAT_DIR_IN = 1;
+/** nat_entry4.flags (lib/nat.h): a masquerade mapping. */
+export const NAT_F_MASQ = 1;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
@@ -30,7 +32,7 @@ export interface NatValue {
   toAddr: string;
   /** OUT: the translated port (ICMP: identifier); IN: the pod's own. */
   toPort: number;
-  /** NAT_F_* (lib/nat.h). */
+  /** NAT_F_*: NAT_F_MASQ on a masquerade mapping, 0 on NodePort's. */
   flags: number;
   /** CLOCK_MONOTONIC seconds. */
   created: number;
