@@ -179,10 +179,33 @@ static __always_inline __u16 nat_random_port(void)
 #define TCP_F_ACK		0x10
 
 /* An egress IP's flow was used now (nat_entry4.last_used): written once a second at most. */
-static __always_inline void nat_touch(struct nat_entry4 *e)
+/*
+ * nat_entry4.flags: a FIN or an RST went through this way. A gateway has no
+ * conntrack entry of another node's pod's flow, so its NAT GC tells a closed
+ * TCP flow (FIN both ways, or an RST) by these and frees it after the
+ * closing timeout instead of the established one.
+ */
+#define NAT_F_FIN	0x2
+#define NAT_F_RST	0x4
+
+static __always_inline void nat_touch(struct nat_entry4 *e, struct __sk_buff *skb, __u8 proto, __u32 l4_off)
 {
 	__u32 now = ct_now();
+	__u16 f = e->flags, nf = f;
+	__u8 tcp_flags;
 
+	/* The flags byte of the TCP header, read here: egress IP flows only pay for it. */
+	if (proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4_off + 13, &tcp_flags, 1) == 0) {
+		/* A new connection on the tuple (a bare SYN) starts open again. */
+		if ((tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			nf &= ~(NAT_F_FIN | NAT_F_RST);
+		if (tcp_flags & TCP_F_FIN)
+			nf |= NAT_F_FIN;
+		if (tcp_flags & TCP_F_RST)
+			nf |= NAT_F_RST;
+		if (nf != f)
+			e->flags = nf;
+	}
 	if (e->last_used != now)
 		e->last_used = now;
 }
@@ -489,7 +512,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				to_addr = e->to_addr;
 				to_port = e->to_port;
 				if (to_addr != CONFIG_NODE_IP4)
-					nat_touch(e);
+					nat_touch(e, skb, proto, l4_off);
 				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
 							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					snat4_trace_start(skb, ip, traced, &trace);
@@ -693,7 +716,7 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	to_addr = e->to_addr;
 	to_port = e->to_port;
 	if (node != CONFIG_NODE_IP4)
-		nat_touch(e);
+		nat_touch(e, skb, proto, l4_off);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, port, to_port, later_frag);
 	if (IS_ERR(ret))

@@ -134,22 +134,43 @@ export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
 const tupleId = (k: Pick<CtKey, 'saddr' | 'daddr' | 'sport' | 'dport' | 'nexthdr'>): string =>
   `${k.nexthdr} ${k.saddr}:${k.sport} ${k.daddr}:${k.dport}`;
 
+/** nat_entry4.flags (lib/nat.h): a FIN / an RST went through this way (egress IP flows). */
+export const NAT_F_FIN = 0x2;
+export const NAT_F_RST = 0x4;
+
+/** Idle seconds after which an egress IP's flow goes (the conntrack timeouts the pod's own node keeps it by). */
+export interface EgressIdle {
+  /** TCP, open: the established timeout. */
+  tcp: number;
+  /** Anything but TCP. */
+  any: number;
+  /** TCP closed (FIN both ways, or an RST): the closing timeout; default 10 s, as the conntrack's. */
+  tcpClosed?: number;
+}
+
 /** What natGc() needs to know of egress gateway flows (whose conntrack entry is on the pod's node, not here). */
 export interface NatGcOptions {
   /** The egress IPs this node is the gateway of (tendril_egress_ip_v4). */
   egressIps?: ReadonlySet<string>;
-  /** Idle seconds after which an egress IP's flow goes: TCP (the conntrack's established timeout), anything else. */
-  idle?: { tcp: number; any: number };
+  idle?: EgressIdle;
+}
+
+/** A TCP flow the gateway saw close: an RST either way, or a FIN each way (OUT entry: the pod's, IN entry: the far end's). */
+export function egressFlowClosed(out: NatValue, inn: NatValue | undefined): boolean {
+  const both = out.flags | (inn?.flags ?? 0);
+  return (both & NAT_F_RST) !== 0 || ((out.flags & NAT_F_FIN) !== 0 && ((inn?.flags ?? 0) & NAT_F_FIN) !== 0);
 }
 
 /**
  * Is an egress IP's flow still in use at `now`? Its last packet (either way: the datapath stamps last_used of the
  * OUT entry on the way out and of the IN entry on the way back; created before the first) is no older than the
- * idle timeout of its protocol, the conntrack timeouts the pod's own node keeps the flow by.
+ * idle timeout of its protocol, the conntrack timeouts the pod's own node keeps the flow by; a TCP flow seen closed
+ * (egressFlowClosed()) by the closing timeout, not the established one.
  */
-export function egressFlowInUse(out: NatValue, inn: NatValue | undefined, protocol: number, now: number, idle: { tcp: number; any: number }): boolean {
+export function egressFlowInUse(out: NatValue, inn: NatValue | undefined, protocol: number, now: number, idle: EgressIdle): boolean {
   const last = Math.max(out.created, out.lastUsed, inn?.created ?? 0, inn?.lastUsed ?? 0);
-  return now - last <= (protocol === 6 ? idle.tcp : idle.any);
+  const timeout = protocol !== 6 ? idle.any : egressFlowClosed(out, inn) ? (idle.tcpClosed ?? 10) : idle.tcp;
+  return now - last <= timeout;
 }
 
 /**

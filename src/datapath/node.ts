@@ -964,7 +964,7 @@ export class NodeDatapath {
     });
     const nat = natGc(s.snat, s.ct, {
       egressIps: this.localEgressIps(),
-      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any },
+      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any, tcpClosed: this.cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin },
     });
     fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
     return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };

@@ -49,6 +49,8 @@ export const SOURCES = {
   serviceStatus: crd('TendrilServiceStatus', 'tendrilservicestatuses'),
   l2Lease: crd('TendrilL2Lease', 'tendrill2leases'),
   egress: crd('TendrilEgressGatewayPolicy', 'tendrilegressgatewaypolicies'),
+  podIPPool: crd('TendrilPodIPPool', 'tendrilpodippools'),
+  nodeLease: crd('TendrilNodeLease', 'tendrilnodeleases'),
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
@@ -98,6 +100,12 @@ function egressSpec(obj: KubernetesObject & Record<string, unknown>): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** A Namespace's ipam.tendril.io/ annotations, as NamespaceSpec.annotations (absent when it has none). */
+function namespaceAnnotations(obj: KubernetesObject): { annotations?: Record<string, string> } {
+  const a = Object.fromEntries(Object.entries(obj.metadata?.annotations ?? {}).filter(([k]) => k.startsWith('ipam.tendril.io/')));
+  return Object.keys(a).length > 0 ? { annotations: a } : {};
 }
 
 /** Endpoint "<node>:<id>" is a Kubernetes name only as "<node>.<id>" (":" is not allowed); the spec says which. */
@@ -188,6 +196,8 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     return typeof s.node === 'string' && typeof s.id === 'number' ? `${s.node}:${s.id}` : o.metadata!.name!;
   }),
   LoadBalancerIPPool: specStatusBinding(SOURCES.lbPool, (o) => o['spec']),
+  // Multi-pool IPAM's pools; the CRD schema checks the shape, the operator the CIDRs (overlaps, mask fit).
+  PodIPPool: specStatusBinding(SOURCES.podIPPool, (o) => o['spec']),
   // The spec's name is metadata.name in Kubernetes (the CRD schema has no spec.name; it would be pruned).
   EgressGatewayPolicy: specStatusBinding(SOURCES.egress, egressSpec, (spec) => {
     const { name: _name, ...rest } = spec as { name?: string };
@@ -199,9 +209,12 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
   // Named by the LoadBalancer IP; a tendril.io kind rather than coordination.k8s.io Lease: the store's value keeps
   // millisecond durations and needs no namespace, and the store's optimistic revisions apply to it as to any kind.
   L2Lease: specBinding(SOURCES.l2Lease),
+  // Renewed every second by each agent (a tendril.io kind: kube-node-lease's Leases are the kubelets').
+  NodeLease: specBinding(SOURCES.nodeLease),
   Namespace: {
     sources: [SOURCES.namespace],
-    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),
+    // Labels, and the annotations the agent reads (ipam.tendril.io/ip-pool: the IP pool of the namespace's pods).
+    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) }, ...namespaceAnnotations(obj) } }),
     ref: (name) => ({ source: SOURCES.namespace, name }),
     toObject: (ref, value) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.name, labels: (value as { labels: Record<string, string> }).labels } }),
   },
