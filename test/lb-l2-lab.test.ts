@@ -2,7 +2,8 @@
 // underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
 // its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
 // LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
-// node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
+// node is removed another one takes the lease, answers, and its gratuitous ARP moves the external host's neighbour entry
+// at once; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -181,13 +182,11 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     assert.notEqual(next, holder);
     process.stdout.write(`# L2 announcement of ${lbIp} moved from ${holder} to ${next} in ${ms} ms (node removal included)\n`);
     const mac = macOf(loadLab(lab).nodes.find((n) => n.name === next)!.netns, 'eth0');
-    // No gratuitous ARP is sent yet: the external host's old entry is dropped so it resolves afresh.
-    execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
-    const n = await until('the external host resolves the IP to the new node', () => {
-      get(extNetns, lbIp, 80, 300);
-      return neighbour(extNetns, lbIp);
-    }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
+    // Gratuitous ARP of the node that took over: the external host's entry (the old node's MAC, from the tests
+    // above) moves to the new MAC while the external host sends nothing (no resolution of its own, no expiry).
+    const n = await until('the external host\'s entry moves to the new node by gratuitous ARP, without traffic', () => neighbour(extNetns, lbIp), (x) => x.mac === mac);
     assert.equal(n.mac, mac, `the new announcing node ${next}'s eth0 MAC`);
+    process.stdout.write(`# the external host's neighbour entry for ${lbIp} moved to ${next}'s MAC ${mac} by gratuitous ARP (state ${n.state}) ${Date.now() - t0} ms after the node removal began\n`);
     const seen = await until('pods still reach the service by its LoadBalancer IP', () => get(pods['client']?.node !== holder ? pods['client']!.netns : pods['web-1']!.netns, lbIp, 80), (x) => !x.startsWith('error'));
     assert.ok(seen.startsWith('web-'), seen);
   });
@@ -202,6 +201,8 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     const next = announcers(v, lbIp).find((a) => a !== dead)!;
     process.stdout.write(`# after ${dead}'s agent was killed, ${next} took the lease of ${lbIp} in ${Date.now() - t0} ms\n`);
     const mac = macOf(loadLab(lab).nodes.find((x) => x.name === next)!.netns, 'eth0');
+    await until('the external host\'s entry moves to the node that took over by gratuitous ARP', () => neighbour(extNetns, lbIp), (x) => x.mac === mac);
+    // The external host resolves the IP afresh: only the node that took over answers (the dead agent's entry expired).
     execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
     const got = await until('the external host resolves the IP to the node that took over', () => {
       get(extNetns, lbIp, 80, 300);
