@@ -39,6 +39,7 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
     .option('--session-affinity-timeout <seconds>', 'ClientIP affinity timeout')
     .option('--label <k=v>', 'a label of the service itself (what LoadBalancer IP pools select; repeatable)', collect, [])
     .option('--annotation <k=v>', 'an annotation, e.g. lbipam.tendril.io/ips=IP or lbipam.tendril.io/sharing-key=KEY (repeatable)', collect, [])
+    .option('--source-range <cidr>', 'loadBalancerSourceRanges: a client CIDR that may reach the LoadBalancer IPs from outside (repeatable, or comma-separated; none: any)', collect, [])
     .option('--name <lab>', 'lab name')
     .action(async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
       const ports = (o['port'] as string[]).map(parseServicePort);
@@ -59,11 +60,13 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
           ...(timeout !== undefined ? { sessionAffinityTimeoutSeconds: Number(timeout) } : {}),
           ...((o['label'] as string[]).length ? { labels: parseKeyValues(o['label'] as string[], '--label') } : {}),
           ...((o['annotation'] as string[]).length ? { annotations: parseKeyValues(o['annotation'] as string[], '--annotation') } : {}),
+          ...((o['sourceRange'] as string[]).length ? { loadBalancerSourceRanges: (o['sourceRange'] as string[]).flatMap((r) => r.split(',')).map((r) => r.trim()).filter((r) => r !== '') } : {}),
         },
         { warn: warnStderr },
       );
       const np = s.ports.filter((p) => p.nodePort !== undefined).map((p) => `${p.nodePort}/${p.protocol}`);
-      process.stdout.write(`service ${s.namespace}/${s.name} (${s.type}): ${s.clusterIP} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}${np.length ? `, node ports ${np.join(',')}` : ''}; loaded on every node\n`);
+      const src = s.loadBalancerSourceRanges?.length ? `, source ranges ${s.loadBalancerSourceRanges.join(',')}` : '';
+      process.stdout.write(`service ${s.namespace}/${s.name} (${s.type}): ${s.clusterIP} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}${np.length ? `, node ports ${np.join(',')}` : ''}${src}; loaded on every node\n`);
     });
   svc
     .command('list')

@@ -13,7 +13,7 @@ function client(cmd: Command): ApiClient {
 export function formatServiceList(list: ServiceListEntry[]): string {
   return table(
     ['ID', 'Frontend', 'Service Type', 'Backend'],
-    list.map((s) => [String(s.id), s.frontend, s.type, s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']]),
+    list.map((s) => [String(s.id), s.frontend, s.sourceRanges?.length ? [s.type, `source ranges: ${s.sourceRanges.join(', ')}`] : s.type, s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']]),
   );
 }
 
@@ -21,7 +21,7 @@ export function formatServiceList(list: ServiceListEntry[]): string {
 export function formatBpfLbList(list: ServiceListEntry[]): string {
   return table(
     ['SERVICE ADDRESS', 'BACKEND ADDRESS (REVNAT_ID) (SLOT)'],
-    list.map((s) => [s.frontend, [`0.0.0.0:0 (${s.id}) (0) [${s.type}]`, ...s.backends.map((b, i) => `${b} (${s.id}) (${i + 1})`)]]),
+    list.map((s) => [s.frontend, [`0.0.0.0:0 (${s.id}) (0) [${s.type}${s.sourceRanges?.length ? ', source ranges' : ''}]`, ...s.backends.map((b, i) => `${b} (${s.id}) (${i + 1})`), ...(s.sourceRanges ?? []).map((c) => `source range ${c} (${s.id})`)]]),
   );
 }
 

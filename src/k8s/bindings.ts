@@ -152,6 +152,8 @@ export function serviceFromObject(obj: KubernetesObject & Record<string, unknown
     internalTrafficPolicy: spec['internalTrafficPolicy'] === 'Local' ? 'Local' : 'Cluster',
   };
   if (out.sessionAffinity === 'ClientIP' && typeof affinity === 'number') out.sessionAffinityTimeoutSeconds = affinity;
+  const ranges = spec['loadBalancerSourceRanges'];
+  if (Array.isArray(ranges) && ranges.length > 0) out.loadBalancerSourceRanges = ranges.filter((r): r is string => typeof r === 'string');
   // What LB IPAM selects and reads (pool serviceSelector, lbipam.tendril.io/* annotations); the apiserver's own
   // bookkeeping annotations (kubectl.kubernetes.io/last-applied-configuration) are not the service's.
   const labels = obj.metadata?.labels;
@@ -172,6 +174,7 @@ function serviceToObject(ref: ObjectRef, s: ServiceSpec): KubernetesObject & Rec
   if (s.clusterIP) spec['clusterIP'] = s.clusterIP;
   if (s.type !== 'ClusterIP') spec['externalTrafficPolicy'] = s.externalTrafficPolicy;
   if (s.sessionAffinity === 'ClientIP' && s.sessionAffinityTimeoutSeconds !== undefined) spec['sessionAffinityConfig'] = { clientIP: { timeoutSeconds: s.sessionAffinityTimeoutSeconds } };
+  if (s.loadBalancerSourceRanges?.length) spec['loadBalancerSourceRanges'] = s.loadBalancerSourceRanges;
   const metadata: Record<string, unknown> = { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) };
   if (s.labels) metadata['labels'] = s.labels;
   if (s.annotations) metadata['annotations'] = s.annotations;

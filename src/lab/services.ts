@@ -27,6 +27,7 @@ export interface LabServiceAdd {
   sessionAffinityTimeoutSeconds?: number;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  loadBalancerSourceRanges?: string[];
 }
 
 type Stored = ServiceSpec & { revision: number };
@@ -38,7 +39,7 @@ function frontends(s: ServiceSpec): string[] {
 export async function labServiceAdd(lab: string, name: string, o: LabServiceAdd, c: ChangeOptions = {}): Promise<Stored> {
   const st = loadLab(lab);
   const service: Record<string, unknown> = { namespace: o.namespace, name, type: o.type, ports: o.ports, selector: o.selector };
-  for (const k of ['clusterIP', 'externalTrafficPolicy', 'internalTrafficPolicy', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'labels', 'annotations'] as const) {
+  for (const k of ['clusterIP', 'externalTrafficPolicy', 'internalTrafficPolicy', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'labels', 'annotations', 'loadBalancerSourceRanges'] as const) {
     if (o[k] !== undefined) service[k] = o[k];
   }
   const s = await operator(st).request<Stored>('PUT', '/v1/services', { service });

@@ -27,6 +27,8 @@ export interface ServiceListEntry {
   service: string;
   type: string;
   backends: string[];
+  /** loadBalancerSourceRanges of a LoadBalancer IP frontend, as written to tendril_lb4_source_range. */
+  sourceRanges?: string[];
 }
 
 /** Frontend address of a node port in the maps: any IP of any node of the cluster. */
@@ -71,6 +73,7 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
         const all = backendsFor(s, p, endpoints).map((b) => ({ ip: b.ip, port: b.port, node: b.node }));
         for (const ip of lbIps(s)) {
           const lb: Frontend = { ...f, address: ip, type: 'LoadBalancer', external: true, backends: all.map(({ ip, port }) => ({ ip, port })) };
+          if (s.loadBalancerSourceRanges?.length) lb.sourceRanges = [...s.loadBalancerSourceRanges];
           if (s.externalTrafficPolicy === 'Local') {
             out.push({ ...lb, extLocal: true });
             out.push({ ...lb, scope: LB_SCOPE_EXTERNAL, backends: all.filter((b) => b.node === node).map(({ ip, port }) => ({ ip, port })) });
