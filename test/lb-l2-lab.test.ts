@@ -3,7 +3,7 @@
 // its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
 // LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
 // node is removed another one takes the lease, answers, and its gratuitous ARP moves the external host's neighbour entry
-// at once; an exhausted pool leaves a service pending with a reason.
+// at once; loadBalancerSourceRanges drop the external host outside them; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +13,7 @@ import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-p
 import { labServiceAdd, labServiceDel } from '../src/lab/services.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { L2AnnouncementView } from '../src/l2/index.js';
+import type { ServiceListEntry } from '../src/lb/index.js';
 
 const DEADLINE_MS = 30_000;
 const EXT_IP = '192.168.10.200';
@@ -151,6 +152,32 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     } finally {
       await labServiceAdd(lab, 'web', { ...svc, externalTrafficPolicy: 'Cluster' });
     }
+  });
+
+  test('loadBalancerSourceRanges: the external host outside the ranges is dropped in BPF (reason 177), inside them it is served; service list shows them', async () => {
+    const st = loadLab(lab);
+    const via = st.nodes.find((n) => n.name === holder)!;
+    const api = new ApiClient(via.socket);
+    const svc = { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' as const }], type: 'LoadBalancer' as const, labels: { exposed: 'yes' } };
+    const lbRanges = async (): Promise<string[] | null> => (await api.get<ServiceListEntry[]>('/v1/service', 2000)).find((e) => e.frontend === `${lbIp}:80/TCP`)?.sourceRanges ?? null;
+    const drops177 = async (): Promise<number> => (await api.get<Array<{ reason: number; direction: string; packets: number }>>('/v1/map/metrics', 2000)).filter((m) => m.reason === 177).reduce((n, m) => n + m.packets, 0);
+    try {
+      const stored = await labServiceAdd(lab, 'web', { ...svc, loadBalancerSourceRanges: ['10.99.0.0/16'] });
+      assert.deepEqual(stored.loadBalancerSourceRanges, ['10.99.0.0/16']);
+      await until('the announcing node\'s LoadBalancer frontend has the range', lbRanges, (r) => r?.join() === '10.99.0.0/16');
+      const before = await drops177();
+      for (let i = 0; i < 3; i++) assert.equal(get(extNetns, lbIp, 80, 1000), 'error:timeout', `${EXT_IP} is outside 10.99.0.0/16: dropped, not answered`);
+      const after = await until('the drops are counted with their own reason', drops177, (n) => n > before);
+      assert.ok(after > before);
+      // Pods are not restricted (the ranges apply to traffic from outside, as in Cilium).
+      assert.ok(get(pods['client']!.netns, lbIp, 80, 2000).startsWith('web-'), 'a pod still reaches the LoadBalancer IP');
+      await labServiceAdd(lab, 'web', { ...svc, loadBalancerSourceRanges: ['10.99.0.0/16', '192.168.10.192/28'] });
+      await until('the external host inside 192.168.10.192/28 is served', () => get(extNetns, lbIp, 80, 1000), (x) => x.startsWith('web-'));
+      assert.deepEqual(await lbRanges(), ['10.99.0.0/16', '192.168.10.192/28']);
+    } finally {
+      await labServiceAdd(lab, 'web', svc);
+    }
+    await until('without ranges the frontend has none', lbRanges, (r) => r === null);
   });
 
   test('externalTrafficPolicy Local: only the node with the service\'s backend announces its IP; the announcement follows the backend', async () => {
