@@ -5,7 +5,7 @@ import { parseKeyValues } from './lab-lb-pool-cmd.js';
 import { labServiceStatuses } from '../lab/lb-pools.js';
 import type { ServiceStatusSpec } from '../lb/index.js';
 import { LabError } from '../lab/errors.js';
-import { labServiceAdd, labServiceDel, labServiceList, parseServicePort } from '../lab/services.js';
+import { labServiceAdd, labServiceDel, labServiceEndpoints, labServiceList, parseBackend, parseServicePort } from '../lab/services.js';
 import { collect } from './options.js';
 
 function parseSelector(list: string[]): Record<string, string> {
@@ -90,6 +90,18 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
           ]),
         ),
       );
+    });
+  svc
+    .command('endpoints')
+    .description('the explicit backends of a service without a selector (EndpointSlices); any address, also outside the pod CIDRs')
+    .argument('<service>', 'NAMESPACE/NAME (or NAME in default)')
+    .option('--backend <ip:port>', 'a backend address and port (repeatable, or comma-separated; none: no backends)', collect, [])
+    .option('--port-name <name>', 'which port of the service (needed when it has several)')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, o: { backend: string[]; portName?: string }, cmd: Command) => {
+      const backends = o.backend.flatMap((b) => b.split(',')).filter((b) => b.trim() !== '').map(parseBackend);
+      const slices = await labServiceEndpoints(labName(cmd), ref, backends, o.portName !== undefined ? { portName: o.portName } : {}, { warn: warnStderr });
+      process.stdout.write(`service ${ref.includes('/') ? ref : `default/${ref}`}: ${backends.length ? backends.map((b) => `${b.ip}:${b.port}`).join(', ') : 'no backends'} (EndpointSlice ${slices.map((s) => s.name).join(', ') || '-'}); loaded on every node\n`);
     });
   svc
     .command('del')
