@@ -3,14 +3,15 @@
 // its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
 // LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
 // node is removed another one takes the lease, answers, and its gratuitous ARP moves the external host's neighbour entry
-// at once; loadBalancerSourceRanges drop the external host outside them; an exhausted pool leaves a service pending with a reason.
+// at once; a service without a selector reaches the external host through explicit backends (EndpointSlice);
+// loadBalancerSourceRanges drop the external host outside them; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, podDel, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-pools.js';
-import { labServiceAdd, labServiceDel } from '../src/lab/services.js';
+import { labServiceAdd, labServiceDel, labServiceEndpoints } from '../src/lab/services.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { L2AnnouncementView } from '../src/l2/index.js';
 import type { ServiceListEntry } from '../src/lb/index.js';
@@ -83,7 +84,7 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     await labDown(lab).catch(() => undefined);
     const st = await labUp({ name: lab, nodes: 3, routing });
     const [ctr, w1, w2] = st.nodes.map((n) => n.name);
-    extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP })).netns;
+    extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP, serve: [8080] })).netns;
     for (const [name, node] of [['web-0', ctr], ['web-1', w1], ['web-2', w2]] as const) {
       pods[name] = await podAdd(lab, name, { node: node!, namespace: 'shop', labels: { app: 'web' }, serve: [8080] });
     }
@@ -179,6 +180,27 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
       await labServiceAdd(lab, 'web', svc);
     }
     await until('without ranges the frontend has none', lbRanges, (r) => r === null);
+  });
+
+  test('a service without a selector gets explicit backends (EndpointSlice): a ClusterIP whose backend is the external host answers from a pod', async () => {
+    const s = await labServiceAdd(lab, 'ext', { namespace: 'shop', selector: {}, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP' });
+    try {
+      // No selector, no slice: no backends, answered at once (ICMP port unreachable), not a timeout.
+      assert.match(get(pods['client']!.netns, s.clusterIP!, 80, 5000), /^error:(ECONNREFUSED|EHOSTUNREACH)/);
+      const slices = await labServiceEndpoints(lab, 'shop/ext', [{ ip: EXT_IP, port: 8080 }]);
+      assert.deepEqual(slices.map((x) => [x.labels['kubernetes.io/service-name'], x.addressType, x.endpoints.map((e) => e.addresses.join()), x.ports.map((p) => p.port)]), [['ext', 'IPv4', [EXT_IP], [8080]]]);
+      for (const n of loadLab(lab).nodes) {
+        const e = (await new ApiClient(n.socket).get<ServiceListEntry[]>('/v1/service', 2000)).find((x) => x.frontend === `${s.clusterIP}:80/TCP`);
+        assert.deepEqual(e?.backends, [`${EXT_IP}:8080/TCP`], `${n.name} load-balances to the external host`);
+      }
+      const got = await until('the client pod reaches the external host through the ClusterIP', () => get(pods['client']!.netns, s.clusterIP!, 80, 2000), (x) => !x.startsWith('error'));
+      assert.equal(got, 'outside', 'the external host\'s server answered');
+      // Emptied: no backends again.
+      await labServiceEndpoints(lab, 'shop/ext', []);
+      assert.match(get(pods['client']!.netns, s.clusterIP!, 80, 5000), /^error:(ECONNREFUSED|EHOSTUNREACH)/);
+    } finally {
+      await labServiceDel(lab, 'shop/ext');
+    }
   });
 
   test('externalTrafficPolicy Local: only the node with the service\'s backend announces its IP; the announcement follows the backend', async () => {
