@@ -13,7 +13,8 @@ function client(cmd: Command): ApiClient {
 export function formatServiceList(list: ServiceListEntry[]): string {
   return table(
     ['ID', 'Frontend', 'Service Type', 'Backend'],
-    list.map((s) => [String(s.id), s.frontend, s.sourceRanges?.length ? [s.type, `source ranges: ${s.sourceRanges.join(', ')}`] : s.type, s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']]),
+    // loadBalancerSourceRanges (not in Cilium's table) as a last line of the Backend cell, the one column without padding.
+    list.map((s) => [String(s.id), s.frontend, s.type, [...(s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']), ...(s.sourceRanges?.length ? [`(source ranges: ${s.sourceRanges.join(', ')})`] : [])]]),
   );
 }
 
