@@ -84,3 +84,11 @@ test('a discovery.k8s.io/v1 EndpointSlice becomes the store EndpointSlice (the L
   const back = b.toObject(b.ref('shop.ext-abc'), got.value) as Record<string, unknown>;
   assert.deepEqual(b.toStore({ ...back, metadata: { ...(back['metadata'] as object) } } as never, SOURCES.endpointSlice)?.value, got.value, 'written back as read');
 });
+
+test('a core Service\'s spec.loadBalancerSourceRanges are the store Service\'s, and written back', () => {
+  const s = serviceFromObject(svc({ type: 'LoadBalancer', clusterIP: '10.96.3.6', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30081 }], loadBalancerSourceRanges: ['192.168.10.192/28'] }))!;
+  assert.deepEqual(s.loadBalancerSourceRanges, ['192.168.10.192/28']);
+  assert.deepEqual(validateService(s).loadBalancerSourceRanges, ['192.168.10.192/28']);
+  const b = BINDINGS.Service!;
+  assert.deepEqual((b.toObject(b.ref('shop.web'), s) as { spec: { loadBalancerSourceRanges?: string[] } }).spec.loadBalancerSourceRanges, ['192.168.10.192/28']);
+});
