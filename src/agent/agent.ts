@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV, ctGcIntervalMs } from '../datapath/index.js';
-import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface } from '../datapath/index.js';
+import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface, sendFrame } from '../datapath/index.js';
 import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
@@ -305,7 +305,7 @@ export class Agent {
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
       // L2 announcements of LoadBalancer IPs on the native device (src/l2).
-      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false });
+      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false, sendFrame });
       this.l2.start();
       // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
       this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'node-lease' }) });

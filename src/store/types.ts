@@ -1,7 +1,7 @@
 // The cluster state store: typed resources with revisions and watches, behind one interface (local or etcd).
 
 /** Resource kinds the cluster keeps (the list is what backends validate against: add new kinds here). */
-export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy', 'PodIPPool', 'NodeLease'] as const;
+export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy', 'PodIPPool', 'NodeLease', 'EndpointSlice'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** A stored resource. `revision` is the store-wide revision at which it was last written (etcd's mod_revision). */
