@@ -28,3 +28,5 @@ export {
   type PodInterfaceSpec,
   type PodInterfaceCheck,
 } from './pod-interface.js';
+export { SockLb } from './sock-lb.js';
+export type { SockLbConfig } from './sock-lb.js';
