@@ -111,7 +111,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
       const dir = nodeCgroup(lab, n.name);
       assert.ok(fs.existsSync(path.join(dir, 'cgroup.procs')), dir);
       assert.equal(isCgroupRoot(dir), false);
-      const s = await new ApiClient(n.socket).get<{ 'kube-proxy-replacement': { socketLb?: { enabled: boolean; cgroup: string | null } } | null }>('/v1/status');
+      const s = await new ApiClient(n.socket).get<{ 'kube-proxy-replacement': { socketLb?: { enabled: boolean; cgroup: string | null } } | null }>('/v1/healthz');
       assert.deepEqual(s['kube-proxy-replacement']?.socketLb, { enabled: true, cgroup: dir }, n.name);
       const agentCg = fs.readFileSync(`/proc/${n.pid}/cgroup`, 'utf8');
       assert.match(agentCg, new RegExp(`^0::.*/tendril-${lab}/${n.name}$`, 'm'), `agent of ${n.name} runs in its node cgroup`);
