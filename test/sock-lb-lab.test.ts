@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execCapture, labDown, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
+import { spawnSync } from 'node:child_process';
+import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, type LabPod } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
 import { labServiceAdd } from '../src/lab/services.js';
 import { nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
@@ -75,6 +76,13 @@ function dump(lab: string, node: string, map: string): Buffer[] {
   }
 }
 
+/** Names of the programs attached to a cgroup, as bpftool lists them (sorted). */
+function sockProgs(dir: string): string[] {
+  const r = spawnSync('bpftool', ['-j', 'cgroup', 'show', dir], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `bpftool cgroup show ${dir}: ${r.stderr}`);
+  return (JSON.parse(r.stdout || '[]') as Array<{ name: string }>).map((p) => p.name).sort();
+}
+
 const ipBytes = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
 
 describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }, () => {
@@ -117,6 +125,14 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
       assert.match(agentCg, new RegExp(`^0::.*/tendril-${lab}/${n.name}$`, 'm'), `agent of ${n.name} runs in its node cgroup`);
     }
     assert.ok(fs.existsSync(path.join(nodeCgroup(lab, ctr), 'pod-sock_client')));
+    assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
+  });
+
+  test('an agent restart leaves exactly one set of sock programs on the cgroup, and the node still reaches the ClusterIP', async () => {
+    await restartAgent(lab, ctr);
+    assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
+    const got = request(labPaths(lab).node(ctr).netns, clusterIP, 80, 6);
+    assert.ok(got.every((a) => a.ok), JSON.stringify(got.filter((a) => !a.ok)));
   });
 
   test('from the node\'s own netns: a ClusterIP, a NodePort on its own IP and on 127.0.0.1 reach every backend', () => {
