@@ -36,6 +36,8 @@ import { Masquerade } from '../nat/index.js';
 import { EgressManager } from '../egress/index.js';
 import type { Logger } from '../util/log.js';
 import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
+import { sockLbStatus, startSockLb } from './sock-lb.js';
+import type { SockLb } from '../datapath/index.js';
 
 export const VERSION = '0.1.0';
 
@@ -71,6 +73,7 @@ export class Agent {
   private security!: SecurityManager;
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
+  private sockLb: SockLb | undefined;
   private egress: EgressManager | undefined;
   private l2: L2Announcer | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
@@ -301,6 +304,7 @@ export class Agent {
     if (this.store) {
       this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
+      this.sockLb = startSockLb(cfg, dp, this.log.child({ subsys: 'sock-lb' }));
       // Egress gateway policies and L2 announcements: store kinds, CRDs in Kubernetes mode (src/k8s/bindings.ts).
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
@@ -384,6 +388,7 @@ export class Agent {
     await this.api?.close();
     await this.queue;
     await this.store?.close().catch(() => {});
+    this.sockLb?.stop();
     this.masq?.stop();
     await this.kubernetes?.stop().catch(() => {});
     this.dp?.stop();
@@ -881,7 +886,7 @@ export class Agent {
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
       egressGateway: this.egress?.status() ?? null,
-      'kube-proxy-replacement': this.services?.status() ?? null,
+      'kube-proxy-replacement': this.services ? { ...this.services.status(), socketLb: sockLbStatus(this.sockLb) } : null,
       'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
       proxy: this.proxy ? this.proxy.status() : null,
