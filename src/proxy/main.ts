@@ -1,13 +1,14 @@
 // The node proxy process: forked by the agent's ProxySupervisor in the node's namespace, fed its rules over IPC.
 import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
-import { HttpProxyEngine, type HttpFlowRecord, type HttpProxyOptions } from './http-proxy.js';
+import { FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
+import { HttpProxyEngine, type HttpProxyOptions } from './http-proxy.js';
 import { HttpFastEngine } from './fast-engine.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
 
 export type ToProxy = { type: 'rules'; table: ProxyTable };
-export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; flows: HttpFlowRecord[] } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
+export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; batch: FlowBatch } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
 
 function send(m: FromProxy): void {
   process.send?.(m);
@@ -15,15 +16,14 @@ function send(m: FromProxy): void {
 
 const port = Number(process.argv[2]);
 
-// Flow records go to the agent in batches, one IPC message per turn of the event loop rather than one per record.
-let pending: HttpFlowRecord[] = [];
+// Flow records go to the agent in compact batches (flow-wire.ts), one IPC message per turn of the event loop.
+const batcher = new FlowBatcher();
 function flushFlows(): void {
-  const flows = pending;
-  pending = [];
-  if (flows.length > 0) send({ type: 'flows', flows });
+  if (batcher.size > 0) send({ type: 'flows', batch: batcher.take() });
 }
-function queueFlow(flow: HttpFlowRecord): void {
-  if (pending.push(flow) === 1) setImmediate(flushFlows);
+function queueFlow(flow: RawFlow): void {
+  batcher.add(flow);
+  if (batcher.size === 1) setImmediate(flushFlows);
 }
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
@@ -42,7 +42,9 @@ const engine = new Engine({
       },
     };
   },
-  onFlow: queueFlow,
+  onRawFlow: queueFlow,
+  // The Node-http engine's records (TENDRIL_PROXY_ENGINE=node) take the same way.
+  onFlow: (f) => queueFlow({ ...f, time: typeof f.time === 'number' ? f.time : f.time.getTime(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }),
 });
 
 process.on('message', (m: ToProxy) => {
