@@ -1,7 +1,7 @@
 // Loopback microbench of the proxy engines, no datapath: the load client (bench/l7-load.js, own process) ->
 // [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline; the Node-http
 // engine and the fast engine are interleaved in the same run, medians of the rounds.
-//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|none]
+//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none]
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HttpMatcher } from '../src/policy/index.js';
 import { HttpFastEngine } from '../src/proxy/fast-engine.js';
-import { FlowBatcher, decodeFlows, type FlowBatch, type RawFlow } from '../src/proxy/flow-wire.js';
+import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, decodeFlows, type FlowBatch, type RawFlow } from '../src/proxy/flow-wire.js';
 import { HttpProxyEngine, type HttpFlowRecord } from '../src/proxy/http-proxy.js';
 import type { LoadResult } from './l7-load.js';
 import { median } from './stats.js';
@@ -33,13 +33,26 @@ function proxyRole(): void {
   const rules = new HttpMatcher([{ method: 'GET', path: '/public(/.*)?', host: null, headers: [] }]);
   // Flow records take the node proxy's way: compact batches over the IPC, decoded in the parent (--flows none: dropped).
   const batcher = new FlowBatcher();
-  const flush = (): void => void process.send?.({ flows: batcher.take() });
+  let flushTimer: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+    if (batcher.size > 0) process.send?.({ flows: batcher.take() });
+  };
   const onRawFlow = (f: RawFlow): void => {
     batcher.add(f);
-    if (batcher.size === 1) setImmediate(flush);
+    if (batcher.size >= FLOW_BATCH_MAX) flush();
+    else flushTimer ??= setTimeout(flush, FLOW_FLUSH_MS);
+  };
+  let objects: HttpFlowRecord[] = [];
+  const flushObjects = (): void => {
+    process.send?.({ records: objects });
+    objects = [];
   };
   const opts = {
     policyFor: () => ({ matchers: [rules], srcIdentity: 1, dstIdentity: 2, connect: () => net.connect(upPort, '127.0.0.1') }),
+    // --flows objects: the records' full shape built in the proxy and cloned as objects (the encoding before the batches).
+    ...(values.flows === 'objects' ? { onFlow: (f: HttpFlowRecord) => (objects.push({ ...f, time: new Date(f.time) }) === 1 ? setImmediate(flushObjects) : undefined) } : {}),
     ...(values.flows === 'ipc' ? { onRawFlow, onFlow: (f: HttpFlowRecord) => onRawFlow({ ...f, time: Date.now(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }) } : {}),
   };
   const engine = values.engine === 'node' ? new HttpProxyEngine(opts) : new HttpFastEngine(opts);
@@ -72,8 +85,9 @@ async function main(): Promise<void> {
       const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced' });
       children.push(c);
       ports[engine] = await new Promise<number>((r) => c.once('message', (p) => r(p as number)));
-      c.on('message', (m: { flows?: FlowBatch }) => {
+      c.on('message', (m: { flows?: FlowBatch; records?: HttpFlowRecord[] }) => {
         if (m.flows) flows += decodeFlows(m.flows).length;
+        if (m.records) flows += m.records.length;
       });
     }
     const res: Record<string, number[]> = {};
@@ -86,7 +100,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'ipc' ? `over the IPC, ${flows} decoded` : 'none'})`);
+    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'none' ? 'none' : `${values.flows === 'ipc' ? 'compact batches' : 'record objects'} over the IPC, ${flows} received`})`);
     console.log('| test | direct | Node http engine | fast engine | node / direct | fast / direct | fast / node |');
     console.log('|---|---|---|---|---|---|---|');
     for (const mode of ['keepalive', 'close']) {

@@ -5,6 +5,11 @@
 // away: every record the engine emits is decoded into one HttpFlowRecord.
 import type { ConnectionInfo, HttpFlowRecord } from './http-proxy.js';
 
+/** A batch goes at the latest this long after its first record (flows reach observers within a few ms)… */
+export const FLOW_FLUSH_MS = 5;
+/** …or as soon as it holds this many records. */
+export const FLOW_BATCH_MAX = 512;
+
 /** Fields per record row (time, type|verdict|direction, conn, src, dst, method, url, protocol, code, headers, latency). */
 const ROW = 11;
 const TYPES = ['REQUEST', 'RESPONSE'] as const;

@@ -1,7 +1,7 @@
 // The node proxy process: forked by the agent's ProxySupervisor in the node's namespace, fed its rules over IPC.
 import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
-import { FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
+import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
 import { HttpProxyEngine, type HttpProxyOptions } from './http-proxy.js';
 import { HttpFastEngine } from './fast-engine.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
@@ -16,14 +16,20 @@ function send(m: FromProxy): void {
 
 const port = Number(process.argv[2]);
 
-// Flow records go to the agent in compact batches (flow-wire.ts), one IPC message per turn of the event loop.
+// Flow records go to the agent in compact batches (flow-wire.ts): one IPC message per FLOW_FLUSH_MS or per
+// FLOW_BATCH_MAX records, whichever comes first (not one per turn of the event loop: each message costs a write
+// here and a read and a decode in the agent).
 const batcher = new FlowBatcher();
+let flushTimer: NodeJS.Timeout | undefined;
 function flushFlows(): void {
+  clearTimeout(flushTimer);
+  flushTimer = undefined;
   if (batcher.size > 0) send({ type: 'flows', batch: batcher.take() });
 }
 function queueFlow(flow: RawFlow): void {
   batcher.add(flow);
-  if (batcher.size === 1) setImmediate(flushFlows);
+  if (batcher.size >= FLOW_BATCH_MAX) flushFlows();
+  else flushTimer ??= setTimeout(flushFlows, FLOW_FLUSH_MS);
 }
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
