@@ -19,7 +19,7 @@ import { until as untilRaw } from './lib/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUN = `kn${process.pid % 100000}`;
-const PORT_BASE = 16600 + (process.pid % 10) * 6; // 16600-16659 (the pod-start bench: 16660-16695)
+const PORT_BASE = 16900 + (process.pid % 8) * 6; // 16900-16947 (the pod-start bench: 16660-16695)
 const NS = 'default';
 
 describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod)', { timeout: 900_000 }, () => {
