@@ -11,6 +11,7 @@ import { registerNatViews } from './nat-cmd.js';
 import { registerEgressViews } from './egress-cmd.js';
 import { registerServiceViews } from './service-cmd.js';
 import { registerL2Views } from './l2-cmd.js';
+import { registerHealthz } from './health-cmd.js';
 import { registerOperator } from '../operator/index.js';
 
 const program = new Command();
@@ -72,6 +73,7 @@ registerNatViews(program);
 registerEgressViews(program);
 registerServiceViews(program);
 registerL2Views(program);
+registerHealthz(program);
 registerObserve(program);
 registerMonitor(program);
 registerLab(program);
