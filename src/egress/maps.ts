@@ -3,7 +3,9 @@ import { u8, type Codec, type BpfMap, type TypedMap } from '../kernel/bpf/index.
 import { formatCidr, formatIPv4, parseCidr, parseIPv4 } from '../util/ip.js';
 
 export const EGRESS_POLICY_MAP = 'tendril_egress_gw_policy_v4';
-export const EGRESS_IP_MAP = 'tendril_egress_ip_v4';
+// The egress IP set is the datapath's map (cil_from_netdev reads it too): its name is defined there once.
+import { EGRESS_IP_MAP_NAME as EGRESS_IP_MAP } from '../datapath/nat.js';
+export { EGRESS_IP_MAP };
 /** prefixlen counts the source /32 before the destination's bits (EGRESS_STATIC_PREFIX_BITS). */
 const STATIC_BITS = 32;
 
