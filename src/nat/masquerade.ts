@@ -2,7 +2,7 @@
 // of the SNAT range, the ip-masq-agent set kept in tendril_ipmasq (or in the iptables fallback), and the status.
 import type { MasqDatapathConfig } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
-import { masqMode, type MasqConfig } from './config.js';
+import { DEFAULT_PORT_RANGE, masqMode, type MasqConfig } from './config.js';
 import type { NatError } from './errors.js';
 import { installIptablesMasq, removeIptablesMasq } from './iptables.js';
 import { IpMasqWatcher, type IpMasqState } from './ipmasq.js';
@@ -19,7 +19,7 @@ export interface MasqStatus {
   devices: string[];
   'native-routing-cidr': string | null;
   'port-range': string;
-  /** The node's own ephemeral range (kept out of port-range), BPF mode only. */
+  /** The node's own ephemeral range, kept out of the NAT port range (BPF masquerading and NodePort SNAT use it). */
   'node-ephemeral-range': string | null;
   'ip-masq-agent': (IpMasqState & { enabled: true }) | { enabled: false };
 }
@@ -54,8 +54,11 @@ export class Masquerade {
 
   /** After the datapath started; runs in the node's namespace. A bad ip-masq-agent file is logged (defaults apply). */
   start(dp: MasqDatapath): void {
-    if (this.mode === 'bpf') {
-      const r = keepEphemeralOutOf(this.cfg.portMin, this.cfg.portMax);
+    // NodePort's SNAT (bpf/lib/nodeport.h) takes ports of the NAT range whatever the masquerading mode: the range is
+    // the configured one with BPF masquerading, the datapath's default otherwise.
+    {
+      const range = this.mode === 'bpf' ? { min: this.cfg.portMin, max: this.cfg.portMax } : DEFAULT_PORT_RANGE;
+      const r = keepEphemeralOutOf(range.min, range.max);
       this.ephemeral = `${r.now.lo}-${r.now.hi}`;
       if (r.now.lo !== r.before.lo || r.now.hi !== r.before.hi) {
         this.log.info({ before: `${r.before.lo}-${r.before.hi}`, now: this.ephemeral }, 'node ephemeral port range moved out of the SNAT range');
