@@ -28,5 +28,6 @@ test('the report: medians per target, ratios to the same run\'s baselines, chang
   assert.match(text, /ClusterIP \/ backend IP, 1 service: TCP_RR 0\.980×, TCP_CRR 0\.970×/);
   assert.match(text, /Tendril \/ iptables: TCP_RR 1\.400×, TCP_CRR 3\.000×/);
   assert.match(text, /p50 9 ms, p99 200 ms, max 200 ms/);
+  assert.match(text, /backend IP 10000 services \/ 1 service \(no translation at all\): TCP_RR 1\.000×, TCP_CRR 1\.000×/);
   assert.match(text, /\| kube-proxy iptables, 10000 services \(140000 nat \+ filter rules\) \| 700 \|/);
 });

@@ -1,6 +1,7 @@
 // Phase "lb": same-node TCP_RR and TCP_CRR pod -> ClusterIP vs pod -> the backend's IP, with 1 and with 10,000
 // services (4 backends each) in the node's service maps: the per-packet translation's cost, and that a lookup does
 // not grow with the number of services.
+import fs from 'node:fs';
 import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
@@ -44,6 +45,20 @@ export interface LbResult {
   /** iptables rules the kube-proxy baseline loaded (nat table). */
   iptablesRules: number;
   iptablesBackend: string;
+  /** The agent's CPU (share of one CPU) while the 1-service and the 10,000-service rounds ran: is it still busy? */
+  agentCpu1?: number;
+  agentCpu10k?: number;
+}
+
+/** utime + stime of a process in clock ticks (100/s), and when they were read. */
+function cpuTicks(pid: number): { ticks: number; at: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { ticks: Number(f[11]) + Number(f[12]), at: Date.now() };
+}
+
+function cpuShare(a: { ticks: number; at: number }, b: { ticks: number; at: number }): number {
+  return (b.ticks - a.ticks) / 100 / ((b.at - a.at) / 1000);
 }
 
 const RR_PORT = 5555;
@@ -184,10 +199,13 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     });
     const vip = svc.clusterIP!;
     const samples: LbSample[] = [];
+    const agentPid = loadLab(lab).nodes[0]!.pid;
+    const cpu1 = cpuTicks(agentPid);
     for (let round = 1; round <= o.rounds; round++) {
       const order: Array<[string, string, string]> = [['direct', b.ip, a.netns], ['clusterip-1', vip, a.netns], ['sock-1', vip, sk.netns], ['sock-direct', b.ip, sk.netns]];
       for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
     }
+    const agentCpu1 = cpuShare(cpu1, cpuTicks(agentPid));
     const op = new ApiClient(labPaths(lab).operatorSocket, 'operator');
     const agent = new ApiClient(loadLab(lab).nodes[0]!.socket);
     const node = loadLab(lab).nodes[0]!;
@@ -206,10 +224,12 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     await untilServices(agent, total, changeMs.length);
     const fillS = (Date.now() - fillStart + firstFillMs) / 1000;
     o.say(`lb: ${total} services (${filler} with ${FILLER_BACKENDS} backends) in the maps after ${fillS.toFixed(1)} s`);
+    const cpu10k = cpuTicks(agentPid);
     for (let round = 1; round <= o.rounds; round++) {
       const order: Array<[string, string, string]> = [['direct-10k', b.ip, a.netns], ['clusterip-10k', vip, a.netns], ['sock-10k', vip, sk.netns]];
       for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
     }
+    const agentCpu10k = cpuShare(cpu10k, cpuTicks(agentPid));
     // The baseline: kube-proxy's iptables rules for as many services, in the node's namespace, on addresses
     // Tendril's LB does not hold (its lookup misses, the packet goes to the node's stack and netfilter).
     const ipt = iptablesBaseline(total, fillers, b.ip);
@@ -228,7 +248,7 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
       run(inNs(node.netns, [iptables, '-w', '-t', 'nat', '-F']), { allowFail: true });
       run(inNs(node.netns, [iptables, '-w', '-t', 'filter', '-F']), { allowFail: true });
     }
-    return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend };
+    return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend, agentCpu1, agentCpu10k };
   } finally {
     await labDown(lab);
   }
@@ -256,10 +276,12 @@ export function lbReport(r: LbResult, o: { secs: number; rounds: number }): stri
     `- ClusterIP / backend IP, 1 service: TCP_RR ${ratio('clusterip-1', 'direct', 'rrTps')}×, TCP_CRR ${ratio('clusterip-1', 'direct', 'crrTps')}× (target ≥ 0.97×)`,
     `- ClusterIP / backend IP, ${r.services} services: TCP_RR ${ratio('clusterip-10k', 'direct-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k', 'direct-10k', 'crrTps')}×`,
     `- ClusterIP ${r.services} services / 1 service: TCP_RR ${ratio('clusterip-10k', 'clusterip-1', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k', 'clusterip-1', 'crrTps')}× (target ≥ 0.97×)`,
+    `- backend IP ${r.services} services / 1 service (no translation at all): TCP_RR ${ratio('direct-10k', 'direct', 'rrTps')}×, TCP_CRR ${ratio('direct-10k', 'direct', 'crrTps')}× — a drop here is not the LB's per-packet cost`,
+    ...(r.agentCpu1 !== undefined && r.agentCpu10k !== undefined ? [`- agent CPU while the rounds ran: ${(r.agentCpu1 * 100).toFixed(1)} % of a CPU with 1 service, ${(r.agentCpu10k * 100).toFixed(1)} % with ${r.services}`] : []),
     `- ${r.services - 1} filler services (${FILLER_BACKENDS} backends each) created through the operator API and in the agent's maps in ${r.fillS.toFixed(1)} s`,
     `- socket LB / per-packet, ClusterIP, 1 service: TCP_RR ${ratio('sock-1', 'clusterip-1', 'rrTps')}×, TCP_CRR ${ratio('sock-1', 'clusterip-1', 'crrTps')}×; socket LB / backend IP: TCP_RR ${ratio('sock-1', 'direct', 'rrTps')}×, TCP_CRR ${ratio('sock-1', 'direct', 'crrTps')}×`,
     `- socket LB ${r.services} services / 1 service: TCP_RR ${ratio('sock-10k', 'sock-1', 'rrTps')}×, TCP_CRR ${ratio('sock-10k', 'sock-1', 'crrTps')}×; socket LB / backend IP, ${r.services} services: TCP_RR ${ratio('sock-10k', 'direct-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k', 'direct-10k', 'crrTps')}×`,
-    '- per-packet: translation in cil_from_container (tc) for a client outside the node cgroup; socket LB: bpf/sock.c on the lab node\'s cgroup (cgroup/connect4), the client pod in a child of it.',
+    '- per-packet: translation in cil_from_container (tc) for a client outside the node cgroup; socket LB: bpf/sock.c on the lab node\'s cgroup (cgroup/connect4), the client pod in a child of it. Default: per-packet (socket LB is opt-in, lab up --socket-lb / agent --bpf-lb-sock-cgroup): after connect() its packets carry the backend address (the endpoint program\'s lookup misses instead of translating), and the choice is made once per connection.',
     '',
     `## Services: Tendril vs kube-proxy iptables, ${r.services} services (medians of ${o.rounds} round(s), interleaved)`,
     '',
