@@ -1,7 +1,7 @@
 // Unit tests of `lab service add --port` parsing and the service tables of the CLI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseServicePort } from './services.js';
+import { parseBackend, parseServicePort } from './services.js';
 import { formatBpfLbList, formatServiceList } from '../cli/service-cmd.js';
 
 test('parseServicePort() reads PORT[:TARGET][/PROTO][,NAME] with a numeric or named target', () => {
@@ -33,4 +33,11 @@ test('formatServiceList() and formatBpfLbList() show a LoadBalancer frontend\'s 
     '',
   ]);
   assert.match(formatBpfLbList([e]), /\[LoadBalancer, source ranges\]\n\s+10\.0\.0\.2:8080\/TCP \(3\) \(1\)\n\s+source range 10\.99\.0\.0\/16 \(3\)\n\s+source range 192\.168\.10\.192\/28 \(3\)\n$/);
+});
+
+test('parseBackend() takes IPv4:PORT (any address, also outside the pod CIDRs) and names a bad one', () => {
+  assert.deepEqual(parseBackend(' 192.168.10.200:8080 '), { ip: '192.168.10.200', port: 8080 });
+  for (const bad of ['192.168.10.200', '192.168.10.256:80', '192.168.10.1:0', 'host:80', '10.0.0.1:65536']) {
+    assert.throws(() => parseBackend(bad), new RegExp(`Invalid --backend "${bad.replaceAll('.', '\\.')}": expected IPv4:PORT`));
+  }
 });
