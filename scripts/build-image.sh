@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds Tendril's container image without a registry or docker: a docker-archive tarball (what
 # `ctr images import` and `docker load` take) made from the installed files of this checkout: the node
-# binary and the shared libraries it and the tools the agent runs need (ldd), dist/, node_modules, the BPF
+# binary and the shared libraries it and the tools the agent runs need (ldd), dist/, node_modules (production deps), the BPF
 # objects, bin/tendril-cni. Usage: scripts/build-image.sh [OUT.tar] (default build/image/tendril.tar);
 # env TENDRIL_IMAGE (default localhost/tendril:dev). Cached: when no input changed since the last build (same
 # input digest), the tarball is left as it is. Build first (npm run build). stdout: the tarball's path.
@@ -26,7 +26,7 @@ LIBBPF=$(ldconfig -p | awk '/libbpf\.so\.1 .*x86-64/ && !f { print $NF; f = 1 }'
 [[ -n $LIBBPF ]] || die "libbpf.so.1 not found (apt-get install libbpf1)"
 
 # input digest: every file's path, size and mtime (content of the tool binaries by path + mtime too)
-digest=$( { cd "$ROOT" && find dist build/bpf bin node_modules proto install/kubernetes/crds package.json -type f -printf '%p %s %T@\n' | sort
+digest=$( { cd "$ROOT" && find dist build/bpf bin node_modules proto install/kubernetes/crds package.json package-lock.json -type f -printf '%p %s %T@\n' | sort
   for f in "$NODE" "${TOOLS[@]}" "$LIBBPF"; do stat -L -c "%n %s %Y" "$f"; done; echo "$IMAGE"; sha256sum "$0"; } | sha256sum | cut -c1-64)
 if [[ -f $OUT && -f $OUT.digest && $(<"$OUT.digest") == "$digest" ]]; then
   log "$OUT is up to date ($IMAGE)"
@@ -67,7 +67,19 @@ done
 # iptables-nft's and iptables-legacy's extension modules
 for d in /usr/lib/x86_64-linux-gnu/xtables /usr/lib/xtables; do [[ -d $d ]] && { mkdir -p "$R$d"; cp -a "$d/." "$R$d/"; }; done
 ldconfig -r "$R" 2>/dev/null || true
-cp -a "$ROOT/package.json" "$ROOT/dist" "$ROOT/node_modules" "$ROOT/proto" "$R/opt/tendril/"
+cp -a "$ROOT/package.json" "$ROOT/dist" "$ROOT/proto" "$R/opt/tendril/"
+# production dependencies only: a copy of node_modules pruned by npm from the lockfile (offline: nothing is
+# fetched), then what no runtime loads: koffi's prebuilt modules for other platforms (it loads
+# build/koffi/linux_x64/koffi.node here, glibc), type declarations (@types packages, *.d.ts) and source maps.
+cp -a "$ROOT/package-lock.json" "$ROOT/node_modules" "$R/opt/tendril/"
+(cd "$R/opt/tendril" && npm prune --omit=dev --ignore-scripts --offline --no-audit --no-fund --loglevel=error >&2) || die "npm prune --omit=dev failed"
+[[ ! -e $R/opt/tendril/node_modules/typescript ]] || die "npm prune left devDependencies in the image"
+if [[ -d $R/opt/tendril/node_modules/koffi/build/koffi/linux_x64 ]]; then
+  find "$R/opt/tendril/node_modules/koffi/build/koffi" -mindepth 1 -maxdepth 1 -type d ! -name linux_x64 -exec rm -rf {} +
+fi
+find "$R/opt/tendril/node_modules" -depth -type d -name '@types' -exec rm -rf {} +
+find "$R/opt/tendril/node_modules" -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete
+rm -f "$R/opt/tendril/package-lock.json"
 # the system's CA bundle (Node reads it at start; the apiserver's CA comes from the service account)
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && { mkdir -p "$R/etc/ssl/certs"; cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/"; }
 cp -a "$ROOT/build/bpf" "$R/opt/tendril/build/bpf"

@@ -19,7 +19,7 @@ import { until as untilRaw } from './lib/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUN = `kn${process.pid % 100000}`;
-const PORT_BASE = 16600 + (process.pid % 10) * 6; // 16600-16659 (the pod-start bench: 16660-16695)
+const PORT_BASE = 16900 + (process.pid % 8) * 6; // 16900-16947 (the pod-start bench: 16660-16695)
 const NS = 'default';
 
 describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod)', { timeout: 900_000 }, () => {
@@ -122,6 +122,17 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     const op = (await core.listNamespacedPod({ namespace: 'kube-system', labelSelector: 'k8s-app=tendril-operator' })).items;
     assert.equal(op.length, 1);
     assert.equal(op[0]!.status?.phase, 'Running');
+    // Ready through the readiness probes (exec `tendril healthz --ready` against each component's API): with a
+    // probe the kubelet keeps the container unready until the probe passes once.
+    for (const app of ['tendril-agent', 'tendril-operator']) {
+      const spec = (await core.listNamespacedPod({ namespace: 'kube-system', labelSelector: `k8s-app=${app}` })).items[0]?.spec?.containers[0];
+      assert.match((spec?.readinessProbe?.exec?.command ?? []).join(' '), /healthz --ready/, `${app} has the healthz readiness probe`);
+      assert.match((spec?.livenessProbe?.exec?.command ?? []).join(' '), /healthz/, `${app} has the healthz liveness probe`);
+      await until(`the ${app} pod Ready by its readiness probe`, async () => {
+        const p = (await core.listNamespacedPod({ namespace: 'kube-system', labelSelector: `k8s-app=${app}` })).items[0];
+        return p?.status?.containerStatuses?.[0]?.ready === true && p.status.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') === true;
+      });
+    }
     // the agent process is the container's, in the node netns: its pid's netns is the kit node's
     const ipamCidr = (await agent.get<StatusView>('/v1/healthz')).ipam!['pod-cidr'];
     assert.match(ipamCidr, /^10\.244\./);

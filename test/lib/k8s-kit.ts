@@ -1,6 +1,6 @@
 // The Kubernetes kit (../shared/k8s, named by TENDRIL_K8S_KIT) for integration tests: a control plane per test file
 // in a run directory of its own, on ports picked from the pid, stopped with down.sh --purge afterwards.
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { connect, Rest } from '../../src/k8s/index.js';
@@ -38,7 +38,9 @@ export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.Pro
   const base = opts.portBase ?? 26000 + (process.pid % 200) * 6;
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, K8S_RUN: runDir, K8S_PORT_BASE: String(base) };
   if (opts.apiserverOnly) env['K8S_APISERVER_ONLY'] = '1';
+  let unlockNode: (() => Promise<void>) | undefined;
   const script = async (name: string, args: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> => {
+    if (name === 'node.sh' && !unlockNode) unlockNode = await lockKitNode();
     try {
       const { stdout } = await run('bash', [`${dir}/${name}`, ...args], { env: { ...env, ...extraEnv }, maxBuffer: 16 << 20 });
       return stdout.trim();
@@ -48,7 +50,13 @@ export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.Pro
     }
   };
   const down = async (): Promise<void> => {
-    await script('down.sh', ['--purge']);
+    try {
+      await script('down.sh', ['--purge']);
+    } finally {
+      const unlock = unlockNode;
+      unlockNode = undefined;
+      await unlock?.();
+    }
   };
   try {
     const kubeconfig = await script('up.sh');
@@ -59,10 +67,39 @@ export async function startKit(opts: { apiserverOnly?: boolean; env?: NodeJS.Pro
   }
 }
 
-/** What a test writes: apiVersion, kind, metadata.name (+ namespace), the rest as the apiserver takes it. */
-export type RawObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
+/**
+ * The kit's node.sh hard-codes one host path, /var/lib/kubelet (the mount point kubelet-ns.sh binds each run's
+ * node/var-lib-kubelet onto; node.sh makes it when absent and down.sh removes it again), and takes no variable for
+ * it: a run's down.sh removes it under another run's kubelet. So runs with a node are serialized: node.sh is
+ * entered holding an flock(1) on NODE_LOCK, released after down.sh. The lock is held by a child `flock … cat`
+ * reading our stdin pipe: when this process dies the pipe closes and the kernel drops the lock (no stale lock).
+ */
+export const NODE_LOCK = '/tmp/tendril-k8s-kit-node.lock';
 
-const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'TendrilClusterwideNetworkPolicy', 'TendrilNode', 'TendrilIdentity', 'TendrilEndpoint', 'TendrilIPAMState']);
+/** Waits (bounded) for the node lock; the returned function releases it. */
+export async function lockKitNode(timeoutMs = 1_800_000): Promise<() => Promise<void>> {
+  const child: ChildProcess = spawn('flock', ['-x', '-w', String(Math.ceil(timeoutMs / 1000)), NODE_LOCK, 'sh', '-c', 'echo locked; exec cat >/dev/null'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('error', (e) => reject(new Error(`flock ${NODE_LOCK}: ${e.message}`)));
+    child.once('exit', (code) => reject(new Error(`flock ${NODE_LOCK} gave up (exit ${code}) after ${timeoutMs} ms: another kit run with a node holds it ${stderr.trim()}`)));
+  });
+  return async () => {
+    if (child.exitCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.stdin!.end();
+    await gone;
+  };
+}
+
+/** What a test writes: apiVersion, kind, metadata.name (+ namespace), the rest as the apiserver takes it. */
+export type RawObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> } } & Record<string, unknown>;
+
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'TendrilClusterwideNetworkPolicy', 'TendrilNode', 'TendrilIdentity', 'TendrilEndpoint', 'TendrilIPAMState', 'TendrilPodIPPool']);
 
 /**
  * Writes objects as raw JSON, as kubectl does. client-node's KubernetesObjectApi serializes through its typed
