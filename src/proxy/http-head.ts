@@ -53,6 +53,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 // eslint-disable-next-line no-control-regex
 const BAD_TARGET = /[\x00-\x20\x7f]/;
+const DIGITS = /^[0-9]{1,15}$/;
 
 /** Index just past the head's empty line in buf (from 0), or -1 while incomplete. Throws past `limit` bytes. */
 export function headEnd(buf: Buffer, limit = MAX_HEAD_BYTES): number {
@@ -97,8 +98,10 @@ function tokens(h: HttpHead, name: string): string[] {
 function contentLength(h: HttpHead): number | undefined {
   const values = h.headers.get('content-length');
   if (values === undefined) return undefined;
+  // The common case, one plain value, without the list handling below.
+  if (values.length === 1 && DIGITS.test(values[0]!)) return Number(values[0]);
   const all = values.flatMap((v) => v.split(',')).map((v) => v.trim());
-  if (!all.every((v) => /^[0-9]{1,15}$/.test(v))) throw new HttpParseError(400, 'bad Content-Length');
+  if (!all.every((v) => DIGITS.test(v))) throw new HttpParseError(400, 'bad Content-Length');
   if (new Set(all.map(Number)).size !== 1) throw new HttpParseError(400, 'conflicting Content-Length values');
   return Number(all[0]);
 }
@@ -134,7 +137,7 @@ export function parseRequestHead(buf: Buffer, size: number): RequestHead {
   parseFields(lines, h);
   if (h.minor === 1 && !h.headers.has('host')) throw new HttpParseError(400, 'HTTP/1.1 request without Host');
   if ((h.headers.get('host')?.length ?? 0) > 1) throw new HttpParseError(400, 'more than one Host');
-  const te = tokens(h, 'transfer-encoding');
+  const te = h.headers.has('transfer-encoding') ? tokens(h, 'transfer-encoding') : [];
   const cl = contentLength(h);
   if (te.length > 0) {
     // Both framings at once is how requests are smuggled: refuse it, as Node's parser does.
@@ -143,9 +146,10 @@ export function parseRequestHead(buf: Buffer, size: number): RequestHead {
     if (te.at(-1) !== 'chunked') throw new HttpParseError(501, `unsupported Transfer-Encoding ${te.join(', ')}`);
     h.framing = { kind: 'chunked' };
   } else if (cl !== undefined && cl > 0) h.framing = { kind: 'length', length: cl };
-  h.keepAlive = keepAliveOf(h);
-  h.upgrade = method === 'CONNECT' || (h.headers.has('upgrade') && tokens(h, 'connection').includes('upgrade'));
-  h.expectContinue = tokens(h, 'expect').includes('100-continue');
+  const connection = tokens(h, 'connection');
+  h.keepAlive = h.minor === 1 ? !connection.includes('close') : connection.includes('keep-alive');
+  h.upgrade = method === 'CONNECT' || (h.headers.has('upgrade') && connection.includes('upgrade'));
+  h.expectContinue = h.headers.has('expect') && tokens(h, 'expect').includes('100-continue');
   return h;
 }
 
