@@ -25,11 +25,14 @@ test('one KUBE-SERVICES rule per service, in order, to its own KUBE-SVC chain; e
   const lines = text.split('\n');
   assert.equal(lines[0], '*nat');
   assert.equal(lines.at(-2), 'COMMIT');
-  const portal = lines.filter((l) => l.startsWith('-A KUBE-SERVICES '));
-  assert.deepEqual(portal.map((l) => /-d ([\d.]+)\/32/.exec(l)?.[1]), ['10.200.0.1', '10.200.0.2', '10.200.0.3']);
-  const declared = lines.filter((l) => l.startsWith(':')).map((l) => l.split(' ')[0]!.slice(1));
+  const nat = lines.slice(0, lines.indexOf('*filter'));
+  const portal = nat.filter((l) => l.startsWith('-A KUBE-SERVICES '));
+  assert.deepEqual(portal.map((l) => /-d ([\d.]+)\/32/.exec(l)?.[1]), ['10.200.0.1', '10.200.0.2', '10.200.0.3', undefined]);
+  assert.match(portal.at(-1)!, /--dst-type LOCAL -j KUBE-NODEPORTS$/, 'KUBE-NODEPORTS is the last rule of KUBE-SERVICES');
+  assert.ok(lines.includes('-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD'), 'the filter table\'s hooks');
+  const declared = nat.filter((l) => l.startsWith(':')).map((l) => l.split(' ')[0]!.slice(1));
   assert.equal(new Set(declared).size, declared.length);
-  for (const l of lines.filter((x) => x.startsWith('-A '))) assert.ok(declared.includes(l.split(' ')[1]!) || ['PREROUTING', 'OUTPUT', 'POSTROUTING'].includes(l.split(' ')[1]!), l);
+  for (const l of nat.filter((x) => x.startsWith('-A '))) assert.ok(declared.includes(l.split(' ')[1]!) || ['PREROUTING', 'OUTPUT', 'POSTROUTING'].includes(l.split(' ')[1]!), l);
   assert.equal(lines.filter((l) => l.includes('-j DNAT --to-destination 172.20.0.9:8080')).length, 3);
   assert.ok(lines.includes('-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully'));
 });

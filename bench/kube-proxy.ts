@@ -4,7 +4,8 @@
 // number of services), each KUBE-SVC chain picks a backend with `statistic --mode random --probability 1/(n-i)` and
 // jumps to its KUBE-SEP chain, which DNATs to the backend. With --masquerade-all (KUBE-MARK-MASQ in every KUBE-SVC
 // chain, KUBE-POSTROUTING MASQUERADE): without it, a same-node backend's reply is delivered to the client pod by
-// Tendril's BPF and never meets the node's conntrack to be un-DNATed.
+// Tendril's BPF and never meets the node's conntrack to be un-DNATed. KUBE-NODEPORTS last in KUBE-SERVICES and the
+// filter table's chains (INPUT/FORWARD/OUTPUT hooks, KUBE-FORWARD) as kube-proxy writes them.
 import { createHash } from 'node:crypto';
 
 export interface KpService {
@@ -65,7 +66,36 @@ export function kubeProxyRules(services: readonly KpService[]): string {
       rules.push(`-A ${sep} -p tcp -m comment --comment "${s.name}" -m tcp -j DNAT --to-destination ${b.ip}:${b.port}`);
     });
   }
-  return ['*nat', ...chains.map((c) => `:${c} - [0:0]`), ...rules, 'COMMIT', ''].join('\n');
+  // KUBE-NODEPORTS is the last rule of KUBE-SERVICES (every packet to no service port goes through it).
+  chains.push('KUBE-NODEPORTS');
+  rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  return ['*nat', ...chains.map((c) => `:${c} - [0:0]`), ...rules, 'COMMIT', ...filterRules(), ''].join('\n');
+}
+
+/**
+ * kube-proxy's filter table (no service without endpoints, no firewall source ranges: its chains are empty but
+ * every new connection still walks the jumps): the hooks of INPUT, FORWARD and OUTPUT and KUBE-FORWARD.
+ */
+export function filterRules(): string[] {
+  const chains = ['KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-SERVICES'];
+  const newConn = '-m conntrack --ctstate NEW';
+  return [
+    '*filter',
+    ...chains.map((c) => `:${c} - [0:0]`),
+    `-A INPUT ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
+    '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+    `-A INPUT ${newConn} -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`,
+    `-A FORWARD ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
+    '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+    `-A FORWARD ${newConn} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`,
+    `-A FORWARD ${newConn} -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`,
+    `-A OUTPUT ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
+    `-A OUTPUT ${newConn} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`,
+    '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    'COMMIT',
+  ];
 }
 
 /** The i-th (0-based) address of a /16 starting at `base` ("10.200"), skipping .0 and .255 host bytes. */

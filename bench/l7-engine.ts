@@ -1,7 +1,7 @@
 // Loopback microbench of the proxy engines, no datapath: the load client (bench/l7-load.js, own process) ->
 // [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline; the Node-http
 // engine and the fast engine are interleaved in the same run, medians of the rounds.
-//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8]
+//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none]
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HttpMatcher } from '../src/policy/index.js';
 import { HttpFastEngine } from '../src/proxy/fast-engine.js';
-import { HttpProxyEngine } from '../src/proxy/http-proxy.js';
+import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, decodeFlows, type FlowBatch, type RawFlow } from '../src/proxy/flow-wire.js';
+import { HttpProxyEngine, type HttpFlowRecord } from '../src/proxy/http-proxy.js';
 import type { LoadResult } from './l7-load.js';
 import { median } from './stats.js';
 
@@ -23,13 +24,37 @@ const { values } = parseArgs({
     secs: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '3' },
     conc: { type: 'string', default: '8' },
+    flows: { type: 'string', default: 'ipc' },
   },
 });
 
 function proxyRole(): void {
   const upPort = Number(values.upstream);
   const rules = new HttpMatcher([{ method: 'GET', path: '/public(/.*)?', host: null, headers: [] }]);
-  const opts = { policyFor: () => ({ matchers: [rules], srcIdentity: 1, dstIdentity: 2, connect: () => net.connect(upPort, '127.0.0.1') }), onFlow: () => undefined };
+  // Flow records take the node proxy's way: compact batches over the IPC, decoded in the parent (--flows none: dropped).
+  const batcher = new FlowBatcher();
+  let flushTimer: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+    if (batcher.size > 0) process.send?.({ flows: batcher.take() });
+  };
+  const onRawFlow = (f: RawFlow): void => {
+    batcher.add(f);
+    if (batcher.size >= FLOW_BATCH_MAX) flush();
+    else flushTimer ??= setTimeout(flush, FLOW_FLUSH_MS);
+  };
+  let objects: HttpFlowRecord[] = [];
+  const flushObjects = (): void => {
+    process.send?.({ records: objects });
+    objects = [];
+  };
+  const opts = {
+    policyFor: () => ({ matchers: [rules], srcIdentity: 1, dstIdentity: 2, connect: () => net.connect(upPort, '127.0.0.1') }),
+    // --flows objects: the records' full shape built in the proxy and cloned as objects (the encoding before the batches).
+    ...(values.flows === 'objects' ? { onFlow: (f: HttpFlowRecord) => (objects.push({ ...f, time: new Date(f.time) }) === 1 ? setImmediate(flushObjects) : undefined) } : {}),
+    ...(values.flows === 'ipc' ? { onRawFlow, onFlow: (f: HttpFlowRecord) => onRawFlow({ ...f, time: Date.now(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }) } : {}),
+  };
   const engine = values.engine === 'node' ? new HttpProxyEngine(opts) : new HttpFastEngine(opts);
   const server = net.createServer((s) => engine.handle(s));
   server.listen(0, '127.0.0.1', () => process.send?.((server.address() as net.AddressInfo).port));
@@ -54,11 +79,16 @@ async function main(): Promise<void> {
   const upPort = (server.address() as net.AddressInfo).port;
   const children: ChildProcess[] = [];
   const ports: Record<string, number> = { direct: upPort };
+  let flows = 0;
   try {
     for (const engine of ['node', 'fast']) {
-      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort)]);
+      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced' });
       children.push(c);
       ports[engine] = await new Promise<number>((r) => c.once('message', (p) => r(p as number)));
+      c.on('message', (m: { flows?: FlowBatch; records?: HttpFlowRecord[] }) => {
+        if (m.flows) flows += decodeFlows(m.flows).length;
+        if (m.records) flows += m.records.length;
+      });
     }
     const res: Record<string, number[]> = {};
     for (let round = 1; round <= rounds; round++) {
@@ -70,7 +100,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections)`);
+    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'none' ? 'none' : `${values.flows === 'ipc' ? 'compact batches' : 'record objects'} over the IPC, ${flows} received`})`);
     console.log('| test | direct | Node http engine | fast engine | node / direct | fast / direct | fast / node |');
     console.log('|---|---|---|---|---|---|---|');
     for (const mode of ['keepalive', 'close']) {

@@ -6,13 +6,13 @@ import { iptablesBaseline, lbReport, type LbResult } from './lb.js';
 test('the baseline: one service per filler plus the bench service (two ports, one address) in the middle', () => {
   const b = iptablesBaseline(10, ['172.20.0.2', '172.20.0.3', '172.20.0.4', '172.20.0.5'], '172.20.0.9');
   const portal = b.text.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES '));
-  assert.equal(portal.length, 11);
+  assert.equal(portal.length, 12);
   assert.equal(b.position, 5);
   assert.equal(b.vip, '10.200.0.6');
   assert.equal(portal.filter((l) => l.includes(`-d ${b.vip}/32`)).length, 2);
   assert.equal(b.text.split('\n').filter((l) => l.includes('--to-destination 172.20.0.9:')).length, 2);
-  // 3 hooks + 4 masq rules, per filler 2 + 4*3, per bench port 2 + 3.
-  assert.equal(b.rules, 3 + 4 + 9 * 14 + 2 * 5);
+  // nat: 3 hooks + 4 masq rules, per filler 2 + 4*3, per bench port 2 + 3, KUBE-NODEPORTS; filter: 12.
+  assert.equal(b.rules, 3 + 4 + 9 * 14 + 2 * 5 + 1 + 12);
 });
 
 test('the report: medians per target, ratios to the same run\'s baselines, change-latency percentiles', () => {
@@ -28,5 +28,5 @@ test('the report: medians per target, ratios to the same run\'s baselines, chang
   assert.match(text, /ClusterIP \/ backend IP, 1 service: TCP_RR 0\.980×, TCP_CRR 0\.970×/);
   assert.match(text, /Tendril \/ iptables: TCP_RR 1\.400×, TCP_CRR 3\.000×/);
   assert.match(text, /p50 9 ms, p99 200 ms, max 200 ms/);
-  assert.match(text, /\| kube-proxy iptables, 10000 services \(140000 nat rules\) \| 700 \|/);
+  assert.match(text, /\| kube-proxy iptables, 10000 services \(140000 nat \+ filter rules\) \| 700 \|/);
 });

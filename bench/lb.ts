@@ -4,6 +4,7 @@
 import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
+import { removeNetnsCgroup } from '../src/lab/cgroups.js';
 import { labServiceAdd } from '../src/lab/services.js';
 import type { ServiceListEntry } from '../src/lb/index.js';
 import { crr, rr } from './load.js';
@@ -163,9 +164,13 @@ export function iptablesBaseline(total: number, fillers: string[], backend: stri
 export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
   const total = o.services ?? 10_000;
   await labDown(lab);
-  await labUp({ name: lab, nodes: 1 });
+  // Socket LB on the node's cgroup: client "s" runs in it (its sockets are translated at connect()), client "a" is
+  // taken out of it (its packets are translated per packet in cil_from_container), both in the same run.
+  await labUp({ name: lab, nodes: 1, socketLb: true });
   try {
     const a = await podAdd(lab, 'a', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
+    removeNetnsCgroup(a.netns);
+    const sk = await podAdd(lab, 's', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
     const b = await podAdd(lab, 'b', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-b' } });
     for (let i = 0; i < FILLER_BACKENDS; i++) await podAdd(lab, `filler-${i}`, { node: 'ctr', namespace: 'bench', labels: { app: 'filler' } });
     const svc = await labServiceAdd(lab, 'bench', {
@@ -180,8 +185,8 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     const vip = svc.clusterIP!;
     const samples: LbSample[] = [];
     for (let round = 1; round <= o.rounds; round++) {
-      const order: Array<[string, string]> = round % 2 ? [['direct', b.ip], ['clusterip-1', vip]] : [['clusterip-1', vip], ['direct', b.ip]];
-      for (const [t, ip] of order) samples.push(await measureTarget(o, a.netns, b.netns, ip, t, round));
+      const order: Array<[string, string, string]> = [['direct', b.ip, a.netns], ['clusterip-1', vip, a.netns], ['sock-1', vip, sk.netns], ['sock-direct', b.ip, sk.netns]];
+      for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
     }
     const op = new ApiClient(labPaths(lab).operatorSocket, 'operator');
     const agent = new ApiClient(loadLab(lab).nodes[0]!.socket);
@@ -202,8 +207,8 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     const fillS = (Date.now() - fillStart + firstFillMs) / 1000;
     o.say(`lb: ${total} services (${filler} with ${FILLER_BACKENDS} backends) in the maps after ${fillS.toFixed(1)} s`);
     for (let round = 1; round <= o.rounds; round++) {
-      const order: Array<[string, string]> = round % 2 ? [['direct', b.ip], ['clusterip-10k', vip]] : [['clusterip-10k', vip], ['direct', b.ip]];
-      for (const [t, ip] of order) samples.push(await measureTarget(o, a.netns, b.netns, ip, t === 'direct' ? 'direct-10k' : t, round));
+      const order: Array<[string, string, string]> = [['direct-10k', b.ip, a.netns], ['clusterip-10k', vip, a.netns], ['sock-10k', vip, sk.netns]];
+      for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
     }
     // The baseline: kube-proxy's iptables rules for as many services, in the node's namespace, on addresses
     // Tendril's LB does not hold (its lookup misses, the packet goes to the node's stack and netfilter).
@@ -213,14 +218,15 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     const iptables = legacy ? 'iptables-legacy' : 'iptables';
     run(inNs(node.netns, [`${iptables}-restore`, '-w', '--noflush']), { input: ipt.text, timeoutMs: 900_000 });
     const iptablesBackend = run([iptables, '--version']).stdout.trim();
-    o.say(`lb: kube-proxy iptables baseline: ${ipt.rules} nat rules for ${total} services (${iptablesBackend}); bench VIP ${ipt.vip} at position ${ipt.position}`);
+    o.say(`lb: kube-proxy iptables baseline: ${ipt.rules} nat + filter rules for ${total} services (${iptablesBackend}); bench VIP ${ipt.vip} at position ${ipt.position}`);
     try {
       for (let round = 1; round <= o.rounds; round++) {
-        const order: Array<[string, string]> = round % 2 ? [['iptables-10k', ipt.vip], ['clusterip-10k', vip]] : [['clusterip-10k', vip], ['iptables-10k', ipt.vip]];
-        for (const [t, ip] of order) samples.push(await measureTarget(o, a.netns, b.netns, ip, t === 'clusterip-10k' ? 'clusterip-10k-b' : t, round));
+        const order: Array<[string, string, string]> = [['iptables-10k', ipt.vip, a.netns], ['clusterip-10k-b', vip, a.netns], ['sock-10k-b', vip, sk.netns]];
+        for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
       }
     } finally {
       run(inNs(node.netns, [iptables, '-w', '-t', 'nat', '-F']), { allowFail: true });
+      run(inNs(node.netns, [iptables, '-w', '-t', 'filter', '-F']), { allowFail: true });
     }
     return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend };
   } finally {
@@ -243,22 +249,29 @@ export function lbReport(r: LbResult, o: { secs: number; rounds: number }): stri
     row('clusterip-1', 'ClusterIP, 1 service'),
     row('direct-10k', `backend IP (${r.services} services in the maps)`),
     row('clusterip-10k', `ClusterIP, ${r.services} services`),
+    row('sock-direct', 'socket LB client -> backend IP (hook misses), 1 service'),
+    row('sock-1', 'ClusterIP via socket LB, 1 service'),
+    row('sock-10k', `ClusterIP via socket LB, ${r.services} services`),
     '',
     `- ClusterIP / backend IP, 1 service: TCP_RR ${ratio('clusterip-1', 'direct', 'rrTps')}×, TCP_CRR ${ratio('clusterip-1', 'direct', 'crrTps')}× (target ≥ 0.97×)`,
     `- ClusterIP / backend IP, ${r.services} services: TCP_RR ${ratio('clusterip-10k', 'direct-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k', 'direct-10k', 'crrTps')}×`,
     `- ClusterIP ${r.services} services / 1 service: TCP_RR ${ratio('clusterip-10k', 'clusterip-1', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k', 'clusterip-1', 'crrTps')}× (target ≥ 0.97×)`,
     `- ${r.services - 1} filler services (${FILLER_BACKENDS} backends each) created through the operator API and in the agent's maps in ${r.fillS.toFixed(1)} s`,
-    '- per-packet translation in cil_from_container (tc); socket-LB not built.',
+    `- socket LB / per-packet, ClusterIP, 1 service: TCP_RR ${ratio('sock-1', 'clusterip-1', 'rrTps')}×, TCP_CRR ${ratio('sock-1', 'clusterip-1', 'crrTps')}×; socket LB / backend IP: TCP_RR ${ratio('sock-1', 'direct', 'rrTps')}×, TCP_CRR ${ratio('sock-1', 'direct', 'crrTps')}×`,
+    `- socket LB ${r.services} services / 1 service: TCP_RR ${ratio('sock-10k', 'sock-1', 'rrTps')}×, TCP_CRR ${ratio('sock-10k', 'sock-1', 'crrTps')}×; socket LB / backend IP, ${r.services} services: TCP_RR ${ratio('sock-10k', 'direct-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k', 'direct-10k', 'crrTps')}×`,
+    '- per-packet: translation in cil_from_container (tc) for a client outside the node cgroup; socket LB: bpf/sock.c on the lab node\'s cgroup (cgroup/connect4), the client pod in a child of it.',
     '',
     `## Services: Tendril vs kube-proxy iptables, ${r.services} services (medians of ${o.rounds} round(s), interleaved)`,
     '',
     '| target | TCP_RR /s | RR p50 µs | TCP_CRR /s |',
     '|---|---:|---:|---:|',
     row('clusterip-10k-b', `Tendril ClusterIP, ${r.services} services`),
-    row('iptables-10k', `kube-proxy iptables, ${r.services} services (${r.iptablesRules} nat rules)`),
+    row('sock-10k-b', `Tendril ClusterIP via socket LB, ${r.services} services`),
+    row('iptables-10k', `kube-proxy iptables, ${r.services} services (${r.iptablesRules} nat + filter rules)`),
     '',
     `- Tendril / iptables: TCP_RR ${ratio('clusterip-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k-b', 'iptables-10k', 'crrTps')}× (target TCP_CRR ≥ 2×)`,
-    `- baseline: kube-proxy's rule shape (KUBE-SERVICES -> KUBE-SVC per service port -> statistic random -> KUBE-SEP DNAT, --masquerade-all), ${r.iptablesBackend}, loaded with iptables-restore in the lab node's namespace on addresses Tendril's LB does not hold; the bench service's rule in the middle of KUBE-SERVICES`,
+    `- Tendril socket LB / iptables: TCP_RR ${ratio('sock-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k-b', 'iptables-10k', 'crrTps')}× (target TCP_CRR ≥ 2×)`,
+    `- baseline: kube-proxy's rule shape (KUBE-SERVICES -> KUBE-SVC per service port -> statistic random -> KUBE-SEP DNAT, --masquerade-all; KUBE-NODEPORTS last; filter-table hooks and KUBE-FORWARD), ${r.iptablesBackend}, loaded with iptables-restore in the lab node's namespace on addresses Tendril's LB does not hold; the bench service's rule in the middle of KUBE-SERVICES`,
     '',
     `## Services: change latency with ${r.changeAt} services (${r.changeMs.length} samples)`,
     '',

@@ -3,7 +3,7 @@
 // loaded machine) on an established flow's packets, this tree's object against a baseline object (e.g. main's build) in
 // the same run, interleaved rounds, medians. Root; nothing is attached, the maps are pinned under the run's own
 // bpffs directory and removed afterwards.
-//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--rounds 7] [--repeat 5000]
+//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
 import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { median } from './stats.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const NODE_IP = '192.168.78.10';
 const EXT = '203.0.113.10';
+const REMOTE_POD = '10.202.0.20';
 const pod: EndpointInfo = { ifindex: 4243, lxcId: 102, flags: 0, mac: '02:00:0a:c9:00:0a', nodeMac: '02:00:0a:c9:01:0a', secId: 1002, ip4: '10.201.0.10' };
 const MARK_TRACED_NET = 0x0700;
 
@@ -32,6 +33,8 @@ export interface CostCase {
   prog: 'cil_to_netdev' | 'cil_from_netdev';
   frame: Buffer;
   mark?: number;
+  /** A frame per run (a new flow each: a TCP SYN from a port not used before), instead of `frame`. */
+  each?: (round: number, i: number) => Buffer;
 }
 
 function cases(): CostCase[] {
@@ -40,19 +43,31 @@ function cases(): CostCase[] {
   const tcp = out(ipv4(pod.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, EXT, 40001, 80, Buffer.alloc(64), 0x10)));
   const udp = out(ipv4(pod.ip4, EXT, IPPROTO_UDP, l4(IPPROTO_UDP, pod.ip4, EXT, 40002, 53, Buffer.alloc(64))));
   const tcpBack = inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 80, 40001, Buffer.alloc(64), 0x10)));
+  // Native routing: another node's pod to a pod here (no NAT, no service): what the reply path's guards cost it.
+  const routed = inn(ipv4(REMOTE_POD, pod.ip4, IPPROTO_TCP, l4(IPPROTO_TCP, REMOTE_POD, pod.ip4, 80, 40003, Buffer.alloc(64), 0x10)));
   return [
     { name: 'to-netdev TCP established', prog: 'cil_to_netdev', frame: tcp },
     { name: 'to-netdev TCP established, traced by from-container (native)', prog: 'cil_to_netdev', frame: tcp, mark: MARK_TRACED_NET },
     { name: 'to-netdev UDP established', prog: 'cil_to_netdev', frame: udp },
     { name: 'from-netdev TCP reply', prog: 'cil_from_netdev', frame: tcpBack },
+    { name: 'from-netdev routed TCP to a local pod (native, no NAT)', prog: 'cil_from_netdev', frame: routed },
+    {
+      name: 'to-netdev TCP SYN of a new flow (a new mapping)',
+      prog: 'cil_to_netdev',
+      frame: tcp,
+      // Unique tuple per run: the destination port by round, the source port by run (both mappings made new).
+      each: (r, i) => out(ipv4(pod.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, EXT, 32768 + i, 1000 + r, Buffer.alloc(0), 0x02))),
+    },
   ];
 }
 
 export async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' } } });
+  const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' }, 'no-events': { type: 'boolean' } } });
   const base = values.base ?? '/work/main/build/bpf/host.o';
   const rounds = Number(values.rounds ?? 7);
   const repeat = Number(values.repeat ?? 5000);
+  // The new-flow case's source ports: one per run, inside the NAT range (kept as the pod's own).
+  if (repeat > 28000) throw new Error('bench/masq-cost: --repeat at most 28000');
   if (process.getuid?.() !== 0) throw new Error('bench/masq-cost needs root (BPF_PROG_LOAD, bpffs)');
   const objs: Array<[string, string]> = [['base', base], ['this tree', root + 'build/bpf/host.o']];
   const pinRoots: string[] = [];
@@ -65,7 +80,7 @@ export async function main(): Promise<void> {
       mkdirSync(pinRoot, { recursive: true });
       pinRoots.push(pinRoot);
       const c = Collection.load(file, {
-        constants: { CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
+        constants: { ...(values['no-events'] ? { CONFIG_EVENTS: 0 } : {}), CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
         pinRoot,
       });
       loaded.push(c);
@@ -76,7 +91,7 @@ export async function main(): Promise<void> {
     const ns = new Map<string, number[]>();
     for (const [label] of objs) {
       // The flows' mappings first (a SYN-less first packet of each, then the reply direction has its entry).
-      for (const k of cases()) if (k.prog === 'cil_to_netdev') progs.get(label)!.get(k.prog)!.run({ data: k.frame, ctx: skbCtx({ ifindex: 1 }) });
+      for (const k of cases()) if (k.prog === 'cil_to_netdev' && !k.each) progs.get(label)!.get(k.prog)!.run({ data: k.frame, ctx: skbCtx({ ifindex: 1 }) });
     }
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 ? [...objs].reverse() : objs;
@@ -86,7 +101,7 @@ export async function main(): Promise<void> {
           // translated packet takes the early way out), so each call starts from the original frame.
           const prog = progs.get(label)!.get(k.prog)!;
           const one: number[] = [];
-          for (let i = 0; i < repeat; i++) one.push(prog.run({ data: k.frame, ctx: skbCtx({ ifindex: 1, mark: k.mark ?? 0 }) }).durationNs);
+          for (let i = 0; i < repeat; i++) one.push(prog.run({ data: k.each ? k.each(r, i) : k.frame, ctx: skbCtx({ ifindex: 1, mark: k.mark ?? 0 }) }).durationNs);
           const key = `${label}|${k.name}`;
           ns.set(key, [...(ns.get(key) ?? []), median(one)]);
         }

@@ -1,6 +1,7 @@
 // Process helpers of the bench: run a command (optionally inside a namespace), start servers we can stop by pid.
 import { spawn, spawnSync } from 'node:child_process';
 import { netnsPath } from '../src/lab/paths.js';
+import { inNetnsArgv } from '../src/lab/cgroups.js';
 
 export class BenchError extends Error {
   readonly code = 'TENDRIL_ERR_BENCH';
@@ -18,7 +19,9 @@ export interface Done {
 
 /** argv prefixed so that it runs inside network namespace `ns` (nsenter execs: the pid stays the command's). */
 export function inNs(ns: string, argv: string[]): string[] {
-  return ['nsenter', `--net=${netnsPath(ns)}`, '--', ...argv];
+  // In a lab with socket LB, a namespace's processes run in its cgroup (src/lab/cgroups.ts); elsewhere plain nsenter.
+  const [cmd, args] = inNetnsArgv(netnsPath(ns), ns, argv);
+  return [cmd, ...args];
 }
 
 function describe(argv: string[]): string {

@@ -118,12 +118,18 @@ int cil_from_host(struct __sk_buff *skb)
  * keeps the node's own traffic to a few events per connection), a delivered
  * one also as to-endpoint.
  */
-/* A function of its own, as nodeport_lb4_from_netdev(): the two stack frames are not added up. */
-static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
+/*
+ * A function of its own, as nodeport_lb4_from_netdev(): the two stack frames are not added up.
+ * @translated: snat4_rev() translated the packet; @parsed, when not NULL, is the packet as it
+ * is now (SNAT_REV_PKT), else it is parsed here. Global, so verified once, whatever its
+ * callers' states: a static function is verified per caller's state, and the ways the caller
+ * fills @parsed would multiply the delivery's paths beyond the verifier's limit.
+ */
+__attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct_pkt *parsed, int translated)
 {
+	struct ct_pkt pkt;
 	const struct endpoint_info *ep;
 	struct trace_ctx trace;
-	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 src_label;
@@ -140,10 +146,7 @@ static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
 	 * In tunnel mode this program is attached for masquerading only: the
 	 * rest passes untouched, as without it.
 	 */
-	ret = snat4_rev(skb);
-	if (IS_ERR(ret))
-		return ret;
-	if (!ret && tunnel_mode())
+	if (!translated && tunnel_mode())
 		return TC_ACT_OK;
 
 	ret = ipv4_load(skb, &eth, &ip);
@@ -162,27 +165,74 @@ static __attribute__((noinline)) int from_netdev(struct __sk_buff *skb)
 	/*
 	 * Nothing of this node (its own addresses, its pods) arrives from the
 	 * wire: such a source is forged, and would borrow the host's or a
-	 * pod's identity, and the host's always-allowed ingress with it.
+	 * pod's identity, and the host's always-allowed ingress with it. A
+	 * translated reply's source is its flow's destination, which had to be
+	 * the world to be masqueraded (its IN entry is keyed by it): no lookup.
 	 */
-	if (lookup_ip4_endpoint(ip->saddr))
+	if (!parsed && lookup_ip4_endpoint(ip->saddr))
 		return DROP_INVALID_SIP;
 	src_label = ipcache_identity4(ip->saddr);
 	set_src_identity(skb, src_label);
 	trace_point(skb, &trace, TRACE_FROM_NETWORK, 0, src_label, ep->sec_id, ep->lxc_id);
-	ret = ct_extract4(skb, ip, &pkt);
-	if (IS_ERR(ret))
-		return ret;
+	if (parsed) {
+		pkt = *parsed;
+	} else {
+		ret = ct_extract4(skb, ip, &pkt);
+		if (IS_ERR(ret))
+			return ret;
+	}
 	return deliver_to_endpoint4(skb, &trace, &pkt, eth, ip, ep, src_label, ct_now(), DELIVER_ROUTED);
 }
 
-/* What cil_from_netdev runs: from_netdev(), then its drop notification. */
+/* A packet for a pod of this node (not for the node's own address: that costs no lookup here). */
+static __always_inline bool netdev_to_local_pod(struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || IS_ERR(ipv4_load(skb, &eth, &ip)) ||
+	    ip->daddr == CONFIG_NODE_IP4)
+		return false;
+	ep = lookup_ip4_endpoint(ip->daddr);
+	return ep && !ep_is_host(ep);
+}
+
+/*
+ * What cil_from_netdev runs: the reply of a masqueraded flow translated
+ * (lib/nat.h, parsed once for the delivery as well), else NodePort from
+ * outside and the replies of its SNATed connections (lib/nodeport.h), then
+ * from_netdev(), then its drop notification. A masquerade IN entry and a
+ * NodePort one never share a key, so the order changes no verdict. An IN
+ * entry without NAT_F_MASQ is NodePort's (a masquerade entry made by a
+ * datapath before the flag is not translated back: such a flow reconnects).
+ */
 static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 {
-	/* NodePort from outside, and the replies of its SNATed connections (lib/nodeport.h); else the rest. */
-	int ret = nodeport_from_netdev(skb);
+	struct ct_pkt pkt;
+	int ret;
 
+	/*
+	 * Native routing: another node's pod traffic to a pod here is neither a
+	 * reply of ours nor NodePort's (egress and LoadBalancer IPs are no pod's):
+	 * their two lookups, which miss, are spared it.
+	 */
+	if (!tunnel_mode() && netdev_to_local_pod(skb)) {
+		ret = from_netdev(skb, NULL, 0);
+		goto out;
+	}
+	ret = snat4_rev(skb, &pkt);
+	if (IS_ERR(ret))
+		goto out;
+	if (ret == SNAT_REV_PKT || ret == SNAT_REV_DONE) {
+		ret = from_netdev(skb, ret == SNAT_REV_PKT ? &pkt : NULL, 1);
+		goto out;
+	}
+	/* Nothing of the parse stays live past here: NodePort's paths are verified once. */
+	ret = nodeport_from_netdev(skb);
 	if (!ret)
-		ret = from_netdev(skb);
+		ret = from_netdev(skb, NULL, 0);
+out:
 	/* Arriving from the wire: ingress. */
 	if (IS_ERR(ret))
 		return send_drop_notify_dir(skb, ret, METRIC_DIR_INGRESS);

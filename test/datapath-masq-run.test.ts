@@ -337,7 +337,7 @@ test('a new connection (SYN) on a tuple whose port was lost (its IN entry evicte
   const x = parse(run(toNetdevSmall, pkt(0x02)).data).sport;
   const inKey = { saddr: dst, daddr: NODE_IP, sport: 443, dport: x, nexthdr: IPPROTO_TCP, dir: 1, pad: 0 };
   // An established flow's packets keep the mapping without looking at the IN entry.
-  snat.put(inKey, { toAddr: '10.200.0.99', toPort: 777, pad: 0, created: monotonicSeconds(), lastUsed: 0 });
+  snat.put(inKey, { toAddr: '10.200.0.99', toPort: 777, flags: 0, created: monotonicSeconds(), lastUsed: 0 });
   assert.equal(parse(run(toNetdevSmall, pkt(0x10)).data).sport, x);
   // A SYN on the tuple: the port is another flow's now, so the tuple gets one of its own.
   const r = run(toNetdevSmall, pkt(0x02));
@@ -379,7 +379,7 @@ test('UDP: a lost IN entry of a live flow is made again with the same port; a po
   const back = parse(run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_UDP, l4(IPPROTO_UDP, dst, NODE_IP, 53, x, Buffer.from('a'))))).data);
   assert.deepEqual([back.dst, back.dport], [pod.ip4, 1500]);
   // Taken by another flow meanwhile: this flow moves to a port of its own, the other's entry stays.
-  snat.put(inKey, { toAddr: '10.200.0.98', toPort: 778, pad: 0, created: monotonicSeconds(), lastUsed: 0 });
+  snat.put(inKey, { toAddr: '10.200.0.98', toPort: 778, flags: 0, created: monotonicSeconds(), lastUsed: 0 });
   const y = parse(run(toNetdevSmall, pkt()).data).sport;
   assert.notEqual(y, x);
   assert.equal(snat.lookup(inKey)?.toPort, 778);

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { children, exec, inNs, startProcess, stopProcess, until } from './lib/proc.js';
 import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
 import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
-import { EGRESS_IP_MAP_NAME, SNAT_MAP, natValueCodec } from '../src/datapath/nat.js';
+import { EGRESS_IP_MAP_NAME, NAT_F_MASQ, SNAT_MAP, natValueCodec } from '../src/datapath/nat.js';
 import { ctKeyCodec, ipv4Codec } from '../src/datapath/maps.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { u8 } from '../src/kernel/bpf/index.js';
@@ -257,13 +257,13 @@ test('NodeDatapath.ctGc(): an egress IP\'s flow of another node\'s pod (no connt
   const inKey = { saddr: EXT_IP, daddr: EGRESS_IP, sport: 80, dport: 40070, nexthdr: 17, dir: 1, pad: 0 };
   egressIps.put(EGRESS_IP, 1);
   try {
-    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, pad: 0, created: now, lastUsed: now });
-    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, pad: 0, created: now, lastUsed: now });
+    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, flags: NAT_F_MASQ, created: now, lastUsed: now });
+    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, flags: NAT_F_MASQ, created: now, lastUsed: now });
     for (let i = 0; i < 3; i++) dp.ctGc();
     assert.ok(snat.lookup(outKey) && snat.lookup(inKey), 'kept across GC passes while in use');
     // Idle longer than the non-TCP timeout of this datapath (ctTimeouts.any: 2 s): the next pass removes it.
-    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, pad: 0, created: now - 10, lastUsed: now - 5 });
-    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, pad: 0, created: now - 10, lastUsed: now - 5 });
+    snat.put(outKey, { toAddr: EGRESS_IP, toPort: 40070, flags: NAT_F_MASQ, created: now - 10, lastUsed: now - 5 });
+    snat.put(inKey, { toAddr: outKey.saddr, toPort: 40070, flags: NAT_F_MASQ, created: now - 10, lastUsed: now - 5 });
     dp.ctGc();
     assert.equal(snat.lookup(outKey), undefined);
     assert.equal(snat.lookup(inKey), undefined);

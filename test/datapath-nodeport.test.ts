@@ -9,11 +9,15 @@ import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { Collection, skbCtx, u8, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
 import {
   IPCACHE_F_HAS_TUNNEL_EP,
   IPCACHE_MAP,
   LXC_IF_MAP,
+  METRICS_MAP,
+  METRIC_DIR_INGRESS,
+  metricsKeyCodec,
+  metricsValueCodec,
   LXC_MAP,
   endpointInfoCodec,
   endpointKeyCodec,
@@ -22,7 +26,7 @@ import {
   ipcacheValueCodec,
   type EndpointInfo,
 } from '../src/datapath/maps.js';
-import { LB4_CT_MAP, LB_SCOPE_EXTERNAL, LbDatapath, type Frontend } from '../src/lb/index.js';
+import { DROP_NOT_IN_SRC_RANGE, LB4_CT_MAP, LB4_SOURCE_RANGE_MAP, LB_SCOPE_EXTERNAL, LbDatapath, lb4SourceRangeKeyCodec, type Frontend } from '../src/lb/index.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
 
 const TC_ACT_REDIRECT = 7;
@@ -286,4 +290,35 @@ test('another port of the LB IP, and a frontend not served from outside (a Clust
     const r = netdev({ src: CLIENT, dst, sport: 43200, dport, proto: 6 });
     assert.deepEqual(parse(r.out), { src: CLIENT, dst, sport: 43200, dport, proto: 6 });
   }
+});
+
+test('loadBalancerSourceRanges: a client inside a range reaches the LB IP, one outside is dropped (DROP_NOT_IN_SRC_RANGE); ranges follow the frontend', () => {
+  const TC_ACT_SHOT = 2;
+  const ranges = host!.map(LB4_SOURCE_RANGE_MAP).typed(lb4SourceRangeKeyCodec, u8);
+  sync([lbf([local.ip4], { sourceRanges: ['198.51.100.0/28', '203.0.113.9/32'] })]);
+  assert.deepEqual([...ranges.keys()].map((k) => k.cidr).sort(), ['198.51.100.0/28', '203.0.113.9/32']);
+  for (const [src, sport] of [[CLIENT, 44000], ['203.0.113.9', 44001]] as const) {
+    const r = netdev({ src, dst: LB_IP, sport, dport: 80, proto: 6 });
+    assert.equal(r.retval, TC_ACT_REDIRECT, `${src} is in a range`);
+    assert.deepEqual(parse(r.out), { src, dst: local.ip4, sport, dport: 8080, proto: 6 });
+  }
+  for (const src of ['198.51.100.16', '203.0.113.8', '10.9.9.9']) {
+    assert.equal(netdev({ src, dst: LB_IP, sport: 44002, dport: 80, proto: 6 }).retval, TC_ACT_SHOT, `${src} is outside every range`);
+  }
+  // The drop has its own reason in the metrics (Cilium's 177, "Denied by LB src range check").
+  const m = host!.map(METRICS_MAP);
+  let dropped = 0;
+  for (const raw of m.keys()) {
+    const k = metricsKeyCodec.decode(raw);
+    if (k.reason !== -DROP_NOT_IN_SRC_RANGE || k.dir !== METRIC_DIR_INGRESS) continue;
+    for (const v of m.lookupPerCpu(raw) ?? []) dropped += Number(metricsValueCodec.decode(v).packets);
+  }
+  assert.equal(dropped, 3, 'three ingress drops counted with reason 177');
+  // The node port of the same service is not restricted.
+  sync([lbf([local.ip4], { sourceRanges: ['198.51.100.0/28'] }), np([local.ip4])]);
+  assert.equal(netdev({ src: '10.9.9.9', dst: NODE, sport: 44003, dport: NODE_PORT, proto: 6 }).retval, TC_ACT_REDIRECT, 'node port from outside the ranges');
+  // Without ranges any client passes, and the trie holds nothing of the frontend.
+  sync([lbf([local.ip4])]);
+  assert.deepEqual([...ranges.keys()], []);
+  assert.equal(netdev({ src: '10.9.9.9', dst: LB_IP, sport: 44004, dport: 80, proto: 6 }).retval, TC_ACT_REDIRECT);
 });

@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 
 import { Collection, decodeSkbCtx, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
 import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, ROUTING_MODE_TUNNEL, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
-import { NAT_DIR_IN, NAT_DIR_OUT, SNAT_MAP, natConstants, natGc, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { NAT_DIR_IN, NAT_DIR_OUT, NAT_F_FIN, NAT_F_RST, SNAT_MAP, natConstants, natGc, natValueCodec, type NatValue } from '../src/datapath/nat.js';
 import { CT_MAP_ANY, CT_MAP_TCP, ctKeyCodec, ctValueCodec, type CtKey } from '../src/datapath/maps.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EXCLUDED_GATEWAY, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
 import { u8 } from '../src/kernel/bpf/index.js';
 import { parseIPv4 } from '../src/util/ip.js';
-import { IPPROTO_UDP, ethernet, icmpError, ipv4, l4, parse } from './lib/packets.js';
+import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpError, ipv4, l4, parse } from './lib/packets.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const pinRoot = `/sys/fs/bpf/tendril-test-${process.pid}-egress`;
@@ -202,6 +202,55 @@ test('gateway node: the NAT GC keeps another node\'s pod\'s flow (no conntrack e
   assert.ok(snat.lookup(k2));
   natGc(snat, ct, { ...opts, egressIps: new Set<string>() });
   assert.equal(snat.lookup(k2), undefined, 'without the egress IP as this node\'s, no conntrack entry: removed');
+});
+
+test('gateway node: a TCP flow seen closed (FIN both ways, or an RST) goes after the closing timeout, an open one is kept', () => {
+  const gwHost = loaded[2]!;
+  const snat = gwHost.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const ct = [gwHost.map(CT_MAP_TCP).typed(ctKeyCodec, ctValueCodec), gwHost.map(CT_MAP_ANY).typed(ctKeyCodec, ctValueCodec)];
+  const SYN = 0x02, ACK = 0x10, FIN = 0x01, RST = 0x04;
+  const tcpOut = (sport: number, flags: number): Buffer => ethernet('02:00:00:00:78:01', '02:00:00:00:78:0a', ipv4(REMOTE_POD, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, REMOTE_POD, EXT, sport, 80, Buffer.alloc(0), flags)));
+  const tcpBack = (dport: number, flags: number): Buffer => ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, EGRESS_IP, 80, dport, Buffer.alloc(0), flags)));
+  const keys = (sport: number, natPort: number): [CtKey, CtKey] => [
+    { saddr: REMOTE_POD, daddr: EXT, sport, dport: 80, nexthdr: IPPROTO_TCP, dir: NAT_DIR_OUT, pad: 0 },
+    { saddr: EXT, daddr: EGRESS_IP, sport: 80, dport: natPort, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 },
+  ];
+  /** A connection through the gateway: handshake, then `close` (packets out and back), its NAT keys. */
+  const flow = (sport: number, close: Array<['out' | 'back', number]>): [CtKey, CtKey] => {
+    const natPort = parse(runCb(toNetdev, tcpOut(sport, SYN)).data).sport;
+    assert.equal(parse(runCb(fromNetdev, tcpBack(natPort, SYN | ACK)).data).dst, REMOTE_POD);
+    runCb(toNetdev, tcpOut(sport, ACK));
+    for (const [way, flags] of close) runCb(way === 'out' ? toNetdev : fromNetdev, way === 'out' ? tcpOut(sport, flags) : tcpBack(natPort, flags));
+    return keys(sport, natPort);
+  };
+  const opts = { egressIps: new Set([EGRESS_IP]), idle: { tcp: 8000, any: 60, tcpClosed: 10 } };
+  const aged = (k: CtKey, by: number): void => {
+    const t = monotonicSeconds();
+    snat.put(k, { ...snat.lookup(k)!, created: t - by - 1, lastUsed: t - by });
+  };
+  const open = flow(41000, []);
+  const finned = flow(41001, [['out', FIN | ACK], ['back', FIN | ACK], ['out', ACK]]);
+  const reset = flow(41002, [['back', RST]]);
+  const halfClosed = flow(41003, [['out', FIN | ACK]]);
+  assert.equal(snat.lookup(finned[0])!.flags & NAT_F_FIN, NAT_F_FIN, 'the pod\'s FIN is on the OUT entry');
+  assert.equal(snat.lookup(finned[1])!.flags & NAT_F_FIN, NAT_F_FIN, 'the far end\'s FIN is on the IN entry');
+  assert.equal(snat.lookup(reset[1])!.flags & NAT_F_RST, NAT_F_RST, 'the RST is on the IN entry');
+  assert.equal(snat.lookup(open[0])!.flags & (NAT_F_FIN | NAT_F_RST), 0);
+  // Just closed: kept for the closing timeout (the last ACK may still be on its way).
+  natGc(snat, ct, opts);
+  for (const f of [open, finned, reset, halfClosed]) assert.ok(snat.lookup(f[0]) && snat.lookup(f[1]), 'every flow kept right after its last packet');
+  // Quiet for longer than the closing timeout, far less than the established one.
+  for (const f of [open, finned, reset, halfClosed]) for (const k of f) aged(k, 11);
+  natGc(snat, ct, opts);
+  for (const [name, f] of [['FIN both ways', finned], ['RST', reset]] as const) {
+    assert.equal(snat.lookup(f[0]), undefined, `${name}: OUT entry removed`);
+    assert.equal(snat.lookup(f[1]), undefined, `${name}: IN entry removed`);
+  }
+  for (const [name, f] of [['open', open], ['half closed', halfClosed]] as const) assert.ok(snat.lookup(f[0]) && snat.lookup(f[1]), `${name}: kept (the established timeout)`);
+  // A new connection on a half-closed tuple (a bare SYN) is open again.
+  runCb(toNetdev, tcpOut(41003, SYN));
+  assert.equal(snat.lookup(halfClosed[0])!.flags & NAT_F_FIN, 0, 'a SYN clears FIN');
+  for (const f of [open, halfClosed]) for (const k of f) snat.delete(k);
 });
 
 test('gateway node: a new flow does not take over the port of another node\'s pod\'s flow in use, only of one gone quiet', () => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod, type RoutingMode } from '../src/lab/lab.js';
+import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, restartAgent, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd, networkAdd } from '../src/lab/outside.js';
 import { labEgressApply, labEgressDel, labEgressList, labEgressPool } from '../src/lab/egress.js';
 import { ApiClient } from '../src/util/api-client.js';
@@ -21,6 +21,11 @@ const FAR_EXCLUDED_IP = '10.0.2.10';
 
 function httpFrom(ns: string, ip: string, port = 80): string {
   return execCapture(ns, ['curl', '-s', '--max-time', '10', `http://${ip}:${port}/`]).stdout;
+}
+
+/** The source address the external host saw, or undefined when the request did not make it within 2 s. */
+function seenFrom(ns: string, ip: string): string | undefined {
+  return remoteAddr(execCapture(ns, ['curl', '-s', '--max-time', '2', `http://${ip}:80/`]).stdout);
 }
 
 function udpFrom(ns: string, ip: string, port = 80): string {
@@ -161,6 +166,38 @@ function suite(routing: RoutingMode): void {
       assert.equal(remoteAddr(httpFrom(a2.netns, EXT_IP)), node('w1').ip);
       assert.equal(remoteAddr(httpFrom(a3.netns, EXT_IP)), node('w2').ip);
       for (const n of loadLab(LAB).nodes) assert.deepEqual(await new ApiClient(n.socket).get<unknown[]>('/v1/map/egress'), [], n.name);
+    });
+
+    test('failover: the gateway\'s agent killed, then its node deleted: the egress IP moves to the next node the selector picks and the external host sees it again', async (t) => {
+      const file = path.join(tmp, 'egress-f.yaml');
+      fs.writeFileSync(file, POLICY('egress-f').replace('      matchLabels:\n        kubernetes.io/hostname: w2\n', '      matchExpressions:\n      - key: kubernetes.io/hostname\n        operator: In\n        values: [w1, w2]\n'));
+      const [p] = await labEgressApply(LAB, file);
+      assert.equal(p!.status.gatewayNode, 'w1', 'the first selected node by name');
+      const ip = p!.status.egressIP!;
+      await until('a1 to leave through w1 as the egress IP', () => seenFrom(a1.netns, EXT_IP) === ip, 60_000);
+      const gateway = async (): Promise<string | undefined> => (await labEgressList(LAB)).find((x) => x.spec.name === 'egress-f')?.status.gatewayNode;
+      const holds = (n: string): boolean => execCapture(node(n).netns, ['ip', '-4', 'addr', 'show', 'dev', 'eth0']).stdout.includes(`inet ${ip}/32 `);
+
+      // The agent of the gateway dies (its node, datapath and address stay): its lease runs out.
+      const t0 = Date.now();
+      process.kill(node('w1').pid, 'SIGKILL');
+      await until('the operator to move egress-f to w2', async () => (await gateway()) === 'w2', 90_000);
+      const moved = Date.now() - t0;
+      await until('the external host to see the egress IP from a1 again, through w2', () => holds('w2') && seenFrom(a1.netns, EXT_IP) === ip, 90_000);
+      const killed = Date.now() - t0;
+      // The agent back: the gateway stays on w2, and w1 gives the address up.
+      await restartAgent(LAB, 'w1');
+      await until('w1 to drop the egress IP', () => !holds('w1'), 60_000);
+      assert.equal(await gateway(), 'w2', 'a node coming back takes nothing over');
+      assert.equal(seenFrom(a1.netns, EXT_IP), ip);
+
+      // The gateway node goes away (lab node del): at once to w1.
+      const t1 = Date.now();
+      await labNodeDel(LAB, 'w2');
+      await until('the external host to see the egress IP from a1 again, through w1', async () => (await gateway()) === 'w1' && holds('w1') && seenFrom(a1.netns, EXT_IP) === ip, 90_000);
+      const deleted = Date.now() - t1;
+      assert.equal(seenFrom(b1.netns, EXT_IP), node('ctr').ip, 'unselected pods are not affected');
+      t.diagnostic(`failover (${routing}): agent killed -> status moved ${moved} ms, external host sees the egress IP again ${killed} ms (node lease 5 s); node deleted -> ${deleted} ms`);
     });
   });
 }

@@ -104,6 +104,31 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     });
   });
 
+  test('a Service without a selector and a hand-made EndpointSlice: the agents load-balance to the slice\'s ready address', async () => {
+    await objects.create({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'manual', namespace: 'shop' }, spec: { type: 'ClusterIP', ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] } } as KubernetesObject);
+    const web0 = pods['web-0']!;
+    const web1 = pods['web-1']!;
+    // web-1 is listed not ready: it must not become a backend.
+    await objects.create({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'manual-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'manual' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [web0.ip], conditions: { ready: true } }, { addresses: [web1.ip], conditions: { ready: false } }],
+      ports: [{ name: '', port: 8080, protocol: 'TCP' }],
+    } as unknown as KubernetesObject);
+    const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'manual', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
+    const ip = svc.spec.clusterIP;
+    await until('every node load-balances the ClusterIP to the ready address only', async () => {
+      for (const n of loadLab(LAB).nodes) {
+        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
+        if (JSON.stringify(e?.backends) !== JSON.stringify([`${web0.ip}:8080/TCP`])) return false;
+      }
+      return true;
+    });
+    for (let i = 0; i < 4; i++) assert.equal(get(pods['client']!.netns, ip, 80), 'web-0');
+  });
+
   test('a TendrilEgressGatewayPolicy applied through the API gets its gateway and reaches the agents', async () => {
     await objects.create({
       apiVersion: 'tendril.io/v2',

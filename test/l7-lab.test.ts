@@ -13,7 +13,7 @@ import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import { REPO_ROOT, netnsPath } from '../src/lab/paths.js';
-import { MonitorClient, ObserverClient, formatMonitorEvent, fromMonitorEvent, observerSocketFor, type Flow, type FlowFilter } from '../src/observe/index.js';
+import { MonitorClient, ObserverClient, formatL7Monitor, formatMonitorEvent, fromMonitorEvent, observerSocketFor, type Flow, type FlowFilter } from '../src/observe/index.js';
 import type { StatusView } from '../src/agent/api.js';
 
 const BIN = path.join(REPO_ROOT, 'bin/tendril');
@@ -237,6 +237,40 @@ describe(`L7 HTTP policy on a 3-node lab (${routing} routing${proxyPort ? `, --p
         return lines.some((l) => l.includes(`-> proxy port ${port}`));
       });
       console.log(`# monitor (${routing}): ${lines.find((l) => l.includes('-> proxy port'))!.trim()}`);
+    } finally {
+      h.cancel();
+      mon.close();
+    }
+    await remove(res);
+  });
+
+  test('monitor --type l7 shows an access-log line per request and response (Cilium\'s LogRecordNotify)', async () => {
+    const res = await apply('ingress', INGRESS);
+    const web = `http://${ipOf('web')}`;
+    await eventually('near: /private denied by the proxy', async () => (await curl('near', `${web}/private`)).endsWith('403'));
+    const node = loadLab(LAB).nodes.find((n) => n.name === nodeOf('web'))!;
+    const mon = new MonitorClient(observerSocketFor(node.socket));
+    const lines: string[] = [];
+    let subscribed!: () => void;
+    const ready = new Promise<void>((r) => (subscribed = r));
+    const h = mon.events({ types: ['l7'] }, (ev) => {
+      if (ev) lines.push(formatL7Monitor(ev) ?? `not an l7 event: ${ev.type}`);
+    }, () => subscribed());
+    try {
+      await ready;
+      const tag = `mon${process.pid}`;
+      await eventually('access-log lines for an allowed and a denied request', async () => {
+        await curl('near', `${web}/public/${tag}`);
+        await curl('near', `${web}/private/${tag}`);
+        return lines.some((l) => l.includes(`/private/${tag} => 403`)) && lines.some((l) => l.includes(`/public/${tag} => 200`));
+      });
+      assert.ok(lines.every((l) => !l.startsWith('not an l7 event')), lines.join(''));
+      const mine = lines.filter((l) => l.includes(tag));
+      assert.ok(mine.some((l) => new RegExp(`^-> Request http from \\d+ \\(\\[[^\\]]*role=client[^\\]]*\\]\\) to \\d+ \\(\\[[^\\]]*app=web[^\\]]*\\]\\), identity \\d+->\\d+, verdict Forwarded GET http://[0-9.]+/public/${tag} => 0$`).test(l.trim())), mine.join(''));
+      assert.ok(mine.some((l) => new RegExp(`^-> Response http to \\d+ .* from \\d+ .*, verdict Forwarded GET http://[0-9.]+/public/${tag} => 200$`).test(l.trim())), mine.join(''));
+      assert.ok(mine.some((l) => new RegExp(`^-> Request http from .*, verdict Denied GET http://[0-9.]+/private/${tag} => 0$`).test(l.trim())), mine.join(''));
+      assert.ok(mine.some((l) => new RegExp(`^-> Response http .*, verdict Denied GET http://[0-9.]+/private/${tag} => 403$`).test(l.trim())), mine.join(''));
+      console.log(`# monitor --type l7 (${routing}):\n${mine.join('')}`);
     } finally {
       h.cancel();
       mon.close();

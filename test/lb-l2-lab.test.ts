@@ -2,16 +2,19 @@
 // underlay: a LoadBalancer service gets an IP of a TendrilLoadBalancerIPPool; pods reach it; exactly one node holds
 // its lease and answers ARP for it in BPF, so the external host's neighbour table shows that node's MAC, and its GETs to
 // LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
-// node is removed another one takes the lease and answers; an exhausted pool leaves a service pending with a reason.
+// node is removed another one takes the lease, answers, and its gratuitous ARP moves the external host's neighbour entry
+// at once; a service without a selector reaches the external host through explicit backends (EndpointSlice);
+// loadBalancerSourceRanges drop the external host outside them; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, podDel, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { labLbPoolAdd, labLbPoolList, labServiceStatuses } from '../src/lab/lb-pools.js';
-import { labServiceAdd, labServiceDel } from '../src/lab/services.js';
+import { labServiceAdd, labServiceDel, labServiceEndpoints } from '../src/lab/services.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { L2AnnouncementView } from '../src/l2/index.js';
+import type { ServiceListEntry } from '../src/lb/index.js';
 
 const DEADLINE_MS = 30_000;
 const EXT_IP = '192.168.10.200';
@@ -81,7 +84,7 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     await labDown(lab).catch(() => undefined);
     const st = await labUp({ name: lab, nodes: 3, routing });
     const [ctr, w1, w2] = st.nodes.map((n) => n.name);
-    extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP })).netns;
+    extNetns = (await externalAdd(lab, 'outside', { ip: EXT_IP, serve: [8080] })).netns;
     for (const [name, node] of [['web-0', ctr], ['web-1', w1], ['web-2', w2]] as const) {
       pods[name] = await podAdd(lab, name, { node: node!, namespace: 'shop', labels: { app: 'web' }, serve: [8080] });
     }
@@ -152,6 +155,54 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     }
   });
 
+  test('loadBalancerSourceRanges: the external host outside the ranges is dropped in BPF (reason 177), inside them it is served; service list shows them', async () => {
+    const st = loadLab(lab);
+    const via = st.nodes.find((n) => n.name === holder)!;
+    const api = new ApiClient(via.socket);
+    const svc = { namespace: 'shop', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' as const }], type: 'LoadBalancer' as const, labels: { exposed: 'yes' } };
+    const lbRanges = async (): Promise<string[] | null> => (await api.get<ServiceListEntry[]>('/v1/service', 2000)).find((e) => e.frontend === `${lbIp}:80/TCP`)?.sourceRanges ?? null;
+    const drops177 = async (): Promise<number> => (await api.get<Array<{ reason: number; direction: string; packets: number }>>('/v1/map/metrics', 2000)).filter((m) => m.reason === 177).reduce((n, m) => n + m.packets, 0);
+    try {
+      const stored = await labServiceAdd(lab, 'web', { ...svc, loadBalancerSourceRanges: ['10.99.0.0/16'] });
+      assert.deepEqual(stored.loadBalancerSourceRanges, ['10.99.0.0/16']);
+      await until('the announcing node\'s LoadBalancer frontend has the range', lbRanges, (r) => r?.join() === '10.99.0.0/16');
+      const before = await drops177();
+      // Dropped, not answered: the connection attempt times out (destroying it then reports ECONNRESET too).
+      for (let i = 0; i < 3; i++) assert.match(get(extNetns, lbIp, 80, 1000), /^error:timeout/, `${EXT_IP} is outside 10.99.0.0/16: dropped, not answered`);
+      const after = await until('the drops are counted with their own reason', drops177, (n) => n > before);
+      assert.ok(after > before);
+      // Pods are not restricted (the ranges apply to traffic from outside, as in Cilium).
+      assert.ok(get(pods['client']!.netns, lbIp, 80, 2000).startsWith('web-'), 'a pod still reaches the LoadBalancer IP');
+      await labServiceAdd(lab, 'web', { ...svc, loadBalancerSourceRanges: ['10.99.0.0/16', '192.168.10.192/28'] });
+      await until('the external host inside 192.168.10.192/28 is served', () => get(extNetns, lbIp, 80, 1000), (x) => x.startsWith('web-'));
+      assert.deepEqual(await lbRanges(), ['10.99.0.0/16', '192.168.10.192/28']);
+    } finally {
+      await labServiceAdd(lab, 'web', svc);
+    }
+    await until('without ranges the frontend has none', lbRanges, (r) => r === null);
+  });
+
+  test('a service without a selector gets explicit backends (EndpointSlice): a ClusterIP whose backend is the external host answers from a pod', async () => {
+    const s = await labServiceAdd(lab, 'ext', { namespace: 'shop', selector: {}, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP' });
+    try {
+      // No selector, no slice: no backends, answered at once (ICMP port unreachable), not a timeout.
+      assert.match(get(pods['client']!.netns, s.clusterIP!, 80, 5000), /^error:(ECONNREFUSED|EHOSTUNREACH)/);
+      const slices = await labServiceEndpoints(lab, 'shop/ext', [{ ip: EXT_IP, port: 8080 }]);
+      assert.deepEqual(slices.map((x) => [x.labels['kubernetes.io/service-name'], x.addressType, x.endpoints.map((e) => e.addresses.join()), x.ports.map((p) => p.port)]), [['ext', 'IPv4', [EXT_IP], [8080]]]);
+      for (const n of loadLab(lab).nodes) {
+        const e = (await new ApiClient(n.socket).get<ServiceListEntry[]>('/v1/service', 2000)).find((x) => x.frontend === `${s.clusterIP}:80/TCP`);
+        assert.deepEqual(e?.backends, [`${EXT_IP}:8080/TCP`], `${n.name} load-balances to the external host`);
+      }
+      const got = await until('the client pod reaches the external host through the ClusterIP', () => get(pods['client']!.netns, s.clusterIP!, 80, 2000), (x) => !x.startsWith('error'));
+      assert.equal(got, 'outside', 'the external host\'s server answered');
+      // Emptied: no backends again.
+      await labServiceEndpoints(lab, 'shop/ext', []);
+      assert.match(get(pods['client']!.netns, s.clusterIP!, 80, 5000), /^error:(ECONNREFUSED|EHOSTUNREACH)/);
+    } finally {
+      await labServiceDel(lab, 'shop/ext');
+    }
+  });
+
   test('externalTrafficPolicy Local: only the node with the service\'s backend announces its IP; the announcement follows the backend', async () => {
     await podAdd(lab, 'solo-0', { node: 'w1', namespace: 'shop', labels: { app: 'solo' }, serve: [8080] });
     await labServiceAdd(lab, 'solo', { namespace: 'shop', selector: { app: 'solo' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'LoadBalancer', externalTrafficPolicy: 'Local', labels: { exposed: 'yes' } });
@@ -181,13 +232,11 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     assert.notEqual(next, holder);
     process.stdout.write(`# L2 announcement of ${lbIp} moved from ${holder} to ${next} in ${ms} ms (node removal included)\n`);
     const mac = macOf(loadLab(lab).nodes.find((n) => n.name === next)!.netns, 'eth0');
-    // No gratuitous ARP is sent yet: the external host's old entry is dropped so it resolves afresh.
-    execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
-    const n = await until('the external host resolves the IP to the new node', () => {
-      get(extNetns, lbIp, 80, 300);
-      return neighbour(extNetns, lbIp);
-    }, (x) => x.mac !== null && !x.state.includes('FAILED') && !x.state.includes('INCOMPLETE'));
+    // Gratuitous ARP of the node that took over: the external host's entry (the old node's MAC, from the tests
+    // above) moves to the new MAC while the external host sends nothing (no resolution of its own, no expiry).
+    const n = await until('the external host\'s entry moves to the new node by gratuitous ARP, without traffic', () => neighbour(extNetns, lbIp), (x) => x.mac === mac);
     assert.equal(n.mac, mac, `the new announcing node ${next}'s eth0 MAC`);
+    process.stdout.write(`# the external host's neighbour entry for ${lbIp} moved to ${next}'s MAC ${mac} by gratuitous ARP (state ${n.state}) ${Date.now() - t0} ms after the node removal began\n`);
     const seen = await until('pods still reach the service by its LoadBalancer IP', () => get(pods['client']?.node !== holder ? pods['client']!.netns : pods['web-1']!.netns, lbIp, 80), (x) => !x.startsWith('error'));
     assert.ok(seen.startsWith('web-'), seen);
   });
@@ -202,6 +251,8 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
     const next = announcers(v, lbIp).find((a) => a !== dead)!;
     process.stdout.write(`# after ${dead}'s agent was killed, ${next} took the lease of ${lbIp} in ${Date.now() - t0} ms\n`);
     const mac = macOf(loadLab(lab).nodes.find((x) => x.name === next)!.netns, 'eth0');
+    await until('the external host\'s entry moves to the node that took over by gratuitous ARP', () => neighbour(extNetns, lbIp), (x) => x.mac === mac);
+    // The external host resolves the IP afresh: only the node that took over answers (the dead agent's entry expired).
     execCapture(extNetns, ['ip', 'neigh', 'flush', 'to', lbIp]);
     const got = await until('the external host resolves the IP to the node that took over', () => {
       get(extNetns, lbIp, 80, 300);

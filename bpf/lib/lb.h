@@ -24,12 +24,16 @@
 /* Cilium's DROP_NO_SERVICE: the frontend has no backend (answered with ICMP port unreachable). */
 #define DROP_NO_SERVICE		-158
 
+/* Cilium's DROP_NOT_IN_SRC_RANGE: a LoadBalancer IP's client outside the service's loadBalancerSourceRanges. */
+#define DROP_NOT_IN_SRC_RANGE	-177
+
 #define LB_SERVICE_MAP_SIZE	65536
 #define LB_BACKEND_MAP_SIZE	65536
 #define LB_REV_NAT_MAP_SIZE	65536
 #define LB_MAGLEV_MAP_SIZE	262144
 #define LB_CT_MAP_SIZE		65536
 #define LB_AFFINITY_MAP_SIZE	65536
+#define LB_SRC_RANGE_MAP_SIZE	65536
 
 /*
  * Key of tendril_lb4_services: the frontend and a slot. Slot 0 is the
@@ -50,6 +54,7 @@ _Static_assert(sizeof(struct lb4_key) == 12, "lb4_key must be 12 bytes");
 #define LB_F_AFFINITY		2	/* sessionAffinity ClientIP */
 #define LB_F_EXT_LOCAL		4	/* externalTrafficPolicy Local: traffic from outside uses the LB_SCOPE_EXTERNAL entry */
 #define LB_F_EXTERNAL		8	/* served to traffic from outside at its own address (a LoadBalancer IP) */
+#define LB_F_SRC_RANGE		16	/* loadBalancerSourceRanges: clients from outside only from tendril_lb4_source_range */
 
 /*
  * lb4_key.scope. Every frontend has its LB_SCOPE_ALL entry, which pods use. A
@@ -170,6 +175,45 @@ struct {
 	__uint(max_entries, LB_AFFINITY_MAP_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tendril_lb4_affinity SEC(".maps");
+
+/*
+ * Key of tendril_lb4_source_range (LPM trie): the service (rev_nat_index)
+ * and a client prefix. prefixlen counts the rev_nat_index and pad bits too
+ * (32 + the CIDR's length), so a lookup matches only the service's own
+ * ranges (Cilium's lb4_src_range_key in spirit).
+ */
+struct lb4_src_range_key {
+	__u32	prefixlen;
+	__u16	rev_nat_index;
+	__u16	pad;
+	__be32	addr;
+};
+
+_Static_assert(sizeof(struct lb4_src_range_key) == 12, "lb4_src_range_key must be 12 bytes");
+
+#define LB_SRC_RANGE_STATIC_PREFIX	32	/* rev_nat_index + pad, in bits */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lb4_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, LB_SRC_RANGE_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_lb4_source_range SEC(".maps");
+
+/* Whether @saddr may use the frontend @svc: always without LB_F_SRC_RANGE, else when one of its ranges holds it. */
+static __always_inline bool lb4_src_range_ok(const struct lb4_service *svc, __be32 saddr)
+{
+	struct lb4_src_range_key k = {};
+
+	if (!(svc->flags & LB_F_SRC_RANGE))
+		return true;
+	k.prefixlen = LB_SRC_RANGE_STATIC_PREFIX + 32;
+	k.rev_nat_index = svc->rev_nat_index;
+	k.addr = saddr;
+	return bpf_map_lookup_elem(&tendril_lb4_source_range, &k) != NULL;
+}
 
 /* Jenkins-style mix of the 5-tuple, for Maglev (stable per connection). */
 static __always_inline __u32 lb4_hash(const struct ct_tuple4 *t)

@@ -37,10 +37,17 @@
 /* Ports tried for a new flow before giving up with DROP_NAT_NO_MAPPING (Cilium's, with the large insn limit). */
 #define NAT_COLLISION_RETRIES	128
 
+/*
+ * nat_entry4.flags: a masquerade mapping (snat4_egress()), whose replies go
+ * to a pod; without it an IN entry is NodePort's (lib/nodeport.h), whose
+ * replies need its lb4_ct entry as well, or one made before the flag existed.
+ */
+#define NAT_F_MASQ		1
+
 struct nat_entry4 {
 	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
 	__be16	to_port;	/* OUT: the translated port; IN: the pod's port (ICMP echo: identifier) */
-	__u16	pad;
+	__u16	flags;		/* NAT_F_* */
 	__u32	created;	/* CLOCK_MONOTONIC seconds */
 	/*
 	 * CLOCK_MONOTONIC seconds of the last packet, kept for the flows of an
@@ -87,15 +94,17 @@ struct {
  * Does pod traffic to @daddr leave with the node's address? Not when it
  * goes to the cluster (a pod, a node: anything the ipcache knows with a
  * cluster identity, remote pod CIDRs included), the native-routing CIDR, or
- * a non-masquerade CIDR of the ip-masq-agent.
+ * a non-masquerade CIDR of the ip-masq-agent. @dst_label: the destination's
+ * identity when true (the trace of the new flow needs no lookup of its own).
  */
-static __always_inline bool snat4_needed(__be32 daddr)
+static __always_inline bool snat4_needed(__be32 daddr, __u32 *dst_label)
 {
 	const struct remote_endpoint_info *info;
 
 	if (CONFIG_NATIVE_ROUTING_MASK4 && (daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
 		return false;
 	info = ipcache_lookup4(daddr);
+	*dst_label = info ? info->sec_identity : IDENTITY_WORLD;
 	if (info && info->sec_identity < IDENTITY_LOCAL_MIN)
 		return false;
 	if (CONFIG_IPMASQ) {
@@ -170,10 +179,33 @@ static __always_inline __u16 nat_random_port(void)
 #define TCP_F_ACK		0x10
 
 /* An egress IP's flow was used now (nat_entry4.last_used): written once a second at most. */
-static __always_inline void nat_touch(struct nat_entry4 *e)
+/*
+ * nat_entry4.flags: a FIN or an RST went through this way. A gateway has no
+ * conntrack entry of another node's pod's flow, so its NAT GC tells a closed
+ * TCP flow (FIN both ways, or an RST) by these and frees it after the
+ * closing timeout instead of the established one.
+ */
+#define NAT_F_FIN	0x2
+#define NAT_F_RST	0x4
+
+static __always_inline void nat_touch(struct nat_entry4 *e, struct __sk_buff *skb, __u8 proto, __u32 l4_off)
 {
 	__u32 now = ct_now();
+	__u16 f = e->flags, nf = f;
+	__u8 tcp_flags;
 
+	/* The flags byte of the TCP header, read here: egress IP flows only pay for it. */
+	if (proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4_off + 13, &tcp_flags, 1) == 0) {
+		/* A new connection on the tuple (a bare SYN) starts open again. */
+		if ((tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			nf &= ~(NAT_F_FIN | NAT_F_RST);
+		if (tcp_flags & TCP_F_FIN)
+			nf |= NAT_F_FIN;
+		if (tcp_flags & TCP_F_RST)
+			nf |= NAT_F_RST;
+		if (nf != f)
+			e->flags = nf;
+	}
 	if (e->last_used != now)
 		e->last_used = now;
 }
@@ -280,7 +312,8 @@ out_entry:
  * GC runs. Fills @res with the OUT entry and returns 0, returns NAT_RACED
  * when another CPU made the flow's entry meanwhile, or DROP_NAT_NO_MAPPING.
  */
-static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_addr, struct nat_entry4 *res)
+static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_addr, __u16 flags,
+				     struct nat_entry4 *res)
 {
 	struct nat_entry4 ostate = {}, rstate = {};
 	struct ct_tuple4 rtuple = {};
@@ -296,8 +329,10 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_
 	rstate.to_addr = otuple->saddr;
 	rstate.to_port = otuple->sport;
 	rstate.created = now;
+	rstate.flags = flags;
 	ostate.to_addr = nat_addr;
 	ostate.created = now;
+	ostate.flags = flags;
 	if (port < CONFIG_NAT_PORT_MIN || port > CONFIG_NAT_PORT_MAX)
 		port = nat_random_port();
 	for (i = 0; i < NAT_COLLISION_RETRIES; i++) {
@@ -372,6 +407,7 @@ static __always_inline bool snat4_udp_port_kept(const struct ct_pkt *p, __be32 a
 	rstate.to_addr = p->tuple.saddr;
 	rstate.to_port = p->tuple.sport;
 	rstate.created = ct_now();
+	rstate.flags = NAT_F_MASQ;
 	if (bpf_map_update_elem(&tendril_snat_v4, &rt, &rstate, BPF_NOEXIST) == 0)
 		return true;
 	/* Another CPU made it meanwhile: for this flow (the same packet's twin), or a new flow took the port. */
@@ -415,7 +451,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	struct nat_entry4 *e, fresh;
 	struct trace_ctx trace;
 	struct ct_pkt pkt;
-	__u32 sec_id;
+	__u32 sec_id, dst_label = 0;
 	__u16 lxc_id;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -476,7 +512,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 				to_addr = e->to_addr;
 				to_port = e->to_port;
 				if (to_addr != CONFIG_NODE_IP4)
-					nat_touch(e);
+					nat_touch(e, skb, proto, l4_off);
 				if (proto == IPPROTO_UDP ? snat4_udp_port_kept(&pkt, to_addr, to_port)
 							 : !snat4_syn_port_lost(&pkt, to_addr, to_port)) {
 					snat4_trace_start(skb, ip, traced, &trace);
@@ -487,7 +523,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 			}
 		}
 	}
-	if (!snat4_needed(ip->daddr))
+	if (!snat4_needed(ip->daddr, &dst_label))
 		return TC_ACT_OK;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
 		return DROP_NAT_UNSUPP_PROTO;
@@ -499,7 +535,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	snat4_trace_start(skb, ip, traced, &trace);
 	pkt.tuple.dir = NAT_DIR_OUT;
 	{
-		ret = snat4_new(&pkt.tuple, nat_addr, &fresh);
+		ret = snat4_new(&pkt.tuple, nat_addr, NAT_F_MASQ, &fresh);
 		if (IS_ERR(ret))
 			return ret;
 		to_addr = fresh.to_addr;
@@ -515,7 +551,8 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 rewrite:
 	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
 	if (trace.report)
-		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id, ipcache_identity4(pkt.tuple.daddr), 0);
+		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id,
+			    dst_label ? dst_label : ipcache_identity4(pkt.tuple.daddr), 0);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;
@@ -611,64 +648,86 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
 	return 1;
 }
 
+/* snat4_rev(): what it did with the packet (DROP_* codes below zero). */
+#define SNAT_REV_NONE		0	/* no reply of a masqueraded flow; *pkt undefined */
+#define SNAT_REV_PKT		1	/* translated: *pkt is the packet as it is now, addressed to the pod */
+#define SNAT_REV_DONE		2	/* translated (an ICMP error): *pkt undefined */
+#define SNAT_REV_UNFLAGGED	3	/* an IN entry without NAT_F_MASQ: nothing changed, NodePort's turn first */
+
 /*
  * Ingress of the native device, before anything else: a reply to a
  * translated flow (or an ICMP error about one) is given the pod's address
  * and port back, so that the pod's conntrack and ingress policy see the
- * flow as it sent it. Returns 1 when translated, 0 when the packet is no
- * such reply (the node's own traffic), or a DROP_* code.
+ * flow as it sent it. The packet is parsed once here, into @pkt, and the
+ * tuple is kept up to date with the rewrite, so that the delivery to the
+ * pod (host.c's from_netdev()) neither parses it again nor looks the flow
+ * up twice. An IN entry without NAT_F_MASQ is left to NodePort. Returns
+ * SNAT_REV_* or a DROP_* code.
+ * A function of its own: its frame is not added to the delivery's.
  */
-static __always_inline int snat4_rev(struct __sk_buff *skb)
+static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_pkt *pkt)
 {
 	struct nat_entry4 *e;
-	struct ct_pkt pkt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be32 to_addr, node = CONFIG_NODE_IP4;
-	__be16 to_port;
+	__be16 to_port, port;
 	__u32 l4_off;
 	bool later_frag;
 	__u8 proto;
 	int ret;
 
 	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
-		return 0;
+		return SNAT_REV_NONE;
 	if (IS_ERR(ipv4_load(skb, &eth, &ip)))
-		return 0;
+		return SNAT_REV_NONE;
 	/* Replies come to the node IP, or to an egress IP this node is the gateway of (lib/egress.h). */
 	if (ip->daddr != node) {
 		if (!egress_gw_local_ip4(ip->daddr))
-			return 0;
+			return SNAT_REV_NONE;
 		node = ip->daddr;
 	}
 	proto = ip->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
-		return 0;
-	if (IS_ERR(ct_extract4(skb, ip, &pkt)) || pkt.no_ports)
-		return 0;
+		return SNAT_REV_NONE;
+	if (IS_ERR(ct_extract4(skb, ip, pkt)) || pkt->no_ports)
+		return SNAT_REV_NONE;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
-	if (pkt.icmp_error)
-		return snat4_rev_icmp_error(skb, &pkt, l4_off, node);
-	if (proto == IPPROTO_ICMP && nat_icmp_type(&pkt) != ICMP_ECHOREPLY)
-		return 0;
+	if (pkt->icmp_error) {
+		ret = snat4_rev_icmp_error(skb, pkt, l4_off, node);
+		return ret == 1 ? SNAT_REV_DONE : ret;
+	}
+	if (proto == IPPROTO_ICMP && nat_icmp_type(pkt) != ICMP_ECHOREPLY)
+		return SNAT_REV_NONE;
 
 	/* Every mapping's port (ICMP: identifier) lies in the NAT range, so anything
 	 * else — VXLAN to the node, the node's own connections — is no reply of
 	 * ours and costs no lookup. */
-	if (bpf_ntohs(pkt.tuple.dport) < CONFIG_NAT_PORT_MIN || bpf_ntohs(pkt.tuple.dport) > CONFIG_NAT_PORT_MAX)
-		return 0;
-	pkt.tuple.dir = NAT_DIR_IN;
-	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
+	port = pkt->tuple.dport;
+	if (bpf_ntohs(port) < CONFIG_NAT_PORT_MIN || bpf_ntohs(port) > CONFIG_NAT_PORT_MAX)
+		return SNAT_REV_NONE;
+	pkt->tuple.dir = NAT_DIR_IN;
+	e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt->tuple);
 	if (!e)
-		return 0;
+		return SNAT_REV_NONE;
+	if (!(e->flags & NAT_F_MASQ))
+		return SNAT_REV_UNFLAGGED;
 	to_addr = e->to_addr;
 	to_port = e->to_port;
 	if (node != CONFIG_NODE_IP4)
-		nat_touch(e);
+		nat_touch(e, skb, proto, l4_off);
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
-			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, pkt.tuple.dport, to_port, later_frag);
-	return IS_ERR(ret) ? ret : 1;
+			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, port, to_port, later_frag);
+	if (IS_ERR(ret))
+		return ret;
+	/* The tuple as ct_extract4() would read it now (a later fragment: its datagram's ports, translated). */
+	pkt->tuple.daddr = to_addr;
+	pkt->tuple.dport = to_port;
+	if (proto != IPPROTO_ICMP)
+		pkt->policy_dport = to_port;
+	pkt->tuple.dir = 0;
+	return SNAT_REV_PKT;
 }
 
 #endif /* __TENDRIL_NAT_H_ */

@@ -18,7 +18,9 @@
  * A LoadBalancer IP (LB IPAM's, answered for by lib/l2announce.h) is served
  * the same way: a packet for an address other than the node's whose exact
  * frontend (address:port) has LB_F_EXTERNAL; replies get the LB IP as their
- * source. Other packets cost one hash lookup that misses.
+ * source. Other packets cost one hash lookup that misses. With
+ * loadBalancerSourceRanges (LB_F_SRC_RANGE) a client outside them is
+ * dropped as DROP_NOT_IN_SRC_RANGE.
  *
  * Each connection has a reply entry in tendril_lb4_ct, dir LB_CT_NODEPORT,
  * keyed by the backend's reply as the backend sends it (backend -> client),
@@ -172,7 +174,7 @@ static __always_inline int nodeport_snat(struct __sk_buff *skb, struct ct_pkt *p
 	} else {
 		if (e)
 			bpf_map_delete_elem(&tendril_snat_v4, &otuple);
-		ret = snat4_new(&otuple, CONFIG_NODE_IP4, &fresh);
+		ret = snat4_new(&otuple, CONFIG_NODE_IP4, 0, &fresh);
 		if (IS_ERR(ret))
 			return ret;
 		to_port = fresh.to_port;
@@ -231,6 +233,9 @@ static __attribute__((noinline)) int nodeport_lb4_forward(struct __sk_buff *skb,
 	svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
 	if (!svc || (frontend && !(svc->flags & LB_F_EXTERNAL)))
 		return 0;
+	/* loadBalancerSourceRanges: a LoadBalancer IP's client outside them is dropped (a node port is not checked, as in Cilium). */
+	if (frontend && !lb4_src_range_ok(svc, pkt.tuple.saddr))
+		return DROP_NOT_IN_SRC_RANGE;
 	if (svc->flags & LB_F_EXT_LOCAL) {
 		key.scope = LB_SCOPE_EXTERNAL;
 		svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);

@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { NodeDatapath, HOST_DEV, ctGcIntervalMs } from '../datapath/index.js';
-import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface } from '../datapath/index.js';
+import { createPodInterface, ensureNamedNetns, interfaceIndex, removePodInterface, sendFrame } from '../datapath/index.js';
 import { CniCode, CniError, CniHandler, CONFLIST_NAME, tendrilConflist, type CniBackend } from '../cni/index.js';
 import { ApiServer, HttpError, withStatus } from '../util/api.js';
 import type { AgentConfig } from './config.js';
@@ -20,7 +20,8 @@ import { labelKeyProblem, labelValueProblem } from '../policy/index.js';
 import { NodeIpam } from './ipam.js';
 import { PodCidrs } from './pod-cidrs.js';
 import { PoolAddresses, poolOf } from './multi-pool.js';
-import { POD_IP_POOL_PREFIX } from '../store/index.js';
+import { POD_IP_POOL_KIND } from '../store/index.js';
+import { NodeLeaseKeeper } from './node-lease.js';
 import { hasSavedPods, reconcileLeftovers } from './reconcile.js';
 import { NodeManager } from './nodes.js';
 import { ObserverServer, monotonicClock, observerSocketFor, type EndpointInfo as FlowEndpointInfo, type FlowContext } from '../observe/index.js';
@@ -35,6 +36,8 @@ import { Masquerade } from '../nat/index.js';
 import { EgressManager } from '../egress/index.js';
 import type { Logger } from '../util/log.js';
 import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
+import { sockLbStatus, startSockLb } from './sock-lb.js';
+import type { SockLb } from '../datapath/index.js';
 
 export const VERSION = '0.1.0';
 
@@ -54,6 +57,7 @@ export class Agent {
   private podCidrs: PodCidrs | undefined;
   /** --ipam multi-pool: addresses per IP pool. */
   private ipPools: PoolAddresses | undefined;
+  private lease: NodeLeaseKeeper | undefined;
   /** Settles start() in --ipam kubernetes mode once the datapath is up (or the wait is over). */
   private broughtUp: (() => void) | undefined;
   private dp: NodeDatapath | undefined;
@@ -69,6 +73,7 @@ export class Agent {
   private security!: SecurityManager;
   private masq: Masquerade | undefined;
   private services: ServiceManager | undefined;
+  private sockLb: SockLb | undefined;
   private egress: EgressManager | undefined;
   private l2: L2Announcer | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
@@ -283,7 +288,7 @@ export class Agent {
         updateNode: (fn) => (this.nodes ? this.nodes.update(fn) : Promise.reject(new Error('the node is not registered in the cluster store yet'))),
         poolExists: async (name) => {
           if (!this.store) throw new CniError(CniCode.TRY_AGAIN_LATER, `Cannot look up IP pool "${name}": no cluster store yet`);
-          return (await this.store.get('IPAMState', POD_IP_POOL_PREFIX + name)) !== undefined;
+          return (await this.store.get(POD_IP_POOL_KIND, name)) !== undefined;
         },
         log: this.log.child({ subsys: 'ip-pools' }),
       });
@@ -299,12 +304,16 @@ export class Agent {
     if (this.store) {
       this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
       this.services.start((name) => dp.map(name));
+      this.sockLb = startSockLb(cfg, dp, this.log.child({ subsys: 'sock-lb' }));
       // Egress gateway policies and L2 announcements: store kinds, CRDs in Kubernetes mode (src/k8s/bindings.ts).
       this.egress = new EgressManager({ store: this.store, node: cfg.nodeName, nativeDev: cfg.nativeDev, log: this.log.child({ subsys: 'egress-gateway' }) });
       this.egress.start((name) => dp.map(name));
       // L2 announcements of LoadBalancer IPs on the native device (src/l2).
-      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false });
+      this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false, sendFrame });
       this.l2.start();
+      // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
+      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'node-lease' }) });
+      this.lease.start();
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -370,6 +379,7 @@ export class Agent {
     this.security?.stop();
     this.services?.stop();
     this.egress?.stop();
+    await this.lease?.stop();
     await this.l2?.stop().catch((err: unknown) => this.log.warn({ err }, 'cannot hand back the L2 announcement leases'));
     await this.proxy?.stop();
     this.nodes?.stop();
@@ -378,6 +388,7 @@ export class Agent {
     await this.api?.close();
     await this.queue;
     await this.store?.close().catch(() => {});
+    this.sockLb?.stop();
     this.masq?.stop();
     await this.kubernetes?.stop().catch(() => {});
     this.dp?.stop();
@@ -521,7 +532,7 @@ export class Agent {
         }
         const att = { containerId: r.containerId, ifname: r.ifname };
         try {
-          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(r.annotations, this.security.namespaceAnnotations(r.namespace ?? 'default')), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
+          if (this.ipPools && r.ip === undefined) return await this.ipPools.allocate(poolOf(await this.podAnnotations(r), this.security.namespaceAnnotations(r.namespace ?? 'default')), r.owner, att, r.namespace && r.podName ? `${r.namespace}/${r.podName}` : r.owner);
           return r.ip === undefined ? this.live().ipam.allocateNext(r.owner, att) : this.live().ipam.allocate(r.ip, r.owner, att);
         } catch (err) {
           if ((err as AgentError).code === 'TENDRIL_ERR_IPAM_EXHAUSTED' && this.podCidrs) throw this.podCidrs.exhausted();
@@ -582,6 +593,15 @@ export class Agent {
       },
       listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
     };
+  }
+
+  /** A pod's annotations: the CNI args', and in Kubernetes mode the watched Pod's over them (kubelet sends none). */
+  private async podAnnotations(r: { annotations?: Record<string, string>; namespace?: string; podName?: string }): Promise<Record<string, string> | undefined> {
+    if (!this.kubernetes?.pods || !r.podName) return r.annotations;
+    const namespace = r.namespace ?? 'default';
+    const pod = await this.kubernetes.pods.get(namespace, r.podName);
+    if (!pod) throw new CniError(CniCode.TRY_AGAIN_LATER, `Pod ${namespace}/${r.podName} is not known to the apiserver watch of node ${this.cfg.nodeName} yet`, { details: 'its annotations name its IP pool; the runtime retries the ADD' });
+    return { ...r.annotations, ...pod.annotations };
   }
 
   private routes(api: ApiServer, cni: CniHandler): void {
@@ -866,7 +886,7 @@ export class Agent {
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
       egressGateway: this.egress?.status() ?? null,
-      'kube-proxy-replacement': this.services?.status() ?? null,
+      'kube-proxy-replacement': this.services ? { ...this.services.status(), socketLb: sockLbStatus(this.sockLb) } : null,
       'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
       proxy: this.proxy ? this.proxy.status() : null,

@@ -67,9 +67,9 @@ export interface StatusView {
   /** Egress gateway: map entries, the egress IPs this node holds as a gateway (src/egress). */
   egressGateway: EgressStatusView | null;
   /** Service load-balancing in BPF (null: no cluster store, so no services). */
-  'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string } | null;
+  'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string; socketLb?: { enabled: boolean; cgroup: string | null } } | null;
   /** L2 announcements of LoadBalancer IPs (src/l2). */
-  'l2-announcements'?: { enabled: boolean; announced: number; leases: number; leaseDurationMs: number; lastError: string | null } | null;
+  'l2-announcements'?: { enabled: boolean; announced: number; leases: number; leaseDurationMs: number; lastError: string | null; gratuitousArpSent?: number; gratuitousArpError?: string | null } | null;
   /** The node's L7 proxy (null until the first L7 rule): port, process, redirects in force, request counters. */
   proxy?: import('../proxy/index.js').ProxyStatus | null;
   identities: number;

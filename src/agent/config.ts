@@ -57,6 +57,8 @@ export interface AgentConfig {
   ipamWaitTimeoutMs: number;
   /** The node L7 proxy's listener port (--proxy-port); undefined = DEFAULT_PROXY_PORT. */
   proxyPort?: number;
+  /** Socket-level LB (--bpf-lb-sock-cgroup): the cgroup v2 directory whose sockets get the sock programs; undefined = off. */
+  sockLbCgroup?: string;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -90,6 +92,7 @@ export function agentConfig(o: {
   ipamHandBackGrace?: string | undefined;
   ipamWaitTimeout?: string | undefined;
   proxyPort?: string | number | undefined;
+  bpfLbSockCgroup?: string | undefined;
 }): AgentConfig {
   const proxyPort = o.proxyPort === undefined ? undefined : Number(o.proxyPort);
   if (proxyPort !== undefined && (!Number.isInteger(proxyPort) || proxyPort < 1 || proxyPort > 65535)) {
@@ -184,6 +187,7 @@ export function agentConfig(o: {
     ipamHandBackGraceMs,
     ipamWaitTimeoutMs,
     ...(proxyPort !== undefined ? { proxyPort } : {}),
+    ...(o.bpfLbSockCgroup ? { sockLbCgroup: o.bpfLbSockCgroup } : {}),
   };
 }
 

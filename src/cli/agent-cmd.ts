@@ -42,6 +42,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     ipamHandBackGrace: opts['ipamHandBackGrace'],
     ipamWaitTimeout: opts['ipamWaitTimeout'],
     proxyPort: opts['proxyPort'],
+    bpfLbSockCgroup: opts['bpfLbSockCgroup'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

@@ -87,7 +87,8 @@ export function registerLab(program: Command): void {
     .option('--ipam <mode>', 'cluster-pool (the operator carves node CIDRs), kubernetes (the lab gives each node its CIDR) or multi-pool (cluster-pool plus lab pool add)', 'cluster-pool')
     .option('--cluster-pool-mask-size <bits>', 'size of each node CIDR', '24')
     .option('--ipam-pre-allocate <n>', "agents ask for another CIDR when fewer addresses are free (agent's default 8)")
-    .action(async (o: { nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
+    .option('--socket-lb', 'socket-level load-balancing: a cgroup per node (under <cgroup2>/tendril-<lab>/) where node and pod processes run, the agent\'s sock programs on it')
+    .action(async (o: { socketLb?: boolean; nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
       if (!/^\d+$/.test(o.clusterPoolMaskSize)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --cluster-pool-mask-size "${o.clusterPoolMaskSize}": expected 16-30`);
       if (o.ipamPreAllocate !== undefined && !/^\d+$/.test(o.ipamPreAllocate)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam-pre-allocate "${o.ipamPreAllocate}": expected a number of addresses`);
       if (!/^\d+$/.test(o.etcdMembers)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members "${o.etcdMembers}": expected 1-7`);
@@ -106,6 +107,7 @@ export function registerLab(program: Command): void {
         etcdMembers: Number(o.etcdMembers),
         attachMode: o.attachMode,
         nonMasqueradeCidrs: o.nonMasqueradeCidr,
+        ...(o.socketLb ? { socketLb: true } : {}),
         ipam: {
           mode: o.ipam as 'cluster-pool' | 'kubernetes' | 'multi-pool',
           maskSize: Number(o.clusterPoolMaskSize),

@@ -5,7 +5,7 @@ import { parseKeyValues } from './lab-lb-pool-cmd.js';
 import { labServiceStatuses } from '../lab/lb-pools.js';
 import type { ServiceStatusSpec } from '../lb/index.js';
 import { LabError } from '../lab/errors.js';
-import { labServiceAdd, labServiceDel, labServiceList, parseServicePort } from '../lab/services.js';
+import { labServiceAdd, labServiceDel, labServiceEndpoints, labServiceList, parseBackend, parseServicePort } from '../lab/services.js';
 import { collect } from './options.js';
 
 function parseSelector(list: string[]): Record<string, string> {
@@ -39,6 +39,7 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
     .option('--session-affinity-timeout <seconds>', 'ClientIP affinity timeout')
     .option('--label <k=v>', 'a label of the service itself (what LoadBalancer IP pools select; repeatable)', collect, [])
     .option('--annotation <k=v>', 'an annotation, e.g. lbipam.tendril.io/ips=IP or lbipam.tendril.io/sharing-key=KEY (repeatable)', collect, [])
+    .option('--source-range <cidr>', 'loadBalancerSourceRanges: a client CIDR that may reach the LoadBalancer IPs from outside (repeatable, or comma-separated; none: any)', collect, [])
     .option('--name <lab>', 'lab name')
     .action(async (name: string, o: Record<string, string | string[] | undefined>, cmd: Command) => {
       const ports = (o['port'] as string[]).map(parseServicePort);
@@ -59,11 +60,13 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
           ...(timeout !== undefined ? { sessionAffinityTimeoutSeconds: Number(timeout) } : {}),
           ...((o['label'] as string[]).length ? { labels: parseKeyValues(o['label'] as string[], '--label') } : {}),
           ...((o['annotation'] as string[]).length ? { annotations: parseKeyValues(o['annotation'] as string[], '--annotation') } : {}),
+          ...((o['sourceRange'] as string[]).length ? { loadBalancerSourceRanges: (o['sourceRange'] as string[]).flatMap((r) => r.split(',')).map((r) => r.trim()).filter((r) => r !== '') } : {}),
         },
         { warn: warnStderr },
       );
       const np = s.ports.filter((p) => p.nodePort !== undefined).map((p) => `${p.nodePort}/${p.protocol}`);
-      process.stdout.write(`service ${s.namespace}/${s.name} (${s.type}): ${s.clusterIP} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}${np.length ? `, node ports ${np.join(',')}` : ''}; loaded on every node\n`);
+      const src = s.loadBalancerSourceRanges?.length ? `, source ranges ${s.loadBalancerSourceRanges.join(',')}` : '';
+      process.stdout.write(`service ${s.namespace}/${s.name} (${s.type}): ${s.clusterIP} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}${np.length ? `, node ports ${np.join(',')}` : ''}${src}; loaded on every node\n`);
     });
   svc
     .command('list')
@@ -87,6 +90,18 @@ export function registerLabServices(lab: Command, labName: (cmd: Command) => str
           ]),
         ),
       );
+    });
+  svc
+    .command('endpoints')
+    .description('the explicit backends of a service without a selector (EndpointSlices); any address, also outside the pod CIDRs')
+    .argument('<service>', 'NAMESPACE/NAME (or NAME in default)')
+    .option('--backend <ip:port>', 'a backend address and port (repeatable, or comma-separated; none: no backends)', collect, [])
+    .option('--port-name <name>', 'which port of the service (needed when it has several)')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, o: { backend: string[]; portName?: string }, cmd: Command) => {
+      const backends = o.backend.flatMap((b) => b.split(',')).filter((b) => b.trim() !== '').map(parseBackend);
+      const slices = await labServiceEndpoints(labName(cmd), ref, backends, o.portName !== undefined ? { portName: o.portName } : {}, { warn: warnStderr });
+      process.stdout.write(`service ${ref.includes('/') ? ref : `default/${ref}`}: ${backends.length ? backends.map((b) => `${b.ip}:${b.port}`).join(', ') : 'no backends'} (EndpointSlice ${slices.map((s) => s.name).join(', ') || '-'}); loaded on every node\n`);
     });
   svc
     .command('del')

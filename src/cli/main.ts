@@ -50,6 +50,7 @@ program
   .option('--ipam-pre-allocate <n>', 'cluster-pool: ask for another CIDR when fewer addresses are free', '8')
   .option('--ipam-hand-back-grace <duration>', 'cluster-pool: hand an extra CIDR back after it was empty this long', '30s')
   .option('--ipam-wait-timeout <duration>', 'kubernetes: refuse to start when no pod CIDR is given within this', '60s')
+  .option('--bpf-lb-sock-cgroup <dir>', 'socket-level load-balancing (Cilium\'s --bpf-lb-sock) for the sockets of this cgroup v2 directory (never the root cgroup)')
   .option('--proxy-port <port>', 'the node L7 proxy\'s listener port (one port for every L7 rule of the node)', '15080')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
   .option('--state-dir <dir>', 'persistent state (IPAM, endpoints)', '/var/lib/tendril')

@@ -5,6 +5,7 @@ import { collect } from './options.js';
 import {
   MONITOR_TYPES,
   MonitorClient,
+  formatL7Monitor,
   formatMonitorEvent,
   fromMonitorEvent,
   monitorHeader,
@@ -46,7 +47,8 @@ export async function monitorEvents(
       filter,
       (m: MonitorEvent | undefined, lost: number) => {
         if (lost > 0) out(`Lost ${lost} events\n`);
-        if (m) out(formatMonitorEvent(fromMonitorEvent(m), { ...fmt, ifname: m.ifname }));
+        if (m?.type === 'l7') out(fmt.json ? JSON.stringify(m) + '\n' : (formatL7Monitor(m) ?? ''));
+        else if (m) out(formatMonitorEvent(fromMonitorEvent(m), { ...fmt, ifname: m.ifname }));
       },
       opts.ready,
     );
@@ -65,7 +67,7 @@ export async function monitorEvents(
 export function registerMonitor(program: Command, out: (s: string) => void = (s) => process.stdout.write(s)): void {
   const cmd = program
     .command('monitor')
-    .description('print datapath events of a node like `cilium-dbg monitor` (trace, drop, policy-verdict)')
+    .description('print datapath events of a node like `cilium-dbg monitor` (trace, drop, policy-verdict, L7 access log)')
     .option('--server <address>', 'the node\'s flow server (default: observer.sock next to the agent socket)')
     .option('-v, --verbose', 'more detail: -v header lines, -vv with packet dissection', (_v: string, prev: number) => prev + 1, 0)
     .option('-n, --numeric', 'print identities as numbers')

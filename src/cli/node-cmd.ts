@@ -43,7 +43,8 @@ function json(v: unknown): void {
 function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
   if (!k) return 'False';
   const how = `${k.algorithm === 'maglev' ? `Maglev (table size: ${k.maglevTableSize})` : 'Random'}`;
-  return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
+  const sock = k.socketLb?.enabled ? `Socket LB: Enabled (cgroup ${k.socketLb.cgroup ?? '-'})` : 'Socket LB: Disabled';
+  return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), ${sock}, Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
 }
 
 /** Cilium's "Proxy Status" line, for Tendril's node HTTP proxy: port, redirects, request counters. */

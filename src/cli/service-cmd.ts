@@ -13,7 +13,8 @@ function client(cmd: Command): ApiClient {
 export function formatServiceList(list: ServiceListEntry[]): string {
   return table(
     ['ID', 'Frontend', 'Service Type', 'Backend'],
-    list.map((s) => [String(s.id), s.frontend, s.type, s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']]),
+    // loadBalancerSourceRanges (not in Cilium's table) as a last line of the Backend cell, the one column without padding.
+    list.map((s) => [String(s.id), s.frontend, s.type, [...(s.backends.length ? s.backends.map((b, i) => `${i + 1} => ${b} (active)`) : ['']), ...(s.sourceRanges?.length ? [`(source ranges: ${s.sourceRanges.join(', ')})`] : [])]]),
   );
 }
 
@@ -21,7 +22,7 @@ export function formatServiceList(list: ServiceListEntry[]): string {
 export function formatBpfLbList(list: ServiceListEntry[]): string {
   return table(
     ['SERVICE ADDRESS', 'BACKEND ADDRESS (REVNAT_ID) (SLOT)'],
-    list.map((s) => [s.frontend, [`0.0.0.0:0 (${s.id}) (0) [${s.type}]`, ...s.backends.map((b, i) => `${b} (${s.id}) (${i + 1})`)]]),
+    list.map((s) => [s.frontend, [`0.0.0.0:0 (${s.id}) (0) [${s.type}${s.sourceRanges?.length ? ', source ranges' : ''}]`, ...s.backends.map((b, i) => `${b} (${s.id}) (${i + 1})`), ...(s.sourceRanges ?? []).map((c) => `source range ${c} (${s.id})`)]]),
   );
 }
 

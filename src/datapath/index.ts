@@ -28,3 +28,7 @@ export {
   type PodInterfaceSpec,
   type PodInterfaceCheck,
 } from './pod-interface.js';
+// Raw frames out of a device of this node (gratuitous ARP of the L2 announcer).
+export { sendFrame } from '../kernel/socket/index.js';
+export { SockLb } from './sock-lb.js';
+export type { SockLbConfig } from './sock-lb.js';

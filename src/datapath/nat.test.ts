@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Btf } from '../kernel/bpf/index.js';
-import { IPMASQ_MAP_SIZE, NAT_DIR_IN, NAT_DIR_OUT, NAT_VALUE_C_NAMES, SNAT_MAP_SIZE, ipmasqKeyCodec, natConstants, natValueCodec } from './nat.js';
+import { IPMASQ_MAP_SIZE, NAT_DIR_IN, NAT_DIR_OUT, NAT_F_MASQ, NAT_VALUE_C_NAMES, SNAT_MAP_SIZE, ipmasqKeyCodec, natConstants, natValueCodec } from './nat.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -22,7 +22,7 @@ test('struct nat_entry4 and ipmasq_key in host.o match the codecs (BTF); sizes a
   assert.deepEqual(ipmasqKeyCodec.decode(key), { prefix: '10.1.0.0/16' });
   const h = readFileSync(root + 'bpf/lib/nat.h', 'utf8');
   const define = (name: string): number => Number(new RegExp(`#define\\s+${name}\\s+(\\d+)`).exec(h)?.[1]);
-  assert.deepEqual([define('NAT_MAP_SIZE'), define('IPMASQ_MAP_SIZE'), define('NAT_DIR_OUT'), define('NAT_DIR_IN')], [SNAT_MAP_SIZE, IPMASQ_MAP_SIZE, NAT_DIR_OUT, NAT_DIR_IN]);
+  assert.deepEqual([define('NAT_MAP_SIZE'), define('IPMASQ_MAP_SIZE'), define('NAT_DIR_OUT'), define('NAT_DIR_IN'), define('NAT_F_MASQ')], [SNAT_MAP_SIZE, IPMASQ_MAP_SIZE, NAT_DIR_OUT, NAT_DIR_IN, NAT_F_MASQ]);
 });
 
 test('natConstants: off by default; the native-routing CIDR as network-order address and mask', () => {

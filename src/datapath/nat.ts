@@ -15,6 +15,8 @@ export const IPMASQ_MAP_SIZE = 16384;
 /** ct_tuple4.dir of a NAT entry: OUT (the pod's tuple) and IN (the reply's tuple as it arrives). */
 export const NAT_DIR_OUT = 0;
 export const NAT_DIR_IN = 1;
+/** nat_entry4.flags (lib/nat.h): a masquerade mapping. */
+export const NAT_F_MASQ = 1;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
@@ -30,7 +32,8 @@ export interface NatValue {
   toAddr: string;
   /** OUT: the translated port (ICMP: identifier); IN: the pod's own. */
   toPort: number;
-  pad: number;
+  /** NAT_F_*: NAT_F_MASQ on a masquerade mapping, 0 on NodePort's. */
+  flags: number;
   /** CLOCK_MONOTONIC seconds. */
   created: number;
   /** CLOCK_MONOTONIC seconds of the last packet; kept for egress IP flows only (0 else). */
@@ -40,7 +43,7 @@ export interface NatValue {
 export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
   toAddr: [0, ipv4Codec],
   toPort: [4, be16],
-  pad: [6, u16],
+  flags: [6, u16],
   created: [8, u32],
   lastUsed: [12, u32],
 });
@@ -48,7 +51,7 @@ export const natValueCodec: StructCodec<NatValue> = structCodec<NatValue>(16, {
 export const NAT_VALUE_C_NAMES: Readonly<Record<keyof NatValue, string>> = {
   toAddr: 'to_addr',
   toPort: 'to_port',
-  pad: 'pad',
+  flags: 'flags',
   created: 'created',
   lastUsed: 'last_used',
 };
@@ -131,22 +134,43 @@ export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
 const tupleId = (k: Pick<CtKey, 'saddr' | 'daddr' | 'sport' | 'dport' | 'nexthdr'>): string =>
   `${k.nexthdr} ${k.saddr}:${k.sport} ${k.daddr}:${k.dport}`;
 
+/** nat_entry4.flags (lib/nat.h): a FIN / an RST went through this way (egress IP flows). */
+export const NAT_F_FIN = 0x2;
+export const NAT_F_RST = 0x4;
+
+/** Idle seconds after which an egress IP's flow goes (the conntrack timeouts the pod's own node keeps it by). */
+export interface EgressIdle {
+  /** TCP, open: the established timeout. */
+  tcp: number;
+  /** Anything but TCP. */
+  any: number;
+  /** TCP closed (FIN both ways, or an RST): the closing timeout; default 10 s, as the conntrack's. */
+  tcpClosed?: number;
+}
+
 /** What natGc() needs to know of egress gateway flows (whose conntrack entry is on the pod's node, not here). */
 export interface NatGcOptions {
   /** The egress IPs this node is the gateway of (tendril_egress_ip_v4). */
   egressIps?: ReadonlySet<string>;
-  /** Idle seconds after which an egress IP's flow goes: TCP (the conntrack's established timeout), anything else. */
-  idle?: { tcp: number; any: number };
+  idle?: EgressIdle;
+}
+
+/** A TCP flow the gateway saw close: an RST either way, or a FIN each way (OUT entry: the pod's, IN entry: the far end's). */
+export function egressFlowClosed(out: NatValue, inn: NatValue | undefined): boolean {
+  const both = out.flags | (inn?.flags ?? 0);
+  return (both & NAT_F_RST) !== 0 || ((out.flags & NAT_F_FIN) !== 0 && ((inn?.flags ?? 0) & NAT_F_FIN) !== 0);
 }
 
 /**
  * Is an egress IP's flow still in use at `now`? Its last packet (either way: the datapath stamps last_used of the
  * OUT entry on the way out and of the IN entry on the way back; created before the first) is no older than the
- * idle timeout of its protocol, the conntrack timeouts the pod's own node keeps the flow by.
+ * idle timeout of its protocol, the conntrack timeouts the pod's own node keeps the flow by; a TCP flow seen closed
+ * (egressFlowClosed()) by the closing timeout, not the established one.
  */
-export function egressFlowInUse(out: NatValue, inn: NatValue | undefined, protocol: number, now: number, idle: { tcp: number; any: number }): boolean {
+export function egressFlowInUse(out: NatValue, inn: NatValue | undefined, protocol: number, now: number, idle: EgressIdle): boolean {
   const last = Math.max(out.created, out.lastUsed, inn?.created ?? 0, inn?.lastUsed ?? 0);
-  return now - last <= (protocol === 6 ? idle.tcp : idle.any);
+  const timeout = protocol !== 6 ? idle.any : egressFlowClosed(out, inn) ? (idle.tcpClosed ?? 10) : idle.tcp;
+  return now - last <= timeout;
 }
 
 /**
@@ -252,6 +276,11 @@ export interface MasqDatapathConfig {
   nativeRoutingCidr?: string;
   /** The ip-masq-agent's non-masquerade set (tendril_ipmasq) is consulted. */
   ipMasqAgent: boolean;
+  /**
+   * The devices masqueraded on (--masquerade-interfaces); empty or absent: the native device. Each other device
+   * gets the native-device programs of its own, its first IPv4 address as the SNAT address.
+   */
+  interfaces?: string[];
 }
 
 /** The load-time constants of lib/config.h for `c` (off when undefined). */

@@ -236,9 +236,34 @@ interface Started {
   hostDev: HostDevice;
   nativeDev: LinkInfo;
   podMtu: number;
+  /** The other masquerade devices' objects (masqDevices()). */
+  masqDevs: Collection[];
 }
 
 const NO_TUNNEL = '0.0.0.0';
+
+/** A device other than the native one masqueraded on, and the address its traffic leaves with. */
+interface MasqDevice {
+  link: LinkInfo;
+  ip: string;
+}
+
+/** Is the native device among the masquerade devices (none listed: it alone)? */
+function masqOnNative(m: MasqDatapathConfig, nativeDev: string): boolean {
+  return (m.interfaces ?? []).length === 0 || m.interfaces!.includes(nativeDev);
+}
+
+/** The masquerade devices other than the native one, each with its first IPv4 address; none when masquerading is off. */
+function masqDevices(nl: Netlink, m: MasqDatapathConfig | undefined, nativeDev: string): MasqDevice[] {
+  if (!m?.enabled) return [];
+  return [...new Set(m.interfaces ?? [])].filter((n) => n !== nativeDev).map((name) => {
+    const link = nl.getLink(name);
+    if (!link) throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot start datapath: masquerade interface "${name}" not found`);
+    const addr = nl.listAddresses(link.index)[0];
+    if (!addr) throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot start datapath: masquerade interface "${name}" has no IPv4 address`);
+    return { link, ip: addr.address };
+  });
+}
 
 export class NodeDatapath {
   private readonly cfg: NodeDatapathConfig;
@@ -298,6 +323,7 @@ export class NodeDatapath {
     if (m !== undefined) {
       const port = (v: number): boolean => Number.isInteger(v) && v >= 1 && v <= 65535;
       if (!port(m.portMin) || !port(m.portMax) || m.portMin > m.portMax) bad(`masquerade port range ${m.portMin}-${m.portMax} is not 1-65535, low to high`);
+      for (const i of m.interfaces ?? []) if (!/^[A-Za-z0-9_.:-]{1,15}$/.test(i)) bad(`masquerade interface "${i}" is no interface name`);
       if (m.nativeRoutingCidr !== undefined) {
         try {
           parseCidr(m.nativeRoutingCidr);
@@ -328,12 +354,14 @@ export class NodeDatapath {
     let nativeDev: LinkInfo;
     let vxlan: LinkInfo | undefined;
     let podMtu: number;
+    let masqDevs: MasqDevice[];
     try {
       const native = nl.getLink(cfg.nativeDev);
       if (!native) {
         throw new DatapathError('TENDRIL_ERR_DATAPATH_CONFIG', `Cannot start datapath: native device "${cfg.nativeDev}" not found`);
       }
       nativeDev = native;
+      masqDevs = masqDevices(nl, cfg.masquerade, cfg.nativeDev);
       const underlayMtu = cfg.mtu ?? native.mtu;
       podMtu = tunnel ? underlayMtu - TUNNEL_OVERHEAD : underlayMtu;
       hostDev = this.setupHostDevices(nl, podMtu);
@@ -366,6 +394,8 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
       ...natConstants(cfg.masquerade),
+      // Masquerading on other devices only: the native device's programs do NodePort and routing, no SNAT.
+      ...(cfg.masquerade?.enabled && !masqOnNative(cfg.masquerade, cfg.nativeDev) ? { CONFIG_MASQ: 0 } : {}),
     };
     // Also in tunnel mode unless NodePort is off: NodePort from outside (lib/nodeport.h) and ARP for the
     // LoadBalancer IPs this node announces (lib/l2announce.h) ride on these programs.
@@ -381,8 +411,8 @@ export class NodeDatapath {
       commit.push(() => a.commit());
       return a.kind;
     };
-    const load = (obj: string): Collection => {
-      const c = Collection.load(path.join(cfg.objDir, obj), { constants, pinRoot: cfg.bpfRoot });
+    const load = (obj: string, own: Record<string, number> = {}): Collection => {
+      const c = Collection.load(path.join(cfg.objDir, obj), { constants: { ...constants, ...own }, pinRoot: cfg.bpfRoot });
       undo.push(() => c.close());
       return c;
     };
@@ -406,6 +436,7 @@ export class NodeDatapath {
         hostDev,
         nativeDev,
         podMtu,
+        masqDevs: [],
       };
       const mode = attach(host, 'cil_from_host', hostDev.ifindex, HOST_DEV, 'egress');
       if (overlay && vxlan) {
@@ -415,6 +446,14 @@ export class NodeDatapath {
       if (netdev) {
         attach(host, 'cil_from_netdev', nativeDev.index, cfg.nativeDev, 'ingress');
         attach(host, 'cil_to_netdev', nativeDev.index, cfg.nativeDev, 'egress');
+      }
+      // Masquerade on another device: host.o again, that device's address as the node's and its ifindex as the
+      // native one (maps shared through the pins), for the SNAT on its egress and the replies on its ingress.
+      for (const d of masqDevs) {
+        const c = load('host.o', { CONFIG_NODE_IP4: be32(d.ip), CONFIG_NATIVE_IFINDEX: d.link.index, CONFIG_MASQ: 1 });
+        s.masqDevs.push(c);
+        attach(c, 'cil_from_netdev', d.link.index, d.link.name, 'ingress');
+        attach(c, 'cil_to_netdev', d.link.index, d.link.name, 'egress');
       }
       this.s = s;
       this.writeLocalEntries();
@@ -447,6 +486,7 @@ export class NodeDatapath {
     this.s?.lxc.close();
     this.s?.host.close();
     this.s?.overlay?.close();
+    for (const c of this.s?.masqDevs ?? []) c.close();
     this.s = undefined;
     this.policyShadow = undefined;
     this.wired.clear();
@@ -924,7 +964,7 @@ export class NodeDatapath {
     });
     const nat = natGc(s.snat, s.ct, {
       egressIps: this.localEgressIps(),
-      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any },
+      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any, tcpClosed: this.cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin },
     });
     fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
     return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };

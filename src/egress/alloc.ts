@@ -1,5 +1,5 @@
 // The operator's decisions for egress gateway policies, as a pure function of policies, nodes and the pool state:
-// each policy's gateway node (first healthy node by name its nodeSelector picks) and egress IP (given, or from
+// each policy's gateway node (the one it has while healthy, else the first healthy node by name its nodeSelector picks) and egress IP (given, or from
 // --egress-ip-pool, never one address twice).
 import type { NodeSpec } from '../store/index.js';
 import { cidrContains, cidrSize, formatIPv4, parseCidr, parseIPv4 } from '../util/ip.js';
@@ -57,7 +57,7 @@ function* candidates(cidr: string): Generator<string> {
  * policies and of policies that now name their own egressIP are freed; a given egressIP inside the pool is
  * reserved for its policy, and two policies giving the same one is a problem for the second (by name).
  */
-export function planEgress(policies: readonly EgressGatewayPolicySpec[], nodes: readonly NodeSpec[], pool: EgressPoolState | undefined): EgressPlan {
+export function planEgress(policies: readonly EgressGatewayPolicySpec[], nodes: readonly NodeSpec[], pool: EgressPoolState | undefined, current?: ReadonlyMap<string, string>): EgressPlan {
   const sorted = [...policies].sort((a, b) => a.name.localeCompare(b.name));
   const byName = new Set(sorted.map((p) => p.name));
   const healthy = [...nodes].filter(nodeHealthy).sort((a, b) => a.name.localeCompare(b.name));
@@ -101,7 +101,10 @@ export function planEgress(policies: readonly EgressGatewayPolicySpec[], nodes: 
     } else {
       st.problem = 'no egressIP given and the operator has no --egress-ip-pool';
     }
-    const gw = healthy.find((n) => labelsMatch(p.egressGateway.nodeSelector, nodeLabels(n)));
+    // The gateway stays where it is while that node is healthy and selected (a node coming back takes nothing over);
+    // otherwise the first by name: failover is the same choice made without the node that went.
+    const picks = (n: NodeSpec): boolean => labelsMatch(p.egressGateway.nodeSelector, nodeLabels(n));
+    const gw = healthy.find((n) => n.name === current?.get(p.name) && picks(n)) ?? healthy.find(picks);
     if (!gw) st.problem ??= 'no healthy node matches egressGateway.nodeSelector';
     if (ip !== undefined && st.problem === undefined) st.egressIP = ip;
     if (gw && st.problem === undefined) {

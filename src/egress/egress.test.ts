@@ -103,6 +103,15 @@ describe('planEgress()', () => {
     assert.match(st.problem!, /no healthy node matches egressGateway\.nodeSelector/);
   });
 
+  test('a gateway stays on its node while that is healthy and selected; failover picks the next, and a node back takes nothing over', () => {
+    const any = parseEgressPolicy(doc({ ...base, egressGateway: { nodeSelector: { matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: ['w2', 'w1'] }] } } }));
+    assert.equal(planEgress([any], nodes, pool, new Map([['p1', 'w2']])).status.get('p1')!.gatewayNode, 'w2');
+    const failed = planEgress([any], nodes.filter((n) => n.name !== 'w2'), pool, new Map([['p1', 'w2']])).status.get('p1')!;
+    assert.deepEqual([failed.gatewayNode, failed.gatewayIP], ['w1', '192.168.10.101']);
+    // A current gateway the selector no longer picks is left.
+    assert.equal(planEgress([any], nodes, pool, new Map([['p1', 'ctr']])).status.get('p1')!.gatewayNode, 'w1');
+  });
+
   test('allocates from the pool without the network and broadcast addresses, never one address twice; exhaustion is a problem', () => {
     const plan = planEgress([policy('a'), policy('b'), policy('c')], nodes, pool);
     assert.equal(plan.status.get('a')!.egressIP, '192.168.10.241');

@@ -3,6 +3,8 @@
 // node holds each egress IP on its device (and in tendril_egress_ip_v4, which the reverse NAT consults).
 import type { BpfMap } from '../kernel/bpf/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
+import { sendFrame } from '../kernel/socket/index.js';
+import { garpFrames } from '../l2/index.js';
 import { KindCache, type EndpointSpec, type IdentitySpec, type NamespaceSpec, type Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { egressEntries, type EgressEntry } from './entries.js';
@@ -145,7 +147,16 @@ export class EgressManager {
       for (const m of mine) {
         const link = nl.getLink(m.device);
         if (!link) throw new Error(`Cannot hold egress IP ${m.ip} of policy "${m.policy}": interface "${m.device}" not found on node ${this.opts.node}`);
-        if (!nl.listAddresses(link.index).some((a) => a.address === m.ip)) nl.addAddress(link.index, `${m.ip}/32`);
+        if (!nl.listAddresses(link.index).some((a) => a.address === m.ip)) {
+          nl.addAddress(link.index, `${m.ip}/32`);
+          // Taken over from a gateway that went (failover): the segment's hosts move their neighbour entry for the
+          // egress IP to this node at once (the old node, if still up, may hold the address until its agent is back).
+          try {
+            for (const f of garpFrames(m.ip, link.mac)) sendFrame(link.index, f);
+          } catch (err) {
+            this.opts.log.warn({ err: (err as Error).message, ip: m.ip }, 'cannot send gratuitous ARP for the egress IP; neighbours learn it when their entry goes stale');
+          }
+        }
       }
       maps.replaceIps(wantIps);
       this.held = mine;

@@ -7,6 +7,7 @@ import { EGRESS_POOL_STATE, planEgress, type EgressPoolState } from './alloc.js'
 import { EgressError } from './errors.js';
 import { EGRESS_STORE_KIND } from './store.js';
 import type { EgressGatewayPolicyResource } from './policy.js';
+import { NodeLiveness } from './liveness.js';
 
 const RETRY_MS = 500;
 
@@ -28,6 +29,7 @@ export class EgressOperator {
   private readonly opts: EgressOperatorOptions;
   private readonly policies: KindCache<EgressGatewayPolicyResource>;
   private readonly nodes: KindCache<NodeSpec>;
+  private readonly liveness: NodeLiveness;
   private pending: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -38,11 +40,13 @@ export class EgressOperator {
     this.opts = opts;
     this.policies = new KindCache<EgressGatewayPolicyResource>(opts.store, EGRESS_STORE_KIND, opts.log);
     this.nodes = new KindCache<NodeSpec>(opts.store, 'Node', opts.log);
+    this.liveness = new NodeLiveness(opts.store, opts.log);
   }
 
   async start(): Promise<void> {
     const events = { change: () => this.schedule(0), resync: () => this.schedule(0) };
     await this.nodes.start(events);
+    await this.liveness.start(() => this.schedule(0));
     await this.policies.start(events);
     this.schedule(0);
   }
@@ -52,6 +56,7 @@ export class EgressOperator {
     clearTimeout(this.pending);
     this.policies.stop();
     this.nodes.stop();
+    this.liveness.stop();
     await this.running;
   }
 
@@ -72,7 +77,7 @@ export class EgressOperator {
   }
 
   private async pass(): Promise<void> {
-    if (this.stopped || !this.policies.ready || !this.nodes.ready) return;
+    if (this.stopped || !this.policies.ready || !this.nodes.ready || !this.liveness.ready) return;
     const { store, pool } = this.opts;
     let poolRes = await store.get<EgressPoolState>('IPAMState', EGRESS_POOL_STATE);
     let state = poolRes?.value;
@@ -84,7 +89,10 @@ export class EgressOperator {
     if (pool && !state) state = { cidr: pool, assigned: {} };
     if (!pool) state = undefined;
     const specs = this.policies.values().map((p) => p.spec);
-    const plan = planEgress(specs, this.nodes.values(), state);
+    // A node whose agent stopped renewing its lease is no gateway (failover); the others keep their policies.
+    const nodes = this.nodes.values().filter((n) => this.liveness.alive(n.name));
+    const current = new Map(this.policies.values().flatMap((p) => (p.status?.gatewayNode ? [[p.spec.name, p.status.gatewayNode] as const] : [])));
+    const plan = planEgress(specs, nodes, state, current);
     if (plan.pool && JSON.stringify(plan.pool) !== JSON.stringify(poolRes?.value)) {
       poolRes = await store.put<EgressPoolState>('IPAMState', EGRESS_POOL_STATE, plan.pool, { expectedRevision: poolRes?.revision ?? 0 });
     }

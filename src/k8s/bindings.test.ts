@@ -72,3 +72,23 @@ test('a core Service\'s labels and annotations (not kubectl\'s) are the store Se
   const back = BINDINGS.Service!.toObject(BINDINGS.Service!.ref('shop.web'), s);
   assert.deepEqual([back.metadata?.labels, back.metadata?.annotations], [{ exposed: 'yes' }, { 'lbipam.tendril.io/ips': '10.9.0.1' }]);
 });
+
+test('a discovery.k8s.io/v1 EndpointSlice becomes the store EndpointSlice (the LB\'s explicit backends); IPv6 ones are not shown', () => {
+  const b = BINDINGS.EndpointSlice!;
+  const obj = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'ext-abc', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'ext' }, resourceVersion: '3' }, addressType: 'IPv4', endpoints: [{ addresses: ['192.168.10.200'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1' }], ports: [{ name: '', port: 8080, protocol: 'TCP' }] };
+  const got = b.toStore(obj, SOURCES.endpointSlice)!;
+  assert.equal(got.name, 'shop.ext-abc');
+  assert.deepEqual(got.value, { namespace: 'shop', name: 'ext-abc', labels: { 'kubernetes.io/service-name': 'ext' }, addressType: 'IPv4', endpoints: [{ addresses: ['192.168.10.200'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1' }], ports: [{ port: 8080, protocol: 'TCP' }] });
+  assert.deepEqual(b.ref('shop.ext-abc'), { source: SOURCES.endpointSlice, namespace: 'shop', name: 'ext-abc' });
+  assert.equal(b.toStore({ ...obj, addressType: 'IPv6', endpoints: [{ addresses: ['fd00::1'] }] }, SOURCES.endpointSlice), undefined);
+  const back = b.toObject(b.ref('shop.ext-abc'), got.value) as Record<string, unknown>;
+  assert.deepEqual(b.toStore({ ...back, metadata: { ...(back['metadata'] as object) } } as never, SOURCES.endpointSlice)?.value, got.value, 'written back as read');
+});
+
+test('a core Service\'s spec.loadBalancerSourceRanges are the store Service\'s, and written back', () => {
+  const s = serviceFromObject(svc({ type: 'LoadBalancer', clusterIP: '10.96.3.6', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30081 }], loadBalancerSourceRanges: ['192.168.10.192/28'] }))!;
+  assert.deepEqual(s.loadBalancerSourceRanges, ['192.168.10.192/28']);
+  assert.deepEqual(validateService(s).loadBalancerSourceRanges, ['192.168.10.192/28']);
+  const b = BINDINGS.Service!;
+  assert.deepEqual((b.toObject(b.ref('shop.web'), s) as { spec: { loadBalancerSourceRanges?: string[] } }).spec.loadBalancerSourceRanges, ['192.168.10.192/28']);
+});

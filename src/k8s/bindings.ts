@@ -5,6 +5,7 @@ import type { Kind } from '../store/types.js';
 import { API_VERSION } from './crds.js';
 import type { ServicePort, ServiceSpec } from '../lb/service.js';
 import { parseEgressPolicy, EGRESS_POLICY_KIND } from '../egress/policy.js';
+import { validateEndpointSlice, type EndpointSliceSpec } from '../lb/endpoint-slice.js';
 
 /** One Kubernetes resource type a store kind is read from. */
 export interface Source {
@@ -49,11 +50,33 @@ export const SOURCES = {
   serviceStatus: crd('TendrilServiceStatus', 'tendrilservicestatuses'),
   l2Lease: crd('TendrilL2Lease', 'tendrill2leases'),
   egress: crd('TendrilEgressGatewayPolicy', 'tendrilegressgatewaypolicies'),
+  podIPPool: crd('TendrilPodIPPool', 'tendrilpodippools'),
+  nodeLease: crd('TendrilNodeLease', 'tendrilnodeleases'),
   namespace: { apiVersion: 'v1', kind: 'Namespace', path: '/api/v1/namespaces', namespaced: false } as Source,
   netpol: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies', namespaced: true } as Source,
   pod: { apiVersion: 'v1', kind: 'Pod', path: '/api/v1/pods', namespaced: true } as Source,
   service: { apiVersion: 'v1', kind: 'Service', path: '/api/v1/services', namespaced: true } as Source,
+  endpointSlice: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', namespaced: true } as Source,
 };
+
+/**
+ * A discovery.k8s.io/v1 EndpointSlice as the store's (src/lb/endpoint-slice.ts: the same fields), or undefined for
+ * one the LB cannot use (IPv6, FQDN, no service-name label).
+ */
+export function endpointSliceFromObject(obj: KubernetesObject & Record<string, unknown>): EndpointSliceSpec | undefined {
+  const m = obj.metadata ?? {};
+  const endpoints = ((obj['endpoints'] ?? []) as Array<Record<string, unknown>>).map((e) => ({
+    addresses: e['addresses'],
+    ...(e['conditions'] !== undefined ? { conditions: e['conditions'] } : {}),
+    ...(typeof e['nodeName'] === 'string' ? { nodeName: e['nodeName'] } : {}),
+  }));
+  const ports = ((obj['ports'] ?? []) as Array<Record<string, unknown>>).filter((p) => typeof p['port'] === 'number').map((p) => ({ port: p['port'], protocol: p['protocol'] ?? 'TCP', ...(typeof p['name'] === 'string' && p['name'] !== '' ? { name: p['name'] } : {}) }));
+  try {
+    return validateEndpointSlice({ namespace: m.namespace, name: m.name, labels: { ...(m.labels ?? {}) }, addressType: obj['addressType'], endpoints, ports });
+  } catch {
+    return undefined;
+  }
+}
 
 /** A CRD kind whose spec is the store value, named as in the store (or through rename/unrename). */
 function specBinding(source: Source, rename: (storeName: string) => string = (n) => n, unrename: (obj: KubernetesObject, spec: unknown) => string = (o) => o.metadata!.name!): Binding {
@@ -98,6 +121,12 @@ function egressSpec(obj: KubernetesObject & Record<string, unknown>): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** A Namespace's ipam.tendril.io/ annotations, as NamespaceSpec.annotations (absent when it has none). */
+function namespaceAnnotations(obj: KubernetesObject): { annotations?: Record<string, string> } {
+  const a = Object.fromEntries(Object.entries(obj.metadata?.annotations ?? {}).filter(([k]) => k.startsWith('ipam.tendril.io/')));
+  return Object.keys(a).length > 0 ? { annotations: a } : {};
 }
 
 /** Endpoint "<node>:<id>" is a Kubernetes name only as "<node>.<id>" (":" is not allowed); the spec says which. */
@@ -152,6 +181,8 @@ export function serviceFromObject(obj: KubernetesObject & Record<string, unknown
     internalTrafficPolicy: spec['internalTrafficPolicy'] === 'Local' ? 'Local' : 'Cluster',
   };
   if (out.sessionAffinity === 'ClientIP' && typeof affinity === 'number') out.sessionAffinityTimeoutSeconds = affinity;
+  const ranges = spec['loadBalancerSourceRanges'];
+  if (Array.isArray(ranges) && ranges.length > 0) out.loadBalancerSourceRanges = ranges.filter((r): r is string => typeof r === 'string');
   // What LB IPAM selects and reads (pool serviceSelector, lbipam.tendril.io/* annotations); the apiserver's own
   // bookkeeping annotations (kubectl.kubernetes.io/last-applied-configuration) are not the service's.
   const labels = obj.metadata?.labels;
@@ -172,6 +203,7 @@ function serviceToObject(ref: ObjectRef, s: ServiceSpec): KubernetesObject & Rec
   if (s.clusterIP) spec['clusterIP'] = s.clusterIP;
   if (s.type !== 'ClusterIP') spec['externalTrafficPolicy'] = s.externalTrafficPolicy;
   if (s.sessionAffinity === 'ClientIP' && s.sessionAffinityTimeoutSeconds !== undefined) spec['sessionAffinityConfig'] = { clientIP: { timeoutSeconds: s.sessionAffinityTimeoutSeconds } };
+  if (s.loadBalancerSourceRanges?.length) spec['loadBalancerSourceRanges'] = s.loadBalancerSourceRanges;
   const metadata: Record<string, unknown> = { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}) };
   if (s.labels) metadata['labels'] = s.labels;
   if (s.annotations) metadata['annotations'] = s.annotations;
@@ -188,6 +220,8 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     return typeof s.node === 'string' && typeof s.id === 'number' ? `${s.node}:${s.id}` : o.metadata!.name!;
   }),
   LoadBalancerIPPool: specStatusBinding(SOURCES.lbPool, (o) => o['spec']),
+  // Multi-pool IPAM's pools; the CRD schema checks the shape, the operator the CIDRs (overlaps, mask fit).
+  PodIPPool: specStatusBinding(SOURCES.podIPPool, (o) => o['spec']),
   // The spec's name is metadata.name in Kubernetes (the CRD schema has no spec.name; it would be pruned).
   EgressGatewayPolicy: specStatusBinding(SOURCES.egress, egressSpec, (spec) => {
     const { name: _name, ...rest } = spec as { name?: string };
@@ -199,9 +233,12 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
   // Named by the LoadBalancer IP; a tendril.io kind rather than coordination.k8s.io Lease: the store's value keeps
   // millisecond durations and needs no namespace, and the store's optimistic revisions apply to it as to any kind.
   L2Lease: specBinding(SOURCES.l2Lease),
+  // Renewed every second by each agent (a tendril.io kind: kube-node-lease's Leases are the kubelets').
+  NodeLease: specBinding(SOURCES.nodeLease),
   Namespace: {
     sources: [SOURCES.namespace],
-    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) } } }),
+    // Labels, and the annotations the agent reads (ipam.tendril.io/ip-pool: the IP pool of the namespace's pods).
+    toStore: (obj) => ({ name: obj.metadata!.name!, value: { labels: { ...(obj.metadata?.labels ?? {}) }, ...namespaceAnnotations(obj) } }),
     ref: (name) => ({ source: SOURCES.namespace, name }),
     toObject: (ref, value) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.name, labels: (value as { labels: Record<string, string> }).labels } }),
   },
@@ -218,6 +255,24 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
       return { source: SOURCES.service, namespace: name.slice(0, i), name: name.slice(i + 1) };
     },
     toObject: (ref, value) => serviceToObject(ref, value as ServiceSpec),
+  },
+  // Explicit backends of services without a selector: the core discovery.k8s.io/v1 EndpointSlices, named
+  // "<namespace>.<name>" as the store names them (the agent's RBAC lists and watches them).
+  EndpointSlice: {
+    sources: [SOURCES.endpointSlice],
+    toStore: (obj) => {
+      const s = endpointSliceFromObject(obj);
+      return s ? { name: `${s.namespace}.${s.name}`, value: s } : undefined;
+    },
+    ref: (name) => {
+      const i = name.indexOf('.');
+      if (i <= 0) throw new Error(`EndpointSlice resource "${name}" is not <namespace>.<name>`);
+      return { source: SOURCES.endpointSlice, namespace: name.slice(0, i), name: name.slice(i + 1) };
+    },
+    toObject: (ref, value) => {
+      const s = value as EndpointSliceSpec;
+      return { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: ref.name, ...(ref.namespace !== undefined ? { namespace: ref.namespace } : {}), labels: s.labels }, addressType: s.addressType, endpoints: s.endpoints, ports: s.ports } as KubernetesObject & Record<string, unknown>;
+    },
   },
   Policy: {
     sources: [SOURCES.netpol, SOURCES.tnp, SOURCES.tcnp],

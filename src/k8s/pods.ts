@@ -1,6 +1,6 @@
 // The pods of this node, watched (a client-node informer with fieldSelector spec.nodeName): the CNI ADD of a
 // kubelet's pod names it (K8S_POD_NAMESPACE/K8S_POD_NAME) and the agent takes its labels and service account from
-// here, waiting briefly when the watch has not delivered the pod yet.
+// here (and its annotations, for the IP pool it asks for), waiting briefly when the watch has not delivered the pod yet.
 import { ListWatch, Watch, type KubernetesListObject, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from '../util/log.js';
 import type { K8sConnection } from './client.js';
@@ -9,6 +9,8 @@ import { Rest } from './rest.js';
 
 export interface PodInfo {
   labels: Record<string, string>;
+  /** The pod's annotations (ipam.tendril.io/ip-pool: its IP pool), without kubectl's bookkeeping. */
+  annotations: Record<string, string>;
   serviceAccount: string;
   uid: string;
 }
@@ -52,7 +54,8 @@ export class PodSource {
     for (;;) {
       const pod = this.informer.get(name, namespace);
       if (pod && (uid === undefined || uid === '' || pod.metadata?.uid === uid)) {
-        return { labels: { ...(pod.metadata?.labels ?? {}) }, serviceAccount: pod.spec?.serviceAccountName ?? 'default', uid: pod.metadata?.uid ?? '' };
+        const annotations = Object.fromEntries(Object.entries(pod.metadata?.annotations ?? {}).filter(([k]) => !k.startsWith('kubectl.kubernetes.io/')));
+        return { labels: { ...(pod.metadata?.labels ?? {}) }, annotations, serviceAccount: pod.spec?.serviceAccountName ?? 'default', uid: pod.metadata?.uid ?? '' };
       }
       if (Date.now() > deadline) return undefined;
       await new Promise((r) => setTimeout(r, 50));

@@ -40,14 +40,14 @@ export class Rest {
     this.timeoutMs = timeoutMs;
   }
 
-  async request<T = Obj>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  async request<T = Obj>(method: string, path: string, body?: unknown, contentType = 'application/json', accept = 'application/json'): Promise<T> {
     const opts: https.RequestOptions = {
       method,
       protocol: this.server.protocol,
       hostname: this.server.hostname.replace(/^\[|\]$/g, ''),
       port: this.server.port || (this.server.protocol === 'https:' ? 443 : 80),
       path: `${this.server.pathname.replace(/\/$/, '')}${path}`,
-      headers: { accept: 'application/json', 'user-agent': 'tendril' },
+      headers: { accept, 'user-agent': 'tendril' },
       timeout: this.timeoutMs,
     };
     await this.kc.applyToHTTPSOptions(opts);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import type { TypedMap } from '../kernel/bpf/index.js';
 import { LocalStoreClient, LocalStoreServer, type Store } from '../store/index.js';
 import { logger } from '../util/log.js';
-import { L2Announcer, type L2LeaseSpec } from './announcer.js';
+import { GARP_ROUNDS, L2Announcer, type L2LeaseSpec } from './announcer.js';
 import type { L2ResponderEntry } from './maps.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l2-'));
@@ -122,6 +122,37 @@ test('L2Announcer: only a node that may announce the IP (a local backend, extern
   } finally {
     for (const n of nodes) await n.a?.stop();
     for (const c of clients) await c.close();
+    await server.close();
+  }
+});
+
+test('L2Announcer: the node that takes an IP sends gratuitous ARP for it on its device, GARP_ROUNDS times, and no more while it holds it', async () => {
+  const socket = path.join(tmp, 'g.sock');
+  const server = new LocalStoreServer({ dataDir: path.join(tmp, 'g') });
+  await server.listen({ socket });
+  const store = new LocalStoreClient({ socket });
+  const own = new LocalStoreClient({ socket });
+  const IP = '192.168.10.243';
+  const sent: Array<{ ifindex: number; op: number; sip: string; sha: string }> = [];
+  const dev = { ifindex: 31, mac: '02:00:00:00:02:01' };
+  let a: L2Announcer | undefined;
+  try {
+    await store.put('ServiceStatus', 'shop.garp', { loadBalancer: { ingress: [IP] }, conditions: [] });
+    a = new L2Announcer({
+      store: own, node: 'n1', log: logger('l2-test'), device: () => dev, responder: memMap(), leaseDurationMs: 300, renewMs: 50,
+      sendFrame: (ifindex, f) => void sent.push({ ifindex, op: f.readUInt16BE(20), sip: [...f.subarray(28, 32)].join('.'), sha: f.subarray(22, 28).toString('hex') }),
+    });
+    a.start();
+    await until('gratuitous ARP sent', () => sent.length >= 2 * GARP_ROUNDS);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(sent.length, 2 * GARP_ROUNDS, 'a request and a reply per round, no more while the lease is held');
+    for (const s of sent) assert.deepEqual({ ifindex: s.ifindex, sip: s.sip, sha: s.sha }, { ifindex: 31, sip: IP, sha: '020000000201' });
+    assert.deepEqual(sent.slice(0, 2).map((s) => s.op), [1, 2]);
+    assert.equal(a.status().gratuitousArpSent, 2 * GARP_ROUNDS);
+  } finally {
+    await a?.stop();
+    await store.close();
+    await own.close();
     await server.close();
   }
 });

@@ -2,14 +2,18 @@
 // elected through the store with a lease per IP (kind L2Lease, named by the IP): the holder renews it every
 // renewMs; another node takes it over once it saw no renewal for leaseDurationMs (by its own monotonic clock, so
 // clock skew between nodes does not matter), with expectedRevision so two takers cannot both win. The IPs whose
-// lease this node holds are written to tendril_l2_responder, which cil_from_netdev answers ARP from.
+// lease this node holds are written to tendril_l2_responder, which cil_from_netdev answers ARP from. On taking an IP
+// it sends gratuitous ARP on the device (garp.ts), so the segment's hosts move to this node's MAC at once.
 import type { TypedMap } from '../kernel/bpf/index.js';
 import type { Resource, Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import type { L2ResponderEntry } from './maps.js';
+import { garpFrames } from './garp.js';
 
 export const DEFAULT_L2_LEASE_MS = 3000;
 export const DEFAULT_L2_RENEW_MS = 1000;
+/** Gratuitous ARP rounds per takeover: at once and at the next renewal (one lost broadcast is not the end of it). */
+export const GARP_ROUNDS = 2;
 
 /** L2Lease resource value. */
 export interface L2LeaseSpec {
@@ -34,6 +38,11 @@ export interface L2AnnouncerOptions {
    * hands it back when it holds it (its last local backend went), so a node with one takes over at once.
    */
   mayAnnounce?: (ip: string) => boolean;
+  /**
+   * Sends a whole Ethernet frame out of the device (the agent: src/kernel/socket's sendFrame). Given, a node that
+   * takes an IP sends gratuitous ARP for it; absent, none (hosts then move when their entry goes stale).
+   */
+  sendFrame?: (ifindex: number, frame: Buffer) => void;
 }
 
 export interface L2AnnouncementView {
@@ -62,6 +71,10 @@ export class L2Announcer {
   private mine = new Set<string>();
   private view: L2AnnouncementView[] = [];
   private lastError: string | null = null;
+  /** ip -> gratuitous ARP rounds still to send for this node's takeover of it. */
+  private readonly garpLeft = new Map<string, number>();
+  private garpSent = 0;
+  private garpError: string | null = null;
 
   constructor(o: L2AnnouncerOptions) {
     this.o = o;
@@ -171,10 +184,16 @@ export class L2Announcer {
     const expiresNs = process.hrtime.bigint() + BigInt(this.leaseMs) * 1_000_000n;
     for (const ip of mine) {
       this.o.responder.put(ip, { ifindex: dev.ifindex, mac: dev.mac, expiresNs });
-      if (!this.mine.has(ip)) this.o.log.info({ ip, device: dev.ifindex }, 'announcing LoadBalancer IP');
+      if (!this.mine.has(ip)) {
+        this.o.log.info({ ip, device: dev.ifindex }, 'announcing LoadBalancer IP');
+        if (this.o.sendFrame) this.garpLeft.set(ip, GARP_ROUNDS);
+      }
+      // After the responder entry: a host that answers the gratuitous request with a request of its own is answered.
+      this.gratuitousArp(ip, dev);
     }
     for (const ip of this.mine) {
       if (!mine.has(ip)) {
+        this.garpLeft.delete(ip);
         this.o.responder.delete(ip);
         this.o.log.info({ ip }, 'no longer announcing LoadBalancer IP');
       }
@@ -184,11 +203,28 @@ export class L2Announcer {
     this.mine = mine;
   }
 
+  private gratuitousArp(ip: string, dev: { ifindex: number; mac: string }): void {
+    const left = this.garpLeft.get(ip) ?? 0;
+    if (left <= 0 || !this.o.sendFrame) return;
+    if (left === 1) this.garpLeft.delete(ip);
+    else this.garpLeft.set(ip, left - 1);
+    try {
+      for (const f of garpFrames(ip, dev.mac)) {
+        this.o.sendFrame(dev.ifindex, f);
+        this.garpSent++;
+      }
+      this.garpError = null;
+    } catch (err) {
+      this.garpError = (err as Error).message;
+      this.o.log.warn({ ip, err: this.garpError }, 'cannot send gratuitous ARP for the LoadBalancer IP');
+    }
+  }
+
   list(): L2AnnouncementView[] {
     return this.view;
   }
 
-  status(): { enabled: true; announced: number; leases: number; leaseDurationMs: number; lastError: string | null } {
-    return { enabled: true, announced: this.mine.size, leases: this.view.length, leaseDurationMs: this.leaseMs, lastError: this.lastError };
+  status(): { enabled: true; announced: number; leases: number; leaseDurationMs: number; lastError: string | null; gratuitousArpSent: number; gratuitousArpError: string | null } {
+    return { enabled: true, announced: this.mine.size, leases: this.view.length, leaseDurationMs: this.leaseMs, lastError: this.lastError, gratuitousArpSent: this.garpSent, gratuitousArpError: this.garpError };
   }
 }

@@ -18,6 +18,7 @@ import type { NamedPort } from '../store/types.js';
 import { bridgeApiserver, bridgeApiserverInto } from './k8s.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
+import { ensureNodeCgroup, ensurePodCgroup, inNetnsArgv, labCgroupPids, removeLabCgroups, removeNetnsCgroup } from './cgroups.js';
 import { hasLedger, ownNetns, ownPid, ownedBy, ownedPids } from './owned.js';
 import { relaySocketIn } from '../observe/index.js';
 import { masqAgentArgs, parseMasqCidrs, requireIpMasqAgent, writeMasqFile, type LabMasq } from './masq.js';
@@ -90,6 +91,8 @@ export interface LabState {
   masq?: LabMasq;
   /** The agents' --proxy-port (absent: their default). */
   proxyPort?: number;
+  /** lab up --socket-lb: agents attach socket LB to a cgroup per node (src/lab/cgroups.ts). */
+  socketLb?: boolean;
 }
 
 export interface UpOptions {
@@ -111,6 +114,8 @@ export interface UpOptions {
   kubeconfig?: string;
   /** The node L7 proxy's port on every agent (--proxy-port). */
   proxyPort?: number;
+  /** Socket-level LB: a cgroup per node (src/lab/cgroups.ts) whose sockets the agent's sock programs serve. */
+  socketLb?: boolean;
   /** Called with progress lines. */
   progress?: (line: string) => void;
 }
@@ -210,6 +215,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     pods: [],
     ...(masq ? { masq } : {}),
     ...(o.proxyPort !== undefined ? { proxyPort: o.proxyPort } : {}),
+    ...(o.socketLb ? { socketLb: true } : {}),
   };
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   save(st);
@@ -388,6 +394,7 @@ function startAgent(st: LabState, n: LabNode, mtu?: number): number {
     ...masqAgentArgs(st.name, n.name, st.masq),
     ...agentIpamArgs(st.ipam),
     ...(st.proxyPort !== undefined ? ['--proxy-port', String(st.proxyPort)] : []),
+    ...(st.socketLb ? ['--bpf-lb-sock-cgroup', ensureNodeCgroup(st.name, n.name, np.netns)] : []),
   ];
   if (st.masq) writeMasqFile(st.name, n.name, st.masq);
   ownNetns(st.name, np.healthNetns);
@@ -575,8 +582,9 @@ export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }
   const p = labPaths(name);
   const removed: string[] = [];
   const namespaces = labNamespaces(name);
-  const stopped = await stopProcessesIn(namespaces, ownedPids(name));
+  const stopped = await stopProcessesIn(namespaces, [...ownedPids(name), ...labCgroupPids(name)]);
   if (stopped) removed.push(`${stopped} process(es)`);
+  for (const dir of removeLabCgroups(name, namespaces)) removed.push(`cgroup ${dir}`);
   for (const ns of namespaces) {
     if (!Netns.exists(ns, NETNS_DIR)) continue;
     Netns.delete(ns, NETNS_DIR);
@@ -637,6 +645,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
   const pp = labPaths(lab).pod(namespace, name);
   ownNetns(lab, pp.netns);
   Netns.create(pp.netns, NETNS_DIR).close();
+  if (st.socketLb) ensurePodCgroup(lab, node.name, `${namespace}_${name}`, pp.netns);
   const pod: LabPod = {
     name,
     namespace,
@@ -671,6 +680,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
       // best effort; the namespace goes below
     }
     Netns.delete(pp.netns, NETNS_DIR);
+    removeNetnsCgroup(pp.netns);
     throw err;
   }
   const fresh = loadLab(lab);
@@ -696,6 +706,7 @@ export async function podDel(lab: string, ref: string): Promise<LabPod> {
   await stopProcessesIn([pod.netns]);
   runCni(lab, 'DEL', pod);
   Netns.delete(pod.netns, NETNS_DIR);
+  removeNetnsCgroup(pod.netns);
   const fresh = loadLab(lab);
   fresh.pods = fresh.pods.filter((x) => !(x.name === pod.name && x.namespace === pod.namespace));
   save(fresh);
@@ -754,14 +765,14 @@ export function runCni(lab: string, command: 'ADD' | 'DEL' | 'CHECK', pod: LabPo
 export function execIn(ns: string, argvIn: string[]): number {
   const argv = argvIn[0] === '--' ? argvIn.slice(1) : argvIn;
   if (argv.length === 0) throw new LabError('TENDRIL_ERR_LAB_INVALID', 'Nothing to execute: give a command after "--"');
-  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { stdio: 'inherit' });
+  const r = spawnSync(...inNetnsArgv(netnsPath(ns), ns, argv), { stdio: 'inherit' });
   if (r.error) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Cannot execute ${argv[0]}: ${r.error.message}`);
   return r.status ?? 1;
 }
 
 /** Runs a command inside a namespace and captures its output (tests, demo). */
 export function execCapture(ns: string, argv: string[], timeoutMs = 30_000, input?: string): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
+  const r = spawnSync(...inNetnsArgv(netnsPath(ns), ns, argv), { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
   return { status: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? (r.error?.message ?? '') };
 }
 

@@ -3,13 +3,15 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { netnsPath } from './paths.js';
+import { inNetnsArgv } from './cgroups.js';
 
 /** Starts `argv` inside netns `ns` (network namespace only: bpffs and /var/run stay shared), detached. */
 export function spawnInNetns(ns: string, argv: string[], logFile: string): number {
   fs.mkdirSync(path.dirname(logFile), { recursive: true });
   const fd = fs.openSync(logFile, 'a');
   try {
-    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], {
+    const [cmd, args] = inNetnsArgv(netnsPath(ns), ns, argv);
+    const child = spawn(cmd, args, {
       detached: true,
       stdio: ['ignore', fd, fd],
     });

@@ -23,3 +23,14 @@ test('formatServiceList() prints one row per frontend and one line per backend, 
   ]);
   assert.match(formatBpfLbList([{ id: 4, frontend: '0.0.0.0:30080/TCP', service: 'shop/web', type: 'NodePort', backends: ['10.0.0.2:8080/TCP'] }]), /0\.0\.0\.0:30080\/TCP\s+0\.0\.0\.0:0 \(4\) \(0\) \[NodePort\]\n\s+10\.0\.0\.2:8080\/TCP \(4\) \(1\)/);
 });
+
+test('formatServiceList() and formatBpfLbList() show a LoadBalancer frontend\'s source ranges', () => {
+  const e = { id: 3, frontend: '192.168.10.240:80/TCP', service: 'shop/web', type: 'LoadBalancer', backends: ['10.0.0.2:8080/TCP'], sourceRanges: ['10.99.0.0/16', '192.168.10.192/28'] };
+  assert.deepEqual(formatServiceList([e]).split('\n'), [
+    'ID   Frontend                Service Type   Backend',
+    '3    192.168.10.240:80/TCP   LoadBalancer   1 => 10.0.0.2:8080/TCP (active)',
+    '                                            (source ranges: 10.99.0.0/16, 192.168.10.192/28)',
+    '',
+  ]);
+  assert.match(formatBpfLbList([e]), /\[LoadBalancer, source ranges\]\n\s+10\.0\.0\.2:8080\/TCP \(3\) \(1\)\n\s+source range 10\.99\.0\.0\/16 \(3\)\n\s+source range 192\.168\.10\.192\/28 \(3\)\n$/);
+});

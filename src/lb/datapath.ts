@@ -11,10 +11,12 @@ import {
   LB4_MAGLEV_MAP,
   LB4_REVERSE_NAT_MAP,
   LB4_SERVICES_MAP,
+  LB4_SOURCE_RANGE_MAP,
   LB_F_AFFINITY,
   LB_F_EXT_LOCAL,
   LB_F_EXTERNAL,
   LB_F_MAGLEV,
+  LB_F_SRC_RANGE,
   LB_SCOPE_ALL,
   LB_SCOPE_EXTERNAL,
   backendIdCodec,
@@ -23,13 +25,17 @@ import {
   lb4MaglevKeyCodec,
   lb4ReverseNatCodec,
   lb4ServiceCodec,
+  lb4SourceRangeKeyCodec,
   revNatIndexCodec,
   type Lb4Backend,
   type Lb4Key,
   type Lb4MaglevKey,
   type Lb4ReverseNat,
   type Lb4Service,
+  type Lb4SourceRangeKey,
 } from './maps.js';
+import { u8 } from '../kernel/bpf/index.js';
+import { formatCidr, parseCidr } from '../util/ip.js';
 
 export type LbAlgorithm = 'random' | 'maglev';
 
@@ -50,6 +56,8 @@ export interface Frontend {
   extLocal?: boolean;
   /** Served to traffic from outside at its address (a LoadBalancer IP; LB_F_EXTERNAL). */
   external?: boolean;
+  /** loadBalancerSourceRanges (CIDRs): clients from outside only from these (LB_F_SRC_RANGE); none or empty: any. */
+  sourceRanges?: string[];
 }
 
 export interface LbDatapathOptions {
@@ -72,6 +80,8 @@ interface Written {
   ids: number[];
   /** Maglev table size written for it (0: none). */
   maglevSize: number;
+  /** Source range CIDRs written for it (tendril_lb4_source_range). */
+  ranges: string[];
   fingerprint: string;
 }
 
@@ -80,6 +90,7 @@ export class LbDatapath {
   private readonly backends: TypedMap<number, Lb4Backend>;
   private readonly revNat: TypedMap<number, Lb4ReverseNat>;
   private readonly maglev: TypedMap<Lb4MaglevKey, number>;
+  private readonly ranges: TypedMap<Lb4SourceRangeKey, number>;
   private readonly opts: LbDatapathOptions;
   private readonly written = new Map<string, Written>();
   /** "ip:port/proto" -> backend ID, and the reverse. */
@@ -94,6 +105,7 @@ export class LbDatapath {
     this.backends = map(LB4_BACKENDS_MAP).typed(backendIdCodec, lb4BackendCodec);
     this.revNat = map(LB4_REVERSE_NAT_MAP).typed(revNatIndexCodec, lb4ReverseNatCodec);
     this.maglev = map(LB4_MAGLEV_MAP).typed(lb4MaglevKeyCodec, backendIdCodec);
+    this.ranges = map(LB4_SOURCE_RANGE_MAP).typed(lb4SourceRangeKeyCodec, u8);
     this.opts = opts;
     this.adopt();
   }
@@ -112,16 +124,21 @@ export class LbDatapath {
       if (k.slot === 0) heads.push([k, v]);
       else (slots.get(fk) ?? slots.set(fk, new Map()).get(fk)!).set(k.slot, v.backendId);
     }
+    const ranges = new Map<number, string[]>();
+    for (const [k] of this.ranges.entries()) (ranges.get(k.revNatIndex) ?? ranges.set(k.revNatIndex, []).get(k.revNatIndex)!).push(k.cidr);
     for (const [k, v] of heads) {
       const protocol = k.proto === IPPROTO_UDP ? 'UDP' : 'TCP';
       const s = slots.get(`${k.address}:${k.port}/${k.proto}#${k.scope}`) ?? new Map<number, number>();
       const ids: number[] = [];
       for (let i = 1; i <= v.count; i++) ids.push(s.get(i) ?? 0);
       const frontend: Frontend = { address: k.address, port: k.port, protocol, service: '(earlier run)', type: '', backends: [], scope: k.scope };
-      this.written.set(frontendKey(frontend), { id: v.revNatIndex, frontend, ids, maglevSize: v.flags & LB_F_MAGLEV ? v.maglevSize : 0, fingerprint: '' });
+      this.written.set(frontendKey(frontend), { id: v.revNatIndex, frontend, ids, maglevSize: v.flags & LB_F_MAGLEV ? v.maglevSize : 0, ranges: ranges.get(v.revNatIndex) ?? [], fingerprint: '' });
+      ranges.delete(v.revNatIndex);
       this.serviceIds.add(v.revNatIndex);
       for (const id of ids) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
     }
+    // Ranges of a service ID no frontend has: a later frontend given that ID must not inherit them.
+    for (const [revNatIndex, cidrs] of ranges) for (const cidr of cidrs) this.ranges.delete({ revNatIndex, cidr });
   }
 
   private allocServiceId(): number {
@@ -175,7 +192,7 @@ export class LbDatapath {
       removed++;
     }
     for (const [k, f] of want) {
-      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm, f.extLocal ?? false, f.external ?? false]);
+      const fingerprint = JSON.stringify([f.backends, f.affinityTimeout ?? 0, this.opts.algorithm, f.extLocal ?? false, f.external ?? false, f.sourceRanges ?? []]);
       const prev = this.written.get(k);
       if (prev && prev.fingerprint === fingerprint) {
         prev.frontend = f;
@@ -206,14 +223,19 @@ export class LbDatapath {
     if (f.affinityTimeout !== undefined) flags |= LB_F_AFFINITY;
     if (f.extLocal) flags |= LB_F_EXT_LOCAL;
     if (f.external) flags |= LB_F_EXTERNAL;
+    // Ranges before the service entry that names them (LB_F_SRC_RANGE); stale ones after it.
+    const ranges = [...new Set((f.sourceRanges ?? []).map((c) => formatCidr(parseCidr(c))))];
+    for (const cidr of ranges) this.ranges.put({ revNatIndex: id, cidr }, 1);
+    if (ranges.length > 0) flags |= LB_F_SRC_RANGE;
     this.revNat.put(id, { address: f.address, port: f.port });
     this.services.put(key, { backendId: 0, count: ids.length, revNatIndex: id, flags, maglevSize, affinityTimeout: f.affinityTimeout ?? 0 });
     if (prev) {
       for (let s = ids.length + 1; s <= prev.ids.length; s++) this.services.delete({ ...key, slot: s });
       for (const b of prev.ids) this.release(b);
       if (prev.maglevSize > maglevSize) this.deleteMaglev(id, maglevSize, prev.maglevSize);
+      for (const cidr of prev.ranges) if (!ranges.includes(cidr)) this.ranges.delete({ revNatIndex: id, cidr });
     }
-    this.written.set(frontendKey(f), { id, frontend: f, ids, maglevSize, fingerprint });
+    this.written.set(frontendKey(f), { id, frontend: f, ids, maglevSize, ranges, fingerprint });
   }
 
   private deleteMaglev(id: number, from: number, to: number): void {
@@ -225,13 +247,14 @@ export class LbDatapath {
     this.services.delete(key);
     for (let s = 1; s <= w.ids.length; s++) this.services.delete({ ...key, slot: s });
     this.deleteMaglev(w.id, 0, w.maglevSize);
+    for (const cidr of w.ranges) this.ranges.delete({ revNatIndex: w.id, cidr });
     this.revNat.delete(w.id);
     this.serviceIds.delete(w.id);
     for (const b of w.ids) this.release(b);
   }
 
   /** What the maps hold, per frontend (for `tendril service list` / `bpf lb list`). */
-  list(): Array<{ id: number; frontend: string; service: string; type: string; backends: string[] }> {
+  list(): Array<{ id: number; frontend: string; service: string; type: string; backends: string[]; sourceRanges?: string[] }> {
     const out = [...this.written.values()].map((w) => ({
       id: w.id,
       frontend: `${w.frontend.address}:${w.frontend.port}/${w.frontend.protocol}${w.frontend.scope === LB_SCOPE_EXTERNAL ? ' (external)' : ''}`,
@@ -241,6 +264,7 @@ export class LbDatapath {
         const b = this.backends.lookup(id);
         return b ? `${b.address}:${b.port}/${b.proto === IPPROTO_UDP ? 'UDP' : 'TCP'}` : `(backend ${id} missing)`;
       }),
+      ...(w.ranges.length > 0 ? { sourceRanges: [...w.ranges] } : {}),
     }));
     return out.sort((a, b) => a.id - b.id);
   }

@@ -10,7 +10,9 @@ export type LbErrorCode =
   | 'TENDRIL_ERR_LB_CONFLICT'
   | 'TENDRIL_ERR_LB_MAP_FULL'
   | 'TENDRIL_ERR_LB_POOL_INVALID'
-  | 'TENDRIL_ERR_LB_POOL_NOT_FOUND';
+  | 'TENDRIL_ERR_LB_POOL_NOT_FOUND'
+  | 'TENDRIL_ERR_ENDPOINT_SLICE_INVALID'
+  | 'TENDRIL_ERR_ENDPOINT_SLICE_NOT_FOUND';
 
 export class LbError extends Error {
   readonly code: LbErrorCode;

@@ -10,3 +10,4 @@ export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions } f
 export { registerServiceRoutes } from './routes.js';
 export { ServiceManager, frontendsOf, serviceIndex, lbIpsWithoutLocalBackend, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
 export * from './lb-pool.js';
+export * from './endpoint-slice.js';

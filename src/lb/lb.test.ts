@@ -134,3 +134,22 @@ test('frontendsOf(): a NodePort with externalTrafficPolicy Local has a second, e
   // A node without a backend of its own: the external entry is empty (ICMP port unreachable from outside).
   assert.deepEqual(frontendsOf([{ ...base, externalTrafficPolicy: 'Local' }], eps, 'c').find((f) => f.scope === LB_SCOPE_EXTERNAL)?.backends, []);
 });
+
+test('validateService(): loadBalancerSourceRanges are IPv4 CIDRs, normalized and deduplicated; a bad one is named', () => {
+  const s = validateService(svc({ type: 'LoadBalancer', loadBalancerSourceRanges: ['192.168.10.201/28', ' 10.0.0.0/8', '192.168.10.192/28'] }));
+  assert.deepEqual(s.loadBalancerSourceRanges, ['192.168.10.192/28', '10.0.0.0/8']);
+  assert.equal(validateService(svc({ loadBalancerSourceRanges: [] })).loadBalancerSourceRanges, undefined);
+  assert.throws(() => validateService(svc({ loadBalancerSourceRanges: ['10.0.0.0/33'] })), /"shop\/web": loadBalancerSourceRanges\[0\] "10\.0\.0\.0\/33" is not an IPv4 CIDR/);
+  assert.throws(() => validateService(svc({ loadBalancerSourceRanges: '10.0.0.0/8' })), /loadBalancerSourceRanges: expected a list of IPv4 CIDRs/);
+});
+
+test('frontendsOf(): loadBalancerSourceRanges go to the LoadBalancer IP frontends only (not the ClusterIP nor the node port)', () => {
+  const eps: EndpointView[] = [{ ip: '10.200.0.5', node: 'a', namespace: 'shop', labels: ['k8s:app=web'], namedPorts: [] }];
+  const s = validateService(svc({ type: 'LoadBalancer', clusterIP: '10.96.0.9', ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }], loadBalancerSourceRanges: ['192.168.10.192/28'] }));
+  const fs = frontendsOf([s], eps, 'a', () => ['192.168.10.240']);
+  assert.deepEqual(fs.map((f) => [f.type, f.address, f.sourceRanges ?? null]), [
+    ['ClusterIP', '10.96.0.9', null],
+    ['NodePort', '0.0.0.0', null],
+    ['LoadBalancer', '192.168.10.240', ['192.168.10.192/28']],
+  ]);
+});

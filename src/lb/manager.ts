@@ -4,11 +4,13 @@ import type { BpfMap } from '../kernel/bpf/index.js';
 import { KindCache } from '../store/cache.js';
 import type { EndpointSpec, IdentitySpec, Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
-import { backendsFor, type EndpointView } from './backends.js';
+import { backendsFor as selectedBackends, type EndpointView } from './backends.js';
 import { LbDatapath, type Frontend, type LbAlgorithm } from './datapath.js';
 import { LB_SCOPE_EXTERNAL } from './maps.js';
 import type { ServiceSpec } from './service.js';
 import type { ServiceStatusSpec } from './lb-pool.js';
+import { sliceBackends, type EndpointSliceSpec } from './endpoint-slice.js';
+import type { ServicePort } from './service.js';
 
 export interface ServiceManagerOptions {
   store: Store;
@@ -27,14 +29,18 @@ export interface ServiceListEntry {
   service: string;
   type: string;
   backends: string[];
+  /** loadBalancerSourceRanges of a LoadBalancer IP frontend, as written to tendril_lb4_source_range. */
+  sourceRanges?: string[];
 }
 
 /** Frontend address of a node port in the maps: any IP of any node of the cluster. */
 export const NODEPORT_ADDRESS = '0.0.0.0';
 
 /** Frontends of the services, with their backends (pure: the agent's and the tests' one derivation). */
-export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string, lbIps: (s: ServiceSpec) => readonly string[] = () => []): Frontend[] {
+export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string, lbIps: (s: ServiceSpec) => readonly string[] = () => [], slices: readonly EndpointSliceSpec[] = []): Frontend[] {
   const out: Frontend[] = [];
+  // A service with a selector: the endpoints it selects; without one: its EndpointSlices' addresses (endpoint-slice.ts).
+  const backendsFor = (s: ServiceSpec, p: ServicePort, eps: readonly EndpointView[]) => (Object.keys(s.selector).length === 0 ? sliceBackends(s, p, slices) : selectedBackends(s, p, eps));
   for (const s of services) {
     if (!s.clusterIP) continue;
     for (const p of s.ports) {
@@ -71,6 +77,7 @@ export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly
         const all = backendsFor(s, p, endpoints).map((b) => ({ ip: b.ip, port: b.port, node: b.node }));
         for (const ip of lbIps(s)) {
           const lb: Frontend = { ...f, address: ip, type: 'LoadBalancer', external: true, backends: all.map(({ ip, port }) => ({ ip, port })) };
+          if (s.loadBalancerSourceRanges?.length) lb.sourceRanges = [...s.loadBalancerSourceRanges];
           if (s.externalTrafficPolicy === 'Local') {
             out.push({ ...lb, extLocal: true });
             out.push({ ...lb, scope: LB_SCOPE_EXTERNAL, backends: all.filter((b) => b.node === node).map(({ ip, port }) => ({ ip, port })) });
@@ -119,6 +126,8 @@ export class ServiceManager {
   private readonly endpoints: KindCache<EndpointSpec>;
   private readonly identities: KindCache<IdentitySpec>;
   private readonly statuses: KindCache<ServiceStatusSpec>;
+  private readonly slices: KindCache<EndpointSliceSpec>;
+  private slicesRetry: NodeJS.Timeout | undefined;
   private dp: LbDatapath | undefined;
   private pending: NodeJS.Immediate | undefined;
   private retry: NodeJS.Timeout | undefined;
@@ -136,6 +145,7 @@ export class ServiceManager {
     this.endpoints = new KindCache<EndpointSpec>(opts.store, 'Endpoint', opts.log);
     this.identities = new KindCache<IdentitySpec>(opts.store, 'Identity', opts.log);
     this.statuses = new KindCache<ServiceStatusSpec>(opts.store, 'ServiceStatus', opts.log);
+    this.slices = new KindCache<EndpointSliceSpec>(opts.store, 'EndpointSlice', opts.log);
   }
 
   /** Opens the maps (adopting what an earlier run wrote) and starts the watches; store failures are retried. */
@@ -152,6 +162,7 @@ export class ServiceManager {
       if (!this.endpoints.ready) await this.endpoints.start(events);
       if (!this.statuses.ready) await this.statuses.start(events);
       if (!this.services.ready) await this.services.start(events);
+      void this.startSlices(events, 0);
     } catch (err) {
       if (this.stopped) return;
       this.lastError = (err as Error).message;
@@ -160,9 +171,26 @@ export class ServiceManager {
     }
   }
 
+  /**
+   * Explicit backends (EndpointSlices) on their own: a store that cannot serve the kind (a Kubernetes binding without
+   * it) leaves the selector-less services without backends, never the others without their maps.
+   */
+  private async startSlices(events: { change: () => void; resync: () => void }, failures: number): Promise<void> {
+    try {
+      if (!this.slices.ready) await this.slices.start(events);
+      this.schedule();
+    } catch (err) {
+      if (this.stopped) return;
+      if (failures === 0) this.opts.log.warn({ err }, 'cannot list endpoint slices from the store; services without a selector have no backends until it can');
+      this.slicesRetry = setTimeout(() => void this.startSlices(events, failures + 1), Math.min(30_000, RETRY_MS * 2 ** Math.min(failures, 5)));
+    }
+  }
+
   stop(): void {
     this.stopped = true;
     clearTimeout(this.retry);
+    clearTimeout(this.slicesRetry);
+    this.slices.stop();
     if (this.pending) clearImmediate(this.pending);
     this.pending = undefined;
     this.services.stop();
@@ -190,7 +218,7 @@ export class ServiceManager {
       labels: this.identities.get(String(e.identity))?.labels ?? [],
       namedPorts: e.namedPorts ?? [],
     }));
-    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s));
+    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s), this.slices.ready ? this.slices.values() : []);
     this.noLocalBackend = lbIpsWithoutLocalBackend(frontends);
     try {
       const r = this.dp.sync(frontends);

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Btf } from '../kernel/bpf/index.js';
-import { lb4BackendCodec, lb4KeyCodec, lb4MaglevKeyCodec, lb4ReverseNatCodec, lb4ServiceCodec } from './maps.js';
+import { lb4BackendCodec, lb4KeyCodec, lb4MaglevKeyCodec, lb4ReverseNatCodec, lb4ServiceCodec, lb4SourceRangeKeyCodec } from './maps.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -21,6 +21,8 @@ const C_NAMES: Record<string, string> = {
   maglevSize: 'maglev_size',
   affinityTimeout: 'affinity_timeout',
   index: 'index',
+  prefixlen: 'prefixlen',
+  addr: 'addr',
 };
 
 for (const obj of ['build/bpf/lxc.o', 'build/bpf/host.o', 'build/bpf/overlay.o']) {
@@ -32,6 +34,7 @@ for (const obj of ['build/bpf/lxc.o', 'build/bpf/host.o', 'build/bpf/overlay.o']
       { struct: 'lb4_backend', codec: lb4BackendCodec, rename: {} },
       { struct: 'lb4_reverse_nat', codec: lb4ReverseNatCodec, rename: {} },
       { struct: 'lb4_maglev_key', codec: lb4MaglevKeyCodec, rename: {} },
+      { struct: 'lb4_src_range_key', codec: lb4SourceRangeKeyCodec, rename: {} },
     ];
     for (const c of cases) {
       const layout = btf.struct(c.struct);
@@ -42,3 +45,11 @@ for (const obj of ['build/bpf/lxc.o', 'build/bpf/host.o', 'build/bpf/overlay.o']
     }
   });
 }
+
+test('lb4SourceRangeKeyCodec: prefixlen counts the service ID bits, host bits are cleared, decode gives the CIDR back', () => {
+  const b = lb4SourceRangeKeyCodec.encode({ revNatIndex: 7, cidr: '192.168.10.201/28' });
+  assert.equal(b.readUInt32LE(0), 32 + 28);
+  assert.equal(b.readUInt16LE(4), 7);
+  assert.equal(b.subarray(8, 12).toString('hex'), 'c0a80ac0');
+  assert.deepEqual(lb4SourceRangeKeyCodec.decode(b), { revNatIndex: 7, cidr: '192.168.10.192/28' });
+});

@@ -1,7 +1,7 @@
 // The Service resource (Kubernetes' Service in the fields Tendril uses) and its validation. Stored as kind
 // "Service" named "<namespace>.<name>" (both DNS labels, so the dot is unambiguous).
 import { isDnsLabel, labelKeyProblem, labelValueProblem } from '../policy/index.js';
-import { isIPv4 } from '../util/ip.js';
+import { formatCidr, isIPv4, parseCidr } from '../util/ip.js';
 import { LbError } from './errors.js';
 
 export const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer'] as const;
@@ -44,6 +44,12 @@ export interface ServiceSpec {
   labels?: Record<string, string>;
   /** Annotations: lbipam.tendril.io/ips, lbipam.tendril.io/sharing-key. */
   annotations?: Record<string, string>;
+  /**
+   * Kubernetes' spec.loadBalancerSourceRanges: IPv4 CIDRs (normalized, host bits cleared) that may reach the
+   * service's LoadBalancer IPs from outside; other clients are dropped in BPF (DROP_NOT_IN_SRC_RANGE). Absent or
+   * empty: any client. Node ports and the ClusterIP are not restricted (as in Cilium).
+   */
+  loadBalancerSourceRanges?: string[];
 }
 
 /** Store name of a service. */
@@ -79,7 +85,7 @@ function oneOf<T extends string>(where: string, field: string, v: unknown, allow
 export function validateService(input: unknown): ServiceSpec {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('', 'expected an object');
   const o = input as Record<string, unknown>;
-  const known = new Set(['namespace', 'name', 'type', 'clusterIP', 'ports', 'selector', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'externalTrafficPolicy', 'internalTrafficPolicy', 'labels', 'annotations']);
+  const known = new Set(['namespace', 'name', 'type', 'clusterIP', 'ports', 'selector', 'sessionAffinity', 'sessionAffinityTimeoutSeconds', 'externalTrafficPolicy', 'internalTrafficPolicy', 'labels', 'annotations', 'loadBalancerSourceRanges']);
   for (const k of Object.keys(o)) if (!known.has(k)) fail(JSON.stringify(`${String(o['namespace'])}/${String(o['name'])}`), `unknown field "${k}"`);
   const ns = o['namespace'];
   const name = o['name'];
@@ -175,6 +181,22 @@ export function validateService(input: unknown): ServiceSpec {
       out[k] = v;
     }
     spec[field] = out;
+  }
+  const ranges = o['loadBalancerSourceRanges'];
+  if (ranges !== undefined) {
+    if (!Array.isArray(ranges)) fail(where, 'loadBalancerSourceRanges: expected a list of IPv4 CIDRs');
+    const out: string[] = [];
+    ranges.forEach((r: unknown, i) => {
+      let c: string | undefined;
+      try {
+        if (typeof r === 'string') c = formatCidr(parseCidr(r.trim()));
+      } catch {
+        c = undefined;
+      }
+      if (c === undefined) fail(where, `loadBalancerSourceRanges[${i}] ${JSON.stringify(r)} is not an IPv4 CIDR (ADDRESS/BITS, e.g. 192.168.10.0/24)`);
+      if (!out.includes(c)) out.push(c);
+    });
+    if (out.length > 0) spec.loadBalancerSourceRanges = out;
   }
   const timeout = o['sessionAffinityTimeoutSeconds'];
   if (timeout !== undefined) {

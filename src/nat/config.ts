@@ -77,9 +77,11 @@ export function masqConfig(o: {
   };
 }
 
-/** How a node masquerades: 'bpf' (on the native device), 'iptables' (fallback) or 'off'. */
+/** How a node masquerades: 'bpf' (on the native device, or the --masquerade-interfaces), 'iptables' (fallback) or 'off'. */
 export function masqMode(c: MasqConfig, nativeDev: string): 'bpf' | 'iptables' | 'off' {
   if (!c.ipv4Masquerade) return 'off';
   if (!c.bpfMasquerade) return 'iptables';
-  return c.interfaces.length === 0 || c.interfaces.includes(nativeDev) ? 'bpf' : 'off';
+  // BPF masquerade runs on every listed device (the native one by default; src/datapath attaches the others).
+  void nativeDev;
+  return 'bpf';
 }

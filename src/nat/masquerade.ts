@@ -48,13 +48,12 @@ export class Masquerade {
       portMax: this.cfg.portMax,
       ...(this.cfg.nativeRoutingCidr !== undefined ? { nativeRoutingCidr: this.cfg.nativeRoutingCidr } : {}),
       ipMasqAgent: this.cfg.ipMasqAgent,
+      ...(this.cfg.interfaces.length > 0 ? { interfaces: [...this.cfg.interfaces] } : {}),
     };
   }
 
   /** After the datapath started; runs in the node's namespace. A bad ip-masq-agent file is logged (defaults apply). */
   start(dp: MasqDatapath): void {
-    const others = this.cfg.interfaces.filter((i) => i !== this.node.nativeDev);
-    if (this.mode === 'bpf' && others.length > 0) this.log.warn({ interfaces: others }, 'BPF masquerade runs on the native device only; other --masquerade-interfaces are ignored');
     if (this.mode === 'bpf') {
       const r = keepEphemeralOutOf(this.cfg.portMin, this.cfg.portMax);
       this.ephemeral = `${r.now.lo}-${r.now.hi}`;
@@ -93,7 +92,7 @@ export class Masquerade {
     const st = this.watcher?.state;
     return {
       mode: this.mode === 'bpf' ? 'BPF' : this.mode === 'iptables' ? 'iptables' : 'Disabled',
-      devices: this.mode === 'off' ? [] : this.mode === 'bpf' || this.cfg.interfaces.length === 0 ? [this.node.nativeDev] : this.cfg.interfaces,
+      devices: this.mode === 'off' ? [] : this.cfg.interfaces.length === 0 ? [this.node.nativeDev] : this.cfg.interfaces,
       'native-routing-cidr': this.cfg.nativeRoutingCidr ?? null,
       'port-range': `${this.cfg.portMin}-${this.cfg.portMax}`,
       'node-ephemeral-range': this.ephemeral,

@@ -27,7 +27,7 @@ test('flags: Cilium defaults, and each bad value named', () => {
   assert.equal(masqMode(c, 'eth0'), 'bpf');
   assert.equal(masqMode(masqConfig({ enableBpfMasquerade: 'false' }), 'eth0'), 'iptables');
   assert.equal(masqMode(masqConfig({ enableIpv4Masquerade: 'false' }), 'eth0'), 'off');
-  assert.equal(masqMode(masqConfig({ masqueradeInterfaces: 'eth1' }), 'eth0'), 'off');
+  assert.equal(masqMode(masqConfig({ masqueradeInterfaces: 'eth1' }), 'eth0'), 'bpf');
   assert.equal(masqConfig({ ipv4NativeRoutingCidr: '10.1.2.3/16' }).nativeRoutingCidr, '10.1.0.0/16');
   assert.deepEqual(masqConfig({ masqueradeInterfaces: 'eth0, eth1' }).interfaces, ['eth0', 'eth1']);
   for (const [o, re] of [

@@ -9,6 +9,7 @@ export { dissect, flowSummary, connectionSummary, layerLines, icmpv4TypeCode, ty
 export { toFlow, monotonicClock, normalizeFlow, bpfFileName, type FlowContext, type EndpointInfo } from './flow.js';
 export { FlowRing, DEFAULT_MAX_FLOWS } from './ring.js';
 export { l7Flow, httpSummary, selectHeaders, type HttpAccessRecord } from './l7.js';
+export { formatL7Monitor, l7MonitorEvent, type L7MonitorRecord } from './monitor-l7.js';
 export { compileFilter, compileFilters, FilterBuilder, FILTER_FLAGS, parseSelector, parseIdentity, parseEventType, type FlowFilter, type FlowPredicate } from './filter.js';
 export {
   compactLine,

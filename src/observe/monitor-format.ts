@@ -8,7 +8,8 @@ import { invalid } from './errors.js';
 
 /** A datapath event as JSON: bigint as decimal text, packet bytes as base64, plus what the agent knows about it. */
 export interface MonitorEvent extends Omit<EventBase, 'ktimeNs' | 'data'> {
-  type: DatapathEvent['type'];
+  /** "l7": an access-log record of the node proxy (monitor-l7.ts), not a datapath event. */
+  type: DatapathEvent['type'] | 'l7';
   ktimeNs: string;
   data: string;
   obsPoint?: ObsPoint;

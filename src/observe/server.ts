@@ -27,6 +27,7 @@ import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
 import { DEFAULT_MAX_FLOWS, FlowRing } from './ring.js';
 import { l7Flow, type HttpAccessRecord } from './l7.js';
+import { l7MonitorEvent, l7MonitorMatches } from './monitor-l7.js';
 import type { DatapathEvent } from './types.js';
 import { TENDRIL_VERSION } from './version.js';
 
@@ -188,6 +189,7 @@ export class ObserverServer {
     if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest L7 records: the observer server has no flow context');
     const flow = l7Flow(r, ctx);
     this.publish(flow);
+    this.publishL7Event(flow);
     return flow;
   }
 
@@ -206,6 +208,24 @@ export class ObserverServer {
         continue;
       }
       if (fol.match(flow)) fol.f.offer(() => responseToProto(this.flowResponse(flow)));
+    }
+  }
+
+  /** An L7 flow's access-log line to `monitor` clients (monitor-l7.ts). */
+  private publishL7Event(flow: Flow): void {
+    if (this.eventFollowers.size === 0) return;
+    let json: string | undefined;
+    for (const fol of this.eventFollowers) {
+      if (fol.f.closed) {
+        this.eventFollowers.delete(fol);
+        continue;
+      }
+      const m = l7MonitorEvent(flow, this.opts.nodeName);
+      if (!l7MonitorMatches(m, fol.filter)) continue;
+      fol.f.offer(() => {
+        json ??= JSON.stringify(m);
+        return { json };
+      });
     }
   }
 

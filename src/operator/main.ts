@@ -203,6 +203,8 @@ async function serveStatus(socket: string, status: () => Promise<unknown>, store
   api.route('DELETE', '/v1/nodes/{name}', async (req) => {
     const name = req.params['name']!;
     if (!(await store.delete('Node', name))) throw new HttpError(404, `Node "${name}" not found`, 'TENDRIL_ERR_NOT_FOUND');
+    // Its liveness lease goes with it (src/agent/node-lease.ts).
+    await store.delete('NodeLease', name);
     return { deleted: name } satisfies NodeDeleteResult;
   });
   registerResourceRoutes(api, store);

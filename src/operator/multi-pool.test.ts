@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { LocalStoreClient, LocalStoreServer, type NodeSpec, type Store } from '../store/index.js';
+import { LocalStoreClient, LocalStoreServer, POD_IP_POOL_KIND, type NodeSpec, type PodIPPoolResource, type Store } from '../store/index.js';
 import { OperatorError } from './errors.js';
 import { Operator } from './operator.js';
 import { deletePool, putPool, validatePodIPPool } from './multi-pool.js';
@@ -144,6 +144,85 @@ test('exhaustion of one pool is reported for it and leaves the others serving; d
       await node(store, 'n1', {});
       await putPool(store, 'unused', { cidrs: ['10.60.0.0/24'] }, CLUSTER);
       assert.deepEqual(await deletePool(store, 'unused', (await store.list<unknown>('Node')).items), { deleted: 'unused' });
+    } finally {
+      await op.stop();
+    }
+  });
+});
+
+test('pools of earlier versions (IPAMState "pod-ip-pool.NAME") become kind PodIPPool at operator start, allocations kept', async () => {
+  await withStore(async (store) => {
+    // As an earlier operator left them: the pool spec and its allocator state, with n1 holding a chunk.
+    await store.put('IPAMState', 'pod-ip-pool.blue', { cidrs: ['10.10.0.0/24'], maskSize: 26 });
+    await store.put('IPAMState', 'pool.blue', { cidrs: ['10.10.0.0/24'], maskSize: 26, assigned: { n1: ['10.10.0.0/26'] }, releasing: {} });
+    // An interrupted migration: both copies; the new kind wins.
+    await store.put('IPAMState', 'pod-ip-pool.red', { cidrs: ['10.20.0.0/24'], maskSize: 26 });
+    await store.put(POD_IP_POOL_KIND, 'red', { spec: { ipv4: { cidrs: ['10.20.0.0/24', '10.21.0.0/24'], maskSize: 26 } } });
+    const op = operator(store);
+    await op.start();
+    try {
+      const ipam = (await store.list<unknown>('IPAMState')).items.map((r) => r.name);
+      assert.deepEqual(ipam.filter((n) => n.startsWith('pod-ip-pool.')), [], 'the old pool objects are gone');
+      assert.ok(ipam.includes('pool.blue'), 'the allocator state stays');
+      const blue = (await store.get<PodIPPoolResource>(POD_IP_POOL_KIND, 'blue'))!.value;
+      assert.deepEqual(blue.spec, { ipv4: { cidrs: ['10.10.0.0/24'], maskSize: 26 } });
+      assert.deepEqual((await store.get<PodIPPoolResource>(POD_IP_POOL_KIND, 'red'))!.value.spec.ipv4.cidrs, ['10.20.0.0/24', '10.21.0.0/24']);
+      await node(store, 'n1', { default: 1, blue: 2 });
+      const n1 = await grant(store, 'n1', 'blue', 2);
+      assert.deepEqual(n1.ipam!.pools['blue']!.allocated, ['10.10.0.0/26', '10.10.0.64/26'], 'the migrated pool continues from its allocator state');
+    } finally {
+      await op.stop();
+    }
+  });
+});
+
+test('a PodIPPool written to the store directly (kubectl apply) is watched; the operator writes its status', async () => {
+  await withStore(async (store) => {
+    const op = operator(store);
+    await op.start();
+    try {
+      await node(store, 'n1', { default: 1, green: 1 });
+      await store.put(POD_IP_POOL_KIND, 'green', { spec: { ipv4: { cidrs: ['10.70.0.0/24'], maskSize: 25 } } });
+      const n1 = await grant(store, 'n1', 'green', 1);
+      assert.deepEqual(n1.ipam!.pools['green'], { requested: 1, allocated: ['10.70.0.0/25'] }, 'the Node shows requested and allocated per pool');
+      const st = await until('green\'s status', async () => {
+        const s = (await store.get<PodIPPoolResource>(POD_IP_POOL_KIND, 'green'))?.value.status;
+        return s?.chunks?.assigned === 1 ? s : undefined;
+      });
+      assert.deepEqual(st, { chunks: { total: 2, assigned: 1, free: 1 }, nodes: { n1: ['10.70.0.0/25'] } });
+      // One overlapping the cluster CIDR (no API to refuse it): unused, and its status says why.
+      await store.put(POD_IP_POOL_KIND, 'bad', { spec: { ipv4: { cidrs: ['10.0.5.0/24'], maskSize: 26 } } });
+      const bad = await until('bad\'s problem', async () => (await store.get<PodIPPoolResource>(POD_IP_POOL_KIND, 'bad'))?.value.status?.problem);
+      assert.match(bad, /overlaps the cluster CIDR 10\.0\.0\.0\/16/);
+    } finally {
+      await op.stop();
+    }
+  });
+});
+
+test('a pool deleted from the store while in use (kubectl delete) leaves the nodes their chunks until handed back', async () => {
+  await withStore(async (store) => {
+    const op = operator(store);
+    await op.start();
+    try {
+      await store.put(POD_IP_POOL_KIND, 'gone', { spec: { ipv4: { cidrs: ['10.80.0.0/24'], maskSize: 26 } } });
+      await node(store, 'n1', { default: 1, gone: 1 });
+      await grant(store, 'n1', 'gone', 1);
+      await store.delete(POD_IP_POOL_KIND, 'gone');
+      const view = await until('the deleted pool to be reported', async () => op.status().pools?.find((p) => p.name === 'gone' && p.problem !== null));
+      assert.match(view.problem!, /deleted while in use/);
+      const n1 = (await store.get<NodeSpec>('Node', 'n1'))!.value;
+      assert.deepEqual(n1.ipam!.pools['gone']!.allocated, ['10.80.0.0/26'], 'running pods keep their chunk');
+      assert.ok(n1.podCIDRs.includes('10.80.0.0/26'));
+      // Handed back: the chunk and the allocator state go.
+      const cur = (await store.get<NodeSpec>('Node', 'n1'))!;
+      await store.put('Node', 'n1', { ...cur.value, ipam: { pools: { ...cur.value.ipam!.pools, gone: { requested: 0, release: ['10.80.0.0/26'], allocated: ['10.80.0.0/26'] } } } }, { expectedRevision: cur.revision });
+      await until('the allocator state of the deleted pool to go', async () => ((await store.get('IPAMState', 'pool.gone')) === undefined ? true : undefined));
+      const after = await until('n1 to lose the chunk', async () => {
+        const v = (await store.get<NodeSpec>('Node', 'n1'))!.value;
+        return v.podCIDRs.includes('10.80.0.0/26') ? undefined : v;
+      });
+      assert.equal(after.ipam!.pools['gone']?.allocated.length ?? 0, 0);
     } finally {
       await op.stop();
     }

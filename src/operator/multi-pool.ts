@@ -3,11 +3,16 @@
 // of that pool comes); every pass the operator grows each asking node in each pool and the Node gets the CIDRs
 // (ipam.pools.<pool>.allocated, and all of them in podCIDRs so that routes and the ipcache follow every pool).
 // Each pool's allocator is a ClusterPool over its own IPAMState "pool.<name>", so restarts never hand a CIDR out twice.
+// Pools are store kind PodIPPool ({spec: {ipv4: {cidrs, maskSize}}, status}); the operator writes each one's status.
 import {
-  POD_IP_POOL_PREFIX,
+  KindCache,
+  POD_IP_POOL_KIND,
   POD_IP_POOL_STATE_PREFIX,
+  StoreError,
   type ClusterPoolState,
+  type PodIPPoolResource,
   type PodIPPoolSpec,
+  type PodIPPoolStatus,
   type Resource,
   type Store,
 } from '../store/index.js';
@@ -22,6 +27,17 @@ export const DEFAULT_POOL_NAME = 'default';
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A node asks for at most this many CIDRs of one pool. */
 const MAX_CIDRS_PER_POOL = 64;
+
+/** The flat {cidrs, maskSize} of a stored pool's spec.ipv4 (junk passed through for validatePodIPPool to refuse). */
+export function poolSpecOf(value: unknown): unknown {
+  const spec = isRecord(value) ? value['spec'] : undefined;
+  return isRecord(spec) ? spec['ipv4'] : undefined;
+}
+
+/** The store value of a pool: the validated spec, and the status it had (the operator's to change). */
+export function poolResource(spec: PodIPPoolSpec, status?: PodIPPoolStatus): PodIPPoolResource {
+  return { spec: { ipv4: { cidrs: [...spec.cidrs], maskSize: spec.maskSize } }, ...(status !== undefined ? { status } : {}) };
+}
 
 export interface NamedPool {
   name: string;
@@ -99,10 +115,22 @@ export class MultiPools {
   private readonly store: Store;
   private readonly log: Logger;
   private views = new Map<string, PoolView>();
+  private cache: KindCache<unknown> | undefined;
 
   constructor(store: Store, log: Logger) {
     this.store = store;
     this.log = log;
+  }
+
+  /** Watches the pools (kubectl apply in Kubernetes mode writes them without the API): every change runs `kick`. */
+  async start(kick: () => void): Promise<void> {
+    this.cache = new KindCache<unknown>(this.store, POD_IP_POOL_KIND, this.log);
+    await this.cache.start({ change: kick, resync: kick });
+  }
+
+  stop(): void {
+    this.cache?.stop();
+    this.cache = undefined;
   }
 
   /**
@@ -112,22 +140,26 @@ export class MultiPools {
    */
   async reconcile(nodes: ReadonlyMap<string, Resource<unknown>>, defaultCidrs: readonly string[], now: number, graceMs: number): Promise<Map<string, Record<string, string[]>>> {
     const { items } = await this.store.list<unknown>('IPAMState');
-    const specs = items.filter((r) => r.name.startsWith(POD_IP_POOL_PREFIX)).sort((a, b) => a.revision - b.revision);
     const states = new Map(items.filter((r) => r.name.startsWith(POD_IP_POOL_STATE_PREFIX)).map((r) => [r.name.slice(POD_IP_POOL_STATE_PREFIX.length), r]));
+    // Pools in use first (they were accepted before), then oldest first: of two that overlap, the later is unused.
+    // (Status writes move revisions, so the allocator state is what says a pool was there first.)
+    const inUse = (r: Resource<unknown>): number => (states.has(r.name) ? 0 : 1);
+    const specs = (await this.store.list<unknown>(POD_IP_POOL_KIND)).items.sort((a, b) => inUse(a) - inUse(b) || a.revision - b.revision || (a.name < b.name ? -1 : 1));
     const grants = new Map<string, Record<string, string[]>>();
     const views = new Map<string, PoolView>();
     const accepted: NamedPool[] = [{ name: DEFAULT_POOL_NAME, cidrs: defaultCidrs }];
     const order = [...nodes.values()].sort((a, b) => a.revision - b.revision || (a.name < b.name ? -1 : 1));
 
     for (const specRes of specs) {
-      const name = specRes.name.slice(POD_IP_POOL_PREFIX.length);
+      const name = specRes.name;
       let spec: PodIPPoolSpec;
       try {
-        // Oldest first: a pool written later that overlaps one accepted earlier is the one left unused.
-        spec = validatePodIPPool(name, specRes.value, accepted);
+        spec = validatePodIPPool(name, poolSpecOf(specRes.value), accepted);
       } catch (err) {
-        const raw = specRes.value as Partial<PodIPPoolSpec> | null;
-        views.set(name, { name, cidrs: Array.isArray(raw?.cidrs) ? raw.cidrs : [], maskSize: Number(raw?.maskSize ?? 0), total: 0, assigned: 0, releasing: 0, free: 0, assignments: {}, exhausted: null, problem: (err as Error).message });
+        const raw = poolSpecOf(specRes.value) as Partial<PodIPPoolSpec> | null | undefined;
+        // What nodes hold of it stays theirs (running pods keep their addresses); nothing more is handed out.
+        const held = await this.keepHeld(name, states.get(name), nodes, now, false, grants);
+        views.set(name, { name, cidrs: Array.isArray(raw?.cidrs) ? raw.cidrs : [], maskSize: Number(raw?.maskSize ?? 0), total: 0, assigned: 0, releasing: 0, free: 0, assignments: held, exhausted: null, problem: (err as Error).message });
         continue;
       }
       accepted.push({ name, cidrs: spec.cidrs });
@@ -187,8 +219,72 @@ export class MultiPools {
       }
       views.set(name, { name, ...spec, ...pool.usage(now), assignments: after.assigned, exhausted: waiting.length > 0 ? { message, waiting } : null, problem: null });
     }
+    // A pool deleted while nodes hold chunks of it (kubectl delete: the operator API refuses that, Kubernetes cannot):
+    // the chunks stay theirs until handed back, then its allocator state goes.
+    for (const [name, stateRes] of states) {
+      if (specs.some((r) => r.name === name)) continue;
+      const held = await this.keepHeld(name, stateRes, nodes, now, true, grants);
+      if (Object.keys(held).length > 0) {
+        const problem = `pool "${name}" was deleted while in use: nodes keep the chunks they hold (${Object.entries(held).map(([n, c]) => `${n} ${c.join(',')}`).join('; ')}) until their pods are gone; nothing more is handed out`;
+        if (this.views.get(name)?.problem !== problem) this.log.warn({ pool: name, held }, problem);
+        views.set(name, { name, cidrs: [], maskSize: 0, total: 0, assigned: 0, releasing: 0, free: 0, assignments: held, exhausted: null, problem });
+      }
+    }
     this.views = views;
+    await this.writeStatus(specs, views);
     return grants;
+  }
+
+  /**
+   * A pool that cannot be used (deleted, or now invalid): nodes still present keep what they hold of it, a node that
+   * hands all of it back (or left) loses it, and nothing new is given. With `dropEmpty`, the allocator state goes once
+   * nobody holds any. Adds the kept chunks to `grants`; returns node -> CIDRs kept.
+   */
+  private async keepHeld(name: string, stateRes: Resource<unknown> | undefined, nodes: ReadonlyMap<string, Resource<unknown>>, now: number, dropEmpty: boolean, grants: Map<string, Record<string, string[]>>): Promise<Record<string, string[]>> {
+    if (!stateRes) return {};
+    let pool: ClusterPool;
+    try {
+      pool = ClusterPool.fromState(stateRes.value, `pool "${name}"`);
+    } catch {
+      return {};
+    }
+    const before = JSON.stringify(pool.toState());
+    for (const [node, cidrs] of pool.assignments()) {
+      const ask = nodePoolRequests(nodes.get(node)?.value).get(name);
+      if (!nodes.has(node) || (ask && ask.requested === 0 && cidrs.every((c) => ask.release.includes(c)))) pool.release(node, now, 0);
+    }
+    pool.expire(now);
+    const after = pool.toState();
+    if (dropEmpty && Object.keys(after.assigned).length === 0) {
+      await this.store.delete('IPAMState', stateRes.name, { expectedRevision: stateRes.revision });
+      this.log.info({ pool: name }, 'the last chunk of a deleted pool was handed back: its allocator state goes');
+      return {};
+    }
+    if (JSON.stringify(after) !== before) await this.store.put<ClusterPoolState>('IPAMState', stateRes.name, after, { expectedRevision: stateRes.revision });
+    for (const [node, cidrs] of Object.entries(after.assigned)) {
+      const g = grants.get(node) ?? {};
+      g[name] = cidrs;
+      grants.set(node, g);
+    }
+    return after.assigned;
+  }
+
+  /** Each pool's status from this pass, written where it changed (a conflict: the next pass writes it). */
+  private async writeStatus(specs: ReadonlyArray<Resource<unknown>>, views: ReadonlyMap<string, PoolView>): Promise<void> {
+    for (const res of specs) {
+      const v = views.get(res.name);
+      if (!v) continue;
+      const status: PodIPPoolStatus = { chunks: { total: v.total, assigned: v.assigned, free: v.free }, nodes: v.assignments };
+      const problem = v.problem ?? v.exhausted?.message;
+      if (problem !== undefined) status.problem = problem;
+      const cur = res.value as PodIPPoolResource;
+      if (JSON.stringify(cur.status ?? null) === JSON.stringify(status)) continue;
+      try {
+        await this.store.put<PodIPPoolResource>(POD_IP_POOL_KIND, res.name, { ...cur, status }, { expectedRevision: res.revision });
+      } catch (err) {
+        if (!(err instanceof StoreError) || err.code !== 'TENDRIL_ERR_STORE_CONFLICT') throw err;
+      }
+    }
   }
 
   /** The pools as of the last pass. */
@@ -209,8 +305,8 @@ export class MultiPools {
 
 /** The pools stored (valid or not), for the API: name -> spec and revision. */
 export async function listPools(store: Store): Promise<Array<{ name: string; spec: unknown; revision: number }>> {
-  const { items } = await store.list<unknown>('IPAMState');
-  return items.filter((r) => r.name.startsWith(POD_IP_POOL_PREFIX)).map((r) => ({ name: r.name.slice(POD_IP_POOL_PREFIX.length), spec: r.value, revision: r.revision }));
+  const { items } = await store.list<unknown>(POD_IP_POOL_KIND);
+  return items.map((r) => ({ name: r.name, spec: poolSpecOf(r.value), revision: r.revision }));
 }
 
 /**
@@ -224,14 +320,16 @@ export async function putPool(store: Store, name: string, input: unknown, defaul
     const raw = p.spec as Partial<PodIPPoolSpec> | null;
     if (Array.isArray(raw?.cidrs)) others.push({ name: p.name, cidrs: raw.cidrs.filter((c): c is string => typeof c === 'string') });
   }
-  const spec = validatePodIPPool(name, input, others);
-  const cur = await store.get<unknown>('IPAMState', POD_IP_POOL_PREFIX + name);
+  // The API takes {cidrs, maskSize}, or the pool's spec as stored ({ipv4: {cidrs, maskSize}}).
+  const body = isRecord(input) && isRecord(input['ipv4']) ? input['ipv4'] : input;
+  const spec = validatePodIPPool(name, body, others);
+  const cur = await store.get<PodIPPoolResource>(POD_IP_POOL_KIND, name);
   const state = await store.get<unknown>('IPAMState', POD_IP_POOL_STATE_PREFIX + name);
   if (state) {
     const moved = ClusterPool.fromState(state.value, `pool "${name}"`).withConfig(spec);
     if (!(moved instanceof ClusterPool)) throw new OperatorError('TENDRIL_ERR_POOL_IN_USE', `Cannot change pool "${name}" to ${spec.cidrs.join(', ')} /${spec.maskSize}: ${moved.problem} (CIDRs in use may not go)`);
   }
-  const r = await store.put<PodIPPoolSpec>('IPAMState', POD_IP_POOL_PREFIX + name, spec, { expectedRevision: cur?.revision ?? 0 });
+  const r = await store.put<PodIPPoolResource>(POD_IP_POOL_KIND, name, poolResource(spec, cur?.value.status), { expectedRevision: cur?.revision ?? 0 });
   return { name, ...spec, revision: r.revision };
 }
 
@@ -240,7 +338,7 @@ export async function putPool(store: Store, name: string, input: unknown, defaul
  * node's are held for it, or a node asks for it.
  */
 export async function deletePool(store: Store, name: string, nodes: ReadonlyArray<Resource<unknown>>): Promise<{ deleted: string }> {
-  const cur = await store.get<unknown>('IPAMState', POD_IP_POOL_PREFIX + name);
+  const cur = await store.get<unknown>(POD_IP_POOL_KIND, name);
   if (!cur) throw new OperatorError('TENDRIL_ERR_POOL_NOT_FOUND', `No pool "${name}"${name === DEFAULT_POOL_NAME ? ' to delete: "default" is the cluster pool (the operator flags)' : ''}`);
   const state = await store.get<unknown>('IPAMState', POD_IP_POOL_STATE_PREFIX + name);
   const users = new Set<string>();
@@ -253,7 +351,7 @@ export async function deletePool(store: Store, name: string, nodes: ReadonlyArra
   if (users.size > 0) {
     throw new OperatorError('TENDRIL_ERR_POOL_IN_USE', `Cannot delete pool "${name}": it is in use by node(s) ${[...users].join(', ')}; delete the pods using it first`);
   }
-  await store.delete('IPAMState', POD_IP_POOL_PREFIX + name, { expectedRevision: cur.revision });
+  await store.delete(POD_IP_POOL_KIND, name, { expectedRevision: cur.revision });
   if (state) await store.delete('IPAMState', POD_IP_POOL_STATE_PREFIX + name, { expectedRevision: state.revision });
   return { deleted: name };
 }

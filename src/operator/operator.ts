@@ -8,6 +8,7 @@ import { logger, type Logger } from '../util/log.js';
 import { ClusterPool, type ClusterPoolConfig, type PoolConfigInput, type PoolUsage } from './cluster-pool.js';
 import { OperatorError } from './errors.js';
 import { MultiPools, nodePoolRequests, type PoolView } from './multi-pool.js';
+import { migrateLegacyPools } from './pool-migration.js';
 
 /** Name of the IPAMState resource holding the cluster-pool allocator. */
 export const CLUSTER_POOL_STATE = 'cluster-pool';
@@ -116,6 +117,9 @@ export class Operator {
     }
     try {
       await this.ensurePoolState();
+      // TendrilPodIPPools of earlier versions (IPAMState "pod-ip-pool.*") become their own kind.
+      await migrateLegacyPools(this.store, this.log.child({ subsys: 'multi-pool' }));
+      await this.multi?.start(() => this.kick());
       await this.relist();
       this.log.info(
         { pool: this.cfg.cidrs, maskSize: this.cfg.maskSize, graceMs: this.graceMs, store: this.store.description, nodes: this.nodes.size },
@@ -169,6 +173,7 @@ export class Operator {
     this.state = 'stopping';
     this.watch?.close();
     this.watch = undefined;
+    this.multi?.stop();
     clearTimeout(this.expiryTimer);
     clearTimeout(this.retryTimer);
     await this.settled();

@@ -4,6 +4,7 @@
 import net from 'node:net';
 import type { HttpRequestView } from '../policy/index.js';
 import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './http-proxy.js';
+import { toRecord, type RawFlow } from './flow-wire.js';
 import { ChunkedScanner, HttpParseError, headEnd, parseRequestHead, parseResponseHead, responseFraming, type BodyFraming, type RequestHead } from './http-head.js';
 
 const DENIED_BODY = 'Access denied';
@@ -12,12 +13,6 @@ const IDLE_TIMEOUT_MS = 60_000;
 /** Client bytes buffered beyond the request being served (pipelining) before the client is paused. */
 const MAX_BUFFERED = 1024 * 1024;
 const REASONS: Record<number, string> = { 400: 'Bad Request', 431: 'Request Header Fields Too Large', 501: 'Not Implemented' };
-
-function headerList(raw: readonly string[]): { key: string; value: string }[] {
-  const out: { key: string; value: string }[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ key: raw[i]!.toLowerCase(), value: raw[i + 1]! });
-  return out;
-}
 
 /** Where a body stands: bytes left of a Content-Length body, or a chunked scanner, or until close. */
 class BodyCursor {
@@ -167,20 +162,22 @@ class ClientConn {
     return { method: h.method, path: h.target, host: h.headers.get('host')?.[0] ?? '', headers: h.headers };
   }
 
-  private record(h: RequestHead, type: HttpFlowRecord['type'], verdict: HttpFlowRecord['verdict'], code: number, headers: readonly string[], latencyNs: number): void {
-    this.engine.onFlow?.({
-      time: new Date(),
+  private record(h: RequestHead, type: HttpFlowRecord['type'], verdict: HttpFlowRecord['verdict'], code: number, rawHeaders: readonly string[], latencyNs: number): void {
+    const sink = this.engine.rawSink;
+    if (sink === undefined) return;
+    sink({
+      time: Date.now(),
       type,
       verdict,
       conn: this.info,
-      ...(this.policy.direction ? { direction: this.policy.direction } : {}),
+      direction: this.policy.direction,
       srcIdentity: this.policy.srcIdentity,
       dstIdentity: this.policy.dstIdentity,
       method: h.method,
       url: `http://${h.headers.get('host')?.[0] ?? this.info.dstIp}${h.target}`,
-      protocol: `HTTP/1.${h.minor}`,
+      protocol: h.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
       code,
-      headers: headerList(headers),
+      rawHeaders,
       latencyNs,
     });
   }
@@ -376,11 +373,13 @@ class ClientConn {
  */
 export class HttpFastEngine {
   readonly stats: HttpProxyStats = { connections: 0, requests: 0, forwarded: 0, denied: 0, errors: 0 };
-  readonly onFlow: ((r: HttpFlowRecord) => void) | undefined;
+  /** @internal Where the connections' records go: the raw sink, else onFlow with each record's full shape. */
+  readonly rawSink: ((r: RawFlow) => void) | undefined;
   private readonly conns = new Set<ClientConn>();
 
   constructor(private readonly opts: HttpProxyOptions) {
-    this.onFlow = opts.onFlow;
+    const onFlow = opts.onFlow;
+    this.rawSink = opts.onRawFlow ?? (onFlow ? (r) => onFlow(toRecord(r)) : undefined);
   }
 
   /** Takes over an accepted connection. */

@@ -1,4 +1,5 @@
 // The HTTP/1.1 engine of the node proxy: per request, the L7 verdict; allowed requests upstream, denied ones a 403.
+import type { RawFlow } from './flow-wire.js';
 import http from 'node:http';
 import net from 'node:net';
 import { HttpMatcher, type HttpRequestView } from '../policy/index.js';
@@ -27,7 +28,8 @@ export interface ConnectionPolicy {
 
 /** One L7 flow record: a request (with its verdict) or the response to an allowed one. */
 export interface HttpFlowRecord {
-  time: Date;
+  /** A Date, or ms since the epoch (the fast engine's records). */
+  time: Date | number;
   type: 'REQUEST' | 'RESPONSE';
   verdict: 'FORWARDED' | 'DROPPED' | 'ERROR';
   conn: ConnectionInfo;
@@ -49,6 +51,8 @@ export interface HttpProxyOptions {
   /** The policy for a new connection, or undefined: no L7 rule covers it any more (it is refused). */
   policyFor(info: ConnectionInfo): ConnectionPolicy | undefined;
   onFlow?(r: HttpFlowRecord): void;
+  /** The fast engine only: records before their full shape is built (see flow-wire.ts); preferred over onFlow. */
+  onRawFlow?(r: RawFlow): void;
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);

@@ -1,13 +1,14 @@
 // The node proxy process: forked by the agent's ProxySupervisor in the node's namespace, fed its rules over IPC.
 import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
-import { HttpProxyEngine, type HttpFlowRecord, type HttpProxyOptions } from './http-proxy.js';
+import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
+import { HttpProxyEngine, type HttpProxyOptions } from './http-proxy.js';
 import { HttpFastEngine } from './fast-engine.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
 
 export type ToProxy = { type: 'rules'; table: ProxyTable };
-export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; flows: HttpFlowRecord[] } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
+export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; batch: FlowBatch } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
 
 function send(m: FromProxy): void {
   process.send?.(m);
@@ -15,15 +16,20 @@ function send(m: FromProxy): void {
 
 const port = Number(process.argv[2]);
 
-// Flow records go to the agent in batches, one IPC message per turn of the event loop rather than one per record.
-let pending: HttpFlowRecord[] = [];
+// Flow records go to the agent in compact batches (flow-wire.ts): one IPC message per FLOW_FLUSH_MS or per
+// FLOW_BATCH_MAX records, whichever comes first (not one per turn of the event loop: each message costs a write
+// here and a read and a decode in the agent).
+const batcher = new FlowBatcher();
+let flushTimer: NodeJS.Timeout | undefined;
 function flushFlows(): void {
-  const flows = pending;
-  pending = [];
-  if (flows.length > 0) send({ type: 'flows', flows });
+  clearTimeout(flushTimer);
+  flushTimer = undefined;
+  if (batcher.size > 0) send({ type: 'flows', batch: batcher.take() });
 }
-function queueFlow(flow: HttpFlowRecord): void {
-  if (pending.push(flow) === 1) setImmediate(flushFlows);
+function queueFlow(flow: RawFlow): void {
+  batcher.add(flow);
+  if (batcher.size >= FLOW_BATCH_MAX) flushFlows();
+  else flushTimer ??= setTimeout(flushFlows, FLOW_FLUSH_MS);
 }
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
@@ -42,7 +48,9 @@ const engine = new Engine({
       },
     };
   },
-  onFlow: queueFlow,
+  onRawFlow: queueFlow,
+  // The Node-http engine's records (TENDRIL_PROXY_ENGINE=node) take the same way.
+  onFlow: (f) => queueFlow({ ...f, time: typeof f.time === 'number' ? f.time : f.time.getTime(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }),
 });
 
 process.on('message', (m: ToProxy) => {

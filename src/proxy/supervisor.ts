@@ -2,6 +2,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.js';
+import { decodeFlows, type FlowBatch } from './flow-wire.js';
 import type { HttpFlowRecord, HttpProxyStats } from './http-proxy.js';
 import type { FromProxy, ToProxy } from './main.js';
 import type { ProxyTable } from './rules.js';
@@ -47,7 +48,7 @@ export class ProxySupervisor {
         this.send({ type: 'rules', table: this.table });
         this.opts.log.info({ port: m.port, pid: child.pid }, 'L7 proxy listening');
         this.opts.onReady?.();
-      } else if (m.type === 'flows') for (const f of m.flows) this.opts.onFlow?.(f);
+      } else if (m.type === 'flows') this.onFlows(m.batch);
       else if (m.type === 'stats') this.stats = m.stats;
       else if (m.type === 'error') this.opts.log.error({ err: m.message }, 'L7 proxy failed to start');
     });
@@ -59,6 +60,19 @@ export class ProxySupervisor {
       this.timer = setTimeout(() => this.spawn(), RESTART_DELAY_MS);
     });
     child.on('error', (err) => this.opts.log.error({ err }, 'L7 proxy process error'));
+  }
+
+  private onFlows(batch: FlowBatch): void {
+    const onFlow = this.opts.onFlow;
+    if (onFlow === undefined) return;
+    let flows: HttpFlowRecord[];
+    try {
+      flows = decodeFlows(batch);
+    } catch (err) {
+      this.opts.log.error({ err }, 'L7 proxy sent a malformed flow batch');
+      return;
+    }
+    for (const f of flows) onFlow(f);
   }
 
   private send(m: ToProxy): void {

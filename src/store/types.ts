@@ -1,7 +1,7 @@
 // The cluster state store: typed resources with revisions and watches, behind one interface (local or etcd).
 
 /** Resource kinds the cluster keeps (the list is what backends validate against: add new kinds here). */
-export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy'] as const;
+export const KINDS = ['Node', 'IPAMState', 'Identity', 'Endpoint', 'Namespace', 'Policy', 'Service', 'LoadBalancerIPPool', 'ServiceStatus', 'L2Lease', 'EgressGatewayPolicy', 'PodIPPool', 'NodeLease', 'EndpointSlice'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** A stored resource. `revision` is the store-wide revision at which it was last written (etcd's mod_revision). */
@@ -99,18 +99,49 @@ export interface ClusterPoolState {
 }
 
 /**
- * TendrilPodIPPool (multi-pool IPAM): kept as IPAMState "pod-ip-pool.<name>" so every store backend holds it; its
- * allocator state is IPAMState "pool.<name>" (a ClusterPoolState). The "default" pool is the cluster-pool flags'.
+ * TendrilPodIPPool (multi-pool IPAM): store kind PodIPPool, named by the pool, value {spec, status} (a CRD in
+ * Kubernetes mode); its allocator state is IPAMState "pool.<name>" (a ClusterPoolState). The "default" pool is the
+ * cluster-pool flags'. Pools of earlier versions, IPAMState "pod-ip-pool.<name>", are migrated by the operator.
  */
 export interface PodIPPoolSpec {
   cidrs: string[];
   /** Prefix length of each chunk a node gets. */
   maskSize: number;
 }
+/** The stored TendrilPodIPPool (Cilium's CiliumPodIPPool shape: spec.ipv4.cidrs, spec.ipv4.maskSize). */
+export interface PodIPPoolResource {
+  spec: { ipv4: PodIPPoolSpec };
+  /** Written by the operator. */
+  status?: PodIPPoolStatus;
+}
+export interface PodIPPoolStatus {
+  /** Chunks of maskSize in the pool, handed to nodes, free. */
+  chunks?: { total: number; assigned: number; free: number };
+  /** node -> CIDRs of the pool it holds. */
+  nodes?: Record<string, string[]>;
+  /** Why nothing is allocated from the pool (overlap, malformed), or why nodes wait (exhausted). */
+  problem?: string;
+}
+/** IPAMState name prefix of the pools of earlier versions (migrated to kind PodIPPool at operator start). */
 export const POD_IP_POOL_PREFIX = 'pod-ip-pool.';
+/** The store kind of TendrilPodIPPools. */
+export const POD_IP_POOL_KIND = 'PodIPPool' as const;
 export const POD_IP_POOL_STATE_PREFIX = 'pool.';
 /** The pod (or namespace) annotation naming the pool a pod's address comes from. */
 export const POD_IP_POOL_ANNOTATION = 'ipam.tendril.io/ip-pool';
+
+/**
+ * NodeLease resource, named by the node: renewed by its agent while its datapath is up (a put every renewMs).
+ * Readers judge it by their own clock: a lease whose revision did not change for durationMs is expired (the agent
+ * is gone or cut off), so clocks of different machines never need to agree. The egress gateway fails over on it.
+ */
+export interface NodeLeaseSpec {
+  node: string;
+  renewMs: number;
+  durationMs: number;
+  /** The agent's wall clock at the renewal, for people reading it (never compared across machines). */
+  renewedAt: string;
+}
 
 /**
  * Identity resource, named by its number ("256"): a security label set and the number every node uses for it.

@@ -97,9 +97,9 @@ export async function lockKitNode(timeoutMs = 1_800_000): Promise<() => Promise<
 }
 
 /** What a test writes: apiVersion, kind, metadata.name (+ namespace), the rest as the apiserver takes it. */
-export type RawObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
+export type RawObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> } } & Record<string, unknown>;
 
-const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'TendrilClusterwideNetworkPolicy', 'TendrilNode', 'TendrilIdentity', 'TendrilEndpoint', 'TendrilIPAMState']);
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'TendrilClusterwideNetworkPolicy', 'TendrilNode', 'TendrilIdentity', 'TendrilEndpoint', 'TendrilIPAMState', 'TendrilPodIPPool']);
 
 /**
  * Writes objects as raw JSON, as kubectl does. client-node's KubernetesObjectApi serializes through its typed

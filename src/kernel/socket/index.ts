@@ -1,5 +1,6 @@
 // Sockets Node's net module cannot make: transparent (IP_TRANSPARENT) TCP listeners and marked (SO_MARK) TCP sockets
-// bound to a foreign address, created with libc and handed to net.Server.listen({fd}) / new net.Socket({fd}).
+// bound to a foreign address, created with libc and handed to net.Server.listen({fd}) / new net.Socket({fd}); and
+// raw Ethernet frames sent on an interface (AF_PACKET).
 import { KernelError } from '../errors.js';
 import * as libc from '../native/libc.js';
 import { parseIPv4 } from '../../util/ip.js';
@@ -60,6 +61,33 @@ export function markedSocket(opts: { localAddress?: string; mark?: number }): nu
     }
     return fd;
   });
+}
+
+const AF_PACKET = 17;
+const SOCK_RAW = 3;
+
+/**
+ * Sends one whole Ethernet frame (header included) out of the interface `ifindex` of the calling thread's network
+ * namespace, through a send-only AF_PACKET socket (protocol 0: it receives nothing), opened and closed per call: the
+ * callers (gratuitous ARP on an L2-announcement takeover) send a handful of frames per failover. Needs CAP_NET_RAW.
+ */
+export function sendFrame(ifindex: number, frame: Buffer): void {
+  if (frame.length < 14) throw new KernelError('TENDRIL_ERR_SYSCALL', `Cannot send a frame of ${frame.length} bytes on interface ${ifindex}: shorter than an Ethernet header`);
+  const fd = libc.socket(AF_PACKET, SOCK_RAW | libc.SOCK_CLOEXEC, 0);
+  try {
+    // struct sockaddr_ll: family, protocol (the frame's EtherType), ifindex, hatype, pkttype, halen, addr[8].
+    const sll = Buffer.alloc(20);
+    sll.writeUInt16LE(AF_PACKET, 0);
+    frame.copy(sll, 2, 12, 14);
+    sll.writeInt32LE(ifindex, 4);
+    sll.writeUInt8(6, 11);
+    frame.copy(sll, 12, 0, 6);
+    libc.sendto(fd, frame, frame.length, 0, sll);
+  } catch (err) {
+    throw new KernelError('TENDRIL_ERR_SYSCALL', `Cannot send a frame on interface ${ifindex}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    libc.close(fd);
+  }
 }
 
 /** Closes an fd nobody took over. */

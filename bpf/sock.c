@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Socket-level load-balancing: cgroup sock_addr programs on a node's cgroup
+ * (never the machine's root cgroup). A socket of a process in that cgroup
+ * connecting or sending to a service frontend (ClusterIP, LB IP, a NodePort
+ * on this node's IP or on loopback, or on another node's IP) gets a backend
+ * as its destination before the first packet is built, so the per-packet
+ * translation in the endpoint program never sees the frontend. UDP replies
+ * and getpeername() get the frontend back through tendril_lb4_sock_rev,
+ * keyed by the socket cookie. Same maps and backend selection as lib/lb.h;
+ * semantics as Cilium's bpf_sock.c (sock4_connect / sock4_sendmsg /
+ * sock4_recvmsg / sock4_getpeername), our own code.
+ */
+/* lib/lb.h brings the per-packet helpers and their event code along; these programs emit no event. */
+#define EVENT_FILE	EVENT_FILE_HOST
+
+#include <linux/in.h>
+
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/events.h"
+#include "lib/drop.h"
+#include "lib/maps.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/identity.h"
+#include "lib/ipcache.h"
+#include "lib/conntrack.h"
+#include "lib/lb.h"
+
+#define SYS_REJECT	0
+#define SYS_PROCEED	1
+
+#define LB_SOCK_MAP_SIZE	65536
+
+/* A socket's translated destination: its cookie and the backend address. */
+struct lb4_sock_key {
+	__u64	cookie;
+	__be32	address;
+	__be16	port;
+	__u16	pad;
+};
+
+_Static_assert(sizeof(struct lb4_sock_key) == 16, "lb4_sock_key must be 16 bytes");
+
+/* The frontend the socket asked for, and the service it belongs to. */
+struct lb4_sock_rev {
+	__be32	address;
+	__be16	port;
+	__u16	rev_nat_index;
+};
+
+/* (cookie, backend) -> frontend: recvmsg / getpeername give the frontend back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_key);
+	__type(value, struct lb4_sock_rev);
+	__uint(max_entries, LB_SOCK_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_lb4_sock_rev SEC(".maps");
+
+/* A socket's backend per frontend (unconnected UDP: every datagram of the socket to one backend). */
+struct lb4_sock_fwd {
+	__u32	backend_id;
+	__u16	rev_nat_index;
+	__u16	pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_key);
+	__type(value, struct lb4_sock_fwd);
+	__uint(max_entries, LB_SOCK_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_lb4_sock_fwd SEC(".maps");
+
+static __always_inline bool sock4_is_loopback(__be32 addr)
+{
+	return (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/* The service entry of frontend @addr:@port, with the NodePort entry (address 0) for node addresses. */
+static __always_inline const struct lb4_service *sock4_lookup(struct lb4_key *key, __be32 addr, __be16 port, __u8 proto)
+{
+	const struct lb4_service *svc;
+	const struct remote_endpoint_info *info;
+
+	key->address = addr;
+	key->dport = port;
+	key->proto = proto;
+	key->backend_slot = 0;
+	key->scope = LB_SCOPE_ALL;
+	svc = bpf_map_lookup_elem(&tendril_lb4_services, key);
+	if (svc)
+		return svc;
+	if (addr != CONFIG_NODE_IP4 && !sock4_is_loopback(addr)) {
+		info = ipcache_lookup4(addr);
+		if (!info || info->sec_identity != IDENTITY_REMOTE_NODE)
+			return NULL;
+	}
+	key->address = 0;
+	return bpf_map_lookup_elem(&tendril_lb4_services, key);
+}
+
+/* Client identity for ClientIP affinity: the socket's network namespace (Cilium uses its netns cookie too). */
+static __always_inline __be32 sock4_client(struct bpf_sock_addr *ctx)
+{
+	__u64 c = bpf_get_netns_cookie(ctx);
+
+	return (__be32)(c ^ (c >> 32));
+}
+
+/* A backend for a new connection of @ctx to @svc; 0 when none. */
+static __always_inline __u32 sock4_select(struct bpf_sock_addr *ctx, const struct lb4_key *key,
+					  const struct lb4_service *svc, __u64 cookie)
+{
+	struct ct_tuple4 t = {};
+	__u32 backend_id = 0, now = 0;
+	struct lb4_affinity_key ak = {};
+
+	if (svc->count == 0)
+		return 0;
+	t.saddr = sock4_client(ctx);
+	t.daddr = key->address;
+	t.sport = (__be16)cookie;
+	t.dport = key->dport;
+	t.nexthdr = key->proto;
+	/* Maglev hashes the tuple: mix the cookie in so each socket can land elsewhere. */
+	t.saddr ^= (__u32)(cookie >> 16);
+	if (svc->flags & LB_F_AFFINITY) {
+		struct lb4_affinity *a;
+
+		ak.client = sock4_client(ctx);
+		ak.rev_nat_index = svc->rev_nat_index;
+		a = bpf_map_lookup_elem(&tendril_lb4_affinity, &ak);
+		now = ct_now();
+		if (a && now - a->last_used <= svc->affinity_timeout &&
+		    bpf_map_lookup_elem(&tendril_lb4_backends, &a->backend_id))
+			backend_id = a->backend_id;
+	}
+	if (!backend_id)
+		backend_id = lb4_select_backend(key, svc, &t);
+	if (backend_id && (svc->flags & LB_F_AFFINITY)) {
+		struct lb4_affinity a = { .backend_id = backend_id, .last_used = now };
+
+		bpf_map_update_elem(&tendril_lb4_affinity, &ak, &a, BPF_ANY);
+	}
+	return backend_id;
+}
+
+/*
+ * Rewrites the destination of @ctx when it is a frontend. @sticky: reuse the
+ * socket's backend for this frontend while it exists (unconnected UDP).
+ * Returns SYS_PROCEED or SYS_REJECT (a frontend without backends).
+ */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sticky)
+{
+	struct lb4_key key = {};
+	const struct lb4_service *svc;
+	const struct lb4_backend *be = NULL;
+	struct lb4_sock_key sk = {};
+	struct lb4_sock_rev rev = {};
+	struct lb4_sock_fwd fwd = {}, *f;
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	__u8 proto;
+	__u32 backend_id = 0;
+	__u64 cookie;
+
+	if (ctx->protocol == IPPROTO_TCP)
+		proto = IPPROTO_TCP;
+	else if (ctx->protocol == IPPROTO_UDP)
+		proto = IPPROTO_UDP;
+	else
+		return SYS_PROCEED;
+	svc = sock4_lookup(&key, addr, port, proto);
+	if (!svc)
+		return SYS_PROCEED;
+	cookie = bpf_get_socket_cookie(ctx);
+	sk.cookie = cookie;
+	sk.address = addr;
+	sk.port = port;
+	if (sticky) {
+		f = bpf_map_lookup_elem(&tendril_lb4_sock_fwd, &sk);
+		if (f && f->rev_nat_index == svc->rev_nat_index) {
+			be = bpf_map_lookup_elem(&tendril_lb4_backends, &f->backend_id);
+			if (be)
+				backend_id = f->backend_id;
+		}
+	}
+	if (!be) {
+		backend_id = sock4_select(ctx, &key, svc, cookie);
+		be = backend_id ? bpf_map_lookup_elem(&tendril_lb4_backends, &backend_id) : NULL;
+		if (!be)
+			return SYS_REJECT;
+		if (sticky) {
+			fwd.backend_id = backend_id;
+			fwd.rev_nat_index = svc->rev_nat_index;
+			bpf_map_update_elem(&tendril_lb4_sock_fwd, &sk, &fwd, BPF_ANY);
+		}
+	}
+	sk.address = be->address;
+	sk.port = be->port;
+	rev.address = addr;
+	rev.port = port;
+	rev.rev_nat_index = svc->rev_nat_index;
+	bpf_map_update_elem(&tendril_lb4_sock_rev, &sk, &rev, BPF_ANY);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = be->port;
+	return SYS_PROCEED;
+}
+
+/* The frontend back in place of the backend (UDP replies, getpeername), while the service exists. */
+static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct lb4_sock_key sk = {};
+	const struct lb4_sock_rev *rev;
+	__u16 index;
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.address = ctx->user_ip4;
+	sk.port = (__be16)ctx->user_port;
+	rev = bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk);
+	if (!rev)
+		return;
+	index = rev->rev_nat_index;
+	if (!bpf_map_lookup_elem(&tendril_lb4_reverse_nat, &index)) {
+		bpf_map_delete_elem(&tendril_lb4_sock_rev, &sk);
+		return;
+	}
+	ctx->user_ip4 = rev->address;
+	ctx->user_port = rev->port;
+}
+
+SEC("cgroup/connect4")
+int tendril_sock4_connect(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, false);
+}
+
+SEC("cgroup/sendmsg4")
+int tendril_sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, true);
+}
+
+SEC("cgroup/recvmsg4")
+int tendril_sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int tendril_sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

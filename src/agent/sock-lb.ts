@@ -1,0 +1,19 @@
+// The agent's socket-level LB (--bpf-lb-sock-cgroup): started once the datapath pinned the LB maps, stopped before it.
+import { SockLb } from '../datapath/index.js';
+import type { NodeDatapath } from '../datapath/index.js';
+import type { Logger } from '../util/log.js';
+import type { AgentConfig } from './config.js';
+
+/** The sock programs on cfg.sockLbCgroup, or undefined when socket LB is off. Throws when it cannot attach. */
+export function startSockLb(cfg: AgentConfig, dp: NodeDatapath, log: Logger): SockLb | undefined {
+  if (!cfg.sockLbCgroup) return undefined;
+  void dp; // the node's maps are pinned by then: sock.o finds them under cfg.bpfRoot
+  const s = new SockLb({ objDir: cfg.objDir, bpfRoot: cfg.bpfRoot, nodeIP: cfg.nodeIP ?? '0.0.0.0', cgroup: cfg.sockLbCgroup });
+  s.start();
+  log.info({ cgroup: cfg.sockLbCgroup }, 'socket LB attached (connect4, sendmsg4, recvmsg4, getpeername4)');
+  return s;
+}
+
+export function sockLbStatus(s: SockLb | undefined): { enabled: boolean; cgroup: string | null } {
+  return { enabled: s?.enabled ?? false, cgroup: s?.cgroup ?? null };
+}

@@ -1,0 +1,184 @@
+// Integration (issue #10): socket-level load-balancing on a 2-node lab brought up with socketLb (a cgroup v2 per node
+// under <cgroup2>/tendril-<lab>/, pods in a child each; the agents' sock programs on the node's). From a node's own
+// netns to a ClusterIP and to a NodePort on its own IP and on loopback (no per-packet path serves those); pod ->
+// ClusterIP over TCP and UDP with the translation done at the socket (the per-packet LB conntrack has no entry, the
+// socket reverse map has one) and the UDP reply and getpeername() carrying the service address; a removed backend
+// is no longer chosen, also by a UDP socket that was sticking to it; lab down removes the cgroups. Root; the lab is
+// the test's own and is removed in after(), also on failure.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, type LabPod } from '../src/lab/lab.js';
+import { labPaths } from '../src/lab/paths.js';
+import { labServiceAdd } from '../src/lab/services.js';
+import { nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
+import { BpfMap, isCgroupRoot } from '../src/kernel/bpf/index.js';
+import { ApiClient } from '../src/util/api-client.js';
+import { until } from './lib/proc.js';
+
+/* n requests, each on a new TCP connection or a new UDP socket (or n datagrams on one UDP socket with o.one). */
+const CLIENT = `
+const http = require('http'), dgram = require('dgram');
+let inp = ''; process.stdin.on('data', (d) => (inp += d)).on('end', async () => {
+  const o = JSON.parse(inp); const out = [];
+  const tcp = () => new Promise((res) => {
+    const req = http.get({ host: o.ip, port: o.port, path: '/', agent: false, timeout: o.timeout }, (r) => {
+      const peer = r.socket.remoteAddress + ':' + r.socket.remotePort;
+      let b = ''; r.on('data', (d) => (b += d)).on('end', () => res({ ok: true, name: (/Hostname: (\\S+)/.exec(b) || [])[1], peer }));
+    });
+    req.on('timeout', () => { req.destroy(); res({ ok: false, error: 'timeout' }); });
+    req.on('error', (e) => res({ ok: false, error: e.code || e.message }));
+  });
+  const udp = (s) => new Promise((res) => {
+    const send = () => s.send('hi', o.port, o.ip); const iv = setInterval(send, 150);
+    const done = (v) => { clearInterval(iv); clearTimeout(tm); s.removeAllListeners('message'); res(v); };
+    const tm = setTimeout(() => done({ ok: false, error: 'timeout' }), o.timeout);
+    s.on('message', (m, rinfo) => done({ ok: true, name: m.toString().split(':')[0], from: rinfo.address + ':' + rinfo.port }));
+    send();
+  });
+  const shared = o.udp && o.one ? dgram.createSocket('udp4') : undefined;
+  for (let i = 0; i < o.n; i++) {
+    if (!o.udp) { out.push(await tcp()); continue; }
+    const s = shared || dgram.createSocket('udp4');
+    out.push(await udp(s));
+    if (!shared) s.close();
+    if (o.pauseMs && i === 0) await new Promise((r) => setTimeout(r, o.pauseMs));
+  }
+  if (shared) shared.close();
+  process.stdout.write(JSON.stringify(out));
+});`;
+
+interface Answer {
+  ok: boolean;
+  name?: string;
+  peer?: string;
+  from?: string;
+  error?: string;
+}
+
+function request(netns: string, ip: string, port: number, n: number, o: { udp?: boolean; one?: boolean; timeout?: number } = {}): Answer[] {
+  const r = execCapture(netns, [process.execPath, '-e', CLIENT], 120_000, JSON.stringify({ ip, port, n, udp: o.udp ?? false, one: o.one ?? false, timeout: o.timeout ?? 3000 }));
+  assert.equal(r.status, 0, `client in ${netns} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Answer[];
+}
+
+const names = (a: Answer[]): Set<string> => new Set(a.filter((x) => x.ok).map((x) => x.name!));
+
+/** Values (hex) of a node's pinned map. */
+function dump(lab: string, node: string, map: string): Buffer[] {
+  const m = BpfMap.openPinned(path.join(labPaths(lab).node(node).bpfRoot, map));
+  try {
+    return [...m.entries()].map(([, v]) => v);
+  } finally {
+    m.close();
+  }
+}
+
+/** Names of the programs attached to a cgroup, as bpftool lists them (sorted). */
+function sockProgs(dir: string): string[] {
+  const r = spawnSync('bpftool', ['-j', 'cgroup', 'show', dir], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `bpftool cgroup show ${dir}: ${r.stderr}`);
+  return (JSON.parse(r.stdout || '[]') as Array<{ name: string }>).map((p) => p.name).sort();
+}
+
+const ipBytes = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
+
+describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }, () => {
+  const lab = `sl${process.pid}`;
+  let client: LabPod;
+  let ctr = '';
+  let ctrIp = '';
+  let clusterIP = '';
+  let nodePort = 0;
+  let udpIP = '';
+  let web1: LabPod;
+
+  before(async () => {
+    assert.equal(process.getuid?.(), 0, 'test/sock-lb-lab.test.ts needs root');
+    const st = await labUp({ name: lab, nodes: 2, socketLb: true });
+    ctr = st.nodes[0]!.name;
+    ctrIp = st.nodes[0]!.ip;
+    await podAdd(lab, 'web-0', { node: ctr, namespace: 'sock', labels: { app: 'web' }, serve: [8080, 5353] });
+    web1 = await podAdd(lab, 'web-1', { node: st.nodes[1]!.name, namespace: 'sock', labels: { app: 'web' }, serve: [8080, 5353] });
+    client = await podAdd(lab, 'client', { node: ctr, namespace: 'sock', labels: { role: 'client' } });
+    const s = await labServiceAdd(lab, 'web', { namespace: 'sock', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'NodePort' });
+    clusterIP = s.clusterIP!;
+    nodePort = s.ports[0]!.nodePort!;
+    const u = await labServiceAdd(lab, 'dns', { namespace: 'sock', selector: { app: 'web' }, ports: [{ port: 53, targetPort: 5353, protocol: 'UDP' }], type: 'ClusterIP' });
+    udpIP = u.clusterIP!;
+  });
+
+  after(async () => {
+    await labDown(lab).catch(() => undefined);
+  });
+
+  test('each node has its own cgroup (not the root), its agent reports Socket LB enabled on it, the pods run below it', async () => {
+    for (const n of loadLab(lab).nodes) {
+      const dir = nodeCgroup(lab, n.name);
+      assert.ok(fs.existsSync(path.join(dir, 'cgroup.procs')), dir);
+      assert.equal(isCgroupRoot(dir), false);
+      const s = await new ApiClient(n.socket).get<{ 'kube-proxy-replacement': { socketLb?: { enabled: boolean; cgroup: string | null } } | null }>('/v1/healthz');
+      assert.deepEqual(s['kube-proxy-replacement']?.socketLb, { enabled: true, cgroup: dir }, n.name);
+      const agentCg = fs.readFileSync(`/proc/${n.pid}/cgroup`, 'utf8');
+      assert.match(agentCg, new RegExp(`^0::.*/tendril-${lab}/${n.name}$`, 'm'), `agent of ${n.name} runs in its node cgroup`);
+    }
+    assert.ok(fs.existsSync(path.join(nodeCgroup(lab, ctr), 'pod-sock_client')));
+    assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
+  });
+
+  test('an agent restart leaves exactly one set of sock programs on the cgroup, and the node still reaches the ClusterIP', async () => {
+    await restartAgent(lab, ctr);
+    assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
+    const got = request(labPaths(lab).node(ctr).netns, clusterIP, 80, 6);
+    assert.ok(got.every((a) => a.ok), JSON.stringify(got.filter((a) => !a.ok)));
+  });
+
+  test('from the node\'s own netns: a ClusterIP, a NodePort on its own IP and on 127.0.0.1 reach every backend', () => {
+    const ns = labPaths(lab).node(ctr).netns;
+    for (const [ip, port] of [[clusterIP, 80], [ctrIp, nodePort], ['127.0.0.1', nodePort]] as const) {
+      const got = request(ns, ip, port, 24);
+      assert.ok(got.every((a) => a.ok), `${ip}:${port}: ${JSON.stringify(got.filter((a) => !a.ok))}`);
+      assert.deepEqual(names(got), new Set(['web-0', 'web-1']), `${ip}:${port}`);
+      for (const a of got) assert.equal(a.peer, `${ip}:${port}`, 'getpeername() gives the frontend back');
+    }
+  });
+
+  test('pod -> ClusterIP over TCP is translated at the socket: the per-packet LB conntrack has no entry of it', () => {
+    const before = dump(lab, ctr, 'tendril_lb4_ct').length;
+    const got = request(client.netns, clusterIP, 80, 24);
+    assert.ok(got.every((a) => a.ok), JSON.stringify(got.filter((a) => !a.ok)));
+    assert.deepEqual(names(got), new Set(['web-0', 'web-1']));
+    for (const a of got) assert.equal(a.peer, `${clusterIP}:80`);
+    assert.equal(dump(lab, ctr, 'tendril_lb4_ct').length, before, 'no per-packet translation happened');
+    const rev = dump(lab, ctr, 'tendril_lb4_sock_rev');
+    assert.ok(rev.some((v) => v.subarray(0, 4).equals(ipBytes(clusterIP))), 'the socket reverse map holds the frontend');
+  });
+
+  test('pod -> ClusterIP over UDP: the reply comes from the service address, on every backend', () => {
+    const got = request(client.netns, udpIP, 53, 24, { udp: true });
+    assert.ok(got.every((a) => a.ok), JSON.stringify(got.filter((a) => !a.ok)));
+    assert.deepEqual(names(got), new Set(['web-0', 'web-1']));
+    for (const a of got) assert.equal(a.from, `${udpIP}:53`, 'recvmsg gives the frontend as the source');
+    const one = request(client.netns, udpIP, 53, 6, { udp: true, one: true });
+    assert.ok(one.every((a) => a.ok), JSON.stringify(one));
+    assert.equal(names(one).size, 1, 'one unconnected UDP socket sticks to one backend');
+  });
+
+  test('a removed backend is no longer chosen (TCP and UDP)', async () => {
+    await podDel(lab, 'sock/web-1');
+    await until('web-1 gone from the backends of ctr', () => !dump(lab, ctr, 'tendril_lb4_backends').some((v) => v.subarray(0, 4).equals(ipBytes(web1.ip))), 120_000);
+    const tcp = request(client.netns, clusterIP, 80, 12);
+    assert.ok(tcp.every((a) => a.ok), JSON.stringify(tcp.filter((a) => !a.ok)));
+    assert.deepEqual(names(tcp), new Set(['web-0']));
+    const udp = request(client.netns, udpIP, 53, 12, { udp: true });
+    assert.ok(udp.every((a) => a.ok), JSON.stringify(udp.filter((a) => !a.ok)));
+    assert.deepEqual(names(udp), new Set(['web-0']));
+  });
+
+  test('lab down removes the lab\'s cgroups', async () => {
+    await labDown(lab);
+    assert.equal(fs.existsSync(labCgroup(lab)), false);
+  });
+});
