@@ -24,3 +24,13 @@ test('podStartReport gives ratios to bridge and says when pods were not Ready', 
   assert.match(r, /\| CNI ADD \(containerd exec of the plugin\) \| tendril \| 2 \| 50 \| 100 \| 0\.50x \| 0\.50x \|/);
   assert.match(r, /\*\*1 not Ready\*\*/);
 });
+
+test('podStartReport lists the agent\'s own ADD phases (where the tail goes)', () => {
+  const addPhases = { verb: 'ADD', calls: 2, total: { p50: 40, p99: 90, max: 90 }, phases: [{ phase: 'pod-labels', p50: 5, p99: 60, max: 60 }, { phase: 'attach', p50: 20, p99: 25, max: 25 }] };
+  const r = podStartReport([
+    { plugin: 'bridge', pods: 2, readyMs: [1000, 2000], sandboxMs: [400, 600], cniAddMs: [100, 200], notReady: 0, wallMs: 2500 },
+    { plugin: 'tendril', pods: 2, readyMs: [500, 600], sandboxMs: [200, 300], cniAddMs: [50, 100], notReady: 0, wallMs: 3000, addPhases },
+  ]).join('\n');
+  assert.match(r, /- tendril agent-side ADD phases over its last 2 ADDs \(ms, p50\/p99\/max\): total 40\/90\/90; pod-labels 5\/60\/60, attach 20\/25\/25/);
+  assert.doesNotMatch(r, /bridge agent-side/);
+});

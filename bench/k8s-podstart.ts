@@ -11,6 +11,8 @@ import { pathToFileURL } from 'node:url';
 import { CoreV1Api, KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
 import { REPO_ROOT } from '../src/lab/paths.js';
 import { ApiClient } from '../src/util/api-client.js';
+import type { StatusView } from '../src/agent/index.js';
+import type { CniTimingsView } from '../src/cni/index.js';
 import { startKit, type Kit } from '../test/lib/k8s-kit.js';
 import { deletePods, installOnKitNode, type TendrilOnKit } from '../test/lib/k8s-node.js';
 import { percentile } from './stats.js';
@@ -26,6 +28,8 @@ export interface PodStartResult {
   cniAddMs: number[];
   notReady: number;
   wallMs: number;
+  /** tendril: the agent's own per-phase timings of its CNI ADDs (GET /v1/healthz cni-timings), where the tail goes. */
+  addPhases?: CniTimingsView;
 }
 
 const NS = 'podstart';
@@ -130,7 +134,10 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const cniAddMs = fs.existsSync(timing)
       ? fs.readFileSync(timing, 'utf8').split('\n').filter((l) => l.startsWith('ADD ')).map((l) => l.split(' ')).filter((f) => f[4] === '0').map((f) => (Number(f[3]) - Number(f[2])) / 1e6)
       : [];
-    return { plugin, pods, readyMs, sandboxMs, cniAddMs, notReady: pods - ready.size, wallMs };
+    const addPhases = tendril
+      ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['cni-timings'].find((t) => t.verb === 'ADD'), () => undefined)
+      : undefined;
+    return { plugin, pods, readyMs, sandboxMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}) };
   } finally {
     await stopPoll?.();
     if (kc) await deletePods(kc, NS).catch(() => {});
@@ -163,6 +170,7 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     ...row('creation -> Ready (API)', (r) => r.readyMs),
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
+    ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}`),
     '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',
     '',
   ];
