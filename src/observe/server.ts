@@ -214,33 +214,27 @@ export class ObserverServer {
   /** An L7 flow's access-log line to `monitor` clients (monitor-l7.ts). */
   private publishL7Event(flow: Flow): void {
     if (this.eventFollowers.size === 0) return;
-    let json: string | undefined;
-    for (const fol of this.eventFollowers) {
-      if (fol.f.closed) {
-        this.eventFollowers.delete(fol);
-        continue;
-      }
-      const m = l7MonitorEvent(flow, this.opts.nodeName);
-      if (!l7MonitorMatches(m, fol.filter)) continue;
-      fol.f.offer(() => {
-        json ??= JSON.stringify(m);
-        return { json };
-      });
-    }
+    const m = l7MonitorEvent(flow, this.opts.nodeName);
+    this.offerToMonitors((filter) => l7MonitorMatches(m, filter), () => m);
   }
 
   /** Sends a raw event to `monitor` clients (nothing is stored). */
   publishEvent(ev: DatapathEvent, ifname?: string): void {
     if (this.eventFollowers.size === 0) return;
+    this.offerToMonitors((filter) => monitorMatches(ev, filter), () => toMonitorEvent(ev, { ifname, node: this.opts.nodeName }));
+  }
+
+  /** Offers one event to every `monitor` client whose filter matches; serialized once, when the first one sends. */
+  private offerToMonitors(matches: (filter: EventFollower['filter']) => boolean, make: () => unknown): void {
     let json: string | undefined;
     for (const fol of this.eventFollowers) {
       if (fol.f.closed) {
         this.eventFollowers.delete(fol);
         continue;
       }
-      if (!monitorMatches(ev, fol.filter)) continue;
+      if (!matches(fol.filter)) continue;
       fol.f.offer(() => {
-        json ??= JSON.stringify(toMonitorEvent(ev, { ifname, node: this.opts.nodeName }));
+        json ??= JSON.stringify(make());
         return { json };
       });
     }
