@@ -23,23 +23,13 @@ export interface FlowBatch {
   rows: (string | number | string[])[];
 }
 
-/** What the engine hands the encoder: a record whose headers are the raw name/value list as received. */
-export interface RawFlow {
+/** What the engine hands the encoder: an HttpFlowRecord whose headers are the raw name/value list as received. */
+export type RawFlow = Omit<HttpFlowRecord, 'time' | 'headers' | 'direction'> & {
   time: number;
-  type: HttpFlowRecord['type'];
-  verdict: HttpFlowRecord['verdict'];
-  conn: ConnectionInfo;
   direction?: HttpFlowRecord['direction'] | undefined;
-  srcIdentity: number;
-  dstIdentity: number;
-  method: string;
-  url: string;
-  protocol: string;
-  code: number;
   /** Name, value, name, value… as sent (names in any case). */
   rawHeaders: readonly string[];
-  latencyNs: number;
-}
+};
 
 /** Collects records into batches; `take()` returns the batch so far and starts a new one. */
 export class FlowBatcher {
