@@ -60,6 +60,12 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
     }
     return out.join('\n');
   }
+  /** The end of each kit component's log (a failed start's cause is often only there). */
+  function kitLogs(): string {
+    const logs = path.join(kit?.runDir ?? '/nonexistent', 'logs');
+    if (!fs.existsSync(logs)) return '(no kit logs)';
+    return fs.readdirSync(logs).map((f) => `--- ${f}:\n${fs.readFileSync(path.join(logs, f), 'utf8').split('\n').slice(-12).join('\n')}`).join('\n');
+  }
   const sh = (argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   const inNode = (argv: string[]) => sh(['nsenter', `--net=/run/netns/${netns}`, '--', ...argv]);
 
@@ -86,12 +92,28 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
   before(async () => {
     // the image first: a build failure needs no kit
     const image = execFileSync('bash', [path.join(REPO, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-    kit = await startKit({ portBase: PORT_BASE, env: { K8S_ALLOCATE_NODE_CIDRS: 'false' } });
-    kc = new KubeConfig();
-    kc.loadFromFile(kit.kubeconfig);
-    core = kc.makeApiClient(CoreV1Api);
-    objects = KubernetesObjectApi.makeApiClient(kc);
-    tendril = await installOnKitNode(kit, { run: RUN, image, repo: REPO, kc });
+    // The kit's control plane and node, then Tendril on it. Starting them is the one step that depends on the
+    // machine (ports, containerd, the image import): a failed start is said on stderr with the kit's logs, undone,
+    // and tried once more; a second failure fails the suite with both causes.
+    const failures: string[] = [];
+    for (let attempt = 1; !tendril; attempt++) {
+      try {
+        kit = await startKit({ portBase: PORT_BASE, env: { K8S_ALLOCATE_NODE_CIDRS: 'false' } });
+        kc = new KubeConfig();
+        kc.loadFromFile(kit.kubeconfig);
+        core = kc.makeApiClient(CoreV1Api);
+        objects = KubernetesObjectApi.makeApiClient(kc);
+        tendril = await installOnKitNode(kit, { run: RUN, image, repo: REPO, kc });
+      } catch (err) {
+        const why = `k8s-node: starting the kit and Tendril, attempt ${attempt}, failed: ${(err as Error).stack ?? err}\n${kitLogs()}`;
+        process.stderr.write(`${why}\n`);
+        failures.push(why);
+        await kit?.script('down.sh', []).catch(() => {});
+        await kit?.down().catch(() => {});
+        kit = undefined;
+        if (attempt === 2) throw new Error(failures.join('\n\n'));
+      }
+    }
     dirs = tendril.dirs;
     netns = tendril.netns;
     agent = new ApiClient(`${dirs.run}/tendril.sock`);
