@@ -312,7 +312,7 @@ export class Agent {
       this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false, sendFrame });
       this.l2.start();
       // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
-      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'node-lease' }) });
+      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, ...cfg.nodeLease, log: this.log.child({ subsys: 'node-lease' }) });
       this.lease.start();
     }
     this.startCtGc();
@@ -886,6 +886,7 @@ export class Agent {
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
       egressGateway: this.egress?.status() ?? null,
+      'node-lease': this.lease?.status() ?? null,
       'kube-proxy-replacement': this.services ? { ...this.services.status(), socketLb: sockLbStatus(this.sockLb) } : null,
       'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
