@@ -342,6 +342,32 @@ test('gateway node: a new flow takes over the port of another node\'s pod\'s TCP
   }
 });
 
+test('a node that is not (any longer) the gateway drops another node\'s pod\'s policy traffic (DROP_NO_EGRESS_IP) rather than let it out with the pod\'s address; its own pods\' goes on to the gateway', () => {
+  const TC_ACT_SHOT = 2;
+  const NEW_GW = '192.168.78.13';
+  const STALE = '10.211.0.40';
+  // This node's map (the agent's view) has the gateway on another node: a pod's node whose map is stale still sends here.
+  policy.put({ source: STALE, destination: `${EXT}/32` }, { egressIP: EGRESS_IP, gatewayIP: NEW_GW });
+  policy.put({ source: pod.ip4, destination: `${EXT_OTHER}/32` }, { egressIP: EGRESS_IP, gatewayIP: NEW_GW });
+  try {
+    for (const proto of ['udp', 'tcp'] as const) {
+      const pkt = proto === 'udp' ? udp(STALE, EXT, 40090) : ethernet('02:00:00:00:78:01', '02:00:00:00:78:0a', ipv4(STALE, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, STALE, EXT, 40091, 80, Buffer.alloc(0), 0x02)));
+      const r = runCb(toNetdev, pkt);
+      assert.equal(r.retval, TC_ACT_SHOT, `${proto}: dropped`);
+    }
+    const snat = loaded[2]!.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+    assert.equal(snat.lookup({ saddr: STALE, daddr: EXT, sport: 40090, dport: 80, nexthdr: IPPROTO_UDP, dir: NAT_DIR_OUT, pad: 0 }), undefined, 'no mapping made');
+    // A pod of this node (native routing: its packet passes here on the way to the gateway as next hop): unchanged.
+    const own = udp(pod.ip4, EXT_OTHER, 40092);
+    const r = runCb(toNetdev, own);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, own);
+  } finally {
+    policy.delete({ source: STALE, destination: `${EXT}/32` });
+    policy.delete({ source: pod.ip4, destination: `${EXT_OTHER}/32` });
+  }
+});
+
 test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {
   for (const [src, dst] of [[REMOTE_POD, EXT_EXCLUDED], [REMOTE_POD, EXT_OTHER], ['10.211.0.21', EXT]] as const) {
     const pkt = udp(src, dst, 40020);

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "drop.h"
 #include "maps.h"
 
 #define EGRESS_POLICY_MAP_SIZE	16384
@@ -113,6 +114,21 @@ static __always_inline __be32 egress_gw_snat_addr4(__be32 saddr, __be32 daddr)
  * native device, where it is SNATed. TC_ACT_OK when the FIB cannot reach the
  * gateway: then the node's own masquerading applies.
  */
+
+/*
+ * Another node's pod's packet a policy sends to another gateway reached this
+ * node's native device: the pod's node still takes this node for the gateway
+ * (its agent has not seen the gateway move, e.g. it is down). It is dropped,
+ * as Cilium does (DROP_NO_EGRESS_IP): left alone it would leave with the
+ * pod's address, which the world cannot answer and which the policy meant to
+ * hide; forwarding it to the new gateway would trust a tunnel header anyone on
+ * the underlay can write, and two nodes whose maps disagree would bounce it.
+ * The pod's node sends to the right gateway once its agent is back.
+ */
+static __always_inline int egress_gw_not_here4(void)
+{
+	return DROP_NO_EGRESS_IP;
+}
 
 /* Is @addr an egress IP of this node (a reply to it may belong to a translated flow)? */
 static __always_inline bool egress_gw_local_ip4(__be32 addr)

@@ -508,7 +508,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	/* An egress gateway policy's traffic (a pod here, or one of another node tunnelled here) leaves with its egress IP (lib/egress.h). */
 	nat_addr = egress_gw_snat_addr4(saddr, ip->daddr);
 	if (nat_addr == EGRESS_GW_ELSEWHERE)
-		return TC_ACT_OK;
+		return ep ? TC_ACT_OK : egress_gw_not_here4();
 	if (!nat_addr) {
 		if (!ep)
 			return TC_ACT_OK;

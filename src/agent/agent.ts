@@ -44,6 +44,8 @@ export const VERSION = '0.1.0';
 const HEALTH_IF = 'lxc_health';
 /** Pause between attempts to reach a cluster store that does not answer. */
 const STORE_RETRY_MS = 1000;
+/** How long start() waits for the egress gateway map's first sync before it reports ready anyway. */
+const EGRESS_SYNC_WAIT_MS = 5000;
 
 /** node.json in the state dir: what the node needs to come up again without the cluster store. */
 interface NodeStateFile {
@@ -314,6 +316,7 @@ export class Agent {
       // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
       this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, ...cfg.nodeLease, log: this.log.child({ subsys: 'node-lease' }) });
       this.lease.start();
+      await this.waitEgressSync(this.egress);
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -894,6 +897,11 @@ export class Agent {
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
       'cni-timings': this.cni?.timings.view() ?? [],
     };
+  }
+
+  /** Ready only once the egress map matches the store (src/egress), or after EGRESS_SYNC_WAIT_MS without it. */
+  private async waitEgressSync(egress: EgressManager): Promise<void> {
+    if (!(await egress.whenSynced(EGRESS_SYNC_WAIT_MS))) this.log.warn({ waitedMs: EGRESS_SYNC_WAIT_MS }, 'egress gateway map not synced with the store yet; ready with the map as it was');
   }
 
   private nodeList(): NodeView[] {

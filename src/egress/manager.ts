@@ -53,6 +53,8 @@ export class EgressManager {
   private lastError: string | undefined;
   /** Policy name -> the value (JSON) the map was last made from. */
   private synced = new Map<string, string>();
+  /** Callers of whenSynced() waiting for the first pass. */
+  private waiters: Array<(synced: boolean) => void> = [];
 
   constructor(opts: EgressManagerOptions) {
     this.opts = opts;
@@ -84,8 +86,28 @@ export class EgressManager {
     }
   }
 
+  /**
+   * Resolves true once the map equals what the store asks for (the first pass after start), false after `ms`
+   * (the store away: the map from before the restart keeps working meanwhile). The agent waits for it before it
+   * reports ready, so an agent coming back after the gateway moved points its pods at the new gateway at once.
+   */
+  whenSynced(ms: number): Promise<boolean> {
+    if (this.lastSync) return Promise.resolve(true);
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), ms);
+      const done = (v: boolean): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(v);
+      };
+      this.waiters.push(done);
+    });
+  }
+
   /** Stops the watches. Map entries and egress IPs stay (traffic keeps flowing through an agent restart). */
   stop(): void {
+    for (const w of [...this.waiters]) w(false);
     this.stopped = true;
     clearTimeout(this.retry);
     if (this.pending) clearImmediate(this.pending);
@@ -125,6 +147,7 @@ export class EgressManager {
       this.synced = new Map(this.policies.entries().map(([n, v]) => [n, JSON.stringify(v)]));
       this.lastSync = { at: new Date().toISOString(), written: r.written, removed: r.removed };
       this.lastError = undefined;
+      for (const w of [...this.waiters]) w(true);
       if (r.written || r.removed) this.opts.log.info({ ...this.lastSync, entries: want.length, gatewayOf: mine.map((m) => m.ip) }, 'egress gateway map updated');
     } catch (err) {
       this.lastError = (err as Error).message;
