@@ -5,7 +5,7 @@ import type { BpfMap } from '../kernel/bpf/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import { sendFrame } from '../kernel/socket/index.js';
 import { garpFrames } from '../l2/index.js';
-import { KindCache, type EndpointSpec, type IdentitySpec, type NamespaceSpec, type Store } from '../store/index.js';
+import { KindCache, startInOrder, type EndpointSpec, type IdentitySpec, type NamespaceSpec, type Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { egressEntries, type EgressEntry } from './entries.js';
 import { EgressMaps, type EgressKey, type EgressValue } from './maps.js';
@@ -47,6 +47,7 @@ export class EgressManager {
   private maps: EgressMaps | undefined;
   private pending: NodeJS.Immediate | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private starting: { stop(): void } | undefined;
   private stopped = false;
   private held: EgressIpView[] = [];
   private lastSync: EgressStatusView['lastSync'] = null;
@@ -67,23 +68,15 @@ export class EgressManager {
   /** Opens the maps (what an earlier run wrote is adopted and corrected by the first pass) and starts the watches. */
   start(map: (name: string) => BpfMap): void {
     this.maps = new EgressMaps(map);
-    void this.startCaches();
-  }
-
-  private async startCaches(): Promise<void> {
-    const events = { change: () => this.schedule(), resync: () => this.schedule() };
-    try {
-      if (!this.identities.ready) await this.identities.start(events);
-      if (!this.namespaces.ready) await this.namespaces.start(events);
-      if (!this.endpoints.ready) await this.endpoints.start(events);
-      if (!this.policies.ready) await this.policies.start(events);
-      this.schedule();
-    } catch (err) {
-      if (this.stopped) return;
-      this.lastError = (err as Error).message;
-      this.opts.log.warn({ err }, 'cannot list egress gateway policies from the store; retrying');
-      this.retry = setTimeout(() => void this.startCaches(), RETRY_MS);
-    }
+    this.starting = startInOrder([this.identities, this.namespaces, this.endpoints, this.policies], {
+      events: { change: () => this.schedule(), resync: () => this.schedule() },
+      retryMs: RETRY_MS,
+      ready: () => this.schedule(),
+      failed: (err) => {
+        this.lastError = err.message;
+        this.opts.log.warn({ err }, 'cannot list egress gateway policies from the store; retrying');
+      },
+    });
   }
 
   /**
@@ -109,6 +102,7 @@ export class EgressManager {
   stop(): void {
     for (const w of [...this.waiters]) w(false);
     this.stopped = true;
+    this.starting?.stop();
     clearTimeout(this.retry);
     if (this.pending) clearImmediate(this.pending);
     this.pending = undefined;
