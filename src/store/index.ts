@@ -75,3 +75,4 @@ export function openStore(url: string, opts: OpenStoreOptions = {}): Store {
   if (opts.maxBackoffMs !== undefined) retry.maxBackoffMs = opts.maxBackoffMs;
   return new LocalStoreClient('socket' in a ? { socket: a.socket } : { host: a.host, port: a.port }, retry);
 }
+export { withLocalStore } from './testing.js';
