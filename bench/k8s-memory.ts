@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { labDown, labUp } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
 import { ApiClient } from '../src/util/api-client.js';
-import { rawObjects, startKit, type RawObject } from '../test/lib/k8s-kit.js';
+import { rawObjects, startKit, type RawObject } from '../src/lab/k8s-kit.js';
 import { median } from './stats.js';
 
 const PODS = Number(process.env['K8S_MEM_PODS'] ?? 1000);

@@ -13,8 +13,8 @@ import { REPO_ROOT } from '../src/lab/paths.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { StatusView } from '../src/agent/index.js';
 import type { CniTimingsView } from '../src/cni/index.js';
-import { startKit, type Kit } from '../test/lib/k8s-kit.js';
-import { deletePods, installOnKitNode, type TendrilOnKit } from '../test/lib/k8s-node.js';
+import { startKit, type Kit } from '../src/lab/k8s-kit.js';
+import { deletePods, installOnKitNode, type TendrilOnKit } from '../src/lab/k8s-node.js';
 import { percentile } from './stats.js';
 
 export type PodStartPlugin = 'bridge' | 'tendril';

@@ -12,7 +12,7 @@ import { Collection, skbCtx, type BpfProgram } from '../src/kernel/bpf/index.js'
 import { IPCACHE_MAP, LXC_MAP, ROUTING_MODE_NATIVE, endpointInfoCodec, endpointKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
 import { natConstants } from '../src/datapath/nat.js';
 import { parseIPv4 } from '../src/util/ip.js';
-import { IPPROTO_TCP, IPPROTO_UDP, ethernet, ipv4, l4 } from '../test/lib/packets.js';
+import { IPPROTO_TCP, IPPROTO_UDP, ethernet, ipv4, l4 } from '../src/lab/packets.js';
 import { median } from './stats.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));

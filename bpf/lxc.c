@@ -124,7 +124,7 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 				trace_point(skb, &trace, TRACE_TO_OVERLAY, src->lxc_id, src->sec_id, dst_label, 0);
 			return ret;
 		}
-		ret = egress_gw_fib_redirect4(skb, eth, ip, tunnel_endpoint);
+		ret = fib_redirect4_to(skb, eth, ip, tunnel_endpoint);
 		if (ret == TC_ACT_REDIRECT)
 			trace_point(skb, &trace, TRACE_TO_NETWORK, src->lxc_id, src->sec_id, dst_label, 0);
 		if (ret != TC_ACT_OK)

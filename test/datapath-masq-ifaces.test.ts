@@ -146,3 +146,30 @@ test('a masquerade interface that does not exist fails start() with a clear erro
   });
   assert.throws(() => nodeNs.run(() => bad.start()), /masquerade interface "nosuch9" not found/);
 });
+
+test('a device dropped from --masquerade-interfaces loses its programs at the next start; the others keep masquerading', async () => {
+  const onDev = (d: NodeDatapath, dev: string) => nodeNs.run(() => d.attachments()).filter((a) => a.ifname === dev).map((a) => `${a.direction}:${a.progName}`).sort();
+  assert.deepEqual(onDev(dp, 'eth1'), ['egress:cil_to_netdev', 'ingress:cil_from_netdev'], 'eth1 masqueraded before');
+  masq.stop();
+  dp.stop();
+  masq = new Masquerade(masqConfig({ masqueradeInterfaces: 'eth0' }), { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
+  dp = new NodeDatapath({
+    podCidr: `${SUBNET}.0/24`,
+    routerIP: `${SUBNET}.1`,
+    nodeIP: NETS[0].node,
+    nativeDev: 'eth0',
+    bpfRoot: BPF_ROOT,
+    objDir: path.join(root, 'build/bpf'),
+    masquerade: masq.datapathConfig()!,
+  });
+  nodeNs.run(() => {
+    dp.start();
+    masq.start(dp);
+  });
+  assert.deepEqual(onDev(dp, 'eth1'), [], 'nothing of ours left on eth1');
+  for (const dir of ['ingress', 'egress']) assert.equal(fs.existsSync(path.join(BPF_ROOT, 'links', `eth1-${dir}`)), false, `eth1-${dir} pin removed`);
+  assert.deepEqual(onDev(dp, 'eth0'), ['egress:cil_to_netdev', 'ingress:cil_from_netdev'], 'eth0 keeps its programs');
+  assert.equal(seenIp(await tcpSeen(pod.ns, NETS[0].ext)), NETS[0].node, 'TCP out of eth0 still masqueraded');
+  // eth1 no longer translates: the far host would see the pod's own address, and has no route back to it.
+  assert.notEqual(seenIp(await tcpSeen(pod.ns, NETS[1].ext)), NETS[1].node, 'TCP out of eth1 not masqueraded any more');
+});

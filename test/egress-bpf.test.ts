@@ -278,6 +278,96 @@ test('gateway node: a new flow does not take over the port of another node\'s po
   }
 });
 
+test('gateway node: a new flow takes over the port of another node\'s pod\'s TCP flow only once it is closed both ways and quiet, never an open one', () => {
+  const gwHost = loaded[2]!;
+  const snat = gwHost.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+  const SYN = 0x02, ACK = 0x10, FIN = 0x01, RST = 0x04;
+  const [A, NEW] = ['10.211.0.30', '10.211.0.31'];
+  for (const src of [A, NEW]) policy.put({ source: src, destination: `${EXT}/32` }, { egressIP: EGRESS_IP, gatewayIP: GW_NODE_IP });
+  const tcp = (src: string, sport: number, flags: number): Buffer => ethernet('02:00:00:00:78:01', '02:00:00:00:78:0a', ipv4(src, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, src, EXT, sport, 80, Buffer.alloc(0), flags)));
+  const back = (dport: number, flags: number): Buffer => ethernet('02:00:00:00:78:0a', '02:00:00:00:78:01', ipv4(EXT, EGRESS_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, EGRESS_IP, 80, dport, Buffer.alloc(0), flags)));
+  const made: CtKey[] = [];
+  /** A's connection from `port` (kept as its NAT port), then `close`; its IN key. */
+  const flowA = (port: number, close: Array<['out' | 'back', number]>): CtKey => {
+    assert.equal(parse(runCb(toNetdev, tcp(A, port, SYN)).data).sport, port, 'A keeps its own port');
+    runCb(fromNetdev, back(port, SYN | ACK));
+    runCb(toNetdev, tcp(A, port, ACK));
+    for (const [way, flags] of close) runCb(way === 'out' ? toNetdev : fromNetdev, way === 'out' ? tcp(A, port, flags) : back(port, flags));
+    const outKey: CtKey = { saddr: A, daddr: EXT, sport: port, dport: 80, nexthdr: IPPROTO_TCP, dir: NAT_DIR_OUT, pad: 0 };
+    const inKey: CtKey = { saddr: EXT, daddr: EGRESS_IP, sport: 80, dport: port, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+    made.push(outKey, inKey, { ...outKey, saddr: NEW });
+    return inKey;
+  };
+  /** Both of A's entries last used `by` seconds ago (aged by hand). */
+  const quiet = (inKey: CtKey, by: number): void => {
+    const t = monotonicSeconds();
+    const outKey: CtKey = { saddr: A, daddr: EXT, sport: inKey.dport, dport: 80, nexthdr: IPPROTO_TCP, dir: NAT_DIR_OUT, pad: 0 };
+    for (const k of [outKey, inKey]) snat.put(k, { ...snat.lookup(k)!, created: t - by - 1, lastUsed: t - by });
+  };
+  /** NEW's SYN from the same port: does it get A's port (the way back now leads to NEW)? */
+  const takesOver = (inKey: CtKey): boolean => {
+    const got = parse(runCb(toNetdev, tcp(NEW, inKey.dport, SYN)).data);
+    assert.equal(got.src, EGRESS_IP);
+    const won = got.sport === inKey.dport;
+    assert.equal(snat.lookup(inKey)?.toAddr, won ? NEW : A, 'the way back follows the port');
+    return won;
+  };
+  try {
+    // Open, idle longer than the non-TCP timeout but not the established one: an idle keep-alive connection keeps its port.
+    const open = flowA(41100, []);
+    quiet(open, 61);
+    assert.equal(takesOver(open), false, 'open TCP flow quiet for 61 s');
+    // Closed one way only (the pod's FIN): still open the other way.
+    const half = flowA(41101, [['out', FIN | ACK]]);
+    quiet(half, 61);
+    assert.equal(takesOver(half), false, 'half-closed TCP flow');
+    // Closed both ways just now: the far end may still hold the connection (its last ACK on the way).
+    const justClosed = flowA(41102, [['out', FIN | ACK], ['back', FIN | ACK], ['out', ACK]]);
+    assert.equal(takesOver(justClosed), false, 'TCP flow closed both ways a moment ago');
+    // Closed both ways, or reset, and quiet for longer than the grace: the port is free.
+    const closed = flowA(41103, [['out', FIN | ACK], ['back', FIN | ACK], ['out', ACK]]);
+    quiet(closed, 3);
+    assert.equal(takesOver(closed), true, 'TCP flow closed both ways, quiet 3 s');
+    const reset = flowA(41104, [['back', RST]]);
+    quiet(reset, 3);
+    assert.equal(takesOver(reset), true, 'reset TCP flow, quiet 3 s');
+    // An open flow gone quiet for longer than the established timeout is over as well.
+    const stale = flowA(41105, []);
+    quiet(stale, 8001);
+    assert.equal(takesOver(stale), true, 'open TCP flow quiet for longer than the established timeout');
+  } finally {
+    for (const src of [A, NEW]) policy.delete({ source: src, destination: `${EXT}/32` });
+    for (const k of made) snat.delete(k);
+    for (const k of [...snat.keys()]) if (k.nexthdr === IPPROTO_TCP && (k.saddr === NEW || snat.lookup(k)?.toAddr === NEW)) snat.delete(k);
+  }
+});
+
+test('a node that is not (any longer) the gateway drops another node\'s pod\'s policy traffic (DROP_NO_EGRESS_IP) rather than let it out with the pod\'s address; its own pods\' goes on to the gateway', () => {
+  const TC_ACT_SHOT = 2;
+  const NEW_GW = '192.168.78.13';
+  const STALE = '10.211.0.40';
+  // This node's map (the agent's view) has the gateway on another node: a pod's node whose map is stale still sends here.
+  policy.put({ source: STALE, destination: `${EXT}/32` }, { egressIP: EGRESS_IP, gatewayIP: NEW_GW });
+  policy.put({ source: pod.ip4, destination: `${EXT_OTHER}/32` }, { egressIP: EGRESS_IP, gatewayIP: NEW_GW });
+  try {
+    for (const proto of ['udp', 'tcp'] as const) {
+      const pkt = proto === 'udp' ? udp(STALE, EXT, 40090) : ethernet('02:00:00:00:78:01', '02:00:00:00:78:0a', ipv4(STALE, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, STALE, EXT, 40091, 80, Buffer.alloc(0), 0x02)));
+      const r = runCb(toNetdev, pkt);
+      assert.equal(r.retval, TC_ACT_SHOT, `${proto}: dropped`);
+    }
+    const snat = loaded[2]!.map(SNAT_MAP).typed(ctKeyCodec, natValueCodec);
+    assert.equal(snat.lookup({ saddr: STALE, daddr: EXT, sport: 40090, dport: 80, nexthdr: IPPROTO_UDP, dir: NAT_DIR_OUT, pad: 0 }), undefined, 'no mapping made');
+    // A pod of this node (native routing: its packet passes here on the way to the gateway as next hop): unchanged.
+    const own = udp(pod.ip4, EXT_OTHER, 40092);
+    const r = runCb(toNetdev, own);
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.deepEqual(r.data, own);
+  } finally {
+    policy.delete({ source: STALE, destination: `${EXT}/32` });
+    policy.delete({ source: pod.ip4, destination: `${EXT_OTHER}/32` });
+  }
+});
+
 test('gateway node: excluded and unselected traffic of other nodes is not translated; replies to an address not its own are left alone', () => {
   for (const [src, dst] of [[REMOTE_POD, EXT_EXCLUDED], [REMOTE_POD, EXT_OTHER], ['10.211.0.21', EXT]] as const) {
     const pkt = udp(src, dst, 40020);

@@ -191,11 +191,21 @@ function suite(routing: RoutingMode): void {
       assert.equal(await gateway(), 'w2', 'a node coming back takes nothing over');
       assert.equal(seenFrom(a1.netns, EXT_IP), ip);
 
-      // The gateway node goes away (lab node del): at once to w1.
+      // The gateway node goes away (lab node del) while the agent of a1's node (ctr) is down: the gateway moves to w1
+      // at once, but ctr's datapath keeps the map it had, which sends a1's traffic to w2, gone.
+      process.kill(node('ctr').pid, 'SIGKILL');
       const t1 = Date.now();
       await labNodeDel(LAB, 'w2');
-      await until('the external host to see the egress IP from a1 again, through w1', async () => (await gateway()) === 'w1' && holds('w1') && seenFrom(a1.netns, EXT_IP) === ip, 90_000);
+      await until('the egress IP to move to w1', async () => (await gateway()) === 'w1' && holds('w1'), 90_000);
+      await until('a2 (on w1, now the gateway) to leave as the egress IP', () => seenFrom(a2.netns, EXT_IP) === ip, 90_000);
       const deleted = Date.now() - t1;
+      assert.notEqual(seenFrom(a1.netns, EXT_IP), ip, 'a1\'s node, its agent down, still sends to the old gateway');
+      // ctr's agent back: it reports ready only once its map points at the new gateway, and a1 leaves through w1 again.
+      await restartAgent(LAB, 'ctr');
+      const rows = await new ApiClient(node('ctr').socket).get<Array<EgressKey & EgressValue>>('/v1/map/egress');
+      const a1Row = rows.find((r) => r.source === a1.ip && r.destination === `${EXT_IP}/32`);
+      assert.equal(a1Row?.gatewayIP, node('w1').ip, 'ctr\'s map points at the new gateway as soon as its agent is ready');
+      await until('the external host to see the egress IP from a1 again, through w1', () => seenFrom(a1.netns, EXT_IP) === ip, 90_000);
       assert.equal(seenFrom(b1.netns, EXT_IP), node('ctr').ip, 'unselected pods are not affected');
       t.diagnostic(`failover (${routing}): agent killed -> status moved ${moved} ms, external host sees the egress IP again ${killed} ms (node lease 5 s); node deleted -> ${deleted} ms`);
     });

@@ -31,6 +31,7 @@
 #define DROP_POLICY_DENY	-181	/* Policy denied by denylist */
 #define DROP_TTL_EXCEEDED	-196	/* TTL exceeded */
 #define DROP_EP_NOT_READY	-203	/* Endpoint policy program not available */
+#define DROP_NO_EGRESS_IP	-204	/* No Egress IP configured */
 
 #define IS_ERR(x)	(unlikely((int)(x) < 0))
 

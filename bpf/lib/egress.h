@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "drop.h"
 #include "maps.h"
 
 #define EGRESS_POLICY_MAP_SIZE	16384
@@ -107,44 +108,27 @@ static __always_inline __be32 egress_gw_snat_addr4(__be32 saddr, __be32 daddr)
 }
 
 /*
- * Pod side in native routing: the packet goes unencapsulated to the gateway
- * node as next hop (its destination unchanged); the gateway's stack forwards
- * it to its native device, where it is SNATed. Only pod traffic calls this
- * (lxc.c includes fib.h). Returns TC_ACT_REDIRECT, or TC_ACT_OK when the
- * gateway is not reachable by the FIB (then the node's own masquerading applies).
+ * Pod side in native routing, the packet goes unencapsulated to the gateway
+ * node as next hop (its destination unchanged): fib_redirect4_to(@gateway)
+ * (lib/fib.h, which lxc.c includes); the gateway's stack forwards it to its
+ * native device, where it is SNATed. TC_ACT_OK when the FIB cannot reach the
+ * gateway: then the node's own masquerading applies.
  */
-#ifdef __TENDRIL_FIB_H_
-static __always_inline int egress_gw_fib_redirect4(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip, __be32 gateway)
-{
-	struct bpf_fib_lookup params = {};
-	struct bpf_redir_neigh nh = {};
-	long ret;
 
-	if (ip->ttl <= 1)
-		return DROP_TTL_EXCEEDED;
-	params.family = AF_INET;
-	params.ifindex = skb->ifindex;
-	params.tos = ip->tos;
-	params.l4_protocol = ip->protocol;
-	params.tot_len = bpf_ntohs(ip->tot_len);
-	params.ipv4_src = ip->saddr;
-	params.ipv4_dst = gateway;
-	ret = bpf_fib_lookup(skb, &params, sizeof(params), 0);
-	switch (ret) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		eth_rewrite(eth, params.smac, params.dmac);
-		ipv4_dec_ttl(ip);
-		return bpf_redirect(params.ifindex, 0);
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		ipv4_dec_ttl(ip);
-		nh.nh_family = AF_INET;
-		nh.ipv4_nh = params.ipv4_dst;
-		return bpf_redirect_neigh(params.ifindex, &nh, sizeof(nh), 0);
-	default:
-		return TC_ACT_OK;
-	}
+/*
+ * Another node's pod's packet a policy sends to another gateway reached this
+ * node's native device: the pod's node still takes this node for the gateway
+ * (its agent has not seen the gateway move, e.g. it is down). It is dropped,
+ * as Cilium does (DROP_NO_EGRESS_IP): left alone it would leave with the
+ * pod's address, which the world cannot answer and which the policy meant to
+ * hide; forwarding it to the new gateway would trust a tunnel header anyone on
+ * the underlay can write, and two nodes whose maps disagree would bounce it.
+ * The pod's node sends to the right gateway once its agent is back.
+ */
+static __always_inline int egress_gw_not_here4(void)
+{
+	return DROP_NO_EGRESS_IP;
 }
-#endif
 
 /* Is @addr an egress IP of this node (a reply to it may belong to a translated flow)? */
 static __always_inline bool egress_gw_local_ip4(__be32 addr)

@@ -14,16 +14,18 @@
 #endif
 
 /*
- * Route @ip as the node would (bpf_fib_lookup from the ingress device) and
- * send it out of the chosen device ourselves, which skips the second pass
- * through the node's stack. With a resolved neighbour the MACs come from the
- * lookup; without one bpf_redirect_neigh resolves the next hop. Anything the
- * FIB does not forward (local, unreachable, needs fragmenting, ...) goes to
- * the stack unchanged, which knows how to answer it.
+ * Route @ip towards @dst as the node would (bpf_fib_lookup from the ingress
+ * device) and send it out of the chosen device ourselves, which skips the
+ * second pass through the node's stack. @dst is the packet's destination, or
+ * a node it is sent to as next hop unchanged (the egress gateway in native
+ * routing). With a resolved neighbour the MACs come from the lookup; without
+ * one bpf_redirect_neigh resolves the next hop. Anything the FIB does not
+ * forward (local, unreachable, needs fragmenting, ...) goes to the stack
+ * unchanged, which knows how to answer it.
  *
  * Returns TC_ACT_REDIRECT, TC_ACT_OK or a DROP_* code.
  */
-static __always_inline int fib_redirect4(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip)
+static __always_inline int fib_redirect4_to(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip, __be32 dst)
 {
 	struct bpf_fib_lookup params = {};
 	struct bpf_redir_neigh nh = {};
@@ -38,7 +40,7 @@ static __always_inline int fib_redirect4(struct __sk_buff *skb, struct ethhdr *e
 	params.l4_protocol = ip->protocol;
 	params.tot_len = bpf_ntohs(ip->tot_len);
 	params.ipv4_src = ip->saddr;
-	params.ipv4_dst = ip->daddr;
+	params.ipv4_dst = dst;
 
 	ret = bpf_fib_lookup(skb, &params, sizeof(params), 0);
 	switch (ret) {
@@ -56,6 +58,12 @@ static __always_inline int fib_redirect4(struct __sk_buff *skb, struct ethhdr *e
 	default:
 		return TC_ACT_OK;
 	}
+}
+
+/* fib_redirect4_to() the packet's own destination. */
+static __always_inline int fib_redirect4(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip)
+{
+	return fib_redirect4_to(skb, eth, ip, ip->daddr);
 }
 
 #endif /* __TENDRIL_FIB_H_ */

@@ -248,6 +248,37 @@ static __always_inline bool snat4_flow_dead(const struct ct_tuple4 *rtuple, __be
 }
 
 /*
+ * An egress IP's flow may be another node's pod's, with no conntrack entry
+ * here: is it over by its NAT entries @oe (OUT) and @ie (IN), as the agent's
+ * NAT GC tells (src/datapath/nat.ts, egressFlowInUse())? Its last packet
+ * either way (last_used, created before the first) is older than the idle
+ * timeout of its protocol: a TCP flow seen closed (an RST either way, or a
+ * FIN each way: NAT_F_*) by NAT_CLOSED_GRACE, as a closed flow of the node
+ * IP; an open one by the established timeout, not the non-TCP one (an idle
+ * keep-alive connection keeps its port); anything else by the non-TCP one.
+ * A flow closing one way only is open.
+ */
+static __always_inline bool snat4_egress_flow_quiet(const struct nat_entry4 *oe, const struct nat_entry4 *ie,
+						    __u8 proto, __u32 now)
+{
+	__u32 last = oe->created, timeout = CONFIG_CT_TIMEOUT_ANY;
+
+	if (oe->last_used > last)
+		last = oe->last_used;
+	if (ie->created > last)
+		last = ie->created;
+	if (ie->last_used > last)
+		last = ie->last_used;
+	if (proto == IPPROTO_TCP) {
+		if (((oe->flags | ie->flags) & NAT_F_RST) || ((oe->flags & NAT_F_FIN) && (ie->flags & NAT_F_FIN)))
+			timeout = NAT_CLOSED_GRACE;
+		else
+			timeout = CONFIG_CT_TIMEOUT_TCP;
+	}
+	return now - last > timeout;
+}
+
+/*
  * The port of the IN entry @rtuple is held: by @otuple's own flow whose OUT
  * entry was lost (then it is the flow's again), or by a dead flow (then it
  * is taken over). Returns 0 when the port is @otuple's now, NAT_RACED when
@@ -273,16 +304,6 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	pod_port = e->to_port;
 	if (pod == otuple->saddr && pod_port == otuple->sport)
 		goto out_entry;
-	/*
-	 * An egress IP's flow may be another node's pod's, with no conntrack
-	 * entry here: it is taken over only once quiet for the non-TCP timeout
-	 * (its last packet either way, nat_entry4.last_used), not at once.
-	 */
-	if (rtuple->daddr != CONFIG_NODE_IP4 &&
-	    now - (e->last_used > e->created ? e->last_used : e->created) <= CONFIG_CT_TIMEOUT_ANY)
-		return -1;
-	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
-		return -1;
 	old.saddr = pod;
 	old.daddr = rtuple->saddr;
 	old.sport = pod_port;
@@ -292,6 +313,10 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	oe = bpf_map_lookup_elem(&tendril_snat_v4, &old);
 	/* The dead flow's tuple may have been reopened with another port: then this IN entry is no longer its. */
 	if (!oe || oe->to_port != rtuple->dport || oe->to_addr != rtuple->daddr)
+		return -1;
+	if (rtuple->daddr != CONFIG_NODE_IP4 && !snat4_egress_flow_quiet(oe, e, rtuple->nexthdr, now))
+		return -1;
+	if (!snat4_flow_dead(rtuple, pod, pod_port, now))
 		return -1;
 	if (bpf_map_delete_elem(&tendril_snat_v4, &old) != 0)
 		return -1;	/* another CPU took it over first */
@@ -483,7 +508,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	/* An egress gateway policy's traffic (a pod here, or one of another node tunnelled here) leaves with its egress IP (lib/egress.h). */
 	nat_addr = egress_gw_snat_addr4(saddr, ip->daddr);
 	if (nat_addr == EGRESS_GW_ELSEWHERE)
-		return TC_ACT_OK;
+		return ep ? TC_ACT_OK : egress_gw_not_here4();
 	if (!nat_addr) {
 		if (!ep)
 			return TC_ACT_OK;

@@ -44,6 +44,8 @@ export const VERSION = '0.1.0';
 const HEALTH_IF = 'lxc_health';
 /** Pause between attempts to reach a cluster store that does not answer. */
 const STORE_RETRY_MS = 1000;
+/** How long start() waits for the egress gateway map's first sync before it reports ready anyway. */
+const EGRESS_SYNC_WAIT_MS = 5000;
 
 /** node.json in the state dir: what the node needs to come up again without the cluster store. */
 interface NodeStateFile {
@@ -312,8 +314,9 @@ export class Agent {
       this.l2 = new L2Announcer({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'l2-announcer' }), device: () => ({ ifindex: dp.nativeDevice.index, mac: dp.nativeDevice.mac }), responder: dp.hostMap(L2_RESPONDER_MAP).typed(l2ResponderKeyCodec, l2ResponderEntryCodec), mayAnnounce: (ip) => this.services?.mayAnnounce(ip) ?? false, sendFrame });
       this.l2.start();
       // Liveness for the operator (egress gateway failover), renewed while the datapath is up.
-      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'node-lease' }) });
+      this.lease = new NodeLeaseKeeper({ store: this.store, node: cfg.nodeName, ...cfg.nodeLease, log: this.log.child({ subsys: 'node-lease' }) });
       this.lease.start();
+      await this.waitEgressSync(this.egress);
     }
     this.startCtGc();
     this.startEvents(dp);
@@ -886,6 +889,7 @@ export class Agent {
       conntrack: { 'gc-interval-ms': this.cfg.ctGcIntervalMs, 'last-gc': this.ctGcLast ?? null },
       masquerading: this.masq?.status() ?? null,
       egressGateway: this.egress?.status() ?? null,
+      'node-lease': this.lease?.status() ?? null,
       'kube-proxy-replacement': this.services ? { ...this.services.status(), socketLb: sockLbStatus(this.sockLb) } : null,
       'l2-announcements': this.l2?.status() ?? null,
       identities: this.security.identities.list().length,
@@ -893,6 +897,11 @@ export class Agent {
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
       'cni-timings': this.cni?.timings.view() ?? [],
     };
+  }
+
+  /** Ready only once the egress map matches the store (src/egress), or after EGRESS_SYNC_WAIT_MS without it. */
+  private async waitEgressSync(egress: EgressManager): Promise<void> {
+    if (!(await egress.whenSynced(EGRESS_SYNC_WAIT_MS))) this.log.warn({ waitedMs: EGRESS_SYNC_WAIT_MS }, 'egress gateway map not synced with the store yet; ready with the map as it was');
   }
 
   private nodeList(): NodeView[] {

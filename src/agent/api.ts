@@ -66,6 +66,8 @@ export interface StatusView {
   masquerading: MasqStatus | null;
   /** Egress gateway: map entries, the egress IPs this node holds as a gateway (src/egress). */
   egressGateway: EgressStatusView | null;
+  /** The node lease the operator's egress gateway failover watches (null without a cluster store). */
+  'node-lease'?: import('./node-lease.js').NodeLeaseStatus | null;
   /** Service load-balancing in BPF (null: no cluster store, so no services). */
   'kube-proxy-replacement'?: { enabled: boolean; algorithm: string; maglevTableSize: number; synced: boolean; frontends: number; lastError?: string; socketLb?: { enabled: boolean; cgroup: string | null } } | null;
   /** L2 announcements of LoadBalancer IPs (src/l2). */

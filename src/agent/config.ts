@@ -6,6 +6,7 @@ import { AgentError } from './errors.js';
 import { masqConfig, type MasqConfig } from '../nat/index.js';
 import { MAGLEV_TABLE_SIZES, type LbAlgorithm } from '../lb/index.js';
 import { SUPPORTED_VERSIONS, isSupportedVersion, type CniVersion } from '../cni/errors.js';
+import { nodeLeaseTiming, type NodeLeaseTiming } from './node-lease.js';
 
 export type RoutingMode = 'tunnel' | 'native';
 
@@ -55,6 +56,8 @@ export interface AgentConfig {
   ipamHandBackGraceMs: number;
   /** kubernetes: how long start() waits for the Node's pod CIDR before it refuses to start, ms. */
   ipamWaitTimeoutMs: number;
+  /** The node lease (egress gateway failover): --node-lease-renew-interval, --node-lease-duration. */
+  nodeLease: NodeLeaseTiming;
   /** The node L7 proxy's listener port (--proxy-port); undefined = DEFAULT_PROXY_PORT. */
   proxyPort?: number;
   /** Socket-level LB (--bpf-lb-sock-cgroup): the cgroup v2 directory whose sockets get the sock programs; undefined = off. */
@@ -91,6 +94,8 @@ export function agentConfig(o: {
   ipamPreAllocate?: string | undefined;
   ipamHandBackGrace?: string | undefined;
   ipamWaitTimeout?: string | undefined;
+  nodeLeaseDuration?: string | undefined;
+  nodeLeaseRenewInterval?: string | undefined;
   proxyPort?: string | number | undefined;
   bpfLbSockCgroup?: string | undefined;
 }): AgentConfig {
@@ -122,6 +127,7 @@ export function agentConfig(o: {
   }
   const ipamHandBackGraceMs = parseDuration(o.ipamHandBackGrace ?? '30s', '--ipam-hand-back-grace');
   const ipamWaitTimeoutMs = parseDuration(o.ipamWaitTimeout ?? '60s', '--ipam-wait-timeout');
+  const nodeLease = nodeLeaseTiming(parseDuration(o.nodeLeaseRenewInterval ?? '1s', '--node-lease-renew-interval'), parseDuration(o.nodeLeaseDuration ?? '5s', '--node-lease-duration'));
   // Kubernetes mode: the core Node's spec.podCIDRs (src/k8s/node-cidrs.ts).
   if (ipam === 'kubernetes' && !o.store && !kubernetes && !o.podCidr) {
     throw new AgentError('TENDRIL_ERR_INVALID_REQUEST', 'Missing --store: with --ipam kubernetes the pod CIDRs come from the Node resource in the cluster store');
@@ -186,6 +192,7 @@ export function agentConfig(o: {
     ipamPreAllocate: preAllocate,
     ipamHandBackGraceMs,
     ipamWaitTimeoutMs,
+    nodeLease,
     ...(proxyPort !== undefined ? { proxyPort } : {}),
     ...(o.bpfLbSockCgroup ? { sockLbCgroup: o.bpfLbSockCgroup } : {}),
   };

@@ -41,6 +41,8 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     ipamPreAllocate: opts['ipamPreAllocate'],
     ipamHandBackGrace: opts['ipamHandBackGrace'],
     ipamWaitTimeout: opts['ipamWaitTimeout'],
+    nodeLeaseDuration: opts['nodeLeaseDuration'],
+    nodeLeaseRenewInterval: opts['nodeLeaseRenewInterval'],
     proxyPort: opts['proxyPort'],
     bpfLbSockCgroup: opts['bpfLbSockCgroup'],
   });

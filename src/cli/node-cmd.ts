@@ -7,6 +7,7 @@ import { DEFAULT_SOCKET, type Attachment, type EndpointInfo, type EndpointView, 
 import { formatKubernetesStatus } from '../k8s/status.js';
 import { DEFAULT_LAB, findNode, labExists, listLabs, loadLab } from '../lab/lab.js';
 import { formatMasquerading, formatMasqueradingVerbose } from './nat-cmd.js';
+import { formatEgressStatus } from './egress-cmd.js';
 
 interface GlobalOpts {
   lab?: string;
@@ -79,6 +80,7 @@ export function formatStatus(s: StatusView, verbose: boolean): string {
     ['Masquerading', formatMasquerading(s.masquerading)],
     ['KubeProxyReplacement', kubeProxyReplacement(s['kube-proxy-replacement'])],
     ['L2 Announcements', formatL2(s['l2-announcements'])],
+    ['Egress Gateway', formatEgressStatus(s.egressGateway, s['node-lease'] ?? null)],
     ['Cluster', `${s.nodes} node(s)`],
     ['Hubble', s.hubble ? `${s.hubble.serving === false ? 'Not serving (agent not ready)' : 'Ok'}   Current/Max Flows: ${s.hubble.flows}/${s.hubble['max-flows']} (${s.hubble['flows-rate'].toFixed(2)} flows/s)   ${s.hubble.socket}` : 'Disabled'],
     ['Endpoints', `${s.endpoints} (incl. health)`],

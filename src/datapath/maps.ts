@@ -442,6 +442,7 @@ export const DROP_INVALID_IDENTITY = -171;
 export const DROP_POLICY_DENY = -181;
 export const DROP_TTL_EXCEEDED = -196;
 export const DROP_EP_NOT_READY = -203;
+export const DROP_NO_EGRESS_IP = -204;
 
 /** Drop reason texts by positive code, as Cilium prints them (pkg/monitor/api/drop.go). */
 export const DROP_REASONS: ReadonlyMap<number, string> = new Map([

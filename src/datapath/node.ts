@@ -9,6 +9,7 @@ import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
 import { PinnedAttachments, TcxSwitcher } from './attach.js';
+import { staleMasqDevices } from './masq-devices.js';
 import type { DatapathEvent } from './event-types.js';
 import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
@@ -472,8 +473,20 @@ export class NodeDatapath {
     for (const c of commit) c();
     // Switched from native mode (or masquerading off): the underlay device no longer needs our programs.
     if (!netdev) this.pins.detach(cfg.nativeDev, nativeDev.index);
+    // A device dropped from --masquerade-interfaces since an earlier start: its programs go (src/datapath/masq-devices.ts).
+    this.detachStaleMasqDevices(new Set([...(netdev ? [nativeDev.index] : []), ...masqDevs.map((d) => d.link.index)]));
     this.switcherNs = Netns.current();
     this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
+  }
+
+  /** Detaches both hooks of every device outside `keep` whose egress runs cil_to_netdev (an earlier masquerade device). */
+  private detachStaleMasqDevices(keep: ReadonlySet<number>): void {
+    const nl = Netlink.open();
+    try {
+      for (const l of staleMasqDevices(nl, keep)) this.pins.detach(l.name, l.index);
+    } finally {
+      nl.close();
+    }
   }
 
   /** Stops event readers and closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */

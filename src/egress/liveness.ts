@@ -1,7 +1,8 @@
 // Which nodes are alive for the egress gateway: a node whose NodeLease (renewed by its agent, src/agent/node-lease.ts)
 // saw no new revision for the lease's durationMs, by this process's monotonic clock, is gone. A node that never had a
 // lease (an agent of an earlier version) counts as alive while its Node says so. Each change, and each expiry, calls
-// back so the operator plans again (the gateway moves to another node its selector picks).
+// back so the operator plans again (the gateway moves to another node its selector picks). The operator may wait
+// longer than a lease says (--node-monitor-grace-period), never shorter: a node is gone after the longer of the two.
 import { performance } from 'node:perf_hooks';
 import { KindCache, type NodeLeaseSpec, type Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
@@ -19,10 +20,19 @@ export class NodeLiveness {
   private onChange: () => void = () => {};
   private stopped = false;
   private connected = true;
+  private readonly graceMs: number;
 
-  constructor(store: Store, log: Logger) {
+  /** graceMs: --node-monitor-grace-period (0: each lease's own duration). */
+  constructor(store: Store, log: Logger, graceMs = 0) {
     this.leases = new KindCache<NodeLeaseSpec>(store, 'NodeLease', log);
     this.log = log;
+    this.graceMs = graceMs;
+  }
+
+  /** The nodes taken as gone now (their lease ran out). */
+  gone(): string[] {
+    this.observe();
+    return [...this.expired].sort();
   }
 
   async start(onChange: () => void): Promise<void> {
@@ -71,7 +81,7 @@ export class NodeLiveness {
     for (const [node] of this.leases.entries()) {
       names.add(node);
       const rev = this.leases.revisionOf(node) ?? 0;
-      const durationMs = this.leases.get(node)?.durationMs ?? 0;
+      const durationMs = Math.max(this.leases.get(node)?.durationMs ?? 0, this.graceMs);
       const s = this.seen.get(node);
       if (!s || s.revision !== rev) {
         if (!s) changed = true;

@@ -5,7 +5,7 @@ import type { BpfMap } from '../kernel/bpf/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import { sendFrame } from '../kernel/socket/index.js';
 import { garpFrames } from '../l2/index.js';
-import { KindCache, type EndpointSpec, type IdentitySpec, type NamespaceSpec, type Store } from '../store/index.js';
+import { KindCache, startInOrder, type EndpointSpec, type IdentitySpec, type NamespaceSpec, type Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { egressEntries, type EgressEntry } from './entries.js';
 import { EgressMaps, type EgressKey, type EgressValue } from './maps.js';
@@ -47,12 +47,15 @@ export class EgressManager {
   private maps: EgressMaps | undefined;
   private pending: NodeJS.Immediate | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private starting: { stop(): void } | undefined;
   private stopped = false;
   private held: EgressIpView[] = [];
   private lastSync: EgressStatusView['lastSync'] = null;
   private lastError: string | undefined;
   /** Policy name -> the value (JSON) the map was last made from. */
   private synced = new Map<string, string>();
+  /** Callers of whenSynced() waiting for the first pass. */
+  private waiters: Array<(synced: boolean) => void> = [];
 
   constructor(opts: EgressManagerOptions) {
     this.opts = opts;
@@ -65,28 +68,41 @@ export class EgressManager {
   /** Opens the maps (what an earlier run wrote is adopted and corrected by the first pass) and starts the watches. */
   start(map: (name: string) => BpfMap): void {
     this.maps = new EgressMaps(map);
-    void this.startCaches();
+    this.starting = startInOrder([this.identities, this.namespaces, this.endpoints, this.policies], {
+      events: { change: () => this.schedule(), resync: () => this.schedule() },
+      retryMs: RETRY_MS,
+      ready: () => this.schedule(),
+      failed: (err) => {
+        this.lastError = err.message;
+        this.opts.log.warn({ err }, 'cannot list egress gateway policies from the store; retrying');
+      },
+    });
   }
 
-  private async startCaches(): Promise<void> {
-    const events = { change: () => this.schedule(), resync: () => this.schedule() };
-    try {
-      if (!this.identities.ready) await this.identities.start(events);
-      if (!this.namespaces.ready) await this.namespaces.start(events);
-      if (!this.endpoints.ready) await this.endpoints.start(events);
-      if (!this.policies.ready) await this.policies.start(events);
-      this.schedule();
-    } catch (err) {
-      if (this.stopped) return;
-      this.lastError = (err as Error).message;
-      this.opts.log.warn({ err }, 'cannot list egress gateway policies from the store; retrying');
-      this.retry = setTimeout(() => void this.startCaches(), RETRY_MS);
-    }
+  /**
+   * Resolves true once the map equals what the store asks for (the first pass after start), false after `ms`
+   * (the store away: the map from before the restart keeps working meanwhile). The agent waits for it before it
+   * reports ready, so an agent coming back after the gateway moved points its pods at the new gateway at once.
+   */
+  whenSynced(ms: number): Promise<boolean> {
+    if (this.lastSync) return Promise.resolve(true);
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), ms);
+      const done = (v: boolean): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(v);
+      };
+      this.waiters.push(done);
+    });
   }
 
   /** Stops the watches. Map entries and egress IPs stay (traffic keeps flowing through an agent restart). */
   stop(): void {
+    for (const w of [...this.waiters]) w(false);
     this.stopped = true;
+    this.starting?.stop();
     clearTimeout(this.retry);
     if (this.pending) clearImmediate(this.pending);
     this.pending = undefined;
@@ -125,6 +141,7 @@ export class EgressManager {
       this.synced = new Map(this.policies.entries().map(([n, v]) => [n, JSON.stringify(v)]));
       this.lastSync = { at: new Date().toISOString(), written: r.written, removed: r.removed };
       this.lastError = undefined;
+      for (const w of [...this.waiters]) w(true);
       if (r.written || r.removed) this.opts.log.info({ ...this.lastSync, entries: want.length, gatewayOf: mine.map((m) => m.ip) }, 'egress gateway map updated');
     } catch (err) {
       this.lastError = (err as Error).message;

@@ -15,6 +15,8 @@ export interface EgressOperatorOptions {
   store: Store;
   /** --egress-ip-pool, or undefined (then every policy must give its egressIP). */
   pool: string | undefined;
+  /** --node-monitor-grace-period, ms: how long a node's lease may go unrenewed at least (0 = the lease's duration). */
+  nodeGraceMs?: number;
   log: Logger;
 }
 
@@ -22,6 +24,10 @@ export interface EgressOperatorStatus {
   pool: string | null;
   policies: number;
   assigned: number;
+  /** --node-monitor-grace-period, ms (0: each node lease's own duration). */
+  nodeMonitorGracePeriodMs: number;
+  /** Nodes whose lease ran out: no gateway is placed on them. */
+  nodesGone: string[];
   lastError: string | null;
 }
 
@@ -40,7 +46,7 @@ export class EgressOperator {
     this.opts = opts;
     this.policies = new KindCache<EgressGatewayPolicyResource>(opts.store, EGRESS_STORE_KIND, opts.log);
     this.nodes = new KindCache<NodeSpec>(opts.store, 'Node', opts.log);
-    this.liveness = new NodeLiveness(opts.store, opts.log);
+    this.liveness = new NodeLiveness(opts.store, opts.log, opts.nodeGraceMs ?? 0);
   }
 
   async start(): Promise<void> {
@@ -61,7 +67,14 @@ export class EgressOperator {
   }
 
   status(): EgressOperatorStatus {
-    return { pool: this.opts.pool ?? null, policies: this.policies.values().length, assigned: this.assigned, lastError: this.lastError ?? null };
+    return {
+      pool: this.opts.pool ?? null,
+      policies: this.policies.values().length,
+      assigned: this.assigned,
+      nodeMonitorGracePeriodMs: this.opts.nodeGraceMs ?? 0,
+      nodesGone: this.liveness.ready ? this.liveness.gone() : [],
+      lastError: this.lastError ?? null,
+    };
   }
 
   private schedule(ms: number): void {

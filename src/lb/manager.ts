@@ -1,7 +1,7 @@
 // The agent's service load-balancer: watches Services, Endpoints and Identities in the store, derives each
 // frontend's backends and keeps the BPF service maps of this node in step (one coalesced pass per burst of changes).
 import type { BpfMap } from '../kernel/bpf/index.js';
-import { KindCache } from '../store/cache.js';
+import { KindCache, startInOrder } from '../store/cache.js';
 import type { EndpointSpec, IdentitySpec, Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { backendsFor as selectedBackends, type EndpointView } from './backends.js';
@@ -130,7 +130,7 @@ export class ServiceManager {
   private slicesRetry: NodeJS.Timeout | undefined;
   private dp: LbDatapath | undefined;
   private pending: NodeJS.Immediate | undefined;
-  private retry: NodeJS.Timeout | undefined;
+  private starting: { stop(): void } | undefined;
   private stopped = false;
   private lastSync: { at: string; frontends: number; written: number; removed: number; ms: number } | undefined;
   private lastError: string | undefined;
@@ -151,24 +151,17 @@ export class ServiceManager {
   /** Opens the maps (adopting what an earlier run wrote) and starts the watches; store failures are retried. */
   start(map: (name: string) => BpfMap): void {
     this.dp = new LbDatapath(map, { algorithm: this.opts.algorithm, maglevTableSize: this.opts.maglevTableSize });
-    void this.startCaches();
-  }
-
-  private async startCaches(): Promise<void> {
     const events = { change: () => this.schedule(), resync: () => this.schedule() };
-    try {
-      // Identities and endpoints first: a service's first pass then already sees its backends.
-      if (!this.identities.ready) await this.identities.start(events);
-      if (!this.endpoints.ready) await this.endpoints.start(events);
-      if (!this.statuses.ready) await this.statuses.start(events);
-      if (!this.services.ready) await this.services.start(events);
-      void this.startSlices(events, 0);
-    } catch (err) {
-      if (this.stopped) return;
-      this.lastError = (err as Error).message;
-      this.opts.log.warn({ err }, 'cannot list services from the store; retrying');
-      this.retry = setTimeout(() => void this.startCaches(), RETRY_MS);
-    }
+    // Identities and endpoints first: a service's first pass then already sees its backends.
+    this.starting = startInOrder([this.identities, this.endpoints, this.statuses, this.services], {
+      events,
+      retryMs: RETRY_MS,
+      ready: () => void this.startSlices(events, 0),
+      failed: (err) => {
+        this.lastError = err.message;
+        this.opts.log.warn({ err }, 'cannot list services from the store; retrying');
+      },
+    });
   }
 
   /**
@@ -188,7 +181,7 @@ export class ServiceManager {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.retry);
+    this.starting?.stop();
     clearTimeout(this.slicesRetry);
     this.slices.stop();
     if (this.pending) clearImmediate(this.pending);

@@ -27,6 +27,7 @@ export function registerOperator(program: Command): Command {
     .option('--identity-gc-interval <duration>', 'how often unused identities are looked for', '10s')
     .option('--identity-gc-grace <duration>', 'how long an identity stays unused before it is deleted', '60s')
     .option('--egress-ip-pool <cidr>', 'egress IPs for egress gateway policies that give none (e.g. 192.168.10.240/28)')
+    .option('--node-monitor-grace-period <duration>', 'egress gateway failover: a node whose lease went unrenewed this long is gone (never less than the lease\'s own --node-lease-duration; 0: the lease\'s)', '0')
     .option('--api-socket <path>', 'status API unix socket (GET /v1/status)', DEFAULT_OPERATOR_API_SOCKET)
     .option('--log-file <file>', 'log to this file instead of stderr')
     .action(async (opts: OperatorFlags) => {

@@ -23,6 +23,7 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     graceMs: 30_000,
     identityGcIntervalMs: 10_000,
     identityGcGraceMs: 60_000,
+    nodeMonitorGracePeriodMs: 0,
     apiSocket: '/var/run/tendril/operator.sock',
   });
   const cfg = operatorConfig({
@@ -32,6 +33,7 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     nodeCidrGrace: '300ms',
     identityGcInterval: '2s',
     identityGcGrace: '500ms',
+    nodeMonitorGracePeriod: '12s',
     apiSocket: '/tmp/op.sock',
     logFile: '/tmp/op.log',
   });
@@ -42,6 +44,7 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
     graceMs: 300,
     identityGcIntervalMs: 2000,
     identityGcGraceMs: 500,
+    nodeMonitorGracePeriodMs: 12_000,
     apiSocket: '/tmp/op.sock',
     logFile: '/tmp/op.log',
   });
@@ -50,6 +53,7 @@ test('operatorConfig() applies the defaults and picks the hosted store with --st
 
 test('operatorConfig() refuses contradictory, missing or malformed flags, naming them', () => {
   assert.throws(() => operatorConfig({}), invalid(/^Missing store: give --store URL/));
+  assert.throws(() => operatorConfig({ store: 'etcd://a:1', nodeMonitorGracePeriod: 'soon' }), invalid(/--node-monitor-grace-period "soon"/));
   assert.throws(() => operatorConfig({ store: 'etcd://a:1', storeListen: 'a:1' }), invalid(/^Cannot use both --store etcd:\/\/a:1 and --store-listen a:1/));
   assert.throws(() => operatorConfig({ store: 'etcd://a:1', storeData: '/x' }), invalid(/--store-data only applies with --store-listen/));
   assert.throws(() => operatorConfig({ store: 'http://a:1' }), invalid(/^Invalid --store "http:\/\/a:1": unknown scheme "http"/));

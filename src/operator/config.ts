@@ -28,6 +28,8 @@ export interface OperatorFlags {
   identityGcGrace?: string | number | undefined;
   /** Egress IPs for egress gateway policies that give none (src/egress). */
   egressIpPool?: string | undefined;
+  /** How long a node's lease may go unrenewed before its egress gateways move (at least the lease's own duration). */
+  nodeMonitorGracePeriod?: string | number | undefined;
   apiSocket?: string | undefined;
   logFile?: string | undefined;
   k8sKubeconfig?: string | undefined;
@@ -56,6 +58,8 @@ export interface OperatorConfig {
   apiSocket: string;
   /** --egress-ip-pool (checked), or undefined. */
   egressIpPool?: string;
+  /** --node-monitor-grace-period, ms; 0 (default): each node lease's own duration. */
+  nodeMonitorGracePeriodMs: number;
   logFile?: string;
 }
 
@@ -100,7 +104,8 @@ export function operatorConfig(flags: OperatorFlags): OperatorConfig {
 
   const identityGcIntervalMs = flags.identityGcInterval === undefined ? DEFAULT_IDENTITY_GC_INTERVAL_MS : parseDuration('--identity-gc-interval', flags.identityGcInterval);
   const identityGcGraceMs = flags.identityGcGrace === undefined ? DEFAULT_IDENTITY_GC_GRACE_MS : parseDuration('--identity-gc-grace', flags.identityGcGrace);
-  const cfg: OperatorConfig = { ipam: ipam as OperatorIpamMode, pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
+  const nodeMonitorGracePeriodMs = flags.nodeMonitorGracePeriod === undefined ? 0 : parseDuration('--node-monitor-grace-period', flags.nodeMonitorGracePeriod);
+  const cfg: OperatorConfig = { ipam: ipam as OperatorIpamMode, pool, store, graceMs, identityGcIntervalMs, identityGcGraceMs, nodeMonitorGracePeriodMs, apiSocket: nonEmpty('--api-socket', flags.apiSocket ?? DEFAULT_OPERATOR_API_SOCKET) };
   if (flags.logFile !== undefined) cfg.logFile = nonEmpty('--log-file', flags.logFile);
   if (flags.egressIpPool !== undefined) cfg.egressIpPool = checkEgressPool(flags.egressIpPool);
   return cfg;

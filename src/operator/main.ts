@@ -101,7 +101,7 @@ export async function runOperator(opts: RunOperatorOptions): Promise<RunningOper
     const operator = new Operator({ store, ipam: cfg.ipam, pool: cfg.pool, graceMs: cfg.graceMs, log });
     const identityGc = new IdentityGc({ store, log: log.child({ subsys: 'identity-gc' }), intervalMs: cfg.identityGcIntervalMs, graceMs: cfg.identityGcGraceMs });
     const lbIpam = new LbIpam({ store, log: log.child({ subsys: 'lb-ipam' }) });
-    const egress = new EgressOperator({ store, pool: cfg.egressIpPool, log: log.child({ subsys: 'egress-gateway' }) });
+    const egress = new EgressOperator({ store, pool: cfg.egressIpPool, nodeGraceMs: cfg.nodeMonitorGracePeriodMs, log: log.child({ subsys: 'egress-gateway' }) });
     const lead = async (): Promise<void> => {
       await operator.start();
       undo.push(() => operator.stop());

@@ -2,11 +2,8 @@
 // allocation, no CIDR handed out twice (also across operator restarts), exhaustion, conflicting pools, delete-in-use.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { pino } from 'pino';
-import { LocalStoreClient, LocalStoreServer, POD_IP_POOL_KIND, type NodeSpec, type PodIPPoolResource, type Store } from '../store/index.js';
+import { POD_IP_POOL_KIND, withLocalStore, type NodeSpec, type PodIPPoolResource, type Store } from '../store/index.js';
 import { OperatorError } from './errors.js';
 import { Operator } from './operator.js';
 import { deletePool, putPool, validatePodIPPool } from './multi-pool.js';
@@ -14,19 +11,7 @@ import { deletePool, putPool, validatePodIPPool } from './multi-pool.js';
 const silent = pino({ level: 'silent' });
 const CLUSTER = ['10.0.0.0/16'];
 
-async function withStore(fn: (store: Store) => Promise<void>): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-multipool-'));
-  const server = new LocalStoreServer({ dataDir: path.join(dir, 'data') });
-  await server.listen({ socket: path.join(dir, 's.sock') });
-  const store = new LocalStoreClient({ socket: path.join(dir, 's.sock') });
-  try {
-    await fn(store);
-  } finally {
-    await store.close();
-    await server.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+const withStore = (fn: (store: Store) => Promise<void>): Promise<void> => withLocalStore('multipool', fn);
 
 function operator(store: Store): Operator {
   return new Operator({ store, ipam: 'multi-pool', pool: { cidrs: CLUSTER, maskSize: 24 }, graceMs: 0, log: silent });

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { KindCache } from './cache.js';
+import { KindCache, startInOrder } from './cache.js';
 import { LocalStoreClient, LocalStoreServer, StoreError, type Kind, type Resource } from './index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tdlt-${process.pid}-cache-`));
@@ -59,4 +59,48 @@ test('stop() clears the retry timer of a failed re-list', async (t) => {
     await client.close();
     await server.close();
   }
+});
+
+test('startInOrder() starts caches in order, retries from the first not listed while the store fails, and stop() ends the retries', async () => {
+  const calls: string[] = [];
+  let failuresLeft = 2;
+  const cache = (name: string, failing = false) => {
+    const c = {
+      ready: false,
+      async start(): Promise<void> {
+        calls.push(name);
+        if (failing && failuresLeft-- > 0) throw new Error(`cannot list ${name}`);
+        c.ready = true;
+      },
+    };
+    return c;
+  };
+  const errors: string[] = [];
+  let ready = 0;
+  const noop = { change: () => {}, resync: () => {} };
+  await new Promise<void>((resolve) => {
+    startInOrder([cache('a'), cache('b', true), cache('c')], {
+      events: noop,
+      retryMs: 5,
+      ready: () => {
+        ready++;
+        resolve();
+      },
+      failed: (err) => errors.push(err.message),
+    });
+  });
+  assert.deepEqual(calls, ['a', 'b', 'b', 'b', 'c'], 'a retry resumes at the cache that failed, never lists one twice');
+  assert.deepEqual(errors, ['cannot list b', 'cannot list b']);
+  assert.equal(ready, 1);
+
+  // Stopped while failing: no attempt after stop(), ready never called.
+  const never = { ready: false, start: async (): Promise<void> => { calls.push('x'); throw new Error('down'); } };
+  calls.length = 0;
+  const h = startInOrder([never], { events: noop, retryMs: 5, ready: () => assert.fail('not ready'), failed: () => {} });
+  await new Promise((r) => setTimeout(r, 30));
+  h.stop();
+  const n = calls.length;
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(calls.length, n, 'no attempt after stop()');
+  assert.ok(n >= 1);
 });

@@ -112,3 +112,51 @@ export class KindCache<T> {
     }
   }
 }
+
+/** What startInOrder() needs of a cache (any KindCache<T>). */
+export interface StartableCache {
+  readonly ready: boolean;
+  start(events: { change(): void; resync(): void }): Promise<void>;
+}
+
+export interface StartInOrderOptions {
+  /** Every change and resync of any of the caches (a consumer schedules one pass over all of them). */
+  events: { change(): void; resync(): void };
+  /** Pause before a failed attempt is made again. */
+  retryMs: number;
+  /** Once all caches are listed. */
+  ready(): void;
+  /** After each failed attempt (the store away): log it, keep it for status. */
+  failed(err: Error): void;
+}
+
+/**
+ * Starts caches one after the other (the order a consumer's first pass needs: e.g. identities before the endpoints
+ * that refer to them), retrying while the store cannot list them; a retry resumes at the first cache not listed yet.
+ * stop() cancels a pending retry (the caches themselves are the caller's to stop).
+ */
+export function startInOrder(caches: readonly StartableCache[], o: StartInOrderOptions): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const attempt = async (): Promise<void> => {
+    timer = undefined;
+    try {
+      for (const c of caches) {
+        if (stopped) return;
+        if (!c.ready) await c.start(o.events);
+      }
+      if (!stopped) o.ready();
+    } catch (err) {
+      if (stopped) return;
+      o.failed(err as Error);
+      timer = setTimeout(() => void attempt(), o.retryMs);
+    }
+  };
+  void attempt();
+  return {
+    stop(): void {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

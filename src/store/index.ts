@@ -6,7 +6,7 @@ import type { Store } from './types.js';
 
 export * from './types.js';
 export { StoreError, type StoreErrorCode } from './errors.js';
-export { KindCache, type KindCacheEvents } from './cache.js';
+export { KindCache, startInOrder, type KindCacheEvents, type StartableCache, type StartInOrderOptions } from './cache.js';
 export { LocalStoreServer, LocalStoreClient, type ListenAddress, type LocalStoreServerOptions, type LocalStoreClientOptions } from './local.js';
 export { EtcdStore, type EtcdStoreOptions } from './etcd.js';
 export { isKind } from './validate.js';
@@ -75,3 +75,4 @@ export function openStore(url: string, opts: OpenStoreOptions = {}): Store {
   if (opts.maxBackoffMs !== undefined) retry.maxBackoffMs = opts.maxBackoffMs;
   return new LocalStoreClient('socket' in a ? { socket: a.socket } : { host: a.host, port: a.port }, retry);
 }
+export { withLocalStore } from './testing.js';
