@@ -12,28 +12,12 @@ import { parseArgs } from 'node:util';
 import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, restartAgent } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { labEgressApply, labEgressList } from '../src/lab/egress.js';
+import { egressPolicyYaml } from '../src/lab/egress-fixtures.js';
 
 const EXT_IP = '192.168.10.200';
 const LEASE_MS = 5000;
 
-const POLICY = `apiVersion: tendril.io/v2
-kind: TendrilEgressGatewayPolicy
-metadata:
-  name: failover
-spec:
-  selectors:
-  - podSelector:
-      matchLabels:
-        app: egress
-  destinationCIDRs:
-  - ${EXT_IP}/32
-  egressGateway:
-    nodeSelector:
-      matchExpressions:
-      - key: kubernetes.io/hostname
-        operator: In
-        values: [w1, w2]
-`;
+const POLICY = egressPolicyYaml({ name: 'failover', app: 'egress', destinations: [`${EXT_IP}/32`], gateways: ['w1', 'w2'] });
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -11,6 +11,8 @@ export interface LoadResult {
   rps: number;
   p50ms: number;
   p99ms: number;
+  /** CPU time this client process spent over the run (user + system), µs. */
+  cpuUs?: number;
 }
 
 function pct(sorted: Float64Array, q: number): number {
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
     else errors++;
   };
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   if (mode === 'rate') {
     // Open loop: a request every 1/rate s, whether or not earlier ones are answered (no coordinated omission).
     const rate = Number(values.rate ?? 1000);
@@ -74,8 +77,9 @@ async function main(): Promise<void> {
     );
   }
   const took = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const sorted = Float64Array.from(lat).sort();
-  const out: LoadResult = { mode, requests: lat.length, errors, secs: took, rps: lat.length / took, p50ms: pct(sorted, 0.5), p99ms: pct(sorted, 0.99) };
+  const out: LoadResult = { mode, requests: lat.length, errors, secs: took, rps: lat.length / took, p50ms: pct(sorted, 0.5), p99ms: pct(sorted, 0.99), cpuUs: cpu.user + cpu.system };
   process.stdout.write(JSON.stringify(out) + '\n');
 }
 

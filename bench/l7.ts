@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import type { LoadResult } from './l7-load.js';
+import { CPU_ROLES, cpuSnapshot, perRequest, proxyPidOf, type CpuRole } from './l7-cpu.js';
 import { inNs, runAsync, sleep } from './proc.js';
 import { median } from './stats.js';
 
@@ -34,6 +35,8 @@ export interface L7Sample {
   test: L7Test;
   round: number;
   result: LoadResult;
+  /** CPU µs per request of each process on the way (the proxy only with the L7 rule). */
+  cpu?: Partial<Record<CpuRole, number>>;
 }
 
 const POLICY: Record<L7Policy, string> = {
@@ -93,10 +96,18 @@ export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
           if (Date.now() > until) throw new Error(`l7 bench: the ${policy} policy not in force within 60 s`);
           await sleep(200);
         }
+        const st = loadLab(lab);
+        const agentOf = (node: string): number => st.nodes.find((n) => n.name === node)!.pid;
+        const serverAgent = agentOf(nodes[1]!);
+        const proxy = policy === 'l7' ? proxyPidOf(serverAgent) : undefined;
+        const pids: Partial<Record<CpuRole, number>> = { 'client agent': agentOf(nodes[0]!), 'server agent': serverAgent, server: web.serve!.pid, ...(proxy ? { proxy } : {}) };
         for (const test of ['keepalive', 'close', 'rate'] as L7Test[]) {
+          const before = cpuSnapshot(pids);
           const result = await load(client.netns, url, test, o);
+          const cpu = perRequest(before, cpuSnapshot(pids), result.requests);
+          if (result.cpuUs !== undefined && result.requests > 0) cpu.client = result.cpuUs / result.requests;
           o.say(`l7: round ${round} ${policy} ${test}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50ms.toFixed(2)} ms, p99 ${result.p99ms.toFixed(2)} ms, ${result.errors} error(s)`);
-          samples.push({ policy, test, round, result });
+          samples.push({ policy, test, round, result, cpu });
         }
       }
     }
@@ -130,7 +141,30 @@ export function l7Report(samples: readonly L7Sample[], o: { secs: number; rounds
     `| ${rate} req/s offered: p99, ms | ${med('l4', 'rate', 'p99ms').toFixed(2)} | ${med('l7', 'rate', 'p99ms').toFixed(2)} | ${signed(addedP99)} ms | <= 1 ms added: ${mark(addedP99 <= 1)} |`,
     `| ${rate} req/s offered: achieved req/s | ${med('l4', 'rate', 'rps').toFixed(0)} | ${med('l7', 'rate', 'rps').toFixed(0)} | | |`,
     '',
+    ...cpuTable(samples),
     `- ${errors} failed request(s) over the phase. The client is Node's http module (bench/l7-load.ts) in the client pod; the server is the lab's pod web server.`,
+    '',
+  ];
+}
+
+/** CPU µs per request of each process (medians), saturation tests: where the box's CPU goes per request. */
+function cpuTable(samples: readonly L7Sample[]): string[] {
+  const med = (p: L7Policy, t: L7Test, role: CpuRole): number | undefined => {
+    const v = samples.filter((s) => s.policy === p && s.test === t && s.cpu?.[role] !== undefined).map((s) => s.cpu![role]!);
+    return v.length ? median(v) : undefined;
+  };
+  const cols: [L7Policy, L7Test][] = [['l4', 'keepalive'], ['l7', 'keepalive'], ['l4', 'close'], ['l7', 'close']];
+  const rows = CPU_ROLES.filter((role) => cols.some(([p, t]) => med(p, t, role) !== undefined));
+  if (rows.length === 0) return [];
+  const cell = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(0));
+  const total = (p: L7Policy, t: L7Test): number => rows.reduce((n, role) => n + (med(p, t, role) ?? 0), 0);
+  return [
+    'CPU per request by process (µs, /proc/PID/stat ticks over each run ÷ requests, medians; all share the same CPUs):',
+    '',
+    '| process | keep-alive L4 | keep-alive L7 | conn/req L4 | conn/req L7 |',
+    '|---|---:|---:|---:|---:|',
+    ...rows.map((role) => `| ${role} | ${cols.map(([p, t]) => cell(med(p, t, role))).join(' | ')} |`),
+    `| sum | ${cols.map(([p, t]) => total(p, t).toFixed(0)).join(' | ')} |`,
     '',
   ];
 }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import { children, exec, inNs, startProcess, stopProcess } from './lib/proc.js';
 import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
+import { seenIp, sh, tcpSeen, udpSeen } from './lib/external.js';
 import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
 import { Masquerade, masqConfig } from '../src/nat/index.js';
 import { Netlink } from '../src/kernel/netlink/index.js';
@@ -43,33 +44,10 @@ u.on('message', (m, r) => u.send('seen ' + r.address + ':' + r.port, r.port, r.a
 u.bind(8080, () => setTimeout(() => console.log('ready'), 100));
 `;
 
-async function tcpSeen(ns: string, ip: string): Promise<string> {
-  const js =
-    `const s = require('net').connect(8080, '${ip}'); let got = ''; s.on('data', (d) => { got += d; });` +
-    `s.on('end', () => { console.log(got); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
-    `setTimeout(() => { console.log('timeout'); process.exit(0); }, 5000);`;
-  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
-}
-
-async function udpSeen(ns: string, ip: string): Promise<string> {
-  const js =
-    `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
-    `s.on('message', (m) => { console.log(String(m)); process.exit(0); });` +
-    `s.connect(8080, '${ip}', () => { s.send('x'); setTimeout(() => s.send('y'), 500); });` +
-    `setTimeout(() => { console.log('timeout'); process.exit(0); }, 5000);`;
-  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
-}
-
-const seenIp = (s: string): string => /^seen ([\d.]+):\d+$/.exec(s)?.[1] ?? `(${s})`;
-
 before(async () => {
   assert.equal(process.getuid?.(), 0, 'test/datapath-masq-ifaces.test.ts needs root (namespaces, BPF, bpffs)');
   createdNs.push(NODE_NS);
   nodeNs = Netns.create(NODE_NS);
-  const sh = async (ns: string, ...cmd: string[]): Promise<void> => {
-    const r = await exec(inNs(ns, cmd));
-    assert.equal(r.code, 0, `${cmd.join(' ')} in ${ns}: ${r.stderr}`);
-  };
   const nl = Netlink.openIn(nodeNs);
   try {
     nl.setLink('lo', { up: true });

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import { children, exec, inNs, startProcess, stopProcess, until } from './lib/proc.js';
 import { addTestPod, type TestPod, deleteNamespaces } from './lib/pods.js';
+import { seenIp, sh, tcpSeen, udpSeen } from './lib/external.js';
 import { NodeDatapath, type NodeDatapathConfig } from '../src/datapath/index.js';
 import { EGRESS_IP_MAP_NAME, NAT_F_MASQ, SNAT_MAP, natValueCodec } from '../src/datapath/nat.js';
 import { ctKeyCodec, ipv4Codec } from '../src/datapath/maps.js';
@@ -66,29 +67,9 @@ for (const a of ['${EXT_IP}', '${FAR_IP}']) {
 }
 `;
 
-/** What the external server saw of a TCP connection from `ns` to ip:port ("seen a.b.c.d:p"), or the error. */
-async function tcpSeen(ns: string, ip: string, port = 8080, timeoutMs = 5000): Promise<string> {
-  const js =
-    `const s = require('net').connect(${port}, '${ip}'); let got = ''; s.on('data', (d) => { got += d; });` +
-    `s.on('end', () => { console.log(got); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
-    `setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
-  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
-}
-
-async function udpSeen(ns: string, ip: string, port = 8080, timeoutMs = 5000): Promise<string> {
-  const js =
-    `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); });` +
-    `s.on('message', (m) => { console.log(String(m)); process.exit(0); });` +
-    `s.connect(${port}, '${ip}', () => { s.send('x'); setTimeout(() => s.send('y'), 500); });` +
-    `setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
-  return (await exec(inNs(ns, ['node', '-e', js]))).stdout.trim();
-}
-
 async function ping(ns: string, ip: string): Promise<boolean> {
   return (await exec(inNs(ns, ['ping', '-n', '-q', '-c', '1', '-W', '2', ip]))).code === 0;
 }
-
-const seenIp = (s: string): string => /^seen ([\d.]+):\d+$/.exec(s)?.[1] ?? `(${s})`;
 
 function writeIpMasq(text: string): void {
   fs.writeFileSync(ipmasqFile + '.tmp', text);
@@ -112,10 +93,6 @@ before(async () => {
   } finally {
     nl.close();
   }
-  const sh = async (ns: string, ...cmd: string[]): Promise<void> => {
-    const r = await exec(inNs(ns, cmd));
-    assert.equal(r.code, 0, `${cmd.join(' ')} in ${ns}: ${r.stderr}`);
-  };
   await sh(NODE_NS, 'ip', 'link', 'set', 'ext0', 'netns', EXT_NS);
   await sh(EXT_NS, 'ip', 'link', 'set', 'lo', 'up');
   await sh(EXT_NS, 'ip', 'addr', 'add', `${EXT_IP}/24`, 'dev', 'ext0');

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { execCapture, labDown, labNodeDel, labUp, loadLab, podAdd, restartAgent, type LabPod, type RoutingMode } from '../src/lab/lab.js';
 import { externalAdd, networkAdd } from '../src/lab/outside.js';
 import { labEgressApply, labEgressDel, labEgressList, labEgressPool } from '../src/lab/egress.js';
+import { egressPolicyYaml, type EgressPolicyFixture } from '../src/lab/egress-fixtures.js';
 import { ApiClient } from '../src/util/api-client.js';
 import type { EgressKey, EgressValue } from '../src/egress/index.js';
 import { until } from './lib/proc.js';
@@ -39,25 +40,9 @@ function remoteAddr(answer: string): string | undefined {
   return /RemoteAddr: ([\d.]+):\d+/.exec(answer)?.[1];
 }
 
-const POLICY = (name: string, extra = ''): string => `apiVersion: tendril.io/v2
-kind: TendrilEgressGatewayPolicy
-metadata:
-  name: ${name}
-spec:
-  selectors:
-  - podSelector:
-      matchLabels:
-        app: egress
-  destinationCIDRs:
-  - ${EXT_IP}/32
-  - 10.0.0.0/16
-  excludedCIDRs:
-  - 10.0.2.0/24
-  egressGateway:
-    nodeSelector:
-      matchLabels:
-        kubernetes.io/hostname: w2
-${extra}`;
+/** The suite's policy: app=egress pods to the external host and the far network except 10.0.2.0/24, gateway w2. */
+const POLICY = (name: string, o: Partial<EgressPolicyFixture> = {}): string =>
+  egressPolicyYaml({ name, app: 'egress', destinations: [`${EXT_IP}/32`, '10.0.0.0/16'], excluded: ['10.0.2.0/24'], gateways: ['w2'], ...o });
 
 function suite(routing: RoutingMode): void {
   describe(`egress gateway: three nodes, ${routing} routing, an external host and a far network`, { timeout: 600_000 }, () => {
@@ -144,14 +129,14 @@ function suite(routing: RoutingMode): void {
 
     test('a policy that is invalid is refused with a clear error, and the stored one keeps working', async () => {
       const bad = path.join(tmp, 'bad.yaml');
-      fs.writeFileSync(bad, POLICY('egress-a').replace('- 10.0.0.0/16', '- 10.0.0.0/33'));
+      fs.writeFileSync(bad, POLICY('egress-a', { destinations: [`${EXT_IP}/32`, '10.0.0.0/33'] }));
       await assert.rejects(labEgressApply(LAB, bad), /TendrilEgressGatewayPolicy "egress-a": spec\.destinationCIDRs\[1\]/);
       assert.equal(remoteAddr(httpFrom(a1.netns, EXT_IP)), egressIP);
     });
 
     test('a second policy with no egressIP gets another address of the pool', async () => {
       const file = path.join(tmp, 'egress-b.yaml');
-      fs.writeFileSync(file, POLICY('egress-b').replace('app: egress', 'app: nobody'));
+      fs.writeFileSync(file, POLICY('egress-b', { app: 'nobody' }));
       const [p] = await labEgressApply(LAB, file);
       assert.equal(p!.status.egressIP, '192.168.10.242');
       const all = await labEgressList(LAB);
@@ -170,7 +155,7 @@ function suite(routing: RoutingMode): void {
 
     test('failover: the gateway\'s agent killed, then its node deleted: the egress IP moves to the next node the selector picks and the external host sees it again', async (t) => {
       const file = path.join(tmp, 'egress-f.yaml');
-      fs.writeFileSync(file, POLICY('egress-f').replace('      matchLabels:\n        kubernetes.io/hostname: w2\n', '      matchExpressions:\n      - key: kubernetes.io/hostname\n        operator: In\n        values: [w1, w2]\n'));
+      fs.writeFileSync(file, POLICY('egress-f', { gateways: ['w1', 'w2'] }));
       const [p] = await labEgressApply(LAB, file);
       assert.equal(p!.status.gatewayNode, 'w1', 'the first selected node by name');
       const ip = p!.status.egressIP!;
