@@ -304,7 +304,7 @@ export class Agent {
     this.security.attach(dp, this.endpoints);
     // Services come from the cluster store; in Kubernetes mode that is the watched core Services (src/k8s/bindings.ts).
     if (this.store) {
-      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize });
+      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize, backendsFromSlices: this.kubernetes !== undefined });
       this.services.start((name) => dp.map(name));
       this.sockLb = startSockLb(cfg, dp, this.log.child({ subsys: 'sock-lb' }));
       // Egress gateway policies and L2 announcements: store kinds, CRDs in Kubernetes mode (src/k8s/bindings.ts).

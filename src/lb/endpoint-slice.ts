@@ -124,20 +124,27 @@ export function validateEndpointSlice(input: unknown): EndpointSliceSpec {
 }
 
 /**
- * Backends of one port of a service without a selector: the ready addresses of the slices of its namespace labelled
- * with its name, at the slice port of the same name (unnamed: the service's unnamed port) and protocol, as
- * kube-proxy reads EndpointSlices. Sorted and deduplicated as backendsFor()'s.
+ * Backends of one port of a service from its EndpointSlices (a service without a selector; in Kubernetes mode every
+ * service): the addresses of the slices of its namespace labelled with its name, at the slice port of the same name
+ * (unnamed: the service's unnamed port) and protocol, several slices merged, as kube-proxy reads EndpointSlices.
+ * Which endpoints: the ready ones (a nil ready condition reads as ready); when none is, the terminating ones still
+ * serving (kube-proxy's fallback since Kubernetes 1.26, so that a service whose every pod is being replaced keeps
+ * answering). Sorted and deduplicated as backendsFor()'s.
  */
 export function sliceBackends(svc: Pick<ServiceSpec, 'namespace' | 'name'>, port: ServicePort, slices: Iterable<EndpointSliceSpec>): Backend[] {
-  const seen = new Map<string, Backend>();
+  const ready = new Map<string, Backend>();
+  const terminating = new Map<string, Backend>();
   for (const s of slices) {
     if (s.namespace !== svc.namespace || s.labels[SLICE_SERVICE_NAME_LABEL] !== svc.name) continue;
     const sp = s.ports.find((p) => (p.name ?? '') === (port.name ?? '') && p.protocol === port.protocol);
     if (!sp) continue;
     for (const e of s.endpoints) {
-      if (e.conditions?.ready === false) continue;
-      for (const ip of e.addresses) seen.set(`${ip}:${sp.port}`, { ip, port: sp.port, protocol: port.protocol, node: e.nodeName ?? '' });
+      const c = e.conditions ?? {};
+      const into = c.ready !== false ? ready : c.terminating === true && (c.serving ?? false) ? terminating : undefined;
+      if (!into) continue;
+      for (const ip of e.addresses) into.set(`${ip}:${sp.port}`, { ip, port: sp.port, protocol: port.protocol, node: e.nodeName ?? '' });
     }
   }
+  const seen = ready.size > 0 ? ready : terminating;
   return [...seen.values()].sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
 }

@@ -19,6 +19,11 @@ export interface ServiceManagerOptions {
   log: Logger;
   algorithm: LbAlgorithm;
   maglevTableSize: number;
+  /**
+   * Kubernetes mode: every service's backends come from its EndpointSlices (written by the endpoint-slice controller
+   * from pod readiness), not from the endpoints its selector matches; the slices are listed before the first pass.
+   */
+  backendsFromSlices?: boolean;
 }
 
 const RETRY_MS = 1000;
@@ -37,10 +42,11 @@ export interface ServiceListEntry {
 export const NODEPORT_ADDRESS = '0.0.0.0';
 
 /** Frontends of the services, with their backends (pure: the agent's and the tests' one derivation). */
-export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string, lbIps: (s: ServiceSpec) => readonly string[] = () => [], slices: readonly EndpointSliceSpec[] = []): Frontend[] {
+export function frontendsOf(services: Iterable<ServiceSpec>, endpoints: readonly EndpointView[], node: string, lbIps: (s: ServiceSpec) => readonly string[] = () => [], slices: readonly EndpointSliceSpec[] = [], backendsFromSlices = false): Frontend[] {
   const out: Frontend[] = [];
   // A service with a selector: the endpoints it selects; without one: its EndpointSlices' addresses (endpoint-slice.ts).
-  const backendsFor = (s: ServiceSpec, p: ServicePort, eps: readonly EndpointView[]) => (Object.keys(s.selector).length === 0 ? sliceBackends(s, p, slices) : selectedBackends(s, p, eps));
+  // backendsFromSlices (Kubernetes mode): every service's from its EndpointSlices, as kube-proxy and Cilium read them.
+  const backendsFor = (s: ServiceSpec, p: ServicePort, eps: readonly EndpointView[]) => (backendsFromSlices || Object.keys(s.selector).length === 0 ? sliceBackends(s, p, slices) : selectedBackends(s, p, eps));
   for (const s of services) {
     if (!s.clusterIP) continue;
     for (const p of s.ports) {
@@ -152,11 +158,13 @@ export class ServiceManager {
   start(map: (name: string) => BpfMap): void {
     this.dp = new LbDatapath(map, { algorithm: this.opts.algorithm, maglevTableSize: this.opts.maglevTableSize });
     const events = { change: () => this.schedule(), resync: () => this.schedule() };
-    // Identities and endpoints first: a service's first pass then already sees its backends.
-    this.starting = startInOrder([this.identities, this.endpoints, this.statuses, this.services], {
+    // Identities and endpoints first: a service's first pass then already sees its backends (with backendsFromSlices
+    // the slices too, so that a restarted agent never writes its services without backends for a moment).
+    const first = this.opts.backendsFromSlices ? [this.identities, this.endpoints, this.statuses, this.slices, this.services] : [this.identities, this.endpoints, this.statuses, this.services];
+    this.starting = startInOrder(first, {
       events,
       retryMs: RETRY_MS,
-      ready: () => void this.startSlices(events, 0),
+      ready: () => (this.opts.backendsFromSlices ? this.schedule() : void this.startSlices(events, 0)),
       failed: (err) => {
         this.lastError = err.message;
         this.opts.log.warn({ err }, 'cannot list services from the store; retrying');
@@ -211,7 +219,7 @@ export class ServiceManager {
       labels: this.identities.get(String(e.identity))?.labels ?? [],
       namedPorts: e.namedPorts ?? [],
     }));
-    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s), this.slices.ready ? this.slices.values() : []);
+    const frontends = frontendsOf(this.services.values(), eps, this.opts.node, (s) => this.lbIpsOf(s), this.slices.ready ? this.slices.values() : [], this.opts.backendsFromSlices ?? false);
     this.noLocalBackend = lbIpsWithoutLocalBackend(frontends);
     try {
       const r = this.dp.sync(frontends);
@@ -252,7 +260,7 @@ export class ServiceManager {
       enabled: true,
       algorithm: this.opts.algorithm,
       maglevTableSize: this.opts.maglevTableSize,
-      synced: this.services.ready && this.endpoints.ready && this.identities.ready,
+      synced: this.services.ready && this.endpoints.ready && this.identities.ready && (!this.opts.backendsFromSlices || this.slices.ready),
       frontends: this.list().length,
       ...(this.lastSync ? { lastSync: this.lastSync } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
