@@ -4,6 +4,7 @@ import { table } from './table.js';
 import { execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
 import { labNodePodCidrs } from '../lab/ipam.js';
 import { LabError } from '../lab/errors.js';
+import { labPodSetReady } from '../lab/k8s-kubelet.js';
 import { labNamespaceList, labNamespaceSet, labPodLabel, labPolicyApply, labPolicyDelete, parseLabelChanges } from '../lab/security.js';
 import type { NamedPort } from '../store/types.js';
 import { labelKeyProblem } from '../policy/index.js';
@@ -182,6 +183,17 @@ export function registerLab(program: Command): void {
     .action(async (ref: string, changes: string[], _o: unknown, cmd: Command) => {
       const p = await labPodLabel(labName(cmd), ref, parseLabelChanges(changes), warner());
       process.stdout.write(`pod ${p.namespace}/${p.name} labels: ${Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '<none>'}\n`);
+    });
+  pod
+    .command('set-ready')
+    .description('Kubernetes mode: the pod\'s Ready condition, as its readiness probe would set it (the endpoint-slice controller follows)')
+    .argument('<pod>', 'NAME or NAMESPACE/NAME')
+    .argument('<ready>', 'true or false')
+    .option('--name <lab>', 'lab name')
+    .action(async (ref: string, ready: string, _o: unknown, cmd: Command) => {
+      if (ready !== 'true' && ready !== 'false') throw new LabError('TENDRIL_ERR_LAB_INVALID', `set-ready takes true or false, not "${ready}"`);
+      const p = await labPodSetReady(labName(cmd), ref, ready === 'true');
+      process.stdout.write(`pod ${p.namespace}/${p.name}: Ready=${ready === 'true' ? 'True' : 'False'}\n`);
     });
   pod
     .command('list')

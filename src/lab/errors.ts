@@ -8,6 +8,7 @@ export type LabErrorCode =
   | 'TENDRIL_ERR_LAB_POD_NOT_FOUND'
   | 'TENDRIL_ERR_LAB_AGENT'
   | 'TENDRIL_ERR_LAB_CNI'
+  | 'TENDRIL_ERR_LAB_K8S'
   | 'TENDRIL_ERR_PERMISSION';
 
 export class LabError extends Error {

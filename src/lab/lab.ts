@@ -16,6 +16,7 @@ import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
 import { bridgeApiserver, bridgeApiserverInto } from './k8s.js';
+import { labK8sDown, labPodStarted } from './k8s-kubelet.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { ensureNodeCgroup, ensurePodCgroup, inNetnsArgv, labCgroupPids, removeLabCgroups, removeNetnsCgroup } from './cgroups.js';
@@ -581,6 +582,8 @@ export async function labDown(name = DEFAULT_LAB): Promise<{ removed: string[] }
   if (!validLabName(name)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid lab name "${name}"`);
   const p = labPaths(name);
   const removed: string[] = [];
+  // Kubernetes mode: the Nodes the lab registered for its pods (src/lab/k8s-kubelet.ts).
+  removed.push(...(await labK8sDown(name)));
   const namespaces = labNamespaces(name);
   const stopped = await stopProcessesIn(namespaces, [...ownedPids(name), ...labCgroupPids(name)]);
   if (stopped) removed.push(`${stopped} process(es)`);
@@ -686,6 +689,8 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
   const fresh = loadLab(lab);
   fresh.pods.push(pod);
   save(fresh);
+  // Kubernetes mode: the pod's status, as its kubelet would write it (src/lab/k8s-kubelet.ts).
+  await labPodStarted(fresh, pod);
   return pod;
 }
 
