@@ -2,15 +2,19 @@
 // and a core LoadBalancer Service created through the API get the Service an IP (the operator's LB IPAM); pods
 // reach it (the core Service's status.loadBalancer.ingress shows it); one node holds its TendrilL2Lease and answers ARP, so the external host on the underlay reaches it; a
 // TendrilEgressGatewayPolicy applied through the API gets its gateway from the operator and reaches the agents.
+// The whole control plane runs: the lab reports its pods' status as their kubelet would (src/lab/k8s-kubelet.ts), the
+// real endpoint-slice controller writes the Services' EndpointSlices from it, and the agents take every Service's
+// backends from those slices: a pod set not ready leaves them, ready again comes back.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { connect, KubernetesStore } from '../src/k8s/index.js';
+import { spawnSync } from 'node:child_process';
 import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
-import { labPaths } from '../src/lab/paths.js';
+import { CLI_JS, labPaths } from '../src/lab/paths.js';
 import type { L2LeaseSpec, L2AnnouncementView } from '../src/l2/index.js';
 import type { ServiceStatusSpec } from '../src/lb/index.js';
 import type { EgressStatusView } from '../src/egress/index.js';
@@ -19,16 +23,17 @@ import { startKit, type Kit } from './lib/k8s-kit.js';
 import { until as untilRaw } from './lib/proc.js';
 
 const LAB = `k8lb${process.pid % 100000}`;
-const PORT_BASE = 16820;
+/** This file's ports: 17000-17005 (helper E's range 17000-17059). */
+const PORT_BASE = 17000;
 const EXT_IP = '192.168.10.200';
 const POOL_START = '192.168.10.240';
 const POOL_STOP = '192.168.10.241';
 const silent = pino({ level: 'silent' });
 
 /** until(), and on a timeout the warnings at the end of the operator's log. */
-async function until(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 120_000): Promise<void> {
   try {
-    await untilRaw(what, cond);
+    await untilRaw(what, cond, ms);
   } catch (err) {
     const file = labPaths(LAB).operatorLog;
     const log = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-15).join('\n') : '(no operator log)';
@@ -53,14 +58,16 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
 
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'test/k8s-lb-lab.test.ts needs root');
-    kit = await startKit({ apiserverOnly: true, portBase: PORT_BASE });
+    // The controller-manager too: its endpoint-slice controller writes the Services' slices from the pods' status.
+    kit = await startKit({ portBase: PORT_BASE });
     const conn = connect(kit.kubeconfig);
     objects = KubernetesObjectApi.makeApiClient(conn.kc);
     store = new KubernetesStore(conn, { log: silent });
     await labUp({ name: LAB, nodes: 2, kubeconfig: kit.kubeconfig, podCidr: '172.29.0.0/16' });
     extNetns = (await externalAdd(LAB, 'outside', { ip: EXT_IP })).netns;
     await objects.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } } as KubernetesObject);
-    await objects.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop' } } as KubernetesObject);
+    // The serviceaccount controller makes the namespace's "default" ServiceAccount the admission wants.
+    await until('ServiceAccount shop/default', async () => (await objects.read({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop' } }).then(() => true, () => false)));
     for (const [name, node, app] of [['web-0', 'ctr', 'web'], ['web-1', 'w1', 'web'], ['client', 'ctr', 'client']] as const) {
       await objects.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', labels: { app } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'localhost/busybox:local' }] } } as KubernetesObject);
       pods[name] = await podAdd(LAB, name, { node, namespace: 'shop', ...(app === 'web' ? { serve: [8080] } : {}) });
@@ -101,6 +108,40 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     await until('the external host reaches both backends through the LoadBalancer IP', () => {
       ext.add(get(extNetns, lbIp, 80));
       return ext.has('web-0') && ext.has('web-1');
+    });
+  });
+
+  test('readiness drives the backends: a pod set not ready leaves every node\'s backends (traffic only to the ready one), ready again comes back', async () => {
+    const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
+    const ip = svc.spec.clusterIP;
+    const web0 = pods['web-0']!;
+    const web1 = pods['web-1']!;
+    const backendsEverywhere = async (want: string[]): Promise<boolean> => {
+      for (const n of loadLab(LAB).nodes) {
+        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
+        if (JSON.stringify(e?.backends) !== JSON.stringify(want)) return false;
+      }
+      return true;
+    };
+    const both = [web0.ip, web1.ip].sort().map((a) => `${a}:8080/TCP`);
+    await until('every node has both pods as backends (from the controller\'s EndpointSlice)', () => backendsEverywhere(both));
+    const r = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', 'shop/web-1', 'false', '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /pod shop\/web-1: Ready=False/);
+    await until('the controller marks web-1 not ready in the EndpointSlice', async () => {
+      const list = (await objects.list('discovery.k8s.io/v1', 'EndpointSlice', 'shop', undefined, undefined, undefined, undefined, 'kubernetes.io/service-name=web')) as unknown as { items: Array<{ endpoints?: Array<{ addresses: string[]; conditions?: { ready?: boolean } }> | null }> };
+      const eps = list.items.flatMap((s) => s.endpoints ?? []);
+      return eps.some((e) => e.addresses.includes(web1.ip) && e.conditions?.ready === false) && eps.some((e) => e.addresses.includes(web0.ip) && e.conditions?.ready === true);
+    });
+    await until('every node load-balances to web-0 only', () => backendsEverywhere([`${web0.ip}:8080/TCP`]));
+    for (let i = 0; i < 6; i++) assert.equal(get(pods['client']!.netns, ip, 80), 'web-0');
+    const back = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', 'shop/web-1', 'true', '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(back.status, 0, back.stderr);
+    await until('web-1 is a backend again on every node', () => backendsEverywhere(both));
+    const seen = new Set<string>();
+    await until('the client reaches web-1 again through the ClusterIP', () => {
+      seen.add(get(pods['client']!.netns, ip, 80));
+      return seen.has('web-0') && seen.has('web-1');
     });
   });
 
