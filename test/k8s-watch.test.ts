@@ -41,13 +41,17 @@ describe('kubernetes mode: watched NetworkPolicies and Namespaces on lab nodes',
   };
 
   before(async () => {
-    kit = await startKit({ apiserverOnly: true, portBase: PORT_BASE });
+    // The controller-manager too: a Service's backends are the EndpointSlices its endpoint-slice controller writes
+    // from the pods' status (which the lab reports as their kubelet would).
+    kit = await startKit({ portBase: PORT_BASE });
     objects = rawObjects(kit.kubeconfig);
     await labUp({ name: LAB, nodes: 2, kubeconfig: kit.kubeconfig, podCidr: '172.30.0.0/16' });
     for (const [ns, labels] of [['shop', { team: 'shop' }], ['ops', { team: 'ops' }]] as const) {
       await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels } });
-      // Apiserver only: no controller makes the default ServiceAccount the admission wants.
-      await apply({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: ns } });
+      // The default ServiceAccount the admission wants (the serviceaccount controller may have made it already).
+      await objects.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: ns } }).catch((err: { code?: number }) => {
+        if (err.code !== 409) throw err;
+      });
     }
     for (const [name, ns, node, app] of [['web', 'shop', 'w1', 'web'], ['client', 'shop', 'ctr', 'client'], ['other', 'shop', 'ctr', 'other'], ['probe', 'ops', 'ctr', 'probe']] as const) {
       await apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'localhost/busybox:local' }] } });
