@@ -3,7 +3,8 @@
 // into the node's containerd, no registry): the agent runs AS THE DAEMONSET POD (host network = the kit node netns),
 // the operator as the Deployment's pod, both with their ServiceAccounts' tokens (in-cluster config) and RBAC.
 // Pods created through the API get Tendril addresses and reach each other; a NetworkPolicy applied through the API
-// is enforced (deny, then allow); deleting a pod releases its IP, veth and endpoint map entry.
+// is enforced (deny, then allow); a Service's backends are its EndpointSlices' ready pods (a pod failing its
+// readinessProbe gets no connection); deleting a pod releases its IP, veth and endpoint map entry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -69,7 +70,7 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
   const sh = (argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   const inNode = (argv: string[]) => sh(['nsenter', `--net=/run/netns/${netns}`, '--', ...argv]);
 
-  async function pod(name: string, app: string, command: string): Promise<V1Pod> {
+  async function pod(name: string, app: string, command: string, container: Record<string, unknown> = {}): Promise<V1Pod> {
     await objects.create({
       apiVersion: 'v1',
       kind: 'Pod',
@@ -77,7 +78,7 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
       spec: {
         automountServiceAccountToken: false,
         terminationGracePeriodSeconds: 1,
-        containers: [{ name: 'c', image: 'localhost/busybox:local', imagePullPolicy: 'Never', command: ['/bin/sh', '-c', command] }],
+        containers: [{ name: 'c', image: 'localhost/busybox:local', imagePullPolicy: 'Never', command: ['/bin/sh', '-c', command], ...container }],
       },
     } as KubernetesObject);
     let p: V1Pod | undefined;
@@ -196,6 +197,31 @@ describe('kubernetes mode on the kit\'s kubelet node (agent as the DaemonSet pod
       undefined, undefined, undefined, undefined, 'application/merge-patch+json' as never,
     );
     await until('client allowed again', async () => (await web('client', webIp)).stdout.includes('hello-from-web'));
+  });
+
+  test('a Service over two pods, one failing its readinessProbe: connections to the ClusterIP reach only the ready one', async () => {
+    const serve = (name: string) => `mkdir -p /www && echo served-by-${name} > /www/index.html && exec httpd -f -p 8080 -h /www`;
+    const probe = (ok: boolean) => ({ readinessProbe: { exec: { command: ['/bin/sh', '-c', ok ? 'true' : 'false'] }, periodSeconds: 2, failureThreshold: 1 } });
+    const ready = await pod('svc-ready', 'svc', serve('svc-ready'), probe(true));
+    const unready = await pod('svc-unready', 'svc', serve('svc-unready'), probe(false));
+    const svc = (await objects.create({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'svc', namespace: NS }, spec: { selector: { app: 'svc' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] } } as KubernetesObject)) as unknown as { spec: { clusterIP: string } };
+    const clusterIP = svc.spec.clusterIP;
+    // The kubelet's probes → the pods' Ready conditions → the endpoint-slice controller's slice → the agent's backends.
+    await until('svc-ready Ready and svc-unready not (their probes)', async () => {
+      const cond = async (n: string) => (await core.readNamespacedPod({ name: n, namespace: NS })).status?.conditions?.find((c) => c.type === 'Ready')?.status;
+      return (await cond('svc-ready')) === 'True' && (await cond('svc-unready')) === 'False';
+    });
+    await until(`the agent's frontend ${clusterIP}:80 has only svc-ready's address`, async () => {
+      const e = (await agent.get<Array<{ frontend: string; backends: string[] }>>('/v1/service')).find((x) => x.frontend === `${clusterIP}:80/TCP`);
+      return JSON.stringify(e?.backends) === JSON.stringify([`${ready.status!.podIP}:8080/TCP`]);
+    });
+    const get = () => podExec(kc, NS, 'client', 'c', ['/bin/sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${clusterIP} 80`]);
+    for (let i = 0; i < 6; i++) {
+      const r = await get();
+      assert.match(r.stdout, /served-by-svc-ready/, `connection ${i} to ${clusterIP}:80: ${JSON.stringify(r)}`);
+    }
+    // svc-unready runs and answers on its own address: only the Service leaves it out.
+    assert.match((await podExec(kc, NS, 'client', 'c', ['/bin/sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${unready.status!.podIP} 8080`])).stdout, /served-by-svc-unready/);
   });
 
   test('deleting a pod releases its IP, veth and endpoint map entry', async () => {
