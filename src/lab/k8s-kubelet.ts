@@ -32,6 +32,11 @@ export async function labPodSetReady(lab: string, ref: string, ready: boolean): 
   return pod;
 }
 
+/** lab node del: the node's Node, if the lab registered it (best effort). */
+export async function labK8sNodeGone(st: LabState, node: string): Promise<void> {
+  if (st.kubeconfig) await unregisterNodes(st.kubeconfig, st.name, [node]);
+}
+
 /** lab down: the Nodes this lab registered (best effort: the apiserver may be gone already). */
 export async function labK8sDown(lab: string): Promise<string[]> {
   let st: LabState;

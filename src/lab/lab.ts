@@ -16,7 +16,7 @@ import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
 import { bridgeApiserver, bridgeApiserverInto } from './k8s.js';
-import { labK8sDown, labPodStarted } from './k8s-kubelet.js';
+import { labK8sDown, labK8sNodeGone, labPodStarted } from './k8s-kubelet.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { ensureNodeCgroup, ensurePodCgroup, inNetnsArgv, labCgroupPids, removeLabCgroups, removeNetnsCgroup } from './cgroups.js';
@@ -363,6 +363,8 @@ export async function labNodeDel(lab: string, name: string): Promise<LabNode> {
   fresh.nodes = fresh.nodes.filter((x) => x.name !== name);
   fresh.pods = fresh.pods.filter((x) => x.node !== name);
   save(fresh);
+  // Kubernetes mode: its Node, if the lab registered it (src/lab/k8s-kubelet.ts).
+  await labK8sNodeGone(fresh, name);
   return n;
 }
 
