@@ -3,6 +3,7 @@
 // and its pods get addresses from it and reach a pod on another node.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { execCapture, labDown, labNodeAdd, labUp, podAdd } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
 import type { StatusView } from '../src/agent/index.js';
@@ -37,6 +38,8 @@ describe('kubernetes mode: --ipam kubernetes follows the core Node spec.podCIDRs
       st = await agent.get<StatusView>('/v1/healthz').catch(() => undefined);
       return st?.ipam?.['pod-cidr'] === '172.27.77.0/24';
     }, 180_000);
+    // Its CNI config comes once it is ready (after its egress map synced), a moment after the CIDR shows in status.
+    await until('agent w1 wrote its CNI config', () => fs.existsSync(`${labPaths(LAB).node('w1').cniConfDir}/05-tendril.conflist`), 180_000);
     // No controller-manager (apiserver only): the ServiceAccount the admission wants, then the Pods the CNI ADDs name.
     await o.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'default' } });
     for (const [name, node] of [['a', 'w1'], ['b', 'ctr']]) {
