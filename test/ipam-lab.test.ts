@@ -155,7 +155,8 @@ describe('kubernetes (host-scope) IPAM', { timeout: 300_000 }, () => {
     const a = await podAdd(LAB, 'a', { node: 'ctr' });
     const b = await podAdd(LAB, 'b', { node: 'w1' });
     assert.ok(inCidr(a.ip, '172.22.0.0/26') && inCidr(b.ip, '172.22.0.64/26'), `${a.ip} ${b.ip}`);
-    assert.ok(ping(a, b.ip) && ping(b, a.ip));
+    // b was just added on w1: ctr learns its endpoint through the store, so the first ping is polled.
+    await until('a <-> b across nodes', () => ping(a, b.ip) && ping(b, a.ip));
     // The operator allocates nothing in this mode and says so.
     const op = await new ApiClient(labPaths(LAB).operatorSocket, 'operator').get<{ ipam: string }>('/v1/status');
     assert.equal(op.ipam, 'kubernetes');
