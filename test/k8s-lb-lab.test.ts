@@ -168,6 +168,15 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
       return true;
     });
     for (let i = 0; i < 4; i++) assert.equal(get(pods['client']!.netns, ip, 80), 'web-0');
+    // The slice deleted: its backends go with it.
+    await objects.delete({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'manual-1', namespace: 'shop' } } as KubernetesObject);
+    await until('every node has no backend left for the ClusterIP', async () => {
+      for (const n of loadLab(LAB).nodes) {
+        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
+        if (!e || e.backends.length !== 0) return false;
+      }
+      return true;
+    });
   });
 
   test('a TendrilEgressGatewayPolicy applied through the API gets its gateway and reaches the agents', async () => {
