@@ -19,7 +19,7 @@ import type { L2LeaseSpec, L2AnnouncementView } from '../src/l2/index.js';
 import type { ServiceStatusSpec } from '../src/lb/index.js';
 import type { EgressStatusView } from '../src/egress/index.js';
 import { ApiClient } from '../src/util/api-client.js';
-import { startKit, type Kit } from './lib/k8s-kit.js';
+import { rawObjects, startKit, type Kit } from './lib/k8s-kit.js';
 import { until as untilRaw } from './lib/proc.js';
 
 const LAB = `k8lb${process.pid % 100000}`;
@@ -111,7 +111,7 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     });
   });
 
-  test('readiness drives the backends: a pod set not ready leaves every node\'s backends (traffic only to the ready one), ready again comes back', async () => {
+  test('readiness drives the backends: a pod set not ready leaves every node\'s backends (traffic only to the ready one), ready again comes back', async (t) => {
     const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
     const ip = svc.spec.clusterIP;
     const web0 = pods['web-0']!;
@@ -135,6 +135,7 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     });
     await until('every node load-balances to web-0 only', () => backendsEverywhere([`${web0.ip}:8080/TCP`]));
     for (let i = 0; i < 6; i++) assert.equal(get(pods['client']!.netns, ip, 80), 'web-0');
+    t.diagnostic(`$ tendril lab pod set-ready shop/web-1 false\n${r.stdout}$ tendril --lab ${LAB} --node w1 service list\n${spawnSync(process.execPath, [CLI_JS, '--lab', LAB, '--node', 'w1', 'service', 'list'], { encoding: 'utf8', timeout: 60_000 }).stdout}`);
     const back = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', 'shop/web-1', 'true', '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(back.status, 0, back.stderr);
     await until('web-1 is a backend again on every node', () => backendsEverywhere(both));
@@ -143,6 +144,25 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
       seen.add(get(pods['client']!.netns, ip, 80));
       return seen.has('web-0') && seen.has('web-1');
     });
+  });
+
+  test('externalTrafficPolicy Local: the external host reaches only the backend on the announcing node (the slice endpoint\'s nodeName)', async () => {
+    const objs = rawObjects(kit!.kubeconfig);
+    await objs.mergePatch({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { externalTrafficPolicy: 'Local' } });
+    const podOn: Record<string, string> = { ctr: 'web-0', w1: 'web-1' };
+    // Both nodes have a backend, so either may hold the lease; the holder's pod is the only answer from outside.
+    let holder = '';
+    await until('a node holds the L2 lease and announces', async () => {
+      holder = (await store.get<L2LeaseSpec>('L2Lease', lbIp))?.value.holder ?? '';
+      const n = loadLab(LAB).nodes.find((x) => x.name === holder);
+      if (!n) return false;
+      const l = await new ApiClient(n.socket).get<L2AnnouncementView[]>('/v1/l2', 2000).catch(() => []);
+      return l.some((e) => e.ip === lbIp && e.announcedHere);
+    });
+    const want = podOn[holder]!;
+    await until(`the external host reaches ${want} (on the holder ${holder}) through the LoadBalancer IP`, () => get(extNetns, lbIp, 80) === want);
+    for (let i = 0; i < 6; i++) assert.equal(get(extNetns, lbIp, 80), want, `GET ${i} from outside with externalTrafficPolicy Local`);
+    await objs.mergePatch({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { externalTrafficPolicy: 'Cluster' } });
   });
 
   test('a Service without a selector and a hand-made EndpointSlice: the agents load-balance to the slice\'s ready address', async () => {
