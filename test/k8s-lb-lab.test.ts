@@ -199,6 +199,20 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     });
   });
 
+  test('the lab registers its nodes as kubelets do: Nodes with their InternalIP, Ready, and a kube-node-lease Lease it keeps renewing', async () => {
+    const objs = rawObjects(kit!.kubeconfig);
+    for (const n of loadLab(LAB).nodes) {
+      const node = (await objs.read({ apiVersion: 'v1', kind: 'Node', metadata: { name: n.name } })) as { metadata: { annotations?: Record<string, string> }; status?: { addresses?: Array<{ type: string; address: string }>; conditions?: Array<{ type: string; status: string }> } };
+      assert.equal(node.metadata.annotations?.['lab.tendril.io/registered-by'], LAB);
+      assert.ok(node.status?.addresses?.some((a) => a.type === 'InternalIP' && a.address === n.ip), JSON.stringify(node.status?.addresses));
+      // Still Ready, long after registration: the node lifecycle controller saw the heartbeats.
+      assert.equal(node.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    }
+    const renewTime = async () => ((await objs.read({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'w1', namespace: 'kube-node-lease' } })) as { spec: { renewTime: string } }).spec.renewTime;
+    const first = await renewTime();
+    await until('the lab renews Node w1\'s Lease', async () => (await renewTime()) !== first);
+  });
+
   test('a TendrilEgressGatewayPolicy applied through the API gets its gateway and reaches the agents', async () => {
     await objects.create({
       apiVersion: 'tendril.io/v2',

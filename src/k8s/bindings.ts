@@ -256,8 +256,9 @@ export const BINDINGS: Partial<Record<Kind, Binding>> = {
     },
     toObject: (ref, value) => serviceToObject(ref, value as ServiceSpec),
   },
-  // Explicit backends of services without a selector: the core discovery.k8s.io/v1 EndpointSlices, named
-  // "<namespace>.<name>" as the store names them (the agent's RBAC lists and watches them).
+  // Every Service's backends in Kubernetes mode (the agent's ServiceManager with backendsFromSlices): the core
+  // discovery.k8s.io/v1 EndpointSlices, the endpoint-slice controller's for services with a selector and hand-made ones
+  // for those without, named "<namespace>.<name>" as the store names them (the agent's RBAC lists and watches them).
   EndpointSlice: {
     sources: [SOURCES.endpointSlice],
     toStore: (obj) => {
