@@ -24,7 +24,7 @@ export async function labPodStarted(st: LabState, pod: LabPod): Promise<boolean>
 /** `lab pod set-ready POD true|false`: the pod's Ready and ContainersReady conditions, as its readiness probe would set them. */
 export async function labPodSetReady(lab: string, ref: string, ready: boolean): Promise<LabPod> {
   const st = loadLab(lab);
-  if (!st.kubeconfig) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Lab "${lab}" is not in Kubernetes mode (lab up --k8s-kubeconfig): its pods have no status to set`);
+  if (!st.kubeconfig) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Lab "${lab}" is not in Kubernetes mode (started with a kubeconfig): its pods have no Kubernetes status to set`);
   const pod = findPod(st, ref);
   if (!(await writePodStatus(labRest(st.kubeconfig), pod, nodeOf(st, pod).ip, ready))) {
     throw new LabError('TENDRIL_ERR_LAB_POD_NOT_FOUND', `Pod ${pod.namespace}/${pod.name} has no object in the apiserver: create it there (kubectl) before lab pod add`);
