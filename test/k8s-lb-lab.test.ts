@@ -10,9 +10,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { connect, KubernetesStore } from '../src/k8s/index.js';
+import { connect, KubernetesStore, Rest } from '../src/k8s/index.js';
 import { spawnSync } from 'node:child_process';
-import { execCapture, labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import { externalAdd } from '../src/lab/outside.js';
 import { CLI_JS, labPaths } from '../src/lab/paths.js';
 import type { L2LeaseSpec, L2AnnouncementView } from '../src/l2/index.js';
@@ -163,6 +163,42 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     await until(`the external host reaches ${want} (on the holder ${holder}) through the LoadBalancer IP`, () => get(extNetns, lbIp, 80) === want);
     for (let i = 0; i < 6; i++) assert.equal(get(extNetns, lbIp, 80), want, `GET ${i} from outside with externalTrafficPolicy Local`);
     await objs.mergePatch({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { externalTrafficPolicy: 'Cluster' } });
+  });
+
+  test('a terminating pod still serving is a backend only while no pod is ready (kube-proxy\'s fallback), through the controller\'s conditions', async () => {
+    const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
+    const ip = svc.spec.clusterIP;
+    const web0 = pods['web-0']!;
+    const web1 = pods['web-1']!;
+    const backendsEverywhere = async (want: string[]): Promise<boolean> => {
+      for (const n of loadLab(LAB).nodes) {
+        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
+        if (JSON.stringify(e?.backends) !== JSON.stringify(want)) return false;
+      }
+      return true;
+    };
+    const setReady = (pod: string, ready: boolean) => {
+      const r = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', pod, String(ready), '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 0, r.stderr);
+    };
+    const rest = new Rest(connect(kit!.kubeconfig).kc, connect(kit!.kubeconfig).server);
+    const podPath = '/api/v1/namespaces/shop/pods/web-1';
+    // Deleted with a grace period: the object stays (no kubelet confirms it) with a deletionTimestamp, still Ready.
+    await rest.request('DELETE', podPath, { gracePeriodSeconds: 600 });
+    await until('the controller lists web-1 as terminating and serving, not ready', async () => {
+      const list = (await objects.list('discovery.k8s.io/v1', 'EndpointSlice', 'shop', undefined, undefined, undefined, undefined, 'kubernetes.io/service-name=web')) as unknown as { items: Array<{ endpoints?: Array<{ addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }> | null }> };
+      const e = list.items.flatMap((x) => x.endpoints ?? []).find((x) => x.addresses.includes(web1.ip));
+      return e?.conditions?.terminating === true && e.conditions.serving === true && e.conditions.ready === false;
+    });
+    await until('every node load-balances to the ready web-0 only', () => backendsEverywhere([`${web0.ip}:8080/TCP`]));
+    setReady('shop/web-0', false);
+    await until('no pod ready: every node falls back to the terminating, serving web-1', () => backendsEverywhere([`${web1.ip}:8080/TCP`]));
+    for (let i = 0; i < 4; i++) assert.equal(get(pods['client']!.netns, ip, 80), 'web-1');
+    setReady('shop/web-0', true);
+    await until('web-0 ready again: the terminating web-1 leaves the backends', () => backendsEverywhere([`${web0.ip}:8080/TCP`]));
+    // The deletion finished as a kubelet finishes it (grace 0), the lab's pod torn down.
+    await rest.request('DELETE', podPath, { gracePeriodSeconds: 0 });
+    await podDel(LAB, 'shop/web-1');
   });
 
   test('a Service without a selector and a hand-made EndpointSlice: the agents load-balance to the slice\'s ready address', async () => {
