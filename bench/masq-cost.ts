@@ -3,7 +3,7 @@
 // loaded machine) on an established flow's packets, this tree's object against a baseline object (e.g. main's build) in
 // the same run, interleaved rounds, medians. Root; nothing is attached, the maps are pinned under the run's own
 // bpffs directory and removed afterwards.
-//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
+//   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--obj build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
 import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -62,14 +62,14 @@ function cases(): CostCase[] {
 }
 
 export async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' }, 'no-events': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { base: { type: 'string' }, obj: { type: 'string' }, rounds: { type: 'string' }, repeat: { type: 'string' }, 'no-events': { type: 'boolean' } } });
   const base = values.base ?? '/work/main/build/bpf/host.o';
   const rounds = Number(values.rounds ?? 7);
   const repeat = Number(values.repeat ?? 5000);
   // The new-flow case's source ports: one per run, inside the NAT range (kept as the pod's own).
   if (repeat > 28000) throw new Error('bench/masq-cost: --repeat at most 28000');
   if (process.getuid?.() !== 0) throw new Error('bench/masq-cost needs root (BPF_PROG_LOAD, bpffs)');
-  const objs: Array<[string, string]> = [['base', base], ['this tree', root + 'build/bpf/host.o']];
+  const objs: Array<[string, string]> = [['base', base], ['this tree', values.obj ?? root + 'build/bpf/host.o']];
   const pinRoots: string[] = [];
   const progs = new Map<string, Map<string, BpfProgram>>();
   const loaded: Collection[] = [];
