@@ -26,6 +26,7 @@ import {
   natFlush,
   natGc,
   natList,
+  natLookupOut,
   natValueCodec,
   SNAT_MAP_SIZE,
   type IpmasqKey,
@@ -239,6 +240,8 @@ interface Started {
   podMtu: number;
   /** The other masquerade devices' objects (masqDevices()). */
   masqDevs: Collection[];
+  /** The addresses flows are masqueraded to: the node IP, then each further masquerade device's. */
+  natAddrs: string[];
 }
 
 const NO_TUNNEL = '0.0.0.0';
@@ -438,6 +441,7 @@ export class NodeDatapath {
         nativeDev,
         podMtu,
         masqDevs: [],
+        natAddrs: [cfg.nodeIP, ...masqDevs.map((d) => d.ip)],
       };
       const mode = attach(host, 'cil_from_host', hostDev.ifindex, HOST_DEV, 'egress');
       if (overlay && vxlan) {
@@ -948,8 +952,8 @@ export class NodeDatapath {
 
   /** The address a pod's flow (its own tuple) leaves with, when masqueraded; undefined otherwise or before start(). */
   natSourceOf(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined {
-    const snat = this.s?.snat;
-    return snat?.lookup({ saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 })?.toAddr;
+    const s = this.s;
+    return s && natLookupOut(s.snat, { saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 }, s.natAddrs)?.toAddr;
   }
 
   /**
