@@ -8,7 +8,8 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-import { Collection, skbCtx, type BpfProgram } from '../src/kernel/bpf/index.js';
+import { Collection, skbCtx, u32, type BpfProgram } from '../src/kernel/bpf/index.js';
+import { EGRESS_STATE_EMPTY, EGRESS_STATE_MAP } from '../src/egress/index.js';
 import { IPCACHE_MAP, LXC_MAP, ROUTING_MODE_NATIVE, endpointInfoCodec, endpointKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
 import { natConstants } from '../src/datapath/nat.js';
 import { parseIPv4 } from '../src/util/ip.js';
@@ -86,6 +87,14 @@ export async function main(): Promise<void> {
       loaded.push(c);
       c.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec).put({ ip4: pod.ip4 }, pod);
       c.map(IPCACHE_MAP).typed(ipcacheKeyCodec, ipcacheValueCodec).put({ prefix: pod.ip4 }, { identity: pod.secId, tunnelEndpoint: '0.0.0.0', nodeId: 0, flags: 0, key: 0 });
+      // No egress gateway policy: the agent marks the policy map empty (a tree before that mark has no such map).
+      let state: ReturnType<Collection['map']> | undefined;
+      try {
+        state = c.map(EGRESS_STATE_MAP);
+      } catch {
+        state = undefined;
+      }
+      state?.typed(u32, u32).update(0, EGRESS_STATE_EMPTY);
       progs.set(label, new Map([['cil_to_netdev', c.program('cil_to_netdev')], ['cil_from_netdev', c.program('cil_from_netdev')]]));
     }
     const ns = new Map<string, number[]>();
