@@ -29,7 +29,7 @@ import {
   type CtKey,
   type EndpointInfo,
 } from '../src/datapath/maps.js';
-import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, NAT_DIR_IN, NAT_F_MASQ, NAT_F_SAME_PORT, natConstants, natGc, natList, natLookupOut, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, NAT_DIR_IN, NAT_F_MASQ, NAT_F_SAME_PORT, natAdoptUnflagged, natConstants, natGc, natList, natLookupOut, natValueCodec, type NatValue } from '../src/datapath/nat.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { parseIPv4 } from '../src/util/ip.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpEcho, icmpError, ipv4, l4, parse } from './lib/packets.js';
@@ -370,6 +370,35 @@ test('a flow that keeps its own port has its IN entry alone; a flow whose port i
     for (const p of pods) ct.delete(tuple(p));
     natGc(snat, [ct]);
     for (const p of pods) lxc.delete({ ip4: p.ip4 });
+  }
+});
+
+test('upgrade: a masquerade mapping made before NAT_F_MASQ is flagged by natAdoptUnflagged() and its replies reach the pod again; NodePort\'s stay', () => {
+  const dst = '203.0.113.91';
+  const now = monotonicSeconds();
+  const outKey: CtKey = { saddr: pod.ip4, daddr: dst, sport: 45100, dport: 443, nexthdr: IPPROTO_TCP, dir: 0, pad: 0 };
+  const inKey: CtKey = { saddr: dst, daddr: NODE_IP, sport: 443, dport: 45100, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  // NodePort's: a client outside, SNATed towards a remote backend; its IN entry goes back to the client.
+  const npIn: CtKey = { saddr: '10.201.1.50', daddr: NODE_IP, sport: 8080, dport: 45101, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  snat.put(outKey, { toAddr: NODE_IP, toPort: 45100, flags: 0, created: now, lastUsed: 0 });
+  snat.put(inKey, { toAddr: pod.ip4, toPort: 45100, flags: 0, created: now, lastUsed: 0 });
+  snat.put(npIn, { toAddr: '198.51.100.9', toPort: 51000, flags: 0, created: now, lastUsed: 0 });
+  const reply = (): { retval: number; dst: string } => {
+    const r = run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 443, 45100, Buffer.alloc(0), 0x10))));
+    return { retval: r.retval, dst: parse(r.data).dst };
+  };
+  try {
+    assert.notEqual(reply().dst, pod.ip4, 'an unflagged entry is NodePort\'s to the datapath: not translated');
+    const isPod = (ip: string): boolean => ip === pod.ip4;
+    assert.equal(natAdoptUnflagged(snat, isPod), 2);
+    assert.equal(snat.lookup(inKey)?.flags, NAT_F_MASQ);
+    assert.equal(snat.lookup(outKey)?.flags, NAT_F_MASQ);
+    assert.equal(snat.lookup(npIn)?.flags, 0, 'NodePort\'s entry untouched');
+    const r = reply();
+    assert.deepEqual([r.retval, r.dst], [TC_ACT_REDIRECT, pod.ip4]);
+    assert.equal(natAdoptUnflagged(snat, isPod), 0, 'nothing left to flag');
+  } finally {
+    for (const k of [outKey, inKey, npIn]) snat.delete(k);
   }
 });
 

@@ -156,6 +156,27 @@ export function natLookupOut(snat: TypedMap<CtKey, NatValue>, k: CtKey, nodeIps:
   return snat.lookup({ ...k, dir: NAT_DIR_OUT, pad: 0 });
 }
 
+/**
+ * Upgrade of mappings a datapath made before NAT_F_MASQ existed: the datapath now takes an IN entry without the flag
+ * for NodePort's and leaves its replies to NodePort, so such a flow would lose its way back. A masquerade mapping is
+ * told by its pod: the IN entry's address (where replies go) or the OUT entry's source is one of this node's pods
+ * (@isLocalPod), which a NodePort mapping's never is (its client is outside, its reply goes back out). Those entries
+ * get the flag; run once at start, before traffic needs it. Returns how many entries were flagged.
+ */
+export function natAdoptUnflagged(snat: TypedMap<CtKey, NatValue>, isLocalPod: (ip: string) => boolean): number {
+  let n = 0;
+  for (const [k, v] of [...snat.entries()]) {
+    if (v.flags & NAT_F_MASQ) continue;
+    if (!isLocalPod(k.dir === NAT_DIR_IN ? v.toAddr : k.saddr)) continue;
+    // Only if unchanged meanwhile: the datapath may have replaced it.
+    const cur = snat.lookup(k);
+    if (!cur || cur.toAddr !== v.toAddr || cur.toPort !== v.toPort || cur.flags !== v.flags) continue;
+    snat.update(k, { ...cur, flags: cur.flags | NAT_F_MASQ }, 'exist');
+    n++;
+  }
+  return n;
+}
+
 /** Deletes every NAT entry. Returns how many. */
 export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
   let n = 0;

@@ -25,6 +25,7 @@ import {
   natConstants,
   natFlush,
   natGc,
+  natAdoptUnflagged,
   natList,
   natLookupOut,
   natValueCodec,
@@ -479,6 +480,9 @@ export class NodeDatapath {
     if (!netdev) this.pins.detach(cfg.nativeDev, nativeDev.index);
     // A device dropped from --masquerade-interfaces since an earlier start: its programs go (src/datapath/masq-devices.ts).
     this.detachStaleMasqDevices(new Set([...(netdev ? [nativeDev.index] : []), ...masqDevs.map((d) => d.link.index)]));
+    // Masquerade mappings of a datapath from before NAT_F_MASQ: flagged, so that their replies keep reaching the pods.
+    const { snat, lxcMap } = this.s!;
+    natAdoptUnflagged(snat, (ip) => ((lxcMap.lookup({ ip4: ip })?.flags ?? ENDPOINT_F_HOST) & ENDPOINT_F_HOST) === 0);
     this.switcherNs = Netns.current();
     this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
   }
