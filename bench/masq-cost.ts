@@ -3,14 +3,16 @@
 // loaded machine) on an established flow's packets, this tree's object against a baseline object (e.g. main's build) in
 // the same run, interleaved rounds, medians. Root; nothing is attached, the maps are pinned under the run's own
 // bpffs directory and removed afterwards.
+// lxc.o's cil_from_container is taken from the directory of each host.o.
 //   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--obj build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
 import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
 import { Collection, skbCtx, u32, type BpfProgram } from '../src/kernel/bpf/index.js';
 import { EGRESS_STATE_EMPTY, EGRESS_STATE_MAP } from '../src/egress/index.js';
-import { IPCACHE_MAP, LXC_MAP, ROUTING_MODE_NATIVE, endpointInfoCodec, endpointKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
+import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, ifindexKeyCodec, ROUTING_MODE_NATIVE, endpointInfoCodec, endpointKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
 import { natConstants } from '../src/datapath/nat.js';
 import { parseIPv4 } from '../src/util/ip.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ethernet, ipv4, l4 } from '../src/lab/packets.js';
@@ -31,7 +33,7 @@ function be32(ip: string): number {
 
 export interface CostCase {
   name: string;
-  prog: 'cil_to_netdev' | 'cil_from_netdev';
+  prog: 'cil_to_netdev' | 'cil_from_netdev' | 'cil_from_container';
   frame: Buffer;
   mark?: number;
   /** A frame per run (a new flow each: a TCP SYN from a port not used before), instead of `frame`. */
@@ -46,7 +48,10 @@ function cases(): CostCase[] {
   const tcpBack = inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 80, 40001, Buffer.alloc(64), 0x10)));
   // Native routing: another node's pod to a pod here (no NAT, no service): what the reply path's guards cost it.
   const routed = inn(ipv4(REMOTE_POD, pod.ip4, IPPROTO_TCP, l4(IPPROTO_TCP, REMOTE_POD, pod.ip4, 80, 40003, Buffer.alloc(64), 0x10)));
+  // The pod's own packet as its veth hands it to cil_from_container (lxc.o beside host.o): to the world, established.
+  const fromPod = ethernet(pod.nodeMac, pod.mac, ipv4(pod.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, EXT, 40001, 80, Buffer.alloc(64), 0x10)));
   return [
+    { name: 'from-container TCP established to the world (lxc.o)', prog: 'cil_from_container', frame: fromPod },
     { name: 'to-netdev TCP established', prog: 'cil_to_netdev', frame: tcp },
     { name: 'to-netdev TCP established, traced by from-container (native)', prog: 'cil_to_netdev', frame: tcp, mark: MARK_TRACED_NET },
     { name: 'to-netdev UDP established', prog: 'cil_to_netdev', frame: udp },
@@ -95,12 +100,19 @@ export async function main(): Promise<void> {
         state = undefined;
       }
       state?.typed(u32, u32).update(0, EGRESS_STATE_EMPTY);
-      progs.set(label, new Map([['cil_to_netdev', c.program('cil_to_netdev')], ['cil_from_netdev', c.program('cil_from_netdev')]]));
+      // lxc.o of the same tree (its directory), sharing the pinned maps; the pod's veth is lo (the test run's ifindex).
+      const lxc = Collection.load(path.join(path.dirname(file), 'lxc.o'), {
+        constants: { ...(values['no-events'] ? { CONFIG_EVENTS: 0 } : {}), CONFIG_NODE_IP4: be32(NODE_IP), CONFIG_ROUTING_MODE: ROUTING_MODE_NATIVE, ...natConstants({ enabled: true, portMin: 32768, portMax: 60999, ipMasqAgent: false }) },
+        pinRoot,
+      });
+      loaded.push(lxc);
+      lxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec).put(1, { ...pod, ifindex: 1 });
+      progs.set(label, new Map([['cil_to_netdev', c.program('cil_to_netdev')], ['cil_from_netdev', c.program('cil_from_netdev')], ['cil_from_container', lxc.program('cil_from_container')]]));
     }
     const ns = new Map<string, number[]>();
     for (const [label] of objs) {
       // The flows' mappings first (a SYN-less first packet of each, then the reply direction has its entry).
-      for (const k of cases()) if (k.prog === 'cil_to_netdev' && !k.each) progs.get(label)!.get(k.prog)!.run({ data: k.frame, ctx: skbCtx({ ifindex: 1 }) });
+      for (const k of cases()) if (k.prog !== 'cil_from_netdev' && !k.each) progs.get(label)!.get(k.prog)!.run({ data: k.frame, ctx: skbCtx({ ifindex: 1 }) });
     }
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 ? [...objs].reverse() : objs;
