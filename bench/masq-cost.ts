@@ -1,7 +1,7 @@
 // Per-packet cost of BPF masquerading, load-independent: host.o's cil_to_netdev and cil_from_netdev timed by
 // BPF_PROG_TEST_RUN (the kernel's ns for one run, median of many: time in the program, not the wall clock of a
 // loaded machine) on an established flow's packets, this tree's object against a baseline object (e.g. main's build) in
-// the same run, interleaved rounds, medians. Root; nothing is attached, the maps are pinned under the run's own
+// the same run, the two run by turns, medians. Root; nothing is attached, the maps are pinned under the run's own
 // bpffs directory and removed afterwards.
 // lxc.o's cil_from_container is taken from the directory of each host.o.
 //   node dist/bench/masq-cost.js [--base /work/main/build/bpf/host.o] [--obj build/bpf/host.o] [--rounds 7] [--repeat 5000] [--no-events]
@@ -115,21 +115,26 @@ export async function main(): Promise<void> {
       for (const k of cases()) if (k.prog !== 'cil_from_netdev' && !k.each) progs.get(label)!.get(k.prog)!.run({ data: k.frame, ctx: skbCtx({ ifindex: 1 }) });
     }
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 ? [...objs].reverse() : objs;
-      for (const [label] of order) {
-        for (const k of cases()) {
-          // One run per call: repeated runs inside the kernel reuse the packet the first one rewrote (an already
-          // translated packet takes the early way out), so each call starts from the original frame.
-          const prog = progs.get(label)!.get(k.prog)!;
-          const one: number[] = [];
-          for (let i = 0; i < repeat; i++) one.push(prog.run({ data: k.each ? k.each(r, i) : k.frame, ctx: skbCtx({ ifindex: 1, mark: k.mark ?? 0 }) }).durationNs);
+      for (const k of cases()) {
+        // One run per call: repeated runs inside the kernel reuse the packet the first one rewrote (an already
+        // translated packet takes the early way out), so each call starts from the original frame. The two objects
+        // take turns run by run (the first of each pair alternating), so that load changing over a round weighs
+        // on both alike.
+        const one = new Map<string, number[]>(objs.map(([label]) => [label, []]));
+        for (let i = 0; i < repeat; i++) {
+          for (const [label] of (i + r) % 2 ? [...objs].reverse() : objs) {
+            const prog = progs.get(label)!.get(k.prog)!;
+            one.get(label)!.push(prog.run({ data: k.each ? k.each(r, i) : k.frame, ctx: skbCtx({ ifindex: 1, mark: k.mark ?? 0 }) }).durationNs);
+          }
+        }
+        for (const [label] of objs) {
           const key = `${label}|${k.name}`;
-          ns.set(key, [...(ns.get(key) ?? []), median(one)]);
+          ns.set(key, [...(ns.get(key) ?? []), median(one.get(label)!)]);
         }
       }
     }
     const lines = [
-      `## Masquerade per-packet cost (BPF_PROG_TEST_RUN, median ns of ${repeat} single runs, medians of ${rounds} interleaved rounds; base ${base})`,
+      `## Masquerade per-packet cost (BPF_PROG_TEST_RUN, median ns of ${repeat} single runs, medians of ${rounds} rounds, the two objects run by turns; base ${base})`,
       '',
       '| packet | base ns | this tree ns | this / base |',
       '|---|---:|---:|---:|',
