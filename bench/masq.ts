@@ -21,6 +21,8 @@ export interface MasqPair {
   serverIp: string;
   /** The source address the external host must see (the node's for NAT, the pod's when routed). */
   seenAs: string;
+  /** The node's namespace and its device towards the external host (checkSameShape()). */
+  node: { ns: string; dev: string };
 }
 
 const CRR_PORT = 5556;
@@ -70,9 +72,10 @@ export function setupRefMasq(nets: BenchNetns, tmpDir: string): MasqPair[] {
     const out = execRefPlugin(n.ns, 'ptp', 'ADD', randomBytes(16).toString('hex'), pod, JSON.stringify(conf));
     const podIp = (JSON.parse(out) as { ips?: Array<{ address: string }> }).ips?.[0]?.address?.split('/')[0];
     if (!podIp) throw new BenchError(`ptp ADD for ${pod} returned no IP: ${out}`);
+    const node = { ns: n.ns, dev: 'eth0' };
     return n.masq
-      ? { name: MASQ_PTP, desc: 'CNI ptp + host-local with ipMasq: true (iptables MASQUERADE in the node netns), node -> underlay bridge -> external host', client: pod, server: plan.ext, serverIp: EXT_IP, seenAs: n.ip }
-      : { name: MASQ_ROUTED, desc: 'the same ptp node without NAT: the external host routes the pod /24 back via the node (the limit)', client: pod, server: plan.ext, serverIp: EXT_IP, seenAs: podIp };
+      ? { name: MASQ_PTP, desc: 'CNI ptp + host-local with ipMasq: true (iptables MASQUERADE in the node netns), node -> underlay bridge -> external host', client: pod, server: plan.ext, serverIp: EXT_IP, seenAs: n.ip, node }
+      : { name: MASQ_ROUTED, desc: 'the same ptp node without NAT: the external host routes the pod /24 back via the node (the limit)', client: pod, server: plan.ext, serverIp: EXT_IP, seenAs: podIp, node };
   });
 }
 
@@ -89,7 +92,47 @@ export async function setupTendrilMasq(lab: string): Promise<MasqPair> {
     server: x.netns,
     serverIp: x.ip,
     seenAs: st.nodes[0]!.ip,
+    node: { ns: st.nodes[0]!.netns, dev: 'eth0' },
   };
+}
+
+/** The offloads a TCP stream through veths depends on (ethtool -k names) and how the report shows them. */
+const SHAPE_OFFLOADS: ReadonlyArray<[string, string]> = [
+  ['tcp-segmentation-offload', 'tso'],
+  ['generic-segmentation-offload', 'gso'],
+  ['generic-receive-offload', 'gro'],
+  ['tx-checksumming', 'tx-csum'],
+  ['rx-checksumming', 'rx-csum'],
+];
+
+/** MTU, GSO size limit and offloads of `dev` in `ns`, as one comparable line. */
+export function linkShape(ns: string, dev: string): string {
+  const link = (JSON.parse(run(['ip', '-n', ns, '-j', '-d', 'link', 'show', 'dev', dev]).stdout) as Array<{ mtu?: number; gso_max_size?: number }>)[0];
+  if (!link?.mtu) throw new BenchError(`No link ${dev} in ${ns}`);
+  const k = run(inNs(ns, ['ethtool', '-k', dev])).stdout;
+  const flags = SHAPE_OFFLOADS.map(([name, short]) => `${short} ${new RegExp(`^${name}: (on|off)`, 'm').exec(k)?.[1] ?? '?'}`);
+  return [`mtu ${link.mtu}`, `gso_max_size ${link.gso_max_size ?? '?'}`, ...flags].join(', ');
+}
+
+/**
+ * A fair comparison: every pair's pod eth0, node uplink and external host eth0 have the same MTU and
+ * offloads (a difference would be measured as the datapath's). Throws when they differ; returns the report line.
+ */
+export function checkSameShape(pairs: readonly MasqPair[]): string {
+  const ends = (p: MasqPair): Array<[string, string]> => [
+    ['pod eth0', linkShape(p.client, 'eth0')],
+    [`node ${p.node.dev}`, linkShape(p.node.ns, p.node.dev)],
+    ['external eth0', linkShape(p.server, 'eth0')],
+  ];
+  const all = pairs.map((p) => [p.name, ends(p)] as const);
+  const [first, ...rest] = all;
+  if (!first) return '';
+  for (const [name, shape] of rest) {
+    shape.forEach(([where, line], i) => {
+      if (line !== first[1][i]![1]) throw new BenchError(`Scenario ${name}: ${where} is "${line}", ${first[0]}'s "${first[1][i]![1]}": the comparison would not be fair`);
+    });
+  }
+  return `link shapes equal in every scenario: ${first[1].map(([where, line]) => `${where} (${line})`).join('; ')}`;
 }
 
 /** Fails unless the external host sees the pair's traffic from the expected source (NAT really on, or really off). */

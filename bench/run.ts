@@ -46,7 +46,7 @@ import {
 } from './report.js';
 import { REF_CNI_DIR, setupRefPair, setupTendril, setupVeth, type Pair } from './scenarios.js';
 import { setupTendrilXnode, setupXBaseline, xBaselineNetns, xBaselinePlan } from './xnode.js';
-import { checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, type MasqPair } from './masq.js';
+import { checkSameShape, checkSeenAs, masqRounds, setupRefMasq, setupTendrilMasq, refMasqPlan, type MasqPair } from './masq.js';
 import { masqRows, masqSamplesTable, masqTable, masqVerdicts, type MasqSample } from './masq-report.js';
 
 const USAGE = `usage: node dist/bench/run.js [--quick] [--rounds N] [--secs S] [--pods N] [--conc C] [--observe-rates LIST]
@@ -323,7 +323,7 @@ async function xnode(st: RunState, o: Options): Promise<{ samples: DpSample[]; p
 }
 
 /** Masquerade: pod -> external host through Tendril's BPF SNAT, ptp + iptables MASQUERADE, and routed without NAT. */
-async function masq(st: RunState, o: Options): Promise<{ samples: MasqSample[]; pairs: MasqPair[] }> {
+async function masq(st: RunState, o: Options): Promise<{ samples: MasqSample[]; pairs: MasqPair[]; shape: string }> {
   const lab = runLabs(st).masq;
   say(`masq: setting up ptp+ipMasq, routed, lab ${lab} with an external host`);
   const pairs = [...setupRefMasq(st.nets, st.tmpDir), await setupTendrilMasq(lab)];
@@ -331,11 +331,12 @@ async function masq(st: RunState, o: Options): Promise<{ samples: MasqSample[]; 
     checkConnectivity(p.client, p.serverIp, p.name);
     await checkSeenAs(p);
   }
+  const shape = checkSameShape(pairs);
   const samples = await masqRounds(pairs, { rrBin: path.join(BENCH_TOOLS, 'rr'), secs: o.secs, rounds: o.rounds, noise: noisePolicy(o.quick), say });
   const plan = refMasqPlan(st.nets);
   st.nets.delMany([plan.underlay, plan.ext, ...plan.nodes.map((n) => n.ns), ...pairs.filter((p) => p.client.startsWith(st.nets.prefix)).map((p) => p.client)]);
   await labDown(lab);
-  return { samples, pairs };
+  return { samples, pairs, shape };
 }
 
 async function cniPhase(st: RunState, o: Options, labReady: boolean): Promise<CniOp[]> {
@@ -525,6 +526,7 @@ async function main(): Promise<number> {
         masqTable(masqRows(msamples)),
         '',
         ...mq.pairs.map((p) => `- ${p.name}: ${p.desc}; checked before the rounds: the external host sees the source ${p.seenAs}`),
+        `- ${mq.shape}`,
         '',
       ]);
     }

@@ -92,9 +92,10 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 		if (taken)
 			return ret;
 		/* A backend's reply to a NodePort client outside (the world, another node): from the node port, out of
-		 * the native device. */
+		 * the native device. A reply to its ingress conntrack entry only: the pod's own flows to the world (a
+		 * masqueraded one's every packet) skip the lookup. */
 		if ((dst_label == IDENTITY_WORLD || dst_label == IDENTITY_REMOTE_NODE || dst_label >= IDENTITY_LOCAL_MIN) &&
-		    !pkt.no_ports && !pkt.icmp_error) {
+		    !pkt.no_ports && !pkt.icmp_error && pkt.status == CT_REPLY) {
 			ret = nodeport_rev_from_lxc(skb, &pkt.tuple);
 			if (ret)
 				return ret;

@@ -29,7 +29,7 @@ import {
   type CtKey,
   type EndpointInfo,
 } from '../src/datapath/maps.js';
-import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, natConstants, natGc, natList, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, NAT_DIR_IN, NAT_F_MASQ, NAT_F_SAME_PORT, natAdoptUnflagged, natConstants, natGc, natList, natLookupOut, natValueCodec, type NatValue } from '../src/datapath/nat.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { parseIPv4 } from '../src/util/ip.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpEcho, icmpError, ipv4, l4, parse } from './lib/packets.js';
@@ -330,6 +330,78 @@ test('a port held by a dead flow (TCP closed both ways, expired, or its conntrac
   ctForget([...fresh, keys.get(1100)!, keys.get(1101)!, keys.get(1103)!]);
 });
 
+test('a flow that keeps its own port has its IN entry alone; a flow whose port is held gets two; a dead one-entry flow\'s port is taken over', () => {
+  const dst = '203.0.113.66';
+  const pods = ['10.200.0.21', '10.200.0.22', '10.200.0.23'].map((ip4, i): EndpointInfo => ({ ...pod, lxcId: 121 + i, ip4 }));
+  const lxc = loaded[0]!.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec);
+  for (const p of pods) lxc.put({ ip4: p.ip4 }, p);
+  const now = monotonicSeconds();
+  const tuple = (p: EndpointInfo): CtKey => ({ saddr: p.ip4, daddr: dst, sport: 40001, dport: 443, nexthdr: IPPROTO_TCP, dir: 0, pad: 0 });
+  for (const p of pods) ct.put(tuple(p), { packets: 1n, bytes: 60n, lifetime: now + 100, srcSecId: p.secId, flags: CT_F_SEEN_NON_SYN, txFlagsSeen: 2, rxFlagsSeen: 0, created: now });
+  const syn = (p: EndpointInfo): Buffer => out(ipv4(p.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, p.ip4, dst, 40001, 443, Buffer.alloc(0), 0x02)));
+  const inKey = (port: number): CtKey => ({ saddr: dst, daddr: NODE_IP, sport: 443, dport: port, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 });
+  const back = (port: number): { dst: string; dport: number } => parse(run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 443, port, Buffer.alloc(0), 0x12)))).data);
+  try {
+    // The first keeps 40001 (in the range): one entry, the IN one, which stands for the OUT side as well.
+    const a = parse(run(toNetdevSmall, syn(pods[0]!)).data);
+    assert.deepEqual([a.src, a.sport], [NODE_IP, 40001]);
+    assert.deepEqual(snat.lookup(inKey(40001)), { ...snat.lookup(inKey(40001))!, toAddr: pods[0]!.ip4, toPort: 40001, flags: NAT_F_MASQ | NAT_F_SAME_PORT });
+    assert.equal(snat.lookup(tuple(pods[0]!)), undefined, 'no OUT entry');
+    assert.deepEqual([natLookupOut(snat, tuple(pods[0]!), [NODE_IP])?.toAddr, natLookupOut(snat, tuple(pods[0]!), [NODE_IP])?.toPort], [NODE_IP, 40001]);
+    assert.equal(parse(run(toNetdevSmall, out(ipv4(pods[0]!.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pods[0]!.ip4, dst, 40001, 443, Buffer.from('x'), 0x10)))).data).sport, 40001);
+    assert.deepEqual([back(40001).dst, back(40001).dport], [pods[0]!.ip4, 40001]);
+    // The second pod's own port is held by a live flow: another port, with both entries.
+    const b = parse(run(toNetdevSmall, syn(pods[1]!)).data);
+    assert.notEqual(b.sport, 40001);
+    assert.equal(snat.lookup(tuple(pods[1]!))?.toPort, b.sport, 'OUT entry');
+    assert.equal(snat.lookup(inKey(b.sport))?.flags, NAT_F_MASQ, 'its IN entry is not alone');
+    assert.deepEqual([back(b.sport).dst, back(b.sport).dport], [pods[1]!.ip4, 40001]);
+    // The first flow dies: the third pod's flow takes 40001 over, alone again, and the replies reach it.
+    ct.delete(tuple(pods[0]!));
+    const c = parse(run(toNetdevSmall, syn(pods[2]!)).data);
+    assert.equal(c.sport, 40001);
+    assert.deepEqual([snat.lookup(inKey(40001))?.toAddr, snat.lookup(inKey(40001))?.flags], [pods[2]!.ip4, NAT_F_MASQ | NAT_F_SAME_PORT]);
+    assert.deepEqual([back(40001).dst, back(40001).dport], [pods[2]!.ip4, 40001]);
+    // The GC keeps the live ones' entries and lists each flow both ways.
+    natGc(snat, [ct]);
+    const rows = natList(snat).filter((e) => e.direction === 'OUT' && e.dst === dst).map((e) => `${e.src}:${e.sport} ${e.toAddr}:${e.toPort}`).sort();
+    assert.deepEqual(rows, [`${pods[1]!.ip4}:40001 ${NODE_IP}:${b.sport}`, `${pods[2]!.ip4}:40001 ${NODE_IP}:40001`]);
+  } finally {
+    for (const p of pods) ct.delete(tuple(p));
+    natGc(snat, [ct]);
+    for (const p of pods) lxc.delete({ ip4: p.ip4 });
+  }
+});
+
+test('upgrade: a masquerade mapping made before NAT_F_MASQ is flagged by natAdoptUnflagged() and its replies reach the pod again; NodePort\'s stay', () => {
+  const dst = '203.0.113.91';
+  const now = monotonicSeconds();
+  const outKey: CtKey = { saddr: pod.ip4, daddr: dst, sport: 45100, dport: 443, nexthdr: IPPROTO_TCP, dir: 0, pad: 0 };
+  const inKey: CtKey = { saddr: dst, daddr: NODE_IP, sport: 443, dport: 45100, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  // NodePort's: a client outside, SNATed towards a remote backend; its IN entry goes back to the client.
+  const npIn: CtKey = { saddr: '10.201.1.50', daddr: NODE_IP, sport: 8080, dport: 45101, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  snat.put(outKey, { toAddr: NODE_IP, toPort: 45100, flags: 0, created: now, lastUsed: 0 });
+  snat.put(inKey, { toAddr: pod.ip4, toPort: 45100, flags: 0, created: now, lastUsed: 0 });
+  snat.put(npIn, { toAddr: '198.51.100.9', toPort: 51000, flags: 0, created: now, lastUsed: 0 });
+  const reply = (): { retval: number; dst: string } => {
+    const r = run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 443, 45100, Buffer.alloc(0), 0x10))));
+    return { retval: r.retval, dst: parse(r.data).dst };
+  };
+  try {
+    assert.notEqual(reply().dst, pod.ip4, 'an unflagged entry is NodePort\'s to the datapath: not translated');
+    const isPod = (ip: string): boolean => ip === pod.ip4;
+    assert.equal(natAdoptUnflagged(snat, isPod), 2);
+    assert.equal(snat.lookup(inKey)?.flags, NAT_F_MASQ);
+    assert.equal(snat.lookup(outKey)?.flags, NAT_F_MASQ);
+    assert.equal(snat.lookup(npIn)?.flags, 0, 'NodePort\'s entry untouched');
+    const r = reply();
+    assert.deepEqual([r.retval, r.dst], [TC_ACT_REDIRECT, pod.ip4]);
+    assert.equal(natAdoptUnflagged(snat, isPod), 0, 'nothing left to flag');
+  } finally {
+    for (const k of [outKey, inKey, npIn]) snat.delete(k);
+  }
+});
+
 test('a new connection (SYN) on a tuple whose port was lost (its IN entry evicted and the port taken) gets a new port', () => {
   const dst = '203.0.113.55';
   const pkt = (flags: number): Buffer => out(ipv4(pod.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, dst, 1400, 443, Buffer.alloc(0), flags)));
@@ -360,8 +432,13 @@ test('the GC removes the NAT entries of flows whose conntrack entry is gone, and
   const left = natList(snat);
   assert.equal(left.length, 2, JSON.stringify(left));
   assert.ok(left.every((e) => e.sport === 44444 || e.dport === 44444));
+  // The flow kept its own port: its IN entry is its only one in the map (NAT_F_SAME_PORT), listed both ways.
+  const inKey = { saddr: '9.9.9.9', daddr: NODE_IP, sport: 80, dport: 44444, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  assert.deepEqual([...snat.keys()], [inKey]);
+  assert.equal(snat.lookup(inKey)!.flags, NAT_F_MASQ | NAT_F_SAME_PORT);
+  assert.equal(natGc(snat, [ct]).deleted, 0, 'kept while its conntrack entry lives');
   ct.delete(key);
-  assert.equal(natGc(snat, [ct]).deleted, 2);
+  assert.equal(natGc(snat, [ct]).deleted, 1);
   assert.equal(natList(snat).length, 0);
 });
 

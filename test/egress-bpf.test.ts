@@ -12,8 +12,8 @@ import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, ROUTING_MODE_TUNNEL, endpointInfoCode
 import { NAT_DIR_IN, NAT_DIR_OUT, NAT_F_FIN, NAT_F_RST, SNAT_MAP, natConstants, natGc, natValueCodec, type NatValue } from '../src/datapath/nat.js';
 import { CT_MAP_ANY, CT_MAP_TCP, ctKeyCodec, ctValueCodec, type CtKey } from '../src/datapath/maps.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
-import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EXCLUDED_GATEWAY, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
-import { u8 } from '../src/kernel/bpf/index.js';
+import { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EGRESS_STATE_EMPTY, EGRESS_STATE_MAP, EXCLUDED_GATEWAY, EgressMaps, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from '../src/egress/index.js';
+import { u32, u8 } from '../src/kernel/bpf/index.js';
 import { parseIPv4 } from '../src/util/ip.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpError, ipv4, l4, parse } from './lib/packets.js';
 
@@ -385,4 +385,31 @@ test('gateway node: excluded and unselected traffic of other nodes is not transl
   assert.ok(policy.delete({ source: REMOTE_POD, destination: '93.184.216.0/24' }));
   const pkt = udp(REMOTE_POD, EXT, 40040);
   assert.deepEqual(runCb(toNetdev, pkt).data, pkt);
+});
+
+test('EgressMaps.replacePolicy(): an emptied policy map is marked so (the datapath skips its lookup), and the first entry clears the mark first', () => {
+  const podLxc = loaded[0]!;
+  const maps = new EgressMaps((name) => podLxc.map(name));
+  const ifMap = podLxc.map(LXC_IF_MAP).typed(ifindexKeyCodec, endpointInfoCodec);
+  ifMap.put(LO, pod);
+  const before = maps.listPolicy();
+  assert.ok(before.length > 0);
+  assert.equal(maps.skipsLookup(), false, 'a new state map consults the policy map');
+  try {
+    maps.replacePolicy([]);
+    assert.equal(maps.listPolicy().length, 0);
+    assert.equal(maps.skipsLookup(), true);
+    assert.equal(podLxc.map(EGRESS_STATE_MAP).typed(u32, u32).lookup(0), EGRESS_STATE_EMPTY);
+    // Nothing to redirect: to the stack as any other world traffic.
+    assert.equal(runCb(podSide, udp(pod.ip4, EXT)).retval, TC_ACT_OK);
+    // The mark stands for an empty map only: an entry written behind the agent's back (it never is) would be missed,
+    // which is why the agent clears the mark before it writes one.
+    maps.replacePolicy(before);
+    assert.equal(maps.skipsLookup(), false);
+    const r = runCb(podSide, udp(pod.ip4, EXT));
+    assert.equal(r.retval, TC_ACT_REDIRECT, 'the policy applies again');
+    assert.equal(r.cb[2], parseIPv4(GW_NODE_IP));
+  } finally {
+    maps.replacePolicy(before);
+  }
 });

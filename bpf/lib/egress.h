@@ -57,6 +57,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tendril_egress_ip_v4 SEC(".maps");
 
+/*
+ * Index 0: EGRESS_GW_STATE_EMPTY when the agent knows tendril_egress_gw_policy_v4
+ * to be empty (it writes it after emptying the map, and clears it before the
+ * first entry goes in); then no packet pays for the LPM lookup. 0, what a
+ * new map holds, consults the map: a datapath never skips a policy it has.
+ */
+#define EGRESS_GW_STATE_EMPTY	1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tendril_egress_gw_state SEC(".maps");
+
 /* The policy entry for traffic @saddr -> @daddr, or NULL. An excludedCIDRs entry is returned as such. */
 static __always_inline const struct egress_gw_policy_entry *egress_gw_lookup4(__be32 saddr, __be32 daddr)
 {
@@ -65,7 +81,12 @@ static __always_inline const struct egress_gw_policy_entry *egress_gw_lookup4(__
 		.saddr = saddr,
 		.daddr = daddr,
 	};
+	__u32 zero = 0, *state;
 
+	/* An array lookup the verifier inlines: a few instructions in place of the trie walk. */
+	state = bpf_map_lookup_elem(&tendril_egress_gw_state, &zero);
+	if (state && *state == EGRESS_GW_STATE_EMPTY)
+		return NULL;
 	return bpf_map_lookup_elem(&tendril_egress_gw_policy_v4, &key);
 }
 
@@ -95,8 +116,11 @@ static __always_inline __be32 egress_gw_redirect4(__be32 saddr, __be32 daddr, co
  * leaves with when this node is its gateway; EGRESS_GW_ELSEWHERE when another
  * node is (in native routing the pod's packet leaves here for the gateway
  * unchanged); 0 when no policy applies (the node's own masquerading does).
+ * Global, so verified once: its ways (no policy known, none found, one
+ * found) would otherwise each be walked through snat4_egress()'s new-flow
+ * loop, past the verifier's limit.
  */
-static __always_inline __be32 egress_gw_snat_addr4(__be32 saddr, __be32 daddr)
+__attribute__((noinline)) __be32 egress_gw_snat_addr4(__be32 saddr, __be32 daddr)
 {
 	const struct egress_gw_policy_entry *e = egress_gw_lookup4(saddr, daddr);
 

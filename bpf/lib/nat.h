@@ -27,7 +27,9 @@
  * holds the address and port it leaves with; the IN entry, keyed by the
  * reply's tuple as it arrives (world -> node IP:port), holds the pod's
  * address and port it goes back to. The IN entry is the port's reservation:
- * it is created first with BPF_NOEXIST, so two flows never share one.
+ * it is created first with BPF_NOEXIST, so two flows never share one. A
+ * masquerade flow that keeps the pod's own port has its IN entry alone
+ * (NAT_F_SAME_PORT).
  * Sized for 64 Ki flows; the agent removes both entries of a flow whose
  * conntrack entry is gone (src/nat, run with the conntrack GC).
  */
@@ -43,6 +45,16 @@
  * replies need its lb4_ct entry as well, or one made before the flag existed.
  */
 #define NAT_F_MASQ		1
+/*
+ * nat_entry4.flags of an IN entry that is its flow's only entry: a
+ * masquerade flow to the node IP that kept the pod's own port (the usual
+ * case: a pod's ephemeral port lies in the range). The pod's tuple is the
+ * key's reverse (to_addr:to_port -> saddr:sport), so no OUT entry is
+ * needed: a new connection costs one map insert, not two, and each of its
+ * packets one lookup (snat4_own_port_kept()). The GC keeps such an entry
+ * as long as the pod tuple's conntrack entry lives.
+ */
+#define NAT_F_SAME_PORT		0x8
 
 struct nat_entry4 {
 	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
@@ -296,14 +308,27 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	struct nat_entry4 *e, *oe;
 	__be32 pod;
 	__be16 pod_port;
+	bool alone = rstate->flags & NAT_F_SAME_PORT;
 
 	e = bpf_map_lookup_elem(&tendril_snat_v4, rtuple);
 	if (!e)
 		return -1;
 	pod = e->to_addr;
 	pod_port = e->to_port;
-	if (pod == otuple->saddr && pod_port == otuple->sport)
+	if (pod == otuple->saddr && pod_port == otuple->sport) {
+		alone = e->flags & NAT_F_SAME_PORT;
 		goto out_entry;
+	}
+	if (e->flags & NAT_F_SAME_PORT) {
+		/* The dead flow's only entry: the CPU whose delete of it succeeds takes the port. */
+		if (!snat4_flow_dead(rtuple, pod, pod_port, now))
+			return -1;
+		if (bpf_map_delete_elem(&tendril_snat_v4, rtuple) != 0)
+			return -1;
+		if (bpf_map_update_elem(&tendril_snat_v4, rtuple, rstate, BPF_NOEXIST) != 0)
+			return -1;
+		goto out_entry;
+	}
 	old.saddr = pod;
 	old.daddr = rtuple->saddr;
 	old.sport = pod_port;
@@ -323,7 +348,7 @@ static __always_inline int snat4_take_over(const struct ct_tuple4 *otuple, const
 	if (bpf_map_update_elem(&tendril_snat_v4, rtuple, rstate, BPF_ANY) != 0)
 		return -1;
 out_entry:
-	if (bpf_map_update_elem(&tendril_snat_v4, otuple, ostate, BPF_NOEXIST) == 0)
+	if (alone || bpf_map_update_elem(&tendril_snat_v4, otuple, ostate, BPF_NOEXIST) == 0)
 		return 0;
 	return NAT_RACED;
 }
@@ -344,6 +369,7 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_
 	struct ct_tuple4 rtuple = {};
 	__u32 now = ct_now();
 	__u16 port = bpf_ntohs(otuple->sport);
+	bool alone;
 	int i, ret;
 
 	rtuple.saddr = otuple->daddr;
@@ -354,7 +380,6 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_
 	rstate.to_addr = otuple->saddr;
 	rstate.to_port = otuple->sport;
 	rstate.created = now;
-	rstate.flags = flags;
 	ostate.to_addr = nat_addr;
 	ostate.created = now;
 	ostate.flags = flags;
@@ -363,8 +388,11 @@ static __always_inline int snat4_new(const struct ct_tuple4 *otuple, __be32 nat_
 	for (i = 0; i < NAT_COLLISION_RETRIES; i++) {
 		rtuple.dport = bpf_htons(port);
 		ostate.to_port = rtuple.dport;
+		/* The pod's own port to the node IP: the IN entry alone (NAT_F_SAME_PORT). */
+		alone = (flags & NAT_F_MASQ) && nat_addr == CONFIG_NODE_IP4 && rtuple.dport == otuple->sport;
+		rstate.flags = alone ? flags | NAT_F_SAME_PORT : flags;
 		if (bpf_map_update_elem(&tendril_snat_v4, &rtuple, &rstate, BPF_NOEXIST) == 0) {
-			if (bpf_map_update_elem(&tendril_snat_v4, otuple, &ostate, BPF_NOEXIST) == 0) {
+			if (alone || bpf_map_update_elem(&tendril_snat_v4, otuple, &ostate, BPF_NOEXIST) == 0) {
 				*res = ostate;
 				return 0;
 			}
@@ -438,6 +466,27 @@ static __always_inline bool snat4_udp_port_kept(const struct ct_pkt *p, __be32 a
 	/* Another CPU made it meanwhile: for this flow (the same packet's twin), or a new flow took the port. */
 	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
 	return in && in->to_addr == p->tuple.saddr && in->to_port == p->tuple.sport;
+}
+
+/*
+ * Does the pod's flow @p keep its own port towards the node IP, through an
+ * IN entry of its own alone (NAT_F_SAME_PORT)? One lookup, in place of the
+ * OUT entry's: also the way back's check (snat4_syn_port_lost(),
+ * snat4_udp_port_kept()), as the IN entry is the one looked up.
+ */
+static __always_inline bool snat4_own_port_kept(const struct ct_pkt *p)
+{
+	struct ct_tuple4 rt = {};
+	struct nat_entry4 *in;
+
+	rt.saddr = p->tuple.daddr;
+	rt.daddr = CONFIG_NODE_IP4;
+	rt.sport = p->tuple.dport;
+	rt.dport = p->tuple.sport;
+	rt.nexthdr = p->tuple.nexthdr;
+	rt.dir = NAT_DIR_IN;
+	in = bpf_map_lookup_elem(&tendril_snat_v4, &rt);
+	return in && (in->flags & NAT_F_SAME_PORT) && in->to_addr == p->tuple.saddr && in->to_port == p->tuple.sport;
 }
 
 /*
@@ -530,6 +579,12 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 		if (IS_ERR(ret))
 			return ret;
 		if (!pkt.no_ports && !pkt.icmp_error) {
+			if (nat_addr == CONFIG_NODE_IP4 && snat4_own_port_kept(&pkt)) {
+				to_addr = nat_addr;
+				to_port = pkt.tuple.sport;
+				snat4_trace_start(skb, ip, traced, &trace);
+				goto rewrite;
+			}
 			pkt.tuple.dir = NAT_DIR_OUT;
 			e = bpf_map_lookup_elem(&tendril_snat_v4, &pkt.tuple);
 			if (e) {

@@ -11,6 +11,8 @@
 #define TRACE_REPORT_INTERVAL_NS	(5ULL * 1000 * 1000 * 1000)
 /* TCP flags whose first appearance in a flow is reported (FIN, SYN, RST, ACK). */
 #define TRACE_TCP_FLAGS		0x17
+#define TRACE_TCP_SYN		0x02
+#define TRACE_TCP_ACK		0x10
 #define TRACE_AGG_MAP_SIZE	65536
 
 /*
@@ -106,6 +108,18 @@ static __always_inline bool trace_check(const struct flow4 *f, __u8 hook, __u8 *
 		return true;
 	}
 
+	/*
+	 * A TCP flow's first packet here usually says itself what it is: a
+	 * bare SYN opens a connection, a SYN-ACK answers one. Only a flow met
+	 * mid-way (its entry evicted, the datapath reloaded), or one of another
+	 * protocol, looks for its reverse: the four lookups, which all miss for
+	 * a new connection, cost more than the rest of its first packet.
+	 */
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & TRACE_TCP_SYN)) {
+		fresh.reply = (f->tcp_flags & TRACE_TCP_ACK) != 0;
+		goto record;
+	}
+
 	/* New flows only: up to one lookup per program for the reverse tuple. */
 	rkey.saddr = f->daddr;
 	rkey.daddr = f->saddr;
@@ -120,6 +134,7 @@ static __always_inline bool trace_check(const struct flow4 *f, __u8 hook, __u8 *
 			break;
 		}
 	}
+record:
 	fresh.tcp_flags = flags;
 	fresh.last_report = now;
 	bpf_map_update_elem(&tendril_trace_agg, &key, &fresh, BPF_ANY);

@@ -17,6 +17,11 @@ export const NAT_DIR_OUT = 0;
 export const NAT_DIR_IN = 1;
 /** nat_entry4.flags (lib/nat.h): a masquerade mapping. */
 export const NAT_F_MASQ = 1;
+/**
+ * nat_entry4.flags (lib/nat.h): an IN entry that is its flow's only entry, a masquerade flow to the node IP that
+ * kept the pod's own port; the pod's tuple (its OUT side) is the key's reverse (natOwnerOf()).
+ */
+export const NAT_F_SAME_PORT = 0x8;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
@@ -117,11 +122,59 @@ export function toNatEntry(k: CtKey, v: NatValue, now: number): NatEntry {
   };
 }
 
+/**
+ * The pod's tuple (an OUT key) of an IN entry that is its flow's only entry (NAT_F_SAME_PORT): the key's reverse,
+ * with the pod's address and port the entry holds.
+ */
+export function natOwnerOf(k: CtKey, v: NatValue): CtKey {
+  return { saddr: v.toAddr, daddr: k.saddr, sport: v.toPort, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_OUT, pad: 0 };
+}
+
+/**
+ * Every mapping as `bpf nat list` shows it, both ways as Cilium lists them: a flow that kept the pod's own port has
+ * only its IN entry in the map (NAT_F_SAME_PORT), and its OUT row is the one that entry stands for.
+ */
 export function natList(snat: TypedMap<CtKey, NatValue>): NatEntry[] {
   const now = monotonicSeconds();
   const out: NatEntry[] = [];
-  for (const [k, v] of snat.entries()) out.push(toNatEntry(k, v, now));
+  for (const [k, v] of snat.entries()) {
+    out.push(toNatEntry(k, v, now));
+    if (k.dir === NAT_DIR_IN && v.flags & NAT_F_SAME_PORT) out.push(toNatEntry(natOwnerOf(k, v), { ...v, toAddr: k.daddr, toPort: k.dport }, now));
+  }
   return out;
+}
+
+/**
+ * The mapping of the pod's tuple @k (an OUT key): its OUT entry, or the IN entry it has alone (NAT_F_SAME_PORT) towards
+ * one of @nodeIps (the node's masquerade addresses) read as one (that address and the pod's own port). What the datapath translates @k's packets with.
+ */
+export function natLookupOut(snat: TypedMap<CtKey, NatValue>, k: CtKey, nodeIps: readonly string[]): NatValue | undefined {
+  for (const nodeIp of nodeIps) {
+    const inn = snat.lookup({ saddr: k.daddr, daddr: nodeIp, sport: k.dport, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_IN, pad: 0 });
+    if (inn && inn.flags & NAT_F_SAME_PORT && inn.toAddr === k.saddr && inn.toPort === k.sport) return { ...inn, toAddr: nodeIp, toPort: k.sport };
+  }
+  return snat.lookup({ ...k, dir: NAT_DIR_OUT, pad: 0 });
+}
+
+/**
+ * Upgrade of mappings a datapath made before NAT_F_MASQ existed: the datapath now takes an IN entry without the flag
+ * for NodePort's and leaves its replies to NodePort, so such a flow would lose its way back. A masquerade mapping is
+ * told by its pod: the IN entry's address (where replies go) or the OUT entry's source is one of this node's pods
+ * (@isLocalPod), which a NodePort mapping's never is (its client is outside, its reply goes back out). Those entries
+ * get the flag; run once at start, before traffic needs it. Returns how many entries were flagged.
+ */
+export function natAdoptUnflagged(snat: TypedMap<CtKey, NatValue>, isLocalPod: (ip: string) => boolean): number {
+  let n = 0;
+  for (const [k, v] of [...snat.entries()]) {
+    if (v.flags & NAT_F_MASQ) continue;
+    if (!isLocalPod(k.dir === NAT_DIR_IN ? v.toAddr : k.saddr)) continue;
+    // Only if unchanged meanwhile: the datapath may have replaced it.
+    const cur = snat.lookup(k);
+    if (!cur || cur.toAddr !== v.toAddr || cur.toPort !== v.toPort || cur.flags !== v.flags) continue;
+    snat.update(k, { ...cur, flags: cur.flags | NAT_F_MASQ }, 'exist');
+    n++;
+  }
+  return n;
 }
 
 /** Deletes every NAT entry. Returns how many. */
@@ -204,6 +257,8 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
   const taken = new Map<CtKey, NatValue>();
   for (const [k, v] of entries) {
     if (k.dir !== NAT_DIR_IN || outs.has(tupleId(k))) continue;
+    // A flow's only entry (NAT_F_SAME_PORT) lives as long as the pod tuple it stands for.
+    if (v.flags & NAT_F_SAME_PORT && live.has(tupleId(natOwnerOf(k, v)))) continue;
     doomed.push(k);
     taken.set(k, v);
   }
@@ -228,6 +283,7 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
     } else {
       const cur = snat.lookup(k);
       if (!cur || cur.toAddr !== was.toAddr || cur.toPort !== was.toPort) continue;
+      if (cur.flags & NAT_F_SAME_PORT && aliveNow(natOwnerOf(k, cur))) continue;
       const owner = snat.lookup({ saddr: cur.toAddr, daddr: k.saddr, sport: cur.toPort, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_OUT, pad: 0 });
       if (owner && owner.toPort === k.dport && aliveNow({ saddr: cur.toAddr, daddr: k.saddr, sport: cur.toPort, dport: k.sport, nexthdr: k.nexthdr, dir: NAT_DIR_OUT, pad: 0 })) continue;
     }

@@ -25,7 +25,9 @@ import {
   natConstants,
   natFlush,
   natGc,
+  natAdoptUnflagged,
   natList,
+  natLookupOut,
   natValueCodec,
   SNAT_MAP_SIZE,
   type IpmasqKey,
@@ -239,6 +241,8 @@ interface Started {
   podMtu: number;
   /** The other masquerade devices' objects (masqDevices()). */
   masqDevs: Collection[];
+  /** The addresses flows are masqueraded to: the node IP, then each further masquerade device's. */
+  natAddrs: string[];
 }
 
 const NO_TUNNEL = '0.0.0.0';
@@ -438,6 +442,7 @@ export class NodeDatapath {
         nativeDev,
         podMtu,
         masqDevs: [],
+        natAddrs: [cfg.nodeIP, ...masqDevs.map((d) => d.ip)],
       };
       const mode = attach(host, 'cil_from_host', hostDev.ifindex, HOST_DEV, 'egress');
       if (overlay && vxlan) {
@@ -475,6 +480,9 @@ export class NodeDatapath {
     if (!netdev) this.pins.detach(cfg.nativeDev, nativeDev.index);
     // A device dropped from --masquerade-interfaces since an earlier start: its programs go (src/datapath/masq-devices.ts).
     this.detachStaleMasqDevices(new Set([...(netdev ? [nativeDev.index] : []), ...masqDevs.map((d) => d.link.index)]));
+    // Masquerade mappings of a datapath from before NAT_F_MASQ: flagged, so that their replies keep reaching the pods.
+    const { snat, lxcMap } = this.s!;
+    natAdoptUnflagged(snat, (ip) => ((lxcMap.lookup({ ip4: ip })?.flags ?? ENDPOINT_F_HOST) & ENDPOINT_F_HOST) === 0);
     this.switcherNs = Netns.current();
     this.switcher = new TcxSwitcher(this.pins, this.switcherNs, cfg.tcxSwitchQuietMs);
   }
@@ -948,8 +956,8 @@ export class NodeDatapath {
 
   /** The address a pod's flow (its own tuple) leaves with, when masqueraded; undefined otherwise or before start(). */
   natSourceOf(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined {
-    const snat = this.s?.snat;
-    return snat?.lookup({ saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 })?.toAddr;
+    const s = this.s;
+    return s && natLookupOut(s.snat, { saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 }, s.natAddrs)?.toAddr;
   }
 
   /**

@@ -15,7 +15,7 @@ export {
 } from './policy.js';
 export { EXCLUDED_GATEWAY, egressEntries, podLabels, policySelects, type EgressEndpoint, type EgressEntry } from './entries.js';
 export { EGRESS_POOL_STATE, nodeHealthy, nodeLabels, parseEgressPool, planEgress, type EgressPlan, type EgressPoolState } from './alloc.js';
-export { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EgressMaps, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from './maps.js';
+export { EGRESS_IP_MAP, EGRESS_POLICY_MAP, EGRESS_STATE_EMPTY, EGRESS_STATE_MAP, EgressMaps, egressIpCodec, egressKeyCodec, egressValueCodec, type EgressKey, type EgressValue } from './maps.js';
 export { EGRESS_STORE_KIND, applyEgressPolicy, deleteEgressPolicy, listEgressPolicies } from './store.js';
 export { EgressOperator, type EgressOperatorOptions, type EgressOperatorStatus } from './operator.js';
 export { EgressManager, type EgressIpView, type EgressManagerOptions, type EgressStatusView } from './manager.js';

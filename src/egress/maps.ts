@@ -1,8 +1,11 @@
 // Layouts of bpf/lib/egress.h's maps, and their replacement with a wanted set.
-import { u8, type Codec, type BpfMap, type TypedMap } from '../kernel/bpf/index.js';
+import { u32, u8, type Codec, type BpfMap, type TypedMap } from '../kernel/bpf/index.js';
 import { formatCidr, formatIPv4, parseCidr, parseIPv4 } from '../util/ip.js';
 
 export const EGRESS_POLICY_MAP = 'tendril_egress_gw_policy_v4';
+/** bpf/lib/egress.h: index 0 is EGRESS_STATE_EMPTY while the policy map is known empty (the datapath skips its lookup). */
+export const EGRESS_STATE_MAP = 'tendril_egress_gw_state';
+export const EGRESS_STATE_EMPTY = 1;
 // The egress IP set is the datapath's map (cil_from_netdev reads it too): its name is defined there once.
 import { EGRESS_IP_MAP_NAME as EGRESS_IP_MAP } from '../datapath/nat.js';
 export { EGRESS_IP_MAP };
@@ -63,10 +66,17 @@ export const egressIpCodec: Codec<string> = {
 export class EgressMaps {
   readonly policy: TypedMap<EgressKey, EgressValue>;
   readonly ips: TypedMap<string, number>;
+  readonly state: TypedMap<number, number>;
 
   constructor(map: (name: string) => BpfMap) {
     this.policy = map(EGRESS_POLICY_MAP).typed(egressKeyCodec, egressValueCodec);
     this.ips = map(EGRESS_IP_MAP).typed(egressIpCodec, u8);
+    this.state = map(EGRESS_STATE_MAP).typed(u32, u32);
+  }
+
+  /** Whether the datapath skips the policy lookup (the map known empty). */
+  skipsLookup(): boolean {
+    return this.state.lookup(0) === EGRESS_STATE_EMPTY;
   }
 
   /** Makes the policy map hold exactly @want (new and changed entries first, then the stale ones go). */
@@ -77,6 +87,8 @@ export class EgressMaps {
     let written = 0;
     let removed = 0;
     const keep = new Set<string>();
+    // Consulted again before the first entry goes in; skipped again only once the map is empty.
+    if (want.length) this.state.update(0, 0);
     for (const e of want) {
       keep.add(id(e));
       const cur = have.get(id(e))?.[1];
@@ -85,6 +97,7 @@ export class EgressMaps {
       written++;
     }
     for (const [k, [key]] of have) if (!keep.has(k) && this.policy.delete(key)) removed++;
+    if (!want.length && this.policy.keys().next().done) this.state.update(0, EGRESS_STATE_EMPTY);
     return { written, removed };
   }
 
