@@ -2,5 +2,6 @@
 export { ProxySupervisor, type ProxyStatus } from './supervisor.js';
 export type { ProxyTable, ProxyEndpointRules, L7Entry } from './rules.js';
 export type { HttpFlowRecord, HttpProxyStats } from './http-proxy.js';
+export type { WireRecord } from './flow-wire.js';
 export { DEFAULT_PROXY_PORT } from './marks.js';
 export { ProxyError, type ProxyErrorCode } from './errors.js';

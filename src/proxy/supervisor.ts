@@ -2,8 +2,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.js';
-import { decodeFlows, type FlowBatch } from './flow-wire.js';
-import type { HttpFlowRecord, HttpProxyStats } from './http-proxy.js';
+import { decodeRecords, type FlowBatch, type WireRecord } from './flow-wire.js';
+import type { HttpProxyStats } from './http-proxy.js';
 import type { FromProxy, ToProxy } from './main.js';
 import type { ProxyTable } from './rules.js';
 
@@ -30,7 +30,7 @@ export class ProxySupervisor {
   private stats: HttpProxyStats | null = null;
   private ready = false;
 
-  constructor(private readonly opts: { port: number; log: Logger; onFlow?: (f: HttpFlowRecord) => void; onReady?: () => void }) {}
+  constructor(private readonly opts: { port: number; log: Logger; onFlow?: (f: WireRecord) => void; onReady?: () => void }) {}
 
   start(): void {
     if (!this.stopped) return;
@@ -65,9 +65,9 @@ export class ProxySupervisor {
   private onFlows(batch: FlowBatch): void {
     const onFlow = this.opts.onFlow;
     if (onFlow === undefined) return;
-    let flows: HttpFlowRecord[];
+    let flows: WireRecord[];
     try {
-      flows = decodeFlows(batch);
+      flows = decodeRecords(batch);
     } catch (err) {
       this.opts.log.error({ err }, 'L7 proxy sent a malformed flow batch');
       return;
