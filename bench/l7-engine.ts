@@ -1,7 +1,7 @@
 // Loopback microbench of the proxy engines, no datapath: the load client (bench/l7-load.js, own process) ->
 // [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline; the Node-http
 // engine and the fast engine are interleaved in the same run, medians of the rounds.
-//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none]
+//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none] [--no-proxy-flags]
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -12,6 +12,7 @@ import { HttpMatcher } from '../src/policy/index.js';
 import { HttpFastEngine } from '../src/proxy/fast-engine.js';
 import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, decodeFlows, type FlowBatch, type RawFlow } from '../src/proxy/flow-wire.js';
 import { HttpProxyEngine, type HttpFlowRecord } from '../src/proxy/http-proxy.js';
+import { PROXY_NODE_FLAGS } from '../src/proxy/supervisor.js';
 import type { LoadResult } from './l7-load.js';
 import { median } from './stats.js';
 
@@ -25,7 +26,9 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     conc: { type: 'string', default: '8' },
     flows: { type: 'string', default: 'ipc' },
+    'proxy-flags': { type: 'boolean', default: true },
   },
+  allowNegative: true,
 });
 
 function proxyRole(): void {
@@ -82,7 +85,9 @@ async function main(): Promise<void> {
   let flows = 0;
   try {
     for (const engine of ['node', 'fast']) {
-      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced' });
+      // The node proxy's V8 flags (ProxySupervisor), unless --no-proxy-flags (to measure what they bring).
+      const execArgv = values['proxy-flags'] ? [...PROXY_NODE_FLAGS] : [];
+      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced', execArgv });
       children.push(c);
       ports[engine] = await new Promise<number>((r) => c.once('message', (p) => r(p as number)));
       c.on('message', (m: { flows?: FlowBatch; records?: HttpFlowRecord[] }) => {
@@ -90,22 +95,29 @@ async function main(): Promise<void> {
         if (m.records) flows += m.records.length;
       });
     }
-    const res: Record<string, number[]> = {};
+    const res: Record<string, LoadResult[]> = {};
     for (let round = 1; round <= rounds; round++) {
-      for (const mode of ['keepalive', 'close']) {
+      for (const mode of ['keepalive', 'close', 'rate']) {
         for (const name of ['direct', 'node', 'fast']) {
           const r = await load(ports[name]!, mode, secs, conc);
-          (res[`${mode}/${name}`] ??= []).push(r.rps);
-          process.stderr.write(`round ${round} ${mode} ${name}: ${r.rps.toFixed(0)} req/s (${r.errors} errors)\n`);
+          (res[`${mode}/${name}`] ??= []).push(r);
+          process.stderr.write(`round ${round} ${mode} ${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50ms.toFixed(2)} ms, p99 ${r.p99ms.toFixed(2)} ms (${r.errors} errors)\n`);
         }
       }
     }
+    const med = (key: string, k: 'rps' | 'p50ms' | 'p99ms'): number => median(res[key]!.map((r) => r[k]));
     console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'none' ? 'none' : `${values.flows === 'ipc' ? 'compact batches' : 'record objects'} over the IPC, ${flows} received`})`);
     console.log('| test | direct | Node http engine | fast engine | node / direct | fast / direct | fast / node |');
     console.log('|---|---|---|---|---|---|---|');
     for (const mode of ['keepalive', 'close']) {
-      const [d, n, f] = ['direct', 'node', 'fast'].map((k) => median(res[`${mode}/${k}`]!));
+      const [d, n, f] = ['direct', 'node', 'fast'].map((k) => med(`${mode}/${k}`, 'rps'));
       console.log(`| ${mode} req/s | ${d!.toFixed(0)} | ${n!.toFixed(0)} | ${f!.toFixed(0)} | ${(n! / d!).toFixed(2)}× | ${(f! / d!).toFixed(2)}× | ${(f! / n!).toFixed(2)}× |`);
+    }
+    // The open-loop test (1,000 req/s over keep-alive connections): the latency each engine adds, not a ratio.
+    for (const k of ['p50ms', 'p99ms'] as const) {
+      const [d, n, f] = ['direct', 'node', 'fast'].map((e) => med(`rate/${e}`, k));
+      const add = (v: number): string => `${v - d! < 0 ? '-' : '+'}${Math.abs(v - d!).toFixed(2)} ms`;
+      console.log(`| 1000 req/s ${k.slice(0, 3)}, ms | ${d!.toFixed(2)} | ${n!.toFixed(2)} | ${f!.toFixed(2)} | ${add(n!)} | ${add(f!)} | |`);
     }
   } finally {
     for (const c of children) c.kill();
