@@ -3,7 +3,7 @@
 // buffer), so responses stay in order and a denied request's 403 takes its place.
 import net from 'node:net';
 import type { HttpRequestView } from '../policy/index.js';
-import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './http-proxy.js';
+import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './types.js';
 import { toRecord, type RawFlow } from './flow-wire.js';
 import { ChunkedScanner, HttpParseError, headEnd, parseRequestHead, parseResponseHead, responseFraming, type BodyFraming, type RequestHead } from './http-head.js';
 

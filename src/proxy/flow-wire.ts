@@ -3,7 +3,7 @@
 // header names left as sent (the agent lower-cases them). The proxy is the serial hop of every L7 request, so
 // the work of building the records' full shape is moved to the agent, which runs beside it. Nothing is sampled
 // away: every record the engine emits is decoded into one HttpFlowRecord.
-import type { ConnectionInfo, HttpFlowRecord } from './http-proxy.js';
+import type { ConnectionInfo, HttpFlowRecord } from './types.js';
 
 /**
  * A batch goes at the latest this long after its first record (flows reach observers within tens of ms)… Each

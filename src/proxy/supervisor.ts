@@ -3,7 +3,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.js';
 import { decodeRecords, type FlowBatch, type WireRecord } from './flow-wire.js';
-import type { HttpProxyStats } from './http-proxy.js';
+import type { HttpProxyStats } from './types.js';
 import type { FromProxy, ToProxy } from './main.js';
 import type { ProxyTable } from './rules.js';
 
