@@ -67,15 +67,22 @@ interface Entry {
 class L7Entry implements Entry {
   readonly ns: bigint;
   private built: Flow | undefined;
+  /** What the flow is built from (the record is dropped once it is). */
+  private r: HttpAccessRecord | undefined;
   constructor(
-    private readonly r: HttpAccessRecord,
+    r: HttpAccessRecord,
     private readonly eps: L7Endpoints,
     private readonly ctx: FlowContext,
   ) {
     this.ns = recordNs(r);
+    this.r = r;
   }
   get flow(): Flow {
-    return (this.built ??= l7Flow(this.r, this.ctx, this.eps));
+    if (this.built === undefined) {
+      this.built = l7Flow(this.r!, this.ctx, this.eps);
+      this.r = undefined;
+    }
+    return this.built;
   }
 }
 
