@@ -1,7 +1,7 @@
-// Loopback microbench of the proxy engines, no datapath: the load client (bench/l7-load.js, own process) ->
-// [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline; the Node-http
-// engine and the fast engine are interleaved in the same run, medians of the rounds.
-//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none]
+// Loopback microbench of the proxy's engine, no datapath: the load client (bench/l7-load.js, own process) ->
+// [engine in its own process] -> Node HTTP server (this process). Direct (no proxy) is the baseline, interleaved
+// with the engine in the same run, medians of the rounds. (The Node-http engine it was compared with is gone.)
+//   node dist/bench/l7-engine.js [--secs 3] [--rounds 3] [--conc 8] [--flows ipc|objects|none] [--no-proxy-flags]
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { HttpMatcher } from '../src/policy/index.js';
 import { HttpFastEngine } from '../src/proxy/fast-engine.js';
 import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, decodeFlows, type FlowBatch, type RawFlow } from '../src/proxy/flow-wire.js';
-import { HttpProxyEngine, type HttpFlowRecord } from '../src/proxy/http-proxy.js';
+import type { HttpFlowRecord } from '../src/proxy/types.js';
+import { PROXY_NODE_FLAGS } from '../src/proxy/supervisor.js';
 import type { LoadResult } from './l7-load.js';
 import { median } from './stats.js';
 
@@ -19,13 +20,14 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
   options: {
     role: { type: 'string', default: 'main' },
-    engine: { type: 'string', default: 'fast' },
     upstream: { type: 'string', default: '0' },
     secs: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '3' },
     conc: { type: 'string', default: '8' },
     flows: { type: 'string', default: 'ipc' },
+    'proxy-flags': { type: 'boolean', default: true },
   },
+  allowNegative: true,
 });
 
 function proxyRole(): void {
@@ -55,7 +57,7 @@ function proxyRole(): void {
     ...(values.flows === 'objects' ? { onFlow: (f: HttpFlowRecord) => (objects.push({ ...f, time: new Date(f.time) }) === 1 ? setImmediate(flushObjects) : undefined) } : {}),
     ...(values.flows === 'ipc' ? { onRawFlow, onFlow: (f: HttpFlowRecord) => onRawFlow({ ...f, time: Date.now(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }) } : {}),
   };
-  const engine = values.engine === 'node' ? new HttpProxyEngine(opts) : new HttpFastEngine(opts);
+  const engine = new HttpFastEngine(opts);
   const server = net.createServer((s) => engine.handle(s));
   server.listen(0, '127.0.0.1', () => process.send?.((server.address() as net.AddressInfo).port));
   process.on('disconnect', () => process.exit(0));
@@ -81,8 +83,10 @@ async function main(): Promise<void> {
   const ports: Record<string, number> = { direct: upPort };
   let flows = 0;
   try {
-    for (const engine of ['node', 'fast']) {
-      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--engine', engine, '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced' });
+    for (const engine of ['fast']) {
+      // The node proxy's V8 flags (ProxySupervisor), unless --no-proxy-flags (to measure what they bring).
+      const execArgv = values['proxy-flags'] ? [...PROXY_NODE_FLAGS] : [];
+      const c = fork(fileURLToPath(import.meta.url), ['--role', 'proxy', '--upstream', String(upPort), '--flows', values.flows!], { serialization: 'advanced', execArgv });
       children.push(c);
       ports[engine] = await new Promise<number>((r) => c.once('message', (p) => r(p as number)));
       c.on('message', (m: { flows?: FlowBatch; records?: HttpFlowRecord[] }) => {
@@ -90,22 +94,28 @@ async function main(): Promise<void> {
         if (m.records) flows += m.records.length;
       });
     }
-    const res: Record<string, number[]> = {};
+    const res: Record<string, LoadResult[]> = {};
     for (let round = 1; round <= rounds; round++) {
-      for (const mode of ['keepalive', 'close']) {
-        for (const name of ['direct', 'node', 'fast']) {
+      for (const mode of ['keepalive', 'close', 'rate']) {
+        for (const name of ['direct', 'fast']) {
           const r = await load(ports[name]!, mode, secs, conc);
-          (res[`${mode}/${name}`] ??= []).push(r.rps);
-          process.stderr.write(`round ${round} ${mode} ${name}: ${r.rps.toFixed(0)} req/s (${r.errors} errors)\n`);
+          (res[`${mode}/${name}`] ??= []).push(r);
+          process.stderr.write(`round ${round} ${mode} ${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50ms.toFixed(2)} ms, p99 ${r.p99ms.toFixed(2)} ms (${r.errors} errors)\n`);
         }
       }
     }
-    console.log(`## Proxy engines on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'none' ? 'none' : `${values.flows === 'ipc' ? 'compact batches' : 'record objects'} over the IPC, ${flows} received`})`);
-    console.log('| test | direct | Node http engine | fast engine | node / direct | fast / direct | fast / node |');
-    console.log('|---|---|---|---|---|---|---|');
+    const med = (key: string, k: 'rps' | 'p50ms' | 'p99ms'): number => median(res[key]!.map((r) => r[k]));
+    console.log(`## The proxy's engine on loopback (no datapath; medians of ${rounds} round(s), ${secs} s each, ${conc} connections; flow records: ${values.flows === 'none' ? 'none' : `${values.flows === 'ipc' ? 'compact batches' : 'record objects'} over the IPC, ${flows} received`})`);
+    console.log('| test | direct | through the proxy | proxy / direct |');
+    console.log('|---|---:|---:|---:|');
     for (const mode of ['keepalive', 'close']) {
-      const [d, n, f] = ['direct', 'node', 'fast'].map((k) => median(res[`${mode}/${k}`]!));
-      console.log(`| ${mode} req/s | ${d!.toFixed(0)} | ${n!.toFixed(0)} | ${f!.toFixed(0)} | ${(n! / d!).toFixed(2)}× | ${(f! / d!).toFixed(2)}× | ${(f! / n!).toFixed(2)}× |`);
+      const [d, f] = ['direct', 'fast'].map((k) => med(`${mode}/${k}`, 'rps'));
+      console.log(`| ${mode} req/s | ${d!.toFixed(0)} | ${f!.toFixed(0)} | ${(f! / d!).toFixed(2)}× |`);
+    }
+    // The open-loop test (1,000 req/s over keep-alive connections): the latency the proxy adds, not a ratio.
+    for (const k of ['p50ms', 'p99ms'] as const) {
+      const [d, f] = ['direct', 'fast'].map((e) => med(`rate/${e}`, k));
+      console.log(`| 1000 req/s ${k.slice(0, 3)}, ms | ${d!.toFixed(2)} | ${f!.toFixed(2)} | ${f! - d! < 0 ? '-' : '+'}${Math.abs(f! - d!).toFixed(2)} ms |`);
     }
   } finally {
     for (const c of children) c.kill();

@@ -5,7 +5,7 @@
 import v8 from 'node:v8';
 import { parseArgs } from 'node:util';
 import { FlowBatcher, decodeFlows, type RawFlow } from '../src/proxy/flow-wire.js';
-import type { HttpFlowRecord } from '../src/proxy/http-proxy.js';
+import type { HttpFlowRecord } from '../src/proxy/types.js';
 import { median } from './stats.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, batches: { type: 'string', default: '3000' }, per: { type: 'string', default: '64' } } });

@@ -35,3 +35,17 @@ test('l7Report(): an L7 p99 below the L4 one reads as a negative difference, not
   assert.match(text, /\| 1000 req\/s offered: p99, ms \| 3\.00 \| 1\.50 \| -1\.50 ms \|/);
   assert.doesNotMatch(text, /\+-/);
 });
+
+test('l7Report(): CPU per request by process and the flows each node made per request', () => {
+  const samples: L7Sample[] = [];
+  for (const round of [1, 2, 3]) {
+    for (const t of ['keepalive', 'close', 'rate'] as const) {
+      samples.push({ policy: 'l4', test: t, round, result: r(1000, 1, 2), cpu: { client: 60, 'server agent': 2 }, flows: { client: 0, server: t === 'close' ? 4 : 0 } });
+      samples.push({ policy: 'l7', test: t, round, result: r(900, 1, 2), cpu: { client: 70, 'server agent': 7, proxy: 90 }, flows: { client: 0, server: t === 'close' ? 9 + round : 2 } });
+    }
+  }
+  const text = l7Report(samples, { secs: 5, rounds: 3 }).join('\n');
+  assert.match(text, /\| proxy \| - \| 90 \| - \| 90 \|/);
+  assert.match(text, /\| sum \| 62 \| 167 \| 62 \| 167 \|/);
+  assert.match(text, /\| flows per request, server node \| 0\.0 \| 2\.0 \| 4\.0 \| 11\.0 \|/);
+});

@@ -9,6 +9,7 @@ import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import type { LoadResult } from './l7-load.js';
 import { CPU_ROLES, cpuSnapshot, perRequest, proxyPidOf, type CpuRole } from './l7-cpu.js';
+import { ObserverClient, observerSocketFor } from '../src/observe/index.js';
 import { inNs, runAsync, sleep } from './proc.js';
 import { median } from './stats.js';
 
@@ -37,6 +38,20 @@ export interface L7Sample {
   result: LoadResult;
   /** CPU µs per request of each process on the way (the proxy only with the L7 rule). */
   cpu?: Partial<Record<CpuRole, number>>;
+  /** Flows each node's agent made per request (its observer's seen_flows over the run): datapath and L7. */
+  flows?: { client?: number | undefined; server?: number | undefined };
+}
+
+/** The flows a node's observer has seen so far (undefined if it does not answer). */
+async function seenFlows(socket: string): Promise<number | undefined> {
+  const c = new ObserverClient(observerSocketFor(socket));
+  try {
+    return (await c.serverStatus(10_000)).seen_flows;
+  } catch {
+    return undefined;
+  } finally {
+    c.close();
+  }
 }
 
 const POLICY: Record<L7Policy, string> = {
@@ -100,14 +115,19 @@ export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
         const agentOf = (node: string): number => st.nodes.find((n) => n.name === node)!.pid;
         const serverAgent = agentOf(nodes[1]!);
         const proxy = policy === 'l7' ? proxyPidOf(serverAgent) : undefined;
+        const sockets = [nodes[0]!, nodes[1]!].map((node) => st.nodes.find((n) => n.name === node)!.socket);
         const pids: Partial<Record<CpuRole, number>> = { 'client agent': agentOf(nodes[0]!), 'server agent': serverAgent, server: web.serve!.pid, ...(proxy ? { proxy } : {}) };
         for (const test of ['keepalive', 'close', 'rate'] as L7Test[]) {
+          const seen0 = await Promise.all(sockets.map(seenFlows));
           const before = cpuSnapshot(pids);
           const result = await load(client.netns, url, test, o);
           const cpu = perRequest(before, cpuSnapshot(pids), result.requests);
+          const seen1 = await Promise.all(sockets.map(seenFlows));
+          const per = (i: number): number | undefined => (seen0[i] !== undefined && seen1[i] !== undefined && result.requests > 0 ? (seen1[i]! - seen0[i]!) / result.requests : undefined);
+          const flows = { client: per(0), server: per(1) };
           if (result.cpuUs !== undefined && result.requests > 0) cpu.client = result.cpuUs / result.requests;
           o.say(`l7: round ${round} ${policy} ${test}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50ms.toFixed(2)} ms, p99 ${result.p99ms.toFixed(2)} ms, ${result.errors} error(s)`);
-          samples.push({ policy, test, round, result, cpu });
+          samples.push({ policy, test, round, result, cpu, flows });
         }
       }
     }
@@ -158,6 +178,11 @@ function cpuTable(samples: readonly L7Sample[]): string[] {
   if (rows.length === 0) return [];
   const cell = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(0));
   const total = (p: L7Policy, t: L7Test): number => rows.reduce((n, role) => n + (med(p, t, role) ?? 0), 0);
+  const flows = (p: L7Policy, t: L7Test, side: 'client' | 'server'): number | undefined => {
+    const v = samples.filter((s) => s.policy === p && s.test === t && s.flows?.[side] !== undefined).map((s) => s.flows![side]!);
+    return v.length ? median(v) : undefined;
+  };
+  const flowCell = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(1));
   return [
     'CPU per request by process (µs, /proc/PID/stat ticks over each run ÷ requests, medians; all share the same CPUs):',
     '',
@@ -165,6 +190,8 @@ function cpuTable(samples: readonly L7Sample[]): string[] {
     '|---|---:|---:|---:|---:|',
     ...rows.map((role) => `| ${role} | ${cols.map(([p, t]) => cell(med(p, t, role))).join(' | ')} |`),
     `| sum | ${cols.map(([p, t]) => total(p, t).toFixed(0)).join(' | ')} |`,
+    `| flows per request, client node | ${cols.map(([p, t]) => flowCell(flows(p, t, 'client'))).join(' | ')} |`,
+    `| flows per request, server node | ${cols.map(([p, t]) => flowCell(flows(p, t, 'server'))).join(' | ')} |`,
     '',
   ];
 }

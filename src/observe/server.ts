@@ -26,7 +26,7 @@ import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
 import { DEFAULT_MAX_FLOWS, FlowRing } from './ring.js';
-import { l7Flow, type HttpAccessRecord } from './l7.js';
+import { l7Endpoints, l7Flow, recordNs, type HttpAccessRecord, type L7Endpoints } from './l7.js';
 import { l7MonitorEvent, l7MonitorMatches } from './monitor-l7.js';
 import type { DatapathEvent } from './types.js';
 import { TENDRIL_VERSION } from './version.js';
@@ -55,8 +55,35 @@ export interface ObserverServerOptions {
 }
 
 interface Entry {
-  flow: Flow;
-  ns: bigint;
+  readonly flow: Flow;
+  readonly ns: bigint;
+}
+
+/**
+ * An L7 flow as the ring keeps it: the proxy's record and its connection's endpoints (looked up at ingest), the
+ * Hubble flow built the first time something reads it (a follower, a monitor client, GetFlows), then kept. The
+ * proxy sends one record per request and per response: with nobody reading, a record costs the agent this object.
+ */
+class L7Entry implements Entry {
+  readonly ns: bigint;
+  private built: Flow | undefined;
+  /** What the flow is built from (the record is dropped once it is). */
+  private r: HttpAccessRecord | undefined;
+  constructor(
+    r: HttpAccessRecord,
+    private readonly eps: L7Endpoints,
+    private readonly ctx: FlowContext,
+  ) {
+    this.ns = recordNs(r);
+    this.r = r;
+  }
+  get flow(): Flow {
+    if (this.built === undefined) {
+      this.built = l7Flow(this.r!, this.ctx, this.eps);
+      this.r = undefined;
+    }
+    return this.built;
+  }
 }
 
 /** One streaming client and its backpressure state. */
@@ -124,6 +151,8 @@ export class ObserverServer {
   private readonly server = new grpc.Server();
   private readonly flowFollowers = new Set<FlowFollower>();
   private readonly eventFollowers = new Set<EventFollower>();
+  /** The endpoints of the L7 records' connections, per connection object (ingestL7). */
+  private readonly l7Conns = new WeakMap<object, L7Endpoints>();
   private readonly startedAt = process.hrtime.bigint();
   private readonly version: string;
   private readonly queue: number;
@@ -183,20 +212,34 @@ export class ObserverServer {
     return flow;
   }
 
-  /** Turns one of the node proxy's access records into an L7 flow (needs options.context) and publishes it. */
-  ingestL7(r: HttpAccessRecord): Flow {
+  /**
+   * Stores one of the node proxy's access records as an L7 flow (needs options.context) and streams it. The flow
+   * is built when first read (L7Entry); its endpoints are looked up now, once per connection object (the records
+   * of a decoded batch share theirs), so it shows the pods as they were.
+   */
+  ingestL7(r: HttpAccessRecord): { readonly flow: Flow } {
     const ctx = this.opts.context;
     if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest L7 records: the observer server has no flow context');
-    const flow = l7Flow(r, ctx);
-    this.publish(flow);
-    this.publishL7Event(flow);
-    return flow;
+    let eps = this.l7Conns.get(r.conn);
+    if (eps === undefined) {
+      eps = l7Endpoints(r, ctx);
+      this.l7Conns.set(r.conn, eps);
+    }
+    const e = new L7Entry(r, eps, ctx);
+    this.publishEntry(e);
+    if (this.eventFollowers.size > 0) this.publishL7Event(e.flow);
+    return e;
   }
 
   /** Stores a flow in the ring and sends it to every follower whose filters match. */
   publish(flow: Flow): void {
-    const ns = timeToNs(flow.time) ?? 0n;
-    this.ring.push({ flow, ns });
+    this.publishEntry({ flow, ns: timeToNs(flow.time) ?? 0n });
+  }
+
+  private publishEntry(e: Entry): void {
+    const ns = e.ns;
+    this.ring.push(e);
+    if (this.flowFollowers.size === 0) return;
     for (const fol of this.flowFollowers) {
       if (fol.f.closed) {
         this.flowFollowers.delete(fol);
@@ -207,6 +250,7 @@ export class ObserverServer {
         fol.f.call.end();
         continue;
       }
+      const flow = e.flow;
       if (fol.match(flow)) fol.f.offer(() => responseToProto(this.flowResponse(flow)));
     }
   }

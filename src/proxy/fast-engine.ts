@@ -3,13 +3,16 @@
 // buffer), so responses stay in order and a denied request's 403 takes its place.
 import net from 'node:net';
 import type { HttpRequestView } from '../policy/index.js';
-import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './http-proxy.js';
+import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './types.js';
 import { toRecord, type RawFlow } from './flow-wire.js';
 import { ChunkedScanner, HttpParseError, headEnd, parseRequestHead, parseResponseHead, responseFraming, type BodyFraming, type RequestHead } from './http-head.js';
 
 const DENIED_BODY = 'Access denied';
 const DENIED_HEADERS = ['content-type', 'text/plain', 'content-length', String(DENIED_BODY.length)];
-const IDLE_TIMEOUT_MS = 60_000;
+/** A connection with no exchange under way and no bytes either way for this long is closed… */
+export const IDLE_TIMEOUT_MS = 60_000;
+/** …as found by one sweep of every connection this often (no timer per connection or per request). */
+const IDLE_SWEEP_MS = 10_000;
 /** Client bytes buffered beyond the request being served (pipelining) before the client is paused. */
 const MAX_BUFFERED = 1024 * 1024;
 const REASONS: Record<number, string> = { 400: 'Bad Request', 431: 'Request Header Fields Too Large', 501: 'Not Implemented' };
@@ -43,6 +46,8 @@ class BodyCursor {
 
 interface Exchange {
   head: RequestHead;
+  /** The URL the exchange's records name (built once for both). */
+  url: string;
   t0: bigint;
   allowed: boolean;
   body: BodyCursor;
@@ -64,6 +69,8 @@ class ClientConn {
   private tunnel = false;
   private closed = false;
   private clientEnded = false;
+  /** The engine's sweep count when bytes last moved (idle check without reading a clock per request). */
+  seen = 0;
 
   constructor(
     private readonly engine: HttpFastEngine,
@@ -76,9 +83,12 @@ class ClientConn {
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.destroy());
     socket.on('drain', () => this.upstream?.resume());
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => {
-      if (this.cur === undefined && !this.tunnel) this.destroy();
-    });
+    this.seen = engine.sweeps;
+  }
+
+  /** Called by the engine's sweep: closes the connection if it has been idle for `sweeps` sweeps. */
+  sweep(now: number, sweeps: number): void {
+    if (now - this.seen >= sweeps && this.cur === undefined && !this.tunnel) this.destroy();
   }
 
   destroy(): void {
@@ -90,6 +100,7 @@ class ClientConn {
   }
 
   private onClientData(d: Buffer): void {
+    this.seen = this.engine.sweeps;
     if (this.tunnel) {
       if (this.upstream && !this.upstream.write(d)) this.socket.pause();
       return;
@@ -162,7 +173,7 @@ class ClientConn {
     return { method: h.method, path: h.target, host: h.headers.get('host')?.[0] ?? '', headers: h.headers };
   }
 
-  private record(h: RequestHead, type: HttpFlowRecord['type'], verdict: HttpFlowRecord['verdict'], code: number, rawHeaders: readonly string[], latencyNs: number): void {
+  private record(x: Exchange, type: HttpFlowRecord['type'], verdict: HttpFlowRecord['verdict'], code: number, rawHeaders: readonly string[], latencyNs: number): void {
     const sink = this.engine.rawSink;
     if (sink === undefined) return;
     sink({
@@ -173,9 +184,9 @@ class ClientConn {
       direction: this.policy.direction,
       srcIdentity: this.policy.srcIdentity,
       dstIdentity: this.policy.dstIdentity,
-      method: h.method,
-      url: `http://${h.headers.get('host')?.[0] ?? this.info.dstIp}${h.target}`,
-      protocol: h.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
+      method: x.head.method,
+      url: x.url,
+      protocol: x.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
       code,
       rawHeaders,
       latencyNs,
@@ -189,17 +200,18 @@ class ClientConn {
     const t0 = process.hrtime.bigint();
     const v = this.view(head);
     const allowed = this.policy.matchers.every((m) => m.match(v) !== undefined);
-    const x: Exchange = { head, t0, allowed, body: new BodyCursor(head.framing), responded: false, close: !head.keepAlive };
+    const url = `http://${head.headers.get('host')?.[0] ?? this.info.dstIp}${head.target}`;
+    const x: Exchange = { head, url, t0, allowed, body: new BodyCursor(head.framing), responded: false, close: !head.keepAlive };
     if (!allowed) {
       stats.denied++;
-      this.record(head, 'REQUEST', 'DROPPED', 0, head.raw, 0);
+      this.record(x, 'REQUEST', 'DROPPED', 0, head.raw, 0);
       // A body the client holds back for 100-continue never comes, and an upgrade's bytes are not HTTP: close
       // after the answer. Otherwise the body is read and dropped, and the connection stays usable.
       const close = head.upgrade || (head.expectContinue && !x.body.done) || x.close;
       this.socket.write(
         `HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: ${DENIED_BODY.length}\r\n${close ? 'Connection: close\r\n' : ''}\r\n${DENIED_BODY}`,
       );
-      this.record(head, 'RESPONSE', 'DROPPED', 403, DENIED_HEADERS, Number(process.hrtime.bigint() - t0));
+      this.record(x, 'RESPONSE', 'DROPPED', 403, DENIED_HEADERS, Number(process.hrtime.bigint() - t0));
       if (close) {
         this.finishClose();
         return;
@@ -211,7 +223,7 @@ class ClientConn {
       return;
     }
     stats.forwarded++;
-    this.record(head, 'REQUEST', 'FORWARDED', 0, head.raw, 0);
+    this.record(x, 'REQUEST', 'FORWARDED', 0, head.raw, 0);
     this.cur = x;
     this.resp = undefined;
     this.respHeadSent = false;
@@ -277,6 +289,7 @@ class ClientConn {
 
   private onUpstreamData(up: net.Socket, d: Buffer): void {
     if (this.upstream !== up || this.closed) return;
+    this.seen = this.engine.sweeps;
     if (this.tunnel) {
       if (!this.socket.write(d)) up.pause();
       return;
@@ -302,7 +315,7 @@ class ClientConn {
           i += size;
           if (h.status >= 100 && h.status < 200 && h.status !== 101) continue; // interim (100 Continue): relayed, the final one follows
           this.respHeadSent = true;
-          this.record(x.head, 'RESPONSE', 'FORWARDED', h.status, h.raw, Number(process.hrtime.bigint() - x.t0));
+          this.record(x, 'RESPONSE', 'FORWARDED', h.status, h.raw, Number(process.hrtime.bigint() - x.t0));
           if (h.status === 101) {
             this.tunnel = true;
             this.socket.write(buf.subarray(from));
@@ -376,10 +389,22 @@ export class HttpFastEngine {
   /** @internal Where the connections' records go: the raw sink, else onFlow with each record's full shape. */
   readonly rawSink: ((r: RawFlow) => void) | undefined;
   private readonly conns = new Set<ClientConn>();
+  /** @internal Sweeps so far (the connections' idle clock). */
+  sweeps = 0;
+  private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: HttpProxyOptions) {
+  constructor(
+    private readonly opts: HttpProxyOptions,
+    idle: { timeoutMs: number; sweepMs: number } = { timeoutMs: IDLE_TIMEOUT_MS, sweepMs: IDLE_SWEEP_MS },
+  ) {
     const onFlow = opts.onFlow;
     this.rawSink = opts.onRawFlow ?? (onFlow ? (r) => onFlow(toRecord(r)) : undefined);
+    // Idle connections: one unref'd sweep for all of them (a socket timeout re-arms on every read and write).
+    const sweeps = Math.max(1, Math.ceil(idle.timeoutMs / idle.sweepMs));
+    this.sweeper = setInterval(() => {
+      this.sweeps++;
+      for (const c of this.conns) c.sweep(this.sweeps, sweeps);
+    }, idle.sweepMs).unref();
   }
 
   /** Takes over an accepted connection. */
@@ -401,8 +426,10 @@ export class HttpFastEngine {
     this.conns.delete(c);
   }
 
-  /** Closes every connection (client and upstream). */
+  /** Closes every connection (client and upstream) and stops the idle sweep. */
   close(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     for (const c of [...this.conns]) c.destroy();
     this.conns.clear();
   }

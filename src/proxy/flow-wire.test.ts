@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FlowBatcher, decodeFlows, toRecord, type RawFlow } from './flow-wire.js';
+import { FlowBatcher, decodeFlows, decodeRecords, toRecord, type RawFlow } from './flow-wire.js';
 
 const conn = { srcIp: '10.0.1.5', srcPort: 40000, dstIp: '10.0.2.7', dstPort: 80 };
 const req: RawFlow = {
@@ -46,4 +46,16 @@ test('a malformed batch is an error, not half-decoded records', () => {
   assert.throws(() => decodeFlows({ conns: [], rows: [1, 2, 3] }), /malformed/);
   assert.throws(() => decodeFlows({ conns: [], rows: [0, 0, 0, 1, 2, 'GET', 'u', 'HTTP/1.1', 0, [], 0] }), /malformed/);
   assert.throws(() => decodeFlows(null as never), /malformed/);
+});
+
+test('decodeRecords(): the agent path keeps the raw header list and one conn object per connection of a batch', () => {
+  const b = new FlowBatcher();
+  b.add(req);
+  b.add({ ...req, type: 'RESPONSE', code: 200, rawHeaders: ['Content-Length', '2'] });
+  const [a, r] = decodeRecords(structuredClone(b.take()));
+  assert.deepEqual(a!.rawHeaders, ['Host', 'web', 'X-Token', 'a']);
+  assert.deepEqual(r!.rawHeaders, ['Content-Length', '2']);
+  assert.equal(a!.conn, r!.conn);
+  assert.equal('headers' in a!, false);
+  assert.throws(() => decodeRecords({ conns: [], rows: [1] }), /malformed/);
 });

@@ -2,13 +2,13 @@
 import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
 import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
-import { HttpProxyEngine, type HttpProxyOptions } from './http-proxy.js';
 import { HttpFastEngine } from './fast-engine.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
+import type { HttpProxyStats } from './types.js';
 
 export type ToProxy = { type: 'rules'; table: ProxyTable };
-export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; batch: FlowBatch } | { type: 'stats'; stats: HttpProxyEngine['stats'] } | { type: 'error'; message: string };
+export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; batch: FlowBatch } | { type: 'stats'; stats: HttpProxyStats } | { type: 'error'; message: string };
 
 function send(m: FromProxy): void {
   process.send?.(m);
@@ -33,9 +33,7 @@ function queueFlow(flow: RawFlow): void {
 }
 let rules = new ProxyRules({ endpoints: [], identities: [] });
 
-// The fast raw-bytes path by default; TENDRIL_PROXY_ENGINE=node serves with Node's http server and client instead.
-const Engine: new (o: HttpProxyOptions) => HttpProxyEngine | HttpFastEngine = process.env['TENDRIL_PROXY_ENGINE'] === 'node' ? HttpProxyEngine : HttpFastEngine;
-const engine = new Engine({
+const engine = new HttpFastEngine({
   policyFor(info) {
     const p = rules.forConnection(info.srcIp, info.dstIp, info.dstPort);
     if (p === undefined) return undefined;
@@ -49,8 +47,6 @@ const engine = new Engine({
     };
   },
   onRawFlow: queueFlow,
-  // The Node-http engine's records (TENDRIL_PROXY_ENGINE=node) take the same way.
-  onFlow: (f) => queueFlow({ ...f, time: typeof f.time === 'number' ? f.time : f.time.getTime(), rawHeaders: f.headers.flatMap((h) => [h.key, h.value]) }),
 });
 
 process.on('message', (m: ToProxy) => {

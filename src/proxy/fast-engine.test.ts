@@ -1,15 +1,15 @@
-// HttpProxyEngine against a real upstream on loopback: verdicts, keep-alive, pipelining, bodies, 100-continue, upgrades.
+// The proxy's engine against a real upstream on loopback: verdicts, keep-alive, pipelining, bodies, 100-continue, upgrades.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { HttpMatcher } from '../policy/index.js';
-import { HttpProxyEngine, type HttpFlowRecord } from './http-proxy.js';
 import { HttpFastEngine } from './fast-engine.js';
+import type { HttpFlowRecord } from './types.js';
 
 let upstream: http.Server;
 let front: net.Server;
-let engine: HttpProxyEngine | HttpFastEngine;
+let engine: HttpFastEngine;
 let upstreamPort = 0;
 let frontPort = 0;
 const flows: HttpFlowRecord[] = [];
@@ -36,8 +36,8 @@ function request(agent: http.Agent, method: string, path: string, body?: Buffer 
   });
 }
 
-// Both engines (Node's http, and the fast raw-bytes path) must behave the same.
-for (const [name, Engine] of [['node', HttpProxyEngine], ['fast', HttpFastEngine]] as const) {
+// (The Node-http engine these tests also ran is gone: the fast engine passed all of them.)
+for (const [name, Engine] of [['fast', HttpFastEngine]] as const) {
   describe(`engine ${name}`, () => {
     before(async () => {
       upstream = http.createServer((req, res) => {
@@ -71,7 +71,7 @@ for (const [name, Engine] of [['node', HttpProxyEngine], ['fast', HttpFastEngine
       upstream.close();
     });
 
-    test('HttpProxyEngine: allowed requests go upstream, denied get 403 "Access denied" on the same kept-alive connection', async () => {
+    test('allowed requests go upstream, denied get 403 "Access denied" on the same kept-alive connection', async () => {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       const ports = new Set<number>();
       agent.on('free', (s: net.Socket) => ports.add(s.localPort ?? 0));
@@ -96,7 +96,7 @@ for (const [name, Engine] of [['node', HttpProxyEngine], ['fast', HttpFastEngine
       assert.match(reqs.at(-1)!.url, /^http:\/\/127\.0\.0\.1:\d+\/public\/again$/);
     });
 
-    test('HttpProxyEngine: pipelined requests are answered in order, denied ones in their place', async () => {
+    test('pipelined requests are answered in order, denied ones in their place', async () => {
       const s = net.connect(frontPort, '127.0.0.1');
       let got = '';
       s.setEncoding('utf8');
@@ -113,7 +113,7 @@ for (const [name, Engine] of [['node', HttpProxyEngine], ['fast', HttpFastEngine
       assert.ok(got.indexOf('GET /public/1') < got.indexOf('Access denied') && got.indexOf('Access denied') < got.indexOf('GET /public/3'));
     });
 
-    test('HttpProxyEngine: chunked and large bodies pass unchanged; Expect: 100-continue is relayed', async () => {
+    test('chunked and large bodies pass unchanged; Expect: 100-continue is relayed', async () => {
       const agent = new http.Agent({ keepAlive: true });
       const chunked = await request(agent, 'POST', '/upload', ['abc', 'defg', 'h']);
       assert.equal(chunked.body, 'POST /upload 8 te=chunked agent=-');
@@ -144,7 +144,7 @@ for (const [name, Engine] of [['node', HttpProxyEngine], ['fast', HttpFastEngine
       agent.destroy();
     });
 
-    test('HttpProxyEngine: an upgrade is refused unless a rule allows it', async () => {
+    test('an upgrade is refused unless a rule allows it', async () => {
       const upgrade = (headers: Record<string, string>): Promise<string> =>
         new Promise((resolve, reject) => {
           const req = http.request({ host: '127.0.0.1', port: frontPort, path: '/ws', headers: { connection: 'Upgrade', upgrade: 'echo', ...headers } });
