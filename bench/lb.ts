@@ -232,9 +232,11 @@ function setupKpNode(): { node: string; client: string; server: string; serverIp
     const conf = refPluginConfig('ptp', 'tdlb-kp', KP_CIDR, tmp);
     const ips = pods.map((p) => {
       const out = execRefPlugin(node, 'ptp', 'ADD', randomBytes(16).toString('hex'), p, conf);
-      const addr = (JSON.parse(out) as { ips?: Array<{ address: string }> }).ips?.[0]?.address;
-      if (!addr) throw new Error(`lb: ptp ADD for ${p} returned no IP: ${out}`);
-      return addr.split('/')[0]!;
+      const ip = (JSON.parse(out) as { ips?: Array<{ address: string; gateway?: string }> }).ips?.[0];
+      if (!ip?.gateway) throw new Error(`lb: ptp ADD for ${p} returned no IP and gateway: ${out}`);
+      // A pod's default route (the config has no IPAM routes): service addresses are outside its subnet.
+      run(['ip', '-n', p, 'route', 'replace', 'default', 'via', ip.gateway, 'dev', 'eth0']);
+      return ip.address.split('/')[0]!;
     });
     run(inNs(node, ['sysctl', '-qw', ...KP_SYSCTLS]));
     return { node, client: pods[0]!, server: pods[1]!, serverIp: ips[1]!, remove };
