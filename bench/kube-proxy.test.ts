@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { kpChain, kpProbability, kpVip, kubeProxyRules } from './kube-proxy.js';
+import { kpChain, kpProbability, kpVip, kubeProxyRules, restoreChunks } from './kube-proxy.js';
 
 test('chain names are kube-proxy\'s shape: prefix and 16 base32 characters, stable per key, distinct per key', () => {
   const a = kpChain('KUBE-SVC-', 'bench/s1:80/tcp');
@@ -40,4 +40,24 @@ test('one KUBE-SERVICES rule per service, in order, to its own KUBE-SVC chain; e
 test('service addresses skip .0 and .255 and stay in the /16', () => {
   assert.deepEqual([0, 253, 254, 10_000].map((i) => kpVip('10.200', i)), ['10.200.0.1', '10.200.0.254', '10.200.1.1', '10.200.39.95']);
   assert.throws(() => kpVip('10.200', 254 * 256), RangeError);
+});
+
+test('restoreChunks() keeps every line in order, declarations of a table before its rules, each piece a whole table', () => {
+  const services = Array.from({ length: 50 }, (_, i) => ({ name: `ns/s${i}:80`, vip: kpVip('10.200', i), port: 80, backends: [{ ip: '172.20.0.9', port: 8080 }] }));
+  const text = kubeProxyRules(services);
+  const pieces = restoreChunks(text, 7);
+  assert.ok(pieces.length > 10);
+  for (const p of pieces) {
+    const l = p.split('\n');
+    assert.match(l[0]!, /^\*(nat|filter)$/);
+    assert.equal(l.at(-2), 'COMMIT');
+  }
+  const body = (t: string): string[] => t.split('\n').filter((x) => x.startsWith(':') || x.startsWith('-A '));
+  const all = pieces.flatMap(body);
+  assert.deepEqual([...all].sort(), [...body(text)].sort());
+  assert.deepEqual(all.filter((x) => x.startsWith('-A ')), body(text).filter((x) => x.startsWith('-A ')), 'rules keep their order');
+  const firstRule = all.findIndex((x) => x.startsWith('-A '));
+  const lastNatDecl = pieces.map((p) => p.startsWith('*nat') && p.includes('\n:')).lastIndexOf(true);
+  const firstNatRule = pieces.findIndex((p) => p.startsWith('*nat') && p.includes('\n-A '));
+  assert.ok(firstRule > 0 && lastNatDecl < firstNatRule);
 });

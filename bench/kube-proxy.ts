@@ -1,11 +1,12 @@
-// The services phase's baseline: kube-proxy's iptables mode, built by the bench in a lab node's namespace. The rule
+// The services phase's baseline: kube-proxy 1.32's iptables mode, built by the bench in a node namespace. The rule
 // shape is kube-proxy's (pkg/proxy/iptables): nat PREROUTING and OUTPUT jump to KUBE-SERVICES, which holds one rule
 // per service port (`-d VIP/32 -p tcp --dport P -j KUBE-SVC-…`, matched in order: the linear scan that grows with the
-// number of services), each KUBE-SVC chain picks a backend with `statistic --mode random --probability 1/(n-i)` and
-// jumps to its KUBE-SEP chain, which DNATs to the backend. With --masquerade-all (KUBE-MARK-MASQ in every KUBE-SVC
-// chain, KUBE-POSTROUTING MASQUERADE): without it, a same-node backend's reply is delivered to the client pod by
-// Tendril's BPF and never meets the node's conntrack to be un-DNATed. KUBE-NODEPORTS last in KUBE-SERVICES and the
-// filter table's chains (INPUT/FORWARD/OUTPUT hooks, KUBE-FORWARD) as kube-proxy writes them.
+// number of services; kube-proxy writes them in Go map order, so a given service sits in the middle on average),
+// each KUBE-SVC chain marks traffic for masquerade (`! -s <cluster CIDR>` by default; every source with
+// --masquerade-all), picks a backend with `statistic --mode random --probability 1/(n-i)` and jumps to its KUBE-SEP
+// chain, which marks hairpin traffic and DNATs to the backend; KUBE-POSTROUTING masquerades what is marked.
+// KUBE-NODEPORTS is last in KUBE-SERVICES; the filter table gets kube-proxy's hooks (KUBE-PROXY-FIREWALL,
+// KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES, KUBE-SERVICES on new connections, KUBE-FORWARD, KUBE-FIREWALL).
 import { createHash } from 'node:crypto';
 
 export interface KpService {
@@ -40,8 +41,14 @@ export function kpProbability(i: number, n: number): string {
   return (1 / (n - i)).toFixed(10);
 }
 
-/** `iptables-restore` input (nat table only) for the services, in kube-proxy's shape. */
-export function kubeProxyRules(services: readonly KpService[]): string {
+/**
+ * Which ClusterIP traffic kube-proxy marks for masquerade in each KUBE-SVC chain: every source (--masquerade-all),
+ * sources outside the cluster CIDR (its default when --cluster-cidr / the local-traffic detector is set), or none.
+ */
+export type KpMasquerade = 'all' | { clusterCidr: string } | 'none';
+
+/** `iptables-restore` input (nat and filter tables) for the services, in kube-proxy's shape. */
+export function kubeProxyRules(services: readonly KpService[], masquerade: KpMasquerade = 'all'): string {
   const chains = ['KUBE-SERVICES', 'KUBE-MARK-MASQ', 'KUBE-POSTROUTING'];
   const rules: string[] = [
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -56,7 +63,8 @@ export function kubeProxyRules(services: readonly KpService[]): string {
     const svc = kpChain('KUBE-SVC-', `${s.name}/tcp`);
     chains.push(svc);
     rules.push(`-A KUBE-SERVICES -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j ${svc}`);
-    rules.push(`-A ${svc} -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`);
+    if (masquerade === 'all') rules.push(`-A ${svc} -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`);
+    else if (masquerade !== 'none') rules.push(`-A ${svc} ! -s ${masquerade.clusterCidr} -d ${s.vip}/32 -p tcp -m comment --comment "${s.name} cluster IP" -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`);
     s.backends.forEach((b, i) => {
       const sep = kpChain('KUBE-SEP-', `${s.name}/tcp/${b.ip}:${b.port}`);
       chains.push(sep);
@@ -77,7 +85,7 @@ export function kubeProxyRules(services: readonly KpService[]): string {
  * every new connection still walks the jumps): the hooks of INPUT, FORWARD and OUTPUT and KUBE-FORWARD.
  */
 export function filterRules(): string[] {
-  const chains = ['KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-SERVICES'];
+  const chains = ['KUBE-EXTERNAL-SERVICES', 'KUBE-FIREWALL', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-SERVICES'];
   const newConn = '-m conntrack --ctstate NEW';
   return [
     '*filter',
@@ -85,12 +93,16 @@ export function filterRules(): string[] {
     `-A INPUT ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
     '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
     `-A INPUT ${newConn} -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`,
+    '-A INPUT -j KUBE-FIREWALL',
     `-A FORWARD ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
     '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
     `-A FORWARD ${newConn} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`,
     `-A FORWARD ${newConn} -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`,
     `-A OUTPUT ${newConn} -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`,
     `-A OUTPUT ${newConn} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`,
+    '-A OUTPUT -j KUBE-FIREWALL',
+    // route_localnet is on for localhost NodePorts: kube-proxy drops what martian-looking traffic it would let in.
+    '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
     '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
     '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
     '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
@@ -105,3 +117,40 @@ export function kpVip(base: string, i: number): string {
   if (hi > 255) throw new RangeError(`kpVip: ${i} services do not fit in ${base}.0.0/16`);
   return `${base}.${hi}.${(i % per) + 1}`;
 }
+
+/**
+ * The restore input cut into pieces applied in order with `iptables-restore --noflush`: per table, its chain
+ * declarations, then its rules, `linesPer` lines at a time. The same rules in the same order; iptables-nft 1.8.9
+ * restores ~140k rules in one transaction in ~10 minutes (superlinear in the chains it holds), in pieces in ~20 s.
+ */
+export function restoreChunks(text: string, linesPer = 20_000): string[] {
+  const out: string[] = [];
+  let table = '';
+  let decls: string[] = [];
+  let rules: string[] = [];
+  const flush = (): void => {
+    for (const part of [decls, rules]) {
+      for (let i = 0; i < part.length; i += linesPer) out.push([table, ...part.slice(i, i + linesPer), 'COMMIT', ''].join('\n'));
+    }
+    decls = [];
+    rules = [];
+  };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) table = line;
+    else if (line === 'COMMIT') flush();
+    else if (line.startsWith(':')) decls.push(line);
+    else if (line.startsWith('-A ')) rules.push(line);
+  }
+  return out;
+}
+
+/**
+ * The conntrack settings kube-proxy 1.32 writes at start with its defaults (--conntrack-tcp-timeout-established
+ * 24h, --conntrack-tcp-timeout-close-wait 1h), as per-namespace sysctls; and route_localnet for localhost NodePorts.
+ * nf_conntrack_max it only raises to max(32768 × CPUs, 131072), which this host's value already exceeds.
+ */
+export const KP_SYSCTLS = [
+  'net.netfilter.nf_conntrack_tcp_timeout_established=86400',
+  'net.netfilter.nf_conntrack_tcp_timeout_close_wait=3600',
+  'net.ipv4.conf.all.route_localnet=1',
+];

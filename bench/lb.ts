@@ -1,7 +1,10 @@
 // Phase "lb": same-node TCP_RR and TCP_CRR pod -> ClusterIP vs pod -> the backend's IP, with 1 and with 10,000
 // services (4 backends each) in the node's service maps: the per-packet translation's cost, and that a lookup does
 // not grow with the number of services.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
@@ -9,7 +12,9 @@ import { removeNetnsCgroup } from '../src/lab/cgroups.js';
 import { labServiceAdd } from '../src/lab/services.js';
 import type { ServiceListEntry } from '../src/lb/index.js';
 import { crr, rr } from './load.js';
-import { kpVip, kubeProxyRules, type KpService } from './kube-proxy.js';
+import { KP_SYSCTLS, kpVip, kubeProxyRules, restoreChunks, type KpMasquerade, type KpService } from './kube-proxy.js';
+import { BenchNetns } from './netns.js';
+import { execRefPlugin, refPluginConfig } from './scenarios.js';
 import { inNs, kill, run, start } from './proc.js';
 import { median, percentile } from './stats.js';
 
@@ -42,9 +47,11 @@ export interface LbResult {
   changeMs: number[];
   /** Services in the maps when the change latency was measured. */
   changeAt: number;
-  /** iptables rules the kube-proxy baseline loaded (nat table). */
+  /** iptables rules the kube-proxy baseline loaded (nat + filter tables). */
   iptablesRules: number;
   iptablesBackend: string;
+  /** Seconds iptables-restore took to load the baseline's rules (in pieces), per baseline node. */
+  iptablesLoadS?: number[];
   /** The agent's CPU (share of one CPU) while the 1-service and the 10,000-service rounds ran: is it still busy? */
   agentCpu1?: number;
   agentCpu10k?: number;
@@ -159,21 +166,84 @@ async function changeLatency(o: LbOptions, op: ApiClient, client: string, server
   return out;
 }
 
-/** kube-proxy's rules for `total` services: fillers to the filler pods, the bench service (rr and crr ports) to b in the middle. */
-export function iptablesBaseline(total: number, fillers: string[], backend: string): { text: string; rules: number; vip: string; position: number } {
+/**
+ * kube-proxy's rules for `total` services: fillers to the filler pods, the bench service (rr and crr ports) to b in
+ * the middle of KUBE-SERVICES (kube-proxy writes it in Go map order: a service's expected place is the middle).
+ */
+export function iptablesBaseline(total: number, fillers: string[], backend: string, masquerade: KpMasquerade = 'all', base = '10.200'): { text: string; rules: number; vip: string; position: number } {
   const position = Math.floor(total / 2);
   const svcs: KpService[] = [];
   let vip = '';
   for (let i = 0; i < total; i++) {
     if (i === position) {
-      vip = kpVip('10.200', i);
+      vip = kpVip(base, i);
       for (const [n, p] of [['rr', RR_PORT], ['crr', CRR_PORT]] as const) svcs.push({ name: `bench/bench:${n}`, vip, port: p, backends: [{ ip: backend, port: p }] });
     } else {
-      svcs.push({ name: `bench/filler-${i}:80`, vip: kpVip('10.200', i), port: 80, backends: fillers.map((ip) => ({ ip, port: 8080 })) });
+      svcs.push({ name: `bench/filler-${i}:80`, vip: kpVip(base, i), port: 80, backends: fillers.map((ip) => ({ ip, port: 8080 })) });
     }
   }
-  const text = kubeProxyRules(svcs);
+  const text = kubeProxyRules(svcs, masquerade);
   return { text, rules: text.split('\n').filter((l) => l.startsWith('-A ')).length, vip, position };
+}
+
+/**
+ * The iptables kube-proxy 1.32 would use here: its image's iptables-wrapper picks the mode the host's own rules
+ * (kubelet's KUBE-IPTABLES-HINT chain) are in, i.e. the host's `iptables`: nf_tables on Debian 12, legacy where
+ * that is the system's choice. The binary name, e.g. "iptables-nft".
+ */
+export function kubeProxyIptables(): string {
+  const v = run(['iptables', '--version'], { allowFail: true });
+  if (v.status !== 0) throw new Error(`lb: no iptables for the kube-proxy baseline: ${(v.stderr || v.stdout).trim()}`);
+  return /nf_tables/.test(v.stdout) ? 'iptables-nft' : 'iptables-legacy';
+}
+
+/** Loads `text` into `ns` with `bin`-restore --noflush, in pieces (restoreChunks); returns the seconds it took. */
+function loadRules(ns: string, bin: string, text: string): number {
+  const t0 = Date.now();
+  for (const piece of restoreChunks(text)) run(inNs(ns, [`${bin}-restore`, '-w', '--noflush']), { input: piece, timeoutMs: 900_000 });
+  return (Date.now() - t0) / 1000;
+}
+
+function flushRules(ns: string, bin: string): void {
+  for (const t of ['nat', 'filter']) {
+    run(inNs(ns, [bin, '-w', '-t', t, '-F']), { allowFail: true });
+    run(inNs(ns, [bin, '-w', '-t', t, '-X']), { allowFail: true });
+  }
+}
+
+/** The cluster CIDR of the kube-proxy + ptp baseline node (pods and the fillers' never-used backend addresses). */
+const KP_CIDR = '10.213.0.0/24';
+
+/**
+ * A node as kube-proxy clusters run it: two pods wired by the reference ptp plugin (routed /32 veths through the
+ * node namespace's stack and conntrack, no BPF), kube-proxy's conntrack sysctls. remove() deletes it all.
+ */
+function setupKpNode(): { node: string; client: string; server: string; serverIp: string; remove: () => void } {
+  const nets = new BenchNetns(`tdlb-${process.pid}-`);
+  const names = ['kp-node', 'kp-a', 'kp-b'];
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-lb-kp-'));
+  const remove = (): void => {
+    nets.delMany(names.map((n) => nets.name(n)));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  try {
+    const node = nets.add('kp-node');
+    const pods = [nets.add('kp-a'), nets.add('kp-b')];
+    const conf = refPluginConfig('ptp', 'tdlb-kp', KP_CIDR, tmp);
+    const ips = pods.map((p) => {
+      const out = execRefPlugin(node, 'ptp', 'ADD', randomBytes(16).toString('hex'), p, conf);
+      const ip = (JSON.parse(out) as { ips?: Array<{ address: string; gateway?: string }> }).ips?.[0];
+      if (!ip?.gateway) throw new Error(`lb: ptp ADD for ${p} returned no IP and gateway: ${out}`);
+      // A pod's default route (the config has no IPAM routes): service addresses are outside its subnet.
+      run(['ip', '-n', p, 'route', 'replace', 'default', 'via', ip.gateway, 'dev', 'eth0']);
+      return ip.address.split('/')[0]!;
+    });
+    run(inNs(node, ['sysctl', '-qw', ...KP_SYSCTLS]));
+    return { node, client: pods[0]!, server: pods[1]!, serverIp: ips[1]!, remove };
+  } catch (err) {
+    remove();
+    throw err;
+  }
 }
 
 export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
@@ -230,25 +300,39 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
       for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
     }
     const agentCpu10k = cpuShare(cpu10k, cpuTicks(agentPid));
-    // The baseline: kube-proxy's iptables rules for as many services, in the node's namespace, on addresses
-    // Tendril's LB does not hold (its lookup misses, the packet goes to the node's stack and netfilter).
-    const ipt = iptablesBaseline(total, fillers, b.ip);
-    // The legacy backend when installed: iptables-nft's restore of ~140k rules takes minutes on a loaded machine.
-    const legacy = run(['iptables-legacy', '--version'], { allowFail: true }).status === 0;
-    const iptables = legacy ? 'iptables-legacy' : 'iptables';
-    run(inNs(node.netns, [`${iptables}-restore`, '-w', '--noflush']), { input: ipt.text, timeoutMs: 900_000 });
+    // The baselines: kube-proxy's iptables rules for as many services, with the iptables kube-proxy would pick here.
+    // (1) kube-proxy as its clusters run: a node with two ptp pods, its default masquerading (sources outside the
+    // cluster CIDR only), its conntrack settings. (2) The same rules in front of Tendril's datapath, in the lab node's
+    // namespace on addresses Tendril's LB does not hold (its lookup misses, the packet goes to the stack and
+    // netfilter); with --masquerade-all, since a same-node backend's reply is otherwise delivered by Tendril's BPF
+    // and never meets the node's conntrack to be un-DNATed.
+    const iptables = kubeProxyIptables();
     const iptablesBackend = run([iptables, '--version']).stdout.trim();
-    o.say(`lb: kube-proxy iptables baseline: ${ipt.rules} nat + filter rules for ${total} services (${iptablesBackend}); bench VIP ${ipt.vip} at position ${ipt.position}`);
+    const kp = setupKpNode();
+    const kpFillers = [200, 201, 202, 203].map((h) => KP_CIDR.replace(/\.0\/24$/, `.${h}`));
+    const kpRules = iptablesBaseline(total, kpFillers, kp.serverIp, { clusterCidr: KP_CIDR }, '10.201');
+    const ipt = iptablesBaseline(total, fillers, b.ip);
+    const iptablesLoadS: number[] = [];
     try {
+      iptablesLoadS.push(loadRules(kp.node, iptables, kpRules.text));
+      iptablesLoadS.push(loadRules(node.netns, iptables, ipt.text));
+      run(inNs(node.netns, ['sysctl', '-qw', ...KP_SYSCTLS]));
+      o.say(`lb: kube-proxy iptables baselines: ${ipt.rules} nat + filter rules for ${total} services (${iptablesBackend}, loaded in ${iptablesLoadS.map((x) => x.toFixed(0)).join(' s, ')} s); bench VIP at position ${ipt.position} (${kpRules.vip} on the ptp node, ${ipt.vip} on Tendril's)`);
       for (let round = 1; round <= o.rounds; round++) {
-        const order: Array<[string, string, string]> = [['iptables-10k', ipt.vip, a.netns], ['clusterip-10k-b', vip, a.netns], ['sock-10k-b', vip, sk.netns]];
-        for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
+        const order: Array<[string, string, string, string]> = [
+          ['kp-iptables-10k', kpRules.vip, kp.client, kp.server],
+          ['clusterip-10k-b', vip, a.netns, b.netns],
+          ['sock-10k-b', vip, sk.netns, b.netns],
+          ['iptables-10k', ipt.vip, a.netns, b.netns],
+          ['kp-direct-10k', kp.serverIp, kp.client, kp.server],
+        ];
+        for (const [t, ip, cli, srv] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, srv, ip, t, round));
       }
     } finally {
-      run(inNs(node.netns, [iptables, '-w', '-t', 'nat', '-F']), { allowFail: true });
-      run(inNs(node.netns, [iptables, '-w', '-t', 'filter', '-F']), { allowFail: true });
+      flushRules(node.netns, iptables);
+      kp.remove();
     }
-    return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend, agentCpu1, agentCpu10k };
+    return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend, iptablesLoadS, agentCpu1, agentCpu10k };
   } finally {
     await labDown(lab);
   }
@@ -260,6 +344,7 @@ export function lbReport(r: LbResult, o: { secs: number; rounds: number }): stri
   const row = (t: string, what: string): string => `| ${what} | ${med(t, 'rrTps').toFixed(0)} | ${med(t, 'rrP50us').toFixed(1)} | ${med(t, 'crrTps').toFixed(0)} |`;
   const ratio = (a: string, b: string, k: 'rrTps' | 'crrTps'): string => (med(a, k) / med(b, k)).toFixed(3);
   const pct = (q: number): string => (r.changeMs.length ? percentile(r.changeMs, q).toFixed(0) : 'n/a');
+  const has = (t: string): boolean => r.samples.some((s) => s.target === t);
   return [
     `## Services: pod -> ClusterIP vs pod -> backend IP, same node (medians of ${o.rounds} round(s); 1-byte TCP_RR and TCP_CRR ${o.secs} s each, interleaved)`,
     '',
@@ -289,11 +374,17 @@ export function lbReport(r: LbResult, o: { secs: number; rounds: number }): stri
     '|---|---:|---:|---:|',
     row('clusterip-10k-b', `Tendril ClusterIP, ${r.services} services`),
     row('sock-10k-b', `Tendril ClusterIP via socket LB, ${r.services} services`),
-    row('iptables-10k', `kube-proxy iptables, ${r.services} services (${r.iptablesRules} nat + filter rules)`),
+    ...(has('kp-iptables-10k') ? [row('kp-iptables-10k', `kube-proxy iptables + ptp pods, ${r.services} services (${r.iptablesRules} nat + filter rules)`), row('kp-direct-10k', 'ptp pods, backend IP (the same rules loaded)')] : []),
+    row('iptables-10k', `kube-proxy iptables (--masquerade-all) in front of Tendril's datapath, ${r.services} services`),
     '',
-    `- Tendril / iptables: TCP_RR ${ratio('clusterip-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k-b', 'iptables-10k', 'crrTps')}× (target TCP_CRR ≥ 2×)`,
-    `- Tendril socket LB / iptables: TCP_RR ${ratio('sock-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k-b', 'iptables-10k', 'crrTps')}× (target TCP_CRR ≥ 2×)`,
-    `- baseline: kube-proxy's rule shape (KUBE-SERVICES -> KUBE-SVC per service port -> statistic random -> KUBE-SEP DNAT, --masquerade-all; KUBE-NODEPORTS last; filter-table hooks and KUBE-FORWARD), ${r.iptablesBackend}, loaded with iptables-restore in the lab node's namespace on addresses Tendril's LB does not hold; the bench service's rule in the middle of KUBE-SERVICES`,
+    ...(has('kp-iptables-10k')
+      ? [
+          `- Tendril / kube-proxy + ptp: TCP_RR ${ratio('clusterip-10k-b', 'kp-iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k-b', 'kp-iptables-10k', 'crrTps')}× (target TCP_CRR ≥ 2×); socket LB: TCP_RR ${ratio('sock-10k-b', 'kp-iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k-b', 'kp-iptables-10k', 'crrTps')}×`,
+          `- kube-proxy + ptp: ClusterIP / backend IP TCP_CRR ${ratio('kp-iptables-10k', 'kp-direct-10k', 'crrTps')}× (what its ${r.services} services cost a new connection)`,
+        ]
+      : []),
+    `- Tendril / iptables in front of Tendril: TCP_RR ${ratio('clusterip-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('clusterip-10k-b', 'iptables-10k', 'crrTps')}×; socket LB: TCP_RR ${ratio('sock-10k-b', 'iptables-10k', 'rrTps')}×, TCP_CRR ${ratio('sock-10k-b', 'iptables-10k', 'crrTps')}×`,
+    `- baselines: kube-proxy 1.32's rule shape (KUBE-SERVICES -> KUBE-SVC per service port -> statistic random -> KUBE-SEP DNAT; KUBE-MARK-MASQ / KUBE-POSTROUTING MASQUERADE --random-fully; KUBE-NODEPORTS last; the filter table's hooks, KUBE-FORWARD, KUBE-FIREWALL), ${r.iptablesBackend} (the host's iptables, which kube-proxy's iptables-wrapper picks)${r.iptablesLoadS ? `, restored in pieces in ${r.iptablesLoadS.map((x) => x.toFixed(0)).join(' s and ')} s` : ''}; the bench service's rule in the middle of KUBE-SERVICES (kube-proxy writes it in Go map order); kube-proxy's conntrack sysctls (established 24 h, close-wait 1 h). kube-proxy + ptp: its default masquerading (\`! -s <cluster CIDR>\`), replies through the node's conntrack. In front of Tendril: --masquerade-all (else a same-node backend's reply bypasses the node's conntrack)`,
     '',
     `## Services: change latency with ${r.changeAt} services (${r.changeMs.length} samples)`,
     '',

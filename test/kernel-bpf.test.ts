@@ -194,6 +194,29 @@ test('BpfMap update/lookup/iterate/delete and key-not-exist semantics', () => {
   }
 });
 
+test('BpfMap entries() of a hash map (batched) equals the key walk; deleteMany() skips keys already gone', () => {
+  const c = Collection.load(SMOKE);
+  try {
+    const raw = c.map('smoke_hash');
+    const m = raw.typed(u32, smokeValue);
+    const v = (i: number): { a: number; b: number; mac: Buffer; counter: bigint; flags: number } => ({ a: i, b: i * 3, mac: Buffer.from([2, 0, 0, 0, 0, i]), counter: BigInt(i) << 40n, flags: i });
+    for (let i = 100; i < 100 + raw.maxEntries; i++) m.put(i, v(i));
+    const walked = [...raw.keys()].map((k) => [k.toString('hex'), raw.lookup(k)!.toString('hex')]).sort();
+    const batched = [...raw.entries()].map(([k, val]) => [k.toString('hex'), val.toString('hex')]).sort();
+    assert.equal(batched.length, raw.maxEntries);
+    assert.deepEqual(batched, walked);
+    // 5 present keys around 2 absent ones: 5 deleted, the rest stays.
+    assert.equal(m.deleteMany([100, 7, 101, 102, 9999, 103, 104]), 5);
+    assert.deepEqual([...m.keys()].sort((a, b) => a - b), Array.from({ length: raw.maxEntries - 5 }, (_, i) => 105 + i));
+    assert.equal(m.deleteMany([]), 0);
+    assert.equal(m.deleteMany([...m.keys()]), raw.maxEntries - 5);
+    assert.equal([...raw.entries()].length, 0);
+    assert.throws(() => raw.deleteMany([Buffer.alloc(3)]), /key is 3 bytes, expected 4/);
+  } finally {
+    c.close();
+  }
+});
+
 test('pinRoot pins LIBBPF_PIN_BY_NAME maps and a second load re-uses them; openPinned() sees the same map', () => {
   const pinRoot = path.join(PIN_DIR, 'maps');
   const c1 = Collection.load(SMOKE, { pinRoot });

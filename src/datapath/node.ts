@@ -981,7 +981,7 @@ export class NodeDatapath {
         else alive++;
       }
       fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
-      for (const k of doomed) if (m.delete(k)) deleted++;
+      deleted += m.deleteMany(doomed);
     });
     const nat = natGc(s.snat, s.ct, {
       egressIps: this.localEgressIps(),

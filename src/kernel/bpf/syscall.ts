@@ -13,6 +13,8 @@ export const BPF_OBJ_GET = 7;
 export const BPF_PROG_TEST_RUN = 10;
 export const BPF_PROG_GET_FD_BY_ID = 13;
 export const BPF_MAP_GET_FD_BY_ID = 14;
+export const BPF_MAP_LOOKUP_BATCH = 24;
+export const BPF_MAP_DELETE_BATCH = 27;
 export const BPF_OBJ_GET_INFO_BY_FD = 15;
 export const BPF_LINK_CREATE = 28;
 export const BPF_LINK_UPDATE = 29;
@@ -28,7 +30,9 @@ export const BPF_LINK_TYPE_TCX = 11;
 // enum bpf_prog_type
 export const BPF_PROG_TYPE_SCHED_CLS = 3;
 
-// enum bpf_map_type members that matter to userspace value sizes
+// enum bpf_map_type members that matter to userspace value sizes (and the hash family, which has batch verbs)
+export const BPF_MAP_TYPE_HASH = 1;
+export const BPF_MAP_TYPE_LRU_HASH = 9;
 export const BPF_MAP_TYPE_PERCPU_HASH = 5;
 export const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
 export const BPF_MAP_TYPE_LRU_PERCPU_HASH = 10;
