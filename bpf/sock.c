@@ -15,6 +15,7 @@
 #define EVENT_FILE	EVENT_FILE_HOST
 
 #include <linux/in.h>
+#include <linux/errno.h>
 
 #include "lib/common.h"
 #include "lib/config.h"
@@ -77,6 +78,19 @@ struct {
 static __always_inline bool sock4_is_loopback(__be32 addr)
 {
 	return (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/*
+ * A frontend without backends: the syscall fails with ECONNREFUSED (as a TCP
+ * RST would tell the per-packet path's client), not the EPERM a plain reject
+ * gives, and the drop is counted under the per-packet path's reason
+ * (DROP_NO_SERVICE, egress) in tendril_metrics.
+ */
+static __always_inline int sock4_no_service(void)
+{
+	metrics_count_drop((__u8)-DROP_NO_SERVICE, METRIC_DIR_EGRESS, 0);
+	bpf_set_retval(-ECONNREFUSED);
+	return SYS_REJECT;
 }
 
 /* The service entry of frontend @addr:@port, with the NodePort entry (address 0) for node addresses. */
@@ -151,7 +165,7 @@ static __always_inline __u32 sock4_select(struct bpf_sock_addr *ctx, const struc
 /*
  * Rewrites the destination of @ctx when it is a frontend. @sticky: reuse the
  * socket's backend for this frontend while it exists (unconnected UDP).
- * Returns SYS_PROCEED or SYS_REJECT (a frontend without backends).
+ * Returns SYS_PROCEED or SYS_REJECT (a frontend without backends: ECONNREFUSED).
  */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sticky)
 {
@@ -192,7 +206,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 		backend_id = sock4_select(ctx, &key, svc, cookie);
 		be = backend_id ? bpf_map_lookup_elem(&tendril_lb4_backends, &backend_id) : NULL;
 		if (!be)
-			return SYS_REJECT;
+			return sock4_no_service();
 		if (sticky) {
 			fwd.backend_id = backend_id;
 			fwd.rev_nat_index = svc->rev_nat_index;

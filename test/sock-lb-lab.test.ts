@@ -12,9 +12,11 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, type LabPod } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
+import { stopProcesses } from '../src/lab/procs.js';
 import { labServiceAdd } from '../src/lab/services.js';
 import { nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
-import { BpfMap, isCgroupRoot } from '../src/kernel/bpf/index.js';
+import { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BpfMap, CgroupLink, isCgroupRoot } from '../src/kernel/bpf/index.js';
+import { sockLinkDir } from '../src/datapath/index.js';
 import { ApiClient } from '../src/util/api-client.js';
 import { until } from './lib/proc.js';
 
@@ -83,6 +85,35 @@ function sockProgs(dir: string): string[] {
   return (JSON.parse(r.stdout || '[]') as Array<{ name: string }>).map((p) => p.name).sort();
 }
 
+const HOOKS: Array<[string, number]> = [
+  ['tendril_sock4_connect', BPF_CGROUP_INET4_CONNECT],
+  ['tendril_sock4_sendmsg', BPF_CGROUP_UDP4_SENDMSG],
+  ['tendril_sock4_recvmsg', BPF_CGROUP_UDP4_RECVMSG],
+  ['tendril_sock4_getpeername', BPF_CGROUP_INET4_GETPEERNAME],
+];
+
+/** hook -> [link id, program id] of the links pinned under the node's bpffs root (fails when one is missing). */
+function pinnedLinks(lab: string, node: string): Record<string, [number, number]> {
+  const dir = sockLinkDir(labPaths(lab).node(node).bpfRoot);
+  const out: Record<string, [number, number]> = {};
+  for (const [name, type] of HOOKS) {
+    const l = CgroupLink.openPinned(path.join(dir, name), nodeCgroup(lab, node), type);
+    try {
+      const i = l.info();
+      out[name] = [i.id, i.progId];
+    } finally {
+      l.close();
+    }
+  }
+  return out;
+}
+
+/** DROP_NO_SERVICE (158) egress packets counted on a node. */
+async function noServiceDrops(socket: string): Promise<number> {
+  const rows = await new ApiClient(socket).get<Array<{ reason: number; direction: string; packets: number }>>('/v1/map/metrics');
+  return rows.filter((r) => r.reason === 158 && r.direction === 'egress').reduce((a, r) => a + r.packets, 0);
+}
+
 const ipBytes = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
 
 describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }, () => {
@@ -93,6 +124,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
   let clusterIP = '';
   let nodePort = 0;
   let udpIP = '';
+  let emptyIP = '';
   let web1: LabPod;
 
   before(async () => {
@@ -108,6 +140,8 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     nodePort = s.ports[0]!.nodePort!;
     const u = await labServiceAdd(lab, 'dns', { namespace: 'sock', selector: { app: 'web' }, ports: [{ port: 53, targetPort: 5353, protocol: 'UDP' }], type: 'ClusterIP' });
     udpIP = u.clusterIP!;
+    const e = await labServiceAdd(lab, 'empty', { namespace: 'sock', selector: { app: 'nobody' }, ports: [{ port: 81, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP' });
+    emptyIP = e.clusterIP!;
   });
 
   after(async () => {
@@ -128,11 +162,30 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
   });
 
-  test('an agent restart leaves exactly one set of sock programs on the cgroup, and the node still reaches the ClusterIP', async () => {
+  test('the sock links are pinned: with the agent stopped the node still reaches the ClusterIP; a restart adopts the links (same link ids, new programs, one set)', async () => {
+    const before = pinnedLinks(lab, ctr);
+    const n = loadLab(lab).nodes.find((x) => x.name === ctr)!;
+    await stopProcesses([n.pid]);
+    assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg'], 'attached without the agent');
+    const down = request(labPaths(lab).node(ctr).netns, clusterIP, 80, 6);
+    assert.ok(down.every((a) => a.ok && a.peer === `${clusterIP}:80`), `agent down: ${JSON.stringify(down)}`);
     await restartAgent(lab, ctr);
+    const afterRestart = pinnedLinks(lab, ctr);
+    for (const [name] of HOOKS) {
+      assert.equal(afterRestart[name]![0], before[name]![0], `${name}: the same link`);
+      assert.notEqual(afterRestart[name]![1], before[name]![1], `${name}: the new agent's program`);
+    }
     assert.deepEqual(sockProgs(nodeCgroup(lab, ctr)), ['tendril_sock4_connect', 'tendril_sock4_getpeername', 'tendril_sock4_recvmsg', 'tendril_sock4_sendmsg']);
     const got = request(labPaths(lab).node(ctr).netns, clusterIP, 80, 6);
     assert.ok(got.every((a) => a.ok), JSON.stringify(got.filter((a) => !a.ok)));
+  });
+
+  test('connect() to a service without backends fails at once with ECONNREFUSED, counted as DROP_NO_SERVICE', async () => {
+    const sock = loadLab(lab).nodes.find((x) => x.name === ctr)!.socket;
+    const before = await noServiceDrops(sock);
+    const got = request(client.netns, emptyIP, 81, 4, { timeout: 10_000 });
+    assert.deepEqual(got.map((a) => a.error), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED'], JSON.stringify(got));
+    assert.ok((await noServiceDrops(sock)) - before >= 4, 'each refused connect() is a DROP_NO_SERVICE');
   });
 
   test('from the node\'s own netns: a ClusterIP, a NodePort on its own IP and on 127.0.0.1 reach every backend', () => {

@@ -1,6 +1,9 @@
 // Socket-level load-balancing (bpf/sock.c): the cgroup sock_addr programs on one cgroup v2 directory (the lab makes
 // one per node), sharing the node's pinned LB maps. Sockets of processes in that cgroup reach a service's backend
-// directly; everything else keeps the per-packet translation of the endpoint program.
+// directly; everything else keeps the per-packet translation of the endpoint program. The links are pinned under
+// <bpfRoot>/sock-lb/ so the hooks stay attached while the agent is down; the next start adopts each pinned link and
+// swaps its program in place (BPF_LINK_UPDATE), so an agent restart leaves no moment without socket LB.
+import fs from 'node:fs';
 import path from 'node:path';
 import {
   BPF_CGROUP_INET4_CONNECT,
@@ -33,6 +36,23 @@ const HOOKS: Array<[string, number]> = [
   ['tendril_sock4_getpeername', BPF_CGROUP_INET4_GETPEERNAME],
 ];
 
+/** Where the links of the sock programs are pinned below a node's bpffs root. */
+export function sockLinkDir(bpfRoot: string): string {
+  return path.join(bpfRoot, 'sock-lb');
+}
+
+/**
+ * Removes the pinned links of an earlier run (socket LB now off). Nobody else holds them, so unpinning releases
+ * and detaches them. Returns the pins removed.
+ */
+export function removeSockLbLinks(bpfRoot: string): string[] {
+  const dir = sockLinkDir(bpfRoot);
+  if (!fs.existsSync(dir)) return [];
+  const pins = fs.readdirSync(dir).map((n) => path.join(dir, n));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return pins;
+}
+
 export class SockLb {
   private readonly cfg: SockLbConfig;
   private coll: Collection | undefined;
@@ -56,16 +76,46 @@ export class SockLb {
     return this.links.length === HOOKS.length;
   }
 
-  /** Loads sock.o (after the node datapath pinned its maps) and attaches the four hooks; all or nothing. */
+  /** How start() got each hook: 'adopted' (a pinned link of an earlier run, program replaced) or 'attached'. */
+  readonly how = new Map<string, 'adopted' | 'attached'>();
+
+  /**
+   * Loads sock.o (after the node datapath pinned its maps) and puts its programs on the four hooks: a pinned link
+   * of an earlier run on the same cgroup and hook gets the new program in place, a missing one is attached and
+   * pinned. Fresh attachments are all or nothing; an adopted link keeps its earlier program when a later hook fails.
+   */
   start(): void {
     if (this.coll) return;
     const coll = Collection.load(path.join(this.cfg.objDir, 'sock.o'), {
       constants: { CONFIG_NODE_IP4: networkOrder(this.cfg.nodeIP) },
       pinRoot: this.cfg.bpfRoot,
     });
+    const dir = sockLinkDir(this.cfg.bpfRoot);
+    const fresh: Array<{ link: CgroupLink; pin: string }> = [];
+    this.how.clear();
     try {
-      for (const [prog, type] of HOOKS) this.links.push(CgroupLink.attach(coll.program(prog), this.cfg.cgroup, type));
+      fs.mkdirSync(dir, { recursive: true });
+      for (const [name, type] of HOOKS) {
+        const prog = coll.program(name);
+        const pin = path.join(dir, name);
+        const old = this.adopt(pin, type);
+        if (old) {
+          old.update(prog);
+          this.links.push(old);
+          this.how.set(name, 'adopted');
+          continue;
+        }
+        const link = CgroupLink.attach(prog, this.cfg.cgroup, type);
+        fresh.push({ link, pin });
+        this.links.push(link);
+        link.pin(pin);
+        this.how.set(name, 'attached');
+      }
     } catch (err) {
+      for (const { link, pin } of fresh) {
+        fs.rmSync(pin, { force: true });
+        link.close();
+      }
       for (const l of this.links) l.close();
       this.links = [];
       coll.close();
@@ -74,12 +124,34 @@ export class SockLb {
     this.coll = coll;
   }
 
-  /** Detaches the hooks and closes the programs; the pinned maps stay (the node datapath owns them). */
+  /** The pinned link at `pin` when it is ours for this cgroup and hook; a stale pin (other cgroup) is removed. */
+  private adopt(pin: string, type: number): CgroupLink | undefined {
+    if (!fs.existsSync(pin)) return undefined;
+    try {
+      return CgroupLink.openPinned(pin, this.cfg.cgroup, type);
+    } catch {
+      // Pinned for another cgroup (the configuration changed) or not a link: unpinning detaches it.
+      fs.rmSync(pin, { force: true });
+      return undefined;
+    }
+  }
+
+  /**
+   * Closes our fds of the links and programs. The pinned links keep the programs attached (the next start adopts
+   * them), so stopping the agent leaves socket LB working; remove() takes them off.
+   */
   stop(): void {
     for (const l of this.links) l.close();
     this.links = [];
     this.coll?.close();
     this.coll = undefined;
+  }
+
+  /** Detaches the hooks now and removes their pins (socket LB switched off); the pinned maps stay. */
+  remove(): void {
+    for (const l of this.links) l.detach();
+    this.stop();
+    fs.rmSync(sockLinkDir(this.cfg.bpfRoot), { recursive: true, force: true });
   }
 }
 
