@@ -272,4 +272,97 @@ int tendril_sock4_getpeername(struct bpf_sock_addr *ctx)
 	return SYS_PROCEED;
 }
 
+/*
+ * Socket termination (kernel >= 6.5): iterators over the TCP and UDP sockets
+ * of the network namespace that opened them destroy each socket connected to
+ * a backend listed in tendril_lb4_sock_term that socket LB gave it (a
+ * tendril_lb4_sock_rev entry of its cookie and that backend; a socket that
+ * dialled the pod IP itself is left alone). The socket's owner sees
+ * ECONNABORTED at once instead of talking to a backend that is gone (a
+ * connected UDP socket otherwise never learns). As Cilium's bpf_sock_term.c in
+ * spirit. Each destroyed socket writes one byte to the iterator's output, so
+ * the reader counts them.
+ */
+struct lb4_term_key {
+	__be32	address;
+	__be16	port;
+	__u8	proto;
+	__u8	pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_term_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+} tendril_lb4_sock_term SEC(".maps");
+
+/* The kernel types the iterators hand over: only the fields read here, relocated by CO-RE. */
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	unsigned short	skc_family;
+	__be32		skc_daddr;
+	__be16		skc_dport;
+} __attribute__((preserve_access_index));
+
+struct udp_sock;
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__udp {
+	struct bpf_iter_meta *meta;
+	struct udp_sock *udp_sk;
+} __attribute__((preserve_access_index));
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+#define SOCK_AF_INET	2
+
+/* Destroys @sk when it is socket LB's and connected to a listed backend; 1 when it did. */
+static __always_inline int sock4_term(struct bpf_iter_meta *meta, struct sock_common *sk, __u8 proto)
+{
+	struct lb4_term_key tk = {};
+	struct lb4_sock_key sk_key = {};
+
+	if (!sk || sk->skc_family != SOCK_AF_INET)
+		return 0;
+	tk.address = sk->skc_daddr;
+	tk.port = sk->skc_dport;
+	tk.proto = proto;
+	if (!bpf_map_lookup_elem(&tendril_lb4_sock_term, &tk))
+		return 0;
+	sk_key.cookie = bpf_get_socket_cookie(sk);
+	sk_key.address = tk.address;
+	sk_key.port = tk.port;
+	if (!bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk_key))
+		return 0;
+	if (bpf_sock_destroy(sk))
+		return 0;
+	bpf_map_delete_elem(&tendril_lb4_sock_rev, &sk_key);
+	bpf_seq_write(meta->seq, "x", 1);
+	return 1;
+}
+
+SEC("iter/tcp")
+int tendril_sock4_term_tcp(struct bpf_iter__tcp *ctx)
+{
+	sock4_term(ctx->meta, ctx->sk_common, IPPROTO_TCP);
+	return 0;
+}
+
+SEC("iter/udp")
+int tendril_sock4_term_udp(struct bpf_iter__udp *ctx)
+{
+	sock4_term(ctx->meta, (struct sock_common *)ctx->udp_sk, IPPROTO_UDP);
+	return 0;
+}
+
 char __license[] SEC("license") = "Dual BSD/GPL";

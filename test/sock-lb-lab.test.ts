@@ -9,12 +9,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, type LabPod } from '../src/lab/lab.js';
-import { labPaths } from '../src/lab/paths.js';
+import { labPaths, netnsPath } from '../src/lab/paths.js';
 import { stopProcesses } from '../src/lab/procs.js';
 import { labServiceAdd } from '../src/lab/services.js';
-import { nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
+import { inNetnsArgv, nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
 import { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BpfMap, CgroupLink, isCgroupRoot } from '../src/kernel/bpf/index.js';
 import { sockLinkDir } from '../src/datapath/index.js';
 import { ApiClient } from '../src/util/api-client.js';
@@ -51,6 +51,35 @@ let inp = ''; process.stdin.on('data', (d) => (inp += d)).on('end', async () => 
   if (shared) shared.close();
   process.stdout.write(JSON.stringify(out));
 });`;
+
+/*
+ * o.n connected UDP sockets to o.ip:o.port; prints {names} (each socket's backend), then a line {i, error} per socket
+ * error as it comes; when stdin ends, every socket without an error asks once more and {final} says who answered.
+ */
+const HOLDER = `
+const dgram = require('dgram');
+const o = JSON.parse(process.argv[1]); const socks = [];
+const say = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
+const ask = (s) => new Promise((res) => {
+  const iv = setInterval(() => s.send('hi'), 150); const tm = setTimeout(() => done(null), o.timeout);
+  const done = (v) => { clearInterval(iv); clearTimeout(tm); s.removeListener('message', on); res(v); };
+  const on = (m) => done(m.toString().split(':')[0]); s.on('message', on); s.send('hi');
+});
+(async () => {
+  for (let i = 0; i < o.n; i++) {
+    const s = dgram.createSocket('udp4'); const rec = { s, error: null };
+    s.on('error', (e) => { rec.error = e.code; say({ i, error: e.code }); });
+    await new Promise((r) => s.connect(o.port, o.ip, r));
+    rec.name = await ask(s); socks.push(rec);
+  }
+  say({ names: socks.map((x) => x.name) });
+  process.stdin.resume();
+  process.stdin.on('end', async () => {
+    const final = [];
+    for (const x of socks) final.push(x.error ? null : await ask(x.s));
+    say({ final }); process.exit(0);
+  });
+})();`;
 
 interface Answer {
   ok: boolean;
@@ -125,6 +154,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
   let nodePort = 0;
   let udpIP = '';
   let emptyIP = '';
+  let holder: ChildProcessWithoutNullStreams | undefined;
   let web1: LabPod;
 
   before(async () => {
@@ -145,6 +175,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
   });
 
   after(async () => {
+    holder?.kill('SIGKILL');
     await labDown(lab).catch(() => undefined);
   });
 
@@ -219,8 +250,34 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     assert.equal(names(one).size, 1, 'one unconnected UDP socket sticks to one backend');
   });
 
-  test('a removed backend is no longer chosen (TCP and UDP)', async () => {
+  test('a removed backend is no longer chosen (TCP and UDP); the connected UDP sockets on it are destroyed (ECONNABORTED), the others live on', async () => {
+    const [cmd, args] = inNetnsArgv(netnsPath(client.netns), client.netns, [process.execPath, '-e', HOLDER, JSON.stringify({ ip: udpIP, port: 53, n: 12, timeout: 10_000 })]);
+    holder = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const lines: Array<{ names?: string[]; i?: number; error?: string; final?: Array<string | null> }> = [];
+    let buf = '';
+    let stderr = '';
+    holder.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        lines.push(JSON.parse(buf.slice(0, nl)));
+        buf = buf.slice(nl + 1);
+      }
+    });
+    holder.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await until(`the holder's sockets answered (${stderr})`, () => lines.some((l) => l.names), 120_000);
+    const held = lines.find((l) => l.names)!.names!;
+    assert.ok(held.includes('web-0') && held.includes('web-1'), `connected sockets on both backends: ${JSON.stringify(held)}`);
     await podDel(lab, 'sock/web-1');
+    const onGone = held.flatMap((n, i) => (n === 'web-1' ? [i] : []));
+    await until('every socket connected to web-1 reports an error', () => onGone.every((i) => lines.some((l) => l.i === i)), 120_000);
+    for (const l of lines.filter((x) => x.i !== undefined)) {
+      assert.equal(held[l.i!], 'web-1', `only sockets on web-1 are destroyed: ${JSON.stringify(lines)}`);
+      assert.equal(l.error, 'ECONNABORTED', JSON.stringify(l));
+    }
+    holder.stdin.end();
+    await until('the holder\'s final answers', () => lines.some((l) => l.final), 120_000);
+    const final = lines.find((l) => l.final)!.final!;
+    held.forEach((n, i) => assert.equal(final[i], n === 'web-0' ? 'web-0' : null, `socket ${i} (${n}): ${JSON.stringify(final)}`));
     await until('web-1 gone from the backends of ctr', () => !dump(lab, ctr, 'tendril_lb4_backends').some((v) => v.subarray(0, 4).equals(ipBytes(web1.ip))), 120_000);
     const tcp = request(client.netns, clusterIP, 80, 12);
     assert.ok(tcp.every((a) => a.ok), JSON.stringify(tcp.filter((a) => !a.ok)));

@@ -1,6 +1,6 @@
 // The agent's socket-level LB (--bpf-lb-sock-cgroup): started once the datapath pinned the LB maps, stopped before it.
 import { SockLb, removeSockLbLinks } from '../datapath/index.js';
-import type { NodeDatapath } from '../datapath/index.js';
+import type { NodeDatapath, SockBackend } from '../datapath/index.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
 
@@ -21,4 +21,18 @@ export function startSockLb(cfg: AgentConfig, dp: NodeDatapath, log: Logger): So
 
 export function sockLbStatus(s: SockLb | undefined): { enabled: boolean; cgroup: string | null } {
   return { enabled: s?.enabled ?? false, cgroup: s?.cgroup ?? null };
+}
+
+/**
+ * Backends left every service: destroy the sockets socket LB connected to them, in the node's namespace and each
+ * pod's (`netns`), so their owners fail at once (ECONNABORTED) and reconnect to a live backend. Never throws.
+ */
+export function terminateBackendSockets(s: SockLb | undefined, backends: SockBackend[], netns: string[], log: Logger): void {
+  if (!s?.enabled) return;
+  try {
+    const r = s.terminate(backends, netns);
+    if (r.destroyed > 0 || r.failed.length > 0) log.info({ backends: backends.map((b) => `${b.ip}:${b.port}/${b.proto}`), destroyed: r.destroyed, failed: r.failed }, 'destroyed the sockets of removed backends');
+  } catch (err) {
+    log.warn({ err }, 'cannot destroy the sockets of removed backends');
+  }
 }

@@ -31,4 +31,4 @@ export {
 // Raw frames out of a device of this node (gratuitous ARP of the L2 announcer).
 export { sendFrame } from '../kernel/socket/index.js';
 export { SockLb, removeSockLbLinks, sockLinkDir } from './sock-lb.js';
-export type { SockLbConfig } from './sock-lb.js';
+export type { SockBackend, SockLbConfig, SockTermResult } from './sock-lb.js';

@@ -12,9 +12,11 @@ import {
   BPF_CGROUP_UDP4_SENDMSG,
   CgroupLink,
   Collection,
+  IterLink,
   isCgroup2,
   isCgroupRoot,
 } from '../kernel/bpf/index.js';
+import { Netns } from '../kernel/netns/index.js';
 import { parseIPv4 } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 
@@ -53,10 +55,28 @@ export function removeSockLbLinks(bpfRoot: string): string[] {
   return pins;
 }
 
+/** A backend whose sockets are to go: IPv4, port, IP protocol (6 TCP, 17 UDP). */
+export interface SockBackend {
+  ip: string;
+  port: number;
+  proto: number;
+}
+
+export interface SockTermResult {
+  /** Sockets destroyed (their owners see ECONNABORTED). */
+  destroyed: number;
+  /** Namespaces that could not be walked, with why (a pod's namespace going away meanwhile, typically). */
+  failed: Array<{ netns: string; error: string }>;
+}
+
+const TERM_MAP = 'tendril_lb4_sock_term';
+const TERM_PROGS = ['tendril_sock4_term_tcp', 'tendril_sock4_term_udp'];
+
 export class SockLb {
   private readonly cfg: SockLbConfig;
   private coll: Collection | undefined;
   private links: CgroupLink[] = [];
+  private iters: IterLink[] = [];
 
   constructor(cfg: SockLbConfig) {
     if (!isCgroup2(cfg.cgroup)) {
@@ -111,7 +131,10 @@ export class SockLb {
         link.pin(pin);
         this.how.set(name, 'attached');
       }
+      for (const name of TERM_PROGS) this.iters.push(IterLink.attach(coll.program(name)));
     } catch (err) {
+      for (const it of this.iters) it.close();
+      this.iters = [];
       for (const { link, pin } of fresh) {
         fs.rmSync(pin, { force: true });
         link.close();
@@ -141,10 +164,44 @@ export class SockLb {
    * them), so stopping the agent leaves socket LB working; remove() takes them off.
    */
   stop(): void {
+    for (const it of this.iters) it.close();
+    this.iters = [];
     for (const l of this.links) l.close();
     this.links = [];
     this.coll?.close();
     this.coll = undefined;
+  }
+
+  /**
+   * Destroys the sockets socket LB connected to `backends` (removed from every service), in each namespace of
+   * `netns` (paths; the agent's own namespace is walked too): the iterators over TCP and UDP sockets run once per
+   * namespace with the backends in tendril_lb4_sock_term. A namespace that cannot be entered is reported, not fatal.
+   */
+  terminate(backends: readonly SockBackend[], netns: readonly string[]): SockTermResult {
+    const out: SockTermResult = { destroyed: 0, failed: [] };
+    if (!this.coll || backends.length === 0) return out;
+    const term = this.coll.map(TERM_MAP);
+    const keys = backends.filter((b) => b.proto === 6 || b.proto === 17).map(termKey);
+    if (keys.length === 0) return out;
+    try {
+      for (const k of keys) term.put(k, Buffer.from([1]));
+      const pass = (): number => this.iters.reduce((n, it) => n + it.run().length, 0);
+      out.destroyed += pass();
+      for (const p of new Set(netns)) {
+        let ns: Netns | undefined;
+        try {
+          ns = Netns.open(p);
+          out.destroyed += ns.run(pass);
+        } catch (err) {
+          out.failed.push({ netns: p, error: (err as Error).message });
+        } finally {
+          ns?.close();
+        }
+      }
+    } finally {
+      for (const k of keys) term.delete(k);
+    }
+    return out;
   }
 
   /** Detaches the hooks now and removes their pins (socket LB switched off); the pinned maps stay. */
@@ -153,6 +210,15 @@ export class SockLb {
     this.stop();
     fs.rmSync(sockLinkDir(this.cfg.bpfRoot), { recursive: true, force: true });
   }
+}
+
+/** struct lb4_term_key: address and port in network order, protocol, pad. */
+function termKey(b: SockBackend): Buffer {
+  const k = Buffer.alloc(8);
+  k.writeUInt32BE(parseIPv4(b.ip), 0);
+  k.writeUInt16BE(b.port, 4);
+  k.writeUInt8(b.proto, 6);
+  return k;
 }
 
 /** IPv4 text -> the u32 whose little-endian bytes are the address in network order (a __be32 in C). */
