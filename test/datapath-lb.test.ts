@@ -295,3 +295,24 @@ test('cil_from_container forgets a service connection\'s reply entry when its po
   const reply = parse(send(8080, { from: backendPods[0]!, dst: client.ip4, dport: 48000 }).out);
   assert.equal(reply.src, backendPods[0]!.ip4, 'the direct connection\'s reply keeps the backend as its source');
 });
+
+test('with CONFIG_SOCK_LB (socket LB covers the pods) cil_from_container leaves the per-packet service translation out', () => {
+  lbWith({ algorithm: 'random', maglevTableSize: 251 }).sync([frontend(2)]);
+  const be32 = (ip: string): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(parseIPv4(ip));
+    return b;
+  };
+  const sock = Collection.load(root + 'build/bpf/lxc.o', { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB: 1 }, pinRoot });
+  try {
+    lxcIf.put(LO, client);
+    const data = packet({ src: client.ip4, dst: VIP, sport: 40100, dport: 80, proto: 6, smac: client.mac, dmac: client.nodeMac });
+    const r = sock.program('cil_from_container').run({ data, ctx: skbCtx({ ifindex: LO }) });
+    assert.deepEqual(parse(r.data), { src: client.ip4, dst: VIP, sport: 40100, dport: 80, proto: 6 }, 'not translated');
+    assert.equal([...lxc!.map(LB4_CT_MAP).keys()].length, 0, 'no per-packet LB conntrack entry');
+    // The same packet through the object without the flag is translated (the frontend is live).
+    assert.notEqual(parse(send(40100).out).dst, VIP);
+  } finally {
+    sock.close();
+  }
+});

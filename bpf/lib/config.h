@@ -60,6 +60,15 @@ volatile const __be32 CONFIG_NATIVE_ROUTING_NET4 = 0;
 volatile const __be32 CONFIG_NATIVE_ROUTING_MASK4 = 0;
 volatile const __u32 CONFIG_IPMASQ = 0;
 
+/*
+ * Socket-level LB covers this node's pods (their cgroup has bpf/sock.c's
+ * programs): their sockets already reach backends, so the per-packet service
+ * lookup of lib/lb.h (pod -> frontend, and its reverse into the pod) is left
+ * out, the verifier drops it as dead code. Cilium leaves out its per-packet
+ * LB in bpf_lxc when socket LB is full the same way.
+ */
+volatile const __u32 CONFIG_SOCK_LB = 0;
+
 static __always_inline bool tunnel_mode(void)
 {
 	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;

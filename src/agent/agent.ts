@@ -266,6 +266,7 @@ export class Agent {
       stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
       attachMode: cfg.attachMode,
       ...(masquerade ? { masquerade } : {}),
+      ...(cfg.sockLbCgroup ? { sockLb: true } : {}),
     });
     dp.start();
     this.dp = dp;

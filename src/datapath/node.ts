@@ -159,6 +159,11 @@ export interface NodeDatapathConfig {
    */
   masquerade?: MasqDatapathConfig;
   /**
+   * Socket-level LB (src/datapath/sock-lb.ts) covers every pod of the node: the endpoint programs leave out the
+   * per-packet service translation (CONFIG_SOCK_LB). Load-time constant: takes effect at start().
+   */
+  sockLb?: boolean;
+  /**
    * NodePort from outside on the native device (bpf/lib/nodeport.h, default true): the native-device programs are
    * attached in tunnel mode too. Takes effect at start().
    */
@@ -395,6 +400,7 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
       ...natConstants(cfg.masquerade),
+      CONFIG_SOCK_LB: cfg.sockLb === true ? 1 : 0,
       // Masquerading on other devices only: the native device's programs do NodePort and routing, no SNAT.
       ...(cfg.masquerade?.enabled && !masqOnNative(cfg.masquerade, cfg.nativeDev) ? { CONFIG_MASQ: 0 } : {}),
     };
