@@ -174,6 +174,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 	const struct lb4_backend *be = NULL;
 	struct lb4_sock_key sk = {};
 	struct lb4_sock_rev rev = {};
+	const struct lb4_sock_rev *cur;
 	struct lb4_sock_fwd fwd = {}, *f;
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
@@ -218,7 +219,12 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 	rev.address = addr;
 	rev.port = port;
 	rev.rev_nat_index = svc->rev_nat_index;
-	bpf_map_update_elem(&tendril_lb4_sock_rev, &sk, &rev, BPF_ANY);
+	/* Written only when absent or different: an unconnected UDP socket comes
+	 * here per datagram, and an LRU update allocates and swaps an element
+	 * where the lookup only marks it used. */
+	cur = bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk);
+	if (!cur || cur->address != rev.address || cur->port != rev.port || cur->rev_nat_index != rev.rev_nat_index)
+		bpf_map_update_elem(&tendril_lb4_sock_rev, &sk, &rev, BPF_ANY);
 	ctx->user_ip4 = be->address;
 	ctx->user_port = be->port;
 	return SYS_PROCEED;
