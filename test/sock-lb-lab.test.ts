@@ -1,10 +1,14 @@
 // Integration (issue #10): socket-level load-balancing on a 2-node lab brought up with socketLb (a cgroup v2 per node
-// under <cgroup2>/tendril-<lab>/, pods in a child each; the agents' sock programs on the node's). From a node's own
-// netns to a ClusterIP and to a NodePort on its own IP and on loopback (no per-packet path serves those); pod ->
+// under <cgroup2>/tendril-<lab>/, pods in a child each; the agents' sock programs on the node's). The sock links are
+// pinned: with the agent stopped the node still reaches a ClusterIP, and a restart adopts the same links with new
+// programs. connect() to a service without backends fails with ECONNREFUSED and counts DROP_NO_SERVICE. From a node's
+// own netns to a ClusterIP and to a NodePort on its own IP and on loopback (no per-packet path serves those); pod ->
 // ClusterIP over TCP and UDP with the translation done at the socket (the per-packet LB conntrack has no entry, the
 // socket reverse map has one) and the UDP reply and getpeername() carrying the service address; a removed backend
-// is no longer chosen, also by a UDP socket that was sticking to it; lab down removes the cgroups. Root; the lab is
-// the test's own and is removed in after(), also on failure.
+// is no longer chosen, also by a UDP socket that was sticking to it, and the connected UDP sockets on it are
+// destroyed (bpf_sock_destroy from the socket iterators: ECONNABORTED) while the others keep working; lab down
+// removes the cgroups. The sock programs are tested here, not by BPF_PROG_TEST_RUN: Linux 6.18 has no test_run for
+// cgroup sock_addr programs (ENOTSUPP). Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
