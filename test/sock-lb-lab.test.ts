@@ -5,8 +5,9 @@
 // own netns to a ClusterIP and to a NodePort on its own IP and on loopback (no per-packet path serves those); pod ->
 // ClusterIP over TCP and UDP with the translation done at the socket (the per-packet LB conntrack has no entry, the
 // socket reverse map has one) and the UDP reply and getpeername() carrying the service address; a removed backend
-// is no longer chosen, also by a UDP socket that was sticking to it, and the connected UDP sockets on it are
-// destroyed (bpf_sock_destroy from the socket iterators: ECONNABORTED) while the others keep working; lab down
+// is no longer chosen, also by a UDP socket that was sticking to it, and the connected UDP sockets and the TCP
+// connections socket LB made to it are destroyed (bpf_sock_destroy from the socket iterators: ECONNABORTED) while
+// the others (and a direct connection to the same pod) keep working; lab down
 // removes the cgroups. The sock programs are tested here, not by BPF_PROG_TEST_RUN: Linux 6.18 has no test_run for
 // cgroup sock_addr programs (ENOTSUPP). Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
@@ -17,7 +18,7 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:chil
 import { execCapture, labDown, labUp, loadLab, podAdd, podDel, restartAgent, type LabPod } from '../src/lab/lab.js';
 import { labPaths, netnsPath } from '../src/lab/paths.js';
 import { stopProcesses } from '../src/lab/procs.js';
-import { labServiceAdd } from '../src/lab/services.js';
+import { labServiceAdd, labServiceEndpoints } from '../src/lab/services.js';
 import { inNetnsArgv, nodeCgroup, labCgroup } from '../src/lab/cgroups.js';
 import { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BpfMap, CgroupLink, isCgroupRoot } from '../src/kernel/bpf/index.js';
 import { sockLinkDir } from '../src/datapath/index.js';
@@ -84,6 +85,55 @@ const ask = (s) => new Promise((res) => {
     say({ final }); process.exit(0);
   });
 })();`;
+
+/*
+ * TCP connections to each of o.targets ({ip, port}), one HTTP request every 500 ms on each (keeps them busy: the web
+ * pod closes idle keep-alive connections); prints {names}, then {i, error} / {i, closed} as they come; when stdin
+ * ends, each connection still up asks once more and {final} says who answered.
+ */
+const TCP_HOLDER = `
+const net = require('net');
+const o = JSON.parse(process.argv[1]); const conns = [];
+const say = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
+const req = 'GET / HTTP/1.1\\r\\nHost: term\\r\\n\\r\\n';
+const open = (i, t) => new Promise((res) => {
+  const c = { s: net.connect(t.port, t.ip), name: null, error: null, closed: false, waiters: [] }; let buf = '';
+  c.s.on('connect', () => c.s.write(req));
+  c.s.on('data', (d) => { buf += d; let m; while ((m = /Hostname: (\\S+)/.exec(buf))) { buf = buf.slice(m.index + m[0].length); if (!c.name) { c.name = m[1]; res(c); } c.waiters.splice(0).forEach((w) => w(m[1])); } });
+  c.s.on('error', (e) => { c.error = e.code; say({ i, error: e.code }); res(c); });
+  c.s.on('close', () => { c.closed = true; if (!c.error) say({ i, closed: true }); c.waiters.splice(0).forEach((w) => w(null)); });
+  conns.push(c);
+});
+(async () => {
+  for (let i = 0; i < o.targets.length; i++) await open(i, o.targets[i]);
+  const iv = setInterval(() => { for (const c of conns) if (!c.error && !c.closed) c.s.write(req); }, 500);
+  say({ names: conns.map((c) => c.name) });
+  process.stdin.resume();
+  process.stdin.on('end', async () => {
+    clearInterval(iv);
+    const final = [];
+    for (const c of conns) final.push(c.error || c.closed ? null : await new Promise((r) => { c.waiters.push(r); setTimeout(() => r(null), o.timeout); c.s.write(req); }));
+    say({ final }); process.exit(0);
+  });
+})();`;
+
+/** Runs a holder script in a pod's netns and cgroup; its stdout JSON lines land in `lines`. */
+function startHolder(pod: LabPod, script: string, arg: unknown): { proc: ChildProcessWithoutNullStreams; lines: Array<Record<string, unknown>>; stderr: () => string } {
+  const [cmd, args] = inNetnsArgv(netnsPath(pod.netns), pod.netns, [process.execPath, '-e', script, JSON.stringify(arg)]);
+  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  let err = '';
+  proc.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      buf = buf.slice(nl + 1);
+    }
+  });
+  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  return { proc, lines, stderr: () => err };
+}
 
 interface Answer {
   ok: boolean;
@@ -159,6 +209,9 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
   let udpIP = '';
   let emptyIP = '';
   let holder: ChildProcessWithoutNullStreams | undefined;
+  let tcpHolder: ChildProcessWithoutNullStreams | undefined;
+  let solo: LabPod;
+  let termIP = '';
   let web1: LabPod;
 
   before(async () => {
@@ -176,10 +229,15 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     udpIP = u.clusterIP!;
     const e = await labServiceAdd(lab, 'empty', { namespace: 'sock', selector: { app: 'nobody' }, ports: [{ port: 81, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP' });
     emptyIP = e.clusterIP!;
+    solo = await podAdd(lab, 'solo', { node: st.nodes[1]!.name, namespace: 'sock', labels: { app: 'solo' }, serve: [8081] });
+    const t = await labServiceAdd(lab, 'term', { namespace: 'sock', selector: {}, ports: [{ port: 82, targetPort: 8081, protocol: 'TCP' }], type: 'ClusterIP' });
+    termIP = t.clusterIP!;
+    await labServiceEndpoints(lab, 'sock/term', [{ ip: solo.ip, port: 8081 }]);
   });
 
   after(async () => {
     holder?.kill('SIGKILL');
+    tcpHolder?.kill('SIGKILL');
     await labDown(lab).catch(() => undefined);
   });
 
@@ -252,6 +310,23 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     const one = request(client.netns, udpIP, 53, 6, { udp: true, one: true });
     assert.ok(one.every((a) => a.ok), JSON.stringify(one));
     assert.equal(names(one).size, 1, 'one unconnected UDP socket sticks to one backend');
+  });
+
+  test('TCP connections socket LB made to a backend that left its service are destroyed (ECONNABORTED); a direct connection to the same pod lives on', async () => {
+    const targets = [...Array(4)].map(() => ({ ip: termIP, port: 82 })).concat([{ ip: solo.ip, port: 8081 }]);
+    const h = startHolder(client, TCP_HOLDER, { targets, timeout: 10_000 });
+    tcpHolder = h.proc;
+    await until(`the TCP holder's connections answered (${h.stderr()})`, () => h.lines.some((l) => l['names']), 120_000);
+    assert.deepEqual(h.lines.find((l) => l['names'])!['names'], ['solo', 'solo', 'solo', 'solo', 'solo']);
+    await labServiceEndpoints(lab, 'sock/term', []);
+    await until('the 4 service connections report an error', () => [0, 1, 2, 3].every((i) => h.lines.some((l) => l['i'] === i)), 120_000);
+    for (const l of h.lines.filter((x) => x['i'] !== undefined)) {
+      assert.notEqual(l['i'], 4, `the direct connection is left alone: ${JSON.stringify(h.lines)}`);
+      assert.equal(l['error'], 'ECONNABORTED', JSON.stringify(l));
+    }
+    h.proc.stdin.end();
+    await until('the TCP holder\'s final answers', () => h.lines.some((l) => l['final']), 120_000);
+    assert.deepEqual(h.lines.find((l) => l['final'])!['final'], [null, null, null, null, 'solo']);
   });
 
   test('a removed backend is no longer chosen (TCP and UDP); the connected UDP sockets on it are destroyed (ECONNABORTED), the others live on', async () => {
