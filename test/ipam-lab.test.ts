@@ -9,43 +9,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { ApiClient } from '../src/util/api-client.js';
-import { execCapture, labDown, labNodeAdd, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
+import { labDown, labNodeAdd, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import { labNodePodCidrs, labOperatorStart, labOperatorStop } from '../src/lab/ipam.js';
 import { CLI_JS, labPaths } from '../src/lab/paths.js';
 import { alive } from '../src/lab/procs.js';
-import { cidrContains, parseCidr, parseIPv4 } from '../src/util/ip.js';
-
-async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function ping(from: LabPod, ip: string): boolean {
-  return execCapture(from.netns, ['ping', '-c', '1', '-W', '2', ip]).status === 0;
-}
-
-function inCidr(ip: string, cidr: string): boolean {
-  return cidrContains(parseCidr(cidr), parseIPv4(ip));
-}
-
-interface NodeRow {
-  name: string;
-  podCIDRs: string[];
-  ipam?: { pools: Record<string, { requested: number; allocated: string[] }> };
-}
-
-function agent(lab: string, node: string): ApiClient {
-  return new ApiClient(loadLab(lab).nodes.find((n) => n.name === node)!.socket);
-}
+import { untilValue as until } from './lib/proc.js';
+import { agent, inCidr, nodeRow, ping, type NodeRow } from './lib/lab-pods.js';
 
 async function nodeCidrs(lab: string, node: string, from = node): Promise<string[]> {
-  const nodes = await agent(lab, from).get<NodeRow[]>('/v1/cluster/nodes');
-  return nodes.find((n) => n.name === node)?.podCIDRs ?? [];
+  return (await nodeRow(lab, node, from))?.podCIDRs ?? [];
 }
 
 for (const routing of ['tunnel', 'native'] as const) {
@@ -155,7 +127,8 @@ describe('kubernetes (host-scope) IPAM', { timeout: 300_000 }, () => {
     const a = await podAdd(LAB, 'a', { node: 'ctr' });
     const b = await podAdd(LAB, 'b', { node: 'w1' });
     assert.ok(inCidr(a.ip, '172.22.0.0/26') && inCidr(b.ip, '172.22.0.64/26'), `${a.ip} ${b.ip}`);
-    assert.ok(ping(a, b.ip) && ping(b, a.ip));
+    // b was just added on w1: ctr learns its endpoint through the store, so the first ping is polled.
+    await until('a <-> b across nodes', () => ping(a, b.ip) && ping(b, a.ip));
     // The operator allocates nothing in this mode and says so.
     const op = await new ApiClient(labPaths(LAB).operatorSocket, 'operator').get<{ ipam: string }>('/v1/status');
     assert.equal(op.ipam, 'kubernetes');

@@ -6,41 +6,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { ApiClient } from '../src/util/api-client.js';
-import { execCapture, labDown, labUp, loadLab, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
+import { labDown, labUp, loadLab, podAdd, podDel } from '../src/lab/lab.js';
 import { labPoolAdd, labPoolDel, labPoolList } from '../src/lab/pools.js';
 import { labNamespaceSet } from '../src/lab/security.js';
 import { CLI_JS } from '../src/lab/paths.js';
-import { cidrContains, parseCidr, parseIPv4 } from '../src/util/ip.js';
-
-async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function ping(from: LabPod, ip: string): boolean {
-  return execCapture(from.netns, ['ping', '-c', '1', '-W', '2', ip]).status === 0;
-}
-
-function inCidr(ip: string, cidr: string): boolean {
-  return cidrContains(parseCidr(cidr), parseIPv4(ip));
-}
-
-interface NodeRow {
-  name: string;
-  podCIDRs: string[];
-  ipam?: { pools: Record<string, { requested: number; allocated: string[] }> };
-}
-
-async function nodeRow(lab: string, node: string): Promise<NodeRow | undefined> {
-  const sock = loadLab(lab).nodes.find((n) => n.name === node)!.socket;
-  return (await new ApiClient(sock).get<NodeRow[]>('/v1/cluster/nodes')).find((n) => n.name === node);
-}
+import { untilValue as until } from './lib/proc.js';
+import { inCidr, nodeRow, ping, type NodeRow } from './lib/lab-pods.js';
 
 const errText = (e: unknown): string => `${String((e as { code?: unknown }).code ?? '')} ${(e as Error).message}`;
 const pool = (name: string): Record<string, string> => ({ 'ipam.tendril.io/ip-pool': name });

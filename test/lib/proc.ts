@@ -72,3 +72,17 @@ export function stopProcess(proc: ChildProcess): Promise<void> {
     setTimeout(() => proc.kill('SIGKILL'), 2000).unref();
   });
 }
+
+/**
+ * Polls `fn` every 100 ms until it gives a value (anything but undefined or false) and resolves with it; fails once
+ * `ms` (one generous deadline) has passed.
+ */
+export async function untilValue<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(100);
+  }
+}
