@@ -102,7 +102,8 @@ export class SockLb {
   /**
    * Loads sock.o (after the node datapath pinned its maps) and puts its programs on the four hooks: a pinned link
    * of an earlier run on the same cgroup and hook gets the new program in place, a missing one is attached and
-   * pinned. Fresh attachments are all or nothing; an adopted link keeps its earlier program when a later hook fails.
+   * pinned. Fresh attachments are all or nothing when a later hook fails; an adopted link already switched keeps the
+   * new program (the link holds it), the others their earlier one.
    */
   start(): void {
     if (this.coll) return;
@@ -161,7 +162,8 @@ export class SockLb {
 
   /**
    * Closes our fds of the links and programs. The pinned links keep the programs attached (the next start adopts
-   * them), so stopping the agent leaves socket LB working; remove() takes them off.
+   * them), so stopping the agent leaves socket LB working; an agent started without socket LB removes the pins
+   * (removeSockLbLinks()).
    */
   stop(): void {
     for (const it of this.iters) it.close();
@@ -204,12 +206,6 @@ export class SockLb {
     return out;
   }
 
-  /** Detaches the hooks now and removes their pins (socket LB switched off); the pinned maps stay. */
-  remove(): void {
-    for (const l of this.links) l.detach();
-    this.stop();
-    fs.rmSync(sockLinkDir(this.cfg.bpfRoot), { recursive: true, force: true });
-  }
 }
 
 /** struct lb4_term_key: address and port in network order, protocol, pad. */

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { KernelError } from '../errors.js';
 import type { BpfProgram } from './program.js';
-import { BPF_LINK_CREATE, BPF_LINK_DETACH, BPF_LINK_UPDATE, bpfError, bpfOrThrow, closeQuietly, objGet, objInfo, objPin, sysBpf } from './syscall.js';
+import { BPF_LINK_CREATE, BPF_LINK_UPDATE, bpfError, bpfOrThrow, closeQuietly, objGet, objInfo, objPin, sysBpf } from './syscall.js';
 
 // enum bpf_attach_type
 export const BPF_CGROUP_INET4_CONNECT = 10;
@@ -27,7 +27,7 @@ export interface CgroupLinkInfo {
   attachType: number;
 }
 
-/** A program attached to a cgroup through a BPF link; close() detaches it. */
+/** A program attached to a cgroup through a BPF link; close() detaches it unless the link is pinned. */
 export class CgroupLink {
   private fdValue: number;
   readonly cgroup: string;
@@ -106,13 +106,6 @@ export class CgroupLink {
     attr.writeUInt32LE(this.fd, 0);
     attr.writeUInt32LE(prog.fd, 4);
     bpfOrThrow(BPF_LINK_UPDATE, attr, () => `Cannot update cgroup link on "${this.cgroup}" to program "${prog.name}"`);
-  }
-
-  /** Detaches the program now, even while the link is pinned (the pin then holds a defunct link). */
-  detach(): void {
-    const attr = Buffer.alloc(4);
-    attr.writeUInt32LE(this.fd, 0);
-    bpfOrThrow(BPF_LINK_DETACH, attr, () => `Cannot detach cgroup link on "${this.cgroup}"`);
   }
 
   close(): void {
