@@ -1,15 +1,19 @@
 // What socket LB saves per packet: lxc.o's cil_from_container timed by BPF_PROG_TEST_RUN (the kernel's ns for one
-// run, median of many: time in the program, not the wall clock of a loaded machine) with the per-packet service
-// lookup in (CONFIG_SOCK_LB 0, the default) and left out (CONFIG_SOCK_LB 1, what the agent loads with socket LB on),
-// on the packets a pod sends once its socket was translated (to a backend pod here, to a pod on another node), with
-// services in the maps. Same object, interleaved rounds, medians. Root; nothing is attached, the maps are pinned
+// run, median of many: time in the program, not the wall clock of a loaded machine) without socket LB (the
+// per-packet service lookup runs and misses) and with the socket-LB cgroup set (CONFIG_SOCK_LB_CGROUP_ID/_LEVEL: the
+// packet's socket is in it, the lookup is skipped), on the packets a pod sends once its socket was translated (to a
+// backend pod here, to a pod on another node), with services in the maps. A test run's packet carries a socket of
+// the calling process, so the bench's own cgroup stands for the socket-LB one. Same object, interleaved rounds, medians. Root; nothing is attached, the maps are pinned
 // under the run's own bpffs directory and removed afterwards.
 //   node dist/bench/sock-lb-skip.js [--rounds 7] [--repeat 5000]
 import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-import { Collection, skbCtx, type BpfProgram } from '../src/kernel/bpf/index.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Collection, cgroupIdLevel, skbCtx, type BpfProgram } from '../src/kernel/bpf/index.js';
+import { cgroup2Root } from '../src/lab/cgroups.js';
 import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo } from '../src/datapath/maps.js';
 import { LbDatapath, type Frontend } from '../src/lb/index.js';
 import { parseIPv4 } from '../src/util/ip.js';
@@ -48,9 +52,12 @@ export async function main(): Promise<void> {
   const loaded: Collection[] = [];
   try {
     const variants: Array<[string, BpfProgram]> = [];
-    for (const [label, flag] of [['per-packet LB', 0], ['socket LB (CONFIG_SOCK_LB)', 1]] as const) {
+    const own = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+    if (own === undefined) throw new Error('bench/sock-lb-skip: this process has no cgroup v2 path');
+    const cg = cgroupIdLevel(path.join(cgroup2Root(), own));
+    for (const [label, id] of [['per-packet lookup', 0n], ['socket in the socket-LB cgroup', cg.id]] as const) {
       // One set of maps for both (pinned by name): the same endpoints, ipcache and services.
-      const c = Collection.load(root + 'build/bpf/lxc.o', { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB: flag }, pinRoot });
+      const c = Collection.load(root + 'build/bpf/lxc.o', { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB_CGROUP_ID: id, CONFIG_SOCK_LB_CGROUP_LEVEL: cg.level }, pinRoot });
       loaded.push(c);
       variants.push([label, c.program('cil_from_container')]);
     }

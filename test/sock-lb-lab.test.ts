@@ -31,7 +31,7 @@ const http = require('http'), dgram = require('dgram');
 let inp = ''; process.stdin.on('data', (d) => (inp += d)).on('end', async () => {
   const o = JSON.parse(inp); const out = [];
   const tcp = () => new Promise((res) => {
-    const req = http.get({ host: o.ip, port: o.port, path: '/', agent: false, timeout: o.timeout }, (r) => {
+    const req = http.get({ host: o.ip, port: o.port, path: '/', agent: false, timeout: o.timeout, ...(o.localPort ? { localPort: o.localPort } : {}) }, (r) => {
       const peer = r.socket.remoteAddress + ':' + r.socket.remotePort;
       let b = ''; r.on('data', (d) => (b += d)).on('end', () => res({ ok: true, name: (/Hostname: (\\S+)/.exec(b) || [])[1], peer }));
     });
@@ -143,8 +143,12 @@ interface Answer {
   error?: string;
 }
 
-function request(netns: string, ip: string, port: number, n: number, o: { udp?: boolean; one?: boolean; timeout?: number } = {}): Answer[] {
-  const r = execCapture(netns, [process.execPath, '-e', CLIENT], 120_000, JSON.stringify({ ip, port, n, udp: o.udp ?? false, one: o.one ?? false, timeout: o.timeout ?? 3000 }));
+function request(netns: string, ip: string, port: number, n: number, o: { udp?: boolean; one?: boolean; timeout?: number; localPort?: number; outsideCgroup?: boolean } = {}): Answer[] {
+  const input = JSON.stringify({ ip, port, n, udp: o.udp ?? false, one: o.one ?? false, timeout: o.timeout ?? 3000, localPort: o.localPort ?? 0 });
+  // outsideCgroup: in the pod's netns but in this test's cgroup, so socket LB does not see the socket.
+  const r = o.outsideCgroup
+    ? spawnSync('nsenter', [`--net=${netnsPath(netns)}`, '--', process.execPath, '-e', CLIENT], { input, encoding: 'utf8', timeout: 120_000 })
+    : execCapture(netns, [process.execPath, '-e', CLIENT], 120_000, input);
   assert.equal(r.status, 0, `client in ${netns} failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Answer[];
 }
@@ -212,6 +216,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
   let tcpHolder: ChildProcessWithoutNullStreams | undefined;
   let solo: LabPod;
   let termIP = '';
+  let web0: LabPod;
   let web1: LabPod;
 
   before(async () => {
@@ -219,7 +224,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     const st = await labUp({ name: lab, nodes: 2, socketLb: true });
     ctr = st.nodes[0]!.name;
     ctrIp = st.nodes[0]!.ip;
-    await podAdd(lab, 'web-0', { node: ctr, namespace: 'sock', labels: { app: 'web' }, serve: [8080, 5353] });
+    web0 = await podAdd(lab, 'web-0', { node: ctr, namespace: 'sock', labels: { app: 'web' }, serve: [8080, 5353] });
     web1 = await podAdd(lab, 'web-1', { node: st.nodes[1]!.name, namespace: 'sock', labels: { app: 'web' }, serve: [8080, 5353] });
     client = await podAdd(lab, 'client', { node: ctr, namespace: 'sock', labels: { role: 'client' } });
     const s = await labServiceAdd(lab, 'web', { namespace: 'sock', selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'NodePort' });
@@ -300,6 +305,44 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
     assert.equal(dump(lab, ctr, 'tendril_lb4_ct').length, before, 'no per-packet translation happened');
     const rev = dump(lab, ctr, 'tendril_lb4_sock_rev');
     assert.ok(rev.some((v) => v.subarray(0, 4).equals(ipBytes(clusterIP))), 'the socket reverse map holds the frontend');
+  });
+
+  test('a packet whose socket socket LB translated skips the per-packet service path; a socket outside the cgroup keeps it', () => {
+    const ct = BpfMap.openPinned(path.join(labPaths(lab).node(ctr).bpfRoot, 'tendril_lb4_ct'));
+    // A stale reply entry of the tuple a new connection from client port P would have: the per-packet path deletes
+    // it on the connection's SYN (lb4_forget_reply), a skipped one leaves it.
+    const stale = (backend: string, sport: number, dport: number): Buffer => {
+      const k = Buffer.alloc(16);
+      ipBytes(backend).copy(k, 0);
+      ipBytes(client.ip).copy(k, 4);
+      k.writeUInt16BE(sport, 8);
+      k.writeUInt16BE(dport, 10);
+      k[12] = 6;
+      k[13] = 1; // CT_INGRESS
+      return k;
+    };
+    const value = Buffer.alloc(12);
+    value.writeUInt16LE(0xfff0, 4);
+    try {
+      const viaSock = [web1.ip, web0.ip].map((b) => stale(b, 8080, 45678));
+      for (const k of viaSock) ct.put(k, value);
+      const got = request(client.netns, clusterIP, 80, 1, { localPort: 45678 });
+      assert.ok(got[0]!.ok, JSON.stringify(got));
+      for (const k of viaSock) assert.ok(ct.lookup(k), 'the per-packet path did not run for the socket-LB connection');
+      // The same SYN from outside the cgroup (to the backend directly: a ClusterIP would be translated per packet).
+      const direct = stale(web1.ip, 8080, 45679);
+      ct.put(direct, value);
+      const out = request(client.netns, web1.ip, 8080, 1, { localPort: 45679, outsideCgroup: true });
+      assert.ok(out[0]!.ok, JSON.stringify(out));
+      assert.equal(ct.lookup(direct), undefined, 'the per-packet path ran for the socket outside the cgroup');
+      const before = dump(lab, ctr, 'tendril_lb4_ct').length;
+      const outSvc = request(client.netns, clusterIP, 80, 4, { outsideCgroup: true });
+      assert.ok(outSvc.every((a) => a.ok && a.peer === `${clusterIP}:80`), JSON.stringify(outSvc));
+      assert.ok(dump(lab, ctr, 'tendril_lb4_ct').length > before, 'outside the cgroup the ClusterIP is translated per packet');
+    } finally {
+      for (const k of [...ct.keys()]) if (k.length === 16 && ct.lookup(k)?.readUInt16LE(4) === 0xfff0) ct.delete(k);
+      ct.close();
+    }
   });
 
   test('pod -> ClusterIP over UDP: the reply comes from the service address, on every backend', () => {

@@ -61,13 +61,14 @@ volatile const __be32 CONFIG_NATIVE_ROUTING_MASK4 = 0;
 volatile const __u32 CONFIG_IPMASQ = 0;
 
 /*
- * Socket-level LB covers this node's pods (their cgroup has bpf/sock.c's
- * programs): their sockets already reach backends, so the per-packet service
- * lookup of lib/lb.h (pod -> frontend, and its reverse into the pod) is left
- * out, the verifier drops it as dead code. Cilium leaves out its per-packet
- * LB in bpf_lxc when socket LB is full the same way.
+ * The cgroup v2 socket-level LB is attached to (bpf/sock.c), by id and level
+ * (0: none). A packet whose socket lives in it or below was given its backend
+ * at connect()/sendmsg(), so lib/lb.h skips the per-packet service lookup for
+ * it; packets without such a socket (another cgroup, raw sockets, the kernel's
+ * own replies) keep the per-packet path.
  */
-volatile const __u32 CONFIG_SOCK_LB = 0;
+volatile const __u64 CONFIG_SOCK_LB_CGROUP_ID = 0;
+volatile const __u32 CONFIG_SOCK_LB_CGROUP_LEVEL = 0;
 
 static __always_inline bool tunnel_mode(void)
 {

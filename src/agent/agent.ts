@@ -266,7 +266,7 @@ export class Agent {
       stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
       attachMode: cfg.attachMode,
       ...(masquerade ? { masquerade } : {}),
-      ...(cfg.sockLbCgroup ? { sockLb: true } : {}),
+      ...(cfg.sockLbCgroup ? { sockLbCgroup: cfg.sockLbCgroup } : {}),
     });
     dp.start();
     this.dp = dp;

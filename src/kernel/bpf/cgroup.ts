@@ -124,6 +124,18 @@ export function isCgroup2(dir: string): boolean {
   }
 }
 
+/**
+ * The kernel's id of the cgroup v2 directory `dir` (its inode number: what bpf_skb_cgroup_id() and friends return)
+ * and its level (0 the hierarchy's root, 1 a directory in it...): bpf_skb_ancestor_cgroup_id(skb, level) == id says
+ * whether a packet's socket lives in `dir` or below.
+ */
+export function cgroupIdLevel(dir: string): { id: bigint; level: number } {
+  if (!isCgroup2(dir)) throw new KernelError('TENDRIL_ERR_BPF', `Cannot get the cgroup id of "${dir}": not a cgroup v2 directory`);
+  let level = 0;
+  for (let d = fs.realpathSync(dir); !isCgroupRoot(d); d = fs.realpathSync(`${d}/..`)) level++;
+  return { id: BigInt(fs.statSync(dir, { bigint: true }).ino), level };
+}
+
 /** Whether `dir` is the root of its cgroup v2 hierarchy (its parent is on another filesystem). */
 export function isCgroupRoot(dir: string): boolean {
   const parent = fs.realpathSync(`${dir}/..`);
