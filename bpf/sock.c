@@ -15,6 +15,7 @@
 #define EVENT_FILE	EVENT_FILE_HOST
 
 #include <linux/in.h>
+#include <linux/errno.h>
 
 #include "lib/common.h"
 #include "lib/config.h"
@@ -77,6 +78,19 @@ struct {
 static __always_inline bool sock4_is_loopback(__be32 addr)
 {
 	return (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/*
+ * A frontend without backends: the syscall fails with ECONNREFUSED (as a TCP
+ * RST would tell the per-packet path's client), not the EPERM a plain reject
+ * gives, and the drop is counted under the per-packet path's reason
+ * (DROP_NO_SERVICE, egress) in tendril_metrics.
+ */
+static __always_inline int sock4_no_service(void)
+{
+	metrics_count_drop((__u8)-DROP_NO_SERVICE, METRIC_DIR_EGRESS, 0);
+	bpf_set_retval(-ECONNREFUSED);
+	return SYS_REJECT;
 }
 
 /* The service entry of frontend @addr:@port, with the NodePort entry (address 0) for node addresses. */
@@ -151,7 +165,7 @@ static __always_inline __u32 sock4_select(struct bpf_sock_addr *ctx, const struc
 /*
  * Rewrites the destination of @ctx when it is a frontend. @sticky: reuse the
  * socket's backend for this frontend while it exists (unconnected UDP).
- * Returns SYS_PROCEED or SYS_REJECT (a frontend without backends).
+ * Returns SYS_PROCEED or SYS_REJECT (a frontend without backends: ECONNREFUSED).
  */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sticky)
 {
@@ -160,6 +174,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 	const struct lb4_backend *be = NULL;
 	struct lb4_sock_key sk = {};
 	struct lb4_sock_rev rev = {};
+	const struct lb4_sock_rev *cur;
 	struct lb4_sock_fwd fwd = {}, *f;
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
@@ -192,7 +207,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 		backend_id = sock4_select(ctx, &key, svc, cookie);
 		be = backend_id ? bpf_map_lookup_elem(&tendril_lb4_backends, &backend_id) : NULL;
 		if (!be)
-			return SYS_REJECT;
+			return sock4_no_service();
 		if (sticky) {
 			fwd.backend_id = backend_id;
 			fwd.rev_nat_index = svc->rev_nat_index;
@@ -204,7 +219,12 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 	rev.address = addr;
 	rev.port = port;
 	rev.rev_nat_index = svc->rev_nat_index;
-	bpf_map_update_elem(&tendril_lb4_sock_rev, &sk, &rev, BPF_ANY);
+	/* Written only when absent or different: an unconnected UDP socket comes
+	 * here per datagram, and an LRU update allocates and swaps an element
+	 * where the lookup only marks it used. */
+	cur = bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk);
+	if (!cur || cur->address != rev.address || cur->port != rev.port || cur->rev_nat_index != rev.rev_nat_index)
+		bpf_map_update_elem(&tendril_lb4_sock_rev, &sk, &rev, BPF_ANY);
 	ctx->user_ip4 = be->address;
 	ctx->user_port = be->port;
 	return SYS_PROCEED;
@@ -256,6 +276,99 @@ int tendril_sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	sock4_xlate_rev(ctx);
 	return SYS_PROCEED;
+}
+
+/*
+ * Socket termination (kernel >= 6.5): iterators over the TCP and UDP sockets
+ * of the network namespace that opened them destroy each socket connected to
+ * a backend listed in tendril_lb4_sock_term that socket LB gave it (a
+ * tendril_lb4_sock_rev entry of its cookie and that backend; a socket that
+ * dialled the pod IP itself is left alone). The socket's owner sees
+ * ECONNABORTED at once instead of talking to a backend that is gone (a
+ * connected UDP socket otherwise never learns). As Cilium's bpf_sock_term.c in
+ * spirit. Each destroyed socket writes one byte to the iterator's output, so
+ * the reader counts them.
+ */
+struct lb4_term_key {
+	__be32	address;
+	__be16	port;
+	__u8	proto;
+	__u8	pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_term_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+} tendril_lb4_sock_term SEC(".maps");
+
+/* The kernel types the iterators hand over: only the fields read here, relocated by CO-RE. */
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	unsigned short	skc_family;
+	__be32		skc_daddr;
+	__be16		skc_dport;
+} __attribute__((preserve_access_index));
+
+struct udp_sock;
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__udp {
+	struct bpf_iter_meta *meta;
+	struct udp_sock *udp_sk;
+} __attribute__((preserve_access_index));
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+#define SOCK_AF_INET	2
+
+/* Destroys @sk when it is socket LB's and connected to a listed backend; 1 when it did. */
+static __always_inline int sock4_term(struct bpf_iter_meta *meta, struct sock_common *sk, __u8 proto)
+{
+	struct lb4_term_key tk = {};
+	struct lb4_sock_key sk_key = {};
+
+	if (!sk || sk->skc_family != SOCK_AF_INET)
+		return 0;
+	tk.address = sk->skc_daddr;
+	tk.port = sk->skc_dport;
+	tk.proto = proto;
+	if (!bpf_map_lookup_elem(&tendril_lb4_sock_term, &tk))
+		return 0;
+	sk_key.cookie = bpf_get_socket_cookie(sk);
+	sk_key.address = tk.address;
+	sk_key.port = tk.port;
+	if (!bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk_key))
+		return 0;
+	if (bpf_sock_destroy(sk))
+		return 0;
+	bpf_map_delete_elem(&tendril_lb4_sock_rev, &sk_key);
+	bpf_seq_write(meta->seq, "x", 1);
+	return 1;
+}
+
+SEC("iter/tcp")
+int tendril_sock4_term_tcp(struct bpf_iter__tcp *ctx)
+{
+	sock4_term(ctx->meta, ctx->sk_common, IPPROTO_TCP);
+	return 0;
+}
+
+SEC("iter/udp")
+int tendril_sock4_term_udp(struct bpf_iter__udp *ctx)
+{
+	sock4_term(ctx->meta, (struct sock_common *)ctx->udp_sk, IPPROTO_UDP);
+	return 0;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

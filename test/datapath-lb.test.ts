@@ -2,12 +2,14 @@
 // frontend -> backend translation with valid checksums, reverse translation of the reply, per-connection
 // stickiness (also when backends are added), random spread, Maglev lookups as the agent computed the table,
 // session affinity, and the ICMP port unreachable of a service without backends.
-import { rmSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Collection, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { Collection, cgroupIdLevel, skbCtx, type BpfProgram, type TypedMap } from '../src/kernel/bpf/index.js';
+import { cgroup2Root } from '../src/lab/cgroups.js';
 import { IPCACHE_MAP, LXC_IF_MAP, LXC_MAP, endpointInfoCodec, endpointKeyCodec, ifindexKeyCodec, ipcacheKeyCodec, ipcacheValueCodec, type EndpointInfo, type EndpointKey } from '../src/datapath/maps.js';
 import { LB4_CT_MAP, LB4_AFFINITY_MAP, LbDatapath, maglevTable, type Frontend, type LbDatapathOptions } from '../src/lb/index.js';
 import { parseIPv4, parseMac } from '../src/util/ip.js';
@@ -294,4 +296,36 @@ test('cil_from_container forgets a service connection\'s reply entry when its po
   parse(send(48000, { dst: backendPods[0]!.ip4, dport: 8080 }).out);
   const reply = parse(send(8080, { from: backendPods[0]!, dst: client.ip4, dport: 48000 }).out);
   assert.equal(reply.src, backendPods[0]!.ip4, 'the direct connection\'s reply keeps the backend as its source');
+});
+
+test('cil_from_container skips the per-packet service lookup for a packet whose socket lives in the socket-LB cgroup (CONFIG_SOCK_LB_CGROUP_ID), not for others', () => {
+  lbWith({ algorithm: 'random', maglevTableSize: 251 }).sync([frontend(2)]);
+  const be32 = (ip: string): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(parseIPv4(ip));
+    return b;
+  };
+  // BPF_PROG_TEST_RUN gives the packet a socket of the calling process: its cgroup is this process's.
+  const mount = cgroup2Root();
+  const own = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+  assert.ok(own !== undefined, 'this process has a cgroup v2 path');
+  const other = path.join(mount, `tendril-lbtest-${process.pid}`);
+  mkdirSync(other, { recursive: true });
+  const load = (cg: { id: bigint; level: number }): Collection =>
+    Collection.load(root + 'build/bpf/lxc.o', { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB_CGROUP_ID: cg.id, CONFIG_SOCK_LB_CGROUP_LEVEL: cg.level }, pinRoot });
+  const mine = load(cgroupIdLevel(path.join(mount, own!)));
+  const theirs = load(cgroupIdLevel(other));
+  try {
+    lxcIf.put(LO, client);
+    const data = packet({ src: client.ip4, dst: VIP, sport: 40100, dport: 80, proto: 6, smac: client.mac, dmac: client.nodeMac });
+    const r = mine.program('cil_from_container').run({ data, ctx: skbCtx({ ifindex: LO }) });
+    assert.deepEqual(parse(r.data), { src: client.ip4, dst: VIP, sport: 40100, dport: 80, proto: 6 }, 'its socket is in the socket-LB cgroup: not translated');
+    assert.equal([...lxc!.map(LB4_CT_MAP).keys()].length, 0, 'no per-packet LB conntrack entry');
+    const t = theirs.program('cil_from_container').run({ data, ctx: skbCtx({ ifindex: LO }) });
+    assert.notEqual(parse(t.data).dst, VIP, 'a socket outside the socket-LB cgroup: translated per packet');
+  } finally {
+    mine.close();
+    theirs.close();
+    rmdirSync(other);
+  }
 });

@@ -60,6 +60,16 @@ volatile const __be32 CONFIG_NATIVE_ROUTING_NET4 = 0;
 volatile const __be32 CONFIG_NATIVE_ROUTING_MASK4 = 0;
 volatile const __u32 CONFIG_IPMASQ = 0;
 
+/*
+ * The cgroup v2 socket-level LB is attached to (bpf/sock.c), by id and level
+ * (0: none). A packet whose socket lives in it or below was given its backend
+ * at connect()/sendmsg(), so lib/lb.h skips the per-packet service lookup for
+ * it; packets without such a socket (another cgroup, raw sockets, the kernel's
+ * own replies) keep the per-packet path.
+ */
+volatile const __u64 CONFIG_SOCK_LB_CGROUP_ID = 0;
+volatile const __u32 CONFIG_SOCK_LB_CGROUP_LEVEL = 0;
+
 static __always_inline bool tunnel_mode(void)
 {
 	return CONFIG_ROUTING_MODE == ROUTING_MODE_TUNNEL;

@@ -46,20 +46,11 @@ struct {
 static __always_inline int l2_respond(struct __sk_buff *skb)
 {
 	const struct l2_responder_entry *e;
-	void *data, *data_end;
 	struct ethhdr *eth;
-	struct arp_eth *arp;
-	__u8 sha[ETH_ALEN];
-	__be32 sip, tip;
+	struct arp_eth *arp = arp_request(skb, &eth);
+	__be32 tip;
 
-	if (!ctx_pull(skb, sizeof(*eth) + sizeof(*arp), &data, &data_end))
-		return TC_ACT_OK;
-	eth = data;
-	arp = data + sizeof(*eth);
-	if (arp->hdr.ar_op != bpf_htons(ARPOP_REQUEST) ||
-	    arp->hdr.ar_hrd != bpf_htons(ARPHRD_ETHER) ||
-	    arp->hdr.ar_pro != bpf_htons(ETH_P_IP) ||
-	    arp->hdr.ar_hln != ETH_ALEN || arp->hdr.ar_pln != 4)
+	if (!arp)
 		return TC_ACT_OK;
 	tip = arp->ar_tip;
 	e = bpf_map_lookup_elem(&tendril_l2_responder, &tip);
@@ -67,17 +58,8 @@ static __always_inline int l2_respond(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (!eth_is_bcast(eth->h_dest) && !eth_addr_equal(eth->h_dest, e->mac))
 		return TC_ACT_OK;
-	sip = arp->ar_sip;
 	/* Duplicate address detection probes (sender 0.0.0.0) are answered too: the address is taken. */
-	__builtin_memcpy(sha, arp->ar_sha, ETH_ALEN);
-
-	eth_rewrite(eth, e->mac, sha);
-	arp->hdr.ar_op = bpf_htons(ARPOP_REPLY);
-	__builtin_memcpy(arp->ar_sha, e->mac, ETH_ALEN);
-	arp->ar_sip = tip;
-	__builtin_memcpy(arp->ar_tha, sha, ETH_ALEN);
-	arp->ar_tip = sip;
-	return bpf_redirect(skb->ifindex, 0);
+	return arp_reply(skb, eth, arp, e->mac);
 }
 
 #endif /* __TENDRIL_L2ANNOUNCE_H_ */

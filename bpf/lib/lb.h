@@ -438,6 +438,10 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	__u32 backend_id = 0, now = 0;
 	int ret;
 
+	/* Its socket went through socket LB (lib/config.h): nothing to translate. */
+	if (CONFIG_SOCK_LB_CGROUP_ID &&
+	    bpf_skb_ancestor_cgroup_id(skb, CONFIG_SOCK_LB_CGROUP_LEVEL) == CONFIG_SOCK_LB_CGROUP_ID)
+		return 0;
 	if (p->tuple.nexthdr != IPPROTO_TCP && p->tuple.nexthdr != IPPROTO_UDP)
 		return 0;
 	if (p->no_ports || (*ip)->frag_off & bpf_htons(IP_MF | IP_OFFSET))

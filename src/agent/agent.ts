@@ -36,7 +36,7 @@ import { Masquerade } from '../nat/index.js';
 import { EgressManager } from '../egress/index.js';
 import type { Logger } from '../util/log.js';
 import { DEFAULT_PROXY_PORT, ProxySupervisor } from '../proxy/index.js';
-import { sockLbStatus, startSockLb } from './sock-lb.js';
+import { sockLbStatus, startSockLb, terminateBackendSockets } from './sock-lb.js';
 import type { SockLb } from '../datapath/index.js';
 
 export const VERSION = '0.1.0';
@@ -266,6 +266,7 @@ export class Agent {
       stateFile: path.join(cfg.stateDir, 'remote-nodes.json'),
       attachMode: cfg.attachMode,
       ...(masquerade ? { masquerade } : {}),
+      ...(cfg.sockLbCgroup ? { sockLbCgroup: cfg.sockLbCgroup } : {}),
     });
     dp.start();
     this.dp = dp;
@@ -304,7 +305,7 @@ export class Agent {
     this.security.attach(dp, this.endpoints);
     // Services come from the cluster store; in Kubernetes mode that is the watched core Services (src/k8s/bindings.ts).
     if (this.store) {
-      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize, backendsFromSlices: this.kubernetes !== undefined });
+      this.services = new ServiceManager({ store: this.store, node: cfg.nodeName, log: this.log.child({ subsys: 'service' }), algorithm: cfg.lbAlgorithm, maglevTableSize: cfg.maglevTableSize, backendsFromSlices: this.kubernetes !== undefined, onBackendsRemoved: (b) => terminateBackendSockets(this.sockLb, b, this.endpoints?.list().filter((e) => e.kind === 'pod').map((e) => e.netnsPath) ?? [], this.log.child({ subsys: 'sock-lb' })) });
       this.services.start((name) => dp.map(name));
       this.sockLb = startSockLb(cfg, dp, this.log.child({ subsys: 'sock-lb' }));
       // Egress gateway policies and L2 announcements: store kinds, CRDs in Kubernetes mode (src/k8s/bindings.ts).

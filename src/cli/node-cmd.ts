@@ -45,7 +45,8 @@ function kubeProxyReplacement(k: StatusView['kube-proxy-replacement']): string {
   if (!k) return 'False';
   const how = `${k.algorithm === 'maglev' ? `Maglev (table size: ${k.maglevTableSize})` : 'Random'}`;
   const sock = k.socketLb?.enabled ? `Socket LB: Enabled (cgroup ${k.socketLb.cgroup ?? '-'})` : 'Socket LB: Disabled';
-  return `True   [ClusterIP, NodePort from pods (per-packet in the endpoint program), ${sock}, Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
+  const where = k.socketLb?.enabled ? 'at the socket in the socket-LB cgroup, per-packet elsewhere' : 'per-packet in the endpoint program';
+  return `True   [ClusterIP, NodePort from pods (${where}), ${sock}, Backend Selection: ${how}, ${k.frontends} frontend(s)${k.synced ? '' : ', not synced yet'}${k.lastError ? `, error: ${k.lastError}` : ''}]`;
 }
 
 /** Cilium's "Proxy Status" line, for Tendril's node HTTP proxy: port, redirects, request counters. */

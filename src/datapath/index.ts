@@ -30,5 +30,5 @@ export {
 } from './pod-interface.js';
 // Raw frames out of a device of this node (gratuitous ARP of the L2 announcer).
 export { sendFrame } from '../kernel/socket/index.js';
-export { SockLb } from './sock-lb.js';
-export type { SockLbConfig } from './sock-lb.js';
+export { SockLb, removeSockLbLinks, sockLinkDir } from './sock-lb.js';
+export type { SockBackend, SockLbConfig, SockTermResult } from './sock-lb.js';

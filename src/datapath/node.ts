@@ -3,7 +3,7 @@
 // adding an endpoint is map updates + one attach (its veth's ingress: nothing of a pod's needs the egress hook).
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfMap, Collection, type TypedMap, ensureBpffs, haveTcx, queryTcx, u8 } from '../kernel/bpf/index.js';
+import { BpfMap, Collection, type TypedMap, cgroupIdLevel, ensureBpffs, haveTcx, queryTcx, u8 } from '../kernel/bpf/index.js';
 import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
@@ -160,6 +160,12 @@ export interface NodeDatapathConfig {
    * programs are attached in tunnel mode too. Load-time constants: take effect at start().
    */
   masquerade?: MasqDatapathConfig;
+  /**
+   * The cgroup v2 directory socket-level LB is attached to (src/datapath/sock-lb.ts): the endpoint programs skip the
+   * per-packet service lookup for packets whose socket lives in it or below (CONFIG_SOCK_LB_CGROUP_ID/_LEVEL).
+   * Load-time constants: take effect at start().
+   */
+  sockLbCgroup?: string;
   /**
    * NodePort from outside on the native device (bpf/lib/nodeport.h, default true): the native-device programs are
    * attached in tunnel mode too. Takes effect at start().
@@ -399,6 +405,7 @@ export class NodeDatapath {
       CONFIG_CT_TIMEOUT_TCP_FIN: cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin,
       CONFIG_CT_TIMEOUT_ANY: cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any,
       ...natConstants(cfg.masquerade),
+      ...sockLbConstants(cfg.sockLbCgroup),
       // Masquerading on other devices only: the native device's programs do NodePort and routing, no SNAT.
       ...(cfg.masquerade?.enabled && !masqOnNative(cfg.masquerade, cfg.nativeDev) ? { CONFIG_MASQ: 0 } : {}),
     };
@@ -1256,4 +1263,10 @@ function readSysctl(key: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CONFIG_SOCK_LB_CGROUP_ID/_LEVEL of lib/config.h: the socket-LB cgroup, or 0 (none). */
+function sockLbConstants(dir: string | undefined): { CONFIG_SOCK_LB_CGROUP_ID: bigint; CONFIG_SOCK_LB_CGROUP_LEVEL: number } {
+  const c = dir === undefined ? { id: 0n, level: 0 } : cgroupIdLevel(dir);
+  return { CONFIG_SOCK_LB_CGROUP_ID: c.id, CONFIG_SOCK_LB_CGROUP_LEVEL: c.level };
 }

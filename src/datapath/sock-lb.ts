@@ -1,6 +1,9 @@
 // Socket-level load-balancing (bpf/sock.c): the cgroup sock_addr programs on one cgroup v2 directory (the lab makes
 // one per node), sharing the node's pinned LB maps. Sockets of processes in that cgroup reach a service's backend
-// directly; everything else keeps the per-packet translation of the endpoint program.
+// directly; everything else keeps the per-packet translation of the endpoint program. The links are pinned under
+// <bpfRoot>/sock-lb/ so the hooks stay attached while the agent is down; the next start adopts each pinned link and
+// swaps its program in place (BPF_LINK_UPDATE), so an agent restart leaves no moment without socket LB.
+import fs from 'node:fs';
 import path from 'node:path';
 import {
   BPF_CGROUP_INET4_CONNECT,
@@ -9,9 +12,11 @@ import {
   BPF_CGROUP_UDP4_SENDMSG,
   CgroupLink,
   Collection,
+  IterLink,
   isCgroup2,
   isCgroupRoot,
 } from '../kernel/bpf/index.js';
+import { Netns } from '../kernel/netns/index.js';
 import { parseIPv4 } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 
@@ -33,10 +38,45 @@ const HOOKS: Array<[string, number]> = [
   ['tendril_sock4_getpeername', BPF_CGROUP_INET4_GETPEERNAME],
 ];
 
+/** Where the links of the sock programs are pinned below a node's bpffs root. */
+export function sockLinkDir(bpfRoot: string): string {
+  return path.join(bpfRoot, 'sock-lb');
+}
+
+/**
+ * Removes the pinned links of an earlier run (socket LB now off). Nobody else holds them, so unpinning releases
+ * and detaches them. Returns the pins removed.
+ */
+export function removeSockLbLinks(bpfRoot: string): string[] {
+  const dir = sockLinkDir(bpfRoot);
+  if (!fs.existsSync(dir)) return [];
+  const pins = fs.readdirSync(dir).map((n) => path.join(dir, n));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return pins;
+}
+
+/** A backend whose sockets are to go: IPv4, port, IP protocol (6 TCP, 17 UDP). */
+export interface SockBackend {
+  ip: string;
+  port: number;
+  proto: number;
+}
+
+export interface SockTermResult {
+  /** Sockets destroyed (their owners see ECONNABORTED). */
+  destroyed: number;
+  /** Namespaces that could not be walked, with why (a pod's namespace going away meanwhile, typically). */
+  failed: Array<{ netns: string; error: string }>;
+}
+
+const TERM_MAP = 'tendril_lb4_sock_term';
+const TERM_PROGS = ['tendril_sock4_term_tcp', 'tendril_sock4_term_udp'];
+
 export class SockLb {
   private readonly cfg: SockLbConfig;
   private coll: Collection | undefined;
   private links: CgroupLink[] = [];
+  private iters: IterLink[] = [];
 
   constructor(cfg: SockLbConfig) {
     if (!isCgroup2(cfg.cgroup)) {
@@ -56,16 +96,50 @@ export class SockLb {
     return this.links.length === HOOKS.length;
   }
 
-  /** Loads sock.o (after the node datapath pinned its maps) and attaches the four hooks; all or nothing. */
+  /** How start() got each hook: 'adopted' (a pinned link of an earlier run, program replaced) or 'attached'. */
+  readonly how = new Map<string, 'adopted' | 'attached'>();
+
+  /**
+   * Loads sock.o (after the node datapath pinned its maps) and puts its programs on the four hooks: a pinned link
+   * of an earlier run on the same cgroup and hook gets the new program in place, a missing one is attached and
+   * pinned. Fresh attachments are all or nothing when a later hook fails; an adopted link already switched keeps the
+   * new program (the link holds it), the others their earlier one.
+   */
   start(): void {
     if (this.coll) return;
     const coll = Collection.load(path.join(this.cfg.objDir, 'sock.o'), {
       constants: { CONFIG_NODE_IP4: networkOrder(this.cfg.nodeIP) },
       pinRoot: this.cfg.bpfRoot,
     });
+    const dir = sockLinkDir(this.cfg.bpfRoot);
+    const fresh: Array<{ link: CgroupLink; pin: string }> = [];
+    this.how.clear();
     try {
-      for (const [prog, type] of HOOKS) this.links.push(CgroupLink.attach(coll.program(prog), this.cfg.cgroup, type));
+      fs.mkdirSync(dir, { recursive: true });
+      for (const [name, type] of HOOKS) {
+        const prog = coll.program(name);
+        const pin = path.join(dir, name);
+        const old = this.adopt(pin, type);
+        if (old) {
+          old.update(prog);
+          this.links.push(old);
+          this.how.set(name, 'adopted');
+          continue;
+        }
+        const link = CgroupLink.attach(prog, this.cfg.cgroup, type);
+        fresh.push({ link, pin });
+        this.links.push(link);
+        link.pin(pin);
+        this.how.set(name, 'attached');
+      }
+      for (const name of TERM_PROGS) this.iters.push(IterLink.attach(coll.program(name)));
     } catch (err) {
+      for (const it of this.iters) it.close();
+      this.iters = [];
+      for (const { link, pin } of fresh) {
+        fs.rmSync(pin, { force: true });
+        link.close();
+      }
       for (const l of this.links) l.close();
       this.links = [];
       coll.close();
@@ -74,13 +148,73 @@ export class SockLb {
     this.coll = coll;
   }
 
-  /** Detaches the hooks and closes the programs; the pinned maps stay (the node datapath owns them). */
+  /** The pinned link at `pin` when it is ours for this cgroup and hook; a stale pin (other cgroup) is removed. */
+  private adopt(pin: string, type: number): CgroupLink | undefined {
+    if (!fs.existsSync(pin)) return undefined;
+    try {
+      return CgroupLink.openPinned(pin, this.cfg.cgroup, type);
+    } catch {
+      // Pinned for another cgroup (the configuration changed) or not a link: unpinning detaches it.
+      fs.rmSync(pin, { force: true });
+      return undefined;
+    }
+  }
+
+  /**
+   * Closes our fds of the links and programs. The pinned links keep the programs attached (the next start adopts
+   * them), so stopping the agent leaves socket LB working; an agent started without socket LB removes the pins
+   * (removeSockLbLinks()).
+   */
   stop(): void {
+    for (const it of this.iters) it.close();
+    this.iters = [];
     for (const l of this.links) l.close();
     this.links = [];
     this.coll?.close();
     this.coll = undefined;
   }
+
+  /**
+   * Destroys the sockets socket LB connected to `backends` (removed from every service), in each namespace of
+   * `netns` (paths; the agent's own namespace is walked too): the iterators over TCP and UDP sockets run once per
+   * namespace with the backends in tendril_lb4_sock_term. A namespace that cannot be entered is reported, not fatal.
+   */
+  terminate(backends: readonly SockBackend[], netns: readonly string[]): SockTermResult {
+    const out: SockTermResult = { destroyed: 0, failed: [] };
+    if (!this.coll || backends.length === 0) return out;
+    const term = this.coll.map(TERM_MAP);
+    const keys = backends.filter((b) => b.proto === 6 || b.proto === 17).map(termKey);
+    if (keys.length === 0) return out;
+    try {
+      for (const k of keys) term.put(k, Buffer.from([1]));
+      const pass = (): number => this.iters.reduce((n, it) => n + it.run().length, 0);
+      out.destroyed += pass();
+      for (const p of new Set(netns)) {
+        let ns: Netns | undefined;
+        try {
+          ns = Netns.open(p);
+          out.destroyed += ns.run(pass);
+        } catch (err) {
+          out.failed.push({ netns: p, error: (err as Error).message });
+        } finally {
+          ns?.close();
+        }
+      }
+    } finally {
+      for (const k of keys) term.delete(k);
+    }
+    return out;
+  }
+
+}
+
+/** struct lb4_term_key: address and port in network order, protocol, pad. */
+function termKey(b: SockBackend): Buffer {
+  const k = Buffer.alloc(8);
+  k.writeUInt32BE(parseIPv4(b.ip), 0);
+  k.writeUInt16BE(b.port, 4);
+  k.writeUInt8(b.proto, 6);
+  return k;
 }
 
 /** IPv4 text -> the u32 whose little-endian bytes are the address in network order (a __be32 in C). */

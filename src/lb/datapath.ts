@@ -97,6 +97,8 @@ export class LbDatapath {
   private readonly backendIds = new Map<string, number>();
   private readonly backendRefs = new Map<number, number>();
   private nextBackendId = 1;
+  /** Backends deleted since the last takeRemovedBackends() (socket LB destroys the sockets still on them). */
+  private gone: Array<{ ip: string; port: number; proto: number }> = [];
   private nextServiceId = 1;
   private readonly serviceIds = new Set<number>();
 
@@ -176,8 +178,20 @@ export class LbDatapath {
       if (refs > 0) continue;
       this.backends.delete(id);
       this.backendRefs.delete(id);
-      for (const [k, v] of this.backendIds) if (v === id) this.backendIds.delete(k);
+      for (const [k, v] of this.backendIds) {
+        if (v !== id) continue;
+        const m = /^(.*):(\d+)\/(\d+)$/.exec(k);
+        if (m) this.gone.push({ ip: m[1]!, port: Number(m[2]), proto: Number(m[3]) });
+        this.backendIds.delete(k);
+      }
     }
+  }
+
+  /** The backends the syncs deleted since the last call. */
+  takeRemovedBackends(): Array<{ ip: string; port: number; proto: number }> {
+    const r = this.gone;
+    this.gone = [];
+    return r;
   }
 
   /** Makes the maps hold exactly `frontends`. Returns how many frontends were written and removed. */

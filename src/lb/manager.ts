@@ -24,6 +24,8 @@ export interface ServiceManagerOptions {
    * from pod readiness), not from the endpoints its selector matches; the slices are listed before the first pass.
    */
   backendsFromSlices?: boolean;
+  /** Called with the backends a pass deleted (no frontend uses them any more): socket LB ends their sockets. */
+  onBackendsRemoved?: (backends: Array<{ ip: string; port: number; proto: number }>) => void;
 }
 
 const RETRY_MS = 1000;
@@ -223,6 +225,8 @@ export class ServiceManager {
     this.noLocalBackend = lbIpsWithoutLocalBackend(frontends);
     try {
       const r = this.dp.sync(frontends);
+      const gone = this.dp.takeRemovedBackends();
+      if (gone.length > 0) this.opts.onBackendsRemoved?.(gone);
       this.lastSync = { at: new Date().toISOString(), frontends: frontends.length, ...r, ms: Math.round((performance.now() - t0) * 10) / 10 };
       this.lastError = undefined;
       if (r.written || r.removed) this.opts.log.info(this.lastSync, 'service maps updated');

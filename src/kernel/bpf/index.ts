@@ -18,4 +18,5 @@ export { BPF_FS_MAGIC, DEFAULT_BPFFS, ensureBpffs, isBpffs, removePinned } from 
 export { BPF_LINK_TYPE_TCX, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from './syscall.js';
 export { queryTcx } from './query.js';
 export type { TcxAttachment } from './query.js';
-export { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, CgroupLink, isCgroup2, isCgroupRoot } from './cgroup.js';
+export { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, CgroupLink, cgroupIdLevel, isCgroup2, isCgroupRoot } from './cgroup.js';
+export { BPF_TRACE_ITER, IterLink } from './iter.js';
