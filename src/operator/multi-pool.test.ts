@@ -34,7 +34,7 @@ async function node(store: Store, name: string, asks: Record<string, number>): P
   throw new Error('node write kept conflicting');
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
@@ -118,8 +118,17 @@ test('exhaustion of one pool is reported for it and leaves the others serving; d
       await assert.rejects(deletePool(store, 'tiny', (await store.list<unknown>('Node')).items), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_IN_USE' && /n1 \(10\.40\.0\.0\/26\)/.test(e.message));
       await assert.rejects(deletePool(store, 'nope', []), (e: OperatorError) => e.code === 'TENDRIL_ERR_POOL_NOT_FOUND');
       // n1 gives all of tiny back: n2, waiting, gets it.
-      const cur = (await store.get<NodeSpec>('Node', 'n1'))!;
-      await store.put('Node', 'n1', { ...cur.value, ipam: { pools: { ...cur.value.ipam!.pools, tiny: { requested: 0, release: ['10.40.0.0/26'], allocated: ['10.40.0.0/26'] } } } }, { expectedRevision: cur.revision });
+      // (the operator may write n1 meanwhile: a revision conflict is read again, as an agent would)
+      await until('n1 to hand tiny back', async () => {
+        const cur = (await store.get<NodeSpec>('Node', 'n1'))!;
+        try {
+          await store.put('Node', 'n1', { ...cur.value, ipam: { pools: { ...cur.value.ipam!.pools, tiny: { requested: 0, release: ['10.40.0.0/26'], allocated: ['10.40.0.0/26'] } } } }, { expectedRevision: cur.revision });
+          return true;
+        } catch (e) {
+          if ((e as { code?: string }).code === 'TENDRIL_ERR_STORE_CONFLICT') return undefined;
+          throw e;
+        }
+      });
       const n2 = await grant(store, 'n2', 'tiny', 1);
       assert.deepEqual(n2.ipam!.pools['tiny']!.allocated, ['10.40.0.0/26']);
       const n1 = (await store.get<NodeSpec>('Node', 'n1'))!.value;
