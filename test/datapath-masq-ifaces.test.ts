@@ -44,6 +44,21 @@ u.on('message', (m, r) => u.send('seen ' + r.address + ':' + r.port, r.port, r.a
 u.bind(8080, () => setTimeout(() => console.log('ready'), 100));
 `;
 
+/** A Masquerade for `--masquerade-interfaces ifaces` and the node datapath it configures (started by the caller). */
+function newNode(ifaces: string): void {
+  masq = new Masquerade(masqConfig({ masqueradeInterfaces: ifaces }), { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
+  const dcfg: NodeDatapathConfig = {
+    podCidr: `${SUBNET}.0/24`,
+    routerIP: `${SUBNET}.1`,
+    nodeIP: NETS[0].node,
+    nativeDev: 'eth0',
+    bpfRoot: BPF_ROOT,
+    objDir: path.join(root, 'build/bpf'),
+    masquerade: masq.datapathConfig()!,
+  };
+  dp = new NodeDatapath(dcfg);
+}
+
 before(async () => {
   assert.equal(process.getuid?.(), 0, 'test/datapath-masq-ifaces.test.ts needs root (namespaces, BPF, bpffs)');
   createdNs.push(NODE_NS);
@@ -69,18 +84,7 @@ before(async () => {
   }
   await sh(NODE_NS, 'ip', 'route', 'add', 'default', 'via', NETS[0].ext);
 
-  const cfg = masqConfig({ masqueradeInterfaces: 'eth0,eth1' });
-  masq = new Masquerade(cfg, { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
-  const dcfg: NodeDatapathConfig = {
-    podCidr: `${SUBNET}.0/24`,
-    routerIP: `${SUBNET}.1`,
-    nodeIP: NETS[0].node,
-    nativeDev: 'eth0',
-    bpfRoot: BPF_ROOT,
-    objDir: path.join(root, 'build/bpf'),
-    masquerade: masq.datapathConfig()!,
-  };
-  dp = new NodeDatapath(dcfg);
+  newNode('eth0,eth1');
   nodeNs.run(() => {
     dp.start();
     masq.start(dp);
@@ -130,16 +134,7 @@ test('a device dropped from --masquerade-interfaces loses its programs at the ne
   assert.deepEqual(onDev(dp, 'eth1'), ['egress:cil_to_netdev', 'ingress:cil_from_netdev'], 'eth1 masqueraded before');
   masq.stop();
   dp.stop();
-  masq = new Masquerade(masqConfig({ masqueradeInterfaces: 'eth0' }), { nativeDev: 'eth0', podCidr: `${SUBNET}.0/24` }, rootLogger({ level: 'silent' }));
-  dp = new NodeDatapath({
-    podCidr: `${SUBNET}.0/24`,
-    routerIP: `${SUBNET}.1`,
-    nodeIP: NETS[0].node,
-    nativeDev: 'eth0',
-    bpfRoot: BPF_ROOT,
-    objDir: path.join(root, 'build/bpf'),
-    masquerade: masq.datapathConfig()!,
-  });
+  newNode('eth0');
   nodeNs.run(() => {
     dp.start();
     masq.start(dp);

@@ -111,18 +111,22 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
     });
   });
 
+  const clusterIpOfWeb = async (): Promise<string> =>
+    ((await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } }).spec.clusterIP;
+  /** Every node's agent lists exactly `want` as the backends of `frontend`. */
+  const backendsOnEveryNode = async (frontend: string, want: string[]): Promise<boolean> => {
+    for (const n of loadLab(LAB).nodes) {
+      const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === frontend);
+      if (JSON.stringify(e?.backends) !== JSON.stringify(want)) return false;
+    }
+    return true;
+  };
+
   test('readiness drives the backends: a pod set not ready leaves every node\'s backends (traffic only to the ready one), ready again comes back', async (t) => {
-    const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
-    const ip = svc.spec.clusterIP;
+    const ip = await clusterIpOfWeb();
     const web0 = pods['web-0']!;
     const web1 = pods['web-1']!;
-    const backendsEverywhere = async (want: string[]): Promise<boolean> => {
-      for (const n of loadLab(LAB).nodes) {
-        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
-        if (JSON.stringify(e?.backends) !== JSON.stringify(want)) return false;
-      }
-      return true;
-    };
+    const backendsEverywhere = (want: string[]): Promise<boolean> => backendsOnEveryNode(`${ip}:80/TCP`, want);
     const both = [web0.ip, web1.ip].sort().map((a) => `${a}:8080/TCP`);
     await until('every node has both pods as backends (from the controller\'s EndpointSlice)', () => backendsEverywhere(both));
     const r = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', 'shop/web-1', 'false', '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
@@ -166,17 +170,10 @@ describe('kubernetes mode on lab nodes: LB IPAM, L2 announcements, egress gatewa
   });
 
   test('a terminating pod still serving is a backend only while no pod is ready (kube-proxy\'s fallback), through the controller\'s conditions', async () => {
-    const svc = (await objects.read({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } })) as unknown as { spec: { clusterIP: string } };
-    const ip = svc.spec.clusterIP;
+    const ip = await clusterIpOfWeb();
     const web0 = pods['web-0']!;
     const web1 = pods['web-1']!;
-    const backendsEverywhere = async (want: string[]): Promise<boolean> => {
-      for (const n of loadLab(LAB).nodes) {
-        const e = (await new ApiClient(n.socket).get<Array<{ frontend: string; backends: string[] }>>('/v1/service', 2000).catch(() => [])).find((x) => x.frontend === `${ip}:80/TCP`);
-        if (JSON.stringify(e?.backends) !== JSON.stringify(want)) return false;
-      }
-      return true;
-    };
+    const backendsEverywhere = (want: string[]): Promise<boolean> => backendsOnEveryNode(`${ip}:80/TCP`, want);
     const setReady = (pod: string, ready: boolean) => {
       const r = spawnSync(process.execPath, [CLI_JS, 'lab', 'pod', 'set-ready', pod, String(ready), '--name', LAB], { encoding: 'utf8', timeout: 60_000 });
       assert.equal(r.status, 0, r.stderr);
