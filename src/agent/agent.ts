@@ -116,6 +116,7 @@ export class Agent {
       // retries; a store that does not answer must fail those calls fast, never hold the API or a CNI ADD.
       const inner = this.kubernetes?.store ?? openStore(cfg.store!, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
       this.store = new GuardedStore(inner, {
+        callTimeoutMs: cfg.storeCallTimeoutMs,
         onChange: (up, error) =>
           up ? this.log.info('cluster store reachable again') : this.log.warn({ err: error }, 'cluster store unavailable; serving from local state'),
       });

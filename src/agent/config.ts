@@ -62,6 +62,8 @@ export interface AgentConfig {
   proxyPort?: number;
   /** Socket-level LB (--bpf-lb-sock-cgroup): the cgroup v2 directory whose sockets get the sock programs; undefined = off. */
   sockLbCgroup?: string;
+  /** --store-call-timeout: longest a cluster store call may take before the store counts as unavailable, ms. */
+  storeCallTimeoutMs: number;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -98,6 +100,7 @@ export function agentConfig(o: {
   nodeLeaseRenewInterval?: string | undefined;
   proxyPort?: string | number | undefined;
   bpfLbSockCgroup?: string | undefined;
+  storeCallTimeout?: string | undefined;
 }): AgentConfig {
   const proxyPort = o.proxyPort === undefined ? undefined : Number(o.proxyPort);
   if (proxyPort !== undefined && (!Number.isInteger(proxyPort) || proxyPort < 1 || proxyPort > 65535)) {
@@ -127,6 +130,8 @@ export function agentConfig(o: {
   }
   const ipamHandBackGraceMs = parseDuration(o.ipamHandBackGrace ?? '30s', '--ipam-hand-back-grace');
   const ipamWaitTimeoutMs = parseDuration(o.ipamWaitTimeout ?? '60s', '--ipam-wait-timeout');
+  // An apiserver answers more slowly than etcd (admission, a pod-start burst on the same small node): a longer default.
+  const storeCallTimeoutMs = parseDuration(o.storeCallTimeout ?? (kubernetes ? '5s' : '1500ms'), '--store-call-timeout');
   const nodeLease = nodeLeaseTiming(parseDuration(o.nodeLeaseRenewInterval ?? '1s', '--node-lease-renew-interval'), parseDuration(o.nodeLeaseDuration ?? '5s', '--node-lease-duration'));
   // Kubernetes mode: the core Node's spec.podCIDRs (src/k8s/node-cidrs.ts).
   if (ipam === 'kubernetes' && !o.store && !kubernetes && !o.podCidr) {
@@ -193,6 +198,7 @@ export function agentConfig(o: {
     ipamHandBackGraceMs,
     ipamWaitTimeoutMs,
     nodeLease,
+    storeCallTimeoutMs,
     ...(proxyPort !== undefined ? { proxyPort } : {}),
     ...(o.bpfLbSockCgroup ? { sockLbCgroup: o.bpfLbSockCgroup } : {}),
   };

@@ -45,6 +45,7 @@ export async function runAgent(opts: Record<string, string | undefined>): Promis
     nodeLeaseRenewInterval: opts['nodeLeaseRenewInterval'],
     proxyPort: opts['proxyPort'],
     bpfLbSockCgroup: opts['bpfLbSockCgroup'],
+    storeCallTimeout: opts['storeCallTimeout'],
   });
   const log = rootLogger(cfg.logFile ? { file: cfg.logFile } : {}).child({ subsys: 'agent', node: cfg.nodeName });
   const agent = new Agent(cfg, log);

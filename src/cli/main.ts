@@ -52,6 +52,7 @@ program
   .option('--ipam-wait-timeout <duration>', 'kubernetes: refuse to start when no pod CIDR is given within this', '60s')
   .option('--node-lease-duration <duration>', 'how long one renewal of the node lease lasts: a node whose agent stops renewing is taken as gone after this (egress gateways move)', '5s')
   .option('--node-lease-renew-interval <duration>', 'how often the agent renews its node lease (at most half of --node-lease-duration)', '1s')
+  .option('--store-call-timeout <duration>', 'longest a cluster store call may take before the store counts as unavailable (calls then fail fast until it answers again); default 1500ms, 5s in Kubernetes mode')
   .option('--bpf-lb-sock-cgroup <dir>', 'socket-level load-balancing (Cilium\'s --bpf-lb-sock) for the sockets of this cgroup v2 directory (never the root cgroup)')
   .option('--proxy-port <port>', 'the node L7 proxy\'s listener port (one port for every L7 rule of the node)', '15080')
   .option('--node-ip <ip>', 'this node\'s underlay IPv4 address')
