@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { connect, KubernetesStore } from '../src/k8s/index.js';
-import { execCapture, labDown, labUp, podAdd, type LabPod } from '../src/lab/lab.js';
+import { execCapture, labDown, labUp, podAdd, podDel, type LabPod } from '../src/lab/lab.js';
 import type { EndpointSpec, IdentitySpec } from '../src/store/index.js';
 import { startKit, type Kit } from './lib/k8s-kit.js';
 import { until as untilRaw } from './lib/proc.js';
@@ -74,5 +74,29 @@ describe('kubernetes mode on lab nodes', { timeout: 600_000 }, () => {
     assert.equal(eps.find((e) => e.pod === 'web')?.ip, pods['web']!.ip);
     await until('client reaches web across nodes', () => http(pods['client']!, pods['web']!));
     assert.ok(http(pods['other']!, pods['web']!));
+  });
+
+  test('lab pod add in Kubernetes mode makes the Pod object (namespace and account too) when nobody did; lab pod del removes it', async () => {
+    // What `tendril lab pod add web2 --namespace tools --label app=web` does on a lab started with --k8s-kubeconfig.
+    const web2 = await podAdd(LAB, 'web2', { node: 'w1', namespace: 'tools', labels: { app: 'web' }, serve: 8080 });
+    const obj = (await objects.read({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web2', namespace: 'tools' } })) as KubernetesObject & { spec?: { nodeName?: string }; status?: { podIP?: string } };
+    assert.deepEqual(obj.metadata?.labels, { app: 'web' });
+    assert.equal(obj.spec?.nodeName, 'w1');
+    assert.equal(obj.status?.podIP, web2.ip, 'the lab reports the pod as its kubelet would');
+    await until('web2 as a TendrilEndpoint with the k8s:app=web identity', async () => {
+      const ep = (await store.list<EndpointSpec>('Endpoint')).items.find((r) => r.value.namespace === 'tools' && r.value.pod === 'web2')?.value;
+      const id = ep && (await store.get<IdentitySpec>('Identity', String(ep.identity)))?.value;
+      return !!id && id.labels.includes('k8s:app=web') && id.labels.includes('k8s:io.kubernetes.pod.namespace=tools');
+    });
+    await until('client reaches web2', () => http(pods['client']!, web2));
+    await podDel(LAB, 'tools/web2');
+    await until('the Pod object gone', async () => {
+      try {
+        await objects.read({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web2', namespace: 'tools' } });
+        return false;
+      } catch (err) {
+        return (err as { code?: number }).code === 404;
+      }
+    });
   });
 });

@@ -1,4 +1,6 @@
 // `tendril lab …`: the embedded cluster on this machine.
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { table } from './table.js';
 import { execIn, findNode, findPod, labDown, labNodeAdd, labNodeDel, labStatus, labUp, loadLab, podAdd, podDel } from '../lab/lab.js';
@@ -35,6 +37,22 @@ export function parseCount(text: string, flag: string, min: number, max: number)
   const n = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid ${flag} "${text}": expected a whole number from ${min} to ${max}`);
   return n;
+}
+
+/**
+ * --k8s-kubeconfig: an absolute path to a readable kubeconfig (agents and operator run elsewhere, so a relative path
+ * would name another file), and the apiserver replaces the lab's store (--store is local by default, etcd clashes).
+ */
+export function parseLabKubeconfig(file: string, store: string): string {
+  if (store !== 'local') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Cannot use --store ${store} with --k8s-kubeconfig: in Kubernetes mode the apiserver is the cluster store`);
+  const abs = path.resolve(file);
+  try {
+    fs.accessSync(abs, fs.constants.R_OK);
+  } catch (err) {
+    throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --k8s-kubeconfig "${file}": ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not readable'} (${abs})`);
+  }
+  if (!fs.statSync(abs).isFile()) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --k8s-kubeconfig "${file}": not a file (${abs})`);
+  return abs;
 }
 
 /** Warnings of a change that is stored but not yet applied everywhere (a node is down) go to stderr. */
@@ -88,12 +106,14 @@ export function registerLab(program: Command): void {
     .option('--ipam <mode>', 'cluster-pool (the operator carves node CIDRs), kubernetes (the lab gives each node its CIDR) or multi-pool (cluster-pool plus lab pool add)', 'cluster-pool')
     .option('--cluster-pool-mask-size <bits>', 'size of each node CIDR', '24')
     .option('--ipam-pre-allocate <n>', "agents ask for another CIDR when fewer addresses are free (agent's default 8)")
+    .option('--k8s-kubeconfig <file>', 'Kubernetes mode: agents and operator use this apiserver as the cluster store (CRDs, Pods, Services, EndpointSlices), the lab plays its pods\' kubelet')
     .option('--socket-lb', 'socket-level load-balancing: a cgroup per node (under <cgroup2>/tendril-<lab>/) where node and pod processes run, the agent\'s sock programs on it')
-    .action(async (o: { socketLb?: boolean; nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
+    .action(async (o: { socketLb?: boolean; k8sKubeconfig?: string; nodes: string; podCidr: string; underlayCidr: string; routing: string; store: string; etcdMembers: string; attachMode: string; ipam: string; clusterPoolMaskSize: string; ipamPreAllocate?: string; nonMasqueradeCidr: string[] }, cmd: Command) => {
       if (!/^\d+$/.test(o.clusterPoolMaskSize)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --cluster-pool-mask-size "${o.clusterPoolMaskSize}": expected 16-30`);
       if (o.ipamPreAllocate !== undefined && !/^\d+$/.test(o.ipamPreAllocate)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --ipam-pre-allocate "${o.ipamPreAllocate}": expected a number of addresses`);
       if (!/^\d+$/.test(o.etcdMembers)) throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --etcd-members "${o.etcdMembers}": expected 1-7`);
       if (o.attachMode !== 'tcx' && o.attachMode !== 'tc') throw new LabError('TENDRIL_ERR_LAB_INVALID', `Invalid --attach-mode "${o.attachMode}": expected tcx or tc`);
+      const kubeconfig = o.k8sKubeconfig === undefined ? undefined : parseLabKubeconfig(o.k8sKubeconfig, o.store);
       const name = labName(cmd);
       const nodes = parseCount(o.nodes, '--nodes', 1, 32);
       process.stdout.write(`Creating lab "${name}" with ${nodes} node(s)\n`);
@@ -109,6 +129,7 @@ export function registerLab(program: Command): void {
         attachMode: o.attachMode,
         nonMasqueradeCidrs: o.nonMasqueradeCidr,
         ...(o.socketLb ? { socketLb: true } : {}),
+        ...(kubeconfig ? { kubeconfig } : {}),
         ipam: {
           mode: o.ipam as 'cluster-pool' | 'kubernetes' | 'multi-pool',
           maskSize: Number(o.clusterPoolMaskSize),
@@ -137,7 +158,7 @@ export function registerLab(program: Command): void {
     .action(async (o: { output?: string }, cmd: Command) => {
       const { st, nodes } = await labStatus(labName(cmd));
       if (o.output === 'json') return void process.stdout.write(JSON.stringify({ ...st, health: nodes.map((n) => ({ node: n.node.name, running: n.running, healthy: n.healthy })) }, null, 2) + '\n');
-      process.stdout.write(`Lab ${st.name}: pod CIDR ${st.podCidr}, underlay ${st.underlayCidr}, routing ${st.routing}, store ${st.store} (${st.storeUrl})\n`);
+      process.stdout.write(`Lab ${st.name}: pod CIDR ${st.podCidr}, underlay ${st.underlayCidr}, routing ${st.routing}, ${st.kubeconfig ? `store kubernetes (${st.kubeconfig})` : `store ${st.store} (${st.storeUrl})`}\n`);
       process.stdout.write(
         table(
           ['NODE', 'IPv4', 'POD CIDR', 'AGENT', 'PODS'],

@@ -3,12 +3,22 @@
 import { LabError } from './errors.js';
 import { findPod, loadLab, type LabPod, type LabState } from './lab.js';
 import { ensureHeartbeat } from './k8s-heartbeat.js';
-import { labRest, registerNode, unregisterNodes, writePodStatus } from './k8s-pods.js';
+import { deletePodObject, ensurePodObject, labRest, registerNode, unregisterNodes, writePodStatus } from './k8s-pods.js';
 
 function nodeOf(st: LabState, pod: LabPod) {
   const node = st.nodes.find((n) => n.name === pod.node);
   if (!node) throw new LabError('TENDRIL_ERR_LAB_NODE_NOT_FOUND', `Node ${pod.node} of pod ${pod.namespace}/${pod.name} not found in lab "${st.name}"`);
   return node;
+}
+
+/** Before the ADD: the pod's Pod object, made when nobody made it (true: the lab made it, and deletes it at lab pod del). */
+export async function labPodCreating(st: LabState, pod: LabPod): Promise<boolean> {
+  return st.kubeconfig ? ensurePodObject(st.kubeconfig, st.name, pod) : false;
+}
+
+/** After the DEL: the Pod object, if the lab made it. */
+export async function labPodDeleted(st: LabState, pod: LabPod): Promise<void> {
+  if (st.kubeconfig) await deletePodObject(st.kubeconfig, st.name, pod);
 }
 
 /** After the ADD: the node registered (and heartbeating), the pod Running and Ready; false when it has no Pod object. */

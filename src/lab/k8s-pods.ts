@@ -135,6 +135,83 @@ export async function reportPodStarted(kubeconfig: string, lab: string, node: La
   return writePodStatus(rest, pod, node.ip, true);
 }
 
+/** The Pod object a user's `kubectl run` and the scheduler would have made for a lab pod: its labels, node and ports. Pure. */
+export function podObject(lab: string, pod: LabPod): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: pod.name,
+      namespace: pod.namespace,
+      labels: pod.labels,
+      annotations: { ...(pod.annotations ?? {}), [REGISTERED_BY]: lab },
+    },
+    spec: {
+      nodeName: pod.node,
+      serviceAccountName: pod.serviceAccount ?? 'default',
+      containers: [{
+        name: 'main',
+        image: 'lab',
+        ...(pod.ports?.length ? { ports: pod.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), containerPort: p.port, protocol: p.protocol ?? 'TCP' })) } : {}),
+      }],
+    },
+  };
+}
+
+/**
+ * Before a lab pod's CNI ADD in Kubernetes mode: its Pod object, created (with its namespace and the namespace's
+ * default ServiceAccount when absent) unless someone made it already. True when the lab created it (then lab pod del
+ * deletes it); a Pod that exists is used as it is, as a kubelet runs the pods it is given.
+ */
+export async function ensurePodObject(kubeconfig: string, lab: string, pod: LabPod): Promise<boolean> {
+  const rest = labRest(kubeconfig);
+  const ns = encodeURIComponent(pod.namespace);
+  try {
+    await rest.request('GET', `/api/v1/namespaces/${ns}/pods/${encodeURIComponent(pod.name)}`);
+    return false;
+  } catch (err) {
+    if (!notFound(err)) throw k8sFailed(`Cannot read Pod ${pod.namespace}/${pod.name}`, err);
+  }
+  const create = async (what: string, path: string, body: Record<string, unknown>): Promise<void> => {
+    try {
+      await rest.request('POST', path, body);
+    } catch (err) {
+      if (!conflict(err)) throw k8sFailed(`Cannot create ${what}`, err);
+    }
+  };
+  try {
+    await rest.request('GET', `/api/v1/namespaces/${ns}`);
+  } catch (err) {
+    if (!notFound(err)) throw k8sFailed(`Cannot read Namespace ${pod.namespace}`, err);
+    await create(`Namespace ${pod.namespace}`, '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: pod.namespace } });
+  }
+  // The ServiceAccount admission refuses a pod whose account does not exist yet (the controller-manager makes
+  // "default" a moment after the namespace; without one, nobody does).
+  const sa = pod.serviceAccount ?? 'default';
+  try {
+    await rest.request('GET', `/api/v1/namespaces/${ns}/serviceaccounts/${encodeURIComponent(sa)}`);
+  } catch (err) {
+    if (!notFound(err)) throw k8sFailed(`Cannot read ServiceAccount ${pod.namespace}/${sa}`, err);
+    await create(`ServiceAccount ${pod.namespace}/${sa}`, `/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, namespace: pod.namespace } });
+  }
+  await create(`Pod ${pod.namespace}/${pod.name}`, `/api/v1/namespaces/${ns}/pods`, podObject(lab, pod));
+  return true;
+}
+
+/** After a lab pod's CNI DEL: its Pod object, if this lab created it (best effort: the apiserver may be gone). */
+export async function deletePodObject(kubeconfig: string, lab: string, pod: LabPod): Promise<boolean> {
+  const rest = labRest(kubeconfig, 3000);
+  const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
+  try {
+    const cur = await rest.request<{ metadata?: { annotations?: Record<string, string> } }>('GET', path);
+    if (cur.metadata?.annotations?.[REGISTERED_BY] !== lab) return false;
+    await rest.request('DELETE', `${path}?gracePeriodSeconds=0`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The Nodes this lab registered, removed at lab down (their Leases with them); best effort, bounded. */
 export async function unregisterNodes(kubeconfig: string, lab: string, nodes: readonly string[]): Promise<string[]> {
   const rest = labRest(kubeconfig, 3000);

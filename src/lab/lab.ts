@@ -16,7 +16,7 @@ import { formatCidr, formatIPv4, parseCidr, subnet } from '../util/ip.js';
 import { LabError } from './errors.js';
 import type { NamedPort } from '../store/types.js';
 import { bridgeApiserver, bridgeApiserverInto } from './k8s.js';
-import { labK8sDown, labK8sNodeGone, labPodStarted } from './k8s-kubelet.js';
+import { labK8sDown, labK8sNodeGone, labPodCreating, labPodDeleted, labPodStarted } from './k8s-kubelet.js';
 import { CLI_JS, CNI_BIN_DIR, NETNS_DIR, WEBPOD_JS, labPaths, netnsPath, nodeNames, validLabName } from './paths.js';
 import { alive, sleep, spawnInNetns, stopProcesses, stopProcessesIn } from './procs.js';
 import { ensureNodeCgroup, ensurePodCgroup, inNetnsArgv, labCgroupPids, removeLabCgroups, removeNetnsCgroup } from './cgroups.js';
@@ -250,7 +250,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     if (st.kubeconfig) await bridgeApiserver(name, p.dir, st.kubeconfig, [p.underlayNetns, ...st.nodes.map((n) => n.netns)]);
     st.operatorPid = await startOperator(st);
     save(st);
-    say(`operator pid ${st.operatorPid}: ${ipam.mode ?? 'cluster-pool'} ${st.podCidr} /${maskSize} per node, store ${storeKind} (${st.storeUrl})`);
+    say(`operator pid ${st.operatorPid}: ${ipam.mode ?? 'cluster-pool'} ${st.podCidr} /${maskSize} per node, ${st.kubeconfig ? `store kubernetes (${st.kubeconfig})` : `store ${storeKind} (${st.storeUrl})`}`);
     st.relayPid = await startRelay(st);
     save(st);
     say(`relay pid ${st.relayPid}: flows of every node on ${relaySocketIn(p.dir)}`);
@@ -663,7 +663,10 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     serviceAccount: o.serviceAccount ?? 'default',
     ...(o.ports && o.ports.length ? { ports: o.ports } : {}),
   };
+  let madePod = false;
   try {
+    // Kubernetes mode: the Pod object a user and the scheduler would have made (src/lab/k8s-kubelet.ts).
+    madePod = await labPodCreating(st, pod);
     const res = runCni(lab, 'ADD', pod);
     const result = JSON.parse(res) as { ips?: Array<{ address: string }> };
     pod.result = result;
@@ -686,6 +689,7 @@ export async function podAdd(lab: string, name: string, o: PodAddOptions): Promi
     }
     Netns.delete(pp.netns, NETNS_DIR);
     removeNetnsCgroup(pp.netns);
+    if (madePod) await labPodDeleted(st, pod);
     throw err;
   }
   const fresh = loadLab(lab);
@@ -714,6 +718,7 @@ export async function podDel(lab: string, ref: string): Promise<LabPod> {
   runCni(lab, 'DEL', pod);
   Netns.delete(pod.netns, NETNS_DIR);
   removeNetnsCgroup(pod.netns);
+  await labPodDeleted(st, pod);
   const fresh = loadLab(lab);
   fresh.pods = fresh.pods.filter((x) => !(x.name === pod.name && x.namespace === pod.namespace));
   save(fresh);
