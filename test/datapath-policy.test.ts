@@ -412,6 +412,33 @@ test('ctGc() removes expired entries only', async () => {
   assert.ok(dp.ctList().every((e) => e.expires >= 0));
 });
 
+test('ctGcInThread() collects as ctGc() does, on the GC thread: the caller\'s event loop runs during the pass', async () => {
+  assert.equal(await udpProbe(p3, p2.ip, 9090), 'echo');
+  const fresh = (): number => dp.ctList().filter((e) => e.src === p3.ip && e.proto === 'UDP').length;
+  assert.equal(fresh(), 2);
+  assert.equal((await dp.ctGcInThread()).deleted >= 0, true);
+  assert.equal(fresh(), 2, 'not expired yet');
+  await sleep(CT_TIMEOUTS.any * 1000);
+  let deleted = 0;
+  let turns = 0;
+  await waitFor('the expired entries collected by the thread', async () => {
+    let spinning = true;
+    const spin = (): void => {
+      if (!spinning) return;
+      turns++;
+      setImmediate(spin);
+    };
+    setImmediate(spin);
+    const r = await dp.ctGcInThread();
+    spinning = false;
+    deleted += r.deleted;
+    return fresh() === 0;
+  });
+  assert.ok(deleted >= 2, `deleted ${deleted}`);
+  // A pass in the calling thread would run to its end before any setImmediate callback.
+  assert.ok(turns > 0, 'the event loop turned while the thread walked the tables');
+});
+
 test('updateEndpoint(): a new identity keeps the enforcement flags and meets the policy of the new identity', async () => {
   setPolicy(p2, { ingressEnforced: true, entries: [allowFrom(11001)] });
   const before = dp.dumpEndpoints().find((e) => e.ip4 === p2.ip)!.flags;

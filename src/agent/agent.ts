@@ -79,6 +79,8 @@ export class Agent {
   private egress: EgressManager | undefined;
   private l2: L2Announcer | undefined;
   private ctGcTimer: NodeJS.Timeout | undefined;
+  /** Set by stop(): a pass in flight does not schedule the next. */
+  private ctGcStopped = false;
   private ctGcLast: { at: string; deleted: number; alive: number; fill: number; ms: number; 'next-ms': number } | undefined;
   private queue: Promise<void> = Promise.resolve();
   private ready = false;
@@ -375,6 +377,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     this.setReady(false);
+    this.ctGcStopped = true;
     clearTimeout(this.ctGcTimer);
     clearTimeout(this.nodeRetryTimer);
     clearTimeout(this.publishTimer);
@@ -744,26 +747,29 @@ export class Agent {
 
   /** Conntrack garbage collection: expired entries are deleted periodically (BPF never deletes them). */
   private startCtGc(): void {
-    const run = (): void => {
+    // Passes run on the datapath's GC thread: a walk of full tables must not hold the API, CNI ADDs or watches.
+    const run = async (): Promise<void> => {
+      this.ctGcTimer = undefined;
       let next = this.cfg.ctGcIntervalMs;
-      if (!this.dp) {
-        this.ctGcTimer = setTimeout(run, next);
-        return;
+      const dp = this.dp;
+      if (dp) {
+        const t0 = performance.now();
+        try {
+          const r = await dp.ctGcInThread();
+          // Sooner when the tables fill (connection churn), as Cilium's GC adapts its interval.
+          next = ctGcIntervalMs(this.cfg.ctGcIntervalMs, r.fill);
+          this.ctGcLast = { at: new Date().toISOString(), ...r, ms: Math.round((performance.now() - t0) * 100) / 100, 'next-ms': next };
+          if (r.deleted > 0) this.log.debug(this.ctGcLast, 'conntrack garbage collected');
+        } catch (err) {
+          if (this.ctGcStopped) return;
+          this.log.warn({ err }, 'conntrack garbage collection failed');
+        }
       }
-      const t0 = performance.now();
-      try {
-        const r = this.dp.ctGc();
-        // Sooner when the tables fill (connection churn), as Cilium's GC adapts its interval.
-        next = ctGcIntervalMs(this.cfg.ctGcIntervalMs, r.fill);
-        this.ctGcLast = { at: new Date().toISOString(), ...r, ms: Math.round((performance.now() - t0) * 100) / 100, 'next-ms': next };
-        if (r.deleted > 0) this.log.debug(this.ctGcLast, 'conntrack garbage collected');
-      } catch (err) {
-        this.log.warn({ err }, 'conntrack garbage collection failed');
-      }
-      this.ctGcTimer = setTimeout(run, next);
+      if (!this.ctGcStopped) this.ctGcTimer = setTimeout(() => void run(), next);
     };
     clearTimeout(this.ctGcTimer);
-    this.ctGcTimer = setTimeout(run, this.cfg.ctGcIntervalMs);
+    this.ctGcStopped = false;
+    this.ctGcTimer = setTimeout(() => void run(), this.cfg.ctGcIntervalMs);
   }
 
   private mustResolve(ref: string): Endpoint {

@@ -14,6 +14,7 @@ import type { DatapathEvent } from './event-types.js';
 import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
 import { monotonicSeconds, toCtEntry, type CtEntry } from './ct.js';
+import { CtGcThread, ctGcPass, ctGcPins, type CtGcOptions, type CtGcResult } from './ct-gc.js';
 import {
   EGRESS_IP_MAP_NAME,
   IPMASQ_MAP,
@@ -296,6 +297,8 @@ export class NodeDatapath {
   private readonly pins: PinnedAttachments;
   /** Bridged endpoints' switch to tcx; from start() to stop(), in the namespace start() ran in. */
   private switcher: TcxSwitcher | undefined;
+  /** The conntrack GC thread (ctGcInThread()), started by the first pass. */
+  private gcThread: CtGcThread | undefined;
   private switcherNs: Netns | undefined;
 
   /** Validates the configuration; nothing touches the kernel before start(). */
@@ -506,6 +509,8 @@ export class NodeDatapath {
 
   /** Stops event readers and closes our file descriptors; pinned maps and links keep forwarding while the agent is away. */
   stop(): void {
+    this.gcThread?.stop();
+    this.gcThread = undefined;
     for (const w of [...this.watches]) w.stop();
     this.switcher?.stop();
     this.switcher = undefined;
@@ -971,31 +976,27 @@ export class NodeDatapath {
    * Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure.
    * The NAT entries of flows whose conntrack entry is gone go with them (natDeleted).
    */
-  ctGc(): { deleted: number; alive: number; natDeleted: number; fill: number } {
+  ctGc(): CtGcResult {
     const s = this.started();
-    const now = monotonicSeconds();
-    let deleted = 0;
-    let alive = 0;
-    // How full the fullest table was before this run (for the adaptive GC interval, ctGcIntervalMs()).
-    let fill = 0;
-    const sizes = [CT_MAP_SIZE_TCP, CT_MAP_SIZE_ANY];
-    s.ct.forEach((m, i) => {
-      const doomed: CtKey[] = [];
-      let n = 0;
-      for (const [k, v] of m.entries()) {
-        n++;
-        if (v.lifetime < now) doomed.push(k);
-        else alive++;
-      }
-      fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
-      deleted += m.deleteMany(doomed);
-    });
-    const nat = natGc(s.snat, s.ct, {
+    return ctGcPass({ ct: s.ct, snat: s.snat }, this.ctGcOptions());
+  }
+
+  /**
+   * The same pass on the GC thread (ct-gc.ts), over its own descriptors of the pinned maps: the caller's event loop
+   * goes on meanwhile. One pass at a time per node.
+   */
+  ctGcInThread(): Promise<CtGcResult> {
+    this.started();
+    this.gcThread ??= new CtGcThread(ctGcPins(this.cfg.bpfRoot));
+    return this.gcThread.run(this.ctGcOptions());
+  }
+
+  private ctGcOptions(): CtGcOptions {
+    const t = this.cfg.ctTimeouts;
+    return {
       egressIps: this.localEgressIps(),
-      idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any, tcpClosed: this.cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin },
-    });
-    fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
-    return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };
+      idle: { tcp: t?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: t?.any ?? CT_TIMEOUTS_DEFAULT.any, tcpClosed: t?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin },
+    };
   }
 
   // ---- metrics ----

@@ -1,4 +1,5 @@
 // The one module that declares libbpf (Debian 12's libbpf 1.1) functions via koffi; handles are opaque.
+import { isMainThread } from 'node:worker_threads';
 import koffi from 'koffi';
 import { KernelError } from '../errors.js';
 
@@ -62,7 +63,9 @@ const c = {
 
 // libbpf prints warnings to stderr by default; kernel/ must not log, so messages are captured while a
 // load runs (to go into the thrown error) and dropped otherwise. The callback stays registered for the
-// life of the process because libbpf keeps the pointer.
+// life of the process because libbpf keeps the pointer. libbpf has one callback per process: only the main
+// thread registers it (a worker thread's, e.g. the conntrack GC's, would be called from the main thread's loads
+// with the worker's isolate, or after that isolate is gone: a fatal V8 error).
 const LIBBPF_DEBUG = 2;
 let capture: string[] | undefined;
 const printBuf = Buffer.alloc(8192);
@@ -75,7 +78,7 @@ const printCallback = koffi.register(
   },
   koffi.pointer(PrintFn),
 );
-c.setPrint(printCallback);
+if (isMainThread) c.setPrint(printCallback);
 
 /** Runs fn while collecting libbpf's warning/info messages; returns them with fn's result or error. */
 export function captureLibbpfMessages<T>(fn: () => T): { result?: T; error?: unknown; messages: string[] } {
