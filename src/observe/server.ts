@@ -21,7 +21,8 @@ import {
 import { ObserveError } from './errors.js';
 import { SocketClaimError, claimSocketPath } from '../util/socket.js';
 import { compileFilters, type FlowPredicate } from './filter.js';
-import { toFlow, type FlowContext } from './flow.js';
+import type { FlowContext } from './flow.js';
+import { DatapathEntry } from './flow-entry.js';
 import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
@@ -202,14 +203,19 @@ export class ObserverServer {
     return this.opts.socketPath;
   }
 
-  /** Converts a datapath event (needs options.context), stores and streams the flow, and streams the raw event. */
-  ingest(ev: DatapathEvent): Flow {
+  /**
+   * Stores a datapath event as a flow (needs options.context) and streams it, and streams the raw event. The flow
+   * is built when first read (DatapathEntry); what it needs from the node is looked up now, so it shows the pods
+   * as they were.
+   */
+  ingest(ev: DatapathEvent): { readonly flow: Flow } {
     const ctx = this.opts.context;
     if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest datapath events: the observer server has no flow context');
-    const flow = toFlow(ev, ctx);
-    this.publish(flow);
-    this.publishEvent(ev, ctx.interfaceName?.(ev.ifindex));
-    return flow;
+    const e = new DatapathEntry(ev, ctx);
+    const ifname = e.snapshot!.ifname;
+    this.publishEntry(e);
+    if (this.eventFollowers.size > 0) this.publishEvent(ev, ifname);
+    return e;
   }
 
   /**
