@@ -40,6 +40,8 @@ export const DEFAULT_RATES = [100, 200, 500, 1000, 2000, 4000, 0] as const;
  * reported with 4 events instead of 10, so a level on a port of its own starts with fresh tuples.
  */
 const CRR_PORT_BASE = 5560;
+/** Offered rates of the levels with nobody following (0 = as fast as the generator can). */
+const UNFOLLOWED_RATES = [500, 0] as const;
 /** rr clients opening connections in parallel (one per CPU the generator may use). */
 const CRR_CLIENTS = 2;
 /** A follower has caught up when no flow has come for this long (the relay holds flows 100 ms to sort them). */
@@ -211,13 +213,18 @@ async function eventRate(lab: string, p: Pair, rrBin: string, o: ObserveOptions)
 export async function observePhase(lab: string, p: Pair, toolsDir: string, o: ObserveOptions): Promise<ObserveResult> {
   const rrBin = path.join(toolsDir, 'rr');
   const { samples, follows } = await throughput(lab, p, rrBin, o);
+  let port = CRR_PORT_BASE + 1000;
   const levels = await eventRate(lab, p, rrBin, o);
-  // The agent's cost per event when nobody reads flows (what every other phase's CRR pays): as fast as the
-  // generator can, no follower.
-  const l = await rateLevel(lab, p, rrBin, 0, () => CRR_PORT_BASE + 100, o, false);
-  o.say(
-    `observe rate max conn/s, nobody following: ${l.connRate.toFixed(0)} conn/s, agent ${(l.read / l.secs).toFixed(0)} events/s (lost ${l.lost}), ` +
-      `CPU % agent ${l.agentCpuPct.toFixed(0)} (${agentUsPerEvent(l).toFixed(1)} µs/event) box ${l.boxBusyPct.toFixed(0)}`,
-  );
-  return { samples, follows, levels, unfollowed: [l] };
+  // The agent's cost per event when nobody reads flows (what every other phase's CRR pays): a rate every level of
+  // the ladder managed, and as fast as the generator can, no follower.
+  const unfollowed: RateLevel[] = [];
+  for (const offered of UNFOLLOWED_RATES) {
+    const l = await rateLevel(lab, p, rrBin, offered, () => port++, o, false);
+    unfollowed.push(l);
+    o.say(
+      `observe rate ${offered === 0 ? 'max' : offered} conn/s, nobody following: ${l.connRate.toFixed(0)} conn/s, agent ${(l.read / l.secs).toFixed(0)} events/s (lost ${l.lost}), ` +
+        `CPU % agent ${l.agentCpuPct.toFixed(0)} (${agentUsPerEvent(l).toFixed(1)} µs/event) box ${l.boxBusyPct.toFixed(0)}`,
+    );
+  }
+  return { samples, follows, levels, unfollowed };
 }
