@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ObserverClient } from './client.js';
+import { compileFilters, filtersOnly, type FlowFilter } from './filter.js';
 import { toFlow, type FlowContext } from './flow.js';
+import { DatapathEntry, SKELETON_FILTERS } from './flow-entry.js';
 import { ObserverServer } from './server.js';
 import { arpPacket, dropEvent, fakeContext, icmpPacket, tcpPacket, traceEvent, udpPacket, verdictEvent } from './testing.js';
 import type { DatapathEvent } from './types.js';
@@ -143,6 +145,61 @@ test('GetFlows and a filtered follower over the socket get the lazily kept flows
       [7, 8, 9].map((i) => toFlow(evs[i]!, node().ctx).Summary),
     );
     assert.equal(flows[0]!.destination?.pod_name, 'netshoot-pod');
+    // The verdict filter matched on the compact entries: only the three flows sent were built.
+    assert.equal(n.uuids(), 3);
+  } finally {
+    client.close();
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('filters of the skeleton fields match an unbuilt entry as they match its flow', () => {
+  const filters: FlowFilter[][] = [
+    [{ verdict: ['FORWARDED'] }],
+    [{ verdict: ['DROPPED', 'AUDIT'] }],
+    [{ source_ip: [CURL] }, { destination_ip: ['10.96.0.0/16'] }],
+    [{ source_pod: ['default/curl'] }],
+    [{ destination_pod: ['netshoot'], verdict: ['DROPPED'] }],
+    [{ source_label: ['reserved:world'] }],
+    [{ destination_label: ['k8s:app=netshoot'] }],
+    [{ source_identity: [47080] }],
+    [{ destination_identity: [0, 2] }],
+    [{ node_name: ['ctr'] }],
+    [{ event_type: [{ type: 4 }] }],
+    [{ event_type: [{ type: 1, match_sub_type: true, sub_type: 133 }] }],
+  ];
+  for (const f of filters) {
+    assert.ok(filtersOnly(f, [], SKELETON_FILTERS), JSON.stringify(f));
+    const match = compileFilters(f);
+    const blackMatch = compileFilters([], f);
+    events().forEach((ev, i) => {
+      const e = new DatapathEntry(ev, node().ctx);
+      const flow = toFlow(ev, node().ctx);
+      assert.equal(match(e.skeleton()), match(flow), `${JSON.stringify(f)} on event ${i}`);
+      assert.equal(blackMatch(e.skeleton()), blackMatch(flow), `blacklist ${JSON.stringify(f)} on event ${i}`);
+    });
+  }
+  assert.equal(filtersOnly([{ verdict: ['DROPPED'], protocol: ['tcp'] }], [], SKELETON_FILTERS), false);
+  assert.equal(filtersOnly([], [], SKELETON_FILTERS), false);
+  assert.equal(filtersOnly([{ verdict: [] }], [{ http_path: [] }, { source_ip: ['1.2.3.4'] }], SKELETON_FILTERS), true);
+});
+
+test('a follower whose filters need the whole flow still gets the right flows', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-dp-lazy-'));
+  const n = node();
+  const srv = new ObserverServer({ nodeName: 'ctr', socketPath: path.join(dir, 'o.sock'), context: n.ctx });
+  await srv.start();
+  const client = new ObserverClient(srv.socketPath);
+  try {
+    const evs = events();
+    for (const ev of evs) srv.ingest(ev);
+    const got = await client.collectFlows({ number: 100, whitelist: [{ protocol: ['udp'], source_pod: ['curl'] }] }, 10_000);
+    const flows = got.flatMap((r) => (r.kind === 'flow' ? [r.flow] : []));
+    assert.deepEqual(
+      flows.map((f) => f.Summary),
+      [5].map((i) => toFlow(evs[i]!, node().ctx).Summary),
+    );
   } finally {
     client.close();
     await srv.stop();

@@ -3,7 +3,7 @@
 // source, the interface name), the Hubble flow built by toFlow() the first time something reads it, then kept.
 // With nobody reading, an event costs the agent a header peek, a few map lookups and two small objects.
 import { randomUUID } from 'node:crypto';
-import { toFlow, type EndpointInfo, type FlowContext } from './flow.js';
+import { endpointOf, eventTypeOf, toFlow, verdictOf, type EndpointInfo, type FlowContext } from './flow.js';
 import type { Flow } from './model.js';
 import type { DatapathEvent } from './types.js';
 
@@ -197,6 +197,21 @@ class Replay implements FlowContext {
   }
 }
 
+/** The FlowFilter fields DatapathEntry.skeleton() answers. */
+export const SKELETON_FILTERS: ReadonlySet<string> = new Set([
+  'verdict',
+  'source_ip',
+  'destination_ip',
+  'source_pod',
+  'destination_pod',
+  'source_label',
+  'destination_label',
+  'source_identity',
+  'destination_identity',
+  'node_name',
+  'event_type',
+]);
+
 /** One datapath flow of the ring: built (by toFlow(), from its snapshot) when first read. */
 export class DatapathEntry {
   readonly ns: bigint;
@@ -223,6 +238,27 @@ export class DatapathEntry {
 
   get isBuilt(): boolean {
     return this.built !== undefined;
+  }
+
+  /**
+   * The fields of the flow a filter of SKELETON_FILTERS reads, as toFlow() makes them (zero values may stay that
+   * the flow leaves out; the filters read them the same): for followers and GetFlows to skip what they will not
+   * send without building it. The built flow once there is one.
+   */
+  skeleton(): Flow {
+    if (this.built !== undefined) return this.built;
+    const ev = this.ev!;
+    const s = this.snap!;
+    const r = new Replay(ev, s, this.ctx);
+    const f = {
+      verdict: verdictOf(ev),
+      node_name: this.ctx.nodeName,
+      event_type: eventTypeOf(ev),
+      source: endpointOf(s.srcByIp ?? s.srcById, ev.srcIdentity, r),
+      destination: endpointOf(s.dstByIp ?? s.dstById, ev.dstIdentity, r),
+    } as Flow;
+    if (s.srcIp !== '') f.IP = { source: s.srcIp, destination: s.dstIp };
+    return f;
   }
 
   get flow(): Flow {

@@ -20,9 +20,9 @@ import {
 } from './codec.js';
 import { ObserveError } from './errors.js';
 import { SocketClaimError, claimSocketPath } from '../util/socket.js';
-import { compileFilters, type FlowPredicate } from './filter.js';
+import { compileFilters, filtersOnly, type FlowPredicate } from './filter.js';
 import type { FlowContext } from './flow.js';
-import { DatapathEntry } from './flow-entry.js';
+import { DatapathEntry, SKELETON_FILTERS } from './flow-entry.js';
 import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
@@ -134,7 +134,14 @@ class Follower {
 interface FlowFollower {
   f: Follower;
   match: FlowPredicate;
+  /** Whether match reads only what a datapath entry's skeleton has (so it needs no built flow). */
+  onSkeleton: boolean;
   until: bigint | undefined;
+}
+
+/** Matches an entry: a datapath entry not built yet by its skeleton when the filters allow, by its flow otherwise. */
+function entryMatches(e: Entry, match: FlowPredicate, onSkeleton: boolean): boolean {
+  return onSkeleton && e instanceof DatapathEntry ? match(e.skeleton()) : match(e.flow);
 }
 
 interface EventFollower {
@@ -256,8 +263,7 @@ export class ObserverServer {
         fol.f.call.end();
         continue;
       }
-      const flow = e.flow;
-      if (fol.match(flow)) fol.f.offer(() => responseToProto(this.flowResponse(flow)));
+      if (entryMatches(e, fol.match, fol.onSkeleton)) fol.f.offer(() => responseToProto(this.flowResponse(e.flow)));
     }
   }
 
@@ -357,15 +363,17 @@ export class ObserverServer {
   private getFlows(call: Stream): void {
     let q: FlowsQuery;
     let match: FlowPredicate;
+    let onSkeleton: boolean;
     try {
       q = queryFromProto(call.request);
       if (q.first && q.follow) throw new ObserveError('TENDRIL_ERR_OBSERVE_INVALID', '"first" cannot be combined with "follow"');
       match = compileFilters(q.whitelist, q.blacklist);
+      onSkeleton = filtersOnly(q.whitelist ?? [], q.blacklist ?? [], SKELETON_FILTERS);
     } catch (err) {
       call.emit('error', statusError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
       return;
     }
-    for (const e of selectHistory(this.ring, q, match)) call.write(responseToProto(this.flowResponse(e.flow)));
+    for (const e of selectHistory(this.ring, q, (e) => entryMatches(e, match, onSkeleton))) call.write(responseToProto(this.flowResponse(e.flow)));
     if (!q.follow) {
       call.end();
       return;
@@ -382,6 +390,7 @@ export class ObserverServer {
     const fol: FlowFollower = {
       f: new Follower(call, this.queue, (n) => this.lostMessage(n)),
       match,
+      onSkeleton,
       until: q.until,
     };
     this.flowFollowers.add(fol);
@@ -450,7 +459,7 @@ export class ObserverServer {
 }
 
 /** The flows a GetFlows request gets before following: last (or first) `number` matching flows within since/until. */
-export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowPredicate): Entry[] {
+export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: (e: Entry) => boolean): Entry[] {
   const number = q.number ?? 0;
   // Following without a count or a start time means "only new flows", as Hubble.
   if (q.follow && number === 0 && q.since === undefined) return [];
@@ -458,7 +467,7 @@ export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowP
   const out: Entry[] = [];
   if (q.first) {
     for (const e of ring.values()) {
-      if (!inWindow(e) || !match(e.flow)) continue;
+      if (!inWindow(e) || !match(e)) continue;
       out.push(e);
       if (number > 0 && out.length >= number) break;
     }
@@ -466,7 +475,7 @@ export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowP
   }
   for (const e of ring.reversed()) {
     if (q.since !== undefined && e.ns < q.since) break;
-    if (!inWindow(e) || !match(e.flow)) continue;
+    if (!inWindow(e) || !match(e)) continue;
     out.push(e);
     if (number > 0 && out.length >= number) break;
   }
