@@ -218,6 +218,8 @@ export class DatapathEntry {
   private built: Flow | undefined;
   private ev: DatapathEvent | undefined;
   private snap: FlowSnapshot | undefined;
+  /** skeleton(), kept until the flow is built (several followers, repeated GetFlows). */
+  private skel: Flow | undefined;
   constructor(
     ev: DatapathEvent,
     private readonly ctx: FlowContext,
@@ -247,6 +249,7 @@ export class DatapathEntry {
    */
   skeleton(): Flow {
     if (this.built !== undefined) return this.built;
+    if (this.skel !== undefined) return this.skel;
     const ev = this.ev!;
     const s = this.snap!;
     const r = new Replay(ev, s, this.ctx);
@@ -258,6 +261,7 @@ export class DatapathEntry {
       destination: endpointOf(s.dstByIp ?? s.dstById, ev.dstIdentity, r),
     } as Flow;
     if (s.srcIp !== '') f.IP = { source: s.srcIp, destination: s.dstIp };
+    this.skel = f;
     return f;
   }
 
@@ -266,6 +270,7 @@ export class DatapathEntry {
       this.built = toFlow(this.ev!, new Replay(this.ev!, this.snap!, this.ctx));
       this.ev = undefined;
       this.snap = undefined;
+      this.skel = undefined;
     }
     return this.built;
   }
