@@ -9,7 +9,7 @@ import { Follower, type TallySnapshot } from './follower.js';
 import { boxBusySeconds, crr, iperf, processCpuSeconds, rr, rrSummary } from './load.js';
 import { measure, type NoisePolicy } from './measure.js';
 import { BenchError, sleep } from './proc.js';
-import { OBSERVE_IDLE, OBSERVE_WATCHED, generatorSaturated, type DpSample, type FollowCount, type Measured, type RateLevel } from './report.js';
+import { OBSERVE_IDLE, OBSERVE_WATCHED, agentUsPerEvent, generatorSaturated, type DpSample, type FollowCount, type Measured, type RateLevel } from './report.js';
 import type { Pair } from './scenarios.js';
 
 export interface ObserveOptions {
@@ -25,6 +25,8 @@ export interface ObserveResult {
   samples: DpSample[];
   follows: FollowCount[];
   levels: RateLevel[];
+  /** The same short connections with nobody following flows (the generator's maximum). */
+  unfollowed: RateLevel[];
 }
 
 /**
@@ -38,6 +40,8 @@ export const DEFAULT_RATES = [100, 200, 500, 1000, 2000, 4000, 0] as const;
  * reported with 4 events instead of 10, so a level on a port of its own starts with fresh tuples.
  */
 const CRR_PORT_BASE = 5560;
+/** Offered rates of the levels with nobody following (0 = as fast as the generator can). */
+const UNFOLLOWED_RATES = [500, 0] as const;
 /** rr clients opening connections in parallel (one per CPU the generator may use). */
 const CRR_CLIENTS = 2;
 /** A follower has caught up when no flow has come for this long (the relay holds flows 100 ms to sort them). */
@@ -131,18 +135,19 @@ function cpuOf(pids: ReadonlyArray<number | undefined>): number {
  * One level: short connections at `offered`/s for `secs` while a follower runs; the agent's counters and the
  * follower's tally before and after (after: once the follower has caught up, or 30 s).
  */
-async function rateLevel(lab: string, p: Pair, rrBin: string, offered: number, nextPort: () => number, o: ObserveOptions): Promise<RateLevel> {
+async function rateLevel(lab: string, p: Pair, rrBin: string, offered: number, nextPort: () => number, o: ObserveOptions, followed = true): Promise<RateLevel> {
   const socket = labPaths(lab).node('ctr').socket;
   const st = loadLab(lab);
   const agentPid = st.nodes.find((n) => n.name === 'ctr')?.pid;
+  const none: TallySnapshot = { flows: 0, lost: 0, other: 0, lastFlowAt: 0 };
   const m = await measure(o.noise, async () => {
-    const f = await Follower.start(lab, { client: p.client, serverIp: p.serverIp });
+    const f = followed ? await Follower.start(lab, { client: p.client, serverIp: p.serverIp }) : undefined;
     try {
       // Let the probe's flows through first, so that they belong to neither snapshot's difference.
-      await f.settle(SETTLE_QUIET_MS, 5_000);
-      const cpu = () => ({ agent: cpuOf([agentPid]), relay: cpuOf([st.relayPid]), observe: cpuOf([f.pid]), box: boxBusySeconds() });
+      await f?.settle(SETTLE_QUIET_MS, 5_000);
+      const cpu = () => ({ agent: cpuOf([agentPid]), relay: cpuOf([st.relayPid]), observe: cpuOf([f?.pid]), box: boxBusySeconds() });
       const cpu0 = cpu();
-      const t0: TallySnapshot = f.tally.snapshot();
+      const t0: TallySnapshot = f?.tally.snapshot() ?? none;
       const a0 = await agentCounters(socket);
       const g0 = performance.now();
       const gen = await crr(rrBin, p.server, p.client, p.serverIp, nextPort(), o.secs, offered, CRR_CLIENTS);
@@ -151,12 +156,12 @@ async function rateLevel(lab: string, p: Pair, rrBin: string, offered: number, n
       const cpu1 = cpu();
       // The agent reads the ring every 20 ms; then the follower gets what the relay holds.
       await sleep(200);
-      f.assertRunning();
-      const t1 = await f.settle(SETTLE_QUIET_MS, 30_000);
+      f?.assertRunning();
+      const t1 = f ? await f.settle(SETTLE_QUIET_MS, 30_000) : none;
       const a1 = await agentCounters(socket);
       return { gen, genS, cpu0, cpu1, t0, t1, a0, a1, genEnd };
     } finally {
-      await f.stop();
+      await f?.stop();
     }
   });
   const { gen, genS, cpu0, cpu1, t0, t1, a0, a1, genEnd } = m.value;
@@ -179,6 +184,8 @@ async function rateLevel(lab: string, p: Pair, rrBin: string, offered: number, n
     observeCpuPct: (100 * (cpu1.observe - cpu0.observe)) / genS,
     boxBusyPct: (100 * (cpu1.box - cpu0.box)) / genS / os.cpus().length,
     foreignPct: m.foreignPct,
+    followed,
+    agentCpuS: cpu1.agent - cpu0.agent,
   };
 }
 
@@ -206,6 +213,18 @@ async function eventRate(lab: string, p: Pair, rrBin: string, o: ObserveOptions)
 export async function observePhase(lab: string, p: Pair, toolsDir: string, o: ObserveOptions): Promise<ObserveResult> {
   const rrBin = path.join(toolsDir, 'rr');
   const { samples, follows } = await throughput(lab, p, rrBin, o);
+  let port = CRR_PORT_BASE + 1000;
   const levels = await eventRate(lab, p, rrBin, o);
-  return { samples, follows, levels };
+  // The agent's cost per event when nobody reads flows (what every other phase's CRR pays): a rate every level of
+  // the ladder managed, and as fast as the generator can, no follower.
+  const unfollowed: RateLevel[] = [];
+  for (const offered of UNFOLLOWED_RATES) {
+    const l = await rateLevel(lab, p, rrBin, offered, () => port++, o, false);
+    unfollowed.push(l);
+    o.say(
+      `observe rate ${offered === 0 ? 'max' : offered} conn/s, nobody following: ${l.connRate.toFixed(0)} conn/s, agent ${(l.read / l.secs).toFixed(0)} events/s (lost ${l.lost}), ` +
+        `CPU % agent ${l.agentCpuPct.toFixed(0)} (${agentUsPerEvent(l).toFixed(1)} µs/event) box ${l.boxBusyPct.toFixed(0)}`,
+    );
+  }
+  return { samples, follows, levels, unfollowed };
 }

@@ -331,6 +331,9 @@ export interface RateLevel {
   observeCpuPct: number;
   /** All CPUs of the box busy while the generator ran, % (100 = every CPU). */
   boxBusyPct: number;
+  /** Whether `observe -f` followed (false: nobody read flows); the agent's CPU seconds while the generator ran. */
+  followed?: boolean;
+  agentCpuS?: number;
   foreignPct: number;
 }
 
@@ -369,6 +372,26 @@ export function rateTable(levels: readonly RateLevel[]): string {
       `| ${l.offered === 0 ? 'max' : String(l.offered)} | ${fix(l.connRate, 0)} | ${fix(made(l) / l.secs, 0)} | ${fix(l.conns ? made(l) / l.conns : NaN, 1)} | ${fix(l.read / l.secs, 0)} | ` +
         `${l.lost} / ${l.rateLimited} | ${fix(l.flows / l.secs, 0)} | ${l.dropped} | ${undelivered(l)} | ${fix(l.lagS, 2)} | ` +
         `${fix(l.agentCpuPct, 0)} / ${fix(l.relayCpuPct, 0)} / ${fix(l.observeCpuPct, 0)} | ${fix(l.boxBusyPct, 0)} | ${fix(l.foreignPct, 0)} | ${levelState(l)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** The agent's CPU per event decoded at a level (CPU seconds while the generator ran / events read in the level). */
+export function agentUsPerEvent(l: RateLevel): number {
+  return l.agentCpuS === undefined || l.read === 0 ? NaN : (1e6 * l.agentCpuS) / l.read;
+}
+
+/** Levels with nobody following: the agent's cost per event when no flow is read. */
+export function unfollowedTable(levels: readonly RateLevel[]): string {
+  const lines = [
+    '| offered conn/s | achieved conn/s | agent events decoded/s | lost: ring full / rate-limited | CPU % agent | agent CPU µs/event | box busy % | foreign % |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const l of levels) {
+    lines.push(
+      `| ${l.offered === 0 ? 'max' : String(l.offered)} | ${fix(l.connRate, 0)} | ${fix(l.read / l.secs, 0)} | ${l.lost} / ${l.rateLimited} | ${fix(l.agentCpuPct, 0)} | ` +
+        `${fix(agentUsPerEvent(l), 1)} | ${fix(l.boxBusyPct, 0)} | ${fix(l.foreignPct, 0)} |`,
     );
   }
   return lines.join('\n');

@@ -36,6 +36,7 @@ import {
   rateSummary,
   rateTable,
   targetVerdicts,
+  unfollowedTable,
   xnodeTable,
   xnodeVerdicts,
   type DpRow,
@@ -272,7 +273,7 @@ async function datapath(st: RunState, o: Options): Promise<{ samples: DpSample[]
 }
 
 /** Flows: the same-node lab (the datapath phase's, or brought up here) idle vs followed, then the event-rate ladder. */
-async function observe(st: RunState, o: Options, labPair: Pair | undefined): Promise<{ samples: DpSample[]; follows: FollowCount[]; levels: RateLevel[]; pair: Pair }> {
+async function observe(st: RunState, o: Options, labPair: Pair | undefined): Promise<{ samples: DpSample[]; follows: FollowCount[]; levels: RateLevel[]; unfollowed: RateLevel[]; pair: Pair }> {
   let pair = labPair;
   if (!pair) {
     say(`observe: bringing up lab ${st.lab}`);
@@ -465,6 +466,12 @@ async function main(): Promise<number> {
         `- a connection = connect, 1 byte there and back, close (rr -C, ${levels[0]?.clients ?? 2} clients, unpinned); the datapath reports ~10 events for it (SYN, SYN-ACK, ACK, FIN, FIN of the reply, each leaving one pod and entering the other)`,
         '- events/s made = decoded by the agent + lost because the ring was full (the datapath\'s own counter); dropped for follower = the node\'s flow server dropped them for a follower too far behind (lost_events it was sent); not delivered = seen by the flow server but neither received nor reported lost',
         '- the ladder stops after the first rate where the agent lost events or the generator fell short of the offered rate',
+        '',
+        '### The same short connections, nobody following flows',
+        '',
+        unfollowedTable(ob.unfollowed),
+        '',
+        '- agent CPU µs/event = the agent\'s CPU time while the generator ran / events it decoded (its whole process: event reader, flow server, everything else it does meanwhile)',
         '',
       ]);
     }

@@ -129,6 +129,20 @@ export function compileFilters(whitelist: FlowFilter[] = [], blacklist: FlowFilt
   return (fl) => (white.length === 0 || white.some((w) => w(fl))) && !black.some((b) => b(fl));
 }
 
+/** Whether some filter is given and every one of them reads only these fields (of FlowFilter). */
+export function filtersOnly(whitelist: readonly FlowFilter[], blacklist: readonly FlowFilter[], fields: ReadonlySet<string>): boolean {
+  let any = false;
+  for (const f of [...whitelist, ...blacklist]) {
+    for (const k in f) {
+      const v = (f as Record<string, unknown>)[k];
+      if (v === undefined || (Array.isArray(v) && v.length === 0)) continue;
+      if (!fields.has(k)) return false;
+      any = true;
+    }
+  }
+  return any;
+}
+
 function ipMatcher(values: string[], side: Side): FlowPredicate {
   const exact = new Set<string>();
   const cidrs: Array<ReturnType<typeof parseCidr>> = [];

@@ -147,7 +147,7 @@ export function toFlow(ev: DatapathEvent, ctx: FlowContext): Flow {
   return normalizeFlow(flow);
 }
 
-function verdictOf(ev: DatapathEvent): Verdict {
+export function verdictOf(ev: DatapathEvent): Verdict {
   switch (ev.type) {
     case 'trace':
       return 'FORWARDED';
@@ -158,7 +158,7 @@ function verdictOf(ev: DatapathEvent): Verdict {
   }
 }
 
-function eventTypeOf(ev: DatapathEvent): Flow['event_type'] {
+export function eventTypeOf(ev: DatapathEvent): Flow['event_type'] {
   switch (ev.type) {
     case 'trace':
       return { type: MSG_TRACE, sub_type: OBS_POINTS.indexOf(ev.obsPoint) };

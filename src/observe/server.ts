@@ -20,8 +20,9 @@ import {
 } from './codec.js';
 import { ObserveError } from './errors.js';
 import { SocketClaimError, claimSocketPath } from '../util/socket.js';
-import { compileFilters, type FlowPredicate } from './filter.js';
-import { toFlow, type FlowContext } from './flow.js';
+import { compileFilters, filtersOnly, type FlowPredicate } from './filter.js';
+import type { FlowContext } from './flow.js';
+import { DatapathEntry, SKELETON_FILTERS } from './flow-entry.js';
 import { HealthService } from './health.js';
 import { timeToNs, type Flow } from './model.js';
 import { monitorMatches, toMonitorEvent, validateMonitorFilter, type MonitorFilter } from './monitor-format.js';
@@ -133,7 +134,14 @@ class Follower {
 interface FlowFollower {
   f: Follower;
   match: FlowPredicate;
+  /** Whether match reads only what a datapath entry's skeleton has (so it needs no built flow). */
+  onSkeleton: boolean;
   until: bigint | undefined;
+}
+
+/** Matches an entry: a datapath entry not built yet by its skeleton when the filters allow, by its flow otherwise. */
+function entryMatches(e: Entry, match: FlowPredicate, onSkeleton: boolean): boolean {
+  return onSkeleton && e instanceof DatapathEntry ? match(e.skeleton()) : match(e.flow);
 }
 
 interface EventFollower {
@@ -202,14 +210,19 @@ export class ObserverServer {
     return this.opts.socketPath;
   }
 
-  /** Converts a datapath event (needs options.context), stores and streams the flow, and streams the raw event. */
-  ingest(ev: DatapathEvent): Flow {
+  /**
+   * Stores a datapath event as a flow (needs options.context) and streams it, and streams the raw event. The flow
+   * is built when first read (DatapathEntry); what it needs from the node is looked up now, so it shows the pods
+   * as they were.
+   */
+  ingest(ev: DatapathEvent): { readonly flow: Flow } {
     const ctx = this.opts.context;
     if (!ctx) throw new ObserveError('TENDRIL_ERR_OBSERVE_SERVER', 'Cannot ingest datapath events: the observer server has no flow context');
-    const flow = toFlow(ev, ctx);
-    this.publish(flow);
-    this.publishEvent(ev, ctx.interfaceName?.(ev.ifindex));
-    return flow;
+    const e = new DatapathEntry(ev, ctx);
+    const ifname = e.snapshot!.ifname;
+    this.publishEntry(e);
+    if (this.eventFollowers.size > 0) this.publishEvent(ev, ifname);
+    return e;
   }
 
   /**
@@ -250,8 +263,7 @@ export class ObserverServer {
         fol.f.call.end();
         continue;
       }
-      const flow = e.flow;
-      if (fol.match(flow)) fol.f.offer(() => responseToProto(this.flowResponse(flow)));
+      if (entryMatches(e, fol.match, fol.onSkeleton)) fol.f.offer(() => responseToProto(this.flowResponse(e.flow)));
     }
   }
 
@@ -351,15 +363,17 @@ export class ObserverServer {
   private getFlows(call: Stream): void {
     let q: FlowsQuery;
     let match: FlowPredicate;
+    let onSkeleton: boolean;
     try {
       q = queryFromProto(call.request);
       if (q.first && q.follow) throw new ObserveError('TENDRIL_ERR_OBSERVE_INVALID', '"first" cannot be combined with "follow"');
       match = compileFilters(q.whitelist, q.blacklist);
+      onSkeleton = filtersOnly(q.whitelist ?? [], q.blacklist ?? [], SKELETON_FILTERS);
     } catch (err) {
       call.emit('error', statusError(grpc.status.INVALID_ARGUMENT, (err as Error).message));
       return;
     }
-    for (const e of selectHistory(this.ring, q, match)) call.write(responseToProto(this.flowResponse(e.flow)));
+    for (const e of selectHistory(this.ring, q, (e) => entryMatches(e, match, onSkeleton))) call.write(responseToProto(this.flowResponse(e.flow)));
     if (!q.follow) {
       call.end();
       return;
@@ -376,6 +390,7 @@ export class ObserverServer {
     const fol: FlowFollower = {
       f: new Follower(call, this.queue, (n) => this.lostMessage(n)),
       match,
+      onSkeleton,
       until: q.until,
     };
     this.flowFollowers.add(fol);
@@ -444,7 +459,7 @@ export class ObserverServer {
 }
 
 /** The flows a GetFlows request gets before following: last (or first) `number` matching flows within since/until. */
-export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowPredicate): Entry[] {
+export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: (e: Entry) => boolean): Entry[] {
   const number = q.number ?? 0;
   // Following without a count or a start time means "only new flows", as Hubble.
   if (q.follow && number === 0 && q.since === undefined) return [];
@@ -452,7 +467,7 @@ export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowP
   const out: Entry[] = [];
   if (q.first) {
     for (const e of ring.values()) {
-      if (!inWindow(e) || !match(e.flow)) continue;
+      if (!inWindow(e) || !match(e)) continue;
       out.push(e);
       if (number > 0 && out.length >= number) break;
     }
@@ -460,7 +475,7 @@ export function selectHistory(ring: FlowRing<Entry>, q: FlowsQuery, match: FlowP
   }
   for (const e of ring.reversed()) {
     if (q.since !== undefined && e.ns < q.since) break;
-    if (!inWindow(e) || !match(e.flow)) continue;
+    if (!inWindow(e) || !match(e)) continue;
     out.push(e);
     if (number > 0 && out.length >= number) break;
   }
