@@ -485,3 +485,33 @@ test('a packet from-container traced to-network already (native routing, its mar
   const other = toNetdev.run({ data: tcpOut(1603, dst), ctx: skbCtx({ ifindex: LO, mark: 0x0a00 }) });
   assert.equal(decodeSkbCtx(other.ctx!).mark, 0x0a00);
 });
+
+test('a translated reply\'s trace aggregation is its IN entry\'s (last_used): the first reply, SYN/FIN/RST and every 5 s are reported, no tendril_trace_agg entry', () => {
+  const HOOK_FROM_NETDEV = 4;
+  const dst = '203.0.113.89';
+  const sport = 1701;
+  ctEntry(IPPROTO_TCP, sport, dst, 80, { flags: CT_F_SEEN_NON_SYN });
+  assert.equal(run(toNetdev, tcpOut(sport, dst, 80, 0x10)).retval, TC_ACT_OK);
+  // Out of the NAT range: the flow has two entries, its IN entry the one holding the port.
+  const inKey = natList(snat).find((e) => e.direction === 'IN' && e.src === dst && e.protocol === IPPROTO_TCP)!;
+  assert.ok(inKey, 'IN entry');
+  const key: CtKey = { saddr: dst, daddr: NODE_IP, sport: 80, dport: inKey.dport, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  const reply = (flags: number): number => run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 80, inKey.dport, Buffer.alloc(0), flags)))).retval;
+  const lastUsed = (): number => snat.lookup(key)!.lastUsed;
+  const stamp = (v: number): void => snat.put(key, { ...snat.lookup(key)!, lastUsed: v });
+  assert.equal(lastUsed(), 0, 'nothing reported yet');
+  reply(0x10);
+  const now = monotonicSeconds();
+  assert.ok(Math.abs(lastUsed() - now) <= 1, `first reply reported: last_used ${lastUsed()} vs ${now}`);
+  stamp(now - 2);
+  reply(0x10);
+  assert.equal(lastUsed(), now - 2, 'an established ACK within 5 s: not reported');
+  reply(0x11);
+  assert.ok(lastUsed() >= now, 'a FIN: reported');
+  stamp(now - 6);
+  reply(0x10);
+  assert.ok(lastUsed() >= now, 'after 5 s: reported again');
+  const agg = traceAgg.lookup({ saddr: dst, daddr: pod.ip4, sport: 80, dport: sport, proto: IPPROTO_TCP, hook: HOOK_FROM_NETDEV, pad: 0 });
+  assert.equal(agg, undefined, 'no aggregation map entry for the translated reply');
+  assert.equal(snat.lookup(key)!.flags & NAT_F_MASQ, NAT_F_MASQ);
+});

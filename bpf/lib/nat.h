@@ -728,11 +728,42 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
 	return 1;
 }
 
+/*
+ * The trace aggregation of a translated reply (from-network at
+ * cil_from_netdev), kept in its IN entry rather than in tendril_trace_agg: the
+ * entry is looked up for the translation anyway, so an established flow's
+ * reply costs no aggregation lookup, and a new flow's first reply no
+ * aggregation insert. The IN entry of a flow to the node IP keeps in
+ * last_used the second of its last reported reply (unused for such a flow
+ * otherwise: nat_touch() stamps egress IP flows only; a reported packet was
+ * one of the flow's, so the GC's idle rule reading it stays true). Reported as
+ * trace_check() does: the first reply, one carrying SYN, FIN or RST, and at
+ * least every TRACE_REPORT_INTERVAL_NS; always as a reply (the pod's packet
+ * made the entry). An egress IP's flow (last_used is its activity) keeps the
+ * aggregation map.
+ */
+#define NAT_TRACE_INTERVAL_S	(TRACE_REPORT_INTERVAL_NS / NSEC_PER_SEC)
+#define NAT_TRACE_TCP_FLAGS	(TCP_F_SYN | TCP_F_FIN | TCP_F_RST)
+
+static __always_inline int snat4_rev_report(struct nat_entry4 *e, const struct ct_pkt *p, __u32 now)
+{
+	if (!CONFIG_EVENTS)
+		return 0;
+	if (!(p->tcp_flags & NAT_TRACE_TCP_FLAGS) && now - e->last_used < NAT_TRACE_INTERVAL_S)
+		return 0;
+	e->last_used = now;
+	return 1;
+}
+
 /* snat4_rev(): what it did with the packet (DROP_* codes below zero). */
 #define SNAT_REV_NONE		0	/* no reply of a masqueraded flow; *pkt undefined */
 #define SNAT_REV_PKT		1	/* translated: *pkt is the packet as it is now, addressed to the pod */
 #define SNAT_REV_DONE		2	/* translated (an ICMP error): *pkt undefined */
 #define SNAT_REV_UNFLAGGED	3	/* an IN entry without NAT_F_MASQ: nothing changed, NodePort's turn first */
+#define SNAT_REV_PKT_REPORT	4	/* as SNAT_REV_PKT, and the reply is reported (snat4_rev_report()) */
+
+/* from_netdev()'s @report: the delivery decides by tendril_trace_agg (trace_start()), else 0 or 1 (snat4_rev_report()). */
+#define SNAT_REV_TRACE_HERE	-1
 
 /*
  * Ingress of the native device, before anything else: a reply to a
@@ -742,7 +773,8 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
  * tuple is kept up to date with the rewrite, so that the delivery to the
  * pod (host.c's from_netdev()) neither parses it again nor looks the flow
  * up twice. An IN entry without NAT_F_MASQ is left to NodePort. Returns
- * SNAT_REV_* or a DROP_* code.
+ * SNAT_REV_* or a DROP_* code; with SNAT_REV_PKT(_REPORT) the trace decision
+ * is made as well (snat4_rev_report()).
  * A function of its own: its frame is not added to the delivery's.
  */
 static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_pkt *pkt)
@@ -755,7 +787,7 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	__u32 l4_off;
 	bool later_frag;
 	__u8 proto;
-	int ret;
+	int ret, report = 0;
 
 	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
 		return SNAT_REV_NONE;
@@ -797,6 +829,8 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	to_port = e->to_port;
 	if (node != CONFIG_NODE_IP4)
 		nat_touch(e, skb, proto, l4_off);
+	else
+		report = snat4_rev_report(e, pkt, ct_now());
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, port, to_port, later_frag);
 	if (IS_ERR(ret))
@@ -807,7 +841,7 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	if (proto != IPPROTO_ICMP)
 		pkt->policy_dport = to_port;
 	pkt->tuple.dir = 0;
-	return SNAT_REV_PKT;
+	return report ? SNAT_REV_PKT_REPORT : SNAT_REV_PKT;
 }
 
 #endif /* __TENDRIL_NAT_H_ */
