@@ -532,7 +532,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	__be32 saddr, to_addr, nat_addr;
 	__be16 to_port;
 	__u32 l4_off;
-	bool later_frag, traced;
+	bool later_frag, traced, local;
 	__u8 proto;
 	int ret;
 
@@ -551,20 +551,32 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	/* The native-routing CIDR costs no lookup: cross-node pod traffic leaves before any. */
 	if (CONFIG_NATIVE_ROUTING_MASK4 && (ip->daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
 		return TC_ACT_OK;
-	ep = lookup_ip4_endpoint(saddr);
-	if (ep && ep_is_host(ep))
-		return TC_ACT_OK;
+	/*
+	 * A packet from-container traced (MARK_MAGIC_TRACED_NET) is a local
+	 * pod's, whose source it checked: no endpoint lookup (the endpoint
+	 * serves the trace only, which such a packet does not get here).
+	 */
+	if (traced) {
+		ep = NULL;
+		local = true;
+	} else {
+		ep = lookup_ip4_endpoint(saddr);
+		if (ep && ep_is_host(ep))
+			return TC_ACT_OK;
+		local = ep != NULL;
+	}
 	/* An egress gateway policy's traffic (a pod here, or one of another node tunnelled here) leaves with its egress IP (lib/egress.h). */
 	nat_addr = egress_gw_snat_addr4(saddr, ip->daddr);
 	if (nat_addr == EGRESS_GW_ELSEWHERE)
-		return ep ? TC_ACT_OK : egress_gw_not_here4();
+		return local ? TC_ACT_OK : egress_gw_not_here4();
 	if (!nat_addr) {
-		if (!ep)
+		if (!local)
 			return TC_ACT_OK;
 		nat_addr = CONFIG_NODE_IP4;
 	}
+	/* Scalars only from here on (their values decide nothing, so the verifier's states merge). */
 	lxc_id = ep ? ep->lxc_id : 0;
-	sec_id = ep ? ep->sec_id : ipcache_identity4(saddr);
+	sec_id = ep ? ep->sec_id : IDENTITY_UNKNOWN;
 	proto = ip->protocol;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
@@ -630,9 +642,13 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	}
 rewrite:
 	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
-	if (trace.report)
+	if (trace.report) {
+		/* A tunnelled pod's identity (an egress gateway's flow) for a reported packet only: an LPM lookup. */
+		if (sec_id == IDENTITY_UNKNOWN)
+			sec_id = ipcache_identity4(saddr);
 		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id,
 			    dst_label ? dst_label : ipcache_identity4(pkt.tuple.daddr), 0);
+	}
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;
