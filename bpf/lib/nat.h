@@ -55,6 +55,7 @@
  * as long as the pod tuple's conntrack entry lives.
  */
 #define NAT_F_SAME_PORT		0x8
+/* nat_entry4.flags bits 8-15 of a masquerade IN entry to the node IP: its reported replies' TCP flags (snat4_rev_report()). */
 
 struct nat_entry4 {
 	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
@@ -752,21 +753,27 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
  * aggregation insert. The IN entry of a flow to the node IP keeps in
  * last_used the second of its last reported reply (unused for such a flow
  * otherwise: nat_touch() stamps egress IP flows only; a reported packet was
- * one of the flow's, so the GC's idle rule reading it stays true). Reported as
- * trace_check() does: the first reply, one carrying SYN, FIN or RST, and at
- * least every TRACE_REPORT_INTERVAL_NS; always as a reply (the pod's packet
- * made the entry). An egress IP's flow (last_used is its activity) keeps the
- * aggregation map.
+ * one of the flow's, so the GC's idle rule reading it stays true), and in
+ * the high byte of flags the TCP flags reported so far (NAT_F_TRACE_SHIFT).
+ * Reported as trace_check() does: the first reply, one with a TCP flag
+ * (TRACE_TCP_FLAGS) not reported before, and at least every
+ * TRACE_REPORT_INTERVAL_NS; always as a reply (the pod's packet made the
+ * entry). An egress IP's flow (last_used is its activity, flags its close)
+ * keeps the aggregation map.
  */
 #define NAT_TRACE_INTERVAL_S	(TRACE_REPORT_INTERVAL_NS / NSEC_PER_SEC)
-#define NAT_TRACE_TCP_FLAGS	(TCP_F_SYN | TCP_F_FIN | TCP_F_RST)
+#define NAT_F_TRACE_SHIFT	8
 
 static __always_inline int snat4_rev_report(struct nat_entry4 *e, const struct ct_pkt *p, __u32 now)
 {
+	__u16 flags = e->flags, seen = (__u16)(p->tcp_flags & TRACE_TCP_FLAGS) << NAT_F_TRACE_SHIFT;
+
 	if (!CONFIG_EVENTS)
 		return 0;
-	if (!(p->tcp_flags & NAT_TRACE_TCP_FLAGS) && now - e->last_used < NAT_TRACE_INTERVAL_S)
+	if ((flags | seen) == flags && now - e->last_used < NAT_TRACE_INTERVAL_S)
 		return 0;
+	if ((flags | seen) != flags)
+		e->flags = flags | seen;
 	e->last_used = now;
 	return 1;
 }
