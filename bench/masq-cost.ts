@@ -68,6 +68,13 @@ function cases(): CostCase[] {
       each: (r, i) => out(ipv4(pod.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, EXT, 32768 + i, 2000 + r, Buffer.alloc(0), 0x02))),
     },
     {
+      // The first reply of each flow the case above opened (its IN entry made there, in the same round).
+      name: 'from-netdev TCP SYN-ACK, the first reply of a new flow',
+      prog: 'cil_from_netdev',
+      frame: tcpBack,
+      each: (r, i) => inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 2000 + r, 32768 + i, Buffer.alloc(0), 0x12))),
+    },
+    {
       name: 'to-netdev TCP SYN of a new flow (a new mapping)',
       prog: 'cil_to_netdev',
       frame: tcp,
