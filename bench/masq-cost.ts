@@ -57,6 +57,23 @@ function cases(): CostCase[] {
     { name: 'to-netdev UDP established', prog: 'cil_to_netdev', frame: udp },
     { name: 'from-netdev TCP reply', prog: 'cil_from_netdev', frame: tcpBack },
     { name: 'from-netdev routed TCP to a local pod (native, no NAT)', prog: 'cil_from_netdev', frame: routed },
+    // The floor: the node's own packet, which leaves at once (what a run costs around the program's own work).
+    { name: 'to-netdev the node\'s own TCP packet (floor: no NAT work)', prog: 'cil_to_netdev', frame: out(ipv4(NODE_IP, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, NODE_IP, EXT, 22, 40000, Buffer.alloc(64), 0x10))) },
+    {
+      name: 'to-netdev TCP SYN of a new flow, traced by from-container (native)',
+      prog: 'cil_to_netdev',
+      frame: tcp,
+      mark: MARK_TRACED_NET,
+      // Source ports above the untraced SYN case's (each run a tuple of its own).
+      each: (r, i) => out(ipv4(pod.ip4, EXT, IPPROTO_TCP, l4(IPPROTO_TCP, pod.ip4, EXT, 32768 + i, 2000 + r, Buffer.alloc(0), 0x02))),
+    },
+    {
+      // The first reply of each flow the case above opened (its IN entry made there, in the same round).
+      name: 'from-netdev TCP SYN-ACK, the first reply of a new flow',
+      prog: 'cil_from_netdev',
+      frame: tcpBack,
+      each: (r, i) => inn(ipv4(EXT, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, EXT, NODE_IP, 2000 + r, 32768 + i, Buffer.alloc(0), 0x12))),
+    },
     {
       name: 'to-netdev TCP SYN of a new flow (a new mapping)',
       prog: 'cil_to_netdev',

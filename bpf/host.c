@@ -124,8 +124,9 @@ int cil_from_host(struct __sk_buff *skb)
  * is now (SNAT_REV_PKT), else it is parsed here. Global, so verified once, whatever its
  * callers' states: a static function is verified per caller's state, and the ways the caller
  * fills @parsed would multiply the delivery's paths beyond the verifier's limit.
+ * @report: SNAT_REV_TRACE_HERE, or whether the translated reply is reported (snat4_rev()).
  */
-__attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct_pkt *parsed, int translated)
+__attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct_pkt *parsed, int translated, int report)
 {
 	struct ct_pkt pkt;
 	const struct endpoint_info *ep;
@@ -153,7 +154,15 @@ __attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct
 	if (IS_ERR(ret))
 		return ret;
 
-	trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
+	/* A translated reply's aggregation was its IN entry's (lib/nat.h, snat4_rev_report()). */
+	if (report == SNAT_REV_TRACE_HERE) {
+		trace_start(skb, ip, TRACE_HOOK_FROM_NETDEV, &trace);
+	} else {
+		trace.report = report;
+		trace.reason = TRACE_REASON_REPLY;
+		if (report)
+			flow4_from_ip(skb, ip, &trace.flow);
+	}
 	ep = lookup_ip4_endpoint(ip->daddr);
 	if (!ep || ep_is_host(ep)) {
 		if (trace.report)
@@ -218,20 +227,24 @@ static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 	 * their two lookups, which miss, are spared it.
 	 */
 	if (!tunnel_mode() && netdev_to_local_pod(skb)) {
-		ret = from_netdev(skb, NULL, 0);
+		ret = from_netdev(skb, NULL, 0, SNAT_REV_TRACE_HERE);
 		goto out;
 	}
 	ret = snat4_rev(skb, &pkt);
 	if (IS_ERR(ret))
 		goto out;
-	if (ret == SNAT_REV_PKT || ret == SNAT_REV_DONE) {
-		ret = from_netdev(skb, ret == SNAT_REV_PKT ? &pkt : NULL, 1);
+	if (ret == SNAT_REV_PKT || ret == SNAT_REV_PKT_REPORT) {
+		ret = from_netdev(skb, &pkt, 1, ret == SNAT_REV_PKT_REPORT);
+		goto out;
+	}
+	if (ret == SNAT_REV_DONE) {
+		ret = from_netdev(skb, NULL, 1, SNAT_REV_TRACE_HERE);
 		goto out;
 	}
 	/* Nothing of the parse stays live past here: NodePort's paths are verified once. */
 	ret = nodeport_from_netdev(skb);
 	if (!ret)
-		ret = from_netdev(skb, NULL, 0);
+		ret = from_netdev(skb, NULL, 0, SNAT_REV_TRACE_HERE);
 out:
 	/* Arriving from the wire: ingress. */
 	if (IS_ERR(ret))

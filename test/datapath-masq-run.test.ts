@@ -29,7 +29,7 @@ import {
   type CtKey,
   type EndpointInfo,
 } from '../src/datapath/maps.js';
-import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, NAT_DIR_IN, NAT_F_MASQ, NAT_F_SAME_PORT, natAdoptUnflagged, natConstants, natGc, natList, natLookupOut, natValueCodec, type NatValue } from '../src/datapath/nat.js';
+import { IPMASQ_MAP, SNAT_MAP, ipmasqKeyCodec, ipmasqReplace, ipmasqValueCodec, NAT_DIR_IN, NAT_F_MASK, NAT_F_MASQ, NAT_F_SAME_PORT, NAT_F_TRACE_SHIFT, natAdoptUnflagged, natConstants, natGc, natList, natLookupOut, natValueCodec, type NatValue } from '../src/datapath/nat.js';
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { parseIPv4 } from '../src/util/ip.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ethernet, icmpEcho, icmpError, ipv4, l4, parse } from './lib/packets.js';
@@ -345,7 +345,7 @@ test('a flow that keeps its own port has its IN entry alone; a flow whose port i
     // The first keeps 40001 (in the range): one entry, the IN one, which stands for the OUT side as well.
     const a = parse(run(toNetdevSmall, syn(pods[0]!)).data);
     assert.deepEqual([a.src, a.sport], [NODE_IP, 40001]);
-    assert.deepEqual(snat.lookup(inKey(40001)), { ...snat.lookup(inKey(40001))!, toAddr: pods[0]!.ip4, toPort: 40001, flags: NAT_F_MASQ | NAT_F_SAME_PORT });
+    assert.deepEqual({ ...snat.lookup(inKey(40001))!, flags: snat.lookup(inKey(40001))!.flags & NAT_F_MASK }, { ...snat.lookup(inKey(40001))!, toAddr: pods[0]!.ip4, toPort: 40001, flags: NAT_F_MASQ | NAT_F_SAME_PORT });
     assert.equal(snat.lookup(tuple(pods[0]!)), undefined, 'no OUT entry');
     assert.deepEqual([natLookupOut(snat, tuple(pods[0]!), [NODE_IP])?.toAddr, natLookupOut(snat, tuple(pods[0]!), [NODE_IP])?.toPort], [NODE_IP, 40001]);
     assert.equal(parse(run(toNetdevSmall, out(ipv4(pods[0]!.ip4, dst, IPPROTO_TCP, l4(IPPROTO_TCP, pods[0]!.ip4, dst, 40001, 443, Buffer.from('x'), 0x10)))).data).sport, 40001);
@@ -354,13 +354,13 @@ test('a flow that keeps its own port has its IN entry alone; a flow whose port i
     const b = parse(run(toNetdevSmall, syn(pods[1]!)).data);
     assert.notEqual(b.sport, 40001);
     assert.equal(snat.lookup(tuple(pods[1]!))?.toPort, b.sport, 'OUT entry');
-    assert.equal(snat.lookup(inKey(b.sport))?.flags, NAT_F_MASQ, 'its IN entry is not alone');
+    assert.equal((snat.lookup(inKey(b.sport))?.flags ?? 0) & NAT_F_MASK, NAT_F_MASQ, 'its IN entry is not alone');
     assert.deepEqual([back(b.sport).dst, back(b.sport).dport], [pods[1]!.ip4, 40001]);
     // The first flow dies: the third pod's flow takes 40001 over, alone again, and the replies reach it.
     ct.delete(tuple(pods[0]!));
     const c = parse(run(toNetdevSmall, syn(pods[2]!)).data);
     assert.equal(c.sport, 40001);
-    assert.deepEqual([snat.lookup(inKey(40001))?.toAddr, snat.lookup(inKey(40001))?.flags], [pods[2]!.ip4, NAT_F_MASQ | NAT_F_SAME_PORT]);
+    assert.deepEqual([snat.lookup(inKey(40001))?.toAddr, (snat.lookup(inKey(40001))?.flags ?? 0) & NAT_F_MASK], [pods[2]!.ip4, NAT_F_MASQ | NAT_F_SAME_PORT]);
     assert.deepEqual([back(40001).dst, back(40001).dport], [pods[2]!.ip4, 40001]);
     // The GC keeps the live ones' entries and lists each flow both ways.
     natGc(snat, [ct]);
@@ -484,4 +484,40 @@ test('a packet from-container traced to-network already (native routing, its mar
   // Another mark is left alone.
   const other = toNetdev.run({ data: tcpOut(1603, dst), ctx: skbCtx({ ifindex: LO, mark: 0x0a00 }) });
   assert.equal(decodeSkbCtx(other.ctx!).mark, 0x0a00);
+});
+
+test('a translated reply\'s trace aggregation is its IN entry\'s (last_used, flags\' high byte): the first reply, a TCP flag not reported before and every 5 s are reported, no tendril_trace_agg entry', () => {
+  const HOOK_FROM_NETDEV = 4;
+  const dst = '203.0.113.89';
+  const sport = 1701;
+  ctEntry(IPPROTO_TCP, sport, dst, 80, { flags: CT_F_SEEN_NON_SYN });
+  assert.equal(run(toNetdev, tcpOut(sport, dst, 80, 0x10)).retval, TC_ACT_OK);
+  // Out of the NAT range: the flow has two entries, its IN entry the one holding the port.
+  const inKey = natList(snat).find((e) => e.direction === 'IN' && e.src === dst && e.protocol === IPPROTO_TCP)!;
+  assert.ok(inKey, 'IN entry');
+  const key: CtKey = { saddr: dst, daddr: NODE_IP, sport: 80, dport: inKey.dport, nexthdr: IPPROTO_TCP, dir: NAT_DIR_IN, pad: 0 };
+  const reply = (flags: number): number => run(fromNetdev, inn(ipv4(dst, NODE_IP, IPPROTO_TCP, l4(IPPROTO_TCP, dst, NODE_IP, 80, inKey.dport, Buffer.alloc(0), flags)))).retval;
+  const lastUsed = (): number => snat.lookup(key)!.lastUsed;
+  const seen = (): number => snat.lookup(key)!.flags >> NAT_F_TRACE_SHIFT;
+  const stamp = (v: number): void => snat.put(key, { ...snat.lookup(key)!, lastUsed: v });
+  assert.deepEqual([lastUsed(), seen()], [0, 0], 'nothing reported yet');
+  reply(0x10);
+  const now = monotonicSeconds();
+  assert.ok(Math.abs(lastUsed() - now) <= 1, `first reply reported: last_used ${lastUsed()} vs ${now}`);
+  assert.equal(seen(), 0x10);
+  stamp(now - 2);
+  reply(0x10);
+  assert.equal(lastUsed(), now - 2, 'an ACK again within 5 s: not reported');
+  reply(0x11);
+  assert.ok(lastUsed() >= now, 'a FIN, new: reported');
+  assert.equal(seen(), 0x11);
+  stamp(now - 2);
+  reply(0x11);
+  assert.equal(lastUsed(), now - 2, 'a FIN again within 5 s: not reported');
+  stamp(now - 6);
+  reply(0x10);
+  assert.ok(lastUsed() >= now, 'after 5 s: reported again');
+  const agg = traceAgg.lookup({ saddr: dst, daddr: pod.ip4, sport: 80, dport: sport, proto: IPPROTO_TCP, hook: HOOK_FROM_NETDEV, pad: 0 });
+  assert.equal(agg, undefined, 'no aggregation map entry for the translated reply');
+  assert.equal(snat.lookup(key)!.flags & NAT_F_MASK, NAT_F_MASQ);
 });

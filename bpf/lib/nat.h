@@ -55,6 +55,7 @@
  * as long as the pod tuple's conntrack entry lives.
  */
 #define NAT_F_SAME_PORT		0x8
+/* nat_entry4.flags bits 8-15 of a masquerade IN entry to the node IP: its reported replies' TCP flags (snat4_rev_report()). */
 
 struct nat_entry4 {
 	__be32	to_addr;	/* OUT: the node IP; IN: the pod's address */
@@ -532,7 +533,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	__be32 saddr, to_addr, nat_addr;
 	__be16 to_port;
 	__u32 l4_off;
-	bool later_frag, traced;
+	bool later_frag, traced, local;
 	__u8 proto;
 	int ret;
 
@@ -551,20 +552,32 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	/* The native-routing CIDR costs no lookup: cross-node pod traffic leaves before any. */
 	if (CONFIG_NATIVE_ROUTING_MASK4 && (ip->daddr & CONFIG_NATIVE_ROUTING_MASK4) == CONFIG_NATIVE_ROUTING_NET4)
 		return TC_ACT_OK;
-	ep = lookup_ip4_endpoint(saddr);
-	if (ep && ep_is_host(ep))
-		return TC_ACT_OK;
+	/*
+	 * A packet from-container traced (MARK_MAGIC_TRACED_NET) is a local
+	 * pod's, whose source it checked: no endpoint lookup (the endpoint
+	 * serves the trace only, which such a packet does not get here).
+	 */
+	if (traced) {
+		ep = NULL;
+		local = true;
+	} else {
+		ep = lookup_ip4_endpoint(saddr);
+		if (ep && ep_is_host(ep))
+			return TC_ACT_OK;
+		local = ep != NULL;
+	}
 	/* An egress gateway policy's traffic (a pod here, or one of another node tunnelled here) leaves with its egress IP (lib/egress.h). */
 	nat_addr = egress_gw_snat_addr4(saddr, ip->daddr);
 	if (nat_addr == EGRESS_GW_ELSEWHERE)
-		return ep ? TC_ACT_OK : egress_gw_not_here4();
+		return local ? TC_ACT_OK : egress_gw_not_here4();
 	if (!nat_addr) {
-		if (!ep)
+		if (!local)
 			return TC_ACT_OK;
 		nat_addr = CONFIG_NODE_IP4;
 	}
+	/* Scalars only from here on (their values decide nothing, so the verifier's states merge). */
 	lxc_id = ep ? ep->lxc_id : 0;
-	sec_id = ep ? ep->sec_id : ipcache_identity4(saddr);
+	sec_id = ep ? ep->sec_id : IDENTITY_UNKNOWN;
 	proto = ip->protocol;
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	later_frag = ip->frag_off & bpf_htons(IP_OFFSET);
@@ -630,9 +643,13 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 	}
 rewrite:
 	/* The destination's identity only for a reported packet: an LPM lookup saved on every other one. */
-	if (trace.report)
+	if (trace.report) {
+		/* A tunnelled pod's identity (an egress gateway's flow) for a reported packet only: an LPM lookup. */
+		if (sec_id == IDENTITY_UNKNOWN)
+			sec_id = ipcache_identity4(saddr);
 		trace_point(skb, &trace, TRACE_TO_NETWORK, lxc_id, sec_id,
 			    dst_label ? dst_label : ipcache_identity4(pkt.tuple.daddr), 0);
+	}
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_SADDR_OFF, saddr, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off, pkt.tuple.sport, to_port, later_frag);
 	return IS_ERR(ret) ? ret : TC_ACT_OK;
@@ -728,11 +745,48 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
 	return 1;
 }
 
+/*
+ * The trace aggregation of a translated reply (from-network at
+ * cil_from_netdev), kept in its IN entry rather than in tendril_trace_agg: the
+ * entry is looked up for the translation anyway, so an established flow's
+ * reply costs no aggregation lookup, and a new flow's first reply no
+ * aggregation insert. The IN entry of a flow to the node IP keeps in
+ * last_used the second of its last reported reply (unused for such a flow
+ * otherwise: nat_touch() stamps egress IP flows only; a reported packet was
+ * one of the flow's, so the GC's idle rule reading it stays true), and in
+ * the high byte of flags the TCP flags reported so far (NAT_F_TRACE_SHIFT).
+ * Reported as trace_check() does: the first reply, one with a TCP flag
+ * (TRACE_TCP_FLAGS) not reported before, and at least every
+ * TRACE_REPORT_INTERVAL_NS; always as a reply (the pod's packet made the
+ * entry). An egress IP's flow (last_used is its activity, flags its close)
+ * keeps the aggregation map.
+ */
+#define NAT_TRACE_INTERVAL_S	(TRACE_REPORT_INTERVAL_NS / NSEC_PER_SEC)
+#define NAT_F_TRACE_SHIFT	8
+
+static __always_inline int snat4_rev_report(struct nat_entry4 *e, const struct ct_pkt *p, __u32 now)
+{
+	__u16 flags = e->flags, seen = (__u16)(p->tcp_flags & TRACE_TCP_FLAGS) << NAT_F_TRACE_SHIFT;
+
+	if (!CONFIG_EVENTS)
+		return 0;
+	if ((flags | seen) == flags && now - e->last_used < NAT_TRACE_INTERVAL_S)
+		return 0;
+	if ((flags | seen) != flags)
+		e->flags = flags | seen;
+	e->last_used = now;
+	return 1;
+}
+
 /* snat4_rev(): what it did with the packet (DROP_* codes below zero). */
 #define SNAT_REV_NONE		0	/* no reply of a masqueraded flow; *pkt undefined */
 #define SNAT_REV_PKT		1	/* translated: *pkt is the packet as it is now, addressed to the pod */
 #define SNAT_REV_DONE		2	/* translated (an ICMP error): *pkt undefined */
 #define SNAT_REV_UNFLAGGED	3	/* an IN entry without NAT_F_MASQ: nothing changed, NodePort's turn first */
+#define SNAT_REV_PKT_REPORT	4	/* as SNAT_REV_PKT, and the reply is reported (snat4_rev_report()) */
+
+/* from_netdev()'s @report: the delivery decides by tendril_trace_agg (trace_start()), else 0 or 1 (snat4_rev_report()). */
+#define SNAT_REV_TRACE_HERE	-1
 
 /*
  * Ingress of the native device, before anything else: a reply to a
@@ -742,7 +796,8 @@ static __always_inline int snat4_rev_icmp_error(struct __sk_buff *skb, const str
  * tuple is kept up to date with the rewrite, so that the delivery to the
  * pod (host.c's from_netdev()) neither parses it again nor looks the flow
  * up twice. An IN entry without NAT_F_MASQ is left to NodePort. Returns
- * SNAT_REV_* or a DROP_* code.
+ * SNAT_REV_* or a DROP_* code; with SNAT_REV_PKT(_REPORT) the trace decision
+ * is made as well (snat4_rev_report()).
  * A function of its own: its frame is not added to the delivery's.
  */
 static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_pkt *pkt)
@@ -755,7 +810,7 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	__u32 l4_off;
 	bool later_frag;
 	__u8 proto;
-	int ret;
+	int ret, report = 0;
 
 	if (!CONFIG_MASQ || skb->protocol != bpf_htons(ETH_P_IP))
 		return SNAT_REV_NONE;
@@ -797,6 +852,8 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	to_port = e->to_port;
 	if (node != CONFIG_NODE_IP4)
 		nat_touch(e, skb, proto, l4_off);
+	else
+		report = snat4_rev_report(e, pkt, ct_now());
 	ret = nat_rewrite4(skb, l4_off, proto, IP4_DADDR_OFF, node, to_addr,
 			   proto == IPPROTO_ICMP ? l4_off + 4 : l4_off + 2, port, to_port, later_frag);
 	if (IS_ERR(ret))
@@ -807,7 +864,7 @@ static __attribute__((noinline)) int snat4_rev(struct __sk_buff *skb, struct ct_
 	if (proto != IPPROTO_ICMP)
 		pkt->policy_dport = to_port;
 	pkt->tuple.dir = 0;
-	return SNAT_REV_PKT;
+	return report ? SNAT_REV_PKT_REPORT : SNAT_REV_PKT;
 }
 
 #endif /* __TENDRIL_NAT_H_ */

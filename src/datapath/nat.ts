@@ -22,6 +22,12 @@ export const NAT_F_MASQ = 1;
  * kept the pod's own port; the pod's tuple (its OUT side) is the key's reverse (natOwnerOf()).
  */
 export const NAT_F_SAME_PORT = 0x8;
+/**
+ * nat_entry4.flags (lib/nat.h): the NAT_F_* bits; the high byte of a masquerade IN entry to the node IP holds the TCP
+ * flags of its replies reported so far (the trace aggregation of cil_from_netdev, in place of tendril_trace_agg).
+ */
+export const NAT_F_MASK = 0xff;
+export const NAT_F_TRACE_SHIFT = 8;
 
 /** Load-time constants of lib/config.h for masquerading. */
 export const CONFIG_MASQ = 'CONFIG_MASQ';
