@@ -191,6 +191,16 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool stick
 	svc = sock4_lookup(&key, addr, port, proto);
 	if (!svc)
 		return SYS_PROCEED;
+	/*
+	 * loadBalancerSourceRanges (a LoadBalancer IP's): the client address is
+	 * not known at connect() of an unbound socket, so the frontend is left to
+	 * the per-packet path, which checks it (DROP_NOT_IN_SRC_RANGE) and
+	 * translates (lb4_from_lxc() serves this cgroup's packets to such a
+	 * frontend). As Cilium leaves to the per-packet path what socket LB
+	 * cannot cover.
+	 */
+	if (svc->flags & LB_F_SRC_RANGE)
+		return SYS_PROCEED;
 	cookie = bpf_get_socket_cookie(ctx);
 	sk.cookie = cookie;
 	sk.address = addr;
