@@ -25,6 +25,7 @@ import {
   natConstants,
   natFlush,
   natGc,
+  NatLiveFlows,
   natAdoptUnflagged,
   natList,
   natLookupOut,
@@ -979,18 +980,24 @@ export class NodeDatapath {
     // How full the fullest table was before this run (for the adaptive GC interval, ctGcIntervalMs()).
     let fill = 0;
     const sizes = [CT_MAP_SIZE_TCP, CT_MAP_SIZE_ANY];
+    // One walk of the tables: the NAT GC gets the flows that stay from it (natGc() would walk them again).
+    const live = new NatLiveFlows();
     s.ct.forEach((m, i) => {
       const doomed: CtKey[] = [];
       let n = 0;
       for (const [k, v] of m.entries()) {
         n++;
         if (v.lifetime < now) doomed.push(k);
-        else alive++;
+        else {
+          alive++;
+          live.add(k, v, now);
+        }
       }
       fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
       deleted += m.deleteMany(doomed);
     });
     const nat = natGc(s.snat, s.ct, {
+      live,
       egressIps: this.localEgressIps(),
       idle: { tcp: this.cfg.ctTimeouts?.tcp ?? CT_TIMEOUTS_DEFAULT.tcp, any: this.cfg.ctTimeouts?.any ?? CT_TIMEOUTS_DEFAULT.any, tcpClosed: this.cfg.ctTimeouts?.tcpFin ?? CT_TIMEOUTS_DEFAULT.tcpFin },
     });
