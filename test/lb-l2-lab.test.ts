@@ -4,7 +4,7 @@
 // LBIP:80 reach every backend (externalTrafficPolicy Cluster: remote ones see that node's IP; Local: only its own); when that
 // node is removed another one takes the lease, answers, and its gratuitous ARP moves the external host's neighbour entry
 // at once; a service without a selector reaches the external host through explicit backends (EndpointSlice);
-// loadBalancerSourceRanges drop the external host outside them; an exhausted pool leaves a service pending with a reason.
+// loadBalancerSourceRanges drop the external host (and a pod) outside them; an exhausted pool leaves a service pending with a reason.
 // Root; the lab is the test's own and is removed in after(), also on failure.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -171,8 +171,9 @@ for (const routing of ['tunnel', 'native'] as RoutingMode[]) describe(`LB IPAM a
       for (let i = 0; i < 3; i++) assert.match(get(extNetns, lbIp, 80, 1000), /^error:timeout/, `${EXT_IP} is outside 10.99.0.0/16: dropped, not answered`);
       const after = await until('the drops are counted with their own reason', drops177, (n) => n > before);
       assert.ok(after > before);
-      // Pods are not restricted (the ranges apply to traffic from outside, as in Cilium).
-      assert.ok(get(pods['client']!.netns, lbIp, 80, 2000).startsWith('web-'), 'a pod still reaches the LoadBalancer IP');
+      // Pods are restricted too (as kube-proxy's firewall chain does; Cilium lets in-cluster clients by): a pod
+      // outside the ranges is dropped, the ClusterIP stays open to it.
+      assert.match(get(pods['client']!.netns, lbIp, 80, 1000), /^error:timeout/, 'a pod outside the ranges does not reach the LoadBalancer IP');
       await labServiceAdd(lab, 'web', { ...svc, loadBalancerSourceRanges: ['10.99.0.0/16', '192.168.10.192/28'] });
       await until('the external host inside 192.168.10.192/28 is served', () => get(extNetns, lbIp, 80, 1000), (x) => x.startsWith('web-'));
       assert.deepEqual(await lbRanges(), ['10.99.0.0/16', '192.168.10.192/28']);

@@ -436,12 +436,16 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	struct lb4_ct_entry *ce, *re, entry = {};
 	struct ct_tuple4 fwd, rev;
 	__u32 backend_id = 0, now = 0;
+	bool from_sock;
 	int ret;
 
-	/* Its socket went through socket LB (lib/config.h): nothing to translate. */
-	if (CONFIG_SOCK_LB_CGROUP_ID &&
-	    bpf_skb_ancestor_cgroup_id(skb, CONFIG_SOCK_LB_CGROUP_LEVEL) == CONFIG_SOCK_LB_CGROUP_ID)
-		return 0;
+	/*
+	 * Its socket is in socket LB's cgroup (lib/config.h): socket LB gave it
+	 * its backend at connect() already, so it goes on untouched, except to a
+	 * frontend socket LB leaves to this path (see below).
+	 */
+	from_sock = CONFIG_SOCK_LB_CGROUP_ID &&
+		    bpf_skb_ancestor_cgroup_id(skb, CONFIG_SOCK_LB_CGROUP_LEVEL) == CONFIG_SOCK_LB_CGROUP_ID;
 	if (p->tuple.nexthdr != IPPROTO_TCP && p->tuple.nexthdr != IPPROTO_UDP)
 		return 0;
 	if (p->no_ports || (*ip)->frag_off & bpf_htons(IP_MF | IP_OFFSET))
@@ -451,16 +455,22 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	key.proto = p->tuple.nexthdr;
 	svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
 	if (!svc) {
-		/* A NodePort: any node's IP, frontend address 0.0.0.0. */
-		const struct remote_endpoint_info *info = NULL;
+		/*
+		 * A NodePort: any node's IP, frontend address 0.0.0.0. The port is
+		 * looked up first (a hash lookup that misses for nearly every
+		 * packet): only a packet to a NodePort's port pays the ipcache's
+		 * LPM lookup to see whether it goes to a node.
+		 */
+		const struct remote_endpoint_info *info;
 
-		if (p->tuple.daddr == CONFIG_NODE_IP4 ||
-		    ((info = ipcache_lookup4(p->tuple.daddr)) && info->sec_identity == IDENTITY_REMOTE_NODE)) {
-			key.address = 0;
-			svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
-		}
+		key.address = 0;
+		svc = bpf_map_lookup_elem(&tendril_lb4_services, &key);
+		if (svc && p->tuple.daddr != CONFIG_NODE_IP4 &&
+		    !((info = ipcache_lookup4(p->tuple.daddr)) && info->sec_identity == IDENTITY_REMOTE_NODE))
+			svc = NULL;
 		if (!svc) {
-			lb4_forget_reply(p);
+			if (!from_sock)
+				lb4_forget_reply(p);
 			return 0;
 		}
 	}
@@ -469,6 +479,19 @@ static __always_inline int lb4_from_lxc(struct __sk_buff *skb, struct ethhdr **e
 	fwd.dir = CT_EGRESS;
 	fwd.pad = 0;
 	ce = bpf_map_lookup_elem(&tendril_lb4_ct, &fwd);
+	/*
+	 * A socket of socket LB's cgroup still talking to a frontend: a
+	 * connection this path translated before socket LB came on (it has its
+	 * conntrack entry here, and keeps it and its reverse NAT), or a
+	 * LoadBalancer IP with loadBalancerSourceRanges whose client address
+	 * socket LB could not tell at connect() (sock4_xlate_fwd()). Anything
+	 * else is left alone, as before.
+	 */
+	if (from_sock && !(ce && ce->rev_nat_index == svc->rev_nat_index) && !(svc->flags & LB_F_SRC_RANGE))
+		return 0;
+	/* loadBalancerSourceRanges hold for pods too (kube-proxy's firewall chain does so). */
+	if (!lb4_src_range_ok(svc, p->tuple.saddr))
+		return DROP_NOT_IN_SRC_RANGE;	/* the caller counts and reports it */
 	if (ce && ce->rev_nat_index == svc->rev_nat_index) {
 		be = bpf_map_lookup_elem(&tendril_lb4_backends, &ce->backend_id);
 		if (be)

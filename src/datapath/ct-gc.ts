@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { TypedMap } from '../kernel/bpf/index.js';
 import { CT_MAP_ANY, CT_MAP_SIZE_ANY, CT_MAP_SIZE_TCP, CT_MAP_TCP, type CtKey, type CtValue } from './maps.js';
-import { SNAT_MAP, SNAT_MAP_SIZE, natGc, type EgressIdle, type NatValue } from './nat.js';
+import { NatLiveFlows, SNAT_MAP, SNAT_MAP_SIZE, natGc, type EgressIdle, type NatValue } from './nat.js';
 import { monotonicSeconds } from './ct.js';
 import { DatapathError } from './errors.js';
 
@@ -39,18 +39,23 @@ export function ctGcPass(maps: CtGcMaps, opts: CtGcOptions): CtGcResult {
   let alive = 0;
   let fill = 0;
   const sizes = [CT_MAP_SIZE_TCP, CT_MAP_SIZE_ANY];
+  // One walk of the tables: the NAT GC gets the flows that stay from it (natGc() would walk them again).
+  const live = new NatLiveFlows();
   maps.ct.forEach((m, i) => {
     const doomed: CtKey[] = [];
     let n = 0;
     for (const [k, v] of m.entries()) {
       n++;
       if (v.lifetime < now) doomed.push(k);
-      else alive++;
+      else {
+        alive++;
+        live.add(k, v, now);
+      }
     }
     fill = Math.max(fill, n / (sizes[i] ?? CT_MAP_SIZE_TCP));
     deleted += m.deleteMany(doomed);
   });
-  const nat = natGc(maps.snat, maps.ct, { egressIps: opts.egressIps, idle: opts.idle });
+  const nat = natGc(maps.snat, maps.ct, { live, egressIps: opts.egressIps, idle: opts.idle });
   fill = Math.max(fill, (nat.deleted + nat.alive) / SNAT_MAP_SIZE);
   return { deleted, alive, natDeleted: nat.deleted, fill: Math.round(fill * 1000) / 1000 };
 }

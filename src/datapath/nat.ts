@@ -193,6 +193,19 @@ export function natFlush(snat: TypedMap<CtKey, NatValue>): number {
 const tupleId = (k: Pick<CtKey, 'saddr' | 'daddr' | 'sport' | 'dport' | 'nexthdr'>): string =>
   `${k.nexthdr} ${k.saddr}:${k.sport} ${k.daddr}:${k.dport}`;
 
+/**
+ * The live flows natGc() keeps the NAT entries of, collected by a walk of the conntrack tables that is already
+ * made (the CT GC's): add() each entry that stays; natGc() then does not walk them again.
+ */
+export class NatLiveFlows {
+  readonly ids = new Set<string>();
+
+  /** A conntrack entry alive at `now` (seconds, monotonic): its pod tuple keeps its NAT entries. */
+  add(k: CtKey, v: CtValue, now: number): void {
+    if (k.dir === CT_EGRESS && v.lifetime >= now) this.ids.add(tupleId(k));
+  }
+}
+
 /** nat_entry4.flags (lib/nat.h): a FIN / an RST went through this way (egress IP flows). */
 export const NAT_F_FIN = 0x2;
 export const NAT_F_RST = 0x4;
@@ -209,6 +222,8 @@ export interface EgressIdle {
 
 /** What natGc() needs to know of egress gateway flows (whose conntrack entry is on the pod's node, not here). */
 export interface NatGcOptions {
+  /** The live conntrack flows, collected by the caller's own walk of `ct` (one pass per GC round); default: walk `ct` here. */
+  live?: NatLiveFlows;
   /** The egress IPs this node is the gateway of (tendril_egress_ip_v4). */
   egressIps?: ReadonlySet<string>;
   idle?: EgressIdle;
@@ -242,8 +257,12 @@ export function natGc(snat: TypedMap<CtKey, NatValue>, ct: ReadonlyArray<TypedMa
   const now = monotonicSeconds();
   const egressIps = opts.egressIps ?? new Set<string>();
   const idle = opts.idle ?? { tcp: 8000, any: 60 };
-  const live = new Set<string>();
-  for (const m of ct) for (const [k, v] of m.entries()) if (k.dir === CT_EGRESS && v.lifetime >= now) live.add(tupleId(k));
+  let live = opts.live?.ids;
+  if (!live) {
+    const walk = new NatLiveFlows();
+    for (const m of ct) for (const [k, v] of m.entries()) walk.add(k, v, now);
+    live = walk.ids;
+  }
   const entries = [...snat.entries()];
   const inOf = (k: CtKey, v: NatValue): CtKey => ({ saddr: k.daddr, daddr: v.toAddr, sport: k.dport, dport: v.toPort, nexthdr: k.nexthdr, dir: NAT_DIR_IN, pad: 0 });
   const ins = new Map<string, NatValue>();

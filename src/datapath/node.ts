@@ -26,6 +26,7 @@ import {
   natConstants,
   natFlush,
   natGc,
+  NatLiveFlows,
   natAdoptUnflagged,
   natList,
   natLookupOut,
