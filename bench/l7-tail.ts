@@ -3,7 +3,8 @@
 // both tracing (bench/l7-load.ts --trace, src/proxy/trace.ts). Per request through the proxy: client -> proxy
 // (send to head judged), proxy -> server -> proxy (to the response head), proxy -> client (to the client's done);
 // for the slowest 1 % the share that overlapped a proxy GC pause, an event-loop stall, a flow flush.
-//   node dist/bench/l7-tail.js [--secs 10] [--rounds 2] [--rate 1000]
+// Three ways interleaved: the L4-only allow, the L7 rule with the proxy at nice 0, and at --nice (its default).
+//   node dist/bench/l7-tail.js [--secs 10] [--rounds 2] [--rate 1000] [--nice -10]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,11 +15,13 @@ import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import type { TraceEvent } from '../src/proxy/trace.js';
 import { POLICY, status, type L7Policy } from './l7.js';
 import type { LoadResult } from './l7-load.js';
+import { proxyPidOf } from './l7-cpu.js';
+import { setProcessNice } from '../src/proxy/priority.js';
 import { inNs, runAsync, sleep } from './proc.js';
 import { median, percentile } from './stats.js';
 
 const LOAD_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'l7-load.js');
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' }, rate: { type: 'string', default: '1000' }, conc: { type: 'string', default: '8' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' }, rate: { type: 'string', default: '1000' }, conc: { type: 'string', default: '8' }, nice: { type: 'string', default: '-10' } } });
 const secs = Number(values.secs);
 const rounds = Number(values.rounds);
 
@@ -96,14 +99,19 @@ async function main(): Promise<void> {
   const lab = `l7t${process.pid % 100000}`;
   await labDown(lab);
   await labUp({ name: lab, nodes: 2, routing: 'tunnel' });
-  const results: { policy: L7Policy; a: Analysis; load: LoadResult }[] = [];
+  type Way = 'l4' | 'l7 nice 0' | 'l7 nice N';
+  const results: { way: Way; a: Analysis; load: LoadResult }[] = [];
+  const nice = Number(values.nice);
   try {
     const nodes = loadLab(lab).nodes.map((n) => n.name);
     const web = await podAdd(lab, 'web', { node: nodes[1]!, labels: { app: 'web' }, serve: [80] });
     const client = await podAdd(lab, 'client', { node: nodes[0]!, labels: { role: 'client' } });
     let applied: string[] = [];
     for (let round = 1; round <= rounds; round++) {
-      for (const policy of (round % 2 ? ['l4', 'l7'] : ['l7', 'l4']) as L7Policy[]) {
+      const ways: Way[] = ['l4', 'l7 nice 0', 'l7 nice N'];
+      for (let k = 0; k < ways.length; k++) {
+        const way = ways[(k + round - 1) % ways.length]!;
+        const policy: L7Policy = way === 'l4' ? 'l4' : 'l7';
         const file = path.join(tmp, `${policy}.yaml`);
         fs.writeFileSync(file, POLICY[policy]);
         applied = (await labPolicyApply(lab, [file])).map((a) => a.resource);
@@ -112,6 +120,12 @@ async function main(): Promise<void> {
         while ((await status(client.netns, `http://${web.ip}/private`)) !== want) {
           if (Date.now() > until) throw new Error(`l7-tail: the ${policy} policy not in force within 60 s`);
           await sleep(200);
+        }
+        if (policy === 'l7') {
+          const agent = loadLab(lab).nodes.find((n) => n.name === nodes[1])!.pid;
+          const pid = proxyPidOf(agent);
+          if (pid === undefined) throw new Error('l7-tail: no proxy process under the server agent');
+          setProcessNice(pid, way === 'l7 nice 0' ? 0 : nice);
         }
         await sleep(1500); // the proxy's trace writer runs each second: what came before this run is out
         fs.rmSync(proxyTrace, { force: true });
@@ -122,8 +136,8 @@ async function main(): Promise<void> {
         await sleep(1500);
         const lines = (f: string): unknown[] => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown) : []);
         const a = analyse(lines(clientTrace) as ClientLine[], policy === 'l7' ? (lines(proxyTrace) as TraceEvent[]) : undefined);
-        results.push({ policy, a, load });
-        console.log(`round ${round} ${policy}: ${load.rps.toFixed(0)} req/s, p50 ${a.p50.toFixed(2)} ms, p99 ${a.p99.toFixed(2)} ms`);
+        results.push({ way, a, load });
+        console.log(`round ${round} ${way.replace('N', String(nice))}: ${load.rps.toFixed(0)} req/s, p50 ${a.p50.toFixed(2)} ms, p99 ${a.p99.toFixed(2)} ms`);
         if (a.legs) for (const l of a.legs) console.log(`  ${l.name}: p50 ${l.p50.toFixed(3)} ms, p99 ${l.p99.toFixed(3)} ms, mean over the slowest 1 % ${l.slowMean.toFixed(3)} ms`);
         if (a.slow) console.log(`  slowest 1 % (${a.slow.n}): overlapping a proxy GC ${a.slow.gc}, an event-loop stall > 1 ms ${a.slow.lag}, a flow flush ${a.slow.flush}`);
         if (a.pauses) console.log(`  proxy over the run: GC ${a.pauses.gcMs.toFixed(1)} ms (max ${a.pauses.gcMax.toFixed(2)}), ${a.pauses.lags} stall(s) > 1 ms (max ${a.pauses.lagMax.toFixed(2)}), ${a.pauses.flushes} flush(es) of ${a.pauses.flushMeanUs.toFixed(0)} µs`);
@@ -134,8 +148,11 @@ async function main(): Promise<void> {
     await labDown(lab);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  const med = (p: L7Policy, k: 'p50' | 'p99'): number => median(results.filter((r) => r.policy === p).map((r) => r.a[k]));
-  console.log(`medians: L4 p50 ${med('l4', 'p50').toFixed(2)} p99 ${med('l4', 'p99').toFixed(2)} ms; L7 p50 ${med('l7', 'p50').toFixed(2)} p99 ${med('l7', 'p99').toFixed(2)} ms; p99 added ${(med('l7', 'p99') - med('l4', 'p99')).toFixed(2)} ms (load ${os.loadavg()[0]!.toFixed(2)})`);
+  const med = (w: Way, k: 'p50' | 'p99'): number => median(results.filter((r) => r.way === w).map((r) => r.a[k]));
+  console.log(`medians of ${rounds} round(s) of ${secs} s at ${values.rate} req/s offered (load average ${os.loadavg()[0]!.toFixed(2)} at the end):`);
+  console.log('| way | p50 ms | p99 ms | p99 added ms |');
+  console.log('|---|---:|---:|---:|');
+  for (const w of ['l4', 'l7 nice 0', 'l7 nice N'] as Way[]) console.log(`| ${w.replace('N', String(nice))} | ${med(w, 'p50').toFixed(2)} | ${med(w, 'p99').toFixed(2)} | ${w === 'l4' ? '' : (med(w, 'p99') - med('l4', 'p99')).toFixed(2)} |`);
 }
 
 void main().catch((err: unknown) => {
