@@ -4,7 +4,7 @@
 // (send to head judged), proxy -> server -> proxy (to the response head), proxy -> client (to the client's done);
 // for the slowest 1 % the share that overlapped a proxy GC pause, an event-loop stall, a flow flush.
 // Three ways interleaved: the L4-only allow, the L7 rule with the proxy at nice 0, and at --nice (its default).
-//   node dist/bench/l7-tail.js [--secs 10] [--rounds 2] [--rate 1000] [--nice -10]
+//   node dist/bench/l7-tail.js [--secs 10] [--rounds 2] [--rate 1000] [--nice -10] [--keep DIR]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +21,7 @@ import { inNs, runAsync, sleep } from './proc.js';
 import { median, percentile } from './stats.js';
 
 const LOAD_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'l7-load.js');
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' }, rate: { type: 'string', default: '1000' }, conc: { type: 'string', default: '8' }, nice: { type: 'string', default: '-10' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' }, rate: { type: 'string', default: '1000' }, conc: { type: 'string', default: '8' }, nice: { type: 'string', default: '-10' }, keep: { type: 'string' } } });
 const secs = Number(values.secs);
 const rounds = Number(values.rounds);
 
@@ -135,6 +135,12 @@ async function main(): Promise<void> {
         const load = JSON.parse(done.stdout.trim().split('\n').pop()!) as LoadResult;
         await sleep(1500);
         const lines = (f: string): unknown[] => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown) : []);
+        if (values.keep) {
+          fs.mkdirSync(values.keep, { recursive: true });
+          const tag = `${round}-${way.replace(/ /g, '-')}`;
+          if (fs.existsSync(proxyTrace)) fs.copyFileSync(proxyTrace, path.join(values.keep, `proxy-${tag}.trace`));
+          fs.copyFileSync(clientTrace, path.join(values.keep, `client-${tag}.trace`));
+        }
         const a = analyse(lines(clientTrace) as ClientLine[], policy === 'l7' ? (lines(proxyTrace) as TraceEvent[]) : undefined);
         results.push({ way, a, load });
         console.log(`round ${round} ${way.replace('N', String(nice))}: ${load.rps.toFixed(0)} req/s, p50 ${a.p50.toFixed(2)} ms, p99 ${a.p99.toFixed(2)} ms`);
