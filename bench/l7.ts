@@ -54,7 +54,7 @@ async function seenFlows(socket: string): Promise<number | undefined> {
   }
 }
 
-const POLICY: Record<L7Policy, string> = {
+export const POLICY: Record<L7Policy, string> = {
   l4: `apiVersion: tendril.io/v2
 kind: TendrilNetworkPolicy
 metadata: { name: bench-web, namespace: default }
@@ -83,7 +83,7 @@ async function load(netns: string, url: string, test: L7Test, o: L7Options): Pro
   return JSON.parse(done.stdout.trim().split('\n').pop()!) as LoadResult;
 }
 
-async function status(netns: string, url: string): Promise<number> {
+export async function status(netns: string, url: string): Promise<number> {
   const r = await runAsync(inNs(netns, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', '-w', '%{http_code}', url]), { timeoutMs: 10_000 }).catch(() => undefined);
   return Number(r?.stdout ?? 0);
 }

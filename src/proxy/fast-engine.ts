@@ -4,6 +4,7 @@
 import net from 'node:net';
 import type { HttpRequestView } from '../policy/index.js';
 import type { ConnectionInfo, ConnectionPolicy, HttpFlowRecord, HttpProxyOptions, HttpProxyStats } from './types.js';
+import type { ProxyTrace } from './trace.js';
 import { toRecord, type RawFlow } from './flow-wire.js';
 import { ChunkedScanner, HttpParseError, headEnd, parseRequestHead, parseResponseHead, responseFraming, type BodyFraming, type RequestHead } from './http-head.js';
 
@@ -55,6 +56,8 @@ interface Exchange {
   responded: boolean;
   /** Close the client after this exchange. */
   close: boolean;
+  /** The request's id on the diagnostic trace (its x-seq header), when tracing. */
+  seq?: string;
 }
 
 /** One intercepted client connection. */
@@ -202,6 +205,8 @@ class ClientConn {
     const allowed = this.policy.matchers.every((m) => m.match(v) !== undefined);
     const url = `http://${head.headers.get('host')?.[0] ?? this.info.dstIp}${head.target}`;
     const x: Exchange = { head, url, t0, allowed, body: new BodyCursor(head.framing), responded: false, close: !head.keepAlive };
+    const trace = this.engine.trace;
+    if (trace) trace.req((x.seq = head.headers.get('x-seq')?.[0] ?? ''));
     if (!allowed) {
       stats.denied++;
       this.record(x, 'REQUEST', 'DROPPED', 0, head.raw, 0);
@@ -315,6 +320,7 @@ class ClientConn {
           i += size;
           if (h.status >= 100 && h.status < 200 && h.status !== 101) continue; // interim (100 Continue): relayed, the final one follows
           this.respHeadSent = true;
+          if (x.seq !== undefined) this.engine.trace?.resp(x.seq);
           this.record(x, 'RESPONSE', 'FORWARDED', h.status, h.raw, Number(process.hrtime.bigint() - x.t0));
           if (h.status === 101) {
             this.tunnel = true;
@@ -388,6 +394,8 @@ export class HttpFastEngine {
   readonly stats: HttpProxyStats = { connections: 0, requests: 0, forwarded: 0, denied: 0, errors: 0 };
   /** @internal Where the connections' records go: the raw sink, else onFlow with each record's full shape. */
   readonly rawSink: ((r: RawFlow) => void) | undefined;
+  /** @internal The diagnostic trace, if any. */
+  readonly trace: ProxyTrace | undefined;
   private readonly conns = new Set<ClientConn>();
   /** @internal Sweeps so far (the connections' idle clock). */
   sweeps = 0;
@@ -397,6 +405,7 @@ export class HttpFastEngine {
     private readonly opts: HttpProxyOptions,
     idle: { timeoutMs: number; sweepMs: number } = { timeoutMs: IDLE_TIMEOUT_MS, sweepMs: IDLE_SWEEP_MS },
   ) {
+    this.trace = opts.trace;
     const onFlow = opts.onFlow;
     this.rawSink = opts.onRawFlow ?? (onFlow ? (r) => onFlow(toRecord(r)) : undefined);
     // Idle connections: one unref'd sweep for all of them (a socket timeout re-arms on every read and write).

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { markedSocket, transparentListener } from '../kernel/socket/index.js';
 import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
 import { HttpFastEngine } from './fast-engine.js';
+import { traceFromEnv } from './trace.js';
 import { MARK_MAGIC_FROM_PROXY } from './marks.js';
 import { ProxyRules, type ProxyTable } from './rules.js';
 import type { HttpProxyStats } from './types.js';
@@ -21,10 +22,15 @@ const port = Number(process.argv[2]);
 // here and a read and a decode in the agent).
 const batcher = new FlowBatcher();
 let flushTimer: NodeJS.Timeout | undefined;
+const trace = traceFromEnv();
 function flushFlows(): void {
   clearTimeout(flushTimer);
   flushTimer = undefined;
-  if (batcher.size > 0) send({ type: 'flows', batch: batcher.take() });
+  if (batcher.size === 0) return;
+  const t0 = trace ? Number(process.hrtime.bigint()) : 0;
+  const n = batcher.size;
+  send({ type: 'flows', batch: batcher.take() });
+  trace?.flush(t0, n);
 }
 function queueFlow(flow: RawFlow): void {
   batcher.add(flow);
@@ -47,12 +53,22 @@ const engine = new HttpFastEngine({
     };
   },
   onRawFlow: queueFlow,
+  trace,
 });
 
 process.on('message', (m: ToProxy) => {
   if (m.type === 'rules') rules = new ProxyRules(m.table);
 });
-process.on('disconnect', () => process.exit(0));
+process.on('disconnect', () => {
+  trace?.stop();
+  process.exit(0);
+});
+// With a trace, its last events are written before the supervisor's SIGTERM ends the process.
+if (trace)
+  process.on('SIGTERM', () => {
+    trace.stop();
+    process.exit(0);
+  });
 
 try {
   const fd = transparentListener(port);

@@ -3,6 +3,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.js';
 import { decodeRecords, type FlowBatch, type WireRecord } from './flow-wire.js';
+import { PROXY_NICE, setProcessNice } from './priority.js';
 import type { HttpProxyStats } from './types.js';
 import type { FromProxy, ToProxy } from './main.js';
 import type { ProxyTable } from './rules.js';
@@ -35,7 +36,7 @@ export class ProxySupervisor {
   private stats: HttpProxyStats | null = null;
   private ready = false;
 
-  constructor(private readonly opts: { port: number; log: Logger; onFlow?: (f: WireRecord) => void; onReady?: () => void }) {}
+  constructor(private readonly opts: { port: number; log: Logger; onFlow?: (f: WireRecord) => void; onReady?: () => void; nice?: number }) {}
 
   start(): void {
     if (!this.stopped) return;
@@ -50,6 +51,7 @@ export class ProxySupervisor {
     child.on('message', (m: FromProxy) => {
       if (m.type === 'ready') {
         this.ready = true;
+        this.prioritize(child);
         this.send({ type: 'rules', table: this.table });
         this.opts.log.info({ port: m.port, pid: child.pid }, 'L7 proxy listening');
         this.opts.onReady?.();
@@ -65,6 +67,17 @@ export class ProxySupervisor {
       this.timer = setTimeout(() => this.spawn(), RESTART_DELAY_MS);
     });
     child.on('error', (err) => this.opts.log.error({ err }, 'L7 proxy process error'));
+  }
+
+  /** The proxy ahead of the node's other work (priority.ts); a failure (no CAP_SYS_NICE) only costs latency. */
+  private prioritize(child: ChildProcess): void {
+    const nice = this.opts.nice ?? PROXY_NICE;
+    if (child.pid === undefined || nice === 0) return;
+    try {
+      setProcessNice(child.pid, nice);
+    } catch (err) {
+      this.opts.log.warn({ err, nice }, 'L7 proxy left at the default CPU priority');
+    }
   }
 
   private onFlows(batch: FlowBatch): void {

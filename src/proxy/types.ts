@@ -1,4 +1,5 @@
 // The node proxy's engine contract: what it is told per connection, the records it emits, its counters.
+import type { ProxyTrace } from './trace.js';
 import type net from 'node:net';
 import type { HttpMatcher } from '../policy/index.js';
 import type { RawFlow } from './flow-wire.js';
@@ -52,6 +53,8 @@ export interface HttpProxyOptions {
   onFlow?(r: HttpFlowRecord): void;
   /** Records before their full shape is built (see flow-wire.ts); preferred over onFlow. */
   onRawFlow?(r: RawFlow): void;
+  /** A diagnostic timeline (trace.ts): each request's judged and answered times, keyed by its x-seq header. */
+  trace?: ProxyTrace | undefined;
 }
 
 export interface HttpProxyStats {
