@@ -3,7 +3,7 @@
 // Ready condition seen by polling the list), containerd's RunPodSandbox (its own log timestamps, start -> "returns sandbox
 // id": netns + CNI + pause) and the CNI ADD as containerd executes it (a timing wrapper named like the plugin,
 // first in the CNI bin dirs, records exec -> exit of the real plugin). Each plugin gets a fresh kit run.
-// Standalone: `node dist/bench/k8s-podstart.js [--pods N]` (root, TENDRIL_K8S_KIT); run.ts runs it as a phase.
+// Standalone: `node dist/bench/k8s-podstart.js [--pods N] [--keep DIR]` (root, TENDRIL_K8S_KIT); run.ts runs it as a phase.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -53,7 +53,8 @@ export function sandboxTimes(containerdLog: string, ns: string): number[] {
   return out;
 }
 
-export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase: number, say: (s: string) => void): Promise<PodStartResult> {
+/** `keep`: a directory the run's logs (containerd, kubelet, the pods' incl. the agent's, CNI timings) are copied to before the kit goes. */
+export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase: number, say: (s: string) => void, keep?: string): Promise<PodStartResult> {
   const image = plugin === 'tendril' ? execFileSync('bash', [path.join(REPO_ROOT, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim() : '';
   let kit: Kit | undefined;
   let tendril: TendrilOnKit | undefined;
@@ -140,10 +141,23 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     return { plugin, pods, readyMs, sandboxMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}) };
   } finally {
     await stopPoll?.();
+    if (keep && kit) keepLogs(kit.runDir, path.join(keep, plugin), say);
     if (kc) await deletePods(kc, NS).catch(() => {});
     if (kit) await kit.script('down.sh', []).catch((e: Error) => say(e.message));
     await tendril?.cleanup();
     await kit?.down().catch((e: Error) => say(e.message));
+  }
+}
+
+function keepLogs(runDir: string, to: string, say: (s: string) => void): void {
+  try {
+    fs.mkdirSync(to, { recursive: true });
+    for (const [from, name] of [['logs', 'logs'], ['node/pod-logs', 'pod-logs'], ['cni-timing.log', 'cni-timing.log']] as const) {
+      const src = path.join(runDir, from);
+      if (fs.existsSync(src)) fs.cpSync(src, path.join(to, name), { recursive: true, dereference: true });
+    }
+  } catch (err) {
+    say(`podstart: cannot keep the logs in ${to}: ${(err as Error).message}`);
   }
 }
 
@@ -177,16 +191,17 @@ export function podStartReport(rs: PodStartResult[]): string[] {
 }
 
 /** Runs bridge, then tendril; returns the report lines (throws without TENDRIL_K8S_KIT). */
-export async function podStartPhase(pods: number, say: (s: string) => void): Promise<{ results: PodStartResult[]; report: string[] }> {
+export async function podStartPhase(pods: number, say: (s: string) => void, keep?: string): Promise<{ results: PodStartResult[]; report: string[] }> {
   const base = 16660 + (process.pid % 6) * 6; // 16660-16695 (test/k8s-node: 16600-16659)
-  const results = [await podStartRun('bridge', pods, base, say), await podStartRun('tendril', pods, base, say)];
+  const results = [await podStartRun('bridge', pods, base, say, keep), await podStartRun('tendril', pods, base, say, keep)];
   return { results, report: podStartReport(results) };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const i = process.argv.indexOf('--pods');
   const pods = i > 0 ? Number(process.argv[i + 1]) : 50;
-  podStartPhase(pods, (s) => process.stderr.write(`${s}\n`)).then(
+  const k = process.argv.indexOf('--keep');
+  podStartPhase(pods, (s) => process.stderr.write(`${s}\n`), k > 0 ? process.argv[k + 1] : undefined).then(
     ({ report }) => { process.stdout.write(report.join('\n') + '\n'); process.exit(0); },
     (err: unknown) => { process.stderr.write(`k8s-podstart: ${err instanceof Error ? err.stack : String(err)}\n`); process.exit(1); },
   );

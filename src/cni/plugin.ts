@@ -12,7 +12,7 @@ import { asCniError, CniCode, CniError, isSupportedVersion, LATEST_VERSION, SUPP
 import { hostIfName } from './names.js';
 import { parseCniCall, peekCniVersion, VALID_ATTACHMENTS_KEY, type CniCall } from './parse.js';
 import { formatResult, parseResult, podResult } from './result.js';
-import { CniTimings, PhaseClock, type Lap } from './timings.js';
+import { clockFromShim, CniTimings, PhaseClock, type Lap } from './timings.js';
 import { UndoList, type UndoFailure } from './undo.js';
 
 /**
@@ -105,8 +105,8 @@ export class CniHandler {
     this.log = log;
   }
 
-  /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. */
-  async handleRaw(headers: Record<string, string | undefined>, body: string, clock = new PhaseClock()): Promise<CniResponse> {
+  /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. The clock starts when the shim did. */
+  async handleRaw(headers: Record<string, string | undefined>, body: string, clock = clockFromShim(headers)): Promise<CniResponse> {
     let call: CniCall;
     try {
       call = parseCniCall(headers, body);

@@ -33,6 +33,27 @@ export class PhaseClock {
   }
 }
 
+/** Header the shim sets: when it started (epoch microseconds, CLOCK_REALTIME). */
+export const SHIM_START_HEADER = 'x-cni-shim-start';
+/** A shim start further back than this (or in the future) is a clock step, not a transport time. */
+const MAX_TRANSPORT_MS = 600_000;
+
+/**
+ * A call's clock started when the shim started (its X-Cni-Shim-Start header), with the time until now charged to
+ * 'transport': the shim's exec, connect and send, the agent's accept and body read, and any wait for the agent's
+ * event loop. Without a usable header the clock starts now (no 'transport' phase).
+ */
+export function clockFromShim(headers: Record<string, string | undefined>, nowEpochMs = performance.timeOrigin + performance.now()): PhaseClock {
+  let v: string | undefined;
+  for (const [k, x] of Object.entries(headers)) if (k.toLowerCase() === SHIM_START_HEADER) v = x;
+  const us = v !== undefined && /^\d{1,17}$/.test(v) ? Number(v) : NaN;
+  const age = nowEpochMs - us / 1000;
+  if (!Number.isFinite(age) || age < 0 || age > MAX_TRANSPORT_MS) return new PhaseClock();
+  const clock = new PhaseClock(performance.now() - age);
+  clock.lap('transport');
+  return clock;
+}
+
 /** The clock's surface a backend gets: it may lap its own steps. */
 export type Lap = Pick<PhaseClock, 'lap'>;
 
