@@ -161,6 +161,11 @@ function keepLogs(runDir: string, to: string, say: (s: string) => void): void {
   }
 }
 
+const loopText = (v: CniTimingsView) => {
+  const l = v['event-loop-delay'];
+  return l ? `; agent event-loop delay while ADDs ran ${f2(l.p50)}/${f2(l.p99)}/${f2(l.max)}` : '';
+};
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const pct = (xs: number[], q: number) => (xs.length ? percentile(xs, q) : NaN);
 const f = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
 const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}x` : '-');
@@ -184,7 +189,7 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     ...row('creation -> Ready (API)', (r) => r.readyMs),
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
-    ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}`),
+    ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}${loopText(r.addPhases!)}`),
     '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',
     '',
   ];

@@ -121,6 +121,7 @@ export class CniHandler {
 
   /** `clock` started when the call arrived; its phases are logged (debug) and kept for status --verbose. */
   async handle(call: CniCall, clock = new PhaseClock()): Promise<CniResponse> {
+    this.timings.begin(call.command);
     try {
       const out = await this.dispatch(call, clock);
       if (call.command === 'ADD' || call.command === 'DEL') this.timings.record(call.command, clock);
@@ -137,6 +138,8 @@ export class CniHandler {
         `CNI ${call.command} failed`,
       );
       return errorResponse(e, call.config.cniVersion);
+    } finally {
+      this.timings.end(call.command);
     }
   }
 

@@ -45,3 +45,17 @@ test('clockFromShim charges the time since the shim started to transport; a miss
     assert.ok(f.total() < 100);
   }
 });
+
+test('CniTimings samples the event-loop delay while calls are in flight: a blocked loop shows', async () => {
+  const t = new CniTimings();
+  t.begin('ADD');
+  await new Promise((r) => setTimeout(r, 30));
+  const until = performance.now() + 120;
+  while (performance.now() < until); // blocks the loop for 120 ms
+  await new Promise((r) => setTimeout(r, 30));
+  t.end('ADD');
+  t.record('ADD', new PhaseClock());
+  const v = t.view()[0]!;
+  assert.ok(v['event-loop-delay'], 'sampled');
+  assert.ok(v['event-loop-delay'].max >= 90, JSON.stringify(v['event-loop-delay']));
+});

@@ -1,7 +1,7 @@
 // Where the time of a CNI call goes: each call laps named phases on a clock; the handler keeps the last calls per
 // verb and answers p50/p99 per phase (the agent shows them in `tendril status --verbose`, as Cilium shows an
 // endpoint's regeneration timings).
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 
 /** A call's clock: lap(name) charges the time since the previous lap (or the start) to `name`. */
 export class PhaseClock {
@@ -70,6 +70,11 @@ export interface CniTimingsView {
   calls: number;
   total: Omit<PhaseStats, 'phase'>;
   phases: PhaseStats[];
+  /**
+   * The agent's event-loop delay sampled while calls of this verb were in flight (ms, since the agent started): how
+   * long a ready callback (the next call's request, a netlink answer) waited for the loop, i.e. blocking work.
+   */
+  'event-loop-delay'?: Omit<PhaseStats, 'phase'>;
 }
 
 /** The last `window` calls of each verb. */
@@ -79,6 +84,29 @@ export class CniTimings {
 
   constructor(window = 256) {
     this.window = window;
+  }
+
+  /** Per verb: calls in flight, and the event-loop delay sampled while there are any (begin() .. the last end()). */
+  private inFlight = new Map<string, number>();
+  private loopVerb = new Map<string, IntervalHistogram>();
+
+  /** A call of `verb` starts: the event-loop delay is sampled until the matching end(). */
+  begin(verb: string): void {
+    const n = (this.inFlight.get(verb) ?? 0) + 1;
+    this.inFlight.set(verb, n);
+    if (n > 1) return;
+    let h = this.loopVerb.get(verb);
+    if (!h) {
+      h = monitorEventLoopDelay({ resolution: 10 });
+      this.loopVerb.set(verb, h);
+    }
+    h.enable();
+  }
+
+  end(verb: string): void {
+    const n = (this.inFlight.get(verb) ?? 1) - 1;
+    this.inFlight.set(verb, n);
+    if (n === 0) this.loopVerb.get(verb)?.disable();
   }
 
   record(verb: string, clock: PhaseClock): void {
@@ -101,8 +129,14 @@ export class CniTimings {
       calls: v.totals.length,
       total: stats(v.totals),
       phases: [...v.phases].map(([phase, list]) => ({ phase, ...stats(list) })),
+      ...loopStats(this.loopVerb.get(verb)),
     }));
   }
+}
+
+function loopStats(h: IntervalHistogram | undefined): Pick<CniTimingsView, 'event-loop-delay'> {
+  if (!h || h.count === 0) return {};
+  return { 'event-loop-delay': { p50: round(h.percentile(50) / 1e6), p99: round(h.percentile(99) / 1e6), max: round(h.max / 1e6) } };
 }
 
 function stats(xs: number[]): Omit<PhaseStats, 'phase'> {
