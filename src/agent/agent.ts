@@ -562,6 +562,7 @@ export class Agent {
           if (!pod) throw new CniError(CniCode.TRY_AGAIN_LATER, `Pod ${namespace}/${r.podName} is not known to the apiserver watch of node ${this.cfg.nodeName} yet`, { details: 'the runtime retries the ADD' });
           labels = { ...labels, ...pod.labels };
           serviceAccount = pod.serviceAccount;
+          clock?.lap('pod');
         }
         const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
