@@ -85,7 +85,7 @@ export class Netlink {
   /** Applies all given changes in one request; masterIndex 0 detaches from the master. */
   setLink(
     nameOrIndex: string | number,
-    o: { up?: boolean; noarp?: boolean; mtu?: number; mac?: string; name?: string; masterIndex?: number; netns?: Netns },
+    o: { up?: boolean; noarp?: boolean; mtu?: number; mac?: string; name?: string; masterIndex?: number; netns?: Netns; noIPv6LinkLocal?: true },
   ): void {
     const what = `Cannot set link ${quote(nameOrIndex)}`;
     const index = this.resolveIndex(nameOrIndex, what);
