@@ -25,6 +25,11 @@ export interface PodStartResult {
   /** ms per Ready pod */
   readyMs: number[];
   sandboxMs: number[];
+  /** containerd's CreateContainer and StartContainer of the pods' containers (absent in results of older runs). */
+  createMs?: number[];
+  startMs?: number[];
+  /** The kubelet's podStartSLOduration per pod (its log). */
+  kubeletMs?: number[];
   cniAddMs: number[];
   notReady: number;
   wallMs: number;
@@ -49,6 +54,56 @@ export function sandboxTimes(containerdLog: string, ns: string): number[] {
     const key = `${m[2]}/${m[4]}`;
     if (!m[5]) start.set(key, t);
     else if (start.has(key)) out.push(t - start.get(key)!);
+  }
+  return out;
+}
+
+function logTime(stamp: string): number {
+  return Date.parse(stamp) + Number((/\.\d{3}(\d{0,6})/.exec(stamp)?.[1] ?? '').padEnd(6, '0')) / 1e6;
+}
+
+/** containerd's CreateContainer and StartContainer durations (ms) of the containers of namespace `ns`'s pods, from its log. */
+export function containerTimes(containerdLog: string, ns: string): { createMs: number[]; startMs: number[] } {
+  const sandboxes = new Set<string>();
+  const containers = new Set<string>();
+  const began = new Map<string, number>();
+  const createMs: number[] = [];
+  const startMs: number[] = [];
+  for (const line of containerdLog.split('\n')) {
+    const t = /^time="([^"]+)"/.exec(line)?.[1];
+    if (!t) continue;
+    let m = /RunPodSandbox for &PodSandboxMetadata\{Name:[^,]+,Uid:[^,]*,Namespace:([^,]+),.* returns sandbox id \\"([0-9a-f]+)/.exec(line);
+    if (m) {
+      if (m[1] === ns) sandboxes.add(m[2]!);
+      continue;
+    }
+    m = /CreateContainer within sandbox \\"([0-9a-f]+)\\" for (?:container )?&ContainerMetadata\{Name:([^,]+),Attempt:(\d+),\}(?: returns container id \\"([0-9a-f]+))?/.exec(line);
+    if (m) {
+      if (!sandboxes.has(m[1]!)) continue;
+      const key = `c:${m[1]}/${m[2]}/${m[3]}`;
+      if (!m[4]) began.set(key, logTime(t));
+      else if (began.has(key)) {
+        createMs.push(logTime(t) - began.get(key)!);
+        containers.add(m[4]);
+      }
+      continue;
+    }
+    m = /StartContainer for \\"([0-9a-f]+)\\"( returns successfully)?/.exec(line);
+    if (m && containers.has(m[1]!)) {
+      const key = `s:${m[1]}`;
+      if (!m[2]) began.set(key, logTime(t));
+      else if (began.has(key)) startMs.push(logTime(t) - began.get(key)!);
+    }
+  }
+  return { createMs, startMs };
+}
+
+/** The kubelet's own pod startup SLO durations (ms; image pulls excluded, creation timestamp to running seen) of namespace `ns`'s pods. */
+export function kubeletStartTimes(kubeletLog: string, ns: string): number[] {
+  const out: number[] = [];
+  for (const line of kubeletLog.split('\n')) {
+    const m = /"Observed pod startup duration" pod="([^/"]+)\/[^"]+" podStartSLOduration=([0-9.]+)/.exec(line);
+    if (m && m[1] === ns) out.push(Number(m[2]) * 1000);
   }
   return out;
 }
@@ -131,14 +186,17 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     await stopPoll();
     stopPoll = undefined;
     const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
-    const sandboxMs = sandboxTimes(fs.readFileSync(path.join(kit.runDir, 'logs/containerd.log'), 'utf8'), NS);
+    const containerdLog = fs.readFileSync(path.join(kit.runDir, 'logs/containerd.log'), 'utf8');
+    const sandboxMs = sandboxTimes(containerdLog, NS);
+    const { createMs, startMs } = containerTimes(containerdLog, NS);
+    const kubeletMs = kubeletStartTimes(fs.readFileSync(path.join(kit.runDir, 'logs/kubelet.log'), 'utf8'), NS);
     const cniAddMs = fs.existsSync(timing)
       ? fs.readFileSync(timing, 'utf8').split('\n').filter((l) => l.startsWith('ADD ')).map((l) => l.split(' ')).filter((f) => f[4] === '0').map((f) => (Number(f[3]) - Number(f[2])) / 1e6)
       : [];
     const addPhases = tendril
       ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['cni-timings'].find((t) => t.verb === 'ADD'), () => undefined)
       : undefined;
-    return { plugin, pods, readyMs, sandboxMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}) };
+    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}) };
   } finally {
     await stopPoll?.();
     if (keep && kit) keepLogs(kit.runDir, path.join(keep, plugin), say);
@@ -186,6 +244,9 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     '| --- | --- | --- | --- | --- | --- | --- |',
     ...row('CNI ADD (containerd exec of the plugin)', (r) => r.cniAddMs),
     ...row('RunPodSandbox (containerd log)', (r) => r.sandboxMs),
+    ...(rs.some((r) => r.createMs?.length) ? row('CreateContainer (containerd log)', (r) => r.createMs ?? []) : []),
+    ...(rs.some((r) => r.startMs?.length) ? row('StartContainer (containerd log)', (r) => r.startMs ?? []) : []),
+    ...(rs.some((r) => r.kubeletMs?.length) ? row('pod startup (kubelet podStartSLOduration)', (r) => r.kubeletMs ?? []) : []),
     ...row('creation -> Ready (API)', (r) => r.readyMs),
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
