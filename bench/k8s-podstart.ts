@@ -16,6 +16,7 @@ import type { CniTimingsView } from '../src/cni/index.js';
 import { startKit, type Kit } from '../src/lab/k8s-kit.js';
 import { deletePods, installOnKitNode, type TendrilOnKit } from '../src/lab/k8s-node.js';
 import { percentile } from './stats.js';
+import { profileHotspots } from '../src/util/cpu-profile.js';
 
 export type PodStartPlugin = 'bridge' | 'tendril';
 
@@ -38,6 +39,8 @@ export interface PodStartResult {
 }
 
 const NS = 'podstart';
+/** --keep: how long the agent's CPU profile runs from the pods' creation on. */
+const PROFILE_MS = 30_000;
 
 function wrapper(real: string, log: string): string {
   return `#!/bin/bash\n# bench timing wrapper of ${real}\nt0=$(date +%s%N)\n${real}\nrc=$?\nt1=$(date +%s%N)\necho "$CNI_COMMAND $CNI_CONTAINERID $t0 $t1 $rc" >>${log}\nexit $rc\n`;
@@ -169,6 +172,10 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
       }
     })();
     stopPoll = async () => { polling = false; await poller; };
+    // With --keep: a CPU profile of the agent over the burst (where its event loop's time goes).
+    const profiling = keep && tendril
+      ? new ApiClient(tendril.socket).get(`/v1/debug/cpu-profile?ms=${PROFILE_MS}`, PROFILE_MS + 60_000).catch((e: Error) => (say(`podstart: no agent CPU profile: ${e.message}`), undefined))
+      : undefined;
     say(`podstart ${plugin}: ${pods} pods at once`);
     const t0 = performance.now();
     await Promise.all(Array.from({ length: pods }, async (_, i) => {
@@ -186,6 +193,14 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     await stopPoll();
     stopPoll = undefined;
     const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
+    if (profiling) {
+      const profile = await profiling;
+      if (profile) {
+        fs.mkdirSync(path.join(keep!, plugin), { recursive: true });
+        fs.writeFileSync(path.join(keep!, plugin, 'agent.cpuprofile'), JSON.stringify(profile));
+        fs.writeFileSync(path.join(keep!, plugin, 'agent-hotspots.txt'), profileHotspots(profile as Parameters<typeof profileHotspots>[0], 80).map((h) => `${String(h.ms).padStart(7)} ms (self ${String(h.selfMs).padStart(6)})  ${h.fn}`).join('\n') + '\n');
+      }
+    }
     const containerdLog = fs.readFileSync(path.join(kit.runDir, 'logs/containerd.log'), 'utf8');
     const sandboxMs = sandboxTimes(containerdLog, NS);
     const { createMs, startMs } = containerTimes(containerdLog, NS);
