@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { containerTimes, kubeletStartTimes, podStartReport, sandboxTimes } from './k8s-podstart.js';
+import { containerTimes, kubeletStartTimes, podStartReport, processSched, sandboxTimes } from './k8s-podstart.js';
 
 const LOG = [
   'time="2026-12-02T19:48:13.402373189Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:p1,Uid:b3,Namespace:podstart,Attempt:0,}"',
@@ -55,4 +55,22 @@ test('containerTimes follows a pod\'s sandbox to its container\'s create and sta
     'I1203 06:02:09.900000    6337 pod_startup_latency_tracker.go:104] "Observed pod startup duration" pod="kube-system/tendril-agent-x" podStartSLOduration=9.5 podStartE2EDuration="9.5s"',
   ].join('\n');
   assert.deepEqual(kubeletStartTimes(kubelet, 'podstart').map((x) => Math.round(x)), [4863]);
+});
+
+test('processSched sums the threads\' schedstat of a process (here: this one, which has run)', () => {
+  const a = processSched(process.pid);
+  assert.ok(a && a.runNs > 0, JSON.stringify(a));
+  for (let x = 0, t = Date.now(); Date.now() - t < 20; x++) void x; // spin: on-CPU time grows
+  const b = processSched(process.pid)!;
+  assert.ok(b.runNs > a.runNs, `${b.runNs} <= ${a.runNs}`);
+  assert.equal(processSched(2 ** 30), undefined);
+});
+
+test('podStartReport shows the agent\'s scheduler time and the load when present', () => {
+  const r = podStartReport([
+    { plugin: 'bridge', pods: 1, readyMs: [1000], sandboxMs: [400], cniAddMs: [100], notReady: 0, wallMs: 2500, load1: 3.5 },
+    { plugin: 'tendril', pods: 1, readyMs: [500], sandboxMs: [200], cniAddMs: [50], notReady: 0, wallMs: 3000, agentSched: { runMs: 1200, waitMs: 800, wallMs: 3000 }, load1: 4 },
+  ]).join('\n');
+  assert.match(r, /- tendril agent process over the burst \(3\.0 s\): on a CPU 1\.2 s, runnable but waiting for a CPU 0\.8 s/);
+  assert.match(r, /- bridge: machine load \(1 min\) at the end of the burst 3\.5/);
 });

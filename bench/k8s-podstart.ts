@@ -36,6 +36,70 @@ export interface PodStartResult {
   wallMs: number;
   /** tendril: the agent's own per-phase timings of its CNI ADDs (GET /v1/healthz cni-timings), where the tail goes. */
   addPhases?: CniTimingsView;
+  /** tendril: the agent process's scheduler counters over the burst (creation of the first pod to the last Ready). */
+  agentSched?: SchedDelta;
+  /** /proc/loadavg's 1-minute figure when the burst ended (the machine is shared). */
+  load1?: number;
+}
+
+/** Scheduler time of a process's threads (/proc/PID/task/TID/schedstat), ms. */
+export interface SchedDelta {
+  /** on a CPU */
+  runMs: number;
+  /** runnable, waiting for a CPU (the machine's load, and the cgroup's share of it) */
+  waitMs: number;
+  wallMs: number;
+}
+
+/** Sums the threads' schedstat lines ("ns-on-cpu ns-waiting timeslices") of a process; undefined when it is gone. */
+export function processSched(pid: number, proc = '/proc'): { runNs: number; waitNs: number } | undefined {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(path.join(proc, String(pid), 'task'));
+  } catch {
+    return undefined;
+  }
+  let runNs = 0;
+  let waitNs = 0;
+  for (const tid of tids) {
+    try {
+      const [run, wait] = fs.readFileSync(path.join(proc, String(pid), 'task', tid, 'schedstat'), 'utf8').trim().split(/\s+/).map(Number);
+      runNs += run ?? 0;
+      waitNs += wait ?? 0;
+    } catch {
+      // the thread ended
+    }
+  }
+  return { runNs, waitNs };
+}
+
+/**
+ * The host PID of the agent of the kit's node: the process of the kit's pod cgroups (K8S_CGROUP_ROOT of the run's
+ * node.env, any hierarchy) whose command line is Tendril's agent.
+ */
+export function kitAgentPid(runDir: string): number | undefined {
+  const env = fs.existsSync(path.join(runDir, 'node.env')) ? fs.readFileSync(path.join(runDir, 'node.env'), 'utf8') : '';
+  const root = /^K8S_CGROUP_ROOT=(\S+)$/m.exec(env)?.[1];
+  if (!root) return undefined;
+  const tops = [path.join('/sys/fs/cgroup', root), ...['cpu', 'cpu,cpuacct', 'cpuacct', 'pids'].map((h) => path.join('/sys/fs/cgroup', h, root))];
+  const top = tops.find((d) => fs.existsSync(d));
+  if (!top) return undefined;
+  const pids: number[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(d, e.name));
+      else if (e.name === 'cgroup.procs') pids.push(...fs.readFileSync(path.join(d, e.name), 'utf8').split('\n').filter(Boolean).map(Number));
+    }
+  };
+  walk(top);
+  return pids.find((pid) => {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a.endsWith('cli/main.js')) && argv.includes('agent');
+    } catch {
+      return false;
+    }
+  });
 }
 
 const NS = 'podstart';
@@ -177,6 +241,9 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
       ? new ApiClient(tendril.socket).get(`/v1/debug/cpu-profile?ms=${PROFILE_MS}`, PROFILE_MS + 60_000).catch((e: Error) => (say(`podstart: no agent CPU profile: ${e.message}`), undefined))
       : undefined;
     say(`podstart ${plugin}: ${pods} pods at once`);
+    const agentPid = tendril ? kitAgentPid(kit.runDir) : undefined;
+    if (tendril && agentPid === undefined) say('podstart: the agent\'s host PID not found (no scheduler counters)');
+    const sched0 = agentPid !== undefined ? processSched(agentPid) : undefined;
     const t0 = performance.now();
     await Promise.all(Array.from({ length: pods }, async (_, i) => {
       const name = `p${i}`;
@@ -190,6 +257,9 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const until = Date.now() + 600_000;
     while (ready.size < pods && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
     const wallMs = performance.now() - t0;
+    const sched1 = agentPid !== undefined ? processSched(agentPid) : undefined;
+    const agentSched = sched0 && sched1 ? { runMs: (sched1.runNs - sched0.runNs) / 1e6, waitMs: (sched1.waitNs - sched0.waitNs) / 1e6, wallMs } : undefined;
+    const load1 = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
     await stopPoll();
     stopPoll = undefined;
     const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
@@ -211,7 +281,7 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const addPhases = tendril
       ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['cni-timings'].find((t) => t.verb === 'ADD'), () => undefined)
       : undefined;
-    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}) };
+    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}), ...(agentSched ? { agentSched } : {}), load1 };
   } finally {
     await stopPoll?.();
     if (keep && kit) keepLogs(kit.runDir, path.join(keep, plugin), say);
@@ -265,6 +335,8 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     ...row('creation -> Ready (API)', (r) => r.readyMs),
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
+    ...rs.filter((r) => r.agentSched).map((r) => `- ${r.plugin} agent process over the burst (${f2(r.agentSched!.wallMs / 1000)} s): on a CPU ${f2(r.agentSched!.runMs / 1000)} s, runnable but waiting for a CPU ${f2(r.agentSched!.waitMs / 1000)} s (its threads' schedstat)`),
+    ...rs.filter((r) => r.load1 !== undefined).map((r) => `- ${r.plugin}: machine load (1 min) at the end of the burst ${r.load1}`),
     ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}${loopText(r.addPhases!)}`),
     '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',
     '',
