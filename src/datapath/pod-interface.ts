@@ -168,17 +168,22 @@ function configure(w: Wiring, spec: PodInterfaceSpec): PodInterface {
   const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
   // A kernel that did not take the default over (or a caller that made the veth itself): the classic write.
   if (ns.run(() => readIPv6Sysctl(podIfName)) === '0') ns.run(() => disableIPv6(podIfName));
-  pod.setLink('lo', { up: true });
+  // lo is ifindex 1 in every network namespace (LOOPBACK_IFINDEX): no lookup.
+  pod.setLink(LOOPBACK_IFINDEX, { up: true });
   pod.addAddress(podLink.index, `${ip}/32`);
   // Routes need the link up (ENETDOWN otherwise).
   pod.setLink(podLink.index, { up: true });
   pod.addRoute({ dst: `${routerIP}/32`, ifindex: podLink.index, scope: 'link' });
   pod.addRoute({ dst: '0.0.0.0/0', gateway: routerIP, ifindex: podLink.index });
-  host.setLink(hostIfName, { up: true, noIPv6LinkLocal: true });
+  // Looked up once, set by index (by name, setLink() would look it up again).
   const hostLink = mustGet(host, hostIfName, 'the node namespace');
+  host.setLink(hostLink.index, { up: true, noIPv6LinkLocal: true });
   w.created = false;
   return { hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, podIfindex: podLink.index };
 }
+
+/** The loopback device's ifindex, the same in every network namespace (linux/netdevice.h). */
+const LOOPBACK_IFINDEX = 1;
 
 /** The error to throw after a failed wiring, once the veth it created (if any) is deleted again. */
 function undoWiring(w: Wiring, spec: PodInterfaceSpec, err: unknown): unknown {
