@@ -568,6 +568,9 @@ static int connect_agent(const struct call *c)
 	return fd;
 }
 
+/* When the shim started (CLOCK_REALTIME, microseconds): the agent charges exec -> its handler to "transport". */
+static long long started_us;
+
 static void __attribute__((noreturn)) forward(const struct call *c, const struct buf *in)
 {
 	long deadline = now_ms() + c->timeout_ms;
@@ -581,6 +584,7 @@ static void __attribute__((noreturn)) forward(const struct call *c, const struct
 	add_header(&req, "X-Cni-Ifname", getenv("CNI_IFNAME"));
 	add_header(&req, "X-Cni-Args", getenv("CNI_ARGS"));
 	add_header(&req, "X-Cni-Path", getenv("CNI_PATH"));
+	buf_printf(&req, "X-Cni-Shim-Start: %lld\r\n", started_us);
 	buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", in->len);
 	buf_add(&req, in->data ? in->data : "", in->len);
 
@@ -682,6 +686,10 @@ int main(void)
 {
 	struct buf in = { 0 };
 	const char *cmd = getenv("CNI_COMMAND");
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
+		started_us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 
 	signal(SIGPIPE, SIG_IGN);
 	/* Read stdin even for VERSION: a runtime still writing the config must not get EPIPE. */

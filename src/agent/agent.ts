@@ -30,6 +30,7 @@ import { interfaceName } from '../datapath/index.js';
 import { GuardedStore, openStore, StoreError } from '../store/index.js';
 import { KubernetesMode } from '../k8s/index.js';
 import { memoryView } from '../util/memory.js';
+import { cpuProfile } from '../util/cpu-profile.js';
 import type { NodeSpec } from '../store/types.js';
 import { readJsonFile, writeJsonFile } from './state-file.js';
 import { Masquerade } from '../nat/index.js';
@@ -566,6 +567,7 @@ export class Agent {
           if (!pod) throw new CniError(CniCode.TRY_AGAIN_LATER, `Pod ${namespace}/${r.podName} is not known to the apiserver watch of node ${this.cfg.nodeName} yet`, { details: 'the runtime retries the ADD' });
           labels = { ...labels, ...pod.labels };
           serviceAccount = pod.serviceAccount;
+          clock?.lap('pod');
         }
         const { securityLabels: sec, identity } = await this.security.podIdentity(namespace, labels, serviceAccount).catch((err: unknown) => {
           // The cluster store is away: the runtime retries the ADD later (as while the node waits for its CIDR).
@@ -616,6 +618,7 @@ export class Agent {
     api.route('GET', '/v1/healthz', () => this.status());
     api.route('GET', '/v1/config', () => this.configView());
     api.route('GET', '/v1/debug/memory', (req) => memoryView(req.query.get('gc') === '1'));
+    api.route('GET', '/v1/debug/cpu-profile', (req) => cpuProfile(req.query.get('ms'), req.query.get('interval-us')));
     api.route('POST', '/v1/ipam', (req) => {
       const owner = req.query.get('owner') ?? '';
       if (!owner) throw new HttpError(400, 'Missing query parameter "owner" (e.g. ?owner=default/curl-pod)', 'TENDRIL_ERR_INVALID_REQUEST');

@@ -170,3 +170,21 @@ test('the first endpoint of a label set touches its identity: a collection decid
   assert.deepEqual((await s.get<IdentitySpec>('Identity', String(id)))?.value.labels, [...labels].sort());
   a.stop();
 });
+
+test('concurrent allocations of one label set on a node share one store write (pods of a Deployment starting at once)', async () => {
+  const s = client();
+  let puts = 0;
+  const put = s.put.bind(s);
+  s.put = ((...args: Parameters<Store['put']>) => (puts++, put(...args))) as Store['put'];
+  const a = new IdentityAllocator(s, silent);
+  await a.start({ change: () => {}, resync: () => {} });
+  const labels = securityLabels('flight', { app: 'burst' });
+  const ids = await Promise.all(Array.from({ length: 20 }, () => a.allocate(labels, { touch: true })));
+  assert.equal(new Set(ids).size, 1);
+  assert.equal(puts, 1, `one create for 20 concurrent ADDs, got ${puts} writes`);
+  // Once it is done, the next first endpoint touches again (its own write).
+  await waitFor(async () => a.labels(ids[0]!) !== undefined);
+  assert.equal(await a.allocate(labels, { touch: true }), ids[0]);
+  assert.equal(puts, 2);
+  a.stop();
+});

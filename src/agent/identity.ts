@@ -88,6 +88,8 @@ export class IdentityAllocator {
   /** Without a store: the node's own table. */
   private readonly local = new Map<number, string[]>();
   private readonly byLabels = new Map<string, number>();
+  /** allocate() calls under way, by label set (see allocate()). */
+  private readonly inflight = new Map<string, { touch: boolean; done: Promise<number> }>();
   /** The cluster's identities as last seen (@stateFile), answered until the store is listed after a restart. */
   private readonly persisted = new Map<number, string[]>();
   private readonly stateFile: string | undefined;
@@ -173,6 +175,21 @@ export class IdentityAllocator {
   async allocate(labels: string[], opts: { touch?: boolean } = {}): Promise<number> {
     const sorted = [...labels].sort();
     const key = labelsKey(sorted);
+    // Single flight per label set: pods of one Deployment starting at once share one store round trip (and one
+    // touch) instead of each creating the same identity and losing the race with a conflict and a re-read.
+    const flying = this.inflight.get(key);
+    if (flying && (flying.touch || opts.touch !== true)) return flying.done;
+    const done = this.allocateNow(key, sorted, opts);
+    const entry = { touch: opts.touch === true, done };
+    this.inflight.set(key, entry);
+    try {
+      return await done;
+    } finally {
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
+    }
+  }
+
+  private async allocateNow(key: string, sorted: string[], opts: { touch?: boolean }): Promise<number> {
     const known = this.byLabels.get(key);
     if (!this.store || !this.cache) {
       if (known !== undefined) return known;

@@ -7,4 +7,4 @@ export { hostIfName } from './names.js';
 export { formatResult, podResult, type CniResult } from './result.js';
 export { tendrilConflist, CONFLIST_NAME, PLUGIN_TYPE, type ConflistOptions } from './conflist.js';
 export type { IpRequest } from './plugin.js';
-export { PhaseClock, CniTimings, type CniTimingsView, type Lap } from './timings.js';
+export { PhaseClock, CniTimings, clockFromShim, SHIM_START_HEADER, type CniTimingsView, type Lap } from './timings.js';

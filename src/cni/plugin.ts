@@ -12,7 +12,7 @@ import { asCniError, CniCode, CniError, isSupportedVersion, LATEST_VERSION, SUPP
 import { hostIfName } from './names.js';
 import { parseCniCall, peekCniVersion, VALID_ATTACHMENTS_KEY, type CniCall } from './parse.js';
 import { formatResult, parseResult, podResult } from './result.js';
-import { CniTimings, PhaseClock, type Lap } from './timings.js';
+import { clockFromShim, CniTimings, PhaseClock, type Lap } from './timings.js';
 import { UndoList, type UndoFailure } from './undo.js';
 
 /**
@@ -105,8 +105,8 @@ export class CniHandler {
     this.log = log;
   }
 
-  /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. */
-  async handleRaw(headers: Record<string, string | undefined>, body: string, clock = new PhaseClock()): Promise<CniResponse> {
+  /** Parses a forwarded call and runs it; every failure becomes CNI error JSON. The clock starts when the shim did. */
+  async handleRaw(headers: Record<string, string | undefined>, body: string, clock = clockFromShim(headers)): Promise<CniResponse> {
     let call: CniCall;
     try {
       call = parseCniCall(headers, body);
@@ -121,6 +121,7 @@ export class CniHandler {
 
   /** `clock` started when the call arrived; its phases are logged (debug) and kept for status --verbose. */
   async handle(call: CniCall, clock = new PhaseClock()): Promise<CniResponse> {
+    this.timings.begin(call.command);
     try {
       const out = await this.dispatch(call, clock);
       if (call.command === 'ADD' || call.command === 'DEL') this.timings.record(call.command, clock);
@@ -137,6 +138,8 @@ export class CniHandler {
         `CNI ${call.command} failed`,
       );
       return errorResponse(e, call.config.cniVersion);
+    } finally {
+      this.timings.end(call.command);
     }
   }
 

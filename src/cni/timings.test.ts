@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CniTimings, PhaseClock } from './timings.js';
+import { clockFromShim, CniTimings, PhaseClock } from './timings.js';
 
 /** A clock whose phases are set directly (lap() measures real time, which a unit test cannot pin). */
 function clockOf(phases: Record<string, number>): PhaseClock {
@@ -32,4 +32,30 @@ test('CniTimings keeps the last calls per verb; a phase a call did not reach cou
   assert.deepEqual(add?.phases.find((p) => p.phase === 'late'), { phase: 'late', p50: 0, p99: 7, max: 7 });
   assert.equal(del?.verb, 'DEL');
   assert.equal(del?.phases[0]?.p50, 3);
+});
+
+test('clockFromShim charges the time since the shim started to transport; a missing or implausible header gives a fresh clock', () => {
+  const now = performance.timeOrigin + performance.now();
+  const c = clockFromShim({ 'X-Cni-Shim-Start': String(Math.round((now - 250) * 1000)) }, now);
+  assert.ok(c.phases['transport']! >= 249 && c.phases['transport']! < 400, String(c.phases['transport']));
+  assert.ok(c.total() >= 249);
+  for (const h of [{}, { 'x-cni-shim-start': 'soon' }, { 'x-cni-shim-start': String(Math.round((now + 5000) * 1000)) }, { 'x-cni-shim-start': '1' }]) {
+    const f = clockFromShim(h, now);
+    assert.deepEqual(f.phases, {}, JSON.stringify(h));
+    assert.ok(f.total() < 100);
+  }
+});
+
+test('CniTimings samples the event-loop delay while calls are in flight: a blocked loop shows', async () => {
+  const t = new CniTimings();
+  t.begin('ADD');
+  await new Promise((r) => setTimeout(r, 30));
+  const until = performance.now() + 120;
+  while (performance.now() < until); // blocks the loop for 120 ms
+  await new Promise((r) => setTimeout(r, 30));
+  t.end('ADD');
+  t.record('ADD', new PhaseClock());
+  const v = t.view()[0]!;
+  assert.ok(v['event-loop-delay'], 'sampled');
+  assert.ok(v['event-loop-delay'].max >= 90, JSON.stringify(v['event-loop-delay']));
 });

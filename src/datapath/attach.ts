@@ -115,7 +115,8 @@ export class PinnedAttachments {
     const link = this.attach(prog, ifindex, ifname, dir);
     link.close();
     if (link.kind !== 'tcx') return;
-    removeFilters(ifindex, dir);
+    // The filter is the bridge's, on the clsact it made: no need to look for the qdisc first.
+    removeFilters(ifindex, dir, true);
   }
 
   /** Detaches and unpins our attachments of one hook (tcx link and tc filters); parts already gone are fine. */
@@ -155,11 +156,11 @@ export class PinnedAttachments {
   }
 }
 
-/** tc filters of a hook removed; none there (or no interface) is fine. */
-function removeFilters(ifindex: number, dir: Direction): void {
+/** tc filters of a hook removed; none there (or no interface) is fine. `clsact`: the link's clsact is known to be there. */
+function removeFilters(ifindex: number, dir: Direction, clsact?: true): void {
   const nl = Netlink.open();
   try {
-    nl.detachBpfFilter({ ifindex, direction: dir });
+    nl.detachBpfFilter({ ifindex, direction: dir, ...(clsact ? { clsact } : {}) });
   } catch {
     // The interface is already gone.
   } finally {

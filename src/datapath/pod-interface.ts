@@ -74,6 +74,8 @@ export async function createPodInterface(spec: PodInterfaceSpec): Promise<PodInt
     // Deleting a veth waits out RCU grace periods: off the event loop, so other pods' calls go on meanwhile.
     if (w.host.getLink(spec.hostIfName)) await w.host.deleteLinkAsync(spec.hostIfName);
     preflight(w, spec);
+    // The pod end is born with IPv6 disabled (see configure()).
+    w.ns.run(() => writeIPv6Sysctl('default', true));
     await w.host.createVethAsync(vethSpec(w, spec));
     w.created = true;
     return configure(w, spec);
@@ -151,27 +153,37 @@ function vethSpec(w: Wiring, spec: PodInterfaceSpec): Parameters<Netlink['create
   return { name: spec.hostIfName, peerName: spec.podIfName, peerNetns: w.ns, mtu: spec.mtu, mac: randomMac(), peerMac: randomMac() };
 }
 
-/** The pod side's address and routes, both ends up. */
+/**
+ * The pod side's address and routes, both ends up. The cluster is IPv4-only: without IPv6 off the pod's kernel sends
+ * IPv6 (router/neighbour solicitations) that the datapath can only drop as "Unsupported L3 protocol". IPv6 is kept off
+ * without a per-interface disable_ipv6 write: that write takes RTNL with a trylock and restarts the syscall until it
+ * gets it, so on a node starting many pods (RTNL contended by the runtime's sandboxes, other veths, tcx attaches) it
+ * spins, for seconds. The pod end was born disabled (the pod namespace's "default", set before the veth was made: a
+ * write that takes no RTNL); the host end gets no IPv6 link-local address (addrgenmode none, in its "up" request), so
+ * it sends no IPv6 of its own.
+ */
 function configure(w: Wiring, spec: PodInterfaceSpec): PodInterface {
   const { hostIfName, podIfName, ip, routerIP } = spec;
   const { ns, host, pod } = w;
   const podLink = mustGet(pod, podIfName, `"${spec.netnsPath}"`);
-  // The cluster is IPv4-only: without this the pod's kernel sends IPv6 (router/neighbour solicitations) that
-  // the datapath can only drop as "Unsupported L3 protocol". Done before the links go up.
-  ns.run(() => disableIPv6(podIfName));
-  if (spec.hostNetns) spec.hostNetns.run(() => disableIPv6(hostIfName));
-  else disableIPv6(hostIfName);
-  pod.setLink('lo', { up: true });
+  // A kernel that did not take the default over (or a caller that made the veth itself): the classic write.
+  if (ns.run(() => readIPv6Sysctl(podIfName)) === '0') ns.run(() => disableIPv6(podIfName));
+  // lo is ifindex 1 in every network namespace (LOOPBACK_IFINDEX): no lookup.
+  pod.setLink(LOOPBACK_IFINDEX, { up: true });
   pod.addAddress(podLink.index, `${ip}/32`);
   // Routes need the link up (ENETDOWN otherwise).
   pod.setLink(podLink.index, { up: true });
   pod.addRoute({ dst: `${routerIP}/32`, ifindex: podLink.index, scope: 'link' });
   pod.addRoute({ dst: '0.0.0.0/0', gateway: routerIP, ifindex: podLink.index });
-  host.setLink(hostIfName, { up: true });
+  // Looked up once, set by index (by name, setLink() would look it up again).
   const hostLink = mustGet(host, hostIfName, 'the node namespace');
+  host.setLink(hostLink.index, { up: true, noIPv6LinkLocal: true });
   w.created = false;
   return { hostIfindex: hostLink.index, hostMac: hostLink.mac, podMac: podLink.mac, podIfindex: podLink.index };
 }
+
+/** The loopback device's ifindex, the same in every network namespace (linux/netdevice.h). */
+const LOOPBACK_IFINDEX = 1;
 
 /** The error to throw after a failed wiring, once the veth it created (if any) is deleted again. */
 function undoWiring(w: Wiring, spec: PodInterfaceSpec, err: unknown): unknown {
@@ -187,6 +199,25 @@ function undoWiring(w: Wiring, spec: PodInterfaceSpec, err: unknown): unknown {
     );
   }
   return err;
+}
+
+/** Writes disable_ipv6 of `ifname` (or "default"/"all") in the calling thread's namespace; no IPv6 is no error. */
+function writeIPv6Sysctl(ifname: string, disabled: boolean): void {
+  try {
+    fs.writeFileSync(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, disabled ? '1' : '0');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** disable_ipv6 of `ifname` in the calling thread's namespace ('1', '0'), undefined without IPv6. */
+function readIPv6Sysctl(ifname: string): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, 'utf8').trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 /** disable_ipv6 on an interface of the calling thread's namespace; a kernel without IPv6 has nothing to disable. */

@@ -51,6 +51,7 @@ export const RTM_GETTFILTER = 46;
 
 export const AF_UNSPEC = 0;
 export const AF_INET = 2;
+export const AF_INET6 = 10;
 
 // links (linux/if_link.h, linux/if.h, linux/veth.h)
 export const IFF_UP = 0x1;
@@ -62,7 +63,11 @@ export const IFLA_LINK = 5;
 export const IFLA_MASTER = 10;
 export const IFLA_TXQLEN = 13;
 export const IFLA_LINKINFO = 18;
+export const IFLA_AF_SPEC = 26;
 export const IFLA_NET_NS_FD = 28;
+/** In IFLA_AF_SPEC / AF_INET6: how the link's IPv6 link-local address is made (IN6_ADDR_GEN_MODE_NONE: none). */
+export const IFLA_INET6_ADDR_GEN_MODE = 8;
+export const IN6_ADDR_GEN_MODE_NONE = 1;
 export const IFLA_EXT_MASK = 29;
 export const IFLA_LINK_NETNSID = 37;
 export const IFLA_INFO_KIND = 1;

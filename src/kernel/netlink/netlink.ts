@@ -85,7 +85,7 @@ export class Netlink {
   /** Applies all given changes in one request; masterIndex 0 detaches from the master. */
   setLink(
     nameOrIndex: string | number,
-    o: { up?: boolean; noarp?: boolean; mtu?: number; mac?: string; name?: string; masterIndex?: number; netns?: Netns },
+    o: { up?: boolean; noarp?: boolean; mtu?: number; mac?: string; name?: string; masterIndex?: number; netns?: Netns; noIPv6LinkLocal?: true },
   ): void {
     const what = `Cannot set link ${quote(nameOrIndex)}`;
     const index = this.resolveIndex(nameOrIndex, what);
@@ -197,10 +197,15 @@ export class Netlink {
     this.call(`Cannot attach BPF filter "${o.name}" to ${o.direction} of link ${o.ifindex}`, R.bpfFilterRequest(o));
   }
 
-  /** false when there was no such filter (or no clsact, or no link). */
-  detachBpfFilter(o: { ifindex: number; direction: Direction; prio?: number; handle?: number }): boolean {
+  /**
+   * false when there was no such filter (or no clsact, or no link). `clsact: true`: the caller made the link's clsact
+   * (a filter it attached itself), so the check for it (a dump of every qdisc of the namespace, which grows with the
+   * node's pods) is skipped, and EINVAL (no clsact after all) counts as no filter.
+   */
+  detachBpfFilter(o: { ifindex: number; direction: Direction; prio?: number; handle?: number; clsact?: true }): boolean {
     const what = `Cannot detach BPF filter from ${o.direction} of link ${o.ifindex}`;
     // Without clsact the kernel answers EINVAL ("Parent Qdisc doesn't exists"), which we cannot tell apart.
+    if (o.clsact) return this.call(what, R.bpfFilterDeleteRequest(o), ['ENOENT', 'ENODEV', 'EINVAL']) !== undefined;
     if (!this.linkHasClsact(o.ifindex)) return false;
     return this.call(what, R.bpfFilterDeleteRequest(o), ['ENOENT', 'ENODEV']) !== undefined;
   }

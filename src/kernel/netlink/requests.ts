@@ -141,6 +141,8 @@ export interface LinkChange {
   masterIndex?: number;
   /** fd of the namespace to move the link into. */
   nsFd?: number;
+  /** IPv6 address generation off (addrgenmode none): the link gets no IPv6 link-local address, so sends no ND/RS. */
+  noIPv6LinkLocal?: true;
 }
 
 /** Changes of an existing link, in one RTM_NEWLINK (the kernel moves namespace first, renames, then sets flags). */
@@ -165,6 +167,7 @@ export function linkSetRequest(index: number, o: LinkChange): Request {
     }),
   );
   if (o.masterIndex !== undefined) a.push(attrU32(K.IFLA_MASTER, o.masterIndex));
+  if (o.noIPv6LinkLocal) a.push(attrNested(K.IFLA_AF_SPEC, attrNested(K.AF_INET6, attrU8(K.IFLA_INET6_ADDR_GEN_MODE, K.IN6_ADDR_GEN_MODE_NONE))));
   return { type: K.RTM_NEWLINK, flags: 0, body: Buffer.concat(a) };
 }
 
