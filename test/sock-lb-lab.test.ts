@@ -24,6 +24,7 @@ import { BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_UDP4
 import { sockLinkDir } from '../src/datapath/index.js';
 import { ApiClient } from '../src/util/api-client.js';
 import { until } from './lib/proc.js';
+import { startHolder } from './lib/tcp-holder.js';
 
 /* n requests, each on a new TCP connection or a new UDP socket (or n datagrams on one UDP socket with o.one). */
 const CLIENT = `
@@ -85,55 +86,6 @@ const ask = (s) => new Promise((res) => {
     say({ final }); process.exit(0);
   });
 })();`;
-
-/*
- * TCP connections to each of o.targets ({ip, port}), one HTTP request every 500 ms on each (keeps them busy: the web
- * pod closes idle keep-alive connections); prints {names}, then {i, error} / {i, closed} as they come; when stdin
- * ends, each connection still up asks once more and {final} says who answered.
- */
-const TCP_HOLDER = `
-const net = require('net');
-const o = JSON.parse(process.argv[1]); const conns = [];
-const say = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
-const req = 'GET / HTTP/1.1\\r\\nHost: term\\r\\n\\r\\n';
-const open = (i, t) => new Promise((res) => {
-  const c = { s: net.connect(t.port, t.ip), name: null, error: null, closed: false, waiters: [] }; let buf = '';
-  c.s.on('connect', () => c.s.write(req));
-  c.s.on('data', (d) => { buf += d; let m; while ((m = /Hostname: (\\S+)/.exec(buf))) { buf = buf.slice(m.index + m[0].length); if (!c.name) { c.name = m[1]; res(c); } c.waiters.splice(0).forEach((w) => w(m[1])); } });
-  c.s.on('error', (e) => { c.error = e.code; say({ i, error: e.code }); res(c); });
-  c.s.on('close', () => { c.closed = true; if (!c.error) say({ i, closed: true }); c.waiters.splice(0).forEach((w) => w(null)); });
-  conns.push(c);
-});
-(async () => {
-  for (let i = 0; i < o.targets.length; i++) await open(i, o.targets[i]);
-  const iv = setInterval(() => { for (const c of conns) if (!c.error && !c.closed) c.s.write(req); }, 500);
-  say({ names: conns.map((c) => c.name) });
-  process.stdin.resume();
-  process.stdin.on('end', async () => {
-    clearInterval(iv);
-    const final = [];
-    for (const c of conns) final.push(c.error || c.closed ? null : await new Promise((r) => { c.waiters.push(r); setTimeout(() => r(null), o.timeout); c.s.write(req); }));
-    say({ final }); process.exit(0);
-  });
-})();`;
-
-/** Runs a holder script in a pod's netns and cgroup; its stdout JSON lines land in `lines`. */
-function startHolder(pod: LabPod, script: string, arg: unknown): { proc: ChildProcessWithoutNullStreams; lines: Array<Record<string, unknown>>; stderr: () => string } {
-  const [cmd, args] = inNetnsArgv(netnsPath(pod.netns), pod.netns, [process.execPath, '-e', script, JSON.stringify(arg)]);
-  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines: Array<Record<string, unknown>> = [];
-  let buf = '';
-  let err = '';
-  proc.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
-      buf = buf.slice(nl + 1);
-    }
-  });
-  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return { proc, lines, stderr: () => err };
-}
 
 interface Answer {
   ok: boolean;
@@ -357,7 +309,7 @@ describe('socket-level LB on a 2-node lab', { concurrency: 1, timeout: 600_000 }
 
   test('TCP connections socket LB made to a backend that left its service are destroyed (ECONNABORTED); a direct connection to the same pod lives on', async () => {
     const targets = [...Array(4)].map(() => ({ ip: termIP, port: 82 })).concat([{ ip: solo.ip, port: 8081 }]);
-    const h = startHolder(client, TCP_HOLDER, { targets, timeout: 10_000 });
+    const h = startHolder(client, { targets, timeout: 10_000 });
     tcpHolder = h.proc;
     await until(`the TCP holder's connections answered (${h.stderr()})`, () => h.lines.some((l) => l['names']), 120_000);
     assert.deepEqual(h.lines.find((l) => l['names'])!['names'], ['solo', 'solo', 'solo', 'solo', 'solo']);
