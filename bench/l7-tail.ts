@@ -11,9 +11,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
-import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
+import { labPolicyDelete } from '../src/lab/security.js';
 import type { TraceEvent } from '../src/proxy/trace.js';
-import { POLICY, status, type L7Policy } from './l7.js';
+import { applyPolicy, type L7Policy } from './l7.js';
 import type { LoadResult } from './l7-load.js';
 import { proxyPidOf } from './l7-cpu.js';
 import { setProcessNice } from '../src/proxy/priority.js';
@@ -112,15 +112,7 @@ async function main(): Promise<void> {
       for (let k = 0; k < ways.length; k++) {
         const way = ways[(k + round - 1) % ways.length]!;
         const policy: L7Policy = way === 'l4' ? 'l4' : 'l7';
-        const file = path.join(tmp, `${policy}.yaml`);
-        fs.writeFileSync(file, POLICY[policy]);
-        applied = (await labPolicyApply(lab, [file])).map((a) => a.resource);
-        const want = policy === 'l4' ? 200 : 403;
-        const until = Date.now() + 60_000;
-        while ((await status(client.netns, `http://${web.ip}/private`)) !== want) {
-          if (Date.now() > until) throw new Error(`l7-tail: the ${policy} policy not in force within 60 s`);
-          await sleep(200);
-        }
+        applied = await applyPolicy(lab, tmp, policy, client.netns, web.ip, 'l7-tail');
         if (policy === 'l7') {
           const agent = loadLab(lab).nodes.find((n) => n.name === nodes[1])!.pid;
           const pid = proxyPidOf(agent);

@@ -88,6 +88,23 @@ export async function status(netns: string, url: string): Promise<number> {
   return Number(r?.stdout ?? 0);
 }
 
+/**
+ * Applies the bench's L4-only or L7 policy (a file in `dir`) and waits until it is in force: /private answers as the
+ * policy says (200 with L4 only, 403 from the proxy with L7). Returns the applied resources.
+ */
+export async function applyPolicy(lab: string, dir: string, policy: L7Policy, clientNetns: string, webIp: string, who: string): Promise<string[]> {
+  const file = path.join(dir, `${policy}.yaml`);
+  fs.writeFileSync(file, POLICY[policy]);
+  const applied = (await labPolicyApply(lab, [file])).map((a) => a.resource);
+  const want = policy === 'l4' ? 200 : 403;
+  const until = Date.now() + 60_000;
+  while ((await status(clientNetns, `http://${webIp}/private`)) !== want) {
+    if (Date.now() > until) throw new Error(`${who}: the ${policy} policy not in force within 60 s`);
+    await sleep(200);
+  }
+  return applied;
+}
+
 export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l7-bench-'));
   await labDown(lab);
@@ -101,16 +118,7 @@ export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
     let applied: string[] = [];
     for (let round = 1; round <= o.rounds; round++) {
       for (const policy of (round % 2 ? ['l4', 'l7'] : ['l7', 'l4']) as L7Policy[]) {
-        const file = path.join(tmp, `${policy}.yaml`);
-        fs.writeFileSync(file, POLICY[policy]);
-        applied = (await labPolicyApply(lab, [file])).map((a) => a.resource);
-        // In force when /private answers as the policy says (200 with L4 only, 403 from the proxy with L7).
-        const want = policy === 'l4' ? 200 : 403;
-        const until = Date.now() + 60_000;
-        while ((await status(client.netns, `http://${web.ip}/private`)) !== want) {
-          if (Date.now() > until) throw new Error(`l7 bench: the ${policy} policy not in force within 60 s`);
-          await sleep(200);
-        }
+        applied = await applyPolicy(lab, tmp, policy, client.netns, web.ip, 'l7 bench');
         const st = loadLab(lab);
         const agentOf = (node: string): number => st.nodes.find((n) => n.name === node)!.pid;
         const serverAgent = agentOf(nodes[1]!);
