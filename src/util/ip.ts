@@ -29,7 +29,7 @@ export function isIPv4(text: string): boolean {
 }
 
 export function formatIPv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 export function parseCidr(text: string): Cidr {
