@@ -108,8 +108,9 @@ int cil_from_host(struct __sk_buff *skb)
 
 /*
  * Ingress of the native device (native routing mode; in tunnel mode for
- * masquerading only): pod traffic of other nodes arrives unencapsulated,
- * routed here by their `podCIDR via nodeIP` routes. Packets for a local pod go straight into it once its ingress
+ * masquerading and the outside's traffic to a local pod's address): pod
+ * traffic of other nodes arrives unencapsulated, routed here by their
+ * `podCIDR via nodeIP` routes. Packets for a local pod go straight into it once its ingress
  * policy allows; the source identity comes from the ipcache, as nothing on
  * the wire carries it. Everything else
  * is the node's own traffic and goes to its stack.
@@ -120,13 +121,14 @@ int cil_from_host(struct __sk_buff *skb)
  */
 /*
  * A function of its own, as nodeport_lb4_from_netdev(): the two stack frames are not added up.
- * @translated: snat4_rev() translated the packet; @parsed, when not NULL, is the packet as it
+ * @deliver: deliver to a local pod in tunnel mode too (snat4_rev() translated the packet, or it is
+ * addressed to a local pod); @parsed, when not NULL, is the packet as it
  * is now (SNAT_REV_PKT), else it is parsed here. Global, so verified once, whatever its
  * callers' states: a static function is verified per caller's state, and the ways the caller
  * fills @parsed would multiply the delivery's paths beyond the verifier's limit.
  * @report: SNAT_REV_TRACE_HERE, or whether the translated reply is reported (snat4_rev()).
  */
-__attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct_pkt *parsed, int translated, int report)
+__attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct_pkt *parsed, int deliver, int report)
 {
 	struct ct_pkt pkt;
 	const struct endpoint_info *ep;
@@ -144,10 +146,12 @@ __attribute__((noinline)) int from_netdev(struct __sk_buff *skb, const struct ct
 
 	/*
 	 * A reply to a masqueraded flow continues addressed to its pod (lib/nat.h).
-	 * In tunnel mode this program is attached for masquerading only: the
-	 * rest passes untouched, as without it.
+	 * In tunnel mode this program is attached for masquerading, and for what
+	 * the outside sends a local pod's own address (a router with a route to
+	 * the pod CIDR): delivered here, where an L7 port's socket can be assigned
+	 * (tc ingress), rather than forwarded by the stack. The rest passes untouched.
 	 */
-	if (!translated && tunnel_mode())
+	if (!deliver && tunnel_mode())
 		return TC_ACT_OK;
 
 	ret = ipv4_load(skb, &eth, &ip);
@@ -222,12 +226,12 @@ static __always_inline int from_netdev_notify(struct __sk_buff *skb)
 	int ret;
 
 	/*
-	 * Native routing: another node's pod traffic to a pod here is neither a
-	 * reply of ours nor NodePort's (egress and LoadBalancer IPs are no pod's):
-	 * their two lookups, which miss, are spared it.
+	 * A packet for a pod here (native routing: another node's pod traffic; either mode: the outside's, routed
+	 * to the pod's address) is neither a reply of ours nor NodePort's (egress and LoadBalancer IPs are no
+	 * pod's): their two lookups, which miss, are spared it.
 	 */
-	if (!tunnel_mode() && netdev_to_local_pod(skb)) {
-		ret = from_netdev(skb, NULL, 0, SNAT_REV_TRACE_HERE);
+	if (netdev_to_local_pod(skb)) {
+		ret = from_netdev(skb, NULL, 1, SNAT_REV_TRACE_HERE);
 		goto out;
 	}
 	ret = snat4_rev(skb, &pkt);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { ApiClient } from '../src/util/api-client.js';
 import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
 import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
+import { externalAdd, externalDel } from '../src/lab/outside.js';
 import { REPO_ROOT, netnsPath } from '../src/lab/paths.js';
 import { MonitorClient, ObserverClient, formatL7Monitor, formatMonitorEvent, fromMonitorEvent, observerSocketFor, type Flow, type FlowFilter } from '../src/observe/index.js';
 import type { StatusView } from '../src/agent/api.js';
@@ -19,23 +20,27 @@ import type { StatusView } from '../src/agent/api.js';
 const BIN = path.join(REPO_ROOT, 'bin/tendril');
 let LAB = '';
 const DEADLINE_MS = 30_000;
+const EXTERNAL_IP = '192.168.10.200';
 let tmpDir = '';
 
-function curl(pod: string, url: string, extra: string[] = []): Promise<string> {
-  const p = loadLab(LAB).pods.find((x) => x.name === pod);
-  assert.ok(p, pod);
+/** curl in a pod's namespace, or in an external host's. */
+function curl(from: string, url: string, extra: string[] = []): Promise<string> {
+  const lab = loadLab(LAB);
+  const netns = lab.pods.find((x) => x.name === from)?.netns ?? lab.externals?.find((x) => x.name === from)?.netns;
+  assert.ok(netns, from);
   return new Promise((resolve) => {
-    execFile('nsenter', [`--net=${netnsPath(p.netns)}`, '--', 'curl', '-s', '--max-time', '2', '-w', '\n%{http_code}', ...extra, url], (_err, stdout) => resolve(stdout.trim()));
+    execFile('nsenter', [`--net=${netnsPath(netns)}`, '--', 'curl', '-s', '--max-time', '2', '-w', '\n%{http_code}', ...extra, url], (_err, stdout) => resolve(stdout.trim()));
   });
 }
 
 /** The status code of each URL fetched over one keep-alive connection ("000" = no answer). */
-async function codes(pod: string, urls: string[], extra: string[] = []): Promise<string[]> {
-  const p = loadLab(LAB).pods.find((x) => x.name === pod)!;
+async function codes(from: string, urls: string[], extra: string[] = []): Promise<string[]> {
+  const lab = loadLab(LAB);
+  const netns = lab.pods.find((x) => x.name === from)?.netns ?? lab.externals!.find((x) => x.name === from)!.netns;
   return new Promise((resolve) => {
     const args = ['-s', '--max-time', '3', ...extra];
     for (const u of urls) args.push('-o', '/dev/null', '-w', '%{http_code}\n', u);
-    execFile('nsenter', [`--net=${netnsPath(p.netns)}`, '--', 'curl', ...args], (_err, stdout) => {
+    execFile('nsenter', [`--net=${netnsPath(netns)}`, '--', 'curl', ...args], (_err, stdout) => {
       const got = stdout.trim().split('\n').filter(Boolean);
       resolve(urls.map((_u, i) => got[i] ?? '000'));
     });
@@ -150,6 +155,42 @@ describe(`L7 HTTP policy on a 3-node lab (${routing} routing${proxyPort ? `, --p
       return s !== null && s !== undefined && s.forwarded >= 6 && s.denied >= 6;
     });
     await remove(res);
+  });
+
+  test('the outside routed to a pod\'s own address (no NAT): HTTP rules for world hold, the pod and the client keep their addresses', async () => {
+    // Before: in tunnel mode the stack forwarded such a packet (no socket can be assigned at tc egress, drop 179),
+    // and the pod's reply left masqueraded to the node's address.
+    const res = await apply('world-l7', `apiVersion: tendril.io/v2
+kind: TendrilNetworkPolicy
+metadata: { name: web-world-l7, namespace: default }
+spec:
+  endpointSelector: { matchLabels: { app: web } }
+  ingress:
+    - fromEntities: [world]
+      toPorts:
+        - ports: [{ port: "80", protocol: TCP }]
+          rules:
+            http: [{ method: GET, path: /healthz }]
+`);
+    const lab = loadLab(LAB);
+    const webNode = lab.nodes.find((n) => n.name === nodeOf('web'))!;
+    const ext = await externalAdd(LAB, 'ext', { ip: EXTERNAL_IP });
+    // The outside's router for the pod CIDR is the pod's node, as with the seed's route-back.
+    const r = spawnSync('ip', ['-n', ext.netns, 'route', 'replace', webNode.podCidr, 'via', webNode.ip], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const web = `http://${ipOf('web')}`;
+    await eventually('ext: /private denied by the proxy', async () => (await curl('ext', `${web}/private`)).endsWith('403'));
+    assert.match(await curl('ext', `${web}/private`), /^Access denied\n403$/);
+    const ok = await curl('ext', `${web}/healthz`);
+    assert.ok(ok.endsWith('200'), ok);
+    assert.match(ok, new RegExp(`RemoteAddr: ${EXTERNAL_IP.replace(/\./g, '\\.')}:`), 'the server sees the client address');
+    assert.deepEqual(await codes('ext', [`${web}/healthz`, `${web}/private`, `${web}/healthz`]), ['200', '403', '200'], 'keep-alive mixing allowed and denied');
+    await eventually('an L7 flow of the outside\'s request, from identity world', async () =>
+      (await flows(webNode.name, [{ event_type: [{ type: 129 }], source_ip: [EXTERNAL_IP], http_path: ['^/healthz$'] }])).some((f) => f.source?.identity === 2 && f.verdict === 'FORWARDED'));
+    await remove(res);
+    // Without an L7 rule the same path is plain forwarding, and the reply still carries the pod's address.
+    await eventually('ext: /private answered by the pod itself', async () => (await curl('ext', `${web}/private`)).endsWith('200'));
+    await externalDel(LAB, 'ext');
   });
 
   test('L7 flows: one per request and response in the node\'s Observer, with identities, http fields, latency; server-side HTTP filters', async () => {

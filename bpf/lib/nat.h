@@ -491,6 +491,26 @@ static __always_inline bool snat4_own_port_kept(const struct ct_pkt *p)
 }
 
 /*
+ * Whether @p (a local pod's packet, no NAT mapping) answers a flow that
+ * entered the pod from outside, to its own address (a router with a route to
+ * the pod CIDR, the node's stack forwarding): the pod's ingress conntrack
+ * entry. One lookup, paid only by packets that would otherwise get a new
+ * mapping; such a reply translated would reach a client that never spoke
+ * to the node's address.
+ */
+static __always_inline bool snat4_is_inbound_reply(const struct ct_pkt *p)
+{
+	struct ct_tuple4 rev;
+	const struct ct_entry *e;
+
+	if (p->no_ports || p->icmp_error)
+		return false;
+	ct_reverse(&rev, &p->tuple, CT_INGRESS);
+	e = bpf_map_lookup_elem(ct_map(rev.nexthdr), &rev);
+	return e && ct_alive(e, ct_now());
+}
+
+/*
  * cil_to_netdev's trace of a packet: none when from-container traced it
  * to-network already (MARK_MAGIC_TRACED_NET, native routing), which also
  * spares the aggregation lookup.
@@ -620,6 +640,9 @@ static __always_inline int snat4_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
 		return DROP_NAT_UNSUPP_PROTO;
+	/* A local pod answering a connection the outside opened to its own address keeps that address. */
+	if (local && snat4_is_inbound_reply(&pkt))
+		return TC_ACT_OK;
 	if (pkt.no_ports)
 		return DROP_NAT_NO_MAPPING;
 	if (proto == IPPROTO_ICMP && (pkt.icmp_error || nat_icmp_type(&pkt) != ICMP_ECHO))
