@@ -17,6 +17,12 @@ const RESTART_DELAY_MS = 100;
  */
 export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
 
+/** Extra V8/Node flags for the proxy from TENDRIL_PROXY_NODE_FLAGS (space-separated; diagnostics such as
+ *  `--cpu-prof --cpu-prof-dir=DIR`, bench/l7-profile.ts). */
+export function extraProxyFlags(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env['TENDRIL_PROXY_NODE_FLAGS'] ?? '').split(/\s+/).filter((f) => f !== '');
+}
+
 export interface ProxyStatus {
   port: number;
   running: boolean;
@@ -45,7 +51,7 @@ export class ProxySupervisor {
   }
 
   private spawn(): void {
-    const child = fork(MAIN, [String(this.opts.port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [...process.execArgv, ...PROXY_NODE_FLAGS] });
+    const child = fork(MAIN, [String(this.opts.port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [...process.execArgv, ...PROXY_NODE_FLAGS, ...extraProxyFlags()] });
     this.child = child;
     this.ready = false;
     child.on('message', (m: FromProxy) => {
