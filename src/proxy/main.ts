@@ -3,12 +3,12 @@
 // (engine-host.ts): worker threads accepting on the same listener, or the main thread itself when one is enough.
 // Each request's kernel work (the writes that carry it to the server and back to the client) runs on the loop
 // that handles it, so on a node with more than one CPU several loops forward at once, as Envoy's worker threads do.
-import os from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { transparentListener } from '../kernel/socket/index.js';
 import { hostEngine } from './engine-host.js';
 import { FLOW_BATCH_MAX, FLOW_FLUSH_MS, FlowBatcher, type FlowBatch, type RawFlow } from './flow-wire.js';
 import { traceFromEnv, type ProxyTrace } from './trace.js';
+import { proxyWorkers } from './workers.js';
 import type { ProxyTable } from './rules.js';
 import type { HttpProxyStats } from './types.js';
 
@@ -19,16 +19,6 @@ export type FromProxy = { type: 'ready'; port: number } | { type: 'flows'; batch
 type ToWorker = ToProxy | { type: 'stop' };
 type FromWorker = { type: 'listening' } | { type: 'flows'; batch: FlowBatch } | { type: 'stats'; stats: HttpProxyStats };
 
-/**
- * Forwarding loops: TENDRIL_PROXY_WORKERS (1 to the CPU count), else one. More than one did not pay on the 2-CPU
- * lab box under load (bench/l7-profile.ts: 2977 vs 3616 req/s keep-alive, 119 vs 66 proxy µs per request: the
- * loops wake for fewer events each and compete with the pods they serve); a node with spare CPUs may differ.
- */
-export function proxyWorkers(env: NodeJS.ProcessEnv = process.env, cpus = os.availableParallelism()): number {
-  const n = Number(env['TENDRIL_PROXY_WORKERS'] ?? '');
-  if (Number.isInteger(n) && n >= 1) return Math.min(n, Math.max(1, cpus));
-  return 1;
-}
 
 /**
  * Flow records go to the agent in compact batches (flow-wire.ts): one message per FLOW_FLUSH_MS or per
