@@ -11,6 +11,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { labDown, loadLab } from '../src/lab/lab.js';
+import { ApiClient } from '../src/util/api-client.js';
+import { profileHotspots } from '../src/util/cpu-profile.js';
 import { crr } from './load.js';
 import { setupRefMasq, setupTendrilMasq, type MasqPair } from './masq.js';
 import { MASQ_PTP, MASQ_ROUTED, MASQ_TENDRIL } from './masq-report.js';
@@ -111,18 +113,28 @@ interface Round {
   counters: Map<string, number>;
 }
 
-async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined, pathNs: string[], ours: Set<number>, stopAgent: boolean): Promise<Round> {
+async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined, pathNs: string[], ours: Set<number>, stopAgent: boolean, profileSocket?: string, agentSocket?: string): Promise<Round & { hot?: string[]; ev?: { read: number; lost: number } }> {
+  const events = async (): Promise<{ read: number; lost: number } | undefined> => {
+    if (!agentSocket) return undefined;
+    const h = (await new ApiClient(agentSocket).get('/v1/healthz', 30_000).catch(() => undefined)) as { monitor?: { read: number; lost: number } | null } | undefined;
+    return h?.monitor ?? undefined;
+  };
+  const e0 = await events();
   const c0 = new Map(pathNs.map((ns) => [ns, netCounters(ns)] as const));
   const p0 = progStats();
   const s0 = snapshot(agentPid);
   if (stopAgent && agentPid) process.kill(agentPid, 'SIGSTOP');
   let r;
+  const prof = profileSocket
+    ? new ApiClient(profileSocket).get(`/v1/debug/cpu-profile?ms=${Math.max(1000, secs * 1000 - 500)}&interval-us=500`, secs * 1000 + 60_000).catch(() => undefined)
+    : undefined;
   try {
     r = await crr(path.join(TOOLS, 'rr'), p.server, p.client, p.serverIp, CRR_PORT, secs, 0, 1);
   } finally {
     if (stopAgent && agentPid) process.kill(agentPid, 'SIGCONT');
   }
   const s1 = snapshot(agentPid);
+  const e1 = await events();
   const p1 = progStats();
   const counters = new Map<string, number>();
   for (const ns of pathNs) {
@@ -146,10 +158,13 @@ async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined,
       return { name: b.name, id, nsPerConn: (b.ns - a.ns) / n, runsPerConn: cnt / n, nsPerRun: cnt ? (b.ns - a.ns) / cnt : 0 };
     })
     .filter((x) => x.runsPerConn >= 0.05);
-  return { tps: r.tps, transactions: r.transactions, cpu, progs, counters };
+  const profile = (await prof) as Parameters<typeof profileHotspots>[0] | undefined;
+  const hot = profile ? profileHotspots(profile, 25).map((h) => `${h.fn}: ${h.ms} ms (self ${h.selfMs})`) : undefined;
+  const ev = e0 && e1 ? { read: (e1.read - e0.read) / n, lost: (e1.lost - e0.lost) / n } : undefined;
+  return { tps: r.tps, transactions: r.transactions, cpu, progs, counters, ...(hot ? { hot } : {}), ...(ev ? { ev } : {}) };
 }
 
-function report(label: string, rounds: Round[]): string[] {
+function report(label: string, rounds: Array<Round & { hot?: string[]; ev?: { read: number; lost: number } }>): string[] {
   const lines = [`### ${label}`, '', `TCP_CRR: ${rounds.map((r) => r.tps.toFixed(0)).join(' / ')} conn/s (median ${median(rounds.map((r) => r.tps)).toFixed(0)})`, ''];
   lines.push('| CPU of | µs per connection (median) | CPU s per round |', '|---|---:|---:|');
   const keys = new Set(rounds.flatMap((r) => [...r.cpu.keys()]));
@@ -163,12 +178,16 @@ function report(label: string, rounds: Round[]): string[] {
     for (const [k, v] of progs) lines.push(`| ${k} | ${median(v.map((x) => x.runsPerConn)).toFixed(2)} | ${median(v.map((x) => x.nsPerRun)).toFixed(0)} | ${median(v.map((x) => x.nsPerConn)).toFixed(0)} |`);
   }
   const ck = new Set(rounds.flatMap((r) => [...r.counters.keys()]));
+  const evs = rounds.filter((r) => r.ev).map((r) => r.ev!);
+  if (evs.length) lines.push('', `agent ring events per connection: read ${evs.map((e) => e.read.toFixed(2)).join(' / ')}, lost ${evs.map((e) => e.lost.toFixed(2)).join(' / ')}`);
+  const hot = rounds.find((r) => r.hot)?.hot;
+  if (hot) lines.push('', 'agent CPU profile of one round (inclusive ms):', '', ...hot.map((h) => `- ${h}`));
   lines.push('', `counters (per round): ${ck.size ? [...ck].map((k) => `${k} ${rounds.map((r) => r.counters.get(k) ?? 0).join('/')}`).join(', ') : 'none of the watched ones moved'}`, '');
   return lines;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' }, exp: { type: 'string', default: 'normal,agent-stopped' } } });
+  const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' }, exp: { type: 'string', default: 'normal,agent-stopped' }, profile: { type: 'boolean', default: false } } });
   const secs = Number(values.secs);
   const rounds = Number(values.rounds);
   const exps = values.exp.split(',');
@@ -186,7 +205,7 @@ async function main(): Promise<void> {
     const ours = attachedIds([tendril.node.ns, tendril.client, ...st.nodes.map((n) => n.netns)]);
     // cgroup programs of the lab (socket LB) are in no netns: take every cil_/sock program that ran as a candidate too.
     for (const [id, pstat] of progStats()) if (/^cil_|^sock|^tendril/.test(pstat.name)) ours.add(id);
-    const results: Array<[string, Round[]]> = [];
+    const results: Array<[string, Array<Round & { hot?: string[]; ev?: { read: number; lost: number } }>]> = [];
     const order: Array<[string, MasqPair, boolean]> = [];
     for (const e of exps) {
       if (e === 'normal') order.push([`${MASQ_TENDRIL}`, tendril, false]);
@@ -195,11 +214,12 @@ async function main(): Promise<void> {
       else if (e === 'routed') order.push([MASQ_ROUTED, pairs.find((p) => p.name === MASQ_ROUTED)!, false]);
       else throw new Error(`Unknown experiment "${e}"`);
     }
-    const acc = new Map<string, Round[]>(order.map(([l]) => [l, []]));
+    const acc = new Map<string, Array<Round & { hot?: string[]; ev?: { read: number; lost: number } }>>(order.map(([l]) => [l, []]));
     for (let i = 0; i < rounds; i++) {
       for (const [label, p, stop] of i % 2 ? [...order].reverse() : order) {
         const isT = p.name === MASQ_TENDRIL;
-        const r = await oneRound(p, secs, isT ? agentPid : undefined, [p.client, p.node.ns, p.server], ours, stop);
+        const prof = values.profile && isT && !stop && i === 0 ? st.nodes[0]!.socket : undefined;
+        const r = await oneRound(p, secs, isT ? agentPid : undefined, [p.client, p.node.ns, p.server], ours, stop, prof, isT ? st.nodes[0]!.socket : undefined);
         console.error(`round ${i + 1} ${label}: ${r.tps.toFixed(0)} conn/s`);
         acc.get(label)!.push(r);
       }
