@@ -4,7 +4,8 @@
 // Experiments on the Tendril scenario isolate a cause: the agent SIGSTOPped during the round (the datapath keeps
 // forwarding; its ring events are dropped) and the baselines (ptp + iptables MASQUERADE, routed) in the same run.
 // Root; every namespace is the run's own (bench prefix or the run's lab), removed afterwards also on failure.
-//   node dist/bench/masq-diag.js [--secs 5] [--rounds 2] [--exp normal,agent-stopped]
+//   node dist/bench/masq-diag.js [--secs 5] [--rounds 2] [--exp normal,agent-stopped,ptp,routed] [--profile] [--perf /tmp/prefix]
+// --profile: the agent's CPU profile of the first normal round; --perf: `perf record -a` of each first round, report in PREFIX-<scenario>.txt
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { crr } from './load.js';
 import { setupRefMasq, setupTendrilMasq, type MasqPair } from './masq.js';
 import { MASQ_PTP, MASQ_ROUTED, MASQ_TENDRIL } from './masq-report.js';
 import { BenchNetns } from './netns.js';
-import { inNs, run } from './proc.js';
+import { inNs, run, runAsync } from './proc.js';
 import { median } from './stats.js';
 
 const TOOLS = fileURLToPath(new URL('../../build/bench', import.meta.url));
@@ -113,7 +114,7 @@ interface Round {
   counters: Map<string, number>;
 }
 
-async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined, pathNs: string[], ours: Set<number>, stopAgent: boolean, profileSocket?: string, agentSocket?: string): Promise<Round & { hot?: string[]; ev?: { read: number; lost: number } }> {
+async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined, pathNs: string[], ours: Set<number>, stopAgent: boolean, profileSocket?: string, agentSocket?: string, perfOut?: string): Promise<Round & { hot?: string[]; ev?: { read: number; lost: number } }> {
   const events = async (): Promise<{ read: number; lost: number } | undefined> => {
     if (!agentSocket) return undefined;
     const h = (await new ApiClient(agentSocket).get('/v1/healthz', 30_000).catch(() => undefined)) as { monitor?: { read: number; lost: number } | null } | undefined;
@@ -125,6 +126,8 @@ async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined,
   const s0 = snapshot(agentPid);
   if (stopAgent && agentPid) process.kill(agentPid, 'SIGSTOP');
   let r;
+  const perfFile = perfOut ? `${perfOut}.data` : undefined;
+  const perf = perfFile ? runAsync(['perf', 'record', '-a', '-q', '-o', perfFile, '--', 'sleep', String(Math.max(1, secs - 1))], { timeoutMs: (secs + 60) * 1000 }).catch(() => undefined) : undefined;
   const prof = profileSocket
     ? new ApiClient(profileSocket).get(`/v1/debug/cpu-profile?ms=${Math.max(1000, secs * 1000 - 500)}&interval-us=500`, secs * 1000 + 60_000).catch(() => undefined)
     : undefined;
@@ -134,6 +137,12 @@ async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined,
     if (stopAgent && agentPid) process.kill(agentPid, 'SIGCONT');
   }
   const s1 = snapshot(agentPid);
+  if (perf && perfFile && perfOut) {
+    await perf;
+    const rep = run(['perf', 'report', '-i', perfFile, '--stdio', '--no-children', '--comms', 'rr', '--sort', 'sym', '--percent-limit', '0.5'], { allowFail: true, timeoutMs: 120_000 });
+    fs.writeFileSync(`${perfOut}.txt`, rep.stdout);
+    fs.rmSync(perfFile, { force: true });
+  }
   const e1 = await events();
   const p1 = progStats();
   const counters = new Map<string, number>();
@@ -187,7 +196,7 @@ function report(label: string, rounds: Array<Round & { hot?: string[]; ev?: { re
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' }, exp: { type: 'string', default: 'normal,agent-stopped' }, profile: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '2' }, exp: { type: 'string', default: 'normal,agent-stopped' }, profile: { type: 'boolean', default: false }, perf: { type: 'string' } } });
   const secs = Number(values.secs);
   const rounds = Number(values.rounds);
   const exps = values.exp.split(',');
@@ -219,7 +228,7 @@ async function main(): Promise<void> {
       for (const [label, p, stop] of i % 2 ? [...order].reverse() : order) {
         const isT = p.name === MASQ_TENDRIL;
         const prof = values.profile && isT && !stop && i === 0 ? st.nodes[0]!.socket : undefined;
-        const r = await oneRound(p, secs, isT ? agentPid : undefined, [p.client, p.node.ns, p.server], ours, stop, prof, isT ? st.nodes[0]!.socket : undefined);
+        const r = await oneRound(p, secs, isT ? agentPid : undefined, [p.client, p.node.ns, p.server], ours, stop, prof, isT ? st.nodes[0]!.socket : undefined, values.perf && i === 0 ? `${values.perf}-${label.replace(/[^a-z]+/g, '-')}` : undefined);
         console.error(`round ${i + 1} ${label}: ${r.tps.toFixed(0)} conn/s`);
         acc.get(label)!.push(r);
       }
