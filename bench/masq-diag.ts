@@ -127,7 +127,7 @@ async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined,
   if (stopAgent && agentPid) process.kill(agentPid, 'SIGSTOP');
   let r;
   const perfFile = perfOut ? `${perfOut}.data` : undefined;
-  const perf = perfFile ? runAsync(['perf', 'record', '-a', '-q', '-o', perfFile, '--', 'sleep', String(Math.max(1, secs - 1))], { timeoutMs: (secs + 60) * 1000 }).catch(() => undefined) : undefined;
+  const perf = perfFile ? runAsync(['perf', 'record', '-a', '-g', '-q', '-o', perfFile, '--', 'sleep', String(Math.max(1, secs - 1))], { timeoutMs: (secs + 60) * 1000 }).catch(() => undefined) : undefined;
   const prof = profileSocket
     ? new ApiClient(profileSocket).get(`/v1/debug/cpu-profile?ms=${Math.max(1000, secs * 1000 - 500)}&interval-us=500`, secs * 1000 + 60_000).catch(() => undefined)
     : undefined;
@@ -141,7 +141,7 @@ async function oneRound(p: MasqPair, secs: number, agentPid: number | undefined,
     await perf;
     const rep = run(['perf', 'report', '-i', perfFile, '--stdio', '--no-children', '--comms', 'rr', '--sort', 'sym', '--percent-limit', '0.5'], { allowFail: true, timeoutMs: 120_000 });
     fs.writeFileSync(`${perfOut}.txt`, rep.stdout);
-    fs.rmSync(perfFile, { force: true });
+    if (!process.env['MASQ_DIAG_KEEP_PERF']) fs.rmSync(perfFile, { force: true });
   }
   const e1 = await events();
   const p1 = progStats();
