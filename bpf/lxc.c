@@ -132,13 +132,6 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 			return ret;
 	}
 
-	/*
-	 * The world, in native routing with BPF masquerading: forwarded by the
-	 * FIB like a remote pod (Cilium's BPF host routing), skipping the
-	 * node's IP stack and netfilter; cil_to_netdev translates it.
-	 */
-	if (!info && CONFIG_MASQ && !tunnel_mode())
-		goto fib;
 	if (!info || info->sec_identity == IDENTITY_HOST)
 		goto to_stack;
 
@@ -149,7 +142,6 @@ static __always_inline int handle_ipv4_from_lxc(struct __sk_buff *skb,
 			trace_point(skb, &trace, TRACE_TO_OVERLAY, src->lxc_id, src->sec_id, dst_label, 0);
 		return ret;
 	}
-fib:
 	if (!tunnel_mode()) {
 		ret = fib_redirect4(skb, eth, ip);
 		if (ret == TC_ACT_REDIRECT) {
