@@ -270,3 +270,38 @@ test('reader throughput: a flood of new flows is decoded at a measured rate, the
       `draining a full ring: ${decoded} events in ${drainMs.toFixed(1)} ms = ${((decoded / drainMs) * 1000).toFixed(0)} events/s (consume + decode)`,
   );
 });
+
+test('RingBuffer reads the ring in place (mmap): records stay whole across many wraps, none left undecoded', { timeout: 120_000 }, async () => {
+  const ring = BpfMap.openPinned(path.join(BPF_ROOT, 'tendril_events'));
+  let decoded = 0;
+  let bad = 0;
+  let bytes = 0;
+  const rb = RingBuffer.open(ring, (rec) => {
+    bytes += rec.length;
+    if (decodeEvent(rec) !== undefined) decoded++;
+    else bad++;
+  });
+  try {
+    assert.equal(rb.reader, 'mmap');
+    rb.consume();
+    decoded = bad = bytes = 0;
+    const blast = exec(inNs(p1.ns, ['node', '-e', BLAST(p2.ip, 40_000)]), 60_000);
+    let done = false;
+    void blast.finally(() => (done = true));
+    while (!done) {
+      rb.consume(512);
+      await sleep(2);
+    }
+    const r = await blast;
+    assert.equal(r.code, 0, r.stderr);
+    await sleep(100);
+    rb.consume();
+  } finally {
+    rb.close();
+    ring.close();
+  }
+  assert.equal(bad, 0, `${bad} records did not decode`);
+  // Every record carries at least its header: more bytes than twice the ring means it wrapped at least twice.
+  assert.ok(bytes > 2 * ring.maxEntries, `read ${decoded} events, ${bytes} bytes: the ring (${ring.maxEntries} bytes) did not wrap twice`);
+  assert.throws(() => rb.consume(), /closed/);
+});

@@ -10,6 +10,7 @@ import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
 import { PinnedAttachments, TcxSwitcher } from './attach.js';
 import { staleMasqDevices } from './masq-devices.js';
+import { NatSourceCache, type FlowTuple } from './nat-source-cache.js';
 import type { DatapathEvent } from './event-types.js';
 import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
 import { DatapathError } from './errors.js';
@@ -955,6 +956,7 @@ export class NodeDatapath {
 
   /** Deletes every NAT entry (live masqueraded flows get new ports). Returns how many. */
   natFlush(): number {
+    this.natSources.clear();
     return natFlush(this.started().snat);
   }
 
@@ -968,10 +970,15 @@ export class NodeDatapath {
   }
 
   /** The address a pod's flow (its own tuple) leaves with, when masqueraded; undefined otherwise or before start(). */
-  natSourceOf(t: { protocol: number; src: string; sport: number; dst: string; dport: number }): string | undefined {
+  natSourceOf(t: FlowTuple): string | undefined {
+    return this.natSources.get(t);
+  }
+
+  /** One flow's to-network events share one NAT lookup (nat-source-cache.ts). */
+  private readonly natSources = new NatSourceCache((t) => {
     const s = this.s;
     return s && natLookupOut(s.snat, { saddr: t.src, daddr: t.dst, sport: t.sport, dport: t.dport, nexthdr: t.protocol, dir: 0, pad: 0 }, s.natAddrs)?.toAddr;
-  }
+  });
 
   /**
    * Deletes expired entries (lifetime before now); the datapath never deletes, LRU only evicts under pressure.

@@ -65,6 +65,9 @@ const c = {
    * the same call at the ABI level (x86_64 and arm64 Linux).
    */
   syscallBpf: lib.func('syscall', 'long', ['long', 'long', 'void *', 'uint32_t']),
+  mmap: lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, intptr_t off)'),
+  munmap: lib.func('int munmap(void *addr, size_t len)'),
+  sysconf: lib.func('long sysconf(int name)'),
 };
 
 function fail(call: string): never {
@@ -187,6 +190,35 @@ export function bpfSyscallRaw(cmd: number, attr: Buffer): number {
   }
   const r = Number(c.syscallBpf(nr, cmd, attr, attr.length));
   return r < 0 ? -koffi.errno() : r;
+}
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+const SC_PAGESIZE = 30;
+
+/** An mmap()ed region: its memory as an ArrayBuffer, valid until munmap(). */
+export interface Mapping {
+  readonly bytes: ArrayBuffer;
+  readonly length: number;
+  /** opaque */
+  readonly ptr: unknown;
+}
+
+export function pageSize(): number {
+  return Number(c.sysconf(SC_PAGESIZE));
+}
+
+/** mmap(NULL, length, prot, MAP_SHARED, fd, offset); throws KernelError on MAP_FAILED. */
+export function mmapShared(fd: number, length: number, prot: number, offset: number): Mapping {
+  const ptr: unknown = c.mmap(null, length, prot, MAP_SHARED, fd, offset);
+  if (ptr === null || koffi.address(ptr) === 0xffffffffffffffffn) fail(`mmap(fd ${fd}, ${length} bytes at ${offset})`);
+  return { bytes: koffi.view(ptr, length), length, ptr };
+}
+
+/** Unmaps a region of mmapShared(); its ArrayBuffer must not be touched afterwards. */
+export function munmap(m: Mapping): void {
+  check(c.munmap(m.ptr, m.length), 'munmap');
 }
 
 /** Address of a Buffer's memory, for kernel structs that carry pointers (e.g. bpf_attr). Keep `buf` alive. */
