@@ -210,10 +210,16 @@ export class SockLb {
     this.termQueue.push(...backends);
     this.termNetns = netns;
     this.termDone = done;
-    if (!this.termRunning) {
-      this.termRunning = this.termDrain()
+    // termActive, not termRunning: the drain ends (its loop found the queue empty) before its promise settles, and a
+    // call in between must start a new drain instead of queueing behind one that already left.
+    if (!this.termActive) {
+      this.termActive = true;
+      const run: Promise<void> = this.termDrain()
         .catch((err: unknown) => this.termDone({ destroyed: 0, failed: [{ netns: '(all)', error: (err as Error).message }] }, []))
-        .finally(() => (this.termRunning = undefined));
+        .finally(() => {
+          if (this.termRunning === run) this.termRunning = undefined;
+        });
+      this.termRunning = run;
     }
   }
 
@@ -226,8 +232,17 @@ export class SockLb {
   private termNetns: () => readonly string[] = () => [];
   private termDone: (r: SockTermResult, backends: SockBackend[]) => void = () => undefined;
   private termRunning: Promise<void> | undefined;
+  private termActive = false;
 
   private async termDrain(): Promise<void> {
+    try {
+      await this.termRounds();
+    } finally {
+      this.termActive = false;
+    }
+  }
+
+  private async termRounds(): Promise<void> {
     const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
     await turn();
     while (this.coll && this.termQueue.length > 0) {
