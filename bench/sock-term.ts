@@ -73,7 +73,6 @@ export async function main(): Promise<TermRow[]> {
         ns.close();
       }
     }
-    if (process.env.TBST_DEBUG) console.error("netns made", performance.now());
     lb = new SockLb({ objDir: path.join(root, 'build/bpf'), bpfRoot: pinRoot, nodeIP: '192.168.78.10', cgroup });
     lb.start();
     const s = lb;
@@ -88,7 +87,6 @@ export async function main(): Promise<TermRow[]> {
     const stall = new Map<string, number[]>(variants.map(([v]) => [v, []]));
     for (let r = 0; r < rounds; r++) {
       for (const [v, fn] of r % 2 ? [...variants].reverse() : variants) {
-        if (process.env.TBST_DEBUG) console.error("round", r, v, performance.now());
         const [w, st, res] = await timed(fn);
         if (res.failed.length > 0 || res.destroyed !== 0) throw new Error(`bench/sock-term: ${v}: ${JSON.stringify(res)}`);
         total.get(v)!.push(w);
