@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../src/util/api-client.js';
-import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
+import { labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
 import { labPaths } from '../src/lab/paths.js';
 import { removeNetnsCgroup } from '../src/lab/cgroups.js';
 import { labServiceAdd } from '../src/lab/services.js';
@@ -246,36 +246,41 @@ function setupKpNode(): { node: string; client: string; server: string; serverIp
   }
 }
 
-export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
-  const total = o.services ?? 10_000;
+/** A 1-node lab as the bench uses it: clients a (per packet) and s (socket LB), server b, the filler pods, the bench service. */
+async function benchLab(lab: string): Promise<{ a: LabPod; sk: LabPod; b: LabPod; vip: string }> {
   await labDown(lab);
   // Socket LB on the node's cgroup: client "s" runs in it (its sockets are translated at connect()), client "a" is
   // taken out of it (its packets are translated per packet in cil_from_container), both in the same run.
   await labUp({ name: lab, nodes: 1, socketLb: true });
+  const a = await podAdd(lab, 'a', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
+  removeNetnsCgroup(a.netns);
+  const sk = await podAdd(lab, 's', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
+  const b = await podAdd(lab, 'b', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-b' } });
+  for (let i = 0; i < FILLER_BACKENDS; i++) await podAdd(lab, `filler-${i}`, { node: 'ctr', namespace: 'bench', labels: { app: 'filler' } });
+  const svc = await labServiceAdd(lab, 'bench', {
+    namespace: 'bench',
+    selector: { app: 'bench-b' },
+    ports: [
+      { name: 'rr', port: RR_PORT, targetPort: RR_PORT, protocol: 'TCP' },
+      { name: 'crr', port: CRR_PORT, targetPort: CRR_PORT, protocol: 'TCP' },
+    ],
+    type: 'ClusterIP',
+  });
+  return { a, sk, b, vip: svc.clusterIP! };
+}
+
+export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
+  const total = o.services ?? 10_000;
+  // Two labs alive at once, built alike (same pods, same placement): `lab` gets the filler services, `one` keeps the
+  // bench service alone, and the 1-service rounds run on `one` interleaved with the N-service rounds on `lab`, so the
+  // machine's drift over the fill does not land in the N / 1 ratio.
+  const one = `${lab}1`;
   try {
-    const a = await podAdd(lab, 'a', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
-    removeNetnsCgroup(a.netns);
-    const sk = await podAdd(lab, 's', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-a' } });
-    const b = await podAdd(lab, 'b', { node: 'ctr', namespace: 'bench', labels: { app: 'bench-b' } });
-    for (let i = 0; i < FILLER_BACKENDS; i++) await podAdd(lab, `filler-${i}`, { node: 'ctr', namespace: 'bench', labels: { app: 'filler' } });
-    const svc = await labServiceAdd(lab, 'bench', {
-      namespace: 'bench',
-      selector: { app: 'bench-b' },
-      ports: [
-        { name: 'rr', port: RR_PORT, targetPort: RR_PORT, protocol: 'TCP' },
-        { name: 'crr', port: CRR_PORT, targetPort: CRR_PORT, protocol: 'TCP' },
-      ],
-      type: 'ClusterIP',
-    });
-    const vip = svc.clusterIP!;
+    const { a, sk, b, vip } = await benchLab(lab);
+    const twin = await benchLab(one);
     const samples: LbSample[] = [];
     const agentPid = loadLab(lab).nodes[0]!.pid;
-    const cpu1 = cpuTicks(agentPid);
-    for (let round = 1; round <= o.rounds; round++) {
-      const order: Array<[string, string, string]> = [['direct', b.ip, a.netns], ['clusterip-1', vip, a.netns], ['sock-1', vip, sk.netns], ['sock-direct', b.ip, sk.netns]];
-      for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
-    }
-    const agentCpu1 = cpuShare(cpu1, cpuTicks(agentPid));
+    const twinPid = loadLab(one).nodes[0]!.pid;
     const op = new ApiClient(labPaths(lab).operatorSocket, 'operator');
     const agent = new ApiClient(loadLab(lab).nodes[0]!.socket);
     const node = loadLab(lab).nodes[0]!;
@@ -295,11 +300,24 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     const fillS = (Date.now() - fillStart + firstFillMs) / 1000;
     o.say(`lb: ${total} services (${filler} with ${FILLER_BACKENDS} backends) in the maps after ${fillS.toFixed(1)} s`);
     const cpu10k = cpuTicks(agentPid);
+    const cpu1 = cpuTicks(twinPid);
     for (let round = 1; round <= o.rounds; round++) {
-      const order: Array<[string, string, string]> = [['direct-10k', b.ip, a.netns], ['clusterip-10k', vip, a.netns], ['sock-10k', vip, sk.netns]];
-      for (const [t, ip, cli] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, b.netns, ip, t, round));
+      // By turns: a target of the N-service lab, then its twin on the 1-service lab, ...
+      const order: Array<[string, string, string, string]> = [
+        ['direct-10k', b.ip, a.netns, b.netns],
+        ['direct', twin.b.ip, twin.a.netns, twin.b.netns],
+        ['clusterip-10k', vip, a.netns, b.netns],
+        ['clusterip-1', twin.vip, twin.a.netns, twin.b.netns],
+        ['sock-10k', vip, sk.netns, b.netns],
+        ['sock-1', twin.vip, twin.sk.netns, twin.b.netns],
+        ['sock-direct', twin.b.ip, twin.sk.netns, twin.b.netns],
+      ];
+      for (const [t, ip, cli, srv] of round % 2 ? order : [...order].reverse()) samples.push(await measureTarget(o, cli, srv, ip, t, round));
     }
     const agentCpu10k = cpuShare(cpu10k, cpuTicks(agentPid));
+    const agentCpu1 = cpuShare(cpu1, cpuTicks(twinPid));
+    // The twin's part is done: its agent and pods leave the machine to the baselines.
+    await labDown(one);
     // The baselines: kube-proxy's iptables rules for as many services, with the iptables kube-proxy would pick here.
     // (1) kube-proxy as its clusters run: a node with two ptp pods, its default masquerading (sources outside the
     // cluster CIDR only), its conntrack settings. (2) The same rules in front of Tendril's datapath, in the lab node's
@@ -334,6 +352,7 @@ export async function lbPhase(lab: string, o: LbOptions): Promise<LbResult> {
     }
     return { samples, services: total, fillS, changeMs, changeAt, iptablesRules: ipt.rules, iptablesBackend, iptablesLoadS, agentCpu1, agentCpu10k };
   } finally {
+    await labDown(one).catch(() => undefined);
     await labDown(lab);
   }
 }
@@ -346,7 +365,7 @@ export function lbReport(r: LbResult, o: { secs: number; rounds: number }): stri
   const pct = (q: number): string => (r.changeMs.length ? percentile(r.changeMs, q).toFixed(0) : 'n/a');
   const has = (t: string): boolean => r.samples.some((s) => s.target === t);
   return [
-    `## Services: pod -> ClusterIP vs pod -> backend IP, same node (medians of ${o.rounds} round(s); 1-byte TCP_RR and TCP_CRR ${o.secs} s each, interleaved)`,
+    `## Services: pod -> ClusterIP vs pod -> backend IP, same node (medians of ${o.rounds} round(s); 1-byte TCP_RR and TCP_CRR ${o.secs} s each, interleaved; the 1-service targets on a twin lab alive at the same time, by turns with the ${r.services}-service ones)`,
     '',
     '| target | TCP_RR /s | RR p50 µs | TCP_CRR /s |',
     '|---|---:|---:|---:|',

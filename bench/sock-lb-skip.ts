@@ -5,7 +5,9 @@
 // backend pod here, to a pod on another node), with services in the maps. A test run's packet carries a socket of
 // the calling process, so the bench's own cgroup stands for the socket-LB one. Same object, interleaved rounds, medians. Root; nothing is attached, the maps are pinned
 // under the run's own bpffs directory and removed afterwards.
-//   node dist/bench/sock-lb-skip.js [--rounds 7] [--repeat 5000]
+// --variant OBJ: a third column, another lxc.o (e.g. this tree's with lb4_from_lxc() returning at once for a socket
+// of the cgroup, which drops the two service-map lookups such packets pay), loaded with the socket-LB cgroup too.
+//   node dist/bench/sock-lb-skip.js [--rounds 7] [--repeat 5000] [--variant OBJ]
 import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -43,7 +45,7 @@ function cases(): Array<{ name: string; frame: Buffer }> {
 }
 
 export async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string' }, repeat: { type: 'string' } } });
+  const { values } = parseArgs({ options: { rounds: { type: 'string' }, repeat: { type: 'string' }, variant: { type: 'string' } } });
   const rounds = Number(values.rounds ?? 7);
   const repeat = Number(values.repeat ?? 5000);
   if (process.getuid?.() !== 0) throw new Error('bench/sock-lb-skip needs root (BPF_PROG_LOAD, bpffs)');
@@ -60,6 +62,11 @@ export async function main(): Promise<void> {
       const c = Collection.load(root + 'build/bpf/lxc.o', { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB_CGROUP_ID: id, CONFIG_SOCK_LB_CGROUP_LEVEL: cg.level }, pinRoot });
       loaded.push(c);
       variants.push([label, c.program('cil_from_container')]);
+    }
+    if (values.variant) {
+      const c = Collection.load(values.variant, { constants: { CONFIG_ROUTER_IP4: be32('10.201.0.1'), CONFIG_NODE_IP4: be32('192.0.2.9'), CONFIG_SOCK_LB_CGROUP_ID: cg.id, CONFIG_SOCK_LB_CGROUP_LEVEL: cg.level }, pinRoot });
+      loaded.push(c);
+      variants.push([`variant ${path.basename(values.variant)}, socket in the cgroup`, c.program('cil_from_container')]);
     }
     const c = loaded[0]!;
     const lxc = c.map(LXC_MAP).typed(endpointKeyCodec, endpointInfoCodec);
@@ -82,16 +89,17 @@ export async function main(): Promise<void> {
         }
       }
     }
-    const [a, b] = variants.map(([l]) => l) as [string, string];
+    const [a, b, v] = variants.map(([l]) => l) as [string, string, string | undefined];
     const lines = [
       `## Endpoint program per-packet cost with socket LB (BPF_PROG_TEST_RUN of cil_from_container, median ns of ${repeat} single runs, medians of ${rounds} interleaved rounds; 100 services in the maps)`,
       '',
-      `| packet (its socket already translated) | ${a} ns | ${b} ns | ${b} / ${a} |`,
-      '|---|---:|---:|---:|',
+      `| packet (its socket already translated) | ${a} ns | ${b} ns | ${b} / ${a} |${v ? ` ${v} ns | ${v} / ${b} |` : ''}`,
+      `|---|---:|---:|---:|${v ? '---:|---:|' : ''}`,
       ...cases().map((k) => {
         const x = median(ns.get(`${a}|${k.name}`)!);
         const y = median(ns.get(`${b}|${k.name}`)!);
-        return `| ${k.name} | ${x.toFixed(0)} | ${y.toFixed(0)} | ${(y / x).toFixed(3)} |`;
+        const z = v ? median(ns.get(`${v}|${k.name}`)!) : 0;
+        return `| ${k.name} | ${x.toFixed(0)} | ${y.toFixed(0)} | ${(y / x).toFixed(3)} |${v ? ` ${z.toFixed(0)} | ${(z / y).toFixed(3)} |` : ''}`;
       }),
       '',
     ];

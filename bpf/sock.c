@@ -291,20 +291,27 @@ int tendril_sock4_getpeername(struct bpf_sock_addr *ctx)
 /*
  * Socket termination (kernel >= 6.5): iterators over the TCP and UDP sockets
  * of the network namespace that opened them destroy each socket connected to
- * a backend listed in tendril_lb4_sock_term that socket LB gave it (a
- * tendril_lb4_sock_rev entry of its cookie and that backend; a socket that
- * dialled the pod IP itself is left alone). The socket's owner sees
- * ECONNABORTED at once instead of talking to a backend that is gone (a
- * connected UDP socket otherwise never learns). As Cilium's bpf_sock_term.c in
- * spirit. Each destroyed socket writes one byte to the iterator's output, so
- * the reader counts them.
+ * a (backend, service) pair listed in tendril_lb4_sock_term: socket LB gave
+ * it that backend through that service's frontend (its tendril_lb4_sock_rev
+ * entry, of its cookie and that backend, names the service). A socket that
+ * dialled the pod IP itself, or reached the backend through another service
+ * it still belongs to, is left alone. Cilium's bpf_sock_term.c matches the
+ * backend address only (its filter has no service), so there a backend that
+ * leaves one of two services loses the other's sockets too. The socket's
+ * owner sees ECONNABORTED at once instead of talking to a backend that is
+ * gone (a connected UDP socket otherwise never learns). Each destroyed socket
+ * writes one byte to the iterator's output, so the reader counts them.
  */
 struct lb4_term_key {
 	__be32	address;
 	__be16	port;
 	__u8	proto;
 	__u8	pad;
+	__u16	rev_nat_index;	/* the frontend the backend left */
+	__u16	pad2;
 };
+
+_Static_assert(sizeof(struct lb4_term_key) == 12, "lb4_term_key must be 12 bytes");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -342,23 +349,31 @@ extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 
 #define SOCK_AF_INET	2
 
-/* Destroys @sk when it is socket LB's and connected to a listed backend; 1 when it did. */
+/*
+ * Destroys @sk when socket LB connected it to a listed backend through the
+ * frontend that backend left (its tendril_lb4_sock_rev entry names the
+ * service): a socket that reached the same backend through another service
+ * lives on. 1 when it did.
+ */
 static __always_inline int sock4_term(struct bpf_iter_meta *meta, struct sock_common *sk, __u8 proto)
 {
 	struct lb4_term_key tk = {};
 	struct lb4_sock_key sk_key = {};
+	const struct lb4_sock_rev *rev;
 
 	if (!sk || sk->skc_family != SOCK_AF_INET)
 		return 0;
-	tk.address = sk->skc_daddr;
-	tk.port = sk->skc_dport;
-	tk.proto = proto;
-	if (!bpf_map_lookup_elem(&tendril_lb4_sock_term, &tk))
-		return 0;
 	sk_key.cookie = bpf_get_socket_cookie(sk);
-	sk_key.address = tk.address;
-	sk_key.port = tk.port;
-	if (!bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk_key))
+	sk_key.address = sk->skc_daddr;
+	sk_key.port = sk->skc_dport;
+	rev = bpf_map_lookup_elem(&tendril_lb4_sock_rev, &sk_key);
+	if (!rev)
+		return 0;
+	tk.address = sk_key.address;
+	tk.port = sk_key.port;
+	tk.proto = proto;
+	tk.rev_nat_index = rev->rev_nat_index;
+	if (!bpf_map_lookup_elem(&tendril_lb4_sock_term, &tk))
 		return 0;
 	if (bpf_sock_destroy(sk))
 		return 0;

@@ -3,6 +3,8 @@
 // - loadBalancerSourceRanges: a pod outside the ranges does not reach the LoadBalancer IP, through socket LB (a process
 //   in the pod's cgroup) as through the per-packet path (the same pod's netns, outside the cgroup), counted as
 //   DROP_NOT_IN_SRC_RANGE (177); a pod inside them does, the ClusterIP of the same service stays open to both.
+// - A backend shared by two services leaves one of them: the TCP connections socket LB made to it through that service
+//   are destroyed (ECONNABORTED), those it made through the other service and a direct one keep working.
 // - Socket LB switched on for a live agent (restart with it on): TCP connections the per-packet path translated
 //   through the ClusterIP before keep working (their translation and reverse NAT stay), new ones go through socket LB.
 // Root; the lab is the test's own (unique name) and is removed in after(), also on failure.
@@ -93,6 +95,27 @@ describe('socket LB gaps on a 2-node lab', { concurrency: 1, timeout: 900_000 },
     assert.ok((await drops(sock, 177)) - before >= 2, 'each attempt counted as DROP_NOT_IN_SRC_RANGE (egress)');
     assert.ok(get(outside, s.clusterIP!, 80).startsWith('web-'), 'the ClusterIP is not restricted (socket LB)');
     assert.ok(get(outside, s.clusterIP!, 80, { outsideCgroup: true }).startsWith('web-'), 'the ClusterIP is not restricted (per packet)');
+  });
+
+  test('a backend shared by two services leaves one: socket LB\'s connections through that one are destroyed, those through the other and a direct one live on', async () => {
+    const a = await labServiceAdd(lab, 'sa', { namespace: 'gap', selector: {}, ports: [{ port: 83, targetPort: 8081, protocol: 'TCP' }], type: 'ClusterIP' });
+    const c = await labServiceAdd(lab, 'sc', { namespace: 'gap', selector: {}, ports: [{ port: 84, targetPort: 8081, protocol: 'TCP' }], type: 'ClusterIP' });
+    await labServiceEndpoints(lab, 'gap/sa', [{ ip: solo.ip, port: 8081 }]);
+    await labServiceEndpoints(lab, 'gap/sc', [{ ip: solo.ip, port: 8081 }]);
+    await until('both services answer from the pod', () => get(outside, a.clusterIP!, 83) === 'solo' && get(outside, c.clusterIP!, 84) === 'solo', 120_000);
+    const targets = [{ ip: a.clusterIP!, port: 83 }, { ip: a.clusterIP!, port: 83 }, { ip: c.clusterIP!, port: 84 }, { ip: c.clusterIP!, port: 84 }, { ip: solo.ip, port: 8081 }];
+    const h = startHolder(outside, { targets, timeout: 10_000 });
+    holders.push(h.proc);
+    await until(`the holder's connections answered (${h.stderr()})`, () => h.lines.some((l) => l['names']), 120_000);
+    assert.deepEqual(h.lines.find((l) => l['names'])!['names'], ['solo', 'solo', 'solo', 'solo', 'solo']);
+    await labServiceEndpoints(lab, 'gap/sa', []);
+    await until(`the 2 connections through gap/sa report an error (${JSON.stringify(h.lines)})`, () => [0, 1].every((i) => h.lines.some((l) => l['i'] === i)), 120_000);
+    const final = await holderFinal(h);
+    for (const l of h.lines.filter((x) => x['i'] !== undefined)) {
+      assert.ok(l['i'] === 0 || l['i'] === 1, `only the connections through gap/sa go: ${JSON.stringify(h.lines)}`);
+      assert.equal(l['error'], 'ECONNABORTED', JSON.stringify(l));
+    }
+    assert.deepEqual(final, [null, null, 'solo', 'solo', 'solo'], 'gap/sc\'s and the direct connection still answer');
   });
 
   test('socket LB switched on for a live agent: TCP connections the per-packet path translated through the ClusterIP keep working; new ones go through socket LB', async () => {

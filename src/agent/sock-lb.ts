@@ -24,14 +24,17 @@ export function sockLbStatus(s: SockLb | undefined): { enabled: boolean; cgroup:
 }
 
 /**
- * Backends left every service: destroy the sockets socket LB connected to them, in the node's namespace and each
- * pod's (`netns`), so their owners fail at once (ECONNABORTED) and reconnect to a live backend. Never throws.
+ * Backends left frontends: destroy the sockets socket LB connected to them through those frontends, in the node's
+ * namespace and each pod's (`netns`), so their owners fail at once (ECONNABORTED) and reconnect to a live backend.
+ * Queued (SockLb.terminateLater()): the walk runs one namespace per event-loop turn, off the service sync that found
+ * the removals, and removals queued meanwhile share the next walk. Never throws.
  */
 export function terminateBackendSockets(s: SockLb | undefined, backends: SockBackend[], netns: string[], log: Logger): void {
   if (!s?.enabled) return;
   try {
-    const r = s.terminate(backends, netns);
-    if (r.destroyed > 0 || r.failed.length > 0) log.info({ backends: backends.map((b) => `${b.ip}:${b.port}/${b.proto}`), destroyed: r.destroyed, failed: r.failed }, 'destroyed the sockets of removed backends');
+    s.terminateLater(backends, () => netns, (r, done) => {
+      if (r.destroyed > 0 || r.failed.length > 0) log.info({ backends: done.map((b) => `${b.ip}:${b.port}/${b.proto} (service ${b.revNatIndex})`), destroyed: r.destroyed, failed: r.failed }, 'destroyed the sockets of removed backends');
+    });
   } catch (err) {
     log.warn({ err }, 'cannot destroy the sockets of removed backends');
   }

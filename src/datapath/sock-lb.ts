@@ -55,11 +55,15 @@ export function removeSockLbLinks(bpfRoot: string): string[] {
   return pins;
 }
 
-/** A backend whose sockets are to go: IPv4, port, IP protocol (6 TCP, 17 UDP). */
+/**
+ * A backend whose sockets are to go: IPv4, port, IP protocol (6 TCP, 17 UDP), and the service ID (rev_nat_index) of
+ * the frontend it left: only the sockets socket LB connected to it through that frontend go.
+ */
 export interface SockBackend {
   ip: string;
   port: number;
   proto: number;
+  revNatIndex: number;
 }
 
 export interface SockTermResult {
@@ -166,6 +170,7 @@ export class SockLb {
    * (removeSockLbLinks()).
    */
   stop(): void {
+    this.termQueue = [];
     for (const it of this.iters) it.close();
     this.iters = [];
     for (const l of this.links) l.close();
@@ -175,45 +180,142 @@ export class SockLb {
   }
 
   /**
-   * Destroys the sockets socket LB connected to `backends` (removed from every service), in each namespace of
+   * Destroys the sockets socket LB connected to `backends` (each through the frontend it left), in each namespace of
    * `netns` (paths; the agent's own namespace is walked too): the iterators over TCP and UDP sockets run once per
-   * namespace with the backends in tendril_lb4_sock_term. A namespace that cannot be entered is reported, not fatal.
+   * namespace with the pairs in tendril_lb4_sock_term. A namespace that cannot be entered is reported, not fatal.
+   * Synchronous: the calling thread is in each namespace in turn (terminateLater() yields between them).
    */
   terminate(backends: readonly SockBackend[], netns: readonly string[]): SockTermResult {
     const out: SockTermResult = { destroyed: 0, failed: [] };
-    if (!this.coll || backends.length === 0) return out;
-    const term = this.coll.map(TERM_MAP);
-    const keys = backends.filter((b) => b.proto === 6 || b.proto === 17).map(termKey);
+    const keys = this.termBegin(backends);
     if (keys.length === 0) return out;
     try {
-      for (const k of keys) term.put(k, Buffer.from([1]));
-      const pass = (): number => this.iters.reduce((n, it) => n + it.run().length, 0);
-      out.destroyed += pass();
-      for (const p of new Set(netns)) {
-        let ns: Netns | undefined;
-        try {
-          ns = Netns.open(p);
-          out.destroyed += ns.run(pass);
-        } catch (err) {
-          out.failed.push({ netns: p, error: (err as Error).message });
-        } finally {
-          ns?.close();
-        }
-      }
+      out.destroyed += this.termPass(undefined, out);
+      for (const p of new Set(netns)) out.destroyed += this.termPass(p, out);
     } finally {
-      for (const k of keys) term.delete(k);
+      this.termEnd(keys);
     }
     return out;
   }
 
+  /**
+   * terminate() off the caller's stack, one namespace per event-loop turn: the agent's thread is in one pod's
+   * namespace for one pass at a time and serves its API and watches in between. Calls coalesce: backends queued while
+   * a round runs go together in the next round (one walk of each namespace for all of them). `netns()` is asked at
+   * the start of each round. `done` gets each round's result. stop() drops what is queued; a round in progress ends
+   * after the pass it is in.
+   */
+  terminateLater(backends: readonly SockBackend[], netns: () => readonly string[], done: (r: SockTermResult, backends: SockBackend[]) => void): void {
+    if (!this.coll || backends.length === 0) return;
+    this.termQueue.push(...backends);
+    this.termNetns = netns;
+    this.termDone = done;
+    // termActive, not termRunning: the drain ends (its loop found the queue empty) before its promise settles, and a
+    // call in between must start a new drain instead of queueing behind one that already left.
+    if (!this.termActive) {
+      this.termActive = true;
+      const run: Promise<void> = this.termDrain()
+        .catch((err: unknown) => this.termDone({ destroyed: 0, failed: [{ netns: '(all)', error: (err as Error).message }] }, []))
+        .finally(() => {
+          if (this.termRunning === run) this.termRunning = undefined;
+        });
+      this.termRunning = run;
+    }
+  }
+
+  /** Resolves when no termination round is queued or running (for tests and benches). */
+  async termIdle(): Promise<void> {
+    while (this.termRunning) await this.termRunning;
+  }
+
+  private termQueue: SockBackend[] = [];
+  private termNetns: () => readonly string[] = () => [];
+  private termDone: (r: SockTermResult, backends: SockBackend[]) => void = () => undefined;
+  private termRunning: Promise<void> | undefined;
+  private termActive = false;
+
+  private async termDrain(): Promise<void> {
+    try {
+      await this.termRounds();
+    } finally {
+      this.termActive = false;
+    }
+  }
+
+  private async termRounds(): Promise<void> {
+    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+    await turn();
+    while (this.coll && this.termQueue.length > 0) {
+      const batch = this.termQueue.splice(0);
+      const out: SockTermResult = { destroyed: 0, failed: [] };
+      const keys = this.termBegin(batch);
+      if (keys.length === 0) continue;
+      try {
+        out.destroyed += this.termPass(undefined, out);
+        for (const p of new Set(this.termNetns())) {
+          await turn();
+          if (!this.coll) return;
+          out.destroyed += this.termPass(p, out);
+        }
+      } finally {
+        if (this.coll) this.termEnd(keys);
+      }
+      this.termDone(out, batch);
+    }
+  }
+
+  /** Writes the (backend, service) pairs of a round into tendril_lb4_sock_term; returns their keys. */
+  private termBegin(backends: readonly SockBackend[]): Buffer[] {
+    if (!this.coll || backends.length === 0) return [];
+    const term = this.coll.map(TERM_MAP);
+    const keys = [...new Map(backends.filter((b) => b.proto === 6 || b.proto === 17).map((b) => {
+      const k = termKey(b);
+      return [k.toString('hex'), k] as const;
+    })).values()];
+    const written: Buffer[] = [];
+    try {
+      for (const k of keys) {
+        term.put(k, Buffer.from([1]));
+        written.push(k);
+      }
+    } catch (err) {
+      this.termEnd(written);
+      throw err;
+    }
+    return written;
+  }
+
+  private termEnd(keys: readonly Buffer[]): void {
+    if (!this.coll) return;
+    const term = this.coll.map(TERM_MAP);
+    for (const k of keys) term.delete(k);
+  }
+
+  /** One walk of the TCP and UDP sockets of namespace `p` (undefined: the calling thread's); failures go to out. */
+  private termPass(p: string | undefined, out: SockTermResult): number {
+    const pass = (): number => this.iters.reduce((n, it) => n + it.run().length, 0);
+    if (p === undefined) return pass();
+    let ns: Netns | undefined;
+    try {
+      ns = Netns.open(p);
+      return ns.run(pass);
+    } catch (err) {
+      out.failed.push({ netns: p, error: (err as Error).message });
+      return 0;
+    } finally {
+      ns?.close();
+    }
+  }
+
 }
 
-/** struct lb4_term_key: address and port in network order, protocol, pad. */
+/** struct lb4_term_key: address and port in network order, protocol, pad, rev_nat_index (host order), pad. */
 function termKey(b: SockBackend): Buffer {
-  const k = Buffer.alloc(8);
+  const k = Buffer.alloc(12);
   k.writeUInt32BE(parseIPv4(b.ip), 0);
   k.writeUInt16BE(b.port, 4);
   k.writeUInt8(b.proto, 6);
+  k.writeUInt16LE(b.revNatIndex, 8);
   return k;
 }
 

@@ -60,6 +60,15 @@ export interface Frontend {
   sourceRanges?: string[];
 }
 
+/** A backend that left the frontend whose service ID (rev_nat_index) is `revNatIndex`. */
+export interface RemovedBackend {
+  ip: string;
+  port: number;
+  /** IP protocol: 6 TCP, 17 UDP. */
+  proto: number;
+  revNatIndex: number;
+}
+
 export interface LbDatapathOptions {
   algorithm: LbAlgorithm;
   maglevTableSize: number;
@@ -95,10 +104,14 @@ export class LbDatapath {
   private readonly written = new Map<string, Written>();
   /** "ip:port/proto" -> backend ID, and the reverse. */
   private readonly backendIds = new Map<string, number>();
+  private readonly backendKeys = new Map<number, string>();
   private readonly backendRefs = new Map<number, number>();
   private nextBackendId = 1;
-  /** Backends deleted since the last takeRemovedBackends() (socket LB destroys the sockets still on them). */
-  private gone: Array<{ ip: string; port: number; proto: number }> = [];
+  /**
+   * (backend, service ID) pairs: a backend that left a frontend (or whose frontend went) since the last
+   * takeRemovedBackends(). Socket LB destroys the sockets it connected to that backend through that frontend only.
+   */
+  private gone: RemovedBackend[] = [];
   private nextServiceId = 1;
   private readonly serviceIds = new Set<number>();
 
@@ -116,6 +129,7 @@ export class LbDatapath {
   private adopt(): void {
     for (const [id, b] of this.backends.entries()) {
       this.backendIds.set(`${b.address}:${b.port}/${b.proto}`, id);
+      this.backendKeys.set(id, `${b.address}:${b.port}/${b.proto}`);
       this.backendRefs.set(id, 0);
       this.nextBackendId = Math.max(this.nextBackendId, id + 1);
     }
@@ -162,9 +176,16 @@ export class LbDatapath {
       id = this.nextBackendId++;
       this.backends.put(id, { address: ip, port, proto: p, flags: 0 });
       this.backendIds.set(k, id);
+      this.backendKeys.set(id, k);
       this.backendRefs.set(id, 0);
     }
     return id;
+  }
+
+  /** Backend `id` left the frontend of service ID `revNatIndex`. */
+  private leave(id: number, revNatIndex: number): void {
+    const m = /^(.*):(\d+)\/(\d+)$/.exec(this.backendKeys.get(id) ?? '');
+    if (m) this.gone.push({ ip: m[1]!, port: Number(m[2]), proto: Number(m[3]), revNatIndex });
   }
 
   private release(id: number): void {
@@ -178,17 +199,14 @@ export class LbDatapath {
       if (refs > 0) continue;
       this.backends.delete(id);
       this.backendRefs.delete(id);
-      for (const [k, v] of this.backendIds) {
-        if (v !== id) continue;
-        const m = /^(.*):(\d+)\/(\d+)$/.exec(k);
-        if (m) this.gone.push({ ip: m[1]!, port: Number(m[2]), proto: Number(m[3]) });
-        this.backendIds.delete(k);
-      }
+      const k = this.backendKeys.get(id);
+      if (k !== undefined) this.backendIds.delete(k);
+      this.backendKeys.delete(id);
     }
   }
 
-  /** The backends the syncs deleted since the last call. */
-  takeRemovedBackends(): Array<{ ip: string; port: number; proto: number }> {
+  /** The (backend, frontend) pairs the syncs ended since the last call. */
+  takeRemovedBackends(): RemovedBackend[] {
     const r = this.gone;
     this.gone = [];
     return r;
@@ -244,6 +262,8 @@ export class LbDatapath {
     this.revNat.put(id, { address: f.address, port: f.port });
     this.services.put(key, { backendId: 0, count: ids.length, revNatIndex: id, flags, maglevSize, affinityTimeout: f.affinityTimeout ?? 0 });
     if (prev) {
+      const kept = new Set(ids);
+      for (const b of new Set(prev.ids)) if (!kept.has(b)) this.leave(b, id);
       for (let s = ids.length + 1; s <= prev.ids.length; s++) this.services.delete({ ...key, slot: s });
       for (const b of prev.ids) this.release(b);
       if (prev.maglevSize > maglevSize) this.deleteMaglev(id, maglevSize, prev.maglevSize);
@@ -264,6 +284,7 @@ export class LbDatapath {
     for (const cidr of w.ranges) this.ranges.delete({ revNatIndex: w.id, cidr });
     this.revNat.delete(w.id);
     this.serviceIds.delete(w.id);
+    for (const b of new Set(w.ids)) this.leave(b, w.id);
     for (const b of w.ids) this.release(b);
   }
 

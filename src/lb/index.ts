@@ -6,7 +6,7 @@ export { LbError, type LbErrorCode } from './errors.js';
 export { ServiceAllocator, DEFAULT_SERVICE_CIDR, type ServiceClaim } from './alloc.js';
 export { backendsFor, selects, type Backend, type EndpointView } from './backends.js';
 export { maglevTable, checkMaglevSize, DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from './maglev.js';
-export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions } from './datapath.js';
+export { LbDatapath, type Frontend, type LbAlgorithm, type LbDatapathOptions, type RemovedBackend } from './datapath.js';
 export { registerServiceRoutes } from './routes.js';
 export { ServiceManager, frontendsOf, serviceIndex, lbIpsWithoutLocalBackend, type ServiceManagerOptions, type ServiceListEntry } from './manager.js';
 export * from './lb-pool.js';

@@ -5,7 +5,7 @@ import { KindCache, startInOrder } from '../store/cache.js';
 import type { EndpointSpec, IdentitySpec, Store } from '../store/index.js';
 import type { Logger } from '../util/log.js';
 import { backendsFor as selectedBackends, type EndpointView } from './backends.js';
-import { LbDatapath, type Frontend, type LbAlgorithm } from './datapath.js';
+import { LbDatapath, type Frontend, type LbAlgorithm, type RemovedBackend } from './datapath.js';
 import { LB_SCOPE_EXTERNAL } from './maps.js';
 import type { ServiceSpec } from './service.js';
 import type { ServiceStatusSpec } from './lb-pool.js';
@@ -24,8 +24,8 @@ export interface ServiceManagerOptions {
    * from pod readiness), not from the endpoints its selector matches; the slices are listed before the first pass.
    */
   backendsFromSlices?: boolean;
-  /** Called with the backends a pass deleted (no frontend uses them any more): socket LB ends their sockets. */
-  onBackendsRemoved?: (backends: Array<{ ip: string; port: number; proto: number }>) => void;
+  /** Called with the (backend, frontend) pairs a pass ended (a backend left a frontend): socket LB ends their sockets. */
+  onBackendsRemoved?: (backends: RemovedBackend[]) => void;
 }
 
 const RETRY_MS = 1000;
