@@ -602,6 +602,7 @@ export class Agent {
         if (this.live().endpoints.get(id)) this.deleteEndpoint(id);
       },
       listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
+      callStarted: () => this.dp?.holdTcxSwitch() ?? (() => {}),
     };
   }
 

@@ -145,7 +145,7 @@ export interface NodeDatapathConfig {
    * programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
-  /** tcx: how long the node must be without endpoint adds and removals before pods move from filter to link (200 ms). */
+  /** tcx: how long the node must be without CNI calls in flight and endpoint adds and removals before pods move from filter to link (TCX_SWITCH_QUIET_MS, 1 s). */
   tcxSwitchQuietMs?: number;
   /**
    * Datapath events (traces, drops, policy verdicts) written to the node's ring buffer (default true). Off, the
@@ -682,6 +682,14 @@ export class NodeDatapath {
     else if (this.switcher && haveTcx()) this.switcher.bridge(prog, ep.hostIfindex, ep.hostIfName);
     else this.pins.attach(prog, ep.hostIfindex, ep.hostIfName, 'ingress').close();
     return Promise.resolve();
+  }
+
+  /**
+   * A CNI call (ADD, DEL) is in flight: no switch to tcx starts (each holds RTNL over an RCU grace period, which the
+   * call's own netlink work would queue behind) until the returned function is called and the node is quiet again.
+   */
+  holdTcxSwitch(): () => void {
+    return this.switcher?.hold() ?? (() => {});
   }
 
   /** Endpoints whose ingress program still runs as a tc filter, waiting for the switch to tcx, and how switches went. */
