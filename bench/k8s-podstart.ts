@@ -40,6 +40,8 @@ export interface PodStartResult {
   agentSched?: SchedDelta;
   /** /proc/loadavg's 1-minute figure when the burst ended (the machine is shared). */
   load1?: number;
+  /** tendril: pods still on their tc filter when the last pod was Ready, and switched to tcx by then (status 'tcx-switch'). */
+  tcxAtReady?: { bridged: number; switched: number };
 }
 
 /** Scheduler time of a process's threads (/proc/PID/task/TID/schedstat), ms. */
@@ -260,6 +262,9 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const sched1 = agentPid !== undefined ? processSched(agentPid) : undefined;
     const agentSched = sched0 && sched1 ? { runMs: (sched1.runNs - sched0.runNs) / 1e6, waitMs: (sched1.waitNs - sched0.waitNs) / 1e6, wallMs } : undefined;
     const load1 = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+    const tcxAtReady = tendril
+      ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['tcx-switch'] ?? undefined, () => undefined)
+      : undefined;
     await stopPoll();
     stopPoll = undefined;
     const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
@@ -281,7 +286,7 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const addPhases = tendril
       ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['cni-timings'].find((t) => t.verb === 'ADD'), () => undefined)
       : undefined;
-    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}), ...(agentSched ? { agentSched } : {}), load1 };
+    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}), ...(agentSched ? { agentSched } : {}), ...(tcxAtReady ? { tcxAtReady: { bridged: tcxAtReady.bridged, switched: tcxAtReady.switched } } : {}), load1 };
   } finally {
     await stopPoll?.();
     if (keep && kit) keepLogs(kit.runDir, path.join(keep, plugin), say);
@@ -336,6 +341,7 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
     ...rs.filter((r) => r.agentSched).map((r) => `- ${r.plugin} agent process over the burst (${f2(r.agentSched!.wallMs / 1000)} s): on a CPU ${f2(r.agentSched!.runMs / 1000)} s, runnable but waiting for a CPU ${f2(r.agentSched!.waitMs / 1000)} s (its threads' schedstat)`),
+    ...rs.filter((r) => r.tcxAtReady).map((r) => `- ${r.plugin}: when the last pod was Ready ${r.tcxAtReady!.bridged} pods were still on their tc filter, ${r.tcxAtReady!.switched} switched to tcx (the switch waits for no ADD in flight and quiet)`),
     ...rs.filter((r) => r.load1 !== undefined).map((r) => `- ${r.plugin}: machine load (1 min) at the end of the burst ${r.load1}`),
     ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}${loopText(r.addPhases!)}`),
     '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',

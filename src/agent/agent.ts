@@ -908,6 +908,7 @@ export class Agent {
       proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
       'cni-timings': this.cni?.timings.view() ?? [],
+      'tcx-switch': this.dp?.tcxSwitchStats() ?? null,
     };
   }
 

@@ -8,7 +8,7 @@ import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
-import { PinnedAttachments, TcxSwitcher } from './attach.js';
+import { PinnedAttachments, TcxSwitcher, type TcxSwitchStats } from './attach.js';
 import { staleMasqDevices } from './masq-devices.js';
 import type { DatapathEvent } from './event-types.js';
 import { formatCidr, parseCidr, parseIPv4, parseMac } from '../util/ip.js';
@@ -693,8 +693,8 @@ export class NodeDatapath {
   }
 
   /** Endpoints whose ingress program still runs as a tc filter, waiting for the switch to tcx, and how switches went. */
-  tcxSwitchStats(): { bridged: number; switched: number; failed: number; lastError?: string } {
-    return this.switcher?.stats() ?? { bridged: 0, switched: 0, failed: 0 };
+  tcxSwitchStats(): TcxSwitchStats {
+    return this.switcher?.stats() ?? { bridged: 0, switched: 0, failed: 0, offThread: 0 };
   }
 
   /**

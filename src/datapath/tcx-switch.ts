@@ -22,6 +22,8 @@ export interface TcxSwitchStats {
   switched: number;
   /** failed switches (their filter stays and enforces) */
   failed: number;
+  /** of the switched: attached on a libuv thread (the event loop ran on meanwhile) */
+  offThread: number;
   lastError?: string;
 }
 
@@ -55,6 +57,7 @@ export class TcxSwitcher {
   private stopped = false;
   private switchedCount = 0;
   private failedCount = 0;
+  private offThreadCount = 0;
   private lastErrorText: string | undefined;
 
   constructor(att: PinnedAttachments, ns: Netns, quietMs = TCX_SWITCH_QUIET_MS, maxDeferMs = TCX_SWITCH_MAX_DEFER_MS) {
@@ -99,9 +102,11 @@ export class TcxSwitcher {
 
   stats(): TcxSwitchStats {
     return {
-      bridged: this.pending.size,
+      // The one being attached still runs on its filter.
+      bridged: this.pending.size + (this.inFlight && !this.inFlight.cancelled ? 1 : 0),
       switched: this.switchedCount,
       failed: this.failedCount,
+      offThread: this.offThreadCount,
       ...(this.lastErrorText !== undefined ? { lastError: this.lastErrorText } : {}),
     };
   }
@@ -163,7 +168,9 @@ export class TcxSwitcher {
       .switchToTcxAsync(prog, ifindex, ifname, 'ingress', this.ns, () => flight.cancelled)
       .then(
         (done) => {
-          if (done) this.switchedCount++;
+          if (!done) return;
+          this.switchedCount++;
+          this.offThreadCount++;
         },
         (err: unknown) => this.failed(err),
       )
