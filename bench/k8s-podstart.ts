@@ -107,20 +107,25 @@ export function kitAgentPid(runDir: string): number | undefined {
 }
 
 /**
- * Moves the kit node's daemons (containerd and kubelet, with every process they started so far; the CNI plugins and
- * shims they start later inherit it) into the run's cpu cgroup (K8S_CGROUP_ROOT, next to kubepods), so the node's
- * whole work competes with the rest of the shared machine as one group, as a node's does. Without it containerd's
- * children (the bridge plugin's processes) are root-cgroup tasks of full weight each, competing one by one with every
- * other process of the machine, while all of kubepods (the Tendril agent among the pods) weighs as much as one such
- * task: under a load of 20, the agent waited for a CPU 9-33 s of a burst and ran 0.7-1.8 s. cgroup v1 only (v2 keeps
- * no processes in a cgroup with children); returns how many processes moved, or a reason why none did.
+ * Moves the kit node's daemons (containerd and kubelet, with every process they started so far; the CNI plugins,
+ * shims and runc they start later inherit it) into `system` under the run's cpu cgroup (K8S_CGROUP_ROOT), beside
+ * kubepods, as a systemd node has system.slice beside kubepods.slice: the node's work competes with the rest of the
+ * shared machine as one group, and within it the daemons as one group against the pods. As the kit starts them, they
+ * are root-cgroup tasks of full weight each: every containerd thread, runc and bridge plugin process competes one by
+ * one with every other process of the machine, while all of kubepods (the Tendril agent among the pods) weighs as
+ * much as one such task (under a load of 20 the agent waited for a CPU 9-33 s of a burst and ran 0.7-1.8 s). cgroup
+ * v1 only (v2 keeps no processes in a cgroup with children); returns how many processes moved, or why none did.
  */
 export function nodeCgroup(runDir: string): number | string {
   const env = fs.existsSync(path.join(runDir, 'node.env')) ? fs.readFileSync(path.join(runDir, 'node.env'), 'utf8') : '';
   const root = /^K8S_CGROUP_ROOT=(\S+)$/m.exec(env)?.[1];
   if (!root) return 'no K8S_CGROUP_ROOT in node.env';
-  const procs = ['cpu', 'cpu,cpuacct'].map((h) => path.join('/sys/fs/cgroup', h, root, 'cgroup.procs')).find((f) => fs.existsSync(f));
-  if (!procs) return 'no cgroup v1 cpu hierarchy';
+  const top = ['cpu', 'cpu,cpuacct'].map((h) => path.join('/sys/fs/cgroup', h, root)).find((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+  if (!top) return 'no cgroup v1 cpu hierarchy';
+  // A node's system.slice: its own group (default weight 1024) beside kubepods (2048 on 2 CPUs), as on a systemd
+  // node; down.sh removes it with the run's cgroup (rmdir depth first).
+  fs.mkdirSync(path.join(top, 'system'), { recursive: true });
+  const procs = path.join(top, 'system', 'cgroup.procs');
   const daemons = ['containerd', 'kubelet'].map((n) => Number(fs.readFileSync(path.join(runDir, 'pids', `${n}.pid`), 'utf8').trim()));
   const children = new Map<number, number[]>();
   for (const e of fs.readdirSync('/proc')) {
@@ -394,7 +399,7 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
     ...rs.filter((r) => r.agentSched).map((r) => `- ${r.plugin} agent process over the burst (${f2(r.agentSched!.wallMs / 1000)} s): on a CPU ${f2(r.agentSched!.runMs / 1000)} s, runnable but waiting for a CPU ${f2(r.agentSched!.waitMs / 1000)} s (its threads' schedstat)`),
-    ...rs.filter((r) => r.cgroup).map((r) => `- ${r.plugin}: ${r.cgroup === 'node' ? "containerd and kubelet (so the CNI plugin's processes) moved into the run's cpu cgroup next to kubepods: the node competes with the machine as one group" : "containerd and kubelet left where the kit started them (root cgroup: each plugin process weighs as much as all of kubepods)"}`),
+    ...rs.filter((r) => r.cgroup).map((r) => `- ${r.plugin}: ${r.cgroup === 'node' ? "containerd and kubelet (so the CNI plugin's processes) moved into a system group beside kubepods in the run's cpu cgroup, as on a systemd node" : "containerd and kubelet left where the kit started them (root cgroup: each plugin process weighs as much as all of kubepods)"}`),
     ...rs.filter((r) => r.tcxAtReady).map((r) => `- ${r.plugin}: when the last pod was Ready ${r.tcxAtReady!.bridged} pods were still on their tc filter, ${r.tcxAtReady!.switched} switched to tcx (the switch waits for no ADD in flight and quiet)`),
     ...rs.filter((r) => r.load1 !== undefined).map((r) => `- ${r.plugin}: machine load (1 min) at the end of the burst ${r.load1}`),
     ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}${loopText(r.addPhases!)}`),
