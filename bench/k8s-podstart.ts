@@ -3,7 +3,7 @@
 // Ready condition seen by polling the list), containerd's RunPodSandbox (its own log timestamps, start -> "returns sandbox
 // id": netns + CNI + pause) and the CNI ADD as containerd executes it (a timing wrapper named like the plugin,
 // first in the CNI bin dirs, records exec -> exit of the real plugin). Each plugin gets a fresh kit run.
-// Standalone: `node dist/bench/k8s-podstart.js [--pods N] [--keep DIR]` (root, TENDRIL_K8S_KIT); run.ts runs it as a phase.
+// Standalone: `node dist/bench/k8s-podstart.js [--pods N] [--keep DIR] [--host-cgroup]` (root, TENDRIL_K8S_KIT); run.ts runs it as a phase.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,6 +40,10 @@ export interface PodStartResult {
   agentSched?: SchedDelta;
   /** /proc/loadavg's 1-minute figure when the burst ended (the machine is shared). */
   load1?: number;
+  /** tendril: pods still on their tc filter when the last pod was Ready, and switched to tcx by then (status 'tcx-switch'). */
+  tcxAtReady?: { bridged: number; switched: number };
+  /** 'node': containerd and kubelet in the run's cpu cgroup with the pods (nodeCgroup()); 'host': where the kit started them. */
+  cgroup?: 'node' | 'host';
 }
 
 /** Scheduler time of a process's threads (/proc/PID/task/TID/schedstat), ms. */
@@ -100,6 +104,56 @@ export function kitAgentPid(runDir: string): number | undefined {
       return false;
     }
   });
+}
+
+/**
+ * Moves the kit node's daemons (containerd and kubelet, with every process they started so far; the CNI plugins,
+ * shims and runc they start later inherit it) into `system` under the run's cpu cgroup (K8S_CGROUP_ROOT), beside
+ * kubepods, as a systemd node has system.slice beside kubepods.slice: the node's work competes with the rest of the
+ * shared machine as one group, and within it the daemons as one group against the pods. As the kit starts them, they
+ * are root-cgroup tasks of full weight each: every containerd thread, runc and bridge plugin process competes one by
+ * one with every other process of the machine, while all of kubepods (the Tendril agent among the pods) weighs as
+ * much as one such task (under a load of 20 the agent waited for a CPU 9-33 s of a burst and ran 0.7-1.8 s). cgroup
+ * v1 only (v2 keeps no processes in a cgroup with children); returns how many processes moved, or why none did.
+ */
+export function nodeCgroup(runDir: string): number | string {
+  const env = fs.existsSync(path.join(runDir, 'node.env')) ? fs.readFileSync(path.join(runDir, 'node.env'), 'utf8') : '';
+  const root = /^K8S_CGROUP_ROOT=(\S+)$/m.exec(env)?.[1];
+  if (!root) return 'no K8S_CGROUP_ROOT in node.env';
+  const top = ['cpu', 'cpu,cpuacct'].map((h) => path.join('/sys/fs/cgroup', h, root)).find((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+  if (!top) return 'no cgroup v1 cpu hierarchy';
+  // A node's system.slice: its own group (default weight 1024) beside kubepods (2048 on 2 CPUs), as on a systemd
+  // node; down.sh removes it with the run's cgroup (rmdir depth first).
+  fs.mkdirSync(path.join(top, 'system'), { recursive: true });
+  const procs = path.join(top, 'system', 'cgroup.procs');
+  const daemons = ['containerd', 'kubelet'].map((n) => Number(fs.readFileSync(path.join(runDir, 'pids', `${n}.pid`), 'utf8').trim()));
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(e)]);
+    } catch {
+      // gone
+    }
+  }
+  const tree: number[] = [];
+  const visit = (pid: number): void => {
+    tree.push(pid);
+    for (const c of children.get(pid) ?? []) visit(c);
+  };
+  for (const d of daemons) visit(d);
+  let moved = 0;
+  for (const pid of tree) {
+    try {
+      fs.writeFileSync(procs, `${pid}\n`);
+      moved++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return moved;
 }
 
 const NS = 'podstart';
@@ -176,7 +230,7 @@ export function kubeletStartTimes(kubeletLog: string, ns: string): number[] {
 }
 
 /** `keep`: a directory the run's logs (containerd, kubelet, the pods' incl. the agent's, CNI timings) are copied to before the kit goes. */
-export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase: number, say: (s: string) => void, keep?: string): Promise<PodStartResult> {
+export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase: number, say: (s: string) => void, keep?: string, hostCgroup = false): Promise<PodStartResult> {
   const image = plugin === 'tendril' ? execFileSync('bash', [path.join(REPO_ROOT, 'scripts/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim() : '';
   let kit: Kit | undefined;
   let tendril: TendrilOnKit | undefined;
@@ -212,6 +266,12 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
       if (sa && n?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) break;
       if (Date.now() > deadline) throw new Error(`node not Ready after 300 s (${plugin})`);
       await new Promise((r) => setTimeout(r, 200));
+    }
+    let cgroup: PodStartResult['cgroup'] = 'host';
+    if (!hostCgroup) {
+      const moved = nodeCgroup(kit.runDir);
+      if (typeof moved === 'number') cgroup = 'node';
+      else say(`podstart: node daemons left in their cgroup: ${moved}`);
     }
     const objects = KubernetesObjectApi.makeApiClient(kc);
     await objects.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } } as KubernetesObject);
@@ -260,6 +320,9 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const sched1 = agentPid !== undefined ? processSched(agentPid) : undefined;
     const agentSched = sched0 && sched1 ? { runMs: (sched1.runNs - sched0.runNs) / 1e6, waitMs: (sched1.waitNs - sched0.waitNs) / 1e6, wallMs } : undefined;
     const load1 = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+    const tcxAtReady = tendril
+      ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['tcx-switch'] ?? undefined, () => undefined)
+      : undefined;
     await stopPoll();
     stopPoll = undefined;
     const readyMs = [...ready].map(([n, t]) => t - sent.get(n)!);
@@ -281,7 +344,7 @@ export async function podStartRun(plugin: PodStartPlugin, pods: number, portBase
     const addPhases = tendril
       ? await new ApiClient(tendril.socket).get<StatusView>('/v1/healthz').then((st) => st['cni-timings'].find((t) => t.verb === 'ADD'), () => undefined)
       : undefined;
-    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}), ...(agentSched ? { agentSched } : {}), load1 };
+    return { plugin, pods, readyMs, sandboxMs, createMs, startMs, kubeletMs, cniAddMs, notReady: pods - ready.size, wallMs, ...(addPhases ? { addPhases } : {}), ...(agentSched ? { agentSched } : {}), cgroup, ...(tcxAtReady ? { tcxAtReady: { bridged: tcxAtReady.bridged, switched: tcxAtReady.switched } } : {}), load1 };
   } finally {
     await stopPoll?.();
     if (keep && kit) keepLogs(kit.runDir, path.join(keep, plugin), say);
@@ -336,6 +399,8 @@ export function podStartReport(rs: PodStartResult[]): string[] {
     '',
     ...rs.map((r) => `- ${r.plugin}: all ${r.pods - r.notReady}/${r.pods} Ready after ${(r.wallMs / 1000).toFixed(1)} s${r.notReady ? ` (**${r.notReady} not Ready**)` : ''}`),
     ...rs.filter((r) => r.agentSched).map((r) => `- ${r.plugin} agent process over the burst (${f2(r.agentSched!.wallMs / 1000)} s): on a CPU ${f2(r.agentSched!.runMs / 1000)} s, runnable but waiting for a CPU ${f2(r.agentSched!.waitMs / 1000)} s (its threads' schedstat)`),
+    ...rs.filter((r) => r.cgroup).map((r) => `- ${r.plugin}: ${r.cgroup === 'node' ? "containerd and kubelet (so the CNI plugin's processes) moved into a system group beside kubepods in the run's cpu cgroup, as on a systemd node" : "containerd and kubelet left where the kit started them (root cgroup: each plugin process weighs as much as all of kubepods)"}`),
+    ...rs.filter((r) => r.tcxAtReady).map((r) => `- ${r.plugin}: when the last pod was Ready ${r.tcxAtReady!.bridged} pods were still on their tc filter, ${r.tcxAtReady!.switched} switched to tcx (the switch waits for no ADD in flight and quiet)`),
     ...rs.filter((r) => r.load1 !== undefined).map((r) => `- ${r.plugin}: machine load (1 min) at the end of the burst ${r.load1}`),
     ...rs.filter((r) => r.addPhases).map((r) => `- ${r.plugin} agent-side ADD phases over its last ${r.addPhases!.calls} ADDs (ms, p50/p99/max): total ${f(r.addPhases!.total.p50)}/${f(r.addPhases!.total.p99)}/${f(r.addPhases!.total.max)}; ${r.addPhases!.phases.map((ph) => `${ph.phase} ${f(ph.p50)}/${f(ph.p99)}/${f(ph.max)}`).join(', ')}${loopText(r.addPhases!)}`),
     '- bridge: the kit\'s reference bridge + host-local; tendril: the install/kubernetes DaemonSet (agent in a pod, tcx). Fresh kit run each. CNI ADD from a timing wrapper around the real plugin (exec → exit).',
@@ -344,9 +409,9 @@ export function podStartReport(rs: PodStartResult[]): string[] {
 }
 
 /** Runs bridge, then tendril; returns the report lines (throws without TENDRIL_K8S_KIT). */
-export async function podStartPhase(pods: number, say: (s: string) => void, keep?: string): Promise<{ results: PodStartResult[]; report: string[] }> {
+export async function podStartPhase(pods: number, say: (s: string) => void, keep?: string, hostCgroup = false): Promise<{ results: PodStartResult[]; report: string[] }> {
   const base = 16660 + (process.pid % 6) * 6; // 16660-16695 (test/k8s-node: 16600-16659)
-  const results = [await podStartRun('bridge', pods, base, say, keep), await podStartRun('tendril', pods, base, say, keep)];
+  const results = [await podStartRun('bridge', pods, base, say, keep, hostCgroup), await podStartRun('tendril', pods, base, say, keep, hostCgroup)];
   return { results, report: podStartReport(results) };
 }
 
@@ -354,7 +419,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const i = process.argv.indexOf('--pods');
   const pods = i > 0 ? Number(process.argv[i + 1]) : 50;
   const k = process.argv.indexOf('--keep');
-  podStartPhase(pods, (s) => process.stderr.write(`${s}\n`), k > 0 ? process.argv[k + 1] : undefined).then(
+  podStartPhase(pods, (s) => process.stderr.write(`${s}\n`), k > 0 ? process.argv[k + 1] : undefined, process.argv.includes('--host-cgroup')).then(
     ({ report }) => { process.stdout.write(report.join('\n') + '\n'); process.exit(0); },
     (err: unknown) => { process.stderr.write(`k8s-podstart: ${err instanceof Error ? err.stack : String(err)}\n`); process.exit(1); },
   );

@@ -602,6 +602,7 @@ export class Agent {
         if (this.live().endpoints.get(id)) this.deleteEndpoint(id);
       },
       listEndpoints: () => this.live().endpoints.list().filter((e) => e.kind === 'pod'),
+      callStarted: () => this.dp?.holdTcxSwitch() ?? (() => {}),
     };
   }
 
@@ -907,6 +908,7 @@ export class Agent {
       proxy: this.proxy ? this.proxy.status() : null,
       health: { ip: this.healthIP || null, endpoint: eps.find((e) => e.kind === 'health')?.id ?? null },
       'cni-timings': this.cni?.timings.view() ?? [],
+      'tcx-switch': this.dp?.tcxSwitchStats() ?? null,
     };
   }
 

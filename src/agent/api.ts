@@ -77,6 +77,8 @@ export interface StatusView {
   identities: number;
   /** Per-phase timings of the last CNI ADDs and DELs (ms). */
   'cni-timings': CniTimingsView[];
+  /** Pods whose ingress program still runs as a tc filter, and the switches to tcx so far (null before the datapath). */
+  'tcx-switch'?: { bridged: number; switched: number; failed: number; offThread: number; lastError?: string } | null;
 }
 
 /** GET /v1/config. */

@@ -41,6 +41,11 @@ export interface CniBackend {
   /** No error when the endpoint is already gone. */
   deleteEndpoint(id: number): Promise<void>;
   listEndpoints(): { id: number; containerId: string; ifname: string; ip: string }[];
+  /**
+   * An ADD or DEL starts; the returned function is called when it has answered. Lets the node put off background
+   * kernel work that would compete with the call (the switch of bridged pods to tcx).
+   */
+  callStarted?(verb: 'ADD' | 'DEL'): () => void;
 }
 
 export interface IpRequest {
@@ -122,6 +127,7 @@ export class CniHandler {
   /** `clock` started when the call arrived; its phases are logged (debug) and kept for status --verbose. */
   async handle(call: CniCall, clock = new PhaseClock()): Promise<CniResponse> {
     this.timings.begin(call.command);
+    const done = call.command === 'ADD' || call.command === 'DEL' ? this.backend.callStarted?.(call.command) : undefined;
     try {
       const out = await this.dispatch(call, clock);
       if (call.command === 'ADD' || call.command === 'DEL') this.timings.record(call.command, clock);
@@ -139,6 +145,7 @@ export class CniHandler {
       );
       return errorResponse(e, call.config.cniVersion);
     } finally {
+      done?.();
       this.timings.end(call.command);
     }
   }

@@ -3,12 +3,12 @@
 // waiting for a tcx attach.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfProgram, Link, attachProgram, attachTc, type Direction } from '../kernel/bpf/index.js';
+import { BpfProgram, Link, attachProgram, attachTc, attachTcxAsync, type Direction } from '../kernel/bpf/index.js';
 import { Netlink } from '../kernel/netlink/index.js';
 import type { Netns } from '../kernel/netns/index.js';
 
-/** Default quiet time (no endpoint added or removed) before bridged endpoints are switched to tcx. */
-export const TCX_SWITCH_QUIET_MS = 200;
+// The switcher lives in its own file; re-exported for the datapath's users.
+export { TCX_SWITCH_QUIET_MS, TcxSwitcher, type TcxSwitchStats } from './tcx-switch.js';
 
 /** See PinnedAttachments.attachReversibly(). */
 export interface ReversibleAttach {
@@ -119,6 +119,27 @@ export class PinnedAttachments {
     removeFilters(ifindex, dir, true);
   }
 
+  /**
+   * switchToTcx() with the attach (the RCU grace period) on a libuv worker thread, which resolves `ifindex` in the
+   * PROCESS's namespace (the caller checks that it is `ns`); pinning and the filter's removal run here, in `ns`.
+   * When `cancelled()` says so once the attach returns (the endpoint went meanwhile, the switcher stopped), the link
+   * is closed unpinned, which detaches it, and false is returned: the hook is as it was.
+   */
+  async switchToTcxAsync(prog: BpfProgram, ifindex: number, ifname: string, dir: Direction, ns: Netns, cancelled: () => boolean): Promise<boolean> {
+    const link = await attachTcxAsync({ program: prog, ifindex, direction: dir });
+    try {
+      if (cancelled()) return false;
+      const pin = this.pin(ifname, dir);
+      // A pin of a dead link on a re-created interface of the same name.
+      fs.rmSync(pin, { force: true });
+      link.pin(pin);
+    } finally {
+      link.close();
+    }
+    ns.run(() => removeFilters(ifindex, dir, true));
+    return true;
+  }
+
   /** Detaches and unpins our attachments of one hook (tcx link and tc filters); parts already gone are fine. */
   detachHook(ifname: string, ifindex: number, dir: Direction): void {
     removeFilters(ifindex, dir);
@@ -165,95 +186,5 @@ function removeFilters(ifindex: number, dir: Direction, clsact?: true): void {
     // The interface is already gone.
   } finally {
     nl.close();
-  }
-}
-
-/**
- * A tcx attach waits out an RCU grace period holding RTNL (10-30 ms on a VM), which every rtnetlink operation of the
- * machine queues behind; a cls_bpf filter takes about a millisecond. So a pod's ingress program starts as a filter
- * ("bridged"), and is switched to a pinned tcx link once the node has been quiet (no endpoint added or removed) for
- * `quietMs` (TCX_SWITCH_QUIET_MS by default), one endpoint per event-loop turn. A pod start arriving while a switch runs waits for at most
- * that one grace period. Runs in the namespace the datapath was started in.
- */
-export class TcxSwitcher {
-  private readonly pending = new Map<number, { ifname: string; prog: BpfProgram }>();
-  private readonly att: PinnedAttachments;
-  private readonly ns: Netns;
-  private readonly quietMs: number;
-  private timer: NodeJS.Timeout | undefined;
-  private lastChurn = 0;
-  private switchedCount = 0;
-  private failedCount = 0;
-  private lastErrorText: string | undefined;
-
-  constructor(att: PinnedAttachments, ns: Netns, quietMs = TCX_SWITCH_QUIET_MS) {
-    this.att = att;
-    this.ns = ns;
-    this.quietMs = quietMs;
-  }
-
-  /** Attaches `prog` to the ingress of a new endpoint's veth as a filter, queued for the switch to tcx. */
-  bridge(prog: BpfProgram, ifindex: number, ifname: string): void {
-    attachTc({ program: prog, ifindex, direction: 'ingress' }).close();
-    this.pending.set(ifindex, { ifname, prog });
-    this.churn();
-  }
-
-  /** The endpoint is going: nothing to switch. */
-  forget(ifindex: number): void {
-    this.pending.delete(ifindex);
-    this.churn();
-  }
-
-  /** An endpoint was added or removed: the switch waits for quiet. */
-  churn(): void {
-    this.lastChurn = performance.now();
-    this.arm();
-  }
-
-  /** Endpoints still on a filter, switched so far, failed switches (their filter stays and enforces). */
-  stats(): { bridged: number; switched: number; failed: number; lastError?: string } {
-    return {
-      bridged: this.pending.size,
-      switched: this.switchedCount,
-      failed: this.failedCount,
-      ...(this.lastErrorText !== undefined ? { lastError: this.lastErrorText } : {}),
-    };
-  }
-
-  /** Cancels the timer; bridged endpoints keep their filters (a restart's restore switches them). */
-  stop(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.pending.clear();
-  }
-
-  private arm(): void {
-    if (this.timer !== undefined || this.pending.size === 0) return;
-    const wait = Math.max(0, this.lastChurn + this.quietMs - performance.now());
-    this.timer = setTimeout(() => this.tick(), wait);
-    // Filters enforce as well as links: a process about to exit need not stay for the switch.
-    this.timer.unref();
-  }
-
-  private tick(): void {
-    this.timer = undefined;
-    if (performance.now() - this.lastChurn < this.quietMs) {
-      this.arm();
-      return;
-    }
-    const next = this.pending.entries().next();
-    if (next.done) return;
-    const [ifindex, { ifname, prog }] = next.value;
-    this.pending.delete(ifindex);
-    try {
-      this.ns.run(() => this.att.switchToTcx(prog, ifindex, ifname, 'ingress'));
-      this.switchedCount++;
-    } catch (err) {
-      // E.g. the interface went between the DEL's netlink work and its endpoint removal: its filter went with it.
-      this.failedCount++;
-      this.lastErrorText = err instanceof Error ? err.message : String(err);
-    }
-    this.arm();
   }
 }

@@ -8,7 +8,7 @@ import { Netlink, type LinkInfo } from '../kernel/netlink/index.js';
 import { PROXY_MAP, ensureProxyRoute, proxyConfigValue } from './proxy.js';
 import { KernelError } from '../kernel/errors.js';
 import { Netns } from '../kernel/netns/index.js';
-import { PinnedAttachments, TcxSwitcher } from './attach.js';
+import { PinnedAttachments, TcxSwitcher, type TcxSwitchStats } from './attach.js';
 import { staleMasqDevices } from './masq-devices.js';
 import { NatSourceCache, type FlowTuple } from './nat-source-cache.js';
 import type { DatapathEvent } from './event-types.js';
@@ -146,7 +146,7 @@ export interface NodeDatapathConfig {
    * programs, same maps either way.
    */
   attachMode?: 'tcx' | 'tc';
-  /** tcx: how long the node must be without endpoint adds and removals before pods move from filter to link (200 ms). */
+  /** tcx: how long the node must be without CNI calls in flight and endpoint adds and removals before pods move from filter to link (TCX_SWITCH_QUIET_MS, 1 s). */
   tcxSwitchQuietMs?: number;
   /**
    * Datapath events (traces, drops, policy verdicts) written to the node's ring buffer (default true). Off, the
@@ -685,9 +685,17 @@ export class NodeDatapath {
     return Promise.resolve();
   }
 
+  /**
+   * A CNI call (ADD, DEL) is in flight: no switch to tcx starts (each holds RTNL over an RCU grace period, which the
+   * call's own netlink work would queue behind) until the returned function is called and the node is quiet again.
+   */
+  holdTcxSwitch(): () => void {
+    return this.switcher?.hold() ?? (() => {});
+  }
+
   /** Endpoints whose ingress program still runs as a tc filter, waiting for the switch to tcx, and how switches went. */
-  tcxSwitchStats(): { bridged: number; switched: number; failed: number; lastError?: string } {
-    return this.switcher?.stats() ?? { bridged: 0, switched: 0, failed: 0 };
+  tcxSwitchStats(): TcxSwitchStats {
+    return this.switcher?.stats() ?? { bridged: 0, switched: 0, failed: 0, offThread: 0 };
   }
 
   /**

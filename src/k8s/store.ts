@@ -105,6 +105,11 @@ class SourceFeed {
     return this.informer.list();
   }
 
+  /** The cache's copy of one object once the first list is in (a hint for writers: it may be behind the apiserver). */
+  cached(name: string, namespace?: string): Obj | undefined {
+    return this.synced ? this.informer.get(name, namespace) : undefined;
+  }
+
   /**
    * Events after `from`, or undefined when the history no longer reaches back that far. Every snapshot list() gave
    * is at least this feed's first list, so an untrimmed history covers it (at worst repeating what it already has).
@@ -262,6 +267,19 @@ export class KubernetesStore implements Store {
 
   /** Custom resources take no update without a resourceVersion: read it, replace, again if someone came between. */
   private async putUnconditionally(ref: ObjectRef, body: Obj): Promise<Obj> {
+    // One round trip when the informer is current: a PUT at the cached resourceVersion, or a POST for an object it
+    // does not have (an endpoint's first publish). A conflict (the cache behind, the object made or deleted
+    // meanwhile) falls back to read + write.
+    const feed = this.feeds.get(ref.source);
+    if (feed?.ready) {
+      const known = feed.cached(ref.name, ref.namespace)?.metadata?.resourceVersion;
+      try {
+        return known !== undefined ? await this.replace(ref, body, known) : await this.create(ref, body);
+      } catch (err) {
+        const code = statusOf(err);
+        if (code !== 409 && !(known !== undefined && code === 404)) throw err;
+      }
+    }
     for (let attempt = 0; ; attempt++) {
       const cur = await this.read(ref).catch((err: unknown) => {
         if (statusOf(err) === 404) return undefined;
