@@ -542,7 +542,7 @@ async function main(): Promise<number> {
       emit(l7Report(await l7Phase(`${st.lab}h`, { secs: Math.min(o.secs, 5), rounds: o.rounds, say }), { ...o, secs: Math.min(o.secs, 5) }));
     }
     if (o.lb) {
-      say(`lb: pod -> ClusterIP vs pod -> backend, 1 then ${o.lbServices} services; kube-proxy iptables at ${o.lbServices}; change latency at 1,000`);
+      say(`lb: pod -> ClusterIP vs pod -> backend, 1 (a twin lab) and ${o.lbServices} services by turns; kube-proxy iptables at ${o.lbServices}; change latency at 1,000`);
       emit(lbReport(await lbPhase(`${st.lab}l`, { secs: o.secs, rounds: o.rounds, toolsDir: BENCH_TOOLS, say, services: o.lbServices, latencySamples: o.quick ? 20 : 50 }), o));
     }
     if (o.k8s) {
