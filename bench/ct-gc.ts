@@ -18,6 +18,7 @@ import { CtGcThread, ctGcPass, ctGcPins, type CtGcOptions, type CtGcResult } fro
 import { monotonicSeconds } from '../src/datapath/ct.js';
 import { formatIPv4 } from '../src/util/ip.js';
 import { median } from './stats.js';
+import { withLoopStall } from './measure.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const NODE_IP = '192.168.78.10';
@@ -64,23 +65,6 @@ function fill(coll: Collection, entries: number): number {
   return natCount;
 }
 
-/** Runs `fn` while a 1 ms ticker measures the main event loop's longest wait; [wall ms, longest wait ms]. */
-async function timed(fn: () => Promise<CtGcResult> | CtGcResult): Promise<[number, number, CtGcResult]> {
-  let last = performance.now();
-  let worst = 0;
-  const tick = setInterval(() => {
-    const t = performance.now();
-    worst = Math.max(worst, t - last);
-    last = t;
-  }, 1);
-  const t0 = performance.now();
-  last = t0;
-  const r = await fn();
-  const wall = performance.now() - t0;
-  worst = Math.max(worst, performance.now() - last);
-  clearInterval(tick);
-  return [wall, worst, r];
-}
 
 async function measure(entries: number, rounds: number): Promise<GcRow[]> {
   const pinRoot = `/sys/fs/bpf/tendril-bench-${process.pid}-ctgc-${entries}`;
@@ -102,7 +86,7 @@ async function measure(entries: number, rounds: number): Promise<GcRow[]> {
     const stall = new Map<string, number[]>(variants.map(([n]) => [n, []]));
     for (let r = 0; r < rounds; r++) {
       for (const [name, fn] of r % 2 ? [...variants].reverse() : variants) {
-        const [w, s, res] = await timed(fn);
+        const [w, s, res] = await withLoopStall(fn);
         if (res.deleted !== 0 || res.natDeleted !== 0 || res.alive !== entries) throw new Error(`bench/ct-gc: a pass changed the maps (${JSON.stringify(res)})`);
         wall.get(name)!.push(w);
         stall.get(name)!.push(s);

@@ -53,3 +53,23 @@ export async function measure<T>(p: NoisePolicy, fn: () => Promise<T>): Promise<
     budget.spend(performance.now() - t0); // the repeat costs the budget, the first attempt does not
   }
 }
+
+/** Runs `fn` while a 1 ms ticker measures the event loop's longest wait: [wall ms, longest wait ms, result]. */
+export async function withLoopStall<T>(fn: () => Promise<T> | T): Promise<[number, number, T]> {
+  const t0 = performance.now();
+  let last = t0;
+  let worst = 0;
+  const tick = setInterval(() => {
+    const t = performance.now();
+    worst = Math.max(worst, t - last);
+    last = t;
+  }, 1);
+  try {
+    const r = await fn();
+    const wall = performance.now() - t0;
+    worst = Math.max(worst, performance.now() - last);
+    return [wall, worst, r];
+  } finally {
+    clearInterval(tick);
+  }
+}

@@ -17,6 +17,7 @@ import { closeFd, transparentListener } from '../src/kernel/socket/index.js';
 import { Netns, DEFAULT_NETNS_DIR } from '../src/kernel/netns/index.js';
 import { cgroup2Root } from '../src/lab/cgroups.js';
 import { median } from './stats.js';
+import { withLoopStall } from './measure.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SOCKETS_PER_NETNS = 4;
@@ -27,22 +28,6 @@ export interface TermRow {
   stallMs: number;
 }
 
-/** Runs `fn` while a 1 ms ticker measures the event loop's longest wait; [wall ms, longest wait ms]. */
-async function timed(fn: () => Promise<SockTermResult>): Promise<[number, number, SockTermResult]> {
-  const t0 = performance.now();
-  let last = t0;
-  let worst = 0;
-  const tick = setInterval(() => {
-    const t = performance.now();
-    worst = Math.max(worst, t - last);
-    last = t;
-  }, 1);
-  const r = await fn();
-  const wall = performance.now() - t0;
-  worst = Math.max(worst, performance.now() - last);
-  clearInterval(tick);
-  return [wall, worst, r];
-}
 
 export async function main(): Promise<TermRow[]> {
   const { values } = parseArgs({ options: { netns: { type: 'string' }, rounds: { type: 'string' } } });
@@ -87,7 +72,7 @@ export async function main(): Promise<TermRow[]> {
     const stall = new Map<string, number[]>(variants.map(([v]) => [v, []]));
     for (let r = 0; r < rounds; r++) {
       for (const [v, fn] of r % 2 ? [...variants].reverse() : variants) {
-        const [w, st, res] = await timed(fn);
+        const [w, st, res] = await withLoopStall(fn);
         if (res.failed.length > 0 || res.destroyed !== 0) throw new Error(`bench/sock-term: ${v}: ${JSON.stringify(res)}`);
         total.get(v)!.push(w);
         stall.get(v)!.push(st);
