@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
-import { applyPolicy, status, type L7Policy } from './l7.js';
+import { labDown, loadLab } from '../src/lab/lab.js';
+import { applyPolicy, l7Lab, status, type L7Policy } from './l7.js';
 import type { LoadResult } from './l7-load.js';
 import { cpuSnapshot, perRequest, proxyPidOf, type CpuRole } from './l7-cpu.js';
 import { inNs, runAsync, sleep } from './proc.js';
@@ -65,12 +65,8 @@ async function main(): Promise<void> {
   fs.mkdirSync(profDir);
   if (!values['no-prof']) process.env['TENDRIL_PROXY_NODE_FLAGS'] = `--cpu-prof --cpu-prof-dir=${profDir}`;
   const lab = `l7p${process.pid % 100000}`;
-  await labDown(lab);
-  await labUp({ name: lab, nodes: 2, routing: 'tunnel' });
   try {
-    const nodes = loadLab(lab).nodes.map((n) => n.name);
-    const web = await podAdd(lab, 'web', { node: nodes[1]!, labels: { app: 'web' }, serve: [80] });
-    const client = await podAdd(lab, 'client', { node: nodes[0]!, labels: { role: 'client' } });
+    const { nodes, web, client } = await l7Lab(lab);
     const policy = values.policy as L7Policy;
     await applyPolicy(lab, tmp, policy, client.netns, web.ip, 'l7-profile');
     const st = loadLab(lab);

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { labDown, labUp, loadLab, podAdd } from '../src/lab/lab.js';
+import { labDown, labUp, loadLab, podAdd, type LabPod } from '../src/lab/lab.js';
 import { labPolicyApply, labPolicyDelete } from '../src/lab/security.js';
 import type { LoadResult } from './l7-load.js';
 import { CPU_ROLES, cpuSnapshot, perRequest, proxyPidOf, type CpuRole } from './l7-cpu.js';
@@ -105,14 +105,20 @@ export async function applyPolicy(lab: string, dir: string, policy: L7Policy, cl
   return applied;
 }
 
-export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l7-bench-'));
+/** The L7 benches' lab (2 nodes, tunnel; `lab` removed first): server pod `web` on the second node, `client` on the first. */
+export async function l7Lab(lab: string): Promise<{ nodes: string[]; web: LabPod; client: LabPod }> {
   await labDown(lab);
   await labUp({ name: lab, nodes: 2, routing: 'tunnel' });
+  const nodes = loadLab(lab).nodes.map((n) => n.name);
+  const web = await podAdd(lab, 'web', { node: nodes[1]!, labels: { app: 'web' }, serve: [80] });
+  const client = await podAdd(lab, 'client', { node: nodes[0]!, labels: { role: 'client' } });
+  return { nodes, web, client };
+}
+
+export async function l7Phase(lab: string, o: L7Options): Promise<L7Sample[]> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tendril-l7-bench-'));
   try {
-    const nodes = loadLab(lab).nodes.map((n) => n.name);
-    const web = await podAdd(lab, 'web', { node: nodes[1]!, labels: { app: 'web' }, serve: [80] });
-    const client = await podAdd(lab, 'client', { node: nodes[0]!, labels: { role: 'client' } });
+    const { nodes, web, client } = await l7Lab(lab);
     const url = `http://${web.ip}/public`;
     const samples: L7Sample[] = [];
     let applied: string[] = [];
